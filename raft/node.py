@@ -195,7 +195,9 @@ class RaftNode:
         if self.role == Role.LEADER:
             self._handle_read_index(context, self.id)
         elif self.leader != NO_NODE:
-            self._send(Message(MT.READ_INDEX, to=self.leader, sender=self.id, term=self.term, context=context))
+            self._send(
+                Message(MT.READ_INDEX, to=self.leader, sender=self.id, term=self.term, context=context)
+            )
         else:
             raise NotLeader(NO_NODE)
 
@@ -205,9 +207,7 @@ class RaftNode:
         if self.role == Role.LEADER:
             self._handle_transfer(to)
         elif self.leader != NO_NODE:
-            self._send(
-                Message(MT.TRANSFER_LEADER, to=self.leader, sender=self.id, term=self.term, index=to)
-            )
+            self._send(Message(MT.TRANSFER_LEADER, to=self.leader, sender=self.id, term=self.term, index=to))
         else:
             raise NotLeader(NO_NODE)
 
@@ -303,7 +303,9 @@ class RaftNode:
             must_sync=bool(entries) or snapshot is not None or vote_changed,
             messages=tuple(self._messages),
             messages_after_persist=tuple(self._messages_after_persist),
-            committed_entries=tuple(self.log.next_committed_entries(self.config.max_committed_size_per_ready)),
+            committed_entries=tuple(
+                self.log.next_committed_entries(self.config.max_committed_size_per_ready)
+            ),
             read_states=tuple(self._read_states),
         )
         self._messages.clear()
@@ -348,7 +350,9 @@ class RaftNode:
         self.leader = NO_NODE
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
-        self._randomized_timeout = self._rng.randrange(self.config.election_tick, 2 * self.config.election_tick)
+        self._randomized_timeout = self._rng.randrange(
+            self.config.election_tick, 2 * self.config.election_tick
+        )
         self._lead_transferee = NO_NODE
         self.tracker.votes = {}
         self.tracker.reset_progress(self.log.last_index() + 1)
@@ -367,7 +371,9 @@ class RaftNode:
         self.tracker.votes = {}
         self.role = Role.PRE_CANDIDATE
         self.leader = NO_NODE
-        self._randomized_timeout = self._rng.randrange(self.config.election_tick, 2 * self.config.election_tick)
+        self._randomized_timeout = self._rng.randrange(
+            self.config.election_tick, 2 * self.config.election_tick
+        )
 
     def _become_candidate(self) -> None:
         self._reset(self.term + 1)
@@ -498,16 +504,22 @@ class RaftNode:
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
             self._send(
-                Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=self.log.committed)
+                Message(
+                    MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=self.log.committed
+                )
             )
             return
         accepted, last_new, written = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if accepted:
             if written:
                 self._on_entries_written(written, m.entries[written - m.index - 1 :])
-            self._send(Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=last_new))
+            self._send(
+                Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=last_new)
+            )
             return
-        hint_index, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(m.index, self.log.last_index()), m.log_term
+        )
         self._send(
             Message(
                 MT.APPEND_RESPONSE,
@@ -523,7 +535,9 @@ class RaftNode:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._send(Message(MT.HEARTBEAT_RESPONSE, to=m.sender, sender=self.id, term=self.term, context=m.context))
+        self._send(
+            Message(MT.HEARTBEAT_RESPONSE, to=m.sender, sender=self.id, term=self.term, context=m.context)
+        )
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
@@ -632,7 +646,7 @@ class RaftNode:
         if self._maybe_commit():
             if self.role != Role.LEADER:
                 return  # we committed our own removal and stepped down
-            self._broadcast_append()
+            self._broadcast_pending = True  # tell everyone, once per Ready
         elif was_paused:
             self._send_append(m.sender)
         while self._send_append(m.sender, send_if_empty=False):
@@ -747,7 +761,12 @@ class RaftNode:
         else:
             self._send(
                 Message(
-                    MT.READ_INDEX_RESPONSE, to=requester, sender=self.id, term=self.term, index=index, context=context
+                    MT.READ_INDEX_RESPONSE,
+                    to=requester,
+                    sender=self.id,
+                    term=self.term,
+                    index=index,
+                    context=context,
                 )
             )
 

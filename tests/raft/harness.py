@@ -95,7 +95,10 @@ class Network:
             self.process(node_id)
 
     def deliver(
-        self, until_quiet: bool = True, only: Callable[[Message], bool] | None = None, max_rounds: int = 10_000
+        self,
+        until_quiet: bool = True,
+        only: Callable[[Message], bool] | None = None,
+        max_rounds: int = 10_000,
     ) -> list[Message]:
         """Deliver queued messages (those matching ``only``) until none are
         left; returns what was delivered."""
@@ -147,6 +150,38 @@ class Network:
         self.dropped.extend(self.queue)
         self.queue.clear()
 
+    def drop(self, which: Callable[[Message], bool]) -> list[Message]:
+        """Lose the queued messages matching ``which``; returns them."""
+        lost = [m for m in self.queue if which(m)]
+        self.queue = [m for m in self.queue if not which(m)]
+        self.dropped.extend(lost)
+        return lost
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Cut every link between nodes of different ``groups`` (nodes in
+        no group keep their links)."""
+        sets = [set(g) for g in groups]
+        for a, group_a in enumerate(sets):
+            for group_b in sets[a + 1 :]:
+                for x in group_a:
+                    for y in group_b:
+                        self.cut |= {(x, y), (y, x)}
+
+    def propose(self, node_id: int, data: bytes) -> int:
+        """Propose ``data`` at ``node_id`` and run its Ready (nothing is
+        delivered); returns the entry's index."""
+        index = self.node(node_id).propose(data)
+        self.process(node_id)
+        return index
+
+    def tick_until(self, done: Callable[[], bool], max_ticks: int = 500) -> int:
+        """``tick_all`` until ``done()``; returns the ticks it took."""
+        for ticks in range(max_ticks + 1):
+            if done():
+                return ticks
+            self.tick_all()
+        raise AssertionError(f"condition not reached within {max_ticks} ticks")
+
     # --- inspection ---
 
     def leader(self) -> int | None:
@@ -156,5 +191,17 @@ class Network:
     def applied_data(self, node_id: int) -> list[bytes]:
         return [e.data for e in self.members[node_id].applied if e.kind == EntryKind.NORMAL and e.data]
 
-    def sent_of(self, kind: MessageType) -> list[Message]:
-        return [m for m in self.sent if m.type == kind]
+    def sent_of(self, kind: MessageType, sender: int | None = None, to: int | None = None) -> list[Message]:
+        return [
+            m
+            for m in self.sent
+            if m.type == kind and (sender is None or m.sender == sender) and (to is None or m.to == to)
+        ]
+
+    def log(self, node_id: int) -> list[Entry]:
+        """Every entry ``node_id`` holds after its snapshot, in order."""
+        node = self.node(node_id)
+        return node.log.entries(node.first_index, node.last_index + 1)
+
+    def leaders(self) -> list[int]:
+        return sorted(i for i, m in self.members.items() if m.node.role == Role.LEADER)

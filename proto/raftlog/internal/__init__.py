@@ -1,0 +1,1 @@
+"""Internal node-to-node and storage messages, apart from the public API."""
