@@ -38,8 +38,10 @@ class RaftConfig:
     max_uncommitted_size: int | None = None
     # Bytes of committed entries handed out per Ready (None: all).
     max_committed_size_per_ready: int | None = None
-    # Serve reads on the leader lease instead of a heartbeat round. Safe only
-    # when clocks do not drift more than the election timeout allows.
+    # Serve reads on the leader lease instead of a heartbeat round while a
+    # quorum acknowledged a heartbeat within the last election_tick - 2
+    # ticks. Safe only when every node's ticks run at nearly the same rate;
+    # a node restarted with this on stays out of elections for one timeout.
     read_only_lease_based: bool = False
 
     # --- test-only hazards: each breaks one rule so the simulator can prove
@@ -61,5 +63,9 @@ class RaftConfig:
             raise InvalidConfig("max_inflight_msgs must be at least 1")
         if self.max_size_per_msg <= 0:
             raise InvalidConfig("max_size_per_msg must be positive")
+        if self.max_uncommitted_size is not None and self.max_uncommitted_size <= 0:
+            raise InvalidConfig("max_uncommitted_size must be positive (or None for no limit)")
+        if self.max_committed_size_per_ready is not None and self.max_committed_size_per_ready <= 0:
+            raise InvalidConfig("max_committed_size_per_ready must be positive (or None for no limit)")
         if self.read_only_lease_based and not self.check_quorum:
             raise InvalidConfig("read_only_lease_based requires check_quorum")

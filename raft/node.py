@@ -93,6 +93,17 @@ class RaftNode:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_tick
+        # Lease reads: ticks this node has led for, and whether this term's
+        # lease was given away by a TIMEOUT_NOW (the transferee's campaign
+        # overrides followers' leases, so it may win at any moment).
+        self._leader_ticks = 0
+        self._lease_forfeited = False
+        # With lease reads, a restarted node behaves as if it had just heard
+        # from a leader: it may have acknowledged a lease before it crashed,
+        # and must not vote until that lease has run out. (Bootstrap puts a
+        # group at term 1 with no leader, so a node at term <= 1 never
+        # acknowledged one.)
+        self._boot_quiet = config.read_only_lease_based and hard_state.term > 1
         self._lead_transferee = NO_NODE
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly()
@@ -235,7 +246,7 @@ class RaftNode:
             if m.type in _VOTE_REQUESTS:
                 in_lease = (
                     self.config.check_quorum
-                    and self.leader != NO_NODE
+                    and (self.leader != NO_NODE or self._boot_quiet)
                     and self._election_elapsed < self.config.election_tick
                 )
                 if in_lease and m.context != CAMPAIGN_TRANSFER:
@@ -335,6 +346,7 @@ class RaftNode:
                     self._broadcast_pending = True
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
+            self._membership.compact(self.log.first_index())
             if self.role == Role.LEADER and self._uncommitted_bytes:
                 applied = sum(len(e.data) for e in ready.committed_entries)
                 self._uncommitted_bytes = max(0, self._uncommitted_bytes - applied)
@@ -354,6 +366,8 @@ class RaftNode:
             self.config.election_tick, 2 * self.config.election_tick
         )
         self._lead_transferee = NO_NODE
+        self._leader_ticks = 0
+        self._lease_forfeited = False
         self.tracker.votes = {}
         self.tracker.reset_progress(self.log.last_index() + 1)
         self._read_only = ReadOnly()
@@ -402,6 +416,8 @@ class RaftNode:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_tick:
+            self._boot_quiet = False
         if self._promotable() and self._election_elapsed >= self._randomized_timeout:
             self._election_elapsed = 0
             self._hup(transfer=False)
@@ -536,7 +552,14 @@ class RaftNode:
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
         self._send(
-            Message(MT.HEARTBEAT_RESPONSE, to=m.sender, sender=self.id, term=self.term, context=m.context)
+            Message(
+                MT.HEARTBEAT_RESPONSE,
+                to=m.sender,
+                sender=self.id,
+                term=self.term,
+                index=m.index,
+                context=m.context,
+            )
         )
 
     def _handle_snapshot(self, m: Message) -> None:
@@ -591,6 +614,7 @@ class RaftNode:
         return index
 
     def _tick_leader(self) -> None:
+        self._leader_ticks += 1
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         if self._election_elapsed >= self.config.election_tick:
@@ -638,7 +662,11 @@ class RaftNode:
             return
         if pr.state == ProgressState.PROBE:
             pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT and pr.match + 1 >= self.log.first_index():
+        elif pr.state == ProgressState.SNAPSHOT and (
+            pr.match + 1 >= self.log.first_index() or pr.match >= pr.pending_snapshot
+        ):
+            # Caught up to the snapshot: probe from here (a newer compaction
+            # simply leads to the next snapshot).
             pr.become_probe()
             pr.become_replicate()
         elif pr.state == ProgressState.REPLICATE:
@@ -652,10 +680,11 @@ class RaftNode:
         while self._send_append(m.sender, send_if_empty=False):
             pass
         if m.sender == self._lead_transferee and pr.match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, to=m.sender, sender=self.id, term=self.term))
+            self._send_timeout_now(m.sender)
 
     def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
         pr.probe_sent = False
+        pr.lease_tick = max(pr.lease_tick, m.index)
         if pr.state == ProgressState.REPLICATE and pr.inflights.full():
             pr.inflights.free_first_one()  # an append may have been lost
         elif pr.state == ProgressState.SNAPSHOT:
@@ -664,7 +693,7 @@ class RaftNode:
                 pr.become_probe()  # the snapshot was probably lost: retry
         if pr.match < self.log.last_index():
             self._send_append(m.sender)
-        if m.context and not self.config.read_only_lease_based:
+        if m.context:
             acks = self._read_only.recv_ack(m.sender, m.context)
             if acks is not None and len(acks & self._membership.current.voters) >= self.tracker.quorum():
                 for request in self._read_only.advance(m.context):
@@ -684,7 +713,9 @@ class RaftNode:
                 self._handle_read_index(context, requester)
         conf = self._membership
         if self.id not in conf.current.voters and conf.last_change_index <= self.log.committed:
-            self._become_follower(self.term, NO_NODE)  # our removal is committed
+            # Our removal is committed: tell the others it is, then step down.
+            self._broadcast_append()
+            self._become_follower(self.term, NO_NODE)
         return True
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
@@ -741,6 +772,7 @@ class RaftNode:
                     sender=self.id,
                     term=self.term,
                     commit=min(pr.match, self.log.committed),
+                    index=self._leader_ticks,
                     context=context,
                 )
             )
@@ -750,10 +782,25 @@ class RaftNode:
             self._answer_read(self.log.committed, context, requester)
         elif self.log.term_or_none(self.log.committed) != self.term:
             self._reads_waiting_for_commit.append((context, requester))
-        elif self.config.read_only_lease_based:
+        elif self.config.read_only_lease_based and self._lease_valid():
             self._answer_read(self.log.committed, context, requester)
         elif self._read_only.add_request(self.log.committed, context, requester, self.id):
             self._broadcast_heartbeat()
+
+    def _lease_valid(self) -> bool:
+        """Can no other node have become leader yet? A follower that
+        acknowledged a heartbeat sent at leader tick ``s`` refuses votes for
+        ``election_tick`` of its own ticks after receiving it, which is at
+        least ``election_tick - 1`` of ours if clocks run at the same rate;
+        one more tick covers the part of the current tick already gone."""
+        if self._lease_forfeited:
+            return False
+        ticks = sorted(
+            (self._leader_ticks if v == self.id else self.tracker.progress[v].lease_tick)
+            for v in self._membership.current.voters
+        )
+        start = ticks[-self.tracker.quorum()]
+        return start >= 0 and self._leader_ticks - start <= self.config.election_tick - 2
 
     def _answer_read(self, index: int, context: bytes, requester: int) -> None:
         if requester == self.id:
@@ -776,9 +823,13 @@ class RaftNode:
         self._lead_transferee = to
         self._election_elapsed = 0  # the transfer must finish within an election timeout
         if self.tracker.progress[to].match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, to=to, sender=self.id, term=self.term))
+            self._send_timeout_now(to)
         else:
             self._send_append(to)
+
+    def _send_timeout_now(self, to: int) -> None:
+        self._lease_forfeited = True
+        self._send(Message(MT.TIMEOUT_NOW, to=to, sender=self.id, term=self.term))
 
     # ------------------------------------------------------------------
     # plumbing

@@ -59,6 +59,7 @@ class Progress:
     __slots__ = (
         "inflights",
         "is_learner",
+        "lease_tick",
         "match",
         "next",
         "pending_snapshot",
@@ -76,6 +77,9 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot_wait = 0
         self.recent_active = False
+        # The leader's tick count when it sent the newest heartbeat this
+        # follower acknowledged (-1: none); the basis of lease reads.
+        self.lease_tick = -1
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
 

@@ -120,7 +120,10 @@ class Message:
       the follower's best guess of where the logs agree.
     - VOTE/PRE_VOTE: ``index``/``log_term`` are the candidate's last entry;
       ``context`` is ``CAMPAIGN_TRANSFER`` for a leader transfer.
-    - HEARTBEAT(_RESPONSE): ``commit`` and ``context`` (read-index round).
+    - HEARTBEAT(_RESPONSE): ``commit`` and ``context`` (read-index round);
+      ``index`` is the leader's tick count when it sent the heartbeat, echoed
+      back so the leader knows how old its lease is.
+    - TRANSFER_LEADER: ``index`` is the node to hand leadership to.
     - SNAPSHOT: ``snapshot``.
     - READ_INDEX(_RESPONSE): ``context`` identifies the read; ``index`` is the
       read index in the response.

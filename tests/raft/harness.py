@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from raft.config import RaftConfig
 from raft.node import RaftNode
+from raft.progress import Progress
+from raft.ready import Ready
 from raft.storage import MemoryStorage
 from raft.types import Entry, EntryKind, Message, MessageType, ReadState, Role
 
@@ -73,22 +75,25 @@ class Network:
     # --- driving ---
 
     def process(self, node_id: int) -> None:
-        member = self.members[node_id]
-        node = member.node
+        node = self.members[node_id].node
         while node.has_ready():
-            rd = node.ready()
-            self.sent.extend(rd.messages)
-            self.queue.extend(rd.messages)
-            if rd.snapshot is not None:
-                member.storage.apply_snapshot(rd.snapshot)
-            member.storage.append(rd.entries)
-            if rd.hard_state is not None:
-                member.storage.set_hard_state(rd.hard_state)
-            self.sent.extend(rd.messages_after_persist)
-            self.queue.extend(rd.messages_after_persist)
-            member.applied.extend(rd.committed_entries)
-            member.read_states.extend(rd.read_states)
-            node.advance(rd)
+            self.handle_ready(node_id, node.ready())
+
+    def handle_ready(self, node_id: int, rd: Ready) -> None:
+        """Carry out one Ready of ``node_id`` as the contract says and advance."""
+        member = self.members[node_id]
+        self.sent.extend(rd.messages)
+        self.queue.extend(rd.messages)
+        if rd.snapshot is not None:
+            member.storage.apply_snapshot(rd.snapshot)
+        member.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            member.storage.set_hard_state(rd.hard_state)
+        self.sent.extend(rd.messages_after_persist)
+        self.queue.extend(rd.messages_after_persist)
+        member.applied.extend(rd.committed_entries)
+        member.read_states.extend(rd.read_states)
+        member.node.advance(rd)
 
     def process_all(self) -> None:
         for node_id in sorted(self.members):
@@ -202,6 +207,12 @@ class Network:
         """Every entry ``node_id`` holds after its snapshot, in order."""
         node = self.node(node_id)
         return node.log.entries(node.first_index, node.last_index + 1)
+
+    def progress(self, leader_id: int, peer: int) -> Progress:
+        """Leader ``leader_id``'s replication state for ``peer``."""
+        pr = self.node(leader_id).progress(peer)
+        assert pr is not None, f"node {leader_id} is not a leader tracking node {peer}"
+        return pr
 
     def leaders(self) -> list[int]:
         return sorted(i for i, m in self.members.items() if m.node.role == Role.LEADER)
