@@ -27,11 +27,12 @@ PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto lint fmt test sim run bench chaos clean
+.PHONY: help venv proto lint fmt test sim crash run bench chaos clean
 
 help:
 	@echo "make test    venv + proto + lint + the whole test suite (what CI runs)"
 	@echo "make sim     the Raft simulator over seeds 1-2000, all profiles"
+	@echo "make crash   storage crash test: 50 SIGKILLs of a group-commit writer"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make proto   generate Python code from proto/**/*.proto"
@@ -83,6 +84,10 @@ fmt: venv
 
 test: venv proto lint
 	$(PY) -m pytest -n 2 tests
+
+# The storage crash test, long form (make test runs 3 iterations).
+crash: venv proto
+	RAFTLOG_CRASH_ITERATIONS=50 $(PY) -m pytest tests/partitions/test_crash.py -q -p no:cacheprovider
 
 sim: venv
 	$(PY) -m raft.sim --seeds 1-2000 --profile all

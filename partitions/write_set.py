@@ -1,0 +1,72 @@
+"""``WriteSet``: the RocksDB operations one replica wants written atomically.
+
+A replica never writes to RocksDB itself: it describes its write as a
+``WriteSet`` and hands it to the node's group-commit writer, which copies many
+write sets into one ``WriteBatch``.
+
+Invariants:
+
+- Operations are applied in the order they were added (RocksDB applies a
+  batch in order), so "delete range, then put" leaves the put.
+- A write set is plain data (no RocksDB handles): it can be built on the
+  event loop and consumed on the writer thread, and it can be inspected in
+  tests.
+- ``nbytes`` is the sum of the key and value lengths of every operation, a
+  cheap measure of what the write costs (for stats and batch limits).
+- Once handed to the writer, a write set must not change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+from partitions.keys import ColumnFamily
+
+
+class OpKind(enum.IntEnum):
+    PUT = 0
+    DELETE = 1
+    DELETE_RANGE = 2
+
+
+Op = tuple[OpKind, ColumnFamily, bytes, bytes]
+"""``(kind, cf, key, value)``; for DELETE_RANGE the value is the exclusive end
+key, for DELETE it is ``b""``."""
+
+
+class WriteSet:
+    __slots__ = ("nbytes", "ops")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.nbytes = 0
+
+    def put(self, cf: ColumnFamily, key: bytes, value: bytes) -> None:
+        self.ops.append((OpKind.PUT, cf, key, value))
+        self.nbytes += len(key) + len(value)
+
+    def delete(self, cf: ColumnFamily, key: bytes) -> None:
+        self.ops.append((OpKind.DELETE, cf, key, b""))
+        self.nbytes += len(key)
+
+    def delete_range(self, cf: ColumnFamily, begin: bytes, end: bytes) -> None:
+        """Delete every key in ``[begin, end)``."""
+        if begin >= end:
+            return
+        self.ops.append((OpKind.DELETE_RANGE, cf, begin, end))
+        self.nbytes += len(begin) + len(end)
+
+    def extend(self, other: WriteSet) -> None:
+        """Append ``other``'s operations after this set's."""
+        self.ops.extend(other.ops)
+        self.nbytes += other.nbytes
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(self.ops)
+
+    def __repr__(self) -> str:
+        return f"WriteSet({len(self.ops)} ops, {self.nbytes} bytes)"
