@@ -175,6 +175,10 @@ class Cluster:
                 pre_vote=rng.random() < 0.6,
                 check_quorum=rng.random() < 0.7,
             )
+            if self.config.check_quorum and rng.random() < 0.4:
+                # Lease reads assume ticks run at the same rate everywhere:
+                # these seeds get no pauses (raft/sim/faults.py).
+                self.config = dataclasses.replace(self.config, read_only_lease_based=True)
         self.initial = list(range(1, nodes + 1))
         self.spare = list(range(nodes + 1, 2 * nodes + 3))  # nodes + 2 ids, never reused
         self.min_voters = min(3, nodes)
@@ -383,14 +387,15 @@ class Cluster:
             self._push(self.now + max(1, restart_after), EV_RESTART, sn.id, sn.incarnation)
 
     # ------------------------------------------------------------------
-    # client operations (called by the workload)
+    # client operations (called by the workload); a down or paused node
+    # does not answer them
     # ------------------------------------------------------------------
 
     def propose(self, nid: int, data: bytes | None = None) -> int | None:
         """Propose at ``nid``; the index, or None if it was dropped."""
         sn = self.nodes[nid]
         raft = sn.raft
-        if raft is None:
+        if raft is None or sn.paused_until > self.now:
             return None
         payload = data if data is not None else self.unique_payload()
         self.stats.proposals += 1
@@ -411,7 +416,7 @@ class Cluster:
 
     def read_index(self, nid: int) -> None:
         sn = self.nodes[nid]
-        if sn.raft is None:
+        if sn.raft is None or sn.paused_until > self.now:
             return
         context = self.unique_payload(b"r")
         self.stats.reads += 1
@@ -421,7 +426,7 @@ class Cluster:
 
     def transfer_leader(self, nid: int, to: int) -> None:
         sn = self.nodes[nid]
-        if sn.raft is None:
+        if sn.raft is None or sn.paused_until > self.now:
             return
         self.stats.transfers += 1
         self._log(f"transfer n{nid} -> n{to}")
@@ -429,7 +434,7 @@ class Cluster:
 
     def campaign(self, nid: int) -> None:
         sn = self.nodes[nid]
-        if sn.raft is None:
+        if sn.raft is None or sn.paused_until > self.now:
             return
         self._log(f"campaign n{nid}")
         self._drive(sn, "campaign", lambda r: r.campaign())
@@ -438,7 +443,7 @@ class Cluster:
         """Propose one random, sensible membership change at leader ``nid``."""
         sn = self.nodes[nid]
         raft = sn.raft
-        if raft is None:
+        if raft is None or sn.paused_until > self.now:
             return
         conf = raft.conf_state
         voters = sorted(conf.voters)
@@ -474,7 +479,7 @@ class Cluster:
         the log, keeping ``keep`` entries before the snapshot index."""
         sn = self.nodes[nid]
         raft = sn.raft
-        if raft is None:
+        if raft is None or sn.paused_until > self.now:
             return
         index = sn.sm_index
         if index != raft.applied_index:
@@ -566,11 +571,15 @@ class Cluster:
         self._drive(sn, "tick", _tick)
 
     def _report_unreachable(self, sn: SimNode, peer: int) -> None:
-        if sn.raft is not None:
+        if sn.paused_until > self.now:
+            self._push(sn.paused_until, EV_UNREACHABLE, sn.id, peer)
+        elif sn.raft is not None:
             self._drive(sn, "report_unreachable", lambda r: r.report_unreachable(peer))
 
     def _report_snapshot(self, sn: SimNode, peer: int, ok: bool) -> None:
-        if sn.raft is not None:
+        if sn.paused_until > self.now:
+            self._push(sn.paused_until, EV_SNAPSHOT_STATUS, sn.id, (peer, ok))
+        elif sn.raft is not None:
             self._drive(sn, "report_snapshot", lambda r: r.report_snapshot(peer, ok))
 
     def _deliver(self, m: Message, report: bool) -> None:
