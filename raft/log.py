@@ -29,12 +29,15 @@ class RaftLog:
     def __init__(self, storage: Storage, applied: int | None = None) -> None:
         self.storage = storage
         hard_state, _ = storage.initial_state()
-        first = storage.first_index()
+        # A snapshot only ever covers committed entries, and it may be ahead
+        # of both the compaction point and a commit index lost in a crash
+        # (commit-only hard states are written without a sync).
+        snapshot_index = max(storage.snapshot().metadata.index, storage.first_index() - 1)
         self._unstable_snapshot: Snapshot | None = None
         self._unstable: list[Entry] = []
         self._offset = storage.last_index() + 1
-        self.committed = max(hard_state.commit, first - 1)
-        self.applied = first - 1 if applied is None else max(applied, first - 1)
+        self.committed = max(hard_state.commit, snapshot_index)
+        self.applied = snapshot_index if applied is None else max(applied, storage.first_index() - 1)
         if self.applied > self.committed:
             raise LogInvariantBroken(f"applied {self.applied} is beyond committed {self.committed}")
 

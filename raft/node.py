@@ -180,8 +180,15 @@ class RaftNode:
             self._tick_election()
 
     def campaign(self) -> None:
-        """Start an election now (as if the election timeout had passed)."""
+        """Start an election now (as if the election timeout had passed).
+
+        With lease reads this is ignored while this node has heard from a
+        live leader within an election timeout: the leader's lease counts on
+        this node neither voting nor campaigning then (use
+        ``transfer_leader`` to move leadership safely)."""
         self._check_not_in_ready()
+        if self.config.read_only_lease_based and self.role != Role.LEADER and self._in_lease():
+            return
         self._hup(transfer=False)
 
     def propose(self, data: bytes) -> int:
@@ -244,12 +251,7 @@ class RaftNode:
             return
         if m.term > self.term:
             if m.type in _VOTE_REQUESTS:
-                in_lease = (
-                    self.config.check_quorum
-                    and (self.leader != NO_NODE or self._boot_quiet)
-                    and self._election_elapsed < self.config.election_tick
-                )
-                if in_lease and m.context != CAMPAIGN_TRANSFER:
+                if self._in_lease() and m.context != CAMPAIGN_TRANSFER:
                     return  # we heard from a live leader recently: ignore
             if m.type == MT.PRE_VOTE:
                 pass  # a pre-vote never changes our term
@@ -406,6 +408,15 @@ class RaftNode:
         # An empty entry of our term: committing it commits everything before
         # it (§5.4.2) and unlocks reads and membership changes.
         self._append_new(EntryKind.NORMAL, b"")
+
+    def _in_lease(self) -> bool:
+        """Has this node heard from a live leader within an election timeout
+        (or just restarted with lease reads on)? Then it ignores votes."""
+        return (
+            self.config.check_quorum
+            and (self.leader != NO_NODE or self._boot_quiet)
+            and self._election_elapsed < self.config.election_tick
+        )
 
     def _promotable(self) -> bool:
         return self.id in self._membership.current.voters and self.log.unstable_snapshot() is None

@@ -291,3 +291,22 @@ def test_restarted_node_with_lease_reads_refuses_votes_for_a_timeout() -> None:
     restarted.step(ask)
     net.process(3)
     assert restarted.vote == 2
+
+
+def test_forced_campaign_is_ignored_while_the_lease_holds() -> None:
+    """Found by the simulator (seed 1994): a follower told to campaign()
+    while it still honours the leader's lease would vote for itself and let
+    a new leader commit while the old one serves lease reads. With lease
+    reads on, campaign() waits until the lease has run out."""
+    net = Network([1, 2, 3], election_tick=ELECTION_TICK, read_only_lease_based=True)
+    leader = net.elect(1)
+    net.tick_all(1)
+
+    net.node(2).campaign()
+    assert net.node(2).role == Role.FOLLOWER and net.node(2).term == leader.term
+
+    for _ in range(ELECTION_TICK):
+        net.node(2).tick()
+    net.drop_queued()
+    net.node(2).campaign()
+    assert net.node(2).role != Role.FOLLOWER

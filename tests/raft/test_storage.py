@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from raft.config import RaftConfig
 from raft.errors import Compacted, Unavailable
 from raft.membership import encode_conf_change
+from raft.node import RaftNode
 from raft.storage import MemoryStorage, limit_size
 from raft.types import (
     ConfChange,
@@ -147,3 +151,19 @@ def test_copy_is_independent() -> None:
     other.set_hard_state(HardState(term=3))
     assert storage.term(3) == 2
     assert storage.hard_state.term == 1
+
+
+def test_restart_with_snapshot_ahead_of_compaction_and_a_lost_commit() -> None:
+    """Found by the simulator: a snapshot at 20 with the log compacted only
+    to 16, and a commit index of 18 on disk (the commit-only write after it
+    was lost in a crash). The node restarts with commit and applied at the
+    snapshot, since a snapshot only covers committed entries."""
+    storage = MemoryStorage.bootstrap([1])
+    storage.append([Entry(term=1, index=i, data=b"x") for i in range(2, 25)])
+    storage.create_snapshot(20, ConfState(voters=frozenset({1})), b"image")
+    storage.compact(16)
+    storage.set_hard_state(HardState(term=1, vote=1, commit=18))
+
+    node = RaftNode(RaftConfig(id=1), storage, random.Random(1))
+
+    assert node.commit_index == 20 and node.applied_index == 20
