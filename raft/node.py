@@ -250,9 +250,8 @@ class RaftNode:
         if m.to != self.id:
             return
         if m.term > self.term:
-            if m.type in _VOTE_REQUESTS:
-                if self._in_lease() and m.context != CAMPAIGN_TRANSFER:
-                    return  # we heard from a live leader recently: ignore
+            if m.type in _VOTE_REQUESTS and self._in_lease() and m.context != CAMPAIGN_TRANSFER:
+                return  # we heard from a live leader recently: ignore
             if m.type == MT.PRE_VOTE:
                 pass  # a pre-vote never changes our term
             elif m.type == MT.PRE_VOTE_RESPONSE and not m.reject:
