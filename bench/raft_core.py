@@ -30,11 +30,7 @@ def _drain(node: RaftNode, storage: MemoryStorage, outbox: list[Message]) -> int
     while node.has_ready():
         ready = node.ready()
         outbox.extend(ready.messages)
-        if ready.snapshot is not None:
-            storage.apply_snapshot(ready.snapshot)
-        storage.append(ready.entries)
-        if ready.hard_state is not None:
-            storage.set_hard_state(ready.hard_state)
+        storage.persist(ready)
         outbox.extend(ready.messages_after_persist)
         applied += len(ready.committed_entries)
         node.advance(ready)

@@ -75,9 +75,8 @@ class RaftLog:
             raise Compacted(f"index {index} compacted (first is {self.first_index()})")
         if index > self.last_index():
             raise Unavailable(f"index {index} beyond last {self.last_index()}")
-        if snap is not None:
-            # Only the snapshot's own index is readable below the offset.
-            raise Compacted(f"index {index} is covered by the pending snapshot")
+        # With a pending snapshot every index is its own, compacted or beyond
+        # the last: all answered above.
         return self.storage.term(index)
 
     def term_or_none(self, index: int) -> int | None:

@@ -264,11 +264,9 @@ class RaftNode:
             if (self.config.check_quorum or self.config.pre_vote) and m.type in (MT.APPEND, MT.HEARTBEAT):
                 # A deposed leader that cannot hear the new one: tell it our
                 # term so it steps down (and pre-vote cannot deadlock on it).
-                self._send(Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term))
+                self._reply(m, MT.APPEND_RESPONSE)
             elif m.type == MT.PRE_VOTE:
-                self._send(
-                    Message(MT.PRE_VOTE_RESPONSE, to=m.sender, sender=self.id, term=self.term, reject=True)
-                )
+                self._reply(m, MT.PRE_VOTE_RESPONSE, reject=True)
             return
 
         if m.type in _VOTE_REQUESTS:
@@ -484,7 +482,7 @@ class RaftNode:
                 self._election_elapsed = 0
                 self.vote = m.sender
         else:
-            self._send(Message(response, to=m.sender, sender=self.id, term=self.term, reject=True))
+            self._reply(m, response, reject=True)
 
     def _step_candidate(self, m: Message) -> None:
         if m.type in _FROM_LEADER:
@@ -529,48 +527,24 @@ class RaftNode:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
-            self._send(
-                Message(
-                    MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=self.log.committed
-                )
-            )
+            self._reply(m, MT.APPEND_RESPONSE, index=self.log.committed)
             return
         accepted, last_new, written = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if accepted:
             if written:
                 self._on_entries_written(written, m.entries[written - m.index - 1 :])
-            self._send(
-                Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=last_new)
-            )
+            self._reply(m, MT.APPEND_RESPONSE, index=last_new)
             return
         hint_index, hint_term = self.log.find_conflict_by_term(
             min(m.index, self.log.last_index()), m.log_term
         )
-        self._send(
-            Message(
-                MT.APPEND_RESPONSE,
-                to=m.sender,
-                sender=self.id,
-                term=self.term,
-                index=m.index,
-                reject=True,
-                reject_hint=hint_index,
-                log_term=hint_term,
-            )
+        self._reply(
+            m, MT.APPEND_RESPONSE, index=m.index, reject=True, reject_hint=hint_index, log_term=hint_term
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._send(
-            Message(
-                MT.HEARTBEAT_RESPONSE,
-                to=m.sender,
-                sender=self.id,
-                term=self.term,
-                index=m.index,
-                context=m.context,
-            )
-        )
+        self._reply(m, MT.HEARTBEAT_RESPONSE, index=m.index, context=m.context)
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
@@ -586,7 +560,7 @@ class RaftNode:
             self._membership.reset(meta.index, meta.conf_state)
             self.tracker.set_conf(meta.conf_state, meta.index + 1)
             index = meta.index
-        self._send(Message(MT.APPEND_RESPONSE, to=m.sender, sender=self.id, term=self.term, index=index))
+        self._reply(m, MT.APPEND_RESPONSE, index=index)
 
     def _on_entries_written(self, first: int, entries: tuple[Entry, ...]) -> None:
         """Keep the membership in step with a log rewritten from ``first``."""
@@ -850,6 +824,32 @@ class RaftNode:
             self._messages_after_persist.append(m)
         else:
             self._messages.append(m)
+
+    def _reply(
+        self,
+        m: Message,
+        kind: MessageType,
+        *,
+        index: int = 0,
+        reject: bool = False,
+        reject_hint: int = 0,
+        log_term: int = 0,
+        context: bytes = b"",
+    ) -> None:
+        """Answer ``m``'s sender at our current term."""
+        self._send(
+            Message(
+                kind,
+                to=m.sender,
+                sender=self.id,
+                term=self.term,
+                index=index,
+                reject=reject,
+                reject_hint=reject_hint,
+                log_term=log_term,
+                context=context,
+            )
+        )
 
     def _check_not_in_ready(self) -> None:
         if self._pending_ready is not None:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from raft.errors import Compacted, Unavailable
+from raft.ready import Ready
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMetadata
 
 
@@ -135,6 +136,15 @@ class MemoryStorage:
         return [e for e in self._entries[start:] if e.kind == EntryKind.CONF_CHANGE]
 
     # --- write side (driven by the application from a Ready) ---
+
+    def persist(self, ready: Ready) -> None:
+        """Write a Ready's snapshot, entries and hard state, in that order
+        (rule 5, then rule 4, of the contract above). Memory needs no sync."""
+        if ready.snapshot is not None:
+            self.apply_snapshot(ready.snapshot)
+        self.append(ready.entries)
+        if ready.hard_state is not None:
+            self.set_hard_state(ready.hard_state)
 
     def set_hard_state(self, hard_state: HardState) -> None:
         self.hard_state = hard_state

@@ -84,11 +84,7 @@ class Network:
         member = self.members[node_id]
         self.sent.extend(rd.messages)
         self.queue.extend(rd.messages)
-        if rd.snapshot is not None:
-            member.storage.apply_snapshot(rd.snapshot)
-        member.storage.append(rd.entries)
-        if rd.hard_state is not None:
-            member.storage.set_hard_state(rd.hard_state)
+        member.storage.persist(rd)
         self.sent.extend(rd.messages_after_persist)
         self.queue.extend(rd.messages_after_persist)
         member.applied.extend(rd.committed_entries)
