@@ -146,6 +146,12 @@ class RaftNode:
         must record."""
         return self._membership.at(self.log.applied)
 
+    def conf_state_at(self, index: int) -> ConfState:
+        """Membership once the log is applied up to ``index`` (for a snapshot
+        taken at an index before the applied one). Valid for indexes from the
+        first index - 1 on."""
+        return self._membership.at(index)
+
     @property
     def effective_conf_state(self) -> ConfState:
         """Membership in force now: the latest configuration in the log."""

@@ -1,0 +1,601 @@
+"""The record batch: raftlog's unit of produce, replication, storage and fetch.
+
+A producer packs records into one batch; the batch travels as opaque bytes in
+a ``ProduceRequest``, becomes one Raft entry, is stored once per replica and
+is served as-is to consumers (only ``base_offset`` is patched on the way
+out). The server never builds a Python object per record: it checks a batch
+with ``validate_batch`` (header fields, CRC, and a walk over the record
+frame lengths) and works with the fixed-size header from then on.
+
+This module is shared by the client SDK and the server, so it imports only
+the standard library and ``crc32c``.
+
+Batch layout, version (magic) 1. All integers big-endian; offsets are byte
+positions in the batch.
+
+====== ===== ================= ==========================================
+offset size  field             meaning
+====== ===== ================= ==========================================
+0      8     base_offset i64   offset of the first record; the producer
+                               sends 0, the server patches it when it serves
+                               the batch (outside the CRC)
+8      4     batch_length i32  bytes after this field (total size - 12)
+12     1     magic u8          format version, 1
+13     4     crc u32           CRC32C of every byte after this field
+17     2     attributes i16    bits 0-2: compression codec (0 none,
+                               1 gzip); bits 3-15 reserved, must be 0
+19     4     last_offset_delta = record_count - 1
+             i32
+23     8     first_timestamp   timestamp (ms) of the first record
+             i64
+31     8     max_timestamp i64 largest record timestamp (ms)
+39     8     producer_id i64   -1: not an idempotent producer
+47     2     producer_epoch    -1 when producer_id is -1
+             i16
+49     4     base_sequence i32 sequence number of the first record; -1 when
+                               producer_id is -1
+53     4     record_count i32  >= 1
+57     ...   records           record_count record frames, compressed as
+                               one gzip stream when the codec is not none
+====== ===== ================= ==========================================
+
+Record frame (varint = unsigned LEB128; zvarint = zigzag-encoded signed
+varint):
+
+====================== ==================================================
+field                  meaning
+====================== ==================================================
+length varint          bytes of the frame after this field
+attributes u8          reserved, 0
+timestamp_delta        record timestamp - first_timestamp
+zvarint
+offset_delta varint    record offset - base_offset (the record's position)
+key_length zvarint     -1: null key
+key bytes
+value_length zvarint   -1: null value (a tombstone)
+value bytes
+header_count varint
+headers                each: key_length varint, key (UTF-8),
+                       value_length varint, value bytes
+====================== ==================================================
+
+The smallest frame is 7 bytes (a length of 6 plus the six one-byte fields of
+a record with null key and value and no headers).
+
+Sequence numbers are per producer and per record: a batch covers
+``base_sequence .. base_sequence + record_count - 1``, wrapping from
+``2**31 - 1`` to 0.
+
+Errors: ``validate_batch`` and ``decode_records`` raise only ``InvalidBatch``
+for bad input, whose ``reason`` is one of ``InvalidBatchReason`` (stable,
+machine-readable, sent to clients) and whose ``message`` says what is wrong
+and what to fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import crc32c
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_UNCOMPRESSED_RECORDS_BYTES",
+    "BatchHeader",
+    "BytesLike",
+    "Codec",
+    "DecodedRecord",
+    "InvalidBatch",
+    "InvalidBatchReason",
+    "Record",
+    "decode_records",
+    "encode_batch",
+    "parse_header",
+    "validate_batch",
+    "validate_header",
+    "with_base_offset",
+]
+
+BytesLike = bytes | bytearray | memoryview
+
+MAGIC = 1
+
+_HEADER = struct.Struct(">qiBIhiqqqhii")
+_BASE_OFFSET = struct.Struct(">q")
+HEADER_SIZE = _HEADER.size  # 57
+_LENGTH_FIELD_END = 12  # batch_length counts the bytes after this position
+_CRC_START = 17  # the CRC covers attributes .. end
+
+_CODEC_MASK = 0x07
+_MIN_FRAME_BODY = 6
+_MIN_FRAME = 1 + _MIN_FRAME_BODY
+_MAX_I32 = 2**31 - 1
+_GZIP_WBITS = 31  # zlib's gzip container
+
+MAX_UNCOMPRESSED_RECORDS_BYTES = 64 * 1024 * 1024
+"""Default bound on a compressed batch's records once decompressed, so a
+small batch cannot expand into an arbitrary amount of memory."""
+
+
+class Codec(enum.IntEnum):
+    """Compression of the records section (attribute bits 0-2)."""
+
+    NONE = 0
+    GZIP = 1
+
+
+_CODECS = frozenset(int(c) for c in Codec)
+
+
+class InvalidBatchReason(enum.StrEnum):
+    """Why a batch was refused. The values are part of the client API."""
+
+    BATCH_TOO_SHORT = "BATCH_TOO_SHORT"
+    """Fewer bytes than the fixed header."""
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    """Over the server's max batch size (or decompresses to too much)."""
+    BAD_LENGTH = "BAD_LENGTH"
+    """batch_length does not match the bytes received."""
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    """magic is not a version this code reads."""
+    CORRUPT_BATCH = "CORRUPT_BATCH"
+    """CRC32C mismatch."""
+    UNSUPPORTED_CODEC = "UNSUPPORTED_CODEC"
+    """Unknown compression codec."""
+    UNSUPPORTED_ATTRIBUTES = "UNSUPPORTED_ATTRIBUTES"
+    """Reserved attribute bits are set."""
+    BAD_RECORD_COUNT = "BAD_RECORD_COUNT"
+    """record_count < 1 or last_offset_delta != record_count - 1."""
+    BAD_TIMESTAMPS = "BAD_TIMESTAMPS"
+    """A negative timestamp, or max_timestamp < first_timestamp."""
+    BAD_PRODUCER_FIELDS = "BAD_PRODUCER_FIELDS"
+    """producer_id, producer_epoch and base_sequence disagree."""
+    MALFORMED_RECORDS = "MALFORMED_RECORDS"
+    """The records section is not record_count well-formed frames."""
+
+
+class InvalidBatch(ValueError):
+    """A batch that must not be stored or decoded."""
+
+    def __init__(self, reason: InvalidBatchReason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as a producer builds it."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """One record as a consumer reads it, with its offset."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The fixed-size header, as stored (no field is checked by parsing)."""
+
+    base_offset: int
+    batch_length: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    first_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Total bytes of the batch, header included."""
+        return _LENGTH_FIELD_END + self.batch_length
+
+    @property
+    def codec(self) -> int:
+        """The compression codec number (a ``Codec`` once validated)."""
+        return self.attributes & _CODEC_MASK
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def last_sequence(self) -> int:
+        """Sequence number of the last record (wraps to 0 after 2**31 - 1);
+        -1 for a batch without a producer."""
+        if self.producer_id < 0:
+            return -1
+        return (self.base_sequence + self.record_count - 1) & _MAX_I32
+
+
+def parse_header(buf: BytesLike) -> BatchHeader:
+    """The header fields of ``buf``, unchecked. Raises ``InvalidBatch``
+    (``BATCH_TOO_SHORT``) only when ``buf`` is shorter than a header."""
+    if len(buf) < HEADER_SIZE:
+        raise InvalidBatch(
+            InvalidBatchReason.BATCH_TOO_SHORT,
+            f"{len(buf)} bytes is shorter than the {HEADER_SIZE}-byte batch header; send a whole batch",
+        )
+    return BatchHeader(*_HEADER.unpack_from(buf))
+
+
+def validate_header(buf: BytesLike, *, max_batch_bytes: int) -> BatchHeader:
+    """Every check that needs only the fixed header and the size of ``buf``:
+    size, length, version, attributes, record count, timestamps and producer
+    fields. No CRC and no record walk (``validate_batch`` does those)."""
+    h = _check_framing(buf, max_batch_bytes)
+    _check_fields(h)
+    return h
+
+
+def _check_framing(buf: BytesLike, max_batch_bytes: int) -> BatchHeader:
+    size = len(buf)
+    if size > max_batch_bytes:
+        raise InvalidBatch(
+            InvalidBatchReason.BATCH_TOO_LARGE,
+            f"batch of {size} bytes exceeds the limit of {max_batch_bytes}; send fewer records per batch",
+        )
+    h = parse_header(buf)
+    if h.batch_length != size - _LENGTH_FIELD_END:
+        raise InvalidBatch(
+            InvalidBatchReason.BAD_LENGTH,
+            f"batch_length says {h.batch_length} bytes follow it but {size - _LENGTH_FIELD_END} do; "
+            "send exactly one whole batch",
+        )
+    if h.magic != MAGIC:
+        raise InvalidBatch(
+            InvalidBatchReason.UNSUPPORTED_VERSION,
+            f"batch format version {h.magic} is not supported (this server reads version {MAGIC}); "
+            "use a client that writes version 1",
+        )
+    return h
+
+
+def _check_fields(h: BatchHeader) -> None:
+    codec = h.attributes & _CODEC_MASK
+    if codec not in _CODECS:
+        raise InvalidBatch(
+            InvalidBatchReason.UNSUPPORTED_CODEC,
+            f"compression codec {codec} is unknown (supported: 0 none, 1 gzip)",
+        )
+    if h.attributes & ~_CODEC_MASK:
+        raise InvalidBatch(
+            InvalidBatchReason.UNSUPPORTED_ATTRIBUTES,
+            f"attributes {h.attributes:#06x} set reserved bits (only bits 0-2 are defined); clear them",
+        )
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        raise InvalidBatch(
+            InvalidBatchReason.BAD_RECORD_COUNT,
+            f"record_count {h.record_count} with last_offset_delta {h.last_offset_delta}: a batch needs "
+            "at least one record and last_offset_delta = record_count - 1",
+        )
+    if h.first_timestamp < 0 or h.max_timestamp < h.first_timestamp:
+        raise InvalidBatch(
+            InvalidBatchReason.BAD_TIMESTAMPS,
+            f"first_timestamp {h.first_timestamp} and max_timestamp {h.max_timestamp}: timestamps "
+            "must be >= 0 and max_timestamp >= first_timestamp",
+        )
+    pid = h.producer_id
+    if pid == -1:
+        if h.producer_epoch != -1 or h.base_sequence != -1:
+            raise InvalidBatch(
+                InvalidBatchReason.BAD_PRODUCER_FIELDS,
+                f"producer_id -1 (no idempotent producer) needs producer_epoch -1 and base_sequence -1, "
+                f"got {h.producer_epoch} and {h.base_sequence}",
+            )
+    elif pid < 0 or h.producer_epoch < 0 or h.base_sequence < 0:
+        raise InvalidBatch(
+            InvalidBatchReason.BAD_PRODUCER_FIELDS,
+            f"producer_id {pid}, producer_epoch {h.producer_epoch}, base_sequence {h.base_sequence}: "
+            "an idempotent producer needs all three >= 0 (or all three -1 without one)",
+        )
+
+
+def validate_batch(
+    buf: BytesLike,
+    *,
+    max_batch_bytes: int,
+    max_uncompressed_bytes: int = MAX_UNCOMPRESSED_RECORDS_BYTES,
+) -> BatchHeader:
+    """Check that ``buf`` is exactly one well-formed batch; return its header.
+
+    The hot path of a produce: no object is built per record. Checks run
+    in this order: size, length, version, CRC (so damage is reported as
+    ``CORRUPT_BATCH``, not as whichever field it hit), the header fields of
+    ``validate_header``, then a walk over the frame lengths of
+    the records section (decompressed first when compressed, at most
+    ``max_uncompressed_bytes``) to see that it holds exactly ``record_count``
+    frames. Raises ``InvalidBatch`` and nothing else for any input bytes.
+    """
+    h = _check_framing(buf, max_batch_bytes)
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    actual = crc32c.crc32c(view[_CRC_START:])
+    if actual != h.crc:
+        raise InvalidBatch(
+            InvalidBatchReason.CORRUPT_BATCH,
+            f"CRC32C is {actual:#010x} but the header says {h.crc:#010x}: the batch was damaged "
+            "in transit or built wrongly; rebuild and resend it",
+        )
+    _check_fields(h)
+    if h.attributes & _CODEC_MASK == Codec.NONE:
+        _walk_frames(buf, HEADER_SIZE, h.record_count)
+    else:
+        records = _decompress(view[HEADER_SIZE:], max_uncompressed_bytes)
+        _walk_frames(records, 0, h.record_count)
+    return h
+
+
+def with_base_offset(buf: BytesLike, base_offset: int) -> bytes:
+    """``buf`` with its ``base_offset`` replaced. The CRC does not cover the
+    base offset, so it stays valid."""
+    return _BASE_OFFSET.pack(base_offset) + buf[8:]
+
+
+def _malformed(message: str) -> InvalidBatch:
+    return InvalidBatch(InvalidBatchReason.MALFORMED_RECORDS, message + "; rebuild the batch")
+
+
+def _walk_frames(buf: BytesLike, pos: int, count: int) -> None:
+    """Skip ``count`` frames from ``pos`` by their length prefixes; they must
+    end exactly at the end of ``buf``. The one- and two-byte length varints
+    (frames up to 16 KiB) take a fast path: this loop is the hot path."""
+    end = len(buf)
+    if count > (end - pos) // _MIN_FRAME:
+        raise _malformed(
+            f"record_count {count} cannot fit in a {end - pos}-byte records section "
+            f"(a record takes at least {_MIN_FRAME} bytes)"
+        )
+    i = 0
+    try:
+        for i in range(count):
+            b = buf[pos]
+            if b < 0x80:
+                length = b
+                pos += 1
+            else:
+                b2 = buf[pos + 1]
+                if b2 < 0x80:
+                    length = (b & 0x7F) | (b2 << 7)
+                    pos += 2
+                else:
+                    length, pos = _long_length(buf, pos, end, i)
+            if length < _MIN_FRAME_BODY:
+                raise _malformed(f"record {i}: frame length {length} is below the minimum {_MIN_FRAME_BODY}")
+            pos += length
+    except IndexError:
+        raise _malformed(f"records section ends inside record {i} of {count}") from None
+    if pos != end:
+        if pos > end:
+            raise _malformed(f"record {count - 1} runs {pos - end} bytes past the end of the batch")
+        raise _malformed(f"{end - pos} bytes follow the last of {count} records")
+
+
+def _long_length(buf: BytesLike, pos: int, end: int, i: int) -> tuple[int, int]:
+    """A frame length varint of three or more bytes (at most five)."""
+    length = 0
+    for shift in range(0, 35, 7):
+        if pos >= end:
+            break
+        b = buf[pos]
+        pos += 1
+        length |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return length, pos
+    raise _malformed(f"record {i}: length varint is truncated or longer than 5 bytes")
+
+
+def _decompress(data: BytesLike, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise _malformed(f"gzip records section does not decompress ({exc})") from None
+    if len(out) > limit:
+        raise InvalidBatch(
+            InvalidBatchReason.BATCH_TOO_LARGE,
+            f"records decompress to more than {limit} bytes; send fewer records per batch",
+        )
+    if not inflater.eof:
+        raise _malformed("gzip records section is truncated")
+    if inflater.unused_data:
+        raise _malformed(f"{len(inflater.unused_data)} bytes follow the gzip records section")
+    return out
+
+
+# --- encoding (producer side) ------------------------------------------------------
+
+
+def _put_uvarint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _put_zvarint(out: bytearray, n: int) -> None:
+    _put_uvarint(out, (n << 1) ^ (n >> 63))
+
+
+def _put_record(out: bytearray, record: Record, offset_delta: int, first_timestamp: int) -> None:
+    body = bytearray(b"\x00")  # attributes
+    _put_zvarint(body, record.timestamp_ms - first_timestamp)
+    _put_uvarint(body, offset_delta)
+    for part in (record.key, record.value):
+        if part is None:
+            _put_zvarint(body, -1)
+        else:
+            _put_zvarint(body, len(part))
+            body += part
+    _put_uvarint(body, len(record.headers))
+    for name, value in record.headers:
+        encoded = name.encode("utf-8")
+        _put_uvarint(body, len(encoded))
+        body += encoded
+        _put_uvarint(body, len(value))
+        body += value
+    _put_uvarint(out, len(body))
+    out += body
+
+
+def encode_batch(
+    records: Sequence[Record],
+    *,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    codec: Codec = Codec.NONE,
+    base_offset: int = 0,
+) -> bytes:
+    """One batch holding ``records`` (at least one). Raises ``ValueError``
+    for arguments that would make an invalid batch."""
+    if not records:
+        raise ValueError("a batch needs at least one record")
+    if producer_id == -1:
+        if producer_epoch != -1 or base_sequence != -1:
+            raise ValueError("producer_epoch and base_sequence must be -1 without a producer_id")
+    elif not (0 <= producer_id < 2**63 and 0 <= producer_epoch < 2**15 and 0 <= base_sequence <= _MAX_I32):
+        raise ValueError(
+            f"producer_id {producer_id}, producer_epoch {producer_epoch}, base_sequence {base_sequence} "
+            "out of range"
+        )
+    if codec not in _CODECS:
+        raise ValueError(f"unknown codec {codec}")
+    first_timestamp = records[0].timestamp_ms
+    max_timestamp = max(r.timestamp_ms for r in records)
+    if min(r.timestamp_ms for r in records) < 0:
+        raise ValueError("record timestamps must be >= 0")
+    section = bytearray()
+    for i, record in enumerate(records):
+        _put_record(section, record, i, first_timestamp)
+    payload: bytes | bytearray = section
+    if codec == Codec.GZIP:
+        payload = zlib.compress(section, 6, wbits=_GZIP_WBITS)
+    count = len(records)
+    batch_length = HEADER_SIZE - _LENGTH_FIELD_END + len(payload)
+    if batch_length > _MAX_I32:
+        raise ValueError(f"batch of {batch_length} bytes is too large for the format")
+    tail = bytearray(
+        _HEADER.pack(
+            base_offset,
+            batch_length,
+            MAGIC,
+            0,
+            int(codec),
+            count - 1,
+            first_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            count,
+        )
+    )
+    tail += payload
+    struct.pack_into(">I", tail, 13, crc32c.crc32c(memoryview(tail)[_CRC_START:]))
+    return bytes(tail)
+
+
+# --- decoding (consumer side) ------------------------------------------------------
+
+
+def _get_uvarint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _malformed(f"{what}: varint is truncated or too long")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _get_zvarint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    z, pos = _get_uvarint(buf, pos, end, what)
+    return (z >> 1) ^ -(z & 1), pos
+
+
+def _get_bytes(buf: bytes, pos: int, end: int, length: int, what: str) -> tuple[bytes, int]:
+    if length < 0 or pos + length > end:
+        raise _malformed(f"{what}: length {length} runs past the end of the record")
+    return buf[pos : pos + length], pos + length
+
+
+def decode_records(
+    buf: BytesLike, *, max_uncompressed_bytes: int = MAX_UNCOMPRESSED_RECORDS_BYTES
+) -> list[DecodedRecord]:
+    """Every record of one batch, with its offset and timestamp. Validates
+    the batch first (CRC included); raises ``InvalidBatch``."""
+    h = validate_batch(buf, max_batch_bytes=len(buf), max_uncompressed_bytes=max_uncompressed_bytes)
+    if h.attributes & _CODEC_MASK == Codec.NONE:
+        data = bytes(buf[HEADER_SIZE:])
+    else:
+        data = _decompress(memoryview(buf)[HEADER_SIZE:], max_uncompressed_bytes)
+    records: list[DecodedRecord] = []
+    pos = 0
+    for i in range(h.record_count):
+        what = f"record {i}"
+        length, pos = _get_uvarint(data, pos, len(data), what)
+        end = pos + length  # the walk in validate_batch proved end <= len(data)
+        if data[pos] != 0:
+            raise _malformed(f"{what}: attributes {data[pos]} set reserved bits")
+        ts_delta, pos = _get_zvarint(data, pos + 1, end, what)
+        offset_delta, pos = _get_uvarint(data, pos, end, what)
+        if offset_delta != i:
+            raise _malformed(f"{what}: offset_delta is {offset_delta}, expected {i}")
+        fields: list[bytes | None] = []
+        for part in ("key", "value"):
+            n, pos = _get_zvarint(data, pos, end, f"{what} {part}")
+            if n == -1:
+                fields.append(None)
+            else:
+                value, pos = _get_bytes(data, pos, end, n, f"{what} {part}")
+                fields.append(value)
+        count, pos = _get_uvarint(data, pos, end, f"{what} header count")
+        headers: list[tuple[str, bytes]] = []
+        for j in range(count):
+            hw = f"{what} header {j}"
+            n, pos = _get_uvarint(data, pos, end, hw)
+            raw_name, pos = _get_bytes(data, pos, end, n, hw)
+            n, pos = _get_uvarint(data, pos, end, hw)
+            value, pos = _get_bytes(data, pos, end, n, hw)
+            try:
+                name = raw_name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _malformed(f"{hw}: key is not valid UTF-8") from None
+            headers.append((name, value))
+        if pos != end:
+            raise _malformed(f"{what}: {end - pos} bytes left over inside the frame")
+        records.append(
+            DecodedRecord(
+                offset=h.base_offset + i,
+                timestamp_ms=h.first_timestamp + ts_delta,
+                key=fields[0],
+                value=fields[1],
+                headers=tuple(headers),
+            )
+        )
+    return records
