@@ -1,0 +1,622 @@
+"""``Replica``: the asyncio driver of one partition replica.
+
+One task (``run``) owns the replica's ``RaftNode``, the writes of its
+``GroupStorage`` and its ``PartitionStateMachine``. Everyone else reaches it
+through its inbox (``deliver``, ``tick``, ``produce``, ``peer_changed``,
+``request_retention``) or reads applied state synchronously (``read``).
+
+Invariants:
+
+- A Ready is handled in the order raft/ready.py prescribes: ``messages`` go
+  out first (the leader's appends leave before its own sync, thesis
+  §10.2.1), then the write is made durable through the node's group-commit
+  writer, then ``messages_after_persist`` (votes and acks promise what is now
+  on disk), then committed entries are applied, then ``advance``. No input
+  reaches the node between ``ready()`` and ``advance()``: inputs wait in the
+  inbox and batch into the next Ready, which is how proposals arriving during
+  a sync share the next one.
+- A produce completes only after its entry committed and was applied here,
+  with the offsets the state machine assigned. If this replica loses
+  leadership (or stops) first, the produce fails with ``OutcomeUnknown``: the
+  entry may still commit under the next leader, and an idempotent retry then
+  returns its original offsets.
+- Reads return only batches at or below the applied index: on this node they
+  are committed and durable. ``read`` does not await between locating
+  batches and reading them, so it sees one consistent state.
+- Hibernation (idle groups cost nothing): a leader whose followers all match
+  its last index, with everything committed and applied and nothing in
+  flight, marks its next heartbeats ``quiesce`` and stops ticking. A follower
+  that gets such a heartbeat from its leader with nothing left to commit
+  stops ticking too. Any other input wakes a replica (a proposal, a vote, an
+  append, a plain heartbeat, a peer of the group going down or coming back);
+  heartbeat responses and quiesce heartbeats do not. Safety never depends on
+  ticks (reads do not use leases here, ``read_only_lease_based`` stays off),
+  only liveness, which the wake rules restore: a follower whose leader's node
+  goes down is woken by the transport's peer report and elects a new leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from partitions.commands import decode_command, encode_produce
+from partitions.group_commit import GroupCommitWriter
+from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
+from partitions.replica_errors import (
+    Backpressure,
+    NotLeaderError,
+    OutcomeUnknown,
+    ProduceRejected,
+    ReplicaStopped,
+)
+from partitions.state_machine import (
+    Appended,
+    Duplicate,
+    OffsetOutOfRange,
+    PartitionConfig,
+    PartitionStateMachine,
+    Rejected,
+)
+from raft.config import RaftConfig
+from raft.errors import Compacted, ProposalDropped, TooManyUncommitted
+from raft.node import RaftNode
+from raft.ready import Ready
+from raft.types import NO_NODE, EntryKind, Message, MessageType, Role
+from raftlog.v1.record_batch import InvalidBatch, validate_batch, with_base_offset
+
+SendFn = Callable[[int, int, Message, bool], None]
+"""``send(to_node, group, message, quiesce)``: hand a message to the transport
+(never blocks; the transport may drop it, Raft tolerates loss)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """How a replica drives its Raft group; the defaults suit a laptop."""
+
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    # Quiet ticks (everything replicated, committed, applied) before a leader
+    # hibernates: two heartbeat rounds, so followers have learnt the commit.
+    hibernate_after_ticks: int = 5
+    max_batch_bytes: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_size_per_msg: int = 1 << 20
+    max_uncommitted_bytes: int = 64 << 20
+    max_committed_bytes_per_ready: int = 8 << 20
+    hibernate: bool = True
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+    def raft_config(self, node_id: int) -> RaftConfig:
+        return RaftConfig(
+            id=node_id,
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            check_quorum=True,
+            pre_vote=True,
+            max_inflight_msgs=self.max_inflight_msgs,
+            max_size_per_msg=self.max_size_per_msg,
+            max_uncommitted_size=self.max_uncommitted_bytes,
+            max_committed_size_per_ready=self.max_committed_bytes_per_ready,
+            read_only_lease_based=False,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceResult:
+    base_offset: int
+    last_offset: int
+    append_time_ms: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    batches: list[bytes]
+    high_watermark: int
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    group: int
+    role: Role
+    leader: int
+    term: int
+    commit_index: int
+    applied_index: int
+    last_index: int
+    high_watermark: int
+    log_start_offset: int
+    hibernating: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    message: Message
+    quiesce: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[ProduceResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerChange:
+    node: int
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    pass
+
+
+_Input = _Inbound | _Proposal | _PeerChange | _Campaign
+
+_NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Replica:
+    """One partition replica on this node. Create with ``await Replica.open``,
+    run ``run()`` in a task, stop with ``close()``."""
+
+    def __init__(
+        self,
+        group: int,
+        node_id: int,
+        storage: GroupStorage,
+        writer: GroupCommitWriter,
+        send: SendFn,
+        config: ReplicaConfig,
+        awake: set[Replica] | None = None,
+    ) -> None:
+        self.group = group
+        self.node_id = node_id
+        self._storage = storage
+        self._writer = writer
+        self._send_fn = send
+        self._config = config
+        snapshot = storage.snapshot()
+        self._sm = PartitionStateMachine.restore(config.partition, snapshot.metadata.index, snapshot.data)
+        self._node = RaftNode(
+            config.raft_config(node_id), storage, random.Random(), applied=snapshot.metadata.index
+        )
+        self._inbox: deque[_Input] = deque()
+        self._ticks = 0
+        self._signal = asyncio.Event()
+        self._pending: dict[int, tuple[int, asyncio.Future[ProduceResult]]] = {}
+        self._hw_waiters: list[asyncio.Future[None]] = []
+        self._retention_now_ms: int | None = None
+        self._snapshots_sent: list[int] = []
+        self._stopping = False
+        self._stopped = False
+        self._failure: BaseException | None = None
+        # Hibernation.
+        self._awake = awake if awake is not None else set()
+        self._hibernating = False
+        self._quiet_ticks = 0
+        self._quiescing = False
+        self._quiesce_sent = False
+        self._follower_may_sleep = False
+        self._awake.add(self)
+
+    @classmethod
+    async def open(
+        cls,
+        group: int,
+        node_id: int,
+        storage: GroupStorage,
+        writer: GroupCommitWriter,
+        send: SendFn,
+        config: ReplicaConfig,
+        *,
+        voters: list[int],
+        awake: set[Replica] | None = None,
+    ) -> Replica:
+        """Open the replica, bootstrapping its group with ``voters`` if this
+        node has never stored anything for it."""
+        state = storage.state
+        if state.snapshot.index == 0 and state.last_index == 0:
+            prepared = storage.prepare(bootstrap_ready(voters))
+            await writer.write(prepared.write_set, sync=prepared.sync)
+            storage.apply_prepared(prepared)
+        return cls(group, node_id, storage, writer, send, config, awake)
+
+    # ------------------------------------------------------------------
+    # observation
+    # ------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._node.role == Role.LEADER
+
+    @property
+    def leader(self) -> int:
+        return self._node.leader
+
+    @property
+    def hibernating(self) -> bool:
+        return self._hibernating
+
+    @property
+    def members(self) -> frozenset[int]:
+        return self._node.effective_conf_state.all_nodes()
+
+    @property
+    def high_watermark(self) -> int:
+        return self._sm.high_watermark
+
+    def status(self) -> ReplicaStatus:
+        node = self._node
+        return ReplicaStatus(
+            group=self.group,
+            role=node.role,
+            leader=node.leader,
+            term=node.term,
+            commit_index=node.commit_index,
+            applied_index=node.applied_index,
+            last_index=node.last_index,
+            high_watermark=self._sm.high_watermark,
+            log_start_offset=self._sm.log_start_offset,
+            hibernating=self._hibernating,
+        )
+
+    # ------------------------------------------------------------------
+    # inputs (any task on the event loop)
+    # ------------------------------------------------------------------
+
+    def deliver(self, message: Message, quiesce: bool = False) -> None:
+        if self._hibernating and not quiesce and message.type not in _NON_WAKING:
+            self._wake()
+        self._inbox.append(_Inbound(message, quiesce))
+        self._signal.set()
+
+    def tick(self) -> None:
+        if not self._hibernating:
+            self._ticks += 1
+            self._signal.set()
+
+    def peer_changed(self, node: int, alive: bool) -> None:
+        """The transport saw ``node`` go down or come back."""
+        if node in self.members:
+            self._wake()
+            self._inbox.append(_PeerChange(node, alive))
+            self._signal.set()
+
+    def request_retention(self, now_ms: int | None = None) -> None:
+        """Apply the retention policy at the next quiet moment."""
+        self._retention_now_ms = _now_ms() if now_ms is None else now_ms
+        self._signal.set()
+
+    def campaign(self) -> None:
+        """Ask this replica to stand for election now (tests, leader moves)."""
+        self._wake()
+        self._inbox.append(_Campaign())
+        self._signal.set()
+
+    async def produce(self, batch: bytes) -> ProduceResult:
+        """Append one record batch; returns its offsets once committed.
+
+        Raises ``ProduceRejected`` (the batch or its producer state is
+        wrong: nothing was appended), ``NotLeaderError``, ``Backpressure``,
+        ``OutcomeUnknown`` or ``ReplicaStopped``."""
+        self._check_running()
+        try:
+            header = validate_batch(batch, max_batch_bytes=self._config.max_batch_bytes)
+        except InvalidBatch as exc:
+            raise ProduceRejected(exc.reason, exc.message) from None
+        if self._node.role != Role.LEADER:
+            raise NotLeaderError(self.group, self._node.leader)
+        rejected = self._sm.check_produce(header)
+        if rejected is not None:
+            raise ProduceRejected(rejected.reason, rejected.message)
+        future: asyncio.Future[ProduceResult] = asyncio.get_running_loop().create_future()
+        if self._hibernating:
+            self._wake()
+        self._inbox.append(_Proposal(encode_produce(batch, _now_ms()), future))
+        self._signal.set()
+        return await future
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        """Batches from the one containing ``offset`` up to the high
+        watermark, at most about ``max_bytes`` (at least one batch). Raises
+        ``NotLeaderError`` or ``OffsetOutOfRange``."""
+        self._check_running()
+        if self._node.role != Role.LEADER:
+            raise NotLeaderError(self.group, self._node.leader)
+        sm = self._sm
+        locations = sm.locate(offset, max_bytes)
+        if not locations:
+            return ReadResult([], sm.high_watermark, sm.log_start_offset)
+        base_by_index = {loc.raft_index: loc.base_offset for loc in locations}
+        try:
+            entries = self._storage.entries(locations[0].raft_index, locations[-1].raft_index + 1)
+        except Compacted:
+            raise OffsetOutOfRange(offset, sm.log_start_offset, sm.high_watermark) from None
+        batches = []
+        for entry in entries:
+            base = base_by_index.get(entry.index)
+            if base is not None:
+                batches.append(with_base_offset(decode_command(entry.data).batch, base))
+        return ReadResult(batches, sm.high_watermark, sm.log_start_offset)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        return self._sm.offset_for_timestamp(timestamp_ms)
+
+    async def wait_for_data(self, offset: int, timeout: float) -> bool:
+        """Wait until the high watermark passes ``offset`` (long poll);
+        returns whether it did within ``timeout`` seconds."""
+        if self._sm.high_watermark > offset:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._hw_waiters.append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if not future.done():
+                future.cancel()
+        return self._sm.high_watermark > offset
+
+    # ------------------------------------------------------------------
+    # the owner task
+    # ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping:
+                if not self._inbox and not self._ticks and self._retention_now_ms is None:
+                    self._signal.clear()
+                    await self._signal.wait()
+                    continue
+                self._consume_inputs()
+                while self._node.has_ready():
+                    await self._handle_ready(self._node.ready())
+                if self._retention_now_ms is not None:
+                    now_ms, self._retention_now_ms = self._retention_now_ms, None
+                    await self._apply_retention(now_ms)
+                self._update_hibernation()
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            self._stopped = True
+            self._awake.discard(self)
+            self._fail_pending(ReplicaStopped(f"replica of group {self.group} stopped"))
+
+    async def close(self) -> None:
+        """Ask ``run`` to stop after the Ready in hand; the caller awaits the
+        task."""
+        self._stopping = True
+        self._signal.set()
+
+    def _check_running(self) -> None:
+        if self._stopped or self._stopping:
+            raise ReplicaStopped(f"replica of group {self.group} is stopped")
+
+    def _consume_inputs(self) -> None:
+        node = self._node
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            node.tick()
+            self._count_quiet_tick()
+        inbox = self._inbox
+        while inbox:
+            item = inbox.popleft()
+            if isinstance(item, _Inbound):
+                self._step(item)
+            elif isinstance(item, _Proposal):
+                self._propose(item)
+            elif isinstance(item, _Campaign):
+                node.campaign()
+            elif not item.alive and node.role == Role.LEADER:
+                node.report_unreachable(item.node)
+
+    def _step(self, item: _Inbound) -> None:
+        node = self._node
+        message = item.message
+        node.step(message)
+        if (
+            item.quiesce
+            and message.type == MessageType.HEARTBEAT
+            and node.role == Role.FOLLOWER
+            and node.leader == message.sender
+            and node.term == message.term
+        ):
+            self._follower_may_sleep = True
+
+    def _propose(self, item: _Proposal) -> None:
+        if item.future.done():  # the producer gave up before it was proposed
+            return
+        node = self._node
+        try:
+            index = node.propose(item.data)
+        except TooManyUncommitted:
+            item.future.set_exception(
+                Backpressure(f"group {self.group}: too many bytes waiting to commit; retry shortly")
+            )
+        except ProposalDropped:
+            item.future.set_exception(NotLeaderError(self.group, node.leader))
+        else:
+            self._pending[index] = (node.term, item.future)
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        node = self._node
+        self._send_all(ready.messages)
+        prepared = self._storage.prepare(ready)
+        await self._write(prepared)
+        if ready.snapshot is not None:
+            meta = ready.snapshot.metadata
+            self._sm = PartitionStateMachine.restore(self._config.partition, meta.index, ready.snapshot.data)
+        self._send_all(ready.messages_after_persist)
+        hw_before = self._sm.high_watermark
+        self._apply(ready)
+        node.advance(ready)
+        for peer in self._snapshots_sent:
+            node.report_snapshot(peer, True)
+        self._snapshots_sent.clear()
+        if node.role != Role.LEADER and self._pending:
+            self._fail_pending(OutcomeUnknown(self.group, node.leader))
+        if self._sm.high_watermark != hw_before:
+            self._notify_hw()
+
+    async def _write(self, prepared: PreparedWrite) -> None:
+        if not prepared.empty:
+            await self._writer.write(prepared.write_set, sync=prepared.sync)
+        self._storage.apply_prepared(prepared)
+
+    def _send_all(self, messages: tuple[Message, ...]) -> None:
+        send = self._send_fn
+        group = self.group
+        quiescing = self._quiescing
+        for m in messages:
+            quiesce = quiescing and m.type == MessageType.HEARTBEAT
+            if quiesce:
+                self._quiesce_sent = True
+            elif m.type == MessageType.SNAPSHOT:
+                self._snapshots_sent.append(m.to)
+            send(m.to, group, m, quiesce)
+
+    def _apply(self, ready: Ready) -> None:
+        sm = self._sm
+        pending = self._pending
+        for entry in ready.committed_entries:
+            if entry.kind == EntryKind.NORMAL and entry.data:
+                result = sm.apply(entry.index, entry.data)
+            else:
+                sm.apply_noop(entry.index)
+                result = None
+            waiter = pending.pop(entry.index, None) if pending else None
+            if waiter is None:
+                continue
+            term, future = waiter
+            if future.done():
+                continue
+            if term != entry.term or result is None:
+                future.set_exception(OutcomeUnknown(self.group, self._node.leader))
+            elif isinstance(result, Appended):
+                future.set_result(
+                    ProduceResult(result.base_offset, result.last_offset, result.append_time_ms)
+                )
+            elif isinstance(result, Duplicate):
+                future.set_result(
+                    ProduceResult(
+                        result.base_offset, result.last_offset, result.append_time_ms, duplicate=True
+                    )
+                )
+            else:
+                assert isinstance(result, Rejected)
+                future.set_exception(ProduceRejected(result.reason, result.message))
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for _, future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        for item in self._inbox:
+            if isinstance(item, _Proposal) and not item.future.done():
+                item.future.set_exception(error)
+
+    def _notify_hw(self) -> None:
+        waiters, self._hw_waiters = self._hw_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    async def _apply_retention(self, now_ms: int) -> None:
+        """Drop whole batches the retention policy no longer keeps: a Raft
+        snapshot at the cut, then log compaction (the Raft log is the
+        partition log). A follower that needs what was dropped gets the
+        snapshot (start offset, producer state) instead."""
+        cut = self._sm.retention_cut(now_ms)
+        if cut is None:
+            return
+        conf = self._node.conf_state_at(cut.index)
+        await self._write(self._storage.create_snapshot(cut.index, conf, cut.data))
+        await self._write(self._storage.compact(cut.index))
+        self._sm.compacted(cut.index)
+
+    # ------------------------------------------------------------------
+    # hibernation
+    # ------------------------------------------------------------------
+
+    def _is_quiet_leader(self) -> bool:
+        node = self._node
+        if node.role != Role.LEADER or self._pending or self._inbox or node.lead_transferee:
+            return False
+        last = node.last_index
+        if node.commit_index != last or node.applied_index != last:
+            return False
+        for peer in node.effective_conf_state.all_nodes():
+            if peer == self.node_id:
+                continue
+            pr = node.progress(peer)
+            if pr is None or pr.match != last:
+                return False
+        return True
+
+    def _count_quiet_tick(self) -> None:
+        if not self._config.hibernate:
+            return
+        if self._is_quiet_leader():
+            self._quiet_ticks += 1
+            if self._quiet_ticks >= self._config.hibernate_after_ticks:
+                self._quiescing = True
+        else:
+            self._quiet_ticks = 0
+            self._quiescing = False
+
+    def _update_hibernation(self) -> None:
+        node = self._node
+        if self._hibernating:
+            # Still asleep only while nothing changed underneath.
+            quiet = (
+                self._is_quiet_leader()
+                if node.role == Role.LEADER
+                else node.role == Role.FOLLOWER and node.commit_index == node.last_index
+            )
+            if not quiet:
+                self._wake()
+            return
+        if self._quiesce_sent:
+            self._quiesce_sent = False
+            if self._is_quiet_leader():
+                self._sleep()
+            else:
+                self._quiescing = False
+        elif self._follower_may_sleep:
+            self._follower_may_sleep = False
+            if (
+                node.role == Role.FOLLOWER
+                and node.leader != NO_NODE
+                and node.commit_index == node.last_index == node.applied_index
+            ):
+                self._sleep()
+
+    def _sleep(self) -> None:
+        self._hibernating = True
+        self._quiescing = False
+        self._quiet_ticks = 0
+        self._ticks = 0
+        self._awake.discard(self)
+
+    def _wake(self) -> None:
+        if self._hibernating:
+            self._hibernating = False
+            self._quiet_ticks = 0
+            self._quiescing = False
+            self._follower_may_sleep = False
+        if not self._stopped:
+            self._awake.add(self)

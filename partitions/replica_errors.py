@@ -1,0 +1,70 @@
+"""Errors a partition replica returns to whoever produces to or reads from it.
+
+Each carries a ``reason`` in UPPER_SNAKE_CASE (the ``raftlog.v1.ErrorInfo``
+reason the front end sends) and a message that says what to do. Which are
+safe to retry:
+
+- ``NotLeaderError``: nothing was appended here; retry on ``leader`` (a node
+  id, 0 when unknown).
+- ``OutcomeUnknown``: the batch was proposed but this replica lost leadership
+  (or stopped) before it knew whether it committed. An idempotent producer
+  retries with the same sequence and gets either the original offsets or a
+  fresh append, never both.
+- ``Backpressure``: too many bytes are waiting to commit; retry after a
+  moment.
+- ``ProduceRejected``: the batch itself is wrong (bad CRC, stale producer
+  epoch, sequence gap...). Retrying the same bytes fails the same way.
+- ``ReplicaStopped``: the replica is shutting down or failed (its storage
+  writer failed); the node must restart.
+"""
+
+from __future__ import annotations
+
+
+class ReplicaError(Exception):
+    """Base of the errors in this module."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotLeaderError(ReplicaError):
+    reason = "NOT_LEADER"
+
+    def __init__(self, group: int, leader: int) -> None:
+        hint = f"node {leader}" if leader else "unknown (an election is under way)"
+        super().__init__(f"this replica of group {group} is not its leader; the leader is {hint}")
+        self.group = group
+        self.leader = leader
+
+
+class OutcomeUnknown(ReplicaError):
+    reason = "OUTCOME_UNKNOWN"
+
+    def __init__(self, group: int, leader: int) -> None:
+        super().__init__(
+            f"group {group} lost its leader before this batch was known to commit; "
+            "retry it unchanged (an idempotent producer's retry is never duplicated)"
+        )
+        self.group = group
+        self.leader = leader
+
+
+class Backpressure(ReplicaError):
+    reason = "BACKPRESSURE"
+
+
+class ProduceRejected(ReplicaError):
+    """The batch is invalid; ``reason`` comes from the validator or the state
+    machine (e.g. ``CORRUPT_BATCH``, ``INVALID_PRODUCER_EPOCH``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReplicaStopped(ReplicaError):
+    reason = "REPLICA_STOPPED"

@@ -1,0 +1,157 @@
+"""``ReplicaHost``: every partition replica of one node, their storage and clock.
+
+The host owns the node's ``NodeStore`` (one RocksDB), its group-commit
+writer, one ``Replica`` task per group (in one ``asyncio.TaskGroup``), the
+tick clock and the retention timer. The transport and the front end talk to
+replicas through it.
+
+Invariants:
+
+- Only awake replicas are ticked: the ticker walks the ``awake`` set, which a
+  replica leaves when it hibernates. 1,000 idle partitions cost one timer.
+- A replica task that fails (its storage writer failed, a driver bug) fails
+  the host: the task group cancels every replica and ``__aexit__`` re-raises.
+  A node whose disk failed must restart and recover from the WAL rather than
+  acknowledge anything more (see partitions/group_commit.py).
+- ``close`` stops replicas first, then the writer (writing what is pending),
+  then the store, so nothing acknowledged is left unwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from partitions.group_commit import GroupCommitWriter
+from partitions.node_store import NodeStore, StoreOptions
+from partitions.raft_storage import GroupStorage
+from partitions.replica import Replica, ReplicaConfig, SendFn
+from raft.types import Message
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    tick_interval_s: float = 0.05
+    retention_check_interval_s: float = 30.0
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    store: StoreOptions = field(default_factory=StoreOptions)
+
+
+class ReplicaHost:
+    def __init__(self, node_id: int, data_dir: Path, send: SendFn, config: HostConfig | None = None) -> None:
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.config = config or HostConfig()
+        self._send = send
+        self._replicas: dict[int, Replica] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.awake: set[Replica] = set()
+        self._store: NodeStore | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._task_group: asyncio.TaskGroup | None = None
+        self._closing = False
+        self._clocks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ---
+
+    async def __aenter__(self) -> ReplicaHost:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = await asyncio.to_thread(NodeStore, self.data_dir / "store", self.config.store)
+        self._writer = GroupCommitWriter(self._store, name=f"raftlog-writer-{self.node_id}")
+        self._task_group = asyncio.TaskGroup()
+        await self._task_group.__aenter__()
+        self._clocks = [
+            self._task_group.create_task(self._tick_loop(), name="raftlog-ticker"),
+            self._task_group.create_task(self._retention_loop(), name="raftlog-retention"),
+        ]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self._closing = True
+        for clock in self._clocks:
+            clock.cancel()
+        for replica in self._replicas.values():
+            await replica.close()
+        try:
+            assert self._task_group is not None
+            await self._task_group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            if self._writer is not None:
+                await asyncio.to_thread(self._writer.close)
+            if self._store is not None:
+                await asyncio.to_thread(self._store.close)
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        assert self._writer is not None, "the host is not started"
+        return self._writer
+
+    # --- replicas ---
+
+    async def add_replica(
+        self, group: int, voters: Iterable[int], config: ReplicaConfig | None = None
+    ) -> Replica:
+        """Open (bootstrapping if new) and start this node's replica of
+        ``group``; an existing replica is returned as it is."""
+        existing = self._replicas.get(group)
+        if existing is not None:
+            return existing
+        assert self._store is not None and self._task_group is not None, "the host is not started"
+        storage = GroupStorage(self._store, group)
+        replica = await Replica.open(
+            group,
+            self.node_id,
+            storage,
+            self.writer,
+            self._send,
+            config or self.config.replica,
+            voters=sorted(voters),
+            awake=self.awake,
+        )
+        self._replicas[group] = replica
+        self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")
+        return replica
+
+    def replica(self, group: int) -> Replica | None:
+        return self._replicas.get(group)
+
+    @property
+    def replicas(self) -> dict[int, Replica]:
+        return self._replicas
+
+    # --- inputs from the transport ---
+
+    def deliver(self, messages: Iterable[tuple[int, Message, bool]]) -> None:
+        """Hand ``(group, message, quiesce)`` triples to their replicas;
+        messages for groups this node does not host are dropped (the sender
+        retries, as for any lost message)."""
+        replicas = self._replicas
+        for group, message, quiesce in messages:
+            replica = replicas.get(group)
+            if replica is not None:
+                replica.deliver(message, quiesce)
+
+    def peer_changed(self, node: int, alive: bool) -> None:
+        for replica in self._replicas.values():
+            replica.peer_changed(node, alive)
+
+    # --- clocks ---
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_interval_s
+        while not self._closing:
+            await asyncio.sleep(interval)
+            for replica in list(self.awake):
+                replica.tick()
+
+    async def _retention_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.config.retention_check_interval_s)
+            for replica in self._replicas.values():
+                replica.request_retention()
