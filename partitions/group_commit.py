@@ -153,10 +153,16 @@ class GroupCommitWriter:
         if not write_set.ops and not sync:
             self._check_open()
             return
+        await self.submit(write_set, sync=sync)
+
+    def submit(self, write_set: WriteSet, *, sync: bool = True) -> asyncio.Future[None]:
+        """Queue ``write_set`` and return the future ``write`` would await,
+        for a caller that must not wait (its later writes are still ordered
+        after this one). Raises ``WriteFailed`` at once if the writer failed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._submit(_Waiter(write_set, sync, loop, future))
-        await future
+        return future
 
     def write_blocking(self, write_set: WriteSet, *, sync: bool = True) -> None:
         """``write`` for threads without an event loop (tools, start-up).

@@ -135,6 +135,16 @@ class ReplicaStatus:
     hibernating: bool
 
 
+@dataclass(slots=True)
+class ReplicaCounters:
+    """Counters shared by the replicas of one host (mutable, event loop only)."""
+
+    synced_entries: int = 0
+    """Raft entries in writes that asked for a sync; divided by the writer's
+    syncs it gives the record batches one fsync carries."""
+    produced_batches: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Inbound:
     message: Message
@@ -180,8 +190,10 @@ class Replica:
         send: SendFn,
         config: ReplicaConfig,
         awake: set[Replica] | None = None,
+        counters: ReplicaCounters | None = None,
     ) -> None:
         self.group = group
+        self._counters = counters or ReplicaCounters()
         self.node_id = node_id
         self._storage = storage
         self._writer = writer
@@ -202,6 +214,7 @@ class Replica:
         self._stopping = False
         self._stopped = False
         self._failure: BaseException | None = None
+        self._background_failure: BaseException | None = None
         # Hibernation.
         self._awake = awake if awake is not None else set()
         self._hibernating = False
@@ -223,6 +236,7 @@ class Replica:
         *,
         voters: list[int],
         awake: set[Replica] | None = None,
+        counters: ReplicaCounters | None = None,
     ) -> Replica:
         """Open the replica, bootstrapping its group with ``voters`` if this
         node has never stored anything for it."""
@@ -231,7 +245,7 @@ class Replica:
             prepared = storage.prepare(bootstrap_ready(voters))
             await writer.write(prepared.write_set, sync=prepared.sync)
             storage.apply_prepared(prepared)
-        return cls(group, node_id, storage, writer, send, config, awake)
+        return cls(group, node_id, storage, writer, send, config, awake, counters)
 
     # ------------------------------------------------------------------
     # observation
@@ -377,6 +391,10 @@ class Replica:
     async def run(self) -> None:
         try:
             while not self._stopping:
+                if self._background_failure is not None:
+                    raise ReplicaStopped(
+                        f"group {self.group}: a storage write failed"
+                    ) from self._background_failure
                 if not self._inbox and not self._ticks and self._retention_now_ms is None:
                     self._signal.clear()
                     await self._signal.wait()
@@ -456,7 +474,20 @@ class Replica:
         node = self._node
         self._send_all(ready.messages)
         prepared = self._storage.prepare(ready)
-        await self._write(prepared)
+        if prepared.sync:
+            self._counters.synced_entries += len(ready.entries)
+            await self._write(prepared)
+        elif not prepared.empty:
+            # No entries, snapshot, term or vote (those force a sync): only
+            # the commit index moved. Raft does not need it durable (a
+            # restarted node relearns it from the leader), so it is queued
+            # behind this group's earlier writes and not waited for; waiting
+            # would put a writer-thread round trip on every produce's path.
+            assert not ready.entries and ready.snapshot is None
+            self._writer.submit(prepared.write_set, sync=False).add_done_callback(self._background_write_done)
+            self._storage.apply_prepared(prepared)
+        else:
+            self._storage.apply_prepared(prepared)
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             self._sm = PartitionStateMachine.restore(self._config.partition, meta.index, ready.snapshot.data)
@@ -471,6 +502,12 @@ class Replica:
             self._fail_pending(OutcomeUnknown(self.group, node.leader))
         if self._sm.high_watermark != hw_before:
             self._notify_hw()
+
+    def _background_write_done(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            # The writer is failed for good: stop this replica (run() raises).
+            self._background_failure = future.exception()
+            self._signal.set()
 
     async def _write(self, prepared: PreparedWrite) -> None:
         if not prepared.empty:
@@ -507,6 +544,7 @@ class Replica:
             if term != entry.term or result is None:
                 future.set_exception(OutcomeUnknown(self.group, self._node.leader))
             elif isinstance(result, Appended):
+                self._counters.produced_batches += 1
                 future.set_result(
                     ProduceResult(result.base_offset, result.last_offset, result.append_time_ms)
                 )

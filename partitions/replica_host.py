@@ -28,7 +28,7 @@ from types import TracebackType
 from partitions.group_commit import GroupCommitWriter
 from partitions.node_store import NodeStore, StoreOptions
 from partitions.raft_storage import GroupStorage
-from partitions.replica import Replica, ReplicaConfig, SendFn
+from partitions.replica import Replica, ReplicaConfig, ReplicaCounters, SendFn
 from raft.types import Message
 
 
@@ -49,6 +49,7 @@ class ReplicaHost:
         self._replicas: dict[int, Replica] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.awake: set[Replica] = set()
+        self.counters = ReplicaCounters()
         self._store: NodeStore | None = None
         self._writer: GroupCommitWriter | None = None
         self._task_group: asyncio.TaskGroup | None = None
@@ -113,6 +114,7 @@ class ReplicaHost:
             config or self.config.replica,
             voters=sorted(voters),
             awake=self.awake,
+            counters=self.counters,
         )
         self._replicas[group] = replica
         self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")

@@ -1,0 +1,133 @@
+"""``raftlog.v1.LogService`` on one node: produce, fetch, offsets, producer ids.
+
+A request names a topic and partition; the node serves it when it hosts the
+partition's leader and otherwise answers ``NOT_LEADER`` with the leader's
+address (forwarding arrives with the front end of the cluster issue).
+
+Invariants: a handler never holds a partition's state across an ``await``
+(it asks the replica again after waiting); every failure leaves through
+``grpc_errors`` with a reason; a produce response is sent only for a batch
+that committed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import grpc
+
+from cluster.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
+from partitions.replica import Replica
+from partitions.replica_errors import NotLeaderError, ReplicaError
+from partitions.state_machine import OffsetOutOfRange
+from raftlog.v1 import log_pb2, log_pb2_grpc
+
+DEFAULT_FETCH_BYTES = 1 << 20
+MAX_FETCH_BYTES = 64 << 20
+MAX_WAIT_MS = 30_000
+
+
+class LogService(log_pb2_grpc.LogServiceServicer):
+    def __init__(
+        self,
+        find_replica: Callable[[str, int], Replica | None],
+        partition_exists: Callable[[str, int], bool],
+        address_of: Callable[[int], str],
+    ) -> None:
+        self._find = find_replica
+        self._exists = partition_exists
+        self._address_of = address_of
+
+    def _replica(self, topic: str, partition: int) -> Replica:
+        replica = self._find(topic, partition)
+        if replica is not None:
+            return replica
+        if not self._exists(topic, partition):
+            raise ServiceError(
+                grpc.StatusCode.NOT_FOUND,
+                "UNKNOWN_TOPIC_OR_PARTITION",
+                f"topic {topic!r} partition {partition} does not exist; list topics to see what does",
+                metadata={"topic": topic, "partition": str(partition)},
+            )
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NOT_LEADER",
+            f"this node holds no replica of {topic}/{partition}; ask another node",
+        )
+
+    def _replica_error(self, error: ReplicaError) -> ServiceError:
+        leader = getattr(error, "leader", 0)
+        return from_replica_error(error, self._address_of(leader) if leader else "")
+
+    async def Produce(
+        self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ProduceResponse:
+        try:
+            replica = self._replica(request.topic, request.partition)
+            result = await replica.produce(request.batch)
+        except ServiceError as error:
+            await abort(context, error)
+        except ReplicaError as error:
+            await abort(context, self._replica_error(error))
+        return log_pb2.ProduceResponse(
+            base_offset=result.base_offset,
+            last_offset=result.last_offset,
+            append_time_ms=result.append_time_ms,
+            duplicate=result.duplicate,
+        )
+
+    async def Fetch(
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.FetchResponse:
+        max_bytes = min(request.max_bytes or DEFAULT_FETCH_BYTES, MAX_FETCH_BYTES)
+        try:
+            replica = self._replica(request.topic, request.partition)
+            result = replica.read(request.offset, max_bytes)
+            if not result.batches and request.max_wait_ms:
+                wait_s = min(request.max_wait_ms, MAX_WAIT_MS) / 1000
+                remaining = context.time_remaining()
+                if remaining is not None:
+                    wait_s = max(0.0, min(wait_s, remaining - 0.05))
+                if await replica.wait_for_data(request.offset, wait_s):
+                    result = replica.read(request.offset, max_bytes)
+        except ServiceError as error:
+            await abort(context, error)
+        except OffsetOutOfRange as error:
+            await abort(context, from_offset_error(error))
+        except ReplicaError as error:
+            await abort(context, self._replica_error(error))
+        return log_pb2.FetchResponse(
+            batches=result.batches,
+            high_watermark=result.high_watermark,
+            log_start_offset=result.log_start_offset,
+        )
+
+    async def ListOffsets(
+        self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ListOffsetsResponse:
+        try:
+            replica = self._replica(request.topic, request.partition)
+            if not replica.is_leader:
+                raise NotLeaderError(replica.group, replica.leader)
+            status = replica.status()
+            response = log_pb2.ListOffsetsResponse(
+                log_start_offset=status.log_start_offset, high_watermark=status.high_watermark
+            )
+            if request.HasField("timestamp_ms"):
+                found = replica.offset_for_timestamp(request.timestamp_ms)
+                if found is not None:
+                    response.offset_for_timestamp = found
+        except ServiceError as error:
+            await abort(context, error)
+        except ReplicaError as error:
+            await abort(context, self._replica_error(error))
+        return response
+
+    async def InitProducer(
+        self, request: log_pb2.InitProducerRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.InitProducerResponse:
+        # Static clusters have no controller to hand out id blocks: a random
+        # 62-bit id collides with another live producer's with probability
+        # ~n^2 / 2^63 (n live producers). The controller replaces this.
+        return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)

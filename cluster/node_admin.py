@@ -1,0 +1,77 @@
+"""``raftlog.internal.v1.NodeAdmin``: what a node is doing, for operators,
+tests and benchmarks (CPU, memory, group-commit and transport counters, the
+state of each replica). Read-only; computing it never awaits, so the answer
+is one consistent moment of the event loop."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+
+import grpc
+
+from cluster.transport import RaftTransport
+from partitions.replica_host import ReplicaHost
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
+    def __init__(
+        self,
+        node_id: int,
+        host: Callable[[], ReplicaHost | None],
+        transport: Callable[[], RaftTransport | None],
+    ) -> None:
+        self._node_id = node_id
+        self._host = host
+        self._transport = transport
+
+    async def Stats(
+        self, request: node_admin_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> node_admin_pb2.NodeStats:
+        stats = node_admin_pb2.NodeStats(
+            node_id=self._node_id, cpu_seconds=time.process_time(), rss_bytes=_rss_bytes()
+        )
+        host = self._host()
+        if host is not None:
+            replicas = host.replicas
+            writer = host.writer.stats()
+            stats.replicas = len(replicas)
+            stats.awake_replicas = len(host.awake)
+            stats.leaders = sum(1 for r in replicas.values() if r.is_leader)
+            stats.syncs = writer.syncs
+            stats.synced_writes = writer.synced_writes
+            stats.synced_entries = host.counters.synced_entries
+            stats.bytes_written = writer.bytes_written
+            if not request.summary_only:
+                for replica in replicas.values():
+                    s = replica.status()
+                    stats.partitions.add(
+                        group=s.group,
+                        role=s.role.name,
+                        leader=s.leader,
+                        term=s.term,
+                        commit_index=s.commit_index,
+                        applied_index=s.applied_index,
+                        last_index=s.last_index,
+                        high_watermark=s.high_watermark,
+                        log_start_offset=s.log_start_offset,
+                        hibernating=s.hibernating,
+                    )
+        transport = self._transport()
+        if transport is not None:
+            t = transport.stats()
+            stats.transport_batches_sent = t.batches_sent
+            stats.transport_messages_sent = t.messages_sent
+            stats.transport_bytes_sent = t.bytes_sent
+            stats.transport_dropped = t.dropped_messages
+        return stats

@@ -1,0 +1,436 @@
+"""``PeerLink``: the outbound half of the Raft transport for one peer node.
+
+A link owns one task (``run``) that keeps one gRPC stream open to the peer
+(``RaftTransportService.Stream``, see transport.proto) and writes this node's
+Raft messages for that peer into it, batched; acks come back on the same
+stream. The inbound half (streams the peer opened to us) is in
+cluster/inbound_stream.py; cluster/transport.py ties both together.
+
+Invariants:
+
+- ``enqueue`` never blocks and never raises: a message that does not fit is
+  dropped and counted (Raft tolerates loss). Queued bytes never exceed
+  ``max_queued_bytes`` (``max_queued_bytes_while_down`` while not
+  connected); written-but-unacked bytes never exceed ``max_inflight_bytes``
+  plus one batch, nor unacked messages ``max_inflight_messages`` plus one
+  batch (the receiver's work is per message: a window of tiny heartbeats
+  bounded by bytes alone could take it seconds to decode).
+- Connected (a stream whose first ack arrived): overflow drops the NEW
+  message, so the peer still receives everything sent before the first drop
+  (a follower can use that prefix; appends after a gap are rejected and
+  re-sent by the leader). Not connected: overflow drops the OLDEST, and the
+  queue is trimmed to the while-down limits when a stream is lost.
+- Messages queued during one event-loop iteration leave as one batch: the
+  first enqueue wakes the writer, which runs on the next iteration and takes
+  everything queued by then (up to ``max_batch_bytes`` and
+  ``max_batch_messages``). While a write is in progress, new messages
+  accumulate into the next batch.
+- Each stream starts with an empty hello batch; queued messages are written
+  only after its ack, so a refused stream (wrong cluster, unknown node)
+  consumes nothing from the queue. When nothing was written for
+  ``ping_interval`` an empty batch (a ping) goes out, and its ack tells the
+  transport the peer is alive.
+- A stream ends on any error, on EOF, when its oldest unacked batch is older
+  than ``peer_timeout`` (``check_stale``, driven by the transport's monitor)
+  or when the peer's address changes. Unacked batches are then forgotten.
+  The next stream is opened after a back-off (``TransportConfig``), at once
+  after an address change.
+- Tasks: the link task, per stream a session task it awaits, and inside that
+  a TaskGroup of a writer and an ack reader. ``close()`` cancels the link
+  task and waits for all of it, including closing the gRPC channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from cluster.raft_wire import encode_batch
+from cluster.transport_config import PeerCounters, TransportConfig, channel_options
+from raftlog.internal.v1 import transport_pb2
+
+log = logging.getLogger(__name__)
+
+STREAM_METHOD = "/raftlog.internal.v1.RaftTransportService/Stream"
+METADATA_CLUSTER = "raftlog-cluster-id"
+METADATA_FROM = "raftlog-from-node"
+METADATA_TO = "raftlog-to-node"
+
+# Bytes a batch may add around one message (tag, length, seq). A message
+# bigger than max_message_bytes minus this could never be received.
+_BATCH_OVERHEAD = 32
+
+# Status codes that mean "misconfigured", not "unreachable": worth an error.
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+class _StreamEnded(Exception):
+    """The peer ended the stream without an error status."""
+
+
+def backoff_delay(attempt: int, config: TransportConfig, rng: random.Random) -> float:
+    """Delay before reconnect ``attempt`` (0 = the first retry): uniform in
+    [d/2, d] with d = min(max, initial * 2**attempt). Half the delay is
+    jitter, so nodes that lost the same peer do not redial in lockstep."""
+    ceiling = min(config.reconnect_backoff_max, config.reconnect_backoff_initial * 2 ** min(attempt, 32))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a session's end; the gRPC status when there is one."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = list(exc.exceptions)
+        rpc = [e for e in leaves if isinstance(e, grpc.aio.AioRpcError)]
+        return _describe(rpc[0] if rpc else leaves[0])
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _refusal(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_refusal(e) for e in exc.exceptions)
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _REFUSALS
+
+
+class PeerLink:
+    """Sends this node's Raft traffic to one peer. Create, ``start()`` on the
+    event loop, feed with ``enqueue``, stop with ``await close()``."""
+
+    def __init__(
+        self,
+        node_id: int,
+        peer: int,
+        address: str,
+        config: TransportConfig,
+        counters: PeerCounters,
+        heard: Callable[[], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.peer = peer
+        self.address = address
+        self._route = f"{node_id}->{peer}"  # in task names
+        self._config = config
+        self._counters = counters
+        self._heard = heard
+        self._rng = rng or random.Random()
+        self._metadata = (
+            (METADATA_CLUSTER, config.cluster_id),
+            (METADATA_FROM, str(node_id)),
+            (METADATA_TO, str(peer)),
+        )
+        self._channel_options = channel_options(config)
+        self._queue: deque[bytes] = deque()  # serialized GroupMessages
+        self._queued_bytes = 0
+        self._inflight: deque[tuple[int, int, int, float]] = deque()  # (seq, bytes, messages, written at)
+        self._inflight_bytes = 0
+        self._inflight_messages = 0
+        self._seq = 0
+        self._last_write = 0.0
+        self._connected = False
+        self._ever_connected = False
+        self._wakeup = asyncio.Event()
+        self._address_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: asyncio.Task[None] | None = None
+        self._abort_reason = ""
+        self._last_failure = ""
+        self._overflowing = False  # dropping new messages since the last batch left
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """A stream is open and the peer acknowledged its hello."""
+        return self._connected
+
+    @property
+    def queued_messages(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight_bytes
+
+    # --- called by the transport (synchronous, never blocks) -----------------------------------
+
+    def enqueue(self, body: bytes) -> None:
+        """Queue one serialized ``GroupMessage``, or drop it (see module)."""
+        config = self._config
+        size = len(body)
+        queue = self._queue
+        if size + _BATCH_OVERHEAD > config.max_message_bytes:
+            log.error(
+                "node %d: dropping a %d-byte message: above max_message_bytes (%d)",
+                self.peer,
+                size,
+                config.max_message_bytes,
+            )
+            self._drop(1, size)
+            return
+        if self._connected:
+            if (
+                self._queued_bytes + size > config.max_queued_bytes
+                or len(queue) >= config.max_queued_messages
+            ):
+                if not self._overflowing:
+                    self._overflowing = True
+                    log.warning(
+                        "node %d is not keeping up: %d messages (%d bytes) queued, %d bytes unacked; "
+                        "dropping new messages",
+                        self.peer,
+                        len(queue),
+                        self._queued_bytes,
+                        self._inflight_bytes,
+                    )
+                self._drop(1, size)
+                return
+            queue.append(body)
+            self._queued_bytes += size
+            self._wakeup.set()
+            return
+        if size > config.max_queued_bytes_while_down:
+            self._drop(1, size)
+            return
+        queue.append(body)
+        self._queued_bytes += size
+        self._trim_while_down()
+
+    def set_address(self, address: str) -> None:
+        """Dial ``address`` from now on; an open stream to the old one ends."""
+        if address == self.address:
+            return
+        self.address = address
+        self._address_changed.set()
+        self._abort_session(f"address changed to {address}")
+
+    def check_stale(self, now: float) -> None:
+        """End the stream if its oldest unacked batch is older than
+        ``peer_timeout`` (the peer, or the connection, stopped answering)."""
+        if self._inflight and now - self._inflight[0][3] > self._config.peer_timeout:
+            self._abort_session(f"no ack for {self._config.peer_timeout:g}s")
+
+    def _drop(self, messages: int, size: int) -> None:
+        self._counters.dropped_messages += messages
+        self._counters.dropped_bytes += size
+
+    def _trim_while_down(self) -> None:
+        config = self._config
+        queue = self._queue
+        while queue and (
+            self._queued_bytes > config.max_queued_bytes_while_down
+            or len(queue) > config.max_queued_messages_while_down
+        ):
+            oldest = queue.popleft()
+            self._queued_bytes -= len(oldest)
+            self._drop(1, len(oldest))
+
+    def _abort_session(self, reason: str) -> None:
+        session = self._session
+        if session is not None and not session.done():
+            self._abort_reason = reason
+            session.cancel()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"raft-link-{self._route}")
+
+    async def close(self) -> None:
+        """Stop dialing; the open stream (if any) is cancelled and its channel
+        closed before this returns. Queued messages are discarded."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait((task,))
+        if not task.cancelled() and task.exception() is not None:
+            log.error("link to node %d failed", self.peer, exc_info=task.exception())
+
+    # --- the link task -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            self._address_changed.clear()
+            self._abort_reason = ""
+            session = asyncio.create_task(self._stream(self.address), name=f"raft-stream-{self._route}")
+            self._session = session
+            try:
+                await asyncio.wait((session,))
+            except asyncio.CancelledError:
+                session.cancel()
+                await asyncio.wait((session,))  # let it close its channel
+                if not session.cancelled():
+                    session.exception()  # retrieved: the link is closing, the error no longer matters
+                raise
+            finally:
+                self._session = None
+            if self._session_ended(session):
+                attempt = 0
+            if self._address_changed.is_set():
+                attempt = 0
+                continue
+            delay = backoff_delay(attempt, self._config, self._rng)
+            attempt += 1
+            try:
+                async with asyncio.timeout(delay):
+                    await self._address_changed.wait()
+                attempt = 0
+            except TimeoutError:
+                pass
+
+    def _session_ended(self, session: asyncio.Task[None]) -> bool:
+        """Reset the per-stream state; log why the stream ended. Returns
+        whether it had been established."""
+        established = self._connected
+        self._connected = False
+        self._inflight.clear()
+        self._inflight_bytes = 0
+        self._inflight_messages = 0
+        self._trim_while_down()
+        self._counters.stream_failures += 1
+        exc = None if session.cancelled() else session.exception()
+        if exc is None:
+            reason = self._abort_reason or "cancelled"
+        else:
+            reason = _describe(exc)
+        where = f"stream to node {self.peer} at {self.address}"
+        if established:
+            log.warning("%s lost: %s", where, reason)
+        elif exc is not None and _refusal(exc):
+            # Misconfiguration (another cluster, not a member): loud, once.
+            if reason != self._last_failure:
+                log.error("%s refused: %s", where, reason)
+        elif reason != self._last_failure:
+            log.info("%s failed: %s", where, reason)
+        else:
+            log.debug("%s failed again: %s", where, reason)
+        self._last_failure = reason
+        return established
+
+    async def _stream(self, address: str) -> None:
+        """One stream: open it, write and read acks until it fails."""
+        channel = grpc.aio.insecure_channel(address, options=self._channel_options)
+        try:
+            open_stream = channel.stream_stream(
+                STREAM_METHOD,
+                request_serializer=None,  # batches are framed by raft_wire.encode_batch
+                response_deserializer=transport_pb2.TransportAck.FromString,
+            )
+            call = open_stream(metadata=self._metadata)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._write_loop(call), name=f"raft-writer-{self._route}")
+                    group.create_task(self._read_acks(call), name=f"raft-acks-{self._route}")
+            finally:
+                call.cancel()
+        finally:
+            await channel.close(grace=None)
+
+    async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        loop = asyncio.get_running_loop()
+        self._seq = 0
+        await self._write(call, [], loop)  # hello
+        while not self._connected:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        config = self._config
+        ping_interval = config.ping_interval
+        while True:
+            self._wakeup.clear()
+            if (
+                self._queue
+                and self._inflight_bytes < config.max_inflight_bytes
+                and self._inflight_messages < config.max_inflight_messages
+            ):
+                await self._write(call, self._take_batch(), loop)
+                continue
+            idle_for = loop.time() - self._last_write
+            if idle_for >= ping_interval:
+                await self._write(call, [], loop)
+                continue
+            try:
+                async with asyncio.timeout(ping_interval - idle_for):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _take_batch(self) -> list[bytes]:
+        queue = self._queue
+        limit = self._config.max_batch_bytes
+        most = self._config.max_batch_messages
+        first = queue.popleft()
+        bodies = [first]
+        size = len(first)
+        while queue and size + len(queue[0]) <= limit and len(bodies) < most:
+            body = queue.popleft()
+            bodies.append(body)
+            size += len(body)
+        self._queued_bytes -= size
+        self._overflowing = False
+        return bodies
+
+    async def _write(
+        self, call: grpc.aio.StreamStreamCall, bodies: list[bytes], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._seq += 1
+        data = encode_batch(self._seq, bodies)
+        now = loop.time()
+        # Recorded before the write: an ack may be processed before the
+        # write's completion is.
+        self._inflight.append((self._seq, len(data), len(bodies), now))
+        self._inflight_bytes += len(data)
+        self._inflight_messages += len(bodies)
+        self._last_write = now
+        counters = self._counters
+        counters.bytes_sent += len(data)
+        if bodies:
+            counters.batches_sent += 1
+            counters.messages_sent += len(bodies)
+        else:
+            counters.pings_sent += 1
+        await call.write(data)
+
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            ack = await call.read()
+            if ack is grpc.aio.EOF:
+                raise _StreamEnded("the peer ended the stream")
+            self._heard()
+            self._acked(ack.seq)
+
+    def _acked(self, seq: int) -> None:
+        inflight = self._inflight
+        freed_bytes = freed_messages = 0
+        while inflight and inflight[0][0] <= seq:
+            _, size, messages, _ = inflight.popleft()
+            freed_bytes += size
+            freed_messages += messages
+        self._inflight_bytes -= freed_bytes
+        self._inflight_messages -= freed_messages
+        if not self._connected:
+            self._connected = True
+            if self._ever_connected:
+                self._counters.reconnects += 1
+            self._ever_connected = True
+            self._last_failure = ""
+            log.info("stream to node %d at %s established", self.peer, self.address)
+        self._wakeup.set()

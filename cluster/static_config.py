@@ -1,0 +1,218 @@
+"""Static cluster description: nodes and topics fixed in one TOML file.
+
+Until the metadata controller exists (and afterwards for tests and
+benchmarks), a cluster can be described once and every node started from the
+same file with its own ``--node-id``::
+
+    cluster_id = "local"
+
+    [[nodes]]
+    id = 1
+    address = "127.0.0.1:7001"      # gRPC: clients and peers
+    data_dir = "data/node1"
+
+    [[topics]]
+    name = "events"
+    partitions = 16
+    replicas = [1, 2, 3]            # every partition on these nodes
+
+    [raft]                          # optional; defaults suit a laptop
+    tick_ms = 50
+    election_ticks = 10
+    heartbeat_ticks = 2
+
+    [retention]                     # optional; per topic: [topics.retention]
+    ms = 604800000
+    bytes = -1
+
+Invariants (``validate``): node ids are positive and unique, addresses
+unique, every replica names a known node, topic names are unique and valid,
+partitions >= 1. Raft group ids are derived, never configured: topics in
+file order, partitions in order, from 1 up (group 0 is reserved for the
+metadata controller). So every node computes the same mapping from the same
+file, and reordering topics in the file changes it: do not, once data
+exists (the node refuses to start when its stored mapping differs).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partitions.replica import ReplicaConfig
+from partitions.state_machine import PartitionConfig
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    id: int
+    address: str
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replicas: tuple[int, ...]
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RaftTiming:
+    tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRef:
+    topic: str
+    partition: int
+    group: int
+    replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StaticCluster:
+    cluster_id: str
+    nodes: tuple[NodeSpec, ...]
+    topics: tuple[TopicSpec, ...]
+    raft: RaftTiming = field(default_factory=RaftTiming)
+    max_batch_bytes: int = 1 << 20
+    retention_check_ms: int = 30_000
+
+    def validate(self) -> None:
+        if not self.cluster_id:
+            raise ConfigError("cluster_id must not be empty")
+        ids = [n.id for n in self.nodes]
+        if not ids:
+            raise ConfigError("at least one [[nodes]] entry is needed")
+        if any(i <= 0 for i in ids) or len(set(ids)) != len(ids):
+            raise ConfigError(f"node ids must be positive and unique, got {ids}")
+        addresses = [n.address for n in self.nodes]
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError(f"node addresses must be unique, got {addresses}")
+        names = [t.name for t in self.topics]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"topic names must be unique, got {names}")
+        for topic in self.topics:
+            if not _TOPIC_NAME.match(topic.name):
+                raise ConfigError(f"topic name {topic.name!r}: use 1-249 letters, digits, '.', '_' or '-'")
+            if topic.partitions < 1:
+                raise ConfigError(f"topic {topic.name}: partitions must be at least 1")
+            unknown = set(topic.replicas) - set(ids)
+            if unknown or not topic.replicas or len(set(topic.replicas)) != len(topic.replicas):
+                raise ConfigError(
+                    f"topic {topic.name}: replicas {list(topic.replicas)} must be distinct known node ids"
+                )
+        timing = self.raft
+        if (
+            timing.tick_ms < 1
+            or timing.heartbeat_ticks < 1
+            or timing.election_ticks <= timing.heartbeat_ticks
+        ):
+            raise ConfigError("raft: tick_ms >= 1, heartbeat_ticks >= 1, election_ticks > heartbeat_ticks")
+        if self.max_batch_bytes < 1024:
+            raise ConfigError("max_batch_bytes must be at least 1024")
+
+    def node(self, node_id: int) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.id == node_id:
+                return spec
+        raise ConfigError(f"node {node_id} is not in the cluster file (known: {[n.id for n in self.nodes]})")
+
+    def partitions(self) -> list[PartitionRef]:
+        refs = []
+        group = 1
+        for topic in self.topics:
+            for p in range(topic.partitions):
+                refs.append(PartitionRef(topic.name, p, group, topic.replicas))
+                group += 1
+        return refs
+
+    def topic(self, name: str) -> TopicSpec | None:
+        for topic in self.topics:
+            if topic.name == name:
+                return topic
+        return None
+
+    def replica_config(self, topic: TopicSpec) -> ReplicaConfig:
+        return ReplicaConfig(
+            election_tick=self.raft.election_ticks,
+            heartbeat_tick=self.raft.heartbeat_ticks,
+            max_batch_bytes=self.max_batch_bytes,
+            partition=PartitionConfig(retention_ms=topic.retention_ms, retention_bytes=topic.retention_bytes),
+        )
+
+
+def _int_or_none(value: Any, what: str) -> int | None:
+    if value is None or value == -1:
+        return None
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{what} must be a non-negative integer or -1 (no limit), got {value!r}")
+    return value
+
+
+def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
+    """Build and validate a ``StaticCluster`` from a parsed TOML document;
+    relative data_dirs are resolved against ``base_dir``."""
+    try:
+        nodes = tuple(
+            NodeSpec(
+                int(n["id"]), str(n["address"]), base_dir / str(n.get("data_dir", f"data/node{n['id']}"))
+            )
+            for n in doc.get("nodes", [])
+        )
+        default_retention = doc.get("retention", {})
+        topics = []
+        for t in doc.get("topics", []):
+            retention = {**default_retention, **t.get("retention", {})}
+            topics.append(
+                TopicSpec(
+                    name=str(t["name"]),
+                    partitions=int(t.get("partitions", 1)),
+                    replicas=tuple(int(r) for r in t.get("replicas", [n.id for n in nodes])),
+                    retention_ms=_int_or_none(retention.get("ms"), f"topic {t['name']}: retention.ms"),
+                    retention_bytes=_int_or_none(
+                        retention.get("bytes"), f"topic {t['name']}: retention.bytes"
+                    ),
+                )
+            )
+        raft = doc.get("raft", {})
+        cluster = StaticCluster(
+            cluster_id=str(doc.get("cluster_id", "local")),
+            nodes=nodes,
+            topics=tuple(topics),
+            raft=RaftTiming(
+                tick_ms=int(raft.get("tick_ms", 50)),
+                election_ticks=int(raft.get("election_ticks", 10)),
+                heartbeat_ticks=int(raft.get("heartbeat_ticks", 2)),
+            ),
+            max_batch_bytes=int(doc.get("max_batch_bytes", 1 << 20)),
+            retention_check_ms=int(doc.get("retention_check_ms", 30_000)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cluster file: {exc!r} (see cluster/static_config.py for the format)") from None
+    cluster.validate()
+    return cluster
+
+
+def load_cluster(path: Path) -> StaticCluster:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_cluster(doc, path.parent)
