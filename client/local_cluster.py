@@ -53,6 +53,7 @@ class LocalCluster:
         *,
         tick_ms: int = 50,
         election_ticks: int = 10,
+        retention_check_ms: int = 30_000,
     ) -> None:
         self.root = root
         self.node_ids = list(range(1, nodes + 1))
@@ -60,7 +61,7 @@ class LocalCluster:
         self.addresses = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(self.node_ids)}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.config_path = root / "cluster.toml"
-        lines = [f'cluster_id = "test-{ports[0]}"', "retention_check_ms = 1000", ""]
+        lines = [f'cluster_id = "test-{ports[0]}"', f"retention_check_ms = {retention_check_ms}", ""]
         for n in self.node_ids:
             lines += [
                 "[[nodes]]",

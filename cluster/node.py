@@ -29,7 +29,7 @@ from cluster.log_service import LogService
 from cluster.node_admin import NodeAdminService
 from cluster.static_config import ConfigError, PartitionRef, StaticCluster
 from cluster.transport import RaftTransport
-from cluster.transport_config import TransportConfig
+from cluster.transport_config import TransportConfig, server_options
 from partitions.replica import Replica
 from partitions.replica_host import HostConfig, ReplicaHost
 from raft.types import Message
@@ -37,6 +37,7 @@ from raftlog.internal.v1 import node_admin_pb2_grpc
 from raftlog.v1 import log_pb2_grpc
 
 GRPC_OPTIONS = [
+    ("grpc.http2.lookahead_bytes", 8 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.so_reuseport", 0),
@@ -105,7 +106,10 @@ class Node:
             tick_interval_s=cluster.raft.tick_ms / 1000,
             retention_check_interval_s=cluster.retention_check_ms / 1000,
         )
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        transport_config = TransportConfig(cluster_id=cluster.cluster_id)
+        options = dict(server_options(transport_config))
+        options.update(GRPC_OPTIONS)
+        server = grpc.aio.server(options=list(options.items()))
         peers = {n.id: n.address for n in cluster.nodes if n.id != self.node_id}
         async with ReplicaHost(self.node_id, self.data_dir, self._send, host_config) as host:
             self.host = host
@@ -114,7 +118,7 @@ class Node:
                 peers,
                 lambda _from, batch: host.deliver((m.group, m.message, m.quiesce) for m in batch),
                 on_peer_state=host.peer_changed,
-                config=TransportConfig(cluster_id=cluster.cluster_id),
+                config=transport_config,
             )
             self.transport = transport
             transport.add_to_server(server)

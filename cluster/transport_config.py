@@ -152,6 +152,7 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.lookahead_bytes", 8 << 20),
     ]
 
 

@@ -267,14 +267,18 @@ def test_bad_producer_fields(pid: int, epoch: int, seq: int) -> None:
     assert reason_of(buf) == R.BAD_PRODUCER_FIELDS
 
 
-def test_record_count_disagreeing_with_the_frames_is_malformed() -> None:
+def test_record_count_disagreeing_with_the_frames_is_a_bad_record_count() -> None:
     buf = sample(3)
     more = patched(buf, (RECORD_COUNT, 4), (LAST_OFFSET_DELTA, 3))
     fewer = patched(buf, (RECORD_COUNT, 2), (LAST_OFFSET_DELTA, 1))
     huge = patched(buf, (RECORD_COUNT, 2**31 - 1), (LAST_OFFSET_DELTA, 2**31 - 2))
-    assert reason_of(more) == R.MALFORMED_RECORDS
-    assert reason_of(fewer) == R.MALFORMED_RECORDS
-    assert reason_of(huge) == R.MALFORMED_RECORDS
+    assert reason_of(more) == R.BAD_RECORD_COUNT
+    assert reason_of(fewer) == R.BAD_RECORD_COUNT
+    assert reason_of(huge) == R.BAD_RECORD_COUNT
+    # Trailing bytes that are not whole frames are garbage, not a count.
+    garbage = bytearray(buf) + b"\x7f"
+    struct.pack_into(">i", garbage, 8, len(garbage) - 12)
+    assert reason_of(reseal(garbage)) == R.MALFORMED_RECORDS
 
 
 def test_frame_lengths_are_checked() -> None:
@@ -293,7 +297,7 @@ def test_long_frame_length_varints_take_the_slow_path() -> None:
     big = encode_batch([Record(b"x" * 40_000), Record(b"y" * 20)])  # a 3-byte length varint
     assert validate_batch(big, max_batch_bytes=MAX).record_count == 2
     assert [len(r.value or b"") for r in decode_records(big)] == [40_000, 20]
-    cut = bytearray(big[: HEADER_SIZE + 2])
+    cut = bytearray(big[: HEADER_SIZE + 10])  # inside the first frame's body
     struct.pack_into(">i", cut, 8, len(cut) - 12)
     assert reason_of(patched(bytes(cut), (RECORD_COUNT, 1), (LAST_OFFSET_DELTA, 0))) == R.MALFORMED_RECORDS
 

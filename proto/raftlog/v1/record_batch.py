@@ -362,13 +362,15 @@ def _walk_frames(buf: BytesLike, pos: int, count: int) -> None:
     (frames up to 16 KiB) take a fast path: this loop is the hot path."""
     end = len(buf)
     if count > (end - pos) // _MIN_FRAME:
-        raise _malformed(
+        raise _wrong_count(
             f"record_count {count} cannot fit in a {end - pos}-byte records section "
             f"(a record takes at least {_MIN_FRAME} bytes)"
         )
     i = 0
     try:
         for i in range(count):
+            if pos == end:
+                raise _wrong_count(f"record_count says {count} records but the batch holds {i}")
             b = buf[pos]
             if b < 0x80:
                 length = b
@@ -388,7 +390,33 @@ def _walk_frames(buf: BytesLike, pos: int, count: int) -> None:
     if pos != end:
         if pos > end:
             raise _malformed(f"record {count - 1} runs {pos - end} bytes past the end of the batch")
+        extra = _whole_frames(buf, pos)
+        if extra:
+            raise _wrong_count(f"record_count says {count} records but the batch holds {count + extra}")
         raise _malformed(f"{end - pos} bytes follow the last of {count} records")
+
+
+def _wrong_count(message: str) -> InvalidBatch:
+    return InvalidBatch(
+        InvalidBatchReason.BAD_RECORD_COUNT, message + "; set record_count to the records sent"
+    )
+
+
+def _whole_frames(buf: BytesLike, pos: int) -> int:
+    """How many whole frames fill ``buf[pos:]`` exactly (0 if they do not):
+    tells a wrong record_count from trailing garbage. Error path only."""
+    end = len(buf)
+    frames = 0
+    while pos < end:
+        try:
+            length, pos = _long_length(buf, pos, end, frames)
+        except InvalidBatch:
+            return 0
+        if length < _MIN_FRAME_BODY:
+            return 0
+        pos += length
+        frames += 1
+    return frames if pos == end else 0
 
 
 def _long_length(buf: BytesLike, pos: int, end: int, i: int) -> tuple[int, int]:
