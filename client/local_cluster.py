@@ -54,8 +54,10 @@ class LocalCluster:
         tick_ms: int = 50,
         election_ticks: int = 10,
         retention_check_ms: int = 30_000,
+        node_args: Sequence[str] = (),
     ) -> None:
         self.root = root
+        self.node_args = list(node_args)
         self.node_ids = list(range(1, nodes + 1))
         ports = free_ports(nodes)
         self.addresses = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(self.node_ids)}
@@ -105,6 +107,7 @@ class LocalCluster:
                 str(self.config_path),
                 "--node-id",
                 str(node),
+                *self.node_args,
             ],
             cwd=self.root,
             stdout=subprocess.PIPE,

@@ -82,6 +82,12 @@ class PartitionRef:
     group: int
     replicas: tuple[int, ...]
 
+    @property
+    def preferred_leader(self) -> int:
+        """The replica that campaigns first: rotates with the partition
+        number so leaders start evenly spread."""
+        return self.replicas[self.partition % len(self.replicas)]
+
 
 @dataclass(frozen=True, slots=True)
 class StaticCluster:
