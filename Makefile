@@ -27,18 +27,19 @@ PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto lint fmt test sim crash run bench chaos clean
+.PHONY: help venv proto lint fmt test sim crash kill-drill run bench chaos clean
 
 help:
 	@echo "make test    venv + proto + lint + the whole test suite (what CI runs)"
 	@echo "make sim     the Raft simulator over seeds 1-2000, all profiles"
 	@echo "make crash   storage crash test: 50 SIGKILLs of a group-commit writer"
+	@echo "make kill-drill  3 node processes, 200 SIGKILLs of the leader mid-stream"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make proto   generate Python code from proto/**/*.proto"
 	@echo "make venv    create .venv and install the project with dev extras"
-	@echo "make run     (not yet) local 3-node cluster"
-	@echo "make bench   (not yet) benchmark suite"
+	@echo "make run     a local 3-node cluster on loopback, data in ./data"
+	@echo "make bench   node runtime figures (throughput, latency, idle CPU) -> bench/out/latest.json"
 	@echo "make chaos   (not yet) failover drills"
 	@echo "make clean   remove .venv, generated code and caches"
 
@@ -89,16 +90,20 @@ test: venv proto lint
 crash: venv proto
 	RAFTLOG_CRASH_ITERATIONS=50 $(PY) -m pytest tests/partitions/test_crash.py -q -p no:cacheprovider
 
+# The leader-kill drill, long form (make test runs 20 rounds).
+kill-drill: venv proto
+	RAFTLOG_KILL_ROUNDS=200 $(PY) -m pytest tests/integration/test_leader_kill.py -q -s -p no:cacheprovider -k sigkill
+
 sim: venv
 	$(PY) -m raft.sim --seeds 1-2000 --profile all
 
-run:
-	@echo "make run: not yet. The local 3-node cluster arrives with the cluster issue." >&2
-	@exit 1
+run: venv proto
+	$(PY) -m cluster.run_local --data data
 
-bench:
-	@echo "make bench: not yet. The benchmark suite arrives with its issue." >&2
-	@exit 1
+# Data goes under bench/out (the project's disk, not a tmpfs /tmp).
+bench: venv proto
+	@mkdir -p bench/out
+	$(PY) -m bench.node_runtime --dir bench/out --out bench/out/latest.json
 
 chaos:
 	@echo "make chaos: not yet. The failover drills arrive with their issue." >&2

@@ -225,7 +225,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.node_runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per throughput run")
-    parser.add_argument("--inflight", type=int, default=4, help="produce requests in flight per partition")
+    parser.add_argument("--inflight", type=int, default=8, help="produce requests in flight per partition")
     parser.add_argument("--samples", type=int, default=2000, help="latency samples")
     parser.add_argument("--idle-partitions", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=20.0)

@@ -91,6 +91,25 @@ class LocalCluster:
         root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(lines) + "\n")
 
+    @classmethod
+    def from_config(
+        cls, root: Path, config_path: Path, addresses: dict[int, str], node_args: Sequence[str] = ()
+    ) -> LocalCluster:
+        """Run the nodes of an existing cluster file (``addresses``: node id
+        to address, as in the file) instead of generating one."""
+        self = cls.__new__(cls)
+        self.root = root
+        self.node_args = list(node_args)
+        self.node_ids = sorted(addresses)
+        self.addresses = dict(addresses)
+        self.processes = {}
+        self.config_path = config_path
+        return self
+
+    def exited(self) -> dict[int, int]:
+        """Nodes whose process ended on its own, with their exit status."""
+        return {node: code for node, proc in self.processes.items() if (code := proc.poll()) is not None}
+
     def data_dir(self, node: int) -> Path:
         return self.root / f"node{node}"
 
