@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
         dead = cluster.exited()
         if dead:
-            for node, code in dead.items():
-                print(f"node {node} exited with status {code}; stopping the cluster", file=sys.stderr)
+            for node_id, code in dead.items():
+                print(f"node {node_id} exited with status {code}; stopping the cluster", file=sys.stderr)
             failed = 1
             break
     codes = cluster.stop_all()
