@@ -56,13 +56,13 @@ class LocalCluster:
         retention_check_ms: int = 30_000,
         node_args: Sequence[str] = (),
     ) -> None:
-        self.root = root
+        self.root = root.resolve()  # node processes run with the root as cwd
         self.node_args = list(node_args)
         self.node_ids = list(range(1, nodes + 1))
         ports = free_ports(nodes)
         self.addresses = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(self.node_ids)}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        self.config_path = root / "cluster.toml"
+        self.config_path = self.root / "cluster.toml"
         lines = [f'cluster_id = "test-{ports[0]}"', f"retention_check_ms = {retention_check_ms}", ""]
         for n in self.node_ids:
             lines += [
@@ -98,12 +98,12 @@ class LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
         to address, as in the file) instead of generating one."""
         self = cls.__new__(cls)
-        self.root = root
+        self.root = root.resolve()  # node processes run with the root as cwd
         self.node_args = list(node_args)
         self.node_ids = sorted(addresses)
         self.addresses = dict(addresses)
         self.processes = {}
-        self.config_path = config_path
+        self.config_path = config_path.resolve()
         return self
 
     def exited(self) -> dict[int, int]:
