@@ -13,7 +13,8 @@ that committed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
@@ -22,6 +23,8 @@ from partitions.replica import Replica
 from partitions.replica_errors import NotLeaderError, ReplicaError
 from partitions.state_machine import OffsetOutOfRange
 from raftlog.v1 import log_pb2, log_pb2_grpc
+
+T = TypeVar("T")
 
 DEFAULT_FETCH_BYTES = 1 << 20
 MAX_FETCH_BYTES = 64 << 20
@@ -60,16 +63,35 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         leader = getattr(error, "leader", 0)
         return from_replica_error(error, self._address_of(leader) if leader else "")
 
+    async def _answer(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+        """``work``'s result, or the call aborted with the error's status."""
+        try:
+            return await work
+        except ServiceError as error:
+            await abort(context, error)
+        except OffsetOutOfRange as error:
+            await abort(context, from_offset_error(error))
+        except ReplicaError as error:
+            await abort(context, self._replica_error(error))
+
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        try:
-            replica = self._replica(request.topic, request.partition)
-            result = await replica.produce(request.batch)
-        except ServiceError as error:
-            await abort(context, error)
-        except ReplicaError as error:
-            await abort(context, self._replica_error(error))
+        return await self._answer(context, self._produce(request))
+
+    async def Fetch(
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.FetchResponse:
+        return await self._answer(context, self._fetch(request, context.time_remaining()))
+
+    async def ListOffsets(
+        self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ListOffsetsResponse:
+        return await self._answer(context, self._list_offsets(request))
+
+    async def _produce(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
+        replica = self._replica(request.topic, request.partition)
+        result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
             last_offset=result.last_offset,
@@ -77,51 +99,36 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             duplicate=result.duplicate,
         )
 
-    async def Fetch(
-        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    async def _fetch(
+        self, request: log_pb2.FetchRequest, time_remaining: float | None
     ) -> log_pb2.FetchResponse:
         max_bytes = min(request.max_bytes or DEFAULT_FETCH_BYTES, MAX_FETCH_BYTES)
-        try:
-            replica = self._replica(request.topic, request.partition)
-            result = replica.read(request.offset, max_bytes)
-            if not result.batches and request.max_wait_ms:
-                wait_s = min(request.max_wait_ms, MAX_WAIT_MS) / 1000
-                remaining = context.time_remaining()
-                if remaining is not None:
-                    wait_s = max(0.0, min(wait_s, remaining - 0.05))
-                if await replica.wait_for_data(request.offset, wait_s):
-                    result = replica.read(request.offset, max_bytes)
-        except ServiceError as error:
-            await abort(context, error)
-        except OffsetOutOfRange as error:
-            await abort(context, from_offset_error(error))
-        except ReplicaError as error:
-            await abort(context, self._replica_error(error))
+        replica = self._replica(request.topic, request.partition)
+        result = replica.read(request.offset, max_bytes)
+        if not result.batches and request.max_wait_ms:
+            wait_s = min(request.max_wait_ms, MAX_WAIT_MS) / 1000
+            if time_remaining is not None:  # answer before the caller's deadline
+                wait_s = max(0.0, min(wait_s, time_remaining - 0.05))
+            if await replica.wait_for_data(request.offset, wait_s):
+                result = replica.read(request.offset, max_bytes)
         return log_pb2.FetchResponse(
             batches=result.batches,
             high_watermark=result.high_watermark,
             log_start_offset=result.log_start_offset,
         )
 
-    async def ListOffsets(
-        self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
-    ) -> log_pb2.ListOffsetsResponse:
-        try:
-            replica = self._replica(request.topic, request.partition)
-            if not replica.is_leader:
-                raise NotLeaderError(replica.group, replica.leader)
-            status = replica.status()
-            response = log_pb2.ListOffsetsResponse(
-                log_start_offset=status.log_start_offset, high_watermark=status.high_watermark
-            )
-            if request.HasField("timestamp_ms"):
-                found = replica.offset_for_timestamp(request.timestamp_ms)
-                if found is not None:
-                    response.offset_for_timestamp = found
-        except ServiceError as error:
-            await abort(context, error)
-        except ReplicaError as error:
-            await abort(context, self._replica_error(error))
+    async def _list_offsets(self, request: log_pb2.ListOffsetsRequest) -> log_pb2.ListOffsetsResponse:
+        replica = self._replica(request.topic, request.partition)
+        if not replica.is_leader:
+            raise NotLeaderError(replica.group, replica.leader)
+        status = replica.status()
+        response = log_pb2.ListOffsetsResponse(
+            log_start_offset=status.log_start_offset, high_watermark=status.high_watermark
+        )
+        if request.HasField("timestamp_ms"):
+            found = replica.offset_for_timestamp(request.timestamp_ms)
+            if found is not None:
+                response.offset_for_timestamp = found
         return response
 
     async def InitProducer(

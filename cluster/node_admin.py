@@ -5,6 +5,7 @@ is one consistent moment of the event loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from collections.abc import Callable
@@ -54,19 +55,9 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.bytes_written = writer.bytes_written
             if not request.summary_only:
                 for replica in replicas.values():
-                    s = replica.status()
-                    stats.partitions.add(
-                        group=s.group,
-                        role=s.role.name,
-                        leader=s.leader,
-                        term=s.term,
-                        commit_index=s.commit_index,
-                        applied_index=s.applied_index,
-                        last_index=s.last_index,
-                        high_watermark=s.high_watermark,
-                        log_start_offset=s.log_start_offset,
-                        hibernating=s.hibernating,
-                    )
+                    fields = dataclasses.asdict(replica.status())
+                    fields["role"] = fields["role"].name
+                    stats.partitions.add(**fields)
         transport = self._transport()
         if transport is not None:
             t = transport.stats()

@@ -13,6 +13,7 @@ import pytest
 
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import error_info
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import HEADER_SIZE, Record, decode_records, encode_batch
 from tests.integration.log_client import LogClient
@@ -148,3 +149,19 @@ async def test_a_follower_points_at_the_leader(
     detail = error_info(info.value)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert detail is not None and (detail.reason, detail.leader_address) == ("NOT_LEADER", leader_address)
+
+
+async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalCluster) -> None:
+    leaders = 0
+    for address in cluster.addresses.values():
+        async with grpc.aio.insecure_channel(address) as channel:
+            stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
+                node_admin_pb2.StatsRequest(), timeout=5
+            )
+        assert stats.replicas == 1 and len(stats.partitions) == 1
+        replica = stats.partitions[0]
+        assert replica.group == 1 and replica.role in ("LEADER", "FOLLOWER")
+        assert replica.commit_index >= replica.applied_index >= 1
+        leaders += replica.role == "LEADER"
+        assert stats.cpu_seconds > 0 and stats.rss_bytes > 0
+    assert leaders == 1
