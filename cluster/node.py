@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from cluster.log_service import LogService
+from cluster.metadata_service import StaticMetadataService
 from cluster.node_admin import NodeAdminService
 from cluster.static_config import ConfigError, PartitionRef, StaticCluster
 from cluster.transport import RaftTransport
@@ -34,7 +35,7 @@ from partitions.replica import Replica
 from partitions.replica_host import HostConfig, ReplicaHost
 from raft.types import Message
 from raftlog.internal.v1 import node_admin_pb2_grpc
-from raftlog.v1 import log_pb2_grpc
+from raftlog.v1 import log_pb2_grpc, metadata_pb2_grpc
 
 GRPC_OPTIONS = [
     ("grpc.http2.lookahead_bytes", 8 << 20),
@@ -124,6 +125,9 @@ class Node:
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
                 LogService(self._find_replica, self._partition_exists, self._address_of), server
+            )
+            metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
+                StaticMetadataService(self.node_id, cluster, host.replica), server
             )
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
                 NodeAdminService(self.node_id, lambda: self.host, lambda: self.transport), server

@@ -4,6 +4,7 @@ stay as they were)."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,7 +15,7 @@ import pytest
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import error_info
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
-from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1 import log_pb2, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 from raftlog.v1.record_batch import HEADER_SIZE, Record, decode_records, encode_batch
 from tests.integration.log_client import LogClient
 
@@ -165,3 +166,31 @@ async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalClu
         leaders += replica.role == "LEADER"
         assert stats.cpu_seconds > 0 and stats.rss_bytes > 0
     assert leaders == 1
+
+
+async def test_every_node_reports_the_same_topics_and_the_leader(cluster: LocalCluster) -> None:
+    client = LogClient(cluster.addresses)
+    await client.produce("t", 0, encode_batch([Record(value=b"x")]))
+    leader_address = client.leader_hint[("t", 0)]
+    await client.close()
+    leader_id = next(n for n, a in cluster.addresses.items() if a == leader_address)
+    for node, address in cluster.addresses.items():
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = metadata_pb2_grpc.MetadataServiceStub(channel)
+            unknown = await stub.GetMetadata(metadata_pb2.GetMetadataRequest(topics=["nope"]), timeout=5)
+            # A follower learns the leader from its first append: poll briefly.
+            for _ in range(100):
+                everything = await stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=5)
+                if everything.topics[0].partitions[0].leader:
+                    break
+                await asyncio.sleep(0.05)
+        assert everything.node_id == node
+        assert {(n.node_id, n.address) for n in everything.nodes} == set(cluster.addresses.items())
+        assert [t.name for t in everything.topics] == ["t"]
+        (partition,) = everything.topics[0].partitions
+        assert (partition.partition, partition.leader, list(partition.replicas)) == (
+            0,
+            leader_id,
+            [1, 2, 3],
+        ), node
+        assert not unknown.topics
