@@ -118,6 +118,7 @@ class PeerLink:
         counters: PeerCounters,
         heard: Callable[[], None],
         rng: random.Random | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> None:
         self.peer = peer
         self.address = address
@@ -125,6 +126,7 @@ class PeerLink:
         self._config = config
         self._counters = counters
         self._heard = heard
+        self._lost = lost
         self._rng = rng or random.Random()
         self._metadata = (
             (METADATA_CLUSTER, config.cluster_id),
@@ -315,6 +317,12 @@ class PeerLink:
         where = f"stream to node {self.peer} at {self.address}"
         if established:
             log.warning("%s lost: %s", where, reason)
+            if self._lost is not None:
+                # A working stream that breaks is the quickest sign of a
+                # dead peer (kill -9 resets the connection at once); waiting
+                # for peer_timeout would keep hibernated groups asleep that
+                # much longer. A false alarm only wakes groups.
+                self._lost()
         elif exc is not None and _refusal(exc):
             # Misconfiguration (another cluster, not a member): loud, once.
             if reason != self._last_failure:

@@ -174,7 +174,14 @@ class RaftTransport:
                 continue
             counters = PeerCounters()
             link = PeerLink(
-                self.node_id, node, address, self.config, counters, self._ack_heard(node), self._rng
+                self.node_id,
+                node,
+                address,
+                self.config,
+                counters,
+                self._ack_heard(node),
+                self._rng,
+                lost=self._stream_lost(node),
             )
             self._peers[node] = _Peer(node, link, counters)
             if self._started and not self._closed:
@@ -189,6 +196,19 @@ class RaftTransport:
                 self._heard(peer, asyncio.get_running_loop().time())
 
         return heard
+
+    def _stream_lost(self, node: int) -> Callable[[], None]:
+        """What a link calls when its established stream to ``node`` breaks:
+        the peer is reported down now (it is up again as soon as anything
+        arrives from it)."""
+
+        def lost() -> None:
+            peer = self._peers.get(node)
+            if peer is not None and peer.alive:
+                peer.last_heard = 0.0
+                self._set_alive(peer, False)
+
+        return lost
 
     def _heard(self, peer: _Peer, now: float) -> None:
         peer.last_heard = now

@@ -274,6 +274,25 @@ async def test_peer_down_and_up_is_reported_and_traffic_resumes(pair: dict[int, 
     assert stats.stream_failures >= 1
 
 
+async def test_a_broken_stream_reports_the_peer_down_before_the_timeout() -> None:
+    # A peer timeout far longer than the test: only the broken stream can
+    # report node 2 down in time (kill -9 resets its connections at once).
+    slow_timeout = TransportConfig(
+        cluster_id="test", ping_interval=0.05, peer_timeout=30.0, reconnect_backoff_initial=0.02
+    )
+    nodes = await cluster(1, 2, config=slow_timeout)
+    a, b = nodes[1], nodes[2]
+    try:
+        await connected(a, b)
+        await wait_for(lambda: a.t.peer_alive(2), what="node 2 up")
+        await b.server.stop(None)  # connections reset; node 2's transport never says goodbye
+        await wait_for(lambda: not a.t.peer_alive(2), timeout=3.0, what="node 2 reported down")
+        assert a.states[-1] == (2, False)
+    finally:
+        for node in nodes.values():
+            await node.stop()
+
+
 async def test_a_down_peer_queue_is_bounded_and_keeps_the_newest() -> None:
     config = TransportConfig(
         cluster_id="test",
