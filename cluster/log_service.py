@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import grpc
 
+from cluster.forwarding import Forwarder, may_forward
 from cluster.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
 from partitions.replica import Replica
 from partitions.replica_errors import NotLeaderError, ReplicaError
@@ -37,10 +38,12 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         find_replica: Callable[[str, int], Replica | None],
         partition_exists: Callable[[str, int], bool],
         address_of: Callable[[int], str],
+        forwarder: Forwarder | None = None,
     ) -> None:
         self._find = find_replica
         self._exists = partition_exists
         self._address_of = address_of
+        self._forwarder = forwarder
 
     def _replica(self, topic: str, partition: int) -> Replica:
         replica = self._find(topic, partition)
@@ -63,31 +66,65 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         leader = getattr(error, "leader", 0)
         return from_replica_error(error, self._address_of(leader) if leader else "")
 
-    async def _answer(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
-        """``work``'s result, or the call aborted with the error's status."""
+    async def _answer(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Awaitable[T],
+        forward: Callable[[str], Awaitable[T]] | None = None,
+    ) -> T:
+        """``work``'s result, or the call aborted with the error's status.
+        ``forward(address)`` re-sends the request to a known leader when
+        this node is not it (forwarding.py: at most one hop)."""
         try:
             return await work
         except ServiceError as error:
             await abort(context, error)
         except OffsetOutOfRange as error:
             await abort(context, from_offset_error(error))
+        except NotLeaderError as error:
+            address = self._address_of(error.leader) if error.leader else ""
+            if forward is not None and address and self._forwarder is not None and may_forward(context):
+                return await forward(address)
+            await abort(context, self._replica_error(error))
         except ReplicaError as error:
             await abort(context, self._replica_error(error))
 
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        return await self._answer(context, self._produce(request))
+        return await self._answer(
+            context,
+            self._produce(request),
+            lambda address: self._forward(context, address, lambda stub: stub.Produce, request),
+        )
 
     async def Fetch(
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.FetchResponse:
-        return await self._answer(context, self._fetch(request, context.time_remaining()))
+        return await self._answer(
+            context,
+            self._fetch(request, context.time_remaining()),
+            lambda address: self._forward(context, address, lambda stub: stub.Fetch, request),
+        )
 
     async def ListOffsets(
         self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ListOffsetsResponse:
-        return await self._answer(context, self._list_offsets(request))
+        return await self._answer(
+            context,
+            self._list_offsets(request),
+            lambda address: self._forward(context, address, lambda stub: stub.ListOffsets, request),
+        )
+
+    async def _forward(
+        self,
+        context: grpc.aio.ServicerContext,
+        address: str,
+        method: Callable[[log_pb2_grpc.LogServiceStub], Callable[..., Awaitable[T]]],
+        request: object,
+    ) -> T:
+        assert self._forwarder is not None
+        return await self._forwarder.forward(context, address, method, request)
 
     async def _produce(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
         replica = self._replica(request.topic, request.partition)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from cluster.forwarding import Forwarder
 from cluster.log_service import LogService
 from cluster.metadata_service import StaticMetadataService
 from cluster.node_admin import NodeAdminService
@@ -123,8 +124,9 @@ class Node:
             )
             self.transport = transport
             transport.add_to_server(server)
+            forwarder = Forwarder()
             log_pb2_grpc.add_LogServiceServicer_to_server(
-                LogService(self._find_replica, self._partition_exists, self._address_of), server
+                LogService(self._find_replica, self._partition_exists, self._address_of, forwarder), server
             )
             metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
                 StaticMetadataService(self.node_id, cluster, host.replica), server
@@ -152,6 +154,7 @@ class Node:
                 await self._stop.wait()
             finally:
                 await server.stop(grace=1.0)
+                await forwarder.close()
                 await transport.close()
 
     def stop(self) -> None:

@@ -15,6 +15,10 @@ from cluster.grpc_errors import error_info
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import parse_header
 
+# Route ourselves: a node answers NOT_LEADER with the leader's address instead
+# of forwarding, so leader_hint names the leader (the kill drill kills it).
+NO_FORWARD = (("raftlog-no-forward", "1"),)
+
 RETRIABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -78,7 +82,9 @@ class LogClient:
             address = self._pick(topic, partition)
             self.attempts.sent += 1
             try:
-                response: log_pb2.ProduceResponse = await self._stubs[address].Produce(request, timeout=2)
+                response: log_pb2.ProduceResponse = await self._stubs[address].Produce(
+                    request, timeout=2, metadata=NO_FORWARD
+                )
                 self.leader_hint[(topic, partition)] = address
                 return response
             except grpc.aio.AioRpcError as error:
@@ -103,6 +109,7 @@ class LogClient:
                 response = await self._stubs[address].Fetch(
                     log_pb2.FetchRequest(topic=topic, partition=partition, offset=offset, max_bytes=1 << 20),
                     timeout=2,
+                    metadata=NO_FORWARD,
                 )
             except grpc.aio.AioRpcError as error:
                 self._note_error(topic, partition, address, error)

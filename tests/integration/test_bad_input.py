@@ -132,7 +132,7 @@ async def test_unknown_partitions_and_offsets_out_of_range(leader: log_pb2_grpc.
     assert detail.metadata["high_watermark"] == str(high)
 
 
-async def test_a_follower_points_at_the_leader(
+async def test_a_follower_forwards_to_the_leader_once(
     cluster: LocalCluster, leader: log_pb2_grpc.LogServiceStub
 ) -> None:
     client = LogClient(cluster.addresses)
@@ -140,16 +140,34 @@ async def test_a_follower_points_at_the_leader(
     leader_address = client.leader_hint[("t", 0)]
     await client.close()
     follower_address = next(a for a in cluster.addresses.values() if a != leader_address)
+    batch = encode_batch([Record(value=b"through a follower")])
     async with grpc.aio.insecure_channel(follower_address) as channel:
         stub = log_pb2_grpc.LogServiceStub(channel)
+        ack = await stub.Produce(log_pb2.ProduceRequest(topic="t", partition=0, batch=batch), timeout=5)
+        fetched = await stub.Fetch(
+            log_pb2.FetchRequest(topic="t", partition=0, offset=ack.base_offset), timeout=5
+        )
+        assert decode_records(fetched.batches[0])[0].value == b"through a follower"
+        # A request that was already forwarded once is not forwarded again:
+        # the follower answers NOT_LEADER with the leader's address.
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Produce(
-                log_pb2.ProduceRequest(topic="t", partition=0, batch=encode_batch([Record(value=b"x")])),
+                log_pb2.ProduceRequest(topic="t", partition=0, batch=batch),
                 timeout=5,
+                metadata=(("raftlog-no-forward", "1"),),
             )
     detail = error_info(info.value)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert detail is not None and (detail.reason, detail.leader_address) == ("NOT_LEADER", leader_address)
+    # Errors come back from the leader unchanged.
+    corrupt = bytearray(batch)
+    corrupt[-1] ^= 1
+    async with grpc.aio.insecure_channel(follower_address) as channel:
+        code, reason = await _rejected(
+            log_pb2_grpc.LogServiceStub(channel),
+            log_pb2.ProduceRequest(topic="t", partition=0, batch=bytes(corrupt)),
+        )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CORRUPT_BATCH")
 
 
 async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalCluster) -> None:

@@ -1,0 +1,86 @@
+"""Forwarding a client request to the node that leads its partition.
+
+Any node takes any request (DESIGN.md): when the local replica is not the
+leader but knows who is, the front end re-sends the request there and relays
+the answer, status and error details included, unchanged.
+
+Invariants:
+- A request is forwarded at most once: the forwarded call carries
+  ``raftlog-no-forward: 1`` and a node never forwards such a call (it
+  answers NOT_LEADER with the leader's address instead), so two nodes with
+  stale views cannot bounce a request between them. Clients that route
+  themselves (the SDK) send the same header to learn the leader from the
+  answer rather than pay for a hop.
+- The forwarded call gets the caller's remaining deadline, never more.
+- A produce forwarded and then failing with UNAVAILABLE or DEADLINE_EXCEEDED
+  has an unknown outcome, exactly as if the client had sent it itself; the
+  client's idempotent retry covers both cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from raftlog.v1 import log_pb2_grpc
+
+NO_FORWARD_KEY = "raftlog-no-forward"
+DEFAULT_TIMEOUT_S = 30.0
+T = TypeVar("T")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.http2.lookahead_bytes", 8 << 20),
+]
+
+
+def may_forward(context: grpc.aio.ServicerContext) -> bool:
+    return not any(key == NO_FORWARD_KEY for key, _ in context.invocation_metadata() or ())
+
+
+async def relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> NoReturn:
+    """End this call with the status the leader answered (details kept)."""
+    trailing = tuple(error.trailing_metadata() or ())
+    await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+class Forwarder:
+    """One channel per leader address, opened on first use."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, log_pb2_grpc.LogServiceStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _stub(self, address: str) -> log_pb2_grpc.LogServiceStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels.append(channel)
+            stub = self._stubs[address] = log_pb2_grpc.LogServiceStub(channel)
+        return stub
+
+    async def forward(
+        self,
+        context: grpc.aio.ServicerContext,
+        address: str,
+        method: Callable[[log_pb2_grpc.LogServiceStub], Callable[..., Awaitable[T]]],
+        request: Any,
+    ) -> T:
+        remaining = context.time_remaining()
+        timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
+        try:
+            return await method(self._stub(address))(
+                request, timeout=timeout, metadata=((NO_FORWARD_KEY, "1"),)
+            )
+        except grpc.aio.AioRpcError as error:
+            await relay_error(context, error)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
