@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from cluster.forwarding import Forwarder
+from cluster.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.log_service import LogService
 from cluster.metadata_service import StaticMetadataService
 from cluster.node_admin import NodeAdminService
@@ -134,6 +135,7 @@ class Node:
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
                 NodeAdminService(self.node_id, lambda: self.host, lambda: self.transport), server
             )
+            health = enable_health_and_reflection(server)
             self.bound_port = server.add_insecure_port(self.spec.address)
             if self.bound_port == 0:
                 raise ConfigError(f"node {self.node_id}: cannot listen on {self.spec.address}")
@@ -149,6 +151,7 @@ class Node:
                     replica.campaign()
             await server.start()
             await transport.start()
+            await mark_serving(health)
             self._started.set()
             try:
                 await self._stop.wait()

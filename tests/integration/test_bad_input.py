@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import crc32c
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import error_info
@@ -212,3 +214,21 @@ async def test_every_node_reports_the_same_topics_and_the_leader(cluster: LocalC
             [1, 2, 3],
         ), node
         assert not unknown.topics
+
+
+async def test_health_checks_and_reflection_are_served(cluster: LocalCluster) -> None:
+    address = next(iter(cluster.addresses.values()))
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "raftlog.v1.LogService", "raftlog.v1.MetadataService"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        names = set()
+        async for reply in reflect.ServerReflectionInfo(iter([request]), timeout=5):
+            names |= {s.name for s in reply.list_services_response.service}
+        assert {"raftlog.v1.LogService", "raftlog.v1.MetadataService", "grpc.health.v1.Health"} <= names
