@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from partitions import codec
+from partitions.entry_cache import DEFAULT_CACHE_BYTES, EntryCache
 from partitions.keys import (
     ColumnFamily,
     group_end,
@@ -117,6 +118,8 @@ class PreparedWrite:
     sync: bool
     base: GroupState
     result: GroupState
+    appended: tuple[Entry, ...] = ()
+    """The entries this write stores, for the entry cache once durable."""
 
     @property
     def empty(self) -> bool:
@@ -143,8 +146,9 @@ class GroupStorage:
     rebuilds the term runs with ``O(runs * log(entries))`` point reads.
     """
 
-    def __init__(self, store: NodeStore, group_id: int) -> None:
+    def __init__(self, store: NodeStore, group_id: int, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.store = store
+        self._cache = EntryCache(cache_bytes)
         self.group_id = group_id
         self._prefix = group_prefix(group_id)
         self._end = group_end(group_id)
@@ -214,6 +218,9 @@ class GroupStorage:
             raise Unavailable(f"entries up to {hi - 1} asked, last is {state.last_index}")
         if lo >= hi:
             return []
+        cached = self._cache.get(lo, hi, max_bytes)
+        if cached is not None:
+            return cached
         g = self.group_id
         items, stopped = self.store.scan_within(
             _LOG, log_key(g, lo), log_key(g, hi), max_bytes, _ENTRY_OVERHEAD
@@ -278,7 +285,7 @@ class GroupStorage:
         if ready.hard_state is not None:
             ws.put(_STATE, hard_state_key(self.group_id), codec.encode_hard_state(ready.hard_state))
             state = replace(state, hard_state=ready.hard_state)
-        return self._prepared(ws, ready.must_sync, base, state, floor)
+        return replace(self._prepared(ws, ready.must_sync, base, state, floor), appended=ready.entries)
 
     def create_snapshot(
         self, index: int, conf_state: ConfState, data: bytes, *, sync: bool = False
@@ -339,9 +346,14 @@ class GroupStorage:
             raise StaleWrite(f"write for group {prepared.group_id} applied to group {self.group_id}")
         if prepared.base is not self._state:
             raise StaleWrite(f"group {self.group_id}: the state moved on since this write was prepared")
-        self._state = prepared.result
+        result = self._state = prepared.result
         self._read_floor = 0
         self._pending = False
+        cache = self._cache
+        cache.truncate_after(result.last_index)  # destroyed, or a snapshot replaced the log
+        cache.drop_through(result.truncated_index)
+        if prepared.appended:
+            cache.append([e for e in prepared.appended if e.index > result.truncated_index])
 
     # --- helpers ---
 
