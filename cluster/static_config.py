@@ -45,7 +45,7 @@ from typing import Any
 from partitions.replica import ReplicaConfig
 from partitions.state_machine import PartitionConfig
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class ConfigError(ValueError):
@@ -113,7 +113,7 @@ class StaticCluster:
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be unique, got {names}")
         for topic in self.topics:
-            if not _TOPIC_NAME.match(topic.name):
+            if not _TOPIC_NAME.fullmatch(topic.name):
                 raise ConfigError(f"topic name {topic.name!r}: use 1-249 letters, digits, '.', '_' or '-'")
             if topic.partitions < 1:
                 raise ConfigError(f"topic {topic.name}: partitions must be at least 1")

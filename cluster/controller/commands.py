@@ -1,0 +1,444 @@
+"""The metadata commands: the data of the controller's (group 0) Raft entries.
+
+Every NORMAL entry with data in the controller's log is one command; empty
+entries and membership changes are not (the driver hands those to
+``ControllerState.apply_noop``). Commands are proposed by the controller
+leader, which chooses everything that needs judgement or randomness (replica
+placement, API key salt and hash) *before* proposing, so that applying a
+command needs only the command and the state: every node computes the same
+result.
+
+Encoding: binary, built from the ``wire`` primitives (big-endian, one
+encoding per value). Binary rather than JSON because canonical bytes come for
+free (no key order, whitespace, float or bool-versus-int questions) and the
+decoder can be strict about every byte; the partition log's commands use the
+same ``kind u8 | version u8`` header.
+
+=================== ===== ================================================
+command             kind  fields after ``kind u8 | version u8 (=1)``
+=================== ===== ================================================
+CreateTenant        1     name text
+DeleteTenant        2     name text
+CreateApiKey        3     key_id text, is_operator flag, tenant text,
+                          salt blob, digest blob
+RevokeApiKey        4     key_id text
+CreateTopic         5     tenant text, name text, partitions u32,
+                          replication_factor u16, retention_ms opt_i64,
+                          retention_bytes opt_i64, assignment: u32 count,
+                          then ``ids`` per partition (preferred leader first)
+DeleteTopic         6     tenant text, name text
+RegisterNode        7     node_id u64, address text, zone text,
+                          controller_eligible flag
+SetNodeLiveness     8     node_id u64, alive flag
+DecommissionNode    9     node_id u64
+RemoveNode          10    node_id u64
+AddLearner          11    group u64, node_id u64, expected_revision u64
+PromoteLearner      12    group u64, node_id u64, expected_revision u64,
+                          position u16
+RemoveReplica       13    group u64, node_id u64, expected_revision u64
+=================== ===== ================================================
+
+Invariants:
+
+- ``decode_command(encode_command(c)) == c`` for every command, and bytes
+  that decode re-encode to themselves (canonical form).
+- A kind number is never reused. A change to a kind's fields gets a new
+  version number; a node reads only the versions it knows.
+- ``decode_command`` raises only ``MalformedCommand`` (bytes no version of
+  this code writes: the state machine rejects the entry with
+  ``INVALID_COMMAND``, the same on every node) or ``UnsupportedCommand`` (a
+  kind or version this code does not know, written by a newer node: the
+  controller replica must stop rather than apply the log differently from
+  its upgraded peers).
+- Encoding checks only that each value fits its field (``ValueError``);
+  whether the command makes sense is decided when it is applied.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cluster.controller.wire import Reader, WireError, Writer
+
+__all__ = [
+    "COMMAND_VERSION",
+    "AddLearner",
+    "Command",
+    "CommandError",
+    "CommandKind",
+    "CreateApiKey",
+    "CreateTenant",
+    "CreateTopic",
+    "DecommissionNode",
+    "DeleteTenant",
+    "DeleteTopic",
+    "MalformedCommand",
+    "PromoteLearner",
+    "RegisterNode",
+    "RemoveNode",
+    "RemoveReplica",
+    "ReplicaChange",
+    "RevokeApiKey",
+    "SetNodeLiveness",
+    "UnsupportedCommand",
+    "decode_command",
+    "encode_command",
+]
+
+COMMAND_VERSION = 1
+"""The version every kind is written at (all kinds are at their first)."""
+
+
+class CommandKind(enum.IntEnum):
+    CREATE_TENANT = 1
+    DELETE_TENANT = 2
+    CREATE_API_KEY = 3
+    REVOKE_API_KEY = 4
+    CREATE_TOPIC = 5
+    DELETE_TOPIC = 6
+    REGISTER_NODE = 7
+    SET_NODE_LIVENESS = 8
+    DECOMMISSION_NODE = 9
+    REMOVE_NODE = 10
+    ADD_LEARNER = 11
+    PROMOTE_LEARNER = 12
+    REMOVE_REPLICA = 13
+
+
+class CommandError(ValueError):
+    """Entry data that is not a command this code can apply."""
+
+
+class MalformedCommand(CommandError):
+    """Bytes no version of the format produces."""
+
+
+class UnsupportedCommand(CommandError):
+    """A command kind or version newer than this code: stop, do not skip."""
+
+
+# --- tenants and API keys --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTenant:
+    KIND: ClassVar[CommandKind] = CommandKind.CREATE_TENANT
+    name: str
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.name)
+
+    @classmethod
+    def _read(cls, r: Reader) -> CreateTenant:
+        return cls(r.text("name"))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTenant:
+    """Delete an empty tenant (no topics); its API keys are revoked with it."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.DELETE_TENANT
+    name: str
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.name)
+
+    @classmethod
+    def _read(cls, r: Reader) -> DeleteTenant:
+        return cls(r.text("name"))
+
+
+@dataclass(frozen=True, slots=True)
+class CreateApiKey:
+    """Store an API key's salted hash (``api_keys.issue_api_key`` makes one).
+    ``tenant`` None is an operator key. The clear key is never in the log."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.CREATE_API_KEY
+    key_id: str
+    tenant: str | None
+    salt: bytes
+    digest: bytes
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.key_id).flag(self.tenant is None).text(self.tenant or "").blob(self.salt)
+        w.blob(self.digest)
+
+    @classmethod
+    def _read(cls, r: Reader) -> CreateApiKey:
+        key_id = r.text("key_id")
+        operator = r.flag("is_operator")
+        tenant = r.text("tenant")
+        if operator and tenant:
+            raise WireError(f"{r.what}: an operator key with a tenant {tenant!r}")
+        return cls(key_id, None if operator else tenant, r.blob("salt"), r.blob("digest"))
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeApiKey:
+    KIND: ClassVar[CommandKind] = CommandKind.REVOKE_API_KEY
+    key_id: str
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.key_id)
+
+    @classmethod
+    def _read(cls, r: Reader) -> RevokeApiKey:
+        return cls(r.text("key_id"))
+
+
+# --- topics ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTopic:
+    """Create a topic with the replicas the proposer chose
+    (``placement.place_partitions``): ``assignment[p]`` are partition
+    ``p``'s replicas, preferred leader first."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.CREATE_TOPIC
+    tenant: str
+    name: str
+    partitions: int
+    replication_factor: int
+    retention_ms: int | None
+    retention_bytes: int | None
+    assignment: tuple[tuple[int, ...], ...]
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.tenant).text(self.name).u32(self.partitions).u16(self.replication_factor)
+        w.opt_i64(self.retention_ms).opt_i64(self.retention_bytes).u32(len(self.assignment))
+        for replicas in self.assignment:
+            w.ids(replicas)
+
+    @classmethod
+    def _read(cls, r: Reader) -> CreateTopic:
+        tenant, name = r.text("tenant"), r.text("name")
+        partitions, rf = r.u32("partitions"), r.u16("replication_factor")
+        retention_ms, retention_bytes = r.opt_i64("retention_ms"), r.opt_i64("retention_bytes")
+        count = r.u32("assignment (count)")
+        # Each partition takes at least 2 bytes: a count beyond that is a lie
+        # (and must not make us loop billions of times).
+        if count * 2 > r.remaining:
+            raise WireError(f"{r.what}: assignment count {count} runs past the end")
+        assignment = tuple(r.ids(f"assignment[{p}]") for p in range(count))
+        return cls(tenant, name, partitions, rf, retention_ms, retention_bytes, assignment)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopic:
+    KIND: ClassVar[CommandKind] = CommandKind.DELETE_TOPIC
+    tenant: str
+    name: str
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.tenant).text(self.name)
+
+    @classmethod
+    def _read(cls, r: Reader) -> DeleteTopic:
+        return cls(r.text("tenant"), r.text("name"))
+
+
+# --- nodes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterNode:
+    """Add a node, or update a registered node's address, zone and
+    eligibility (a restarted node may come back elsewhere). ``zone`` ""
+    means no zone label."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.REGISTER_NODE
+    node_id: int
+    address: str
+    zone: str
+    controller_eligible: bool
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.node_id).text(self.address).text(self.zone).flag(self.controller_eligible)
+
+    @classmethod
+    def _read(cls, r: Reader) -> RegisterNode:
+        return cls(r.u64("node_id"), r.text("address"), r.text("zone"), r.flag("controller_eligible"))
+
+
+@dataclass(frozen=True, slots=True)
+class SetNodeLiveness:
+    """A liveness transition the controller leader observed (heartbeats
+    themselves are not commands)."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.SET_NODE_LIVENESS
+    node_id: int
+    alive: bool
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.node_id).flag(self.alive)
+
+    @classmethod
+    def _read(cls, r: Reader) -> SetNodeLiveness:
+        return cls(r.u64("node_id"), r.flag("alive"))
+
+
+@dataclass(frozen=True, slots=True)
+class DecommissionNode:
+    """Start draining a node: no new replicas go to it; the proposer then
+    moves its replicas away (``placement.plan_decommission``)."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.DECOMMISSION_NODE
+    node_id: int
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.node_id)
+
+    @classmethod
+    def _read(cls, r: Reader) -> DecommissionNode:
+        return cls(r.u64("node_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNode:
+    """Forget a decommissioned node that holds no replicas any more."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.REMOVE_NODE
+    node_id: int
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.node_id)
+
+    @classmethod
+    def _read(cls, r: Reader) -> RemoveNode:
+        return cls(r.u64("node_id"))
+
+
+# --- replica changes (one membership step each) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddLearner:
+    """Add ``node_id`` to ``group`` as a learner (receives the log, does not
+    vote). Applies only if the group's revision is ``expected_revision``."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.ADD_LEARNER
+    group: int
+    node_id: int
+    expected_revision: int
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.group).u64(self.node_id).u64(self.expected_revision)
+
+    @classmethod
+    def _read(cls, r: Reader) -> AddLearner:
+        return cls(r.u64("group"), r.u64("node_id"), r.u64("expected_revision"))
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteLearner:
+    """Make learner ``node_id`` a voter at ``position`` in the replica list
+    (0 = preferred leader; the voters from there on move one place back)."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.PROMOTE_LEARNER
+    group: int
+    node_id: int
+    expected_revision: int
+    position: int
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.group).u64(self.node_id).u64(self.expected_revision).u16(self.position)
+
+    @classmethod
+    def _read(cls, r: Reader) -> PromoteLearner:
+        return cls(r.u64("group"), r.u64("node_id"), r.u64("expected_revision"), r.u16("position"))
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveReplica:
+    """Remove voter or learner ``node_id`` from ``group``."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.REMOVE_REPLICA
+    group: int
+    node_id: int
+    expected_revision: int
+
+    def _write(self, w: Writer) -> None:
+        w.u64(self.group).u64(self.node_id).u64(self.expected_revision)
+
+    @classmethod
+    def _read(cls, r: Reader) -> RemoveReplica:
+        return cls(r.u64("group"), r.u64("node_id"), r.u64("expected_revision"))
+
+
+Command = (
+    CreateTenant
+    | DeleteTenant
+    | CreateApiKey
+    | RevokeApiKey
+    | CreateTopic
+    | DeleteTopic
+    | RegisterNode
+    | SetNodeLiveness
+    | DecommissionNode
+    | RemoveNode
+    | AddLearner
+    | PromoteLearner
+    | RemoveReplica
+)
+"""Every command."""
+
+ReplicaChange = AddLearner | PromoteLearner | RemoveReplica
+"""The commands that change one group's replicas by one step."""
+
+_CLASSES: dict[int, type[Command]] = {
+    cls.KIND: cls
+    for cls in (
+        CreateTenant,
+        DeleteTenant,
+        CreateApiKey,
+        RevokeApiKey,
+        CreateTopic,
+        DeleteTopic,
+        RegisterNode,
+        SetNodeLiveness,
+        DecommissionNode,
+        RemoveNode,
+        AddLearner,
+        PromoteLearner,
+        RemoveReplica,
+    )
+}
+
+
+def encode_command(command: Command) -> bytes:
+    """The entry data for ``command``. Raises ``ValueError`` for a value that
+    does not fit its field."""
+    w = Writer().u8(command.KIND).u8(COMMAND_VERSION)
+    command._write(w)
+    return bytes(w)
+
+
+def decode_command(data: bytes) -> Command:
+    """The command in one entry's data (see the module docstring for what
+    it raises)."""
+    if len(data) < 2:
+        raise MalformedCommand(f"{len(data)} bytes of entry data is shorter than a command header")
+    kind, version = data[0], data[1]
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        raise UnsupportedCommand(
+            f"unknown controller command kind {kind}: written by a newer version of raftlog? "
+            "Upgrade this node before it applies the metadata log."
+        )
+    if version == 0:
+        raise MalformedCommand(f"{cls.__name__} version 0: no version of raftlog writes it")
+    if version != COMMAND_VERSION:
+        raise UnsupportedCommand(
+            f"{cls.__name__} version {version} (this code reads version {COMMAND_VERSION}): "
+            "written by a newer version of raftlog? Upgrade this node before it applies the metadata log."
+        )
+    reader = Reader(data, cls.__name__, start=2)
+    try:
+        command = cls._read(reader)
+        reader.finish()
+    except WireError as exc:
+        raise MalformedCommand(str(exc)) from None
+    return command

@@ -1,0 +1,135 @@
+"""Test tools for the controller state machine: a log that numbers entries,
+cluster builders, and hypothesis strategies for commands."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import strategies as st
+
+from cluster.controller.commands import (
+    AddLearner,
+    Command,
+    CreateApiKey,
+    CreateTenant,
+    CreateTopic,
+    DecommissionNode,
+    DeleteTenant,
+    DeleteTopic,
+    PromoteLearner,
+    RegisterNode,
+    RemoveNode,
+    RemoveReplica,
+    RevokeApiKey,
+    SetNodeLiveness,
+    encode_command,
+)
+from cluster.controller.placement import Plan, place_partitions
+from cluster.controller.results import ApplyResult, Rejected
+from cluster.controller.state import ControllerState
+
+
+class Log:
+    """Applies commands to a ``ControllerState`` at consecutive indexes,
+    checking the invariants after each one."""
+
+    def __init__(self, state: ControllerState | None = None) -> None:
+        self.state = state if state is not None else ControllerState()
+
+    @property
+    def next_index(self) -> int:
+        return self.state.applied_index + 1
+
+    def apply(self, command: Command) -> ApplyResult:
+        result = self.state.apply(self.next_index, encode_command(command))
+        self.state.check_invariants()
+        return result
+
+    def ok(self, command: Command) -> ApplyResult:
+        result = self.apply(command)
+        assert not isinstance(result, Rejected), f"{command} was rejected: {result}"
+        return result
+
+    def noop(self) -> None:
+        self.state.apply_noop(self.next_index)
+
+    def run(self, plan: Plan) -> None:
+        """Apply every step of every move, move by move."""
+        for move in plan.moves:
+            for step in move.steps:
+                self.ok(step)
+
+
+def address(node_id: int) -> str:
+    return f"10.0.0.{node_id}:7000"
+
+
+def cluster(nodes: int, zones: Sequence[str] = ("",), tenants: Sequence[str] = ()) -> Log:
+    """Nodes ``1..nodes``, zones dealt round-robin, and the given tenants."""
+    log = Log()
+    for node_id in range(1, nodes + 1):
+        log.ok(RegisterNode(node_id, address(node_id), zones[(node_id - 1) % len(zones)], node_id <= 3))
+    for tenant in tenants:
+        log.ok(CreateTenant(tenant))
+    return log
+
+
+def create_topic(
+    log: Log,
+    tenant: str,
+    name: str,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    retention_ms: int | None = None,
+    retention_bytes: int | None = None,
+) -> ApplyResult:
+    assignment = place_partitions(log.state, partitions, replication_factor)
+    return log.ok(
+        CreateTopic(tenant, name, partitions, replication_factor, retention_ms, retention_bytes, assignment)
+    )
+
+
+# --- strategies ---------------------------------------------------------------------
+
+names = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=12)
+any_text = st.text(max_size=20)
+ids = st.integers(min_value=0, max_value=2**64 - 1)
+small_ids = st.integers(min_value=0, max_value=8)
+opt_i64 = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+node_lists = st.lists(small_ids, max_size=5).map(tuple)
+
+
+def commands(
+    texts: st.SearchStrategy[str] = any_text, numbers: st.SearchStrategy[int] = ids
+) -> st.SearchStrategy[Command]:
+    """Any command with field values that fit their encoding."""
+    return st.one_of(
+        st.builds(CreateTenant, texts),
+        st.builds(DeleteTenant, texts),
+        st.builds(
+            CreateApiKey,
+            texts,
+            st.none() | texts,
+            st.binary(max_size=20),
+            st.binary(max_size=40),
+        ),
+        st.builds(RevokeApiKey, texts),
+        st.builds(
+            CreateTopic,
+            texts,
+            texts,
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**16 - 1),
+            opt_i64,
+            opt_i64,
+            st.lists(node_lists, max_size=4).map(tuple),
+        ),
+        st.builds(DeleteTopic, texts, texts),
+        st.builds(RegisterNode, numbers, texts, texts, st.booleans()),
+        st.builds(SetNodeLiveness, numbers, st.booleans()),
+        st.builds(DecommissionNode, numbers),
+        st.builds(RemoveNode, numbers),
+        st.builds(AddLearner, numbers, numbers, numbers),
+        st.builds(PromoteLearner, numbers, numbers, numbers, st.integers(0, 2**16 - 1)),
+        st.builds(RemoveReplica, numbers, numbers, numbers),
+    )

@@ -1,0 +1,178 @@
+"""Command encoding: round trips, canonical bytes, strict decoding, and how
+the state machine treats bytes it cannot apply."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cluster.controller.commands import (
+    COMMAND_VERSION,
+    AddLearner,
+    Command,
+    CommandKind,
+    CreateApiKey,
+    CreateTenant,
+    CreateTopic,
+    DecommissionNode,
+    DeleteTenant,
+    DeleteTopic,
+    MalformedCommand,
+    PromoteLearner,
+    RegisterNode,
+    RemoveNode,
+    RemoveReplica,
+    RevokeApiKey,
+    SetNodeLiveness,
+    UnsupportedCommand,
+    decode_command,
+    encode_command,
+)
+from cluster.controller.results import Rejected, RejectReason
+from cluster.controller.state import ControllerState
+from tests.controller.harness import cluster, commands
+
+
+@given(commands())
+def test_decode_inverts_encode(command: Command) -> None:
+    data = encode_command(command)
+    assert decode_command(data) == command
+    assert encode_command(decode_command(data)) == data
+
+
+@given(commands(), st.data())
+def test_every_truncation_is_malformed(command: Command, data: st.DataObject) -> None:
+    encoded = encode_command(command)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(MalformedCommand):
+        decode_command(encoded[:cut])
+
+
+@given(commands(), st.binary(min_size=1, max_size=8))
+def test_trailing_bytes_are_malformed(command: Command, extra: bytes) -> None:
+    with pytest.raises(MalformedCommand, match="trailing"):
+        decode_command(encode_command(command) + extra)
+
+
+def test_kind_numbers_never_change() -> None:
+    """The numbers are in every stored log: renumbering is a format break."""
+    expected: dict[type[Command], int] = {
+        CreateTenant: 1,
+        DeleteTenant: 2,
+        CreateApiKey: 3,
+        RevokeApiKey: 4,
+        CreateTopic: 5,
+        DeleteTopic: 6,
+        RegisterNode: 7,
+        SetNodeLiveness: 8,
+        DecommissionNode: 9,
+        RemoveNode: 10,
+        AddLearner: 11,
+        PromoteLearner: 12,
+        RemoveReplica: 13,
+    }
+    assert {cls: int(cls.KIND) for cls in expected} == expected
+    assert len(CommandKind) == len(expected)
+
+
+def test_a_known_layout() -> None:
+    """One command spelled out byte by byte, so the layout cannot drift."""
+    data = encode_command(RegisterNode(258, "h:1", "z", True))
+    assert data == bytes([7, 1]) + (258).to_bytes(8, "big") + b"\x00\x03h:1" + b"\x00\x01z" + b"\x01"
+    assert encode_command(CreateTopic("t", "n", 1, 1, None, 5, ((3,),))) == (
+        bytes([5, 1])
+        + b"\x00\x01t\x00\x01n"
+        + (1).to_bytes(4, "big")
+        + (1).to_bytes(2, "big")
+        + b"\x00"
+        + b"\x01"
+        + (5).to_bytes(8, "big")
+        + (1).to_bytes(4, "big")
+        + (1).to_bytes(2, "big")
+        + (3).to_bytes(8, "big")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"", "shorter than a command header"),
+        (b"\x01", "shorter than a command header"),
+        (bytes([1, 0]) + b"\x00\x01a", "version 0"),
+        (bytes([7, 1]) + bytes(8) + b"\x00\x03h:1\x00\x00\x02", "flag must be 0 or 1"),
+        (bytes([1, 1]) + b"\x00\x02\xff\xfe", "not valid UTF-8"),
+        (
+            bytes([3, 1]) + b"\x00\x01a" + b"\x01" + b"\x00\x01t" + b"\x00\x00\x00\x00",
+            "operator key with a tenant",
+        ),
+        (
+            bytes([5, 1]) + b"\x00\x01t\x00\x01n" + bytes(4) + bytes(2) + b"\x00\x00" + b"\xff\xff\xff\xff",
+            "runs past",
+        ),
+    ],
+)
+def test_malformed_bytes(data: bytes, match: str) -> None:
+    with pytest.raises(MalformedCommand, match=match):
+        decode_command(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (bytes([200, 1]), "unknown controller command kind 200"),
+        (bytes([0, 1]), "unknown controller command kind 0"),
+        (bytes([1, COMMAND_VERSION + 1]) + b"\x00\x01a", "CreateTenant version 2"),
+    ],
+)
+def test_unknown_kinds_and_versions_are_unsupported(data: bytes, match: str) -> None:
+    with pytest.raises(UnsupportedCommand, match=match):
+        decode_command(data)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        RegisterNode(-1, "h:1", "", True),
+        RegisterNode(2**64, "h:1", "", True),
+        CreateTenant("x" * 70_000),
+        CreateTopic("t", "n", -1, 1, None, None, ()),
+        CreateTopic("t", "n", 1, 2**16, None, None, ()),
+        CreateTopic("t", "n", 1, 1, 2**63, None, ()),
+        PromoteLearner(1, 1, 1, 2**16),
+        SetNodeLiveness(1, 1),  # type: ignore[arg-type]
+    ],
+)
+def test_values_that_do_not_fit_are_refused_at_encode(command: Command) -> None:
+    with pytest.raises(ValueError):
+        encode_command(command)
+
+
+def test_unsupported_entry_stops_apply_and_changes_nothing() -> None:
+    log = cluster(3, tenants=["acme"])
+    before = log.state.snapshot()
+    with pytest.raises(UnsupportedCommand):
+        log.state.apply(log.next_index, bytes([CreateTenant.KIND, 9]) + b"\x00\x01b")
+    assert log.state.snapshot() == before
+
+
+def test_malformed_entry_is_rejected_like_a_noop() -> None:
+    log = cluster(3, tenants=["acme"])
+    twin = ControllerState.restore(log.state.snapshot())
+    result = log.state.apply(log.next_index, b"\x01")
+    twin.apply_noop(twin.applied_index + 1)
+    assert isinstance(result, Rejected)
+    assert result.reason is RejectReason.INVALID_COMMAND
+    assert log.state.snapshot() == twin.snapshot()
+
+
+def test_entries_must_come_in_order() -> None:
+    log = cluster(1)
+    index = log.state.applied_index
+    data = encode_command(CreateTenant("x"))
+    for bad in (index, index - 1):
+        with pytest.raises(ValueError, match="out of order"):
+            log.state.apply(bad, data)
+        with pytest.raises(ValueError, match="out of order"):
+            log.state.apply_noop(bad)
+    assert log.state.tenant("x") is None

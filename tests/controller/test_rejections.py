@@ -1,0 +1,223 @@
+"""Every rejection reason, each from a command that must be refused, and a
+refused command changes nothing: the state after it has the same snapshot
+bytes as the state after a no-op entry at the same index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from cluster.controller.api_keys import issue_api_key
+from cluster.controller.commands import (
+    AddLearner,
+    Command,
+    CreateApiKey,
+    CreateTenant,
+    CreateTopic,
+    DecommissionNode,
+    DeleteTenant,
+    DeleteTopic,
+    PromoteLearner,
+    RegisterNode,
+    RemoveNode,
+    RemoveReplica,
+    RevokeApiKey,
+    SetNodeLiveness,
+    encode_command,
+)
+from cluster.controller.model import Assignment
+from cluster.controller.results import Rejected, RejectReason
+from cluster.controller.state import ControllerState
+from tests.controller.harness import Log, address, cluster, create_topic
+
+R = RejectReason
+KEY = issue_api_key("acme")
+
+
+def base() -> Log:
+    """Nodes 1-3 live, 4 dead, 5 decommissioning; tenants acme (topic
+    events: 2 partitions of 2 replicas, an API key) and beta (empty); topic
+    single (1 partition, 1 replica); group 1 has a learner."""
+    log = cluster(5, tenants=["acme", "beta"])
+    log.ok(SetNodeLiveness(4, False))
+    log.ok(DecommissionNode(5))
+    create_topic(log, "acme", "events", partitions=2, replication_factor=2)
+    create_topic(log, "acme", "single", partitions=1, replication_factor=1)
+    log.ok(KEY.command)
+    g1 = group(log, 1)
+    log.ok(AddLearner(1, outsider(g1), g1.revision))
+    return log
+
+
+def group(log: Log, group_id: int) -> Assignment:
+    a = log.state.assignment(group_id)
+    assert a is not None
+    return a
+
+
+def outsider(a: Assignment) -> int:
+    """A live node (1-3) that is not in the group."""
+    return next(n for n in (1, 2, 3) if n not in a.members)
+
+
+def topic_command(**changes: object) -> CreateTopic:
+    fields: dict[str, object] = {
+        "tenant": "acme",
+        "name": "new",
+        "partitions": 2,
+        "replication_factor": 2,
+        "retention_ms": None,
+        "retention_bytes": None,
+        "assignment": ((1, 2), (2, 3)),
+    }
+    fields.update(changes)
+    return CreateTopic(**fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Case:
+    reason: RejectReason
+    name: str
+    build: Callable[[Log], Command | bytes]
+
+
+def case(reason: RejectReason, name: str, build: Callable[[Log], Command | bytes]) -> Case:
+    return Case(reason, name, build)
+
+
+def _g1(log: Log) -> Assignment:
+    return group(log, 1)
+
+
+def _promote_dead_learner(log: Log) -> Command:
+    g1 = _g1(log)
+    learner = g1.learners[0]
+    log.ok(SetNodeLiveness(learner, False))
+    return PromoteLearner(1, learner, group(log, 1).revision, 0)
+
+
+def _remove_with_replicas(log: Log) -> Command:
+    log.ok(DecommissionNode(1))
+    return RemoveNode(1)
+
+
+def _single_voter(log: Log) -> Command:
+    topic = log.state.topic("acme", "single")
+    assert topic is not None
+    a = group(log, topic.groups[0])
+    return RemoveReplica(a.group, a.replicas[0], a.revision)
+
+
+CASES = [
+    case(R.INVALID_COMMAND, "garbage", lambda log: b"\x05"),
+    case(R.INVALID_NAME, "tenant ..", lambda log: CreateTenant("..")),
+    case(R.INVALID_NAME, "tenant .", lambda log: CreateTenant(".")),
+    case(R.INVALID_NAME, "tenant slash", lambda log: CreateTenant("a/b")),
+    case(R.INVALID_NAME, "tenant newline", lambda log: CreateTenant("a\n")),
+    case(R.INVALID_NAME, "tenant empty", lambda log: CreateTenant("")),
+    case(R.INVALID_NAME, "tenant too long", lambda log: CreateTenant("t" * 64)),
+    case(R.INVALID_NAME, "topic ..", lambda log: topic_command(name="..")),
+    case(R.INVALID_NAME, "topic too long", lambda log: topic_command(name="t" * 250)),
+    case(R.INVALID_NAME, "topic unicode", lambda log: topic_command(name="événement")),
+    case(R.TENANT_EXISTS, "again", lambda log: CreateTenant("acme")),
+    case(R.UNKNOWN_TENANT, "delete", lambda log: DeleteTenant("nope")),
+    case(R.UNKNOWN_TENANT, "topic", lambda log: topic_command(tenant="nope")),
+    case(R.UNKNOWN_TENANT, "delete topic", lambda log: DeleteTopic("nope", "events")),
+    case(R.UNKNOWN_TENANT, "key", lambda log: issue_api_key("nope").command),
+    case(R.TENANT_NOT_EMPTY, "has topics", lambda log: DeleteTenant("acme")),
+    case(R.INVALID_API_KEY, "key id", lambda log: CreateApiKey("NOT-HEX", "acme", bytes(16), bytes(32))),
+    case(R.INVALID_API_KEY, "salt", lambda log: CreateApiKey("0" * 16, "acme", bytes(15), bytes(32))),
+    case(R.INVALID_API_KEY, "digest", lambda log: CreateApiKey("0" * 16, None, bytes(16), bytes(31))),
+    case(R.API_KEY_EXISTS, "same id", lambda log: CreateApiKey(KEY.key_id, "beta", bytes(16), bytes(32))),
+    case(R.UNKNOWN_API_KEY, "revoke", lambda log: RevokeApiKey("0" * 16)),
+    case(R.TOPIC_EXISTS, "again", lambda log: topic_command(name="events")),
+    case(R.UNKNOWN_TOPIC, "delete", lambda log: DeleteTopic("acme", "nope")),
+    case(R.UNKNOWN_TOPIC, "other tenant's", lambda log: DeleteTopic("beta", "events")),
+    case(R.INVALID_PARTITIONS, "zero", lambda log: topic_command(partitions=0, assignment=())),
+    case(R.INVALID_PARTITIONS, "too many", lambda log: topic_command(partitions=10_001)),
+    case(R.INVALID_REPLICATION_FACTOR, "zero", lambda log: topic_command(replication_factor=0)),
+    case(R.INVALID_REPLICATION_FACTOR, "too many", lambda log: topic_command(replication_factor=16)),
+    case(R.REPLICATION_FACTOR_TOO_LARGE, "4 of 3 live", lambda log: topic_command(replication_factor=4)),
+    case(R.INVALID_RETENTION, "zero ms", lambda log: topic_command(retention_ms=0)),
+    case(R.INVALID_RETENTION, "negative bytes", lambda log: topic_command(retention_bytes=-1)),
+    case(R.INVALID_ASSIGNMENT, "count", lambda log: topic_command(assignment=((1, 2),))),
+    case(R.INVALID_ASSIGNMENT, "width", lambda log: topic_command(assignment=((1, 2), (3,)))),
+    case(R.INVALID_ASSIGNMENT, "repeat", lambda log: topic_command(assignment=((1, 2), (3, 3)))),
+    case(R.INVALID_ASSIGNMENT, "unknown node", lambda log: topic_command(assignment=((1, 2), (3, 99)))),
+    case(R.NODE_UNAVAILABLE, "dead in topic", lambda log: topic_command(assignment=((1, 2), (3, 4)))),
+    case(R.NODE_UNAVAILABLE, "draining in topic", lambda log: topic_command(assignment=((5, 2), (3, 1)))),
+    case(R.NODE_UNAVAILABLE, "dead learner", lambda log: AddLearner(2, 4, group(log, 2).revision)),
+    case(R.NODE_UNAVAILABLE, "promote dead", _promote_dead_learner),
+    case(R.INVALID_NODE, "id 0", lambda log: RegisterNode(0, "h:1", "", False)),
+    case(R.INVALID_NODE, "id too big", lambda log: RegisterNode(2**63, "h:1", "", False)),
+    case(R.INVALID_NODE, "no port", lambda log: RegisterNode(9, "h", "", False)),
+    case(R.INVALID_NODE, "port 0", lambda log: RegisterNode(9, "h:0", "", False)),
+    case(R.INVALID_NODE, "port too big", lambda log: RegisterNode(9, "h:65536", "", False)),
+    case(R.INVALID_NODE, "space", lambda log: RegisterNode(9, "a b:1", "", False)),
+    case(R.INVALID_NODE, "zone", lambda log: RegisterNode(9, "h:1", "eu west", False)),
+    case(R.ADDRESS_IN_USE, "node 1's", lambda log: RegisterNode(9, address(1), "", False)),
+    case(R.UNKNOWN_NODE, "liveness", lambda log: SetNodeLiveness(99, False)),
+    case(R.UNKNOWN_NODE, "decommission", lambda log: DecommissionNode(99)),
+    case(R.UNKNOWN_NODE, "remove", lambda log: RemoveNode(99)),
+    case(R.UNKNOWN_NODE, "learner", lambda log: AddLearner(2, 99, group(log, 2).revision)),
+    case(R.NODE_DECOMMISSIONING, "again", lambda log: DecommissionNode(5)),
+    case(R.NODE_DECOMMISSIONING, "re-register", lambda log: RegisterNode(5, address(5), "", True)),
+    case(R.NODE_NOT_DECOMMISSIONING, "remove", lambda log: RemoveNode(1)),
+    case(R.NODE_HAS_REPLICAS, "remove", _remove_with_replicas),
+    case(R.LIVENESS_UNCHANGED, "alive", lambda log: SetNodeLiveness(1, True)),
+    case(R.LIVENESS_UNCHANGED, "dead", lambda log: SetNodeLiveness(4, False)),
+    case(R.UNKNOWN_GROUP, "learner", lambda log: AddLearner(999, 1, 1)),
+    case(R.UNKNOWN_GROUP, "controller", lambda log: RemoveReplica(0, 1, 1)),
+    case(R.STALE_REVISION, "ahead", lambda log: AddLearner(2, 1, group(log, 2).revision + 1)),
+    case(
+        R.STALE_REVISION, "behind", lambda log: RemoveReplica(1, _g1(log).learners[0], _g1(log).revision - 1)
+    ),
+    case(R.ALREADY_REPLICA, "voter", lambda log: AddLearner(1, _g1(log).replicas[0], _g1(log).revision)),
+    case(R.ALREADY_REPLICA, "learner", lambda log: AddLearner(1, _g1(log).learners[0], _g1(log).revision)),
+    case(R.NOT_A_LEARNER, "voter", lambda log: PromoteLearner(1, _g1(log).replicas[0], _g1(log).revision, 0)),
+    case(R.NOT_A_REPLICA, "remove", lambda log: RemoveReplica(1, 4, _g1(log).revision)),
+    case(R.LAST_VOTER, "rf 1", _single_voter),
+    case(
+        R.INVALID_POSITION,
+        "past end",
+        lambda log: PromoteLearner(1, _g1(log).learners[0], _g1(log).revision, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize("c", CASES, ids=[f"{c.reason}-{c.name}" for c in CASES])
+def test_rejected_command_changes_nothing(c: Case) -> None:
+    log = base()
+    built = c.build(log)
+    data = built if isinstance(built, bytes) else encode_command(built)
+    twin = ControllerState.restore(log.state.snapshot())
+    index = log.next_index
+
+    result = log.state.apply(index, data)
+    twin.apply_noop(index)
+
+    assert isinstance(result, Rejected), result
+    assert result.reason is c.reason, result.message
+    assert result.message
+    assert log.state.snapshot() == twin.snapshot()
+    assert log.state == twin
+    log.state.check_invariants()
+
+
+def test_every_reason_has_a_case() -> None:
+    assert {c.reason for c in CASES} == set(RejectReason)
+
+
+def test_the_same_command_is_accepted_once_the_reason_is_gone() -> None:
+    """The rejections above are about the state, not the command shape."""
+    log = base()
+    assert isinstance(log.apply(DeleteTenant("acme")), Rejected)
+    log.ok(DeleteTopic("acme", "events"))
+    log.ok(DeleteTopic("acme", "single"))
+    log.ok(DeleteTenant("acme"))
+    assert isinstance(log.apply(SetNodeLiveness(4, False)), Rejected)
+    log.ok(SetNodeLiveness(4, True))
+    assert isinstance(log.apply(topic_command(tenant="beta", replication_factor=4)), Rejected)
+    log.ok(topic_command(tenant="beta", replication_factor=4, assignment=((1, 2, 3, 4), (4, 3, 2, 1))))

@@ -1,0 +1,149 @@
+"""Snapshots: restore gives back the state, equal states give equal bytes,
+and damaged or foreign bytes raise ``CorruptSnapshot``."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.controller.api_keys import issue_api_key
+from cluster.controller.commands import (
+    AddLearner,
+    CreateTenant,
+    DecommissionNode,
+    RegisterNode,
+    SetNodeLiveness,
+)
+from cluster.controller.model import Tenant, Topic
+from cluster.controller.snapshot import MAGIC, ControllerImage, CorruptSnapshot, decode_image, encode_image
+from cluster.controller.state import ControllerState
+from cluster.controller.wire import Writer
+from tests.controller.harness import Log, cluster, create_topic
+
+
+def populated() -> Log:
+    log = cluster(5, zones=["a", "b"], tenants=["acme", "beta", "zeta"])
+    create_topic(log, "acme", "events", partitions=4, replication_factor=3, retention_ms=1000)
+    create_topic(log, "beta", "audit", partitions=2, replication_factor=2, retention_bytes=0)
+    log.ok(issue_api_key("acme").command)
+    log.ok(issue_api_key(None).command)
+    log.ok(SetNodeLiveness(4, False))
+    log.ok(DecommissionNode(5))
+    a = next(a for a in log.state.assignments() if len(a.members) < 3)
+    log.ok(AddLearner(a.group, next(n for n in (1, 2, 3) if n not in a.members), a.revision))
+    log.noop()
+    return log
+
+
+def test_restore_gives_back_the_state() -> None:
+    state = populated().state
+    data = state.snapshot()
+    restored = ControllerState.restore(data)
+    assert restored == state
+    assert restored.snapshot() == data
+    assert restored.applied_index == state.applied_index
+    assert restored.next_group_id == state.next_group_id
+    assert [restored.assignments_for_node(n) for n in range(1, 6)] == [
+        state.assignments_for_node(n) for n in range(1, 6)
+    ]
+    assert ControllerState.restore(data, index=state.applied_index) == state
+    with pytest.raises(CorruptSnapshot, match="stored at"):
+        ControllerState.restore(data, index=state.applied_index + 1)
+
+
+def test_an_empty_state_round_trips() -> None:
+    empty = ControllerState()
+    assert ControllerState.restore(empty.snapshot()) == empty
+
+
+def test_build_order_does_not_change_the_bytes() -> None:
+    """Same content built in a different order: same bytes."""
+    one = Log()
+    two = Log()
+    for n in (1, 2, 3):
+        one.ok(RegisterNode(n, f"h{n}:1", "", False))
+    for n in (3, 1, 2):
+        two.ok(RegisterNode(n, f"h{n}:1", "", False))
+    one.ok(CreateTenant("t"))
+    two.ok(CreateTenant("t"))
+    assert one.state.applied_index == two.state.applied_index
+    assert one.state.snapshot() == two.state.snapshot()
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_any_damage_is_detected(data: st.DataObject) -> None:
+    snapshot = bytearray(populated().state.snapshot())
+    position = data.draw(st.integers(0, len(snapshot) - 1))
+    snapshot[position] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(CorruptSnapshot):
+        ControllerState.restore(bytes(snapshot))
+
+
+@pytest.mark.parametrize("cut", [0, 3, 5, 20, -1])
+def test_truncation_is_detected(cut: int) -> None:
+    snapshot = populated().state.snapshot()
+    with pytest.raises(CorruptSnapshot):
+        ControllerState.restore(snapshot[:cut])
+
+
+def _seal(body: bytes) -> bytes:
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_foreign_and_future_snapshots_are_refused_clearly() -> None:
+    snapshot = ControllerState().snapshot()
+    with pytest.raises(CorruptSnapshot, match="RLMC"):
+        decode_image(b"\x01" + snapshot[1:])
+    with pytest.raises(CorruptSnapshot, match="version 2"):
+        decode_image(_seal(MAGIC + b"\x02" + snapshot[5:-4]))
+    with pytest.raises(CorruptSnapshot, match="CRC"):
+        decode_image(snapshot[:-1] + bytes([snapshot[-1] ^ 1]))
+    with pytest.raises(CorruptSnapshot, match="trailing"):
+        decode_image(_seal(snapshot[:-4] + b"\x00"))
+
+
+def _tables(tenants: list[str]) -> bytes:
+    w = Writer().raw(MAGIC).u8(1).u64(10).u64(1).u32(len(tenants))
+    for name in tenants:
+        w.text(name).u64(1)
+    w.u32(0).u32(0).u32(0)
+    return _seal(bytes(w))
+
+
+def test_tables_out_of_order_are_refused() -> None:
+    assert [t.name for t in decode_image(_tables(["a", "b"])).tenants] == ["a", "b"]
+    with pytest.raises(CorruptSnapshot, match="out of order"):
+        decode_image(_tables(["b", "a"]))
+    with pytest.raises(CorruptSnapshot, match="out of order or repeated"):
+        decode_image(_tables(["a", "a"]))
+
+
+def test_well_formed_but_inconsistent_contents_are_refused() -> None:
+    """A CRC-valid snapshot whose topic belongs to no tenant, or whose
+    tenant was created after the snapshot's index."""
+    image = ControllerImage(
+        applied_index=5,
+        next_group_id=1,
+        tenants=(Tenant("acme", 1),),
+        api_keys=(),
+        nodes=(),
+        topics=(),
+        assignments=(),
+    )
+    assert ControllerState.restore(encode_image(image)).tenant("acme") == Tenant("acme", 1)
+    late = ControllerImage(5, 1, (Tenant("acme", 6),), (), (), (), ())
+    with pytest.raises(CorruptSnapshot, match="inconsistent"):
+        ControllerState.restore(encode_image(late))
+    orphan = ControllerImage(5, 1, (), (), (), (Topic("ghost", "t", 1, 1, None, None, 2, (1,)),), ())
+    with pytest.raises(ValueError, match="no assignment"):
+        encode_image(orphan)
+
+
+def test_encode_refuses_an_unsorted_image() -> None:
+    image = ControllerImage(5, 1, (Tenant("b", 1), Tenant("a", 1)), (), (), (), ())
+    with pytest.raises(ValueError, match="out of order"):
+        encode_image(image)
