@@ -1,10 +1,97 @@
-"""The Python SDK that users import: ``Producer``, ``Consumer``, ``Admin``.
+"""The Python SDK that users import. Async first, with a thin synchronous
+facade; talks to any node over the public ``raftlog.v1`` gRPC API.
 
-Async first, with a thin synchronous facade. Talks to any node over the
-public ``raftlog.v1`` gRPC API.
+Public names:
+
+- ``Producer`` (``client.producer``): batched, idempotent, acks=all writes;
+  ``send`` returns a future of ``RecordMetadata``; ``flush``, ``close``;
+  ``ProducerStats``.
+- ``Consumer`` (``client.consumer``): ``assign``, ``seek``,
+  ``seek_to_beginning``/``_end``/``_timestamp``, ``poll``, ``async for``,
+  ``position``, ``close``; yields ``ConsumerRecord``; ``OffsetReset``.
+- ``SyncProducer``, ``SyncConsumer`` (``client.sync``): blocking facades.
+- ``TopicPartition``, ``MetadataCache``, ``ChannelPool``
+  (``client.metadata``): routing to partition leaders.
+- ``DefaultPartitioner``, ``RoundRobinPartitioner``, ``Partitioner``,
+  ``murmur2``, ``key_partition`` (``client.partitioner``).
+- Errors (``client.errors``): ``RaftlogError`` and its subclasses (see that
+  module for the tree), ``from_rpc_error``.
+- ``LocalCluster``, ``TopicSpec`` (``client.local_cluster``): real node
+  processes on loopback, for tests and drills (import it from its module).
 
 May import: the generated protos (``raftlog``), stdlib and third-party
 libraries only. Never ``cluster``, ``partitions``, ``raft`` or any other
 project package: users install the client without the server (DESIGN.md,
 checked by tests/test_layout.py).
 """
+
+from client.consumer import Consumer, ConsumerRecord, OffsetReset
+from client.errors import (
+    BackpressureError,
+    ClientClosedError,
+    DeliveryTimeoutError,
+    DuplicateSequenceError,
+    InvalidBatchError,
+    InvalidRequestError,
+    LeaderNotAvailableError,
+    NotLeaderError,
+    OffsetOutOfRangeError,
+    OutcomeUnknownError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    ProducerStateError,
+    RaftlogError,
+    RecordTooLargeError,
+    RequestTimeoutError,
+    RetriableError,
+    ServerError,
+    UnavailableError,
+    UnknownProducerIdError,
+    UnknownTopicOrPartitionError,
+    from_rpc_error,
+)
+from client.metadata import ChannelPool, MetadataCache, TopicPartition
+from client.partitioner import DefaultPartitioner, Partitioner, RoundRobinPartitioner, key_partition, murmur2
+from client.producer import Producer, ProducerStats, RecordMetadata
+from client.sync import SyncConsumer, SyncProducer
+
+__all__ = [
+    "BackpressureError",
+    "ChannelPool",
+    "ClientClosedError",
+    "Consumer",
+    "ConsumerRecord",
+    "DefaultPartitioner",
+    "DeliveryTimeoutError",
+    "DuplicateSequenceError",
+    "InvalidBatchError",
+    "InvalidRequestError",
+    "LeaderNotAvailableError",
+    "MetadataCache",
+    "NotLeaderError",
+    "OffsetOutOfRangeError",
+    "OffsetReset",
+    "OutOfOrderSequenceError",
+    "OutcomeUnknownError",
+    "Partitioner",
+    "Producer",
+    "ProducerFencedError",
+    "ProducerStateError",
+    "ProducerStats",
+    "RaftlogError",
+    "RecordMetadata",
+    "RecordTooLargeError",
+    "RequestTimeoutError",
+    "RetriableError",
+    "RoundRobinPartitioner",
+    "ServerError",
+    "SyncConsumer",
+    "SyncProducer",
+    "TopicPartition",
+    "UnavailableError",
+    "UnknownProducerIdError",
+    "UnknownTopicOrPartitionError",
+    "from_rpc_error",
+    "key_partition",
+    "murmur2",
+]

@@ -1,0 +1,383 @@
+"""The SDK's exceptions, and the one place gRPC failures become them.
+
+Every exception the SDK raises (or sets on a record's future) is a
+``RaftlogError``. It carries:
+
+- ``reason``: the machine-readable cause in UPPER_SNAKE_CASE, the server's
+  ``ErrorInfo.reason`` (``NOT_LEADER``, ``CORRUPT_BATCH``...) or the SDK's own
+  (``DELIVERY_TIMEOUT``, ``RECORD_TOO_LARGE``...). Switch on it or on the
+  class, never on ``message``;
+- ``message``: what happened and what to do, for people;
+- ``code``: the gRPC status code (``None`` for errors raised by the SDK
+  without a server answer);
+- ``retriable``: whether sending the same request again may succeed;
+- ``leader_address`` (``NOT_LEADER``), ``retry_after_ms`` (``BACKPRESSURE``)
+  and ``metadata`` (further details, such as the offsets of
+  ``OFFSET_OUT_OF_RANGE``).
+
+The tree::
+
+    RaftlogError
+    ├── RetriableError                 retriable: the SDK retries these itself
+    │   ├── NotLeaderError             NOT_LEADER: ask the leader instead
+    │   ├── LeaderNotAvailableError    no leader known (election under way)
+    │   ├── OutcomeUnknownError        OUTCOME_UNKNOWN: may or may not have committed
+    │   ├── BackpressureError          BACKPRESSURE / RESOURCE_EXHAUSTED: slow down
+    │   ├── UnavailableError           UNAVAILABLE, CANCELLED, ABORTED: node down or restarting
+    │   └── RequestTimeoutError        DEADLINE_EXCEEDED: no answer in time
+    ├── UnknownTopicOrPartitionError   NOT_FOUND
+    ├── OffsetOutOfRangeError          OUT_OF_RANGE (log_start_offset, high_watermark)
+    ├── InvalidRequestError            INVALID_ARGUMENT
+    │   └── InvalidBatchError          batch validation reasons (CORRUPT_BATCH, ...)
+    ├── ProducerStateError             FAILED_PRECONDITION, producer state
+    │   ├── ProducerFencedError        INVALID_PRODUCER_EPOCH
+    │   ├── OutOfOrderSequenceError    OUT_OF_ORDER_SEQUENCE
+    │   ├── UnknownProducerIdError     UNKNOWN_PRODUCER_ID
+    │   └── DuplicateSequenceError     DUPLICATE_SEQUENCE
+    ├── DeliveryTimeoutError           the SDK gave up retrying (``cause``: last error)
+    ├── RecordTooLargeError            refused before sending
+    ├── ClientClosedError              the producer/consumer is closed
+    └── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, ...)
+
+``from_rpc_error`` maps a failed call: it reads the ``google.rpc.Status`` in
+the ``grpc-status-details-bin`` trailer and its ``raftlog.v1.ErrorInfo``
+detail; without one (a proxy, a crashed node, a connection failure) it falls
+back to the status code and details string. The class is chosen by reason
+first, then by code, so an unknown reason still gets the right retry
+behaviour from its code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+
+from raftlog.v1 import errors_pb2
+
+__all__ = [
+    "DETAILS_KEY",
+    "BackpressureError",
+    "ClientClosedError",
+    "DeliveryTimeoutError",
+    "DuplicateSequenceError",
+    "InvalidBatchError",
+    "InvalidRequestError",
+    "LeaderNotAvailableError",
+    "NotLeaderError",
+    "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "OutcomeUnknownError",
+    "ProducerFencedError",
+    "ProducerStateError",
+    "RaftlogError",
+    "RecordTooLargeError",
+    "RequestTimeoutError",
+    "RetriableError",
+    "ServerError",
+    "UnavailableError",
+    "UnknownProducerIdError",
+    "UnknownTopicOrPartitionError",
+    "error_info",
+    "from_rpc_error",
+]
+
+DETAILS_KEY = "grpc-status-details-bin"
+"""The trailer that carries a serialized ``google.rpc.Status``."""
+
+
+class RaftlogError(Exception):
+    """Base of every SDK error. See the module docstring for the fields."""
+
+    default_reason: ClassVar[str] = "UNKNOWN"
+    default_retriable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        code: grpc.StatusCode | None = None,
+        retriable: bool | None = None,
+        leader_address: str = "",
+        retry_after_ms: int = 0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.reason = reason or self.default_reason
+        self.message = message
+        self.code = code
+        self.retriable = self.default_retriable if retriable is None else retriable
+        self.leader_address = leader_address
+        self.retry_after_ms = retry_after_ms
+        self.metadata: dict[str, str] = dict(metadata or {})
+        super().__init__(f"{self.reason}: {message}")
+
+
+class RetriableError(RaftlogError):
+    """The same request may succeed later or on another node. Producers and
+    consumers retry these themselves (within their timeouts)."""
+
+    default_retriable = True
+
+
+class NotLeaderError(RetriableError):
+    """The node asked does not lead the partition; ``leader_address`` names
+    the leader when the node knows it. Nothing was written."""
+
+    default_reason = "NOT_LEADER"
+
+
+class LeaderNotAvailableError(RetriableError):
+    """No node is known to lead the partition (an election is under way).
+    Raised by the SDK from its metadata; nothing was sent."""
+
+    default_reason = "LEADER_NOT_AVAILABLE"
+
+
+class OutcomeUnknownError(RetriableError):
+    """The leader lost leadership before it knew whether the batch
+    committed. An idempotent producer resends the same bytes: the server
+    answers with the original offsets or appends it once."""
+
+    default_reason = "OUTCOME_UNKNOWN"
+
+
+class BackpressureError(RetriableError):
+    """The server is overloaded; wait ``retry_after_ms`` (when set) before
+    trying again. Nothing was written."""
+
+    default_reason = "BACKPRESSURE"
+
+
+class UnavailableError(RetriableError):
+    """The node could not be reached or is stopping. A write sent before
+    this may or may not have committed."""
+
+    default_reason = "UNAVAILABLE"
+
+
+class RequestTimeoutError(RetriableError):
+    """No answer before the request's deadline. A write may or may not have
+    committed."""
+
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class UnknownTopicOrPartitionError(RaftlogError):
+    """The topic or partition does not exist (or this client may not see it)."""
+
+    default_reason = "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+class OffsetOutOfRangeError(RaftlogError):
+    """A fetch offset is outside ``[log_start_offset, high_watermark]``."""
+
+    default_reason = "OFFSET_OUT_OF_RANGE"
+
+    @property
+    def log_start_offset(self) -> int | None:
+        return _int_or_none(self.metadata.get("log_start_offset"))
+
+    @property
+    def high_watermark(self) -> int | None:
+        return _int_or_none(self.metadata.get("high_watermark"))
+
+
+class InvalidRequestError(RaftlogError):
+    """The request is malformed (INVALID_ARGUMENT); resending it fails again."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+
+class InvalidBatchError(InvalidRequestError):
+    """The server refused the record batch (bad CRC, too large, ...). Nothing
+    was written."""
+
+    default_reason = "INVALID_BATCH"
+
+
+class ProducerStateError(RaftlogError):
+    """The batch disagrees with the partition's record of this producer."""
+
+    default_reason = "PRODUCER_STATE"
+
+
+class ProducerFencedError(ProducerStateError):
+    """A newer instance of this producer took over (its epoch is higher).
+    Fatal for this producer: every later send fails with it."""
+
+    default_reason = "INVALID_PRODUCER_EPOCH"
+
+
+class OutOfOrderSequenceError(ProducerStateError):
+    """The batch's sequence is not the one the partition expects."""
+
+    default_reason = "OUT_OF_ORDER_SEQUENCE"
+
+
+class UnknownProducerIdError(ProducerStateError):
+    """The partition has no state for this producer (new or expired) and the
+    batch does not start at sequence 0."""
+
+    default_reason = "UNKNOWN_PRODUCER_ID"
+
+
+class DuplicateSequenceError(ProducerStateError):
+    """The batch was written long ago (before the partition's dedup window):
+    it is in the log once; do not resend it."""
+
+    default_reason = "DUPLICATE_SEQUENCE"
+
+
+class DeliveryTimeoutError(RaftlogError):
+    """The SDK stopped retrying a request at its deadline. ``cause`` is the
+    last error seen. For a produce, the records may or may not have been
+    written (``cause`` tells whether any attempt could have committed)."""
+
+    default_reason = "DELIVERY_TIMEOUT"
+
+    def __init__(self, message: str, *, cause: RaftlogError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class RecordTooLargeError(RaftlogError):
+    """A record does not fit in one batch of the server's maximum size;
+    refused before anything was sent."""
+
+    default_reason = "RECORD_TOO_LARGE"
+
+
+class ClientClosedError(RaftlogError):
+    """The producer or consumer is closed (or closing)."""
+
+    default_reason = "CLIENT_CLOSED"
+
+
+class ServerError(RaftlogError):
+    """Any other failure (INTERNAL, UNIMPLEMENTED, an unknown reason under a
+    code that is not retriable)."""
+
+    default_reason = "INTERNAL"
+
+
+# --- mapping ---------------------------------------------------------------------
+
+_BATCH_REASONS = frozenset(
+    {
+        "BATCH_TOO_SHORT",
+        "BATCH_TOO_LARGE",
+        "BAD_LENGTH",
+        "UNSUPPORTED_VERSION",
+        "CORRUPT_BATCH",
+        "UNSUPPORTED_CODEC",
+        "UNSUPPORTED_ATTRIBUTES",
+        "BAD_RECORD_COUNT",
+        "BAD_TIMESTAMPS",
+        "BAD_PRODUCER_FIELDS",
+        "MALFORMED_RECORDS",
+    }
+)
+
+_BY_REASON: dict[str, type[RaftlogError]] = {
+    "NOT_LEADER": NotLeaderError,
+    "OUTCOME_UNKNOWN": OutcomeUnknownError,
+    "BACKPRESSURE": BackpressureError,
+    "QUOTA_EXCEEDED": BackpressureError,
+    "REPLICA_STOPPED": UnavailableError,
+    "UNKNOWN_TOPIC_OR_PARTITION": UnknownTopicOrPartitionError,
+    "OFFSET_OUT_OF_RANGE": OffsetOutOfRangeError,
+    "INVALID_PRODUCER_EPOCH": ProducerFencedError,
+    "OUT_OF_ORDER_SEQUENCE": OutOfOrderSequenceError,
+    "UNKNOWN_PRODUCER_ID": UnknownProducerIdError,
+    "DUPLICATE_SEQUENCE": DuplicateSequenceError,
+    **dict.fromkeys(_BATCH_REASONS, InvalidBatchError),
+}
+
+# Without a known reason the code decides. CANCELLED and ABORTED come from a
+# server shutting down a call (grace period over) or a proxy: retriable. A
+# cancellation by this client never gets here (asyncio raises CancelledError).
+_BY_CODE: dict[grpc.StatusCode, type[RaftlogError]] = {
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.CANCELLED: UnavailableError,
+    grpc.StatusCode.ABORTED: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: RequestTimeoutError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BackpressureError,
+    grpc.StatusCode.NOT_FOUND: UnknownTopicOrPartitionError,
+    grpc.StatusCode.OUT_OF_RANGE: OffsetOutOfRangeError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+}
+
+
+def error_info(trailing_metadata: object) -> errors_pb2.ErrorInfo | None:
+    """The ``raftlog.v1.ErrorInfo`` in a call's trailing metadata, or None
+    when there is none or it cannot be decoded (a damaged trailer must not
+    hide the status code behind a parse error)."""
+    if not trailing_metadata:
+        return None
+    try:
+        items = list(trailing_metadata)  # type: ignore[call-overload]
+    except TypeError:
+        return None
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            continue
+        key, value = item
+        if key != DETAILS_KEY or not isinstance(value, bytes | bytearray):
+            continue
+        try:
+            status = status_pb2.Status.FromString(bytes(value))
+            for detail in status.details:
+                if detail.Is(errors_pb2.ErrorInfo.DESCRIPTOR):
+                    info = errors_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return info
+        except DecodeError:
+            return None
+    return None
+
+
+def from_rpc_error(error: grpc.RpcError) -> RaftlogError:
+    """The ``RaftlogError`` for a failed gRPC call (``grpc.aio.AioRpcError``
+    or a sync ``grpc.RpcError`` that is also a ``grpc.Call``)."""
+    code = _call_value(error, "code")
+    if not isinstance(code, grpc.StatusCode):
+        code = grpc.StatusCode.UNKNOWN
+    details = _call_value(error, "details")
+    details_text = details if isinstance(details, str) and details else code.name
+    info = error_info(_call_value(error, "trailing_metadata"))
+    if info is not None and info.reason:
+        reason = info.reason
+        cls = _BY_REASON.get(reason) or _BY_CODE.get(code, ServerError)
+        return cls(
+            info.message or details_text,
+            reason=reason,
+            code=code,
+            leader_address=info.leader_address,
+            retry_after_ms=int(info.retry_after_ms),
+            metadata=dict(info.metadata),
+        )
+    cls = _BY_CODE.get(code, ServerError)
+    return cls(details_text, reason=code.name, code=code)
+
+
+def _call_value(error: grpc.RpcError, name: str) -> object:
+    method = getattr(error, name, None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except Exception:  # a half-built error object must still map to something
+        return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None

@@ -1,0 +1,357 @@
+"""Reaching partitions: channels, the metadata cache, and retry timing.
+
+- ``ChannelPool``: one ``grpc.aio`` channel per node address, created on
+  first use and closed together. Channels allow 64 MiB messages (a fetch may
+  return that much) and an 8 MiB HTTP/2 lookahead, and reconnect within a
+  second of a node coming back (gRPC's default reconnect backoff grows to two
+  minutes, far longer than a node restart; until it expires every call on
+  the channel fails at once).
+- ``MetadataCache``: nodes, topics and partition leaders, learnt from
+  ``MetadataService.GetMetadata`` on any node. Leaders are hints: callers
+  report ``NOT_LEADER`` answers (``leader_moved``) and failures
+  (``forget_leader``), and the next lookup of a forgotten leader asks the
+  cluster again.
+- ``Backoff``: capped exponential backoff with jitter.
+
+Invariants:
+
+- At most one ``GetMetadata`` round is in flight per cache; callers that
+  arrive while one runs wait for it and use its answer (no thundering herd
+  when a leader dies under many partitions).
+- The cache never raises ``UnknownTopicOrPartitionError`` for a topic
+  unless a node answered and did not list it.
+- A leader address comes either from a metadata answer or from a
+  ``NOT_LEADER`` hint, whichever is newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import grpc
+
+from client.errors import (
+    RaftlogError,
+    UnavailableError,
+    UnknownTopicOrPartitionError,
+    from_rpc_error,
+)
+from raftlog.v1 import log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "Backoff",
+    "ChannelPool",
+    "MetadataCache",
+    "PartitionMetadata",
+    "TopicMetadata",
+    "TopicPartition",
+    "parse_bootstrap",
+]
+
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.http2.lookahead_bytes", 8 << 20),
+    # A restarted node (often the new leader: nodes campaign at start-up)
+    # must be reachable again at once, not after gRPC's default backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic; a plain ``(topic, partition)`` tuple works
+    wherever one is expected."""
+
+    topic: str
+    partition: int
+
+
+def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
+    """``"h1:p1,h2:p2"`` or a sequence of ``"host:port"`` → addresses, in
+    order, without duplicates. Raises ``ValueError`` when there are none."""
+    items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    addresses: list[str] = []
+    for item in items:
+        address = item.strip()
+        if address and address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise ValueError("bootstrap needs at least one 'host:port' address")
+    return addresses
+
+
+class Backoff:
+    """Delays for retry ``attempt`` (0, 1, 2...): ``initial_s * 2**attempt``
+    capped at ``max_s``, times a random factor in [0.5, 1] so that clients
+    that failed together do not retry together."""
+
+    def __init__(self, initial_s: float = 0.02, max_s: float = 1.0, *, rng: random.Random | None = None):
+        if not 0 < initial_s <= max_s:
+            raise ValueError(f"need 0 < initial_s <= max_s, got {initial_s} and {max_s}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_s, self.initial_s * float(1 << min(attempt, 30)))
+        return base * self._rng.uniform(0.5, 1.0)
+
+
+class ChannelPool:
+    """One ``grpc.aio`` channel per address. Use from one event loop."""
+
+    def __init__(self, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> None:
+        self._options = list(options)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._log: dict[str, log_pb2_grpc.LogServiceStub] = {}
+        self._metadata: dict[str, metadata_pb2_grpc.MetadataServiceStub] = {}
+        self._closed = False
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise RuntimeError("channel pool is closed")
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+        return channel
+
+    def log(self, address: str) -> log_pb2_grpc.LogServiceStub:
+        stub = self._log.get(address)
+        if stub is None:
+            stub = self._log[address] = log_pb2_grpc.LogServiceStub(self.channel(address))
+        return stub
+
+    def metadata(self, address: str) -> metadata_pb2_grpc.MetadataServiceStub:
+        stub = self._metadata.get(address)
+        if stub is None:
+            stub = self._metadata[address] = metadata_pb2_grpc.MetadataServiceStub(self.channel(address))
+        return stub
+
+    async def close(self) -> None:
+        """Close every channel (calls still running on them fail)."""
+        self._closed = True
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._log.clear()
+        self._metadata.clear()
+        for channel in channels:
+            await channel.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMetadata:
+    topic: str
+    partition: int
+    leader: int
+    """Node id of the leader as the answering node knew it; 0: unknown."""
+    replicas: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMetadata:
+    name: str
+    partitions: tuple[PartitionMetadata, ...]
+    revision: int
+
+
+class MetadataCache:
+    """What the client knows about the cluster. See the module docstring.
+
+    ``bootstrap`` addresses are asked first; once a node has answered, the
+    nodes it listed are asked too. ``request_timeout_s`` bounds each
+    ``GetMetadata`` call, ``max_age_s`` how long a topic's partition list is
+    trusted without asking again.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        pool: ChannelPool,
+        *,
+        request_timeout_s: float = 3.0,
+        max_age_s: float = 300.0,
+    ) -> None:
+        self._bootstrap = parse_bootstrap(bootstrap)
+        self._pool = pool
+        self._request_timeout_s = request_timeout_s
+        self._max_age_s = max_age_s
+        self.nodes: dict[int, str] = {}
+        self._topics: dict[str, TopicMetadata] = {}
+        self._leaders: dict[TopicPartition, str] = {}
+        self._wanted: set[str] = set()
+        self._refreshed_at: float | None = None
+        self._preferred: str | None = None  # the last node that answered
+        self._lock = asyncio.Lock()
+        self._generation = 0  # completed refresh rounds
+
+    # --- lookups ---------------------------------------------------------------
+
+    def cached_topic(self, topic: str) -> TopicMetadata | None:
+        return self._topics.get(topic)
+
+    def cached_leader(self, topic: str, partition: int) -> str | None:
+        """The leader address the cache holds, without asking anyone."""
+        return self._leaders.get(TopicPartition(topic, partition))
+
+    def leader_node(self, topic: str, partition: int) -> int | None:
+        """Node id of the cached leader, when it is a known node."""
+        address = self.cached_leader(topic, partition)
+        for node, node_address in self.nodes.items():
+            if node_address == address:
+                return node
+        return None
+
+    async def topic(self, topic: str) -> TopicMetadata:
+        """The topic's metadata, asking the cluster when it is not cached or
+        too old. Raises ``UnknownTopicOrPartitionError`` when a node answered
+        without it, ``UnavailableError`` when no node answered."""
+        cached = self._topics.get(topic)
+        if cached is not None and not self._too_old():
+            return cached
+        try:
+            await self.refresh([topic])
+        except UnavailableError:
+            if cached is not None:
+                return cached  # old but usable: partition counts rarely change
+            raise
+        found = self._topics.get(topic)
+        if found is None:
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} does not exist (or is not visible to this client); "
+                "check the name or create the topic",
+                metadata={"topic": topic},
+            )
+        return found
+
+    async def partition_count(self, topic: str) -> int:
+        return len((await self.topic(topic)).partitions)
+
+    async def check_partition(self, topic: str, partition: int) -> None:
+        """Raise ``UnknownTopicOrPartitionError`` unless the partition exists."""
+        count = await self.partition_count(topic)
+        if not 0 <= partition < count:
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist",
+                metadata={"topic": topic, "partition": str(partition)},
+            )
+
+    async def leader(self, topic: str, partition: int) -> str | None:
+        """The leader's address; asks the cluster when none is cached.
+        None when no node knows a leader yet (the caller backs off)."""
+        tp = TopicPartition(topic, partition)
+        address = self._leaders.get(tp)
+        if address is not None:
+            return address
+        await self.refresh([topic])
+        return self._leaders.get(tp)
+
+    # --- what callers learnt -----------------------------------------------------
+
+    def leader_moved(self, topic: str, partition: int, address: str) -> None:
+        """A ``NOT_LEADER`` answer named ``address`` as the leader."""
+        if address:
+            self._leaders[TopicPartition(topic, partition)] = address
+
+    def forget_leader(self, topic: str, partition: int, address: str | None = None) -> None:
+        """The leader did not answer (or said it is not the leader without a
+        hint). Only forgets ``address`` if given, so a late failure from an
+        old leader does not erase a newer hint."""
+        tp = TopicPartition(topic, partition)
+        if address is None or self._leaders.get(tp) == address:
+            self._leaders.pop(tp, None)
+
+    # --- refreshing ------------------------------------------------------------
+
+    def _too_old(self) -> bool:
+        if self._refreshed_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._refreshed_at > self._max_age_s
+
+    def _candidates(self) -> list[str]:
+        """Addresses to ask, best first: the node that answered last, then
+        the known nodes, then the bootstrap list."""
+        order: list[str] = []
+        for address in [self._preferred, *self.nodes.values(), *self._bootstrap]:
+            if address and address not in order:
+                order.append(address)
+        return order
+
+    async def refresh(self, topics: Iterable[str] = ()) -> None:
+        """Ask the cluster for nodes and for ``topics`` (plus every topic
+        asked for before). One round at a time: a caller that waited for
+        another's round uses it instead of starting its own."""
+        wanted = set(topics)
+        seen = self._generation
+        async with self._lock:
+            if self._generation != seen and wanted <= self._wanted:
+                return  # a round finished while we waited, for these topics too
+            self._wanted |= wanted
+            await self._refresh_round(sorted(self._wanted))
+            self._generation += 1
+
+    async def _refresh_round(self, topics: list[str]) -> None:
+        """Ask nodes in turn until one answers; keep asking further nodes
+        while some partition's leader is still unknown (a node that has just
+        restarted, or is cut off, may not know the leader when others do)."""
+        last_error: RaftlogError | None = None
+        answered = False
+        leaders: dict[TopicPartition, str] = {}
+        request = metadata_pb2.GetMetadataRequest(topics=topics)
+        for address in self._candidates():
+            try:
+                response: metadata_pb2.GetMetadataResponse = await self._pool.metadata(address).GetMetadata(
+                    request, timeout=self._request_timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                last_error = from_rpc_error(exc)
+                if self._preferred == address:
+                    self._preferred = None
+                continue
+            if not answered:
+                self._apply(response)
+                self._preferred = address
+                answered = True
+            nodes = {n.node_id: n.address for n in response.nodes}
+            unknown = False
+            for topic in response.topics:
+                for p in topic.partitions:
+                    tp = TopicPartition(topic.name, p.partition)
+                    leader = nodes.get(p.leader) if p.leader else None
+                    if leader and tp not in leaders:
+                        leaders[tp] = leader
+                    elif not leader and tp not in leaders:
+                        unknown = True
+            if not unknown:
+                break
+        if not answered:
+            raise UnavailableError(
+                f"no node answered GetMetadata (asked {', '.join(self._candidates())}); "
+                f"last error: {last_error}",
+                code=last_error.code if last_error else None,
+            )
+        # Known leaders replace what we had; partitions nobody knows a
+        # leader for are forgotten (they were most likely the dead node).
+        for tp in [tp for tp in self._leaders if tp.topic in self._topics]:
+            if tp not in leaders:
+                del self._leaders[tp]
+        self._leaders.update(leaders)
+        self._refreshed_at = asyncio.get_running_loop().time()
+
+    def _apply(self, response: metadata_pb2.GetMetadataResponse) -> None:
+        self.nodes = {n.node_id: n.address for n in response.nodes}
+        for topic in response.topics:
+            self._topics[topic.name] = TopicMetadata(
+                name=topic.name,
+                partitions=tuple(
+                    PartitionMetadata(topic.name, p.partition, p.leader, tuple(p.replicas))
+                    for p in sorted(topic.partitions, key=lambda p: p.partition)
+                ),
+                revision=topic.revision,
+            )

@@ -1,0 +1,708 @@
+"""``Producer``: batched, idempotent, acks=all writes to partitions.
+
+How a record travels: ``send`` picks the partition (the one given, else the
+partitioner's), waits for room in the producer's buffer (``buffer_bytes``),
+appends the record to the partition's open batch and returns a future at
+once. Each partition has one sender task that closes the open batch when it
+is full (``max_batch_bytes``) or ``linger_ms`` after its first record (or at
+``flush``), encodes it, sends it to the leader and resolves every record's
+future with its offset once the batch has committed on a majority.
+
+Invariants:
+
+- One batch in flight per partition, and batches go out in the order their
+  records were sent: records sent by one task to one partition are written
+  in send order, and a retry never overtakes a later batch.
+- A batch's bytes are fixed when it is first encoded (producer id, epoch,
+  base sequence); every retry of it sends exactly those bytes, so the
+  partition's dedup window answers a retry of a batch that did commit with
+  the original offsets instead of appending it again.
+- Idempotent producers number records per partition from 0 and advance the
+  sequence only when a batch commits. A batch refused without being written
+  (a validation error, say) gives its sequence numbers to the next batch. A
+  batch whose fate is unknown when the producer gives up on it (delivery
+  timeout after an attempt that may have committed) leaves the partition's
+  sequence state unknown too: the partition then switches to a fresh
+  producer id (``InitProducer``) starting at sequence 0, so a later batch can
+  never be mistaken for a duplicate of it.
+- Every record's future is resolved exactly once: with ``RecordMetadata``,
+  or with a ``RaftlogError`` (definite refusals, ``DeliveryTimeoutError``
+  after ``delivery_timeout_s``, ``ClientClosedError`` if ``close`` gave up).
+- ``close()`` waits until every record accepted by ``send`` is acknowledged
+  or failed, then cancels and awaits the sender tasks and closes channels.
+
+Retries: ``NOT_LEADER`` (straight to the named leader, else after a fresh
+metadata lookup), ``OUTCOME_UNKNOWN``, ``UNAVAILABLE``,
+``DEADLINE_EXCEEDED``, leader unknown, and ``BACKPRESSURE`` (no sooner than
+its ``retry_after_ms``), with capped exponential backoff and jitter, until
+``delivery_timeout_s`` after the batch was opened. Everything else fails the
+batch's records. Without idempotence (``idempotent=False``) retries may
+write a batch twice: delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import grpc
+
+from client.errors import (
+    BackpressureError,
+    ClientClosedError,
+    DeliveryTimeoutError,
+    DuplicateSequenceError,
+    LeaderNotAvailableError,
+    NotLeaderError,
+    OutcomeUnknownError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    RaftlogError,
+    RecordTooLargeError,
+    RequestTimeoutError,
+    RetriableError,
+    ServerError,
+    UnavailableError,
+    UnknownProducerIdError,
+    UnknownTopicOrPartitionError,
+    from_rpc_error,
+)
+from client.metadata import Backoff, ChannelPool, MetadataCache, TopicPartition, parse_bootstrap
+from client.partitioner import DefaultPartitioner, Partitioner
+from raftlog.v1 import log_pb2
+from raftlog.v1.record_batch import HEADER_SIZE, Record, encode_batch
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Producer", "ProducerStats", "RecordMetadata", "record_size_bound"]
+
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+"""The server's default maximum batch size (1 MiB)."""
+
+_SEQUENCE_MODULUS = 2**31
+
+# Errors after which a produce that reached a node may have committed.
+_UNCERTAIN = (OutcomeUnknownError, UnavailableError, RequestTimeoutError, ServerError)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where an acknowledged record was written."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class ProducerStats:
+    """Counters for monitoring and tests (mutated by the producer)."""
+
+    batches: int = 0
+    """Batches acknowledged."""
+    records: int = 0
+    """Records acknowledged."""
+    requests: int = 0
+    """Produce calls sent (first attempts and retries)."""
+    retries: int = 0
+    duplicates: int = 0
+    """Retries the server recognised as already written."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Failed attempts by reason."""
+
+
+def _uvarint_len(n: int) -> int:
+    length = 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return length
+
+
+def record_size_bound(record: Record) -> int:
+    """An upper bound on the bytes ``record`` takes in a batch (its frame).
+    Exact but for the timestamp and offset deltas, counted at their
+    largest (10 and 5 bytes)."""
+    body = 1 + 10 + 5
+    for part in (record.key, record.value):
+        body += 1 if part is None else _uvarint_len(len(part) << 1) + len(part)
+    body += _uvarint_len(len(record.headers))
+    for name, value in record.headers:
+        encoded = len(name.encode("utf-8"))
+        body += _uvarint_len(encoded) + encoded + _uvarint_len(len(value)) + len(value)
+    return _uvarint_len(body) + body
+
+
+class _Batch:
+    """Records on their way to one partition, with their futures."""
+
+    __slots__ = (
+        "base_sequence",
+        "created",
+        "done",
+        "futures",
+        "maybe_committed",
+        "records",
+        "request",
+        "size",
+    )
+
+    def __init__(self, created: float, done: asyncio.Future[None]) -> None:
+        self.records: list[Record] = []
+        self.futures: list[asyncio.Future[RecordMetadata]] = []
+        self.size = HEADER_SIZE
+        self.created = created
+        self.request: log_pb2.ProduceRequest | None = None  # fixed at the first attempt
+        self.base_sequence = -1
+        # True once an attempt ended in a way that may have committed it.
+        self.maybe_committed = False
+        self.done = done  # resolved (None) when every future is
+
+
+class _PartitionQueue:
+    """One partition's batches and sender state. Only its sender task
+    takes batches out; ``send`` and ``flush`` put them in."""
+
+    __slots__ = (
+        "epoch",
+        "in_flight",
+        "last",
+        "needs_new_identity",
+        "next_sequence",
+        "open",
+        "producer_id",
+        "ready",
+        "task",
+        "tp",
+        "wakeup",
+    )
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.open: _Batch | None = None
+        self.ready: deque[_Batch] = deque()
+        self.in_flight: _Batch | None = None
+        self.last: _Batch | None = None  # the newest batch: done => all done
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.producer_id = -1
+        self.epoch = -1
+        self.next_sequence = 0
+        self.needs_new_identity = False
+
+    def batches(self) -> list[_Batch]:
+        """Every batch not yet finished, oldest first."""
+        found = [b for b in (self.in_flight, *self.ready, self.open) if b is not None]
+        return [b for b in found if not b.done.done()]
+
+
+class _ByteBudget:
+    """Bounds the record bytes held by the producer. Waiters are served in
+    arrival order; a record larger than the whole budget is admitted when
+    nothing else is held."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._closed: RaftlogError | None = None
+
+    async def acquire(self, n: int) -> None:
+        if self._closed is not None:
+            raise self._closed
+        if not self._waiters and (self.used + n <= self.limit or self.used == 0):
+            self.used += n
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, future)
+        self._waiters.append(entry)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(n)  # granted just as we were cancelled
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            n, future = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()
+                continue
+            if self.used + n > self.limit and self.used > 0:
+                return
+            self._waiters.popleft()
+            self.used += n
+            future.set_result(None)
+
+    def close(self, error: RaftlogError) -> None:
+        self._closed = error
+        while self._waiters:
+            _, future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+class Producer:
+    """Sends records to partitions; see the module docstring.
+
+    Use from one event loop, as ``async with Producer(...) as producer:`` or
+    with an explicit ``await producer.close()``.
+
+    ``bootstrap``: one or more node addresses (``"host:port"``, a list, or
+    comma-separated). ``linger_ms``: how long a batch waits for more records
+    after its first. ``max_batch_bytes``: batch size target (a record larger
+    than it travels alone). ``max_request_bytes``: the server's batch limit;
+    a record that cannot fit is refused by ``send``. ``buffer_bytes``: bytes
+    held (queued and in flight) before ``send`` waits. ``idempotent``:
+    exactly-once writes per partition (needs ``InitProducer``).
+    ``delivery_timeout_s``: how long a batch is retried before its records
+    fail. ``request_timeout_s``: deadline of one produce call.
+    ``metadata_timeout_s``: how long ``send`` waits for a topic's metadata
+    while no node answers. ``partitioner``: see ``client.partitioner``.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        linger_ms: float = 5.0,
+        max_batch_bytes: int = 256 * 1024,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        buffer_bytes: int = 32 << 20,
+        idempotent: bool = True,
+        delivery_timeout_s: float = 120.0,
+        request_timeout_s: float = 10.0,
+        retry_backoff_ms: float = 20.0,
+        retry_backoff_max_ms: float = 1000.0,
+        metadata_timeout_s: float = 60.0,
+        partitioner: Partitioner | None = None,
+    ) -> None:
+        if not HEADER_SIZE < max_batch_bytes <= max_request_bytes:
+            raise ValueError(
+                f"need {HEADER_SIZE} < max_batch_bytes <= max_request_bytes, "
+                f"got {max_batch_bytes} and {max_request_bytes}"
+            )
+        if linger_ms < 0 or delivery_timeout_s <= 0 or request_timeout_s <= 0 or buffer_bytes < 1:
+            raise ValueError("linger_ms must be >= 0; timeouts and buffer_bytes must be > 0")
+        self._bootstrap = parse_bootstrap(bootstrap)
+        self._linger_s = linger_ms / 1000
+        self._max_batch_bytes = max_batch_bytes
+        self._max_request_bytes = max_request_bytes
+        self._idempotent = idempotent
+        self._delivery_timeout_s = delivery_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._metadata_timeout_s = metadata_timeout_s
+        self._backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
+        self._partitioner: Partitioner = partitioner or DefaultPartitioner(sticky_bytes=max_batch_bytes)
+        self._pool = ChannelPool()
+        self._metadata = MetadataCache(
+            self._bootstrap, self._pool, request_timeout_s=min(request_timeout_s, 3)
+        )
+        self._budget = _ByteBudget(buffer_bytes)
+        self._queues: dict[TopicPartition, _PartitionQueue] = {}
+        self._identity: tuple[int, int] | None = None
+        self._identity_lock = asyncio.Lock()
+        self._init_attempt = 0
+        self._fatal: RaftlogError | None = None
+        self._closing = False
+        self._closed = False
+        self.stats = ProducerStats()
+
+    # --- public API ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def metadata(self) -> MetadataCache:
+        """The producer's view of the cluster (leaders are hints)."""
+        return self._metadata
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Iterable[tuple[str, bytes]] = (),
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; returns a future of its ``RecordMetadata``
+        (set once the record committed) or of its error.
+
+        Returns as soon as the record is queued: waits only for the topic's
+        metadata on first use and for buffer room. Raises here (nothing
+        queued) for a closed or fenced producer (``ClientClosedError``,
+        ``ProducerFencedError``), an unknown topic or partition, a record
+        too large for any batch (``RecordTooLargeError``) or arguments of
+        the wrong type (``TypeError``).
+        """
+        self._check_open()
+        value = _as_bytes(value, "value")
+        key = _as_bytes(key, "key")
+        header_list = tuple((str(name), _header_value(v)) for name, v in headers)
+        if timestamp_ms is None:
+            timestamp_ms = time.time_ns() // 1_000_000
+        elif timestamp_ms < 0:
+            raise ValueError(f"timestamp_ms must be >= 0, got {timestamp_ms}")
+        record = Record(value=value, key=key, headers=header_list, timestamp_ms=timestamp_ms)
+        size = record_size_bound(record)
+        if HEADER_SIZE + size > self._max_request_bytes:
+            raise RecordTooLargeError(
+                f"a record of about {size} bytes cannot fit in a batch of at most "
+                f"{self._max_request_bytes} bytes (the server's limit); send smaller records"
+            )
+        count = await self._partition_count(topic)
+        if partition is None:
+            partition = self._partitioner.partition(topic, key, count, size)
+        if not 0 <= partition < count:
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist",
+                metadata={"topic": topic, "partition": str(partition)},
+            )
+        await self._budget.acquire(size)
+        if self._closing or self._fatal is not None:
+            # close() began while we waited: its flush may not see this record.
+            self._budget.release(size)
+            self._check_open()
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self._append(self._queue(TopicPartition(topic, partition)), record, size, future)
+        return future
+
+    async def flush(self) -> None:
+        """Send every queued record now (ignoring linger) and wait until
+        each was acknowledged or failed. Errors stay on the records'
+        futures; flush itself does not raise them."""
+        waits: list[asyncio.Future[None]] = []
+        for q in self._queues.values():
+            self._close_open_batch(q)
+            if q.last is not None and not q.last.done.done():
+                waits.append(q.last.done)
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits))
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting records, deliver everything already accepted
+        (waiting at most ``timeout_s`` if given; records still pending then
+        fail with ``ClientClosedError``), and release every resource."""
+        if self._closed:
+            return
+        self._closing = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            pass
+        finally:
+            await self._shutdown()
+
+    # --- internals: queueing ----------------------------------------------------
+
+    async def _partition_count(self, topic: str) -> int:
+        """The topic's partition count, retrying while no node answers (a
+        cluster starting up) for at most ``metadata_timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._metadata_timeout_s
+        attempt = 0
+        while True:
+            try:
+                return await self._metadata.partition_count(topic)
+            except RetriableError:
+                if loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(self._backoff.delay(attempt))
+            attempt += 1
+            self._check_open()
+
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise ClientClosedError("the producer is closed; create a new one to send more records")
+
+    def _queue(self, tp: TopicPartition) -> _PartitionQueue:
+        q = self._queues.get(tp)
+        if q is None:
+            q = self._queues[tp] = _PartitionQueue(tp)
+            q.task = asyncio.create_task(
+                self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}"
+            )
+        return q
+
+    def _append(
+        self, q: _PartitionQueue, record: Record, size: int, future: asyncio.Future[RecordMetadata]
+    ) -> None:
+        batch = q.open
+        if batch is not None and batch.size + size > self._max_batch_bytes:
+            self._close_open_batch(q)
+            batch = None
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = q.open = q.last = _Batch(loop.time(), loop.create_future())
+            q.wakeup.set()  # the sender starts this batch's linger clock
+        batch.records.append(record)
+        batch.futures.append(future)
+        batch.size += size
+        if batch.size >= self._max_batch_bytes:
+            self._close_open_batch(q)
+
+    def _close_open_batch(self, q: _PartitionQueue) -> None:
+        if q.open is not None:
+            q.ready.append(q.open)
+            q.open = None
+            q.wakeup.set()
+
+    # --- internals: the sender task of a partition ------------------------------
+
+    async def _run_partition(self, q: _PartitionQueue) -> None:
+        while True:
+            batch = await self._next_batch(q)
+            q.in_flight = batch
+            try:
+                await self._deliver(q, batch)
+            except Exception as exc:  # a bug must not leave the records' futures pending
+                self._finish(batch, exc)
+            # Not in a `finally`: when close() cancels this task mid-delivery,
+            # the batch must stay findable so that close() can fail it.
+            q.in_flight = None
+
+    async def _next_batch(self, q: _PartitionQueue) -> _Batch:
+        loop = asyncio.get_running_loop()
+        while True:
+            if q.ready:
+                return q.ready.popleft()
+            batch = q.open
+            q.wakeup.clear()
+            if batch is None:
+                await q.wakeup.wait()
+                continue
+            delay = batch.created + self._linger_s - loop.time()
+            if delay <= 0 or self._closing:
+                q.open = None
+                return batch
+            try:
+                async with asyncio.timeout(delay):
+                    await q.wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def _deliver(self, q: _PartitionQueue, batch: _Batch) -> None:
+        """Send ``batch`` until it is acknowledged, definitely refused, or
+        out of time; resolve its futures accordingly."""
+        loop = asyncio.get_running_loop()
+        topic, partition = q.tp
+        deadline = batch.created + self._delivery_timeout_s
+        attempt = 0
+        hops = 0  # consecutive NOT_LEADER redirects followed without waiting
+        renumbered = False
+        last_error: RaftlogError | None = None
+        while True:
+            if self._fatal is not None:
+                self._fail(q, batch, self._fatal)
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self._fail(q, batch, self._timeout_error(q, batch, last_error))
+                return
+            address: str | None = None
+            sent = False
+            try:
+                if batch.request is None:
+                    await self._encode(q, batch)
+                address = await self._metadata.leader(topic, partition)
+                if address is None:
+                    raise LeaderNotAvailableError(f"no node knows a leader for {topic}/{partition} yet")
+                assert batch.request is not None
+                self.stats.requests += 1
+                if attempt:
+                    self.stats.retries += 1
+                sent = True
+                response: log_pb2.ProduceResponse = await self._pool.log(address).Produce(
+                    batch.request, timeout=min(self._request_timeout_s, remaining)
+                )
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+            except RaftlogError as exc:
+                error = exc
+            else:
+                self._succeed(q, batch, response)
+                return
+            last_error = error
+            self.stats.errors[error.reason] = self.stats.errors.get(error.reason, 0) + 1
+            if sent and isinstance(error, _UNCERTAIN):
+                batch.maybe_committed = True
+            if error.retriable:
+                if (
+                    isinstance(error, NotLeaderError)
+                    and error.leader_address not in ("", address)
+                    and hops < 3
+                ):
+                    self._metadata.leader_moved(topic, partition, error.leader_address)
+                    hops += 1
+                    attempt += 1
+                    continue
+                hops = 0
+                delay = self._after_retriable(topic, partition, address, error, attempt)
+                attempt += 1
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                continue
+            if isinstance(error, UnknownProducerIdError) and not renumbered and not batch.maybe_committed:
+                # The partition forgot this producer (expiry) and nothing of
+                # this batch was written: renumber it under a fresh id.
+                renumbered = True
+                q.needs_new_identity = True
+                batch.request = None
+                continue
+            self._fail(q, batch, error)
+            return
+
+    def _after_retriable(
+        self, topic: str, partition: int, address: str | None, error: RaftlogError, attempt: int
+    ) -> float:
+        """Update the metadata after a retriable error; the delay before the
+        next attempt."""
+        if isinstance(error, NotLeaderError | OutcomeUnknownError) and error.leader_address:
+            self._metadata.leader_moved(topic, partition, error.leader_address)
+        elif not isinstance(error, BackpressureError) and address is not None:
+            self._metadata.forget_leader(topic, partition, address)
+        delay = self._backoff.delay(attempt)
+        if error.retry_after_ms:
+            delay = max(delay, error.retry_after_ms / 1000)
+        return delay
+
+    async def _encode(self, q: _PartitionQueue, batch: _Batch) -> None:
+        """Fix the batch's bytes: producer id, epoch and base sequence."""
+        topic, partition = q.tp
+        if not self._idempotent:
+            data = encode_batch(batch.records)
+        else:
+            if q.producer_id < 0 or q.needs_new_identity:
+                if q.needs_new_identity:
+                    pid, epoch = await self._init_producer()
+                else:
+                    pid, epoch = await self._shared_identity()
+                q.producer_id, q.epoch, q.next_sequence = pid, epoch, 0
+                q.needs_new_identity = False
+            batch.base_sequence = q.next_sequence
+            data = encode_batch(
+                batch.records,
+                producer_id=q.producer_id,
+                producer_epoch=q.epoch,
+                base_sequence=batch.base_sequence,
+            )
+        batch.request = log_pb2.ProduceRequest(topic=topic, partition=partition, batch=data)
+
+    async def _shared_identity(self) -> tuple[int, int]:
+        """The producer id and epoch every partition starts with (one
+        ``InitProducer`` per producer)."""
+        async with self._identity_lock:
+            if self._identity is None:
+                self._identity = await self._init_producer()
+            return self._identity
+
+    async def _init_producer(self) -> tuple[int, int]:
+        """A new producer id from any node (one attempt; the caller's retry
+        loop handles failures)."""
+        candidates = [*self._metadata.nodes.values(), *self._bootstrap]
+        address = candidates[self._init_attempt % len(candidates)]
+        self._init_attempt += 1
+        try:
+            response: log_pb2.InitProducerResponse = await self._pool.log(address).InitProducer(
+                log_pb2.InitProducerRequest(), timeout=self._request_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        return int(response.producer_id), int(response.producer_epoch)
+
+    def _succeed(self, q: _PartitionQueue, batch: _Batch, response: log_pb2.ProduceResponse) -> None:
+        topic, partition = q.tp
+        if self._idempotent:
+            q.next_sequence = (batch.base_sequence + len(batch.records)) % _SEQUENCE_MODULUS
+        self.stats.batches += 1
+        self.stats.records += len(batch.records)
+        if response.duplicate:
+            self.stats.duplicates += 1
+        base = int(response.base_offset)
+        for i, (record, future) in enumerate(zip(batch.records, batch.futures, strict=True)):
+            if not future.done():
+                future.set_result(RecordMetadata(topic, partition, base + i, record.timestamp_ms))
+        self._finish(batch, None)
+
+    def _fail(self, q: _PartitionQueue, batch: _Batch, error: RaftlogError) -> None:
+        if isinstance(error, ProducerFencedError):
+            self._fatal = error
+        if self._idempotent and (
+            batch.maybe_committed or isinstance(error, OutOfOrderSequenceError | DuplicateSequenceError)
+        ):
+            # This partition's sequence state is unknown from here on.
+            q.needs_new_identity = True
+        self._finish(batch, error)
+
+    def _timeout_error(self, q: _PartitionQueue, batch: _Batch, cause: RaftlogError | None) -> RaftlogError:
+        fate = (
+            "an attempt may have committed it, so the records may be in the log"
+            if batch.maybe_committed
+            else "no attempt committed it"
+        )
+        return DeliveryTimeoutError(
+            f"gave up on a batch of {len(batch.records)} records to {q.tp.topic}/{q.tp.partition} after "
+            f"{self._delivery_timeout_s:g} s ({fate}); last error: {cause}",
+            cause=cause,
+        )
+
+    def _finish(self, batch: _Batch, error: BaseException | None) -> None:
+        """Resolve whatever is still pending in ``batch`` and free its bytes."""
+        if batch.done.done():
+            return
+        if error is not None:
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(error)
+        batch.done.set_result(None)
+        self._budget.release(batch.size - HEADER_SIZE)
+
+    async def _shutdown(self) -> None:
+        tasks = [q.task for q in self._queues.values() if q.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        closed = ClientClosedError(
+            "the producer was closed before this record was acknowledged; it may or may not be in the log"
+        )
+        for q in self._queues.values():
+            for batch in q.batches():
+                self._finish(batch, closed)
+        self._budget.close(ClientClosedError("the producer is closed"))
+        await self._pool.close()
+        self._closed = True
+
+
+def _as_bytes(data: object, what: str) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or None, not {type(data).__name__}; encode it first")
+
+
+def _header_value(data: object) -> bytes:
+    value = _as_bytes(data, "a header value")
+    if value is None:
+        raise TypeError("a header value must be bytes, not None")
+    return value
