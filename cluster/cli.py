@@ -7,7 +7,13 @@ Connection settings come from the environment and flags override them:
 - ``raftlog serve --config FILE --node-id N``: run one node (static cluster);
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
 - ``raftlog status``: every node's replicas, leaders, CPU and memory;
-- ``raftlog topic list`` / ``raftlog topic describe NAME``.
+- ``raftlog topic list`` / ``raftlog topic describe NAME``;
+- ``raftlog produce TOPIC [--key-separator SEP] [--partition N]``: one
+  record per stdin line, acknowledged by the cluster (acks=all, idempotent)
+  before the command exits 0;
+- ``raftlog consume TOPIC [--from-beginning] [--max-records N] [--timeout S]
+  [--partition N]``: record values, one per line; stops after N records or
+  after S seconds without a new one.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error. Errors go to stderr as one line
@@ -24,6 +30,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from client import Consumer, Producer, RaftlogError
 from cluster.grpc_errors import error_info
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
@@ -101,6 +108,55 @@ async def _topic_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _produce(args: argparse.Namespace) -> int:
+    separator = args.key_separator.encode() if args.key_separator else None
+    count = 0
+    async with Producer(_bootstrap(args)) as producer:
+        futures = []
+        for line in sys.stdin.buffer:
+            value = line.rstrip(b"\r\n")
+            key = None
+            if separator is not None and separator in value:
+                key, value = value.split(separator, 1)
+            futures.append(await producer.send(args.topic, value, key=key, partition=args.partition))
+            count += 1
+        await producer.flush()
+        for future in futures:
+            await future  # raises the first record's failure, if any
+    print(f"produced {count} records to {args.topic}", file=sys.stderr)
+    return 0
+
+
+async def _consume(args: argparse.Namespace) -> int:
+    if args.group:
+        raise CliError("consumer groups arrive with the group coordinator; consume without --group for now")
+    async with Consumer(_bootstrap(args)) as consumer:
+        count = await consumer.metadata.partition_count(args.topic)
+        partitions = [args.partition] if args.partition is not None else list(range(count))
+        consumer.assign([(args.topic, p) for p in partitions])
+        if args.from_beginning:
+            await consumer.seek_to_beginning()
+        else:
+            await consumer.seek_to_end()
+        loop = asyncio.get_running_loop()
+        seen = 0
+        quiet_until = loop.time() + args.timeout if args.timeout else None
+        out = sys.stdout.buffer
+        while args.max_records is None or seen < args.max_records:
+            wait = 1.0 if quiet_until is None else max(0.0, quiet_until - loop.time())
+            if quiet_until is not None and wait == 0.0:
+                break
+            left = None if args.max_records is None else args.max_records - seen
+            records = await consumer.poll(min(wait, 1.0), max_records=left)
+            for record in records:
+                out.write((record.value or b"") + b"\n")
+            out.flush()
+            seen += len(records)
+            if records and args.timeout:
+                quiet_until = loop.time() + args.timeout
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from cluster import serve
 
@@ -144,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     describe = topic.add_parser("describe", help="a topic's partitions, leaders and replicas")
     describe.add_argument("name")
     describe.set_defaults(run=_topic_describe)
+
+    produce = commands.add_parser("produce", help="one record per stdin line")
+    produce.add_argument("topic")
+    produce.add_argument("--key-separator", help="split each line into key and value at the first SEP")
+    produce.add_argument("--partition", type=int, help="write every record to this partition")
+    produce.set_defaults(run=_produce)
+
+    consume = commands.add_parser("consume", help="print record values, one per line")
+    consume.add_argument("topic")
+    consume.add_argument("--group", help="consumer group (not yet)")
+    consume.add_argument("--from-beginning", action="store_true", help="start at the log start, not the end")
+    consume.add_argument("--max-records", type=int, help="stop after N records")
+    consume.add_argument("--timeout", type=float, help="stop after S seconds without a new record")
+    consume.add_argument("--partition", type=int, help="read only this partition")
+    consume.set_defaults(run=_consume)
     return parser
 
 
@@ -155,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(asyncio.run(args.run(args)))
     except CliError as error:
         print(f"raftlog: {error}", file=sys.stderr)
+        return 1
+    except RaftlogError as error:
+        print(f"raftlog: {error.reason}: {error.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
