@@ -54,6 +54,7 @@ class LocalCluster:
         tick_ms: int = 50,
         election_ticks: int = 10,
         retention_check_ms: int = 30_000,
+        leader_balance_ms: int = 10_000,
         node_args: Sequence[str] = (),
     ) -> None:
         self.root = root.resolve()  # node processes run with the root as cwd
@@ -63,7 +64,12 @@ class LocalCluster:
         self.addresses = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(self.node_ids)}
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.config_path = self.root / "cluster.toml"
-        lines = [f'cluster_id = "test-{ports[0]}"', f"retention_check_ms = {retention_check_ms}", ""]
+        lines = [
+            f'cluster_id = "test-{ports[0]}"',
+            f"retention_check_ms = {retention_check_ms}",
+            f"leader_balance_ms = {leader_balance_ms}",
+            "",
+        ]
         for n in self.node_ids:
             lines += [
                 "[[nodes]]",

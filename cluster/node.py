@@ -27,6 +27,7 @@ import grpc
 
 from cluster.forwarding import Forwarder
 from cluster.grpc_health import enable_health_and_reflection, mark_serving
+from cluster.leader_balance import hand_back_leadership
 from cluster.log_service import LogService
 from cluster.metadata_service import StaticMetadataService
 from cluster.node_admin import NodeAdminService
@@ -153,12 +154,25 @@ class Node:
             await transport.start()
             await mark_serving(health)
             self._started.set()
+            balancer = asyncio.create_task(self._balance_leaders(refs), name="raftlog-leader-balance")
             try:
                 await self._stop.wait()
             finally:
+                balancer.cancel()
+                await asyncio.wait((balancer,))
                 await server.stop(grace=1.0)
                 await forwarder.close()
                 await transport.close()
+
+    async def _balance_leaders(self, refs: list[PartitionRef]) -> None:
+        interval = self.cluster.leader_balance_ms / 1000
+        if interval <= 0:
+            return
+        assert self.host is not None and self.transport is not None
+        host, transport = self.host, self.transport
+        while True:
+            await asyncio.sleep(interval)
+            hand_back_leadership(self.node_id, refs, host.replica, transport.peer_alive)
 
     def stop(self) -> None:
         self._stop.set()

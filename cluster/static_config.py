@@ -97,6 +97,9 @@ class StaticCluster:
     raft: RaftTiming = field(default_factory=RaftTiming)
     max_batch_bytes: int = 1 << 20
     retention_check_ms: int = 30_000
+    # How often a leader hands leadership back to its partition's preferred
+    # replica once that replica is caught up (0: never).
+    leader_balance_ms: int = 10_000
 
     def validate(self) -> None:
         if not self.cluster_id:
@@ -207,6 +210,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             ),
             max_batch_bytes=int(doc.get("max_batch_bytes", 1 << 20)),
             retention_check_ms=int(doc.get("retention_check_ms", 30_000)),
+            leader_balance_ms=int(doc.get("leader_balance_ms", 10_000)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

@@ -168,7 +168,12 @@ class _Campaign:
     pass
 
 
-_Input = _Inbound | _Proposal | _PeerChange | _Campaign
+@dataclass(frozen=True, slots=True)
+class _TransferLeader:
+    to: int
+
+
+_Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader
 
 _NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
 
@@ -319,6 +324,18 @@ class Replica:
         self._inbox.append(_Campaign())
         self._signal.set()
 
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to ``to`` if this replica leads (Raft leader
+        transfer: ``to`` is brought up to date, then told to campaign)."""
+        self._wake()
+        self._inbox.append(_TransferLeader(to))
+        self._signal.set()
+
+    def caught_up(self, peer: int) -> bool:
+        """Whether this leader knows ``peer`` holds its whole log."""
+        progress = self._node.progress(peer)
+        return progress is not None and progress.match == self._node.last_index
+
     async def produce(self, batch: bytes) -> ProduceResult:
         """Append one record batch; returns its offsets once committed.
 
@@ -439,6 +456,9 @@ class Replica:
                 self._propose(item)
             elif isinstance(item, _Campaign):
                 node.campaign()
+            elif isinstance(item, _TransferLeader):
+                if node.role == Role.LEADER and item.to != self.node_id:
+                    node.transfer_leader(item.to)
             elif not item.alive and node.role == Role.LEADER:
                 node.report_unreachable(item.node)
 
