@@ -52,6 +52,7 @@ from raftlog.v1.record_batch import (
     validate_batch,
     with_base_offset,
 )
+from tests.client.fake_nodes import start_fake_nodes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,15 +95,9 @@ class FakeCluster:
         self._servers: list[grpc.aio.Server] = []
 
     async def start(self, nodes: int = 2) -> None:
-        for index in range(nodes):
-            server = grpc.aio.server()
-            node = _FakeNode(self, index)
-            log_pb2_grpc.add_LogServiceServicer_to_server(node, server)
-            metadata_pb2_grpc.add_MetadataServiceServicer_to_server(node, server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            self._servers.append(server)
-            self.addresses.append(f"127.0.0.1:{port}")
+        servers, addresses = await start_fake_nodes(lambda index: _FakeNode(self, index), nodes)
+        self._servers.extend(servers)
+        self.addresses.extend(addresses)
 
     async def stop(self) -> None:
         if self.gate is not None:
