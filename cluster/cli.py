@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import grpc
 
 from client import Consumer, Producer, RaftlogError
+from client.metadata import parse_bootstrap
 from cluster.grpc_errors import error_info
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
@@ -43,8 +44,10 @@ class CliError(Exception):
 
 
 def _bootstrap(args: argparse.Namespace) -> list[str]:
-    text = args.bootstrap or os.environ.get("RAFTLOG_BOOTSTRAP") or DEFAULT_BOOTSTRAP
-    return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return parse_bootstrap(args.bootstrap or os.environ.get("RAFTLOG_BOOTSTRAP") or DEFAULT_BOOTSTRAP)
+    except ValueError as error:
+        raise CliError(f"{error}; set RAFTLOG_BOOTSTRAP or --bootstrap") from None
 
 
 async def _metadata(addresses: Sequence[str], topics: Sequence[str] = ()) -> metadata_pb2.GetMetadataResponse:

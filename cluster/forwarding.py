@@ -24,17 +24,12 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from client.metadata import ChannelPool
 from raftlog.v1 import log_pb2_grpc
 
 NO_FORWARD_KEY = "raftlog-no-forward"
 DEFAULT_TIMEOUT_S = 30.0
 T = TypeVar("T")
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.http2.lookahead_bytes", 8 << 20),
-]
 
 
 def may_forward(context: grpc.aio.ServicerContext) -> bool:
@@ -49,19 +44,12 @@ async def relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcE
 
 
 class Forwarder:
-    """One channel per leader address, opened on first use."""
+    """Re-sends requests over the SDK's channel pool (one channel per leader
+    address, opened on first use, with its message limits and reconnect
+    back-off)."""
 
     def __init__(self) -> None:
-        self._stubs: dict[str, log_pb2_grpc.LogServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
-
-    def _stub(self, address: str) -> log_pb2_grpc.LogServiceStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels.append(channel)
-            stub = self._stubs[address] = log_pb2_grpc.LogServiceStub(channel)
-        return stub
+        self._pool = ChannelPool()
 
     async def forward(
         self,
@@ -73,14 +61,11 @@ class Forwarder:
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
-            return await method(self._stub(address))(
+            return await method(self._pool.log(address))(
                 request, timeout=timeout, metadata=((NO_FORWARD_KEY, "1"),)
             )
         except grpc.aio.AioRpcError as error:
             await relay_error(context, error)
 
     async def close(self) -> None:
-        for channel in self._channels:
-            await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
+        await self._pool.close()

@@ -142,7 +142,6 @@ class ReplicaCounters:
     synced_entries: int = 0
     """Raft entries in writes that asked for a sync; divided by the writer's
     syncs it gives the record batches one fsync carries."""
-    produced_batches: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +217,6 @@ class Replica:
         self._snapshots_sent: list[int] = []
         self._stopping = False
         self._stopped = False
-        self._failure: BaseException | None = None
         self._background_failure: BaseException | None = None
         # Hibernation.
         self._awake = awake if awake is not None else set()
@@ -295,11 +293,17 @@ class Replica:
     # inputs (any task on the event loop)
     # ------------------------------------------------------------------
 
-    def deliver(self, message: Message, quiesce: bool = False) -> None:
-        if self._hibernating and not quiesce and message.type not in _NON_WAKING:
+    def _enqueue(self, item: _Input, *, wake: bool = True) -> None:
+        """Queue ``item`` for the owner task, waking a hibernating replica
+        first unless ``wake`` is False."""
+        if wake:
             self._wake()
-        self._inbox.append(_Inbound(message, quiesce))
+        self._inbox.append(item)
         self._signal.set()
+
+    def deliver(self, message: Message, quiesce: bool = False) -> None:
+        wake = self._hibernating and not quiesce and message.type not in _NON_WAKING
+        self._enqueue(_Inbound(message, quiesce), wake=wake)
 
     def tick(self) -> None:
         if not self._hibernating:
@@ -309,9 +313,7 @@ class Replica:
     def peer_changed(self, node: int, alive: bool) -> None:
         """The transport saw ``node`` go down or come back."""
         if node in self.members:
-            self._wake()
-            self._inbox.append(_PeerChange(node, alive))
-            self._signal.set()
+            self._enqueue(_PeerChange(node, alive))
 
     def request_retention(self, now_ms: int | None = None) -> None:
         """Apply the retention policy at the next quiet moment."""
@@ -320,16 +322,12 @@ class Replica:
 
     def campaign(self) -> None:
         """Ask this replica to stand for election now (tests, leader moves)."""
-        self._wake()
-        self._inbox.append(_Campaign())
-        self._signal.set()
+        self._enqueue(_Campaign())
 
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to ``to`` if this replica leads (Raft leader
         transfer: ``to`` is brought up to date, then told to campaign)."""
-        self._wake()
-        self._inbox.append(_TransferLeader(to))
-        self._signal.set()
+        self._enqueue(_TransferLeader(to))
 
     def caught_up(self, peer: int) -> bool:
         """Whether this leader knows ``peer`` holds its whole log."""
@@ -353,10 +351,7 @@ class Replica:
         if rejected is not None:
             raise ProduceRejected(rejected.reason, rejected.message)
         future: asyncio.Future[ProduceResult] = asyncio.get_running_loop().create_future()
-        if self._hibernating:
-            self._wake()
-        self._inbox.append(_Proposal(encode_produce(batch, _now_ms()), future))
-        self._signal.set()
+        self._enqueue(_Proposal(encode_produce(batch, _now_ms()), future))
         return await future
 
     def read(self, offset: int, max_bytes: int) -> ReadResult:
@@ -423,15 +418,12 @@ class Replica:
                     now_ms, self._retention_now_ms = self._retention_now_ms, None
                     await self._apply_retention(now_ms)
                 self._update_hibernation()
-        except BaseException as exc:
-            self._failure = exc
-            raise
         finally:
             self._stopped = True
             self._awake.discard(self)
             self._fail_pending(ReplicaStopped(f"replica of group {self.group} stopped"))
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Ask ``run`` to stop after the Ready in hand; the caller awaits the
         task."""
         self._stopping = True
@@ -496,8 +488,9 @@ class Replica:
         prepared = self._storage.prepare(ready)
         if prepared.sync:
             self._counters.synced_entries += len(ready.entries)
+        if prepared.sync or prepared.empty:
             await self._write(prepared)
-        elif not prepared.empty:
+        else:
             # No entries, snapshot, term or vote (those force a sync): only
             # the commit index moved. Raft does not need it durable (a
             # restarted node relearns it from the leader), so it is queued
@@ -505,8 +498,6 @@ class Replica:
             # would put a writer-thread round trip on every produce's path.
             assert not ready.entries and ready.snapshot is None
             self._writer.submit(prepared.write_set, sync=False).add_done_callback(self._background_write_done)
-            self._storage.apply_prepared(prepared)
-        else:
             self._storage.apply_prepared(prepared)
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
@@ -564,7 +555,6 @@ class Replica:
             if term != entry.term or result is None:
                 future.set_exception(OutcomeUnknown(self.group, self._node.leader))
             elif isinstance(result, Appended):
-                self._counters.produced_batches += 1
                 future.set_result(
                     ProduceResult(result.base_offset, result.last_offset, result.append_time_ms)
                 )

@@ -77,7 +77,7 @@ class ReplicaHost:
         for clock in self._clocks:
             clock.cancel()
         for replica in self._replicas.values():
-            await replica.close()
+            replica.close()
         try:
             assert self._task_group is not None
             await self._task_group.__aexit__(exc_type, exc, tb)
