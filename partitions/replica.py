@@ -212,7 +212,7 @@ class Replica:
         self._ticks = 0
         self._signal = asyncio.Event()
         self._pending: dict[int, tuple[int, asyncio.Future[ProduceResult]]] = {}
-        self._hw_waiters: list[asyncio.Future[None]] = []
+        self._hw_waiters: set[asyncio.Future[None]] = set()
         self._retention_now_ms: int | None = None
         self._snapshots_sent: list[int] = []
         self._stopping = False
@@ -386,14 +386,15 @@ class Replica:
         if self._sm.high_watermark > offset:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._hw_waiters.append(future)
+        self._hw_waiters.add(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            await asyncio.wait_for(future, timeout)
         except TimeoutError:
             pass
         finally:
-            if not future.done():
-                future.cancel()
+            # A long poll that times out on an idle partition must not leave
+            # its future behind: nothing else would ever remove it.
+            self._hw_waiters.discard(future)
         return self._sm.high_watermark > offset
 
     # ------------------------------------------------------------------
@@ -578,7 +579,7 @@ class Replica:
                 item.future.set_exception(error)
 
     def _notify_hw(self) -> None:
-        waiters, self._hw_waiters = self._hw_waiters, []
+        waiters, self._hw_waiters = self._hw_waiters, set()
         for future in waiters:
             if not future.done():
                 future.set_result(None)

@@ -189,3 +189,16 @@ async def test_retention_drops_old_batches_and_a_lagging_follower_gets_a_snapsho
         assert follower.status().log_start_offset >= start
     finally:
         await c.close()
+
+
+async def test_long_polls_that_time_out_leave_nothing_behind(cluster: InProcessCluster) -> None:
+    leader = await cluster.leader()
+    await leader.produce(batch([b"x"]))
+    for _ in range(20):
+        assert not await leader.wait_for_data(1, 0.001)
+    assert not leader._hw_waiters  # an idle partition is long-polled forever
+    waiter = asyncio.create_task(leader.wait_for_data(1, 5.0))
+    await asyncio.sleep(0.01)
+    await leader.produce(batch([b"y"]))
+    assert await waiter
+    assert not leader._hw_waiters
