@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from client.local_cluster import LocalCluster, TopicSpec
+from client.metadata import ChannelPool
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
-from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import Record, encode_batch
 
 KiB = 1024
@@ -46,16 +45,14 @@ class Nodes:
     """Channels to every node of a LocalCluster."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.channels = {
-            n: grpc.aio.insecure_channel(a, options=[("grpc.max_receive_message_length", 64 << 20)])
-            for n, a in cluster.addresses.items()
+        self._pool = ChannelPool()
+        self.log = {n: self._pool.log(a) for n, a in cluster.addresses.items()}
+        self.admin = {
+            n: node_admin_pb2_grpc.NodeAdminStub(self._pool.channel(a)) for n, a in cluster.addresses.items()
         }
-        self.log = {n: log_pb2_grpc.LogServiceStub(c) for n, c in self.channels.items()}
-        self.admin = {n: node_admin_pb2_grpc.NodeAdminStub(c) for n, c in self.channels.items()}
 
     async def close(self) -> None:
-        for channel in self.channels.values():
-            await channel.close()
+        await self._pool.close()
 
     async def stats(self, summary_only: bool = True) -> dict[int, node_admin_pb2.NodeStats]:
         request = node_admin_pb2.StatsRequest(summary_only=summary_only)

@@ -1,11 +1,13 @@
 """The node process.
 
-What will live here: configuration (one TOML file loaded into a frozen
-dataclass), the node-to-node Raft transport (one gRPC stream per peer,
-batched, coalesced heartbeats), the metadata controller (Raft group 0:
-metadata state machine, placement, reconciler), the public ``raftlog.v1``
-gRPC services (auth, tenant, quota, routing), telemetry and the ``raftlog``
-CLI.
+Here so far: the node (``node``, started by ``serve`` or ``run_local``
+from a static cluster file, ``static_config``), the Raft transport
+(``transport``, ``peer_link``, ``inbound_stream``, ``transport_config``,
+``raft_wire``), the ``raftlog.v1`` services (``log_service``,
+``metadata_service``, ``forwarding``, ``grpc_errors``, ``grpc_health``),
+``node_admin``, ``leader_balance``, the ``raftlog`` CLI (``cli``) and the
+metadata controller's state machine and placement (``controller/``, not yet
+run by the nodes).
 
 May import: everything below it - ``partitions``, ``raft``, ``client`` and the
 generated protos (``raftlog``). Never ``chaos``, ``bench`` or ``tests``

@@ -1,7 +1,11 @@
-"""A minimal produce/fetch client for integration tests (the SDK arrives with
-the cluster issue): leader discovery through NOT_LEADER hints, and an
-idempotent producer that retries one batch, unchanged, until it is
-acknowledged or definitely rejected."""
+"""A minimal produce/fetch client for the server's integration tests:
+leader discovery through NOT_LEADER hints (it asks nodes not to forward),
+and an idempotent producer that retries one batch, unchanged, until it is
+acknowledged or definitely rejected.
+
+Kept apart from the SDK (client/) on purpose: the kill drill checks the
+server's guarantees, so its client is small enough to trust by reading, and
+an SDK bug cannot hide a server bug (the SDK has its own kill test)."""
 
 from __future__ import annotations
 
