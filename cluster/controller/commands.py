@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 from cluster.controller.wire import Reader, WireError, Writer
 
@@ -85,6 +85,8 @@ __all__ = [
     "UnsupportedCommand",
     "decode_command",
     "encode_command",
+    "read_key_tenant",
+    "write_key_tenant",
 ]
 
 COMMAND_VERSION = 1
@@ -117,6 +119,22 @@ class MalformedCommand(CommandError):
 
 class UnsupportedCommand(CommandError):
     """A command kind or version newer than this code: stop, do not skip."""
+
+
+def write_key_tenant(w: Writer, tenant: str | None) -> None:
+    """An API key's tenant as ``is_operator flag, tenant text`` ("" for an
+    operator key): the encoding ``CreateApiKey`` and the snapshot share."""
+    w.flag(tenant is None).text(tenant or "")
+
+
+def read_key_tenant(r: Reader, key_id: str) -> str | None:
+    """What ``write_key_tenant`` wrote (None: an operator key). Raises
+    ``WireError`` for an operator key with a tenant."""
+    operator = r.flag("is_operator")
+    tenant = r.text("tenant")
+    if operator and tenant:
+        raise WireError(f"{r.what}: API key {key_id!r} is an operator key with a tenant {tenant!r}")
+    return None if operator else tenant
 
 
 # --- tenants and API keys --------------------------------------------------------
@@ -162,17 +180,14 @@ class CreateApiKey:
     digest: bytes
 
     def _write(self, w: Writer) -> None:
-        w.text(self.key_id).flag(self.tenant is None).text(self.tenant or "").blob(self.salt)
-        w.blob(self.digest)
+        w.text(self.key_id)
+        write_key_tenant(w, self.tenant)
+        w.blob(self.salt).blob(self.digest)
 
     @classmethod
     def _read(cls, r: Reader) -> CreateApiKey:
         key_id = r.text("key_id")
-        operator = r.flag("is_operator")
-        tenant = r.text("tenant")
-        if operator and tenant:
-            raise WireError(f"{r.what}: an operator key with a tenant {tenant!r}")
-        return cls(key_id, None if operator else tenant, r.blob("salt"), r.blob("digest"))
+        return cls(key_id, read_key_tenant(r, key_id), r.blob("salt"), r.blob("digest"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,24 +403,7 @@ Command = (
 ReplicaChange = AddLearner | PromoteLearner | RemoveReplica
 """The commands that change one group's replicas by one step."""
 
-_CLASSES: dict[int, type[Command]] = {
-    cls.KIND: cls
-    for cls in (
-        CreateTenant,
-        DeleteTenant,
-        CreateApiKey,
-        RevokeApiKey,
-        CreateTopic,
-        DeleteTopic,
-        RegisterNode,
-        SetNodeLiveness,
-        DecommissionNode,
-        RemoveNode,
-        AddLearner,
-        PromoteLearner,
-        RemoveReplica,
-    )
-}
+_CLASSES: dict[int, type[Command]] = {cls.KIND: cls for cls in get_args(Command)}
 
 
 def encode_command(command: Command) -> bytes:

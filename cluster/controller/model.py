@@ -109,7 +109,7 @@ class ApiKeyRecord:
     """None: an operator key."""
     salt: bytes = field(repr=False)
     digest: bytes = field(repr=False)
-    created_index: int = 0
+    created_index: int
 
     def info(self) -> ApiKeyInfo:
         return ApiKeyInfo(self.key_id, self.tenant, self.created_index)

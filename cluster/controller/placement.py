@@ -132,9 +132,7 @@ class _Load:
         return Fraction(self.replicas[node.node_id])
 
 
-def _pick(
-    candidates: Sequence[Node], taken: Sequence[Node], load: _Load, leader: bool = False
-) -> Node | None:
+def _pick(candidates: Sequence[Node], taken: Sequence[Node], load: _Load, leader: bool) -> Node | None:
     """The best candidate not in ``taken`` to join a group whose other
     replicas are ``taken``: fewest of the group in its zone, then the least
     loaded zone, then the fewest replicas (and preferred-leader slots when

@@ -43,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cluster.controller.commands import read_key_tenant, write_key_tenant
 from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic
 from cluster.controller.wire import Reader, WireError, Writer
 
@@ -74,10 +75,7 @@ class ControllerImage:
 def encode_image(image: ControllerImage) -> bytes:
     """The snapshot bytes. Raises ``ValueError`` for an image whose tables
     are out of order or whose topics and assignments disagree."""
-    _check_sorted("tenants", [t.name for t in image.tenants])
-    _check_sorted("api keys", [k.key_id for k in image.api_keys])
-    _check_sorted("nodes", [n.node_id for n in image.nodes])
-    _check_sorted("topics", [(t.tenant, t.name) for t in image.topics])
+    _check_order(image)
     by_group = {a.group: a for a in image.assignments}
     w = Writer().raw(MAGIC).u8(SNAPSHOT_VERSION).u64(image.applied_index).u64(image.next_group_id)
     w.u32(len(image.tenants))
@@ -85,7 +83,8 @@ def encode_image(image: ControllerImage) -> bytes:
         w.text(tenant.name).u64(tenant.created_index)
     w.u32(len(image.api_keys))
     for key in image.api_keys:
-        w.text(key.key_id).flag(key.tenant is None).text(key.tenant or "")
+        w.text(key.key_id)
+        write_key_tenant(w, key.tenant)
         w.blob(key.salt).blob(key.digest).u64(key.created_index)
     w.u32(len(image.nodes))
     for node in image.nodes:
@@ -136,10 +135,7 @@ def decode_image(data: bytes) -> ControllerImage:
     except WireError as exc:
         raise CorruptSnapshot(str(exc)) from None
     try:
-        _check_sorted("tenants", [t.name for t in image.tenants])
-        _check_sorted("api keys", [k.key_id for k in image.api_keys])
-        _check_sorted("nodes", [n.node_id for n in image.nodes])
-        _check_sorted("topics", [(t.tenant, t.name) for t in image.topics])
+        _check_order(image)
         _check_sorted("groups", [a.group for a in image.assignments])
     except ValueError as exc:
         raise CorruptSnapshot(f"controller snapshot: {exc}") from None
@@ -158,14 +154,9 @@ def _read_image(r: Reader) -> ControllerImage:
     tenants = tuple(Tenant(r.text("tenant"), r.u64("created_index")) for _ in range(_count(r, "tenants")))
     keys = []
     for _ in range(_count(r, "api keys")):
-        key_id, operator, tenant = r.text("key_id"), r.flag("is_operator"), r.text("tenant")
-        if operator and tenant:
-            raise WireError(f"{r.what}: operator key {key_id} has a tenant")
-        keys.append(
-            ApiKeyRecord(
-                key_id, None if operator else tenant, r.blob("salt"), r.blob("digest"), r.u64("created")
-            )
-        )
+        key_id = r.text("key_id")
+        tenant = read_key_tenant(r, key_id)
+        keys.append(ApiKeyRecord(key_id, tenant, r.blob("salt"), r.blob("digest"), r.u64("created")))
     nodes = tuple(
         Node(
             r.u64("node_id"),
@@ -202,6 +193,14 @@ def _read_image(r: Reader) -> ControllerImage:
     return ControllerImage(
         applied_index, next_group_id, tenants, tuple(keys), nodes, tuple(topics), tuple(assignments)
     )
+
+
+def _check_order(image: ControllerImage) -> None:
+    """Raise ``ValueError`` unless the keyed tables are sorted by their keys."""
+    _check_sorted("tenants", [t.name for t in image.tenants])
+    _check_sorted("api keys", [k.key_id for k in image.api_keys])
+    _check_sorted("nodes", [n.node_id for n in image.nodes])
+    _check_sorted("topics", [(t.tenant, t.name) for t in image.topics])
 
 
 def _check_sorted(what: str, keys: Sequence[Any]) -> None:

@@ -34,6 +34,7 @@ command, ``restore`` on every snapshot):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from cluster.controller import api_keys
 from cluster.controller.commands import (
@@ -191,28 +192,29 @@ class ControllerState:
     def next_group_id(self) -> int:
         return self._next_group_id
 
-    def _advance(self, index: int) -> None:
+    def _check_next(self, index: int) -> None:
         if index <= self._applied_index:
             raise ValueError(f"entry {index} applied after entry {self._applied_index}: out of order")
-        self._applied_index = index
 
     def apply_noop(self, index: int) -> None:
         """An entry that is not a command (a leader's empty entry, a
         membership change of group 0)."""
-        self._advance(index)
+        self._check_next(index)
+        self._applied_index = index
 
     def apply(self, index: int, data: bytes) -> ApplyResult:
         """Apply the command in entry ``index``. Raises ``UnsupportedCommand``
         (before changing anything) for a command from a newer version, and
         ``ValueError`` for an index not after ``applied_index``."""
-        if index <= self._applied_index:
-            raise ValueError(f"entry {index} applied after entry {self._applied_index}: out of order")
+        self._check_next(index)
+        command: Command | MalformedCommand
         try:
             command = decode_command(data)
         except MalformedCommand as exc:
-            self._advance(index)
-            return Rejected(R.INVALID_COMMAND, f"entry {index}: {exc}")
-        self._advance(index)
+            command = exc
+        self._applied_index = index
+        if isinstance(command, MalformedCommand):
+            return Rejected(R.INVALID_COMMAND, f"entry {index}: {command}")
         return self._execute(index, command)
 
     def _execute(self, index: int, command: Command) -> ApplyResult:
@@ -394,7 +396,7 @@ class ControllerState:
             return Rejected(
                 R.LIVENESS_UNCHANGED, f"node {c.node_id} is already {'alive' if c.alive else 'dead'}"
             )
-        self._nodes[c.node_id] = _replace_node(node, alive=c.alive)
+        self._nodes[c.node_id] = replace(node, alive=c.alive)
         return Applied(index)
 
     def _decommission(self, index: int, c: DecommissionNode) -> ApplyResult:
@@ -403,7 +405,7 @@ class ControllerState:
             return Rejected(R.UNKNOWN_NODE, f"no node {c.node_id}")
         if node.decommissioning:
             return Rejected(R.NODE_DECOMMISSIONING, f"node {c.node_id} is already being decommissioned")
-        self._nodes[c.node_id] = _replace_node(node, decommissioning=True)
+        self._nodes[c.node_id] = replace(node, decommissioning=True)
         return Applied(index)
 
     def _remove_node(self, index: int, c: RemoveNode) -> ApplyResult:
@@ -583,84 +585,73 @@ class ControllerState:
 
     def check_invariants(self) -> None:
         """Raise ``InconsistentState`` if any invariant does not hold."""
-
-        def fail(what: str) -> InconsistentState:
-            return InconsistentState(what)
-
         applied = self._applied_index
         if self._next_group_id < 1:
-            raise fail(f"next group id {self._next_group_id}")
+            raise InconsistentState(f"next group id {self._next_group_id}")
         if sorted(self._topics) != sorted(self._tenants):
-            raise fail("the topic table and the tenant table name different tenants")
+            raise InconsistentState("the topic table and the tenant table name different tenants")
         for name, tenant in self._tenants.items():
             if tenant.name != name or check_tenant_name(name) or tenant.created_index > applied:
-                raise fail(f"tenant {name!r}")
+                raise InconsistentState(f"tenant {name!r}")
         for key_id, key in self._api_keys.items():
             if key.key_id != key_id or api_keys.check_key_shape(key_id, key.salt, key.digest):
-                raise fail(f"API key {key_id!r}")
+                raise InconsistentState(f"API key {key_id!r}")
             if (key.tenant is not None and key.tenant not in self._tenants) or key.created_index > applied:
-                raise fail(f"API key {key_id!r} of tenant {key.tenant!r}")
+                raise InconsistentState(f"API key {key_id!r} of tenant {key.tenant!r}")
         addresses: set[str] = set()
         for node_id, node in self._nodes.items():
             if node.node_id != node_id or not 1 <= node_id <= MAX_NODE_ID:
-                raise fail(f"node {node_id}")
+                raise InconsistentState(f"node {node_id}")
             if check_address(node.address) or check_zone(node.zone) or node.address in addresses:
-                raise fail(f"node {node_id}: address {node.address!r} or zone {node.zone!r}")
+                raise InconsistentState(f"node {node_id}: address {node.address!r} or zone {node.zone!r}")
             addresses.add(node.address)
         seen_groups: set[int] = set()
         for tenant_name, topics in self._topics.items():
             for name, topic in topics.items():
                 where = f"topic {tenant_name}/{name}"
                 if topic.tenant != tenant_name or topic.name != name or check_topic_name(name):
-                    raise fail(where)
+                    raise InconsistentState(where)
                 if not 1 <= topic.partitions <= MAX_PARTITIONS or len(topic.groups) != topic.partitions:
-                    raise fail(f"{where}: {topic.partitions} partitions, {len(topic.groups)} groups")
+                    raise InconsistentState(
+                        f"{where}: {topic.partitions} partitions, {len(topic.groups)} groups"
+                    )
                 if not 1 <= topic.replication_factor <= MAX_REPLICATION_FACTOR or topic.revision > applied:
-                    raise fail(f"{where}: replication factor or revision")
+                    raise InconsistentState(f"{where}: replication factor or revision")
                 if (topic.retention_ms is not None and topic.retention_ms <= 0) or (
                     topic.retention_bytes is not None and topic.retention_bytes < 0
                 ):
-                    raise fail(f"{where}: retention")
+                    raise InconsistentState(f"{where}: retention")
                 for partition, group in enumerate(topic.groups):
                     a = self._assignments.get(group)
                     if group in seen_groups or not 1 <= group < self._next_group_id or a is None:
-                        raise fail(f"{where} partition {partition}: group {group}")
+                        raise InconsistentState(f"{where} partition {partition}: group {group}")
                     if (a.tenant, a.topic, a.partition, a.topic_revision) != (
                         tenant_name,
                         name,
                         partition,
                         topic.revision,
                     ):
-                        raise fail(
+                        raise InconsistentState(
                             f"{where} partition {partition}: assignment of group {group} is for another"
                         )
                     seen_groups.add(group)
         if seen_groups != set(self._assignments):
-            raise fail(f"assignments of no topic: groups {sorted(set(self._assignments) - seen_groups)}")
+            raise InconsistentState(
+                f"assignments of no topic: groups {sorted(set(self._assignments) - seen_groups)}"
+            )
         index: dict[int, set[int]] = {}
         for group, a in self._assignments.items():
             members = a.members
             if a.group != group or not a.replicas or len(set(members)) != len(members) or a.revision < 1:
-                raise fail(f"group {group}: replicas {a.replicas}, learners {a.learners}")
+                raise InconsistentState(f"group {group}: replicas {a.replicas}, learners {a.learners}")
             if list(a.learners) != sorted(a.learners):
-                raise fail(f"group {group}: learners {a.learners} not sorted")
+                raise InconsistentState(f"group {group}: learners {a.learners} not sorted")
             for node_id in members:
                 if node_id not in self._nodes:
-                    raise fail(f"group {group}: unregistered node {node_id}")
+                    raise InconsistentState(f"group {group}: unregistered node {node_id}")
                 index.setdefault(node_id, set()).add(group)
         if index != self._groups_on_node:
-            raise fail("the node -> groups index is out of date")
-
-
-def _replace_node(node: Node, *, alive: bool | None = None, decommissioning: bool | None = None) -> Node:
-    return Node(
-        node.node_id,
-        node.address,
-        node.zone,
-        node.controller_eligible,
-        node.alive if alive is None else alive,
-        node.decommissioning if decommissioning is None else decommissioning,
-    )
+            raise InconsistentState("the node -> groups index is out of date")
 
 
 def _why_unavailable(node: Node) -> str:

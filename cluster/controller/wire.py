@@ -136,10 +136,6 @@ class Reader:
         self.what = what
 
     @property
-    def position(self) -> int:
-        return self._pos
-
-    @property
     def remaining(self) -> int:
         """Bytes not read yet."""
         return len(self._data) - self._pos

@@ -91,7 +91,6 @@ def create_topic(
 
 # --- strategies ---------------------------------------------------------------------
 
-names = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=12)
 any_text = st.text(max_size=20)
 ids = st.integers(min_value=0, max_value=2**64 - 1)
 small_ids = st.integers(min_value=0, max_value=8)
@@ -99,10 +98,9 @@ opt_i64 = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 node_lists = st.lists(small_ids, max_size=5).map(tuple)
 
 
-def commands(
-    texts: st.SearchStrategy[str] = any_text, numbers: st.SearchStrategy[int] = ids
-) -> st.SearchStrategy[Command]:
+def commands() -> st.SearchStrategy[Command]:
     """Any command with field values that fit their encoding."""
+    texts, numbers = any_text, ids
     return st.one_of(
         st.builds(CreateTenant, texts),
         st.builds(DeleteTenant, texts),

@@ -17,7 +17,7 @@ from cluster.controller.commands import (
     RegisterNode,
     SetNodeLiveness,
 )
-from cluster.controller.model import Tenant, Topic
+from cluster.controller.model import Assignment, Node, Tenant, Topic
 from cluster.controller.snapshot import MAGIC, ControllerImage, CorruptSnapshot, decode_image, encode_image
 from cluster.controller.state import ControllerState
 from cluster.controller.wire import Writer
@@ -138,9 +138,16 @@ def test_well_formed_but_inconsistent_contents_are_refused() -> None:
     late = ControllerImage(5, 1, (Tenant("acme", 6),), (), (), (), ())
     with pytest.raises(CorruptSnapshot, match="inconsistent"):
         ControllerState.restore(encode_image(late))
-    orphan = ControllerImage(5, 1, (), (), (), (Topic("ghost", "t", 1, 1, None, None, 2, (1,)),), ())
-    with pytest.raises(ValueError, match="no assignment"):
-        encode_image(orphan)
+    # A topic with its node and assignment encodes: only restore can tell
+    # that its tenant is missing.
+    node = Node(1, "h:1", "", False)
+    topic = Topic("ghost", "t", 1, 1, None, None, 2, (1,))
+    assignment = Assignment(1, "ghost", "t", 2, 0, (1,), (), 1)
+    owned = ControllerImage(5, 2, (Tenant("ghost", 1),), (), (node,), (topic,), (assignment,))
+    assert ControllerState.restore(encode_image(owned)).topic("ghost", "t") == topic
+    orphan = ControllerImage(5, 2, (), (), (node,), (topic,), (assignment,))
+    with pytest.raises(CorruptSnapshot, match="inconsistent"):
+        ControllerState.restore(encode_image(orphan))
 
 
 def test_encode_refuses_an_unsorted_image() -> None:
