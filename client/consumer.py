@@ -16,8 +16,10 @@ Invariants:
   and its generation no longer matches).
 - A fetch returns whole batches; records before the fetch offset (the
   start of a batch the offset falls into) are skipped.
-- A partition buffers about ``fetch_max_bytes`` at most before its fetcher
-  waits for ``poll`` to drain it.
+- A partition's fetcher stops fetching once its buffer holds
+  ``fetch_max_bytes`` and waits for ``poll`` to drain it; the fetch that
+  crosses the limit may bring up to ``fetch_max_bytes`` more, so a buffer
+  can reach about twice that.
 - The consumer owns its tasks: ``assign``/``seek`` cancel the fetchers
   they replace and keep them until they have finished (``poll`` drops the
   finished ones, ``close`` cancels and awaits all).
@@ -56,13 +58,12 @@ from client.errors import (
     ClientClosedError,
     DeliveryTimeoutError,
     InvalidBatchError,
-    LeaderNotAvailableError,
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftlogError,
     from_rpc_error,
 )
-from client.metadata import Backoff, ChannelPool, MetadataCache, TopicPartition, parse_bootstrap
+from client.metadata import MetadataCache, TopicPartition, client_transport
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import InvalidBatch, decode_records, parse_header
 
@@ -165,18 +166,18 @@ class Consumer:
     ) -> None:
         if max_poll_records < 1 or fetch_max_bytes < 1 or fetch_max_wait_ms < 0:
             raise ValueError("max_poll_records and fetch_max_bytes must be >= 1, fetch_max_wait_ms >= 0")
-        self._bootstrap = parse_bootstrap(bootstrap)
+        self._pool, self._metadata, self._backoff = client_transport(
+            bootstrap,
+            request_timeout_s=request_timeout_s,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+        )
         self._max_poll_records = max_poll_records
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._reset = OffsetReset(auto_offset_reset)
         self._request_timeout_s = request_timeout_s
         self._api_timeout_s = api_timeout_s
-        self._backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
-        self._pool = ChannelPool()
-        self._metadata = MetadataCache(
-            self._bootstrap, self._pool, request_timeout_s=min(request_timeout_s, 3)
-        )
         self._states: dict[TopicPartition, _PartitionState] = {}
         self._retired: set[asyncio.Task[None]] = set()
         self._data = asyncio.Event()  # set when some buffer gained records or an error
@@ -431,9 +432,7 @@ class Consumer:
             offset = state.fetch_offset
             address: str | None = None
             try:
-                address = await self._metadata.leader(topic, partition)
-                if address is None:
-                    raise LeaderNotAvailableError(f"no node knows a leader for {topic}/{partition} yet")
+                address = await self._metadata.require_leader(topic, partition)
                 response: log_pb2.FetchResponse = await self._pool.log(address).Fetch(
                     log_pb2.FetchRequest(
                         topic=topic,
@@ -581,9 +580,7 @@ class Consumer:
             self._check_open()
             address: str | None = None
             try:
-                address = await self._metadata.leader(tp.topic, tp.partition)
-                if address is None:
-                    raise LeaderNotAvailableError(f"no node knows a leader for {tp.topic}/{tp.partition} yet")
+                address = await self._metadata.require_leader(tp.topic, tp.partition)
                 return await call(address)
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)

@@ -57,6 +57,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from raftlog.v1 import errors_pb2
+from raftlog.v1.record_batch import InvalidBatchReason
 
 __all__ = [
     "DETAILS_KEY",
@@ -266,21 +267,8 @@ class ServerError(RaftlogError):
 
 # --- mapping ---------------------------------------------------------------------
 
-_BATCH_REASONS = frozenset(
-    {
-        "BATCH_TOO_SHORT",
-        "BATCH_TOO_LARGE",
-        "BAD_LENGTH",
-        "UNSUPPORTED_VERSION",
-        "CORRUPT_BATCH",
-        "UNSUPPORTED_CODEC",
-        "UNSUPPORTED_ATTRIBUTES",
-        "BAD_RECORD_COUNT",
-        "BAD_TIMESTAMPS",
-        "BAD_PRODUCER_FIELDS",
-        "MALFORMED_RECORDS",
-    }
-)
+# The server's batch validation reasons (part of the client API).
+_BATCH_REASONS = frozenset(reason.value for reason in InvalidBatchReason)
 
 _BY_REASON: dict[str, type[RaftlogError]] = {
     "NOT_LEADER": NotLeaderError,

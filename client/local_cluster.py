@@ -12,6 +12,7 @@ imports nothing of the server.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -57,13 +58,9 @@ class LocalCluster:
         leader_balance_ms: int = 10_000,
         node_args: Sequence[str] = (),
     ) -> None:
-        self.root = root.resolve()  # node processes run with the root as cwd
-        self.node_args = list(node_args)
-        self.node_ids = list(range(1, nodes + 1))
         ports = free_ports(nodes)
-        self.addresses = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(self.node_ids)}
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-        self.config_path = self.root / "cluster.toml"
+        addresses = {n: f"127.0.0.1:{port}" for n, port in enumerate(ports, start=1)}
+        self._setup(root, root.resolve() / "cluster.toml", addresses, node_args)
         lines = [
             f'cluster_id = "test-{ports[0]}"',
             f"retention_check_ms = {retention_check_ms}",
@@ -104,13 +101,18 @@ class LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
         to address, as in the file) instead of generating one."""
         self = cls.__new__(cls)
+        self._setup(root, config_path.resolve(), addresses, node_args)
+        return self
+
+    def _setup(
+        self, root: Path, config_path: Path, addresses: dict[int, str], node_args: Sequence[str]
+    ) -> None:
         self.root = root.resolve()  # node processes run with the root as cwd
         self.node_args = list(node_args)
         self.node_ids = sorted(addresses)
         self.addresses = dict(addresses)
-        self.processes = {}
-        self.config_path = config_path.resolve()
-        return self
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.config_path = config_path
 
     def exited(self) -> dict[int, int]:
         """Nodes whose process ended on its own, with their exit status."""
@@ -141,16 +143,31 @@ class LocalCluster:
         )
         log.close()
         self.processes[node] = proc
+        self._wait_ready(node, proc, timeout)
+
+    def _wait_ready(self, node: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Read the node's stdout until a line says ``ready on``. Waits on a
+        selector with a deadline, so a node that hangs without printing
+        cannot block past ``timeout`` (a plain ``readline`` would)."""
         assert proc.stdout is not None
+        fd = proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(
-                    f"node {node} exited ({proc.wait()}) before it was ready:\n{self.log_tail(node)}"
-                )
-            if b"ready on" in line:
-                return
+        pending = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    if b"ready on" in pending:  # a last line without a newline
+                        return
+                    raise RuntimeError(
+                        f"node {node} exited ({proc.wait()}) before it was ready:\n{self.log_tail(node)}"
+                    )
+                *lines, pending = (pending + chunk).split(b"\n")
+                if any(b"ready on" in line for line in lines):
+                    return
         raise TimeoutError(f"node {node} not ready after {timeout}s:\n{self.log_tail(node)}")
 
     def start_all(self) -> None:
@@ -188,11 +205,7 @@ class LocalCluster:
 
     def close(self) -> None:
         for node in list(self.processes):
-            proc = self.processes.pop(node)
-            proc.kill()
-            proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+            self.kill(node)
 
     def log_tail(self, node: int, lines: int = 40) -> str:
         path = self.root / f"node{node}.log"

@@ -12,6 +12,8 @@
   (``forget_leader``), and the next lookup of a forgotten leader asks the
   cluster again.
 - ``Backoff``: capped exponential backoff with jitter.
+- ``client_transport``: the three together, as a producer or consumer
+  sets them up.
 
 Invariants:
 
@@ -20,8 +22,12 @@ Invariants:
   when a leader dies under many partitions).
 - The cache never raises ``UnknownTopicOrPartitionError`` for a topic
   unless a node answered and did not list it.
-- A leader address comes either from a metadata answer or from a
-  ``NOT_LEADER`` hint, whichever is newer.
+- A cached leader address is whichever was written last: a
+  ``NOT_LEADER`` hint replaces it at once; a ``GetMetadata`` round, when it
+  completes, replaces the leaders of every known topic with the ones it
+  learnt and forgets those it learnt none for. Their ages are not compared,
+  so a round that started before a hint may overwrite it (the next
+  ``NOT_LEADER`` answer corrects that).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import NamedTuple
 import grpc
 
 from client.errors import (
+    LeaderNotAvailableError,
     RaftlogError,
     UnavailableError,
     UnknownTopicOrPartitionError,
@@ -46,10 +53,12 @@ __all__ = [
     "CHANNEL_OPTIONS",
     "Backoff",
     "ChannelPool",
+    "ClientTransport",
     "MetadataCache",
     "PartitionMetadata",
     "TopicMetadata",
     "TopicPartition",
+    "client_transport",
     "parse_bootstrap",
 ]
 
@@ -233,14 +242,14 @@ class MetadataCache:
     async def partition_count(self, topic: str) -> int:
         return len((await self.topic(topic)).partitions)
 
-    async def check_partition(self, topic: str, partition: int) -> None:
-        """Raise ``UnknownTopicOrPartitionError`` unless the partition exists."""
-        count = await self.partition_count(topic)
-        if not 0 <= partition < count:
-            raise UnknownTopicOrPartitionError(
-                f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist",
-                metadata={"topic": topic, "partition": str(partition)},
-            )
+    def fresh_partition_count(self, topic: str) -> int | None:
+        """The topic's partition count when it is cached and not too old
+        (what ``partition_count`` would return without asking anyone); None
+        otherwise."""
+        cached = self._topics.get(topic)
+        if cached is None or self._too_old():
+            return None
+        return len(cached.partitions)
 
     async def leader(self, topic: str, partition: int) -> str | None:
         """The leader's address; asks the cluster when none is cached.
@@ -251,6 +260,14 @@ class MetadataCache:
             return address
         await self.refresh([topic])
         return self._leaders.get(tp)
+
+    async def require_leader(self, topic: str, partition: int) -> str:
+        """Like ``leader``, but raises ``LeaderNotAvailableError`` when no
+        node knows a leader yet."""
+        address = await self.leader(topic, partition)
+        if address is None:
+            raise LeaderNotAvailableError(f"no node knows a leader for {topic}/{partition} yet")
+        return address
 
     # --- what callers learnt -----------------------------------------------------
 
@@ -274,7 +291,7 @@ class MetadataCache:
             return True
         return asyncio.get_running_loop().time() - self._refreshed_at > self._max_age_s
 
-    def _candidates(self) -> list[str]:
+    def candidates(self) -> list[str]:
         """Addresses to ask, best first: the node that answered last, then
         the known nodes, then the bootstrap list."""
         order: list[str] = []
@@ -304,7 +321,7 @@ class MetadataCache:
         answered = False
         leaders: dict[TopicPartition, str] = {}
         request = metadata_pb2.GetMetadataRequest(topics=topics)
-        for address in self._candidates():
+        for address in self.candidates():
             try:
                 response: metadata_pb2.GetMetadataResponse = await self._pool.metadata(address).GetMetadata(
                     request, timeout=self._request_timeout_s
@@ -332,7 +349,7 @@ class MetadataCache:
                 break
         if not answered:
             raise UnavailableError(
-                f"no node answered GetMetadata (asked {', '.join(self._candidates())}); "
+                f"no node answered GetMetadata (asked {', '.join(self.candidates())}); "
                 f"last error: {last_error}",
                 code=last_error.code if last_error else None,
             )
@@ -355,3 +372,28 @@ class MetadataCache:
                 ),
                 revision=topic.revision,
             )
+
+
+class ClientTransport(NamedTuple):
+    """What a producer or consumer reaches partitions with."""
+
+    pool: ChannelPool
+    metadata: MetadataCache
+    backoff: Backoff
+
+
+def client_transport(
+    bootstrap: str | Sequence[str],
+    *,
+    request_timeout_s: float,
+    retry_backoff_ms: float,
+    retry_backoff_max_ms: float,
+) -> ClientTransport:
+    """A fresh channel pool, a metadata cache over it (``bootstrap`` parsed
+    there, once; each ``GetMetadata`` call gets ``request_timeout_s`` but at
+    most 3 s) and a backoff from ``retry_backoff_ms`` up to
+    ``retry_backoff_max_ms`` (never below the first)."""
+    pool = ChannelPool()
+    metadata = MetadataCache(bootstrap, pool, request_timeout_s=min(request_timeout_s, 3))
+    backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
+    return ClientTransport(pool, metadata, backoff)

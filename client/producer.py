@@ -56,7 +56,6 @@ from client.errors import (
     ClientClosedError,
     DeliveryTimeoutError,
     DuplicateSequenceError,
-    LeaderNotAvailableError,
     NotLeaderError,
     OutcomeUnknownError,
     OutOfOrderSequenceError,
@@ -71,7 +70,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
-from client.metadata import Backoff, ChannelPool, MetadataCache, TopicPartition, parse_bootstrap
+from client.metadata import MetadataCache, TopicPartition, client_transport
 from client.partitioner import DefaultPartitioner, Partitioner
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import HEADER_SIZE, Record, encode_batch
@@ -295,7 +294,12 @@ class Producer:
             )
         if linger_ms < 0 or delivery_timeout_s <= 0 or request_timeout_s <= 0 or buffer_bytes < 1:
             raise ValueError("linger_ms must be >= 0; timeouts and buffer_bytes must be > 0")
-        self._bootstrap = parse_bootstrap(bootstrap)
+        self._pool, self._metadata, self._backoff = client_transport(
+            bootstrap,
+            request_timeout_s=request_timeout_s,
+            retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms,
+        )
         self._linger_s = linger_ms / 1000
         self._max_batch_bytes = max_batch_bytes
         self._max_request_bytes = max_request_bytes
@@ -303,14 +307,10 @@ class Producer:
         self._delivery_timeout_s = delivery_timeout_s
         self._request_timeout_s = request_timeout_s
         self._metadata_timeout_s = metadata_timeout_s
-        self._backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
         self._partitioner: Partitioner = partitioner or DefaultPartitioner(sticky_bytes=max_batch_bytes)
-        self._pool = ChannelPool()
-        self._metadata = MetadataCache(
-            self._bootstrap, self._pool, request_timeout_s=min(request_timeout_s, 3)
-        )
         self._budget = _ByteBudget(buffer_bytes)
-        self._queues: dict[TopicPartition, _PartitionQueue] = {}
+        # Keyed by plain (topic, partition) tuples (equal to TopicPartition's).
+        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._identity: tuple[int, int] | None = None
         self._identity_lock = asyncio.Lock()
         self._init_attempt = 0
@@ -368,7 +368,9 @@ class Producer:
                 f"a record of about {size} bytes cannot fit in a batch of at most "
                 f"{self._max_request_bytes} bytes (the server's limit); send smaller records"
             )
-        count = await self._partition_count(topic)
+        count = self._metadata.fresh_partition_count(topic)
+        if count is None:
+            count = await self._partition_count(topic)
         if partition is None:
             partition = self._partitioner.partition(topic, key, count, size)
         if not 0 <= partition < count:
@@ -382,7 +384,7 @@ class Producer:
             self._budget.release(size)
             self._check_open()
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self._append(self._queue(TopicPartition(topic, partition)), record, size, future)
+        self._append(self._queue(topic, partition), record, size, future)
         return future
 
     async def flush(self) -> None:
@@ -436,9 +438,10 @@ class Producer:
         if self._closing:
             raise ClientClosedError("the producer is closed; create a new one to send more records")
 
-    def _queue(self, tp: TopicPartition) -> _PartitionQueue:
-        q = self._queues.get(tp)
+    def _queue(self, topic: str, partition: int) -> _PartitionQueue:
+        q = self._queues.get((topic, partition))
         if q is None:
+            tp = TopicPartition(topic, partition)
             q = self._queues[tp] = _PartitionQueue(tp)
             q.task = asyncio.create_task(
                 self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}"
@@ -525,9 +528,7 @@ class Producer:
             try:
                 if batch.request is None:
                     await self._encode(q, batch)
-                address = await self._metadata.leader(topic, partition)
-                if address is None:
-                    raise LeaderNotAvailableError(f"no node knows a leader for {topic}/{partition} yet")
+                address = await self._metadata.require_leader(topic, partition)
                 assert batch.request is not None
                 self.stats.requests += 1
                 if attempt:
@@ -619,7 +620,7 @@ class Producer:
     async def _init_producer(self) -> tuple[int, int]:
         """A new producer id from any node (one attempt; the caller's retry
         loop handles failures)."""
-        candidates = [*self._metadata.nodes.values(), *self._bootstrap]
+        candidates = self._metadata.candidates()
         address = candidates[self._init_attempt % len(candidates)]
         self._init_attempt += 1
         try:

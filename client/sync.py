@@ -22,7 +22,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from client.consumer import Consumer, ConsumerRecord
 from client.metadata import TopicPartition
@@ -31,6 +31,7 @@ from client.producer import Producer, RecordMetadata
 __all__ = ["SyncConsumer", "SyncProducer"]
 
 T = TypeVar("T")
+C = TypeVar("C", Producer, Consumer)
 
 
 class _LoopThread:
@@ -68,29 +69,50 @@ class _LoopThread:
         self.loop.close()
 
 
-class SyncProducer:
-    """``Producer`` for blocking code. Takes the same arguments."""
+class _Facade(Generic[C]):
+    """A loop thread and the async client (made by ``make``) living on it;
+    a context manager that closes them."""
 
-    def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
-        self._thread = _LoopThread("raftlog-sync-producer")
+    def __init__(self, make: Callable[[], C], thread_name: str) -> None:
+        self._thread = _LoopThread(thread_name)
 
-        async def make() -> Producer:
-            return Producer(bootstrap, **options)
+        async def make_on_loop() -> C:
+            return make()
 
         try:
-            self._producer = self._thread.run(make())
+            self._client: C = self._thread.run(make_on_loop())
         except BaseException:
             self._thread.stop()
             raise
         self._closed = False
 
-    def __enter__(self) -> SyncProducer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def close(self) -> None:
+        self._close(self._client.close)
+
+    def _close(self, closing: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``closing()`` on the loop once, then stop the loop thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._thread.run(closing())
+        finally:
+            self._thread.stop()
+
+
+class SyncProducer(_Facade[Producer]):
+    """``Producer`` for blocking code. Takes the same arguments."""
+
+    def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
+        super().__init__(lambda: Producer(bootstrap, **options), "raftlog-sync-producer")
 
     def send(
         self,
@@ -107,7 +129,7 @@ class SyncProducer:
         header_list = list(headers)
 
         async def send() -> None:
-            future = await self._producer.send(topic, value, key, header_list, partition, timestamp_ms)
+            future = await self._client.send(topic, value, key, header_list, partition, timestamp_ms)
             future.add_done_callback(lambda f: _copy_outcome(f, result))
 
         self._thread.run(send())
@@ -115,43 +137,19 @@ class SyncProducer:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every queued record is acknowledged or failed."""
-        self._thread.run(self._producer.flush(), timeout_s)
+        self._thread.run(self._client.flush(), timeout_s)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Deliver what is queued (see ``Producer.close``) and stop the
         loop thread."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._thread.run(self._producer.close(timeout_s))
-        finally:
-            self._thread.stop()
+        self._close(lambda: self._client.close(timeout_s))
 
 
-class SyncConsumer:
+class SyncConsumer(_Facade[Consumer]):
     """``Consumer`` for blocking code. Takes the same arguments."""
 
     def __init__(self, bootstrap: str | Sequence[str], **options: Any) -> None:
-        self._thread = _LoopThread("raftlog-sync-consumer")
-
-        async def make() -> Consumer:
-            return Consumer(bootstrap, **options)
-
-        try:
-            self._consumer = self._thread.run(make())
-        except BaseException:
-            self._thread.stop()
-            raise
-        self._closed = False
-
-    def __enter__(self) -> SyncConsumer:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        super().__init__(lambda: Consumer(bootstrap, **options), "raftlog-sync-consumer")
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         """Records as they arrive, until closed. One record per step, so
@@ -162,46 +160,43 @@ class SyncConsumer:
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         wanted = list(partitions)
-        self._thread.call(lambda: self._consumer.assign(wanted))
+        self._thread.call(lambda: self._client.assign(wanted))
 
     def assignment(self) -> set[TopicPartition]:
-        return self._thread.call(self._consumer.assignment)
+        return self._thread.call(self._client.assignment)
 
     def position(self, tp: tuple[str, int]) -> int | None:
-        return self._thread.call(lambda: self._consumer.position(tp))
+        return self._thread.call(lambda: self._client.position(tp))
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._thread.call(lambda: self._consumer.seek(topic, partition, offset))
+        self._thread.call(lambda: self._client.seek(topic, partition, offset))
 
     def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
-        self._thread.run(self._consumer.seek_to_beginning(*partitions))
+        self._thread.run(self._client.seek_to_beginning(*partitions))
 
     def seek_to_end(self, *partitions: tuple[str, int]) -> None:
-        self._thread.run(self._consumer.seek_to_end(*partitions))
+        self._thread.run(self._client.seek_to_end(*partitions))
 
     def seek_to_timestamp(
         self, timestamp_ms: int, *partitions: tuple[str, int]
     ) -> dict[TopicPartition, int | None]:
-        return self._thread.run(self._consumer.seek_to_timestamp(timestamp_ms, *partitions))
+        return self._thread.run(self._client.seek_to_timestamp(timestamp_ms, *partitions))
 
     def poll(self, timeout_s: float = 1.0, *, max_records: int | None = None) -> list[ConsumerRecord]:
-        return self._thread.run(self._consumer.poll(timeout_s, max_records=max_records))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._thread.run(self._consumer.close())
-        finally:
-            self._thread.stop()
+        return self._thread.run(self._client.poll(timeout_s, max_records=max_records))
 
 
 def _copy_outcome(source: asyncio.Future[T], target: concurrent.futures.Future[T]) -> None:
-    """Copy a finished asyncio future's outcome to a concurrent future."""
+    """Copy a finished asyncio future's outcome to a concurrent future,
+    unless the caller has cancelled that one. Marking it running first (as
+    asyncio's own ``_set_concurrent_future_state`` does) is atomic: once it
+    succeeds, the caller can no longer cancel it before the result is set."""
     if source.cancelled():
         target.cancel()
-    elif (error := source.exception()) is not None:
+        return
+    if not target.set_running_or_notify_cancel():
+        return  # cancelled by the caller: nobody wants the outcome
+    if (error := source.exception()) is not None:
         target.set_exception(error)
     else:
         target.set_result(source.result())

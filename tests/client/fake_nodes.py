@@ -1,13 +1,18 @@
-"""In-process gRPC servers standing in for nodes in the SDK's unit tests."""
+"""What the SDK's producer and consumer tests share: in-process gRPC servers
+standing in for nodes (unit tests), and a module's ``LocalCluster`` of real
+node processes (integration tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 import grpc
+import pytest
 
-from raftlog.v1 import log_pb2_grpc, metadata_pb2_grpc
+from client.local_cluster import LocalCluster, TopicSpec
+from cluster.grpc_errors import ServiceError, abort
+from raftlog.v1 import log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 
 async def start_fake_nodes(
@@ -27,3 +32,87 @@ async def start_fake_nodes(
         servers.append(server)
         addresses.append(f"127.0.0.1:{port}")
     return servers, addresses
+
+
+class FakeNodes:
+    """What in-process nodes share: ``topics`` (name -> partition count),
+    their addresses, and which node leads every partition. Subclasses hold
+    the data and say which servicer each node runs (``make_node``)."""
+
+    def __init__(self, topics: dict[str, int]) -> None:
+        self.topics = topics
+        self.addresses: list[str] = []
+        self.leader = 0  # index of the node that leads every partition
+        self.metadata_leader: int | None = None  # what GetMetadata reports (default: the leader)
+        self._servers: list[grpc.aio.Server] = []
+
+    def make_node(self, index: int) -> FakeNode[Any]:
+        raise NotImplementedError
+
+    async def start(self, nodes: int = 2) -> None:
+        servers, addresses = await start_fake_nodes(self.make_node, nodes)
+        self._servers.extend(servers)
+        self.addresses.extend(addresses)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            await server.stop(grace=None)
+
+
+F = TypeVar("F", bound=FakeNodes)
+
+
+class FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServiceServicer, Generic[F]):
+    """Node ``index`` of ``fake``: answers ``GetMetadata`` from the shared
+    state; subclasses serve the LogService calls they need."""
+
+    def __init__(self, fake: F, index: int) -> None:
+        self.fake = fake
+        self.index = index
+
+    async def abort_unless_leader(self, context: grpc.aio.ServicerContext) -> None:
+        """``NOT_LEADER`` naming the leader, as the server answers, unless
+        this node leads."""
+        if self.index != self.fake.leader:
+            await abort(
+                context,
+                ServiceError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "NOT_LEADER",
+                    "ask the leader",
+                    leader_address=self.fake.addresses[self.fake.leader],
+                ),
+            )
+
+    async def GetMetadata(
+        self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb2.GetMetadataResponse:
+        fake = self.fake
+        leader = fake.leader if fake.metadata_leader is None else fake.metadata_leader
+        response = metadata_pb2.GetMetadataResponse(node_id=self.index + 1)
+        for i, address in enumerate(fake.addresses):
+            response.nodes.add(node_id=i + 1, address=address)
+        for name, count in fake.topics.items():
+            if request.topics and name not in request.topics:
+                continue
+            topic = response.topics.add(name=name, revision=1)
+            for p in range(count):
+                topic.partitions.add(partition=p, leader=leader + 1, replicas=[1, 2])
+        return response
+
+
+def run_local_cluster(
+    tmp_path_factory: pytest.TempPathFactory, name: str, topics: Sequence[TopicSpec]
+) -> Iterator[LocalCluster]:
+    """The body of a module's ``cluster`` fixture: three real nodes serving
+    ``topics``, killed afterwards."""
+    cluster = LocalCluster(tmp_path_factory.mktemp(name), topics=topics)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def bootstrap(cluster: LocalCluster) -> list[str]:
+    return list(cluster.addresses.values())

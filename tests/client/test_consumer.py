@@ -29,28 +29,27 @@ from client import (
 )
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import ServiceError, abort
-from raftlog.v1 import log_pb2, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import Record, encode_batch, parse_header
-from tests.client.fake_nodes import start_fake_nodes
+from tests.client.fake_nodes import FakeNode, FakeNodes, bootstrap, run_local_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class FakeLog:
-    """Partitions in memory; node ``leader`` leads them all."""
+class FakeLog(FakeNodes):
+    """Partitions of topic ``t`` in memory; node ``leader`` leads them all."""
 
     def __init__(self, partitions: int = 2) -> None:
-        self.partitions = partitions
+        super().__init__({"t": partitions})
         self.batches: dict[int, list[bytes]] = defaultdict(list)
         self.log_start: dict[int, int] = defaultdict(int)
         self.next_offset: dict[int, int] = defaultdict(int)
-        self.leader = 0
-        self.metadata_leader: int | None = None
         self.lagging_fetches = 0  # answer this many fetches as a leader behind by `lag`
         self.fetches: list[tuple[str, int, int]] = []  # (address, partition, offset)
-        self.addresses: list[str] = []
         self.appended = asyncio.Event()
-        self._servers: list[grpc.aio.Server] = []
+
+    def make_node(self, index: int) -> _FakeNode:
+        return _FakeNode(self, index)
 
     def append(self, partition: int, values: list[bytes], timestamps: list[int] | None = None) -> None:
         base = self.next_offset[partition]
@@ -72,39 +71,16 @@ class FakeLog:
             },
         )
 
-    async def start(self, nodes: int = 2) -> None:
-        servers, addresses = await start_fake_nodes(lambda index: _FakeNode(self, index), nodes)
-        self._servers.extend(servers)
-        self.addresses.extend(addresses)
 
-    async def stop(self) -> None:
-        for server in self._servers:
-            await server.stop(grace=None)
-
-
-class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, fake: FakeLog, index: int) -> None:
-        self.fake = fake
-        self.index = index
-
-    async def _check_leader(self, context: grpc.aio.ServicerContext) -> None:
-        if self.index != self.fake.leader:
-            await abort(
-                context,
-                ServiceError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "NOT_LEADER",
-                    "ask the leader",
-                    leader_address=self.fake.addresses[self.fake.leader],
-                ),
-            )
+class _FakeNode(FakeNode[FakeLog]):
+    """Fetch and ListOffsets with the server's rules, on the leader only."""
 
     async def Fetch(
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.FetchResponse:
         fake = self.fake
         fake.fetches.append((fake.addresses[self.index], request.partition, request.offset))
-        await self._check_leader(context)
+        await self.abort_unless_leader(context)
         p = request.partition
         hw = fake.next_offset[p]
         if fake.lagging_fetches > 0:
@@ -134,7 +110,7 @@ class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServi
     async def ListOffsets(
         self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ListOffsetsResponse:
-        await self._check_leader(context)
+        await self.abort_unless_leader(context)
         p = request.partition
         response = log_pb2.ListOffsetsResponse(
             log_start_offset=self.fake.log_start[p], high_watermark=self.fake.next_offset[p]
@@ -147,19 +123,6 @@ class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServi
                     break
         return response
 
-    async def GetMetadata(
-        self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> metadata_pb2.GetMetadataResponse:
-        fake = self.fake
-        leader = fake.leader if fake.metadata_leader is None else fake.metadata_leader
-        response = metadata_pb2.GetMetadataResponse(node_id=self.index + 1)
-        for i, address in enumerate(fake.addresses):
-            response.nodes.add(node_id=i + 1, address=address)
-        topic = response.topics.add(name="t", revision=1)
-        for p in range(fake.partitions):
-            topic.partitions.add(partition=p, leader=leader + 1, replicas=[1, 2])
-        return response
-
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeLog]:
@@ -167,10 +130,6 @@ async def fake() -> AsyncIterator[FakeLog]:
     await f.start()
     yield f
     await f.stop()
-
-
-def values(records: list[bytes], prefix: str, start: int, stop: int) -> list[bytes]:
-    return [f"{prefix}{i}".encode() for i in range(start, stop)]
 
 
 async def poll_until(consumer: Consumer, count: int, timeout_s: float = 10.0) -> list[bytes]:
@@ -203,7 +162,8 @@ async def test_poll_respects_max_poll_records_and_takes_partitions_in_turn(fake:
     fake.append(1, [b"p1"] * 50)
     async with Consumer(fake.addresses, max_poll_records=10) as consumer:
         consumer.assign([("t", 0), ("t", 1)])
-        await asyncio.sleep(0)  # nothing fetched before the first poll
+        await asyncio.sleep(0.05)
+        assert fake.fetches == [], "assign() alone fetched: poll() starts the fetchers"
         first = await consumer.poll(2.0)
         await asyncio.sleep(0.2)  # both partitions buffered now
         polls = [await consumer.poll(2.0) for _ in range(4)]
@@ -365,17 +325,11 @@ async def test_misuse_is_refused_clearly(fake: FakeLog) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(
-        tmp_path_factory.mktemp("sdk-consumer"),
-        topics=[TopicSpec("ts", 1), TopicSpec("moves", 1), TopicSpec("reset", 1), TopicSpec("sync", 2)],
+    yield from run_local_cluster(
+        tmp_path_factory,
+        "sdk-consumer",
+        [TopicSpec("ts", 1), TopicSpec("moves", 1), TopicSpec("reset", 1), TopicSpec("sync", 2)],
     )
-    c.start_all()
-    yield c
-    c.close()
-
-
-def bootstrap(cluster: LocalCluster) -> list[str]:
-    return list(cluster.addresses.values())
 
 
 async def test_seek_to_timestamp_on_a_real_cluster(cluster: LocalCluster) -> None:
@@ -470,9 +424,11 @@ def test_the_sync_facades_round_trip(cluster: LocalCluster) -> None:
     with SyncConsumer(bootstrap(cluster), fetch_max_wait_ms=100) as consumer:
         consumer.assign([("sync", 0), ("sync", 1)])
         consumer.seek_to_beginning()
+        assert consumer.position(("sync", 0)) == consumer.position(("sync", 1)) == 0
         got: list[bytes] = []
         deadline = time.monotonic() + 20
         while len(got) < 200 and time.monotonic() < deadline:
             got.extend(r.value or b"" for r in consumer.poll(1.0))
-        assert consumer.position(("sync", 0)) is not None
+        for p in (0, 1):
+            assert consumer.position(("sync", p)) == sum(a.partition == p for a in acked)
     assert sorted(got) == sorted(f"s{i}".encode() for i in range(200))

@@ -40,7 +40,7 @@ from client import (
 from client.local_cluster import LocalCluster, TopicSpec
 from client.producer import record_size_bound
 from cluster.grpc_errors import ServiceError, abort
-from raftlog.v1 import log_pb2, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import (
     HEADER_SIZE,
     DecodedRecord,
@@ -52,7 +52,7 @@ from raftlog.v1.record_batch import (
     validate_batch,
     with_base_offset,
 )
-from tests.client.fake_nodes import start_fake_nodes
+from tests.client.fake_nodes import FakeNode, FakeNodes, bootstrap, run_local_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,9 +76,9 @@ def service_error(code: grpc.StatusCode, reason: str, **kwargs: object) -> Servi
     return ServiceError(code, reason, f"scripted {reason}", **kwargs)  # type: ignore[arg-type]
 
 
-class FakeCluster:
+class FakeCluster(FakeNodes):
     def __init__(self, topics: dict[str, int]) -> None:
-        self.topics = topics
+        super().__init__(topics)
         self.logs: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         self.next_offset: dict[tuple[str, int], int] = defaultdict(int)
         # (topic, partition, producer id) -> recent (first_seq, last_seq, base, last)
@@ -86,24 +86,17 @@ class FakeCluster:
         self.script: deque[Step] = deque()
         self.requests: list[tuple[str, str, int, bytes, float]] = []
         self.init_calls = 0
-        self.addresses: list[str] = []
-        self.leader = 0  # index of the node that leads every partition
-        self.metadata_leader: int | None = None  # what metadata reports (default: the leader)
         self.in_flight: Counter[tuple[str, int]] = Counter()
         self.max_in_flight: Counter[tuple[str, int]] = Counter()
         self.gate: asyncio.Event | None = None  # Produce waits for it when set
-        self._servers: list[grpc.aio.Server] = []
 
-    async def start(self, nodes: int = 2) -> None:
-        servers, addresses = await start_fake_nodes(lambda index: _FakeNode(self, index), nodes)
-        self._servers.extend(servers)
-        self.addresses.extend(addresses)
+    def make_node(self, index: int) -> _FakeNode:
+        return _FakeNode(self, index)
 
     async def stop(self) -> None:
         if self.gate is not None:
             self.gate.set()
-        for server in self._servers:
-            await server.stop(grace=None)
+        await super().stop()
 
     def append(self, topic: str, partition: int, batch: bytes) -> tuple[int, int, bool]:
         try:
@@ -136,10 +129,8 @@ class FakeCluster:
         return [request[3] for request in self.requests]
 
 
-class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, fake: FakeCluster, index: int) -> None:
-        self.fake = fake
-        self.index = index
+class _FakeNode(FakeNode[FakeCluster]):
+    """Produce (as the script says) and InitProducer."""
 
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
@@ -154,13 +145,7 @@ class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServi
         try:
             if fake.gate is not None:
                 await fake.gate.wait()
-            if self.index != fake.leader:
-                await abort(
-                    context,
-                    service_error(
-                        FAILED_PRECONDITION, "NOT_LEADER", leader_address=fake.addresses[fake.leader]
-                    ),
-                )
+            await self.abort_unless_leader(context)
             step = fake.script.popleft() if fake.script else Step()
             try:
                 if step.error is None or step.commit:
@@ -178,22 +163,6 @@ class _FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServi
     ) -> log_pb2.InitProducerResponse:
         self.fake.init_calls += 1
         return log_pb2.InitProducerResponse(producer_id=1000 + self.fake.init_calls, producer_epoch=0)
-
-    async def GetMetadata(
-        self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> metadata_pb2.GetMetadataResponse:
-        fake = self.fake
-        leader = fake.leader if fake.metadata_leader is None else fake.metadata_leader
-        response = metadata_pb2.GetMetadataResponse(node_id=self.index + 1)
-        for i, address in enumerate(fake.addresses):
-            response.nodes.add(node_id=i + 1, address=address)
-        for name, count in fake.topics.items():
-            if request.topics and name not in request.topics:
-                continue
-            topic = response.topics.add(name=name, revision=1)
-            for p in range(count):
-                topic.partitions.add(partition=p, leader=leader + 1, replicas=[1, 2])
-        return response
 
 
 @pytest.fixture
@@ -492,6 +461,9 @@ def test_the_exactly_once_check_catches_duplicates_losses_and_reorders() -> None
     assert any("more than once" in p for p in exactly_once_problems(acked, order, duplicated))
     lost = {0: [(0, b"a"), (1, b"b")]}
     assert any("missing" in p for p in exactly_once_problems(acked, order, lost))
+    moved = {0: [(0, b"a"), (1, b"c"), (2, b"b")]}
+    problems = exactly_once_problems({b"a": (0, 0), b"b": (0, 1)}, [b"a", b"b"], moved)
+    assert problems == ["1 records are not where their ack said, e.g. [b'b']"]
     reordered = {0: [(0, b"a"), (1, b"c"), (2, b"b")]}
     problems = exactly_once_problems({b"a": (0, 0)}, order, reordered)
     assert any("sent after" in p for p in problems)
@@ -502,17 +474,11 @@ def test_the_exactly_once_check_catches_duplicates_losses_and_reorders() -> None
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(
-        tmp_path_factory.mktemp("sdk-producer"),
-        topics=[TopicSpec("keys", partitions=3), TopicSpec("kill", partitions=1), TopicSpec("close", 2)],
+    yield from run_local_cluster(
+        tmp_path_factory,
+        "sdk-producer",
+        [TopicSpec("keys", partitions=3), TopicSpec("kill", partitions=1), TopicSpec("close", 2)],
     )
-    c.start_all()
-    yield c
-    c.close()
-
-
-def bootstrap(cluster: LocalCluster) -> list[str]:
-    return list(cluster.addresses.values())
 
 
 async def read_back(cluster: LocalCluster, topic: str, partitions: int) -> dict[int, list[tuple[int, bytes]]]:
