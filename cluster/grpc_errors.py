@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
+from client import errors as client_errors
 from partitions.replica_errors import (
     Backpressure,
     NotLeaderError,
@@ -28,7 +29,7 @@ from partitions.replica_errors import (
 from partitions.state_machine import OffsetOutOfRange
 from raftlog.v1 import errors_pb2
 
-DETAILS_KEY = "grpc-status-details-bin"
+DETAILS_KEY = client_errors.DETAILS_KEY
 
 
 class ServiceError(Exception):
@@ -107,14 +108,8 @@ def from_offset_error(error: OffsetOutOfRange) -> ServiceError:
     )
 
 
-def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> errors_pb2.ErrorInfo | None:
-    """The ErrorInfo a failed call carried, if any (for tests and tools)."""
+def error_info(error: grpc.RpcError) -> errors_pb2.ErrorInfo | None:
+    """The ErrorInfo a failed call carried, if any (for tests and tools):
+    the SDK's parser, which the server's trailer is built for."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailing or ():
-        if key == DETAILS_KEY:
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = errors_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info
-    return None
+    return client_errors.error_info(trailing)
