@@ -122,6 +122,25 @@ async def pair() -> AsyncIterator[dict[int, TestNode]]:
         await node.stop()
 
 
+@pytest.fixture
+async def lone_node() -> AsyncIterator[TestNode]:
+    """Node 1 with a peer 2 that never answers: tests play node 2 by hand
+    through raw streams."""
+    node = TestNode(1)
+    node.attach({2: "127.0.0.1:1"})
+    await node.start()
+    yield node
+    await node.stop()
+
+
+AS_NODE_2 = ((METADATA_CLUSTER, "test"), (METADATA_FROM, "2"), (METADATA_TO, "1"))
+
+
+def raw_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallable:
+    """Opens transport streams carrying hand-made batches."""
+    return channel.stream_stream(STREAM_METHOD, None, transport_pb2.TransportAck.FromString)
+
+
 async def connected(a: TestNode, b: TestNode) -> None:
     await wait_for(lambda: a.t.stats().peers[b.node_id].connected, what=f"{a.node_id}->{b.node_id} connected")
 
@@ -488,79 +507,57 @@ async def test_nodes_of_different_clusters_refuse_each_other() -> None:
     ],
 )
 async def test_streams_are_refused_with_a_clear_status(
-    metadata: dict[str, str], code: str, details: str
+    lone_node: TestNode, metadata: dict[str, str], code: str, details: str
 ) -> None:
-    node = TestNode(1)
-    node.attach({2: "127.0.0.1:1"})
-    await node.start()
-    try:
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            call = transport_pb2_grpc.RaftTransportServiceStub(channel).Stream(
-                metadata=tuple(metadata.items())
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async with asyncio.timeout(3):
-                    await call.read()
-        assert error.value.code().name == code
-        assert details in (error.value.details() or "")
-        assert node.t.stats().rejected_streams == 1
-    finally:
-        await node.stop()
+    async with grpc.aio.insecure_channel(lone_node.address) as channel:
+        call = transport_pb2_grpc.RaftTransportServiceStub(channel).Stream(metadata=tuple(metadata.items()))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async with asyncio.timeout(3):
+                await call.read()
+    assert error.value.code().name == code
+    assert details in (error.value.details() or "")
+    assert lone_node.t.stats().rejected_streams == 1
 
 
-async def test_undecodable_messages_are_counted_and_the_stream_goes_on() -> None:
-    node = TestNode(1)
-    node.attach({2: "127.0.0.1:1"})
-    await node.start()
-    try:
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            metadata = ((METADATA_CLUSTER, "test"), (METADATA_FROM, "2"), (METADATA_TO, "1"))
-            call = channel.stream_stream(STREAM_METHOD, None, transport_pb2.TransportAck.FromString)(
-                metadata=metadata
-            )
-            good = encode_group_message(4, heartbeat(1, 2, 10))
-            bad = encode_group_message(4, heartbeat(1, 2, 11)).replace(b"\x08\x07", b"\x08\x63", 1)  # type 99
-            await call.write(encode_batch(1, [good, bad, good]))
-            assert (await call.read()).seq == 1
-            await call.write(b"\x0a\xff\xff\xff\xff\x0f")  # not a RaftBatch at all: dropped, not acked
-            await call.write(encode_batch(3, [good]))
-            assert (await call.read()).seq == 3
-            call.cancel()
-        assert [m.message.commit for m in node.received()] == [10, 10, 10]
-        assert [len(batch) for _, batch in node.deliveries] == [2, 1]
-        assert node.t.stats().decode_errors == 2
-        assert node.t.peer_alive(2)
-    finally:
-        await node.stop()
+async def test_undecodable_messages_are_counted_and_the_stream_goes_on(lone_node: TestNode) -> None:
+
+    async with grpc.aio.insecure_channel(lone_node.address) as channel:
+        call = raw_stream(channel)(metadata=AS_NODE_2)
+        good = encode_group_message(4, heartbeat(1, 2, 10))
+        bad = encode_group_message(4, heartbeat(1, 2, 11)).replace(b"\x08\x07", b"\x08\x63", 1)  # type 99
+        await call.write(encode_batch(1, [good, bad, good]))
+        assert (await call.read()).seq == 1
+        await call.write(b"\x0a\xff\xff\xff\xff\x0f")  # not a RaftBatch at all: dropped, not acked
+        await call.write(encode_batch(3, [good]))
+        assert (await call.read()).seq == 3
+        call.cancel()
+    assert [m.message.commit for m in lone_node.received()] == [10, 10, 10]
+    assert [len(batch) for _, batch in lone_node.deliveries] == [2, 1]
+    assert lone_node.t.stats().decode_errors == 2
+    assert lone_node.t.peer_alive(2)
 
 
-async def test_a_newer_stream_from_the_same_node_supersedes_the_older() -> None:
-    node = TestNode(1)
-    node.attach({2: "127.0.0.1:1"})
-    await node.start()
-    try:
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            metadata = ((METADATA_CLUSTER, "test"), (METADATA_FROM, "2"), (METADATA_TO, "1"))
-            open_stream = channel.stream_stream(STREAM_METHOD, None, transport_pb2.TransportAck.FromString)
-            old = open_stream(metadata=metadata)
-            await old.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 1))]))
-            assert (await old.read()).seq == 1
-            new = open_stream(metadata=metadata)
-            await new.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 2))]))
-            assert (await new.read()).seq == 1
-            # The old stream's next batch is not delivered; the stream ends.
-            await old.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 3))]))
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async with asyncio.timeout(3):
-                    await old.read()
-            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "superseded" in (error.value.details() or "")
-            await new.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 4))]))
-            assert (await new.read()).seq == 2
-            new.cancel()
-        assert [m.message.commit for m in node.received()] == [1, 2, 4]
-    finally:
-        await node.stop()
+async def test_a_newer_stream_from_the_same_node_supersedes_the_older(lone_node: TestNode) -> None:
+
+    async with grpc.aio.insecure_channel(lone_node.address) as channel:
+        open_stream = raw_stream(channel)
+        old = open_stream(metadata=AS_NODE_2)
+        await old.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 1))]))
+        assert (await old.read()).seq == 1
+        new = open_stream(metadata=AS_NODE_2)
+        await new.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 2))]))
+        assert (await new.read()).seq == 1
+        # The old stream's next batch is not delivered; the stream ends.
+        await old.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 3))]))
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async with asyncio.timeout(3):
+                await old.read()
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "superseded" in (error.value.details() or "")
+        await new.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 4))]))
+        assert (await new.read()).seq == 2
+        new.cancel()
+    assert [m.message.commit for m in lone_node.received()] == [1, 2, 4]
 
 
 async def test_a_stream_without_acks_is_abandoned_and_redialed() -> None:
