@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
@@ -149,6 +149,8 @@ class Consumer:
     a fetch that has no data yet. ``auto_offset_reset``: see the module
     docstring. ``request_timeout_s``: deadline of one call beyond the long
     poll wait. ``api_timeout_s``: how long ``seek_to_*`` keep retrying.
+    ``api_key``, ``tenant``: who is calling (``client.auth``).
+    ``address_map``: advertised node address -> address to dial.
     """
 
     def __init__(
@@ -163,6 +165,9 @@ class Consumer:
         api_timeout_s: float = 60.0,
         retry_backoff_ms: float = 20.0,
         retry_backoff_max_ms: float = 1000.0,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        address_map: Mapping[str, str] | None = None,
     ) -> None:
         if max_poll_records < 1 or fetch_max_bytes < 1 or fetch_max_wait_ms < 0:
             raise ValueError("max_poll_records and fetch_max_bytes must be >= 1, fetch_max_wait_ms >= 0")
@@ -171,6 +176,9 @@ class Consumer:
             request_timeout_s=request_timeout_s,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
+            api_key=api_key,
+            tenant=tenant,
+            address_map=address_map,
         )
         self._max_poll_records = max_poll_records
         self._fetch_max_bytes = fetch_max_bytes

@@ -11,7 +11,9 @@ imports nothing of the server.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import selectors
 import signal
 import socket
@@ -36,6 +38,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+BOOTSTRAP_API_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
+"""The operator key a node stores (hashed) when it bootstraps a new cluster."""
+
+
+def new_operator_key() -> str:
+    """A fresh key in the server's format: ``rlk_<16 hex>_<43 base64url>``."""
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    return f"rlk_{secrets.token_hex(8)}_{secret}"
 
 
 @dataclass(frozen=True)
@@ -96,18 +108,31 @@ class LocalCluster:
 
     @classmethod
     def from_config(
-        cls, root: Path, config_path: Path, addresses: dict[int, str], node_args: Sequence[str] = ()
+        cls,
+        root: Path,
+        config_path: Path,
+        addresses: dict[int, str],
+        node_args: Sequence[str] = (),
+        api_key: str | None = None,
     ) -> LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
         to address, as in the file) instead of generating one."""
         self = cls.__new__(cls)
-        self._setup(root, config_path.resolve(), addresses, node_args)
+        self._setup(root, config_path.resolve(), addresses, node_args, api_key)
         return self
 
     def _setup(
-        self, root: Path, config_path: Path, addresses: dict[int, str], node_args: Sequence[str]
+        self,
+        root: Path,
+        config_path: Path,
+        addresses: dict[int, str],
+        node_args: Sequence[str],
+        api_key: str | None = None,
     ) -> None:
         self.root = root.resolve()  # node processes run with the root as cwd
+        self.api_key = api_key or new_operator_key()
+        """The operator key: given to the nodes, which store its hash when
+        they bootstrap the cluster (a later start keeps the stored one)."""
         self.node_args = list(node_args)
         self.node_ids = sorted(addresses)
         self.addresses = dict(addresses)
@@ -124,7 +149,7 @@ class LocalCluster:
     def start(self, node: int, timeout: float = 30.0) -> None:
         assert node not in self.processes, f"node {node} is already running"
         log = open(self.root / f"node{node}.log", "ab")  # noqa: SIM115 (owned by the process)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", BOOTSTRAP_API_KEY_ENV: self.api_key}
         proc = subprocess.Popen(
             [
                 sys.executable,

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import grpc
 
+from client.auth import CallCredentialsInterceptor, call_metadata
 from client.errors import (
     LeaderNotAvailableError,
     RaftlogError,
@@ -116,8 +117,22 @@ class Backoff:
 class ChannelPool:
     """One ``grpc.aio`` channel per address. Use from one event loop."""
 
-    def __init__(self, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> None:
+    def __init__(
+        self,
+        options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS,
+        *,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        address_map: Mapping[str, str] | None = None,
+    ) -> None:
+        """``api_key`` and ``tenant`` go with every call (client/auth.py);
+        ``address_map`` maps a node's advertised address to the one actually
+        dialled (a proxy in failover drills, a port-forward); addresses not
+        in it are dialled as they are."""
         self._options = list(options)
+        headers = call_metadata(api_key, tenant)
+        self._interceptors = [CallCredentialsInterceptor(headers)] if headers else None
+        self._address_map = dict(address_map or {})
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._log: dict[str, log_pb2_grpc.LogServiceStub] = {}
         self._metadata: dict[str, metadata_pb2_grpc.MetadataServiceStub] = {}
@@ -128,7 +143,11 @@ class ChannelPool:
             raise RuntimeError("channel pool is closed")
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                self._address_map.get(address, address),
+                options=self._options,
+                interceptors=self._interceptors,
+            )
         return channel
 
     def log(self, address: str) -> log_pb2_grpc.LogServiceStub:
@@ -388,12 +407,15 @@ def client_transport(
     request_timeout_s: float,
     retry_backoff_ms: float,
     retry_backoff_max_ms: float,
+    api_key: str | None = None,
+    tenant: str | None = None,
+    address_map: Mapping[str, str] | None = None,
 ) -> ClientTransport:
     """A fresh channel pool, a metadata cache over it (``bootstrap`` parsed
     there, once; each ``GetMetadata`` call gets ``request_timeout_s`` but at
     most 3 s) and a backoff from ``retry_backoff_ms`` up to
     ``retry_backoff_max_ms`` (never below the first)."""
-    pool = ChannelPool()
+    pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map)
     metadata = MetadataCache(bootstrap, pool, request_timeout_s=min(request_timeout_s, 3))
     backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
     return ClientTransport(pool, metadata, backoff)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -269,6 +269,8 @@ class Producer:
     fail. ``request_timeout_s``: deadline of one produce call.
     ``metadata_timeout_s``: how long ``send`` waits for a topic's metadata
     while no node answers. ``partitioner``: see ``client.partitioner``.
+    ``api_key``, ``tenant``: who is calling (``client.auth``).
+    ``address_map``: advertised node address -> address to dial.
     """
 
     def __init__(
@@ -286,6 +288,9 @@ class Producer:
         retry_backoff_max_ms: float = 1000.0,
         metadata_timeout_s: float = 60.0,
         partitioner: Partitioner | None = None,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        address_map: Mapping[str, str] | None = None,
     ) -> None:
         if not HEADER_SIZE < max_batch_bytes <= max_request_bytes:
             raise ValueError(
@@ -299,6 +304,9 @@ class Producer:
             request_timeout_s=request_timeout_s,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
+            api_key=api_key,
+            tenant=tenant,
+            address_map=address_map,
         )
         self._linger_s = linger_ms / 1000
         self._max_batch_bytes = max_batch_bytes

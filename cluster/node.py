@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -51,8 +52,24 @@ so a second node started on a taken port fails instead of sharing it."""
 
 
 class Node:
-    def __init__(self, cluster: StaticCluster, node_id: int, *, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        cluster: StaticCluster,
+        node_id: int,
+        *,
+        data_dir: Path | None = None,
+        dial: dict[int, str] | None = None,
+        unsafe_ack_before_commit: bool = False,
+    ) -> None:
+        """``dial``: peers reached at another address than the configured
+        one (failover drills put a fault-injecting proxy there).
+        ``unsafe_ack_before_commit``: TEST ONLY, see ReplicaConfig."""
         cluster.validate()
+        unknown = set(dial or {}) - {n.id for n in cluster.nodes}
+        if unknown:
+            raise ConfigError(f"--dial names nodes {sorted(unknown)} that are not in the cluster file")
+        self._dial = dict(dial or {})
+        self._unsafe_ack_before_commit = unsafe_ack_before_commit
         self.cluster = cluster
         self.spec = cluster.node(node_id)
         self.node_id = node_id
@@ -114,7 +131,7 @@ class Node:
         options = dict(server_options(transport_config))
         options.update(GRPC_OPTIONS)
         server = grpc.aio.server(options=list(options.items()))
-        peers = {n.id: n.address for n in cluster.nodes if n.id != self.node_id}
+        peers = {n.id: self._dial.get(n.id, n.address) for n in cluster.nodes if n.id != self.node_id}
         async with ReplicaHost(self.node_id, self.data_dir, self._send, host_config) as host:
             self.host = host
             transport = RaftTransport(
@@ -143,7 +160,10 @@ class Node:
             for ref in refs:
                 topic = cluster.topic(ref.topic)
                 assert topic is not None
-                replica = await host.add_replica(ref.group, ref.replicas, cluster.replica_config(topic))
+                config = cluster.replica_config(topic)
+                if self._unsafe_ack_before_commit:
+                    config = replace(config, unsafe_ack_before_commit=True)
+                replica = await host.add_replica(ref.group, ref.replicas, config)
                 if ref.preferred_leader == self.node_id:
                     # Spread leaders (and their CPU) over the nodes from the
                     # start instead of letting the fastest node win every

@@ -23,6 +23,17 @@ from cluster.node import Node
 from cluster.static_config import ConfigError, load_cluster
 
 
+def parse_dial(items: list[str]) -> dict[int, str]:
+    """``["2=127.0.0.1:9002", ...]`` -> ``{2: "127.0.0.1:9002"}``."""
+    dial: dict[int, str] = {}
+    for item in items:
+        node, sep, address = item.partition("=")
+        if not sep or not node.strip().isdigit() or ":" not in address:
+            raise ConfigError(f"--dial {item!r}: expected NODE=HOST:PORT, e.g. 2=127.0.0.1:9002")
+        dial[int(node)] = address.strip()
+    return dial
+
+
 async def _serve(node: Node) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,9 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="static cluster file (TOML)")
     parser.add_argument("--node-id", type=int, required=True, help="this node's id in the cluster file")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (slower with grpc.aio here)")
+    parser.add_argument(
+        "--dial",
+        action="append",
+        default=[],
+        metavar="NODE=HOST:PORT",
+        help="reach peer NODE at HOST:PORT instead of its configured address (a proxy; repeatable)",
+    )
+    parser.add_argument(
+        "--unsafe-ack-before-commit",
+        action="store_true",
+        help="TEST ONLY: answer produce before it commits (loses data on failover; drills' negative control)",
+    )
     args = parser.parse_args(argv)
     try:
-        node = Node(load_cluster(args.config), args.node_id)
+        node = Node(
+            load_cluster(args.config),
+            args.node_id,
+            dial=parse_dial(args.dial),
+            unsafe_ack_before_commit=args.unsafe_ack_before_commit,
+        )
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,12 +24,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 from partitions.group_commit import GroupCommitWriter
 from partitions.node_store import NodeStore, StoreOptions
+from partitions.raft_replica import RaftReplica
 from partitions.raft_storage import GroupStorage
 from partitions.replica import Replica, ReplicaConfig, ReplicaCounters, SendFn
 from raft.types import Message
+
+R = TypeVar("R", bound=RaftReplica[Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,9 @@ class ReplicaHost:
         self.config = config or HostConfig()
         self._send = send
         self._replicas: dict[int, Replica] = {}
+        self._others: dict[int, RaftReplica[Any]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self.awake: set[Replica] = set()
+        self.awake: set[RaftReplica[Any]] = set()
         self.counters = ReplicaCounters()
         self._store: NodeStore | None = None
         self._writer: GroupCommitWriter | None = None
@@ -76,8 +81,8 @@ class ReplicaHost:
         self._closing = True
         for clock in self._clocks:
             clock.cancel()
-        for replica in self._replicas.values():
-            replica.close()
+        for member in (*self._replicas.values(), *self._others.values()):
+            member.close()
         try:
             assert self._task_group is not None
             await self._task_group.__aexit__(exc_type, exc, tb)
@@ -96,27 +101,68 @@ class ReplicaHost:
     # --- replicas ---
 
     async def add_replica(
-        self, group: int, voters: Iterable[int], config: ReplicaConfig | None = None
+        self,
+        group: int,
+        voters: Iterable[int],
+        config: ReplicaConfig | None = None,
+        learners: Iterable[int] = (),
     ) -> Replica:
         """Open (bootstrapping if new) and start this node's replica of
-        ``group``; an existing replica is returned as it is."""
+        partition group ``group``; an existing replica is returned as it is."""
         existing = self._replicas.get(group)
         if existing is not None:
             return existing
+        replica = await self._open(Replica, group, voters, learners, config or self.config.replica)
+        self._replicas[group] = replica
+        return replica
+
+    async def add_group(
+        self,
+        kind: type[R],
+        group: int,
+        voters: Iterable[int],
+        config: ReplicaConfig | None = None,
+        learners: Iterable[int] = (),
+    ) -> R:
+        """Open and start a member of a group that is not a partition (the
+        metadata controller); the caller keeps it. Ticked, fed and stopped
+        like the partition replicas."""
+        assert group not in self._replicas and group not in self._others, f"group {group} is open"
+        replica = await self._open(kind, group, voters, learners, config or self.config.replica)
+        self._others[group] = replica
+        return replica
+
+    async def remove_replica(self, group: int) -> None:
+        """Stop this node's replica of ``group`` (its data stays until the
+        group's keys are deleted)."""
+        replica = self._replicas.pop(group, None)
+        task = self._tasks.pop(group, None)
+        if replica is None or task is None:
+            return
+        replica.close()
+        await asyncio.wait((task,))
+
+    async def _open(
+        self,
+        kind: type[R],
+        group: int,
+        voters: Iterable[int],
+        learners: Iterable[int],
+        config: ReplicaConfig,
+    ) -> R:
         assert self._store is not None and self._task_group is not None, "the host is not started"
-        storage = GroupStorage(self._store, group)
-        replica = await Replica.open(
+        replica = await kind.open(
             group,
             self.node_id,
-            storage,
+            GroupStorage(self._store, group),
             self.writer,
             self._send,
-            config or self.config.replica,
+            config,
             voters=sorted(voters),
+            learners=sorted(learners),
             awake=self.awake,
             counters=self.counters,
         )
-        self._replicas[group] = replica
         self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")
         return replica
 
@@ -134,14 +180,15 @@ class ReplicaHost:
         messages for groups this node does not host are dropped (the sender
         retries, as for any lost message)."""
         replicas = self._replicas
+        others = self._others
         for group, message, quiesce in messages:
-            replica = replicas.get(group)
+            replica = replicas.get(group) or others.get(group)
             if replica is not None:
                 replica.deliver(message, quiesce)
 
     def peer_changed(self, node: int, alive: bool) -> None:
-        for replica in self._replicas.values():
-            replica.peer_changed(node, alive)
+        for member in (*self._replicas.values(), *self._others.values()):
+            member.peer_changed(node, alive)
 
     # --- clocks ---
 

@@ -1,0 +1,589 @@
+"""``RaftReplica``: the asyncio driver of one Raft group member, whatever
+its state machine.
+
+One task (``run``) owns the replica's ``RaftNode``, the writes of its
+``GroupStorage`` and its state machine. Everyone else reaches it through
+its inbox (``deliver``, ``tick``, ``peer_changed``, ``campaign``,
+``transfer_leadership``, proposals) or reads applied state synchronously.
+Subclasses say what the log means: the partition replica
+(partitions/replica.py) and the metadata controller (cluster/controller_replica.py).
+
+Invariants:
+
+- A Ready is handled in the order raft/ready.py prescribes: ``messages`` go
+  out first (the leader's appends leave before its own sync, thesis
+  §10.2.1), then the write is made durable through the node's group-commit
+  writer, then ``messages_after_persist`` (votes and acks promise what is now
+  on disk), then committed entries are applied, then ``advance``. No input
+  reaches the node between ``ready()`` and ``advance()``: inputs wait in the
+  inbox and batch into the next Ready, which is how proposals arriving during
+  a sync share the next one.
+- A proposal completes only after its entry committed and was applied here,
+  with what the state machine returned. If this replica loses leadership (or
+  stops) first, the proposal fails with ``OutcomeUnknown``: the entry may
+  still commit under the next leader.
+- Hibernation (idle groups cost nothing): a leader whose followers all match
+  its last index, with everything committed and applied and nothing in
+  flight, marks its next heartbeats ``quiesce`` and stops ticking. A follower
+  that gets such a heartbeat from its leader with nothing left to commit
+  stops ticking too. Any other input wakes a replica (a proposal, a vote, an
+  append, a plain heartbeat, a peer of the group going down or coming back);
+  heartbeat responses and quiesce heartbeats do not. Safety never depends on
+  ticks (reads do not use leases here, ``read_only_lease_based`` stays off),
+  only liveness, which the wake rules restore: a follower whose leader's node
+  goes down is woken by the transport's peer report and elects a new leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from partitions.group_commit import GroupCommitWriter
+from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
+from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
+from partitions.state_machine import PartitionConfig
+from raft.config import RaftConfig
+from raft.errors import ConfChangePending, InvalidConfChange, NotLeader, ProposalDropped, TooManyUncommitted
+from raft.node import RaftNode
+from raft.ready import Ready
+from raft.types import NO_NODE, ConfChange, EntryKind, Message, MessageType, Role
+
+SendFn = Callable[[int, int, Message, bool], None]
+"""``send(to_node, group, message, quiesce)``: hand a message to the transport
+(never blocks; the transport may drop it, Raft tolerates loss)."""
+
+
+class StateMachine(Protocol):
+    """What a replica applies committed entries to."""
+
+    def apply(self, index: int, data: bytes) -> Any: ...
+
+    def apply_noop(self, index: int) -> None: ...
+
+
+SM = TypeVar("SM", bound=StateMachine)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """How a replica drives its Raft group; the defaults suit a laptop."""
+
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    # Quiet ticks (everything replicated, committed, applied) before a leader
+    # hibernates: two heartbeat rounds, so followers have learnt the commit.
+    hibernate_after_ticks: int = 5
+    max_batch_bytes: int = 1 << 20
+    max_inflight_msgs: int = 256
+    max_size_per_msg: int = 1 << 20
+    max_uncommitted_bytes: int = 64 << 20
+    max_committed_bytes_per_ready: int = 8 << 20
+    hibernate: bool = True
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    unsafe_ack_before_commit: bool = False
+    """TEST ONLY (failover drills' negative control): a produce is answered
+    as soon as the leader accepts it, before it commits, so a leader kill
+    loses acknowledged writes. Never set in production."""
+
+    def raft_config(self, node_id: int) -> RaftConfig:
+        return RaftConfig(
+            id=node_id,
+            election_tick=self.election_tick,
+            heartbeat_tick=self.heartbeat_tick,
+            check_quorum=True,
+            pre_vote=True,
+            max_inflight_msgs=self.max_inflight_msgs,
+            max_size_per_msg=self.max_size_per_msg,
+            max_uncommitted_size=self.max_uncommitted_bytes,
+            max_committed_size_per_ready=self.max_committed_bytes_per_ready,
+            read_only_lease_based=False,
+        )
+
+
+@dataclass(slots=True)
+class ReplicaCounters:
+    """Counters shared by the replicas of one host (mutable, event loop only)."""
+
+    synced_entries: int = 0
+    """Raft entries in writes that asked for a sync; divided by the writer's
+    syncs it gives the record batches one fsync carries."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    message: Message
+    quiesce: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposal:
+    data: bytes
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfChangeProposal:
+    change: ConfChange
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerChange:
+    node: int
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _TransferLeader:
+    to: int
+
+
+_Input = _Inbound | _Proposal | _ConfChangeProposal | _PeerChange | _Campaign | _TransferLeader
+
+_NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
+
+
+class RaftReplica(Generic[SM]):
+    """One member of a Raft group on this node. Create with ``await
+    cls.open``, run ``run()`` in a task, stop with ``close()``.
+
+    Subclasses implement ``_restore`` (the state machine at a snapshot) and
+    may override ``_settle`` (turn an apply result into a proposal's
+    answer), ``_on_applied`` (after entries were applied) and
+    ``_housekeeping`` (periodic work in the owner task)."""
+
+    def __init__(
+        self,
+        group: int,
+        node_id: int,
+        storage: GroupStorage,
+        writer: GroupCommitWriter,
+        send: SendFn,
+        config: ReplicaConfig,
+        awake: set[RaftReplica[Any]] | None = None,
+        counters: ReplicaCounters | None = None,
+    ) -> None:
+        self.group = group
+        self._counters = counters or ReplicaCounters()
+        self.node_id = node_id
+        self._storage = storage
+        self._writer = writer
+        self._send_fn = send
+        self._config = config
+        snapshot = storage.snapshot()
+        self._sm: SM = self._restore(snapshot.metadata.index, snapshot.data)
+        self._node = RaftNode(
+            config.raft_config(node_id), storage, random.Random(), applied=snapshot.metadata.index
+        )
+        self._inbox: deque[_Input] = deque()
+        self._ticks = 0
+        self._signal = asyncio.Event()
+        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._housekeeping_due = False
+        self._snapshots_sent: list[int] = []
+        self._stopping = False
+        self._stopped = False
+        self._background_failure: BaseException | None = None
+        # Hibernation.
+        self._awake = awake if awake is not None else set()
+        self._hibernating = False
+        self._quiet_ticks = 0
+        self._quiescing = False
+        self._quiesce_sent = False
+        self._follower_may_sleep = False
+        self._awake.add(self)
+
+    @classmethod
+    async def open(
+        cls,
+        group: int,
+        node_id: int,
+        storage: GroupStorage,
+        writer: GroupCommitWriter,
+        send: SendFn,
+        config: ReplicaConfig,
+        *,
+        voters: list[int],
+        learners: list[int] | None = None,
+        awake: set[RaftReplica[Any]] | None = None,
+        counters: ReplicaCounters | None = None,
+    ) -> Self:
+        """Open the replica, bootstrapping its group with ``voters`` (and
+        ``learners``) if this node has never stored anything for it."""
+        state = storage.state
+        if state.snapshot.index == 0 and state.last_index == 0:
+            prepared = storage.prepare(bootstrap_ready(voters, learners or ()))
+            await writer.write(prepared.write_set, sync=prepared.sync)
+            storage.apply_prepared(prepared)
+        return cls(group, node_id, storage, writer, send, config, awake, counters)
+
+    # --- what subclasses define --------------------------------------------
+
+    def _restore(self, index: int, data: bytes) -> SM:
+        raise NotImplementedError
+
+    def _settle(self, future: asyncio.Future[Any], result: Any) -> None:
+        """Answer a proposal whose entry applied with ``result``."""
+        future.set_result(result)
+
+    def _on_applied(self) -> None:
+        """Called after a Ready's committed entries were applied."""
+
+    async def _housekeeping(self) -> None:
+        """Work requested with ``request_housekeeping``, run between Readys."""
+
+    # --- observation -------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._node.role == Role.LEADER
+
+    @property
+    def leader(self) -> int:
+        return self._node.leader
+
+    @property
+    def hibernating(self) -> bool:
+        return self._hibernating
+
+    @property
+    def members(self) -> frozenset[int]:
+        return self._node.effective_conf_state.all_nodes()
+
+    @property
+    def voters(self) -> frozenset[int]:
+        return self._node.effective_conf_state.voters
+
+    @property
+    def learners(self) -> frozenset[int]:
+        return self._node.effective_conf_state.learners
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    # --- inputs (any task on the event loop) -------------------------------
+
+    def _enqueue(self, item: _Input, *, wake: bool = True) -> None:
+        """Queue ``item`` for the owner task, waking a hibernating replica
+        first unless ``wake`` is False."""
+        if wake:
+            self._wake()
+        self._inbox.append(item)
+        self._signal.set()
+
+    def deliver(self, message: Message, quiesce: bool = False) -> None:
+        wake = self._hibernating and not quiesce and message.type not in _NON_WAKING
+        self._enqueue(_Inbound(message, quiesce), wake=wake)
+
+    def tick(self) -> None:
+        if not self._hibernating:
+            self._ticks += 1
+            self._signal.set()
+
+    def peer_changed(self, node: int, alive: bool) -> None:
+        """The transport saw ``node`` go down or come back."""
+        if node in self.members:
+            self._enqueue(_PeerChange(node, alive))
+
+    def request_housekeeping(self) -> None:
+        """Run ``_housekeeping`` at the next quiet moment."""
+        self._housekeeping_due = True
+        self._signal.set()
+
+    def campaign(self) -> None:
+        """Ask this replica to stand for election now (tests, leader moves)."""
+        self._enqueue(_Campaign())
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to ``to`` if this replica leads (Raft leader
+        transfer: ``to`` is brought up to date, then told to campaign)."""
+        self._enqueue(_TransferLeader(to))
+
+    def caught_up(self, peer: int) -> bool:
+        """Whether this leader knows ``peer`` holds its whole log."""
+        progress = self._node.progress(peer)
+        return progress is not None and progress.match == self._node.last_index
+
+    async def propose(self, data: bytes) -> Any:
+        """Append ``data`` to the log; returns what applying it gave once it
+        committed (through ``_settle``). Raises ``NotLeaderError``,
+        ``Backpressure``, ``OutcomeUnknown`` or ``ReplicaStopped``."""
+        self._check_running()
+        if self._node.role != Role.LEADER:
+            raise NotLeaderError(self.group, self._node.leader)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Proposal(data, future))
+        return await future
+
+    async def change_membership(self, change: ConfChange) -> None:
+        """Propose a membership change; returns once it applied here (one
+        change at a time: Raft refuses a second while one is pending)."""
+        self._check_running()
+        if self._node.role != Role.LEADER:
+            raise NotLeaderError(self.group, self._node.leader)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_ConfChangeProposal(change, future))
+        await future
+
+    # --- the owner task ----------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping:
+                if self._background_failure is not None:
+                    raise ReplicaStopped(
+                        f"group {self.group}: a storage write failed"
+                    ) from self._background_failure
+                if not self._inbox and not self._ticks and not self._housekeeping_due:
+                    self._signal.clear()
+                    await self._signal.wait()
+                    continue
+                self._consume_inputs()
+                while self._node.has_ready():
+                    await self._handle_ready(self._node.ready())
+                if self._housekeeping_due:
+                    self._housekeeping_due = False
+                    await self._housekeeping()
+                self._update_hibernation()
+        finally:
+            self._stopped = True
+            self._awake.discard(self)
+            self._fail_pending(ReplicaStopped(f"replica of group {self.group} stopped"))
+
+    def close(self) -> None:
+        """Ask ``run`` to stop after the Ready in hand; the caller awaits the
+        task."""
+        self._stopping = True
+        self._signal.set()
+
+    def _check_running(self) -> None:
+        if self._stopped or self._stopping:
+            raise ReplicaStopped(f"replica of group {self.group} is stopped")
+
+    def _consume_inputs(self) -> None:
+        node = self._node
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            node.tick()
+            self._count_quiet_tick()
+        inbox = self._inbox
+        while inbox:
+            item = inbox.popleft()
+            if isinstance(item, _Inbound):
+                self._step(item)
+            elif isinstance(item, _Proposal | _ConfChangeProposal):
+                self._propose(item)
+            elif isinstance(item, _Campaign):
+                node.campaign()
+            elif isinstance(item, _TransferLeader):
+                if node.role == Role.LEADER and item.to != self.node_id:
+                    node.transfer_leader(item.to)
+            elif not item.alive and node.role == Role.LEADER:
+                node.report_unreachable(item.node)
+
+    def _step(self, item: _Inbound) -> None:
+        node = self._node
+        message = item.message
+        node.step(message)
+        if (
+            item.quiesce
+            and message.type == MessageType.HEARTBEAT
+            and node.role == Role.FOLLOWER
+            and node.leader == message.sender
+            and node.term == message.term
+        ):
+            self._follower_may_sleep = True
+
+    def _propose(self, item: _Proposal | _ConfChangeProposal) -> None:
+        if item.future.done():  # the caller gave up before it was proposed
+            return
+        node = self._node
+        try:
+            if isinstance(item, _Proposal):
+                index = node.propose(item.data)
+            else:
+                index = node.propose_conf_change(item.change)
+        except TooManyUncommitted:
+            item.future.set_exception(
+                Backpressure(f"group {self.group}: too many bytes waiting to commit; retry shortly")
+            )
+        except (ConfChangePending, InvalidConfChange) as exc:
+            item.future.set_exception(exc)  # the caller retries later or gives up
+        except (NotLeader, ProposalDropped):
+            item.future.set_exception(NotLeaderError(self.group, node.leader))
+        else:
+            self._pending[index] = (node.term, item.future)
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        node = self._node
+        self._send_all(ready.messages)
+        prepared = self._storage.prepare(ready)
+        if prepared.sync:
+            self._counters.synced_entries += len(ready.entries)
+        if prepared.sync or prepared.empty:
+            await self._write(prepared)
+        else:
+            # No entries, snapshot, term or vote (those force a sync): only
+            # the commit index moved. Raft does not need it durable (a
+            # restarted node relearns it from the leader), so it is queued
+            # behind this group's earlier writes and not waited for; waiting
+            # would put a writer-thread round trip on every proposal's path.
+            assert not ready.entries and ready.snapshot is None
+            self._writer.submit(prepared.write_set, sync=False).add_done_callback(self._background_write_done)
+            self._storage.apply_prepared(prepared)
+        if ready.snapshot is not None:
+            meta = ready.snapshot.metadata
+            self._sm = self._restore(meta.index, ready.snapshot.data)
+        self._send_all(ready.messages_after_persist)
+        self._apply(ready)
+        node.advance(ready)
+        for peer in self._snapshots_sent:
+            node.report_snapshot(peer, True)
+        self._snapshots_sent.clear()
+        if node.role != Role.LEADER and self._pending:
+            self._fail_pending(OutcomeUnknown(self.group, node.leader))
+        if ready.committed_entries or ready.snapshot is not None:
+            self._on_applied()
+
+    def _background_write_done(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            # The writer is failed for good: stop this replica (run() raises).
+            self._background_failure = future.exception()
+            self._signal.set()
+
+    async def _write(self, prepared: PreparedWrite) -> None:
+        if not prepared.empty:
+            await self._writer.write(prepared.write_set, sync=prepared.sync)
+        self._storage.apply_prepared(prepared)
+
+    def _send_all(self, messages: tuple[Message, ...]) -> None:
+        send = self._send_fn
+        group = self.group
+        quiescing = self._quiescing
+        for m in messages:
+            quiesce = quiescing and m.type == MessageType.HEARTBEAT
+            if quiesce:
+                self._quiesce_sent = True
+            elif m.type == MessageType.SNAPSHOT:
+                self._snapshots_sent.append(m.to)
+            send(m.to, group, m, quiesce)
+
+    def _apply(self, ready: Ready) -> None:
+        sm = self._sm
+        pending = self._pending
+        for entry in ready.committed_entries:
+            if entry.kind == EntryKind.NORMAL and entry.data:
+                result = sm.apply(entry.index, entry.data)
+            else:
+                sm.apply_noop(entry.index)
+                # A membership change answers its proposer with None; an
+                # empty leader entry has no proposer.
+                result = None
+            waiter = pending.pop(entry.index, None) if pending else None
+            if waiter is None:
+                continue
+            term, future = waiter
+            if future.done():
+                continue
+            if term != entry.term or (result is None and entry.kind == EntryKind.NORMAL):
+                future.set_exception(OutcomeUnknown(self.group, self._node.leader))
+            else:
+                self._settle(future, result)
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for _, future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        for item in self._inbox:
+            if isinstance(item, _Proposal | _ConfChangeProposal) and not item.future.done():
+                item.future.set_exception(error)
+
+    async def _snapshot_and_compact(self, index: int, data: bytes) -> None:
+        """Store ``data`` as the state at ``index`` and drop the log up to it
+        (a follower that needs what was dropped gets the snapshot)."""
+        conf = self._node.conf_state_at(index)
+        await self._write(self._storage.create_snapshot(index, conf, data))
+        await self._write(self._storage.compact(index))
+
+    # --- hibernation -------------------------------------------------------
+
+    def _is_quiet_leader(self) -> bool:
+        node = self._node
+        if node.role != Role.LEADER or self._pending or self._inbox or node.lead_transferee:
+            return False
+        last = node.last_index
+        if node.commit_index != last or node.applied_index != last:
+            return False
+        for peer in node.effective_conf_state.all_nodes():
+            if peer == self.node_id:
+                continue
+            pr = node.progress(peer)
+            if pr is None or pr.match != last:
+                return False
+        return True
+
+    def _count_quiet_tick(self) -> None:
+        if not self._config.hibernate:
+            return
+        if self._is_quiet_leader():
+            self._quiet_ticks += 1
+            if self._quiet_ticks >= self._config.hibernate_after_ticks:
+                self._quiescing = True
+        else:
+            self._quiet_ticks = 0
+            self._quiescing = False
+
+    def _update_hibernation(self) -> None:
+        node = self._node
+        if self._hibernating:
+            # Still asleep only while nothing changed underneath.
+            quiet = (
+                self._is_quiet_leader()
+                if node.role == Role.LEADER
+                else node.role == Role.FOLLOWER and node.commit_index == node.last_index
+            )
+            if not quiet:
+                self._wake()
+            return
+        if self._quiesce_sent:
+            self._quiesce_sent = False
+            if self._is_quiet_leader():
+                self._sleep()
+            else:
+                self._quiescing = False
+        elif self._follower_may_sleep:
+            self._follower_may_sleep = False
+            if (
+                node.role == Role.FOLLOWER
+                and node.leader != NO_NODE
+                and node.commit_index == node.last_index == node.applied_index
+            ):
+                self._sleep()
+
+    def _sleep(self) -> None:
+        self._hibernating = True
+        self._quiescing = False
+        self._quiet_ticks = 0
+        self._ticks = 0
+        self._awake.discard(self)
+
+    def _wake(self) -> None:
+        if self._hibernating:
+            self._hibernating = False
+            self._quiet_ticks = 0
+            self._quiescing = False
+            self._follower_may_sleep = False
+        if not self._stopped:
+            self._awake.add(self)
