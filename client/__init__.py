@@ -27,6 +27,9 @@ checked by tests/test_layout.py).
 
 from client.consumer import Consumer, ConsumerRecord, OffsetReset
 from client.errors import (
+    AlreadyExistsError,
+    AuthenticationError,
+    AuthorizationError,
     BackpressureError,
     ClientClosedError,
     DeliveryTimeoutError,
@@ -38,6 +41,7 @@ from client.errors import (
     OffsetOutOfRangeError,
     OutcomeUnknownError,
     OutOfOrderSequenceError,
+    PreconditionFailedError,
     ProducerFencedError,
     ProducerStateError,
     RaftlogError,
@@ -47,6 +51,7 @@ from client.errors import (
     ServerError,
     UnavailableError,
     UnknownProducerIdError,
+    UnknownTenantError,
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
@@ -56,6 +61,9 @@ from client.producer import Producer, ProducerStats, RecordMetadata
 from client.sync import SyncConsumer, SyncProducer
 
 __all__ = [
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "AuthorizationError",
     "BackpressureError",
     "ChannelPool",
     "ClientClosedError",
@@ -74,6 +82,7 @@ __all__ = [
     "OutOfOrderSequenceError",
     "OutcomeUnknownError",
     "Partitioner",
+    "PreconditionFailedError",
     "Producer",
     "ProducerFencedError",
     "ProducerStateError",
@@ -90,6 +99,7 @@ __all__ = [
     "TopicPartition",
     "UnavailableError",
     "UnknownProducerIdError",
+    "UnknownTenantError",
     "UnknownTopicOrPartitionError",
     "from_rpc_error",
     "key_partition",

@@ -27,6 +27,7 @@ __all__ = [
     "AUTHORIZATION_HEADER",
     "TENANT_HEADER",
     "CallCredentialsInterceptor",
+    "authorized_channel",
     "call_metadata",
 ]
 
@@ -80,3 +81,16 @@ class CallCredentialsInterceptor(
 
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(_merged(details, self._headers), request_iterator)
+
+
+def authorized_channel(
+    address: str,
+    api_key: str | None,
+    tenant: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A plain ``grpc.aio`` channel whose every call says who is calling
+    (for tools and scripts that use the generated stubs directly)."""
+    headers = call_metadata(api_key, tenant)
+    interceptors = [CallCredentialsInterceptor(headers)] if headers else None
+    return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)

@@ -60,7 +60,11 @@ from raftlog.v1 import errors_pb2
 from raftlog.v1.record_batch import InvalidBatchReason
 
 __all__ = [
+    "CALLER_ERRORS",
     "DETAILS_KEY",
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "AuthorizationError",
     "BackpressureError",
     "ClientClosedError",
     "DeliveryTimeoutError",
@@ -72,6 +76,7 @@ __all__ = [
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "OutcomeUnknownError",
+    "PreconditionFailedError",
     "ProducerFencedError",
     "ProducerStateError",
     "RaftlogError",
@@ -81,6 +86,7 @@ __all__ = [
     "ServerError",
     "UnavailableError",
     "UnknownProducerIdError",
+    "UnknownTenantError",
     "UnknownTopicOrPartitionError",
     "error_info",
     "from_rpc_error",
@@ -258,12 +264,48 @@ class ClientClosedError(RaftlogError):
     default_reason = "CLIENT_CLOSED"
 
 
+class AuthenticationError(RaftlogError):
+    """No API key, or one the cluster does not know (UNAUTHENTICATED):
+    check RAFTLOG_API_KEY / the ``api_key`` argument."""
+
+    default_reason = "INVALID_API_KEY"
+
+
+class AuthorizationError(RaftlogError):
+    """The key is valid but may not do this (PERMISSION_DENIED), e.g. a
+    tenant key calling an operator-only admin method."""
+
+    default_reason = "OPERATOR_KEY_REQUIRED"
+
+
+class UnknownTenantError(RaftlogError):
+    """The tenant does not exist, or this key cannot act in it."""
+
+    default_reason = "UNKNOWN_TENANT"
+
+
+class AlreadyExistsError(RaftlogError):
+    """What the call would create exists already (ALREADY_EXISTS)."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class PreconditionFailedError(RaftlogError):
+    """The request is well formed but the cluster's state does not allow it
+    now (FAILED_PRECONDITION), e.g. REPLICATION_FACTOR_TOO_LARGE."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
 class ServerError(RaftlogError):
     """Any other failure (INTERNAL, UNIMPLEMENTED, an unknown reason under a
     code that is not retriable)."""
 
     default_reason = "INTERNAL"
 
+
+CALLER_ERRORS = (AuthenticationError, AuthorizationError, UnknownTenantError)
+"""Errors about who is calling: no retry or other node changes them."""
 
 # --- mapping ---------------------------------------------------------------------
 
@@ -282,6 +324,8 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     "OUT_OF_ORDER_SEQUENCE": OutOfOrderSequenceError,
     "UNKNOWN_PRODUCER_ID": UnknownProducerIdError,
     "DUPLICATE_SEQUENCE": DuplicateSequenceError,
+    "UNKNOWN_TENANT": UnknownTenantError,
+    "NO_CONTROLLER": UnavailableError,
     **dict.fromkeys(_BATCH_REASONS, InvalidBatchError),
 }
 
@@ -297,6 +341,10 @@ _BY_CODE: dict[grpc.StatusCode, type[RaftlogError]] = {
     grpc.StatusCode.NOT_FOUND: UnknownTopicOrPartitionError,
     grpc.StatusCode.OUT_OF_RANGE: OffsetOutOfRangeError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthorizationError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailedError,
 }
 
 

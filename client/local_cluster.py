@@ -134,6 +134,9 @@ class LocalCluster:
         """The operator key: given to the nodes, which store its hash when
         they bootstrap the cluster (a later start keeps the stored one)."""
         self.node_args = list(node_args)
+        self.node_extra_args: dict[int, list[str]] = {}
+        """Arguments for one node only, after ``node_args`` (failover drills
+        give each node its own ``--dial`` proxies)."""
         self.node_ids = sorted(addresses)
         self.addresses = dict(addresses)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -147,6 +150,13 @@ class LocalCluster:
         return self.root / f"node{node}"
 
     def start(self, node: int, timeout: float = 30.0) -> None:
+        """Start ``node`` and wait until it serves (it must reach the
+        metadata controller, so a majority of the controller nodes must be
+        running or starting)."""
+        self._launch(node)
+        self._wait_ready(node, self.processes[node], timeout)
+
+    def _launch(self, node: int) -> None:
         assert node not in self.processes, f"node {node} is already running"
         log = open(self.root / f"node{node}.log", "ab")  # noqa: SIM115 (owned by the process)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", BOOTSTRAP_API_KEY_ENV: self.api_key}
@@ -160,6 +170,7 @@ class LocalCluster:
                 "--node-id",
                 str(node),
                 *self.node_args,
+                *self.node_extra_args.get(node, ()),
             ],
             cwd=self.root,
             stdout=subprocess.PIPE,
@@ -168,7 +179,6 @@ class LocalCluster:
         )
         log.close()
         self.processes[node] = proc
-        self._wait_ready(node, proc, timeout)
 
     def _wait_ready(self, node: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
         """Read the node's stdout until a line says ``ready on``. Waits on a
@@ -195,9 +205,13 @@ class LocalCluster:
                     return
         raise TimeoutError(f"node {node} not ready after {timeout}s:\n{self.log_tail(node)}")
 
-    def start_all(self) -> None:
+    def start_all(self, timeout: float = 60.0) -> None:
+        """Start every node, then wait for each (a new cluster's nodes can
+        only become ready together: they elect the controller first)."""
         for node in self.node_ids:
-            self.start(node)
+            self._launch(node)
+        for node in self.node_ids:
+            self._wait_ready(node, self.processes[node], timeout)
 
     def kill(self, node: int) -> None:
         proc = self.processes.pop(node)

@@ -42,6 +42,7 @@ import grpc
 
 from client.auth import CallCredentialsInterceptor, call_metadata
 from client.errors import (
+    CALLER_ERRORS,
     LeaderNotAvailableError,
     RaftlogError,
     UnavailableError,
@@ -347,6 +348,8 @@ class MetadataCache:
                 )
             except grpc.aio.AioRpcError as exc:
                 last_error = from_rpc_error(exc)
+                if isinstance(last_error, CALLER_ERRORS):
+                    raise last_error from None  # every node would say the same
                 if self._preferred == address:
                     self._preferred = None
                 continue

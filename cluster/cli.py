@@ -1,13 +1,20 @@
 """``raftlog``: the command line.
 
 Connection settings come from the environment and flags override them:
-``RAFTLOG_BOOTSTRAP`` (``host:port[,host:port...]``, any node) and
-``RAFTLOG_API_KEY``. Commands so far:
+``RAFTLOG_BOOTSTRAP`` (``host:port[,host:port...]``, any node),
+``RAFTLOG_API_KEY`` and, for operator keys, ``RAFTLOG_TENANT`` (the tenant
+to act in; ``default`` when unset). ``. data/cluster.env`` after ``make
+run`` sets the first two. Commands:
 
-- ``raftlog serve --config FILE --node-id N``: run one node (static cluster);
+- ``raftlog serve --config FILE --node-id N``: run one node;
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
-- ``raftlog status``: every node's replicas, leaders, CPU and memory;
-- ``raftlog topic list`` / ``raftlog topic describe NAME``;
+- ``raftlog status``: the controller, and every node's replicas, leaders,
+  CPU and memory;
+- ``raftlog tenant create NAME`` (prints the tenant's first API key),
+  ``tenant list``, ``tenant delete NAME``;
+- ``raftlog topic create NAME --partitions N --replication R``,
+  ``topic list``, ``topic describe NAME``, ``topic delete NAME``;
+- ``raftlog node list``, ``node decommission ID``;
 - ``raftlog produce TOPIC [--key-separator SEP] [--partition N]``: one
   record per stdin line, acknowledged by the cluster (acks=all, idempotent)
   before the command exits 0;
@@ -27,14 +34,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import TypedDict
 
 import grpc
 
-from client import Consumer, Producer, RaftlogError
+from client import AuthorizationError, Consumer, Producer, RaftlogError
+from client.admin import Admin
 from client.metadata import parse_bootstrap
-from cluster.grpc_errors import error_info
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
-from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 
@@ -50,31 +57,37 @@ def _bootstrap(args: argparse.Namespace) -> list[str]:
         raise CliError(f"{error}; set RAFTLOG_BOOTSTRAP or --bootstrap") from None
 
 
-async def _metadata(addresses: Sequence[str], topics: Sequence[str] = ()) -> metadata_pb2.GetMetadataResponse:
-    """Ask the bootstrap nodes in turn; the first answer wins."""
-    failures = []
-    for address in addresses:
-        async with grpc.aio.insecure_channel(address) as channel:
-            try:
-                return await metadata_pb2_grpc.MetadataServiceStub(channel).GetMetadata(
-                    metadata_pb2.GetMetadataRequest(topics=list(topics)), timeout=5
-                )
-            except grpc.aio.AioRpcError as error:
-                info = error_info(error)
-                failures.append(f"{address}: {info.reason if info else error.code().name}")
-    raise CliError(
-        "no bootstrap node answered (" + "; ".join(failures) + "); is the cluster running? "
-        "Set RAFTLOG_BOOTSTRAP or --bootstrap to a node's host:port"
-    )
+class Identity(TypedDict):
+    api_key: str | None
+    tenant: str | None
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    """``api_key`` and ``tenant`` for the SDK: flags, else the environment."""
+    return {
+        "api_key": args.api_key or os.environ.get("RAFTLOG_API_KEY") or None,
+        "tenant": args.tenant or os.environ.get("RAFTLOG_TENANT") or None,
+    }
+
+
+def _admin(args: argparse.Namespace) -> Admin:
+    return Admin(_bootstrap(args), timeout_s=10, **_identity(args))
 
 
 async def _status(args: argparse.Namespace) -> int:
-    metadata = await _metadata(_bootstrap(args))
+    async with _admin(args) as admin:
+        status = await admin.cluster_status()
+        nodes = await admin.list_nodes()
+    print(
+        f"controller leader: node {status.controller_leader or '(none)'}, metadata index "
+        f"{status.metadata_index}; {status.live_nodes}/{status.nodes} nodes live, {status.tenants} tenants, "
+        f"{status.topics} topics, {status.partitions} partitions"
+    )
     print(
         f"{'node':>4}  {'address':<21} {'replicas':>8} {'leaders':>7} {'awake':>5} {'cpu_s':>8} {'rss_mb':>7}"
     )
     unreachable = 0
-    for node in metadata.nodes:
+    for node in nodes:
         async with grpc.aio.insecure_channel(node.address) as channel:
             try:
                 stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
@@ -91,30 +104,107 @@ async def _status(args: argparse.Namespace) -> int:
     return 1 if unreachable else 0
 
 
+async def _tenant_create(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        created = await admin.create_tenant(args.name)
+    print(f"created tenant {created.tenant.name}; its API key (shown once, keep it safe):", file=sys.stderr)
+    print(created.api_key.clear_text)
+    return 0
+
+
+async def _tenant_list(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        for tenant in await admin.list_tenants():
+            print(tenant.name)
+    return 0
+
+
+async def _tenant_delete(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        await admin.delete_tenant(args.name)
+    print(f"deleted tenant {args.name}", file=sys.stderr)
+    return 0
+
+
+async def _topic_create(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        topic = await admin.create_topic(
+            args.name,
+            args.partitions,
+            args.replication,
+            retention_ms=args.retention_ms,
+            retention_bytes=args.retention_bytes,
+        )
+    print(
+        f"created topic {topic.name}: {topic.partitions} partitions, replication {topic.replication_factor}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _topic_delete(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        await admin.delete_topic(args.name)
+    print(f"deleted topic {args.name}", file=sys.stderr)
+    return 0
+
+
 async def _topic_list(args: argparse.Namespace) -> int:
-    metadata = await _metadata(_bootstrap(args))
-    for topic in sorted(metadata.topics, key=lambda t: t.name):
-        print(f"{topic.name}\t{len(topic.partitions)} partitions")
+    async with _admin(args) as admin:
+        for topic in await admin.list_topics():
+            print(f"{topic.name}\t{topic.partitions} partitions\treplication {topic.replication_factor}")
     return 0
 
 
 async def _topic_describe(args: argparse.Namespace) -> int:
-    metadata = await _metadata(_bootstrap(args), [args.name])
-    if not metadata.topics:
-        raise CliError(f"UNKNOWN_TOPIC: no topic named {args.name!r}; `raftlog topic list` shows what exists")
-    addresses = {n.node_id: n.address for n in metadata.nodes}
-    topic = metadata.topics[0]
-    print(f"topic {topic.name} (revision {topic.revision}), {len(topic.partitions)} partitions")
-    for p in topic.partitions:
-        leader = f"{p.leader} ({addresses.get(p.leader, '?')})" if p.leader else "unknown"
-        print(f"  partition {p.partition}: leader {leader}, replicas {list(p.replicas)}")
+    async with _admin(args) as admin:
+        topic = await admin.describe_topic(args.name)
+        try:
+            nodes = {n.node_id: n.address for n in await admin.list_nodes()}
+        except AuthorizationError:  # a tenant key: leaders by node id only
+            nodes = {}
+    retention = ", ".join(
+        f"{what} {getattr(topic, field)}"
+        for what, field in (("retention.ms", "retention_ms"), ("retention.bytes", "retention_bytes"))
+        if topic.HasField(field)
+    )
+    print(
+        f"topic {topic.name} (revision {topic.revision}), {topic.partitions} partitions, "
+        f"replication {topic.replication_factor}" + (f", {retention}" if retention else "")
+    )
+    for p in topic.assignments:
+        leader = (
+            f"{p.leader}" + (f" ({nodes[p.leader]})" if p.leader in nodes else "") if p.leader else "unknown"
+        )
+        learners = f", learners {list(p.learners)}" if p.learners else ""
+        print(f"  partition {p.partition}: leader {leader}, replicas {list(p.replicas)}{learners}")
+    return 0
+
+
+async def _node_list(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        nodes = await admin.list_nodes()
+    print(f"{'node':>4}  {'address':<21} {'zone':<8} {'alive':<5} {'state':<16} {'replicas':>8}")
+    for n in nodes:
+        state = "decommissioning" if n.decommissioning else ("controller" if n.controller_eligible else "-")
+        print(
+            f"{n.node_id:>4}  {n.address:<21} {n.zone or '-':<8} {'yes' if n.alive else 'no':<5} "
+            f"{state:<16} {n.replicas:>8}"
+        )
+    return 0
+
+
+async def _node_decommission(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        await admin.decommission_node(args.node_id)
+    print(f"node {args.node_id} is decommissioning: its replicas will move to other nodes", file=sys.stderr)
     return 0
 
 
 async def _produce(args: argparse.Namespace) -> int:
     separator = args.key_separator.encode() if args.key_separator else None
     count = 0
-    async with Producer(_bootstrap(args)) as producer:
+    async with Producer(_bootstrap(args), **_identity(args)) as producer:
         futures = []
         for line in sys.stdin.buffer:
             value = line.rstrip(b"\r\n")
@@ -133,7 +223,7 @@ async def _produce(args: argparse.Namespace) -> int:
 async def _consume(args: argparse.Namespace) -> int:
     if args.group:
         raise CliError("consumer groups arrive with the group coordinator; consume without --group for now")
-    async with Consumer(_bootstrap(args)) as consumer:
+    async with Consumer(_bootstrap(args), **_identity(args)) as consumer:
         count = await consumer.metadata.partition_count(args.topic)
         partitions = [args.partition] if args.partition is not None else list(range(count))
         consumer.assign([(args.topic, p) for p in partitions])
@@ -179,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bootstrap", help="host:port of any node (default: $RAFTLOG_BOOTSTRAP or 127.0.0.1:7001)"
     )
+    parser.add_argument("--api-key", help="API key (default: $RAFTLOG_API_KEY)")
+    parser.add_argument(
+        "--tenant", help="with an operator key: the tenant to act in (default: $RAFTLOG_TENANT or 'default')"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run one node from a static cluster file")
@@ -198,7 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
         run=_status
     )
 
+    tenant = commands.add_parser("tenant", help="tenants (operator key)").add_subparsers(
+        dest="action", required=True
+    )
+    tenant_create = tenant.add_parser("create", help="create a tenant; prints its first API key")
+    tenant_create.add_argument("name")
+    tenant_create.set_defaults(run=_tenant_create)
+    tenant.add_parser("list", help="list tenants").set_defaults(run=_tenant_list)
+    tenant_delete = tenant.add_parser("delete", help="delete a tenant that has no topics")
+    tenant_delete.add_argument("name")
+    tenant_delete.set_defaults(run=_tenant_delete)
+
     topic = commands.add_parser("topic", help="topics").add_subparsers(dest="action", required=True)
+    create = topic.add_parser("create", help="create a topic")
+    create.add_argument("name")
+    create.add_argument("--partitions", type=int, default=1)
+    create.add_argument("--replication", type=int, default=0, help="replicas per partition (default: 3)")
+    create.add_argument("--retention-ms", type=int, help="drop data older than this (default: keep)")
+    create.add_argument("--retention-bytes", type=int, help="per partition size limit (default: none)")
+    create.set_defaults(run=_topic_create)
+    delete = topic.add_parser("delete", help="delete a topic and its data")
+    delete.add_argument("name")
+    delete.set_defaults(run=_topic_delete)
     topic.add_parser("list", help="list topics").set_defaults(run=_topic_list)
     describe = topic.add_parser("describe", help="a topic's partitions, leaders and replicas")
     describe.add_argument("name")
@@ -209,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--key-separator", help="split each line into key and value at the first SEP")
     produce.add_argument("--partition", type=int, help="write every record to this partition")
     produce.set_defaults(run=_produce)
+
+    node = commands.add_parser("node", help="nodes (operator key)").add_subparsers(
+        dest="action", required=True
+    )
+    node.add_parser("list", help="list nodes").set_defaults(run=_node_list)
+    decommission = node.add_parser("decommission", help="move every replica off a node")
+    decommission.add_argument("node_id", type=int)
+    decommission.set_defaults(run=_node_decommission)
 
     consume = commands.add_parser("consume", help="print record values, one per line")
     consume.add_argument("topic")
@@ -231,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raftlog: {error}", file=sys.stderr)
         return 1
     except RaftlogError as error:
-        print(f"raftlog: {error.reason}: {error.message}", file=sys.stderr)
+        hint = "; is the cluster running? Check RAFTLOG_BOOTSTRAP or --bootstrap" if error.retriable else ""
+        print(f"raftlog: {error.reason}: {error.message}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

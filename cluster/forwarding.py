@@ -11,7 +11,8 @@ Invariants:
   stale views cannot bounce a request between them. Clients that route
   themselves (the SDK) send the same header to learn the leader from the
   answer rather than pay for a hop.
-- The forwarded call gets the caller's remaining deadline, never more.
+- The forwarded call gets the caller's remaining deadline, never more, and
+  the caller's identity headers: the leader authenticates it itself.
 - A produce forwarded and then failing with UNAVAILABLE or DEADLINE_EXCEEDED
   has an unknown outcome, exactly as if the client had sent it itself; the
   client's idempotent retry covers both cases.
@@ -24,12 +25,22 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from client.auth import AUTHORIZATION_HEADER, TENANT_HEADER
 from client.metadata import ChannelPool
-from raftlog.v1 import log_pb2_grpc
 
 NO_FORWARD_KEY = "raftlog-no-forward"
 DEFAULT_TIMEOUT_S = 30.0
 T = TypeVar("T")
+
+
+_PASSED_ON = frozenset({AUTHORIZATION_HEADER, TENANT_HEADER})
+
+
+def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    """The headers a forwarded call carries: the caller's identity (the
+    leader authenticates it again) and the no-forward mark."""
+    passed = tuple((key, value) for key, value in context.invocation_metadata() or () if key in _PASSED_ON)
+    return (*passed, (NO_FORWARD_KEY, "1"))
 
 
 def may_forward(context: grpc.aio.ServicerContext) -> bool:
@@ -55,14 +66,16 @@ class Forwarder:
         self,
         context: grpc.aio.ServicerContext,
         address: str,
-        method: Callable[[log_pb2_grpc.LogServiceStub], Callable[..., Awaitable[T]]],
+        method: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]],
         request: Any,
     ) -> T:
+        """Call ``method(channel)`` (e.g. ``lambda ch: LogServiceStub(ch).Produce``)
+        on ``address`` with ``request`` and relay its answer."""
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
-            return await method(self._pool.log(address))(
-                request, timeout=timeout, metadata=((NO_FORWARD_KEY, "1"),)
+            return await method(self._pool.channel(address))(
+                request, timeout=timeout, metadata=forwarded_metadata(context)
             )
         except grpc.aio.AioRpcError as error:
             await relay_error(context, error)

@@ -1,7 +1,7 @@
 """Preferred leaders: hand leadership back to each partition's preferred replica.
 
-Every partition has a preferred replica (the static file's rotation, later
-the controller's first replica) so leaders, and the CPU they cost, spread
+Every partition has a preferred replica (the first of its assignment's
+replicas) so leaders, and the CPU they cost, spread
 evenly over the nodes. Elections do not respect it: the first node up wins
 them, and a failover moves leaders away for good. Like Kafka's automatic
 preferred-leader election, a leader that is not the preferred replica hands
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from cluster.static_config import PartitionRef
+from cluster.controller import Assignment
 from partitions.replica import Replica
 
 
 def hand_back_leadership(
     node_id: int,
-    refs: Iterable[PartitionRef],
+    refs: Iterable[Assignment],
     replica_of: Callable[[int], Replica | None],
     peer_alive: Callable[[int], bool],
 ) -> list[int]:

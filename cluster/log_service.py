@@ -1,13 +1,15 @@
 """``raftlog.v1.LogService`` on one node: produce, fetch, offsets, producer ids.
 
-A request names a topic and partition; the node serves it when it hosts the
-partition's leader and otherwise answers ``NOT_LEADER`` with the leader's
-address (forwarding arrives with the front end of the cluster issue).
+A request names a topic and partition of the caller's tenant (cluster/auth.py
+says which); the node serves it when it hosts the partition's leader,
+forwards it to the leader it knows of otherwise (forwarding.py), and answers
+``NOT_LEADER`` with the leader's address when it cannot.
 
-Invariants: a handler never holds a partition's state across an ``await``
-(it asks the replica again after waiting); every failure leaves through
-``grpc_errors`` with a reason; a produce response is sent only for a batch
-that committed.
+Invariants: every call is authenticated before anything else, and topics are
+looked up only under the caller's tenant; a handler never holds a
+partition's state across an ``await`` (it asks the replica again after
+waiting); every failure leaves through ``grpc_errors`` with a reason; a
+produce response is sent only for a batch that committed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TypeVar
 
 import grpc
 
+from cluster.auth import Authenticator
+from cluster.controller import Assignment
 from cluster.forwarding import Forwarder, may_forward
 from cluster.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
 from partitions.replica import Replica
@@ -32,24 +36,32 @@ MAX_FETCH_BYTES = 64 << 20
 MAX_WAIT_MS = 30_000
 
 
+PartitionLocator = Callable[[str, str, int], Assignment | None]
+"""``(tenant, topic, partition)`` -> the partition's assignment, if it exists."""
+
+
 class LogService(log_pb2_grpc.LogServiceServicer):
     def __init__(
         self,
-        find_replica: Callable[[str, int], Replica | None],
-        partition_exists: Callable[[str, int], bool],
+        auth: Authenticator,
+        locate: PartitionLocator,
+        replica_of: Callable[[int], Replica | None],
         address_of: Callable[[int], str],
         forwarder: Forwarder | None = None,
     ) -> None:
-        self._find = find_replica
-        self._exists = partition_exists
+        self._auth = auth
+        self._locate = locate
+        self._replica_of = replica_of
         self._address_of = address_of
         self._forwarder = forwarder
 
-    def _replica(self, topic: str, partition: int) -> Replica:
-        replica = self._find(topic, partition)
+    async def _replica(self, context: grpc.aio.ServicerContext, topic: str, partition: int) -> Replica:
+        caller = await self._auth.caller(context)
+        assignment = self._locate(caller.tenant, topic, partition)
+        replica = self._replica_of(assignment.group) if assignment is not None else None
         if replica is not None:
             return replica
-        if not self._exists(topic, partition):
+        if assignment is None:
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
                 "UNKNOWN_TOPIC_OR_PARTITION",
@@ -94,8 +106,10 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> log_pb2.ProduceResponse:
         return await self._answer(
             context,
-            self._produce(request),
-            lambda address: self._forward(context, address, lambda stub: stub.Produce, request),
+            self._produce(request, context),
+            lambda address: self._forward(
+                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).Produce, request
+            ),
         )
 
     async def Fetch(
@@ -103,8 +117,10 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> log_pb2.FetchResponse:
         return await self._answer(
             context,
-            self._fetch(request, context.time_remaining()),
-            lambda address: self._forward(context, address, lambda stub: stub.Fetch, request),
+            self._fetch(request, context),
+            lambda address: self._forward(
+                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).Fetch, request
+            ),
         )
 
     async def ListOffsets(
@@ -112,22 +128,26 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> log_pb2.ListOffsetsResponse:
         return await self._answer(
             context,
-            self._list_offsets(request),
-            lambda address: self._forward(context, address, lambda stub: stub.ListOffsets, request),
+            self._list_offsets(request, context),
+            lambda address: self._forward(
+                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).ListOffsets, request
+            ),
         )
 
     async def _forward(
         self,
         context: grpc.aio.ServicerContext,
         address: str,
-        method: Callable[[log_pb2_grpc.LogServiceStub], Callable[..., Awaitable[T]]],
+        method: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]],
         request: object,
     ) -> T:
         assert self._forwarder is not None
         return await self._forwarder.forward(context, address, method, request)
 
-    async def _produce(self, request: log_pb2.ProduceRequest) -> log_pb2.ProduceResponse:
-        replica = self._replica(request.topic, request.partition)
+    async def _produce(
+        self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ProduceResponse:
+        replica = await self._replica(context, request.topic, request.partition)
         result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
@@ -137,10 +157,11 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         )
 
     async def _fetch(
-        self, request: log_pb2.FetchRequest, time_remaining: float | None
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.FetchResponse:
         max_bytes = min(request.max_bytes or DEFAULT_FETCH_BYTES, MAX_FETCH_BYTES)
-        replica = self._replica(request.topic, request.partition)
+        replica = await self._replica(context, request.topic, request.partition)
+        time_remaining = context.time_remaining()
         result = replica.read(request.offset, max_bytes)
         if not result.batches and request.max_wait_ms:
             wait_s = min(request.max_wait_ms, MAX_WAIT_MS) / 1000
@@ -154,8 +175,10 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             log_start_offset=result.log_start_offset,
         )
 
-    async def _list_offsets(self, request: log_pb2.ListOffsetsRequest) -> log_pb2.ListOffsetsResponse:
-        replica = self._replica(request.topic, request.partition)
+    async def _list_offsets(
+        self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.ListOffsetsResponse:
+        replica = await self._replica(context, request.topic, request.partition)
         if not replica.is_leader:
             raise NotLeaderError(replica.group, replica.leader)
         status = replica.status()
@@ -171,7 +194,11 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     async def InitProducer(
         self, request: log_pb2.InitProducerRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.InitProducerResponse:
-        # Static clusters have no controller to hand out id blocks: a random
-        # 62-bit id collides with another live producer's with probability
-        # ~n^2 / 2^63 (n live producers). The controller replaces this.
-        return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)
+        # A random 62-bit id collides with another live producer's with
+        # probability ~n^2 / 2^63 (n live producers); handing out id blocks
+        # through the controller would make it zero (not done yet).
+        async def init() -> log_pb2.InitProducerResponse:
+            await self._auth.caller(context)
+            return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)
+
+        return await self._answer(context, init())

@@ -1,11 +1,12 @@
-"""``raftlog.v1.MetadataService`` for a static cluster: nodes and topics from
-the cluster file, leaders as this node's replicas know them.
+"""``raftlog.v1.MetadataService``: nodes, and the caller's topics with their
+partitions' replicas and leaders, from this node's applied metadata.
 
-Invariant: a leader is reported only as this node currently knows it (0 when
-it hosts no replica of the partition or an election is under way); clients
-treat it as a hint and follow NOT_LEADER answers. Unknown topic names are
-left out of the answer rather than failing the call, like Kafka's metadata
-request without auto-creation.
+Invariants: only the caller's tenant's topics are ever listed (another
+tenant's names are simply absent, as unknown ones are, like Kafka's
+metadata request without auto-creation). A leader is reported only as this
+node currently knows it (0 when it hosts no replica of the partition or an
+election is under way); clients treat it as a hint and follow NOT_LEADER
+answers.
 """
 
 from __future__ import annotations
@@ -14,34 +15,50 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.static_config import StaticCluster
+from cluster.auth import Authenticator
+from cluster.controller_replica import ControllerReplica
+from cluster.grpc_errors import ServiceError, abort
 from partitions.replica import Replica
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 
 
-class StaticMetadataService(metadata_pb2_grpc.MetadataServiceServicer):
+class MetadataService(metadata_pb2_grpc.MetadataServiceServicer):
     def __init__(
-        self, node_id: int, cluster: StaticCluster, replica_of: Callable[[int], Replica | None]
+        self,
+        node_id: int,
+        auth: Authenticator,
+        controller: ControllerReplica,
+        replica_of: Callable[[int], Replica | None],
     ) -> None:
         self._node_id = node_id
-        self._cluster = cluster
+        self._auth = auth
+        self._controller = controller
         self._replica_of = replica_of
-        self._nodes = [metadata_pb2.NodeInfo(node_id=n.id, address=n.address) for n in cluster.nodes]
 
     async def GetMetadata(
         self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb2.GetMetadataResponse:
-        wanted = set(request.topics)
-        response = metadata_pb2.GetMetadataResponse(nodes=self._nodes, node_id=self._node_id)
-        topics: dict[str, metadata_pb2.TopicInfo] = {}
-        for ref in self._cluster.partitions():
-            if wanted and ref.topic not in wanted:
-                continue
-            topic = topics.get(ref.topic)
-            if topic is None:
-                topic = topics[ref.topic] = response.topics.add(name=ref.topic, revision=1)
-            replica = self._replica_of(ref.group)
-            topic.partitions.add(
-                partition=ref.partition, leader=replica.leader if replica else 0, replicas=ref.replicas
-            )
+        try:
+            caller = await self._auth.caller(context)
+        except ServiceError as error:
+            await abort(context, error)
+        state = self._controller.state
+        response = metadata_pb2.GetMetadataResponse(node_id=self._node_id)
+        for node in state.nodes():
+            response.nodes.add(node_id=node.node_id, address=node.address, zone=node.zone)
+        if request.topics:
+            found = (state.topic(caller.tenant, name) for name in dict.fromkeys(request.topics))
+            topics = [t for t in found if t is not None]
+        else:
+            topics = list(state.topics_for(caller.tenant))
+        for topic in topics:
+            info = response.topics.add(name=topic.name, revision=topic.revision)
+            for partition, group in enumerate(topic.groups):
+                assignment = state.assignment(group)
+                replica = self._replica_of(group)
+                info.partitions.add(
+                    partition=partition,
+                    leader=replica.leader if replica else 0,
+                    replicas=assignment.replicas if assignment else (),
+                )
         return response

@@ -1,25 +1,31 @@
 """``make run``: a local 3-node cluster on loopback with data under ``./data``.
 
 The first run writes ``data/cluster.toml`` (three nodes on 127.0.0.1:7001-7003
-and a topic ``demo`` of 3 partitions, replication 3); later runs reuse it and
-the data. Node logs go to ``data/nodeN.log``. Ctrl-C (or SIGTERM) stops every
-node cleanly; a node that dies on its own stops the others and the command
-exits non-zero.
+and a starter topic ``demo`` of 3 partitions, replication 3) and
+``data/cluster.env`` (mode 0600)::
 
-Until the metadata controller exists the cluster is static: topics come from
-``data/cluster.toml`` (edit it while stopped, appending topics only).
+    RAFTLOG_BOOTSTRAP=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+    RAFTLOG_API_KEY=rlk_...        # the operator key the cluster bootstraps with
+
+so ``. data/cluster.env`` sets up the ``raftlog`` CLI. Later runs reuse both
+and the data. Node logs go to ``data/nodeN.log``. Ctrl-C (or SIGTERM) stops
+every node cleanly; a node that dies on its own stops the others and the
+command exits non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from client.local_cluster import LocalCluster
+from client.local_cluster import LocalCluster, new_operator_key
 from cluster.static_config import ConfigError, load_cluster
+
+ENV_FILE = "cluster.env"
 
 DEFAULT_CLUSTER = """\
 # A local 3-node raftlog cluster (see cluster/static_config.py).
@@ -61,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cluster = LocalCluster.from_config(root, config_path, {n.id: n.address for n in cluster_spec.nodes})
+    bootstrap = ",".join(n.address for n in cluster_spec.nodes)
+    api_key = _operator_key(root / ENV_FILE, bootstrap)
+    cluster = LocalCluster.from_config(
+        root, config_path, {n.id: n.address for n in cluster_spec.nodes}, api_key=api_key
+    )
     stopping = False
 
     def stop(*_: object) -> None:
@@ -79,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raftlog: {len(cluster_spec.nodes)} nodes up, data in {root}")
     for node in cluster_spec.nodes:
         print(f"  node {node.id}: {node.address}  (log: {root / f'node{node.id}.log'})")
-    print("topics: " + ", ".join(f"{t.name} ({t.partitions} partitions)" for t in cluster_spec.topics))
+    print(f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key)")
+    print("try, in another terminal:")
+    print(f"  . {_shown(root / ENV_FILE)}")
+    print("  raftlog topic create t --partitions 3 --replication 3")
+    print("  seq 1000 | raftlog produce t")
+    print("  raftlog consume t --from-beginning --max-records 1000")
     print("Ctrl-C stops the cluster.", flush=True)
     failed = 0
     while not stopping:
@@ -93,6 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     codes = cluster.stop_all()
     print("stopped: " + ", ".join(f"node {n} -> {c}" for n, c in sorted(codes.items())))
     return failed or (1 if any(codes.values()) else 0)
+
+
+def _operator_key(env_path: Path, bootstrap: str) -> str:
+    """The operator key in ``env_path``; a new one (and the file) on the
+    first run. The nodes store its hash when they bootstrap the cluster."""
+    if env_path.exists():
+        for line in env_path.read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            if name.strip() == "RAFTLOG_API_KEY" and value.strip():
+                return value.strip()
+    key = new_operator_key()
+    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# written by make run: . this file to use the raftlog CLI\n")
+        f.write(f"export RAFTLOG_BOOTSTRAP={bootstrap}\nexport RAFTLOG_API_KEY={key}\n")
+    return key
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
-"""Static cluster description: nodes and topics fixed in one TOML file.
-
-Until the metadata controller exists (and afterwards for tests and
-benchmarks), a cluster can be described once and every node started from the
-same file with its own ``--node-id``::
+"""The cluster file: the nodes of a cluster, its timing, and the topics it
+starts with, in one TOML file every node is started from (``--node-id``)::
 
     cluster_id = "local"
+    controller_nodes = [1, 2, 3]    # optional: metadata controller voters
+                                    # (default: the first three nodes)
 
     [[nodes]]
     id = 1
     address = "127.0.0.1:7001"      # gRPC: clients and peers
     data_dir = "data/node1"
+    zone = "a"                      # optional rack/zone label
 
-    [[topics]]
-    name = "events"
+    [[topics]]                      # optional: created at bootstrap in the
+    name = "events"                 # "default" tenant
     partitions = 16
     replicas = [1, 2, 3]            # every partition on these nodes
 
@@ -25,13 +25,15 @@ same file with its own ``--node-id``::
     ms = 604800000
     bytes = -1
 
+The file is where a cluster starts, not what it is: the metadata controller
+(Raft group 0) registers the nodes and creates the topics listed here when
+it first meets them, and from then on its log is the truth (topics made
+with the admin API live only there). Raft group ids come from the
+controller, never from the file.
+
 Invariants (``validate``): node ids are positive and unique, addresses
-unique, every replica names a known node, topic names are unique and valid,
-partitions >= 1. Raft group ids are derived, never configured: topics in
-file order, partitions in order, from 1 up (group 0 is reserved for the
-metadata controller). So every node computes the same mapping from the same
-file, and reordering topics in the file changes it: do not, once data
-exists (the node refuses to start when its stored mapping differs).
+unique, every replica and controller node names a known node, topic names
+are unique and valid, partitions >= 1.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class NodeSpec:
     id: int
     address: str
     data_dir: Path
+    zone: str = ""
+    """Rack or zone label; placement spreads replicas across zones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +80,6 @@ class RaftTiming:
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionRef:
-    topic: str
-    partition: int
-    group: int
-    replicas: tuple[int, ...]
-
-    @property
-    def preferred_leader(self) -> int:
-        """The replica that campaigns first: rotates with the partition
-        number so leaders start evenly spread."""
-        return self.replicas[self.partition % len(self.replicas)]
-
-
-@dataclass(frozen=True, slots=True)
 class StaticCluster:
     cluster_id: str
     nodes: tuple[NodeSpec, ...]
@@ -100,6 +90,12 @@ class StaticCluster:
     # How often a leader hands leadership back to its partition's preferred
     # replica once that replica is caught up (0: never).
     leader_balance_ms: int = 10_000
+    controller_nodes: tuple[int, ...] = ()
+    """The voters of the metadata controller (group 0); empty: the first
+    three nodes of the file. Every other node follows it as a learner."""
+
+    def controller_voters(self) -> tuple[int, ...]:
+        return self.controller_nodes or tuple(n.id for n in self.nodes[:3])
 
     def validate(self) -> None:
         if not self.cluster_id:
@@ -125,6 +121,8 @@ class StaticCluster:
                 raise ConfigError(
                     f"topic {topic.name}: replicas {list(topic.replicas)} must be distinct known node ids"
                 )
+        if set(self.controller_nodes) - set(ids):
+            raise ConfigError(f"controller_nodes {list(self.controller_nodes)} must name nodes of the file")
         timing = self.raft
         if (
             timing.tick_ms < 1
@@ -141,14 +139,13 @@ class StaticCluster:
                 return spec
         raise ConfigError(f"node {node_id} is not in the cluster file (known: {[n.id for n in self.nodes]})")
 
-    def partitions(self) -> list[PartitionRef]:
-        refs = []
-        group = 1
-        for topic in self.topics:
-            for p in range(topic.partitions):
-                refs.append(PartitionRef(topic.name, p, group, topic.replicas))
-                group += 1
-        return refs
+    def initial_assignment(self, topic: TopicSpec) -> tuple[tuple[int, ...], ...]:
+        """The replicas of each partition of a file topic, preferred leader
+        first: the list rotated by the partition number, so leaders start
+        evenly spread over the nodes."""
+        replicas = topic.replicas
+        n = len(replicas)
+        return tuple(replicas[p % n :] + replicas[: p % n] for p in range(topic.partitions))
 
     def topic(self, name: str) -> TopicSpec | None:
         for topic in self.topics:
@@ -179,7 +176,10 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
     try:
         nodes = tuple(
             NodeSpec(
-                int(n["id"]), str(n["address"]), base_dir / str(n.get("data_dir", f"data/node{n['id']}"))
+                int(n["id"]),
+                str(n["address"]),
+                base_dir / str(n.get("data_dir", f"data/node{n['id']}")),
+                str(n.get("zone", "")),
             )
             for n in doc.get("nodes", [])
         )
@@ -211,6 +211,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             max_batch_bytes=int(doc.get("max_batch_bytes", 1 << 20)),
             retention_check_ms=int(doc.get("retention_check_ms", 30_000)),
             leader_balance_ms=int(doc.get("leader_balance_ms", 10_000)),
+            controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

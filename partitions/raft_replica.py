@@ -185,6 +185,7 @@ class RaftReplica(Generic[SM]):
         self._node = RaftNode(
             config.raft_config(node_id), storage, random.Random(), applied=snapshot.metadata.index
         )
+        self._seen_leadership = (self._node.role, self._node.leader)
         self._inbox: deque[_Input] = deque()
         self._ticks = 0
         self._signal = asyncio.Event()
@@ -217,11 +218,14 @@ class RaftReplica(Generic[SM]):
         learners: list[int] | None = None,
         awake: set[RaftReplica[Any]] | None = None,
         counters: ReplicaCounters | None = None,
+        bootstrap: bool = True,
     ) -> Self:
         """Open the replica, bootstrapping its group with ``voters`` (and
-        ``learners``) if this node has never stored anything for it."""
+        ``learners``) if this node has never stored anything for it. With
+        ``bootstrap`` False an empty replica stays empty until the group's
+        leader sends it the log (a member added to a running group)."""
         state = storage.state
-        if state.snapshot.index == 0 and state.last_index == 0:
+        if bootstrap and state.snapshot.index == 0 and state.last_index == 0:
             prepared = storage.prepare(bootstrap_ready(voters, learners or ()))
             await writer.write(prepared.write_set, sync=prepared.sync)
             storage.apply_prepared(prepared)
@@ -238,6 +242,10 @@ class RaftReplica(Generic[SM]):
 
     def _on_applied(self) -> None:
         """Called after a Ready's committed entries were applied."""
+
+    def _on_leader_changed(self) -> None:
+        """Called after a Ready in which this replica's role or its known
+        leader changed."""
 
     async def _housekeeping(self) -> None:
         """Work requested with ``request_housekeeping``, run between Readys."""
@@ -455,6 +463,9 @@ class RaftReplica(Generic[SM]):
             self._fail_pending(OutcomeUnknown(self.group, node.leader))
         if ready.committed_entries or ready.snapshot is not None:
             self._on_applied()
+        if (node.role, node.leader) != self._seen_leadership:
+            self._seen_leadership = (node.role, node.leader)
+            self._on_leader_changed()
 
     def _background_write_done(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:

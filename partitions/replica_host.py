@@ -116,6 +116,16 @@ class ReplicaHost:
         self._replicas[group] = replica
         return replica
 
+    async def join_group(self, group: int, config: ReplicaConfig | None = None) -> Replica:
+        """Open this node's replica of a running partition group it was just
+        added to: empty, it learns the log and membership from the leader."""
+        existing = self._replicas.get(group)
+        if existing is not None:
+            return existing
+        replica = await self._open(Replica, group, (), (), config or self.config.replica, bootstrap=False)
+        self._replicas[group] = replica
+        return replica
+
     async def add_group(
         self,
         kind: type[R],
@@ -149,6 +159,8 @@ class ReplicaHost:
         voters: Iterable[int],
         learners: Iterable[int],
         config: ReplicaConfig,
+        *,
+        bootstrap: bool = True,
     ) -> R:
         assert self._store is not None and self._task_group is not None, "the host is not started"
         replica = await kind.open(
@@ -162,6 +174,7 @@ class ReplicaHost:
             learners=sorted(learners),
             awake=self.awake,
             counters=self.counters,
+            bootstrap=bootstrap,
         )
         self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")
         return replica

@@ -334,7 +334,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 async def test_seek_to_timestamp_on_a_real_cluster(cluster: LocalCluster) -> None:
     base = 1_700_000_000_000
-    async with Producer(bootstrap(cluster), linger_ms=50) as producer:
+    async with Producer(bootstrap(cluster), api_key=cluster.api_key, linger_ms=50) as producer:
         futures = [
             await producer.send("ts", f"t{i}".encode(), partition=0, timestamp_ms=base + 10 * i)
             for i in range(100)
@@ -342,7 +342,7 @@ async def test_seek_to_timestamp_on_a_real_cluster(cluster: LocalCluster) -> Non
         await producer.flush()
     offsets = [f.result().offset for f in futures]
     assert offsets == list(range(100))
-    async with Consumer(bootstrap(cluster)) as consumer:
+    async with Consumer(bootstrap(cluster), api_key=cluster.api_key) as consumer:
         consumer.assign([("ts", 0)])
         found = await consumer.seek_to_timestamp(base + 375)
         assert found == {TopicPartition("ts", 0): 38}
@@ -355,20 +355,22 @@ async def test_seek_to_timestamp_on_a_real_cluster(cluster: LocalCluster) -> Non
 
 
 async def test_offset_reset_policies_on_a_real_cluster(cluster: LocalCluster) -> None:
-    async with Producer(bootstrap(cluster)) as producer:
+    async with Producer(bootstrap(cluster), api_key=cluster.api_key) as producer:
         for i in range(5):
             await producer.send("reset", f"r{i}".encode(), partition=0)
-    async with Consumer(bootstrap(cluster), auto_offset_reset="error") as strict:
+    async with Consumer(bootstrap(cluster), api_key=cluster.api_key, auto_offset_reset="error") as strict:
         strict.assign([("reset", 0)])
         strict.seek("reset", 0, 1000)
         with pytest.raises(OffsetOutOfRangeError) as info:
             await strict.poll(5.0)
         assert (info.value.log_start_offset, info.value.high_watermark) == (0, 5)
-    async with Consumer(bootstrap(cluster), auto_offset_reset="earliest") as early:
+    async with Consumer(bootstrap(cluster), api_key=cluster.api_key, auto_offset_reset="earliest") as early:
         early.assign([("reset", 0)])
         early.seek("reset", 0, 1000)
         assert await poll_until(early, 5) == [f"r{i}".encode() for i in range(5)]
-    async with Consumer(bootstrap(cluster), auto_offset_reset="latest", fetch_max_wait_ms=100) as late:
+    async with Consumer(
+        bootstrap(cluster), api_key=cluster.api_key, auto_offset_reset="latest", fetch_max_wait_ms=100
+    ) as late:
         late.assign([("reset", 0)])
         assert await late.poll(0.5) == []
         assert late.position(("reset", 0)) == 5
@@ -377,8 +379,10 @@ async def test_offset_reset_policies_on_a_real_cluster(cluster: LocalCluster) ->
 @pytest.mark.slow
 async def test_the_consumer_follows_a_killed_leader_and_reads_everything_once(cluster: LocalCluster) -> None:
     total = 3000
-    producer = Producer(bootstrap(cluster), linger_ms=2)
-    consumer = Consumer(bootstrap(cluster), fetch_max_wait_ms=300, request_timeout_s=3)
+    producer = Producer(bootstrap(cluster), api_key=cluster.api_key, linger_ms=2)
+    consumer = Consumer(
+        bootstrap(cluster), api_key=cluster.api_key, fetch_max_wait_ms=300, request_timeout_s=3
+    )
     consumer.assign([("moves", 0)])
     consumer.seek("moves", 0, 0)
     read: list[tuple[int, bytes]] = []
@@ -416,12 +420,12 @@ async def test_the_consumer_follows_a_killed_leader_and_reads_everything_once(cl
 
 
 def test_the_sync_facades_round_trip(cluster: LocalCluster) -> None:
-    with SyncProducer(bootstrap(cluster), linger_ms=1) as producer:
+    with SyncProducer(bootstrap(cluster), api_key=cluster.api_key, linger_ms=1) as producer:
         futures = [producer.send("sync", f"s{i}".encode(), key=f"k{i % 4}".encode()) for i in range(200)]
         producer.flush()
         acked = [f.result(timeout=10) for f in futures]
     assert {a.partition for a in acked} == {0, 1}
-    with SyncConsumer(bootstrap(cluster), fetch_max_wait_ms=100) as consumer:
+    with SyncConsumer(bootstrap(cluster), api_key=cluster.api_key, fetch_max_wait_ms=100) as consumer:
         consumer.assign([("sync", 0), ("sync", 1)])
         consumer.seek_to_beginning()
         assert consumer.position(("sync", 0)) == consumer.position(("sync", 1)) == 0

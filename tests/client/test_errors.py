@@ -17,6 +17,9 @@ from google.rpc import status_pb2
 import client
 from client.errors import (
     DETAILS_KEY,
+    AlreadyExistsError,
+    AuthenticationError,
+    AuthorizationError,
     BackpressureError,
     DeliveryTimeoutError,
     DuplicateSequenceError,
@@ -26,6 +29,7 @@ from client.errors import (
     OffsetOutOfRangeError,
     OutcomeUnknownError,
     OutOfOrderSequenceError,
+    PreconditionFailedError,
     ProducerFencedError,
     ProducerStateError,
     RaftlogError,
@@ -116,7 +120,10 @@ def test_leader_address_retry_after_and_offsets_come_through() -> None:
         (Code.INVALID_ARGUMENT, InvalidRequestError, False),
         (Code.INTERNAL, ServerError, False),
         (Code.UNIMPLEMENTED, ServerError, False),
-        (Code.FAILED_PRECONDITION, ServerError, False),
+        (Code.FAILED_PRECONDITION, PreconditionFailedError, False),
+        (Code.UNAUTHENTICATED, AuthenticationError, False),
+        (Code.PERMISSION_DENIED, AuthorizationError, False),
+        (Code.ALREADY_EXISTS, AlreadyExistsError, False),
     ],
 )
 def test_without_error_info_the_code_decides(
@@ -135,7 +142,7 @@ def test_an_unknown_reason_keeps_its_name_and_takes_the_codes_retry_behaviour() 
     assert isinstance(error, UnavailableError) and error.retriable
     assert error.reason == "SOMETHING_NEW"
     definite = from_rpc_error(server_error(Code.FAILED_PRECONDITION, "ANOTHER_NEW_THING"))
-    assert type(definite) is ServerError and not definite.retriable
+    assert type(definite) is PreconditionFailedError and not definite.retriable
 
 
 def test_damaged_or_foreign_details_fall_back_to_the_code() -> None:

@@ -483,7 +483,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 async def read_back(cluster: LocalCluster, topic: str, partitions: int) -> dict[int, list[tuple[int, bytes]]]:
     """Every record of ``topic`` from offset 0 to the high watermark."""
-    consumer = Consumer(bootstrap(cluster), fetch_max_wait_ms=100)
+    consumer = Consumer(bootstrap(cluster), api_key=cluster.api_key, fetch_max_wait_ms=100)
     try:
         tps = [(topic, p) for p in range(partitions)]
         consumer.assign(tps)
@@ -507,7 +507,7 @@ async def read_back(cluster: LocalCluster, topic: str, partitions: int) -> dict[
 async def test_ten_thousand_keyed_records_keep_key_and_partition_order(cluster: LocalCluster) -> None:
     keys = [f"key-{k}".encode() for k in range(37)]
     sent: list[tuple[bytes, bytes]] = []
-    async with Producer(bootstrap(cluster), linger_ms=5) as producer:
+    async with Producer(bootstrap(cluster), api_key=cluster.api_key, linger_ms=5) as producer:
         futures = []
         for i in range(10_000):
             key = keys[i % len(keys)]
@@ -533,7 +533,7 @@ async def test_ten_thousand_keyed_records_keep_key_and_partition_order(cluster: 
 
 
 async def test_close_after_sends_loses_nothing(cluster: LocalCluster) -> None:
-    producer = Producer(bootstrap(cluster), linger_ms=200)
+    producer = Producer(bootstrap(cluster), api_key=cluster.api_key, linger_ms=200)
     futures = [await producer.send("close", f"c{i}".encode()) for i in range(3000)]
     await producer.close()  # no flush first: close must deliver everything
     assert all(f.done() and f.exception() is None for f in futures)
@@ -557,6 +557,7 @@ async def test_leader_sigkill_while_producing_every_acknowledged_record_once(clu
     rounds = 3
     producer = Producer(
         bootstrap(cluster),
+        api_key=cluster.api_key,
         linger_ms=2,
         max_batch_bytes=8 * 1024,
         idempotent=idempotent,

@@ -1,5 +1,5 @@
-"""The static cluster file: validation with the setting named, derived group
-ids, and a node refusing a file that remaps its partitions."""
+"""The cluster file: validation with the setting named, the initial
+placement of file topics, and the controller's voters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from cluster.node import Node
 from cluster.static_config import ConfigError, parse_cluster
 
 NODES = [{"id": n, "address": f"127.0.0.1:{7000 + n}"} for n in (1, 2, 3)]
@@ -23,14 +22,17 @@ def doc(**overrides: Any) -> dict[str, Any]:
     return base | overrides
 
 
-def test_group_ids_follow_file_order_from_one(tmp_path: Path) -> None:
+def test_file_topics_rotate_their_replicas_so_preferred_leaders_spread(tmp_path: Path) -> None:
     cluster = parse_cluster(doc(), tmp_path)
-    assert [(r.topic, r.partition, r.group, r.replicas) for r in cluster.partitions()] == [
-        ("a", 0, 1, (1, 2, 3)),
-        ("a", 1, 2, (1, 2, 3)),
-        ("b", 0, 3, (2, 3)),
-    ]
-    assert [r.preferred_leader for r in cluster.partitions()] == [1, 2, 2]
+    a, b = cluster.topics
+    assert cluster.initial_assignment(a) == ((1, 2, 3), (2, 3, 1))
+    assert cluster.initial_assignment(b) == ((2, 3),)
+
+
+def test_controller_voters_default_to_the_first_three_nodes(tmp_path: Path) -> None:
+    five = [{"id": n, "address": f"127.0.0.1:{7000 + n}"} for n in (5, 4, 3, 2, 1)]
+    assert parse_cluster(doc(nodes=five), tmp_path).controller_voters() == (5, 4, 3)
+    assert parse_cluster(doc(nodes=five, controller_nodes=[1]), tmp_path).controller_voters() == (1,)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_group_ids_follow_file_order_from_one(tmp_path: Path) -> None:
         ({"topics": [{"name": "a", "partitions": 0}]}, "partitions"),
         ({"raft": {"election_ticks": 2, "heartbeat_ticks": 2}}, "election_ticks"),
         ({"topics": [{"name": "a", "retention": {"ms": -5}}]}, "retention.ms"),
+        ({"controller_nodes": [1, 7]}, "controller_nodes"),
     ],
 )
 def test_bad_files_are_refused_naming_the_setting(
@@ -49,15 +52,3 @@ def test_bad_files_are_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse_cluster(doc(**overrides), tmp_path)
-
-
-def test_a_node_refuses_a_file_that_remaps_its_partitions(tmp_path: Path) -> None:
-    first = Node(parse_cluster(doc(), tmp_path), 1, data_dir=tmp_path / "node1")
-    first._check_group_mapping(first.cluster.partitions())
-    appended = doc(topics=[*doc()["topics"], {"name": "c"}])  # appending a topic is fine
-    again = Node(parse_cluster(appended, tmp_path), 1, data_dir=tmp_path / "node1")
-    again._check_group_mapping(again.cluster.partitions())
-    reordered = doc(topics=list(reversed(doc()["topics"])))
-    moved = Node(parse_cluster(reordered, tmp_path), 1, data_dir=tmp_path / "node1")
-    with pytest.raises(ConfigError, match="different Raft groups"):
-        moved._check_group_mapping(moved.cluster.partitions())

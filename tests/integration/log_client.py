@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from client.auth import authorized_channel
 from cluster.grpc_errors import error_info
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import parse_header
@@ -40,9 +41,9 @@ class Attempts:
 
 
 class LogClient:
-    def __init__(self, addresses: dict[int, str]) -> None:
+    def __init__(self, addresses: dict[int, str], api_key: str) -> None:
         self.addresses = addresses
-        self._channels = {a: grpc.aio.insecure_channel(a) for a in addresses.values()}
+        self._channels = {a: authorized_channel(a, api_key) for a in addresses.values()}
         self._stubs = {a: log_pb2_grpc.LogServiceStub(c) for a, c in self._channels.items()}
         self.leader_hint: dict[tuple[str, int], str] = {}
         self.attempts = Attempts()

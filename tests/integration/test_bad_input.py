@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from client.auth import authorized_channel
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import error_info
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
@@ -34,11 +35,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture
 async def leader(cluster: LocalCluster) -> AsyncIterator[log_pb2_grpc.LogServiceStub]:
-    client = LogClient(cluster.addresses)
+    client = LogClient(cluster.addresses, cluster.api_key)
     await client.produce("t", 0, encode_batch([Record(value=b"warm-up")]))
     address = client.leader_hint[("t", 0)]
     await client.close()
-    channel = grpc.aio.insecure_channel(address)
+    channel = authorized_channel(address, cluster.api_key)
     yield log_pb2_grpc.LogServiceStub(channel)
     await channel.close()
 
@@ -137,13 +138,13 @@ async def test_unknown_partitions_and_offsets_out_of_range(leader: log_pb2_grpc.
 async def test_a_follower_forwards_to_the_leader_once(
     cluster: LocalCluster, leader: log_pb2_grpc.LogServiceStub
 ) -> None:
-    client = LogClient(cluster.addresses)
+    client = LogClient(cluster.addresses, cluster.api_key)
     await client.produce("t", 0, encode_batch([Record(value=b"x")]))
     leader_address = client.leader_hint[("t", 0)]
     await client.close()
     follower_address = next(a for a in cluster.addresses.values() if a != leader_address)
     batch = encode_batch([Record(value=b"through a follower")])
-    async with grpc.aio.insecure_channel(follower_address) as channel:
+    async with authorized_channel(follower_address, cluster.api_key) as channel:
         stub = log_pb2_grpc.LogServiceStub(channel)
         ack = await stub.Produce(log_pb2.ProduceRequest(topic="t", partition=0, batch=batch), timeout=5)
         fetched = await stub.Fetch(
@@ -164,7 +165,7 @@ async def test_a_follower_forwards_to_the_leader_once(
     # Errors come back from the leader unchanged.
     corrupt = bytearray(batch)
     corrupt[-1] ^= 1
-    async with grpc.aio.insecure_channel(follower_address) as channel:
+    async with authorized_channel(follower_address, cluster.api_key) as channel:
         code, reason = await _rejected(
             log_pb2_grpc.LogServiceStub(channel),
             log_pb2.ProduceRequest(topic="t", partition=0, batch=bytes(corrupt)),
@@ -175,7 +176,7 @@ async def test_a_follower_forwards_to_the_leader_once(
 async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalCluster) -> None:
     leaders = 0
     for address in cluster.addresses.values():
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with authorized_channel(address, cluster.api_key) as channel:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
                 node_admin_pb2.StatsRequest(), timeout=5
             )
@@ -189,13 +190,13 @@ async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalClu
 
 
 async def test_every_node_reports_the_same_topics_and_the_leader(cluster: LocalCluster) -> None:
-    client = LogClient(cluster.addresses)
+    client = LogClient(cluster.addresses, cluster.api_key)
     await client.produce("t", 0, encode_batch([Record(value=b"x")]))
     leader_address = client.leader_hint[("t", 0)]
     await client.close()
     leader_id = next(n for n, a in cluster.addresses.items() if a == leader_address)
     for node, address in cluster.addresses.items():
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with authorized_channel(address, cluster.api_key) as channel:
             stub = metadata_pb2_grpc.MetadataServiceStub(channel)
             unknown = await stub.GetMetadata(metadata_pb2.GetMetadataRequest(topics=["nope"]), timeout=5)
             # A follower learns the leader from its first append: poll briefly.
@@ -218,7 +219,7 @@ async def test_every_node_reports_the_same_topics_and_the_leader(cluster: LocalC
 
 async def test_health_checks_and_reflection_are_served(cluster: LocalCluster) -> None:
     address = next(iter(cluster.addresses.values()))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with authorized_channel(address, cluster.api_key) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "raftlog.v1.LogService", "raftlog.v1.MetadataService"):
             answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

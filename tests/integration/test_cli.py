@@ -26,36 +26,61 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def _run(cluster: LocalCluster, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--bootstrap", cluster.addresses[2], *argv])
+    code = main(["--bootstrap", cluster.addresses[2], "--api-key", cluster.api_key, *argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _cli(env: dict[str, str], *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_status_lists_every_node(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(cluster, capsys, "status")
     assert code == 0
-    rows = [line.split() for line in out.splitlines()[1:]]
+    assert out.startswith("controller leader: node ") and "3/3 nodes live" in out, out
+    rows = [line.split() for line in out.splitlines()[2:]]
     assert [int(r[0]) for r in rows] == [1, 2, 3]
     assert all(int(r[2]) == 4 for r in rows), out  # 3 + 1 partitions on every node
 
 
 def test_topic_list_and_describe(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(cluster, capsys, "topic", "list")
-    assert (code, out.splitlines()) == (0, ["audit\t1 partitions", "orders\t3 partitions"])
+    assert (code, out.splitlines()) == (
+        0,
+        ["audit\t1 partitions\treplication 3", "orders\t3 partitions\treplication 3"],
+    )
     code, out, _ = _run(cluster, capsys, "topic", "describe", "orders")
     assert code == 0
     assert [line.split(":")[0].strip() for line in out.splitlines()[1:]] == [
         f"partition {p}" for p in range(3)
     ]
-    assert "replicas [1, 2, 3]" in out
+    assert "replicas [1, 2, 3]" in out and "replicas [2, 3, 1]" in out
 
 
 def test_errors_are_one_line_with_what_to_do(
     cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = _run(cluster, capsys, "topic", "describe", "nope")
-    assert code == 1 and "UNKNOWN_TOPIC" in err and "raftlog topic list" in err
-    code = main(["--bootstrap", "127.0.0.1:1", "status"])
+    assert code == 1 and "UNKNOWN_TOPIC" in err and "list topics" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = _run(cluster, capsys, "topic", "create", "zero", "--partitions", "0")
+    assert code == 1 and "INVALID_PARTITIONS" in err
+    code, _, err = _run(cluster, capsys, "topic", "create", "wide", "--replication", "5")
+    assert code == 1 and "REPLICATION_FACTOR_TOO_LARGE" in err and "3 live" in err
+    code, _, err = _run(cluster, capsys, "topic", "create", "bad/name")
+    assert code == 1 and "INVALID_NAME" in err
+    code = main(["--bootstrap", cluster.addresses[1], "--api-key", "rlk_wrong", "topic", "list"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "INVALID_API_KEY" in err
+    code = main(["--bootstrap", "127.0.0.1:1", "--api-key", cluster.api_key, "status"])
     _, err = capsys.readouterr()
     assert code == 1 and "RAFTLOG_BOOTSTRAP" in err
     with pytest.raises(SystemExit) as usage:
@@ -63,8 +88,32 @@ def test_errors_are_one_line_with_what_to_do(
     assert usage.value.code == 2
 
 
+def test_the_quickstart_a_tenant_creates_a_topic_produces_and_consumes(cluster: LocalCluster) -> None:
+    """README's quickstart, as a user with a tenant key types it."""
+    operator = {**os.environ, "RAFTLOG_BOOTSTRAP": cluster.addresses[1], "RAFTLOG_API_KEY": cluster.api_key}
+    created = _cli(operator, "tenant", "create", "acme")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("rlk_") and "shown once" in created.stderr
+    env = {**operator, "RAFTLOG_API_KEY": key}
+    made = _cli(env, "topic", "create", "t", "--partitions", "3", "--replication", "3")
+    assert made.returncode == 0, made.stderr
+    produced = _cli(env, "produce", "t", stdin="".join(f"{i}\n" for i in range(1, 1001)))
+    assert produced.returncode == 0 and "produced 1000 records" in produced.stderr, produced.stderr
+    consumed = _cli(env, "consume", "t", "--from-beginning", "--max-records", "1000")
+    assert consumed.returncode == 0, consumed.stderr
+    values = [int(v) for v in consumed.stdout.split()]
+    assert sorted(values) == list(range(1, 1001))
+    # The operator's default tenant has no topic "t"; acme cannot see "orders".
+    listed = [line.split("\t")[0] for line in _cli(operator, "topic", "list").stdout.splitlines()]
+    assert listed == ["audit", "orders"]
+    assert [line.split("\t")[0] for line in _cli(env, "topic", "list").stdout.splitlines()] == ["t"]
+    hidden = _cli(env, "topic", "describe", "orders")
+    assert hidden.returncode == 1 and "UNKNOWN_TOPIC" in hidden.stderr
+
+
 def test_produce_lines_then_consume_them_all(cluster: LocalCluster) -> None:
-    env = {**os.environ, "RAFTLOG_BOOTSTRAP": cluster.addresses[3]}
+    env = {**os.environ, "RAFTLOG_BOOTSTRAP": cluster.addresses[3], "RAFTLOG_API_KEY": cluster.api_key}
     lines = "".join(f"{i}\n" for i in range(1, 1001))
     produced = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "produce", "orders"],

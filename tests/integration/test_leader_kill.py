@@ -46,7 +46,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 
 async def test_a_partition_replicates_across_processes(cluster: LocalCluster) -> None:
-    client = LogClient(cluster.addresses)
+    client = LogClient(cluster.addresses, cluster.api_key)
     try:
         offsets = []
         for i in range(50):
@@ -68,7 +68,7 @@ async def test_leader_sigkill_mid_stream_loses_duplicates_and_reorders_nothing(c
     seed = int(os.environ.get("RAFTLOG_KILL_SEED", str(random.randrange(1 << 30))))
     print(f"kill drill seed={seed} rounds={ROUNDS}")
     rng = random.Random(seed)
-    client = LogClient(cluster.addresses)
+    client = LogClient(cluster.addresses, cluster.api_key)
     node_of = {address: node for node, address in cluster.addresses.items()}
     acked: dict[bytes, int] = {}
     sent: set[bytes] = set()

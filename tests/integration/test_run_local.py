@@ -42,8 +42,17 @@ def _interrupt(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-async def _produce_and_read(values: list[bytes]) -> list[bytes]:
-    client = LogClient(ADDRESSES)
+def _env(data: Path) -> dict[str, str]:
+    """What ``. data/cluster.env`` exports."""
+    pairs = (
+        line.removeprefix("export ").partition("=")
+        for line in (data / "cluster.env").read_text().splitlines()
+    )
+    return {name: value for name, sep, value in pairs if sep and not name.startswith("#")}
+
+
+async def _produce_and_read(data: Path, values: list[bytes]) -> list[bytes]:
+    client = LogClient(ADDRESSES, _env(data)["RAFTLOG_API_KEY"])
     try:
         for value in values:
             await client.produce("demo", 0, encode_batch([Record(value=value)]))
@@ -56,13 +65,17 @@ def test_run_local_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> No
     data = tmp_path / "data"
     proc = _start(data)
     try:
-        assert asyncio.run(_produce_and_read([b"one", b"two"])) == [b"one", b"two"]
+        env = _env(data)
+        assert env["RAFTLOG_BOOTSTRAP"] == ",".join(ADDRESSES.values())
+        assert (data / "cluster.env").stat().st_mode & 0o077 == 0, "the operator key is readable by others"
+        assert asyncio.run(_produce_and_read(data, [b"one", b"two"])) == [b"one", b"two"]
     finally:
         out = _interrupt(proc)
     assert "stopped: node 1 -> 0, node 2 -> 0, node 3 -> 0" in out
     assert (data / "cluster.toml").exists()
     proc = _start(data)
     try:
-        assert asyncio.run(_produce_and_read([b"three"])) == [b"one", b"two", b"three"]
+        assert _env(data) == env, "a second run must keep the same key"
+        assert asyncio.run(_produce_and_read(data, [b"three"])) == [b"one", b"two", b"three"]
     finally:
         _interrupt(proc)

@@ -1,0 +1,184 @@
+"""``Admin``: tenants, API keys, topics, nodes and cluster status.
+
+Any node answers (it forwards changes to the metadata controller's leader);
+``Admin`` asks the bootstrap nodes in turn and moves on from one that is
+unreachable or has no controller leader right now, until ``timeout_s``.
+Answers are the ``raftlog.v1.admin_pb2`` messages (documented in
+proto/raftlog/v1/admin.proto); list methods walk every page.
+
+Invariants:
+
+- Only retriable failures (UNAVAILABLE, NO_CONTROLLER, timeouts) are tried
+  again, on the next node; everything else is raised at once as the
+  ``RaftlogError`` the server's reason maps to (client/errors.py).
+- A change whose answer was lost (the node went away mid-call) may have
+  happened: retrying a create then reports ``AlreadyExistsError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from client.errors import RaftlogError, UnavailableError, from_rpc_error
+from client.metadata import Backoff, ChannelPool, parse_bootstrap
+from raftlog.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["Admin"]
+
+T = TypeVar("T")
+PAGE_SIZE = 500
+
+
+class Admin:
+    """``async with Admin(bootstrap, api_key=...) as admin: ...``"""
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        *,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        timeout_s: float = 30.0,
+        request_timeout_s: float = 10.0,
+        address_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self._addresses = parse_bootstrap(bootstrap)
+        self._pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map)
+        self._timeout_s = timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._backoff = Backoff(0.05, 1.0)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _call(
+        self, method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., Awaitable[T]]], request: Any
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._timeout_s
+        attempt = 0
+        last: RaftlogError | None = None
+        while True:
+            for address in self._addresses:
+                stub = admin_pb2_grpc.AdminServiceStub(self._pool.channel(address))
+                try:
+                    return await method(stub)(request, timeout=self._request_timeout_s)
+                except grpc.aio.AioRpcError as exc:
+                    last = from_rpc_error(exc)
+                    if not last.retriable:
+                        raise last from None
+            if loop.time() >= give_up:
+                raise UnavailableError(
+                    f"no node could answer within {self._timeout_s:.0f}s (asked {', '.join(self._addresses)}); "
+                    f"last error: {last}",
+                    code=last.code if last else None,
+                )
+            await asyncio.sleep(self._backoff.delay(attempt))
+            attempt += 1
+
+    async def _pages(self, fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
+        items: list[T] = []
+        token = ""
+        while True:
+            page, token = await fetch(token)
+            items.extend(page)
+            if not token:
+                return items
+
+    # --- tenants and keys --------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> admin_pb2.CreateTenantResponse:
+        """Create a tenant; the answer carries its first API key in clear."""
+        return await self._call(lambda s: s.CreateTenant, admin_pb2.CreateTenantRequest(name=name))
+
+    async def delete_tenant(self, name: str) -> None:
+        await self._call(lambda s: s.DeleteTenant, admin_pb2.DeleteTenantRequest(name=name))
+
+    async def list_tenants(self) -> list[admin_pb2.Tenant]:
+        async def page(token: str) -> tuple[list[admin_pb2.Tenant], str]:
+            r: admin_pb2.ListTenantsResponse = await self._call(
+                lambda s: s.ListTenants, admin_pb2.ListTenantsRequest(page_size=PAGE_SIZE, page_token=token)
+            )
+            return list(r.tenants), r.next_page_token
+
+        return await self._pages(page)
+
+    async def create_api_key(self, tenant: str | None) -> admin_pb2.ApiKey:
+        """A new key for ``tenant`` (None: an operator key), with its clear text."""
+        request = admin_pb2.CreateApiKeyRequest(tenant=tenant or "", operator=tenant is None)
+        response: admin_pb2.CreateApiKeyResponse = await self._call(lambda s: s.CreateApiKey, request)
+        return response.api_key
+
+    async def revoke_api_key(self, key_id: str) -> None:
+        await self._call(lambda s: s.RevokeApiKey, admin_pb2.RevokeApiKeyRequest(key_id=key_id))
+
+    # --- topics ------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int = 0,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+    ) -> admin_pb2.TopicDescription:
+        """Create a topic in the caller's tenant (replication factor 0:
+        three, or every live node if there are fewer)."""
+        request = admin_pb2.CreateTopicRequest(
+            name=name,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            retention_ms=retention_ms,
+            retention_bytes=retention_bytes,
+        )
+        response: admin_pb2.CreateTopicResponse = await self._call(lambda s: s.CreateTopic, request)
+        return response.topic
+
+    async def delete_topic(self, name: str) -> None:
+        await self._call(lambda s: s.DeleteTopic, admin_pb2.DeleteTopicRequest(name=name))
+
+    async def list_topics(self) -> list[admin_pb2.TopicDescription]:
+        async def page(token: str) -> tuple[list[admin_pb2.TopicDescription], str]:
+            r: admin_pb2.ListTopicsResponse = await self._call(
+                lambda s: s.ListTopics, admin_pb2.ListTopicsRequest(page_size=PAGE_SIZE, page_token=token)
+            )
+            return list(r.topics), r.next_page_token
+
+        return await self._pages(page)
+
+    async def describe_topic(self, name: str) -> admin_pb2.TopicDescription:
+        response: admin_pb2.DescribeTopicResponse = await self._call(
+            lambda s: s.DescribeTopic, admin_pb2.DescribeTopicRequest(name=name)
+        )
+        return response.topic
+
+    # --- nodes and cluster -------------------------------------------------------
+
+    async def list_nodes(self) -> list[admin_pb2.NodeDescription]:
+        async def page(token: str) -> tuple[list[admin_pb2.NodeDescription], str]:
+            r: admin_pb2.ListNodesResponse = await self._call(
+                lambda s: s.ListNodes, admin_pb2.ListNodesRequest(page_size=PAGE_SIZE, page_token=token)
+            )
+            return list(r.nodes), r.next_page_token
+
+        return await self._pages(page)
+
+    async def decommission_node(self, node_id: int) -> None:
+        await self._call(lambda s: s.DecommissionNode, admin_pb2.DecommissionNodeRequest(node_id=node_id))
+
+    async def cluster_status(self) -> admin_pb2.GetClusterStatusResponse:
+        return await self._call(lambda s: s.GetClusterStatus, admin_pb2.GetClusterStatusRequest())

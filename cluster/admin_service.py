@@ -1,0 +1,440 @@
+"""``raftlog.v1.AdminService``: tenants, API keys, topics, nodes, status.
+
+Reads are answered from this node's applied metadata. Changes are proposed
+to the metadata controller (group 0) by its leader: a node that is not the
+leader forwards the call there (one hop, caller's identity and deadline
+kept, forwarding.py), and answers ``UNAVAILABLE NO_CONTROLLER`` while there
+is no leader.
+
+Invariants:
+
+- Every call is authenticated first; tenants, keys and nodes need an
+  operator key; topics are always the caller's tenant's.
+- Whatever needs judgement or randomness (replica placement, key material)
+  is chosen here on the leader before proposing; the command is checked
+  again when applied, and a ``Rejected`` result becomes a gRPC error with
+  the same reason (``REJECT_CODES``), so a failed change changed nothing.
+- A clear API key is returned once, in the answer to the call that made it,
+  and never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from cluster.auth import Authenticator
+from cluster.controller import (
+    ApplyResult,
+    CreateTenant,
+    CreateTopic,
+    DecommissionNode,
+    DeleteTenant,
+    DeleteTopic,
+    PageError,
+    PlacementError,
+    Rejected,
+    RejectReason,
+    RevokeApiKey,
+    Topic,
+    encode_command,
+    issue_api_key,
+    place_partitions,
+)
+from cluster.controller.commands import Command
+from cluster.controller.model import check_topic_name
+from cluster.controller.pagination import InvalidPageSize
+from cluster.controller_replica import ControllerReplica
+from cluster.forwarding import Forwarder, may_forward
+from cluster.grpc_errors import ServiceError, abort
+from partitions.replica import Replica
+from partitions.replica_errors import ReplicaError
+from raftlog.v1 import admin_pb2, admin_pb2_grpc
+
+T = TypeVar("T")
+R = RejectReason
+C = grpc.StatusCode
+
+REJECT_CODES: dict[RejectReason, grpc.StatusCode] = {
+    R.INVALID_COMMAND: C.INVALID_ARGUMENT,
+    R.INVALID_NAME: C.INVALID_ARGUMENT,
+    R.INVALID_API_KEY: C.INVALID_ARGUMENT,
+    R.INVALID_PARTITIONS: C.INVALID_ARGUMENT,
+    R.INVALID_REPLICATION_FACTOR: C.INVALID_ARGUMENT,
+    R.INVALID_RETENTION: C.INVALID_ARGUMENT,
+    R.INVALID_ASSIGNMENT: C.INVALID_ARGUMENT,
+    R.INVALID_NODE: C.INVALID_ARGUMENT,
+    R.INVALID_POSITION: C.INVALID_ARGUMENT,
+    R.TENANT_EXISTS: C.ALREADY_EXISTS,
+    R.API_KEY_EXISTS: C.ALREADY_EXISTS,
+    R.TOPIC_EXISTS: C.ALREADY_EXISTS,
+    R.ADDRESS_IN_USE: C.ALREADY_EXISTS,
+    R.ALREADY_REPLICA: C.ALREADY_EXISTS,
+    R.UNKNOWN_TENANT: C.NOT_FOUND,
+    R.UNKNOWN_API_KEY: C.NOT_FOUND,
+    R.UNKNOWN_TOPIC: C.NOT_FOUND,
+    R.UNKNOWN_NODE: C.NOT_FOUND,
+    R.UNKNOWN_GROUP: C.NOT_FOUND,
+}
+"""Every other reason is FAILED_PRECONDITION: the request is well formed but
+the cluster's state does not allow it now."""
+
+DEFAULT_REPLICATION_FACTOR = 3
+
+
+def rejected_error(result: Rejected) -> ServiceError:
+    return ServiceError(REJECT_CODES.get(result.reason, C.FAILED_PRECONDITION), result.reason, result.message)
+
+
+def _page_error(error: PageError) -> ServiceError:
+    reason = "INVALID_PAGE_SIZE" if isinstance(error, InvalidPageSize) else "INVALID_PAGE_TOKEN"
+    return ServiceError(C.INVALID_ARGUMENT, reason, f'{error}; start again from page_token ""')
+
+
+def _bad(reason: str, message: str) -> ServiceError:
+    return ServiceError(C.INVALID_ARGUMENT, reason, message)
+
+
+def _not_found_topic(name: str) -> ServiceError:
+    return ServiceError(
+        C.NOT_FOUND,
+        "UNKNOWN_TOPIC",
+        f"topic {name!r} does not exist in this tenant; list topics to see what does",
+        metadata={"topic": name},
+    )
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(
+        self,
+        node_id: int,
+        auth: Authenticator,
+        controller: ControllerReplica,
+        replica_of: Callable[[int], Replica | None],
+        peer_alive: Callable[[int], bool],
+        forwarder: Forwarder,
+    ) -> None:
+        self._node_id = node_id
+        self._auth = auth
+        self._controller = controller
+        self._replica_of = replica_of
+        self._peer_alive = peer_alive
+        self._forwarder = forwarder
+
+    # --- plumbing --------------------------------------------------------------
+
+    async def _read(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except ServiceError as error:
+            await abort(context, error)
+        except PageError as error:
+            await abort(context, _page_error(error))
+
+    async def _change(
+        self,
+        context: grpc.aio.ServicerContext,
+        name: str,
+        request: Any,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Run ``work`` if this node leads the controller; otherwise forward
+        the call (method ``name``) to the leader."""
+        try:
+            await self._auth.caller(context)  # fail fast, before any hop
+            controller = self._controller
+            if controller.is_leader:
+                try:
+                    return await work()
+                except ReplicaError as error:  # leadership lost mid-way
+                    raise ServiceError(
+                        C.UNAVAILABLE,
+                        "NO_CONTROLLER",
+                        f"the metadata controller changed leader during the call ({error.reason}); "
+                        "retry: the change may or may not have been made",
+                    ) from None
+            leader = controller.leader
+            address = ""
+            if leader:
+                known = controller.state.node(leader)
+                address = known.address if known else ""
+            if not address or not may_forward(context):
+                raise ServiceError(
+                    C.UNAVAILABLE,
+                    "NO_CONTROLLER",
+                    "the metadata controller has no leader right now; retry in a moment",
+                    leader_address=address,
+                )
+        except ServiceError as error:
+            await abort(context, error)
+        return await self._forwarder.forward(
+            context, address, lambda ch: getattr(admin_pb2_grpc.AdminServiceStub(ch), name), request
+        )
+
+    async def _propose(self, command: Command) -> ApplyResult:
+        result = await self._controller.submit(encode_command(command))
+        if isinstance(result, Rejected):
+            raise rejected_error(result)
+        return result
+
+    # --- tenants ---------------------------------------------------------------
+
+    async def CreateTenant(
+        self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTenantResponse:
+        async def work() -> admin_pb2.CreateTenantResponse:
+            await self._auth.operator(context)
+            await self._propose(CreateTenant(request.name))
+            issued = issue_api_key(request.name)
+            await self._propose(issued.command)
+            return admin_pb2.CreateTenantResponse(
+                tenant=admin_pb2.Tenant(name=request.name),
+                api_key=admin_pb2.ApiKey(
+                    key_id=issued.key_id, tenant=request.name, clear_text=issued.clear_text
+                ),
+            )
+
+        return await self._change(context, "CreateTenant", request, work)
+
+    async def DeleteTenant(
+        self, request: admin_pb2.DeleteTenantRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteTenantResponse:
+        async def work() -> admin_pb2.DeleteTenantResponse:
+            await self._auth.operator(context)
+            await self._propose(DeleteTenant(request.name))
+            return admin_pb2.DeleteTenantResponse()
+
+        return await self._change(context, "DeleteTenant", request, work)
+
+    async def ListTenants(
+        self, request: admin_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTenantsResponse:
+        async def work() -> admin_pb2.ListTenantsResponse:
+            await self._auth.operator(context)
+            page = self._controller.state.list_tenants(request.page_size, request.page_token)
+            return admin_pb2.ListTenantsResponse(
+                tenants=[admin_pb2.Tenant(name=t.name) for t in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._read(context, work())
+
+    # --- API keys --------------------------------------------------------------
+
+    async def CreateApiKey(
+        self, request: admin_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateApiKeyResponse:
+        async def work() -> admin_pb2.CreateApiKeyResponse:
+            await self._auth.operator(context)
+            if request.operator == bool(request.tenant):
+                raise _bad("INVALID_ARGUMENT", "give either a tenant or operator = true, not both or neither")
+            tenant = None if request.operator else request.tenant
+            issued = issue_api_key(tenant)
+            await self._propose(issued.command)
+            return admin_pb2.CreateApiKeyResponse(
+                api_key=admin_pb2.ApiKey(
+                    key_id=issued.key_id,
+                    tenant=tenant or "",
+                    operator=tenant is None,
+                    clear_text=issued.clear_text,
+                )
+            )
+
+        return await self._change(context, "CreateApiKey", request, work)
+
+    async def RevokeApiKey(
+        self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RevokeApiKeyResponse:
+        async def work() -> admin_pb2.RevokeApiKeyResponse:
+            await self._auth.operator(context)
+            await self._propose(RevokeApiKey(request.key_id))
+            return admin_pb2.RevokeApiKeyResponse()
+
+        return await self._change(context, "RevokeApiKey", request, work)
+
+    async def ListApiKeys(
+        self, request: admin_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListApiKeysResponse:
+        async def work() -> admin_pb2.ListApiKeysResponse:
+            caller = await self._auth.caller(context)
+            if caller.is_operator:
+                tenant = None if request.operator else (request.tenant or caller.tenant)
+            else:
+                tenant = caller.tenant
+            page = self._controller.state.list_api_keys(tenant, request.page_size, request.page_token)
+            return admin_pb2.ListApiKeysResponse(
+                api_keys=[
+                    admin_pb2.ApiKey(key_id=k.key_id, tenant=k.tenant or "", operator=k.tenant is None)
+                    for k in page.items
+                ],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._read(context, work())
+
+    # --- topics ----------------------------------------------------------------
+
+    def _describe(self, topic: Topic, *, assignments: bool) -> admin_pb2.TopicDescription:
+        described = admin_pb2.TopicDescription(
+            name=topic.name,
+            partitions=topic.partitions,
+            replication_factor=topic.replication_factor,
+            revision=topic.revision,
+        )
+        if topic.retention_ms is not None:
+            described.retention_ms = topic.retention_ms
+        if topic.retention_bytes is not None:
+            described.retention_bytes = topic.retention_bytes
+        if assignments:
+            state = self._controller.state
+            for partition, group in enumerate(topic.groups):
+                a = state.assignment(group)
+                replica = self._replica_of(group)
+                described.assignments.add(
+                    partition=partition,
+                    replicas=a.replicas if a else (),
+                    learners=a.learners if a else (),
+                    leader=replica.leader if replica else 0,
+                )
+        return described
+
+    async def CreateTopic(
+        self, request: admin_pb2.CreateTopicRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTopicResponse:
+        async def work() -> admin_pb2.CreateTopicResponse:
+            caller = await self._auth.caller(context)
+            state = self._controller.state
+            problem = check_topic_name(request.name)
+            if problem is not None:
+                raise _bad("INVALID_NAME", problem)
+            if request.partitions < 1:
+                raise _bad("INVALID_PARTITIONS", "a topic needs at least 1 partition (--partitions N)")
+            if state.topic(caller.tenant, request.name) is not None:
+                raise ServiceError(
+                    C.ALREADY_EXISTS, "TOPIC_EXISTS", f"topic {request.name!r} already exists in this tenant"
+                )
+            live = len(state.live_nodes())
+            rf = request.replication_factor or min(DEFAULT_REPLICATION_FACTOR, live)
+            if rf > live:
+                raise ServiceError(
+                    C.FAILED_PRECONDITION,
+                    "REPLICATION_FACTOR_TOO_LARGE",
+                    f"replication factor {rf} is more than the {live} live node(s); lower it or add nodes",
+                    metadata={"live_nodes": str(live)},
+                )
+            try:
+                assignment = place_partitions(state, request.partitions, rf)
+            except PlacementError as exc:
+                raise ServiceError(C.FAILED_PRECONDITION, "PLACEMENT_FAILED", str(exc)) from None
+            await self._propose(
+                CreateTopic(
+                    caller.tenant,
+                    request.name,
+                    request.partitions,
+                    rf,
+                    request.retention_ms if request.HasField("retention_ms") else None,
+                    request.retention_bytes if request.HasField("retention_bytes") else None,
+                    assignment,
+                )
+            )
+            created = self._controller.state.topic(caller.tenant, request.name)
+            assert created is not None
+            return admin_pb2.CreateTopicResponse(topic=self._describe(created, assignments=True))
+
+        return await self._change(context, "CreateTopic", request, work)
+
+    async def DeleteTopic(
+        self, request: admin_pb2.DeleteTopicRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteTopicResponse:
+        async def work() -> admin_pb2.DeleteTopicResponse:
+            caller = await self._auth.caller(context)
+            if self._controller.state.topic(caller.tenant, request.name) is None:
+                raise _not_found_topic(request.name)
+            await self._propose(DeleteTopic(caller.tenant, request.name))
+            return admin_pb2.DeleteTopicResponse()
+
+        return await self._change(context, "DeleteTopic", request, work)
+
+    async def ListTopics(
+        self, request: admin_pb2.ListTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTopicsResponse:
+        async def work() -> admin_pb2.ListTopicsResponse:
+            caller = await self._auth.caller(context)
+            page = self._controller.state.list_topics(caller.tenant, request.page_size, request.page_token)
+            return admin_pb2.ListTopicsResponse(
+                topics=[self._describe(t, assignments=False) for t in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._read(context, work())
+
+    async def DescribeTopic(
+        self, request: admin_pb2.DescribeTopicRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeTopicResponse:
+        async def work() -> admin_pb2.DescribeTopicResponse:
+            caller = await self._auth.caller(context)
+            topic = self._controller.state.topic(caller.tenant, request.name)
+            if topic is None:
+                raise _not_found_topic(request.name)
+            return admin_pb2.DescribeTopicResponse(topic=self._describe(topic, assignments=True))
+
+        return await self._read(context, work())
+
+    # --- nodes and the cluster -------------------------------------------------
+
+    async def ListNodes(
+        self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListNodesResponse:
+        async def work() -> admin_pb2.ListNodesResponse:
+            await self._auth.operator(context)
+            state = self._controller.state
+            page = state.list_nodes(request.page_size, request.page_token)
+            return admin_pb2.ListNodesResponse(
+                nodes=[
+                    admin_pb2.NodeDescription(
+                        node_id=n.node_id,
+                        address=n.address,
+                        zone=n.zone,
+                        controller_eligible=n.controller_eligible,
+                        alive=n.alive,
+                        decommissioning=n.decommissioning,
+                        replicas=len(state.assignments_for_node(n.node_id)),
+                    )
+                    for n in page.items
+                ],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._read(context, work())
+
+    async def DecommissionNode(
+        self, request: admin_pb2.DecommissionNodeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DecommissionNodeResponse:
+        async def work() -> admin_pb2.DecommissionNodeResponse:
+            await self._auth.operator(context)
+            await self._propose(DecommissionNode(request.node_id))
+            return admin_pb2.DecommissionNodeResponse()
+
+        return await self._change(context, "DecommissionNode", request, work)
+
+    async def GetClusterStatus(
+        self, request: admin_pb2.GetClusterStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetClusterStatusResponse:
+        async def work() -> admin_pb2.GetClusterStatusResponse:
+            await self._auth.operator(context)
+            state = self._controller.state
+            image = state.image()
+            return admin_pb2.GetClusterStatusResponse(
+                controller_leader=self._controller.leader,
+                metadata_index=state.applied_index,
+                nodes=len(image.nodes),
+                live_nodes=len(state.live_nodes()),
+                tenants=len(image.tenants),
+                topics=len(image.topics),
+                partitions=len(image.assignments),
+                answering_node=self._node_id,
+            )
+
+        return await self._read(context, work())

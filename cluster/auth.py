@@ -1,0 +1,122 @@
+"""Who is calling, and in which tenant: the front end's first step.
+
+Every ``raftlog.v1`` call carries ``authorization: Bearer <api key>``
+(client/auth.py builds it). The key is checked against this node's applied
+metadata (salted hashes, cluster/controller/api_keys.py). A tenant key acts
+in its own tenant; an operator key acts in the tenant named by the
+``raftlog-tenant`` header, ``default`` when there is none.
+
+Invariants:
+
+- No key, or a key that is not stored: ``UNAUTHENTICATED``; nothing of the
+  request is looked at.
+- A tenant never learns whether another tenant's names exist: a tenant key
+  naming another tenant in the header, or an operator naming a tenant that
+  does not exist, gets ``NOT_FOUND UNKNOWN_TENANT`` — the same answer for
+  "exists but not yours" and "does not exist". Topics are looked up only
+  under the caller's tenant, so another tenant's topic is ``NOT_FOUND`` too.
+- A key this node does not know yet may have been created a moment ago on
+  the controller leader: the check waits up to ``CATCH_UP_S`` for this
+  node's metadata to move before refusing it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from client.auth import AUTHORIZATION_HEADER, TENANT_HEADER
+from cluster.controller import Principal
+from cluster.controller_duties import DEFAULT_TENANT
+from cluster.controller_replica import ControllerReplica
+from cluster.grpc_errors import ServiceError
+
+CATCH_UP_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: Principal
+    tenant: str
+    """The tenant the request acts in."""
+
+    @property
+    def is_operator(self) -> bool:
+        return self.principal.is_operator
+
+
+def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def unknown_tenant(tenant: str) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.NOT_FOUND,
+        "UNKNOWN_TENANT",
+        f"tenant {tenant!r} does not exist (or this key cannot act in it); check the tenant name",
+        metadata={"tenant": tenant},
+    )
+
+
+class Authenticator:
+    def __init__(self, controller: ControllerReplica) -> None:
+        self._controller = controller
+
+    async def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The authenticated caller and its tenant, or a ``ServiceError``."""
+        principal = await self._principal(context)
+        wanted = _header(context, TENANT_HEADER)
+        if principal.tenant is not None:
+            if wanted and wanted != principal.tenant:
+                raise unknown_tenant(wanted)
+            return Caller(principal, principal.tenant)
+        tenant = wanted or DEFAULT_TENANT
+        if self._controller.state.tenant(tenant) is None:
+            raise unknown_tenant(tenant)
+        return Caller(principal, tenant)
+
+    async def operator(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The caller, who must hold an operator key."""
+        caller = await self.caller(context)
+        if not caller.is_operator:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "OPERATOR_KEY_REQUIRED",
+                "this call needs an operator key; tenant keys manage only their own topics",
+            )
+        return caller
+
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        header = _header(context, AUTHORIZATION_HEADER)
+        if not header:
+            raise ServiceError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "MISSING_API_KEY",
+                "no API key: send 'authorization: Bearer <key>' (the CLI reads RAFTLOG_API_KEY)",
+            )
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ServiceError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "INVALID_API_KEY",
+                "the authorization header must be 'Bearer <api key>'",
+            )
+        key = key.strip()
+        controller = self._controller
+        principal = controller.state.authenticate(key)
+        deadline = time.monotonic() + CATCH_UP_S
+        while principal is None and (remaining := deadline - time.monotonic()) > 0:
+            await controller.wait_changed(controller.version, timeout=remaining)
+            principal = controller.state.authenticate(key)
+        if principal is None:
+            raise ServiceError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "INVALID_API_KEY",
+                "the API key is not valid (unknown, revoked or mistyped); ask an operator for a key",
+            )
+        return principal

@@ -1,0 +1,154 @@
+"""What the controller leader does on its own, without being asked.
+
+Bootstrap: a new cluster's metadata is made from the cluster file by
+whichever node first leads group 0 — every node of the file registered
+(address, zone, controller eligibility), the ``default`` tenant, the first
+operator key, and the file's topics in the default tenant. Each step looks
+at the applied state first, so a leader that takes over half-way finishes
+the job and a restarted cluster does nothing.
+
+The operator key is the one in ``RAFTLOG_BOOTSTRAP_API_KEY`` when it is set
+(``make run`` and test clusters choose it so they can hand it to users);
+otherwise the leader issues one and writes it to ``<data dir>/operator.key``
+(mode 0600) *before* proposing it, so a key that commits is never lost.
+
+Invariants:
+
+- Only the leader of group 0 proposes, and only what the state it has
+  applied lacks; every command is checked again when applied, so a stale
+  view costs at most a rejected command, never a wrong state.
+- The clear operator key never enters the log (only its salted hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.controller import (
+    CreateApiKey,
+    CreateTenant,
+    CreateTopic,
+    RegisterNode,
+    Rejected,
+    encode_command,
+    issue_api_key,
+)
+from cluster.controller.api_keys import parse_api_key, secret_digest
+from cluster.controller.commands import Command
+from cluster.controller_replica import ControllerReplica
+from cluster.static_config import StaticCluster
+from partitions.replica_errors import ReplicaError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+BOOTSTRAP_API_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
+RECHECK_S = 1.0
+
+
+class BadBootstrapKey(ValueError):
+    pass
+
+
+def operator_key_command(clear_key: str) -> CreateApiKey:
+    """The command that stores ``clear_key`` (an operator key chosen by
+    whoever started the cluster) as a salted hash."""
+    parsed = parse_api_key(clear_key)
+    if parsed is None:
+        raise BadBootstrapKey(
+            f"{BOOTSTRAP_API_KEY_ENV} is not an API key (expected rlk_<16 hex>_<43 base64url characters>)"
+        )
+    key_id, secret = parsed
+    salt = secrets.token_bytes(16)
+    return CreateApiKey(key_id, None, salt, secret_digest(salt, secret))
+
+
+@dataclass
+class ControllerDuties:
+    node_id: int
+    controller: ControllerReplica
+    cluster: StaticCluster
+    data_dir: Path
+    bootstrap_key: str | None = None
+
+    async def run(self) -> None:
+        version = -1
+        while True:
+            if self.controller.is_leader:
+                try:
+                    await self.bootstrap()
+                except ReplicaError as exc:  # lost leadership, backpressure: look again
+                    log.info("controller duties paused: %s", exc)
+            version = await self.controller.wait_changed(version, timeout=RECHECK_S)
+
+    def bootstrapped(self) -> bool:
+        """Whether the applied state has everything the cluster file asks for."""
+        state = self.controller.state
+        return (
+            all(state.node(n.id) is not None for n in self.cluster.nodes)
+            and state.tenant(DEFAULT_TENANT) is not None
+            and bool(state.list_api_keys(None).items)
+            and all(state.topic(DEFAULT_TENANT, t.name) is not None for t in self.cluster.topics)
+        )
+
+    async def _submit(self, command: Command) -> None:
+        result = await self.controller.submit(encode_command(command))
+        if isinstance(result, Rejected):
+            log.warning(
+                "bootstrap: %s rejected: %s (%s)", type(command).__name__, result.message, result.reason
+            )
+
+    async def bootstrap(self) -> None:
+        state = self.controller.state
+        voters = set(self.cluster.controller_voters())
+        for spec in self.cluster.nodes:
+            known = state.node(spec.id)
+            eligible = spec.id in voters
+            if known is None or (known.address, known.zone, known.controller_eligible) != (
+                spec.address,
+                spec.zone,
+                eligible,
+            ):
+                await self._submit(RegisterNode(spec.id, spec.address, spec.zone, eligible))
+        if self.controller.state.tenant(DEFAULT_TENANT) is None:
+            await self._submit(CreateTenant(DEFAULT_TENANT))
+        if not self.controller.state.list_api_keys(None).items:
+            await self._submit(await self._operator_key())
+        for topic in self.cluster.topics:
+            if self.controller.state.topic(DEFAULT_TENANT, topic.name) is None:
+                await self._submit(
+                    CreateTopic(
+                        DEFAULT_TENANT,
+                        topic.name,
+                        topic.partitions,
+                        len(topic.replicas),
+                        topic.retention_ms,
+                        topic.retention_bytes,
+                        self.cluster.initial_assignment(topic),
+                    )
+                )
+
+    async def _operator_key(self) -> CreateApiKey:
+        if self.bootstrap_key:
+            return operator_key_command(self.bootstrap_key)
+        issued = issue_api_key(None)
+        path = self.data_dir / "operator.key"
+        await asyncio.to_thread(_write_secret, path, issued.clear_text + "\n")
+        log.warning(
+            "bootstrap: issued the first operator key; it is in %s (readable by this user only)", path
+        )
+        return issued.command
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
