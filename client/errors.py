@@ -72,6 +72,7 @@ __all__ = [
     "InvalidBatchError",
     "InvalidRequestError",
     "LeaderNotAvailableError",
+    "NotFoundError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
@@ -173,7 +174,14 @@ class RequestTimeoutError(RetriableError):
     default_reason = "DEADLINE_EXCEEDED"
 
 
-class UnknownTopicOrPartitionError(RaftlogError):
+class NotFoundError(RaftlogError):
+    """What the call names does not exist (NOT_FOUND): a node, an API key,
+    a group (topics and tenants have their own subclasses)."""
+
+    default_reason = "NOT_FOUND"
+
+
+class UnknownTopicOrPartitionError(NotFoundError):
     """The topic or partition does not exist (or this client may not see it)."""
 
     default_reason = "UNKNOWN_TOPIC_OR_PARTITION"
@@ -278,7 +286,7 @@ class AuthorizationError(RaftlogError):
     default_reason = "OPERATOR_KEY_REQUIRED"
 
 
-class UnknownTenantError(RaftlogError):
+class UnknownTenantError(NotFoundError):
     """The tenant does not exist, or this key cannot act in it."""
 
     default_reason = "UNKNOWN_TENANT"
@@ -325,6 +333,9 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     "UNKNOWN_PRODUCER_ID": UnknownProducerIdError,
     "DUPLICATE_SEQUENCE": DuplicateSequenceError,
     "UNKNOWN_TENANT": UnknownTenantError,
+    "UNKNOWN_TOPIC": UnknownTopicOrPartitionError,
+    "UNKNOWN_NODE": NotFoundError,
+    "UNKNOWN_API_KEY": NotFoundError,
     "NO_CONTROLLER": UnavailableError,
     **dict.fromkeys(_BATCH_REASONS, InvalidBatchError),
 }
