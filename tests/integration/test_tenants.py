@@ -123,10 +123,10 @@ async def test_wrong_or_missing_keys_are_refused(cluster: LocalCluster) -> None:
     # A revoked key stops working.
     async with Admin(bootstrap(cluster), api_key=cluster.api_key) as operator:
         await operator.create_tenant("short-lived")
-        key = await operator.create_api_key("short-lived")
-        async with Admin(bootstrap(cluster), api_key=key.clear_text) as tenant:
+        issued = await operator.create_api_key("short-lived")
+        async with Admin(bootstrap(cluster), api_key=issued.clear_text) as tenant:
             assert await tenant.list_topics() == []
-            await operator.revoke_api_key(key.key_id)
+            await operator.revoke_api_key(issued.key_id)
             with pytest.raises(AuthenticationError):
                 await tenant.list_topics()
 
