@@ -305,43 +305,85 @@ def rebalance_plan(state: ControllerState, max_moves: int) -> Plan:
     replica counts are within one of each other. A move never lowers the
     number of zones its group spans and never touches a group with a move
     in flight (one with learners); it prefers to move preferred-leader slots
-    only when that also evens out the leader counts."""
+    only when that also evens out the leader counts.
+
+    Zone spread can forbid every direct move: with zones a, b, c and rf 2,
+    node 1 (zone a, 6 replicas) may share each of its groups with a zone c
+    node, so none may go to node 12 (zone c, 4 replicas), though a balanced
+    placement exists. Then the plan moves a replica through a third node:
+    1 -> 7 with one of 1's groups, 7 -> 12 with one of 7's groups that may
+    go to zone c; 7 ends where it started (see ``_best_chain``)."""
     live = state.live_nodes()
     load = _Load(state)
     moved: set[int] = set()
     moves: list[Move] = []
     while len(moves) < max_moves:
-        move = _best_move(state, live, load, moved)
-        if move is None:
+        chain = _best_chain(state, live, load, moved)
+        if not chain:
             break
-        a = state.assignment(move.group)
-        assert a is not None
-        leader = a.preferred_leader == move.old_node
-        load.remove(move.old_node, leader)
-        load.add(move.new_node, leader)
-        moved.add(move.group)
-        moves.append(move)
+        # A two-move chain may be cut at ``max_moves``: its first move only
+        # swaps the counts of its source and middle node (see below), and
+        # the next plan finds the second one as a direct move.
+        for move in chain[: max_moves - len(moves)]:
+            a = state.assignment(move.group)
+            assert a is not None
+            leader = a.preferred_leader == move.old_node
+            load.remove(move.old_node, leader)
+            load.add(move.new_node, leader)
+            moved.add(move.group)
+            moves.append(move)
     return Plan(tuple(moves))
 
 
-def _best_move(state: ControllerState, live: Sequence[Node], load: _Load, moved: set[int]) -> Move | None:
+def _best_chain(state: ControllerState, live: Sequence[Node], load: _Load, moved: set[int]) -> list[Move]:
+    """One direct move from a node to one holding at least two fewer
+    replicas (the most loaded source first, then the least loaded
+    destination), else two moves ``src -> mid -> dst`` of two groups.
+
+    Either lowers the sum of squared replica counts, so rebalancing ends.
+    A chain is tried only when no node has a direct move, so ``mid`` holds
+    exactly one fewer replica than ``src`` (with as many or more, its move to
+    ``dst`` would be a direct one; with two fewer, so would ``src``'s)."""
     by_load = sorted(live, key=lambda n: (load.replicas[n.node_id], n.node_id))
     for src in reversed(by_load):
         for dst in by_load:
             if load.replicas[src.node_id] - load.replicas[dst.node_id] < 2:
                 break
-            move_leader = load.leaders[src.node_id] > load.leaders[dst.node_id] + 1
-            options = []
-            for a in state.assignments_for_node(src.node_id):
-                if a.group in moved or a.learners or dst.node_id in a.members:
+            move = _one_move(state, load, moved, src, dst)
+            if move is not None:
+                return [move]
+    for src in reversed(by_load):
+        for dst in by_load:
+            if load.replicas[src.node_id] - load.replicas[dst.node_id] < 2:
+                break
+            for mid in by_load:
+                if mid.node_id in (src.node_id, dst.node_id):
                     continue
-                members = [state.node(n) for n in a.members]
-                after = [n for n in members if n is not None and n.node_id != src.node_id] + [dst]
-                if _labelled_zones(after) < _labelled_zones(members):
+                first = _one_move(state, load, moved, src, mid)
+                if first is None:
                     continue
-                is_leader = a.preferred_leader == src.node_id
-                options.append((is_leader != move_leader, a.group, a))
-            if options:
-                _, _, a = min(options, key=lambda o: (o[0], o[1]))
-                return Move(a.group, src.node_id, dst.node_id, _move_steps(a, src.node_id, dst.node_id))
-    return None
+                second = _one_move(state, load, moved | {first.group}, mid, dst)
+                if second is not None:
+                    return [first, second]
+    return []
+
+
+def _one_move(state: ControllerState, load: _Load, skip: set[int], src: Node, dst: Node) -> Move | None:
+    """The best group (not in ``skip``) to move from ``src`` to ``dst``
+    without lowering its zone spread: a preferred-leader slot only if that
+    evens out the leader counts, then the lowest group id."""
+    move_leader = load.leaders[src.node_id] > load.leaders[dst.node_id] + 1
+    options = []
+    for a in state.assignments_for_node(src.node_id):
+        if a.group in skip or a.learners or dst.node_id in a.members:
+            continue
+        members = [state.node(n) for n in a.members]
+        after = [n for n in members if n is not None and n.node_id != src.node_id] + [dst]
+        if _labelled_zones(after) < _labelled_zones(members):
+            continue
+        is_leader = a.preferred_leader == src.node_id
+        options.append((is_leader != move_leader, a.group, a))
+    if not options:
+        return None
+    _, _, a = min(options, key=lambda o: (o[0], o[1]))
+    return Move(a.group, src.node_id, dst.node_id, _move_steps(a, src.node_id, dst.node_id))

@@ -291,18 +291,12 @@ def test_draining_a_node_then_removing_it(
         assert_settled(log.state, rf)
 
 
-@settings(max_examples=40)
-@given(uniform_clusters(max_per_zone=3), st.integers(1, 30), st.integers(1, 3), st.integers(1, 3), st.data())
-def test_new_nodes_get_a_fair_share(
-    shape: tuple[Log, Sequence[str]], partitions: int, rf: int, joining: int, data: st.DataObject
-) -> None:
-    log, zones = shape
+def join_and_rebalance(log: Log, zones: Sequence[str], rf: int, joining: int, max_moves: int) -> None:
+    """Add ``joining`` nodes per zone, rebalance until a plan is empty, and
+    check the result is balanced within one and keeps every group's spread."""
     nodes = len(log.state.nodes())
-    rf = min(rf, nodes)
-    create_topic(log, "acme", "t", partitions, rf)
     for node_id in range(nodes + 1, nodes + 1 + joining * len(zones)):
         log.ok(RegisterNode(node_id, address(node_id), zones[(node_id - 1) % len(zones)], False))
-    max_moves = data.draw(st.integers(1, 10))
     for _ in range(200):
         plan = rebalance_plan(log.state, max_moves)
         assert plan == rebalance_plan(log.state.copy(), max_moves)
@@ -316,6 +310,50 @@ def test_new_nodes_get_a_fair_share(
     replicas = replica_counts(log.state)
     assert max(replicas.values()) - min(replicas.values()) <= 1, replicas
     assert_settled(log.state, rf)
+
+
+@settings(max_examples=40)
+@given(uniform_clusters(max_per_zone=3), st.integers(1, 30), st.integers(1, 3), st.integers(1, 3), st.data())
+def test_new_nodes_get_a_fair_share(
+    shape: tuple[Log, Sequence[str]], partitions: int, rf: int, joining: int, data: st.DataObject
+) -> None:
+    log, zones = shape
+    rf = min(rf, len(log.state.nodes()))
+    create_topic(log, "acme", "t", partitions, rf)
+    join_and_rebalance(log, zones, rf, joining, data.draw(st.integers(1, 10)))
+
+
+@pytest.mark.parametrize("max_moves", [1, 3, 10])
+def test_new_nodes_get_a_fair_share_when_zones_block_direct_moves(max_moves: int) -> None:
+    """Found by hypothesis: rebalancing used to stop with node 1 (zone a) at
+    6 replicas and node 12 (zone c) at 4, every group of node 1 sharing it
+    with a zone c node."""
+    zones = ("a", "b", "c")
+    log = cluster(3, zones=zones, tenants=["acme"])
+    create_topic(log, "acme", "t", 30, 2)
+    join_and_rebalance(log, zones, 2, 3, max_moves)
+
+
+def test_rebalancing_moves_through_a_third_node_when_zones_block_a_direct_move() -> None:
+    # Zones a: 1 4 7, b: 2 5 8, c: 3 6 9. Node 1 holds 3 replicas, node 3
+    # holds 1, every other node 2; each of node 1's groups is in zones
+    # {a, c}, so none may go to node 3, and no other node differs by two.
+    log = cluster(9, zones=("a", "b", "c"), tenants=["acme"])
+    assignment = ((1, 6), (1, 9), (1, 6), (2, 3), (5, 9), (2, 4), (4, 8), (5, 7), (7, 8))
+    log.ok(CreateTopic("acme", "t", len(assignment), 2, None, None, assignment))
+    plan = rebalance_plan(log.state, 10)
+    # 1 -> 2 with group 1 ({a, c} becomes {b, c}), 2 -> 3 with group 6
+    # ({a, b} becomes {a, c}): node 2 ends where it started.
+    assert [(m.group, m.old_node, m.new_node) for m in plan.moves] == [(1, 1, 2), (6, 2, 3)]
+    # Cut at max_moves, the chain's second move is the next plan's first.
+    first = rebalance_plan(log.state, 1)
+    assert first.moves == plan.moves[:1]
+    log.run(first)
+    assert rebalance_plan(log.state, 1).moves == plan.moves[1:]
+    log.run(Plan(plan.moves[1:]))
+    assert set(replica_counts(log.state).values()) == {2}
+    assert_settled(log.state, 2)
+    assert rebalance_plan(log.state, 10) == Plan(())
 
 
 def test_a_balanced_cluster_needs_no_moves() -> None:
