@@ -68,6 +68,7 @@ class LocalCluster:
         election_ticks: int = 10,
         retention_check_ms: int = 30_000,
         leader_balance_ms: int = 10_000,
+        node_dead_after_ms: int = 10_000,
         node_args: Sequence[str] = (),
     ) -> None:
         ports = free_ports(nodes)
@@ -77,6 +78,7 @@ class LocalCluster:
             f'cluster_id = "test-{ports[0]}"',
             f"retention_check_ms = {retention_check_ms}",
             f"leader_balance_ms = {leader_balance_ms}",
+            f"node_dead_after_ms = {node_dead_after_ms}",
             "",
         ]
         for n in self.node_ids:

@@ -297,6 +297,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     replicas=a.replicas if a else (),
                     learners=a.learners if a else (),
                     leader=replica.leader if replica else 0,
+                    raft_group=group,
                 )
         return described
 

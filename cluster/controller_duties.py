@@ -1,5 +1,18 @@
 """What the controller leader does on its own, without being asked.
 
+Liveness and repair: the leader watches every registered node through its
+Raft transport (a peer is up while its pings arrive, cluster/transport.py).
+A node silent for ``dead_after_s`` is marked dead (``SetNodeLiveness``),
+and marked alive again when it is heard from. Every replica of a dead or
+decommissioning node is moved to a live node (placement.py chooses; each
+move is ``AddLearner``, ``PromoteLearner``, ``RemoveReplica`` proposed back
+to back, so the assignment states where the group must end up). The
+partition's own leader then moves the group's Raft membership there one
+safe step at a time (cluster/reconciler.py: the new node joins as a
+learner, becomes a voter only once it holds the whole log, and the old
+node is removed last), so the metadata can run ahead of the data but the
+group never loses its quorum or a committed entry.
+
 Bootstrap: a new cluster's metadata is made from the cluster file by
 whichever node first leads group 0 — every node of the file registered
 (address, zone, controller eligibility), the ``default`` tenant, the first
@@ -17,6 +30,9 @@ Invariants:
 - Only the leader of group 0 proposes, and only what the state it has
   applied lacks; every command is checked again when applied, so a stale
   view costs at most a rejected command, never a wrong state.
+- A node is declared dead only by a leader that has itself watched it be
+  silent for ``dead_after_s`` (a new leader starts watching from zero), so
+  a leader change never shortens the grace period.
 - The clear operator key never enters the log (only its salted hash).
 """
 
@@ -26,7 +42,9 @@ import asyncio
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.controller import (
@@ -35,8 +53,11 @@ from cluster.controller import (
     CreateTopic,
     RegisterNode,
     Rejected,
+    SetNodeLiveness,
     encode_command,
     issue_api_key,
+    plan_decommission,
+    replacements_for_dead_node,
 )
 from cluster.controller.api_keys import parse_api_key, secret_digest
 from cluster.controller.commands import Command
@@ -75,6 +96,10 @@ class ControllerDuties:
     cluster: StaticCluster
     data_dir: Path
     bootstrap_key: str | None = None
+    peer_alive: Callable[[int], bool] = lambda _node: True
+    dead_after_s: float = 10.0
+    _silent_since: dict[int, float] = field(default_factory=dict)
+    _reported_stuck: set[int] = field(default_factory=set)
 
     async def run(self) -> None:
         version = -1
@@ -82,9 +107,58 @@ class ControllerDuties:
             if self.controller.is_leader:
                 try:
                     await self.bootstrap()
+                    await self.watch_nodes()
+                    await self.repair()
                 except ReplicaError as exc:  # lost leadership, backpressure: look again
                     log.info("controller duties paused: %s", exc)
+            else:
+                self._silent_since.clear()
             version = await self.controller.wait_changed(version, timeout=RECHECK_S)
+
+    async def watch_nodes(self) -> None:
+        """Propose the liveness transitions this leader has observed."""
+        now = time.monotonic()
+        for node in self.controller.state.nodes():
+            if node.node_id == self.node_id or self.peer_alive(node.node_id):
+                self._silent_since.pop(node.node_id, None)
+                if not node.alive:
+                    log.warning("node %d is back: marking it alive", node.node_id)
+                    await self._submit(SetNodeLiveness(node.node_id, True))
+                continue
+            since = self._silent_since.setdefault(node.node_id, now)
+            if node.alive and now - since >= self.dead_after_s:
+                log.warning("node %d silent for %.1fs: marking it dead", node.node_id, now - since)
+                await self._submit(SetNodeLiveness(node.node_id, False))
+
+    async def repair(self) -> None:
+        """Move every replica off dead and decommissioning nodes."""
+        for node in self.controller.state.nodes():
+            state = self.controller.state
+            if node.alive and not node.decommissioning:
+                continue
+            plan = (
+                plan_decommission(state, node.node_id)
+                if node.decommissioning
+                else replacements_for_dead_node(state, node.node_id)
+            )
+            for group in set(plan.stuck) - self._reported_stuck:
+                log.error(
+                    "group %d cannot leave node %d: too few live voters or no live node to take it "
+                    "(an operator must add nodes or bring nodes back)",
+                    group,
+                    node.node_id,
+                )
+            self._reported_stuck |= set(plan.stuck)
+            for move in plan.moves:
+                log.warning(
+                    "moving group %d's replica from node %d to node %d",
+                    move.group,
+                    move.old_node,
+                    move.new_node,
+                )
+                for step in move.steps:
+                    if not await self._submit(step):
+                        break  # the group changed under the plan: plan again next round
 
     def bootstrapped(self) -> bool:
         """Whether the applied state has everything the cluster file asks for."""
@@ -96,12 +170,13 @@ class ControllerDuties:
             and all(state.topic(DEFAULT_TENANT, t.name) is not None for t in self.cluster.topics)
         )
 
-    async def _submit(self, command: Command) -> None:
+    async def _submit(self, command: Command) -> bool:
+        """Propose ``command``; False (logged) if it was rejected."""
         result = await self.controller.submit(encode_command(command))
         if isinstance(result, Rejected):
-            log.warning(
-                "bootstrap: %s rejected: %s (%s)", type(command).__name__, result.message, result.reason
-            )
+            log.warning("%s rejected: %s (%s)", type(command).__name__, result.message, result.reason)
+            return False
+        return True
 
     async def bootstrap(self) -> None:
         state = self.controller.state

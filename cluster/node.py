@@ -182,7 +182,15 @@ class Node:
             self.bound_port = server.add_insecure_port(self.spec.address)
             if self.bound_port == 0:
                 raise ConfigError(f"node {self.node_id}: cannot listen on {self.spec.address}")
-            duties = ControllerDuties(self.node_id, controller, cluster, self.data_dir, self._bootstrap_key)
+            duties = ControllerDuties(
+                self.node_id,
+                controller,
+                cluster,
+                self.data_dir,
+                self._bootstrap_key,
+                peer_alive=transport.peer_alive,
+                dead_after_s=cluster.node_dead_after_ms / 1000,
+            )
             reconciler = Reconciler(
                 self.node_id, controller, host, transport, self._replica_config, static_peers, self._dial
             )

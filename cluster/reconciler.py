@@ -7,7 +7,14 @@ time it changed, compares the desired state with the local one:
   override when there is one);
 - replicas: every partition group the controller assigns to this node
   (voter or learner) is opened, bootstrapped with the assignment's members
-  when the group is new; groups no longer assigned here are stopped.
+  when the group is new; groups no longer assigned here are stopped;
+- membership: for every group this node leads, the group's Raft
+  configuration is moved toward its assignment, one change at a time
+  (``next_membership_step``): missing members join as learners, a learner
+  the assignment lists as a replica is promoted only once it holds the
+  leader's whole log, and members the assignment dropped are removed only
+  after every assigned replica votes (a leader that must go hands its
+  leadership to a caught-up replica first).
 
 Invariants:
 
@@ -18,7 +25,11 @@ Invariants:
   (appends or a snapshot), never bootstrapped on its own.
 - The reconciler only acts on applied (committed) metadata, and one pass at
   a time; a pass that fails is retried on the next change or after
-  ``RETRY_S``.
+  ``RETRY_S`` (catching up is not a metadata change, so passes also run on
+  that timer).
+- Membership changes never shrink the voters below the assignment's
+  replicas that are already voters plus one: a dead voter is removed only
+  after its replacement was promoted, so the group keeps its quorum.
 """
 
 from __future__ import annotations
@@ -31,12 +42,16 @@ from dataclasses import dataclass, field
 from cluster.controller import Assignment, Topic
 from cluster.controller_replica import ControllerReplica
 from cluster.transport import RaftTransport
-from partitions.replica import ReplicaConfig
+from partitions.replica import Replica, ReplicaConfig
+from partitions.replica_errors import ReplicaError
 from partitions.replica_host import ReplicaHost
+from raft.errors import ProposalDropped
+from raft.types import ConfChange, ConfChangeType
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 2.0
+RETRY_S = 1.0
+CHANGE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -83,6 +98,29 @@ class Reconciler:
             log.info("group %d is no longer assigned to node %d: stopping its replica", group, self.node_id)
             await self.host.remove_replica(group)
 
+        for group, replica in list(self.host.replicas.items()):
+            target = wanted.get(group)
+            if target is not None and replica.is_leader:
+                await self._converge(replica, target)
+
+    async def _converge(self, replica: Replica, assignment: Assignment) -> None:
+        step = next_membership_step(
+            self.node_id, replica.voters, replica.learners, assignment, replica.caught_up
+        )
+        if step is None:
+            return
+        if isinstance(step, int):
+            log.info("group %d: handing leadership to node %d before leaving", assignment.group, step)
+            replica.transfer_leadership(step)
+            return
+        log.info("group %d: %s node %d", assignment.group, step.type.name, step.node_id)
+        try:
+            await asyncio.wait_for(replica.change_membership(step), CHANGE_TIMEOUT_S)
+        except (ReplicaError, ProposalDropped, TimeoutError) as exc:
+            log.info(
+                "group %d: membership change %s not made (%r); retrying later", assignment.group, step, exc
+            )
+
     async def _open(self, assignment: Assignment) -> None:
         topic = self.controller.state.topic(assignment.tenant, assignment.topic)
         if topic is None:  # deleted between the listing and now
@@ -92,6 +130,38 @@ class Reconciler:
             await self.host.add_replica(assignment.group, assignment.replicas, config, assignment.learners)
         else:
             await self.host.join_group(assignment.group, config)
+
+
+def next_membership_step(
+    me: int,
+    voters: frozenset[int],
+    learners: frozenset[int],
+    assignment: Assignment,
+    caught_up: Callable[[int], bool],
+) -> ConfChange | int | None:
+    """The next safe change that brings a group's Raft membership (as its
+    leader ``me`` sees it) toward ``assignment``: a ``ConfChange`` to
+    propose, a node id to hand leadership to, or None when there is
+    nothing to do now."""
+    members = voters | learners
+    wanted_voters = set(assignment.replicas)
+    wanted = wanted_voters | set(assignment.learners)
+    missing = sorted(wanted - members, key=assignment.members.index)
+    if missing:
+        return ConfChange(ConfChangeType.ADD_LEARNER, missing[0])
+    for node in assignment.replicas:
+        if node in learners and caught_up(node):
+            return ConfChange(ConfChangeType.ADD_VOTER, node)
+    extra = sorted(members - wanted)
+    for node in extra:
+        if node in learners:
+            return ConfChange(ConfChangeType.REMOVE_NODE, node)
+    if extra and wanted_voters <= voters:
+        if me in extra:
+            heirs = [n for n in assignment.replicas if n != me and caught_up(n)]
+            return heirs[0] if heirs else None
+        return ConfChange(ConfChangeType.REMOVE_NODE, extra[0])
+    return None
 
 
 async def wait_for(predicate: Callable[[], bool], interval: float = 0.05) -> None:

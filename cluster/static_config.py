@@ -90,6 +90,9 @@ class StaticCluster:
     # How often a leader hands leadership back to its partition's preferred
     # replica once that replica is caught up (0: never).
     leader_balance_ms: int = 10_000
+    node_dead_after_ms: int = 10_000
+    """How long the controller leader hears nothing from a node before it
+    marks it dead and moves its replicas elsewhere."""
     controller_nodes: tuple[int, ...] = ()
     """The voters of the metadata controller (group 0); empty: the first
     three nodes of the file. Every other node follows it as a learner."""
@@ -130,6 +133,10 @@ class StaticCluster:
             or timing.election_ticks <= timing.heartbeat_ticks
         ):
             raise ConfigError("raft: tick_ms >= 1, heartbeat_ticks >= 1, election_ticks > heartbeat_ticks")
+        if self.node_dead_after_ms < 1000:
+            raise ConfigError(
+                "node_dead_after_ms must be at least 1000 (a node restart must not move its data)"
+            )
         if self.max_batch_bytes < 1024:
             raise ConfigError("max_batch_bytes must be at least 1024")
 
@@ -212,6 +219,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             retention_check_ms=int(doc.get("retention_check_ms", 30_000)),
             leader_balance_ms=int(doc.get("leader_balance_ms", 10_000)),
             controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
+            node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

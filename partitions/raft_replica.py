@@ -509,6 +509,8 @@ class RaftReplica(Generic[SM]):
                 continue
             if term != entry.term or (result is None and entry.kind == EntryKind.NORMAL):
                 future.set_exception(OutcomeUnknown(self.group, self._node.leader))
+            elif entry.kind != EntryKind.NORMAL:
+                future.set_result(None)  # a membership change took effect
             else:
                 self._settle(future, result)
 

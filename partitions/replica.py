@@ -76,6 +76,8 @@ class ReplicaStatus:
     high_watermark: int
     log_start_offset: int
     hibernating: bool
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
 
 
 def _now_ms() -> int:
@@ -111,6 +113,8 @@ class Replica(RaftReplica[PartitionStateMachine]):
             high_watermark=self._sm.high_watermark,
             log_start_offset=self._sm.log_start_offset,
             hibernating=self._hibernating,
+            voters=tuple(sorted(self.voters)),
+            learners=tuple(sorted(self.learners)),
         )
 
     def request_retention(self, now_ms: int | None = None) -> None:

@@ -1,0 +1,113 @@
+"""A node is killed: after the grace period the controller gives its
+partitions new replicas on a live node, and those replicas really hold the
+data (a second node can then die without losing a record)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client import Consumer, Producer
+from client.admin import Admin
+from client.local_cluster import LocalCluster
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+
+pytestmark = pytest.mark.timeout(180)
+
+DEAD_AFTER_MS = 2000
+
+
+async def _produce(cluster: LocalCluster, topic: str, values: list[bytes]) -> None:
+    async with Producer(list(cluster.addresses.values()), api_key=cluster.api_key, linger_ms=2) as producer:
+        for i, value in enumerate(values):
+            await producer.send(topic, value, partition=i % 3)
+        await producer.flush()
+
+
+async def _read_all(cluster: LocalCluster, topic: str, expected: int) -> list[bytes]:
+    live = [a for n, a in cluster.addresses.items() if n in cluster.processes]
+    async with Consumer(live, api_key=cluster.api_key) as consumer:
+        consumer.assign([(topic, p) for p in range(3)])
+        await consumer.seek_to_beginning()
+        seen: list[bytes] = []
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
+            seen += [r.value or b"" for r in await consumer.poll(1.0)]
+        return seen
+
+
+async def _wait_until_off(admin: Admin, topic: str, node: int, timeout: float = 60.0) -> dict[int, set[int]]:
+    """Until no partition is assigned to ``node``; returns group -> members."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topic(topic)
+        placed = {p.raft_group: set(p.replicas) | set(p.learners) for p in described.assignments}
+        if all(node not in members for members in placed.values()):
+            return placed
+        assert asyncio.get_running_loop().time() < deadline, f"node {node} still holds {placed}"
+        await asyncio.sleep(0.2)
+
+
+async def _raft_members(cluster: LocalCluster) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each partition group's (voters, learners) as its leader reports them."""
+    found = {}
+    for node in list(cluster.processes):
+        async with grpc.aio.insecure_channel(cluster.addresses[node]) as channel:
+            stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
+                node_admin_pb2.StatsRequest(), timeout=5
+            )
+        for r in stats.partitions:
+            if r.role == "LEADER":
+                found[r.group] = (tuple(r.voters), tuple(r.learners))
+    return found
+
+
+async def _wait_for_raft(cluster: LocalCluster, groups: dict[int, set[int]], timeout: float = 60.0) -> None:
+    """Until every group's leader has exactly the assigned voters."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        members = await _raft_members(cluster)
+        if all(
+            g in members and set(members[g][0]) == want and not members[g][1] for g, want in groups.items()
+        ):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"Raft membership {members}, wanted {groups}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, nodes=4, topics=[], node_dead_after_ms=DEAD_AFTER_MS)
+    cluster.start_all()
+    try:
+        async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
+            created = await admin.create_topic("events", 3, 3)
+            holders = [set(p.replicas) for p in created.assignments]
+            victim = 4  # not a controller voter: the controller keeps its quorum
+            assert any(victim in h for h in holders), holders
+            first = [f"a{i}".encode() for i in range(60)]
+            await _produce(cluster, "events", first)
+
+            await asyncio.to_thread(cluster.kill, victim)
+            placed = await _wait_until_off(admin, "events", victim)
+            assert all(len(members) == 3 for members in placed.values()), placed
+            nodes = {n.node_id: n for n in await admin.list_nodes()}
+            assert not nodes[victim].alive
+
+            # The leaders move Raft membership to the assignment (the new
+            # replica a voter, the dead one gone). Then lose an *original*
+            # replica of a moved partition: it keeps a quorum only if its new
+            # replica is a real voter holding the log.
+            await _wait_for_raft(cluster, placed)
+            moved = next(h for h in holders if victim in h)
+            second = min(moved - {victim})
+            await asyncio.to_thread(cluster.kill, second)
+            more = [f"b{i}".encode() for i in range(30)]
+            await _produce(cluster, "events", more)
+            seen = await _read_all(cluster, "events", len(first) + len(more))
+            assert sorted(seen) == sorted(first + more)
+            assert len(seen) == len(set(seen))
+    finally:
+        cluster.close()
