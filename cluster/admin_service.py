@@ -186,6 +186,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.CreateTenantResponse:
         async def work() -> admin_pb2.CreateTenantResponse:
             await self._auth.operator(context)
+            if request.name.startswith("__"):
+                raise _bad("INVALID_NAME", f"tenant names starting with '__' are reserved: {request.name!r}")
             await self._propose(CreateTenant(request.name))
             issued = issue_api_key(request.name)
             await self._propose(issued.command)

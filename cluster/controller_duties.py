@@ -16,7 +16,8 @@ group never loses its quorum or a committed entry.
 Bootstrap: a new cluster's metadata is made from the cluster file by
 whichever node first leads group 0 — every node of the file registered
 (address, zone, controller eligibility), the ``default`` tenant, the first
-operator key, and the file's topics in the default tenant. Each step looks
+operator key, the file's topics in the default tenant, and the consumer
+groups' internal topic (``__system/__consumer_offsets``). Each step looks
 at the applied state first, so a leader that takes over half-way finishes
 the job and a restarted cluster does nothing.
 
@@ -56,12 +57,14 @@ from cluster.controller import (
     SetNodeLiveness,
     encode_command,
     issue_api_key,
+    place_partitions,
     plan_decommission,
     replacements_for_dead_node,
 )
 from cluster.controller.api_keys import parse_api_key, secret_digest
 from cluster.controller.commands import Command
 from cluster.controller_replica import ControllerReplica
+from cluster.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
 from cluster.static_config import StaticCluster
 from partitions.replica_errors import ReplicaError
 
@@ -168,6 +171,7 @@ class ControllerDuties:
             and state.tenant(DEFAULT_TENANT) is not None
             and bool(state.list_api_keys(None).items)
             and all(state.topic(DEFAULT_TENANT, t.name) is not None for t in self.cluster.topics)
+            and state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is not None
         )
 
     async def _submit(self, command: Command) -> bool:
@@ -207,6 +211,31 @@ class ControllerDuties:
                         self.cluster.initial_assignment(topic),
                     )
                 )
+        # After the file topics, so that their Raft group ids stay 1..N.
+        await self._ensure_offsets_topic()
+
+    async def _ensure_offsets_topic(self) -> None:
+        """The consumer groups' internal topic (cluster/group_logs.py)."""
+        state = self.controller.state
+        if state.tenant(SYSTEM_TENANT) is None:
+            await self._submit(CreateTenant(SYSTEM_TENANT))
+            state = self.controller.state
+        if state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is not None:
+            return
+        live = len(state.live_nodes())
+        partitions = self.cluster.offsets_partitions
+        rf = min(3, live)
+        await self._submit(
+            CreateTopic(
+                SYSTEM_TENANT,
+                OFFSETS_TOPIC,
+                partitions,
+                rf,
+                None,
+                None,
+                place_partitions(state, partitions, rf),
+            )
+        )
 
     async def _operator_key(self) -> CreateApiKey:
         if self.bootstrap_key:

@@ -14,11 +14,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raftlog.internal.v1 import node_admin_pb2
-from raftlog.v1 import admin_pb2, log_pb2, metadata_pb2
+from raftlog.v1 import admin_pb2, groups_pb2, log_pb2, metadata_pb2
 
 PUBLIC_SERVICES = (
     log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    groups_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
     metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name,
     node_admin_pb2.DESCRIPTOR.services_by_name["NodeAdmin"].full_name,
 )

@@ -39,6 +39,8 @@ from cluster.controller import Assignment, Topic
 from cluster.controller_duties import BOOTSTRAP_API_KEY_ENV, ControllerDuties
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.forwarding import Forwarder
+from cluster.group_logs import RaftCoordinatorLogs
+from cluster.groups.service import GroupService
 from cluster.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.leader_balance import hand_back_leadership
 from cluster.log_service import LogService
@@ -53,7 +55,7 @@ from partitions.replica_host import HostConfig, ReplicaHost
 from partitions.state_machine import PartitionConfig
 from raft.types import Message
 from raftlog.internal.v1 import node_admin_pb2_grpc
-from raftlog.v1 import admin_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
+from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
 
 GRPC_OPTIONS = [
     ("grpc.http2.lookahead_bytes", 8 << 20),
@@ -97,6 +99,7 @@ class Node:
         self.host: ReplicaHost | None = None
         self.transport: RaftTransport | None = None
         self.controller: ControllerReplica | None = None
+        self._auth: Authenticator | None = None
         self.bound_port = 0
 
     # --- wiring ---
@@ -130,6 +133,15 @@ class Node:
         assert self.controller is not None
         return self.controller.state.partition(tenant, topic, partition)
 
+    def _partition_count(self, tenant: str, topic: str) -> int:
+        assert self.controller is not None
+        found = self.controller.state.topic(tenant, topic)
+        return found.partitions if found is not None else 0
+
+    async def _tenant_of(self, context: grpc.aio.ServicerContext) -> str:
+        assert self._auth is not None
+        return (await self._auth.caller(context)).tenant
+
     def _send(self, to_node: int, group: int, message: Message, quiesce: bool) -> None:
         assert self.transport is not None
         self.transport.send(to_node, group, message, quiesce=quiesce)
@@ -162,7 +174,7 @@ class Node:
             self.transport = transport
             controller = await host.add_group(ControllerReplica, CONTROLLER_GROUP, voters, learners=learners)
             self.controller = controller
-            auth = Authenticator(controller)
+            auth = self._auth = Authenticator(controller)
             forwarder = Forwarder()
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
@@ -175,6 +187,12 @@ class Node:
                 AdminService(self.node_id, auth, controller, host.replica, transport.peer_alive, forwarder),
                 server,
             )
+            groups = GroupService(
+                RaftCoordinatorLogs(controller, host.replica, self._address_of),
+                self._partition_count,
+                self._tenant_of,
+            )
+            groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
                 NodeAdminService(self.node_id, lambda: self.host, lambda: self.transport), server
             )
@@ -210,6 +228,7 @@ class Node:
                     task.cancel()
                 await asyncio.wait((stop, *loops))
                 await server.stop(grace=1.0)
+                await groups.close()
                 await forwarder.close()
                 await transport.close()
 

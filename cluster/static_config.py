@@ -90,6 +90,9 @@ class StaticCluster:
     # How often a leader hands leadership back to its partition's preferred
     # replica once that replica is caught up (0: never).
     leader_balance_ms: int = 10_000
+    offsets_partitions: int = 3
+    """Partitions of the consumer groups' internal topic (the group
+    coordinators); fixed once the cluster exists."""
     node_dead_after_ms: int = 10_000
     """How long the controller leader hears nothing from a node before it
     marks it dead and moves its replicas elsewhere."""
@@ -133,6 +136,8 @@ class StaticCluster:
             or timing.election_ticks <= timing.heartbeat_ticks
         ):
             raise ConfigError("raft: tick_ms >= 1, heartbeat_ticks >= 1, election_ticks > heartbeat_ticks")
+        if self.offsets_partitions < 1:
+            raise ConfigError("offsets_partitions must be at least 1")
         if self.node_dead_after_ms < 1000:
             raise ConfigError(
                 "node_dead_after_ms must be at least 1000 (a node restart must not move its data)"
@@ -220,6 +225,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             leader_balance_ms=int(doc.get("leader_balance_ms", 10_000)),
             controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
+            offsets_partitions=int(doc.get("offsets_partitions", 3)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

@@ -280,6 +280,22 @@ class RaftReplica(Generic[SM]):
     def stopped(self) -> bool:
         return self._stopped
 
+    @property
+    def term(self) -> int:
+        return self._node.term
+
+    @property
+    def serves_its_term(self) -> bool:
+        """Whether this replica leads and has applied an entry of its own
+        term: everything committed by earlier leaders is applied here (what
+        a new leader must wait for before answering from its state)."""
+        node = self._node
+        return (
+            node.role == Role.LEADER
+            and node.term_at(node.commit_index) == node.term
+            and node.applied_index >= node.commit_index
+        )
+
     # --- inputs (any task on the event loop) -------------------------------
 
     def _enqueue(self, item: _Input, *, wake: bool = True) -> None:

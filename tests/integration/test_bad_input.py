@@ -180,9 +180,10 @@ async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalClu
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
                 node_admin_pb2.StatsRequest(), timeout=5
             )
-        assert stats.replicas == 1 and len(stats.partitions) == 1
-        replica = stats.partitions[0]
-        assert replica.group == 1 and replica.role in ("LEADER", "FOLLOWER")
+        # Topic t (group 1) and the 3 partitions of the groups' offsets topic.
+        assert stats.replicas == 4 and sorted(r.group for r in stats.partitions) == [1, 2, 3, 4]
+        replica = next(r for r in stats.partitions if r.group == 1)
+        assert replica.role in ("LEADER", "FOLLOWER") and sorted(replica.voters) == [1, 2, 3]
         assert replica.commit_index >= replica.applied_index >= 1
         leaders += replica.role == "LEADER"
         assert stats.cpu_seconds > 0 and stats.rss_bytes > 0

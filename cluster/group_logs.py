@@ -1,0 +1,121 @@
+"""The consumer-group coordinator's logs: partitions of the internal topic
+``__consumer_offsets`` (tenant ``__system``), replicated through Raft like
+any partition.
+
+``RaftCoordinatorLogs`` is ``cluster.groups.service.CoordinatorLogs`` over
+this node's replicas: coordinator partition ``p`` is the offsets topic's
+partition ``p``, and this node coordinates the groups that hash to ``p``
+while it leads that partition. Each ``OffsetsLog.append`` is one record
+batch, so a commit of several offsets is one Raft entry: all or nothing.
+
+Invariants:
+
+- ``log(p)`` answers only while the local replica of ``p`` leads; a
+  replica that stops leading (check-quorum steps a partitioned leader down
+  within an election timeout) makes it raise ``NotCoordinatorError`` with
+  the leader it knows.
+- ``read_all`` starts only once the leader has applied an entry of its own
+  term, so it sees every record committed under earlier leaders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from cluster.controller import Assignment
+from cluster.controller_replica import ControllerReplica
+from cluster.groups.service import NotCoordinatorError
+from partitions.replica import Replica
+from partitions.replica_errors import NotLeaderError
+from raftlog.v1.record_batch import Record, decode_records, encode_batch
+
+SYSTEM_TENANT = "__system"
+OFFSETS_TOPIC = "__consumer_offsets"
+READ_BYTES = 1 << 20
+TERM_WAIT_S = 5.0
+
+
+class ReplicaOffsetsLog:
+    """One coordinator partition, through its local leader replica."""
+
+    def __init__(self, partition: int, replica: Replica, leader_address: Callable[[int], str]) -> None:
+        self._partition = partition
+        self._replica = replica
+        self._leader_address = leader_address
+
+    @property
+    def leader_term(self) -> int:
+        return self._replica.term
+
+    def _not_coordinator(self) -> NotCoordinatorError:
+        return NotCoordinatorError(self._partition, self._leader_address(self._replica.leader))
+
+    async def append(self, records: Sequence[bytes]) -> int:
+        batch = encode_batch([Record(value=r) for r in records])
+        try:
+            result = await self._replica.produce(batch)
+        except NotLeaderError:
+            raise self._not_coordinator() from None
+        return result.base_offset
+
+    async def read_all(self) -> AsyncIterator[tuple[int, bytes]]:
+        replica = self._replica
+        deadline = asyncio.get_running_loop().time() + TERM_WAIT_S
+        while not replica.serves_its_term:
+            if not replica.is_leader or asyncio.get_running_loop().time() > deadline:
+                raise self._not_coordinator()
+            await asyncio.sleep(0.01)
+        offset = 0
+        while True:
+            try:
+                result = replica.read(offset, READ_BYTES)
+            except NotLeaderError:
+                raise self._not_coordinator() from None
+            offset = max(offset, result.log_start_offset)
+            if not result.batches:
+                return
+            for batch in result.batches:
+                for record in decode_records(batch):
+                    if record.offset >= offset:
+                        yield record.offset, record.value or b""
+                        offset = record.offset + 1
+            if offset >= result.high_watermark:
+                return
+
+
+class RaftCoordinatorLogs:
+    def __init__(
+        self,
+        controller: ControllerReplica,
+        replica_of: Callable[[int], Replica | None],
+        address_of: Callable[[int], str],
+    ) -> None:
+        self._controller = controller
+        self._replica_of = replica_of
+        self._address_of = address_of
+
+    @property
+    def partition_count(self) -> int:
+        topic = self._controller.state.topic(SYSTEM_TENANT, OFFSETS_TOPIC)
+        return topic.partitions if topic is not None else 0
+
+    def _assignment(self, partition: int) -> Assignment | None:
+        return self._controller.state.partition(SYSTEM_TENANT, OFFSETS_TOPIC, partition)
+
+    def log(self, partition: int) -> ReplicaOffsetsLog:
+        assignment = self._assignment(partition)
+        replica = self._replica_of(assignment.group) if assignment is not None else None
+        if replica is None or not replica.is_leader:
+            leader = replica.leader if replica is not None else 0
+            raise NotCoordinatorError(partition, self._address_of(leader) if leader else "")
+        return ReplicaOffsetsLog(partition, replica, self._address_of)
+
+    def led_partitions(self) -> Sequence[int]:
+        led = []
+        for partition in range(self.partition_count):
+            assignment = self._assignment(partition)
+            replica = self._replica_of(assignment.group) if assignment is not None else None
+            if replica is not None and replica.is_leader:
+                led.append(partition)
+        return led

@@ -1,0 +1,558 @@
+"""``raftlog.v1.GroupService``: consumer groups over the pure coordinator and
+an abstract durable log.
+
+Each group belongs to one *coordinator partition*, chosen by
+``coordinator_partition`` (a stable hash of tenant and group). The leader of
+that partition's log is the group's coordinator. This module does not know
+how the log is replicated: it sees it through ``CoordinatorLogs`` and
+``OffsetsLog`` (the node wires in the Raft-backed ones, plus authentication
+and forwarding to the coordinator's node).
+
+Invariants:
+
+- A coordinator partition is served only from a ``GroupCoordinator`` built
+  by replaying its whole log under the current leadership term, and only
+  once its ``CoordinatorStarted`` record is durable (the next leader's
+  failover fence depends on it). A new term (or a lost leadership)
+  discards the in-memory state and the next request replays again. Replays
+  of one partition never run concurrently.
+- A commit is answered only after the log stored it and the table applied
+  it, so a fetch that follows a successful commit sees it. The append is
+  never abandoned half-way: it runs as a tracked task that applies its
+  records when it completes, even if the caller gave up.
+- An append that failed in a way that leaves its outcome unknown discards
+  the partition's state (membership included, members rejoin): the table
+  must not disagree with the log.
+- Every expected failure leaves as a ``ServiceError`` (``cluster.grpc_errors``): the
+  core's errors map to status codes in ``_STATUS`` only.
+- Handlers take the caller's tenant as a parameter (``join_group(tenant,
+  request)``...); the gRPC methods obtain it with ``tenant_of(context)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import grpc
+
+from cluster.controller.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
+from cluster.groups import (
+    FencedMemberError,
+    GroupError,
+    GroupFullError,
+    GroupNotFoundError,
+    InvalidGroupRequest,
+    StaleMemberEpochError,
+    TopicPartition,
+    UnknownMemberError,
+    UnknownPartitionError,
+)
+from cluster.groups.coordinator import GroupCoordinator, GroupSummary, OffsetCommit, TopicMetadata
+from cluster.groups.membership import Assignment, GroupConfig, GroupState, MemberState
+from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
+from cluster.grpc_errors import ServiceError, abort, from_replica_error
+from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
+from raftlog.v1 import groups_pb2, groups_pb2_grpc
+
+__all__ = [
+    "CoordinatorLogs",
+    "GroupService",
+    "NotCoordinatorError",
+    "OffsetsLog",
+    "TenantOf",
+    "coordinator_partition",
+]
+
+T = TypeVar("T")
+Request = TypeVar("Request")
+
+
+class NotCoordinatorError(Exception):
+    """This node does not lead the coordinator partition (nothing was
+    appended). ``leader_address`` is "host:port" of the leader, "" if unknown."""
+
+    def __init__(self, partition: int, leader_address: str = "") -> None:
+        where = f"its leader is at {leader_address}" if leader_address else "its leader is unknown"
+        super().__init__(f"this node does not lead coordinator partition {partition}; {where}")
+        self.partition = partition
+        self.leader_address = leader_address
+
+
+class OffsetsLog(Protocol):
+    """One coordinator partition's log, as its leader on this node sees it."""
+
+    @property
+    def leader_term(self) -> int:
+        """The Raft term of this node's current leadership. It must grow with
+        every new leadership, so that state built under an older one is
+        recognised as stale."""
+        ...
+
+    async def append(self, records: Sequence[bytes]) -> int:
+        """Append ``records`` as one atomic unit and return the log offset of
+        the first (record i is at that + i) once they are committed through
+        Raft. Raises ``NotCoordinatorError`` when not the leader (nothing
+        appended); ``partitions.replica_errors.Backpressure`` or
+        ``ProduceRejected`` when refused (nothing appended); anything else
+        means the outcome is unknown."""
+        ...
+
+    def read_all(self) -> AsyncIterator[tuple[int, bytes]]:
+        """Every committed record ``(log offset, bytes)`` from the start of the
+        log, in log order. It must include every record committed under
+        earlier terms: call it only after this leader has committed an entry
+        of its own term (Raft's no-op), and only after appends made earlier
+        in this term have resolved."""
+        ...
+
+
+class CoordinatorLogs(Protocol):
+    """The coordinator partitions, as this node sees them."""
+
+    @property
+    def partition_count(self) -> int:
+        """How many coordinator partitions the cluster has (fixed for its life:
+        changing it would move groups between coordinators)."""
+        ...
+
+    def log(self, partition: int) -> OffsetsLog:
+        """The partition's log, or ``NotCoordinatorError`` when this node does
+        not lead it. Heartbeats are answered from memory, without touching
+        the log, so this must stop returning the log soon after the
+        leadership is lost (Raft check-quorum, or a leader lease): a deposed
+        leader answering heartbeats keeps old members consuming, and the new
+        coordinator's fence allows only ``GroupConfig.failover_margin_ms``
+        for that."""
+        ...
+
+    def led_partitions(self) -> Sequence[int]:
+        """The coordinator partitions this node leads now."""
+        ...
+
+
+TenantOf = Callable[[grpc.aio.ServicerContext], Awaitable[str]]
+"""The caller's tenant (authenticating it), or a ``ServiceError``."""
+
+
+def coordinator_partition(tenant: str, group: str, partitions: int) -> int:
+    """The coordinator partition of a group: CRC-32 of ``tenant/group`` (stable
+    across processes and versions, unlike ``hash``) modulo ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"there must be at least one coordinator partition, not {partitions}")
+    return zlib.crc32(f"{tenant}/{group}".encode()) % partitions
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _new_member_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- errors ------------------------------------------------------------------------
+
+_STATUS: dict[type[GroupError], grpc.StatusCode] = {
+    InvalidGroupRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownMemberError: grpc.StatusCode.FAILED_PRECONDITION,
+    FencedMemberError: grpc.StatusCode.FAILED_PRECONDITION,
+    StaleMemberEpochError: grpc.StatusCode.FAILED_PRECONDITION,
+    GroupFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    GroupNotFoundError: grpc.StatusCode.NOT_FOUND,
+    UnknownPartitionError: grpc.StatusCode.NOT_FOUND,
+}
+
+
+def _from_group_error(error: GroupError) -> ServiceError:
+    return ServiceError(_STATUS.get(type(error), grpc.StatusCode.INTERNAL), error.reason, error.message)
+
+
+def _not_coordinator(error: NotCoordinatorError) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NOT_COORDINATOR",
+        f"{error}; retry on the coordinator",
+        leader_address=error.leader_address,
+        metadata={"coordinator_partition": str(error.partition)},
+    )
+
+
+@contextlib.contextmanager
+def _as_service_errors() -> Iterator[None]:
+    """Turn every error a handler expects into the ``ServiceError`` it becomes."""
+    try:
+        yield
+    except GroupError as error:
+        raise _from_group_error(error) from None
+    except NotCoordinatorError as error:
+        raise _not_coordinator(error) from None
+    except InvalidPageSize as error:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_SIZE", str(error)) from None
+    except InvalidPageToken as error:
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", str(error)) from None
+    except OffsetRecordError as error:
+        # A record of a newer version: serving a table without it would be
+        # wrong, so the partition stays unserved until this node is upgraded.
+        raise ServiceError(
+            grpc.StatusCode.INTERNAL, "OFFSETS_LOG_UNREADABLE", f"the offsets log cannot be read: {error}"
+        ) from None
+    except NotLeaderError:
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "NOT_COORDINATOR",
+            "this node lost the leadership of the group's coordinator partition; retry",
+        ) from None
+    except ReplicaError as error:
+        raise from_replica_error(error) from None
+
+
+# --- proto conversions -------------------------------------------------------------
+
+_GROUP_STATE = {
+    GroupState.EMPTY: groups_pb2.GROUP_STATE_EMPTY,
+    GroupState.RECONCILING: groups_pb2.GROUP_STATE_RECONCILING,
+    GroupState.STABLE: groups_pb2.GROUP_STATE_STABLE,
+}
+_MEMBER_STATE = {
+    MemberState.STABLE: groups_pb2.MEMBER_STATE_STABLE,
+    MemberState.UNREVOKED_PARTITIONS: groups_pb2.MEMBER_STATE_UNREVOKED_PARTITIONS,
+    MemberState.UNRELEASED_PARTITIONS: groups_pb2.MEMBER_STATE_UNRELEASED_PARTITIONS,
+}
+
+
+def _to_proto(partitions: Iterable[TopicPartition]) -> list[groups_pb2.TopicPartitions]:
+    by_topic: dict[str, list[int]] = {}
+    for tp in sorted(partitions):
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return [groups_pb2.TopicPartitions(topic=t, partitions=p) for t, p in by_topic.items()]
+
+
+def _from_proto(messages: Iterable[groups_pb2.TopicPartitions]) -> list[TopicPartition]:
+    return [TopicPartition(m.topic, p) for m in messages for p in m.partitions]
+
+
+# --- the servicer ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Shard:
+    """A loaded coordinator partition: its state and the term it is valid for."""
+
+    partition: int
+    term: int
+    log: OffsetsLog
+    coordinator: GroupCoordinator
+
+
+class GroupService(groups_pb2_grpc.GroupServiceServicer):
+    def __init__(
+        self,
+        logs: CoordinatorLogs,
+        topic_metadata: TopicMetadata,
+        tenant_of: TenantOf,
+        *,
+        config: GroupConfig | None = None,
+        monotonic_ms: Callable[[], int] = _monotonic_ms,
+        wall_ms: Callable[[], int] = _wall_ms,
+        new_member_id: Callable[[], str] = _new_member_id,
+    ) -> None:
+        self._logs = logs
+        self._topic_metadata = topic_metadata
+        self._tenant_of = tenant_of
+        self._config = config or GroupConfig()
+        self._config.validate()
+        self._monotonic_ms = monotonic_ms
+        self._wall_ms = wall_ms
+        self._new_member_id = new_member_id
+        self._shards: dict[int, _Shard] = {}
+        self._loading: dict[int, asyncio.Lock] = {}
+        self._appends: set[asyncio.Task[int]] = set()
+
+    # --- gRPC methods: tenant, handler, errors ---------------------------------------
+
+    async def JoinGroup(
+        self, request: groups_pb2.JoinGroupRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.JoinGroupResponse:
+        return await self._serve(context, self.join_group, request)
+
+    async def Heartbeat(
+        self, request: groups_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.HeartbeatResponse:
+        return await self._serve(context, self.heartbeat, request)
+
+    async def LeaveGroup(
+        self, request: groups_pb2.LeaveGroupRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.LeaveGroupResponse:
+        return await self._serve(context, self.leave_group, request)
+
+    async def CommitOffsets(
+        self, request: groups_pb2.CommitOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.CommitOffsetsResponse:
+        return await self._serve(context, self.commit_offsets, request)
+
+    async def FetchCommittedOffsets(
+        self, request: groups_pb2.FetchCommittedOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.FetchCommittedOffsetsResponse:
+        return await self._serve(context, self.fetch_committed_offsets, request)
+
+    async def ListGroups(
+        self, request: groups_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.ListGroupsResponse:
+        return await self._serve(context, self.list_groups, request)
+
+    async def DescribeGroup(
+        self, request: groups_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
+    ) -> groups_pb2.DescribeGroupResponse:
+        return await self._serve(context, self.describe_group, request)
+
+    async def _serve(
+        self,
+        context: grpc.aio.ServicerContext,
+        handler: Callable[[str, Request], Awaitable[T]],
+        request: Request,
+    ) -> T:
+        try:
+            tenant = await self._tenant_of(context)
+            return await handler(tenant, request)
+        except ServiceError as error:
+            await abort(context, error)
+
+    # --- handlers ------------------------------------------------------------------
+
+    async def join_group(
+        self, tenant: str, request: groups_pb2.JoinGroupRequest
+    ) -> groups_pb2.JoinGroupResponse:
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            answer = shard.coordinator.join(
+                tenant,
+                request.group,
+                member_id=request.member_id or self._new_member_id(),
+                client_id=request.client_id,
+                topics=list(request.topics),
+                session_timeout_ms=request.session_timeout_ms,
+                rebalance_timeout_ms=request.rebalance_timeout_ms,
+                now_ms=self._monotonic_ms(),
+            )
+        return groups_pb2.JoinGroupResponse(
+            member_id=answer.member_id,
+            member_epoch=answer.member_epoch,
+            assignment=_to_proto(answer.partitions),
+            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+        )
+
+    async def heartbeat(
+        self, tenant: str, request: groups_pb2.HeartbeatRequest
+    ) -> groups_pb2.HeartbeatResponse:
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            answer: Assignment = shard.coordinator.heartbeat(
+                tenant,
+                request.group,
+                member_id=request.member_id,
+                member_epoch=request.member_epoch,
+                owned=_from_proto(request.owned),
+                now_ms=self._monotonic_ms(),
+                topics=list(request.subscription.topics) if request.HasField("subscription") else None,
+            )
+        return groups_pb2.HeartbeatResponse(
+            member_epoch=answer.member_epoch,
+            assignment=_to_proto(answer.partitions),
+            heartbeat_interval_ms=answer.heartbeat_interval_ms,
+        )
+
+    async def leave_group(
+        self, tenant: str, request: groups_pb2.LeaveGroupRequest
+    ) -> groups_pb2.LeaveGroupResponse:
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            shard.coordinator.leave(
+                tenant,
+                request.group,
+                member_id=request.member_id,
+                member_epoch=request.member_epoch,
+                now_ms=self._monotonic_ms(),
+            )
+        return groups_pb2.LeaveGroupResponse()
+
+    async def commit_offsets(
+        self, tenant: str, request: groups_pb2.CommitOffsetsRequest
+    ) -> groups_pb2.CommitOffsetsResponse:
+        commit_timestamp_ms = self._wall_ms()
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            records = shard.coordinator.prepare_commit(
+                tenant,
+                request.group,
+                member_id=request.member_id,
+                member_epoch=request.member_epoch,
+                offsets=[OffsetCommit(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets],
+                now_ms=self._monotonic_ms(),
+                commit_timestamp_ms=commit_timestamp_ms,
+            )
+            if records:
+                await self._append(shard, records)
+        return groups_pb2.CommitOffsetsResponse(commit_timestamp_ms=commit_timestamp_ms)
+
+    async def fetch_committed_offsets(
+        self, tenant: str, request: groups_pb2.FetchCommittedOffsetsRequest
+    ) -> groups_pb2.FetchCommittedOffsetsResponse:
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            wanted = _from_proto(request.partitions) if request.partitions else None
+            offsets = shard.coordinator.fetch_offsets(tenant, request.group, wanted)
+        return groups_pb2.FetchCommittedOffsetsResponse(
+            offsets=[
+                groups_pb2.CommittedOffset(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=entry.offset,
+                    metadata=entry.metadata,
+                    commit_timestamp_ms=entry.commit_timestamp_ms,
+                )
+                for tp, entry in offsets.items()
+            ]
+        )
+
+    async def list_groups(
+        self, tenant: str, request: groups_pb2.ListGroupsRequest
+    ) -> groups_pb2.ListGroupsResponse:
+        with _as_service_errors():
+            summaries: list[GroupSummary] = []
+            for partition in sorted(self._logs.led_partitions()):
+                try:
+                    shard = await self._load_partition(partition)
+                except NotCoordinatorError:
+                    continue  # lost it since led_partitions answered
+                summaries += shard.coordinator.list_groups(tenant, now_ms=self._monotonic_ms())
+            # Each group hashes to one partition, so names are unique here.
+            rows = sorted((text_key(s.group), s) for s in summaries)
+            page = paginate(Listing("groups", (tenant,)), rows, request.page_size, request.page_token)
+        return groups_pb2.ListGroupsResponse(
+            groups=[
+                groups_pb2.GroupSummary(
+                    group=s.group, state=_GROUP_STATE[s.state], member_count=s.member_count
+                )
+                for s in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    async def describe_group(
+        self, tenant: str, request: groups_pb2.DescribeGroupRequest
+    ) -> groups_pb2.DescribeGroupResponse:
+        with _as_service_errors():
+            shard = await self._shard(tenant, request.group)
+            description = shard.coordinator.describe(tenant, request.group, now_ms=self._monotonic_ms())
+        return groups_pb2.DescribeGroupResponse(
+            group=description.group,
+            state=_GROUP_STATE[description.state],
+            group_epoch=description.group_epoch,
+            assignment_epoch=description.assignment_epoch,
+            coordinator_partition=shard.partition,
+            members=[
+                groups_pb2.MemberDescription(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    member_epoch=m.member_epoch,
+                    state=_MEMBER_STATE[m.state],
+                    topics=m.topics,
+                    assignment=_to_proto(m.assigned),
+                    revoking=_to_proto(m.revoking),
+                    target=_to_proto(m.target),
+                    session_timeout_ms=m.session_timeout_ms,
+                    rebalance_timeout_ms=m.rebalance_timeout_ms,
+                    fenced=m.fenced,
+                )
+                for m in description.members
+            ],
+        )
+
+    # --- upkeep --------------------------------------------------------------------------
+
+    def expire_members(self) -> None:
+        """Expire members of every loaded partition now. Optional: every
+        request expires its own group first, so correctness never waits for
+        this; calling it on a timer frees the memory of groups nobody asks
+        about any more."""
+        now_ms = self._monotonic_ms()
+        for shard in self._shards.values():
+            shard.coordinator.expire(now_ms)
+
+    async def close(self) -> None:
+        """Wait for appends still in flight (their callers may be gone)."""
+        if self._appends:
+            await asyncio.gather(*self._appends, return_exceptions=True)
+
+    # --- shards ---------------------------------------------------------------------------
+
+    async def _shard(self, tenant: str, group: str) -> _Shard:
+        return await self._load_partition(coordinator_partition(tenant, group, self._logs.partition_count))
+
+    async def _load_partition(self, partition: int) -> _Shard:
+        """The partition's coordinator, replaying its log first when this node
+        has no state for the current term."""
+        try:
+            log = self._logs.log(partition)
+        except NotCoordinatorError:
+            self._shards.pop(partition, None)
+            raise
+        shard = self._shards.get(partition)
+        if shard is not None and shard.term == log.leader_term:
+            return shard
+        lock = self._loading.setdefault(partition, asyncio.Lock())
+        async with lock:
+            shard = self._shards.get(partition)
+            term = log.leader_term
+            if shard is None or shard.term != term:
+                self._shards.pop(partition, None)
+                # Epochs above any an earlier leadership handed out.
+                coordinator = GroupCoordinator(self._topic_metadata, self._config, epoch_base=term << 32)
+                async for log_offset, data in log.read_all():
+                    coordinator.replay_record(log_offset, data)
+                started = coordinator.start(self._monotonic_ms(), term)
+                # Durable before anything is granted: the failover fence of
+                # the next coordinator depends on it (coordinator.py).
+                await log.append([started.encode()])
+                shard = _Shard(partition, term, log, coordinator)
+                self._shards[partition] = shard
+            return shard
+
+    def _discard(self, shard: _Shard) -> None:
+        if self._shards.get(shard.partition) is shard:
+            del self._shards[shard.partition]
+
+    async def _append(self, shard: _Shard, records: list[OffsetCommitRecord]) -> None:
+        """Append and apply ``records``; see the module invariants."""
+        task = asyncio.ensure_future(shard.log.append([record.encode() for record in records]))
+        self._appends.add(task)
+
+        def settle(done: asyncio.Task[int]) -> None:
+            # Runs when the append ends, before the waiting handler resumes
+            # (it was registered before the shield's own callback).
+            self._appends.discard(done)
+            if done.cancelled():
+                self._discard(shard)
+                return
+            error = done.exception()
+            if error is None:
+                base = done.result()
+                for i, record in enumerate(records):
+                    shard.coordinator.apply(base + i, record)
+            elif not isinstance(error, Backpressure | ProduceRejected):
+                # Not led any more, or the outcome is unknown.
+                self._discard(shard)
+
+        task.add_done_callback(settle)
+        await asyncio.shield(task)
