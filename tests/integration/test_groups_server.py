@@ -51,6 +51,12 @@ async def _on_coordinator(
         await asyncio.sleep(0.2)
 
 
+def _heartbeat(
+    request: groups_pb2.HeartbeatRequest,
+) -> Callable[[groups_pb2_grpc.GroupServiceStub], Awaitable[groups_pb2.HeartbeatResponse]]:
+    return lambda stub: stub.Heartbeat(request, timeout=5)
+
+
 def _owned(assignment: object) -> set[tuple[str, int]]:
     return {(tp.topic, p) for tp in assignment for p in tp.partitions}  # type: ignore[attr-defined]
 
@@ -70,7 +76,7 @@ async def test_members_split_partitions_and_commits_survive_a_coordinator_kill(c
                 member_epoch=epochs[member],
                 owned=[groups_pb2.TopicPartitions(topic=t, partitions=[p]) for t, p in sorted(owned[member])],
             )
-            answer, _ = await _on_coordinator(cluster, lambda s, hb=hb: s.Heartbeat(hb, timeout=5))
+            answer, _ = await _on_coordinator(cluster, _heartbeat(hb))
             owned[member], epochs[member] = _owned(answer.assignment), answer.member_epoch
         if sorted(len(o) for o in owned.values()) == [2, 2]:
             break
