@@ -27,7 +27,7 @@ PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto lint fmt test sim crash kill-drill run bench chaos clean
+.PHONY: help venv proto lint fmt test sim crash kill-drill run bench bench-quick chaos chaos-smoke clean
 
 help:
 	@echo "make test    venv + proto + lint + the whole test suite (what CI runs)"
@@ -39,8 +39,10 @@ help:
 	@echo "make proto   generate Python code from proto/**/*.proto"
 	@echo "make venv    create .venv and install the project with dev extras"
 	@echo "make run     a local 3-node cluster on loopback, data in ./data"
-	@echo "make bench   node runtime figures (throughput, latency, idle CPU) -> bench/out/latest.json"
-	@echo "make chaos   (not yet) failover drills"
+	@echo "make bench   throughput, latency, failover, density and this machine's limits -> bench/out/latest.json (<15 min)"
+	@echo "make bench-quick  the same figures, fewer repetitions (<3 min), same file"
+	@echo "make chaos   failover drills: every nemesis, about 10 minutes (prints a seed to replay)"
+	@echo "make chaos-smoke  a short drill (leader kill, pause, partition), under 3 minutes"
 	@echo "make clean   remove .venv, generated code and caches"
 
 venv: $(STAMP)
@@ -100,14 +102,20 @@ sim: venv
 run: venv proto
 	$(PY) -m cluster.run_local --data data
 
-# Data goes under bench/out (the project's disk, not a tmpfs /tmp).
+# Data goes under bench/out (the project's disk, not a tmpfs /tmp); see bench/README.md.
 bench: venv proto
-	@mkdir -p bench/out
-	$(PY) -m bench.node_runtime --dir bench/out --out bench/out/latest.json
+	$(PY) -m bench --dir bench/out --out bench/out/latest.json
 
-chaos:
-	@echo "make chaos: not yet. The failover drills arrive with their issue." >&2
-	@exit 1
+bench-quick: venv proto
+	$(PY) -m bench --quick --dir bench/out --out bench/out/latest.json
+
+# Failover drills (chaos/README.md). make test runs the smoke drill too
+# (tests/chaos/test_chaos_smoke.py). Replay one: python -m chaos ... --seed N.
+chaos: venv proto
+	$(PY) -m chaos --schedule full --report $${TMPDIR:-/tmp}/raftlog-chaos-report.json
+
+chaos-smoke: venv proto
+	$(PY) -m chaos --schedule smoke --report $${TMPDIR:-/tmp}/raftlog-chaos-smoke-report.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,8 +1,17 @@
-"""Failover drills against real node processes.
+"""Failover drills against real node processes (``python -m chaos``; see
+chaos/README.md).
 
-What will live here: the launcher (starts and kills local node processes),
-nemeses (crash, pause, partition), the workload, the checker (no lost or
-duplicated acknowledged records) and the report behind ``make chaos``.
+- ``drill``: one drill, start to verdict.
+- ``cluster``: node processes behind proxies, and the observer.
+- ``proxy``: the fault-injecting TCP proxy on every directed link.
+- ``nemesis``: the faults (process and network).
+- ``schedule``: the seeded order of faults.
+- ``workload``: producers and consumers, recording every attempt and read.
+- ``history``: what happened, and its JSON-lines file.
+- ``replicas``: every replica's log, read offline after the drill.
+- ``checker``: lost, duplicated, unexpected, reordered, divergent.
+- ``availability``: failover times, gaps, throughput.
+- ``report``: the JSON report and the human summary.
 
 May import: ``client`` and the generated protos (``raftlog``), plus stdlib and
 third-party libraries. Nodes are driven as separate processes, never imported

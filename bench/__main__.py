@@ -1,0 +1,190 @@
+"""``python -m bench [--quick | --profile full|quick|smoke] [--out PATH] [--dir DIR]``
+
+Measures, in one run, on 3 node processes on loopback (RF 3, acks=all,
+fsync on) and this machine's own limits as references, then writes one
+JSON document (``--out``, default ``bench/out/latest.json``), the same
+table as Markdown beside it (``.md``), and prints the table.
+
+Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
+``fsync`` reference measured):
+
+1. ``references``: fsync/s, synced RocksDB MB/s, loopback gRPC echo
+   (``bench.references``), measured first, with no cluster running;
+2. ``raft_core``: the Raft core alone in the simulator (``bench.raft_core``);
+3. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
+4. ``failover``: leader SIGKILLs (``bench.failover``);
+5. ``density``: idle partitions (``bench.density``).
+
+Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
+(``make bench-quick``: the same figures with fewer repetitions and shorter
+runs, under 3 minutes) and ``smoke`` (seconds long, for the harness's own
+test; its figures mean nothing). A failing step leaves its figures null,
+records its error and makes the exit status 1; the other steps still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import cluster_figures, density, failover, raft_core, references, report
+from bench.cluster_figures import ClusterParams
+from bench.density import DensityParams
+from bench.failover import FailoverParams
+
+OUT = Path(__file__).resolve().parent / "out"
+STEPS = ("references", "raft_core", "cluster", "failover", "density")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    reference_s: float
+    raft_core_s: float
+    cluster: ClusterParams
+    failover: FailoverParams
+    density: DensityParams
+
+
+PROFILES = {
+    "full": Profile(
+        "full",
+        reference_s=5,
+        raft_core_s=5,
+        cluster=ClusterParams(warmup_s=3, seconds=15, latency_samples=5000, steady_s=15),
+        failover=FailoverParams(kills=25),
+        density=DensityParams(idle_s=30),
+    ),
+    "quick": Profile(
+        "quick",
+        reference_s=2,
+        raft_core_s=2,
+        cluster=ClusterParams(warmup_s=2, seconds=5, latency_samples=1000, steady_s=5),
+        failover=FailoverParams(kills=5),
+        density=DensityParams(idle_s=10),
+    ),
+    "smoke": Profile(
+        "smoke",
+        reference_s=0.3,
+        raft_core_s=0.2,
+        cluster=ClusterParams(
+            partitions=4,
+            warmup_s=0.3,
+            seconds=0.7,
+            latency_samples=50,
+            steady_s=0.7,
+            consume_timeout_s=20,
+        ),
+        failover=FailoverParams(kills=1, round_timeout_s=20),
+        density=DensityParams(
+            partitions=10,
+            baseline_partitions=None,
+            idle_s=0.5,
+            elect_timeout_s=20,
+            settle_timeout_s=5,
+            leader_balance_ms=1000,
+        ),
+    ),
+}
+
+
+def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[str, Any]:
+    """Every step of ``steps``; the report document."""
+    started = time.monotonic()
+    meta: dict[str, Any] = {
+        "profile": profile.name,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **report.commit(),
+        "machine": report.machine(),
+        "parameters": {
+            "nodes": 3,
+            "replication_factor": 3,
+            "acks": "all (commit on a majority, each replica fsyncs before acknowledging)",
+            "fsync": True,
+            "data_dir": str(data_dir),
+        }
+        | asdict(profile),
+    }
+    figures: dict[str, Any] = {}
+    refs: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=data_dir))
+
+    def step(name: str, body: Callable[[], dict[str, Any]]) -> None:
+        if name not in steps:
+            return
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            result = body()
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        else:
+            details[name] = result.pop("details", None)
+            # A step that failed part-way keeps what it measured.
+            if (error := result.pop("error", None)) is not None:
+                errors[name] = error
+            (refs if name == "references" else figures).update(result)
+        timings[name] = round(time.monotonic() - t0, 1)
+        print(f"bench: {name} done in {timings[name]} s", file=sys.stderr, flush=True)
+
+    try:
+        step("references", lambda: references.measure(work, profile.reference_s))
+        step("raft_core", lambda: _raft_core(profile.raft_core_s))
+        step("cluster", lambda: asyncio.run(cluster_figures.measure(work / "cluster", profile.cluster)))
+        step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))
+        step("density", lambda: asyncio.run(density.measure(work / "density", profile.density)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    meta["wall_s"] = round(time.monotonic() - started, 1)
+    meta["step_s"] = timings
+    return report.assemble(figures, refs, details, errors, meta=meta)
+
+
+def _raft_core(seconds: float) -> dict[str, Any]:
+    result = raft_core.measure(seconds=seconds)
+    return {"raft_core_proposals_s": result.pop("raft_core_proposals_s"), "details": result}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="raftlog benchmarks and this machine's limits (bench/README.md)"
+    )
+    parser.add_argument("--quick", action="store_true", help="the quick profile (same as --profile quick)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None)
+    parser.add_argument("--out", type=Path, default=OUT / "latest.json", help="the JSON report")
+    parser.add_argument(
+        "--dir", type=Path, default=OUT, help="where the clusters' data goes (the disk under test)"
+    )
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), help="run only these steps")
+    args = parser.parse_args(argv)
+    name = args.profile or ("quick" if args.quick else "full")
+    document = run(PROFILES[name], args.dir, args.only)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    table = report.markdown(document)
+    args.out.with_suffix(".md").write_text(table, encoding="utf-8")
+    print(table)
+    print(f"wrote {args.out}")
+    return 1 if document["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Reaching a ``LocalCluster`` under test from the benchmarks.
+
+- ``credentials(cluster)``: the keyword arguments that say who the benchmark
+  is (``api_key=...``) for ``Producer``, ``Consumer`` and ``ChannelPool``.
+  It is the ONLY place that decides them: once ``LocalCluster`` bootstraps
+  an operator key (its ``api_key`` attribute), every client the benchmarks
+  make passes it; before that, nothing is passed and the cluster accepts
+  calls without a key.
+- ``running_cluster``: start a cluster's nodes, yield it, SIGKILL the nodes
+  afterwards (benchmark data is thrown away, so there is nothing to stop
+  cleanly, and a clean stop of 1,000 replicas takes seconds).
+- ``NodeAdmin``: the nodes' ``Stats`` (CPU, RSS, replicas, sync counters),
+  who leads which Raft group, and who the nodes say leads a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from client.local_cluster import LocalCluster, TopicSpec
+from client.metadata import ChannelPool
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+from raftlog.v1 import metadata_pb2
+
+
+def credentials(cluster: LocalCluster) -> dict[str, Any]:
+    """``{"api_key": key}`` when the cluster has an operator key, else ``{}``
+    (spread into ``Producer``, ``Consumer`` and ``ChannelPool``)."""
+    api_key = getattr(cluster, "api_key", None)
+    return {"api_key": api_key} if api_key else {}
+
+
+def bootstrap(cluster: LocalCluster) -> list[str]:
+    return [cluster.addresses[n] for n in cluster.node_ids]
+
+
+@asynccontextmanager
+async def running_cluster(
+    root: Path, topics: Sequence[TopicSpec], *, start_timeout_s: float = 60.0, **options: Any
+) -> AsyncIterator[LocalCluster]:
+    """A started 3-node cluster (RF 3: every topic on every node) under
+    ``root``, every node serving within ``start_timeout_s``; its nodes are
+    killed on exit. ``options`` go to ``LocalCluster``."""
+    cluster = LocalCluster(root, topics=topics, **options)
+    try:
+        await asyncio.to_thread(cluster.start_all, start_timeout_s)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.close)
+
+
+class NodeAdmin:
+    """``NodeAdmin.Stats`` of every node of a cluster."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self._pool = ChannelPool(**credentials(cluster))
+        self.addresses = dict(cluster.addresses)
+
+    def _stub(self, node: int) -> node_admin_pb2_grpc.NodeAdminStub:
+        return node_admin_pb2_grpc.NodeAdminStub(self._pool.channel(self.addresses[node]))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def stats(
+        self, nodes: Sequence[int] | None = None, *, summary_only: bool = True
+    ) -> dict[int, node_admin_pb2.NodeStats]:
+        """Stats of ``nodes`` (default: all)."""
+        wanted = list(self.addresses) if nodes is None else list(nodes)
+        request = node_admin_pb2.StatsRequest(summary_only=summary_only)
+        answers = await asyncio.gather(*(self._stub(n).Stats(request, timeout=10) for n in wanted))
+        return dict(zip(wanted, answers, strict=True))
+
+    async def leaders(self, nodes: Sequence[int] | None = None) -> dict[int, int]:
+        """Raft group -> leader node, as the nodes themselves say now."""
+        found: dict[int, int] = {}
+        for node, stats in (await self.stats(nodes, summary_only=False)).items():
+            for p in stats.partitions:
+                if p.role == "LEADER":
+                    found[p.group] = node
+        return found
+
+    async def partition_leader(self, topic: str, partition: int, nodes: Sequence[int]) -> int | None:
+        """The node that every one of ``nodes`` names as the leader of
+        ``topic``/``partition`` (``GetMetadata``); None while one does not
+        answer, knows none, or they disagree."""
+        request = metadata_pb2.GetMetadataRequest(topics=[topic])
+
+        async def ask(node: int) -> int:
+            try:
+                response = await self._pool.metadata(self.addresses[node]).GetMetadata(request, timeout=5)
+            except grpc.aio.AioRpcError:
+                return 0
+            for t in response.topics:
+                for p in t.partitions:
+                    if t.name == topic and p.partition == partition:
+                        return int(p.leader)
+            return 0
+
+        named = set(await asyncio.gather(*(ask(n) for n in nodes)))
+        return named.pop() if len(named) == 1 and 0 not in named else None
+
+    async def wait_for_leaders(self, groups: int, *, timeout: float = 60.0) -> None:
+        """Until ``groups`` Raft groups have a leader (counted from the
+        summaries: per-replica lists of 1,000-replica nodes are costly)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                led = sum(s.leaders for s in (await self.stats()).values())
+            except Exception:  # a node starting up; ask again
+                led = -1
+            if led >= groups:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{led} of {groups} groups have a leader after {timeout:g} s")
+            await asyncio.sleep(0.2)
+
+
+def cpu_pct(
+    before: dict[int, node_admin_pb2.NodeStats], after: dict[int, node_admin_pb2.NodeStats], seconds: float
+) -> dict[int, float]:
+    """Each node's CPU over an interval, in % of one core."""
+    return {n: round((after[n].cpu_seconds - before[n].cpu_seconds) / seconds * 100, 1) for n in after}

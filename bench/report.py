@@ -1,0 +1,206 @@
+"""The benchmark report: one JSON document and a Markdown table.
+
+``assemble`` puts the figures of every step together with what is needed
+to read them: the commit (``git rev-parse HEAD``, and whether the tree had
+uncommitted changes), the machine (cores, memory, CPU model, load average
+when the run started: other work on the machine shows there), the
+parameters, and each target with whether it was met. A figure that misses
+its target is listed under ``missed``, and the table says MISSED: misses
+are never left out. A step that failed leaves its figures ``null`` and its
+error under ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    op: str  # ">=" or "<="
+    bound: float
+
+    def met(self, value: float) -> bool:
+        return value >= self.bound if self.op == ">=" else value <= self.bound
+
+    def text(self) -> str:
+        return f"{'≥' if self.op == '>=' else '≤'} {self.bound:,g}"
+
+
+# The issue's targets (2-core machine, 3 nodes and the client on it).
+TARGETS = (
+    Target("produce_mb_s", ">=", 100),
+    Target("produce_records_s", ">=", 100_000),
+    Target("produce_small_records_s", ">=", 200_000),
+    Target("produce_p50_ms", "<=", 1.5),
+    Target("produce_p99_ms", "<=", 5),
+    Target("consume_mb_s", ">=", 200),
+    Target("failover_p99_ms", "<=", 1000),
+    Target("idle_cpu_pct_per_node", "<=", 5),
+)
+
+# Every figure the report promises, in table order: key, label, unit.
+FIGURES = (
+    ("produce_mb_s", "produce, 1 KiB records, {produce_partitions} partitions", "MB/s"),
+    ("produce_records_s", "produce, 1 KiB records, {produce_partitions} partitions", "records/s"),
+    ("produce_small_records_s", "produce, 100 B records, {produce_partitions} partitions", "records/s"),
+    ("produce_p50_ms", "one record at a time, p50", "ms"),
+    ("produce_p99_ms", "one record at a time, p99", "ms"),
+    ("produce_p999_ms", "one record at a time, p99.9", "ms"),
+    ("steady_produce_p50_ms", "produce at half the max rate, p50", "ms"),
+    ("steady_produce_p99_ms", "produce at half the max rate, p99", "ms"),
+    ("e2e_p50_ms", "produce → consumer, at half the max rate, p50", "ms"),
+    ("e2e_p99_ms", "produce → consumer, at half the max rate, p99", "ms"),
+    ("consume_mb_s", "consume from the start of the 1 KiB topic", "MB/s"),
+    ("failover_p50_ms", "leader SIGKILL → first acknowledged write, p50", "ms"),
+    ("failover_p99_ms", "leader SIGKILL → first acknowledged write, p99", "ms"),
+    ("failover_max_ms", "leader SIGKILL → first acknowledged write, max", "ms"),
+    (
+        "idle_cpu_pct_per_node",
+        "CPU per node, {idle_partitions_per_node} idle partitions per node",
+        "% of a core",
+    ),
+    ("memory_per_partition_kib", "memory per partition replica (RSS)", "KiB"),
+    ("produce_client_us_per_record", "CPU of the SDK producer per 1 KiB record", "µs"),
+    ("produce_small_client_us_per_record", "CPU of the SDK producer per 100 B record", "µs"),
+    ("produce_nodes_cpu_ms_per_mb", "CPU of the 3 nodes per MB produced (1 KiB records)", "ms"),
+    ("consume_client_us_per_record", "CPU of the SDK consumer per 1 KiB record", "µs"),
+    (
+        "raft_core_proposals_s",
+        "Raft core alone, 3 nodes in one process, 1 KiB entries, no faults",
+        "proposals/s",
+    ),
+)
+
+REFERENCES = (
+    ("fsync_per_s", "4 KiB write + fsync on the data disk", "/s"),
+    ("rocksdb_sync_mb_s", "synced RocksDB WriteBatch (1 MiB batches)", "MB/s"),
+    ("grpc_echo_rpc_s", "gRPC echo, small unary calls, 16 in flight", "RPC/s"),
+    ("grpc_echo_mb_s", "gRPC echo, 64 KiB calls, 16 in flight", "MB/s"),
+    ("grpc_echo_p50_ms", "gRPC echo, one small call at a time, p50", "ms"),
+)
+
+
+def commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        total_kib = int(
+            next(line for line in meminfo.splitlines() if line.startswith("MemTotal:")).split()[1]
+        )
+        info["memory_gib"] = round(total_kib / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        info["memory_gib"] = None
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        info["cpu_model"] = None
+    info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def assemble(
+    figures: dict[str, Any],
+    references: dict[str, Any],
+    details: dict[str, Any],
+    errors: dict[str, str],
+    *,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The report document. ``figures``: flat figures by key (missing ones
+    become null); ``references``: the machine's limits; ``meta``: commit,
+    machine, parameters, timing."""
+    flat = {key: figures.get(key) for key, _, _ in FIGURES}
+    flat.update({k: v for k, v in figures.items() if k not in flat})
+    targets: dict[str, Any] = {}
+    missed: list[str] = []
+    for target in TARGETS:
+        value = flat.get(target.key)
+        met = None if value is None else target.met(value)
+        targets[target.key] = {"target": target.text(), "value": value, "met": met}
+        if met is not True:
+            missed.append(target.key)
+    reference = {key: references.get(key) for key, _, _ in REFERENCES}
+    return {
+        **meta,
+        **flat,
+        "reference": reference,
+        "targets": targets,
+        "missed": missed,
+        "errors": errors,
+        "details": details,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and abs(value) < 100:
+        return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    targets = report["targets"]
+    lines = [
+        "| figure | value | unit | target | |",
+        "|---|---:|---|---:|---|",
+    ]
+    # What the labels name; "?" when the step that measures it failed.
+    names = {
+        key: "?" if report.get(key) is None else f"{report[key]:,}"
+        for key in ("produce_partitions", "idle_partitions_per_node")
+    }
+    for key, label, unit in FIGURES:
+        target = targets.get(key)
+        verdict = ""
+        if target is not None:
+            verdict = {True: "met", False: "**MISSED**", None: "**not measured**"}[target["met"]]
+        label = label.format_map(names)
+        lines.append(
+            f"| {label} | {_fmt(report.get(key))} | {unit} | {target['target'] if target else ''} | {verdict} |"
+        )
+    lines += ["", "| this machine's reference | value | unit |", "|---|---:|---|"]
+    for key, label, unit in REFERENCES:
+        lines.append(f"| {label} | {_fmt(report['reference'].get(key))} | {unit} |")
+    m = report.get("machine", {})
+    lines += [
+        "",
+        f"Commit {str(report.get('commit'))[:12]}{' (with uncommitted changes)' if report.get('dirty') else ''}, "
+        f"{m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('cpu_model')}; "
+        f"load average at start {m.get('load_average_at_start')}; "
+        f"profile {report.get('profile')}, {report.get('wall_s')} s.",
+    ]
+    if report["missed"]:
+        lines.append(f"Targets missed: {', '.join(report['missed'])}.")
+    if report["errors"]:
+        lines.append(f"Steps that failed: {', '.join(report['errors'])} (see `errors` in the JSON).")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,364 @@
+"""The verdict on a drill: the history against every replica's log.
+
+Pure: ``check(history, logs)`` reads nothing else, so each anomaly it looks
+for is unit-tested on a hand-made history (tests/chaos/test_checker.py).
+
+What must hold after healing, and what each count means:
+
+- acknowledged: attempts whose outcome is ``ok``.
+- lost: acknowledged records that are not, in every replica of their
+  partition, at the offset their acknowledgement gave (``lost_missing``:
+  in no replica; ``lost_moved``: present, but at another offset;
+  ``lost_on_some``: missing from some replicas only, e.g. one that never
+  caught up). Each record counts once.
+- duplicated: extra copies of a value in a replica's log (the worst replica
+  of each partition).
+- unexpected: values in a log that no attempt sent (``never_sent``), sent
+  to another partition (``misrouted``), or whose attempt definitely failed
+  (``failed_present``).
+- reordered: acknowledged records of one producer to one partition that
+  are not in the order it sent them, either in the log or in their
+  acknowledged offsets. A record the producer gave up on (unknown outcome)
+  may still land later, after records sent after it (a request that was on
+  the wire when the producer timed it out): ``late_unknown`` counts those,
+  they are not reordering.
+- divergent: replicas whose log differs from the furthest-reaching
+  replica's at some offset both hold (a replica may end earlier, or start
+  later after installing a snapshot, never differ), whose offsets are not
+  contiguous, or that could not be read. An acknowledged record below a
+  replica's log start is not judged on that replica.
+- unknown outcomes may be present once or absent (``unknown_present``,
+  ``unknown_absent``); twice counts as duplicated.
+
+Consumers (``History.reads`` / ``History.commits``):
+
+- consumer_mismatches: a read whose offset holds another value in the log
+  (or no value: the consumer saw a record the log does not have).
+- consumer_out_of_order: a group read a partition's offsets out of order
+  or twice.
+- skipped_by_commit: log offsets below an offset a group committed that
+  the group had not read when it committed (``commit_skips``).
+
+``CheckResult.ok`` is true only when lost, duplicated, unexpected,
+reordered, divergent and the consumer counts are all zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chaos.history import Attempt, Commit, History, Outcome, Read
+from chaos.replicas import ReplicaLog
+
+__all__ = ["CheckResult", "check", "commit_skips"]
+
+_EXAMPLES = 5
+
+TP = tuple[str, int]
+
+
+@dataclass
+class CheckResult:
+    acknowledged: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    reordered: int = 0
+    divergent: int = 0
+    # breakdowns and context
+    attempts: int = 0
+    lost_missing: int = 0
+    lost_moved: int = 0
+    lost_on_some: int = 0
+    never_sent: int = 0
+    misrouted: int = 0
+    failed_present: int = 0
+    failed: int = 0
+    unknown: int = 0
+    unknown_present: int = 0
+    unknown_absent: int = 0
+    late_unknown: int = 0
+    lagging_replicas: int = 0
+    replicas: int = 0
+    log_records: int = 0
+    consumer_reads: int = 0
+    consumer_commits: int = 0
+    consumer_mismatches: int = 0
+    consumer_out_of_order: int = 0
+    skipped_by_commit: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.duplicated
+            or self.unexpected
+            or self.reordered
+            or self.divergent
+            or self.consumer_mismatches
+            or self.consumer_out_of_order
+            or self.skipped_by_commit
+        )
+
+    def example(self, kind: str, text: str) -> None:
+        found = self.examples.setdefault(kind, [])
+        if len(found) < _EXAMPLES:
+            found.append(text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check(
+    history: History,
+    logs: Mapping[TP, Sequence[ReplicaLog]],
+    *,
+    expected_replicas: Mapping[TP, int] | None = None,
+) -> CheckResult:
+    """Check ``history`` against ``logs`` ((topic, partition) → that
+    partition's replica logs). ``expected_replicas``: how many replicas
+    each partition must have (a missing one counts as divergent)."""
+    result = CheckResult(attempts=len(history.attempts))
+    by_value: dict[bytes, Attempt] = {}
+    by_tp: dict[TP, list[Attempt]] = defaultdict(list)
+    for attempt in history.attempts:
+        assert attempt.value not in by_value, f"two attempts wrote {attempt.value!r}"
+        by_value[attempt.value] = attempt
+        by_tp[attempt.tp].append(attempt)
+        if attempt.outcome is Outcome.OK:
+            result.acknowledged += 1
+        elif attempt.outcome is Outcome.FAILED:
+            result.failed += 1
+        else:
+            result.unknown += 1
+    references: dict[TP, dict[int, bytes]] = {}
+    for tp in sorted(set(logs) | set(by_tp)):
+        replicas = list(logs.get(tp, ()))
+        expected = expected_replicas.get(tp) if expected_replicas is not None else None
+        references[tp] = _check_partition(result, tp, replicas, by_tp.get(tp, []), by_value, expected)
+    _check_consumers(result, history.reads, history.commits, references)
+    return result
+
+
+def _name(tp: TP) -> str:
+    return f"{tp[0]}/{tp[1]}"
+
+
+def _check_partition(
+    result: CheckResult,
+    tp: TP,
+    replicas: list[ReplicaLog],
+    attempts: list[Attempt],
+    by_value: Mapping[bytes, Attempt],
+    replication_factor: int | None,
+) -> dict[int, bytes]:
+    """Counts one partition's anomalies into ``result``; returns its
+    reference log (offset → value, the longest readable replica)."""
+    name = _name(tp)
+    result.replicas += len(replicas)
+    if replication_factor is not None and len(replicas) < replication_factor:
+        missing = replication_factor - len(replicas)
+        result.divergent += missing
+        result.example("divergent", f"{name}: {missing} replica(s) missing from the logs read")
+    readable = []
+    for log in replicas:
+        if log.error:
+            result.divergent += 1
+            result.example("divergent", f"{name} node {log.node}: unreadable ({log.error})")
+        else:
+            readable.append(log)
+    # The reference: the replica whose log reaches furthest.
+    reference = max(readable, key=lambda log: log.log_start_offset + len(log.records), default=None)
+    ref_records = reference.records if reference is not None else []
+    ref_start = reference.log_start_offset if reference is not None else 0
+    ref_end = ref_start + len(ref_records)
+    ref_at = dict(ref_records)
+    result.log_records += len(ref_records)
+
+    # Divergence: offsets contiguous, and every record the same as the
+    # reference's at that offset (a replica may end earlier, or start later
+    # after a snapshot; it may not differ).
+    for log in readable:
+        offsets = [offset for offset, _ in log.records]
+        if offsets != list(range(log.log_start_offset, log.log_start_offset + len(offsets))):
+            result.divergent += 1
+            result.example("divergent", f"{name} node {log.node}: offsets not contiguous")
+            continue
+        differs = next((o for o, v in log.records if o >= ref_start and ref_at.get(o) != v), None)
+        if differs is not None:
+            result.divergent += 1
+            result.example(
+                "divergent",
+                f"{name} node {log.node} differs from node {reference.node if reference else '?'} "
+                f"at offset {differs}",
+            )
+        elif log.log_start_offset + len(log.records) < ref_end:
+            result.lagging_replicas += 1
+
+    # Duplicates, and values nobody sent here.
+    worst = 0
+    strangers: set[bytes] = set()
+    for log in readable:
+        counts = Counter(value for _, value in log.records)
+        extra = sum(c - 1 for c in counts.values() if c > 1)
+        if extra > worst:
+            worst = extra
+        for value, c in counts.items():
+            if c > 1:
+                result.example("duplicated", f"{name} node {log.node}: {value!r} x{c}")
+            attempt = by_value.get(value)
+            if attempt is None or attempt.tp != tp or attempt.outcome is Outcome.FAILED:
+                strangers.add(value)
+    result.duplicated += worst
+    for value in sorted(strangers):
+        attempt = by_value.get(value)
+        if attempt is None:
+            result.never_sent += 1
+            result.example("unexpected", f"{name}: {value!r} was never sent")
+        elif attempt.tp != tp:
+            result.misrouted += 1
+            result.example("unexpected", f"{name}: {value!r} was sent to {_name(attempt.tp)}")
+        else:
+            result.failed_present += 1
+            result.example(
+                "unexpected", f"{name}: {value!r} failed definitely ({attempt.error}) yet is there"
+            )
+    result.unexpected += len(strangers)
+
+    # Acknowledged records: at their offset on every replica.
+    at_offset = [(log.log_start_offset, dict(log.records)) for log in readable]
+    anywhere = set().union(*(set(m.values()) for _, m in at_offset)) if at_offset else set()
+    for attempt in attempts:
+        if attempt.outcome is Outcome.OK:
+            assert attempt.offset is not None
+            # A replica whose log starts above the offset (it was given a
+            # snapshot) cannot show the record: it is not judged there.
+            judges = [m for start, m in at_offset if attempt.offset >= start]
+            holding = sum(1 for m in judges if m.get(attempt.offset) == attempt.value)
+            if judges and holding == len(judges):
+                continue
+            result.lost += 1
+            if attempt.value not in anywhere:
+                result.lost_missing += 1
+                kind = "missing from every replica"
+            elif holding == 0:
+                result.lost_moved += 1
+                kind = "not at its acknowledged offset on any replica"
+            else:
+                result.lost_on_some += 1
+                kind = f"at its offset on {holding} of {len(judges)} replicas"
+            result.example("lost", f"{name}: {attempt.value!r} acked at {attempt.offset}, {kind}")
+        elif attempt.outcome is not Outcome.FAILED:
+            if attempt.value in anywhere:
+                result.unknown_present += 1
+            else:
+                result.unknown_absent += 1
+
+    # Order: each producer's records in send order, in the log and in acks.
+    reordered: set[bytes] = set()
+    highest: dict[int, int] = {}
+    seen: set[bytes] = set()
+    for offset, value in ref_records:
+        attempt = by_value.get(value)
+        if attempt is None or attempt.tp != tp or value in seen:
+            continue
+        seen.add(value)
+        top = highest.get(attempt.producer, -1)
+        if attempt.seq < top and attempt.outcome is not Outcome.OK:
+            # A write the producer gave up on (unknown outcome) that landed
+            # after later ones: a late retry, allowed (see the docstring).
+            result.late_unknown += 1
+        elif attempt.seq < top:
+            reordered.add(value)
+            result.example(
+                "reordered", f"{name}: {value!r} (seq {attempt.seq}) at offset {offset}, after seq {top}"
+            )
+        highest[attempt.producer] = max(top, attempt.seq)
+    streams: dict[int, list[Attempt]] = defaultdict(list)
+    for attempt in attempts:
+        if attempt.outcome is Outcome.OK:
+            streams[attempt.producer].append(attempt)
+    for stream in streams.values():
+        # The same rule on the acknowledged offsets: walking them in offset
+        # order, a sequence number below one already passed is out of order.
+        top_seq = -1
+        for attempt in sorted(stream, key=lambda a: a.offset or 0):
+            if attempt.seq < top_seq and attempt.value not in reordered:
+                reordered.add(attempt.value)
+                result.example(
+                    "reordered",
+                    f"{name}: {attempt.value!r} (seq {attempt.seq}) acked at {attempt.offset}, "
+                    f"after a later send (seq {top_seq})",
+                )
+            top_seq = max(top_seq, attempt.seq)
+    result.reordered += len(reordered)
+    return dict(ref_records)
+
+
+def commit_skips(log_offsets: Sequence[int], commits: Iterable[tuple[int, Container[int]]]) -> set[int]:
+    """Offsets of a partition's log (sorted) that some commit skipped: below
+    its committed offset yet not among the offsets the group had read when
+    it committed. ``commits`` in the order they were made, each with what
+    had been read by then (what was read only grows, so each offset is
+    judged at the first commit that covers it)."""
+    skipped: set[int] = set()
+    checked = log_offsets[0] if log_offsets else 0
+    for committed, seen in commits:
+        lo = bisect.bisect_left(log_offsets, checked)
+        hi = bisect.bisect_left(log_offsets, committed)
+        skipped.update(offset for offset in log_offsets[lo:hi] if offset not in seen)
+        checked = max(checked, committed)
+    return skipped
+
+
+def _growing_seen(reads: Sequence[Read], commits: Sequence[Commit]) -> Iterator[tuple[int, Container[int]]]:
+    """Each commit with the offsets read before it (one set, grown in place)."""
+    seen: set[int] = set()
+    taken = 0
+    for commit in sorted(commits, key=lambda c: c.seen):
+        while taken < min(commit.seen, len(reads)):
+            seen.add(reads[taken].offset)
+            taken += 1
+        yield commit.offset, seen
+
+
+def _check_consumers(
+    result: CheckResult,
+    reads: Sequence[Read],
+    commits: Sequence[Commit],
+    references: Mapping[TP, Mapping[int, bytes]],
+) -> None:
+    result.consumer_reads = len(reads)
+    result.consumer_commits = len(commits)
+    streams: dict[tuple[str, TP], list[Read]] = defaultdict(list)
+    for read in reads:
+        tp = (read.topic, read.partition)
+        streams[(read.group, tp)].append(read)
+        value = references.get(tp, {}).get(read.offset)
+        if value != read.value:
+            result.consumer_mismatches += 1
+            result.example(
+                "consumer",
+                f"group {read.group} read {read.value!r} at {_name(tp)}@{read.offset}; the log has {value!r}",
+            )
+    for (group, tp), stream in streams.items():
+        last = -1
+        for read in stream:
+            if read.offset <= last:
+                result.consumer_out_of_order += 1
+                result.example("consumer", f"group {group} read {_name(tp)}@{read.offset} after @{last}")
+            last = max(last, read.offset)
+    by_stream: dict[tuple[str, TP], list[Commit]] = defaultdict(list)
+    for commit in commits:
+        by_stream[(commit.group, (commit.topic, commit.partition))].append(commit)
+    for (group, tp), stream_commits in by_stream.items():
+        offsets = sorted(references.get(tp, {}))
+        skipped = commit_skips(offsets, _growing_seen(streams.get((group, tp), []), stream_commits))
+        result.skipped_by_commit += len(skipped)
+        for offset in sorted(skipped)[:_EXAMPLES]:
+            result.example("skipped", f"group {group} committed past {_name(tp)}@{offset} without reading it")

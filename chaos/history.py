@@ -1,0 +1,201 @@
+"""What happened during a drill: every write attempt and its outcome, every
+record a consumer read, every offset it committed, and every fault.
+
+The checker (chaos/checker.py) and the availability figures
+(chaos/availability.py) are pure functions of a ``History`` plus the
+replicas' logs, so both can be tested on hand-made histories and a drill can
+be checked again later from its ``history.jsonl``.
+
+Invariants:
+
+- Times are seconds on ``time.monotonic()`` minus the drill's start
+  (``History.clock``), so they compare across the workload, the nemeses
+  and the report.
+- Every attempt has a value no other attempt has (the checker maps records
+  back to attempts by value). ``seq`` numbers one producer's attempts to
+  one partition from 0 in send order.
+- An attempt's outcome moves once, from ``pending`` to ``ok`` (with the
+  acknowledged offset), ``failed`` (definitely not written: refused before
+  or by the server) or ``unknown`` (may or may not be in the log); attempts
+  still pending when the drill ends count as unknown.
+- ``Commit.seen`` is how many reads of that group and partition had been
+  delivered when the offset was committed (a prefix of ``History.reads``
+  filtered to the group and partition).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Attempt", "Commit", "FaultRecord", "History", "Outcome", "Read"]
+
+
+class Outcome(enum.StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One record a producer tried to write."""
+
+    value: bytes
+    tenant: str
+    topic: str
+    partition: int
+    producer: int
+    seq: int
+    sent_at: float
+    outcome: Outcome = Outcome.PENDING
+    offset: int | None = None
+    done_at: float | None = None
+    error: str = ""
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+    def succeed(self, offset: int, at: float) -> None:
+        assert self.outcome is Outcome.PENDING, f"{self.value!r} resolved twice"
+        self.outcome, self.offset, self.done_at = Outcome.OK, offset, at
+
+    def fail(self, outcome: Outcome, error: str, at: float) -> None:
+        assert outcome in (Outcome.FAILED, Outcome.UNKNOWN)
+        assert self.outcome is Outcome.PENDING, f"{self.value!r} resolved twice"
+        self.outcome, self.error, self.done_at = outcome, error, at
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A record a consumer of ``group`` received."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``group`` committed ``offset`` (the next offset it will read) for a
+    partition after ``seen`` reads of that partition."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    seen: int
+    at: float
+
+
+@dataclass(slots=True)
+class FaultRecord:
+    """One nemesis run: when it struck, what it hit, when it was healed.
+
+    ``nodes``: the nodes it acted on (killed, paused, cut off...).
+    ``affected``: the partitions whose writes it was expected to interrupt
+    (led by a node it hit; every partition for link-wide faults).
+    ``skipped``: why it did not run (then the times are those of the skip).
+    """
+
+    nemesis: str
+    description: str
+    injected_at: float
+    healed_at: float | None = None
+    nodes: tuple[int, ...] = ()
+    affected: tuple[tuple[str, int], ...] = ()
+    skipped: str = ""
+
+
+@dataclass
+class History:
+    attempts: list[Attempt] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)
+    commits: list[Commit] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def clock(self) -> float:
+        """Seconds since the drill started."""
+        return time.monotonic() - self.started
+
+    def event(self, message: str) -> None:
+        self.events.append((self.clock(), message))
+
+    def counts(self) -> dict[str, int]:
+        found = {o.value: 0 for o in Outcome}
+        for attempt in self.attempts:
+            found[attempt.outcome.value] += 1
+        return found
+
+    def close_pending(self, reason: str = "pending at the end of the drill") -> int:
+        """Attempts nobody resolved become unknown; how many."""
+        n = 0
+        for attempt in self.attempts:
+            if attempt.outcome is Outcome.PENDING:
+                attempt.fail(Outcome.UNKNOWN, reason, self.clock())
+                n += 1
+        return n
+
+    # --- persistence: one JSON object per line, bytes in base64 -------------------
+
+    def dump(self, path: Path) -> None:
+        with path.open("w") as out:
+            for kind, item in self._items():
+                out.write(json.dumps({"kind": kind, **item}) + "\n")
+
+    def _items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for attempt in self.attempts:
+            yield "attempt", {**asdict(attempt), "value": _b64(attempt.value)}
+        for read in self.reads:
+            yield "read", {**asdict(read), "value": _b64(read.value)}
+        for commit in self.commits:
+            yield "commit", asdict(commit)
+        for fault in self.faults:
+            yield "fault", asdict(fault)
+        for at, message in self.events:
+            yield "event", {"at": at, "message": message}
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        history = cls(started=0.0)
+        with path.open() as lines:
+            for line in lines:
+                item = json.loads(line)
+                kind = item.pop("kind")
+                if kind == "attempt":
+                    item["value"] = _unb64(item["value"])
+                    item["outcome"] = Outcome(item["outcome"])
+                    history.attempts.append(Attempt(**item))
+                elif kind == "read":
+                    item["value"] = _unb64(item["value"])
+                    history.reads.append(Read(**item))
+                elif kind == "commit":
+                    history.commits.append(Commit(**item))
+                elif kind == "fault":
+                    item["nodes"] = tuple(item["nodes"])
+                    item["affected"] = tuple((t, p) for t, p in item["affected"])
+                    history.faults.append(FaultRecord(**item))
+                elif kind == "event":
+                    history.events.append((item["at"], item["message"]))
+        return history
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
