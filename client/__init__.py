@@ -9,6 +9,9 @@ Public names:
 - ``Consumer`` (``client.consumer``): ``assign``, ``seek``,
   ``seek_to_beginning``/``_end``/``_timestamp``, ``poll``, ``async for``,
   ``position``, ``close``; yields ``ConsumerRecord``; ``OffsetReset``.
+  Consumer groups (``group_id=``): ``subscribe``, ``unsubscribe``,
+  ``commit``, ``committed``; ``RebalanceCallback`` (the membership itself
+  is ``client.group_member``).
 - ``SyncProducer``, ``SyncConsumer`` (``client.sync``): blocking facades.
 - ``TopicPartition``, ``MetadataCache``, ``ChannelPool``
   (``client.metadata``): routing to partition leaders.
@@ -25,7 +28,7 @@ project package: users install the client without the server (DESIGN.md,
 checked by tests/test_layout.py).
 """
 
-from client.consumer import Consumer, ConsumerRecord, OffsetReset
+from client.consumer import Consumer, ConsumerRecord, OffsetReset, RebalanceCallback
 from client.errors import (
     AlreadyExistsError,
     AuthenticationError,
@@ -34,9 +37,14 @@ from client.errors import (
     ClientClosedError,
     DeliveryTimeoutError,
     DuplicateSequenceError,
+    FencedMemberError,
+    GroupFullError,
+    GroupMembershipError,
+    GroupNotFoundError,
     InvalidBatchError,
     InvalidRequestError,
     LeaderNotAvailableError,
+    NotCoordinatorError,
     NotFoundError,
     NotLeaderError,
     OffsetOutOfRangeError,
@@ -50,7 +58,9 @@ from client.errors import (
     RequestTimeoutError,
     RetriableError,
     ServerError,
+    StaleMemberEpochError,
     UnavailableError,
+    UnknownMemberIdError,
     UnknownProducerIdError,
     UnknownTenantError,
     UnknownTopicOrPartitionError,
@@ -73,10 +83,15 @@ __all__ = [
     "DefaultPartitioner",
     "DeliveryTimeoutError",
     "DuplicateSequenceError",
+    "FencedMemberError",
+    "GroupFullError",
+    "GroupMembershipError",
+    "GroupNotFoundError",
     "InvalidBatchError",
     "InvalidRequestError",
     "LeaderNotAvailableError",
     "MetadataCache",
+    "NotCoordinatorError",
     "NotFoundError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
@@ -90,16 +105,19 @@ __all__ = [
     "ProducerStateError",
     "ProducerStats",
     "RaftlogError",
+    "RebalanceCallback",
     "RecordMetadata",
     "RecordTooLargeError",
     "RequestTimeoutError",
     "RetriableError",
     "RoundRobinPartitioner",
     "ServerError",
+    "StaleMemberEpochError",
     "SyncConsumer",
     "SyncProducer",
     "TopicPartition",
     "UnavailableError",
+    "UnknownMemberIdError",
     "UnknownProducerIdError",
     "UnknownTenantError",
     "UnknownTopicOrPartitionError",

@@ -26,7 +26,7 @@ import grpc
 
 from client.errors import RaftlogError, UnavailableError, from_rpc_error
 from client.metadata import Backoff, ChannelPool, parse_bootstrap
-from raftlog.v1 import admin_pb2, admin_pb2_grpc
+from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 __all__ = ["Admin"]
 
@@ -182,3 +182,68 @@ class Admin:
 
     async def cluster_status(self) -> admin_pb2.GetClusterStatusResponse:
         return await self._call(lambda s: s.GetClusterStatus, admin_pb2.GetClusterStatusRequest())
+
+    # --- consumer groups ---------------------------------------------------------
+
+    async def describe_group(self, group: str) -> groups_pb2.DescribeGroupResponse:
+        """The group as its coordinator sees it (members, assignments, epochs)."""
+        request = groups_pb2.DescribeGroupRequest(group=group)
+        addresses = list(self._addresses)
+        tried: set[str] = set()
+        last: RaftlogError | None = None
+        while addresses:
+            address = addresses.pop(0)
+            if address in tried:
+                continue
+            tried.add(address)
+            stub = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
+            try:
+                response: groups_pb2.DescribeGroupResponse = await stub.DescribeGroup(
+                    request, timeout=self._request_timeout_s
+                )
+                return response
+            except grpc.aio.AioRpcError as exc:
+                last = from_rpc_error(exc)
+                if last.reason == "NOT_COORDINATOR" and last.leader_address:
+                    addresses.insert(0, last.leader_address)
+                elif not last.retriable and last.reason != "NOT_COORDINATOR":
+                    raise last from None
+        raise last or UnavailableError("no node answered DescribeGroup")
+
+    async def list_groups(self) -> list[groups_pb2.GroupSummary]:
+        """Every group of the caller's tenant: each node lists the groups it
+        coordinates, so every node is asked and the answers merged."""
+        nodes: list[str] = []
+        for address in self._addresses:
+            try:
+                answer = await metadata_pb2_grpc.MetadataServiceStub(self._pool.channel(address)).GetMetadata(
+                    metadata_pb2.GetMetadataRequest(topics=[""]), timeout=self._request_timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if not error.retriable:
+                    raise error from None
+                continue
+            nodes = [n.address for n in answer.nodes]
+            break
+        groups: dict[str, groups_pb2.GroupSummary] = {}
+        for address in nodes or self._addresses:
+            stub = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
+            token = ""
+            while True:
+                try:
+                    page: groups_pb2.ListGroupsResponse = await stub.ListGroups(
+                        groups_pb2.ListGroupsRequest(page_size=PAGE_SIZE, page_token=token),
+                        timeout=self._request_timeout_s,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    error = from_rpc_error(exc)
+                    if not error.retriable:
+                        raise error from None
+                    break  # that node is down: its groups move to other coordinators
+                for summary in page.groups:
+                    groups[summary.group] = summary
+                token = page.next_page_token
+                if not token:
+                    break
+        return [groups[name] for name in sorted(groups)]

@@ -36,16 +36,54 @@ A partition without a position starts where ``auto_offset_reset`` says
 (under ``"error"``, ``poll`` raises ``OffsetOutOfRangeError`` with reason
 ``NO_OFFSET`` once and the partition waits for a ``seek``).
 
-Consumer groups (``subscribe``, committed offsets) need the group
-coordinator, which the server does not have yet; ``subscribe`` raises
-``NotImplementedError``. The per-partition state and ``assign`` are what a
-group member will drive when it arrives.
+Consumer groups. With ``group_id``, ``subscribe(topics)`` makes the
+consumer a member of the group (client/group_member.py runs the
+membership: one task per consumer, owned, cancelled on close): the group's
+coordinator splits the subscribed topics' partitions among the members and
+moves them when members come and go. ``assign`` and ``subscribe`` are
+exclusive. A partition granted to this consumer starts at the group's
+committed offset (``auto_offset_reset`` when there is none); a partition
+revoked stops at once: its fetcher is stopped, its buffered records
+dropped, and (auto commit) its processed position committed, all before
+the next heartbeat reports it released. When the membership is lost
+(``FENCED_MEMBER``, ``UNKNOWN_MEMBER_ID``, no heartbeat answered for
+``session_timeout_ms``), every partition is dropped without committing and
+the consumer joins again. ``on_assigned``, ``on_revoked`` and ``on_lost``
+(default: ``on_revoked``) are told, on the member task; keep them short.
+
+Commits name, per partition, the offset of the next record to read:
+
+- ``commit()`` commits the *position* (last record ``poll`` returned + 1)
+  of every owned partition; ``commit(offsets)`` commits what it is given.
+- Auto commit (``enable_auto_commit``, every ``auto_commit_interval_ms``,
+  and on revocation) commits the *processed* position: the position when
+  ``poll`` was last called, as Kafka does. The records the latest ``poll``
+  returned may still be in the application's hands, so they are not
+  committed until the next ``poll`` (or ``commit()``, or ``close()``).
+- ``close()`` (auto commit) commits the positions, then leaves the group;
+  leaving ``async with`` on an exception commits the processed positions
+  only.
+
+The group invariant (at least once): **a committed offset never passes a
+record that ``poll`` has not returned to the application**, so a record
+that was committed past was delivered, and no record is skipped by a new
+owner that starts at the committed offset. Positions move only as ``poll``
+returns records (or on ``seek``/offset reset, which the application or its
+policy asked for), a commit snapshots positions and the member epoch in one
+synchronous step, and a killed member leaves its last commit behind. The
+price is duplicates: records after the last commit are delivered again to
+the next owner of their partition after a rebalance or a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
+import logging
+import os
+import socket
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,19 +95,27 @@ import grpc
 from client.errors import (
     ClientClosedError,
     DeliveryTimeoutError,
+    GroupMembershipError,
     InvalidBatchError,
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftlogError,
+    RetriableError,
     from_rpc_error,
 )
+from client.group_member import GroupMember, GroupRpc, MemberIdentity, to_topic_partitions
 from client.metadata import MetadataCache, TopicPartition, client_transport
-from raftlog.v1 import log_pb2
+from raftlog.v1 import groups_pb2, log_pb2
 from raftlog.v1.record_batch import InvalidBatch, decode_records, parse_header
 
-__all__ = ["Consumer", "ConsumerRecord", "OffsetReset"]
+__all__ = ["Consumer", "ConsumerRecord", "OffsetReset", "RebalanceCallback"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+RebalanceCallback = Callable[[frozenset[TopicPartition]], Awaitable[None] | None]
+"""``on_assigned``/``on_revoked``/``on_lost``: called with the partitions
+(never an empty set); may be a coroutine function."""
 
 
 class OffsetReset(enum.StrEnum):
@@ -97,6 +143,7 @@ class _PartitionState:
     """One assigned partition. Touched only on the consumer's event loop."""
 
     __slots__ = (
+        "awaiting_committed",
         "buffer",
         "buffered_bytes",
         "error",
@@ -105,6 +152,7 @@ class _PartitionState:
         "generation",
         "parked",
         "position",
+        "processed",
         "room",
         "task",
         "tp",
@@ -113,6 +161,11 @@ class _PartitionState:
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
         self.position: int | None = None  # next offset poll() returns
+        # The position when poll() was last called: the application has
+        # finished with the records before it (what auto commit commits).
+        self.processed: int | None = None
+        # Granted by the group; no fetcher until the committed offset is known.
+        self.awaiting_committed = False
         self.fetch_offset: int | None = None  # next offset to fetch
         # True when fetch_offset came from the log itself (records read, or
         # an offset the server listed): it was at or below a committed high
@@ -132,6 +185,9 @@ class _PartitionState:
         self.position = offset
         self.fetch_offset = offset
         self.fetch_confirmed = confirmed
+        self.awaiting_committed = False
+        if offset is not None and self.processed is not None and offset < self.processed:
+            self.processed = offset  # sought back: those records are to be processed again
         self.buffer.clear()
         self.buffered_bytes = 0
         self.error = None
@@ -151,6 +207,20 @@ class Consumer:
     poll wait. ``api_timeout_s``: how long ``seek_to_*`` keep retrying.
     ``api_key``, ``tenant``: who is calling (``client.auth``).
     ``address_map``: advertised node address -> address to dial.
+
+    Consumer groups (see the module docstring): ``group_id`` names the
+    group (needed by ``subscribe``, ``commit`` and ``committed``).
+    ``enable_auto_commit``, ``auto_commit_interval_ms``: commit processed
+    positions on a timer, on revocation and on close (subscribed consumers
+    only). ``session_timeout_ms``: how long the coordinator keeps this
+    member without a heartbeat (the server bounds it; it answers with the
+    heartbeat interval). ``rebalance_timeout_ms``: how long the member may
+    take to release revoked partitions (0: the server's default).
+    ``client_id``: shown by ``DescribeGroup``. ``on_assigned``,
+    ``on_revoked``, ``on_lost`` (``RebalanceCallback``): run on the member
+    task; an exception they raise is raised by the next ``poll``. With
+    ``SyncConsumer`` they run on its loop thread and must not call the
+    facade.
     """
 
     def __init__(
@@ -168,9 +238,24 @@ class Consumer:
         api_key: str | None = None,
         tenant: str | None = None,
         address_map: Mapping[str, str] | None = None,
+        group_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        rebalance_timeout_ms: int = 0,
+        client_id: str | None = None,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
     ) -> None:
         if max_poll_records < 1 or fetch_max_bytes < 1 or fetch_max_wait_ms < 0:
             raise ValueError("max_poll_records and fetch_max_bytes must be >= 1, fetch_max_wait_ms >= 0")
+        if group_id is not None and not group_id:
+            raise ValueError("group_id must not be empty (None: no group)")
+        if auto_commit_interval_ms < 1 or session_timeout_ms < 1 or rebalance_timeout_ms < 0:
+            raise ValueError(
+                "auto_commit_interval_ms and session_timeout_ms must be >= 1, rebalance_timeout_ms >= 0"
+            )
         self._pool, self._metadata, self._backoff = client_transport(
             bootstrap,
             request_timeout_s=request_timeout_s,
@@ -192,6 +277,31 @@ class Consumer:
         self._next_index = 0  # where the next poll starts taking records
         self._dirty = True  # some partition may need a fetcher started
         self._closed = False
+        # --- consumer groups
+        self._group_id = group_id
+        self._group_rpc = (
+            GroupRpc(self._pool, self._metadata, self._backoff, request_timeout_s=request_timeout_s)
+            if group_id is not None
+            else None
+        )
+        self._auto_commit = enable_auto_commit
+        self._auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self._session_timeout_ms = session_timeout_ms
+        self._rebalance_timeout_ms = rebalance_timeout_ms
+        self._client_id = client_id or f"raftlog-python/{socket.gethostname()}/{os.getpid()}"
+        self._member_id = str(uuid.uuid4())  # kept for the life of the consumer
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._on_lost = on_lost
+        self._subscription: frozenset[str] | None = None  # None: not subscribed
+        self._member: GroupMember | None = None
+        self._member_task: asyncio.Task[None] | None = None
+        self._revoking: dict[TopicPartition, _PartitionState] = {}  # released, being committed
+        self._committed: dict[TopicPartition, int] = {}  # what the group is known to hold
+        self._commit_lock = asyncio.Lock()  # commits land in the order they snapshot positions
+        self._lookups: set[asyncio.Task[None]] = set()  # committed-offset lookups of grants
+        self._callback_error: BaseException | None = None  # raised by the next poll
+        self._leaving = False  # close()/unsubscribe() under way: commit() still works
 
     # --- context manager and iteration ------------------------------------------
 
@@ -201,7 +311,9 @@ class Consumer:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        # On an exception the records of the last poll may be unprocessed:
+        # commit only what earlier polls returned.
+        await self._close(commit_returned=exc is None)
 
     async def __aiter__(self) -> AsyncIterator[ConsumerRecord]:
         """Records as they arrive, until the consumer is closed. The
@@ -215,20 +327,88 @@ class Consumer:
     def metadata(self) -> MetadataCache:
         return self._metadata
 
+    @property
+    def group_id(self) -> str | None:
+        return self._group_id
+
+    @property
+    def member_id(self) -> str:
+        """This consumer's member id in its group (the same across rejoins)."""
+        return self._member.member_id if self._member is not None else self._member_id
+
+    @property
+    def member_epoch(self) -> int | None:
+        """The member's current epoch; None when not a member right now."""
+        return self._member.member_epoch if self._member is not None else None
+
+    def subscription(self) -> frozenset[str] | None:
+        """The subscribed topics; None when not subscribed."""
+        return self._subscription
+
     # --- assignment and positions -------------------------------------------------
 
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Not yet: group membership needs the consumer group coordinator."""
-        raise NotImplementedError(
-            "subscribe() needs consumer groups, which arrive with the group coordinator; "
-            "use assign([(topic, partition), ...]) and manage positions yourself for now"
-        )
+    def subscribe(self, topics: Iterable[str] | str) -> None:
+        """Consume ``topics`` as a member of ``group_id``: the group's
+        coordinator assigns this consumer its share of their partitions
+        (``assignment()`` follows it). Calling it again changes the
+        subscription. Raises ``ValueError`` without a ``group_id``, without
+        topics, or after ``assign`` (they are exclusive). The membership
+        starts here when an event loop runs, else at the first ``poll``."""
+        self._check_open()
+        if self._group_id is None:
+            raise ValueError(
+                "subscribe() needs a consumer group: create the consumer with group_id='...' "
+                "(or use assign() to pick partitions yourself)"
+            )
+        wanted = frozenset([topics] if isinstance(topics, str) else topics)
+        if not wanted or not all(isinstance(t, str) and t for t in wanted):
+            raise ValueError("subscribe() needs at least one topic name; unsubscribe() leaves the group")
+        if self._subscription is None and self._states:
+            raise ValueError(
+                "assign() and subscribe() are exclusive: this consumer has assigned partitions; "
+                "assign([]) first"
+            )
+        self._subscription = wanted
+        if self._member is None:
+            assert self._group_rpc is not None
+            self._member = GroupMember(
+                self._group_rpc,
+                _GroupPartitions(self),
+                group=self._group_id,
+                topics=wanted,
+                member_id=self._member_id,
+                client_id=self._client_id,
+                session_timeout_ms=self._session_timeout_ms,
+                rebalance_timeout_ms=self._rebalance_timeout_ms,
+                auto_commit_interval_s=self._auto_commit_interval_s if self._auto_commit else None,
+                backoff=self._backoff,
+                request_timeout_s=self._request_timeout_s,
+            )
+        else:
+            self._member.set_topics(wanted)
+        self._start_member()
+
+    async def unsubscribe(self) -> None:
+        """Leave the group: stop fetching, commit the positions (auto
+        commit), tell ``on_revoked``, send ``LeaveGroup``. The consumer
+        stays open (``assign`` or ``subscribe`` again). No-op when not
+        subscribed."""
+        self._check_open()
+        if self._subscription is not None:
+            await self._leave_group(commit_returned=True)
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Read exactly these partitions from now on. Partitions kept from
         the previous assignment keep their positions; new ones start where
-        ``auto_offset_reset`` says unless you ``seek`` them."""
+        ``auto_offset_reset`` says unless you ``seek`` them. Raises
+        ``ValueError`` while subscribed (``assign`` and ``subscribe`` are
+        exclusive)."""
         self._check_open()
+        if self._subscription is not None:
+            raise ValueError(
+                "assign() and subscribe() are exclusive: this consumer is subscribed to "
+                f"{sorted(self._subscription)}; unsubscribe() first"
+            )
         wanted = [TopicPartition(t, p) for t, p in partitions]
         for tp, state in list(self._states.items()):
             if tp not in wanted:
@@ -240,6 +420,7 @@ class Consumer:
                 self._dirty = True
 
     def assignment(self) -> set[TopicPartition]:
+        """The partitions read now (assigned, or granted by the group)."""
         return set(self._states)
 
     def position(self, tp: tuple[str, int]) -> int | None:
@@ -297,12 +478,16 @@ class Consumer:
         policy, ``UnknownTopicOrPartitionError``...) once; that partition
         then stays idle until it is sought."""
         self._check_open()
+        self._raise_group_error()
+        self._start_member()
+        for state in self._states.values():
+            state.processed = state.position  # the application is done with earlier records
         limit = max_records or self._max_poll_records
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout_s)
-        if self._dirty:
-            self._start_fetchers()
         while True:
+            if self._dirty:
+                self._start_fetchers()
             records = self._take(limit)
             if records:
                 return records
@@ -318,23 +503,106 @@ class Consumer:
                 return []
             self._check_open()
 
+    # --- committed offsets ---------------------------------------------------------
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> dict[TopicPartition, int]:
+        """Commit, for the group, the position (last record ``poll``
+        returned + 1) of every owned partition, or the given ``offsets``
+        (each the offset of the next record to read) of owned partitions.
+        Partitions whose offset the group already holds are left out.
+        Returns what was committed (nothing while the member is between
+        memberships: it owns nothing then). Retries for ``api_timeout_s``, then
+        raises ``DeliveryTimeoutError``; ``FencedMemberError``/
+        ``UnknownMemberIdError`` mean the partitions were lost (the member
+        joins again), ``StaleMemberEpochError`` that one was revoked
+        meanwhile. A consumer using ``assign()`` commits without membership
+        (the server allows it only while the group has no members)."""
+        self._check_open_or_leaving()
+        self._require_group("commit()")
+        given: dict[TopicPartition, int] | None = None
+        if offsets is not None:
+            given = {}
+            for tp, offset in offsets.items():
+                if offset < 0:
+                    raise ValueError(f"offset must be >= 0, got {offset} for {tp[0]}/{tp[1]}")
+                if not self._owns(TopicPartition(*tp)):
+                    raise ValueError(f"{tp[0]}/{tp[1]} is not owned by this consumer")
+                given[TopicPartition(*tp)] = int(offset)
+
+        def pick() -> dict[TopicPartition, int]:
+            if given is not None:
+                return {tp: offset for tp, offset in given.items() if self._owns(tp)}
+            return self._offsets(processed=False)
+
+        deadline = asyncio.get_running_loop().time() + self._api_timeout_s
+        try:
+            return await self._commit(pick, deadline)
+        except RetriableError as error:
+            raise DeliveryTimeoutError(
+                f"group {self._group_id}: commit not answered within {self._api_timeout_s:g} s; "
+                f"last error: {error}",
+                cause=error,
+            ) from None
+
+    async def committed(
+        self, partitions: Iterable[tuple[str, int]] | None = None
+    ) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets of ``partitions`` (default: the
+        assigned ones); None for a partition without one."""
+        self._check_open()
+        rpc = self._require_group("committed()")
+        wanted = sorted(
+            {TopicPartition(*tp) for tp in partitions} if partitions is not None else self._states
+        )
+        if not wanted:
+            return {}
+        request = groups_pb2.FetchCommittedOffsetsRequest(
+            group=self._group_id, partitions=to_topic_partitions(wanted)
+        )
+        deadline = asyncio.get_running_loop().time() + self._api_timeout_s
+        try:
+            response = await rpc.fetch_committed(request, deadline=deadline)
+        except RetriableError as error:
+            raise DeliveryTimeoutError(
+                f"group {self._group_id}: no answer within {self._api_timeout_s:g} s; last error: {error}",
+                cause=error,
+            ) from None
+        found = {TopicPartition(o.topic, int(o.partition)): int(o.offset) for o in response.offsets}
+        return {tp: found.get(tp) for tp in wanted}
+
     async def close(self) -> None:
-        """Stop every fetcher and close the channels. Idempotent."""
+        """Stop every fetcher; when subscribed, commit the positions (auto
+        commit: every record ``poll`` returned counts as processed), tell
+        ``on_revoked`` and leave the group; close the channels. Idempotent."""
+        await self._close(commit_returned=True)
+
+    async def _close(self, *, commit_returned: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self._data.set()  # wake a poll() waiting in another task
-        for state in self._states.values():
-            self._retire(state)
-        tasks = list(self._retired)
-        self._retired.clear()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._pool.close()
+        try:
+            if self._member is not None:
+                await self._leave_group(commit_returned=commit_returned)
+        finally:
+            for state in self._states.values():
+                self._retire(state)
+            for task in self._lookups:
+                task.cancel()
+            tasks = [*self._retired, *self._lookups]
+            self._retired.clear()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._pool.close()
 
     # --- internals ----------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
+            raise ClientClosedError("the consumer is closed")
+
+    def _check_open_or_leaving(self) -> None:
+        """Open, or closing and leaving the group (``on_revoked`` may commit)."""
+        if self._closed and not self._leaving:
             raise ClientClosedError("the consumer is closed")
 
     def _state(self, tp: tuple[str, int]) -> _PartitionState:
@@ -368,7 +636,12 @@ class Consumer:
         for task in [t for t in self._retired if t.done()]:
             self._retired.discard(task)
         for state in self._states.values():
-            if state.task is None and state.error is None and not state.parked:
+            if (
+                state.task is None
+                and state.error is None
+                and not state.parked
+                and not state.awaiting_committed
+            ):
                 state.task = asyncio.create_task(
                     self._fetch_loop(state, state.generation),
                     name=f"raftlog-fetch-{state.tp.topic}-{state.tp.partition}",
@@ -604,6 +877,259 @@ class Consumer:
             self._after_retriable(tp.topic, tp.partition, address, error)
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
+
+    # --- consumer groups ------------------------------------------------------------
+
+    def _require_group(self, what: str) -> GroupRpc:
+        if self._group_rpc is None:
+            raise ValueError(f"{what} needs a consumer group: create the consumer with group_id='...'")
+        return self._group_rpc
+
+    def _start_member(self) -> None:
+        """Start the member task if subscribed and it is not running (it
+        needs a running event loop; ``poll`` tries again)."""
+        if self._member is None or self._member_task is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._member_task = loop.create_task(self._member.run(), name=f"raftlog-group-{self._group_id}")
+
+    def _raise_group_error(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+        if self._member is not None and self._member.error is not None:
+            raise self._member.error  # every time: the membership is over; close the consumer
+
+    def _owns(self, tp: TopicPartition) -> bool:
+        return tp in self._states or tp in self._revoking
+
+    def _offsets(
+        self, *, processed: bool, only: Iterable[_PartitionState] | None = None
+    ) -> dict[TopicPartition, int]:
+        """Per owned partition (or per state of ``only``), the position or
+        the processed position, where known."""
+        states = list(only) if only is not None else [*self._states.values(), *self._revoking.values()]
+        offsets: dict[TopicPartition, int] = {}
+        for state in states:
+            offset = state.processed if processed else state.position
+            if offset is not None:
+                offsets[state.tp] = offset
+        return offsets
+
+    async def _commit(
+        self, pick: Callable[[], dict[TopicPartition, int]], deadline: float
+    ) -> dict[TopicPartition, int]:
+        """Commit what ``pick()`` returns, minus what the group holds
+        already. ``pick`` runs under the commit lock in the same synchronous
+        step that reads the member's identity (module invariant)."""
+        rpc = self._require_group("commit()")
+        async with self._commit_lock:
+            identity: MemberIdentity | None
+            if self._member is not None:
+                identity = self._member.identity()
+                if identity is None:
+                    return {}  # not a member right now: nothing is owned
+            else:
+                identity = MemberIdentity("", 0)  # assign(): a commit outside membership
+            offsets = pick()
+            if self._member is not None:  # the group holds what we committed: nobody else commits ours
+                offsets = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+            if not offsets:
+                return {}
+            request = groups_pb2.CommitOffsetsRequest(
+                group=self._group_id,
+                member_id=identity.member_id,
+                member_epoch=identity.member_epoch,
+                offsets=[
+                    groups_pb2.OffsetToCommit(topic=tp.topic, partition=tp.partition, offset=offset)
+                    for tp, offset in sorted(offsets.items())
+                ],
+            )
+            try:
+                await rpc.commit(request, deadline=deadline)
+            except GroupMembershipError:
+                if self._member is not None:
+                    self._member.wake()  # the heartbeat finds out what happened
+                raise
+            for tp, offset in offsets.items():
+                if self._owns(tp):
+                    self._committed[tp] = offset
+            return offsets
+
+    async def _leave_group(self, *, commit_returned: bool) -> None:
+        """Stop the membership: cancel the member task, stop fetching,
+        commit (auto commit), ``on_revoked``, ``LeaveGroup``; every owned
+        partition is dropped."""
+        member, task = self._member, self._member_task
+        assert member is not None
+        if task is not None and task is asyncio.current_task():
+            raise RuntimeError("close() and unsubscribe() cannot be called from a rebalance callback")
+        self._member_task = None
+        self._leaving = True
+        try:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            for lookup in self._lookups:
+                lookup.cancel()
+            for state in [*self._states.values(), *self._revoking.values()]:
+                self._retire(state)
+            owned = frozenset([*self._states, *self._revoking])
+            if self._auto_commit and member.identity() is not None:
+                loop = asyncio.get_running_loop()
+                try:
+                    await self._commit(
+                        lambda: self._offsets(processed=not commit_returned),
+                        loop.time() + self._request_timeout_s,
+                    )
+                except RaftlogError as error:
+                    logger.warning("group %s: the last commit failed: %s", self._group_id, error)
+            await self._run_callback("on_revoked", self._on_revoked, owned)
+            await member.leave(min(self._request_timeout_s, 5.0))
+        finally:
+            self._leaving = False
+            self._member = None
+            self._subscription = None
+            for state in self._states.values():
+                self._retire(state)
+            self._states.clear()
+            self._revoking.clear()
+            self._committed.clear()
+
+    def _detach(self, partitions: Iterable[TopicPartition]) -> list[_PartitionState]:
+        """Stop reading ``partitions``: retire their fetchers and drop their
+        buffers (``poll`` never returns their records again); the states
+        (positions) are returned."""
+        detached: list[_PartitionState] = []
+        for tp in sorted(partitions):
+            state = self._states.pop(tp, None)
+            if state is None:
+                continue
+            self._retire(state)
+            state.generation += 1  # a fetcher that has not seen its cancellation yet is stale
+            state.buffer.clear()
+            state.buffered_bytes = 0
+            detached.append(state)
+        return detached
+
+    async def _group_revoked(self, partitions: frozenset[TopicPartition], deadline: float) -> None:
+        states = self._detach(partitions)
+        for state in states:
+            self._revoking[state.tp] = state
+        try:
+            if self._auto_commit and states:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._commit(lambda: self._offsets(processed=True, only=states), deadline)
+                except (RaftlogError, TimeoutError) as error:
+                    logger.warning(
+                        "group %s: committing revoked partitions failed (%s); their next owner may "
+                        "read some records again",
+                        self._group_id,
+                        str(error) or "timed out",
+                    )
+            await self._run_callback("on_revoked", self._on_revoked, partitions)
+        finally:
+            for state in states:
+                if self._revoking.get(state.tp) is state:
+                    del self._revoking[state.tp]
+                self._committed.pop(state.tp, None)
+
+    async def _group_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        states: list[_PartitionState] = []
+        for tp in sorted(partitions):
+            state = _PartitionState(tp)
+            state.awaiting_committed = True
+            self._states[tp] = state
+            self._committed.pop(tp, None)
+            states.append(state)
+        task = asyncio.get_running_loop().create_task(
+            self._load_committed(states), name=f"raftlog-group-{self._group_id}-committed"
+        )
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+        await self._run_callback("on_assigned", self._on_assigned, partitions)
+
+    async def _group_lost(self, partitions: frozenset[TopicPartition]) -> None:
+        self._detach(partitions)
+        for tp in partitions:
+            self._committed.pop(tp, None)
+        await self._run_callback("on_lost", self._on_lost or self._on_revoked, partitions)
+
+    async def _group_auto_commit(self) -> None:
+        deadline = asyncio.get_running_loop().time() + min(
+            self._request_timeout_s, self._auto_commit_interval_s
+        )
+        try:
+            await self._commit(lambda: self._offsets(processed=True), deadline)
+        except RaftlogError as error:
+            logger.info("group %s: auto commit failed: %s", self._group_id, error)
+
+    async def _load_committed(self, states: list[_PartitionState]) -> None:
+        """Position granted partitions at their committed offsets (the reset
+        policy where there is none), unless they were sought or released
+        meanwhile; then start their fetchers."""
+        rpc = self._require_group("subscribe()")
+        request = groups_pb2.FetchCommittedOffsetsRequest(
+            group=self._group_id, partitions=to_topic_partitions(s.tp for s in states)
+        )
+        try:
+            response = await rpc.fetch_committed(request, deadline=None)
+        except RaftlogError as error:
+            for state in states:
+                if self._states.get(state.tp) is state and state.awaiting_committed:
+                    state.awaiting_committed = False
+                    state.error = error
+            self._data.set()
+            return
+        found = {TopicPartition(o.topic, int(o.partition)): int(o.offset) for o in response.offsets}
+        for state in states:
+            if self._states.get(state.tp) is not state or not state.awaiting_committed:
+                continue
+            offset = found.get(state.tp)
+            # A committed offset was reached by reading: at or below a high
+            # watermark, so "above the end" later means a lagging leader.
+            state.reposition(offset, confirmed=offset is not None)
+            if offset is not None:
+                self._committed[state.tp] = offset
+        self._dirty = True
+        self._data.set()  # a waiting poll() starts the fetchers
+
+    async def _run_callback(
+        self, name: str, callback: RebalanceCallback | None, partitions: frozenset[TopicPartition]
+    ) -> None:
+        if callback is None or not partitions:
+            return
+        try:
+            result = callback(partitions)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as error:
+            logger.exception("group %s: %s callback failed", self._group_id, name)
+            if self._callback_error is None:
+                self._callback_error = error
+
+
+class _GroupPartitions:
+    """The consumer as its ``GroupMember`` sees it (a ``PartitionOwner``)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def partitions_revoked(self, partitions: frozenset[TopicPartition], deadline: float) -> None:
+        await self._consumer._group_revoked(partitions, deadline)
+
+    async def partitions_assigned(self, partitions: frozenset[TopicPartition]) -> None:
+        await self._consumer._group_assigned(partitions)
+
+    async def partitions_lost(self, partitions: frozenset[TopicPartition]) -> None:
+        await self._consumer._group_lost(partitions)
+
+    async def auto_commit(self) -> None:
+        await self._consumer._group_auto_commit()
 
 
 def _record_bytes(record: ConsumerRecord) -> int:

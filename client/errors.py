@@ -24,7 +24,8 @@ The tree::
     │   ├── OutcomeUnknownError        OUTCOME_UNKNOWN: may or may not have committed
     │   ├── BackpressureError          BACKPRESSURE / RESOURCE_EXHAUSTED: slow down
     │   ├── UnavailableError           UNAVAILABLE, CANCELLED, ABORTED: node down or restarting
-    │   └── RequestTimeoutError        DEADLINE_EXCEEDED: no answer in time
+    │   ├── RequestTimeoutError        DEADLINE_EXCEEDED: no answer in time
+    │   └── NotCoordinatorError        NOT_COORDINATOR: ask the group's coordinator instead
     ├── UnknownTopicOrPartitionError   NOT_FOUND
     ├── OffsetOutOfRangeError          OUT_OF_RANGE (log_start_offset, high_watermark)
     ├── InvalidRequestError            INVALID_ARGUMENT
@@ -37,7 +38,13 @@ The tree::
     ├── DeliveryTimeoutError           the SDK gave up retrying (``cause``: last error)
     ├── RecordTooLargeError            refused before sending
     ├── ClientClosedError              the producer/consumer is closed
-    └── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, ...)
+    ├── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, ...)
+    ├── GroupNotFoundError             GROUP_NOT_FOUND (a NotFoundError)
+    ├── GroupFullError                 GROUP_MAX_SIZE_REACHED
+    └── GroupMembershipError           FAILED_PRECONDITION, group membership
+        ├── FencedMemberError          FENCED_MEMBER: drop every partition, join again
+        ├── UnknownMemberIdError       UNKNOWN_MEMBER_ID: drop every partition, join again
+        └── StaleMemberEpochError      STALE_MEMBER_EPOCH: heartbeat, then commit again
 
 ``from_rpc_error`` maps a failed call: it reads the ``google.rpc.Status`` in
 the ``grpc-status-details-bin`` trailer and its ``raftlog.v1.ErrorInfo``
@@ -69,9 +76,14 @@ __all__ = [
     "ClientClosedError",
     "DeliveryTimeoutError",
     "DuplicateSequenceError",
+    "FencedMemberError",
+    "GroupFullError",
+    "GroupMembershipError",
+    "GroupNotFoundError",
     "InvalidBatchError",
     "InvalidRequestError",
     "LeaderNotAvailableError",
+    "NotCoordinatorError",
     "NotFoundError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
@@ -85,7 +97,9 @@ __all__ = [
     "RequestTimeoutError",
     "RetriableError",
     "ServerError",
+    "StaleMemberEpochError",
     "UnavailableError",
+    "UnknownMemberIdError",
     "UnknownProducerIdError",
     "UnknownTenantError",
     "UnknownTopicOrPartitionError",
@@ -312,6 +326,61 @@ class ServerError(RaftlogError):
     default_reason = "INTERNAL"
 
 
+class NotCoordinatorError(RetriableError):
+    """The node asked does not serve the consumer group and could not
+    forward the request; ``leader_address`` names the group coordinator's
+    node when it is known (ask there), otherwise ask another node."""
+
+    default_reason = "NOT_COORDINATOR"
+
+
+class GroupNotFoundError(NotFoundError):
+    """The consumer group does not exist in the caller's tenant."""
+
+    default_reason = "GROUP_NOT_FOUND"
+
+
+class GroupFullError(RaftlogError):
+    """The consumer group already has as many members as it may have."""
+
+    default_reason = "GROUP_MAX_SIZE_REACHED"
+
+
+class GroupMembershipError(RaftlogError):
+    """The group coordinator refused a member's request because of the
+    member's standing in the group (FAILED_PRECONDITION). ``rejoin`` says
+    whether the member must drop every partition, without committing, and
+    join again (a consumer does that itself)."""
+
+    default_reason = "GROUP_MEMBERSHIP"
+    rejoin: ClassVar[bool] = False
+
+
+class FencedMemberError(GroupMembershipError):
+    """The coordinator no longer recognises this incarnation of the member
+    (an old epoch, or it missed its revocation deadline): its partitions
+    may belong to someone else already."""
+
+    default_reason = "FENCED_MEMBER"
+    rejoin = True
+
+
+class UnknownMemberIdError(GroupMembershipError):
+    """The member is not in the group (it left, its session expired, or the
+    coordinator moved and lost its soft state)."""
+
+    default_reason = "UNKNOWN_MEMBER_ID"
+    rejoin = True
+
+
+class StaleMemberEpochError(GroupMembershipError):
+    """A commit named partitions the member does not own at the epoch it
+    sent (taken away, or granted after that epoch): heartbeat, then commit
+    what the current assignment allows. Nothing was committed."""
+
+    default_reason = "STALE_MEMBER_EPOCH"
+
+
 CALLER_ERRORS = (AuthenticationError, AuthorizationError, UnknownTenantError)
 """Errors about who is calling: no retry or other node changes them."""
 
@@ -337,6 +406,12 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     "UNKNOWN_NODE": NotFoundError,
     "UNKNOWN_API_KEY": NotFoundError,
     "NO_CONTROLLER": UnavailableError,
+    "NOT_COORDINATOR": NotCoordinatorError,
+    "FENCED_MEMBER": FencedMemberError,
+    "UNKNOWN_MEMBER_ID": UnknownMemberIdError,
+    "STALE_MEMBER_EPOCH": StaleMemberEpochError,
+    "GROUP_NOT_FOUND": GroupNotFoundError,
+    "GROUP_MAX_SIZE_REACHED": GroupFullError,
     **dict.fromkeys(_BATCH_REASONS, InvalidBatchError),
 }
 

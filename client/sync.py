@@ -13,6 +13,9 @@ Invariants:
   record is acknowledged or fails.
 - ``close()`` closes the async object on its loop, then stops the loop and
   joins the thread. A facade is single-use.
+- A subscribed ``SyncConsumer``'s group membership (heartbeats, auto
+  commits, rebalances) runs on the loop thread, so it goes on while the
+  caller's thread processes records between polls.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -157,6 +160,50 @@ class SyncConsumer(_Facade[Consumer]):
         ``poll`` for throughput)."""
         while not self._closed:
             yield from self.poll(1.0, max_records=1)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # As the async consumer's ``async with``: on an exception only the
+        # records of earlier polls count as processed.
+        self._close(lambda: self._client._close(commit_returned=exc is None))
+
+    def close(self) -> None:
+        """Close the consumer (see ``Consumer.close``: a subscribed consumer
+        commits and leaves its group) and stop the loop thread."""
+        self._close(self._client.close)
+
+    def subscribe(self, topics: Iterable[str] | str) -> None:
+        """See ``Consumer.subscribe``."""
+        wanted: str | list[str] = topics if isinstance(topics, str) else list(topics)
+        self._thread.call(lambda: self._client.subscribe(wanted))
+
+    def unsubscribe(self) -> None:
+        """See ``Consumer.unsubscribe``."""
+        self._thread.run(self._client.unsubscribe())
+
+    def subscription(self) -> frozenset[str] | None:
+        return self._thread.call(self._client.subscription)
+
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> dict[TopicPartition, int]:
+        """See ``Consumer.commit``."""
+        given = dict(offsets) if offsets is not None else None
+        return self._thread.run(self._client.commit(given))
+
+    def committed(
+        self, partitions: Iterable[tuple[str, int]] | None = None
+    ) -> dict[TopicPartition, int | None]:
+        """See ``Consumer.committed``."""
+        wanted = list(partitions) if partitions is not None else None
+        return self._thread.run(self._client.committed(wanted))
+
+    @property
+    def member_id(self) -> str:
+        return self._thread.call(lambda: self._client.member_id)
+
+    @property
+    def member_epoch(self) -> int | None:
+        return self._thread.call(lambda: self._client.member_epoch)
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         wanted = list(partitions)

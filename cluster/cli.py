@@ -15,12 +15,15 @@ run`` sets the first two. Commands:
 - ``raftlog topic create NAME --partitions N --replication R``,
   ``topic list``, ``topic describe NAME``, ``topic delete NAME``;
 - ``raftlog node list``, ``node decommission ID``;
+- ``raftlog group list``, ``group describe NAME``;
 - ``raftlog produce TOPIC [--key-separator SEP] [--partition N]``: one
   record per stdin line, acknowledged by the cluster (acks=all, idempotent)
   before the command exits 0;
-- ``raftlog consume TOPIC [--from-beginning] [--max-records N] [--timeout S]
-  [--partition N]``: record values, one per line; stops after N records or
-  after S seconds without a new one.
+- ``raftlog consume TOPIC [--group G] [--from-beginning] [--max-records N]
+  [--timeout S] [--partition N]``: record values, one per line; stops after
+  N records or after S seconds without a new one. With ``--group`` it joins
+  the group, reads the partitions the group gives it from the group's
+  committed offsets, and commits what it printed.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error. Errors go to stderr as one line
@@ -42,6 +45,7 @@ from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+from raftlog.v1 import groups_pb2
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 
@@ -181,6 +185,42 @@ async def _topic_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _group_list(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        for group in await admin.list_groups():
+            state = groups_pb2.GroupState.Name(group.state).removeprefix("GROUP_STATE_").lower()
+            print(f"{group.group}\t{state}\t{group.member_count} members")
+    return 0
+
+
+async def _group_describe(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        group = await admin.describe_group(args.name)
+        committed = await _committed(args, group)
+    state = groups_pb2.GroupState.Name(group.state).removeprefix("GROUP_STATE_").lower()
+    print(f"group {group.group}: {state}, epoch {group.group_epoch}, {len(group.members)} members")
+    for member in group.members:
+        owned = ", ".join(f"{tp.topic}/{p}" for tp in member.assignment for p in tp.partitions) or "-"
+        print(f"  member {member.member_id} ({member.client_id}): {owned}")
+    for (topic, partition), offset in sorted(committed.items()):
+        print(f"  committed {topic}/{partition}: {offset}")
+    return 0
+
+
+async def _committed(
+    args: argparse.Namespace, group: groups_pb2.DescribeGroupResponse
+) -> dict[tuple[str, int], int]:
+    topics = sorted({t for m in group.members for t in m.topics})
+    if not topics:
+        return {}
+    async with Consumer(_bootstrap(args), group_id=group.group, **_identity(args)) as consumer:
+        partitions = [
+            (topic, p) for topic in topics for p in range(await consumer.metadata.partition_count(topic))
+        ]
+        found = await consumer.committed(partitions)
+    return {(tp[0], tp[1]): offset for tp, offset in found.items() if offset is not None}
+
+
 async def _node_list(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         nodes = await admin.list_nodes()
@@ -221,16 +261,24 @@ async def _produce(args: argparse.Namespace) -> int:
 
 
 async def _consume(args: argparse.Namespace) -> int:
-    if args.group:
-        raise CliError("consumer groups arrive with the group coordinator; consume without --group for now")
-    async with Consumer(_bootstrap(args), **_identity(args)) as consumer:
-        count = await consumer.metadata.partition_count(args.topic)
-        partitions = [args.partition] if args.partition is not None else list(range(count))
-        consumer.assign([(args.topic, p) for p in partitions])
-        if args.from_beginning:
-            await consumer.seek_to_beginning()
+    if args.group and args.partition is not None:
+        raise CliError("--partition and --group do not mix: a group assigns partitions itself")
+    reset = "earliest" if args.from_beginning else "latest"
+    async with Consumer(
+        _bootstrap(args), group_id=args.group, auto_offset_reset=reset, **_identity(args)
+    ) as consumer:
+        if args.group:
+            # Partitions the group has committed resume there; others start
+            # at the beginning or the end (auto commit; close commits).
+            consumer.subscribe([args.topic])
         else:
-            await consumer.seek_to_end()
+            count = await consumer.metadata.partition_count(args.topic)
+            partitions = [args.partition] if args.partition is not None else list(range(count))
+            consumer.assign([(args.topic, p) for p in partitions])
+            if args.from_beginning:
+                await consumer.seek_to_beginning()
+            else:
+                await consumer.seek_to_end()
         loop = asyncio.get_running_loop()
         seen = 0
         quiet_until = loop.time() + args.timeout if args.timeout else None
@@ -325,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--partition", type=int, help="write every record to this partition")
     produce.set_defaults(run=_produce)
 
+    group = commands.add_parser("group", help="consumer groups").add_subparsers(dest="action", required=True)
+    group.add_parser("list", help="list the tenant's consumer groups").set_defaults(run=_group_list)
+    group_describe = group.add_parser("describe", help="a group's members, assignments and commits")
+    group_describe.add_argument("name")
+    group_describe.set_defaults(run=_group_describe)
+
     node = commands.add_parser("node", help="nodes (operator key)").add_subparsers(
         dest="action", required=True
     )
@@ -335,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     consume = commands.add_parser("consume", help="print record values, one per line")
     consume.add_argument("topic")
-    consume.add_argument("--group", help="consumer group (not yet)")
+    consume.add_argument("--group", help="consume as a member of this group (commits its progress)")
     consume.add_argument("--from-beginning", action="store_true", help="start at the log start, not the end")
     consume.add_argument("--max-records", type=int, help="stop after N records")
     consume.add_argument("--timeout", type=float, help="stop after S seconds without a new record")

@@ -16,12 +16,16 @@ Durability split (as in Kafka):
 
 Failover fence: members of the previous coordinator may still be consuming
 their partitions, unknown to the new one, until their sessions run out. So
-each coordinator, before serving, appends a ``CoordinatorStarted`` record
-with the longest session it allows, and a coordinator that finds such
-records in the log (``replay``) grants no partition until that long (plus
-a margin for a deposed leader still answering) after it ``start``s
-(``membership``, invariant 5). The first coordinator of a partition finds
-none and grants at once.
+the log records how long a session may be: each coordinator, before
+serving, appends a ``CoordinatorStarted`` record with the longest session
+the log already allows, and before it admits a member with a longer one
+(``prepare_join``) it appends another with that session. A coordinator
+grants no partition until the longest session in the log (plus a margin
+for a deposed leader still answering) after it ``start``s (``membership``,
+invariant 5). So a failover holds a group for about the sessions its
+members really use (6 s sessions: 6 s plus the margin), not the longest
+the configuration would allow. The first coordinator of a partition, or
+one whose predecessors admitted nobody, grants at once.
 
 Epochs: each coordinator's start at ``epoch_base``; pass a value above any
 an earlier coordinator used (the service derives it from the Raft term), so
@@ -31,6 +35,10 @@ Invariants:
 
 - Every request is checked before it changes anything: a refused request
   leaves the state as it was.
+- No join is admitted with a session longer than the log allows (the
+  records of ``start`` and ``prepare_join``, durable before ``record_sessions``
+  is called with them). A coordinator never ``start``ed (no log behind it:
+  tests, tools) admits any session the configuration allows.
 - Expiry is lazy and exact: every call on a group first expires that group's
   members at ``now_ms``, so no member is served past its deadline even if
   nobody calls ``expire``. ``expire`` (all groups) is for a periodic tick.
@@ -176,6 +184,10 @@ class GroupCoordinator:
         self._config.validate()
         self._grants_from_ms = grants_from_ms
         self._fence_ms = 0
+        """The longest session any ``CoordinatorStarted`` record in the log allows."""
+        self._term = 0
+        self._session_bound_ms = self._config.max_session_timeout_ms
+        """The longest session a join may have: what the log allows once started."""
         self._epoch_floor = epoch_base
         self._groups: dict[tuple[str, str], Group] = {}
         self._offsets = CommittedOffsets()
@@ -190,6 +202,33 @@ class GroupCoordinator:
 
     # --- membership ------------------------------------------------------------
 
+    def prepare_join(
+        self,
+        tenant: str,
+        group: str,
+        *,
+        member_id: str,
+        client_id: str,
+        topics: Collection[str],
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+    ) -> CoordinatorStarted | None:
+        """Check a join without changing anything; return the record the log
+        must hold (durably, then ``record_sessions``) before the join may be
+        made, or None when the log already allows its session."""
+        self._check_join(group, member_id, client_id, topics)
+        session = self._config.session_timeout(session_timeout_ms)
+        self._config.rebalance_timeout(rebalance_timeout_ms)
+        if session <= self._session_bound_ms:
+            return None
+        return CoordinatorStarted(self._term, session)
+
+    def record_sessions(self, record: CoordinatorStarted) -> None:
+        """``record`` (from ``start`` or ``prepare_join``) is in the log:
+        sessions up to its length may be admitted."""
+        self._fence_ms = max(self._fence_ms, record.max_session_timeout_ms)
+        self._session_bound_ms = max(self._session_bound_ms, record.max_session_timeout_ms)
+
     def join(
         self,
         tenant: str,
@@ -202,11 +241,13 @@ class GroupCoordinator:
         rebalance_timeout_ms: int,
         now_ms: int,
     ) -> Assignment:
-        _check_name("group", group, GROUP_NAME_MAX)
-        _check_name("member id", member_id, MEMBER_ID_MAX)
-        if len(client_id) > CLIENT_ID_MAX:
-            raise InvalidGroupRequest("INVALID_NAME", f"client id is longer than {CLIENT_ID_MAX} characters")
-        subscription = _check_topics(topics)
+        subscription = self._check_join(group, member_id, client_id, topics)
+        session = self._config.session_timeout(session_timeout_ms)
+        if session > self._session_bound_ms:
+            raise RuntimeError(
+                f"a session of {session} ms is longer than the log allows "
+                f"({self._session_bound_ms} ms): append prepare_join's record first"
+            )
         state = self._live_group(tenant, group, now_ms)
         created = state is None
         if state is None:
@@ -339,17 +380,22 @@ class GroupCoordinator:
 
     @property
     def failover_fence_ms(self) -> int:
-        """How long ``start`` holds grants: the longest session an earlier
-        coordinator of this partition allowed, plus ``failover_margin_ms``
-        (0 when none ever started)."""
+        """How long ``start`` holds grants: the longest session the log
+        allows (what earlier coordinators of this partition admitted), plus
+        ``failover_margin_ms``; 0 when none ever admitted a member."""
         return self._fence_ms + self._config.failover_margin_ms if self._fence_ms else 0
 
     def start(self, now_ms: int, term: int) -> CoordinatorStarted:
         """Begin serving after the replay: no grant before ``now_ms +
-        failover_fence_ms``. Returns the record to append *before* serving,
-        so the next coordinator knows to wait for this one's members."""
+        failover_fence_ms``. Returns the record to append *before* serving
+        (then pass it to ``record_sessions``), so the next coordinator knows
+        to wait for this one's members. It allows the sessions the log
+        allows already; a join asking for more appends its own record
+        (``prepare_join``)."""
         self._grants_from_ms = now_ms + self.failover_fence_ms
-        return CoordinatorStarted(term, self._config.max_session_timeout_ms)
+        self._term = term
+        self._session_bound_ms = 0  # nothing is allowed before the record is durable
+        return CoordinatorStarted(term, self._fence_ms)
 
     def fetch_offsets(
         self, tenant: str, group: str, partitions: Iterable[TopicPartition] | None = None
@@ -400,6 +446,14 @@ class GroupCoordinator:
         return summaries
 
     # --- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _check_join(group: str, member_id: str, client_id: str, topics: Collection[str]) -> frozenset[str]:
+        _check_name("group", group, GROUP_NAME_MAX)
+        _check_name("member id", member_id, MEMBER_ID_MAX)
+        if len(client_id) > CLIENT_ID_MAX:
+            raise InvalidGroupRequest("INVALID_NAME", f"client id is longer than {CLIENT_ID_MAX} characters")
+        return _check_topics(topics)
 
     def _counts(self, tenant: str) -> Callable[[str], int]:
         return lambda topic: self._topic_metadata(tenant, topic)

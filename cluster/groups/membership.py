@@ -105,9 +105,11 @@ PartitionCounts = Callable[[str], int]
 class GroupConfig:
     """Limits of the coordinator. 0 in a request means the default.
 
-    The session bounds follow KIP-848's defaults (45 s, at most 60 s): the
-    maximum also bounds how long a new coordinator waits before granting
-    partitions (``Group``, invariant 5), so keep it small."""
+    The session bounds follow KIP-848's defaults (45 s, at most 60 s). A new
+    coordinator waits before granting partitions (``Group``, invariant 5)
+    for the longest session its predecessors admitted (``coordinator``,
+    failover fence) plus ``failover_margin_ms``: never more than the
+    maximum plus the margin."""
 
     default_session_timeout_ms: int = 45_000
     min_session_timeout_ms: int = 6_000

@@ -16,7 +16,8 @@ Record format, version 1 (big-endian, fields as in ``cluster.controller.wire``;
       offset u64 | commit_timestamp_ms i64 | metadata text
 
     kind 2, coordinator started (appended by each new leader before it
-    serves; see ``coordinator``, failover fence):
+    serves, and again before it admits a member with a longer session
+    than the log allows; see ``coordinator``, failover fence):
       term u64 | max_session_timeout_ms u32
 
 The key comes first and whole so that a compacting log could keep only the
@@ -104,8 +105,9 @@ class OffsetCommitRecord:
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorStarted:
-    """A leader began serving the partition's groups under ``term``, letting
-    members keep sessions of up to ``max_session_timeout_ms``."""
+    """The leader of ``term`` serves the partition's groups, letting members
+    keep sessions of up to ``max_session_timeout_ms`` (the longest of these
+    in the log is how long a new leader waits before it grants anything)."""
 
     term: int
     max_session_timeout_ms: int

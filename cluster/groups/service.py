@@ -13,7 +13,9 @@ Invariants:
 - A coordinator partition is served only from a ``GroupCoordinator`` built
   by replaying its whole log under the current leadership term, and only
   once its ``CoordinatorStarted`` record is durable (the next leader's
-  failover fence depends on it). A new term (or a lost leadership)
+  failover fence depends on it); likewise a join with a longer session
+  than the log allows is answered only once a record allowing it is
+  durable (``GroupCoordinator.prepare_join``). A new term (or a lost leadership)
   discards the in-memory state and the next request replays again. Replays
   of one partition never run concurrently.
 - A commit is answered only after the log stored it and the table applied
@@ -333,12 +335,27 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def join_group(
         self, tenant: str, request: groups_pb2.JoinGroupRequest
     ) -> groups_pb2.JoinGroupResponse:
+        member_id = request.member_id or self._new_member_id()
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
+            sessions = shard.coordinator.prepare_join(
+                tenant,
+                request.group,
+                member_id=member_id,
+                client_id=request.client_id,
+                topics=list(request.topics),
+                session_timeout_ms=request.session_timeout_ms,
+                rebalance_timeout_ms=request.rebalance_timeout_ms,
+            )
+            if sessions is not None:
+                # A longer session than the log allows: record it first, so
+                # that the next coordinator waits long enough for this member.
+                await shard.log.append([sessions.encode()])
+                shard.coordinator.record_sessions(sessions)
             answer = shard.coordinator.join(
                 tenant,
                 request.group,
-                member_id=request.member_id or self._new_member_id(),
+                member_id=member_id,
                 client_id=request.client_id,
                 topics=list(request.topics),
                 session_timeout_ms=request.session_timeout_ms,
@@ -525,6 +542,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 # Durable before anything is granted: the failover fence of
                 # the next coordinator depends on it (coordinator.py).
                 await log.append([started.encode()])
+                coordinator.record_sessions(started)
                 shard = _Shard(partition, term, log, coordinator)
                 self._shards[partition] = shard
             return shard

@@ -308,7 +308,7 @@ async def test_the_buffer_is_bounded_without_polls(fake: FakeLog) -> None:
 
 async def test_misuse_is_refused_clearly(fake: FakeLog) -> None:
     consumer = Consumer(fake.addresses)
-    with pytest.raises(NotImplementedError, match="coordinator"):
+    with pytest.raises(ValueError, match="group_id"):
         consumer.subscribe(["t"])
     with pytest.raises(ValueError, match="not assigned"):
         consumer.seek("t", 0, 1)

@@ -15,6 +15,10 @@ is now and then delivered a second time, seconds later and out of order
 arrives after the client's request timeout is ignored, as a real client
 never sees it.
 
+Each client asks for its own session timeout (from the minimum to the
+maximum the coordinator allows), so the failover fence, which comes from
+the sessions the log records, is as short as the clients allow.
+
 Each client consumes every partition it owns from the committed offset
 (records are integers; "processing" marks them), and commits its positions
 now and then and before letting a partition go.
@@ -75,6 +79,7 @@ class Client:
     name: str
     member_id: str
     topics: frozenset[str]
+    session_ms: int = CONFIG.default_session_timeout_ms
     alive: bool = True
     state: str = "joining"  # joining | member | idle
     epoch: int = 0
@@ -102,6 +107,7 @@ class Simulation:
         self.topics = {"a": 5, "b": 3}
         self.mixed = seed % 2 == 1
         self.log: list[bytes] = []
+        self.longest_session_admitted = 0
         self.term = 1
         self.coordinator = self._new_coordinator()
         self.processed: dict[TopicPartition, set[int]] = {}
@@ -207,14 +213,17 @@ class Simulation:
         """What a new leader does: replay, then record that it started."""
         coordinator = GroupCoordinator(self._counts, CONFIG, epoch_base=self.term << 32)
         coordinator.replay(enumerate(self.log))
-        self.log.append(coordinator.start(self.now, self.term).encode())
+        started = coordinator.start(self.now, self.term)
+        self.log.append(started.encode())
+        coordinator.record_sessions(started)
         return coordinator
 
     def _failover(self) -> None:
         """A new coordinator: offsets from the log, no members, a hold on grants."""
         self.term += 1
         self.coordinator = self._new_coordinator()
-        assert self.coordinator.failover_fence_ms == CONFIG.max_session_timeout_ms + CONFIG.failover_margin_ms
+        fence = self.coordinator.failover_fence_ms - CONFIG.failover_margin_ms
+        assert self.longest_session_admitted <= fence <= CONFIG.max_session_timeout_ms, fence
         self.stats["failovers"] += 1
 
     def _commit(self, client: Client, offsets: dict[TopicPartition, int]) -> None:
@@ -256,7 +265,8 @@ class Simulation:
 
     def _start_client(self, name: str) -> None:
         topics = frozenset({"b"}) if self.mixed and name == "c0" else frozenset({"a", "b"})
-        client = Client(name=name, member_id=f"{name}-{self.now}", topics=topics)
+        session_ms = self.rng.choice([CONFIG.min_session_timeout_ms, 2_000, CONFIG.max_session_timeout_ms])
+        client = Client(name=name, member_id=f"{name}-{self.now}", topics=topics, session_ms=session_ms)
         self.clients[name] = client
         self._join(client)
         self._client_loop(client)
@@ -266,7 +276,7 @@ class Simulation:
             if client.alive:
                 if client.state == "member" and not client.heartbeat_in_flight:
                     self._heartbeat(client)
-                self._at(self.now + CONFIG.max_heartbeat_interval_ms, heartbeat)
+                self._at(self.now + CONFIG.heartbeat_interval(client.session_ms), heartbeat)
 
         def process() -> None:
             if client.alive:
@@ -316,14 +326,10 @@ class Simulation:
         """A request sent at ``sent_at`` was answered: the session is alive
         until ``sent_at + session`` at least; arm the client's own timer."""
         client.last_success_sent_ms = max(client.last_success_sent_ms, sent_at)
-        deadline = client.last_success_sent_ms + CONFIG.default_session_timeout_ms
+        deadline = client.last_success_sent_ms + client.session_ms
 
         def session_check() -> None:
-            if (
-                client.alive
-                and client.owned
-                and self.now - client.last_success_sent_ms >= CONFIG.default_session_timeout_ms
-            ):
+            if client.alive and client.owned and self.now - client.last_success_sent_ms >= client.session_ms:
                 # The coordinator may be ending the session: stop consuming now.
                 self.stats["session drops"] += 1
                 if client.state == "member":
@@ -359,16 +365,32 @@ class Simulation:
         incarnation = client.incarnation
 
         def call() -> Assignment:
-            return self.coordinator.join(
+            # As the service does: the log allows the session before the join is made.
+            coordinator = self.coordinator
+            record = coordinator.prepare_join(
                 TENANT,
                 GROUP,
                 member_id=client.member_id,
                 client_id=client.name,
                 topics=client.topics,
-                session_timeout_ms=0,
+                session_timeout_ms=client.session_ms,
+                rebalance_timeout_ms=0,
+            )
+            if record is not None:
+                self.log.append(record.encode())
+                coordinator.record_sessions(record)
+            answer = coordinator.join(
+                TENANT,
+                GROUP,
+                member_id=client.member_id,
+                client_id=client.name,
+                topics=client.topics,
+                session_timeout_ms=client.session_ms,
                 rebalance_timeout_ms=0,
                 now_ms=self.now,
             )
+            self.longest_session_admitted = max(self.longest_session_admitted, client.session_ms)
+            return answer
 
         def answered(result: object, sent_at: int) -> None:
             if isinstance(result, GroupError):

@@ -18,7 +18,7 @@ from cluster.groups import (
 )
 from cluster.groups.coordinator import GroupCoordinator, OffsetCommit
 from cluster.groups.membership import Assignment, GroupConfig, GroupState, MemberState
-from cluster.groups.offsets import CommittedOffsets
+from cluster.groups.offsets import CommittedOffsets, CoordinatorStarted
 
 _LOG_OFFSETS = itertools.count()
 CONFIG = GroupConfig(
@@ -265,20 +265,55 @@ def test_replay_rebuilds_the_offsets_of_every_group() -> None:
     assert [s.group for s in fresh.list_groups("acme", now_ms=0)] == ["g", "h"]
 
 
+def admit(
+    c: GroupCoordinator, member: str, log: list[bytes], *, session_ms: int = 0, now: int = 0
+) -> Assignment:
+    """Join as the service does: a record allowing the session first, if the log needs one."""
+    record = c.prepare_join(
+        "acme",
+        "g",
+        member_id=member,
+        client_id="host-1",
+        topics=["a"],
+        session_timeout_ms=session_ms,
+        rebalance_timeout_ms=0,
+    )
+    if record is not None:
+        log.append(record.encode())
+        c.record_sessions(record)
+    return c.join(
+        "acme",
+        "g",
+        member_id=member,
+        client_id="host-1",
+        topics=["a"],
+        session_timeout_ms=session_ms,
+        rebalance_timeout_ms=0,
+        now_ms=now,
+    )
+
+
+def started(c: GroupCoordinator, log: list[bytes], *, now: int, term: int) -> CoordinatorStarted:
+    c.replay(enumerate(log))
+    record = c.start(now_ms=now, term=term)
+    log.append(record.encode())
+    c.record_sessions(record)
+    return record
+
+
 def test_the_failover_fence_comes_from_earlier_coordinators_in_the_log() -> None:
     first = coordinator()
     log: list[bytes] = []
-    first.replay(enumerate(log))
+    assert started(first, log, now=0, term=1) == CoordinatorStarted(1, 0), "nobody was admitted yet"
     assert first.failover_fence_ms == 0, "nobody served before: grant at once"
-    log.append(first.start(now_ms=0, term=1).encode())
-    assert join(first, "m1").partitions  # no hold
+    assert admit(first, "m1", log).partitions  # no hold
 
     second = coordinator()
-    second.replay(enumerate(log))
-    assert second.failover_fence_ms == CONFIG.max_session_timeout_ms + CONFIG.failover_margin_ms
-    started = second.start(now_ms=100, term=2)
-    assert started.term == 2 and started.max_session_timeout_ms == CONFIG.max_session_timeout_ms
-    held = join(second, "m1", now=100)
+    record = started(second, log, now=100, term=2)
+    session = CONFIG.default_session_timeout_ms
+    assert second.failover_fence_ms == session + CONFIG.failover_margin_ms
+    assert record == CoordinatorStarted(2, session), "it allows what the log allowed"
+    held = admit(second, "m1", log, now=100)
     fence_ends = 100 + second.failover_fence_ms
     for now in range(1_100, fence_ends, 1_000):
         assert not second.heartbeat(
@@ -288,3 +323,61 @@ def test_the_failover_fence_comes_from_earlier_coordinators_in_the_log() -> None
         "acme", "g", member_id="m1", member_epoch=held.member_epoch, owned=[], now_ms=fence_ends
     )
     assert answer.partitions == {TopicPartition("a", 0), TopicPartition("a", 1)}
+
+
+def test_the_failover_fence_is_the_longest_session_admitted_not_the_longest_allowed() -> None:
+    """The regression: a failover held every group for the configured maximum
+    session (plus the margin), whatever sessions its members had."""
+    first = coordinator()
+    log: list[bytes] = []
+    started(first, log, now=0, term=1)
+    assert admit(first, "m1", log, session_ms=2_000).partitions
+    assert log[1:] == [CoordinatorStarted(1, 2_000).encode()], "recorded before admitting"
+    admit(first, "m2", log, session_ms=1_500)
+    assert len(log) == 2, "a session the log allows already needs no record"
+
+    second = coordinator()
+    started(second, log, now=0, term=2)
+    assert second.failover_fence_ms == 2_000 + CONFIG.failover_margin_ms < CONFIG.max_session_timeout_ms
+
+    # A longer session raises the fence of the next coordinator.
+    admit(second, "m3", log, session_ms=CONFIG.max_session_timeout_ms)
+    third = coordinator()
+    started(third, log, now=0, term=3)
+    assert third.failover_fence_ms == CONFIG.max_session_timeout_ms + CONFIG.failover_margin_ms
+
+
+def test_a_join_waits_for_the_record_that_allows_its_session() -> None:
+    c = coordinator()
+    log: list[bytes] = []
+    started(c, log, now=0, term=1)
+    with pytest.raises(InvalidGroupRequest) as refused:
+        c.prepare_join(
+            "acme",
+            "g",
+            member_id="m1",
+            client_id="x",
+            topics=["a"],
+            session_timeout_ms=CONFIG.max_session_timeout_ms + 1,
+            rebalance_timeout_ms=0,
+        )
+    assert refused.value.reason == "INVALID_SESSION_TIMEOUT"
+    with pytest.raises(InvalidGroupRequest):
+        c.prepare_join(
+            "acme",
+            "a b",
+            member_id="m1",
+            client_id="x",
+            topics=["a"],
+            session_timeout_ms=0,
+            rebalance_timeout_ms=0,
+        )
+    record = c.prepare_join(
+        "acme", "g", member_id="m1", client_id="x", topics=["a"], session_timeout_ms=0, rebalance_timeout_ms=0
+    )
+    assert record == CoordinatorStarted(1, CONFIG.default_session_timeout_ms)
+    with pytest.raises(RuntimeError):
+        join(c, "m1")  # not recorded yet
+    assert c.membership("acme", "g") is None, "the refused join changed nothing"
+    c.record_sessions(record)
+    assert join(c, "m1").partitions

@@ -226,9 +226,11 @@ async def test_two_members_share_a_topic_and_commits_survive(
     listed = await stub.ListGroups(groups_pb2.ListGroupsRequest(), metadata=acme())
     assert [(g.group, g.member_count) for g in listed.groups] == [("g", 1)] and not listed.next_page_token
 
-    # The log holds the coordinator's start, then exactly the committed records.
-    first, *commits = [decode_record(r) for r in h.log_of("g").records]
-    assert first == CoordinatorStarted(term=1, max_session_timeout_ms=CONFIG.max_session_timeout_ms)
+    # The log holds the coordinator's start, the session the first join
+    # needed, then exactly the committed records.
+    first, sessions, *commits = [decode_record(r) for r in h.log_of("g").records]
+    assert first == CoordinatorStarted(term=1, max_session_timeout_ms=0)
+    assert sessions == CoordinatorStarted(term=1, max_session_timeout_ms=CONFIG.default_session_timeout_ms)
     assert [
         (r.tenant, r.group, r.partition, r.offset) for r in commits if isinstance(r, OffsetCommitRecord)
     ] == [("acme", "g", p, 10 + p) for p in range(4)]
@@ -359,6 +361,53 @@ async def test_a_new_leadership_replays_offsets_and_forgets_members() -> None:
     assert parts(beat.assignment) == {("a", p) for p in range(4)}
 
 
+async def test_a_failover_holds_grants_for_the_sessions_members_use_not_the_longest_allowed() -> None:
+    """The regression: a new coordinator waited ``max_session_timeout_ms``
+    plus the margin after every failover (a leader balance moving the
+    offsets partition stalled each group for 65 s), whatever sessions its
+    members had; now it waits for the longest session the log recorded."""
+    h = harness()
+    short = CONFIG.min_session_timeout_ms
+    assert short + CONFIG.failover_margin_ms < CONFIG.max_session_timeout_ms
+    request = join_request("m1")
+    request.session_timeout_ms = short
+    one = await h.service.join_group("acme", request)
+    assert parts(one.assignment) == {("a", p) for p in range(4)}
+    assert [decode_record(r) for r in h.log_of("g").records] == [
+        CoordinatorStarted(1, 0),
+        CoordinatorStarted(1, short),
+    ], "the session is recorded before the member is admitted"
+    await h.service.join_group("acme", request)  # again: the log allows it already
+    assert len(h.log_of("g").records) == 2
+
+    h.log_of("g").leader_term = 2
+    again = await h.service.join_group("acme", request)
+    assert not again.assignment, "members of the old coordinator may still hold partitions"
+    beat = groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=again.member_epoch)
+    fence_ends = h.clock.ms + short + CONFIG.failover_margin_ms
+    for now in [*range(h.clock.ms + 400, fence_ends, 400), fence_ends - 1]:
+        h.clock.ms = now  # heartbeats within the session keep the member
+        assert not (await h.service.heartbeat("acme", beat)).assignment
+    h.clock.ms = fence_ends
+    granted = await h.service.heartbeat("acme", beat)
+    assert parts(granted.assignment) == {("a", p) for p in range(4)}
+
+
+async def test_a_join_is_answered_only_once_the_log_allows_its_session() -> None:
+    h = harness()
+    await h.service.join_group("acme", join_request("m1"))  # loads the partition
+    log = h.log_of("g")
+    log.fail = NotCoordinatorError(0, "10.0.0.9:7001")
+    longer = join_request("m2")
+    longer.session_timeout_ms = CONFIG.max_session_timeout_ms
+    with pytest.raises(ServiceError) as caught:
+        await h.service.join_group("acme", longer)
+    assert caught.value.info.reason == "NOT_COORDINATOR"
+    log.fail = None
+    described = await h.service.describe_group("acme", groups_pb2.DescribeGroupRequest(group="g"))
+    assert [m.member_id for m in described.members] == ["m1"], "not admitted without the record"
+
+
 async def test_a_coordinator_serves_only_once_its_start_is_recorded() -> None:
     h = harness()
     log = h.log_of("g")
@@ -370,7 +419,10 @@ async def test_a_coordinator_serves_only_once_its_start_is_recorded() -> None:
     )
     log.fail = None
     assert parts((await h.service.join_group("acme", join_request("m1"))).assignment)
-    assert log.reads == 2 and [decode_record(r) for r in log.records] == [CoordinatorStarted(1, 4_000)]
+    assert log.reads == 2 and [decode_record(r) for r in log.records] == [
+        CoordinatorStarted(1, 0),
+        CoordinatorStarted(1, CONFIG.default_session_timeout_ms),
+    ]
 
 
 async def test_an_append_of_unknown_outcome_discards_the_partition_state() -> None:

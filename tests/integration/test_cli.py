@@ -164,3 +164,24 @@ def test_produce_lines_then_consume_them_all(cluster: LocalCluster) -> None:
         timeout=60,
     )
     assert [int(v) for v in consumed.stdout.split()] == list(range(60))  # one partition: total order
+
+
+def test_consume_with_a_group_resumes_where_the_group_committed(cluster: LocalCluster) -> None:
+    env = {**os.environ, "RAFTLOG_BOOTSTRAP": cluster.addresses[1], "RAFTLOG_API_KEY": cluster.api_key}
+    assert _cli(env, "topic", "create", "grouped", "--partitions", "2").returncode == 0
+    produced = _cli(env, "produce", "grouped", stdin="".join(f"{i}\n" for i in range(100)))
+    assert produced.returncode == 0, produced.stderr
+    first = _cli(env, "consume", "grouped", "--group", "g", "--from-beginning", "--max-records", "60")
+    assert first.returncode == 0, first.stderr
+    second = _cli(env, "consume", "grouped", "--group", "g", "--from-beginning", "--timeout", "3")
+    assert second.returncode == 0, second.stderr
+    seen_first, seen_second = {int(v) for v in first.stdout.split()}, {int(v) for v in second.stdout.split()}
+    assert len(seen_first) == 60
+    # Nothing skipped, and the second member starts from the group's commits,
+    # not from the beginning.
+    assert seen_first | seen_second == set(range(100)) and not seen_first & seen_second
+    listed = _cli(env, "group", "list")
+    assert listed.returncode == 0 and listed.stdout.split("\t")[0] == "g", listed.stdout + listed.stderr
+    described = _cli(env, "group", "describe", "g")
+    assert described.returncode == 0, described.stderr
+    assert described.stdout.startswith("group g: empty")

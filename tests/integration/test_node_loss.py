@@ -111,3 +111,27 @@ async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_p
             assert len(seen) == len(set(seen))
     finally:
         cluster.close()
+
+
+async def test_decommission_moves_every_replica_off_a_live_node(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, nodes=4, topics=[], node_dead_after_ms=DEAD_AFTER_MS)
+    cluster.start_all()
+    try:
+        async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
+            created = await admin.create_topic("events", 3, 3)
+            assert any(4 in p.replicas for p in created.assignments)
+            values = [f"v{i}".encode() for i in range(30)]
+            await _produce(cluster, "events", values)
+            await admin.decommission_node(4)
+            placed = await _wait_until_off(admin, "events", 4)
+            await _wait_for_raft(cluster, placed)
+            node = next(n for n in await admin.list_nodes() if n.node_id == 4)
+            assert node.decommissioning and node.alive and node.replicas == 0
+            # Nothing new lands on it.
+            later = await admin.create_topic("later", 3, 3)
+            assert all(4 not in p.replicas for p in later.assignments)
+        # Its data now lives elsewhere: stop it and read everything.
+        await asyncio.to_thread(cluster.stop, 4)
+        assert sorted(await _read_all(cluster, "events", len(values))) == sorted(values)
+    finally:
+        cluster.close()
