@@ -49,10 +49,6 @@ class ControllerReplica(RaftReplica[ControllerState]):
     def state(self) -> ControllerState:
         return self._sm
 
-    @property
-    def has_leader(self) -> bool:
-        return self._node.leader != 0
-
     async def submit(self, command: bytes) -> ApplyResult:
         """Propose an encoded command (this replica must lead) and return
         what applying it gave."""

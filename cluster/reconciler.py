@@ -65,10 +65,9 @@ class Reconciler:
     """Peers from the cluster file (already with ``--dial`` overrides):
     needed before the controller has registered anyone."""
     dial: Mapping[int, str] = field(default_factory=dict)
-    passes: int = 0
-    """Completed passes (tests and readiness wait on it)."""
     applied_version: int = -1
-    """The controller version the last completed pass acted on."""
+    """The controller version the last completed pass acted on (the node
+    is ready once it covers the bootstrapped metadata)."""
 
     async def run(self) -> None:
         version = -1
@@ -77,7 +76,6 @@ class Reconciler:
             try:
                 await self.reconcile()
                 self.applied_version = version
-                self.passes += 1
             except Exception:
                 log.exception("reconcile pass failed; retrying")
             await self.controller.wait_changed(version, timeout=RETRY_S)

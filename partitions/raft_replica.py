@@ -277,10 +277,6 @@ class RaftReplica(Generic[SM]):
         return self._node.effective_conf_state.learners
 
     @property
-    def stopped(self) -> bool:
-        return self._stopped
-
-    @property
     def term(self) -> int:
         return self._node.term
 

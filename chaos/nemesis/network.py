@@ -56,6 +56,17 @@ class _NetworkNemesis(Nemesis):
     async def heal(self, ctx: NemesisContext) -> None:
         ctx.cluster.heal_network()
 
+    def _degrade_every_link(self, ctx: NemesisContext, mode: LinkMode, duration: float) -> FaultRecord:
+        at = ctx.clock()
+        ctx.cluster.degrade(mode)
+        return FaultRecord(
+            self.name,
+            f"every link: {mode.describe()} for {duration:.1f} s",
+            at,
+            nodes=tuple(ctx.cluster.node_ids),
+            affected=ctx.all_partitions(),
+        )
+
 
 class IsolateLeader(_NetworkNemesis):
     name = "isolate-leader"
@@ -163,15 +174,7 @@ class Slow(_NetworkNemesis):
     async def inject(self, ctx: NemesisContext, duration: float) -> FaultRecord:
         delay = ctx.rng.uniform(20.0, 100.0)
         mode = LinkMode(delay_ms=delay, jitter_ms=delay / 2)
-        at = ctx.clock()
-        ctx.cluster.degrade(mode)
-        return FaultRecord(
-            self.name,
-            f"every link: {mode.describe()} for {duration:.1f} s",
-            at,
-            nodes=tuple(ctx.cluster.node_ids),
-            affected=ctx.all_partitions(),
-        )
+        return self._degrade_every_link(ctx, mode, duration)
 
 
 class Lossy(_NetworkNemesis):
@@ -187,15 +190,7 @@ class Lossy(_NetworkNemesis):
             stall_ms=ctx.rng.uniform(150.0, 400.0),
             reset=0.002,
         )
-        at = ctx.clock()
-        ctx.cluster.degrade(mode)
-        return FaultRecord(
-            self.name,
-            f"every link: {mode.describe()} for {duration:.1f} s",
-            at,
-            nodes=tuple(ctx.cluster.node_ids),
-            affected=ctx.all_partitions(),
-        )
+        return self._degrade_every_link(ctx, mode, duration)
 
 
 class ReplyReset(_NetworkNemesis):
