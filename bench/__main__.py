@@ -1,4 +1,4 @@
-"""``python -m bench [--quick | --profile full|quick|smoke] [--out PATH] [--dir DIR]``
+"""``python -m bench [--quick | --profile full|quick|smoke] [--out PATH] [--dir DIR] [--only STEP...]``
 
 Measures, in one run, on 3 node processes on loopback (RF 3, acks=all,
 fsync on) and this machine's own limits as references, then writes one
@@ -20,6 +20,7 @@ Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 runs, under 3 minutes) and ``smoke`` (seconds long, for the harness's own
 test; its figures mean nothing). A failing step leaves its figures null,
 records its error and makes the exit status 1; the other steps still run.
+``--only`` runs some of the steps (the others' figures are null).
 """
 
 from __future__ import annotations

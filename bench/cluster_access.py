@@ -2,10 +2,9 @@
 
 - ``credentials(cluster)``: the keyword arguments that say who the benchmark
   is (``api_key=...``) for ``Producer``, ``Consumer`` and ``ChannelPool``.
-  It is the ONLY place that decides them: once ``LocalCluster`` bootstraps
-  an operator key (its ``api_key`` attribute), every client the benchmarks
-  make passes it; before that, nothing is passed and the cluster accepts
-  calls without a key.
+  It is the ONLY place that decides them: every client the benchmarks make
+  presents the cluster's operator key (``LocalCluster.api_key``, the key
+  its nodes are bootstrapped with).
 - ``running_cluster``: start a cluster's nodes, yield it, SIGKILL the nodes
   afterwards (benchmark data is thrown away, so there is nothing to stop
   cleanly, and a clean stop of 1,000 replicas takes seconds).
@@ -31,10 +30,9 @@ from raftlog.v1 import metadata_pb2
 
 
 def credentials(cluster: LocalCluster) -> dict[str, Any]:
-    """``{"api_key": key}`` when the cluster has an operator key, else ``{}``
-    (spread into ``Producer``, ``Consumer`` and ``ChannelPool``)."""
-    api_key = getattr(cluster, "api_key", None)
-    return {"api_key": api_key} if api_key else {}
+    """``{"api_key": the cluster's operator key}`` (spread into ``Producer``,
+    ``Consumer`` and ``ChannelPool``)."""
+    return {"api_key": cluster.api_key}
 
 
 def bootstrap(cluster: LocalCluster) -> list[str]:

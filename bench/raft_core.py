@@ -44,7 +44,6 @@ def measure(seconds: float = 3.0, size: int = 1024, batch: int = 64, nodes: int 
     outbox: list[Message] = []
     cluster[1].campaign()
     payload = b"x" * size
-    applied_min = 0
     applied = dict.fromkeys(ids, 0)
     proposed = 0
     start = time.perf_counter()

@@ -106,7 +106,6 @@ class ChaosCluster:
         self.addresses = dict(self.local.addresses)
         self.groups: dict[TP, int] = {}  # from the controller: refresh_assignments
         self.replicas: dict[TP, tuple[int, ...]] = {}
-        self.tenant_of = {t.topic: t.tenant for t in topics}
         self.tenant_keys: dict[str, str] = {}
         self.decommissioned: set[int] = set()
         self.fleet = ProxyFleet(seed)

@@ -134,12 +134,6 @@ class History:
     def event(self, message: str) -> None:
         self.events.append((self.clock(), message))
 
-    def counts(self) -> dict[str, int]:
-        found = {o.value: 0 for o in Outcome}
-        for attempt in self.attempts:
-            found[attempt.outcome.value] += 1
-        return found
-
     def close_pending(self, reason: str = "pending at the end of the drill") -> int:
         """Attempts nobody resolved become unknown; how many."""
         n = 0

@@ -53,7 +53,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -334,9 +334,6 @@ class ProxyFleet:
                 self.links[name].set_mode(mode)
 
         self._call(apply)
-
-    def set_all(self, mode: LinkMode, names: Iterable[str] | None = None) -> None:
-        self.set_modes(dict.fromkeys(self.links if names is None else names, mode))
 
     def modes(self) -> dict[str, LinkMode]:
         return {name: link.mode for name, link in self.links.items()}

@@ -1,13 +1,13 @@
 """Every replica's log of every partition, read offline after the drill.
 
 The check must not trust the server's read path, so the logs are read
-straight from each stopped node's RocksDB by the offline reader in
-``tests/integration/replica_logs.py`` (the kill drill's reader). That reader
+straight from each stopped node's RocksDB by the offline reader
+``cluster/replica_dump.py`` (also the kill drill's reader). That reader
 replays the stored Raft entries through the partition state machine, which
 lives in ``partitions/``; chaos/ may import only ``client`` and the protos
 (DESIGN.md's folder table, enforced by tests/test_layout.py), so it runs the
-reader as a subprocess of the same interpreter, from the source checkout,
-and parses its JSON lines.
+reader as a subprocess of the same interpreter (``python -m
+cluster.replica_dump``) and parses its JSON lines.
 
 Invariant: a replica's records are what its persisted commit index covers,
 in log order, with the offsets the state machine gave them.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 __all__ = ["READER_MODULE", "ReplicaLog", "read_replica_logs", "source_root"]
 
-READER_MODULE = "tests.integration.replica_logs"
+READER_MODULE = "cluster.replica_dump"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,8 @@ class ReplicaLog:
 
 
 def source_root() -> Path:
-    """The checkout holding chaos/ (and tests/, where the reader lives)."""
+    """The checkout holding chaos/ and cluster/ (the reader's working
+    directory, so that it runs this checkout's code)."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -54,8 +55,6 @@ def read_replica_logs(
     whose copy counts for each partition (default: every node). Returns
     each partition's replica logs in node order."""
     root = source_root()
-    if not (root / "tests" / "integration" / "replica_logs.py").exists():
-        raise RuntimeError(f"the offline log reader needs a source checkout; not found under {root}")
     command = [sys.executable, "-m", READER_MODULE]
     for node, data_dir in sorted(data_dirs.items()):
         command += ["--node", f"{node}={data_dir}"]

@@ -17,14 +17,15 @@ producer, sequence gap, refused before sending) is ``failed``. Everything
 else (timeouts, unavailable nodes, outcome unknown, the producer closed or
 giving up) is ``unknown``: the record may or may not be in the log.
 
-Consumers are a pluggable part (``ConsumerPart``), one group per tenant.
-Until consumer groups exist, ``AssignedGroup`` stands in for one: its
-members split the partitions between them with ``Consumer.assign``, read
-from offset 0, and
-every ``commit_interval_s`` record their position as the group's committed
-offset (``History.commits``), which is exactly what a group member would
-commit. When groups land, a ``SubscribedGroup`` with the same interface
-will ``subscribe`` and commit through the coordinator.
+Consumers: one group per tenant. The SDK's consumer groups
+(``Consumer(group_id=...).subscribe``) are not used here yet:
+``AssignedGroup`` stands in for one. Its members split the partitions
+between them with ``Consumer.assign``, read from offset 0, and every
+``commit_interval_s`` record their position as the group's committed offset
+(``History.commits``, nothing is committed to the server), which is exactly
+what a group member would commit. A workload driving a real group would
+``subscribe`` and commit through the coordinator instead, recording the
+same reads and commits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import contextlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from chaos.cluster import TP, ChaosCluster, TopicTarget
 from chaos.history import Attempt, Commit, History, Outcome, Read
@@ -49,7 +50,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
 )
 
-__all__ = ["AssignedGroup", "ConsumerPart", "Workload", "WorkloadSpec", "classify"]
+__all__ = ["AssignedGroup", "Workload", "WorkloadSpec", "classify"]
 
 _DEFINITE = (
     InvalidRequestError,
@@ -78,19 +79,9 @@ class WorkloadSpec:
     commit_interval_s: float = 1.0
 
 
-class ConsumerPart(Protocol):
-    """The consumer side of the workload."""
-
-    async def run(self) -> None:
-        """Read (and commit) until ``finish`` says to stop."""
-
-    def finish(self, ends: Mapping[TP, int] | None, timeout_s: float) -> None:
-        """Stop once every partition was read up to ``ends`` (its high
-        watermark after the drill), or after ``timeout_s``."""
-
-
 class AssignedGroup:
-    """Stand-in for a consumer group (see the module docstring)."""
+    """Stand-in for a consumer group (see the module docstring): ``run``
+    reads (and records commits) until ``finish`` says to stop."""
 
     def __init__(
         self,
@@ -115,6 +106,8 @@ class AssignedGroup:
         self.errors: dict[str, int] = {}
 
     def finish(self, ends: Mapping[TP, int] | None, timeout_s: float) -> None:
+        """Stop once every partition was read up to ``ends`` (its high
+        watermark after the drill), or after ``timeout_s``."""
         self._ends = dict(ends) if ends is not None else {}
         self._deadline = asyncio.get_running_loop().time() + timeout_s
 

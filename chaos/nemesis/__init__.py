@@ -28,7 +28,7 @@ from typing import ClassVar
 from chaos.cluster import TP, ChaosCluster
 from chaos.history import FaultRecord, History
 
-__all__ = ["NEMESES", "Nemesis", "NemesisContext", "nemesis_names"]
+__all__ = ["NEMESES", "Nemesis", "NemesisContext"]
 
 
 @dataclass
@@ -128,7 +128,3 @@ def _registry() -> dict[str, Nemesis]:
 
 
 NEMESES: dict[str, Nemesis] = _registry()
-
-
-def nemesis_names() -> list[str]:
-    return list(NEMESES)

@@ -30,7 +30,7 @@ clients next to it from sending to node j; blocked links blackhole).
 
 from __future__ import annotations
 
-from chaos.cluster import ChaosCluster
+from chaos.cluster import TP, ChaosCluster
 from chaos.history import FaultRecord
 from chaos.nemesis import Nemesis, NemesisContext
 from chaos.proxy import LinkMode
@@ -56,6 +56,19 @@ class _NetworkNemesis(Nemesis):
     async def heal(self, ctx: NemesisContext) -> None:
         ctx.cluster.heal_network()
 
+    def _cut(
+        self,
+        ctx: NemesisContext,
+        leaders: dict[TP, int],
+        cuts: set[tuple[int, int]],
+        hit: tuple[int, ...],
+        text: str,
+    ) -> FaultRecord:
+        """Apply ``cuts``; the fault hits ``hit`` and the partitions they led."""
+        at = ctx.clock()
+        ctx.cluster.partition(cuts)
+        return FaultRecord(self.name, text, at, nodes=hit, affected=ctx.led_by(leaders, hit))
+
     def _degrade_every_link(self, ctx: NemesisContext, mode: LinkMode, duration: float) -> FaultRecord:
         at = ctx.clock()
         ctx.cluster.degrade(mode)
@@ -77,15 +90,8 @@ class IsolateLeader(_NetworkNemesis):
         leaders = await ctx.leaders()
         victim = ctx.pick_leader(leaders)
         others = set(ctx.cluster.node_ids) - {victim}
-        at = ctx.clock()
-        ctx.cluster.partition(_both_ways({victim}, others))
-        return FaultRecord(
-            self.name,
-            f"isolate node {victim} from {sorted(others)} both ways for {duration:.1f} s",
-            at,
-            nodes=(victim,),
-            affected=ctx.led_by(leaders, [victim]),
-        )
+        text = f"isolate node {victim} from {sorted(others)} both ways for {duration:.1f} s"
+        return self._cut(ctx, leaders, _both_ways({victim}, others), (victim,), text)
 
 
 class Split(_NetworkNemesis):
@@ -99,15 +105,8 @@ class Split(_NetworkNemesis):
         size = ctx.rng.randint(1, (len(nodes) - 1) // 2)
         minority = set(ctx.rng.sample(nodes, size))
         majority = set(nodes) - minority
-        at = ctx.clock()
-        ctx.cluster.partition(_both_ways(minority, majority))
-        return FaultRecord(
-            self.name,
-            f"split {sorted(minority)} | {sorted(majority)} for {duration:.1f} s",
-            at,
-            nodes=tuple(sorted(minority)),
-            affected=ctx.led_by(leaders, minority),
-        )
+        text = f"split {sorted(minority)} | {sorted(majority)} for {duration:.1f} s"
+        return self._cut(ctx, leaders, _both_ways(minority, majority), tuple(sorted(minority)), text)
 
 
 class Ring(_NetworkNemesis):
@@ -134,11 +133,7 @@ class Ring(_NetworkNemesis):
                         cuts.add((nodes[i], nodes[j]))
             text = f"ring {' - '.join(map(str, nodes))} - {nodes[0]}: each node reaches its neighbours only"
             hit = tuple(sorted(nodes))
-        at = ctx.clock()
-        ctx.cluster.partition(cuts)
-        return FaultRecord(
-            self.name, f"{text}, for {duration:.1f} s", at, nodes=hit, affected=ctx.led_by(leaders, hit)
-        )
+        return self._cut(ctx, leaders, cuts, hit, f"{text}, for {duration:.1f} s")
 
 
 class OneWay(_NetworkNemesis):
@@ -152,18 +147,10 @@ class OneWay(_NetworkNemesis):
         others = [n for n in ctx.cluster.node_ids if n != victim]
         outbound = ctx.rng.random() < 0.5
         cuts = {(victim, o) for o in others} if outbound else {(o, victim) for o in others}
-        at = ctx.clock()
-        ctx.cluster.partition(cuts)
         direction = (
             f"node {victim} cannot send to {others}" if outbound else f"{others} cannot send to node {victim}"
         )
-        return FaultRecord(
-            self.name,
-            f"one-way: {direction} for {duration:.1f} s",
-            at,
-            nodes=(victim,),
-            affected=ctx.led_by(leaders, [victim]),
-        )
+        return self._cut(ctx, leaders, cuts, (victim,), f"one-way: {direction} for {duration:.1f} s")
 
 
 class Slow(_NetworkNemesis):

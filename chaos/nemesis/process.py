@@ -59,26 +59,36 @@ def _describe_led(led: tuple[tuple[str, int], ...]) -> str:
     )
 
 
-class KillLeader(Nemesis):
-    name = "kill-leader"
-    summary = "SIGKILL the leader of a random partition; restart it when the fault ends"
-    durations = (1.0, 5.0)
+class _OneNodeFault(Nemesis):
+    """A fault on one node: pick it (seeing who leads what at injection),
+    act on it, undo the act when healed. Subclasses say how to pick, act,
+    undo and describe; the victim is remembered before the act, so a
+    half-done act is still undone."""
 
     def __init__(self) -> None:
         self.victim: int | None = None
 
-    def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
         return ctx.pick_leader(leaders)
+
+    async def _act(self, ctx: NemesisContext, victim: int) -> None:
+        raise NotImplementedError
+
+    async def _undo(self, ctx: NemesisContext, victim: int) -> None:
+        raise NotImplementedError
+
+    def _describe(self, victim: int, led: str, duration: float) -> str:
+        raise NotImplementedError
 
     async def inject(self, ctx: NemesisContext, duration: float) -> FaultRecord:
         leaders = await ctx.leaders()
-        victim = self.victim = self._pick(ctx, leaders)
+        victim = self.victim = await self._pick(ctx, leaders)
         at = ctx.clock()
-        await ctx.cluster.kill(victim)
+        await self._act(ctx, victim)
         led = ctx.led_by(leaders, [victim])
         return FaultRecord(
             self.name,
-            f"SIGKILL node {victim} ({_describe_led(led)}), restart after {duration:.1f} s",
+            self._describe(victim, _describe_led(led), duration),
             at,
             nodes=(victim,),
             affected=led,
@@ -86,15 +96,30 @@ class KillLeader(Nemesis):
 
     async def heal(self, ctx: NemesisContext) -> None:
         if self.victim is not None:
-            await ctx.cluster.start(self.victim)
+            await self._undo(ctx, self.victim)
             self.victim = None
+
+
+class KillLeader(_OneNodeFault):
+    name = "kill-leader"
+    summary = "SIGKILL the leader of a random partition; restart it when the fault ends"
+    durations = (1.0, 5.0)
+
+    async def _act(self, ctx: NemesisContext, victim: int) -> None:
+        await ctx.cluster.kill(victim)
+
+    async def _undo(self, ctx: NemesisContext, victim: int) -> None:
+        await ctx.cluster.start(victim)
+
+    def _describe(self, victim: int, led: str, duration: float) -> str:
+        return f"SIGKILL node {victim} ({led}), restart after {duration:.1f} s"
 
 
 class KillNode(KillLeader):
     name = "kill-node"
     summary = "SIGKILL a random node; restart it when the fault ends"
 
-    def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
         return ctx.rng.choice(ctx.cluster.running)
 
 
@@ -102,22 +127,14 @@ class KillController(KillLeader):
     name = "kill-controller"
     summary = "SIGKILL the node leading the metadata controller; restart it when the fault ends"
 
-    async def inject(self, ctx: NemesisContext, duration: float) -> FaultRecord:
-        leaders = await ctx.leaders()
+    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
         victim = await ctx.cluster.controller_leader()
         if victim is None:
             raise _NoVictim("no node says it leads the metadata controller")
-        self.victim = victim
-        at = ctx.clock()
-        await ctx.cluster.kill(victim)
-        led = ctx.led_by(leaders, [victim])
-        return FaultRecord(
-            self.name,
-            f"SIGKILL node {victim} (controller leader, {_describe_led(led)}), restart after {duration:.1f} s",
-            at,
-            nodes=(victim,),
-            affected=led,
-        )
+        return victim
+
+    def _describe(self, victim: int, led: str, duration: float) -> str:
+        return f"SIGKILL node {victim} (controller leader, {led}), restart after {duration:.1f} s"
 
     async def run(self, ctx: NemesisContext, duration: float) -> FaultRecord:
         try:
@@ -130,32 +147,19 @@ class _NoVictim(Exception):
     pass
 
 
-class Pause(Nemesis):
+class Pause(_OneNodeFault):
     name = "pause"
     summary = "SIGSTOP the leader of a random partition; SIGCONT when the fault ends"
     durations = (2.0, 6.0)
 
-    def __init__(self) -> None:
-        self.victim: int | None = None
-
-    async def inject(self, ctx: NemesisContext, duration: float) -> FaultRecord:
-        leaders = await ctx.leaders()
-        victim = self.victim = ctx.pick_leader(leaders)
-        at = ctx.clock()
+    async def _act(self, ctx: NemesisContext, victim: int) -> None:
         ctx.cluster.pause(victim)
-        led = ctx.led_by(leaders, [victim])
-        return FaultRecord(
-            self.name,
-            f"SIGSTOP node {victim} ({_describe_led(led)}) for {duration:.1f} s",
-            at,
-            nodes=(victim,),
-            affected=led,
-        )
 
-    async def heal(self, ctx: NemesisContext) -> None:
-        if self.victim is not None:
-            ctx.cluster.resume(self.victim)
-            self.victim = None
+    async def _undo(self, ctx: NemesisContext, victim: int) -> None:
+        ctx.cluster.resume(victim)
+
+    def _describe(self, victim: int, led: str, duration: float) -> str:
+        return f"SIGSTOP node {victim} ({led}) for {duration:.1f} s"
 
 
 class LeaderStorm(Nemesis):
@@ -235,13 +239,10 @@ class RollingRestart(Nemesis):
         return fault
 
 
-class Decommission(Nemesis):
+class Decommission(_OneNodeFault):
     name = "decommission"
     summary = "decommission a node under load (its replicas move); without a spare node, stop one instead"
     durations = (6.0, 12.0)
-
-    def __init__(self) -> None:
-        self.victim: int | None = None
 
     async def run(self, ctx: NemesisContext, duration: float) -> FaultRecord:
         cluster = ctx.cluster
@@ -285,22 +286,19 @@ class Decommission(Nemesis):
         ctx.log(f"{self.name}: {fault.description}")
         return fault
 
-    async def inject(self, ctx: NemesisContext, duration: float) -> FaultRecord:
-        leaders = await ctx.leaders()
-        victim = self.victim = ctx.rng.choice(ctx.cluster.running)
-        at = ctx.clock()
-        await ctx.cluster.stop(victim)
-        led = ctx.led_by(leaders, [victim])
-        return FaultRecord(
-            self.name,
-            f"SIGTERM node {victim} ({_describe_led(led)}), out for {duration:.1f} s "
-            "(no spare node to move its replicas to: stopped instead of decommissioned)",
-            at,
-            nodes=(victim,),
-            affected=led,
-        )
+    # Without a spare node (or a second time): stop one cleanly instead.
 
-    async def heal(self, ctx: NemesisContext) -> None:
-        if self.victim is not None:
-            await ctx.cluster.start(self.victim)
-            self.victim = None
+    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+        return ctx.rng.choice(ctx.cluster.running)
+
+    async def _act(self, ctx: NemesisContext, victim: int) -> None:
+        await ctx.cluster.stop(victim)
+
+    async def _undo(self, ctx: NemesisContext, victim: int) -> None:
+        await ctx.cluster.start(victim)
+
+    def _describe(self, victim: int, led: str, duration: float) -> str:
+        return (
+            f"SIGTERM node {victim} ({led}), out for {duration:.1f} s "
+            "(no spare node to move its replicas to: stopped instead of decommissioned)"
+        )
