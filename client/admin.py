@@ -1,10 +1,14 @@
-"""``Admin``: tenants, API keys, topics, nodes and cluster status.
+"""``Admin``: tenants, API keys, topics, nodes, cluster status, and a look at
+consumer groups.
 
 Any node answers (it forwards changes to the metadata controller's leader);
 ``Admin`` asks the bootstrap nodes in turn and moves on from one that is
 unreachable or has no controller leader right now, until ``timeout_s``.
 Answers are the ``raftlog.v1.admin_pb2`` messages (documented in
-proto/raftlog/v1/admin.proto); list methods walk every page.
+proto/raftlog/v1/admin.proto); list methods walk every page. The group
+calls are the exception: ``describe_group`` goes to the group's coordinator
+(following ``NOT_COORDINATOR``), ``list_groups`` asks every node; they
+answer ``raftlog.v1.groups_pb2`` messages.
 
 Invariants:
 
@@ -25,13 +29,17 @@ from typing import Any, Self, TypeVar
 import grpc
 
 from client.errors import RaftlogError, UnavailableError, from_rpc_error
-from client.metadata import Backoff, ChannelPool, parse_bootstrap
-from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from client.group_member import GroupRpc
+from client.metadata import Backoff, ChannelPool, MetadataCache, parse_bootstrap
+from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, metadata_pb2
 
 __all__ = ["Admin"]
 
 T = TypeVar("T")
 PAGE_SIZE = 500
+# GetMetadata answers with every node and the topics asked for, all of them
+# when none is named; a name no topic has ("") asks for the nodes only.
+_NODES_ONLY = metadata_pb2.GetMetadataRequest(topics=[""])
 
 
 class Admin:
@@ -52,6 +60,7 @@ class Admin:
         self._timeout_s = timeout_s
         self._request_timeout_s = request_timeout_s
         self._backoff = Backoff(0.05, 1.0)
+        self._group_rpc: GroupRpc | None = None  # made by the first describe_group
 
     async def __aenter__(self) -> Self:
         return self
@@ -186,48 +195,39 @@ class Admin:
     # --- consumer groups ---------------------------------------------------------
 
     async def describe_group(self, group: str) -> groups_pb2.DescribeGroupResponse:
-        """The group as its coordinator sees it (members, assignments, epochs)."""
-        request = groups_pb2.DescribeGroupRequest(group=group)
-        addresses = list(self._addresses)
-        tried: set[str] = set()
-        last: RaftlogError | None = None
-        while addresses:
-            address = addresses.pop(0)
-            if address in tried:
-                continue
-            tried.add(address)
-            stub = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
-            try:
-                response: groups_pb2.DescribeGroupResponse = await stub.DescribeGroup(
-                    request, timeout=self._request_timeout_s
-                )
-                return response
-            except grpc.aio.AioRpcError as exc:
-                last = from_rpc_error(exc)
-                if last.reason == "NOT_COORDINATOR" and last.leader_address:
-                    addresses.insert(0, last.leader_address)
-                elif not last.retriable and last.reason != "NOT_COORDINATOR":
-                    raise last from None
-        raise last or UnavailableError("no node answered DescribeGroup")
+        """The group as its coordinator sees it (members, assignments, epochs).
+        Routed as the consumer's group calls are (client/group_member.py:
+        ``NOT_COORDINATOR`` answers are followed), retried until ``timeout_s``."""
+        if self._group_rpc is None:
+            # Only its candidate list is used: the bootstrap nodes, in order.
+            nodes = MetadataCache(self._addresses, self._pool)
+            self._group_rpc = GroupRpc(
+                self._pool, nodes, self._backoff, request_timeout_s=self._request_timeout_s
+            )
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        return await self._group_rpc.describe(groups_pb2.DescribeGroupRequest(group=group), deadline=deadline)
 
-    async def list_groups(self) -> list[groups_pb2.GroupSummary]:
-        """Every group of the caller's tenant: each node lists the groups it
-        coordinates, so every node is asked and the answers merged."""
-        nodes: list[str] = []
+    async def _node_addresses(self) -> list[str]:
+        """Every node's address, from the first bootstrap node that answers;
+        the bootstrap list when none does (or it lists no node)."""
         for address in self._addresses:
             try:
-                answer = await metadata_pb2_grpc.MetadataServiceStub(self._pool.channel(address)).GetMetadata(
-                    metadata_pb2.GetMetadataRequest(topics=[""]), timeout=self._request_timeout_s
+                answer = await self._pool.metadata(address).GetMetadata(
+                    _NODES_ONLY, timeout=self._request_timeout_s
                 )
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
                 if not error.retriable:
                     raise error from None
                 continue
-            nodes = [n.address for n in answer.nodes]
-            break
+            return [n.address for n in answer.nodes] or list(self._addresses)
+        return list(self._addresses)
+
+    async def list_groups(self) -> list[groups_pb2.GroupSummary]:
+        """Every group of the caller's tenant: each node lists the groups it
+        coordinates, so every node is asked and the answers merged."""
         groups: dict[str, groups_pb2.GroupSummary] = {}
-        for address in nodes or self._addresses:
+        for address in await self._node_addresses():
             stub = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
             token = ""
             while True:

@@ -556,18 +556,14 @@ class Consumer:
         )
         if not wanted:
             return {}
-        request = groups_pb2.FetchCommittedOffsetsRequest(
-            group=self._group_id, partitions=to_topic_partitions(wanted)
-        )
         deadline = asyncio.get_running_loop().time() + self._api_timeout_s
         try:
-            response = await rpc.fetch_committed(request, deadline=deadline)
+            found = await self._fetch_committed(rpc, wanted, deadline)
         except RetriableError as error:
             raise DeliveryTimeoutError(
                 f"group {self._group_id}: no answer within {self._api_timeout_s:g} s; last error: {error}",
                 cause=error,
             ) from None
-        found = {TopicPartition(o.topic, int(o.partition)): int(o.offset) for o in response.offsets}
         return {tp: found.get(tp) for tp in wanted}
 
     async def close(self) -> None:
@@ -903,6 +899,16 @@ class Consumer:
         if self._member is not None and self._member.error is not None:
             raise self._member.error  # every time: the membership is over; close the consumer
 
+    async def _fetch_committed(
+        self, rpc: GroupRpc, partitions: Iterable[TopicPartition], deadline: float | None
+    ) -> dict[TopicPartition, int]:
+        """The group's committed offsets of ``partitions`` (those that have one)."""
+        request = groups_pb2.FetchCommittedOffsetsRequest(
+            group=self._group_id, partitions=to_topic_partitions(partitions)
+        )
+        response = await rpc.fetch_committed(request, deadline=deadline)
+        return {TopicPartition(o.topic, int(o.partition)): int(o.offset) for o in response.offsets}
+
     def _owns(self, tp: TopicPartition) -> bool:
         return tp in self._states or tp in self._revoking
 
@@ -1073,11 +1079,8 @@ class Consumer:
         policy where there is none), unless they were sought or released
         meanwhile; then start their fetchers."""
         rpc = self._require_group("subscribe()")
-        request = groups_pb2.FetchCommittedOffsetsRequest(
-            group=self._group_id, partitions=to_topic_partitions(s.tp for s in states)
-        )
         try:
-            response = await rpc.fetch_committed(request, deadline=None)
+            found = await self._fetch_committed(rpc, [s.tp for s in states], deadline=None)
         except RaftlogError as error:
             for state in states:
                 if self._states.get(state.tp) is state and state.awaiting_committed:
@@ -1085,7 +1088,6 @@ class Consumer:
                     state.error = error
             self._data.set()
             return
-        found = {TopicPartition(o.topic, int(o.partition)): int(o.offset) for o in response.offsets}
         for state in states:
             if self._states.get(state.tp) is not state or not state.awaiting_committed:
                 continue

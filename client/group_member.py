@@ -2,11 +2,11 @@
 the protocol in proto/raftlog/v1/groups.proto (server-side assignment in the
 manner of Kafka's KIP-848).
 
-- ``GroupRpc`` sends ``GroupService`` calls to the node serving a group. Any
-  node accepts them (it forwards to the group's coordinator); a node that
-  cannot answers ``NOT_COORDINATOR``, with ``leader_address`` when it knows
-  the coordinator's node: the call goes there at once, otherwise to the
-  next known node after a backoff.
+- ``GroupRpc`` sends ``GroupService`` calls to the node serving a group.
+  Any node may be asked; one that does not coordinate the group answers
+  ``NOT_COORDINATOR`` (nodes do not forward group calls), with
+  ``leader_address`` when it knows the coordinator's node: the call goes
+  there at once, otherwise to the next known node after a backoff.
 - ``GroupMember`` is one membership: it joins, heartbeats every
   ``heartbeat_interval_ms`` (the coordinator's figure), and turns every
   answer into calls on its ``PartitionOwner`` (the consumer): partitions
@@ -147,6 +147,12 @@ class GroupRpc:
         response: groups_pb2.FetchCommittedOffsetsResponse = await self._call(
             "FetchCommittedOffsets", request, deadline
         )
+        return response
+
+    async def describe(
+        self, request: groups_pb2.DescribeGroupRequest, *, deadline: float | None
+    ) -> groups_pb2.DescribeGroupResponse:
+        response: groups_pb2.DescribeGroupResponse = await self._call("DescribeGroup", request, deadline)
         return response
 
     # --- internals ---------------------------------------------------------------
@@ -293,11 +299,6 @@ class GroupMember:
     @property
     def member_epoch(self) -> int | None:
         return self._epoch
-
-    @property
-    def session_deadline(self) -> float:
-        """Event-loop time by which a heartbeat must be answered."""
-        return self._session_deadline
 
     def identity(self) -> MemberIdentity | None:
         if self._epoch is None:

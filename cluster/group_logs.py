@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from cluster.controller import Assignment
 from cluster.controller_replica import ControllerReplica
 from cluster.groups.service import NotCoordinatorError
 from partitions.replica import Replica
@@ -49,7 +48,7 @@ class ReplicaOffsetsLog:
         return self._replica.term
 
     def _not_coordinator(self) -> NotCoordinatorError:
-        return NotCoordinatorError(self._partition, self._leader_address(self._replica.leader))
+        return _not_coordinator(self._partition, self._replica, self._leader_address)
 
     async def append(self, records: Sequence[bytes]) -> int:
         batch = encode_batch([Record(value=r) for r in records])
@@ -100,22 +99,28 @@ class RaftCoordinatorLogs:
         topic = self._controller.state.topic(SYSTEM_TENANT, OFFSETS_TOPIC)
         return topic.partitions if topic is not None else 0
 
-    def _assignment(self, partition: int) -> Assignment | None:
-        return self._controller.state.partition(SYSTEM_TENANT, OFFSETS_TOPIC, partition)
+    def _replica(self, partition: int) -> Replica | None:
+        """This node's replica of the offsets topic's ``partition``, if any."""
+        assignment = self._controller.state.partition(SYSTEM_TENANT, OFFSETS_TOPIC, partition)
+        return self._replica_of(assignment.group) if assignment is not None else None
 
     def log(self, partition: int) -> ReplicaOffsetsLog:
-        assignment = self._assignment(partition)
-        replica = self._replica_of(assignment.group) if assignment is not None else None
+        replica = self._replica(partition)
         if replica is None or not replica.is_leader:
-            leader = replica.leader if replica is not None else 0
-            raise NotCoordinatorError(partition, self._address_of(leader) if leader else "")
+            raise _not_coordinator(partition, replica, self._address_of)
         return ReplicaOffsetsLog(partition, replica, self._address_of)
 
     def led_partitions(self) -> Sequence[int]:
-        led = []
-        for partition in range(self.partition_count):
-            assignment = self._assignment(partition)
-            replica = self._replica_of(assignment.group) if assignment is not None else None
-            if replica is not None and replica.is_leader:
-                led.append(partition)
-        return led
+        return [
+            partition
+            for partition in range(self.partition_count)
+            if (replica := self._replica(partition)) is not None and replica.is_leader
+        ]
+
+
+def _not_coordinator(
+    partition: int, replica: Replica | None, address_of: Callable[[int], str]
+) -> NotCoordinatorError:
+    """Not served here; names the leader this node's replica knows, if any."""
+    leader = replica.leader if replica is not None else 0
+    return NotCoordinatorError(partition, address_of(leader) if leader else "")

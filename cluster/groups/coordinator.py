@@ -193,10 +193,6 @@ class GroupCoordinator:
         self._offsets = CommittedOffsets()
 
     @property
-    def config(self) -> GroupConfig:
-        return self._config
-
-    @property
     def offsets(self) -> CommittedOffsets:
         return self._offsets
 

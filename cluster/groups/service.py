@@ -5,8 +5,10 @@ Each group belongs to one *coordinator partition*, chosen by
 ``coordinator_partition`` (a stable hash of tenant and group). The leader of
 that partition's log is the group's coordinator. This module does not know
 how the log is replicated: it sees it through ``CoordinatorLogs`` and
-``OffsetsLog`` (the node wires in the Raft-backed ones, plus authentication
-and forwarding to the coordinator's node).
+``OffsetsLog`` (the node wires in the Raft-backed ones, cluster/group_logs.py,
+and authentication). A node that does not lead the partition does not
+forward: it answers ``NOT_COORDINATOR`` with the leader's address when it
+knows it, and the client goes there.
 
 Invariants:
 
@@ -497,15 +499,6 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         )
 
     # --- upkeep --------------------------------------------------------------------------
-
-    def expire_members(self) -> None:
-        """Expire members of every loaded partition now. Optional: every
-        request expires its own group first, so correctness never waits for
-        this; calling it on a timer frees the memory of groups nobody asks
-        about any more."""
-        now_ms = self._monotonic_ms()
-        for shard in self._shards.values():
-            shard.coordinator.expire(now_ms)
 
     async def close(self) -> None:
         """Wait for appends still in flight (their callers may be gone)."""

@@ -4,8 +4,9 @@
 Each test runs two in-process nodes (tests/client/fake_nodes.py): both serve
 ``FakeLog``'s partitions of topic ``t`` (node 0 leads them) and metadata;
 node 0 also serves the real ``GroupService`` over in-memory offsets logs
-(tests/groups/test_service.py), node 1 a ``GroupService`` that answers
-``NOT_COORDINATOR`` (with node 0's address as the hint, or without one).
+(tests/groups/test_service.py), node 1 a ``GroupService`` that coordinates
+nothing: it answers ``NOT_COORDINATOR`` (with node 0's address as the hint,
+or without one) and lists no group.
 Sessions are short (600 ms, heartbeats every 200 ms) so rebalances take a
 fraction of a second.
 
@@ -41,6 +42,7 @@ from client import (
     UnknownMemberIdError,
     from_rpc_error,
 )
+from client.admin import Admin
 from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, coordinator_partition
@@ -112,6 +114,12 @@ class Redirecting(groups_pb2_grpc.GroupServiceServicer):
 
     async def FetchCommittedOffsets(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._refuse(context)
+
+    async def DescribeGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._refuse(context)
+
+    async def ListGroups(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return groups_pb2.ListGroupsResponse()  # it leads no coordinator partition
 
 
 async def tenant_of(context: grpc.aio.ServicerContext) -> str:
@@ -518,6 +526,29 @@ async def test_a_node_that_is_not_the_coordinator_sends_the_client_on(world: Wor
     finally:
         await one.close()
     assert world.committed() == {tp: 5 for tp in ALL}
+
+
+@pytest.mark.parametrize("hint", [True, False], ids=["hint", "no-hint"])
+async def test_admin_describes_and_lists_groups_through_a_node_that_is_not_the_coordinator(
+    world: World, hint: bool
+) -> None:
+    world.hint = hint
+    fill(world, 3)
+    one = world.consumer()
+    got: list[ConsumerRecord] = []
+    try:
+        one.subscribe(["t"])
+        await until(lambda: one.assignment() == ALL, world, [one], {one: got})
+        async with Admin([world.fake.addresses[1], world.fake.addresses[0]], timeout_s=5) as admin:
+            described = await admin.describe_group(GROUP)
+            assert [m.member_id for m in described.members] == [one.member_id]
+            assert world.redirecting is not None and world.redirecting.calls >= 1
+            listed = await admin.list_groups()
+            assert [(g.group, g.member_count) for g in listed] == [(GROUP, 1)]
+            with pytest.raises(GroupNotFoundError):
+                await admin.describe_group("nobody")
+    finally:
+        await one.close()
 
 
 async def test_the_sync_consumer_subscribes_commits_and_leaves(world: World) -> None:

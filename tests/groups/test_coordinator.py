@@ -32,17 +32,39 @@ def coordinator(**kwargs: int) -> GroupCoordinator:
 
 
 def join(
-    c: GroupCoordinator, member: str, *, tenant: str = "acme", group: str = "g", now: int = 0
+    c: GroupCoordinator,
+    member: str,
+    *,
+    tenant: str = "acme",
+    group: str = "g",
+    now: int = 0,
+    client_id: str = "host-1",
+    topics: Sequence[str] = ("a",),
+    session_ms: int = 0,
 ) -> Assignment:
     return c.join(
         tenant,
         group,
         member_id=member,
-        client_id="host-1",
-        topics=["a"],
-        session_timeout_ms=0,
+        client_id=client_id,
+        topics=topics,
+        session_timeout_ms=session_ms,
         rebalance_timeout_ms=0,
         now_ms=now,
+    )
+
+
+def prepare(
+    c: GroupCoordinator, member: str, *, group: str = "g", session_ms: int = 0
+) -> CoordinatorStarted | None:
+    return c.prepare_join(
+        "acme",
+        group,
+        member_id=member,
+        client_id="host-1",
+        topics=["a"],
+        session_timeout_ms=session_ms,
+        rebalance_timeout_ms=0,
     )
 
 
@@ -74,58 +96,10 @@ def commit(
         (lambda c: join(c, "m1", group="g" * 250), "INVALID_NAME"),
         (lambda c: join(c, "m/1"), "INVALID_NAME"),
         (lambda c: join(c, "m" * 65), "INVALID_NAME"),
-        (
-            lambda c: c.join(
-                "acme",
-                "g",
-                member_id="m",
-                client_id="x" * 256,
-                topics=["a"],
-                session_timeout_ms=0,
-                rebalance_timeout_ms=0,
-                now_ms=0,
-            ),
-            "INVALID_NAME",
-        ),
-        (
-            lambda c: c.join(
-                "acme",
-                "g",
-                member_id="m",
-                client_id="",
-                topics=[],
-                session_timeout_ms=0,
-                rebalance_timeout_ms=0,
-                now_ms=0,
-            ),
-            "INVALID_SUBSCRIPTION",
-        ),
-        (
-            lambda c: c.join(
-                "acme",
-                "g",
-                member_id="m",
-                client_id="",
-                topics=["no way"],
-                session_timeout_ms=0,
-                rebalance_timeout_ms=0,
-                now_ms=0,
-            ),
-            "INVALID_NAME",
-        ),
-        (
-            lambda c: c.join(
-                "acme",
-                "g",
-                member_id="m",
-                client_id="",
-                topics=["a"],
-                session_timeout_ms=60_000,
-                rebalance_timeout_ms=0,
-                now_ms=0,
-            ),
-            "INVALID_SESSION_TIMEOUT",
-        ),
+        (lambda c: join(c, "m", client_id="x" * 256), "INVALID_NAME"),
+        (lambda c: join(c, "m", topics=[]), "INVALID_SUBSCRIPTION"),
+        (lambda c: join(c, "m", topics=["no way"]), "INVALID_NAME"),
+        (lambda c: join(c, "m", session_ms=60_000), "INVALID_SESSION_TIMEOUT"),
         (lambda c: commit(c, [OffsetCommit("a", 0, 1), OffsetCommit("a", 0, 2)]), "DUPLICATE_PARTITION"),
         (lambda c: commit(c, [OffsetCommit("a", 0, 1, "x" * 4097)]), "OFFSET_METADATA_TOO_LARGE"),
         (lambda c: commit(c, [OffsetCommit("a", 0, -1)]), "INVALID_OFFSET"),
@@ -269,28 +243,11 @@ def admit(
     c: GroupCoordinator, member: str, log: list[bytes], *, session_ms: int = 0, now: int = 0
 ) -> Assignment:
     """Join as the service does: a record allowing the session first, if the log needs one."""
-    record = c.prepare_join(
-        "acme",
-        "g",
-        member_id=member,
-        client_id="host-1",
-        topics=["a"],
-        session_timeout_ms=session_ms,
-        rebalance_timeout_ms=0,
-    )
+    record = prepare(c, member, session_ms=session_ms)
     if record is not None:
         log.append(record.encode())
         c.record_sessions(record)
-    return c.join(
-        "acme",
-        "g",
-        member_id=member,
-        client_id="host-1",
-        topics=["a"],
-        session_timeout_ms=session_ms,
-        rebalance_timeout_ms=0,
-        now_ms=now,
-    )
+    return join(c, member, session_ms=session_ms, now=now)
 
 
 def started(c: GroupCoordinator, log: list[bytes], *, now: int, term: int) -> CoordinatorStarted:
@@ -352,29 +309,11 @@ def test_a_join_waits_for_the_record_that_allows_its_session() -> None:
     log: list[bytes] = []
     started(c, log, now=0, term=1)
     with pytest.raises(InvalidGroupRequest) as refused:
-        c.prepare_join(
-            "acme",
-            "g",
-            member_id="m1",
-            client_id="x",
-            topics=["a"],
-            session_timeout_ms=CONFIG.max_session_timeout_ms + 1,
-            rebalance_timeout_ms=0,
-        )
+        prepare(c, "m1", session_ms=CONFIG.max_session_timeout_ms + 1)
     assert refused.value.reason == "INVALID_SESSION_TIMEOUT"
     with pytest.raises(InvalidGroupRequest):
-        c.prepare_join(
-            "acme",
-            "a b",
-            member_id="m1",
-            client_id="x",
-            topics=["a"],
-            session_timeout_ms=0,
-            rebalance_timeout_ms=0,
-        )
-    record = c.prepare_join(
-        "acme", "g", member_id="m1", client_id="x", topics=["a"], session_timeout_ms=0, rebalance_timeout_ms=0
-    )
+        prepare(c, "m1", group="a b")
+    record = prepare(c, "m1")
     assert record == CoordinatorStarted(1, CONFIG.default_session_timeout_ms)
     with pytest.raises(RuntimeError):
         join(c, "m1")  # not recorded yet

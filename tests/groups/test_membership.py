@@ -296,7 +296,9 @@ def test_limits_are_enforced_without_side_effects() -> None:
     epoch = group.epoch
     with pytest.raises(GroupFullError):
         join(group, "m4", meta)
+    assert "m4" not in group.members and group.epoch == epoch
     join(group, "m3", meta)  # a rejoin is not a new member
+    epoch, m1 = group.epoch, group.members["m1"]
     for session, rebalance, reason in (
         (999, 0, "INVALID_SESSION_TIMEOUT"),
         (0, 1_800_001, "INVALID_REBALANCE_TIMEOUT"),
@@ -312,4 +314,5 @@ def test_limits_are_enforced_without_side_effects() -> None:
                 partition_counts=meta,
             )
         assert caught.value.reason == reason
-    assert "m1" in group.members and group.epoch > epoch
+    assert group.members["m1"] is m1 and group.epoch == epoch, "a refused rejoin left the member as it was"
+    group.check_invariants()

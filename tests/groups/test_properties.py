@@ -205,7 +205,7 @@ class GroupMachine(RuleBasedStateMachine):
         subscribed partition ends up owned exactly once, balanced."""
         for _ in range(20):
             self.now += 400
-            self.coordinator.expire(self.now)  # the node's periodic tick
+            self.coordinator.expire(self.now)  # a periodic tick (requests also expire their group)
             self.bookkeeping_is_consistent_and_moves_go_through_nobody()
             group = self.group()
             if group is None:

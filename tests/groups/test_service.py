@@ -154,6 +154,18 @@ def join_request(member: str = "", group: str = "g") -> groups_pb2.JoinGroupRequ
     return groups_pb2.JoinGroupRequest(group=group, topics=["a"], member_id=member, client_id="test")
 
 
+def commit_request(
+    member_epoch: int, partition: int, offset: int, *, member: str = "m1", topic: str = "a"
+) -> groups_pb2.CommitOffsetsRequest:
+    """A commit of one offset to group "g"."""
+    return groups_pb2.CommitOffsetsRequest(
+        group="g",
+        member_id=member,
+        member_epoch=member_epoch,
+        offsets=[groups_pb2.OffsetToCommit(topic=topic, partition=partition, offset=offset)],
+    )
+
+
 # --- the protocol over gRPC ---------------------------------------------------------
 
 
@@ -254,10 +266,7 @@ async def test_errors_carry_codes_and_reasons(
         "MISSING_API_KEY",
     )
     one = await stub.JoinGroup(join_request("m1"), metadata=acme())
-    commit = groups_pb2.CommitOffsetsRequest(
-        group="g", member_id="m1", offsets=[groups_pb2.OffsetToCommit(topic="a", partition=0, offset=1)]
-    )
-    commit.member_epoch = one.member_epoch + 1
+    commit = commit_request(one.member_epoch + 1, 0, 1)
     assert (await refused(stub.CommitOffsets(commit, metadata=acme())))[:2] == (
         Code.FAILED_PRECONDITION,
         "FENCED_MEMBER",
@@ -282,12 +291,7 @@ async def test_errors_carry_codes_and_reasons(
         metadata=acme(),
     )
     (topic, partition) = sorted(given_up)[0]
-    stale = groups_pb2.CommitOffsetsRequest(
-        group="g",
-        member_id="m1",
-        member_epoch=beat.member_epoch,
-        offsets=[groups_pb2.OffsetToCommit(topic=topic, partition=partition, offset=1)],
-    )
+    stale = commit_request(beat.member_epoch, partition, 1, topic=topic)
     assert (await refused(stub.CommitOffsets(stale, metadata=acme())))[:2] == (
         Code.FAILED_PRECONDITION,
         "STALE_MEMBER_EPOCH",
@@ -329,15 +333,7 @@ async def test_a_new_leadership_replays_offsets_and_forgets_members() -> None:
     service = h.service
     one = await service.join_group("acme", join_request("m1"))
     assert parts(one.assignment) == {("a", p) for p in range(4)} and one.member_epoch > 1 << 32
-    await service.commit_offsets(
-        "acme",
-        groups_pb2.CommitOffsetsRequest(
-            group="g",
-            member_id="m1",
-            member_epoch=one.member_epoch,
-            offsets=[groups_pb2.OffsetToCommit(topic="a", partition=2, offset=42)],
-        ),
-    )
+    await service.commit_offsets("acme", commit_request(one.member_epoch, 2, 42))
     h.log_of("g").leader_term = 2  # leadership moved away and back, or another node took over
 
     with pytest.raises(ServiceError) as caught:
@@ -430,15 +426,7 @@ async def test_an_append_of_unknown_outcome_discards_the_partition_state() -> No
     one = await h.service.join_group("acme", join_request("m1"))
     h.log_of("g").fail = OutcomeUnknown(7, 0)
     with pytest.raises(ServiceError) as caught:
-        await h.service.commit_offsets(
-            "acme",
-            groups_pb2.CommitOffsetsRequest(
-                group="g",
-                member_id="m1",
-                member_epoch=one.member_epoch,
-                offsets=[groups_pb2.OffsetToCommit(topic="a", partition=0, offset=1)],
-            ),
-        )
+        await h.service.commit_offsets("acme", commit_request(one.member_epoch, 0, 1))
     assert (caught.value.code, caught.value.info.reason) == (grpc.StatusCode.UNAVAILABLE, "OUTCOME_UNKNOWN")
     h.log_of("g").fail = None
     with pytest.raises(ServiceError) as caught:
@@ -453,12 +441,7 @@ async def test_a_refused_append_keeps_the_partition_state() -> None:
     h = harness()
     one = await h.service.join_group("acme", join_request("m1"))
     h.log_of("g").fail = Backpressure("too many bytes waiting")
-    commit = groups_pb2.CommitOffsetsRequest(
-        group="g",
-        member_id="m1",
-        member_epoch=one.member_epoch,
-        offsets=[groups_pb2.OffsetToCommit(topic="a", partition=0, offset=1)],
-    )
+    commit = commit_request(one.member_epoch, 0, 1)
     with pytest.raises(ServiceError) as caught:
         await h.service.commit_offsets("acme", commit)
     assert (caught.value.code, caught.value.info.reason) == (
@@ -474,17 +457,7 @@ async def test_a_commit_whose_caller_gave_up_still_lands() -> None:
     h = harness()
     one = await h.service.join_group("acme", join_request("m1"))
     gate = h.log_of("g").gate = asyncio.Event()
-    caller = asyncio.ensure_future(
-        h.service.commit_offsets(
-            "acme",
-            groups_pb2.CommitOffsetsRequest(
-                group="g",
-                member_id="m1",
-                member_epoch=one.member_epoch,
-                offsets=[groups_pb2.OffsetToCommit(topic="a", partition=3, offset=9)],
-            ),
-        )
-    )
+    caller = asyncio.ensure_future(h.service.commit_offsets("acme", commit_request(one.member_epoch, 3, 9)))
     await asyncio.sleep(0.01)
     caller.cancel()  # the client's deadline passed
     with pytest.raises(asyncio.CancelledError):
@@ -529,6 +502,7 @@ async def test_list_groups_pages_through_every_led_partition() -> None:
         await h.service.join_group("acme", join_request("m1", group=name))
     await h.service.join_group("zeta", join_request("m1", group="zeta-only"))
     seen: list[str] = []
+    tokens: list[str] = []
     token = ""
     while True:
         page = await h.service.list_groups(
@@ -539,13 +513,14 @@ async def test_list_groups_pages_through_every_led_partition() -> None:
         token = page.next_page_token
         if not token:
             break
-    assert seen == names
+        tokens.append(token)
+    assert seen == names and len(tokens) == 4
 
     h.logs.led.discard(0)  # partition 0 is led elsewhere now: its groups are listed there
     page = await h.service.list_groups("acme", groups_pb2.ListGroupsRequest(page_size=100))
     assert [g.group for g in page.groups] == [n for n in names if coordinator_partition("acme", n, 4) != 0]
-    with pytest.raises(ServiceError) as caught:
-        await h.service.list_groups("zeta", groups_pb2.ListGroupsRequest(page_token=token or "x"))
+    with pytest.raises(ServiceError) as caught:  # a page token is bound to its tenant's listing
+        await h.service.list_groups("zeta", groups_pb2.ListGroupsRequest(page_token=tokens[0]))
     assert caught.value.info.reason == "INVALID_PAGE_TOKEN"
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,9 +60,9 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     c.close()
 
 
-async def _wait(condition: object, what: str, timeout: float = 60) -> None:
+async def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.1)
 
