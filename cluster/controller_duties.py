@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from cluster.controller.api_keys import parse_api_key, secret_digest
 from cluster.controller.commands import Command
 from cluster.controller_replica import ControllerReplica
 from cluster.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
+from cluster.private_file import write_private
 from cluster.static_config import StaticCluster
 from partitions.replica_errors import ReplicaError
 
@@ -165,14 +165,7 @@ class ControllerDuties:
 
     def bootstrapped(self) -> bool:
         """Whether the applied state has everything the cluster file asks for."""
-        state = self.controller.state
-        return (
-            all(state.node(n.id) is not None for n in self.cluster.nodes)
-            and state.tenant(DEFAULT_TENANT) is not None
-            and bool(state.list_api_keys(None).items)
-            and all(state.topic(DEFAULT_TENANT, t.name) is not None for t in self.cluster.topics)
-            and state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is not None
-        )
+        return next(self._missing(), None) is None
 
     async def _submit(self, command: Command) -> bool:
         """Propose ``command``; False (logged) if it was rejected."""
@@ -183,24 +176,36 @@ class ControllerDuties:
         return True
 
     async def bootstrap(self) -> None:
-        state = self.controller.state
+        for make in self._missing():
+            await self._submit(await make())
+
+    def _missing(self) -> Iterator[Callable[[], Awaitable[Command]]]:
+        """What the applied state lacks of the bootstrap, as makers of the
+        commands to propose, in order. Lazy: each check reads the state
+        after the commands proposed before it (the system tenant before its
+        topic; the file topics before the offsets topic, so that their Raft
+        group ids stay 1..N)."""
+
+        def ready(command: Command) -> Callable[[], Awaitable[Command]]:
+            async def make() -> Command:
+                return command
+
+            return make
+
         voters = set(self.cluster.controller_voters())
         for spec in self.cluster.nodes:
-            known = state.node(spec.id)
-            eligible = spec.id in voters
-            if known is None or (known.address, known.zone, known.controller_eligible) != (
-                spec.address,
-                spec.zone,
-                eligible,
-            ):
-                await self._submit(RegisterNode(spec.id, spec.address, spec.zone, eligible))
-        if self.controller.state.tenant(DEFAULT_TENANT) is None:
-            await self._submit(CreateTenant(DEFAULT_TENANT))
+            known = self.controller.state.node(spec.id)
+            wanted = (spec.address, spec.zone, spec.id in voters)
+            if known is None or (known.address, known.zone, known.controller_eligible) != wanted:
+                yield ready(RegisterNode(spec.id, *wanted))
+        for tenant in (DEFAULT_TENANT, SYSTEM_TENANT):
+            if self.controller.state.tenant(tenant) is None:
+                yield ready(CreateTenant(tenant))
         if not self.controller.state.list_api_keys(None).items:
-            await self._submit(await self._operator_key())
+            yield self._operator_key
         for topic in self.cluster.topics:
             if self.controller.state.topic(DEFAULT_TENANT, topic.name) is None:
-                await self._submit(
+                yield ready(
                     CreateTopic(
                         DEFAULT_TENANT,
                         topic.name,
@@ -211,48 +216,29 @@ class ControllerDuties:
                         self.cluster.initial_assignment(topic),
                     )
                 )
-        # After the file topics, so that their Raft group ids stay 1..N.
-        await self._ensure_offsets_topic()
-
-    async def _ensure_offsets_topic(self) -> None:
-        """The consumer groups' internal topic (cluster/group_logs.py)."""
         state = self.controller.state
-        if state.tenant(SYSTEM_TENANT) is None:
-            await self._submit(CreateTenant(SYSTEM_TENANT))
-            state = self.controller.state
-        if state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is not None:
-            return
-        live = len(state.live_nodes())
-        partitions = self.cluster.offsets_partitions
-        rf = min(3, live)
-        await self._submit(
-            CreateTopic(
-                SYSTEM_TENANT,
-                OFFSETS_TOPIC,
-                partitions,
-                rf,
-                None,
-                None,
-                place_partitions(state, partitions, rf),
+        if state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is None:
+            # The consumer groups' internal topic (cluster/group_logs.py).
+            partitions, rf = self.cluster.offsets_partitions, min(3, len(state.live_nodes()))
+            yield ready(
+                CreateTopic(
+                    SYSTEM_TENANT,
+                    OFFSETS_TOPIC,
+                    partitions,
+                    rf,
+                    None,
+                    None,
+                    place_partitions(state, partitions, rf),
+                )
             )
-        )
 
     async def _operator_key(self) -> CreateApiKey:
         if self.bootstrap_key:
             return operator_key_command(self.bootstrap_key)
         issued = issue_api_key(None)
         path = self.data_dir / "operator.key"
-        await asyncio.to_thread(_write_secret, path, issued.clear_text + "\n")
+        await asyncio.to_thread(write_private, path, issued.clear_text + "\n")
         log.warning(
             "bootstrap: issued the first operator key; it is in %s (readable by this user only)", path
         )
         return issued.command
-
-
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())

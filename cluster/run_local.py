@@ -16,13 +16,13 @@ command exits non-zero.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from client.local_cluster import LocalCluster, new_operator_key
+from cluster.private_file import write_private
 from cluster.static_config import ConfigError, load_cluster
 
 ENV_FILE = "cluster.env"
@@ -119,10 +119,11 @@ def _operator_key(env_path: Path, bootstrap: str) -> str:
             if name.strip() == "RAFTLOG_API_KEY" and value.strip():
                 return value.strip()
     key = new_operator_key()
-    fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# written by make run: . this file to use the raftlog CLI\n")
-        f.write(f"export RAFTLOG_BOOTSTRAP={bootstrap}\nexport RAFTLOG_API_KEY={key}\n")
+    write_private(
+        env_path,
+        "# written by make run: . this file to use the raftlog CLI\n"
+        f"export RAFTLOG_BOOTSTRAP={bootstrap}\nexport RAFTLOG_API_KEY={key}\n",
+    )
     return key
 
 

@@ -222,7 +222,13 @@ async def test_health_checks_and_reflection_are_served(cluster: LocalCluster) ->
     address = next(iter(cluster.addresses.values()))
     async with authorized_channel(address, cluster.api_key) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "raftlog.v1.LogService", "raftlog.v1.MetadataService"):
+        public = (
+            "raftlog.v1.LogService",
+            "raftlog.v1.MetadataService",
+            "raftlog.v1.AdminService",
+            "raftlog.v1.GroupService",
+        )
+        for service in ("", *public):
             answer = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -233,4 +239,4 @@ async def test_health_checks_and_reflection_are_served(cluster: LocalCluster) ->
         names = set()
         async for reply in reflect.ServerReflectionInfo(iter([request]), timeout=5):
             names |= {s.name for s in reply.list_services_response.service}
-        assert {"raftlog.v1.LogService", "raftlog.v1.MetadataService", "grpc.health.v1.Health"} <= names
+        assert {*public, "grpc.health.v1.Health"} <= names

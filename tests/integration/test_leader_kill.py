@@ -4,7 +4,7 @@ The kill drill runs idempotent producers continuously against one partition
 and, round after round, SIGKILLs whichever node last acknowledged (the
 leader) at a random moment, then restarts it. Afterwards every node is
 stopped and each replica's log is read straight from its RocksDB
-(replica_logs.py). The checks, each of which a broken node would fail:
+(cluster/replica_dump.py). The checks, each of which a broken node would fail:
 
 - every acknowledged record is on every replica, exactly once, at the offset
   its acknowledgement gave (lost or moved ⇒ fail);
