@@ -215,6 +215,23 @@ class LocalCluster:
         for node in self.node_ids:
             self._wait_ready(node, self.processes[node], timeout)
 
+    def add_node(self, zone: str = "", timeout: float = 60.0) -> int:
+        """Add a node to the running cluster the way an operator does: a
+        new ``[[nodes]]`` entry at the end of the cluster file, then start
+        it (it asks the running nodes to register it, cluster/join.py).
+        Returns its id."""
+        node = max(self.node_ids) + 1
+        address = f"127.0.0.1:{free_ports(1)[0]}"
+        entry = ["", "[[nodes]]", f"id = {node}", f'address = "{address}"', f'data_dir = "node{node}"']
+        if zone:
+            entry.append(f'zone = "{zone}"')
+        with self.config_path.open("a") as config:  # a [[nodes]] header may come anywhere
+            config.write("\n".join(entry) + "\n")
+        self.node_ids.append(node)
+        self.addresses[node] = address
+        self.start(node, timeout)
+        return node
+
     def kill(self, node: int) -> None:
         proc = self.processes.pop(node)
         proc.send_signal(signal.SIGKILL)

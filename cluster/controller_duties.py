@@ -13,6 +13,13 @@ learner, becomes a voter only once it holds the whole log, and the old
 node is removed last), so the metadata can run ahead of the data but the
 group never loses its quorum or a committed entry.
 
+Membership and balance: every registered node is made a member of group 0
+(a learner when it is not a voter), so nodes that joined after the cluster
+was made (cluster/join.py) follow the metadata. While no dead or draining
+node holds a replica, replicas are moved a few at a time from the
+most to the least loaded nodes (``rebalance_plan``), so a new node, or one
+that came back after its replicas were moved away, gets its share.
+
 Bootstrap: a new cluster's metadata is made from the cluster file by
 whichever node first leads group 0 — every node of the file registered
 (address, zone, controller eligibility), the ``default`` tenant, the first
@@ -58,6 +65,7 @@ from cluster.controller import (
     issue_api_key,
     place_partitions,
     plan_decommission,
+    rebalance_plan,
     replacements_for_dead_node,
 )
 from cluster.controller.api_keys import parse_api_key, secret_digest
@@ -67,12 +75,17 @@ from cluster.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
 from cluster.private_file import write_private
 from cluster.static_config import StaticCluster
 from partitions.replica_errors import ReplicaError
+from raft.errors import ProposalDropped
+from raft.types import ConfChange, ConfChangeType
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 BOOTSTRAP_API_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
 RECHECK_S = 1.0
+CHANGE_TIMEOUT_S = 5.0
+REBALANCE_INTERVAL_S = 5.0
+REBALANCE_MOVES = 4
 
 
 class BadBootstrapKey(ValueError):
@@ -103,6 +116,7 @@ class ControllerDuties:
     dead_after_s: float = 10.0
     _silent_since: dict[int, float] = field(default_factory=dict)
     _reported_stuck: set[int] = field(default_factory=set)
+    _last_rebalance: float = 0.0
 
     async def run(self) -> None:
         version = -1
@@ -110,13 +124,55 @@ class ControllerDuties:
             if self.controller.is_leader:
                 try:
                     await self.bootstrap()
+                    await self.admit_learners()
                     await self.watch_nodes()
                     await self.repair()
-                except ReplicaError as exc:  # lost leadership, backpressure: look again
+                    await self.rebalance()
+                except (
+                    ReplicaError,
+                    ProposalDropped,
+                    TimeoutError,
+                ) as exc:  # lost leadership, backpressure: look again
                     log.info("controller duties paused: %s", exc)
             else:
                 self._silent_since.clear()
             version = await self.controller.wait_changed(version, timeout=RECHECK_S)
+
+    async def admit_learners(self) -> None:
+        """Make every registered node a member of group 0 (a learner unless
+        it is a voter), so it follows the metadata: the voters' bootstrap
+        membership only knows the nodes of their cluster file, not the ones
+        that joined since (cluster/join.py)."""
+        for node in self.controller.state.nodes():
+            if node.node_id not in self.controller.members:
+                log.warning("adding node %d to the metadata controller as a learner", node.node_id)
+                change = ConfChange(ConfChangeType.ADD_LEARNER, node.node_id)
+                await asyncio.wait_for(self.controller.change_membership(change), CHANGE_TIMEOUT_S)
+
+    async def rebalance(self) -> None:
+        """Even out replica counts (a node that joined, or came back empty
+        after its replicas were moved away, gets its share): at most
+        ``REBALANCE_MOVES`` moves every ``REBALANCE_INTERVAL_S``, and only
+        while no dead or decommissioning node holds a replica, so repair
+        always goes first and the reconcilers are not flooded with
+        catch-ups."""
+        now = time.monotonic()
+        state = self.controller.state
+        if now - self._last_rebalance < REBALANCE_INTERVAL_S:
+            return
+        if any(state.assignments_for_node(n.node_id) for n in state.nodes() if not n.can_host):
+            return  # repair or a drain is still under way
+        self._last_rebalance = now
+        for move in rebalance_plan(state, REBALANCE_MOVES).moves:
+            log.warning(
+                "rebalancing: moving group %d's replica from node %d to node %d",
+                move.group,
+                move.old_node,
+                move.new_node,
+            )
+            for step in move.steps:
+                if not await self._submit(step):
+                    break
 
     async def watch_nodes(self) -> None:
         """Propose the liveness transitions this leader has observed."""

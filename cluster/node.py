@@ -3,7 +3,8 @@ controller's replica, and the partition replicas the controller assigns here.
 
 Started from the cluster file (cluster/static_config.py) and a node id. The
 node joins the metadata controller (group 0: a voter on the controller
-nodes, a learner elsewhere), and two loops keep it in step with the applied
+nodes, a learner elsewhere; a node the cluster has not registered yet asks
+to be, cluster/join.py), and two loops keep it in step with the applied
 metadata: the controller duties (cluster/controller_duties.py: bootstrap,
 on the controller leader only) and the reconciler (cluster/reconciler.py:
 open and stop this node's partition replicas). One gRPC port serves the
@@ -42,6 +43,7 @@ from cluster.forwarding import Forwarder
 from cluster.group_logs import RaftCoordinatorLogs
 from cluster.groups.service import GroupService
 from cluster.grpc_health import enable_health_and_reflection, mark_serving
+from cluster.join import JoinService, join_until_registered
 from cluster.leader_balance import hand_back_leadership
 from cluster.log_service import LogService
 from cluster.metadata_service import MetadataService
@@ -54,7 +56,7 @@ from partitions.replica import ReplicaConfig
 from partitions.replica_host import HostConfig, ReplicaHost
 from partitions.state_machine import PartitionConfig
 from raft.types import Message
-from raftlog.internal.v1 import node_admin_pb2_grpc
+from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2_grpc
 from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
 
 GRPC_OPTIONS = [
@@ -142,6 +144,14 @@ class Node:
         assert self._auth is not None
         return (await self._auth.caller(context)).tenant
 
+    def _join_request(self) -> join_pb2.JoinRequest:
+        return join_pb2.JoinRequest(
+            cluster_id=self.cluster.cluster_id,
+            node_id=self.node_id,
+            address=self.spec.address,
+            zone=self.spec.zone,
+        )
+
     def _send(self, to_node: int, group: int, message: Message, quiesce: bool) -> None:
         assert self.transport is not None
         self.transport.send(to_node, group, message, quiesce=quiesce)
@@ -172,7 +182,17 @@ class Node:
                 config=transport_config,
             )
             self.transport = transport
-            controller = await host.add_group(ControllerReplica, CONTROLLER_GROUP, voters, learners=learners)
+            # Only the voters bootstrap group 0 (with the file's other nodes
+            # as learners); every other node starts it empty and learns it
+            # from the leader, so a node that joins later can never start
+            # from a membership of its own making (cluster/join.py).
+            controller = await host.add_group(
+                ControllerReplica,
+                CONTROLLER_GROUP,
+                voters,
+                learners=learners,
+                bootstrap=self.node_id in voters,
+            )
             self.controller = controller
             auth = self._auth = Authenticator(controller)
             forwarder = Forwarder()
@@ -195,6 +215,9 @@ class Node:
             groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
                 NodeAdminService(self.node_id, lambda: self.host, lambda: self.transport), server
+            )
+            join_pb2_grpc.add_ClusterJoinServicer_to_server(
+                JoinService(self.node_id, cluster.cluster_id, controller), server
             )
             health = enable_health_and_reflection(server)
             self.bound_port = server.add_insecure_port(self.spec.address)
@@ -220,6 +243,9 @@ class Node:
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
                 asyncio.create_task(self._become_ready(duties, reconciler, health), name="raftlog-ready"),
             ]
+            if self.node_id not in voters:
+                joining = join_until_registered(controller, self._join_request(), static_peers.values())
+                loops.append(asyncio.create_task(joining, name="raftlog-join"))
             stop = asyncio.create_task(self._stop.wait())
             try:
                 await _until_stopped(stop, loops)

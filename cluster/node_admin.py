@@ -54,7 +54,10 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.synced_entries = host.counters.synced_entries
             stats.bytes_written = writer.bytes_written
             if not request.summary_only:
-                for replica in replicas.values():
+                wanted = set(request.groups)
+                for group, replica in replicas.items():
+                    if wanted and group not in wanted:
+                        continue
                     fields = dataclasses.asdict(replica.status())
                     fields["role"] = fields["role"].name
                     stats.partitions.add(**fields)

@@ -7,7 +7,14 @@ time it changed, compares the desired state with the local one:
   override when there is one);
 - replicas: every partition group the controller assigns to this node
   (voter or learner) is opened, bootstrapped with the assignment's members
-  when the group is new; groups no longer assigned here are stopped;
+  when the group is new;
+- retirement: a replica no longer assigned here keeps running (so the
+  group keeps its redundancy while the replacement catches up; if it leads,
+  it hands leadership on) until the group's leader has removed it from the
+  membership (it asks the leader's NodeAdmin), then it stops and its data
+  is deleted; a replica of a group that no longer exists (topic deleted)
+  is deleted at once, one that no leader answers for after
+  ``UNASSIGNED_GRACE_S``;
 - membership: for every group this node leads, the group's Raft
   configuration is moved toward its assignment, one change at a time
   (``next_membership_step``): missing members join as learners, a learner
@@ -27,6 +34,10 @@ Invariants:
   a time; a pass that fails is retried on the next change or after
   ``RETRY_S`` (catching up is not a metadata change, so passes also run on
   that timer).
+- Deleting a replica's data never lets a stale leader win: a member whose
+  log is empty refuses every vote until a leader has given it a log
+  (raft/node.py), so even a node still listed as a voter somewhere cannot
+  help elect a candidate that lacks an entry it had acknowledged.
 - Membership changes never shrink the voters below the assignment's
   replicas that are already voters plus one: a dead voter is removed only
   after its replacement was promoted, so the group keeps its quorum.
@@ -36,8 +47,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+import grpc
 
 from cluster.controller import Assignment, Topic
 from cluster.controller_replica import ControllerReplica
@@ -47,11 +61,18 @@ from partitions.replica_errors import ReplicaError
 from partitions.replica_host import ReplicaHost
 from raft.errors import ProposalDropped
 from raft.types import ConfChange, ConfChangeType
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0
 CHANGE_TIMEOUT_S = 5.0
+UNASSIGNED_GRACE_S = 300.0
+"""How long a replica moved off this node keeps serving when no leader of
+its group confirms that it was removed."""
+ASK_LEADER_S = 2.0
+ASK_TIMEOUT_S = 1.0
+"""How often a retiring replica asks its group's leader about its removal."""
 
 
 @dataclass
@@ -68,6 +89,8 @@ class Reconciler:
     applied_version: int = -1
     """The controller version the last completed pass acted on (the node
     is ready once it covers the bootstrapped metadata)."""
+    _unassigned_since: dict[int, float] = field(default_factory=dict)
+    _last_asked: dict[int, float] = field(default_factory=dict)
 
     async def run(self) -> None:
         version = -1
@@ -92,14 +115,68 @@ class Reconciler:
         for group, assignment in wanted.items():
             if self.host.replica(group) is None:
                 await self._open(assignment)
-        for group in [g for g in self.host.replicas if g not in wanted]:
-            log.info("group %d is no longer assigned to node %d: stopping its replica", group, self.node_id)
-            await self.host.remove_replica(group)
 
+        now = time.monotonic()
         for group, replica in list(self.host.replicas.items()):
             target = wanted.get(group)
-            if target is not None and replica.is_leader:
+            if target is None:
+                await self._retire(replica, state.assignment(group), now)
+                continue
+            self._unassigned_since.pop(group, None)
+            if replica.is_leader:
                 await self._converge(replica, target)
+
+    async def _retire(self, replica: Replica, assignment: Assignment | None, now: float) -> None:
+        """A replica the metadata no longer places here: it keeps serving
+        until the group has removed it (handing over leadership first if it
+        leads), then it stops and its data is deleted."""
+        group = replica.group
+        since = self._unassigned_since.setdefault(group, now)
+        if assignment is None:
+            log.info("group %d no longer exists: deleting its replica on node %d", group, self.node_id)
+        elif self.node_id not in replica.voters | replica.learners:
+            log.info("group %d removed node %d: deleting its replica", group, self.node_id)
+        elif replica.is_leader:
+            await self._converge(replica, assignment)
+            return
+        elif await self._leader_dropped_me(replica, assignment, now):
+            # A leader takes a removal into its membership when it appends
+            # it, and stops sending to the removed node: this node will
+            # rarely see the entry itself, so it asks.
+            log.info("group %d's leader removed node %d: deleting its replica", group, self.node_id)
+        elif now - since >= UNASSIGNED_GRACE_S:
+            # No leader answers for the group. The data can still go: a
+            # member with an empty log never votes (raft/node.py), so this
+            # node can never help elect a leader that lacks what it had.
+            log.warning(
+                "group %d: node %d unassigned for %.0fs and no leader confirms its removal: "
+                "deleting its replica",
+                group,
+                self.node_id,
+                UNASSIGNED_GRACE_S,
+            )
+        else:
+            return
+        self._unassigned_since.pop(group, None)
+        self._last_asked.pop(group, None)
+        await self.host.remove_replica(group, delete_data=True)
+
+    async def _leader_dropped_me(self, replica: Replica, assignment: Assignment, now: float) -> bool:
+        """Whether the group's current leader says this node is no longer a
+        member (asked at most every ``ASK_LEADER_S``; False when no leader
+        answers)."""
+        if now - self._last_asked.get(replica.group, 0.0) < ASK_LEADER_S:
+            return False
+        self._last_asked[replica.group] = now
+        candidates = [replica.leader, *assignment.replicas]
+        for node in dict.fromkeys(n for n in candidates if n and n != self.node_id):
+            known = self.controller.state.node(node)
+            if known is None:
+                continue
+            status = await _replica_status(self.dial.get(node, known.address), replica.group)
+            if status is not None and status.role == "LEADER":
+                return self.node_id not in {*status.voters, *status.learners}
+        return False
 
     async def _converge(self, replica: Replica, assignment: Assignment) -> None:
         step = next_membership_step(
@@ -160,6 +237,19 @@ def next_membership_step(
             return heirs[0] if heirs else None
         return ConfChange(ConfChangeType.REMOVE_NODE, extra[0])
     return None
+
+
+async def _replica_status(address: str, group: int) -> node_admin_pb2.ReplicaStats | None:
+    """``group``'s replica on the node at ``address``, as that node reports
+    it (None: unreachable, or no such replica there)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
+                node_admin_pb2.StatsRequest(groups=[group]), timeout=ASK_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            return None
+    return next((r for r in stats.partitions if r.group == group), None)
 
 
 async def wait_for(predicate: Callable[[], bool], interval: float = 0.05) -> None:

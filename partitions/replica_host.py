@@ -133,24 +133,40 @@ class ReplicaHost:
         voters: Iterable[int],
         config: ReplicaConfig | None = None,
         learners: Iterable[int] = (),
+        *,
+        bootstrap: bool = True,
     ) -> R:
         """Open and start a member of a group that is not a partition (the
         metadata controller); the caller keeps it. Ticked, fed and stopped
-        like the partition replicas."""
+        like the partition replicas. ``bootstrap`` False: a new member
+        starts empty and learns the group from its leader."""
         assert group not in self._replicas and group not in self._others, f"group {group} is open"
-        replica = await self._open(kind, group, voters, learners, config or self.config.replica)
+        replica = await self._open(
+            kind, group, voters, learners, config or self.config.replica, bootstrap=bootstrap
+        )
         self._others[group] = replica
         return replica
 
-    async def remove_replica(self, group: int) -> None:
-        """Stop this node's replica of ``group`` (its data stays until the
-        group's keys are deleted)."""
+    async def remove_replica(self, group: int, *, delete_data: bool = False) -> None:
+        """Stop this node's replica of ``group``; with ``delete_data`` also
+        delete everything it stored (synced), so the group reads as new here.
+
+        Delete only when this node can never again count towards the
+        group's quorum with that data (it saw itself removed from the
+        group's membership, or the group no longer exists): a voter that
+        forgets entries it acknowledged could let a stale leader win."""
         replica = self._replicas.pop(group, None)
         task = self._tasks.pop(group, None)
         if replica is None or task is None:
             return
         replica.close()
         await asyncio.wait((task,))
+        if delete_data:
+            assert self._store is not None
+            storage = GroupStorage(self._store, group)
+            prepared = await asyncio.to_thread(storage.destroy)
+            await self.writer.write(prepared.write_set, sync=prepared.sync)
+            storage.apply_prepared(prepared)
 
     async def _open(
         self,

@@ -476,7 +476,13 @@ class RaftNode:
                 )
 
     def _handle_vote_request(self, m: Message) -> None:
-        can_vote = (
+        # A member with an empty log (not even the bootstrap snapshot) was
+        # added to a running group and has heard nothing from its leader
+        # yet, or its data was deleted after a removal it may not have seen
+        # commit. Either way it knows no entry, so it cannot tell whether a
+        # candidate lacks a committed one: it never votes until a leader has
+        # given it a log (and with it everything committed).
+        can_vote = self.log.last_index() > 0 and (
             self.vote == m.sender
             or (self.vote == NO_NODE and self.leader == NO_NODE)
             or (m.type == MT.PRE_VOTE and m.term > self.term)

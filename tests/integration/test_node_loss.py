@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import pytest
 
 from client import Consumer, Producer
 from client.admin import Admin
 from client.local_cluster import LocalCluster
-from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+from tests.integration.raft_members import wait_for_raft
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,33 +50,6 @@ async def _wait_until_off(admin: Admin, topic: str, node: int, timeout: float = 
         await asyncio.sleep(0.2)
 
 
-async def _raft_members(cluster: LocalCluster) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Each partition group's (voters, learners) as its leader reports them."""
-    found = {}
-    for node in list(cluster.processes):
-        async with grpc.aio.insecure_channel(cluster.addresses[node]) as channel:
-            stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(), timeout=5
-            )
-        for r in stats.partitions:
-            if r.role == "LEADER":
-                found[r.group] = (tuple(r.voters), tuple(r.learners))
-    return found
-
-
-async def _wait_for_raft(cluster: LocalCluster, groups: dict[int, set[int]], timeout: float = 60.0) -> None:
-    """Until every group's leader has exactly the assigned voters."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        members = await _raft_members(cluster)
-        if all(
-            g in members and set(members[g][0]) == want and not members[g][1] for g, want in groups.items()
-        ):
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"Raft membership {members}, wanted {groups}"
-        await asyncio.sleep(0.2)
-
-
 async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_path: Path) -> None:
     cluster = LocalCluster(tmp_path, nodes=4, topics=[], node_dead_after_ms=DEAD_AFTER_MS)
     cluster.start_all()
@@ -100,7 +72,7 @@ async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_p
             # replica a voter, the dead one gone). Then lose an *original*
             # replica of a moved partition: it keeps a quorum only if its new
             # replica is a real voter holding the log.
-            await _wait_for_raft(cluster, placed)
+            await wait_for_raft(cluster, placed)
             moved = next(h for h in holders if victim in h)
             second = min(moved - {victim})
             await asyncio.to_thread(cluster.kill, second)
@@ -124,7 +96,7 @@ async def test_decommission_moves_every_replica_off_a_live_node(tmp_path: Path) 
             await _produce(cluster, "events", values)
             await admin.decommission_node(4)
             placed = await _wait_until_off(admin, "events", 4)
-            await _wait_for_raft(cluster, placed)
+            await wait_for_raft(cluster, placed)
             node = next(n for n in await admin.list_nodes() if n.node_id == 4)
             assert node.decommissioning and node.alive and node.replicas == 0
             # Nothing new lands on it.

@@ -202,3 +202,30 @@ async def test_long_polls_that_time_out_leave_nothing_behind(cluster: InProcessC
     await leader.produce(batch([b"y"]))
     assert await waiter
     assert not leader._hw_waiters
+
+
+async def test_removing_a_replica_with_its_data_leaves_an_empty_group(tmp_path: Path) -> None:
+    """``remove_replica(delete_data=True)`` deletes what the group stored on
+    that node (the others keep theirs); plain ``remove_replica`` keeps it."""
+    c = InProcessCluster(tmp_path)
+    await c.start(groups=(1, 2))
+    try:
+        for group in (1, 2):
+            leader = await c.leader(group)
+            await leader.produce(batch([b"x", b"y"]))
+        await c.wait_until(
+            lambda: all(r.high_watermark == 2 for g in (1, 2) for r in c.replicas(g)),
+            what="replication",
+        )
+        host = c.hosts[3]
+        await host.remove_replica(1, delete_data=True)
+        await host.remove_replica(2)
+        assert host.replica(1) is None and host.replica(2) is None
+        # Reopened empty (as a node re-added to the group would be): group 1
+        # has nothing, group 2 still has its log.
+        emptied = await host.join_group(1)
+        assert emptied.voters == frozenset() and emptied.high_watermark == 0
+        kept = await host.join_group(2)
+        assert kept.voters == frozenset(c.node_ids)
+    finally:
+        await c.close()

@@ -120,3 +120,19 @@ def test_longer_log_of_stale_term_cannot_win() -> None:
     assert len(responses) == 2
     assert all(m.reject for m in responses)
     assert net.node(2).vote == net.node(3).vote == 0
+
+
+@pytest.mark.parametrize("kind", [MT.VOTE, MT.PRE_VOTE])
+def test_a_member_with_an_empty_log_never_votes(kind: MessageType) -> None:
+    """A member that has no log at all (added to a running group and not
+    yet caught up, or whose data was deleted after a removal it never saw
+    commit) cannot know what is committed: it refuses even a candidate with
+    a long log, until a leader has given it one."""
+    node = RaftNode(RaftConfig(id=1, pre_vote=False, check_quorum=False), MemoryStorage(), random.Random(1))
+    node.step(Message(kind, to=1, sender=2, term=node.term + 1, index=50, log_term=9))
+    rd = node.ready()
+    node.advance(rd)
+    responses = [m for m in (*rd.messages, *rd.messages_after_persist) if m.type != MT.HEARTBEAT]
+    expected = MT.VOTE_RESPONSE if kind == MT.VOTE else MT.PRE_VOTE_RESPONSE
+    assert [(m.type, m.reject) for m in responses] == [(expected, True)]
+    assert node.vote == 0

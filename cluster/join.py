@@ -1,0 +1,149 @@
+"""Joining a running cluster: how a node that the cluster has never seen
+gets registered and starts following the metadata.
+
+The operator adds the node to its own copy of the cluster file (a new
+``[[nodes]]`` entry; the file must list at least one running node) and
+starts it. The metadata controller's voters are fixed when the cluster is
+made, so the new node is never one of them; it opens group 0 empty and asks
+the nodes of its file, one after another, to ``Join`` it until the
+controller leader has registered it (``RegisterNode``). The leader's duties
+(cluster/controller_duties.py) then add every registered node to group 0
+as a learner, so the node learns the whole metadata, and rebalance moves a
+share of the replicas onto it.
+
+Invariants:
+
+- Only the controller leader proposes a registration, and only when the
+  caller's ``cluster_id`` is the cluster's. A node id already registered at
+  another address or zone is refused (``NODE_ID_IN_USE``): that id may
+  still count in its groups' quorums with the data of the node that had it,
+  and a new node with an empty disk must never vote in its place.
+- A joined node is never controller-eligible.
+- Joining is idempotent: a node registered as asked is answered OK, so a
+  retry after a lost answer, or a restart, is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import grpc
+
+from cluster.controller import RegisterNode, Rejected, encode_command
+from cluster.controller_replica import ControllerReplica
+from cluster.grpc_errors import ServiceError, abort, error_info
+from partitions.replica_errors import ReplicaError
+from raftlog.internal.v1 import join_pb2, join_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+C = grpc.StatusCode
+RETRY_S = 1.0
+REFUSED_RETRY_S = 30.0
+CALL_TIMEOUT_S = 5.0
+
+
+class JoinService(join_pb2_grpc.ClusterJoinServicer):
+    def __init__(self, node_id: int, cluster_id: str, controller: ControllerReplica) -> None:
+        self._node_id = node_id
+        self._cluster_id = cluster_id
+        self._controller = controller
+
+    async def Join(
+        self, request: join_pb2.JoinRequest, context: grpc.aio.ServicerContext
+    ) -> join_pb2.JoinResponse:
+        try:
+            await self._register(request)
+        except ServiceError as error:
+            await abort(context, error)
+        return join_pb2.JoinResponse(controller_leader=self._node_id)
+
+    async def _register(self, request: join_pb2.JoinRequest) -> None:
+        if request.cluster_id != self._cluster_id:
+            raise ServiceError(
+                C.FAILED_PRECONDITION,
+                "CLUSTER_MISMATCH",
+                f"this is cluster {self._cluster_id!r}, not {request.cluster_id!r}: "
+                "start the node with this cluster's file",
+            )
+        controller = self._controller
+        if not controller.is_leader:
+            leader = controller.state.node(controller.leader) if controller.leader else None
+            raise ServiceError(
+                C.FAILED_PRECONDITION,
+                "NOT_LEADER",
+                "this node does not lead the metadata controller; ask the leader",
+                leader_address=leader.address if leader else "",
+            )
+        known = controller.state.node(request.node_id)
+        if known is not None:
+            if (known.address, known.zone) == (request.address, request.zone):
+                return
+            raise ServiceError(
+                C.ALREADY_EXISTS,
+                "NODE_ID_IN_USE",
+                f"node id {request.node_id} is registered at {known.address} (zone {known.zone!r}); "
+                "give the new node an id no node has had",
+            )
+        command = RegisterNode(request.node_id, request.address, request.zone, controller_eligible=False)
+        try:
+            result = await controller.submit(encode_command(command))
+        except ReplicaError as error:
+            raise ServiceError(
+                C.UNAVAILABLE, "NO_CONTROLLER", f"the controller lost its leader ({error.reason}); retry"
+            ) from None
+        if isinstance(result, Rejected):
+            raise ServiceError(C.INVALID_ARGUMENT, result.reason, result.message)
+        log.warning("node %d joined the cluster at %s", request.node_id, request.address)
+
+
+async def join_until_registered(
+    controller: ControllerReplica,
+    request: join_pb2.JoinRequest,
+    seeds: Iterable[str],
+) -> None:
+    """Ask ``seeds`` (and the leaders they name) to register this node until
+    the metadata it follows lists it as asked. A refusal that retrying
+    cannot fix (wrong cluster, id in use, invalid address) is logged and
+    asked again only every ``REFUSED_RETRY_S``: the operator fixes the
+    file and restarts the node."""
+    seeds = list(seeds)
+
+    def registered() -> bool:
+        known = controller.state.node(request.node_id)
+        return known is not None and (known.address, known.zone) == (request.address, request.zone)
+
+    while not registered():
+        addresses = list(seeds)
+        asked: set[str] = set()
+        refused = False
+        while addresses and not registered():
+            address = addresses.pop(0)
+            if address in asked:
+                continue
+            asked.add(address)
+            leader, refusal = await _ask(address, request)
+            refused |= refusal
+            if leader:
+                addresses.insert(0, leader)
+        # A refusal will not change until the operator acts: ask seldom.
+        await controller.wait_changed(controller.version, timeout=REFUSED_RETRY_S if refused else RETRY_S)
+
+
+async def _ask(address: str, request: join_pb2.JoinRequest) -> tuple[str, bool]:
+    """One ``Join`` call: the leader address a non-leader named, and whether
+    the cluster refused the node (logged)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            await join_pb2_grpc.ClusterJoinStub(channel).Join(request, timeout=CALL_TIMEOUT_S)
+            return "", False
+        except grpc.aio.AioRpcError as error:
+            info = error_info(error)
+            if info is not None and info.reason == "NOT_LEADER":
+                return info.leader_address, False
+            if error.code() in (C.UNAVAILABLE, C.DEADLINE_EXCEEDED):
+                log.info("join: %s did not answer (%s)", address, error.code().name)
+                return "", False
+            log.error("join refused by %s: %s", address, error.details())
+            return "", True
