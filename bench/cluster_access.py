@@ -76,6 +76,10 @@ class NodeAdmin:
         answers = await asyncio.gather(*(self._stub(n).Stats(request, timeout=10) for n in wanted))
         return dict(zip(wanted, answers, strict=True))
 
+    async def election_timeouts(self) -> int:
+        """Elections started on all nodes because a leader went silent."""
+        return sum(s.election_timeouts for s in (await self.stats()).values())
+
     async def leaders(self, nodes: Sequence[int] | None = None) -> dict[int, int]:
         """Raft group -> leader node, as the nodes themselves say now."""
         found: dict[int, int] = {}

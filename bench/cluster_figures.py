@@ -272,6 +272,7 @@ async def measure(root: Path, params: ClusterParams) -> dict[str, Any]:
         admin = NodeAdmin(cluster)
         try:
             await admin.wait_for_leaders(3 * p + 1)
+            elections_before = await admin.election_timeouts()
             lap("start")
             load = await produce_flat_out(
                 cluster, admin, "load", params.record_bytes, params.warmup_s, params.seconds
@@ -289,6 +290,9 @@ async def measure(root: Path, params: ClusterParams) -> dict[str, Any]:
             lap("steady_half_max")
             consume = await consume_from_start(cluster, "load", p, params.consume_timeout_s)
             lap("consume")
+            # No node fails during these runs: every election a silent
+            # leader triggered is spurious (the election timeout's cost).
+            spurious_elections = await admin.election_timeouts() - elections_before
         finally:
             await admin.close()
     return {
@@ -312,6 +316,7 @@ async def measure(root: Path, params: ClusterParams) -> dict[str, Any]:
         "produce_small_client_us_per_record": small["client_cpu_us_per_record"],
         "produce_nodes_cpu_ms_per_mb": load["nodes_cpu_ms_per_mb"],
         "consume_client_us_per_record": consume["client_cpu_us_per_record"],
+        "spurious_elections_under_load": spurious_elections,
         "details": {
             "params": asdict(params),
             "step_s": step_s,

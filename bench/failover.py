@@ -27,7 +27,7 @@ goes out at once) and ``retry_backoff_max_ms`` (``params.retry_backoff_max_ms``;
 the default 1 s cap would make the figure mostly the client's backoff).
 Leader balancing is off (``leader_balance_ms=0``), so only the kills move
 leaders. Raft timing is the default one (50 ms ticks, election timeout
-randomised over 10-20 ticks).
+randomised over 6-11 ticks).
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ FIGURES = (
     ("produce_small_client_us_per_record", "CPU of the SDK producer per 100 B record", "µs"),
     ("produce_nodes_cpu_ms_per_mb", "CPU of the 3 nodes per MB produced (1 KiB records)", "ms"),
     ("consume_client_us_per_record", "CPU of the SDK consumer per 1 KiB record", "µs"),
+    ("spurious_elections_under_load", "elections started by a silent leader during the load runs", ""),
     (
         "raft_core_proposals_s",
         "Raft core alone, 3 nodes in one process, 1 KiB entries, no faults",

@@ -84,7 +84,7 @@ class ChaosCluster:
         seed: int,
         unsafe_ack_before_commit: bool = False,
         tick_ms: int = 50,
-        election_ticks: int = 10,
+        election_ticks: int = 6,
         leader_balance_ms: int = 1000,
     ) -> None:
         self.topics = list(topics)

@@ -65,7 +65,7 @@ class LocalCluster:
         topics: Sequence[TopicSpec] = (TopicSpec("t"),),
         *,
         tick_ms: int = 50,
-        election_ticks: int = 10,
+        election_ticks: int = 6,
         retention_check_ms: int = 30_000,
         leader_balance_ms: int = 10_000,
         node_dead_after_ms: int = 10_000,

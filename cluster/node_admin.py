@@ -53,6 +53,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.synced_writes = writer.synced_writes
             stats.synced_entries = host.counters.synced_entries
             stats.bytes_written = writer.bytes_written
+            stats.election_timeouts = host.election_timeouts()
             if not request.summary_only:
                 wanted = set(request.groups)
                 for group, replica in replicas.items():

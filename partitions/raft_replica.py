@@ -281,6 +281,11 @@ class RaftReplica(Generic[SM]):
         return self._node.term
 
     @property
+    def election_timeouts(self) -> int:
+        """Elections this replica started because its leader went silent."""
+        return self._node.election_timeouts
+
+    @property
     def serves_its_term(self) -> bool:
         """Whether this replica leads and has applied an entry of its own
         term: everything committed by earlier leaders is applied here (what

@@ -195,6 +195,12 @@ class ReplicaHost:
         self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")
         return replica
 
+    def election_timeouts(self) -> int:
+        """Elections the open groups' replicas here started because their
+        leader went silent (a stopped replica's count goes with it)."""
+        groups: list[RaftReplica[Any]] = [*self._replicas.values(), *self._others.values()]
+        return sum(r.election_timeouts for r in groups)
+
     def replica(self, group: int) -> Replica | None:
         return self._replicas.get(group)
 

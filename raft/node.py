@@ -93,6 +93,9 @@ class RaftNode:
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_tick
+        self.election_timeouts = 0
+        """Elections this node started because its leader went silent (not
+        transfers): with every node up, each one is a spurious election."""
         # Lease reads: ticks this node has led for, and whether this term's
         # lease was given away by a TIMEOUT_NOW (the transferee's campaign
         # overrides followers' leases, so it may win at any moment).
@@ -434,6 +437,7 @@ class RaftNode:
             self._boot_quiet = False
         if self._promotable() and self._election_elapsed >= self._randomized_timeout:
             self._election_elapsed = 0
+            self.election_timeouts += 1
             self._hup(transfer=False)
 
     def _hup(self, transfer: bool) -> None:

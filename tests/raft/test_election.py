@@ -221,3 +221,21 @@ def test_deposed_leader_learns_the_new_term_from_answers_to_its_appends() -> Non
     assert all(m.term == net.node(2).term for m in answers)
     assert old.role == Role.FOLLOWER
     assert old.term == net.node(2).term
+
+
+def test_only_a_silent_leader_counts_as_an_election_timeout() -> None:
+    """``election_timeouts`` counts the elections a node started because
+    its leader went silent: none while heartbeats arrive, none for a
+    leadership transfer, one per timeout once the leader is cut off."""
+    net = Network([1, 2, 3], seed=3)
+    net.elect(1)
+    before = {n: net.node(n).election_timeouts for n in (1, 2, 3)}
+    net.tick_all(100)  # heartbeats keep followers quiet
+    net.node(1).transfer_leader(2)
+    net.process(1)
+    net.deliver()
+    assert net.leader() == 2
+    assert {n: net.node(n).election_timeouts for n in (1, 2, 3)} == before
+    net.isolate(2)
+    net.tick(3, 2 * net.node(3).config.election_tick)
+    assert net.node(3).election_timeouts == before[3] + 1
