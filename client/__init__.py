@@ -8,7 +8,8 @@ Public names:
   ``ProducerStats``.
 - ``Consumer`` (``client.consumer``): ``assign``, ``seek``,
   ``seek_to_beginning``/``_end``/``_timestamp``, ``poll``, ``async for``,
-  ``position``, ``close``; yields ``ConsumerRecord``; ``OffsetReset``.
+  ``position``, ``close``; yields ``ConsumerRecord``; ``OffsetReset``;
+  ``FetchMode`` (long poll, or one server stream per partition).
   Consumer groups (``group_id=``): ``subscribe``, ``unsubscribe``,
   ``commit``, ``committed``; ``RebalanceCallback`` (the membership itself
   is ``client.group_member``).
@@ -28,7 +29,7 @@ project package: users install the client without the server (DESIGN.md,
 checked by tests/test_layout.py).
 """
 
-from client.consumer import Consumer, ConsumerRecord, OffsetReset, RebalanceCallback
+from client.consumer import Consumer, ConsumerRecord, FetchMode, OffsetReset, RebalanceCallback
 from client.errors import (
     AlreadyExistsError,
     AuthenticationError,
@@ -84,6 +85,7 @@ __all__ = [
     "DeliveryTimeoutError",
     "DuplicateSequenceError",
     "FencedMemberError",
+    "FetchMode",
     "GroupFullError",
     "GroupMembershipError",
     "GroupNotFoundError",

@@ -5,9 +5,9 @@ in its own tenant; an operator key acts in the tenant named by the
 ``raftlog-tenant`` header (``default`` when absent), so one operator key can
 administer and use every tenant.
 
-``call_metadata`` is the one place the headers are built; the
-``CallCredentialsInterceptor`` adds them to every call on a channel, so no
-stub call site has to remember them.
+``call_metadata`` is the one place the headers are built;
+``credentials_interceptors`` add them to every call on a channel (unary
+and streaming), so no stub call site has to remember them.
 
 Invariants:
 
@@ -26,9 +26,9 @@ import grpc
 __all__ = [
     "AUTHORIZATION_HEADER",
     "TENANT_HEADER",
-    "CallCredentialsInterceptor",
     "authorized_channel",
     "call_metadata",
+    "credentials_interceptors",
 ]
 
 AUTHORIZATION_HEADER = "authorization"
@@ -56,31 +56,45 @@ def _merged(
     )
 
 
-class CallCredentialsInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the caller's identity headers to every call on a channel."""
-
+class _Headers:
     def __init__(self, headers: Sequence[tuple[str, str]]) -> None:
         self._headers = tuple(headers)
 
     def __repr__(self) -> str:  # never show the key
-        return f"CallCredentialsInterceptor({[k for k, _ in self._headers]})"
+        return f"{type(self).__name__}({[k for k, _ in self._headers]})"
 
+
+# grpc.aio files an interceptor object under the first call type it
+# implements only (unary-unary before the rest), so one object that
+# implemented all four would never see a stream: one class per call type.
+
+
+class _UnaryUnary(_Headers, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_merged(details, self._headers), request)
 
+
+class _UnaryStream(_Headers, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_merged(details, self._headers), request)
 
+
+class _StreamUnary(_Headers, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(_merged(details, self._headers), request_iterator)
 
+
+class _StreamStream(_Headers, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(_merged(details, self._headers), request_iterator)
+
+
+def credentials_interceptors(headers: Sequence[tuple[str, str]]) -> list[grpc.aio.ClientInterceptor] | None:
+    """Interceptors that add ``headers`` to every call on a channel, of
+    every call type (None when there are no headers)."""
+    if not headers:
+        return None
+    return [_UnaryUnary(headers), _UnaryStream(headers), _StreamUnary(headers), _StreamStream(headers)]
 
 
 def authorized_channel(
@@ -91,6 +105,5 @@ def authorized_channel(
 ) -> grpc.aio.Channel:
     """A plain ``grpc.aio`` channel whose every call says who is calling
     (for tools and scripts that use the generated stubs directly)."""
-    headers = call_metadata(api_key, tenant)
-    interceptors = [CallCredentialsInterceptor(headers)] if headers else None
+    interceptors = credentials_interceptors(call_metadata(api_key, tenant))
     return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)

@@ -1,10 +1,25 @@
 """``Consumer``: reads assigned partitions from their leaders, in order.
 
 The consumer keeps, per assigned partition, a *position* (the offset of the
-next record ``poll`` returns) and a fetcher task that long-polls the
-partition's leader (``Fetch`` with ``fetch_max_wait_ms``) from its *fetch
-offset* and buffers the decoded records. ``poll`` hands buffered records
-over, up to ``max_poll_records``, taking partitions in turn.
+next record ``poll`` returns) and a fetcher task that reads from the
+partition's leader from its *fetch offset* and buffers the decoded records.
+``poll`` hands buffered records over, up to ``max_poll_records``, taking
+partitions in turn.
+
+Fetch modes (``fetch_mode``): ``"poll"`` long-polls (one ``Fetch`` per
+answer, held up to ``fetch_max_wait_ms`` when there is nothing new);
+``"stream"`` opens one ``StreamFetch`` per partition at the fetch offset and
+reads the responses the leader pushes as records commit, so an idle
+partition costs one open stream and no requests. Both modes buffer through
+the same path (``_append``) and share the error handling below; a stream
+that ends (leader move, unreachable node, a silent stream: nothing, not even
+a heartbeat, for ``stream_heartbeat_ms`` + ``request_timeout_s``) is opened
+again at the fetch offset, which is where the records in the buffer end, so
+nothing is skipped or read twice. A stream belongs to its fetcher task:
+``seek``, ``assign``, revocation and ``close`` cancel the task and the task
+cancels its stream. While a partition's buffer is full the fetcher stops
+reading its stream (it stays open): gRPC's flow-control window then holds
+the server back.
 
 Invariants:
 
@@ -17,9 +32,10 @@ Invariants:
 - A fetch returns whole batches; records before the fetch offset (the
   start of a batch the offset falls into) are skipped.
 - A partition's fetcher stops fetching once its buffer holds
-  ``fetch_max_bytes`` and waits for ``poll`` to drain it; the fetch that
-  crosses the limit may bring up to ``fetch_max_bytes`` more, so a buffer
-  can reach about twice that.
+  ``fetch_max_bytes`` and waits for ``poll`` to drain it; the fetch (or
+  stream response) that crosses the limit may bring up to
+  ``fetch_max_bytes`` more, so a buffer can reach about twice that (plus,
+  in stream mode, what gRPC holds in the stream's window).
 - The consumer owns its tasks: ``assign``/``seek`` cancel the fetchers
   they replace and keep them until they have finished (``poll`` drops the
   finished ones, ``close`` cancels and awaits all).
@@ -88,7 +104,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import grpc
 
@@ -100,7 +116,9 @@ from client.errors import (
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftlogError,
+    RequestTimeoutError,
     RetriableError,
+    UnavailableError,
     from_rpc_error,
 )
 from client.group_member import GroupMember, GroupRpc, MemberIdentity, to_topic_partitions
@@ -108,7 +126,7 @@ from client.metadata import MetadataCache, TopicPartition, client_transport
 from raftlog.v1 import groups_pb2, log_pb2
 from raftlog.v1.record_batch import InvalidBatch, decode_records, parse_header
 
-__all__ = ["Consumer", "ConsumerRecord", "OffsetReset", "RebalanceCallback"]
+__all__ = ["Consumer", "ConsumerRecord", "FetchMode", "OffsetReset", "RebalanceCallback"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -124,6 +142,13 @@ class OffsetReset(enum.StrEnum):
     EARLIEST = "earliest"
     LATEST = "latest"
     ERROR = "error"
+
+
+class FetchMode(enum.StrEnum):
+    """How a partition's records are fetched (module docstring)."""
+
+    POLL = "poll"
+    STREAM = "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +227,17 @@ class Consumer:
     ``bootstrap``: node addresses. ``max_poll_records``: most records one
     ``poll`` returns. ``fetch_max_bytes``: soft limit of one fetch (and of
     a partition's buffer). ``fetch_max_wait_ms``: how long the leader holds
-    a fetch that has no data yet. ``auto_offset_reset``: see the module
-    docstring. ``request_timeout_s``: deadline of one call beyond the long
-    poll wait. ``api_timeout_s``: how long ``seek_to_*`` keep retrying.
-    ``api_key``, ``tenant``: who is calling (``client.auth``).
-    ``address_map``: advertised node address -> address to dial.
+    a fetch that has no data yet. ``fetch_mode``: ``"poll"`` (long polls)
+    or ``"stream"`` (one server stream per partition); see the module
+    docstring. ``stream_heartbeat_ms``: in stream mode, how long the leader
+    may stay silent before it sends an empty response (0: never); a stream
+    silent for this plus ``request_timeout_s`` is taken for dead and opened
+    again (with 0, only a failed connection ends it). ``auto_offset_reset``:
+    see the module docstring. ``request_timeout_s``: deadline of one call
+    beyond the long poll wait. ``api_timeout_s``: how long ``seek_to_*``
+    keep retrying. ``api_key``, ``tenant``: who is calling
+    (``client.auth``). ``address_map``: advertised node address -> address
+    to dial.
 
     Consumer groups (see the module docstring): ``group_id`` names the
     group (needed by ``subscribe``, ``commit`` and ``committed``).
@@ -230,6 +261,8 @@ class Consumer:
         max_poll_records: int = 500,
         fetch_max_bytes: int = 1 << 20,
         fetch_max_wait_ms: int = 500,
+        fetch_mode: FetchMode | Literal["poll", "stream"] = FetchMode.POLL,
+        stream_heartbeat_ms: int = 5000,
         auto_offset_reset: OffsetReset | str = OffsetReset.EARLIEST,
         request_timeout_s: float = 10.0,
         api_timeout_s: float = 60.0,
@@ -250,6 +283,8 @@ class Consumer:
     ) -> None:
         if max_poll_records < 1 or fetch_max_bytes < 1 or fetch_max_wait_ms < 0:
             raise ValueError("max_poll_records and fetch_max_bytes must be >= 1, fetch_max_wait_ms >= 0")
+        if not 0 <= stream_heartbeat_ms <= 30_000:
+            raise ValueError(f"stream_heartbeat_ms must be in [0, 30000], got {stream_heartbeat_ms}")
         if group_id is not None and not group_id:
             raise ValueError("group_id must not be empty (None: no group)")
         if auto_commit_interval_ms < 1 or session_timeout_ms < 1 or rebalance_timeout_ms < 0:
@@ -268,6 +303,8 @@ class Consumer:
         self._max_poll_records = max_poll_records
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._fetch_mode = FetchMode(fetch_mode)
+        self._stream_heartbeat_ms = stream_heartbeat_ms
         self._reset = OffsetReset(auto_offset_reset)
         self._request_timeout_s = request_timeout_s
         self._api_timeout_s = api_timeout_s
@@ -708,32 +745,40 @@ class Consumer:
                 continue
             offset = state.fetch_offset
             address: str | None = None
+            response: log_pb2.FetchResponse | None = None
+            error: RaftlogError | None = None
             try:
                 address = await self._metadata.require_leader(topic, partition)
-                response: log_pb2.FetchResponse = await self._pool.log(address).Fetch(
-                    log_pb2.FetchRequest(
-                        topic=topic,
-                        partition=partition,
-                        offset=offset,
-                        max_bytes=self._fetch_max_bytes,
-                        max_wait_ms=self._fetch_max_wait_ms,
-                    ),
-                    timeout=self._fetch_max_wait_ms / 1000 + self._request_timeout_s,
-                )
+                if self._fetch_mode is FetchMode.STREAM:
+                    opened, error = await self._stream_into(state, generation, address, offset)
+                    if opened:
+                        attempt = 0  # the leader answered: a failure now is a new one
+                else:
+                    response = await self._pool.log(address).Fetch(
+                        log_pb2.FetchRequest(
+                            topic=topic,
+                            partition=partition,
+                            offset=offset,
+                            max_bytes=self._fetch_max_bytes,
+                            max_wait_ms=self._fetch_max_wait_ms,
+                        ),
+                        timeout=self._fetch_max_wait_ms / 1000 + self._request_timeout_s,
+                    )
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
             except RaftlogError as exc:
                 error = exc
-            else:
-                if state.generation != generation:
-                    return
+            if state.generation != generation:
+                return
+            if error is None:
+                assert response is not None  # a stream returns no error only for a stale generation
                 attempt = 0
                 if not self._append(state, response, offset) and self._fetch_max_wait_ms == 0:
                     # Without a long poll the leader answers at once: do not spin.
                     await asyncio.sleep(self._backoff.initial_s)
                 continue
-            if state.generation != generation:
-                return
+            if state.fetch_offset is not None:
+                offset = state.fetch_offset  # a stream may have moved it before it failed
             if isinstance(error, OffsetOutOfRangeError):
                 above_end = error.high_watermark is not None and offset > error.high_watermark
                 if above_end and state.fetch_confirmed:
@@ -752,6 +797,65 @@ class Consumer:
             self._after_retriable(topic, partition, address, error)
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
+
+    async def _stream_into(
+        self, state: _PartitionState, generation: int, address: str, offset: int
+    ) -> tuple[bool, RaftlogError | None]:
+        """Read one ``StreamFetch`` from ``address``, starting at ``offset``
+        (the fetch offset), into ``state``'s buffer until the stream fails or
+        ``generation`` is over. Returns whether a response came (the stream
+        opened) and the error that ended it, None only when the generation
+        is over. The stream is cancelled on the way out, also when this task
+        is cancelled (seek, assign, revocation, close)."""
+        topic, partition = state.tp
+        call = self._pool.log(address).StreamFetch(
+            log_pb2.StreamFetchRequest(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                max_bytes=self._fetch_max_bytes,
+                max_wait_ms=self._stream_heartbeat_ms,
+            ),
+            # No deadline: the stream lives as long as this fetcher.
+        )
+        silent_s = (
+            self._stream_heartbeat_ms / 1000 + self._request_timeout_s if self._stream_heartbeat_ms else None
+        )
+        opened = False
+        try:
+            while True:
+                if state.buffered_bytes >= self._fetch_max_bytes:
+                    # Not reading lets gRPC's window fill, which stops the
+                    # server; the stream stays open meanwhile.
+                    state.room.clear()
+                    await state.room.wait()
+                    if state.generation != generation:
+                        return opened, None
+                    continue
+                try:
+                    async with asyncio.timeout(silent_s):
+                        response = await call.read()
+                except TimeoutError:
+                    return opened, RequestTimeoutError(
+                        f"{topic}/{partition}: the stream from {address} sent nothing for {silent_s:g} s",
+                        reason="STREAM_SILENT",
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    return opened, from_rpc_error(exc)
+                if state.generation != generation:
+                    return opened, None
+                if response is grpc.aio.EOF:
+                    # The server never ends a stream without a status.
+                    return opened, UnavailableError(
+                        f"{topic}/{partition}: the stream from {address} ended without a status",
+                        reason="STREAM_ENDED",
+                    )
+                opened = True
+                fetch_offset = state.fetch_offset
+                assert fetch_offset is not None  # set before the stream opened; only a reposition clears it
+                self._append(state, response, fetch_offset)
+        finally:
+            call.cancel()
 
     def _after_retriable(self, topic: str, partition: int, address: str | None, error: RaftlogError) -> None:
         if isinstance(error, NotLeaderError) and error.leader_address:

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import grpc
 
-from client.auth import CallCredentialsInterceptor, call_metadata
+from client.auth import call_metadata, credentials_interceptors
 from client.errors import (
     CALLER_ERRORS,
     LeaderNotAvailableError,
@@ -132,7 +132,7 @@ class ChannelPool:
         in it are dialled as they are."""
         self._options = list(options)
         headers = call_metadata(api_key, tenant)
-        self._interceptors = [CallCredentialsInterceptor(headers)] if headers else None
+        self._interceptors = credentials_interceptors(headers)
         self._address_map = dict(address_map or {})
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._log: dict[str, log_pb2_grpc.LogServiceStub] = {}

@@ -20,10 +20,11 @@ run`` sets the first two. Commands:
   record per stdin line, acknowledged by the cluster (acks=all, idempotent)
   before the command exits 0;
 - ``raftlog consume TOPIC [--group G] [--from-beginning] [--max-records N]
-  [--timeout S] [--partition N]``: record values, one per line; stops after
-  N records or after S seconds without a new one. With ``--group`` it joins
-  the group, reads the partitions the group gives it from the group's
-  committed offsets, and commits what it printed.
+  [--timeout S] [--partition N] [--stream]``: record values, one per line;
+  stops after N records or after S seconds without a new one. ``--stream``
+  reads each partition through one server stream instead of long polls.
+  With ``--group`` it joins the group, reads the partitions the group gives
+  it from the group's committed offsets, and commits what it printed.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error. Errors go to stderr as one line
@@ -265,7 +266,11 @@ async def _consume(args: argparse.Namespace) -> int:
         raise CliError("--partition and --group do not mix: a group assigns partitions itself")
     reset = "earliest" if args.from_beginning else "latest"
     async with Consumer(
-        _bootstrap(args), group_id=args.group, auto_offset_reset=reset, **_identity(args)
+        _bootstrap(args),
+        group_id=args.group,
+        auto_offset_reset=reset,
+        fetch_mode="stream" if args.stream else "poll",
+        **_identity(args),
     ) as consumer:
         if args.group:
             # Partitions the group has committed resume there; others start
@@ -394,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--max-records", type=int, help="stop after N records")
     consume.add_argument("--timeout", type=float, help="stop after S seconds without a new record")
     consume.add_argument("--partition", type=int, help="read only this partition")
+    consume.add_argument(
+        "--stream", action="store_true", help="one server stream per partition instead of long polls"
+    )
     consume.set_defaults(run=_consume)
     return parser
 
