@@ -9,7 +9,10 @@ Definitions (times in the history's clock, seconds; reported in ms):
   does not count as recovery). ``None`` when no such record was ever
   acknowledged. ``failover_p50_ms``/``p99`` (nearest rank) are over the
   partitions each fault was expected to interrupt (``FaultRecord.affected``),
-  or over every partition when no fault named any.
+  or over every partition when no fault named any. ``by_nemesis`` gives the
+  same figures per fault type (nemesis name), by the same rule applied to
+  that nemesis's faults alone, so a slow kind of failover is not hidden in
+  the overall percentiles. Skipped faults are left out of both.
 - longest window without an acknowledgement: the longest gap between
   consecutive acknowledgements of any partition (``longest_gap``), and the
   same per partition; measured from the first acknowledgement to the last.
@@ -32,7 +35,7 @@ from typing import Any
 
 from chaos.history import Attempt, History, Outcome
 
-__all__ = ["Availability", "FaultAvailability", "availability", "percentile"]
+__all__ = ["Availability", "FaultAvailability", "NemesisFailover", "availability", "percentile"]
 
 TP = tuple[str, int]
 
@@ -61,6 +64,20 @@ class FaultAvailability:
 
 
 @dataclass
+class NemesisFailover:
+    """Failover figures of one nemesis's faults (the module docstring's
+    rule). ``samples``: (fault, partition) pairs measured; ``unrecovered``:
+    affected partitions that never took a write again (then p99 is None)."""
+
+    faults: int = 0
+    samples: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    unrecovered: int = 0
+
+
+@dataclass
 class Availability:
     acked: int = 0
     baseline_throughput: float = 0.0
@@ -72,6 +89,7 @@ class Availability:
     longest_gap_at: float | None = None
     partition_longest_gap_ms: dict[str, float] = field(default_factory=dict)
     faults: list[FaultAvailability] = field(default_factory=list)
+    by_nemesis: dict[str, NemesisFailover] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,12 +136,18 @@ def availability(history: History, *, end: float | None = None, after_s: float =
         result.baseline_throughput = _rate(times, times[0], faults[0].injected_at)
     affected_samples: list[float] = []
     all_samples: list[float] = []
+    # Per nemesis, the same two sample lists, its fault count and unrecovered partitions.
+    per_nemesis: dict[str, tuple[list[float], list[float]]] = {}
+    per_nemesis_faults: dict[str, int] = defaultdict(int)
+    per_nemesis_unrecovered: dict[str, int] = defaultdict(int)
     for index, fault in enumerate(history.faults):
         following = [f.injected_at for f in history.faults[index + 1 :] if not f.skipped]
         next_start = following[0] if following else end
         healed = fault.healed_at if fault.healed_at is not None else next_start
         failover: dict[str, float | None] = {}
         if not fault.skipped:
+            mine_affected, mine_all = per_nemesis.setdefault(fault.nemesis, ([], []))
+            per_nemesis_faults[fault.nemesis] += 1
             for tp in partitions:
                 first = next(
                     (
@@ -139,10 +163,13 @@ def availability(history: History, *, end: float | None = None, after_s: float =
                 failover[f"{tp[0]}/{tp[1]}"] = ms
                 sample = ms if ms is not None else math.inf
                 all_samples.append(sample)
+                mine_all.append(sample)
                 if tp in fault.affected:
                     affected_samples.append(sample)
+                    mine_affected.append(sample)
                     if ms is None:
                         result.unrecovered += 1
+                        per_nemesis_unrecovered[fault.nemesis] += 1
         result.faults.append(
             FaultAvailability(
                 nemesis=fault.nemesis,
@@ -162,11 +189,28 @@ def availability(history: History, *, end: float | None = None, after_s: float =
                 skipped=fault.skipped,
             )
         )
-    samples = affected_samples or all_samples
-    finite = [s for s in samples if math.isfinite(s)]
+    summary = _failover(affected_samples or all_samples)
+    result.failover_p50_ms, result.failover_p99_ms, result.failover_max_ms = (
+        summary.p50_ms,
+        summary.p99_ms,
+        summary.max_ms,
+    )
+    for nemesis, (mine_affected, mine_all) in per_nemesis.items():
+        figures = _failover(mine_affected or mine_all)
+        figures.faults = per_nemesis_faults[nemesis]
+        figures.unrecovered = per_nemesis_unrecovered[nemesis]
+        result.by_nemesis[nemesis] = figures
+    return result
+
+
+def _failover(samples: Sequence[float]) -> NemesisFailover:
+    """p50, p99 and max of failover samples (ms; ``inf``: never
+    recovered), None where a figure is infinite or there are no samples."""
+    figures = NemesisFailover(samples=len(samples))
     if samples:
         p50, p99 = percentile(samples, 50), percentile(samples, 99)
-        result.failover_p50_ms = p50 if p50 is not None and math.isfinite(p50) else None
-        result.failover_p99_ms = p99 if p99 is not None and math.isfinite(p99) else None
-        result.failover_max_ms = max(finite) if finite else None
-    return result
+        figures.p50_ms = p50 if p50 is not None and math.isfinite(p50) else None
+        figures.p99_ms = p99 if p99 is not None and math.isfinite(p99) else None
+        finite = [s for s in samples if math.isfinite(s)]
+        figures.max_ms = max(finite) if finite else None
+    return figures

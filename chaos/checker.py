@@ -30,17 +30,40 @@ What must hold after healing, and what each count means:
 - unknown outcomes may be present once or absent (``unknown_present``,
   ``unknown_absent``); twice counts as duplicated.
 
-Consumers (``History.reads`` / ``History.commits``):
+Consumer groups (``History.groups``, ``.reads``, ``.commits``,
+``.rebalances``), at least once:
 
 - consumer_mismatches: a read whose offset holds another value in the log
   (or no value: the consumer saw a record the log does not have).
-- consumer_out_of_order: a group read a partition's offsets out of order
-  or twice.
-- skipped_by_commit: log offsets below an offset a group committed that
-  the group had not read when it committed (``commit_skips``).
+- consumer_out_of_order: within one member's ownership of a partition
+  (``Read.span``), an offset received at or below one received before.
+  A new ownership may start lower: that is redelivery, not disorder.
+- consumer_gaps: within one ownership, an offset received after one that
+  is not its predecessor (log offsets are contiguous; the consumer
+  promises no gap).
+- skipped_by_commit (``skipped`` in the group report): log offsets below an
+  offset the group committed that no member of the group had received
+  when the commit was sent (``commit_skips``): the commit ran ahead of
+  delivery, so a new owner starting there would never see them. Every
+  commit sent counts, whatever its outcome (an unanswered one may have
+  been applied).
+- consumer_undelivered: acknowledged records of a group's partitions that
+  no member of the group received by the end of the drill (the group must
+  read every partition it subscribed to up to its end after healing).
+- redelivered (reported, allowed): reads of an offset the group had
+  already received, e.g. records after the last commit read again by the
+  partition's next owner after a rebalance.
+- commit_lag (reported, allowed): per partition, records between the
+  group's highest successful commit and the end of the log.
+- longest_unowned_ms (reported, allowed): the longest a partition waited,
+  from the moment its last owner was told it was revoked or lost, for the
+  next grant (waits no grant ended, e.g. while the members close, are
+  not counted). With the coordinator's failover fence (session plus a
+  margin) this is where a group's unavailability shows.
 
 ``CheckResult.ok`` is true only when lost, duplicated, unexpected,
-reordered, divergent and the consumer counts are all zero.
+reordered, divergent and the failing consumer counts (mismatches,
+out_of_order, gaps, skipped, undelivered) are all zero.
 """
 
 from __future__ import annotations
@@ -51,14 +74,50 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chaos.history import Attempt, Commit, History, Outcome, Read
+from chaos.history import Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
 from chaos.replicas import ReplicaLog
 
-__all__ = ["CheckResult", "check", "commit_skips"]
+__all__ = ["CheckResult", "GroupCheck", "check", "commit_skips"]
 
 _EXAMPLES = 5
 
 TP = tuple[str, int]
+
+
+@dataclass
+class GroupCheck:
+    """One consumer group's figures (the report's ``groups`` section).
+
+    ``delivered``: distinct offsets some member received; ``redelivered``:
+    reads beyond the first of an offset; ``skipped``/``undelivered``/
+    ``gaps``/``out_of_order``/``mismatches``: as in the module docstring;
+    ``commits_failed``/``commits_unknown``: commits refused or unanswered;
+    ``committed``/``log_end``: per partition (``topic/partition``), the
+    highest successful commit and the end of the reference log;
+    ``commit_lag``: the sum of their differences; ``assigned``/``revoked``/
+    ``lost``: rebalance notices the members got; ``longest_unowned_ms``:
+    the module docstring's."""
+
+    members: int = 0
+    partitions: int = 0
+    reads: int = 0
+    delivered: int = 0
+    redelivered: int = 0
+    commits: int = 0
+    commits_failed: int = 0
+    commits_unknown: int = 0
+    skipped: int = 0
+    undelivered: int = 0
+    gaps: int = 0
+    out_of_order: int = 0
+    mismatches: int = 0
+    assigned: int = 0
+    revoked: int = 0
+    lost: int = 0
+    longest_unowned_ms: float = 0.0
+    commit_lag: int = 0
+    committed: dict[str, int] = field(default_factory=dict)
+    log_end: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,7 +148,11 @@ class CheckResult:
     consumer_commits: int = 0
     consumer_mismatches: int = 0
     consumer_out_of_order: int = 0
+    consumer_gaps: int = 0
     skipped_by_commit: int = 0
+    consumer_undelivered: int = 0
+    consumer_redelivered: int = 0
+    groups: dict[str, GroupCheck] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -102,7 +165,9 @@ class CheckResult:
             or self.divergent
             or self.consumer_mismatches
             or self.consumer_out_of_order
+            or self.consumer_gaps
             or self.skipped_by_commit
+            or self.consumer_undelivered
         )
 
     def example(self, kind: str, text: str) -> None:
@@ -141,7 +206,7 @@ def check(
         replicas = list(logs.get(tp, ()))
         expected = expected_replicas.get(tp) if expected_replicas is not None else None
         references[tp] = _check_partition(result, tp, replicas, by_tp.get(tp, []), by_value, expected)
-    _check_consumers(result, history.reads, history.commits, references)
+    _check_groups(result, history, references, by_tp)
     return result
 
 
@@ -317,48 +382,179 @@ def commit_skips(log_offsets: Sequence[int], commits: Iterable[tuple[int, Contai
 
 
 def _growing_seen(reads: Sequence[Read], commits: Sequence[Commit]) -> Iterator[tuple[int, Container[int]]]:
-    """Each commit with the offsets read before it (one set, grown in place)."""
+    """Each commit with the offsets read before it (one set, grown in
+    place), commits in the order of what they had seen."""
     seen: set[int] = set()
     taken = 0
-    for commit in sorted(commits, key=lambda c: c.seen):
+    for commit in sorted(commits, key=lambda c: (c.seen, c.at)):
         while taken < min(commit.seen, len(reads)):
             seen.add(reads[taken].offset)
             taken += 1
         yield commit.offset, seen
 
 
-def _check_consumers(
+def _check_groups(
     result: CheckResult,
+    history: History,
+    references: Mapping[TP, Mapping[int, bytes]],
+    attempts: Mapping[TP, Sequence[Attempt]],
+) -> None:
+    result.consumer_reads = len(history.reads)
+    result.consumer_commits = len(history.commits)
+    records: dict[str, GroupRecord] = {g.name: g for g in history.groups}
+    names = sorted({*records, *(r.group for r in history.reads), *(c.group for c in history.commits)})
+    reads: dict[str, list[Read]] = defaultdict(list)
+    for read in history.reads:
+        reads[read.group].append(read)
+    commits: dict[str, list[Commit]] = defaultdict(list)
+    for commit in history.commits:
+        commits[commit.group].append(commit)
+    rebalances: dict[str, list[Rebalance]] = defaultdict(list)
+    for rebalance in history.rebalances:
+        rebalances[rebalance.group].append(rebalance)
+    for name in names:
+        group = _check_group(
+            result,
+            name,
+            records.get(name),
+            reads[name],
+            commits[name],
+            rebalances[name],
+            references,
+            attempts,
+        )
+        result.groups[name] = group
+        result.consumer_mismatches += group.mismatches
+        result.consumer_out_of_order += group.out_of_order
+        result.consumer_gaps += group.gaps
+        result.skipped_by_commit += group.skipped
+        result.consumer_undelivered += group.undelivered
+        result.consumer_redelivered += group.redelivered
+
+
+def _check_group(
+    result: CheckResult,
+    name: str,
+    record: GroupRecord | None,
     reads: Sequence[Read],
     commits: Sequence[Commit],
+    rebalances: Sequence[Rebalance],
     references: Mapping[TP, Mapping[int, bytes]],
-) -> None:
-    result.consumer_reads = len(reads)
-    result.consumer_commits = len(commits)
-    streams: dict[tuple[str, TP], list[Read]] = defaultdict(list)
+    attempts: Mapping[TP, Sequence[Attempt]],
+) -> GroupCheck:
+    """One group's figures; its examples go into ``result``."""
+    group = GroupCheck(
+        members=len(record.members) if record is not None else len({r.member for r in reads}),
+        reads=len(reads),
+        commits=len(commits),
+    )
+    owners: dict[TP, set[str]] = defaultdict(set)
+    orphaned: dict[TP, float] = {}  # partition -> when its last owner let go
+    for rebalance in sorted(rebalances, key=lambda r: r.at):
+        if rebalance.change == "assigned":
+            group.assigned += 1
+        elif rebalance.change == "revoked":
+            group.revoked += 1
+        elif rebalance.change == "lost":
+            group.lost += 1
+        for tp in rebalance.partitions:
+            if rebalance.change == "assigned":
+                owners[tp].add(rebalance.member)
+                since = orphaned.pop(tp, None)
+                if since is not None:
+                    group.longest_unowned_ms = max(group.longest_unowned_ms, (rebalance.at - since) * 1000)
+            else:
+                owners[tp].discard(rebalance.member)
+                if not owners[tp]:
+                    orphaned[tp] = rebalance.at
+    by_tp: dict[TP, list[Read]] = defaultdict(list)
+    spans: dict[tuple[str, int, TP], list[Read]] = defaultdict(list)
     for read in reads:
         tp = (read.topic, read.partition)
-        streams[(read.group, tp)].append(read)
+        by_tp[tp].append(read)
+        spans[(read.member, read.span, tp)].append(read)
         value = references.get(tp, {}).get(read.offset)
         if value != read.value:
-            result.consumer_mismatches += 1
+            group.mismatches += 1
             result.example(
                 "consumer",
-                f"group {read.group} read {read.value!r} at {_name(tp)}@{read.offset}; the log has {value!r}",
+                f"group {name} member {read.member or '?'} read {read.value!r} at "
+                f"{_name(tp)}@{read.offset}; the log has {value!r}",
             )
-    for (group, tp), stream in streams.items():
-        last = -1
+    # Order within one ownership: strictly increasing, each offset the
+    # successor of the one before (a smaller one is disorder, a larger
+    # jump a gap).
+    for (member, span, tp), stream in spans.items():
+        last: int | None = None
         for read in stream:
-            if read.offset <= last:
-                result.consumer_out_of_order += 1
-                result.example("consumer", f"group {group} read {_name(tp)}@{read.offset} after @{last}")
-            last = max(last, read.offset)
-    by_stream: dict[tuple[str, TP], list[Commit]] = defaultdict(list)
+            if last is not None and read.offset <= last:
+                group.out_of_order += 1
+                result.example(
+                    "consumer",
+                    f"group {name} member {member or '?'} (ownership {span}) read "
+                    f"{_name(tp)}@{read.offset} after @{last}",
+                )
+            elif last is not None and read.offset != last + 1:
+                group.gaps += 1
+                result.example(
+                    "consumer",
+                    f"group {name} member {member or '?'} (ownership {span}) read "
+                    f"{_name(tp)}@{read.offset} right after @{last}: {read.offset - last - 1} skipped",
+                )
+            last = read.offset if last is None else max(last, read.offset)
+    delivered: dict[TP, set[int]] = {}
+    for tp, stream in by_tp.items():
+        distinct = {read.offset for read in stream}
+        delivered[tp] = distinct
+        group.delivered += len(distinct)
+        group.redelivered += len(stream) - len(distinct)
+    # Commits never ahead of delivery.
+    by_tp_commits: dict[TP, list[Commit]] = defaultdict(list)
     for commit in commits:
-        by_stream[(commit.group, (commit.topic, commit.partition))].append(commit)
-    for (group, tp), stream_commits in by_stream.items():
+        by_tp_commits[(commit.topic, commit.partition)].append(commit)
+        if commit.outcome == CommitOutcome.FAILED:
+            group.commits_failed += 1
+        elif commit.outcome == CommitOutcome.UNKNOWN:
+            group.commits_unknown += 1
+    for tp, tp_commits in by_tp_commits.items():
         offsets = sorted(references.get(tp, {}))
-        skipped = commit_skips(offsets, _growing_seen(streams.get((group, tp), []), stream_commits))
-        result.skipped_by_commit += len(skipped)
+        skipped = commit_skips(offsets, _growing_seen(by_tp.get(tp, []), tp_commits))
+        group.skipped += len(skipped)
         for offset in sorted(skipped)[:_EXAMPLES]:
-            result.example("skipped", f"group {group} committed past {_name(tp)}@{offset} without reading it")
+            committer = next(
+                (c for c in sorted(tp_commits, key=lambda c: c.at) if c.offset > offset), tp_commits[0]
+            )
+            result.example(
+                "skipped",
+                f"group {name} member {committer.member or '?'} committed {_name(tp)}@{committer.offset} "
+                f"at t={committer.at:.2f}s before any member received @{offset}",
+            )
+    # Read to the end: every acknowledged record of its partitions.
+    partitions = sorted(set(record.partitions) if record is not None else set(by_tp) | set(by_tp_commits))
+    group.partitions = len(partitions)
+    for tp in partitions:
+        reference = references.get(tp, {})
+        end = max(reference) + 1 if reference else 0
+        best = max(
+            (c.offset for c in by_tp_commits.get(tp, []) if c.outcome == CommitOutcome.OK),
+            default=0,
+        )
+        group.log_end[_name(tp)] = end
+        group.committed[_name(tp)] = best
+        group.commit_lag += max(0, end - best)
+        if record is None:
+            continue  # a group nobody declared: no promise to read it all
+        got = delivered.get(tp, set())
+        missing = sorted(
+            a.offset
+            for a in attempts.get(tp, ())
+            if a.outcome is Outcome.OK and a.offset is not None and a.offset not in got
+        )
+        group.undelivered += len(missing)
+        if missing:
+            result.example(
+                "undelivered",
+                f"group {name}: {len(missing)} acknowledged record(s) of {_name(tp)} never received, "
+                f"first at offsets {missing[:_EXAMPLES]}",
+            )
+    return group

@@ -11,9 +11,9 @@
 4. Heal everything and let the workload run until every partition has
    acknowledged a write sent after the heal (at least ``settle_s``).
 5. Stop the producers (waiting for what they sent), wait until every
-   replica has converged, let the consumers read up to each high watermark
-   and commit, ask the controller for the final replica sets, stop the
-   nodes cleanly.
+   replica has converged, let the consumer groups read up to each high
+   watermark and commit (at most ``CONSUME_AFTER_S``), ask the controller
+   for the final replica sets, stop the nodes cleanly.
 6. Read every replica's log offline (chaos/replicas.py), check the history
    against them (chaos/checker.py), measure availability
    (chaos/availability.py), write ``report.json`` and ``history.jsonl``
@@ -53,6 +53,10 @@ DEFAULT_TOPICS = (
 )
 """Two tenants, ``default`` and ``acme`` (created when the drill starts),
 one topic each."""
+
+CONSUME_AFTER_S = 45.0
+"""How long the consumer groups get, once the replicas converged, to read
+and commit up to the end of every partition."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,11 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
         history.close_pending()
         ends = await cluster.wait_converged(30.0)
         extra["converged"] = ends is not None
-        await workload.stop_consuming(ends, 20.0 if ends is not None else 5.0)
+        # Each leader change of a group's coordinator partition holds the
+        # group for a session plus a margin (about 11 s), and the last fault
+        # may cost two (the failover, then the balancer handing leadership
+        # back). A group that is done stops at once.
+        await workload.stop_consuming(ends, CONSUME_AFTER_S)
         end = history.clock()
         for node, code in cluster.exited().items():
             unexpected_exits[node] = code

@@ -19,8 +19,22 @@ Invariants:
   or by the server) or ``unknown`` (may or may not be in the log); attempts
   still pending when the drill ends count as unknown.
 - ``Commit.seen`` is how many reads of that group and partition had been
-  delivered when the offset was committed (a prefix of ``History.reads``
-  filtered to the group and partition).
+  delivered (to any member) when the commit's offset was chosen, before
+  the commit was sent: a prefix of ``History.reads`` filtered to the group
+  and partition. Taking it before sending errs towards reporting a skip,
+  never towards hiding one.
+- Every commit a member *sent* is recorded, whatever came back
+  (``Commit.outcome``): a commit that timed out may still have been
+  applied, so every one of them must be covered by what was delivered.
+- ``Read.member`` and ``Read.span`` say which member received the record
+  during which of its ownerships of the partition (``span`` counts that
+  member's grants of the partition from 1): within one span a member
+  receives a partition's offsets in order, each once, with no gap; a new
+  span may start lower (the group's committed offset: at-least-once).
+- ``History.groups`` names each consumer group the workload ran, its
+  members and the partitions it had to read to the end;
+  ``History.rebalances`` is every grant, revocation and loss a member was
+  told about, in the order they were told.
 """
 
 from __future__ import annotations
@@ -34,7 +48,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Attempt", "Commit", "FaultRecord", "History", "Outcome", "Read"]
+__all__ = [
+    "Attempt",
+    "Commit",
+    "CommitOutcome",
+    "FaultRecord",
+    "GroupRecord",
+    "History",
+    "Outcome",
+    "Read",
+    "Rebalance",
+]
 
 
 class Outcome(enum.StrEnum):
@@ -76,7 +100,9 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """A record a consumer of ``group`` received."""
+    """A record a consumer of ``group`` received: ``member`` (its label in
+    ``GroupRecord.members``) during its ``span``-th ownership of the
+    partition (0: not known, e.g. a history from before groups)."""
 
     group: str
     topic: str
@@ -84,18 +110,56 @@ class Read:
     offset: int
     value: bytes
     at: float
+    member: str = ""
+    span: int = 0
+
+
+class CommitOutcome(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # refused (fenced, stale epoch...): not applied
+    UNKNOWN = "unknown"  # timed out or unanswered: may have been applied
 
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """``group`` committed ``offset`` (the next offset it will read) for a
-    partition after ``seen`` reads of that partition."""
+    """``member`` of ``group`` committed (or tried to: ``outcome``)
+    ``offset``, the next offset the group will read, for a partition, when
+    the group had delivered ``seen`` reads of that partition. ``at``: when
+    it was sent; ``done_at``: when the answer came (None: never)."""
 
     group: str
     topic: str
     partition: int
     offset: int
     seen: int
+    at: float
+    member: str = ""
+    outcome: CommitOutcome = CommitOutcome.OK
+    done_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A consumer group the workload ran: ``members`` maps each member's
+    label (as in ``Read.member``) to its member id; ``partitions`` are
+    those it subscribed to, every one to be read to its end."""
+
+    name: str
+    tenant: str
+    topics: tuple[str, ...]
+    partitions: tuple[tuple[str, int], ...]
+    members: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """``member`` of ``group`` was told of a ``change`` (``assigned``,
+    ``revoked`` or ``lost``) of ``partitions`` at ``at``."""
+
+    group: str
+    member: str
+    change: str
+    partitions: tuple[tuple[str, int], ...]
     at: float
 
 
@@ -123,6 +187,8 @@ class History:
     attempts: list[Attempt] = field(default_factory=list)
     reads: list[Read] = field(default_factory=list)
     commits: list[Commit] = field(default_factory=list)
+    groups: list[GroupRecord] = field(default_factory=list)
+    rebalances: list[Rebalance] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -146,6 +212,7 @@ class History:
     # --- persistence: one JSON object per line, bytes in base64 -------------------
 
     def dump(self, path: Path) -> None:
+        # "kind" names the line's record type: no record has a field of that name.
         with path.open("w") as out:
             for kind, item in self._items():
                 out.write(json.dumps({"kind": kind, **item}) + "\n")
@@ -157,6 +224,10 @@ class History:
             yield "read", {**asdict(read), "value": _b64(read.value)}
         for commit in self.commits:
             yield "commit", asdict(commit)
+        for group in self.groups:
+            yield "group", asdict(group)
+        for rebalance in self.rebalances:
+            yield "rebalance", asdict(rebalance)
         for fault in self.faults:
             yield "fault", asdict(fault)
         for at, message in self.events:
@@ -177,7 +248,15 @@ class History:
                     item["value"] = _unb64(item["value"])
                     history.reads.append(Read(**item))
                 elif kind == "commit":
+                    item["outcome"] = CommitOutcome(item.get("outcome", "ok"))
                     history.commits.append(Commit(**item))
+                elif kind == "group":
+                    item["topics"] = tuple(item["topics"])
+                    item["partitions"] = tuple((t, p) for t, p in item["partitions"])
+                    history.groups.append(GroupRecord(**item))
+                elif kind == "rebalance":
+                    item["partitions"] = tuple((t, p) for t, p in item["partitions"])
+                    history.rebalances.append(Rebalance(**item))
                 elif kind == "fault":
                     item["nodes"] = tuple(item["nodes"])
                     item["affected"] = tuple((t, p) for t, p in item["affected"])

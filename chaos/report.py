@@ -5,16 +5,26 @@ The summary's last line is always, and only, the verdict in one line::
     faults=N acked=A lost=L duplicated=D unexpected=U reordered=R divergent=V failover_p50_ms=X failover_p99_ms=Y
 
 ``failover_p99_ms=inf`` means some affected partition never took a write
-again; ``n/a`` means there was no fault to measure. The exit status of
-``python -m chaos`` is 0 only when the verdict passes (``passed``): L, D, U,
-R and V are 0, the consumer checks found nothing, something was
-acknowledged, and no node exited on its own.
+again; ``n/a`` means there was no fault to measure. The same figures per
+nemesis are in the JSON (``availability.by_nemesis``) and on the summary's
+``failover by nemesis`` lines.
+
+The consumer groups have their own JSON section (``groups``: totals and
+``by_group``) and summary lines (``groups: ...``, one line per group),
+apart from the verdict line so its format stays fixed. ``skipped`` (commits
+that ran ahead of delivery) is also in the JSON verdict.
+
+The exit status of ``python -m chaos`` is 0 only when the verdict passes
+(``passed``): L, D, U, R and V are 0, the consumer checks found nothing (in
+particular ``skipped`` is 0; ``redelivered`` is reported, never failing),
+something was acknowledged, and no node exited on its own.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,17 @@ def _ms(value: float | None, unrecovered: int = 0) -> str:
     if value is None:
         return "inf" if unrecovered else "n/a"
     return f"{value:.0f}"
+
+
+# The group figures that fail a drill, and those only reported.
+_GROUP_FAILING = ("skipped", "undelivered", "gaps", "out_of_order", "mismatches")
+_GROUP_TOTALS = ("reads", "delivered", "redelivered", "commits", *_GROUP_FAILING, "commit_lag")
+
+
+def _groups(check: CheckResult) -> dict[str, Any]:
+    by_group = {name: asdict(group) for name, group in sorted(check.groups.items())}
+    totals = {key: sum(group[key] for group in by_group.values()) for key in _GROUP_TOTALS}
+    return {**totals, "by_group": by_group}
 
 
 def build_report(
@@ -50,8 +71,10 @@ def build_report(
             "divergent": check.divergent,
             "failover_p50_ms": availability.failover_p50_ms,
             "failover_p99_ms": availability.failover_p99_ms,
+            "skipped": check.skipped_by_commit,
         },
         "check": check.to_json(),
+        "groups": _groups(check),
         "availability": availability.to_json(),
         **extra,
     }
@@ -61,7 +84,13 @@ def build_report(
 
 def passed(report: Mapping[str, Any]) -> bool:
     check = report["check"]
-    return bool(check["ok"]) and check["acknowledged"] > 0 and not report.get("unexpected_exits")
+    groups = report.get("groups") or {}
+    return (
+        bool(check["ok"])
+        and check["acknowledged"] > 0
+        and not any(groups.get(key) for key in _GROUP_FAILING)
+        and not report.get("unexpected_exits")
+    )
 
 
 def summary_line(report: Mapping[str, Any]) -> str:
@@ -112,17 +141,45 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"availability: baseline {avail['baseline_throughput']:.0f} acks/s, longest window without an ack "
         f"{avail['longest_gap_ms']:.0f} ms, unrecovered partitions {avail['unrecovered']}"
     )
+    by_nemesis = avail.get("by_nemesis") or {}
+    if by_nemesis:
+        lines.append("failover by nemesis:")
+        for nemesis, figures in by_nemesis.items():
+            # A figure missing although there were samples is infinite: some
+            # partition never took a write again.
+            never = figures["samples"]
+            lines.append(
+                f"  {nemesis:<16} faults={figures['faults']} p50_ms={_ms(figures['p50_ms'], never)} "
+                f"p99_ms={_ms(figures['p99_ms'], never)} max_ms={_ms(figures['max_ms'], never)} "
+                f"unrecovered={figures['unrecovered']}"
+            )
     lines.append(
         f"logs: {check['replicas']} replicas, {check['log_records']} records, lagging {check['lagging_replicas']}; "
         f"lost: missing {check['lost_missing']}, moved {check['lost_moved']}, on some replicas "
         f"{check['lost_on_some']}; unexpected: never sent {check['never_sent']}, misrouted {check['misrouted']}, "
         f"failed yet present {check['failed_present']}"
     )
-    lines.append(
-        f"consumers: reads={check['consumer_reads']} commits={check['consumer_commits']} "
-        f"mismatches={check['consumer_mismatches']} out_of_order={check['consumer_out_of_order']} "
-        f"skipped_by_commit={check['skipped_by_commit']}"
-    )
+    groups = report.get("groups") or {}
+    if groups.get("by_group"):
+        lines.append(
+            f"groups: reads={groups['reads']} delivered={groups['delivered']} "
+            f"redelivered={groups['redelivered']} commits={groups['commits']} skipped={groups['skipped']} "
+            f"undelivered={groups['undelivered']} gaps={groups['gaps']} "
+            f"out_of_order={groups['out_of_order']} mismatches={groups['mismatches']}"
+        )
+        errors = report.get("consumer_errors") or {}
+        for name, g in groups["by_group"].items():
+            lines.append(
+                f"  group {name}: members={g['members']} partitions={g['partitions']} reads={g['reads']} "
+                f"redelivered={g['redelivered']} commits={g['commits']} (failed {g['commits_failed']}, "
+                f"unknown {g['commits_unknown']}) skipped={g['skipped']} undelivered={g['undelivered']} "
+                f"commit_lag={g['commit_lag']} rebalances: assigned {g['assigned']}, revoked "
+                f"{g['revoked']}, lost {g['lost']}; longest without an owner "
+                f"{g['longest_unowned_ms']:.0f} ms"
+            )
+            if errors.get(name):
+                found = ", ".join(f"{what} x{n}" for what, n in sorted(errors[name].items()))
+                lines.append(f"  group {name} errors: {found}")
     if report.get("converged") is False:
         lines.append("warning: the replicas had not converged when the nodes were stopped")
     if report.get("unexpected_exits"):

@@ -129,3 +129,56 @@ def test_the_verdict_fails_on_anomalies_on_nothing_acknowledged_and_on_crashed_n
         config=config, check=check(h, logs), availability=result, extra={"unexpected_exits": {2: -6}}
     )
     assert not crashed["passed"]
+
+
+def test_failover_percentiles_per_nemesis() -> None:
+    """Two kill-leader faults (A back after 2.0 s and 0.5 s) and one pause
+    (B never back): each nemesis gets its own percentiles, beside the
+    overall ones over every affected partition."""
+    h = History(started=0.0)
+    seq = {A: 0, B: 0}
+
+    def ack(tp: tuple[str, int], sent: float, done: float) -> None:
+        h.attempts.append(acked(tp, sent, done, seq[tp], seq[tp]))
+        seq[tp] += 1
+
+    for t in (0.5, 1.0):
+        ack(A, t, t + 0.01)
+        ack(B, t, t + 0.01)
+    ack(A, 2.5, 4.0)  # fault at 2.0: 2000 ms
+    ack(A, 10.2, 10.5)  # fault at 10.0: 500 ms
+    ack(A, 20.5, 21.0)  # the pause at 20.0 hit B only
+    h.faults = [
+        FaultRecord("kill-leader", "SIGKILL node 1", 2.0, 3.0, nodes=(1,), affected=(A,)),
+        FaultRecord("kill-leader", "SIGKILL node 2", 10.0, 11.0, nodes=(2,), affected=(A,)),
+        FaultRecord("pause", "SIGSTOP node 3", 20.0, 22.0, nodes=(3,), affected=(B,)),
+        FaultRecord("split", "", 25.0, skipped="not enough nodes"),
+    ]
+    result = availability(h, end=30.0)
+    kill, pause = result.by_nemesis["kill-leader"], result.by_nemesis["pause"]
+    assert (kill.faults, kill.samples, kill.unrecovered) == (2, 2, 0)
+    assert kill.p50_ms == pytest.approx(500.0) and kill.p99_ms == pytest.approx(2000.0)
+    assert kill.max_ms == pytest.approx(2000.0)
+    assert (pause.faults, pause.samples, pause.unrecovered) == (1, 1, 1)
+    assert pause.p50_ms is None and pause.p99_ms is None and pause.max_ms is None
+    assert "split" not in result.by_nemesis  # skipped: nothing measured
+    # Overall: 500, 2000 and never.
+    assert result.failover_p50_ms == pytest.approx(2000.0) and result.failover_p99_ms is None
+    report = build_report(
+        config={
+            "seed": 1,
+            "nodes": 3,
+            "nemeses": ["kill-leader", "pause"],
+            "idempotent": True,
+            "unsafe_ack_before_commit": False,
+            "replay": "python -m chaos --seed 1",
+        },
+        check=check(h, {}),
+        availability=result,
+        extra={},
+    )
+    assert report["availability"]["by_nemesis"]["kill-leader"]["p99_ms"] == pytest.approx(2000.0)
+    lines = summary_lines(report)
+    assert "  kill-leader      faults=2 p50_ms=500 p99_ms=2000 max_ms=2000 unrecovered=0" in lines
+    assert "  pause            faults=1 p50_ms=inf p99_ms=inf max_ms=inf unrecovered=1" in lines
+    assert lines[-1].endswith("failover_p50_ms=2000 failover_p99_ms=inf")
