@@ -40,7 +40,7 @@ from cluster.controller import Assignment, Topic
 from cluster.controller_duties import BOOTSTRAP_API_KEY_ENV, ControllerDuties
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.forwarding import Forwarder
-from cluster.group_logs import RaftCoordinatorLogs
+from cluster.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
 from cluster.groups.service import GroupService
 from cluster.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.join import JoinService, join_until_registered
@@ -275,7 +275,15 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             assert self.host is not None and self.transport is not None and self.controller is not None
-            mine = self.controller.state.assignments_for_node(self.node_id)
+            # Not the consumer-offsets partitions: their leader is a group
+            # coordinator, and a new coordinator holds its groups for a
+            # session (cluster/groups/) — a costlier move than the CPU an
+            # uneven spread of three leaders costs.
+            mine = [
+                a
+                for a in self.controller.state.assignments_for_node(self.node_id)
+                if a.tenant != SYSTEM_TENANT
+            ]
             hand_back_leadership(self.node_id, mine, self.host.replica, self.transport.peer_alive)
 
     def stop(self) -> None:
