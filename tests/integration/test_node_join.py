@@ -10,35 +10,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import Consumer, Producer
 from client.admin import Admin
 from client.local_cluster import LocalCluster
 from cluster.replica_dump import read_replica_log
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2, node_admin_pb2_grpc
-from tests.integration.raft_members import wait_for_raft
+from tests.integration.replica_moves import produce_spread, read_all, wait_for_raft
 
 pytestmark = pytest.mark.timeout(240)
 
 PARTITIONS = 6
-
-
-async def _produce(cluster: LocalCluster, values: list[bytes]) -> None:
-    async with Producer(list(cluster.addresses.values()), api_key=cluster.api_key, linger_ms=2) as producer:
-        for i, value in enumerate(values):
-            await producer.send("events", value, partition=i % PARTITIONS)
-        await producer.flush()
-
-
-async def _read_all(cluster: LocalCluster, expected: int) -> list[bytes]:
-    live = [a for n, a in cluster.addresses.items() if n in cluster.processes]
-    async with Consumer(live, api_key=cluster.api_key) as consumer:
-        consumer.assign([("events", p) for p in range(PARTITIONS)])
-        await consumer.seek_to_beginning()
-        seen: list[bytes] = []
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
-            seen += [r.value or b"" for r in await consumer.poll(1.0)]
-        return seen
 
 
 async def _wait_balanced(admin: Admin, new: int, timeout: float = 90.0) -> dict[int, int]:
@@ -76,7 +56,7 @@ async def test_a_joining_node_gets_its_share_and_old_copies_are_deleted(tmp_path
             created = await admin.create_topic("events", PARTITIONS, 3)
             before = {p.raft_group: set(p.replicas) for p in created.assignments}
             first = [f"a{i}".encode() for i in range(120)]
-            await _produce(cluster, first)
+            await produce_spread(cluster, "events", PARTITIONS, first)
 
             new = await asyncio.to_thread(cluster.add_node)
             counts = await _wait_balanced(admin, new)
@@ -94,8 +74,8 @@ async def test_a_joining_node_gets_its_share_and_old_copies_are_deleted(tmp_path
             survivor = min(after[group] - {new})
             await asyncio.to_thread(cluster.kill, survivor)
             more = [f"b{i}".encode() for i in range(60)]
-            await _produce(cluster, more)
-            seen = await _read_all(cluster, len(first) + len(more))
+            await produce_spread(cluster, "events", PARTITIONS, more)
+            seen = await read_all(cluster, "events", PARTITIONS, len(first) + len(more))
             assert sorted(seen) == sorted(first + more)
             assert len(seen) == len(set(seen))
             await _wait_until_retired(cluster, old, group)

@@ -9,33 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from client import Consumer, Producer
 from client.admin import Admin
 from client.local_cluster import LocalCluster
-from tests.integration.raft_members import wait_for_raft
+from tests.integration.replica_moves import produce_spread, read_all, wait_for_raft
 
 pytestmark = pytest.mark.timeout(180)
 
 DEAD_AFTER_MS = 2000
-
-
-async def _produce(cluster: LocalCluster, topic: str, values: list[bytes]) -> None:
-    async with Producer(list(cluster.addresses.values()), api_key=cluster.api_key, linger_ms=2) as producer:
-        for i, value in enumerate(values):
-            await producer.send(topic, value, partition=i % 3)
-        await producer.flush()
-
-
-async def _read_all(cluster: LocalCluster, topic: str, expected: int) -> list[bytes]:
-    live = [a for n, a in cluster.addresses.items() if n in cluster.processes]
-    async with Consumer(live, api_key=cluster.api_key) as consumer:
-        consumer.assign([(topic, p) for p in range(3)])
-        await consumer.seek_to_beginning()
-        seen: list[bytes] = []
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
-            seen += [r.value or b"" for r in await consumer.poll(1.0)]
-        return seen
 
 
 async def _wait_until_off(admin: Admin, topic: str, node: int, timeout: float = 60.0) -> dict[int, set[int]]:
@@ -60,7 +40,7 @@ async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_p
             victim = 4  # not a controller voter: the controller keeps its quorum
             assert any(victim in h for h in holders), holders
             first = [f"a{i}".encode() for i in range(60)]
-            await _produce(cluster, "events", first)
+            await produce_spread(cluster, "events", 3, first)
 
             await asyncio.to_thread(cluster.kill, victim)
             placed = await _wait_until_off(admin, "events", victim)
@@ -77,8 +57,8 @@ async def test_a_dead_nodes_partitions_get_new_replicas_that_hold_the_data(tmp_p
             second = min(moved - {victim})
             await asyncio.to_thread(cluster.kill, second)
             more = [f"b{i}".encode() for i in range(30)]
-            await _produce(cluster, "events", more)
-            seen = await _read_all(cluster, "events", len(first) + len(more))
+            await produce_spread(cluster, "events", 3, more)
+            seen = await read_all(cluster, "events", 3, len(first) + len(more))
             assert sorted(seen) == sorted(first + more)
             assert len(seen) == len(set(seen))
     finally:
@@ -93,7 +73,7 @@ async def test_decommission_moves_every_replica_off_a_live_node(tmp_path: Path) 
             created = await admin.create_topic("events", 3, 3)
             assert any(4 in p.replicas for p in created.assignments)
             values = [f"v{i}".encode() for i in range(30)]
-            await _produce(cluster, "events", values)
+            await produce_spread(cluster, "events", 3, values)
             await admin.decommission_node(4)
             placed = await _wait_until_off(admin, "events", 4)
             await wait_for_raft(cluster, placed)
@@ -104,6 +84,6 @@ async def test_decommission_moves_every_replica_off_a_live_node(tmp_path: Path) 
             assert all(4 not in p.replicas for p in later.assignments)
         # Its data now lives elsewhere: stop it and read everything.
         await asyncio.to_thread(cluster.stop, 4)
-        assert sorted(await _read_all(cluster, "events", len(values))) == sorted(values)
+        assert sorted(await read_all(cluster, "events", 3, len(values))) == sorted(values)
     finally:
         cluster.close()
