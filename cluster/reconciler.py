@@ -11,10 +11,11 @@ time it changed, compares the desired state with the local one:
 - retirement: a replica no longer assigned here keeps running (so the
   group keeps its redundancy while the replacement catches up; if it leads,
   it hands leadership on) until the group's leader has removed it from the
-  membership (it asks the leader's NodeAdmin), then it stops and its data
-  is deleted; a replica of a group that no longer exists (topic deleted)
-  is deleted at once, one that no leader answers for after
-  ``UNASSIGNED_GRACE_S``;
+  membership and that removal has committed (its own commit index, or the
+  leader's NodeAdmin, says so), then it stops and its data is deleted; a
+  replica of a group that no longer exists (topic deleted) is deleted at
+  once; one whose removal nobody confirms is stopped after
+  ``UNASSIGNED_GRACE_S`` with its data kept;
 - membership: for every group this node leads, the group's Raft
   configuration is moved toward its assignment, one change at a time
   (``next_membership_step``): missing members join as learners, a learner
@@ -34,10 +35,10 @@ Invariants:
   a time; a pass that fails is retried on the next change or after
   ``RETRY_S`` (catching up is not a metadata change, so passes also run on
   that timer).
-- Deleting a replica's data never lets a stale leader win: a member whose
-  log is empty refuses every vote until a leader has given it a log
-  (raft/node.py), so even a node still listed as a voter somewhere cannot
-  help elect a candidate that lacks an entry it had acknowledged.
+- A replica's data is deleted only once the group can no longer count it:
+  its removal committed, or the group is gone. (Belt and braces: a member
+  whose log is empty refuses every vote until a leader has given it a log,
+  raft/node.py.)
 - Membership changes never shrink the voters below the assignment's
   replicas that are already voters plus one: a dead voter is removed only
   after its replacement was promoted, so the group keeps its quorum.
@@ -134,37 +135,40 @@ class Reconciler:
         since = self._unassigned_since.setdefault(group, now)
         if assignment is None:
             log.info("group %d no longer exists: deleting its replica on node %d", group, self.node_id)
-        elif self.node_id not in replica.voters | replica.learners:
+        elif self.node_id not in replica.committed_members:
             log.info("group %d removed node %d: deleting its replica", group, self.node_id)
         elif replica.is_leader:
             await self._converge(replica, assignment)
             return
-        elif await self._leader_dropped_me(replica, assignment, now):
+        elif await self._removal_committed(replica, assignment, now):
             # A leader takes a removal into its membership when it appends
             # it, and stops sending to the removed node: this node will
-            # rarely see the entry itself, so it asks.
-            log.info("group %d's leader removed node %d: deleting its replica", group, self.node_id)
+            # rarely see the entry commit itself, so it asks.
+            log.info("group %d committed the removal of node %d: deleting its replica", group, self.node_id)
         elif now - since >= UNASSIGNED_GRACE_S:
-            # No leader answers for the group. The data can still go: a
-            # member with an empty log never votes (raft/node.py), so this
-            # node can never help elect a leader that lacks what it had.
+            # Nobody confirms the removal committed: this copy may still be
+            # one of the group's quorum. Stop serving, keep the data.
             log.warning(
-                "group %d: node %d unassigned for %.0fs and no leader confirms its removal: "
-                "deleting its replica",
+                "group %d: node %d unassigned for %.0fs and no committed removal seen: "
+                "stopping its replica, keeping its data",
                 group,
                 self.node_id,
                 UNASSIGNED_GRACE_S,
             )
+            self._unassigned_since.pop(group, None)
+            self._last_asked.pop(group, None)
+            await self.host.remove_replica(group)
+            return
         else:
             return
         self._unassigned_since.pop(group, None)
         self._last_asked.pop(group, None)
         await self.host.remove_replica(group, delete_data=True)
 
-    async def _leader_dropped_me(self, replica: Replica, assignment: Assignment, now: float) -> bool:
-        """Whether the group's current leader says this node is no longer a
-        member (asked at most every ``ASK_LEADER_S``; False when no leader
-        answers)."""
+    async def _removal_committed(self, replica: Replica, assignment: Assignment, now: float) -> bool:
+        """Whether the group's leader has committed this node's removal (a
+        committed membership without this node; asked at most every
+        ``ASK_LEADER_S``; False when no leader answers)."""
         if now - self._last_asked.get(replica.group, 0.0) < ASK_LEADER_S:
             return False
         self._last_asked[replica.group] = now
@@ -175,7 +179,9 @@ class Reconciler:
                 continue
             status = await _replica_status(self.dial.get(node, known.address), replica.group)
             if status is not None and status.role == "LEADER":
-                return self.node_id not in {*status.voters, *status.learners}
+                # Committed, not merely appended: an appended removal is
+                # undone if the leader dies before it commits.
+                return self.node_id not in status.committed_members
         return False
 
     async def _converge(self, replica: Replica, assignment: Assignment) -> None:

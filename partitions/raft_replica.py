@@ -269,6 +269,12 @@ class RaftReplica(Generic[SM]):
         return self._node.effective_conf_state.all_nodes()
 
     @property
+    def committed_members(self) -> frozenset[int]:
+        """Voters and learners as of the commit index (a removal counts
+        here only once it committed)."""
+        return self._node.committed_conf_state.all_nodes()
+
+    @property
     def voters(self) -> frozenset[int]:
         return self._node.effective_conf_state.voters
 

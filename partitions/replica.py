@@ -78,6 +78,7 @@ class ReplicaStatus:
     hibernating: bool
     voters: tuple[int, ...]
     learners: tuple[int, ...]
+    committed_members: tuple[int, ...]
 
 
 def _now_ms() -> int:
@@ -115,6 +116,7 @@ class Replica(RaftReplica[PartitionStateMachine]):
             hibernating=self._hibernating,
             voters=tuple(sorted(self.voters)),
             learners=tuple(sorted(self.learners)),
+            committed_members=tuple(sorted(self.committed_members)),
         )
 
     def request_retention(self, now_ms: int | None = None) -> None:

@@ -151,10 +151,10 @@ class ReplicaHost:
         """Stop this node's replica of ``group``; with ``delete_data`` also
         delete everything it stored (synced), so the group reads as new here.
 
-        Delete only when this node can never again count towards the
-        group's quorum with that data (it saw itself removed from the
-        group's membership, or the group no longer exists): a voter that
-        forgets entries it acknowledged could let a stale leader win."""
+        Delete only when the group can no longer count this copy (its
+        removal from the membership committed, or the group no longer
+        exists): a voter that forgets entries it acknowledged leaves them
+        with one copy fewer, and could let a stale leader win."""
         replica = self._replicas.pop(group, None)
         task = self._tasks.pop(group, None)
         if replica is None or task is None:

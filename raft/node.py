@@ -161,6 +161,12 @@ class RaftNode:
         return self._membership.current
 
     @property
+    def committed_conf_state(self) -> ConfState:
+        """Membership as of the commit index: unlike the effective one, a
+        change counted here can never be undone by a truncation."""
+        return self._membership.at(self.log.committed)
+
+    @property
     def lead_transferee(self) -> int:
         return self._lead_transferee
 
@@ -482,10 +488,11 @@ class RaftNode:
     def _handle_vote_request(self, m: Message) -> None:
         # A member with an empty log (not even the bootstrap snapshot) was
         # added to a running group and has heard nothing from its leader
-        # yet, or its data was deleted after a removal it may not have seen
-        # commit. Either way it knows no entry, so it cannot tell whether a
-        # candidate lacks a committed one: it never votes until a leader has
-        # given it a log (and with it everything committed).
+        # yet, or its data was lost or deleted (a node reuses the id, a
+        # removal is reverted). Either way it knows no entry, so it cannot
+        # tell whether a candidate lacks a committed one: it never votes
+        # until a leader has given it a log (and with it everything
+        # committed).
         can_vote = self.log.last_index() > 0 and (
             self.vote == m.sender
             or (self.vote == NO_NODE and self.leader == NO_NODE)

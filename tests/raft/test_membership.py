@@ -204,3 +204,20 @@ def test_restart_rebuilds_membership_from_the_log() -> None:
 
     assert restarted.effective_conf_state == ConfState(voters=frozenset({1, 2, 3, 4}))
     assert restarted.conf_state == ConfState(voters=frozenset({1, 2, 3}))
+
+
+def test_a_removal_counts_as_committed_only_once_it_commits() -> None:
+    """``effective_conf_state`` drops a removed node on append;
+    ``committed_conf_state`` (what a node may delete its copy on) only once
+    the change commits, so a removal a dying leader never committed is
+    never taken for done."""
+    net = Network([1, 2, 3])
+    leader = net.elect(1)
+    net.isolate(1)
+    leader.propose_conf_change(ConfChange(REMOVE, 3))
+    net.process(1)
+    assert leader.effective_conf_state.voters == frozenset({1, 2})
+    assert leader.committed_conf_state.voters == frozenset({1, 2, 3})
+    net.heal()
+    net.tick_all(3)
+    assert leader.committed_conf_state.voters == frozenset({1, 2})
