@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from cluster.controller import (
     CreateApiKey,
     CreateTenant,
     CreateTopic,
+    Move,
     RegisterNode,
     Rejected,
     SetNodeLiveness,
@@ -68,7 +68,7 @@ from cluster.controller import (
     rebalance_plan,
     replacements_for_dead_node,
 )
-from cluster.controller.api_keys import parse_api_key, secret_digest
+from cluster.controller.api_keys import key_command, parse_api_key
 from cluster.controller.commands import Command
 from cluster.controller_replica import ControllerReplica
 from cluster.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
@@ -101,8 +101,7 @@ def operator_key_command(clear_key: str) -> CreateApiKey:
             f"{BOOTSTRAP_API_KEY_ENV} is not an API key (expected rlk_<16 hex>_<43 base64url characters>)"
         )
     key_id, secret = parsed
-    salt = secrets.token_bytes(16)
-    return CreateApiKey(key_id, None, salt, secret_digest(salt, secret))
+    return key_command(key_id, None, secret)
 
 
 @dataclass
@@ -164,15 +163,7 @@ class ControllerDuties:
             return  # repair or a drain is still under way
         self._last_rebalance = now
         for move in rebalance_plan(state, REBALANCE_MOVES).moves:
-            log.warning(
-                "rebalancing: moving group %d's replica from node %d to node %d",
-                move.group,
-                move.old_node,
-                move.new_node,
-            )
-            for step in move.steps:
-                if not await self._submit(step):
-                    break
+            await self._make_move(move, "rebalancing: ")
 
     async def watch_nodes(self) -> None:
         """Propose the liveness transitions this leader has observed."""
@@ -193,7 +184,7 @@ class ControllerDuties:
         """Move every replica off dead and decommissioning nodes."""
         for node in self.controller.state.nodes():
             state = self.controller.state
-            if node.alive and not node.decommissioning:
+            if node.can_host:
                 continue
             plan = (
                 plan_decommission(state, node.node_id)
@@ -209,19 +200,25 @@ class ControllerDuties:
                 )
             self._reported_stuck |= set(plan.stuck)
             for move in plan.moves:
-                log.warning(
-                    "moving group %d's replica from node %d to node %d",
-                    move.group,
-                    move.old_node,
-                    move.new_node,
-                )
-                for step in move.steps:
-                    if not await self._submit(step):
-                        break  # the group changed under the plan: plan again next round
+                await self._make_move(move)
 
     def bootstrapped(self) -> bool:
         """Whether the applied state has everything the cluster file asks for."""
         return next(self._missing(), None) is None
+
+    async def _make_move(self, move: Move, why: str = "") -> None:
+        """Propose ``move``'s steps back to back, stopping at the first one
+        rejected (the group changed under the plan: plan again next round)."""
+        log.warning(
+            "%smoving group %d's replica from node %d to node %d",
+            why,
+            move.group,
+            move.old_node,
+            move.new_node,
+        )
+        for step in move.steps:
+            if not await self._submit(step):
+                break
 
     async def _submit(self, command: Command) -> bool:
         """Propose ``command``; False (logged) if it was rejected."""

@@ -76,10 +76,10 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
                 "this node does not lead the metadata controller; ask the leader",
                 leader_address=leader.address if leader else "",
             )
+        if _registered_as_asked(controller, request):
+            return
         known = controller.state.node(request.node_id)
         if known is not None:
-            if (known.address, known.zone) == (request.address, request.zone):
-                return
             raise ServiceError(
                 C.ALREADY_EXISTS,
                 "NODE_ID_IN_USE",
@@ -109,16 +109,11 @@ async def join_until_registered(
     asked again only every ``REFUSED_RETRY_S``: the operator fixes the
     file and restarts the node."""
     seeds = list(seeds)
-
-    def registered() -> bool:
-        known = controller.state.node(request.node_id)
-        return known is not None and (known.address, known.zone) == (request.address, request.zone)
-
-    while not registered():
+    while not _registered_as_asked(controller, request):
         addresses = list(seeds)
         asked: set[str] = set()
         refused = False
-        while addresses and not registered():
+        while addresses and not _registered_as_asked(controller, request):
             address = addresses.pop(0)
             if address in asked:
                 continue
@@ -129,6 +124,11 @@ async def join_until_registered(
                 addresses.insert(0, leader)
         # A refusal will not change until the operator acts: ask seldom.
         await controller.wait_changed(controller.version, timeout=REFUSED_RETRY_S if refused else RETRY_S)
+
+
+def _registered_as_asked(controller: ControllerReplica, request: join_pb2.JoinRequest) -> bool:
+    known = controller.state.node(request.node_id)
+    return known is not None and (known.address, known.zone) == (request.address, request.zone)
 
 
 async def _ask(address: str, request: join_pb2.JoinRequest) -> tuple[str, bool]:

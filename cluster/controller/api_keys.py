@@ -44,6 +44,7 @@ __all__ = [
     "IssuedApiKey",
     "check_key_shape",
     "issue_api_key",
+    "key_command",
     "parse_api_key",
     "secret_digest",
     "verify_secret",
@@ -134,10 +135,15 @@ class IssuedApiKey:
         return self.command.key_id
 
 
+def key_command(key_id: str, tenant: str | None, secret: bytes) -> CreateApiKey:
+    """The command that stores ``secret`` under ``key_id``, hashed with a
+    fresh random salt."""
+    salt = secrets.token_bytes(SALT_LENGTH)
+    return CreateApiKey(key_id, tenant, salt, secret_digest(salt, secret))
+
+
 def issue_api_key(tenant: str | None) -> IssuedApiKey:
     """A fresh random key for ``tenant`` (None: an operator key)."""
     key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
     secret = secrets.token_bytes(SECRET_BYTES)
-    salt = secrets.token_bytes(SALT_LENGTH)
-    command = CreateApiKey(key_id, tenant, salt, secret_digest(salt, secret))
-    return IssuedApiKey(command, f"{PREFIX}{key_id}_{_encode_secret(secret)}")
+    return IssuedApiKey(key_command(key_id, tenant, secret), f"{PREFIX}{key_id}_{_encode_secret(secret)}")

@@ -468,9 +468,7 @@ class ControllerState:
                     return Rejected(R.NOT_A_REPLICA, f"node {c.node_id} does not replicate group {c.group}")
                 self._unindex_members(c.group, (c.node_id,))
         revision = a.revision + 1
-        self._assignments[c.group] = Assignment(
-            a.group, a.tenant, a.topic, a.topic_revision, a.partition, replicas, learners, revision
-        )
+        self._assignments[c.group] = replace(a, replicas=replicas, learners=learners, revision=revision)
         return AssignmentChanged(index, c.group, revision)
 
     def _index_members(self, group: int, nodes: Iterable[int]) -> None:
