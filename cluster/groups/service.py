@@ -59,7 +59,7 @@ from cluster.groups import (
     UnknownPartitionError,
 )
 from cluster.groups.coordinator import GroupCoordinator, GroupSummary, OffsetCommit, TopicMetadata
-from cluster.groups.membership import Assignment, GroupConfig, GroupState, MemberState
+from cluster.groups.membership import GroupConfig, GroupState, MemberState
 from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
 from cluster.grpc_errors import ServiceError, abort, from_replica_error
 from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
@@ -376,7 +376,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     ) -> groups_pb2.HeartbeatResponse:
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
-            answer: Assignment = shard.coordinator.heartbeat(
+            answer = shard.coordinator.heartbeat(
                 tenant,
                 request.group,
                 member_id=request.member_id,
