@@ -186,11 +186,15 @@ async def _topic_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_state(state: int) -> str:
+    """``GROUP_STATE_EMPTY`` -> ``empty``."""
+    return groups_pb2.GroupState.Name(state).removeprefix("GROUP_STATE_").lower()
+
+
 async def _group_list(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         for group in await admin.list_groups():
-            state = groups_pb2.GroupState.Name(group.state).removeprefix("GROUP_STATE_").lower()
-            print(f"{group.group}\t{state}\t{group.member_count} members")
+            print(f"{group.group}\t{_group_state(group.state)}\t{group.member_count} members")
     return 0
 
 
@@ -198,8 +202,10 @@ async def _group_describe(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         group = await admin.describe_group(args.name)
         committed = await _committed(args, group)
-    state = groups_pb2.GroupState.Name(group.state).removeprefix("GROUP_STATE_").lower()
-    print(f"group {group.group}: {state}, epoch {group.group_epoch}, {len(group.members)} members")
+    print(
+        f"group {group.group}: {_group_state(group.state)}, epoch {group.group_epoch}, "
+        f"{len(group.members)} members"
+    )
     for member in group.members:
         owned = ", ".join(f"{tp.topic}/{p}" for tp in member.assignment for p in tp.partitions) or "-"
         print(f"  member {member.member_id} ({member.client_id}): {owned}")

@@ -8,9 +8,10 @@ Invariants:
 - A request is forwarded at most once: the forwarded call carries
   ``raftlog-no-forward: 1`` and a node never forwards such a call (it
   answers NOT_LEADER with the leader's address instead), so two nodes with
-  stale views cannot bounce a request between them. Clients that route
-  themselves (the SDK) send the same header to learn the leader from the
-  answer rather than pay for a hop.
+  stale views cannot bounce a request between them. A client may send the
+  same header to learn the leader from the answer rather than pay for a
+  hop (the integration tests' ``LogClient`` does; the SDK does not: it
+  routes to the leader it knows and lets a stale guess be forwarded).
 - The forwarded call gets the caller's remaining deadline, never more, and
   the caller's identity headers: the leader authenticates it itself.
 - A produce forwarded and then failing with UNAVAILABLE or DEADLINE_EXCEEDED

@@ -104,11 +104,13 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         self,
         context: grpc.aio.ServicerContext,
         work: Awaitable[T],
-        forward: Callable[[str], Awaitable[T]] | None = None,
+        forward: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]] | None = None,
+        request: object = None,
     ) -> T:
         """``work``'s result, or the call aborted with the error's status.
-        ``forward(address)`` re-sends the request to a known leader when
-        this node is not it (forwarding.py: at most one hop)."""
+        ``forward(channel)`` is the stub method that re-sends ``request`` to
+        a known leader when this node is not it (forwarding.py: at most one
+        hop)."""
         try:
             return await work
         except ServiceError as error:
@@ -118,7 +120,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         except NotLeaderError as error:
             address = self._address_of(error.leader) if error.leader else ""
             if forward is not None and address and self._forwarder is not None and may_forward(context):
-                return await forward(address)
+                return await self._forwarder.forward(context, address, forward, request)
             await abort(context, self._replica_error(error))
         except ReplicaError as error:
             await abort(context, self._replica_error(error))
@@ -129,9 +131,8 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._produce(request, context),
-            lambda address: self._forward(
-                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).Produce, request
-            ),
+            lambda ch: log_pb2_grpc.LogServiceStub(ch).Produce,
+            request,
         )
 
     async def Fetch(
@@ -140,9 +141,8 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._fetch(request, context),
-            lambda address: self._forward(
-                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).Fetch, request
-            ),
+            lambda ch: log_pb2_grpc.LogServiceStub(ch).Fetch,
+            request,
         )
 
     async def StreamFetch(
@@ -158,20 +158,9 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._list_offsets(request, context),
-            lambda address: self._forward(
-                context, address, lambda ch: log_pb2_grpc.LogServiceStub(ch).ListOffsets, request
-            ),
+            lambda ch: log_pb2_grpc.LogServiceStub(ch).ListOffsets,
+            request,
         )
-
-    async def _forward(
-        self,
-        context: grpc.aio.ServicerContext,
-        address: str,
-        method: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]],
-        request: object,
-    ) -> T:
-        assert self._forwarder is not None
-        return await self._forwarder.forward(context, address, method, request)
 
     async def _produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext

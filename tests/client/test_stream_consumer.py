@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from client import Consumer
+from client import Consumer, TopicPartition
 from client.consumer import FetchMode
 from cluster.grpc_errors import ServiceError, abort
 from raftlog.v1 import log_pb2
@@ -239,6 +239,10 @@ async def test_a_full_buffer_stops_reading_the_stream_not_the_stream(fake: Strea
         await consumer.poll(0.0)  # starts the fetcher
         await asyncio.sleep(0.3)
         assert len(fake.streams) == 1 and fake.open_streams == 1
+        # The fake wrote everything into gRPC's window by now: only the
+        # consumer's pause keeps it out of the buffer.
+        buffered = consumer._states[TopicPartition("t", 0)].buffered_bytes
+        assert 3000 <= buffered < 2 * 3000, f"{buffered} bytes buffered without a poll"
         got = await poll_until(consumer, 40)
     assert [v for _, v in got] == [bytes([i]) * 1000 for i in range(40)]
     assert len(fake.streams) == 1

@@ -115,54 +115,18 @@ def test_the_quickstart_a_tenant_creates_a_topic_produces_and_consumes(cluster: 
 
 def test_produce_lines_then_consume_them_all(cluster: LocalCluster) -> None:
     env = {**os.environ, "RAFTLOG_BOOTSTRAP": cluster.addresses[3], "RAFTLOG_API_KEY": cluster.api_key}
-    lines = "".join(f"{i}\n" for i in range(1, 1001))
-    produced = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "produce", "orders"],
-        input=lines,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    produced = _cli(env, "produce", "orders", stdin="".join(f"{i}\n" for i in range(1, 1001)))
     assert produced.returncode == 0, produced.stderr
     assert "produced 1000 records" in produced.stderr
-    consumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cluster.cli",
-            "consume",
-            "orders",
-            "--from-beginning",
-            "--max-records",
-            "1000",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    consumed = _cli(env, "consume", "orders", "--from-beginning", "--max-records", "1000")
     assert consumed.returncode == 0, consumed.stderr
     values = [int(v) for v in consumed.stdout.split()]
     assert sorted(values) == list(range(1, 1001))  # each exactly once
     # Keyed lines: one key's records keep their order within its partition.
     keyed = "".join(f"k{i % 3}:{i}\n" for i in range(60))
-    produced = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "produce", "audit", "--key-separator", ":"],
-        input=keyed,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    produced = _cli(env, "produce", "audit", "--key-separator", ":", stdin=keyed)
     assert produced.returncode == 0, produced.stderr
-    consumed = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "consume", "audit", "--from-beginning", "--timeout", "2"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    consumed = _cli(env, "consume", "audit", "--from-beginning", "--timeout", "2")
     assert [int(v) for v in consumed.stdout.split()] == list(range(60))  # one partition: total order
 
 
