@@ -33,11 +33,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chaos.history import Attempt, History, Outcome
+from chaos.history import TP, Attempt, History, Outcome
 
 __all__ = ["Availability", "FaultAvailability", "NemesisFailover", "availability", "percentile"]
-
-TP = tuple[str, int]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -74,14 +74,12 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chaos.history import Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
+from chaos.history import TP, Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
 from chaos.replicas import ReplicaLog
 
 __all__ = ["CheckResult", "GroupCheck", "check", "commit_skips"]
 
 _EXAMPLES = 5
-
-TP = tuple[str, int]
 
 
 @dataclass
@@ -362,7 +360,7 @@ def _check_partition(
                 )
             top_seq = max(top_seq, attempt.seq)
     result.reordered += len(reordered)
-    return dict(ref_records)
+    return ref_at
 
 
 def commit_skips(log_offsets: Sequence[int], commits: Iterable[tuple[int, Container[int]]]) -> set[int]:

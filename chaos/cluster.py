@@ -48,6 +48,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos.history import TP
 from chaos.proxy import BLACKHOLE, PASS, LinkMode, ProxyFleet
 from client.admin import Admin
 from client.errors import RaftlogError
@@ -56,7 +57,6 @@ from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 __all__ = ["DEFAULT_TENANT", "ChaosCluster", "TopicTarget"]
 
-TP = tuple[str, int]
 DEFAULT_TENANT = "default"
 """The tenant the cluster file's topics belong to."""
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TP",
     "Attempt",
     "Commit",
     "CommitOutcome",
@@ -59,6 +60,9 @@ __all__ = [
     "Read",
     "Rebalance",
 ]
+
+TP = tuple[str, int]
+"""A partition: (topic, partition number)."""
 
 
 class Outcome(enum.StrEnum):
@@ -85,7 +89,7 @@ class Attempt:
     error: str = ""
 
     @property
-    def tp(self) -> tuple[str, int]:
+    def tp(self) -> TP:
         return (self.topic, self.partition)
 
     def succeed(self, offset: int, at: float) -> None:
@@ -147,7 +151,7 @@ class GroupRecord:
     name: str
     tenant: str
     topics: tuple[str, ...]
-    partitions: tuple[tuple[str, int], ...]
+    partitions: tuple[TP, ...]
     members: dict[str, str]
 
 
@@ -159,7 +163,7 @@ class Rebalance:
     group: str
     member: str
     change: str
-    partitions: tuple[tuple[str, int], ...]
+    partitions: tuple[TP, ...]
     at: float
 
 
@@ -178,7 +182,7 @@ class FaultRecord:
     injected_at: float
     healed_at: float | None = None
     nodes: tuple[int, ...] = ()
-    affected: tuple[tuple[str, int], ...] = ()
+    affected: tuple[TP, ...] = ()
     skipped: str = ""
 
 

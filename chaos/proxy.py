@@ -53,9 +53,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 __all__ = ["BLACKHOLE", "PASS", "RESET", "LinkMode", "LinkStats", "ProxyFleet", "ProxyLink"]
 
@@ -298,11 +298,8 @@ class ProxyFleet:
         self.links: dict[str, ProxyLink] = {}
         self._closed = False
 
-    def _call(self, make: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-        async def run() -> T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def add_link(self, name: str, upstream: str) -> int:
         """Start link ``name`` forwarding to ``upstream`` (``host:port``); its
@@ -311,11 +308,7 @@ class ProxyFleet:
             raise ValueError(f"link {name} exists")
         host, _, port = upstream.rpartition(":")
         link = ProxyLink(name, (host, int(port)), random.Random(f"{self._seed}:{name}"))
-
-        async def start() -> int:
-            return await link.start()
-
-        port_number = self._call(start)
+        port_number = self._call(link.start())
         self.links[name] = link
         return port_number
 
@@ -333,7 +326,7 @@ class ProxyFleet:
             for name, mode in modes.items():
                 self.links[name].set_mode(mode)
 
-        self._call(apply)
+        self._call(apply())
 
     def modes(self) -> dict[str, LinkMode]:
         return {name: link.mode for name, link in self.links.items()}
@@ -350,7 +343,7 @@ class ProxyFleet:
             await asyncio.gather(*(link.close() for link in self.links.values()), return_exceptions=True)
 
         with contextlib.suppress(Exception):
-            self._call(close_all)
+            self._call(close_all())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():

@@ -56,8 +56,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.cluster import TP, ChaosCluster, TopicTarget
-from chaos.history import Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
+from chaos.cluster import ChaosCluster, TopicTarget
+from chaos.history import TP, Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
 from client import Consumer, Producer, RebalanceCallback, RecordMetadata, TopicPartition
 from client.errors import (
     GroupMembershipError,

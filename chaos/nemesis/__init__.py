@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chaos.cluster import TP, ChaosCluster
-from chaos.history import FaultRecord, History
+from chaos.cluster import ChaosCluster
+from chaos.history import TP, FaultRecord, History
 
 __all__ = ["NEMESES", "Nemesis", "NemesisContext"]
 

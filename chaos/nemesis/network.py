@@ -30,8 +30,8 @@ clients next to it from sending to node j; blocked links blackhole).
 
 from __future__ import annotations
 
-from chaos.cluster import TP, ChaosCluster
-from chaos.history import FaultRecord
+from chaos.cluster import ChaosCluster
+from chaos.history import TP, FaultRecord
 from chaos.nemesis import Nemesis, NemesisContext
 from chaos.proxy import LinkMode
 

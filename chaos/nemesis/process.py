@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chaos.history import FaultRecord
+from chaos.history import TP, FaultRecord
 from chaos.nemesis import Nemesis, NemesisContext
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-def _describe_led(led: tuple[tuple[str, int], ...]) -> str:
+def _describe_led(led: tuple[TP, ...]) -> str:
     if not led:
         return "leading nothing"
     names = [f"{t}/{p}" for t, p in led]
@@ -68,7 +68,7 @@ class _OneNodeFault(Nemesis):
     def __init__(self) -> None:
         self.victim: int | None = None
 
-    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[TP, int]) -> int:
         return ctx.pick_leader(leaders)
 
     async def _act(self, ctx: NemesisContext, victim: int) -> None:
@@ -119,7 +119,7 @@ class KillNode(KillLeader):
     name = "kill-node"
     summary = "SIGKILL a random node; restart it when the fault ends"
 
-    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[TP, int]) -> int:
         return ctx.rng.choice(ctx.cluster.running)
 
 
@@ -127,7 +127,7 @@ class KillController(KillLeader):
     name = "kill-controller"
     summary = "SIGKILL the node leading the metadata controller; restart it when the fault ends"
 
-    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[TP, int]) -> int:
         victim = await ctx.cluster.controller_leader()
         if victim is None:
             raise _NoVictim("no node says it leads the metadata controller")
@@ -288,7 +288,7 @@ class Decommission(_OneNodeFault):
 
     # Without a spare node (or a second time): stop one cleanly instead.
 
-    async def _pick(self, ctx: NemesisContext, leaders: dict[tuple[str, int], int]) -> int:
+    async def _pick(self, ctx: NemesisContext, leaders: dict[TP, int]) -> int:
         return ctx.rng.choice(ctx.cluster.running)
 
     async def _act(self, ctx: NemesisContext, victim: int) -> None:

@@ -12,8 +12,8 @@ from typing import cast
 
 import pytest
 
-from chaos.cluster import TP, ChaosCluster
-from chaos.history import History
+from chaos.cluster import ChaosCluster
+from chaos.history import TP, History
 from chaos.nemesis import NemesisContext
 from chaos.nemesis.network import IsolateLeader, Lossy, OneWay, ReplyReset, Ring, Slow, Split
 from chaos.nemesis.process import Decommission, KillController, KillLeader, KillNode, Pause
