@@ -20,6 +20,7 @@ from raftlog.v1.record_batch import (
     InvalidBatchReason,
     Record,
     decode_records,
+    decode_records_as,
     encode_batch,
     parse_header,
     validate_batch,
@@ -118,6 +119,20 @@ def test_round_trip(
         DecodedRecord(base_offset + i, r.timestamp_ms, r.key, r.value, r.headers)
         for i, r in enumerate(records)
     ]
+
+
+@given(
+    st.lists(st.binary(max_size=20_000) | st.none(), min_size=1, max_size=4),
+    st.integers(0, 2**40),
+)
+def test_decode_records_as_builds_each_record_with_the_given_callable(
+    values: list[bytes | None], base_offset: int
+) -> None:
+    # Values up to 20 KB: one-, two- and three-byte length varints.
+    records = [Record(value=v, key=b"k%d" % i, timestamp_ms=5_000 - i) for i, v in enumerate(values)]
+    buf = with_base_offset(encode_batch(records), base_offset)
+    built = decode_records_as(buf, lambda *fields: ("built", *fields))
+    assert built == [("built", base_offset + i, 5_000 - i, b"k%d" % i, v, ()) for i, v in enumerate(values)]
 
 
 def test_header_fields_and_layout() -> None:

@@ -77,8 +77,8 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, TypeVar
 
 import crc32c
 
@@ -93,7 +93,9 @@ __all__ = [
     "InvalidBatch",
     "InvalidBatchReason",
     "Record",
+    "RecordBuilder",
     "decode_records",
+    "decode_records_as",
     "encode_batch",
     "parse_header",
     "validate_batch",
@@ -107,6 +109,7 @@ MAGIC = 1
 
 _HEADER = struct.Struct(">qiBIhiqqqhii")
 _BASE_OFFSET = struct.Struct(">q")
+_CRC = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size  # 57
 _LENGTH_FIELD_END = 12  # batch_length counts the bytes after this position
 _CRC_START = 17  # the CRC covers attributes .. end
@@ -168,8 +171,13 @@ class InvalidBatch(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+# Record, DecodedRecord and BatchHeader are NamedTuples, not frozen
+# dataclasses: one is built per record on the producer's and the consumer's
+# hot paths, and a frozen dataclass's __init__ (object.__setattr__ per field)
+# costs about four times as much (measured: 2.1 vs 0.56 us for 7 fields).
+
+
+class Record(NamedTuple):
     """One record as a producer builds it."""
 
     value: bytes | None
@@ -178,8 +186,7 @@ class Record:
     timestamp_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedRecord:
+class DecodedRecord(NamedTuple):
     """One record as a consumer reads it, with its offset."""
 
     offset: int
@@ -189,8 +196,7 @@ class DecodedRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
+class BatchHeader(NamedTuple):
     """The fixed-size header, as stored (no field is checked by parsing)."""
 
     base_offset: int
@@ -237,7 +243,7 @@ def parse_header(buf: BytesLike) -> BatchHeader:
             InvalidBatchReason.BATCH_TOO_SHORT,
             f"{len(buf)} bytes is shorter than the {HEADER_SIZE}-byte batch header; send a whole batch",
         )
-    return BatchHeader(*_HEADER.unpack_from(buf))
+    return BatchHeader._make(_HEADER.unpack_from(buf))
 
 
 def validate_header(buf: BytesLike, *, max_batch_bytes: int) -> BatchHeader:
@@ -452,38 +458,53 @@ def _decompress(data: BytesLike, limit: int) -> bytes:
 
 
 # --- encoding (producer side) ------------------------------------------------------
+#
+# A batch is built as one list of byte strings joined once at the end: no
+# per-record bytearray, and each record's bytes are copied exactly once.
 
 
-def _put_uvarint(out: bytearray, n: int) -> None:
+def _uvarint_bytes(n: int) -> bytes:
+    out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
+    return bytes(out)
 
 
-def _put_zvarint(out: bytearray, n: int) -> None:
-    _put_uvarint(out, (n << 1) ^ (n >> 63))
+# Every varint below 2**14 (one or two bytes) precomputed: the frame
+# lengths, deltas and field lengths of records up to 16 KiB are looked up.
+_SMALL_VARINT_LIMIT = 1 << 14
+_SMALL_VARINTS: tuple[bytes, ...] = tuple(_uvarint_bytes(n) for n in range(_SMALL_VARINT_LIMIT))
+_NULL_LENGTH = _SMALL_VARINTS[1]  # zigzag(-1)
+_ATTRIBUTES = b"\x00"
 
 
-def _put_record(out: bytearray, record: Record, offset_delta: int, first_timestamp: int) -> None:
-    body = bytearray(b"\x00")  # attributes
-    _put_zvarint(body, record.timestamp_ms - first_timestamp)
-    _put_uvarint(body, offset_delta)
-    for part in (record.key, record.value):
+def _uvarint(n: int) -> bytes:
+    return _SMALL_VARINTS[n] if n < _SMALL_VARINT_LIMIT else _uvarint_bytes(n)
+
+
+def _zvarint(n: int) -> bytes:
+    return _uvarint((n << 1) ^ (n >> 63))
+
+
+def _add_record(parts: list[bytes], record: Record, offset_delta: int, first_timestamp: int) -> None:
+    """Append the frame of ``record`` to ``parts``: its length prefix, then
+    the pieces of its body."""
+    value, key, headers, timestamp_ms = record
+    body = [_ATTRIBUTES, _zvarint(timestamp_ms - first_timestamp), _uvarint(offset_delta)]
+    for part in (key, value):
         if part is None:
-            _put_zvarint(body, -1)
+            body.append(_NULL_LENGTH)
         else:
-            _put_zvarint(body, len(part))
-            body += part
-    _put_uvarint(body, len(record.headers))
-    for name, value in record.headers:
+            body.append(_uvarint(len(part) << 1))  # zigzag of a length >= 0
+            body.append(part)
+    body.append(_uvarint(len(headers)))
+    for name, header_value in headers:
         encoded = name.encode("utf-8")
-        _put_uvarint(body, len(encoded))
-        body += encoded
-        _put_uvarint(body, len(value))
-        body += value
-    _put_uvarint(out, len(body))
-    out += body
+        body += (_uvarint(len(encoded)), encoded, _uvarint(len(header_value)), header_value)
+    parts.append(_uvarint(sum(map(len, body))))
+    parts += body
 
 
 def encode_batch(
@@ -509,67 +530,114 @@ def encode_batch(
         )
     if codec not in _CODECS:
         raise ValueError(f"unknown codec {codec}")
-    first_timestamp = records[0].timestamp_ms
-    max_timestamp = max(r.timestamp_ms for r in records)
-    if min(r.timestamp_ms for r in records) < 0:
+    timestamps = [r.timestamp_ms for r in records]
+    if min(timestamps) < 0:
         raise ValueError("record timestamps must be >= 0")
-    section = bytearray()
+    first_timestamp = timestamps[0]
+    parts: list[bytes] = []
     for i, record in enumerate(records):
-        _put_record(section, record, i, first_timestamp)
-    payload: bytes | bytearray = section
+        _add_record(parts, record, i, first_timestamp)
+    payload = b"".join(parts)
     if codec == Codec.GZIP:
-        payload = zlib.compress(section, 6, wbits=_GZIP_WBITS)
+        payload = zlib.compress(payload, 6, wbits=_GZIP_WBITS)
     count = len(records)
     batch_length = HEADER_SIZE - _LENGTH_FIELD_END + len(payload)
     if batch_length > _MAX_I32:
         raise ValueError(f"batch of {batch_length} bytes is too large for the format")
-    tail = bytearray(
-        _HEADER.pack(
-            base_offset,
-            batch_length,
-            MAGIC,
-            0,
-            int(codec),
-            count - 1,
-            first_timestamp,
-            max_timestamp,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            count,
-        )
+    header = _HEADER.pack(
+        base_offset,
+        batch_length,
+        MAGIC,
+        0,
+        int(codec),
+        count - 1,
+        first_timestamp,
+        max(timestamps),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
     )
-    tail += payload
-    struct.pack_into(">I", tail, 13, crc32c.crc32c(memoryview(tail)[_CRC_START:]))
-    return bytes(tail)
+    crc = crc32c.crc32c(payload, crc32c.crc32c(memoryview(header)[_CRC_START:]))
+    return b"".join((header[:13], _CRC.pack(crc), header[_CRC_START:], payload))
 
 
 # --- decoding (consumer side) ------------------------------------------------------
+#
+# ``validate_batch`` has walked the frame lengths before any record is
+# decoded, so every frame is known to lie inside the records section; what
+# is checked per frame is that its fields fill it exactly. Error messages
+# are built only on the error path.
+
+T = TypeVar("T")
+RecordBuilder = Callable[[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]], T]
+"""Builds one decoded record from (offset, timestamp_ms, key, value, headers)."""
 
 
-def _get_uvarint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+def _get_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The unsigned varint at ``pos`` and the position after it. Raises
+    ``IndexError`` when ``buf`` ends inside it, ``ValueError`` when it is
+    longer than 10 bytes."""
     result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _malformed(f"{what}: varint is truncated or too long")
+    for shift in range(0, 70, 7):
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
-        if not b & 0x80:
+        if b < 0x80:
             return result, pos
-        shift += 7
+    raise ValueError("varint longer than 10 bytes")
 
 
-def _get_zvarint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
-    z, pos = _get_uvarint(buf, pos, end, what)
+def _get_zvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    z, pos = _get_uvarint(buf, pos)
     return (z >> 1) ^ -(z & 1), pos
 
 
-def _get_bytes(buf: bytes, pos: int, end: int, length: int, what: str) -> tuple[bytes, int]:
-    if length < 0 or pos + length > end:
-        raise _malformed(f"{what}: length {length} runs past the end of the record")
-    return buf[pos : pos + length], pos + length
+def _get_field(buf: bytes, pos: int, end: int) -> tuple[bytes | None, int]:
+    """A zigzag length (-1: null) and that many bytes, inside ``[pos, end)``.
+    Lengths below 8 KiB (one- and two-byte varints) take the fast path."""
+    b = buf[pos]
+    if b < 0x80:
+        z = b
+        pos += 1
+    else:
+        b2 = buf[pos + 1]
+        if b2 < 0x80:
+            z = (b & 0x7F) | (b2 << 7)
+            pos += 2
+        else:
+            z, pos = _get_uvarint(buf, pos)
+    if z & 1:
+        if z == 1:
+            return None, pos
+        raise ValueError(f"length {(z >> 1) ^ -1}")
+    stop = pos + (z >> 1)
+    if stop > end:
+        raise ValueError(f"length {z >> 1} runs past the end of the record")
+    return buf[pos:stop], stop
+
+
+def _get_headers(buf: bytes, pos: int, end: int) -> tuple[tuple[tuple[str, bytes], ...], int]:
+    count, pos = _get_uvarint(buf, pos)
+    headers: list[tuple[str, bytes]] = []
+    for _ in range(count):
+        n, pos = _get_uvarint(buf, pos)
+        raw_name = buf[pos : pos + n]
+        pos += n
+        n, pos = _get_uvarint(buf, pos)
+        value = buf[pos : pos + n]
+        pos += n
+        if pos > end:
+            raise ValueError("a header runs past the end of the record")
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("a header key is not valid UTF-8") from None
+        headers.append((name, value))
+    return tuple(headers), pos
 
 
 def decode_records(
@@ -577,53 +645,69 @@ def decode_records(
 ) -> list[DecodedRecord]:
     """Every record of one batch, with its offset and timestamp. Validates
     the batch first (CRC included); raises ``InvalidBatch``."""
+    return decode_records_as(buf, DecodedRecord, max_uncompressed_bytes=max_uncompressed_bytes)
+
+
+def decode_records_as(
+    buf: BytesLike,
+    build: RecordBuilder[T],
+    *,
+    max_uncompressed_bytes: int = MAX_UNCOMPRESSED_RECORDS_BYTES,
+) -> list[T]:
+    """Like ``decode_records``, but each record is ``build(offset,
+    timestamp_ms, key, value, headers)``: a consumer builds its own record
+    type directly instead of converting a ``DecodedRecord``."""
     h = validate_batch(buf, max_batch_bytes=len(buf), max_uncompressed_bytes=max_uncompressed_bytes)
     if h.attributes & _CODEC_MASK == Codec.NONE:
         data = bytes(buf[HEADER_SIZE:])
     else:
         data = _decompress(memoryview(buf)[HEADER_SIZE:], max_uncompressed_bytes)
-    records: list[DecodedRecord] = []
+    records: list[T] = []
+    append = records.append
+    base_offset = h.base_offset
+    first_timestamp = h.first_timestamp
+    no_headers: tuple[tuple[str, bytes], ...] = ()
     pos = 0
-    for i in range(h.record_count):
-        what = f"record {i}"
-        length, pos = _get_uvarint(data, pos, len(data), what)
-        end = pos + length  # the walk in validate_batch proved end <= len(data)
-        if data[pos] != 0:
-            raise _malformed(f"{what}: attributes {data[pos]} set reserved bits")
-        ts_delta, pos = _get_zvarint(data, pos + 1, end, what)
-        offset_delta, pos = _get_uvarint(data, pos, end, what)
-        if offset_delta != i:
-            raise _malformed(f"{what}: offset_delta is {offset_delta}, expected {i}")
-        fields: list[bytes | None] = []
-        for part in ("key", "value"):
-            n, pos = _get_zvarint(data, pos, end, f"{what} {part}")
-            if n == -1:
-                fields.append(None)
+    i = 0
+    try:
+        for i in range(h.record_count):
+            b = data[pos]
+            if b < 0x80:
+                end = pos + 1 + b
+                pos += 1
             else:
-                value, pos = _get_bytes(data, pos, end, n, f"{what} {part}")
-                fields.append(value)
-        count, pos = _get_uvarint(data, pos, end, f"{what} header count")
-        headers: list[tuple[str, bytes]] = []
-        for j in range(count):
-            hw = f"{what} header {j}"
-            n, pos = _get_uvarint(data, pos, end, hw)
-            raw_name, pos = _get_bytes(data, pos, end, n, hw)
-            n, pos = _get_uvarint(data, pos, end, hw)
-            value, pos = _get_bytes(data, pos, end, n, hw)
-            try:
-                name = raw_name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _malformed(f"{hw}: key is not valid UTF-8") from None
-            headers.append((name, value))
-        if pos != end:
-            raise _malformed(f"{what}: {end - pos} bytes left over inside the frame")
-        records.append(
-            DecodedRecord(
-                offset=h.base_offset + i,
-                timestamp_ms=h.first_timestamp + ts_delta,
-                key=fields[0],
-                value=fields[1],
-                headers=tuple(headers),
-            )
-        )
+                length, pos = _get_uvarint(data, pos)
+                end = pos + length
+            if data[pos]:
+                raise ValueError(f"attributes {data[pos]} set reserved bits")
+            b = data[pos + 1]
+            if b < 0x80:
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 2
+            else:
+                ts_delta, pos = _get_zvarint(data, pos + 1)
+            b = data[pos]
+            if b < 0x80:
+                offset_delta = b
+                pos += 1
+            else:
+                offset_delta, pos = _get_uvarint(data, pos)
+            if offset_delta != i:
+                raise ValueError(f"offset_delta is {offset_delta}, expected {i}")
+            key, pos = _get_field(data, pos, end)
+            value, pos = _get_field(data, pos, end)
+            if data[pos] == 0:
+                headers = no_headers
+                pos += 1
+            else:
+                headers, pos = _get_headers(data, pos, end)
+            if pos != end:
+                if pos > end:
+                    raise ValueError("its fields run past the end of its frame")
+                raise ValueError(f"{end - pos} bytes left over inside the frame")
+            append(build(base_offset + i, first_timestamp + ts_delta, key, value, headers))
+    except IndexError:
+        raise _malformed(f"record {i}: its fields run past the end of the records section") from None
+    except ValueError as exc:
+        raise _malformed(f"record {i}: {exc}") from None
     return records
