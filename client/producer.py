@@ -271,7 +271,10 @@ class Producer:
     ``bootstrap``: one or more node addresses (``"host:port"``, a list, or
     comma-separated). ``linger_ms``: how long a batch waits for more records
     after its first. ``max_batch_bytes``: batch size target (a record larger
-    than it travels alone). ``max_request_bytes``: the server's batch limit;
+    than it travels alone); by default the server's limit, 1 MiB, because
+    the nodes' cost is largely per batch (measured flat out, 1 KiB records:
+    the three nodes spent 62-66 ms of CPU per MB with 256 KiB batches and
+    51-59 ms with 1 MiB, for 22-24 against 26-29 MB/s). ``max_request_bytes``: the server's batch limit;
     a record that cannot fit is refused by ``send``. ``buffer_bytes``: bytes
     held (queued and in flight) before ``send`` waits. ``idempotent``:
     exactly-once writes per partition (needs ``InitProducer``).
@@ -288,7 +291,7 @@ class Producer:
         bootstrap: str | Sequence[str],
         *,
         linger_ms: float = 5.0,
-        max_batch_bytes: int = 256 * 1024,
+        max_batch_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         buffer_bytes: int = 32 << 20,
         idempotent: bool = True,
