@@ -58,10 +58,18 @@ def _ms_since(t_ns: int) -> float:
 
 
 async def produce_flat_out(
-    cluster: LocalCluster, admin: NodeAdmin, topic: str, record_bytes: int, warmup_s: float, seconds: float
+    cluster: LocalCluster,
+    admin: NodeAdmin,
+    topic: str,
+    record_bytes: int,
+    warmup_s: float,
+    seconds: float,
+    **producer_options: Any,
 ) -> dict[str, Any]:
     """Records of ``record_bytes`` sent as fast as ``send`` takes them;
-    acknowledged records per second over ``seconds`` after ``warmup_s``."""
+    acknowledged records per second over ``seconds`` after ``warmup_s``.
+    ``producer_options`` go to ``Producer`` (the benchmark itself uses the
+    SDK's defaults; diagnostics vary them)."""
     value = b"v" * record_bytes
     failed = 0
     stop = False
@@ -72,7 +80,7 @@ async def produce_flat_out(
         if (future.cancelled() or future.exception() is not None) and not stop:
             failed += 1
 
-    producer = Producer(bootstrap(cluster), **credentials(cluster))
+    producer = Producer(bootstrap(cluster), **credentials(cluster), **producer_options)
 
     async def pump() -> None:
         # send() returns without yielding while the buffer has room: yield
