@@ -272,10 +272,11 @@ class Producer:
     comma-separated). ``linger_ms``: how long a batch waits for more records
     after its first. ``max_batch_bytes``: batch size target (a record larger
     than it travels alone); by default the server's limit, 1 MiB, because
-    the nodes' cost is largely per batch (measured flat out, 1 KiB records:
-    the three nodes spent 62-66 ms of CPU per MB with 256 KiB batches and
-    51-59 ms with 1 MiB, for 22-24 against 26-29 MB/s). ``max_request_bytes``: the server's batch limit;
-    a record that cannot fit is refused by ``send``. ``buffer_bytes``: bytes
+    the nodes' cost is largely per batch (``python -m bench.batch_sizes``,
+    1 KiB records flat out: the three nodes spent 52.7 ms of CPU per MB
+    with 256 KiB batches and 39.4 ms with 1 MiB, for 29.6 against 39.8
+    MB/s). ``max_request_bytes``: the server's batch limit; a record that
+    cannot fit is refused by ``send``. ``buffer_bytes``: bytes
     held (queued and in flight) before ``send`` waits. ``idempotent``:
     exactly-once writes per partition (needs ``InitProducer``).
     ``delivery_timeout_s``: how long a batch is retried before its records
