@@ -13,9 +13,11 @@ Modules, one job each:
   (``raft.storage.Storage`` for one group, two-phase writes),
   ``entry_cache``, ``group_commit.GroupCommitWriter`` (one synced batch per
   cycle for every replica), ``write_set``, ``term_index``, ``storage_errors``;
-- the driver: ``replica.Replica`` (one owner task per replica, hibernation),
-  ``replica_host.ReplicaHost`` (every replica of a node, the tick clock, the
-  retention timer), ``replica_errors``.
+- the driver: ``raft_replica.RaftReplica`` (the Ready loop of any group
+  member: one owner task, hibernation; the controller reuses it),
+  ``replica.Replica`` (a partition's replica on it: produce, read, long
+  poll, retention), ``replica_host.ReplicaHost`` (every group member of a
+  node, the tick clock, the retention timer), ``replica_errors``.
 
 May import: ``raft`` and the generated protos (``raftlog``), plus stdlib and
 third-party libraries. Never ``cluster``, ``client``, ``chaos``, ``bench`` or

@@ -122,13 +122,7 @@ class _Inbound:
 
 @dataclass(frozen=True, slots=True)
 class _Proposal:
-    data: bytes
-    future: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _ConfChangeProposal:
-    change: ConfChange
+    data: bytes | ConfChange  # a ConfChange: a membership change
     future: asyncio.Future[Any]
 
 
@@ -148,7 +142,7 @@ class _TransferLeader:
     to: int
 
 
-_Input = _Inbound | _Proposal | _ConfChangeProposal | _PeerChange | _Campaign | _TransferLeader
+_Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader
 
 _NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
 
@@ -350,22 +344,21 @@ class RaftReplica(Generic[SM]):
         """Append ``data`` to the log; returns what applying it gave once it
         committed (through ``_settle``). Raises ``NotLeaderError``,
         ``Backpressure``, ``OutcomeUnknown`` or ``ReplicaStopped``."""
+        return await self._submit(data)
+
+    async def change_membership(self, change: ConfChange) -> None:
+        """Propose a membership change; returns once it applied here (one
+        change at a time: Raft refuses a second while one is pending)."""
+        await self._submit(change)
+
+    def _submit(self, data: bytes | ConfChange) -> asyncio.Future[Any]:
+        """Queue a proposal for the owner task; the future answers it."""
         self._check_running()
         if self._node.role != Role.LEADER:
             raise NotLeaderError(self.group, self._node.leader)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._enqueue(_Proposal(data, future))
-        return await future
-
-    async def change_membership(self, change: ConfChange) -> None:
-        """Propose a membership change; returns once it applied here (one
-        change at a time: Raft refuses a second while one is pending)."""
-        self._check_running()
-        if self._node.role != Role.LEADER:
-            raise NotLeaderError(self.group, self._node.leader)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_ConfChangeProposal(change, future))
-        await future
+        return future
 
     # --- the owner task ----------------------------------------------------
 
@@ -413,7 +406,7 @@ class RaftReplica(Generic[SM]):
             item = inbox.popleft()
             if isinstance(item, _Inbound):
                 self._step(item)
-            elif isinstance(item, _Proposal | _ConfChangeProposal):
+            elif isinstance(item, _Proposal):
                 self._propose(item)
             elif isinstance(item, _Campaign):
                 node.campaign()
@@ -436,15 +429,15 @@ class RaftReplica(Generic[SM]):
         ):
             self._follower_may_sleep = True
 
-    def _propose(self, item: _Proposal | _ConfChangeProposal) -> None:
+    def _propose(self, item: _Proposal) -> None:
         if item.future.done():  # the caller gave up before it was proposed
             return
         node = self._node
         try:
-            if isinstance(item, _Proposal):
-                index = node.propose(item.data)
+            if isinstance(item.data, ConfChange):
+                index = node.propose_conf_change(item.data)
             else:
-                index = node.propose_conf_change(item.change)
+                index = node.propose(item.data)
         except TooManyUncommitted:
             item.future.set_exception(
                 Backpressure(f"group {self.group}: too many bytes waiting to commit; retry shortly")
@@ -543,7 +536,7 @@ class RaftReplica(Generic[SM]):
             if not future.done():
                 future.set_exception(error)
         for item in self._inbox:
-            if isinstance(item, _Proposal | _ConfChangeProposal) and not item.future.done():
+            if isinstance(item, _Proposal) and not item.future.done():
                 item.future.set_exception(error)
 
     async def _snapshot_and_compact(self, index: int, data: bytes) -> None:

@@ -209,6 +209,8 @@ class Replica(RaftReplica[PartitionStateMachine]):
         return self._sm.high_watermark > offset
 
     def _on_applied(self) -> None:
+        if not self._hw_waiters:  # the usual case: no long poll is waiting
+            return
         waiters, self._hw_waiters = self._hw_waiters, set()
         for future in waiters:
             if not future.done():

@@ -1,9 +1,10 @@
 """``ReplicaHost``: every partition replica of one node, their storage and clock.
 
 The host owns the node's ``NodeStore`` (one RocksDB), its group-commit
-writer, one ``Replica`` task per group (in one ``asyncio.TaskGroup``), the
-tick clock and the retention timer. The transport and the front end talk to
-replicas through it.
+writer, one task per group member (in one ``asyncio.TaskGroup``: each
+partition ``Replica``, and through ``add_group`` the metadata controller),
+the tick clock and the retention timer. The transport and the front end
+talk to replicas through it.
 
 Invariants:
 
@@ -81,7 +82,7 @@ class ReplicaHost:
         self._closing = True
         for clock in self._clocks:
             clock.cancel()
-        for member in (*self._replicas.values(), *self._others.values()):
+        for member in self._members():
             member.close()
         try:
             assert self._task_group is not None
@@ -198,8 +199,11 @@ class ReplicaHost:
     def election_timeouts(self) -> int:
         """Elections the open groups' replicas here started because their
         leader went silent (a stopped replica's count goes with it)."""
-        groups: list[RaftReplica[Any]] = [*self._replicas.values(), *self._others.values()]
-        return sum(r.election_timeouts for r in groups)
+        return sum(member.election_timeouts for member in self._members())
+
+    def _members(self) -> list[RaftReplica[Any]]:
+        """Every group member open here: partition replicas and the others."""
+        return [*self._replicas.values(), *self._others.values()]
 
     def replica(self, group: int) -> Replica | None:
         return self._replicas.get(group)
@@ -222,7 +226,7 @@ class ReplicaHost:
                 replica.deliver(message, quiesce)
 
     def peer_changed(self, node: int, alive: bool) -> None:
-        for member in (*self._replicas.values(), *self._others.values()):
+        for member in self._members():
             member.peer_changed(node, alive)
 
     # --- clocks ---

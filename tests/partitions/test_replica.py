@@ -13,6 +13,7 @@ from partitions.replica import ReplicaConfig
 from partitions.replica_errors import NotLeaderError, ProduceRejected
 from partitions.replica_host import HostConfig
 from partitions.state_machine import OffsetOutOfRange, PartitionConfig
+from raft.types import ConfChange, ConfChangeType
 from raftlog.v1.record_batch import decode_records, parse_header
 from tests.partitions.replica_cluster import InProcessCluster, batch
 
@@ -229,3 +230,32 @@ async def test_removing_a_replica_with_its_data_leaves_an_empty_group(tmp_path: 
         assert kept.voters == frozenset(c.node_ids)
     finally:
         await c.close()
+
+
+async def test_a_joined_member_catches_up_and_committed_members_drops_a_removed_node(
+    cluster: InProcessCluster,
+) -> None:
+    """A node added to a running group (``join_group``: empty, no
+    bootstrap) learns the log and the membership from the leader;
+    ``change_membership`` answers once the change applied, and only a
+    follower refuses it; ``committed_members`` drops a removed node once
+    the removal committed."""
+    leader = await cluster.leader()
+    await leader.produce(batch([b"a", b"b"]))
+    follower = next(r for r in cluster.replicas() if not r.is_leader)
+    with pytest.raises(NotLeaderError):
+        await follower.change_membership(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    host = await cluster.start_host(4, groups=())
+    joined = await host.join_group(1)
+    assert joined.members == frozenset() and joined.high_watermark == 0
+    await leader.change_membership(ConfChange(ConfChangeType.ADD_LEARNER, 4))
+    assert leader.learners == frozenset({4})
+    await cluster.wait_until(lambda: joined.high_watermark == 2, what="the learner catching up")
+    await leader.change_membership(ConfChange(ConfChangeType.ADD_VOTER, 4))
+    gone = follower.node_id
+    await leader.change_membership(ConfChange(ConfChangeType.REMOVE_NODE, gone))
+    assert gone not in leader.voters and gone not in leader.committed_members
+    await cluster.wait_until(
+        lambda: joined.voters == leader.voters and gone not in joined.committed_members,
+        what="the new member learning the membership",
+    )
