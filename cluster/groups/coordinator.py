@@ -22,10 +22,11 @@ the log already allows, and before it admits a member with a longer one
 (``prepare_join``) it appends another with that session. A coordinator
 grants no partition until the longest session in the log (plus a margin
 for a deposed leader still answering) after it ``start``s (``membership``,
-invariant 5). So a failover holds a group for about the sessions its
-members really use (6 s sessions: 6 s plus the margin), not the longest
-the configuration would allow. The first coordinator of a partition, or
-one whose predecessors admitted nobody, grants at once.
+invariant 5). So a failover holds a group for the longest session ever
+admitted on its partition (by any group that hashes there: with 6 s
+sessions throughout, 6 s plus the margin), not the longest the
+configuration would allow. The first coordinator of a partition, or one
+whose predecessors admitted nobody, grants at once.
 
 Epochs: each coordinator's start at ``epoch_base``; pass a value above any
 an earlier coordinator used (the service derives it from the Raft term), so
@@ -41,7 +42,8 @@ Invariants:
   tests, tools) admits any session the configuration allows.
 - Expiry is lazy and exact: every call on a group first expires that group's
   members at ``now_ms``, so no member is served past its deadline even if
-  nobody calls ``expire``. ``expire`` (all groups) is for a periodic tick.
+  nobody calls ``expire``. ``expire`` (all groups) is for a periodic tick;
+  the service runs none and relies on the lazy expiry.
 - A group exists while it has members or committed offsets. An empty group
   is forgotten, but the epochs of a group created later under the same name
   continue above every epoch this coordinator has handed out.

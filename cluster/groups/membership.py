@@ -19,8 +19,9 @@ Vocabulary:
   so they only grow, and a member never sees the same epoch twice with
   different partitions added.
 
-Invariants (checked by ``check_invariants``, which the tests call after every
-step):
+Invariants (``check_invariants`` checks the bookkeeping behind 1;
+tests/groups/test_properties.py checks 1, 2 and 4 after every step of
+random request sequences):
 
 1. No partition is held by two members: ``owners()`` maps each held
    partition to exactly one member, and a member's assigned and revoking
@@ -122,8 +123,11 @@ class GroupConfig:
     failover_margin_ms: int = 5_000
     """Added to the failover fence (``coordinator``): a deposed leader may
     answer heartbeats from memory until it notices it lost its quorum (Raft
-    check-quorum: an election timeout, 0.5-1 s by default), keeping old
-    members' sessions alive that much past the new leader's start."""
+    check-quorum: one to two election timeouts, 0.3-0.6 s with the default
+    ``[raft]`` timing; an idle, hibernating leader ticks again only once the
+    transport reports its peers down, ``peer_timeout``, 1.5 s by default),
+    keeping old members' sessions alive that much past the new leader's
+    start."""
 
     def validate(self) -> None:
         if (

@@ -41,6 +41,7 @@ def join(
     client_id: str = "host-1",
     topics: Sequence[str] = ("a",),
     session_ms: int = 0,
+    rebalance_ms: int = 0,
 ) -> Assignment:
     return c.join(
         tenant,
@@ -49,7 +50,7 @@ def join(
         client_id=client_id,
         topics=topics,
         session_timeout_ms=session_ms,
-        rebalance_timeout_ms=0,
+        rebalance_timeout_ms=rebalance_ms,
         now_ms=now,
     )
 
@@ -100,6 +101,7 @@ def commit(
         (lambda c: join(c, "m", topics=[]), "INVALID_SUBSCRIPTION"),
         (lambda c: join(c, "m", topics=["no way"]), "INVALID_NAME"),
         (lambda c: join(c, "m", session_ms=60_000), "INVALID_SESSION_TIMEOUT"),
+        (lambda c: join(c, "m", rebalance_ms=1_800_001), "INVALID_REBALANCE_TIMEOUT"),
         (lambda c: commit(c, [OffsetCommit("a", 0, 1), OffsetCommit("a", 0, 2)]), "DUPLICATE_PARTITION"),
         (lambda c: commit(c, [OffsetCommit("a", 0, 1, "x" * 4097)]), "OFFSET_METADATA_TOO_LARGE"),
         (lambda c: commit(c, [OffsetCommit("a", 0, -1)]), "INVALID_OFFSET"),
@@ -114,6 +116,7 @@ def test_invalid_requests_are_refused_and_change_nothing(
     with pytest.raises(InvalidGroupRequest) as caught:
         call(c)
     assert caught.value.reason == reason
+    assert c.membership("acme", "g") is None
     assert c.list_groups("acme", now_ms=0) == []
     assert c.offsets.snapshot() == {}
 

@@ -437,6 +437,22 @@ async def test_an_append_of_unknown_outcome_discards_the_partition_state() -> No
     assert h.log_of("g").reads == 2, "the partition was replayed again"
 
 
+async def test_a_cancelled_append_discards_the_partition_state() -> None:
+    """The append itself was cancelled (not its caller): the outcome is unknown."""
+    h = harness()
+    one = await h.service.join_group("acme", join_request("m1"))
+    h.log_of("g").fail = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError):
+        await h.service.commit_offsets("acme", commit_request(one.member_epoch, 0, 1))
+    h.log_of("g").fail = None
+    with pytest.raises(ServiceError) as caught:
+        await h.service.heartbeat(
+            "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
+        )
+    assert caught.value.info.reason == "UNKNOWN_MEMBER_ID"
+    assert h.log_of("g").reads == 2, "the partition was replayed again"
+
+
 async def test_a_refused_append_keeps_the_partition_state() -> None:
     h = harness()
     one = await h.service.join_group("acme", join_request("m1"))

@@ -4,11 +4,11 @@ the others after its session, and no committed record is skipped: every
 offset below a partition's final committed offset was processed by some
 member (records may be processed twice: at-least-once).
 
-The cluster's leader balancing may move the group's coordinator partition
-while this runs (it does, about ten seconds after the nodes start): the
-members then lose everything, join the new coordinator, and get their
-partitions back after its failover fence (the members' 6 s session plus
-the margin), which the waits below allow for."""
+The group's coordinator partition may change leader while this runs (an
+election; leader balancing leaves the offsets partitions alone,
+cluster/node.py): the members then lose everything, join the new
+coordinator, and get their partitions back after its failover fence (the
+members' 6 s session plus the margin), which the waits below allow for."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ async def test_members_split_partitions_and_commits_survive_a_coordinator_kill(c
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _on_coordinator(cluster, lambda s: s.CommitOffsets(stolen, timeout=5))
     info = error_info(refused.value)
-    # UNKNOWN_MEMBER_ID if leader balancing moved the coordinator meanwhile.
+    # UNKNOWN_MEMBER_ID if an election moved the coordinator meanwhile.
     assert info is not None and info.reason in ("STALE_MEMBER_EPOCH", "UNKNOWN_MEMBER_ID"), info
 
     # Kill the coordinator's node: the offsets were committed through Raft.
