@@ -113,14 +113,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         auth: Authenticator,
         controller: ControllerReplica,
         replica_of: Callable[[int], Replica | None],
-        peer_alive: Callable[[int], bool],
         forwarder: Forwarder,
     ) -> None:
         self._node_id = node_id
         self._auth = auth
         self._controller = controller
         self._replica_of = replica_of
-        self._peer_alive = peer_alive
         self._forwarder = forwarder
 
     # --- plumbing --------------------------------------------------------------
@@ -155,11 +153,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                         f"the metadata controller changed leader during the call ({error.reason}); "
                         "retry: the change may or may not have been made",
                     ) from None
-            leader = controller.leader
-            address = ""
-            if leader:
-                known = controller.state.node(leader)
-                address = known.address if known else ""
+            address = controller.leader_address
             if not address or not may_forward(context):
                 raise ServiceError(
                     C.UNAVAILABLE,

@@ -49,6 +49,13 @@ class ControllerReplica(RaftReplica[ControllerState]):
     def state(self) -> ControllerState:
         return self._sm
 
+    @property
+    def leader_address(self) -> str:
+        """The group's leader's registered address ("" while there is no
+        leader, or it is not registered here yet)."""
+        node = self._sm.node(self.leader) if self.leader else None
+        return node.address if node is not None else ""
+
     async def submit(self, command: bytes) -> ApplyResult:
         """Propose an encoded command (this replica must lead) and return
         what applying it gave."""

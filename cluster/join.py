@@ -69,12 +69,11 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
             )
         controller = self._controller
         if not controller.is_leader:
-            leader = controller.state.node(controller.leader) if controller.leader else None
             raise ServiceError(
                 C.FAILED_PRECONDITION,
                 "NOT_LEADER",
                 "this node does not lead the metadata controller; ask the leader",
-                leader_address=leader.address if leader else "",
+                leader_address=controller.leader_address,
             )
         if _registered_as_asked(controller, request):
             return

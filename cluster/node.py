@@ -6,22 +6,25 @@ node joins the metadata controller (group 0: a voter on the controller
 nodes, a learner elsewhere; a node the cluster has not registered yet asks
 to be, cluster/join.py), and two loops keep it in step with the applied
 metadata: the controller duties (cluster/controller_duties.py: bootstrap,
-on the controller leader only) and the reconciler (cluster/reconciler.py:
-open and stop this node's partition replicas). One gRPC port serves the
-Raft transport, ``raftlog.v1`` (log, metadata, admin), NodeAdmin, health and
-reflection. It runs until ``stop()`` (SIGTERM/SIGINT in ``cluster.serve``).
+liveness, repair and rebalancing, on the controller leader only) and the
+reconciler (cluster/reconciler.py: open and retire this node's partition
+replicas, move the membership of the groups it leads). One gRPC port
+serves the Raft transport, ``raftlog.v1`` (log, metadata, admin, groups),
+cluster join, NodeAdmin, health and reflection. It runs until ``stop()``
+(SIGTERM/SIGINT in ``cluster.serve``).
 
 Invariants:
 
 - ``started()`` resolves once this node has applied a metadata state with
-  everything the cluster file asks for (nodes, default tenant, an operator
-  key, the file's topics) and opened the replicas assigned to it in that
+  everything the bootstrap makes (cluster/controller_duties.py: the file's
+  nodes and topics, the default and system tenants, an operator key, the
+  consumer offsets topic) and opened the replicas assigned to it in that
   state; gRPC health says SERVING from then on. Before that, calls may be
   refused (unknown key or topic) but are never answered wrongly.
-- Shutdown order: stop accepting requests (grace period for calls in
-  flight), stop the background loops and the transport, then the replicas,
-  the writer and the store. A replica or writer failure stops the node with
-  an error (crash-only: a restart recovers from the WAL).
+- Shutdown order: stop the background loops, stop accepting requests
+  (grace period for calls in flight), close the transport, then the
+  replicas, the writer and the store. A replica or writer failure stops
+  the node with an error (crash-only: a restart recovers from the WAL).
 """
 
 from __future__ import annotations
@@ -204,8 +207,7 @@ class Node:
                 MetadataService(self.node_id, auth, controller, host.replica), server
             )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
-                AdminService(self.node_id, auth, controller, host.replica, transport.peer_alive, forwarder),
-                server,
+                AdminService(self.node_id, auth, controller, host.replica, forwarder), server
             )
             groups = GroupService(
                 RaftCoordinatorLogs(controller, host.replica, self._address_of),

@@ -6,10 +6,9 @@ stored them, and replays them through a fresh state machine to get each
 record's offset. Only what the replica's persisted commit index covers is
 returned (a follower's persisted commit may trail the leader's slightly).
 
-Used by the kill drill (tests/integration/test_leader_kill.py, through the
-re-export in tests/integration/replica_logs.py) and, as a command, by the
-failover drills (chaos/ may not import the server's storage code, so
-chaos/replicas.py runs this in a subprocess)::
+Used by the kill and node-join tests (tests/integration/) and, as a
+command, by the failover drills (chaos/ may not import the server's
+storage code, so chaos/replicas.py runs this in a subprocess)::
 
     python -m cluster.replica_dump --node 1=DATA_DIR --group orders/0=1 ...
 

@@ -44,9 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partitions.replica import ReplicaConfig
-from partitions.state_machine import PartitionConfig
-
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
@@ -170,20 +167,6 @@ class StaticCluster:
         replicas = topic.replicas
         n = len(replicas)
         return tuple(replicas[p % n :] + replicas[: p % n] for p in range(topic.partitions))
-
-    def topic(self, name: str) -> TopicSpec | None:
-        for topic in self.topics:
-            if topic.name == name:
-                return topic
-        return None
-
-    def replica_config(self, topic: TopicSpec) -> ReplicaConfig:
-        return ReplicaConfig(
-            election_tick=self.raft.election_ticks,
-            heartbeat_tick=self.raft.heartbeat_ticks,
-            max_batch_bytes=self.max_batch_bytes,
-            partition=PartitionConfig(retention_ms=topic.retention_ms, retention_bytes=topic.retention_bytes),
-        )
 
 
 def _int_or_none(value: Any, what: str) -> int | None:

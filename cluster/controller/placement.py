@@ -345,26 +345,26 @@ def _best_chain(state: ControllerState, live: Sequence[Node], load: _Load, moved
     exactly one fewer replica than ``src`` (with as many or more, its move to
     ``dst`` would be a direct one; with two fewer, so would ``src``'s)."""
     by_load = sorted(live, key=lambda n: (load.replicas[n.node_id], n.node_id))
-    for src in reversed(by_load):
-        for dst in by_load:
-            if load.replicas[src.node_id] - load.replicas[dst.node_id] < 2:
-                break
-            move = _one_move(state, load, moved, src, dst)
-            if move is not None:
-                return [move]
-    for src in reversed(by_load):
-        for dst in by_load:
-            if load.replicas[src.node_id] - load.replicas[dst.node_id] < 2:
-                break
-            for mid in by_load:
-                if mid.node_id in (src.node_id, dst.node_id):
-                    continue
-                first = _one_move(state, load, moved, src, mid)
-                if first is None:
-                    continue
-                second = _one_move(state, load, moved | {first.group}, mid, dst)
-                if second is not None:
-                    return [first, second]
+    pairs = [
+        (src, dst)
+        for src in reversed(by_load)
+        for dst in by_load
+        if load.replicas[src.node_id] - load.replicas[dst.node_id] >= 2
+    ]
+    for src, dst in pairs:
+        move = _one_move(state, load, moved, src, dst)
+        if move is not None:
+            return [move]
+    for src, dst in pairs:
+        for mid in by_load:
+            if mid.node_id in (src.node_id, dst.node_id):
+                continue
+            first = _one_move(state, load, moved, src, mid)
+            if first is None:
+                continue
+            second = _one_move(state, load, moved | {first.group}, mid, dst)
+            if second is not None:
+                return [first, second]
     return []
 
 

@@ -23,6 +23,7 @@ import pytest
 from client.auth import call_metadata
 from cluster.auth import Authenticator, Caller
 from cluster.controller import Assignment, Principal
+from cluster.forwarding import Forwarder
 from cluster.grpc_errors import ServiceError, error_info
 from cluster.log_service import LogService
 from partitions.replica import ReadResult, Replica
@@ -139,11 +140,15 @@ def _locate(tenant: str, topic: str, partition: int) -> Assignment | None:
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     replica = FakeReplica()
+    # With a forwarder, as on a node: Produce and Fetch would forward, so a
+    # StreamFetch answering NOT_LEADER shows that streams are not forwarded.
+    forwarder = Forwarder()
     service = LogService(
         cast(Authenticator, FakeAuth()),
         _locate,
         lambda group: cast(Replica, replica) if group == GROUP else None,
         lambda node: f"node-{node}:7000",
+        forwarder,
     )
     server = grpc.aio.server()
     log_pb2_grpc.add_LogServiceServicer_to_server(service, server)
@@ -155,6 +160,7 @@ async def served() -> AsyncIterator[Served]:
     finally:
         await channel.close()
         await server.stop(grace=None)
+        await forwarder.close()
 
 
 def request(offset: int = 0, max_bytes: int = 0, max_wait_ms: int = 0) -> log_pb2.StreamFetchRequest:

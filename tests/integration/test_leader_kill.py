@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 
 from client.local_cluster import LocalCluster, TopicSpec
+from cluster.replica_dump import read_replica_log
 from raftlog.v1.record_batch import Record, decode_records, encode_batch
 from tests.integration.log_client import LogClient
-from tests.integration.replica_logs import read_replica_log
 
 ROUNDS = int(os.environ.get("RAFTLOG_KILL_ROUNDS", "20"))
 pytestmark = pytest.mark.timeout(120 + 15 * ROUNDS)
