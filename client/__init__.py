@@ -20,6 +20,8 @@ Public names:
   ``murmur2``, ``key_partition`` (``client.partitioner``).
 - Errors (``client.errors``): ``RaftlogError`` and its subclasses (see that
   module for the tree), ``from_rpc_error``.
+- ``Admin`` (``client.admin``): tenants, API keys, topics, nodes, cluster
+  status, a look at consumer groups (import it from its module).
 - ``LocalCluster``, ``TopicSpec`` (``client.local_cluster``): real node
   processes on loopback, for tests and drills (import it from its module).
 

@@ -22,7 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -98,14 +98,22 @@ class Admin:
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
 
-    async def _pages(self, fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
-        items: list[T] = []
+    async def _list(
+        self,
+        method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., Awaitable[Any]]],
+        request_type: Callable[..., Any],
+        items: Callable[[Any], Iterable[T]],
+    ) -> list[T]:
+        """Every item of a paginated list call: one ``request_type(page_size,
+        page_token)`` per page, ``items(response)`` its items."""
+        found: list[T] = []
         token = ""
         while True:
-            page, token = await fetch(token)
-            items.extend(page)
+            response = await self._call(method, request_type(page_size=PAGE_SIZE, page_token=token))
+            found.extend(items(response))
+            token = response.next_page_token
             if not token:
-                return items
+                return found
 
     # --- tenants and keys --------------------------------------------------------
 
@@ -117,13 +125,7 @@ class Admin:
         await self._call(lambda s: s.DeleteTenant, admin_pb2.DeleteTenantRequest(name=name))
 
     async def list_tenants(self) -> list[admin_pb2.Tenant]:
-        async def page(token: str) -> tuple[list[admin_pb2.Tenant], str]:
-            r: admin_pb2.ListTenantsResponse = await self._call(
-                lambda s: s.ListTenants, admin_pb2.ListTenantsRequest(page_size=PAGE_SIZE, page_token=token)
-            )
-            return list(r.tenants), r.next_page_token
-
-        return await self._pages(page)
+        return await self._list(lambda s: s.ListTenants, admin_pb2.ListTenantsRequest, lambda r: r.tenants)
 
     async def create_api_key(self, tenant: str | None) -> admin_pb2.ApiKey:
         """A new key for ``tenant`` (None: an operator key), with its clear text."""
@@ -161,13 +163,7 @@ class Admin:
         await self._call(lambda s: s.DeleteTopic, admin_pb2.DeleteTopicRequest(name=name))
 
     async def list_topics(self) -> list[admin_pb2.TopicDescription]:
-        async def page(token: str) -> tuple[list[admin_pb2.TopicDescription], str]:
-            r: admin_pb2.ListTopicsResponse = await self._call(
-                lambda s: s.ListTopics, admin_pb2.ListTopicsRequest(page_size=PAGE_SIZE, page_token=token)
-            )
-            return list(r.topics), r.next_page_token
-
-        return await self._pages(page)
+        return await self._list(lambda s: s.ListTopics, admin_pb2.ListTopicsRequest, lambda r: r.topics)
 
     async def describe_topic(self, name: str) -> admin_pb2.TopicDescription:
         response: admin_pb2.DescribeTopicResponse = await self._call(
@@ -178,13 +174,7 @@ class Admin:
     # --- nodes and cluster -------------------------------------------------------
 
     async def list_nodes(self) -> list[admin_pb2.NodeDescription]:
-        async def page(token: str) -> tuple[list[admin_pb2.NodeDescription], str]:
-            r: admin_pb2.ListNodesResponse = await self._call(
-                lambda s: s.ListNodes, admin_pb2.ListNodesRequest(page_size=PAGE_SIZE, page_token=token)
-            )
-            return list(r.nodes), r.next_page_token
-
-        return await self._pages(page)
+        return await self._list(lambda s: s.ListNodes, admin_pb2.ListNodesRequest, lambda r: r.nodes)
 
     async def decommission_node(self, node_id: int) -> None:
         await self._call(lambda s: s.DecommissionNode, admin_pb2.DecommissionNodeRequest(node_id=node_id))

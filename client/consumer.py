@@ -689,11 +689,17 @@ class Consumer:
         start = self._next_index % len(states)
         for i in range(len(states)):
             state = states[(start + i) % len(states)]
-            count = min(len(state.buffer), limit - len(taken))
+            buffer = state.buffer
+            count = min(len(buffer), limit - len(taken))
             if count:
-                popleft = state.buffer.popleft
-                chunk = [popleft() for _ in range(count)]
-                state.buffered_bytes -= sum(map(_record_bytes, chunk))
+                if count == len(buffer):  # all of it: no per-record pops or sizes
+                    chunk = list(buffer)
+                    buffer.clear()
+                    state.buffered_bytes = 0
+                else:
+                    popleft = buffer.popleft
+                    chunk = [popleft() for _ in range(count)]
+                    state.buffered_bytes -= sum(map(_record_bytes, chunk))
                 state.position = chunk[-1].offset + 1
                 taken += chunk
             if state.buffered_bytes < self._fetch_max_bytes:

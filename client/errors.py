@@ -26,7 +26,10 @@ The tree::
     │   ├── UnavailableError           UNAVAILABLE, CANCELLED, ABORTED: node down or restarting
     │   ├── RequestTimeoutError        DEADLINE_EXCEEDED: no answer in time
     │   └── NotCoordinatorError        NOT_COORDINATOR: ask the group's coordinator instead
-    ├── UnknownTopicOrPartitionError   NOT_FOUND
+    ├── NotFoundError                  UNKNOWN_NODE, UNKNOWN_API_KEY
+    │   ├── UnknownTopicOrPartitionError  NOT_FOUND
+    │   ├── UnknownTenantError         UNKNOWN_TENANT
+    │   └── GroupNotFoundError         GROUP_NOT_FOUND
     ├── OffsetOutOfRangeError          OUT_OF_RANGE (log_start_offset, high_watermark)
     ├── InvalidRequestError            INVALID_ARGUMENT
     │   └── InvalidBatchError          batch validation reasons (CORRUPT_BATCH, ...)
@@ -38,8 +41,11 @@ The tree::
     ├── DeliveryTimeoutError           the SDK gave up retrying (``cause``: last error)
     ├── RecordTooLargeError            refused before sending
     ├── ClientClosedError              the producer/consumer is closed
+    ├── AuthenticationError            UNAUTHENTICATED: no API key, or an unknown one
+    ├── AuthorizationError             PERMISSION_DENIED: the key may not do this
+    ├── AlreadyExistsError             ALREADY_EXISTS
+    ├── PreconditionFailedError        FAILED_PRECONDITION, any other reason
     ├── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, ...)
-    ├── GroupNotFoundError             GROUP_NOT_FOUND (a NotFoundError)
     ├── GroupFullError                 GROUP_MAX_SIZE_REACHED
     └── GroupMembershipError           FAILED_PRECONDITION, group membership
         ├── FencedMemberError          FENCED_MEMBER: drop every partition, join again

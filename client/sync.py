@@ -78,12 +78,8 @@ class _Facade(Generic[C]):
 
     def __init__(self, make: Callable[[], C], thread_name: str) -> None:
         self._thread = _LoopThread(thread_name)
-
-        async def make_on_loop() -> C:
-            return make()
-
         try:
-            self._client: C = self._thread.run(make_on_loop())
+            self._client: C = self._thread.call(make)
         except BaseException:
             self._thread.stop()
             raise

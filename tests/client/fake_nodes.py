@@ -12,14 +12,17 @@ import pytest
 
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import ServiceError, abort
-from raftlog.v1 import log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1 import groups_pb2_grpc, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 
 async def start_fake_nodes(
-    make_node: Callable[[int], Any], count: int
+    make_node: Callable[[int], Any],
+    count: int,
+    make_groups: Callable[[int], groups_pb2_grpc.GroupServiceServicer] | None = None,
 ) -> tuple[list[grpc.aio.Server], list[str]]:
-    """Serve ``make_node(i)`` (a LogService and MetadataService servicer) on
-    ``count`` loopback ports; returns the servers and their addresses."""
+    """Serve ``make_node(i)`` (a LogService and MetadataService servicer),
+    and ``make_groups(i)`` as its GroupService when given, on ``count``
+    loopback ports; returns the servers and their addresses."""
     servers: list[grpc.aio.Server] = []
     addresses: list[str] = []
     for index in range(count):
@@ -27,6 +30,8 @@ async def start_fake_nodes(
         node = make_node(index)
         log_pb2_grpc.add_LogServiceServicer_to_server(node, server)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(node, server)
+        if make_groups is not None:
+            groups_pb2_grpc.add_GroupServiceServicer_to_server(make_groups(index), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
@@ -49,8 +54,12 @@ class FakeNodes:
     def make_node(self, index: int) -> FakeNode[Any]:
         raise NotImplementedError
 
-    async def start(self, nodes: int = 2) -> None:
-        servers, addresses = await start_fake_nodes(self.make_node, nodes)
+    async def start(
+        self, nodes: int = 2, groups: Callable[[int], groups_pb2_grpc.GroupServiceServicer] | None = None
+    ) -> None:
+        """Start ``nodes`` nodes; ``groups(i)``, when given, is node i's
+        GroupService."""
+        servers, addresses = await start_fake_nodes(self.make_node, nodes, groups)
         self._servers.extend(servers)
         self.addresses.extend(addresses)
 

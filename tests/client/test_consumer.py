@@ -27,6 +27,7 @@ from client import (
     SyncProducer,
     TopicPartition,
 )
+from client.consumer import ConsumerRecord, _record_bytes
 from client.local_cluster import LocalCluster, TopicSpec
 from cluster.grpc_errors import ServiceError, abort
 from raftlog.v1 import log_pb2
@@ -173,6 +174,21 @@ async def test_poll_respects_max_poll_records_and_takes_partitions_in_turn(fake:
     for p in polls:
         offsets = [r.offset for r in p]
         assert offsets == sorted(offsets)
+
+
+async def test_the_buffered_byte_count_follows_what_poll_takes(fake: FakeLog) -> None:
+    fake.append(0, [b"x" * 100] * 25)
+    async with Consumer(fake.addresses, max_poll_records=10) as consumer:
+        consumer.assign([("t", 0)])
+        consumer.seek("t", 0, 0)
+        state = consumer._states[TopicPartition("t", 0)]
+        taken: list[ConsumerRecord] = []
+        while len(taken) < 25:  # 10, 10, then the last 5 empty the buffer
+            records = await consumer.poll(2.0)
+            assert records, "nothing polled"
+            taken += records
+            assert state.buffered_bytes == sum(map(_record_bytes, state.buffer))
+        assert len(taken) == 25 and state.buffered_bytes == 0
 
 
 async def test_a_long_poll_returns_as_soon_as_data_arrives(fake: FakeLog) -> None:

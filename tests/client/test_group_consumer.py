@@ -47,7 +47,7 @@ from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, coordinator_partition
 from cluster.grpc_errors import ServiceError, abort
-from raftlog.v1 import groups_pb2, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
+from raftlog.v1 import groups_pb2, groups_pb2_grpc
 from tests.client.test_consumer import FakeLog
 from tests.groups.test_service import MemoryLog, MemoryLogs
 
@@ -134,7 +134,6 @@ class World:
     delivered: dict[TopicPartition, set[int]] = field(default_factory=lambda: defaultdict(set))
     violations: list[str] = field(default_factory=list)
     commits: list[OffsetCommitRecord] = field(default_factory=list)
-    servers: list[grpc.aio.Server] = field(default_factory=list)
     service: GroupService | None = None
     redirecting: Redirecting | None = None
 
@@ -179,21 +178,11 @@ class World:
             config=CONFIG,
         )
         self.redirecting = Redirecting(self)
-        for index in range(2):
-            server = grpc.aio.server()
-            node = self.fake.make_node(index)
-            log_pb2_grpc.add_LogServiceServicer_to_server(node, server)
-            metadata_pb2_grpc.add_MetadataServiceServicer_to_server(node, server)
-            groups = self.service if index == 0 else self.redirecting
-            groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            self.servers.append(server)
-            self.fake.addresses.append(f"127.0.0.1:{port}")
+        service, redirecting = self.service, self.redirecting
+        await self.fake.start(2, groups=lambda index: service if index == 0 else redirecting)
 
     async def stop(self) -> None:
-        for server in self.servers:
-            await server.stop(grace=None)
+        await self.fake.stop()
         if self.service is not None:
             await self.service.close()
 
