@@ -2,7 +2,7 @@
 
     python -m chaos --nemesis kill-leader,pause --duration 60 --seed 7 --nodes 3
     python -m chaos --schedule smoke          # make chaos-smoke
-    python -m chaos --schedule full           # make chaos (about 10 minutes)
+    python -m chaos --schedule full           # make chaos (420 s of scheduled faults)
     python -m chaos --list                    # the nemeses
 
 The last line printed is the verdict

@@ -205,10 +205,7 @@ class ProxyLink:
             return
         await self._open.wait()  # blackholed: the dialer's connection hangs
         if writer.is_closing():
-            return  # reset while it was held
-        if self.mode.block == "reset":
-            connection.abort()
-            return
+            return  # reset while it was held (set_mode aborts every held connection)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -234,8 +231,9 @@ class ProxyLink:
     ) -> None:
         """One direction; ``back``: upstream to the dialer (answers)."""
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(_QUEUE_CHUNKS)
+        # One sender delivers the chunks in the order read, so a chunk never
+        # leaves before the one read ahead of it, whatever its own delay.
         sender = asyncio.create_task(self._send(queue, writer, connection))
-        last = 0.0
         try:
             while True:
                 data = await reader.read(_CHUNK)
@@ -253,8 +251,7 @@ class ProxyLink:
                 if mode.loss and self._rng.random() < mode.loss:
                     self.stats.stalls += 1
                     at += mode.stall_ms / 1000
-                last = max(last, at)
-                await queue.put((last, data))
+                await queue.put((at, data))
             await queue.put(None)
             await sender
         except (OSError, ConnectionError):

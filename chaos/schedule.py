@@ -6,10 +6,12 @@ fault's failover and after-fault throughput are measured on their own).
 The same seed, nemeses and duration give the same schedule.
 
 - ``smoke``: leader kill, pause, leader isolation (one network partition):
-  what ``make chaos-smoke`` and ``make test`` run, under 3 minutes.
+  what ``make chaos-smoke`` and ``make test`` run; 18-40 s of faults and
+  recovery gaps (the nemeses' ``durations`` plus 4-7 s after each).
 - ``full``: every nemesis, in a random order per round, rounds repeated
   until the fault phase fills ``duration_s`` (``make chaos``: 420 s of
-  faults, about 10 minutes with start-up and checking).
+  scheduled faults and recovery; a rolling restart is scheduled as 0 s and
+  takes what it takes, and start-up and checking come on top).
 - a custom list (``--nemesis a,b``): those nemeses in turn until
   ``duration_s`` is filled; each runs at least once.
 """

@@ -53,7 +53,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chaos.cluster import ChaosCluster, TopicTarget
@@ -474,18 +474,7 @@ class Workload:
         await asyncio.gather(
             *(p.close(timeout_s=close_timeout_s) for p in self.producers), return_exceptions=True
         )
-        for producer in self.producers:
-            s = producer.stats
-            self.producer_stats.append(
-                {
-                    "batches": s.batches,
-                    "records": s.records,
-                    "requests": s.requests,
-                    "retries": s.retries,
-                    "duplicates": s.duplicates,
-                    "errors": dict(s.errors),
-                }
-            )
+        self.producer_stats.extend(asdict(producer.stats) for producer in self.producers)
 
     async def stop_consuming(self, ends: Mapping[TP, int] | None, timeout_s: float = 45.0) -> None:
         """Let each group read and commit up to ``ends`` (high watermarks;

@@ -23,7 +23,8 @@
 - decommission: under load, ask the controller to decommission a random
   node (``DecommissionNode``): it moves the node's replicas to other live
   nodes, one Raft membership step at a time. The fault lasts until the node
-  holds no replica any more or the duration is over; the node stays
+  holds no replica any more, at most the duration or 20 s, whichever is
+  longer (moving replicas takes what it takes); the node stays
   decommissioned (it cannot rejoin under its id), so a drill does this once
   and only when another node can take the replicas (more nodes than the
   largest replica set). Otherwise, and for any later decommission in the

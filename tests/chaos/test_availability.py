@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chaos.availability import availability, percentile
@@ -18,6 +20,18 @@ def acked(tp: tuple[str, int], sent: float, done: float, seq: int, offset: int) 
     a = Attempt(f"{tp[1]}/{seq}".encode(), "default", tp[0], tp[1], 0, seq, sent)
     a.succeed(offset, done)
     return a
+
+
+def drill_config(seed: int, *nemeses: str) -> dict[str, Any]:
+    """The report's ``config`` section, as far as the summary reads it."""
+    return {
+        "seed": seed,
+        "nodes": 3,
+        "nemeses": list(nemeses),
+        "idempotent": True,
+        "unsafe_ack_before_commit": False,
+        "replay": f"python -m chaos --seed {seed}",
+    }
 
 
 def history() -> History:
@@ -91,14 +105,7 @@ def test_skipped_faults_are_reported_but_not_counted() -> None:
     for a in h.attempts:
         for log in logs[a.tp]:
             log.records.append((a.offset or 0, a.value))
-    config = {
-        "seed": 5,
-        "nodes": 3,
-        "nemeses": ["kill-leader", "kill-controller"],
-        "idempotent": True,
-        "unsafe_ack_before_commit": False,
-        "replay": "python -m chaos --seed 5",
-    }
+    config = drill_config(5, "kill-leader", "kill-controller")
     report = build_report(config=config, check=check(h, logs), availability=result, extra={})
     lines = summary_lines(report)
     assert report["passed"]
@@ -165,17 +172,7 @@ def test_failover_percentiles_per_nemesis() -> None:
     # Overall: 500, 2000 and never.
     assert result.failover_p50_ms == pytest.approx(2000.0) and result.failover_p99_ms is None
     report = build_report(
-        config={
-            "seed": 1,
-            "nodes": 3,
-            "nemeses": ["kill-leader", "pause"],
-            "idempotent": True,
-            "unsafe_ack_before_commit": False,
-            "replay": "python -m chaos --seed 1",
-        },
-        check=check(h, {}),
-        availability=result,
-        extra={},
+        config=drill_config(1, "kill-leader", "pause"), check=check(h, {}), availability=result, extra={}
     )
     assert report["availability"]["by_nemesis"]["kill-leader"]["p99_ms"] == pytest.approx(2000.0)
     lines = summary_lines(report)
