@@ -1,12 +1,14 @@
 """Node CPU per MB produced against the SDK's batch size (a diagnostic).
 
-    python -m bench.batch_sizes [--sizes 65536,262144,1048576] [--seconds 10] [--out FILE]
+    python -m bench.batch_sizes [--sizes 65536,262144,1048576] [--seconds 10] [--dir DIR] [--out FILE]
 
 Beside ``python -m bench``, run by hand: one 3-node cluster, one
 16-partition topic per size, each filled flat out with 1 KiB records by a
 producer whose ``max_batch_bytes`` is that size (everything else the SDK's
 defaults). Prints and writes, per size, the acknowledged MB/s, batches/s,
-the three nodes' CPU per MB and the Raft transport batches the nodes sent.
+the three nodes' CPU per MB and the Raft transport batches the nodes sent;
+the file also holds the commit and the machine (load average at the start
+included), as ``python -m bench``'s report does.
 It is how the split of the nodes' produce cost into a per-batch and a
 per-byte part was measured (bench/README.md, "What bounds the targets").
 """
@@ -20,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.cluster_access import NodeAdmin, running_cluster
 from bench.cluster_figures import produce_flat_out
 from client.local_cluster import TopicSpec
@@ -29,7 +32,9 @@ RECORD_BYTES = 1024
 WARMUP_S = 2.0
 
 
-async def measure(root: Path, sizes: list[int], seconds: float) -> list[dict[str, Any]]:
+async def measure(
+    root: Path, sizes: list[int], seconds: float, warmup_s: float = WARMUP_S
+) -> list[dict[str, Any]]:
     topics = [TopicSpec(f"batch-{size}", PARTITIONS) for size in sizes]
     async with running_cluster(root, topics) as cluster:
         admin = NodeAdmin(cluster)
@@ -39,7 +44,7 @@ async def measure(root: Path, sizes: list[int], seconds: float) -> list[dict[str
             for size, topic in zip(sizes, topics, strict=True):
                 before = await admin.stats()
                 run = await produce_flat_out(
-                    cluster, admin, topic.name, RECORD_BYTES, WARMUP_S, seconds, max_batch_bytes=size
+                    cluster, admin, topic.name, RECORD_BYTES, warmup_s, seconds, max_batch_bytes=size
                 )
                 after = await admin.stats()
                 sent = sum(after[n].transport_batches_sent - before[n].transport_batches_sent for n in after)
@@ -71,11 +76,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    # Read before the run, like python -m bench: the load average shows other work.
+    meta = {**report.commit(), "machine": report.machine()}
     args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
         rows = asyncio.run(measure(Path(root), sizes, args.seconds))
     if args.out is not None:
-        args.out.write_text(json.dumps({"rows": rows, "record_bytes": RECORD_BYTES}, indent=1) + "\n")
+        document = {"rows": rows, "record_bytes": RECORD_BYTES, **meta}
+        args.out.write_text(json.dumps(document, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
 - ``running_cluster``: start a cluster's nodes, yield it, SIGKILL the nodes
   afterwards (benchmark data is thrown away, so there is nothing to stop
   cleanly, and a clean stop of 1,000 replicas takes seconds).
-- ``NodeAdmin``: the nodes' ``Stats`` (CPU, RSS, replicas, sync counters),
-  who leads which Raft group, and who the nodes say leads a partition.
+- ``NodeAdmin``: the nodes' ``Stats`` (CPU, RSS, replicas, sync counters,
+  elections) and who the nodes say leads a partition.
 """
 
 from __future__ import annotations
@@ -79,15 +79,6 @@ class NodeAdmin:
     async def election_timeouts(self) -> int:
         """Elections started on all nodes because a leader went silent."""
         return sum(s.election_timeouts for s in (await self.stats()).values())
-
-    async def leaders(self, nodes: Sequence[int] | None = None) -> dict[int, int]:
-        """Raft group -> leader node, as the nodes themselves say now."""
-        found: dict[int, int] = {}
-        for node, stats in (await self.stats(nodes, summary_only=False)).items():
-            for p in stats.partitions:
-                if p.role == "LEADER":
-                    found[p.group] = node
-        return found
 
     async def partition_leader(self, topic: str, partition: int, nodes: Sequence[int]) -> int | None:
         """The node that every one of ``nodes`` names as the leader of

@@ -6,8 +6,8 @@ having fsynced it) with four topics, all loaded by this process through the
 SDK's ``Producer`` and ``Consumer`` with their default settings unless said:
 
 - ``load`` (``partitions``): 1 KiB records sent as fast as the producer
-  accepts them, with the SDK's batching (linger 5 ms, 256 KiB batches,
-  sticky partitioner) → ``produce_records_s``, ``produce_mb_s``; then read
+  accepts them, with the SDK's batching (linger 5 ms, batches up to
+  1 MiB, sticky partitioner) → ``produce_records_s``, ``produce_mb_s``; then read
   back from its start → ``consume_mb_s``;
 - ``small`` (``partitions``): the same with 100-byte records →
   ``produce_small_records_s``;

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
 import grpc
+
+from bench.percentiles import percentile
 
 METHOD = "/bench.Echo/Echo"
 _OPTIONS = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
@@ -89,8 +90,8 @@ async def _client(address: str, seconds: float, concurrency: int, small_bytes: i
     return {
         "rpc_s": round(small_calls / small_elapsed),
         "mb_s": round(large_calls * len(large) / large_elapsed / 1e6, 1),
-        "sequential_p50_ms": round(statistics.median(timings), 3),
-        "sequential_p99_ms": round(timings[int(len(timings) * 0.99)], 3),
+        "sequential_p50_ms": round(percentile(timings, 50), 3),
+        "sequential_p99_ms": round(percentile(timings, 99), 3),
         "small_bytes": small_bytes,
         "large_bytes": len(large),
         "concurrency": concurrency,

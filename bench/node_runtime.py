@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.cluster_access import NodeAdmin, cpu_pct, credentials, running_cluster
 from bench.percentiles import summary
 from client.local_cluster import LocalCluster, TopicSpec
@@ -131,7 +132,11 @@ async def _with_cluster(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "parameters": vars(args) | {"out": None}}
+    results: dict[str, Any] = {
+        **report.commit(),
+        "machine": report.machine(),
+        "parameters": vars(args) | {"out": None},
+    }
     with tempfile.TemporaryDirectory(prefix="raftlog-bench-", dir=args.dir) as tmp:
         root = Path(tmp)
         for partitions in (1, 16):
