@@ -41,8 +41,8 @@ help:
 	@echo "make run     a local 3-node cluster on loopback, data in ./data"
 	@echo "make bench   throughput, latency, failover, density and this machine's limits -> bench/out/latest.json (<15 min)"
 	@echo "make bench-quick  the same figures, fewer repetitions (<3 min), same file"
-	@echo "make chaos   failover drills: every nemesis, about 10 minutes (prints a seed to replay)"
-	@echo "make chaos-smoke  a short drill (leader kill, pause, partition), under 3 minutes"
+	@echo "make chaos   failover drills: every nemesis, rounds filling 420 s of scheduled faults (prints a seed to replay)"
+	@echo "make chaos-smoke  a short drill (leader kill, pause, partition), 18-40 s of scheduled faults"
 	@echo "make clean   remove .venv, generated code and caches"
 
 venv: $(STAMP)
