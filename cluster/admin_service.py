@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -52,6 +52,11 @@ from cluster.grpc_errors import ServiceError, abort
 from partitions.replica import Replica
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc
+
+METADATA_INDEX_KEY = "raftlog-metadata-index"
+"""Trailing metadata of a metadata change: the controller index it was
+applied at (read-your-writes, see ``AdminService._change``)."""
+READ_YOUR_WRITES_WAIT_S = 5.0
 
 T = TypeVar("T")
 R = RejectReason
@@ -139,13 +144,24 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         work: Callable[[], Awaitable[T]],
     ) -> T:
         """Run ``work`` if this node leads the controller; otherwise forward
-        the call (method ``name``) to the leader."""
+        the call (method ``name``) to the leader.
+
+        Read-your-writes on the node a client talks to: the leader answers
+        with the metadata index its state had reached (trailing metadata
+        ``METADATA_INDEX_KEY``), and a node that forwarded the change answers
+        only once its own copy has applied that index (or
+        ``READ_YOUR_WRITES_WAIT_S`` passed: the change is made either way,
+        a lagging node's reads just lag)."""
         try:
             await self._auth.caller(context)  # fail fast, before any hop
             controller = self._controller
             if controller.is_leader:
                 try:
-                    return await work()
+                    result = await work()
+                    context.set_trailing_metadata(
+                        ((METADATA_INDEX_KEY, str(controller.state.applied_index)),)
+                    )
+                    return result
                 except ReplicaError as error:  # leadership lost mid-way
                     raise ServiceError(
                         C.UNAVAILABLE,
@@ -163,9 +179,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 )
         except ServiceError as error:
             await abort(context, error)
-        return await self._forwarder.forward(
+        response, trailing = await self._forwarder.forward_with_trailers(
             context, address, lambda ch: getattr(admin_pb2_grpc.AdminServiceStub(ch), name), request
         )
+        index = next((int(value) for key, value in trailing if key == METADATA_INDEX_KEY), 0)
+        remaining = context.time_remaining()
+        wait_s = READ_YOUR_WRITES_WAIT_S if remaining is None else min(READ_YOUR_WRITES_WAIT_S, remaining)
+        await self._controller.wait_applied(index, max(0.0, wait_s))
+        return cast(T, response)
 
     async def _propose(self, command: Command) -> ApplyResult:
         result = await self._controller.submit(encode_command(command))

@@ -73,6 +73,19 @@ class ControllerReplica(RaftReplica[ControllerState]):
                 break
         return self.version
 
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        """Wait until this replica's metadata has applied ``index`` (or
+        ``timeout`` passes); whether it has."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        version = self.version
+        while self._sm.applied_index < index:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            version = await self.wait_changed(version, remaining)
+        return True
+
     def _on_applied(self) -> None:
         self._bump()
         if self._sm.applied_index - self._snapshot_index >= SNAPSHOT_EVERY:

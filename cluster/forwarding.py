@@ -72,14 +72,30 @@ class Forwarder:
     ) -> T:
         """Call ``method(channel)`` (e.g. ``lambda ch: LogServiceStub(ch).Produce``)
         on ``address`` with ``request`` and relay its answer."""
+        response, _ = await self.forward_with_trailers(context, address, method, request)
+        return response
+
+    async def forward_with_trailers(
+        self,
+        context: grpc.aio.ServicerContext,
+        address: str,
+        method: Callable[[grpc.aio.Channel], Callable[..., Any]],
+        request: Any,
+    ) -> tuple[Any, tuple[tuple[str, str], ...]]:
+        """``forward``, also returning the leader's trailing metadata (what
+        the leader says about its answer, e.g. the metadata index a change
+        was applied at)."""
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
-            return await method(self._pool.channel(address))(
+            call = method(self._pool.channel(address))(
                 request, timeout=timeout, metadata=forwarded_metadata(context)
             )
+            response = await call
+            trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
             await relay_error(context, error)
+        return response, tuple((str(k), str(v)) for k, v in trailing or ())
 
     async def close(self) -> None:
         await self._pool.close()

@@ -208,3 +208,22 @@ async def test_without_a_chosen_key_the_first_node_issues_one_to_its_data_dir(tm
             assert [t.name for t in await admin.list_tenants()] == ["__system", "default"]
     finally:
         single.close()
+
+
+async def test_a_change_made_through_a_follower_is_visible_there_when_it_returns(
+    cluster: LocalCluster,
+) -> None:
+    """Read-your-writes on the node a client talks to: the follower that
+    forwarded a change answers only once its own copy of the metadata has
+    applied it, so the client's next read there sees the change."""
+    async with Admin(bootstrap(cluster), api_key=cluster.api_key) as admin:
+        leader = (await admin.cluster_status()).controller_leader
+    follower = next(n for n in cluster.node_ids if n != leader)
+    async with Admin([cluster.addresses[follower]], api_key=cluster.api_key) as admin:
+        for i in range(20):
+            await admin.create_topic(f"ryw-{i}", 1, 1)
+            status = await admin.cluster_status()
+            assert status.answering_node == follower
+            assert f"ryw-{i}" in {t.name for t in await admin.list_topics()}, i
+            await admin.delete_topic(f"ryw-{i}")
+            assert f"ryw-{i}" not in {t.name for t in await admin.list_topics()}, i
