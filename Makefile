@@ -21,7 +21,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Only folders that exist are linted (flags/ arrives later).
-PY_DIRS := $(wildcard raft partitions cluster client flags chaos bench tests)
+PY_DIRS := $(wildcard raft partitions cluster client harness flags chaos bench tests)
 
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py)

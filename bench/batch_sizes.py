@@ -25,7 +25,7 @@ from typing import Any
 from bench import report
 from bench.cluster_access import NodeAdmin, running_cluster
 from bench.cluster_figures import produce_flat_out
-from client.local_cluster import TopicSpec
+from harness.local_cluster import TopicSpec
 
 PARTITIONS = 16
 RECORD_BYTES = 1024

@@ -23,8 +23,8 @@ from typing import Any
 
 import grpc
 
-from client.local_cluster import LocalCluster, TopicSpec
 from client.metadata import ChannelPool
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import metadata_pb2
 

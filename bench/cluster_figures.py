@@ -35,7 +35,7 @@ from typing import Any
 from bench.cluster_access import NodeAdmin, bootstrap, cpu_pct, credentials, running_cluster
 from bench.percentiles import summary
 from client import Consumer, Producer
-from client.local_cluster import LocalCluster, TopicSpec
+from harness.local_cluster import LocalCluster, TopicSpec
 
 KiB = 1024
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster_access import NodeAdmin, cpu_pct, running_cluster
-from client.local_cluster import TopicSpec
+from harness.local_cluster import TopicSpec
 
 
 @dataclass(frozen=True)

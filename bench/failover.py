@@ -44,7 +44,7 @@ import grpc
 from bench.cluster_access import NodeAdmin, bootstrap, credentials, running_cluster
 from bench.percentiles import summary
 from client import Producer
-from client.local_cluster import LocalCluster, TopicSpec
+from harness.local_cluster import LocalCluster, TopicSpec
 
 TOPIC = "failover"
 

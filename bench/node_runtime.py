@@ -30,8 +30,8 @@ from typing import Any
 from bench import report
 from bench.cluster_access import NodeAdmin, cpu_pct, credentials, running_cluster
 from bench.percentiles import summary
-from client.local_cluster import LocalCluster, TopicSpec
 from client.metadata import ChannelPool
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import Record, encode_batch
 

@@ -1,4 +1,4 @@
-"""The cluster under test: real node processes (``client.local_cluster``)
+"""The cluster under test: real node processes (``harness.local_cluster``)
 wired through fault-injecting proxies (chaos/proxy.py), plus an observer.
 
 Topology, for nodes 1..n:
@@ -52,7 +52,7 @@ from chaos.history import TP
 from chaos.proxy import BLACKHOLE, PASS, LinkMode, ProxyFleet
 from client.admin import Admin
 from client.errors import RaftlogError
-from client.local_cluster import LocalCluster
+from harness.local_cluster import LocalCluster
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 __all__ = ["DEFAULT_TENANT", "ChaosCluster", "TopicTarget"]

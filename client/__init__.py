@@ -22,8 +22,6 @@ Public names:
   module for the tree), ``from_rpc_error``.
 - ``Admin`` (``client.admin``): tenants, API keys, topics, nodes, cluster
   status, a look at consumer groups (import it from its module).
-- ``LocalCluster``, ``TopicSpec`` (``client.local_cluster``): real node
-  processes on loopback, for tests and drills (import it from its module).
 
 May import: the generated protos (``raftlog``), stdlib and third-party
 libraries only. Never ``cluster``, ``partitions``, ``raft`` or any other

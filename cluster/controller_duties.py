@@ -1,7 +1,7 @@
 """What the controller leader does on its own, without being asked.
 
 Liveness and repair: the leader watches every registered node through its
-Raft transport (a peer is up while its pings arrive, cluster/transport.py).
+Raft transport (a peer is up while its pings arrive, cluster/transport/raft_transport.py).
 A node silent for ``dead_after_s`` is marked dead (``SetNodeLiveness``),
 and marked alive again when it is heard from. Every replica of a dead or
 decommissioning node is moved to a live node (placement.py chooses; each
@@ -15,7 +15,7 @@ group never loses its quorum or a committed entry.
 
 Membership and balance: every registered node is made a member of group 0
 (a learner when it is not a voter), so nodes that joined after the cluster
-was made (cluster/join.py) follow the metadata. While no dead or draining
+was made (cluster/internal/join.py) follow the metadata. While no dead or draining
 node holds a replica, replicas are moved a few at a time from the
 most to the least loaded nodes (``rebalance_plan``), so a new node, or one
 that came back after its replicas were moved away, gets its share.
@@ -71,7 +71,7 @@ from cluster.controller import (
 from cluster.controller.api_keys import key_command, parse_api_key
 from cluster.controller.commands import Command
 from cluster.controller_replica import ControllerReplica
-from cluster.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
+from cluster.groups.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
 from cluster.private_file import write_private
 from cluster.static_config import StaticCluster
 from partitions.replica_errors import ReplicaError
@@ -141,7 +141,7 @@ class ControllerDuties:
         """Make every registered node a member of group 0 (a learner unless
         it is a voter), so it follows the metadata: the voters' bootstrap
         membership only knows the nodes of their cluster file, not the ones
-        that joined since (cluster/join.py)."""
+        that joined since (cluster/internal/join.py)."""
         for node in self.controller.state.nodes():
             if node.node_id not in self.controller.members:
                 log.warning("adding node %d to the metadata controller as a learner", node.node_id)
@@ -271,7 +271,7 @@ class ControllerDuties:
                 )
         state = self.controller.state
         if state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is None:
-            # The consumer groups' internal topic (cluster/group_logs.py).
+            # The consumer groups' internal topic (cluster/groups/group_logs.py).
             partitions, rf = self.cluster.offsets_partitions, min(3, len(state.live_nodes()))
             yield ready(
                 CreateTopic(

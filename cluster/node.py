@@ -4,7 +4,7 @@ controller's replica, and the partition replicas the controller assigns here.
 Started from the cluster file (cluster/static_config.py) and a node id. The
 node joins the metadata controller (group 0: a voter on the controller
 nodes, a learner elsewhere; a node the cluster has not registered yet asks
-to be, cluster/join.py), and two loops keep it in step with the applied
+to be, cluster/internal/join.py), and two loops keep it in step with the applied
 metadata: the controller duties (cluster/controller_duties.py: bootstrap,
 liveness, repair and rebalancing, on the controller leader only) and the
 reconciler (cluster/reconciler.py: open and retire this node's partition
@@ -37,24 +37,24 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from cluster.admin_service import AdminService
-from cluster.auth import Authenticator
 from cluster.controller import Assignment, Topic
 from cluster.controller_duties import BOOTSTRAP_API_KEY_ENV, ControllerDuties
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
-from cluster.forwarding import Forwarder
-from cluster.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
+from cluster.frontend.admin_service import AdminService
+from cluster.frontend.auth import Authenticator
+from cluster.frontend.forwarding import Forwarder
+from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
+from cluster.frontend.log_service import LogService
+from cluster.frontend.metadata_service import MetadataService
+from cluster.groups.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
 from cluster.groups.service import GroupService
-from cluster.grpc_health import enable_health_and_reflection, mark_serving
-from cluster.join import JoinService, join_until_registered
+from cluster.internal.join import JoinService, join_until_registered
+from cluster.internal.node_admin import NodeAdminService
 from cluster.leader_balance import hand_back_leadership
-from cluster.log_service import LogService
-from cluster.metadata_service import MetadataService
-from cluster.node_admin import NodeAdminService
 from cluster.reconciler import Reconciler, wait_for
 from cluster.static_config import ConfigError, StaticCluster
-from cluster.transport import RaftTransport
-from cluster.transport_config import TransportConfig, server_options
+from cluster.transport.raft_transport import RaftTransport
+from cluster.transport.transport_config import TransportConfig, server_options
 from partitions.replica import ReplicaConfig
 from partitions.replica_host import HostConfig, ReplicaHost
 from partitions.state_machine import PartitionConfig
@@ -188,7 +188,7 @@ class Node:
             # Only the voters bootstrap group 0 (with the file's other nodes
             # as learners); every other node starts it empty and learns it
             # from the leader, so a node that joins later can never start
-            # from a membership of its own making (cluster/join.py).
+            # from a membership of its own making (cluster/internal/join.py).
             controller = await host.add_group(
                 ControllerReplica,
                 CONTROLLER_GROUP,

@@ -56,7 +56,7 @@ import grpc
 
 from cluster.controller import Assignment, Topic
 from cluster.controller_replica import ControllerReplica
-from cluster.transport import RaftTransport
+from cluster.transport.raft_transport import RaftTransport
 from partitions.replica import Replica, ReplicaConfig
 from partitions.replica_errors import ReplicaError
 from partitions.replica_host import ReplicaHost

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from client.local_cluster import LocalCluster, new_operator_key
 from cluster.private_file import write_private
 from cluster.static_config import ConfigError, load_cluster
+from harness.local_cluster import LocalCluster, new_operator_key
 
 ENV_FILE = "cluster.env"
 

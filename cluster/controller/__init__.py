@@ -8,13 +8,11 @@ gRPC service and the per-node reconciler live elsewhere and drive this).
 
 One job per module:
 
-- ``wire``: the binary primitives (big-endian, one encoding per value);
 - ``commands``: the command dataclasses and their versioned encoding;
 - ``results``: what applying a command returns (``RejectReason``);
 - ``model``: the records of the state and the rules for names and fields;
 - ``state``: ``ControllerState`` — apply, snapshot/restore, queries;
 - ``snapshot``: the versioned, checksummed snapshot layout;
-- ``pagination``: page tokens bound to their listing;
 - ``api_keys``: issuing keys (proposer side, random) and checking them
   (HMAC-SHA256 with a per-key salt, constant-time compare);
 - ``placement``: where replicas go and the moves that repair, drain or
@@ -60,7 +58,6 @@ from cluster.controller.commands import (
     encode_command,
 )
 from cluster.controller.model import ApiKeyInfo, Assignment, Node, Principal, Tenant, Topic
-from cluster.controller.pagination import InvalidPageSize, InvalidPageToken, Page, PageError
 from cluster.controller.placement import (
     Move,
     PlacementError,
@@ -80,6 +77,7 @@ from cluster.controller.results import (
 )
 from cluster.controller.snapshot import CorruptSnapshot
 from cluster.controller.state import ControllerState, InconsistentState
+from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Page, PageError
 
 __all__ = [
     "AddLearner",

@@ -60,7 +60,7 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
-from cluster.controller.wire import Reader, WireError, Writer
+from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = [
     "COMMAND_VERSION",

@@ -45,7 +45,7 @@ from typing import Any
 
 from cluster.controller.commands import read_key_tenant, write_key_tenant
 from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic
-from cluster.controller.wire import Reader, WireError, Writer
+from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = ["MAGIC", "SNAPSHOT_VERSION", "ControllerImage", "CorruptSnapshot", "decode_image", "encode_image"]
 

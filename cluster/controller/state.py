@@ -71,7 +71,6 @@ from cluster.controller.model import (
     check_topic_name,
     check_zone,
 )
-from cluster.controller.pagination import Listing, Page, int_key, paginate, text_key
 from cluster.controller.results import (
     Applied,
     ApplyResult,
@@ -81,6 +80,7 @@ from cluster.controller.results import (
     TopicCreated,
 )
 from cluster.controller.snapshot import ControllerImage, CorruptSnapshot, decode_image, encode_image
+from cluster.primitives.pagination import Listing, Page, int_key, paginate, text_key
 
 __all__ = ["ControllerState", "InconsistentState"]
 

@@ -4,7 +4,7 @@ rebuilt from them.
 A committed offset is, as in Kafka, the offset of the *next* record the group
 should consume from that partition.
 
-Record format, version 1 (big-endian, fields as in ``cluster.controller.wire``;
+Record format, version 1 (big-endian, fields as in ``cluster.primitives.wire``;
 ``text`` is a u16 length and UTF-8 bytes)::
 
     version u8 = 1 | kind u8 | body
@@ -41,8 +41,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from cluster.controller.wire import Reader, WireError, Writer
 from cluster.groups import TopicPartition
+from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = [
     "KIND_COORDINATOR_STARTED",

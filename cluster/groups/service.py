@@ -5,7 +5,7 @@ Each group belongs to one *coordinator partition*, chosen by
 ``coordinator_partition`` (a stable hash of tenant and group). The leader of
 that partition's log is the group's coordinator. This module does not know
 how the log is replicated: it sees it through ``CoordinatorLogs`` and
-``OffsetsLog`` (the node wires in the Raft-backed ones, cluster/group_logs.py,
+``OffsetsLog`` (the node wires in the Raft-backed ones, cluster/groups/group_logs.py,
 and authentication). A node that does not lead the partition does not
 forward: it answers ``NOT_COORDINATOR`` with the leader's address when it
 knows it, and the client goes there.
@@ -27,7 +27,7 @@ Invariants:
 - An append that failed in a way that leaves its outcome unknown discards
   the partition's state (membership included, members rejoin): the table
   must not disagree with the log.
-- Every expected failure leaves as a ``ServiceError`` (``cluster.grpc_errors``): the
+- Every expected failure leaves as a ``ServiceError`` (``cluster.frontend.grpc_errors``): the
   core's errors map to status codes in ``_STATUS`` only.
 - Handlers take the caller's tenant as a parameter (``join_group(tenant,
   request)``...); the gRPC methods obtain it with ``tenant_of(context)``.
@@ -46,7 +46,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from cluster.controller.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
+from cluster.frontend.grpc_errors import ServiceError, abort, from_replica_error
 from cluster.groups import (
     FencedMemberError,
     GroupError,
@@ -61,7 +61,7 @@ from cluster.groups import (
 from cluster.groups.coordinator import GroupCoordinator, GroupSummary, OffsetCommit, TopicMetadata
 from cluster.groups.membership import GroupConfig, GroupState, MemberState
 from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
-from cluster.grpc_errors import ServiceError, abort, from_replica_error
+from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
 from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 

@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 import grpc
 import pytest
 
-from client.local_cluster import LocalCluster, TopicSpec
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.grpc_errors import ServiceError, abort
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import groups_pb2_grpc, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 

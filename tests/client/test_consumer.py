@@ -28,8 +28,8 @@ from client import (
     TopicPartition,
 )
 from client.consumer import ConsumerRecord, _record_bytes
-from client.local_cluster import LocalCluster, TopicSpec
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.grpc_errors import ServiceError, abort
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import Record, encode_batch, parse_header
 from tests.client.fake_nodes import FakeNode, FakeNodes, bootstrap, run_local_cluster

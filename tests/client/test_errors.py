@@ -1,6 +1,6 @@
 """The SDK's error tree and its mapping from gRPC failures.
 
-The trailers are built by the server's own ``cluster.grpc_errors`` (tests may
+The trailers are built by the server's own ``cluster.frontend.grpc_errors`` (tests may
 import the server; the SDK may not), so a change on either side that breaks
 the wire contract fails here. One test goes over a real gRPC connection.
 """
@@ -42,7 +42,7 @@ from client.errors import (
     error_info,
     from_rpc_error,
 )
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.grpc_errors import ServiceError, abort
 from raftlog.v1 import log_pb2, log_pb2_grpc
 
 Code = grpc.StatusCode

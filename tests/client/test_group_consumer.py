@@ -43,10 +43,10 @@ from client import (
     from_rpc_error,
 )
 from client.admin import Admin
+from cluster.frontend.grpc_errors import ServiceError, abort
 from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, coordinator_partition
-from cluster.grpc_errors import ServiceError, abort
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 from tests.client.test_consumer import FakeLog
 from tests.groups.test_service import MemoryLog, MemoryLogs

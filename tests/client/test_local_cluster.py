@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.local_cluster import LocalCluster
+from harness.local_cluster import LocalCluster
 
 
 def stand_in(tmp_path: Path, code: str) -> tuple[LocalCluster, subprocess.Popen[bytes]]:

@@ -4,7 +4,7 @@ Unit tests run the SDK against ``FakeCluster``: two in-process gRPC nodes
 that serve ``LogService`` and ``MetadataService`` over a shared in-memory log
 with the server's dedup rules (last 5 batches per producer, sequences from
 0 without gaps), and answer Produce calls from a script (errors built with
-the server's own ``cluster.grpc_errors``). Integration tests run real node
+the server's own ``cluster.frontend.grpc_errors``). Integration tests run real node
 processes (``LocalCluster``, one per module).
 
 ``RAFTLOG_TEST_IDEMPOTENT=0`` runs the SIGKILL test with idempotence off: it
@@ -37,9 +37,9 @@ from client import (
     UnknownTopicOrPartitionError,
     key_partition,
 )
-from client.local_cluster import LocalCluster, TopicSpec
 from client.producer import record_size_bound
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.grpc_errors import ServiceError, abort
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import (
     HEADER_SIZE,

@@ -23,7 +23,7 @@ import pytest
 
 from client import Consumer, TopicPartition
 from client.consumer import FetchMode
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.grpc_errors import ServiceError, abort
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import parse_header
 from tests.client.test_consumer import FakeLog, _FakeNode

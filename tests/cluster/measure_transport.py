@@ -36,7 +36,7 @@ from pathlib import Path
 
 import grpc
 
-from cluster.transport import InboundMessage, RaftTransport, TransportConfig, server_options
+from cluster.transport.raft_transport import InboundMessage, RaftTransport, TransportConfig, server_options
 from raft.types import Entry, Message, MessageType
 
 MiB = 1024 * 1024

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cluster.admin_service import METADATA_INDEX_KEY, AdminService
+from cluster.frontend.admin_service import METADATA_INDEX_KEY, AdminService
 from raftlog.v1 import admin_pb2
 
 
@@ -83,7 +83,7 @@ async def test_the_answer_waits_until_the_change_applied_here() -> None:
 async def test_a_lagging_node_still_answers_within_the_deadline(
     remaining: float | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cluster.admin_service.READ_YOUR_WRITES_WAIT_S", 0.1)
+    monkeypatch.setattr("cluster.frontend.admin_service.READ_YOUR_WRITES_WAIT_S", 0.1)
     admin = service(LaggingController(applied=10), LeaderAnswering(index=12))
     answer = await asyncio.wait_for(
         admin.CreateTenant(admin_pb2.CreateTenantRequest(name="t"), Context(remaining)),

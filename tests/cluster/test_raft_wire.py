@@ -1,4 +1,4 @@
-"""cluster/raft_wire.py: Raft messages to protobuf and back.
+"""cluster/transport/raft_wire.py: Raft messages to protobuf and back.
 
 Round trips are checked with hypothesis over every field of ``Message``; the
 hand-framed batch encoding is checked against protobuf's own; decoding
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster.raft_wire import (
+from cluster.transport.raft_wire import (
     InboundMessage,
     WireError,
     decode_batch,

@@ -21,11 +21,11 @@ import grpc
 import pytest
 
 from client.auth import call_metadata
-from cluster.auth import Authenticator, Caller
 from cluster.controller import Assignment, Principal
-from cluster.forwarding import Forwarder
-from cluster.grpc_errors import ServiceError, error_info
-from cluster.log_service import LogService
+from cluster.frontend.auth import Authenticator, Caller
+from cluster.frontend.forwarding import Forwarder
+from cluster.frontend.grpc_errors import ServiceError, error_info
+from cluster.frontend.log_service import LogService
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from partitions.state_machine import OffsetOutOfRange

@@ -1,4 +1,4 @@
-"""cluster/transport.py and cluster/peer_link.py against real gRPC servers.
+"""cluster/transport/raft_transport.py and cluster/transport/peer_link.py against real gRPC servers.
 
 Every test runs grpc.aio servers on 127.0.0.1 (port 0, then the bound port)
 inside the test's event loop, with short ping and timeout settings so that
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from cluster.peer_link import (
+from cluster.transport.peer_link import (
     METADATA_CLUSTER,
     METADATA_FROM,
     METADATA_TO,
@@ -24,14 +24,14 @@ from cluster.peer_link import (
     PeerLink,
     backoff_delay,
 )
-from cluster.raft_wire import decode_batch, encode_batch, encode_group_message
-from cluster.transport import (
+from cluster.transport.raft_transport import (
     InboundMessage,
     RaftTransport,
     TransportConfig,
     server_options,
 )
-from cluster.transport_config import PeerCounters
+from cluster.transport.raft_wire import decode_batch, encode_batch, encode_group_message
+from cluster.transport.transport_config import PeerCounters
 from raft.types import Entry, Message, MessageType
 from raftlog.internal.v1 import transport_pb2, transport_pb2_grpc
 

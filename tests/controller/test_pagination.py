@@ -20,7 +20,7 @@ from cluster.controller.commands import (
     RegisterNode,
     RemoveNode,
 )
-from cluster.controller.pagination import (
+from cluster.primitives.pagination import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     InvalidPageSize,

@@ -20,7 +20,7 @@ from cluster.controller.commands import (
 from cluster.controller.model import Assignment, Node, Tenant, Topic
 from cluster.controller.snapshot import MAGIC, ControllerImage, CorruptSnapshot, decode_image, encode_image
 from cluster.controller.state import ControllerState
-from cluster.controller.wire import Writer
+from cluster.primitives.wire import Writer
 from tests.controller.harness import Log, cluster, create_topic
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import CoordinatorStarted, OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, NotCoordinatorError, coordinator_partition
-from cluster.grpc_errors import ServiceError, error_info
 from partitions.replica_errors import Backpressure, OutcomeUnknown
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 

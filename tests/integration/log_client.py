@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from client.auth import authorized_channel
-from cluster.grpc_errors import error_info
+from cluster.frontend.grpc_errors import error_info
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import parse_header
 

@@ -9,7 +9,7 @@ import asyncio
 import grpc
 
 from client import Consumer, Producer
-from client.local_cluster import LocalCluster
+from harness.local_cluster import LocalCluster
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.auth import authorized_channel
-from client.local_cluster import LocalCluster, TopicSpec
-from cluster.grpc_errors import error_info
+from cluster.frontend.grpc_errors import error_info
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import log_pb2, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 from raftlog.v1.record_batch import HEADER_SIZE, Record, decode_records, encode_batch

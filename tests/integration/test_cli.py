@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.local_cluster import LocalCluster, TopicSpec
 from cluster.cli import main
+from harness.local_cluster import LocalCluster, TopicSpec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -24,7 +24,7 @@ import pytest
 
 from client import Consumer, Producer
 from client.admin import Admin
-from client.local_cluster import LocalCluster
+from harness.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.timeout(240)
 PARTITIONS = 6

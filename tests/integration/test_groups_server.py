@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from client.auth import authorized_channel
-from client.local_cluster import LocalCluster, TopicSpec
-from cluster.grpc_errors import error_info
+from cluster.frontend.grpc_errors import error_info
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 
 pytestmark = pytest.mark.timeout(180)

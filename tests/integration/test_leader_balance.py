@@ -11,7 +11,7 @@ import pytest
 
 from client import Producer
 from client.auth import authorized_channel
-from client.local_cluster import LocalCluster, TopicSpec
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 
 pytestmark = pytest.mark.timeout(120)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from client.local_cluster import LocalCluster, TopicSpec
 from cluster.replica_dump import read_replica_log
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1.record_batch import Record, decode_records, encode_batch
 from tests.integration.log_client import LogClient
 

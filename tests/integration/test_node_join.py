@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from client.admin import Admin
-from client.local_cluster import LocalCluster
 from cluster.replica_dump import read_replica_log
+from harness.local_cluster import LocalCluster
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2, node_admin_pb2_grpc
 from tests.integration.replica_moves import produce_spread, read_all, wait_for_raft
 

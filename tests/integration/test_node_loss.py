@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from client.admin import Admin
-from client.local_cluster import LocalCluster
+from harness.local_cluster import LocalCluster
 from tests.integration.replica_moves import produce_spread, read_all, wait_for_raft
 
 pytestmark = pytest.mark.timeout(180)

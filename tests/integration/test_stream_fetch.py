@@ -23,9 +23,9 @@ import pytest
 from client import Consumer, Producer
 from client.admin import Admin
 from client.auth import authorized_channel, call_metadata
-from client.local_cluster import LocalCluster, TopicSpec
 from cluster.cli import main
-from cluster.grpc_errors import error_info
+from cluster.frontend.grpc_errors import error_info
+from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import decode_records
 

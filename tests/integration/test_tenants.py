@@ -23,8 +23,8 @@ from client import (
 )
 from client.admin import Admin
 from client.auth import authorized_channel
-from client.local_cluster import LocalCluster
-from cluster.grpc_errors import error_info
+from cluster.frontend.grpc_errors import error_info
+from harness.local_cluster import LocalCluster
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import Record, encode_batch
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.auth import Authenticator
 from cluster.controller_replica import ControllerReplica
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.auth import Authenticator
+from cluster.frontend.grpc_errors import ServiceError, abort
 from partitions.replica import Replica
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 

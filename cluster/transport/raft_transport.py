@@ -3,9 +3,9 @@
 Every node hosts many Raft groups; the transport carries the messages of all
 of them between two nodes in one gRPC stream per direction
 (``raftlog.internal.v1.RaftTransportService.Stream``, transport.proto). This
-node dials each peer (cluster/peer_link.py: batching, flow control, pings,
+node dials each peer (cluster/transport/peer_link.py: batching, flow control, pings,
 reconnects) and serves the streams the peers dial to it
-(cluster/inbound_stream.py: admission, acks).
+(cluster/transport/inbound_stream.py: admission, acks).
 
 Invariants:
 
@@ -49,10 +49,10 @@ from dataclasses import asdict
 
 import grpc
 
-from cluster.inbound_stream import InboundStream, Refusal, admit
-from cluster.peer_link import PeerLink
-from cluster.raft_wire import InboundMessage, WireError, decode_batch, encode_group_message
-from cluster.transport_config import (
+from cluster.transport.inbound_stream import InboundStream, Refusal, admit
+from cluster.transport.peer_link import PeerLink
+from cluster.transport.raft_wire import InboundMessage, WireError, decode_batch, encode_group_message
+from cluster.transport.transport_config import (
     PeerCounters,
     PeerStats,
     TransportConfig,

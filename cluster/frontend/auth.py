@@ -31,7 +31,7 @@ from client.auth import AUTHORIZATION_HEADER, TENANT_HEADER
 from cluster.controller import Principal
 from cluster.controller_duties import DEFAULT_TENANT
 from cluster.controller_replica import ControllerReplica
-from cluster.grpc_errors import ServiceError
+from cluster.frontend.grpc_errors import ServiceError
 
 CATCH_UP_S = 0.5
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from cluster.peer_link import METADATA_CLUSTER, METADATA_FROM, METADATA_TO
+from cluster.transport.peer_link import METADATA_CLUSTER, METADATA_FROM, METADATA_TO
 from raftlog.internal.v1 import transport_pb2
 
 log = logging.getLogger(__name__)

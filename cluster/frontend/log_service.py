@@ -1,7 +1,7 @@
 """``raftlog.v1.LogService`` on one node: produce, fetch (long poll and
 stream), offsets, producer ids.
 
-A request names a topic and partition of the caller's tenant (cluster/auth.py
+A request names a topic and partition of the caller's tenant (cluster/frontend/auth.py
 says which); the node serves it when it hosts the partition's leader,
 forwards it to the leader it knows of otherwise (forwarding.py), and answers
 ``NOT_LEADER`` with the leader's address when it cannot. ``StreamFetch`` is
@@ -39,10 +39,10 @@ from typing import TypeVar
 
 import grpc
 
-from cluster.auth import Authenticator
 from cluster.controller import Assignment
-from cluster.forwarding import Forwarder, may_forward
-from cluster.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
+from cluster.frontend.auth import Authenticator
+from cluster.frontend.forwarding import Forwarder, may_forward
+from cluster.frontend.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError, ReplicaError
 from partitions.state_machine import OffsetOutOfRange

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from cluster.controller.wire import Reader, WireError, Writer
+from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

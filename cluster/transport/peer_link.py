@@ -4,7 +4,7 @@ A link owns one task (``run``) that keeps one gRPC stream open to the peer
 (``RaftTransportService.Stream``, see transport.proto) and writes this node's
 Raft messages for that peer into it, batched; acks come back on the same
 stream. The inbound half (streams the peer opened to us) is in
-cluster/inbound_stream.py; cluster/transport.py ties both together.
+cluster/transport/inbound_stream.py; cluster/transport/raft_transport.py ties both together.
 
 Invariants:
 
@@ -50,8 +50,8 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.raft_wire import encode_batch
-from cluster.transport_config import PeerCounters, TransportConfig, channel_options
+from cluster.transport.raft_wire import encode_batch
+from cluster.transport.transport_config import PeerCounters, TransportConfig, channel_options
 from raftlog.internal.v1 import transport_pb2
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
-from cluster.auth import Authenticator
 from cluster.controller import (
     ApplyResult,
     CreateTenant,
@@ -45,10 +44,11 @@ from cluster.controller import (
 )
 from cluster.controller.commands import Command
 from cluster.controller.model import check_topic_name
-from cluster.controller.pagination import InvalidPageSize
 from cluster.controller_replica import ControllerReplica
-from cluster.forwarding import Forwarder, may_forward
-from cluster.grpc_errors import ServiceError, abort
+from cluster.frontend.auth import Authenticator
+from cluster.frontend.forwarding import Forwarder, may_forward
+from cluster.frontend.grpc_errors import ServiceError, abort
+from cluster.primitives.pagination import InvalidPageSize
 from partitions.replica import Replica
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc

@@ -218,7 +218,7 @@ class LocalCluster:
     def add_node(self, zone: str = "", timeout: float = 60.0) -> int:
         """Add a node to the running cluster the way an operator does: a
         new ``[[nodes]]`` entry at the end of the cluster file, then start
-        it (it asks the running nodes to register it, cluster/join.py).
+        it (it asks the running nodes to register it, cluster/internal/join.py).
         Returns its id."""
         node = max(self.node_ids) + 1
         address = f"127.0.0.1:{free_ports(1)[0]}"

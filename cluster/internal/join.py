@@ -32,7 +32,7 @@ import grpc
 
 from cluster.controller import RegisterNode, Rejected, encode_command
 from cluster.controller_replica import ControllerReplica
-from cluster.grpc_errors import ServiceError, abort, error_info
+from cluster.frontend.grpc_errors import ServiceError, abort, error_info
 from partitions.replica_errors import ReplicaError
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.transport import RaftTransport
+from cluster.transport.raft_transport import RaftTransport
 from partitions.replica_host import ReplicaHost
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 

@@ -1,0 +1,7 @@
+"""Node-to-node services besides the Raft transport (internal: only other
+nodes of the cluster call them, never clients).
+
+- ``join``: ``ClusterJoin``, how a new node asks to be registered;
+- ``node_admin``: ``NodeAdmin``, one node's replicas and transport as seen
+  by drills, tests and benchmarks.
+"""

@@ -1,0 +1,11 @@
+"""Test tools as first-class code: real raftlog processes on loopback, for
+tests, drills (``chaos``) and benchmarks (``bench``).
+
+- ``local_cluster``: ``LocalCluster`` and ``TopicSpec``: writes a cluster
+  file, starts and stops ``raftlog serve`` node processes, kills, pauses
+  and restarts them.
+
+May import: ``client`` and the generated protos (``raftlog``). It starts
+the server as a process and never imports it (DESIGN.md, checked by
+tests/test_layout.py).
+"""
