@@ -1,0 +1,231 @@
+"""The pause drill (issue 13): a node SIGSTOPped for 10 s must not stall
+producers for longer than it takes Raft to notice.
+
+Three real node processes, a six-partition topic replicated on all three;
+one SDK ``Producer`` (default settings: a real user sets only the bootstrap
+list and the key) is fed one record every 15 ms per written partition by
+``harness.ack_gaps.PacedWriters``, which records when each record was
+acknowledged. The drill SIGSTOPs one node for ``RAFTLOG_PAUSE_S`` seconds
+(10 by default), SIGCONTs it, keeps writing for a few seconds, then reads
+every written partition back from offset 0.
+
+- Not a leader: only partitions the paused node does not lead are written.
+  No partition may go more than 1.0 s without an acknowledgement: their
+  leaders keep a quorum with the third node, so nothing needs to wait for
+  the paused one.
+- A leader: every partition is written, two of them led by the paused node.
+  No partition may go more than 2.0 s without an acknowledgement: an
+  election takes well under a second (election_ticks 6 x tick 50 ms, plus
+  jitter), the rest is the client finding the new leader.
+- Both: every acknowledged record is in its partition exactly once, at the
+  offset its acknowledgement gave, in send order; nothing unsent appears.
+
+Why three nodes and not five: with three nodes and RF 3 the paused node is
+a follower of every written partition, so "does not lead" is the hard case
+(each leader must commit with its one remaining follower); with five nodes
+some written partitions would not involve the paused node at all. Three
+nodes also leave the controller nowhere to move the paused node's replicas
+when its 10 s silence reaches ``node_dead_after_ms`` (10 s by default).
+
+Choices that make the drill harder, not easier: the paused node is the
+metadata controller's leader (so controller duties move too), and it is
+first in the producer's bootstrap list (a user may list any node first).
+Leaders are settled on their preferred replicas before the drill (leader
+balancing every 500 ms), so a written partition's preferred leader is never
+the paused node and the balancer cannot hand one to it after it resumes.
+In the leader drill the balancer does hand the paused node's partitions
+back once it has caught up: a second leader change inside the measured
+window, as on a real cluster.
+
+``pytest -s`` prints the measured gaps per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import Producer
+from client.admin import Admin
+from client.auth import authorized_channel
+from harness.ack_gaps import (
+    Ack,
+    PacedWriters,
+    PartitionAcks,
+    check_partition_log,
+    longest_gap,
+    read_partitions,
+    record_value,
+)
+from harness.local_cluster import LocalCluster, TopicSpec
+from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
+
+PAUSE_S = float(os.environ.get("RAFTLOG_PAUSE_S", "10"))
+TOPIC = "drill"
+PARTITIONS = 6
+NODES = 3
+WARM_UP_ACKS = 30
+"""Acknowledgements every written partition has before the pause: the
+producer's identity, metadata and channels are settled."""
+AFTER_S = 4.0
+"""Writing goes on this long after the node resumes: it catches up, and in
+the leader drill gets its partitions back from the balancer."""
+NOT_LEADER_MAX_GAP_S = 1.0
+LEADER_MAX_GAP_S = 2.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = LocalCluster(
+        tmp_path, nodes=NODES, topics=[TopicSpec(TOPIC, partitions=PARTITIONS)], leader_balance_ms=500
+    )
+    c.start_all()
+    yield c
+    c.close()
+
+
+async def _leaders_seen_by(address: str, api_key: str) -> dict[int, int]:
+    async with authorized_channel(address, api_key) as channel:
+        answer = await metadata_pb2_grpc.MetadataServiceStub(channel).GetMetadata(
+            metadata_pb2.GetMetadataRequest(topics=[TOPIC]), timeout=5
+        )
+    return {p.partition: p.leader for p in answer.topics[0].partitions}
+
+
+async def _settled_leaders(cluster: LocalCluster, timeout_s: float = 30.0) -> dict[int, int]:
+    """Partition -> leader once every node names the preferred replica
+    (``replicas[p % 3]``, node ``p % 3 + 1``) as the leader."""
+    preferred = {p: p % NODES + 1 for p in range(PARTITIONS)}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = [await _leaders_seen_by(address, cluster.api_key) for address in cluster.addresses.values()]
+        if all(view == preferred for view in views):
+            return preferred
+        assert time.monotonic() < deadline, f"leaders did not settle on {preferred}: {views}"
+        await asyncio.sleep(0.2)
+
+
+async def _drill(
+    cluster: LocalCluster, *, victim_leads_written: bool
+) -> tuple[str, dict[int, float], list[str]]:
+    """Run the drill; returns (printable report, partition -> longest gap,
+    problems found in the logs read back)."""
+    leaders = await _settled_leaders(cluster)
+    async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
+        victim = (await admin.cluster_status()).controller_leader
+    assert victim in cluster.node_ids, f"no controller leader: {victim}"
+    written = [p for p in range(PARTITIONS) if victim_leads_written or leaders[p] != victim]
+    led_by_victim = [p for p in written if leaders[p] == victim]
+    assert bool(led_by_victim) == victim_leads_written, (victim, leaders, written)
+    assert len(written) >= 2, (victim, leaders)
+
+    bootstrap = [cluster.addresses[victim]] + [a for n, a in cluster.addresses.items() if n != victim]
+    async with Producer(bootstrap, api_key=cluster.api_key) as producer:
+        writers = PacedWriters(producer, TOPIC, written)
+        running = asyncio.create_task(writers.run())
+        try:
+            deadline = time.monotonic() + 20
+            while not writers.acked_at_least(WARM_UP_ACKS):
+                assert time.monotonic() < deadline, "the producers did not get going"
+                assert not running.done(), running
+                await asyncio.sleep(0.05)
+            paused_at = time.monotonic()
+            if PAUSE_S > 0:
+                cluster.pause(victim)
+                try:
+                    await asyncio.sleep(PAUSE_S)
+                finally:
+                    cluster.resume(victim)
+            resumed_at = time.monotonic()
+            await asyncio.sleep(AFTER_S)
+        finally:
+            writers.stop()
+            await running
+        unresolved = await writers.drain(timeout_s=30)
+    assert writers.stopped_at is not None
+    leaders_after = await _leaders_seen_by(bootstrap[1], cluster.api_key)
+
+    gaps: dict[int, float] = {}
+    lines = [
+        f"paused node {victim} (controller leader; leads partitions {led_by_victim} of {written}) "
+        f"for {resumed_at - paused_at:.1f} s; leaders before {leaders}, after {leaders_after}",
+        "partition  leader  acked  longest gap  gap began (s after pause)  max ack latency",
+    ]
+    problems: list[str] = []
+    logs = await read_partitions(bootstrap, cluster.api_key, TOPIC, written)
+    for p in written:
+        state = writers.partitions[p]
+        gap, began = longest_gap(state.ack_times(), writers.stopped_at)
+        gaps[p] = gap
+        lines.append(
+            f"{p:>9}  {leaders[p]:>6}  {len(state.acks):>5}  {gap:>10.3f}s  {began - paused_at:>25.2f}  "
+            f"{state.max_latency():>14.3f}s"
+        )
+        problems += [f"partition {p}: sequence {s} failed: {e}" for s, e in state.errors[:3]]
+        problems += check_partition_log(state, logs[p])
+    if unresolved:
+        problems.append(
+            f"{unresolved} records neither acknowledged nor failed 30 s after the writers stopped"
+        )
+    lines.append(f"producer stats: {producer.stats}")
+    return "\n".join(lines), gaps, problems
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_pausing_a_node_that_leads_no_written_partition_stalls_none_over_1s(
+    cluster: LocalCluster,
+) -> None:
+    report, gaps, problems = await _drill(cluster, victim_leads_written=False)
+    print(f"\nnot-a-leader pause drill ({PAUSE_S} s):\n{report}")
+    assert not problems, "\n".join(problems)
+    slow = {p: round(g, 3) for p, g in gaps.items() if g > NOT_LEADER_MAX_GAP_S}
+    assert not slow, f"partitions stalled over {NOT_LEADER_MAX_GAP_S} s (longest gaps {slow}):\n{report}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_pausing_a_leader_stalls_no_partition_over_2s(cluster: LocalCluster) -> None:
+    report, gaps, problems = await _drill(cluster, victim_leads_written=True)
+    print(f"\nleader pause drill ({PAUSE_S} s):\n{report}")
+    assert not problems, "\n".join(problems)
+    slow = {p: round(g, 3) for p, g in gaps.items() if g > LEADER_MAX_GAP_S}
+    assert not slow, f"partitions stalled over {LEADER_MAX_GAP_S} s (longest gaps {slow}):\n{report}"
+
+
+# --- the checks can fail (no cluster) ---------------------------------------------
+
+
+def _acked(partition: int, offsets: list[int]) -> PartitionAcks:
+    state = PartitionAcks(partition, sent=len(offsets))
+    state.acks = [Ack(s, o, 0.0, 0.0) for s, o in enumerate(offsets)]
+    return state
+
+
+def test_the_log_check_finds_lost_duplicated_moved_reordered_and_unsent_records() -> None:
+    state = _acked(2, [0, 1, 2])
+    good = [(o, record_value(2, o)) for o in range(3)]
+    assert check_partition_log(state, good) == []
+    cases = {
+        "lost": [good[0], good[1]],
+        "twice": [*good, (3, record_value(2, 2))],
+        "another offset": [(0, record_value(2, 0)), (1, record_value(2, 2)), (2, record_value(2, 1))],
+        "never sent": [*good, (3, record_value(2, 7))],
+        "other partition": [*good, (3, record_value(1, 0))],
+    }
+    for what, log in cases.items():
+        assert check_partition_log(state, log), what
+    swapped = [(0, record_value(2, 1)), (1, record_value(2, 0)), good[2]]
+    assert any("reordered" in p for p in check_partition_log(state, swapped))
+
+
+def test_longest_gap_counts_the_silence_before_the_writers_stopped() -> None:
+    assert longest_gap([1.0, 1.1, 3.0, 3.2], stopped_at=3.3) == pytest.approx((1.9, 1.1))
+    assert longest_gap([1.0, 1.1], stopped_at=4.0) == pytest.approx((2.9, 1.1))
+    assert longest_gap([1.0, 5.0], stopped_at=2.0) == pytest.approx((4.0, 1.0))
+    assert longest_gap([], stopped_at=2.0)[0] == float("inf")
