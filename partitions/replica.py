@@ -132,6 +132,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
         ``OutcomeUnknown`` or ``ReplicaStopped``."""
         self._check_running()
         try:
+            # A gzip batch must also fit max_batch_bytes once decompressed
+            # (validate_batch's default), and is inflated no further than
+            # that: a small bomb is refused after ~max_batch_bytes of work.
             header = validate_batch(batch, max_batch_bytes=self._config.max_batch_bytes)
         except InvalidBatch as exc:
             raise ProduceRejected(exc.reason, exc.message) from None

@@ -66,6 +66,15 @@ Sequence numbers are per producer and per record: a batch covers
 ``base_sequence .. base_sequence + record_count - 1``, wrapping from
 ``2**31 - 1`` to 0.
 
+Decompression is bounded: a gzip records section is inflated at most one
+byte past its limit (``zlib``'s ``max_length``), never in full, so a small
+batch that would expand into gigabytes (a "zip bomb") costs the server and
+a consumer only that limit. The server's limit is the one it applies to an
+uncompressed batch: the records must fit ``max_batch_bytes - HEADER_SIZE``
+once decompressed (``validate_batch``'s default). A consumer, which does not
+know the server's setting, uses ``MAX_UNCOMPRESSED_RECORDS_BYTES``, and
+inflates each batch once.
+
 Errors: ``validate_batch`` and ``decode_records`` raise only ``InvalidBatch``
 for bad input, whose ``reason`` is one of ``InvalidBatchReason`` (stable,
 machine-readable, sent to clients) and whose ``message`` says what is wrong
@@ -121,8 +130,10 @@ _MAX_I32 = 2**31 - 1
 _GZIP_WBITS = 31  # zlib's gzip container
 
 MAX_UNCOMPRESSED_RECORDS_BYTES = 64 * 1024 * 1024
-"""Default bound on a compressed batch's records once decompressed, so a
-small batch cannot expand into an arbitrary amount of memory."""
+"""The consumer's bound on a compressed batch's records once decompressed
+(``decode_records``): the server refuses anything over its own, smaller,
+``max_batch_bytes`` at produce time, so this only caps what a consumer will
+inflate whatever it is sent."""
 
 
 class Codec(enum.IntEnum):
@@ -141,7 +152,10 @@ class InvalidBatchReason(enum.StrEnum):
     BATCH_TOO_SHORT = "BATCH_TOO_SHORT"
     """Fewer bytes than the fixed header."""
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
-    """Over the server's max batch size (or decompresses to too much)."""
+    """Over the server's max batch size."""
+    DECOMPRESSED_TOO_LARGE = "DECOMPRESSED_TOO_LARGE"
+    """A compressed batch whose records decompress to more than the max
+    batch size (the server stops inflating at the limit)."""
     BAD_LENGTH = "BAD_LENGTH"
     """batch_length does not match the bytes received."""
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
@@ -322,7 +336,7 @@ def validate_batch(
     buf: BytesLike,
     *,
     max_batch_bytes: int,
-    max_uncompressed_bytes: int = MAX_UNCOMPRESSED_RECORDS_BYTES,
+    max_uncompressed_bytes: int | None = None,
 ) -> BatchHeader:
     """Check that ``buf`` is exactly one well-formed batch; return its header.
 
@@ -330,10 +344,25 @@ def validate_batch(
     in this order: size, length, version, CRC (so damage is reported as
     ``CORRUPT_BATCH``, not as whichever field it hit), the header fields of
     ``validate_header``, then a walk over the frame lengths of
-    the records section (decompressed first when compressed, at most
-    ``max_uncompressed_bytes``) to see that it holds exactly ``record_count``
-    frames. Raises ``InvalidBatch`` and nothing else for any input bytes.
+    the records section (decompressed first when compressed) to see that it
+    holds exactly ``record_count`` frames. Raises ``InvalidBatch`` and
+    nothing else for any input bytes.
+
+    ``max_uncompressed_bytes`` bounds a compressed records section once
+    decompressed (``DECOMPRESSED_TOO_LARGE`` past it, after inflating at
+    most one byte more). By default it is ``max_batch_bytes - HEADER_SIZE``:
+    a compressed batch must fit the limit an uncompressed one must fit.
     """
+    if max_uncompressed_bytes is None:
+        max_uncompressed_bytes = max(max_batch_bytes - HEADER_SIZE, 0)
+    return _validate(buf, max_batch_bytes, max_uncompressed_bytes)[0]
+
+
+def _validate(
+    buf: BytesLike, max_batch_bytes: int, max_uncompressed_bytes: int
+) -> tuple[BatchHeader, BytesLike]:
+    """``validate_batch``, also returning the records section (inflated when
+    compressed) so that a decoder does not inflate it a second time."""
     h = _check_framing(buf, max_batch_bytes)
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
     actual = crc32c.crc32c(view[_CRC_START:])
@@ -346,10 +375,10 @@ def validate_batch(
     _check_fields(h)
     if h.attributes & _CODEC_MASK == Codec.NONE:
         _walk_frames(buf, HEADER_SIZE, h.record_count)
-    else:
-        records = _decompress(view[HEADER_SIZE:], max_uncompressed_bytes)
-        _walk_frames(records, 0, h.record_count)
-    return h
+        return h, view[HEADER_SIZE:]
+    records = _decompress(view[HEADER_SIZE:], max_uncompressed_bytes)
+    _walk_frames(records, 0, h.record_count)
+    return h, records
 
 
 def with_base_offset(buf: BytesLike, base_offset: int) -> bytes:
@@ -440,15 +469,22 @@ def _long_length(buf: BytesLike, pos: int, end: int, i: int) -> tuple[int, int]:
 
 
 def _decompress(data: BytesLike, limit: int) -> bytes:
+    """The gzip stream ``data`` inflated, if it inflates to at most ``limit``
+    bytes. Never produces more than ``limit + 1`` bytes: ``max_length``
+    stops zlib there and leaves the rest of the input unconsumed, so a bomb
+    costs ``limit`` bytes of output, not its full expansion."""
     inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise _malformed(f"gzip records section does not decompress ({exc})") from None
-    if len(out) > limit:
+    # Over the limit, or stopped at max_length with input left: either way
+    # the stream holds more than ``limit`` bytes and is not inflated further.
+    if len(out) > limit or inflater.unconsumed_tail:
         raise InvalidBatch(
-            InvalidBatchReason.BATCH_TOO_LARGE,
-            f"records decompress to more than {limit} bytes; send fewer records per batch",
+            InvalidBatchReason.DECOMPRESSED_TOO_LARGE,
+            f"the gzip records section decompresses to more than {limit} bytes, the most a batch "
+            f"may hold uncompressed; send fewer records per batch",
         )
     if not inflater.eof:
         raise _malformed("gzip records section is truncated")
@@ -659,11 +695,11 @@ def decode_records_as(
     """Like ``decode_records``, but each record is ``build(offset,
     timestamp_ms, key, value, headers)``: a consumer builds its own record
     type directly instead of converting a ``DecodedRecord``."""
-    h = validate_batch(buf, max_batch_bytes=len(buf), max_uncompressed_bytes=max_uncompressed_bytes)
-    if h.attributes & _CODEC_MASK == Codec.NONE:
-        data = bytes(buf[HEADER_SIZE:])
-    else:
-        data = _decompress(memoryview(buf)[HEADER_SIZE:], max_uncompressed_bytes)
+    h, section = _validate(buf, len(buf), max_uncompressed_bytes)
+    # The decoders below slice ``data`` into the records' keys and values,
+    # which must be bytes: an inflated section already is, and a plain one
+    # is copied once here.
+    data = section if isinstance(section, bytes) else bytes(section)
     records: list[T] = []
     append = records.append
     base_offset = h.base_offset
