@@ -35,6 +35,12 @@ Invariants:
   or when the peer's address changes. Unacked batches are then forgotten.
   The next stream is opened after a back-off (``TransportConfig``), at once
   after an address change.
+- Leader announcements (``announce``, cluster/routing/) are not queued: the
+  link holds the latest one only (each is the sender's whole list, so a
+  newer one makes an older one worthless) and writes it with the next batch
+  once connected, alone if nothing else is queued. Every newly established
+  stream carries the latest announcement again: the peer may have restarted
+  and forgotten it, and a batch lost with a broken stream may have held it.
 - Tasks: the link task, per stream a session task it awaits, and inside that
   a TaskGroup of a writer and an ack reader. ``close()`` cancels the link
   task and waits for all of it, including closing the gRPC channel.
@@ -150,6 +156,8 @@ class PeerLink:
         self._abort_reason = ""
         self._last_failure = ""
         self._overflowing = False  # dropping new messages since the last batch left
+        self._announcement = b""  # the latest leader announcement, until written
+        self._last_announcement = b""  # ... and after: re-sent on every new stream
 
     # --- state -------------------------------------------------------------------------------
 
@@ -213,6 +221,13 @@ class PeerLink:
         queue.append(body)
         self._queued_bytes += size
         self._trim_while_down()
+
+    def announce(self, leaders: bytes) -> None:
+        """Send ``leaders`` (a serialized ``LeaderAnnouncement``) with the
+        next batch, replacing any announcement not yet written."""
+        self._announcement = self._last_announcement = leaders
+        if self._connected:
+            self._wakeup.set()
 
     def set_address(self, address: str) -> None:
         """Dial ``address`` from now on; an open stream to the old one ends."""
@@ -365,11 +380,13 @@ class PeerLink:
         while True:
             self._wakeup.clear()
             if (
-                self._queue
+                (self._queue or self._announcement)
                 and self._inflight_bytes < config.max_inflight_bytes
                 and self._inflight_messages < config.max_inflight_messages
             ):
-                await self._write(call, self._take_batch(), loop)
+                bodies = self._take_batch() if self._queue else []
+                leaders, self._announcement = self._announcement, b""
+                await self._write(call, bodies, loop, leaders)
                 continue
             idle_for = loop.time() - self._last_write
             if idle_for >= ping_interval:
@@ -397,10 +414,14 @@ class PeerLink:
         return bodies
 
     async def _write(
-        self, call: grpc.aio.StreamStreamCall, bodies: list[bytes], loop: asyncio.AbstractEventLoop
+        self,
+        call: grpc.aio.StreamStreamCall,
+        bodies: list[bytes],
+        loop: asyncio.AbstractEventLoop,
+        leaders: bytes = b"",
     ) -> None:
         self._seq += 1
-        data = encode_batch(self._seq, bodies)
+        data = encode_batch(self._seq, bodies, leaders)
         now = loop.time()
         # Recorded before the write: an ack may be processed before the
         # write's completion is.
@@ -413,7 +434,7 @@ class PeerLink:
         if bodies:
             counters.batches_sent += 1
             counters.messages_sent += len(bodies)
-        else:
+        elif not leaders:
             counters.pings_sent += 1
         await call.write(data)
 
@@ -440,5 +461,6 @@ class PeerLink:
                 self._counters.reconnects += 1
             self._ever_connected = True
             self._last_failure = ""
+            self._announcement = self._last_announcement
             log.info("stream to node %d at %s established", self.peer, self.address)
         self._wakeup.set()

@@ -25,6 +25,13 @@ Invariants:
   message type this node does not know must not cut the node off. A batch
   that does not parse at all is dropped the same way. If ``deliver`` raises,
   the error is logged and the stream goes on (the batch is still acked).
+- Leader announcements (cluster/routing/) ride the same streams:
+  ``announce_leaders`` encodes the list once and hands it to every link,
+  which keeps only the latest (peer_link.py); ``on_leaders(from_node,
+  pairs)`` is called on the event loop for each received batch that carries
+  one, whether or not it also holds messages, under the same rules as
+  ``deliver`` (an undecodable announcement is dropped and counted, an
+  exception from the callback logged).
 - Liveness: every peer starts down. A peer is up from the moment anything
   (a batch, a ping, an ack) arrives from it, and down once nothing arrived
   for ``peer_timeout``; each transition is reported once through
@@ -51,7 +58,13 @@ import grpc
 
 from cluster.transport.inbound_stream import InboundStream, Refusal, admit
 from cluster.transport.peer_link import PeerLink
-from cluster.transport.raft_wire import InboundMessage, WireError, decode_batch, encode_group_message
+from cluster.transport.raft_wire import (
+    InboundMessage,
+    WireError,
+    decode_batch,
+    encode_group_message,
+    encode_leaders,
+)
 from cluster.transport.transport_config import (
     PeerCounters,
     PeerStats,
@@ -80,6 +93,8 @@ SERVICE_NAME = "raftlog.internal.v1.RaftTransportService"
 
 DeliverFn = Callable[[int, Sequence[InboundMessage]], None]
 PeerStateFn = Callable[[int, bool], None]
+LeadersFn = Callable[[int, Sequence[tuple[int, int]]], None]
+"""``(from_node, [(group, term), ...])``: ``from_node`` leads those groups."""
 
 # How long close() waits for inbound handlers to finish after aborting them.
 _INBOUND_CLOSE_WAIT = 2.0
@@ -110,6 +125,7 @@ class RaftTransport:
         deliver: DeliverFn,
         *,
         on_peer_state: PeerStateFn | None = None,
+        on_leaders: LeadersFn | None = None,
         config: TransportConfig = TransportConfig(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         if node_id <= 0:
@@ -119,6 +135,8 @@ class RaftTransport:
         self.config = config
         self._deliver = deliver
         self._on_peer_state = on_peer_state
+        self._on_leaders = on_leaders
+        self._leaders = b""  # the latest announcement, for peers added later
         self._rng = random.Random()
         self._peers: dict[int, _Peer] = {}
         self._retired = PeerCounters()  # counters of removed peers, for the totals
@@ -144,6 +162,16 @@ class RaftTransport:
             log.debug("dropping %s for group %d: node %d is not a peer", message.type.name, group, to_node)
             return
         peer.link.enqueue(encode_group_message(group, message, quiesce=quiesce))
+
+    def announce_leaders(self, groups_and_terms: Sequence[tuple[int, int]]) -> None:
+        """Tell every peer that this node leads each ``(group, term)``: the
+        whole current list (an announcement replaces the previous one still
+        waiting in a link). ``WireError`` for a non-positive group or term."""
+        if self._closed:
+            return
+        body = self._leaders = encode_leaders(groups_and_terms)
+        for peer in self._peers.values():
+            peer.link.announce(body)
 
     # --- membership and liveness -----------------------------------------------------------------
 
@@ -184,6 +212,8 @@ class RaftTransport:
                 lost=self._stream_lost(node),
             )
             self._peers[node] = _Peer(node, link, counters)
+            if self._leaders:
+                link.announce(self._leaders)
             if self._started and not self._closed:
                 link.start()
 
@@ -320,6 +350,11 @@ class RaftTransport:
                 self._deliver(peer.node, batch.messages)
             except Exception:
                 log.exception("deliver() failed for a batch from node %d", peer.node)
+        if batch.leaders is not None and self._on_leaders is not None:
+            try:
+                self._on_leaders(peer.node, batch.leaders)
+            except Exception:
+                log.exception("on_leaders() failed for a batch from node %d", peer.node)
         return batch.seq
 
     # --- lifecycle -------------------------------------------------------------------------------

@@ -23,12 +23,19 @@ Invariants:
   object per batch). Decoding parses a batch once; reading ``data`` from the
   parsed message makes the ``bytes`` object the Raft core keeps.
 
-Batch framing: a ``RaftBatch`` is ``repeated GroupMessage messages = 1`` and
-``uint64 seq = 2``; its encoding is, per message, the tag byte ``0x0A``, the
-message length as a varint and the serialized ``GroupMessage``, followed by
-the tag byte ``0x10`` and ``seq`` as a varint. That is exactly what
-``RaftBatch.SerializeToString`` produces (checked by the tests), so any
-protobuf parser reads it.
+Batch framing: a ``RaftBatch`` is ``repeated GroupMessage messages = 1``,
+``uint64 seq = 2`` and an optional ``LeaderAnnouncement leaders = 3``; its
+encoding is, per message, the tag byte ``0x0A``, the message length as a
+varint and the serialized ``GroupMessage``, followed by the tag byte ``0x10``
+and ``seq`` as a varint, then (when there is one) the tag byte ``0x1A``, the
+announcement's length as a varint and the serialized announcement. That is
+exactly what ``RaftBatch.SerializeToString`` produces (checked by the
+tests), so any protobuf parser reads it.
+
+Leader announcements (cluster/routing/) ride the batches: ``encode_leaders``
+serializes one ``(group, term)`` list once for every peer; decoding checks
+that its two lists have the same length and positive ids and terms, and
+drops only the announcement (``errors`` says why) when they do not.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "encode_group_message",
+    "encode_leaders",
     "from_proto",
     "to_proto",
 ]
@@ -79,11 +87,14 @@ class InboundMessage:
 @dataclass(frozen=True, slots=True)
 class DecodedBatch:
     """One received ``RaftBatch``: its stream position, the messages that
-    decoded, and one line per message that did not (those are dropped)."""
+    decoded, and one line per message (or announcement) that did not (those
+    are dropped). ``leaders``: the sender's leader announcement as
+    ``(group, term)`` pairs, None when the batch carries none."""
 
     seq: int
     messages: list[InboundMessage]
     errors: list[str]
+    leaders: list[tuple[int, int]] | None = None
 
 
 # Lookup tables instead of calling the enums: a dict hit is several times
@@ -94,6 +105,7 @@ _ENTRY_KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 
 _GROUP_MESSAGE_TAG = b"\x0a"  # field 1 (messages), wire type 2 (length-delimited)
 _SEQ_TAG = b"\x10"  # field 2 (seq), wire type 0 (varint)
+_LEADERS_TAG = b"\x1a"  # field 3 (leaders), wire type 2 (length-delimited)
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -187,9 +199,26 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def encode_batch(seq: int, encoded_messages: Iterable[bytes]) -> bytes:
+def encode_leaders(groups_and_terms: Iterable[tuple[int, int]]) -> bytes:
+    """A serialized ``LeaderAnnouncement``: the sender leads each
+    ``(group, term)``. ``WireError`` for a non-positive group or term."""
+    announcement = raft_pb2.LeaderAnnouncement()
+    groups: list[int] = []
+    terms: list[int] = []
+    for group, term in groups_and_terms:
+        if group <= 0 or term <= 0:
+            raise WireError(f"leader announcement: group {group} term {term} must both be positive")
+        groups.append(group)
+        terms.append(term)
+    announcement.groups.extend(groups)
+    announcement.terms.extend(terms)
+    return announcement.SerializeToString()
+
+
+def encode_batch(seq: int, encoded_messages: Iterable[bytes], leaders: bytes = b"") -> bytes:
     """A serialized ``RaftBatch`` holding ``encoded_messages`` (each from
-    ``encode_group_message``) in order, with ``seq``. One copy of the
+    ``encode_group_message``) in order, with ``seq`` and, unless empty, the
+    ``leaders`` announcement (from ``encode_leaders``). One copy of the
     payload (the join); see the module docstring for the framing."""
     if seq < 0:
         raise WireError(f"batch seq must not be negative: {seq}")
@@ -202,6 +231,10 @@ def encode_batch(seq: int, encoded_messages: Iterable[bytes]) -> bytes:
     if seq:
         append(_SEQ_TAG)
         append(_varint(seq))
+    if leaders:
+        append(_LEADERS_TAG)
+        append(_varint(len(leaders)))
+        append(leaders)
     return b"".join(parts)
 
 
@@ -270,4 +303,20 @@ def decode_batch(data: bytes) -> DecodedBatch:
             messages.append(from_proto(gm))
         except WireError as exc:
             errors.append(str(exc))
-    return DecodedBatch(batch.seq, messages, errors)
+    leaders = None
+    if batch.HasField("leaders"):
+        try:
+            leaders = _leaders_from_proto(batch.leaders)
+        except WireError as exc:
+            errors.append(str(exc))
+    return DecodedBatch(batch.seq, messages, errors, leaders)
+
+
+def _leaders_from_proto(pb: raft_pb2.LeaderAnnouncement) -> list[tuple[int, int]]:
+    groups, terms = pb.groups, pb.terms
+    if len(groups) != len(terms):
+        raise WireError(f"leader announcement: {len(groups)} groups but {len(terms)} terms")
+    pairs = list(zip(groups, terms, strict=True))
+    if any(group == 0 or term == 0 for group, term in pairs):
+        raise WireError("leader announcement: a group id or term is 0")
+    return pairs

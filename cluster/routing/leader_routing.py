@@ -1,0 +1,162 @@
+"""``LeaderRouting``: ``leader_of(group)`` on every node, for every partition
+group, whether or not this node hosts a replica of it — the asyncio glue
+around ``LeaderMap`` (leader_map.py holds the rules and the why).
+
+What it does:
+
+- Announces: every ``check_interval_s`` it looks at which of this node's
+  replicas lead, and in which term. When that set changed, and in any case
+  every ``full_interval_s``, it hands the whole list (group ids and terms,
+  a few bytes per group) to ``announce`` — the Raft transport, which sends
+  it to every peer with their next batch (cluster/transport/peer_link.py
+  keeps only the latest per peer and repeats it on every new stream, so a
+  restarted peer learns everything as soon as it is reconnected). Changes
+  are thus coalesced to at most one announcement per check interval.
+- Listens: ``receive(from_node, pairs)`` (the transport's ``on_leaders``)
+  merges what peers announce into the map.
+- Forgets: when the applied metadata changes, groups it no longer assigns
+  (deleted topics) are dropped from the map.
+- Answers: ``leader_of(group)`` combines this node's own replica's view (when
+  it hosts one) with the announced claim, by term (leader_map.best_leader);
+  0 when nothing is known. Synchronous and O(1): the front end calls it per
+  partition.
+
+Why poll rather than be told: a replica reports leadership changes only to
+its own subclass hook (partitions/raft_replica.py), and a scan of which
+replicas lead is a dictionary walk with one attribute test each, done 20
+times a second; hibernated groups do not change leaders, so this is the
+only cost idle partitions add. Staleness is bounded by the check interval
+for changes this node makes, and by the peer's next announcement for a
+peer that missed one (the periodic full list).
+
+Invariants:
+
+- ``leader_of`` never blocks or raises, and returns a node id or 0.
+- Only this node's leaders are announced, each with the term it leads in.
+- ``run`` is one task owned by the node (cancel it to stop); it holds no
+  state that ``leader_of`` or ``receive`` need besides the map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.routing.leader_map import LeaderClaim, LeaderMap, best_leader
+
+AnnounceFn = Callable[[Sequence[tuple[int, int]]], None]
+
+
+class ReplicaView(Protocol):
+    """What routing reads of one replica (partitions/raft_replica.py)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def leader(self) -> int: ...
+    @property
+    def term(self) -> int: ...
+
+
+class Replicas(Protocol):
+    """This node's partition replicas (partitions/replica_host.py)."""
+
+    def replica(self, group: int) -> ReplicaView | None: ...
+    @property
+    def replicas(self) -> Mapping[int, ReplicaView]: ...
+
+
+class AssignmentsView(Protocol):
+    def assignment(self, group: int) -> object | None: ...
+    @property
+    def next_group_id(self) -> int: ...
+
+
+class MetadataView(Protocol):
+    """The applied metadata (cluster/controller_replica.py)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> AssignmentsView: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    # How often this node checks which groups it leads: a change it makes
+    # reaches its peers within this (plus a transport batch), and at most
+    # one announcement per peer leaves per interval.
+    check_interval_s: float = 0.05
+    # The whole list goes out at least this often even without a change:
+    # what repairs a peer that lost an announcement (lost batches, a stream
+    # broken before the announcement's batch was read).
+    full_interval_s: float = 1.0
+
+    def validate(self) -> None:
+        if not 0 < self.check_interval_s <= self.full_interval_s:
+            raise ValueError(
+                f"need 0 < check_interval_s ({self.check_interval_s}) <= full_interval_s "
+                f"({self.full_interval_s})"
+            )
+
+
+class LeaderRouting:
+    """Construct with this node's replicas; pass ``receive`` to the
+    transport as ``on_leaders``, run ``run(transport.announce_leaders,
+    controller)`` as a task, and give ``leader_of`` to the front end."""
+
+    def __init__(
+        self,
+        node_id: int,
+        replicas: Replicas,
+        config: RoutingConfig = RoutingConfig(),
+    ) -> None:
+        config.validate()
+        self.node_id = node_id
+        self.config = config
+        self._replicas = replicas
+        self.map = LeaderMap()
+        self.announcements_sent = 0
+        self.announcements_received = 0
+
+    def leader_of(self, group: int) -> int:
+        """The node id of ``group``'s leader as this node best knows it, 0
+        if unknown (see the module docstring)."""
+        replica = self._replicas.replica(group)
+        local = LeaderClaim(replica.term, replica.leader) if replica is not None else None
+        return best_leader(local, self.map.claim(group))
+
+    def receive(self, from_node: int, groups_and_terms: Sequence[tuple[int, int]]) -> None:
+        """``from_node`` announced that it leads each ``(group, term)``."""
+        self.announcements_received += 1
+        self.map.announce(from_node, groups_and_terms)
+
+    def leading(self) -> dict[int, int]:
+        """The groups this node's replicas lead now, with their terms."""
+        return {group: r.term for group, r in self._replicas.replicas.items() if r.is_leader}
+
+    def forget_deleted(self, state: AssignmentsView) -> int:
+        """Drop the claims of groups ``state`` no longer assigns (deleted
+        topics; leader_map rule 4); how many were dropped."""
+        return self.map.retain(lambda g: state.assignment(g) is not None, state.next_group_id)
+
+    async def run(self, announce: AnnounceFn, metadata: MetadataView) -> None:
+        """Announce this node's leaders and prune deleted groups, forever."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        sent: dict[int, int] | None = None
+        sent_at = 0.0
+        seen_version: int | None = None
+        while True:
+            leading = self.leading()
+            now = loop.time()
+            if leading != sent or now - sent_at >= config.full_interval_s:
+                announce(sorted(leading.items()))
+                self.announcements_sent += 1
+                sent, sent_at = leading, now
+            if metadata.version != seen_version:
+                seen_version = metadata.version
+                self.forget_deleted(metadata.state)
+            await asyncio.sleep(config.check_interval_s)

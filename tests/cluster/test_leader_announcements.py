@@ -1,0 +1,304 @@
+"""Leader announcements: their wire form (cluster/transport/raft_wire.py),
+their trip over the Raft transport between real gRPC servers on loopback
+(peer_link.py, raft_transport.py), and the node's glue that sends, merges
+and answers with them (cluster/routing/leader_routing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+
+from cluster.routing.leader_routing import LeaderRouting, RoutingConfig
+from cluster.transport.raft_transport import InboundMessage, RaftTransport, TransportConfig, server_options
+from cluster.transport.raft_wire import (
+    WireError,
+    decode_batch,
+    encode_batch,
+    encode_group_message,
+    encode_leaders,
+)
+from raft.types import Message, MessageType
+from raftlog.internal.v1 import raft_pb2
+
+FAST = TransportConfig(
+    cluster_id="test",
+    ping_interval=0.05,
+    peer_timeout=0.3,
+    reconnect_backoff_initial=0.02,
+    reconnect_backoff_max=0.2,
+)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def heartbeat(to: int, sender: int) -> Message:
+    return Message(MessageType.HEARTBEAT, to=to, sender=sender, term=1, commit=1)
+
+
+# --- wire -----------------------------------------------------------------------------------------
+
+
+def test_a_batch_with_an_announcement_is_what_protobuf_serializes() -> None:
+    body = encode_group_message(4, heartbeat(2, 1))
+    framed = encode_batch(9, [body], encode_leaders([(4, 2), (300, 70000)]))
+    expected = raft_pb2.RaftBatch(
+        messages=[raft_pb2.GroupMessage.FromString(body)],
+        seq=9,
+        leaders=raft_pb2.LeaderAnnouncement(groups=[4, 300], terms=[2, 70000]),
+    )
+    assert framed == expected.SerializeToString()
+    decoded = decode_batch(framed)
+    assert decoded.leaders == [(4, 2), (300, 70000)]
+    assert [m.group for m in decoded.messages] == [4]
+    assert decoded.errors == []
+
+
+def test_a_batch_without_an_announcement_decodes_none_and_an_empty_one_an_empty_list() -> None:
+    assert decode_batch(encode_batch(1, [])).leaders is None
+    empty = raft_pb2.RaftBatch(seq=1, leaders=raft_pb2.LeaderAnnouncement()).SerializeToString()
+    assert decode_batch(empty).leaders == []
+
+
+def test_a_malformed_announcement_is_dropped_and_the_messages_kept() -> None:
+    body = encode_group_message(4, heartbeat(2, 1))
+    uneven = raft_pb2.LeaderAnnouncement(groups=[1, 2], terms=[3]).SerializeToString()
+    decoded = decode_batch(encode_batch(2, [body], uneven))
+    assert decoded.leaders is None
+    assert len(decoded.messages) == 1
+    assert decoded.errors and "2 groups but 1 terms" in decoded.errors[0]
+    zero = raft_pb2.LeaderAnnouncement(groups=[0], terms=[3]).SerializeToString()
+    assert decode_batch(encode_batch(3, [], zero)).leaders is None
+
+
+def test_an_announcement_peers_would_refuse_is_not_encoded() -> None:
+    with pytest.raises(WireError):
+        encode_leaders([(5, 0)])
+
+
+# --- transport ------------------------------------------------------------------------------------
+
+
+class AnnouncingNode:
+    """A gRPC server on loopback serving one transport that records what it
+    is delivered and announced."""
+
+    def __init__(self, node_id: int, port: int = 0) -> None:
+        self.node_id = node_id
+        self.server = grpc.aio.server(options=server_options(FAST))
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{self.port}"
+        self.delivered: list[InboundMessage] = []
+        self.announced: list[tuple[int, list[tuple[int, int]]]] = []
+        self.transport: RaftTransport | None = None
+
+    def attach(self, peers: dict[int, str]) -> RaftTransport:
+        self.transport = RaftTransport(
+            self.node_id,
+            peers,
+            lambda _from, batch: self.delivered.extend(batch),
+            on_leaders=lambda sender, pairs: self.announced.append((sender, list(pairs))),
+            config=FAST,
+        )
+        self.transport.add_to_server(self.server)
+        return self.transport
+
+    @property
+    def t(self) -> RaftTransport:
+        assert self.transport is not None
+        return self.transport
+
+    def latest_from(self, sender: int) -> list[tuple[int, int]] | None:
+        found = [pairs for s, pairs in self.announced if s == sender]
+        return found[-1] if found else None
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.t.start()
+
+    async def stop(self) -> None:
+        await self.t.close()
+        await self.server.stop(None)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[dict[int, AnnouncingNode]]:
+    nodes = {1: AnnouncingNode(1), 2: AnnouncingNode(2)}
+    nodes[1].attach({2: nodes[2].address})
+    nodes[2].attach({1: nodes[1].address})
+    for node in nodes.values():
+        await node.start()
+    yield nodes
+    for node in nodes.values():
+        await node.stop()
+
+
+async def test_an_announcement_reaches_the_peer_alone_and_with_messages(
+    pair: dict[int, AnnouncingNode],
+) -> None:
+    a, b = pair[1], pair[2]
+    await wait_for(lambda: a.t.peer_alive(2) and b.t.peer_alive(1), what="both up")
+    a.t.announce_leaders([(5, 2), (6, 3)])
+    await wait_for(lambda: b.latest_from(1) == [(5, 2), (6, 3)], what="the announcement alone")
+    a.t.send(2, 5, heartbeat(2, 1))
+    a.t.announce_leaders([(5, 2)])
+    await wait_for(lambda: b.latest_from(1) == [(5, 2)] and len(b.delivered) == 1, what="both in one go")
+    assert a.t.stats().peers[2].dropped_messages == 0
+
+
+async def test_only_the_latest_announcement_waiting_in_a_link_is_sent(
+    pair: dict[int, AnnouncingNode],
+) -> None:
+    a, b = pair[1], pair[2]
+    await wait_for(lambda: a.t.peer_alive(2), what="node 2 up")
+    for term in range(1, 50):  # all in one event-loop turn: one batch
+        a.t.announce_leaders([(8, term)])
+    await wait_for(lambda: b.latest_from(1) == [(8, 49)], what="the last announcement")
+    await asyncio.sleep(0.1)
+    assert [pairs for s, pairs in b.announced if s == 1] == [[(8, 49)]]
+
+
+async def test_a_restarted_peer_gets_the_latest_announcement_without_a_new_one(
+    pair: dict[int, AnnouncingNode],
+) -> None:
+    a, b = pair[1], pair[2]
+    a.t.announce_leaders([(3, 7)])
+    await wait_for(lambda: b.latest_from(1) == [(3, 7)], what="the first announcement")
+    port = b.port
+    await b.stop()
+    await wait_for(lambda: not a.t.peer_alive(2), what="node 2 down")
+    restarted = AnnouncingNode(2, port=port)
+    restarted.attach({1: a.address})
+    pair[2] = restarted  # the fixture stops it
+    await restarted.start()
+    await wait_for(lambda: restarted.latest_from(1) == [(3, 7)], what="the announcement again")
+
+
+async def test_a_peer_added_later_gets_the_latest_announcement(pair: dict[int, AnnouncingNode]) -> None:
+    a = pair[1]
+    a.t.announce_leaders([(11, 4)])
+    late = AnnouncingNode(3)
+    late.attach({1: a.address})
+    pair[3] = late
+    await late.start()
+    a.t.set_peers({2: pair[2].address, 3: late.address})
+    await wait_for(lambda: late.latest_from(1) == [(11, 4)], what="the late peer's announcement")
+
+
+# --- the node's glue ------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeReplica:
+    leader: int
+    term: int
+    node_id: int
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.node_id
+
+
+@dataclass
+class FakeHost:
+    node_id: int
+    replicas: dict[int, FakeReplica] = field(default_factory=dict)
+
+    def replica(self, group: int) -> FakeReplica | None:
+        return self.replicas.get(group)
+
+    def host(self, group: int, leader: int, term: int) -> None:
+        self.replicas[group] = FakeReplica(leader, term, self.node_id)
+
+
+@dataclass
+class FakeState:
+    assigned: set[int]
+    next_group_id: int
+
+    def assignment(self, group: int) -> object | None:
+        return object() if group in self.assigned else None
+
+
+@dataclass
+class FakeMetadata:
+    state: FakeState
+    version: int = 1
+
+
+QUICK = RoutingConfig(check_interval_s=0.01, full_interval_s=0.2)
+
+
+def test_leader_of_combines_the_replica_and_the_announcements() -> None:
+    host = FakeHost(1)
+    routing = LeaderRouting(1, host)
+    host.host(4, leader=1, term=3)  # leads it
+    host.host(5, leader=0, term=6)  # election under way here
+    host.host(6, leader=2, term=2)  # a lagging follower
+    routing.receive(2, [(5, 5), (7, 1)])
+    routing.receive(3, [(6, 4), (7, 2)])
+    assert routing.leader_of(4) == 1
+    assert routing.leader_of(5) == 0  # the replica's term 6 is newer than the claim
+    assert routing.leader_of(6) == 3
+    assert routing.leader_of(7) == 3  # not hosted: the highest term announced
+    assert routing.leader_of(8) == 0
+
+
+async def test_run_announces_changes_at_once_and_everything_periodically() -> None:
+    host = FakeHost(1)
+    host.host(2, leader=1, term=1)
+    host.host(3, leader=2, term=1)
+    sent: list[list[tuple[int, int]]] = []
+
+    def announce(pairs: Sequence[tuple[int, int]]) -> None:
+        sent.append(list(pairs))
+
+    routing = LeaderRouting(1, host, QUICK)
+    task = asyncio.create_task(routing.run(announce, FakeMetadata(FakeState({2, 3}, 4))))
+    try:
+        await wait_for(lambda: sent == [[(2, 1)]], what="the first list")
+        host.host(3, leader=1, term=2)  # won an election
+        await wait_for(
+            lambda: sent[-1] == [(2, 1), (3, 2)], timeout=0.15, what="the change, before the period"
+        )
+        count = len(sent)
+        await wait_for(lambda: len(sent) > count, timeout=0.5, what="a periodic full list")
+        assert sent[-1] == [(2, 1), (3, 2)]
+        assert routing.announcements_sent == len(sent)
+    finally:
+        task.cancel()
+        await asyncio.wait((task,))
+
+
+async def test_run_forgets_groups_whose_assignment_disappears() -> None:
+    host = FakeHost(1)
+    metadata = FakeMetadata(FakeState({2, 3}, next_group_id=4))
+    routing = LeaderRouting(1, host, QUICK)
+    routing.receive(2, [(2, 1), (3, 1), (9, 1)])
+    task = asyncio.create_task(routing.run(lambda _pairs: None, metadata))
+    try:
+        await asyncio.sleep(0.05)
+        assert routing.leader_of(3) == 2
+        metadata.state = FakeState({2}, next_group_id=4)  # topic of group 3 deleted
+        metadata.version += 1
+        await wait_for(lambda: routing.leader_of(3) == 0, what="group 3 forgotten")
+        assert routing.leader_of(2) == 2
+        assert routing.leader_of(9) == 2  # not allocated yet in this metadata: kept
+    finally:
+        task.cancel()
+        await asyncio.wait((task,))
+
+
+def test_a_check_interval_longer_than_the_full_period_is_refused() -> None:
+    with pytest.raises(ValueError):
+        LeaderRouting(1, FakeHost(1), RoutingConfig(check_interval_s=2.0, full_interval_s=1.0))
