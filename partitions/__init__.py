@@ -12,7 +12,8 @@ Modules, one job each:
   ``node_store.NodeStore`` (the node's one RocksDB), ``raft_storage.GroupStorage``
   (``raft.storage.Storage`` for one group, two-phase writes),
   ``entry_cache``, ``group_commit.GroupCommitWriter`` (one synced batch per
-  cycle for every replica), ``write_set``, ``term_index``, ``storage_errors``;
+  cycle for every replica), ``write_set``, ``term_index``, ``storage_errors``,
+  ``owner_only`` (data directories 0700 and files 0600 whatever the umask);
 - the driver: ``raft_replica.RaftReplica`` (the Ready loop of any group
   member: one owner task, hibernation; the controller reuses it),
   ``replica.Replica`` (a partition's replica on it: produce, read, long

@@ -18,6 +18,12 @@ Invariants:
   files are readable from any RocksDB binding.
 - ``close()`` drops every handle, so the same path can be reopened in this
   process.
+- Owner-only (partitions/owner_only.py): opening a store sets the process
+  umask to keep group and others out (RocksDB creates files for as long as
+  the store is open, and only the umask covers them), creates the directory
+  0700 and strips group and other bits from whatever it already holds. So
+  every directory of a store is 0700 and every file 0600, whatever umask
+  the process started with and whichever build created the files.
 
 How the sync is done (measured; see ``tests/partitions/measure_storage.py``):
 rocksdict's ``Rdict.write`` keeps the GIL for the whole call, so a
@@ -44,6 +50,7 @@ from typing import cast
 import rocksdict
 
 from partitions.keys import FORMAT_VERSION, FORMAT_VERSION_KEY, ColumnFamily
+from partitions.owner_only import make_owner_only_dir, restrict_umask, tighten_tree
 from partitions.storage_errors import StoreClosed, StoreCorrupted
 from partitions.write_set import OpKind, WriteSet
 
@@ -120,6 +127,9 @@ class NodeStore:
     def __init__(self, path: str | Path, options: StoreOptions | None = None) -> None:
         self.path = Path(path)
         self.options = options or StoreOptions()
+        restrict_umask()
+        make_owner_only_dir(self.path)
+        tighten_tree(self.path)
         cf_options = {cf.value: _base_options(self.options) for cf in ColumnFamily}
         cf_options[ColumnFamily.RAFT_LOG.value] = _log_options(self.options)
         self._db: rocksdict.Rdict | None = rocksdict.Rdict(

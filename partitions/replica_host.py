@@ -14,6 +14,8 @@ Invariants:
   the host: the task group cancels every replica and ``__aexit__`` re-raises.
   A node whose disk failed must restart and recover from the WAL rather than
   acknowledge anything more (see partitions/group_commit.py).
+- The data directory is 0700 and the process umask keeps group and others
+  out of everything created in it (partitions/owner_only.py).
 - ``close`` stops replicas first, then the writer (writing what is pending),
   then the store, so nothing acknowledged is left unwritten.
 """
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 
 from partitions.group_commit import GroupCommitWriter
 from partitions.node_store import NodeStore, StoreOptions
+from partitions.owner_only import make_owner_only_dir, restrict_umask
 from partitions.raft_replica import RaftReplica
 from partitions.raft_storage import GroupStorage
 from partitions.replica import Replica, ReplicaConfig, ReplicaCounters, SendFn
@@ -65,7 +68,10 @@ class ReplicaHost:
     # --- lifecycle ---
 
     async def __aenter__(self) -> ReplicaHost:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only from the start (partitions/owner_only.py): the umask
+        # before anything is created in the data directory, which is 0700.
+        restrict_umask()
+        make_owner_only_dir(self.data_dir)
         self._store = await asyncio.to_thread(NodeStore, self.data_dir / "store", self.config.store)
         self._writer = GroupCommitWriter(self._store, name=f"raftlog-writer-{self.node_id}")
         self._task_group = asyncio.TaskGroup()
