@@ -4,7 +4,7 @@ fault stalled each partition, and checks the partitions' logs against the
 acknowledgements afterwards.
 
 ``PacedWriters`` runs one task per partition that hands the producer one
-record every ``interval_s`` (a steady stream, whatever the acknowledgements
+record (of ``value_bytes``) every ``interval_s`` (a steady stream, whatever the acknowledgements
 do) and records, from each record's future, its offset and the moment it
 was acknowledged. ``longest_gap`` is the longest time a partition went
 without an acknowledgement; ``check_partition_log`` compares a partition read
@@ -49,9 +49,11 @@ __all__ = [
 ]
 
 
-def record_value(partition: int, sequence: int) -> bytes:
-    """The value of a partition's ``sequence``-th record."""
-    return f"p{partition}-s{sequence:08d}".encode()
+def record_value(partition: int, sequence: int, size: int = 0) -> bytes:
+    """The value of a partition's ``sequence``-th record, padded to at
+    least ``size`` bytes (a drill's records should weigh what a user's do)."""
+    value = f"p{partition}-s{sequence:08d}".encode()
+    return value + b"-" + b"." * (size - len(value) - 1) if size > len(value) else value
 
 
 def parse_value(value: bytes | None) -> tuple[int, int] | None:
@@ -59,7 +61,8 @@ def parse_value(value: bytes | None) -> tuple[int, int] | None:
     anything else."""
     if value is None:
         return None
-    head, sep, tail = value.decode(errors="replace").partition("-s")
+    head, sep, rest = value.decode(errors="replace").partition("-s")
+    tail = rest.split("-", 1)[0]
     if not sep or not head.startswith("p") or not head[1:].isdigit() or not tail.isdigit():
         return None
     return int(head[1:]), int(tail)
@@ -116,10 +119,18 @@ class PacedWriters:
     has stopped sending (acknowledgements may still be on their way:
     ``drain`` waits for them)."""
 
-    def __init__(self, producer: Producer, topic: str, partitions: Sequence[int], interval_s: float = 0.015):
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        partitions: Sequence[int],
+        interval_s: float = 0.015,
+        value_bytes: int = 0,
+    ):
         self.producer = producer
         self.topic = topic
         self.interval_s = interval_s
+        self.value_bytes = value_bytes
         self.partitions = {p: PartitionAcks(p) for p in partitions}
         self.stopped_at: float | None = None
         self._stop = asyncio.Event()
@@ -153,7 +164,9 @@ class PacedWriters:
             sequence = state.sent
             sent_at = time.monotonic()
             future = await self.producer.send(
-                self.topic, record_value(state.partition, sequence), partition=state.partition
+                self.topic,
+                record_value(state.partition, sequence, self.value_bytes),
+                partition=state.partition,
             )
             state.sent += 1
             self._pending.add(future)

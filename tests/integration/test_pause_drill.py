@@ -1,41 +1,44 @@
 """The pause drill (issue 13): a node SIGSTOPped for 10 s must not stall
 producers for longer than it takes Raft to notice.
 
-Three real node processes, a six-partition topic replicated on all three;
-one SDK ``Producer`` (default settings: a real user sets only the bootstrap
-list and the key) is fed one record every 15 ms per written partition by
-``harness.ack_gaps.PacedWriters``, which records when each record was
-acknowledged. The drill SIGSTOPs one node for ``RAFTLOG_PAUSE_S`` seconds
-(10 by default), SIGCONTs it, keeps writing for a few seconds, then reads
-every written partition back from offset 0.
+Five real node processes and a six-partition topic created with
+replication factor 3. One SDK ``Producer`` (default settings: a real user
+sets only the bootstrap list and the key) is fed one 256-byte record every
+15 ms per written partition by ``harness.ack_gaps.PacedWriters``, which
+records when each record was acknowledged. The drill SIGSTOPs one node for
+``RAFTLOG_PAUSE_S`` seconds (10 by default), SIGCONTs it, keeps writing for
+a few seconds, then reads every written partition back from offset 0.
 
-- Not a leader: only partitions the paused node does not lead are written.
-  No partition may go more than 1.0 s without an acknowledgement: their
-  leaders keep a quorum with the third node, so nothing needs to wait for
-  the paused one.
-- A leader: every partition is written, two of them led by the paused node.
-  No partition may go more than 2.0 s without an acknowledgement: an
+- Not a leader: only partitions the paused node does not lead are written,
+  some it follows and some it holds no replica of. No partition may go more
+  than 1.0 s without an acknowledgement: each leader keeps a quorum without
+  the paused node, so nothing needs to wait for it.
+- A leader: every partition is written, at least one led by the paused
+  node. No partition may go more than 2.0 s without an acknowledgement: an
   election takes well under a second (election_ticks 6 x tick 50 ms, plus
   jitter), the rest is the client finding the new leader.
 - Both: every acknowledged record is in its partition exactly once, at the
   offset its acknowledgement gave, in send order; nothing unsent appears.
 
-Why three nodes and not five: with three nodes and RF 3 the paused node is
-a follower of every written partition, so "does not lead" is the hard case
-(each leader must commit with its one remaining follower); with five nodes
-some written partitions would not involve the paused node at all. Three
-nodes also leave the controller nowhere to move the paused node's replicas
-when its 10 s silence reaches ``node_dead_after_ms`` (10 s by default).
+Why five nodes: with RF 3 (what a topic gets by default on a cluster of
+three nodes or more) a node holds only some partitions, so "does not lead"
+has both shapes: partitions the paused node follows (their leaders must
+commit without it) and partitions it holds no replica of (nothing on the
+server waits for it; only the client's routing and metadata can). Nodes
+that hold no replica of a partition are also the ones a client may ask
+about its leader. On three nodes every node holds every partition and
+the second shape does not exist.
 
 Choices that make the drill harder, not easier: the paused node is the
 metadata controller's leader (so controller duties move too), and it is
 first in the producer's bootstrap list (a user may list any node first).
 Leaders are settled on their preferred replicas before the drill (leader
-balancing every 500 ms), so a written partition's preferred leader is never
-the paused node and the balancer cannot hand one to it after it resumes.
-In the leader drill the balancer does hand the paused node's partitions
-back once it has caught up: a second leader change inside the measured
-window, as on a real cluster.
+balancing every 500 ms), so the balancer never hands the paused node a
+written partition in the not-a-leader drill; in the leader drill it hands
+the paused node its partitions back once it has caught up, a second leader
+change inside the measured window, as on a real cluster.
+``node_dead_after_ms`` is 60 s so that the controller does not start moving
+the paused node's replicas: this drill is about routing, not repair.
 
 ``pytest -s`` prints the measured gaps per partition.
 """
@@ -62,13 +65,15 @@ from harness.ack_gaps import (
     read_partitions,
     record_value,
 )
-from harness.local_cluster import LocalCluster, TopicSpec
+from harness.local_cluster import LocalCluster
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 
 PAUSE_S = float(os.environ.get("RAFTLOG_PAUSE_S", "10"))
 TOPIC = "drill"
 PARTITIONS = 6
-NODES = 3
+NODES = 5
+REPLICATION = 3
+VALUE_BYTES = 256
 WARM_UP_ACKS = 30
 """Acknowledgements every written partition has before the pause: the
 producer's identity, metadata and channels are settled."""
@@ -81,15 +86,15 @@ LEADER_MAX_GAP_S = 2.0
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    c = LocalCluster(
-        tmp_path, nodes=NODES, topics=[TopicSpec(TOPIC, partitions=PARTITIONS)], leader_balance_ms=500
-    )
+    c = LocalCluster(tmp_path, nodes=NODES, topics=[], leader_balance_ms=500, node_dead_after_ms=60_000)
     c.start_all()
     yield c
     c.close()
 
 
 async def _leaders_seen_by(address: str, api_key: str) -> dict[int, int]:
+    """Partition -> leader node id as the node at ``address`` knows it (0:
+    unknown)."""
     async with authorized_channel(address, api_key) as channel:
         answer = await metadata_pb2_grpc.MetadataServiceStub(channel).GetMetadata(
             metadata_pb2.GetMetadataRequest(topics=[TOPIC]), timeout=5
@@ -97,36 +102,55 @@ async def _leaders_seen_by(address: str, api_key: str) -> dict[int, int]:
     return {p.partition: p.leader for p in answer.topics[0].partitions}
 
 
-async def _settled_leaders(cluster: LocalCluster, timeout_s: float = 30.0) -> dict[int, int]:
-    """Partition -> leader once every node names the preferred replica
-    (``replicas[p % 3]``, node ``p % 3 + 1``) as the leader."""
-    preferred = {p: p % NODES + 1 for p in range(PARTITIONS)}
+async def _settled_leaders(
+    cluster: LocalCluster, replicas: dict[int, list[int]], timeout_s: float = 30.0
+) -> dict[int, int]:
+    """Partition -> leader once every replica of every partition names the
+    preferred replica (the first of its assignment) as its leader."""
+    preferred = {p: nodes[0] for p, nodes in replicas.items()}
     deadline = time.monotonic() + timeout_s
     while True:
-        views = [await _leaders_seen_by(address, cluster.api_key) for address in cluster.addresses.values()]
-        if all(view == preferred for view in views):
+        views = {n: await _leaders_seen_by(a, cluster.api_key) for n, a in cluster.addresses.items()}
+        if all(views[n][p] == preferred[p] for p, nodes in replicas.items() for n in nodes):
             return preferred
         assert time.monotonic() < deadline, f"leaders did not settle on {preferred}: {views}"
         await asyncio.sleep(0.2)
+
+
+def _role(node: int, partition: int, replicas: dict[int, list[int]], leaders: dict[int, int]) -> str:
+    if leaders[partition] == node:
+        return "leader"
+    return "follower" if node in replicas[partition] else "-"
 
 
 async def _drill(
     cluster: LocalCluster, *, victim_leads_written: bool
 ) -> tuple[str, dict[int, float], list[str]]:
     """Run the drill; returns (printable report, partition -> longest gap,
-    problems found in the logs read back)."""
-    leaders = await _settled_leaders(cluster)
+    problems found: failed records, and what the logs read back show)."""
     async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
-        victim = (await admin.cluster_status()).controller_leader
-    assert victim in cluster.node_ids, f"no controller leader: {victim}"
-    written = [p for p in range(PARTITIONS) if victim_leads_written or leaders[p] != victim]
-    led_by_victim = [p for p in written if leaders[p] == victim]
-    assert bool(led_by_victim) == victim_leads_written, (victim, leaders, written)
-    assert len(written) >= 2, (victim, leaders)
+        created = await admin.create_topic(TOPIC, PARTITIONS, REPLICATION)
+        replicas = {a.partition: list(a.replicas) for a in created.assignments}
+        leaders = await _settled_leaders(cluster, replicas)
+        controller = (await admin.cluster_status()).controller_leader
+    # The controller leader if it fits the drill (it does with this
+    # placement: 18 replicas over 5 nodes, each leading one or two), else
+    # the first node that does.
+    for victim in sorted(cluster.node_ids, key=lambda n: n != controller):
+        written = [p for p in range(PARTITIONS) if victim_leads_written or leaders[p] != victim]
+        roles = {p: _role(victim, p, replicas, leaders) for p in written}
+        if victim_leads_written:
+            fits = "leader" in roles.values()
+        else:  # both shapes of "does not lead"
+            fits = {"follower", "-"} == set(roles.values())
+        if fits:
+            break
+    else:
+        raise AssertionError(f"no node fits the drill: replicas {replicas}, leaders {leaders}")
 
     bootstrap = [cluster.addresses[victim]] + [a for n, a in cluster.addresses.items() if n != victim]
     async with Producer(bootstrap, api_key=cluster.api_key) as producer:
-        writers = PacedWriters(producer, TOPIC, written)
+        writers = PacedWriters(producer, TOPIC, written, value_bytes=VALUE_BYTES)
         running = asyncio.create_task(writers.run())
         try:
             deadline = time.monotonic() + 20
@@ -148,13 +172,15 @@ async def _drill(
             await running
         unresolved = await writers.drain(timeout_s=30)
     assert writers.stopped_at is not None
-    leaders_after = await _leaders_seen_by(bootstrap[1], cluster.api_key)
+    leaders_after = {
+        p: (await _leaders_seen_by(cluster.addresses[replicas[p][1]], cluster.api_key))[p] for p in written
+    }
 
     gaps: dict[int, float] = {}
     lines = [
-        f"paused node {victim} (controller leader; leads partitions {led_by_victim} of {written}) "
-        f"for {resumed_at - paused_at:.1f} s; leaders before {leaders}, after {leaders_after}",
-        "partition  leader  acked  longest gap  gap began (s after pause)  max ack latency",
+        f"paused node {victim} (controller leader: {controller}) for {resumed_at - paused_at:.1f} s; "
+        f"replicas {replicas}; leaders before {leaders}, after {leaders_after}",
+        "partition  leader  paused node is  acked  longest gap  gap began (s after pause)  max ack latency",
     ]
     problems: list[str] = []
     logs = await read_partitions(bootstrap, cluster.api_key, TOPIC, written)
@@ -163,8 +189,8 @@ async def _drill(
         gap, began = longest_gap(state.ack_times(), writers.stopped_at)
         gaps[p] = gap
         lines.append(
-            f"{p:>9}  {leaders[p]:>6}  {len(state.acks):>5}  {gap:>10.3f}s  {began - paused_at:>25.2f}  "
-            f"{state.max_latency():>14.3f}s"
+            f"{p:>9}  {leaders[p]:>6}  {roles[p]:>14}  {len(state.acks):>5}  {gap:>10.3f}s  "
+            f"{began - paused_at:>25.2f}  {state.max_latency():>14.3f}s"
         )
         problems += [f"partition {p}: sequence {s} failed: {e}" for s, e in state.errors[:3]]
         problems += check_partition_log(state, logs[p])
@@ -211,6 +237,8 @@ def test_the_log_check_finds_lost_duplicated_moved_reordered_and_unsent_records(
     state = _acked(2, [0, 1, 2])
     good = [(o, record_value(2, o)) for o in range(3)]
     assert check_partition_log(state, good) == []
+    padded = [(o, record_value(2, o, 256)) for o in range(3)]
+    assert check_partition_log(state, padded) == [] and len(padded[0][1]) == 256
     cases = {
         "lost": [good[0], good[1]],
         "twice": [*good, (3, record_value(2, 2))],
