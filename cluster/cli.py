@@ -4,7 +4,14 @@ Connection settings come from the environment and flags override them:
 ``RAFTLOG_BOOTSTRAP`` (``host:port[,host:port...]``, any node),
 ``RAFTLOG_API_KEY`` and, for operator keys, ``RAFTLOG_TENANT`` (the tenant
 to act in; ``default`` when unset). ``. data/cluster.env`` after ``make
-run`` sets the first two. Commands:
+run`` sets the first two.
+
+API keys stay off the command line, where every user of the machine can
+read them (``ps``, ``/proc/PID/cmdline``) and shell history keeps them: the
+key comes from ``RAFTLOG_API_KEY`` or from ``--api-key-file PATH`` (the
+file's first line; a regular file that its group or other users may access
+is refused, like ssh refuses an unprotected private key). ``--api-key KEY``
+still works, with a warning on stderr saying so. Commands:
 
 - ``raftlog serve --config FILE --node-id N``: run one node;
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
@@ -27,8 +34,8 @@ run`` sets the first two. Commands:
   it from the group's committed offsets, and commits what it printed.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
-could not be reached, 2 for a usage error. Errors go to stderr as one line
-with the reason and what to do.
+could not be reached, 2 for a usage error (an unusable ``--api-key-file``
+included). Errors go to stderr as one line with the reason and what to do.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from typing import TypedDict
@@ -55,6 +63,59 @@ class CliError(Exception):
     """A failure to report in one line (exit status 1)."""
 
 
+class UsageError(Exception):
+    """A usage error found after parsing, reported in one line (exit status 2)."""
+
+
+API_KEY_ON_COMMAND_LINE_WARNING = (
+    "raftlog: warning: --api-key puts the key on the command line, where other users of this "
+    "machine can read it (ps, /proc/PID/cmdline) and shell history keeps it; set RAFTLOG_API_KEY "
+    "or use --api-key-file PATH (a file only you can read) instead"
+)
+
+
+def read_api_key_file(path: str) -> str:
+    """The API key in ``path``: its content without surrounding whitespace.
+
+    Raises ``UsageError`` when it cannot be read, is empty or holds more than
+    one line, or is a regular file its group or other users may access: the
+    option exists to keep the key private, a warning in a script's stderr is
+    easily missed, and the fix is one ``chmod``. Pipes (``<(pass show ...)``)
+    are not regular files and are read as they are. The mode is checked on
+    the opened file, so it is the file that is read."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+                raise UsageError(
+                    f"--api-key-file {path} is accessible to other users (mode "
+                    f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}` (or use RAFTLOG_API_KEY)"
+                )
+            raw = f.read(64 * 1024)  # keys are ~60 bytes: never slurp a wrong path's whole content
+    except OSError as error:
+        raise UsageError(f"--api-key-file {path}: {error.strerror or error}") from None
+    try:
+        key = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UsageError(f"--api-key-file {path} is not text; it should hold one API key") from None
+    if not key:
+        raise UsageError(f"--api-key-file {path} is empty; it should hold one API key")
+    if any(c.isspace() for c in key):
+        raise UsageError(f"--api-key-file {path} holds more than one word; it should hold one API key only")
+    return key
+
+
+def resolve_api_key(args: argparse.Namespace) -> str | None:
+    """The key to use: ``--api-key-file``, else ``--api-key`` (with a
+    warning on stderr), else ``$RAFTLOG_API_KEY``, else none."""
+    if args.api_key_file is not None:
+        return read_api_key_file(args.api_key_file)
+    if args.api_key:
+        print(API_KEY_ON_COMMAND_LINE_WARNING, file=sys.stderr)
+        return str(args.api_key)
+    return os.environ.get("RAFTLOG_API_KEY") or None
+
+
 def _bootstrap(args: argparse.Namespace) -> list[str]:
     try:
         return parse_bootstrap(args.bootstrap or os.environ.get("RAFTLOG_BOOTSTRAP") or DEFAULT_BOOTSTRAP)
@@ -68,9 +129,10 @@ class Identity(TypedDict):
 
 
 def _identity(args: argparse.Namespace) -> Identity:
-    """``api_key`` and ``tenant`` for the SDK: flags, else the environment."""
+    """``api_key`` (resolved once by ``main``) and ``tenant`` for the SDK:
+    flags, else the environment."""
     return {
-        "api_key": args.api_key or os.environ.get("RAFTLOG_API_KEY") or None,
+        "api_key": args.resolved_api_key,
         "tenant": args.tenant or os.environ.get("RAFTLOG_TENANT") or None,
     }
 
@@ -328,7 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bootstrap", help="host:port of any node (default: $RAFTLOG_BOOTSTRAP or 127.0.0.1:7001)"
     )
-    parser.add_argument("--api-key", help="API key (default: $RAFTLOG_API_KEY)")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="read the API key from this file, which only you may read (default: $RAFTLOG_API_KEY)",
+    )
+    key.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="API key; visible to other users in ps: prefer $RAFTLOG_API_KEY or --api-key-file",
+    )
     parser.add_argument(
         "--tenant", help="with an operator key: the tenant to act in (default: $RAFTLOG_TENANT or 'default')"
     )
@@ -414,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.resolved_api_key = resolve_api_key(args)
+    except UsageError as error:
+        print(f"raftlog: {error}", file=sys.stderr)
+        return 2
     try:
         if hasattr(args, "sync"):
             return int(args.sync(args))

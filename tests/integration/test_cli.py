@@ -26,7 +26,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def _run(cluster: LocalCluster, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["--bootstrap", cluster.addresses[2], "--api-key", cluster.api_key, *argv])
+    # The key through the environment: --api-key would add its ps warning to stderr.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAFTLOG_API_KEY", cluster.api_key)
+        code = main(["--bootstrap", cluster.addresses[2], *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
