@@ -2,8 +2,12 @@
 consumer groups.
 
 Any node answers (it forwards changes to the metadata controller's leader);
-``Admin`` asks the bootstrap nodes in turn and moves on from one that is
-unreachable or has no controller leader right now, until ``timeout_s``.
+``Admin`` sends every call through the SDK's call path
+(client/leader_calls.py, ``NodeRoute``): the node that answered last, else
+the bootstrap nodes in turn (a node that timed out or was unreachable
+last), moving on from one that fails with a retriable error after
+``max(backoff, retry_after)``, until ``timeout_s``; each attempt waits at
+most ``request_timeout_s``.
 Answers are the ``raftlog.v1.admin_pb2`` messages (documented in
 proto/raftlog/v1/admin.proto); list methods walk every page. The group
 calls are the exception: ``describe_group`` goes to the group's coordinator
@@ -12,8 +16,8 @@ answer ``raftlog.v1.groups_pb2`` messages.
 
 Invariants:
 
-- Only retriable failures (UNAVAILABLE, NO_CONTROLLER, timeouts) are tried
-  again, on the next node; everything else is raised at once as the
+- Only retriable failures (UNAVAILABLE, NO_CONTROLLER, BACKPRESSURE,
+  timeouts) are tried again, on the next node; everything else is raised at once as the
   ``RaftlogError`` the server's reason maps to (client/errors.py).
 - A change whose answer was lost (the node went away mid-call) may have
   happened: retrying a create then reports ``AlreadyExistsError``.
@@ -30,6 +34,7 @@ import grpc
 
 from client.errors import RaftlogError, UnavailableError, from_rpc_error
 from client.group_member import GroupRpc
+from client.leader_calls import LeaderCalls, NodeRoute, UnaryCall
 from client.metadata import Backoff, ChannelPool, MetadataCache, parse_bootstrap
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, metadata_pb2
 
@@ -59,8 +64,11 @@ class Admin:
         self._pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map)
         self._timeout_s = timeout_s
         self._request_timeout_s = request_timeout_s
-        self._backoff = Backoff(0.05, 1.0)
-        self._group_rpc: GroupRpc | None = None  # made by the first describe_group
+        # Only its candidate list is used: the bootstrap nodes, suspects last.
+        self._nodes = MetadataCache(self._addresses, self._pool, request_timeout_s=request_timeout_s)
+        self._calls = LeaderCalls(self._nodes, Backoff(0.05, 1.0), attempt_timeout_s=request_timeout_s)
+        self._route = NodeRoute(self._nodes)
+        self._group_rpc = GroupRpc(self._pool, self._calls)
 
     async def __aenter__(self) -> Self:
         return self
@@ -74,29 +82,24 @@ class Admin:
         await self._pool.close()
 
     async def _call(
-        self, method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., Awaitable[T]]], request: Any
+        self, method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., UnaryCall[T]]], request: Any
     ) -> T:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._timeout_s
-        attempt = 0
-        last: RaftlogError | None = None
-        while True:
-            for address in self._addresses:
-                stub = admin_pb2_grpc.AdminServiceStub(self._pool.channel(address))
-                try:
-                    return await method(stub)(request, timeout=self._request_timeout_s)
-                except grpc.aio.AioRpcError as exc:
-                    last = from_rpc_error(exc)
-                    if not last.retriable:
-                        raise last from None
-            if loop.time() >= give_up:
-                raise UnavailableError(
-                    f"no node could answer within {self._timeout_s:.0f}s (asked {', '.join(self._addresses)}); "
-                    f"last error: {last}",
-                    code=last.code if last else None,
-                )
-            await asyncio.sleep(self._backoff.delay(attempt))
-            attempt += 1
+        def invoke(address: str, timeout: float) -> UnaryCall[T]:
+            stub = admin_pb2_grpc.AdminServiceStub(self._pool.channel(address))
+            return method(stub)(request, timeout=timeout)
+
+        try:
+            return await self._calls.call(
+                self._route, invoke, deadline=asyncio.get_running_loop().time() + self._timeout_s
+            )
+        except RaftlogError as error:
+            if not error.retriable:
+                raise
+            raise UnavailableError(
+                f"no node could answer within {self._timeout_s:.0f}s (asked {', '.join(self._addresses)}); "
+                f"last error: {error}",
+                code=error.code,
+            ) from None
 
     async def _list(
         self,
@@ -188,30 +191,28 @@ class Admin:
         """The group as its coordinator sees it (members, assignments, epochs).
         Routed as the consumer's group calls are (client/group_member.py:
         ``NOT_COORDINATOR`` answers are followed), retried until ``timeout_s``."""
-        if self._group_rpc is None:
-            # Only its candidate list is used: the bootstrap nodes, in order.
-            nodes = MetadataCache(self._addresses, self._pool)
-            self._group_rpc = GroupRpc(
-                self._pool, nodes, self._backoff, request_timeout_s=self._request_timeout_s
-            )
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         return await self._group_rpc.describe(groups_pb2.DescribeGroupRequest(group=group), deadline=deadline)
 
     async def _node_addresses(self) -> list[str]:
-        """Every node's address, from the first bootstrap node that answers;
-        the bootstrap list when none does (or it lists no node)."""
-        for address in self._addresses:
-            try:
-                answer = await self._pool.metadata(address).GetMetadata(
-                    _NODES_ONLY, timeout=self._request_timeout_s
-                )
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-                if not error.retriable:
-                    raise error from None
-                continue
-            return [n.address for n in answer.nodes] or list(self._addresses)
-        return list(self._addresses)
+        """Every node's address, from a node that answers; the bootstrap
+        list when none does (or it lists no node)."""
+
+        def invoke(address: str, timeout: float) -> UnaryCall[metadata_pb2.GetMetadataResponse]:
+            call: UnaryCall[metadata_pb2.GetMetadataResponse] = self._pool.metadata(address).GetMetadata(
+                _NODES_ONLY, timeout=timeout
+            )
+            return call
+
+        try:
+            answer = await self._calls.call(
+                self._route, invoke, deadline=asyncio.get_running_loop().time() + self._timeout_s
+            )
+        except RaftlogError as error:
+            if not error.retriable:
+                raise
+            return list(self._addresses)
+        return [n.address for n in answer.nodes] or list(self._addresses)
 
     async def list_groups(self) -> list[groups_pb2.GroupSummary]:
         """Every group of the caller's tenant: each node lists the groups it

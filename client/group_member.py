@@ -2,11 +2,13 @@
 the protocol in proto/raftlog/v1/groups.proto (server-side assignment in the
 manner of Kafka's KIP-848).
 
-- ``GroupRpc`` sends ``GroupService`` calls to the node serving a group.
-  Any node may be asked; one that does not coordinate the group answers
+- ``GroupRpc`` sends ``GroupService`` calls to the node serving a group,
+  through the SDK's call path (client/leader_calls.py, ``NodeRoute``). Any
+  node may be asked; one that does not coordinate the group answers
   ``NOT_COORDINATOR`` (nodes do not forward group calls), with
   ``leader_address`` when it knows the coordinator's node: the call goes
-  there at once, otherwise to the next known node after a backoff.
+  there at once, otherwise to the next known node after
+  ``max(backoff, retry_after)``.
 - ``GroupMember`` is one membership: it joins, heartbeats every
   ``heartbeat_interval_ms`` (the coordinator's figure), and turns every
   answer into calls on its ``PartitionOwner`` (the consumer): partitions
@@ -51,19 +53,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import grpc
 from google.protobuf.message import Message
 
-from client.errors import (
-    GroupMembershipError,
-    NotCoordinatorError,
-    NotLeaderError,
-    RaftlogError,
-    RequestTimeoutError,
-    RetriableError,
-    from_rpc_error,
-)
-from client.metadata import Backoff, ChannelPool, MetadataCache, TopicPartition
+from client.errors import GroupMembershipError, RaftlogError, RetriableError
+from client.leader_calls import LeaderCalls, NodeRoute, UnaryCall
+from client.metadata import Backoff, ChannelPool, TopicPartition
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 
 __all__ = [
@@ -76,10 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# How many NOT_COORDINATOR hints are followed in a row without a backoff
-# (two nodes that each think the other serves the group must not spin).
-_MAX_REDIRECTS = 3
 
 
 def to_topic_partitions(partitions: Iterable[tuple[str, int]]) -> list[groups_pb2.TopicPartitions]:
@@ -101,21 +91,13 @@ class GroupRpc:
     last error is raised; other errors are raised at once. Use from one
     event loop."""
 
-    def __init__(
-        self,
-        pool: ChannelPool,
-        metadata: MetadataCache,
-        backoff: Backoff,
-        *,
-        request_timeout_s: float,
-    ) -> None:
+    def __init__(self, pool: ChannelPool, calls: LeaderCalls) -> None:
+        """Each attempt gets ``calls.attempt_timeout_s``."""
         self._pool = pool
-        self._metadata = metadata
-        self._backoff = backoff
-        self._request_timeout_s = request_timeout_s
+        self._calls = calls
         self._stubs: dict[str, groups_pb2_grpc.GroupServiceStub] = {}
-        self._preferred: str | None = None  # the last node that answered, or a hint
-        self._next = 0  # which candidate to ask when there is no preferred node
+        # The last node that answered, or a hint; else the candidates in turn.
+        self._route = NodeRoute(calls.metadata)
 
     async def join(
         self, request: groups_pb2.JoinGroupRequest, *, deadline: float | None
@@ -163,53 +145,14 @@ class GroupRpc:
             stub = self._stubs[address] = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
         return stub
 
-    def _address(self) -> str:
-        if self._preferred:
-            return self._preferred
-        candidates = self._metadata.candidates()
-        return candidates[self._next % len(candidates)]
-
-    def _failed(self, address: str) -> None:
-        """``address`` did not help: ask the next candidate next time."""
-        if self._preferred == address:
-            self._preferred = None
-        self._next += 1
-
     async def _call(self, method: str, request: Message, deadline: float | None) -> Any:
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        redirects = 0
-        last: RaftlogError | None = None
-        while True:
-            timeout = self._request_timeout_s
-            if deadline is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise last or RequestTimeoutError(f"GroupService.{method}: no time left to ask")
-                timeout = min(timeout, remaining)
-            address = self._address()
-            try:
-                response = await getattr(self._stub(address), method)(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-            else:
-                self._preferred = address
-                return response
-            if not error.retriable:
-                raise error
-            last = error
-            hint = error.leader_address if isinstance(error, NotCoordinatorError | NotLeaderError) else ""
-            if hint and hint != address and redirects < _MAX_REDIRECTS:
-                self._preferred = hint
-                redirects += 1
-                continue
-            redirects = 0
-            self._failed(address)
-            delay = error.retry_after_ms / 1000 if error.retry_after_ms else self._backoff.delay(attempt)
-            attempt += 1
-            if deadline is not None and loop.time() + delay >= deadline:
-                raise error
-            await asyncio.sleep(delay)
+        stub_method = method
+
+        def invoke(address: str, timeout: float) -> UnaryCall[Any]:
+            call: UnaryCall[Any] = getattr(self._stub(address), stub_method)(request, timeout=timeout)
+            return call
+
+        return await self._calls.call(self._route, invoke, deadline=deadline)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,20 @@
 
 - ``ChannelPool``: one ``grpc.aio`` channel per node address, created on
   first use and closed together. Channels allow 64 MiB messages (a fetch may
-  return that much) and an 8 MiB HTTP/2 lookahead, and reconnect within a
+  return that much) and an 8 MiB HTTP/2 lookahead, reconnect within a
   second of a node coming back (gRPC's default reconnect backoff grows to two
   minutes, far longer than a node restart; until it expires every call on
-  the channel fails at once).
+  the channel fails at once), and send an HTTP/2 keepalive ping every
+  second, with or without calls in flight: a paused or cut-off node that
+  does not acknowledge one within a second has its connection closed, so
+  the calls waiting on it fail with UNAVAILABLE in about two seconds
+  instead of at their deadlines (the nodes accept pings down to one per
+  500 ms: ``CLIENT_PING_INTERVAL_MIN_MS`` in cluster/node.py).
 - ``MetadataCache``: nodes, topics and partition leaders, learnt from
   ``MetadataService.GetMetadata`` on any node. Leaders are hints: callers
-  report ``NOT_LEADER`` answers (``leader_moved``) and failures
-  (``forget_leader``), and the next lookup of a forgotten leader asks the
+  report ``NOT_LEADER`` answers and ``raftlog-leader`` trailers
+  (``leader_moved``), failures (``forget_leader``) and silent nodes
+  (``node_failed``), and the next lookup of a forgotten leader asks the
   cluster again.
 - ``Backoff``: capped exponential backoff with jitter.
 - ``client_transport``: the three together, as a producer or consumer
@@ -28,6 +34,11 @@ Invariants:
   learnt and forgets those it learnt none for. Their ages are not compared,
   so a round that started before a hint may overwrite it (the next
   ``NOT_LEADER`` answer corrects that).
+- A node that timed out or could not be reached is *suspect* for
+  ``SUSPECT_S``: ``candidates()`` lists it after every other node, so a
+  metadata round asks the nodes that answer first, and the leaderships
+  cached at its address are forgotten at once. An answer from it clears
+  the mark.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from client.errors import (
     CALLER_ERRORS,
     LeaderNotAvailableError,
     RaftlogError,
+    RequestTimeoutError,
     UnavailableError,
     UnknownTopicOrPartitionError,
     from_rpc_error,
@@ -53,6 +65,7 @@ from raftlog.v1 import log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "SUSPECT_S",
     "Backoff",
     "ChannelPool",
     "ClientTransport",
@@ -61,6 +74,7 @@ __all__ = [
     "TopicMetadata",
     "TopicPartition",
     "client_transport",
+    "is_silent",
     "parse_bootstrap",
 ]
 
@@ -73,7 +87,20 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Notice a silent node (SIGSTOP, a cut cable) in about two seconds: a
+    # ping every second, closed if not acknowledged within a second; also
+    # on idle channels (a producer waiting on linger has no call in
+    # flight), and with no limit on pings between data frames.
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 )
+
+SUSPECT_S = 5.0
+"""How long a node that timed out or was unreachable is asked last for
+metadata (long enough for an election to finish elsewhere, short enough
+for a restarted node to be used again soon)."""
 
 
 class TopicPartition(NamedTuple):
@@ -217,6 +244,7 @@ class MetadataCache:
         self._wanted: set[str] = set()
         self._refreshed_at: float | None = None
         self._preferred: str | None = None  # the last node that answered
+        self._suspects: dict[str, float] = {}  # address -> event-loop time the mark ends
         self._lock = asyncio.Lock()
         self._generation = 0  # completed refresh rounds
 
@@ -304,6 +332,25 @@ class MetadataCache:
         if address is None or self._leaders.get(tp) == address:
             self._leaders.pop(tp, None)
 
+    def node_failed(self, address: str) -> None:
+        """``address`` timed out or could not be reached: forget every
+        leadership cached there and ask it last for metadata for
+        ``SUSPECT_S`` (module invariant)."""
+        for tp in [tp for tp, leader in self._leaders.items() if leader == address]:
+            del self._leaders[tp]
+        self._suspects[address] = asyncio.get_running_loop().time() + SUSPECT_S
+        if self._preferred == address:
+            self._preferred = None
+
+    def is_suspect(self, address: str) -> bool:
+        until = self._suspects.get(address)
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() >= until:
+            del self._suspects[address]
+            return False
+        return True
+
     # --- refreshing ------------------------------------------------------------
 
     def _too_old(self) -> bool:
@@ -313,12 +360,14 @@ class MetadataCache:
 
     def candidates(self) -> list[str]:
         """Addresses to ask, best first: the node that answered last, then
-        the known nodes, then the bootstrap list."""
+        the known nodes, then the bootstrap list; suspect nodes after all
+        of them (module invariant)."""
         order: list[str] = []
         for address in [self._preferred, *self.nodes.values(), *self._bootstrap]:
             if address and address not in order:
                 order.append(address)
-        return order
+        healthy = [a for a in order if not self.is_suspect(a)]
+        return healthy + [a for a in order if a not in healthy]
 
     async def refresh(self, topics: Iterable[str] = ()) -> None:
         """Ask the cluster for nodes and for ``topics`` (plus every topic
@@ -350,9 +399,12 @@ class MetadataCache:
                 last_error = from_rpc_error(exc)
                 if isinstance(last_error, CALLER_ERRORS):
                     raise last_error from None  # every node would say the same
-                if self._preferred == address:
+                if is_silent(last_error):
+                    self.node_failed(address)
+                elif self._preferred == address:
                     self._preferred = None
                 continue
+            self._suspects.pop(address, None)
             if not answered:
                 self._apply(response)
                 self._preferred = address
@@ -404,6 +456,17 @@ class ClientTransport(NamedTuple):
     backoff: Backoff
 
 
+def is_silent(error: RaftlogError) -> bool:
+    """Whether ``error`` says the node did not answer at all (the
+    connection failed, or the attempt's deadline passed), as opposed to an
+    answer the server chose (its reasons, ``REPLICA_STOPPED`` say, come
+    with their own names)."""
+    return isinstance(error, UnavailableError | RequestTimeoutError) and error.reason in _SILENT_REASONS
+
+
+_SILENT_REASONS = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "STREAM_SILENT"})
+
+
 def client_transport(
     bootstrap: str | Sequence[str],
     *,
@@ -415,10 +478,11 @@ def client_transport(
     address_map: Mapping[str, str] | None = None,
 ) -> ClientTransport:
     """A fresh channel pool, a metadata cache over it (``bootstrap`` parsed
-    there, once; each ``GetMetadata`` call gets ``request_timeout_s`` but at
-    most 3 s) and a backoff from ``retry_backoff_ms`` up to
-    ``retry_backoff_max_ms`` (never below the first)."""
+    there, once; each ``GetMetadata`` call gets ``request_timeout_s``, which
+    callers pass as their per-attempt timeout) and a backoff from
+    ``retry_backoff_ms`` up to ``retry_backoff_max_ms`` (never below the
+    first)."""
     pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map)
-    metadata = MetadataCache(bootstrap, pool, request_timeout_s=min(request_timeout_s, 3))
+    metadata = MetadataCache(bootstrap, pool, request_timeout_s=request_timeout_s)
     backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
     return ClientTransport(pool, metadata, backoff)

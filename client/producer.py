@@ -44,20 +44,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import NamedTuple
 
 import grpc
 
+from client.batches import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    SEQUENCE_MODULUS,
+    Batch,
+    ByteBudget,
+    PartitionQueue,
+    ProducerStats,
+    RecordMetadata,
+    record_size_bound,
+)
 from client.errors import (
-    BackpressureError,
     ClientClosedError,
     DeliveryTimeoutError,
     DuplicateSequenceError,
-    NotLeaderError,
     OutcomeUnknownError,
     OutOfOrderSequenceError,
     ProducerFencedError,
@@ -71,6 +76,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
+from client.leader_calls import ATTEMPT_TIMEOUT_S, LeaderCalls, PartitionRoute, UnaryCall, Verdict
 from client.metadata import MetadataCache, TopicPartition, client_transport
 from client.partitioner import DefaultPartitioner, Partitioner
 from raftlog.v1 import log_pb2
@@ -78,188 +84,8 @@ from raftlog.v1.record_batch import HEADER_SIZE, Record, encode_batch
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "Producer", "ProducerStats", "RecordMetadata", "record_size_bound"]
 
-DEFAULT_MAX_REQUEST_BYTES = 1 << 20
-"""The server's default maximum batch size (1 MiB)."""
-
-_SEQUENCE_MODULUS = 2**31
-
 # Errors after which a produce that reached a node may have committed.
 _UNCERTAIN = (OutcomeUnknownError, UnavailableError, RequestTimeoutError, ServerError)
-
-
-class RecordMetadata(NamedTuple):
-    """Where an acknowledged record was written. A NamedTuple: one is built
-    per record, and a frozen dataclass costs about four times as much."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-
-@dataclass(slots=True)
-class ProducerStats:
-    """Counters for monitoring and tests (mutated by the producer)."""
-
-    batches: int = 0
-    """Batches acknowledged."""
-    records: int = 0
-    """Records acknowledged."""
-    requests: int = 0
-    """Produce calls sent (first attempts and retries)."""
-    retries: int = 0
-    duplicates: int = 0
-    """Retries the server recognised as already written."""
-    errors: dict[str, int] = field(default_factory=dict)
-    """Failed attempts by reason."""
-
-
-def _uvarint_len(n: int) -> int:
-    length = 1
-    while n >= 0x80:
-        n >>= 7
-        length += 1
-    return length
-
-
-def record_size_bound(record: Record) -> int:
-    """An upper bound on the bytes ``record`` takes in a batch (its frame).
-    Exact but for the timestamp and offset deltas, counted at their
-    largest (10 and 5 bytes)."""
-    body = 1 + 10 + 5
-    for part in (record.key, record.value):
-        body += 1 if part is None else _uvarint_len(len(part) << 1) + len(part)
-    if not record.headers:
-        return _uvarint_len(body + 1) + body + 1
-    body += _uvarint_len(len(record.headers))
-    for name, value in record.headers:
-        encoded = len(name.encode("utf-8"))
-        body += _uvarint_len(encoded) + encoded + _uvarint_len(len(value)) + len(value)
-    return _uvarint_len(body) + body
-
-
-class _Batch:
-    """Records on their way to one partition, with their futures."""
-
-    __slots__ = (
-        "base_sequence",
-        "created",
-        "done",
-        "futures",
-        "maybe_committed",
-        "records",
-        "request",
-        "size",
-    )
-
-    def __init__(self, created: float, done: asyncio.Future[None]) -> None:
-        self.records: list[Record] = []
-        self.futures: list[asyncio.Future[RecordMetadata]] = []
-        self.size = HEADER_SIZE
-        self.created = created
-        self.request: log_pb2.ProduceRequest | None = None  # fixed at the first attempt
-        self.base_sequence = -1
-        # True once an attempt ended in a way that may have committed it.
-        self.maybe_committed = False
-        self.done = done  # resolved (None) when every future is
-
-
-class _PartitionQueue:
-    """One partition's batches and sender state. Only its sender task
-    takes batches out; ``send`` and ``flush`` put them in."""
-
-    __slots__ = (
-        "epoch",
-        "in_flight",
-        "last",
-        "needs_new_identity",
-        "next_sequence",
-        "open",
-        "producer_id",
-        "ready",
-        "task",
-        "tp",
-        "wakeup",
-    )
-
-    def __init__(self, tp: TopicPartition) -> None:
-        self.tp = tp
-        self.open: _Batch | None = None
-        self.ready: deque[_Batch] = deque()
-        self.in_flight: _Batch | None = None
-        self.last: _Batch | None = None  # the newest batch: done => all done
-        self.wakeup = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.producer_id = -1
-        self.epoch = -1
-        self.next_sequence = 0
-        self.needs_new_identity = False
-
-    def batches(self) -> list[_Batch]:
-        """Every batch not yet finished, oldest first."""
-        found = [b for b in (self.in_flight, *self.ready, self.open) if b is not None]
-        return [b for b in found if not b.done.done()]
-
-
-class _ByteBudget:
-    """Bounds the record bytes held by the producer. Waiters are served in
-    arrival order; a record larger than the whole budget is admitted when
-    nothing else is held."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._closed: RaftlogError | None = None
-
-    def try_acquire(self, n: int) -> bool:
-        """Take ``n`` bytes if that needs no wait (the common case, without
-        the cost of a coroutine); False otherwise, nothing taken."""
-        if self._closed is None and not self._waiters and (self.used + n <= self.limit or self.used == 0):
-            self.used += n
-            return True
-        return False
-
-    async def acquire(self, n: int) -> None:
-        if self._closed is not None:
-            raise self._closed
-        if self.try_acquire(n):
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, future)
-        self._waiters.append(entry)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.release(n)  # granted just as we were cancelled
-            elif entry in self._waiters:
-                self._waiters.remove(entry)
-                self._wake()
-            raise
-
-    def release(self, n: int) -> None:
-        self.used -= n
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters:
-            n, future = self._waiters[0]
-            if future.done():
-                self._waiters.popleft()
-                continue
-            if self.used + n > self.limit and self.used > 0:
-                return
-            self._waiters.popleft()
-            self.used += n
-            future.set_result(None)
-
-    def close(self, error: RaftlogError) -> None:
-        self._closed = error
-        while self._waiters:
-            _, future = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(error)
 
 
 class Producer:
@@ -280,7 +106,11 @@ class Producer:
     held (queued and in flight) before ``send`` waits. ``idempotent``:
     exactly-once writes per partition (needs ``InitProducer``).
     ``delivery_timeout_s``: how long a batch is retried before its records
-    fail. ``request_timeout_s``: deadline of one produce call.
+    fail. ``attempt_timeout_s``: how long one attempt waits for a node
+    before the batch is sent again (to the leader the cluster names then);
+    short, so a paused node costs about a second, not the batch.
+    ``request_timeout_s``: the most one attempt may take (caps
+    ``attempt_timeout_s``).
     ``metadata_timeout_s``: how long ``send`` waits for a topic's metadata
     while no node answers. ``partitioner``: see ``client.partitioner``.
     ``api_key``, ``tenant``: who is calling (``client.auth``).
@@ -298,6 +128,7 @@ class Producer:
         idempotent: bool = True,
         delivery_timeout_s: float = 120.0,
         request_timeout_s: float = 10.0,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
         retry_backoff_ms: float = 20.0,
         retry_backoff_max_ms: float = 1000.0,
         metadata_timeout_s: float = 60.0,
@@ -311,11 +142,16 @@ class Producer:
                 f"need {HEADER_SIZE} < max_batch_bytes <= max_request_bytes, "
                 f"got {max_batch_bytes} and {max_request_bytes}"
             )
-        if linger_ms < 0 or delivery_timeout_s <= 0 or request_timeout_s <= 0 or buffer_bytes < 1:
+        if (
+            linger_ms < 0
+            or min(delivery_timeout_s, request_timeout_s, attempt_timeout_s) <= 0
+            or buffer_bytes < 1
+        ):
             raise ValueError("linger_ms must be >= 0; timeouts and buffer_bytes must be > 0")
+        attempt_timeout_s = min(attempt_timeout_s, request_timeout_s)
         self._pool, self._metadata, self._backoff = client_transport(
             bootstrap,
-            request_timeout_s=request_timeout_s,
+            request_timeout_s=attempt_timeout_s,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             api_key=api_key,
@@ -327,12 +163,12 @@ class Producer:
         self._max_request_bytes = max_request_bytes
         self._idempotent = idempotent
         self._delivery_timeout_s = delivery_timeout_s
-        self._request_timeout_s = request_timeout_s
+        self._calls = LeaderCalls(self._metadata, self._backoff, attempt_timeout_s=attempt_timeout_s)
         self._metadata_timeout_s = metadata_timeout_s
         self._partitioner: Partitioner = partitioner or DefaultPartitioner(sticky_bytes=max_batch_bytes)
-        self._budget = _ByteBudget(buffer_bytes)
+        self._budget = ByteBudget(buffer_bytes)
         # Keyed by plain (topic, partition) tuples (equal to TopicPartition's).
-        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        self._queues: dict[tuple[str, int], PartitionQueue] = {}
         self._identity: tuple[int, int] | None = None
         self._identity_lock = asyncio.Lock()
         self._init_attempt = 0
@@ -463,18 +299,18 @@ class Producer:
         if self._closing:
             raise ClientClosedError("the producer is closed; create a new one to send more records")
 
-    def _queue(self, topic: str, partition: int) -> _PartitionQueue:
+    def _queue(self, topic: str, partition: int) -> PartitionQueue:
         q = self._queues.get((topic, partition))
         if q is None:
             tp = TopicPartition(topic, partition)
-            q = self._queues[tp] = _PartitionQueue(tp)
+            q = self._queues[tp] = PartitionQueue(tp)
             q.task = asyncio.create_task(
                 self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}"
             )
         return q
 
     def _append(
-        self, q: _PartitionQueue, record: Record, size: int, future: asyncio.Future[RecordMetadata]
+        self, q: PartitionQueue, record: Record, size: int, future: asyncio.Future[RecordMetadata]
     ) -> None:
         batch = q.open
         if batch is not None and batch.size + size > self._max_batch_bytes:
@@ -482,7 +318,7 @@ class Producer:
             batch = None
         if batch is None:
             loop = asyncio.get_running_loop()
-            batch = q.open = q.last = _Batch(loop.time(), loop.create_future())
+            batch = q.open = q.last = Batch(loop.time(), loop.create_future())
             q.wakeup.set()  # the sender starts this batch's linger clock
         batch.records.append(record)
         batch.futures.append(future)
@@ -490,7 +326,7 @@ class Producer:
         if batch.size >= self._max_batch_bytes:
             self._close_open_batch(q)
 
-    def _close_open_batch(self, q: _PartitionQueue) -> None:
+    def _close_open_batch(self, q: PartitionQueue) -> None:
         if q.open is not None:
             q.ready.append(q.open)
             q.open = None
@@ -498,7 +334,7 @@ class Producer:
 
     # --- internals: the sender task of a partition ------------------------------
 
-    async def _run_partition(self, q: _PartitionQueue) -> None:
+    async def _run_partition(self, q: PartitionQueue) -> None:
         while True:
             batch = await self._next_batch(q)
             q.in_flight = batch
@@ -510,7 +346,7 @@ class Producer:
             # the batch must stay findable so that close() can fail it.
             q.in_flight = None
 
-    async def _next_batch(self, q: _PartitionQueue) -> _Batch:
+    async def _next_batch(self, q: PartitionQueue) -> Batch:
         loop = asyncio.get_running_loop()
         while True:
             if q.ready:
@@ -530,89 +366,60 @@ class Producer:
             except TimeoutError:
                 pass
 
-    async def _deliver(self, q: _PartitionQueue, batch: _Batch) -> None:
-        """Send ``batch`` until it is acknowledged, definitely refused, or
-        out of time; resolve its futures accordingly."""
-        loop = asyncio.get_running_loop()
-        topic, partition = q.tp
-        deadline = batch.created + self._delivery_timeout_s
-        attempt = 0
-        hops = 0  # consecutive NOT_LEADER redirects followed without waiting
+    async def _deliver(self, q: PartitionQueue, batch: Batch) -> None:
+        """Send ``batch`` through the call path (client/leader_calls.py)
+        until it is acknowledged, definitely refused, or out of time;
+        resolve its futures accordingly. The path resends ``batch.request``
+        unchanged; only a renumbering (below) builds it again."""
         renumbered = False
-        last_error: RaftlogError | None = None
-        while True:
+        attempts = 0
+
+        async def prepare() -> None:
             if self._fatal is not None:
-                self._fail(q, batch, self._fatal)
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self._fail(q, batch, self._timeout_error(q, batch, last_error))
-                return
-            address: str | None = None
-            sent = False
-            try:
-                if batch.request is None:
-                    await self._encode(q, batch)
-                address = await self._metadata.require_leader(topic, partition)
-                assert batch.request is not None
-                self.stats.requests += 1
-                if attempt:
-                    self.stats.retries += 1
-                sent = True
-                response: log_pb2.ProduceResponse = await self._pool.log(address).Produce(
-                    batch.request, timeout=min(self._request_timeout_s, remaining)
-                )
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc)
-            except RaftlogError as exc:
-                error = exc
-            else:
-                self._succeed(q, batch, response)
-                return
-            last_error = error
+                raise self._fatal
+            if batch.request is None:
+                await self._encode(q, batch)
+
+        def invoke(address: str, timeout: float) -> UnaryCall[log_pb2.ProduceResponse]:
+            nonlocal attempts
+            if attempts:
+                self.stats.retries += 1
+            attempts += 1
+            self.stats.requests += 1
+            call: UnaryCall[log_pb2.ProduceResponse] = self._pool.log(address).Produce(
+                batch.request, timeout=timeout
+            )
+            return call
+
+        def on_error(error: RaftlogError, sent: bool) -> Verdict:
+            nonlocal renumbered
             self.stats.errors[error.reason] = self.stats.errors.get(error.reason, 0) + 1
             if sent and isinstance(error, _UNCERTAIN):
                 batch.maybe_committed = True
-            if error.retriable:
-                if (
-                    isinstance(error, NotLeaderError)
-                    and error.leader_address not in ("", address)
-                    and hops < 3
-                ):
-                    self._metadata.leader_moved(topic, partition, error.leader_address)
-                    hops += 1
-                    attempt += 1
-                    continue
-                hops = 0
-                delay = self._after_retriable(topic, partition, address, error, attempt)
-                attempt += 1
-                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                continue
             if isinstance(error, UnknownProducerIdError) and not renumbered and not batch.maybe_committed:
                 # The partition forgot this producer (expiry) and nothing of
                 # this batch was written: renumber it under a fresh id.
                 renumbered = True
                 q.needs_new_identity = True
                 batch.request = None
-                continue
-            self._fail(q, batch, error)
+                return Verdict.RETRY_NOW
+            return Verdict.DEFAULT
+
+        try:
+            response = await self._calls.call(
+                PartitionRoute(self._metadata, *q.tp),
+                invoke,
+                deadline=batch.created + self._delivery_timeout_s,
+                prepare=prepare,
+                on_error=on_error,
+            )
+        except RaftlogError as error:
+            # A retriable error out of the path: the delivery timeout passed.
+            self._fail(q, batch, self._timeout_error(q, batch, error) if error.retriable else error)
             return
+        self._succeed(q, batch, response)
 
-    def _after_retriable(
-        self, topic: str, partition: int, address: str | None, error: RaftlogError, attempt: int
-    ) -> float:
-        """Update the metadata after a retriable error; the delay before the
-        next attempt."""
-        if isinstance(error, NotLeaderError | OutcomeUnknownError) and error.leader_address:
-            self._metadata.leader_moved(topic, partition, error.leader_address)
-        elif not isinstance(error, BackpressureError) and address is not None:
-            self._metadata.forget_leader(topic, partition, address)
-        delay = self._backoff.delay(attempt)
-        if error.retry_after_ms:
-            delay = max(delay, error.retry_after_ms / 1000)
-        return delay
-
-    async def _encode(self, q: _PartitionQueue, batch: _Batch) -> None:
+    async def _encode(self, q: PartitionQueue, batch: Batch) -> None:
         """Fix the batch's bytes: producer id, epoch and base sequence."""
         topic, partition = q.tp
         if not self._idempotent:
@@ -650,16 +457,16 @@ class Producer:
         self._init_attempt += 1
         try:
             response: log_pb2.InitProducerResponse = await self._pool.log(address).InitProducer(
-                log_pb2.InitProducerRequest(), timeout=self._request_timeout_s
+                log_pb2.InitProducerRequest(), timeout=self._calls.attempt_timeout_s
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         return int(response.producer_id), int(response.producer_epoch)
 
-    def _succeed(self, q: _PartitionQueue, batch: _Batch, response: log_pb2.ProduceResponse) -> None:
+    def _succeed(self, q: PartitionQueue, batch: Batch, response: log_pb2.ProduceResponse) -> None:
         topic, partition = q.tp
         if self._idempotent:
-            q.next_sequence = (batch.base_sequence + len(batch.records)) % _SEQUENCE_MODULUS
+            q.next_sequence = (batch.base_sequence + len(batch.records)) % SEQUENCE_MODULUS
         self.stats.batches += 1
         self.stats.records += len(batch.records)
         if response.duplicate:
@@ -671,7 +478,7 @@ class Producer:
             offset += 1
         self._finish(batch, None)
 
-    def _fail(self, q: _PartitionQueue, batch: _Batch, error: RaftlogError) -> None:
+    def _fail(self, q: PartitionQueue, batch: Batch, error: RaftlogError) -> None:
         if isinstance(error, ProducerFencedError):
             self._fatal = error
         if self._idempotent and (
@@ -681,7 +488,7 @@ class Producer:
             q.needs_new_identity = True
         self._finish(batch, error)
 
-    def _timeout_error(self, q: _PartitionQueue, batch: _Batch, cause: RaftlogError | None) -> RaftlogError:
+    def _timeout_error(self, q: PartitionQueue, batch: Batch, cause: RaftlogError | None) -> RaftlogError:
         fate = (
             "an attempt may have committed it, so the records may be in the log"
             if batch.maybe_committed
@@ -693,7 +500,7 @@ class Producer:
             cause=cause,
         )
 
-    def _finish(self, batch: _Batch, error: BaseException | None) -> None:
+    def _finish(self, batch: Batch, error: BaseException | None) -> None:
         """Resolve whatever is still pending in ``batch`` and free its bytes."""
         if batch.done.done():
             return

@@ -27,7 +27,7 @@ from client import (
     SyncProducer,
     TopicPartition,
 )
-from client.consumer import ConsumerRecord, _record_bytes
+from client.fetcher import ConsumerRecord, record_bytes
 from cluster.frontend.grpc_errors import ServiceError, abort
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
@@ -181,13 +181,13 @@ async def test_the_buffered_byte_count_follows_what_poll_takes(fake: FakeLog) ->
     async with Consumer(fake.addresses, max_poll_records=10) as consumer:
         consumer.assign([("t", 0)])
         consumer.seek("t", 0, 0)
-        state = consumer._states[TopicPartition("t", 0)]
+        state = consumer._fetcher.states[TopicPartition("t", 0)]
         taken: list[ConsumerRecord] = []
         while len(taken) < 25:  # 10, 10, then the last 5 empty the buffer
             records = await consumer.poll(2.0)
             assert records, "nothing polled"
             taken += records
-            assert state.buffered_bytes == sum(map(_record_bytes, state.buffer))
+            assert state.buffered_bytes == sum(map(record_bytes, state.buffer))
         assert len(taken) == 25 and state.buffered_bytes == 0
 
 

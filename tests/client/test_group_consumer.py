@@ -245,12 +245,14 @@ async def describe(world: World) -> groups_pb2.DescribeGroupResponse:
 
 async def crash(consumer: Consumer) -> None:
     """The member stops dead: no commit, no LeaveGroup, no more heartbeats."""
-    task = consumer._member_task
+    group = consumer._group
+    assert group is not None
+    task = group._member_task
     assert task is not None
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    consumer._member = None  # so close() only stops the fetchers and the channels
-    consumer._member_task = None
+    group.member = None  # so close() only stops the fetchers and the channels
+    group._member_task = None
     await consumer.close()
 
 
@@ -455,7 +457,7 @@ async def test_a_fenced_member_drops_everything_and_joins_again(world: World) ->
     try:
         one.subscribe(["t"])
         await until(lambda: one.assignment() == ALL and len(got) >= 8, world, [one], {one: got})
-        member = one._member
+        member = one._group.member if one._group is not None else None
         assert member is not None and member.joins == 1
         commits_before = len(world.commits)
         # Another incarnation with the same member id (a late join, say):
@@ -487,7 +489,7 @@ async def test_after_a_coordinator_failover_members_join_again_and_keep_their_of
         await asyncio.sleep(0.25)  # an auto commit lands
         before = world.committed()
         assert before == {tp: 10 for tp in ALL}
-        member = one._member
+        member = one._group.member if one._group is not None else None
         assert member is not None
         world.coordinator_log.leader_term += 1  # a new leader: membership is gone (UNKNOWN_MEMBER_ID)
         await until(lambda: member.joins == 2, world, [one], {one: got})

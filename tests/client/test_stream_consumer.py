@@ -241,7 +241,7 @@ async def test_a_full_buffer_stops_reading_the_stream_not_the_stream(fake: Strea
         assert len(fake.streams) == 1 and fake.open_streams == 1
         # The fake wrote everything into gRPC's window by now: only the
         # consumer's pause keeps it out of the buffer.
-        buffered = consumer._states[TopicPartition("t", 0)].buffered_bytes
+        buffered = consumer._fetcher.states[TopicPartition("t", 0)].buffered_bytes
         assert 3000 <= buffered < 2 * 3000, f"{buffered} bytes buffered without a poll"
         got = await poll_until(consumer, 40)
     assert [v for _, v in got] == [bytes([i]) * 1000 for i in range(40)]
