@@ -23,6 +23,8 @@ from typing import Any
 
 import grpc
 
+from raftlog.v1.headers import AUTHORIZATION, BEARER_PREFIX, TENANT
+
 __all__ = [
     "AUTHORIZATION_HEADER",
     "TENANT_HEADER",
@@ -31,15 +33,17 @@ __all__ = [
     "credentials_interceptors",
 ]
 
-AUTHORIZATION_HEADER = "authorization"
-TENANT_HEADER = "raftlog-tenant"
+AUTHORIZATION_HEADER = AUTHORIZATION
+"""``raftlog.v1.headers.AUTHORIZATION`` (this name is kept for callers)."""
+TENANT_HEADER = TENANT
+"""``raftlog.v1.headers.TENANT`` (this name is kept for callers)."""
 
 
 def call_metadata(api_key: str | None, tenant: str | None) -> tuple[tuple[str, str], ...]:
     """The headers that say who is calling (empty when neither is given)."""
     headers: list[tuple[str, str]] = []
     if api_key:
-        headers.append((AUTHORIZATION_HEADER, f"Bearer {api_key}"))
+        headers.append((AUTHORIZATION_HEADER, f"{BEARER_PREFIX}{api_key}"))
     if tenant:
         headers.append((TENANT_HEADER, tenant))
     return tuple(headers)

@@ -15,7 +15,9 @@ Every exception the SDK raises (or sets on a record's future) is a
   and ``metadata`` (further details, such as the offsets of
   ``OFFSET_OUT_OF_RANGE``).
 
-The tree::
+The tree (with the server reasons, ``raftlog.v1.reasons.Reason``, that map
+to each class; a class also stands for its status code when a reason is
+unknown)::
 
     RaftlogError
     ├── RetriableError                 retriable: the SDK retries these itself
@@ -24,15 +26,17 @@ The tree::
     │   ├── OutcomeUnknownError        OUTCOME_UNKNOWN: may or may not have committed
     │   ├── BackpressureError          BACKPRESSURE / RESOURCE_EXHAUSTED: slow down
     │   ├── UnavailableError           UNAVAILABLE, CANCELLED, ABORTED: node down or restarting
+    │   │                              (REPLICA_STOPPED, NO_CONTROLLER)
     │   ├── RequestTimeoutError        DEADLINE_EXCEEDED: no answer in time
     │   └── NotCoordinatorError        NOT_COORDINATOR: ask the group's coordinator instead
-    ├── NotFoundError                  UNKNOWN_NODE, UNKNOWN_API_KEY
-    │   ├── UnknownTopicOrPartitionError  NOT_FOUND
+    ├── NotFoundError                  UNKNOWN_NODE, UNKNOWN_API_KEY, UNKNOWN_GROUP (a Raft group)
+    │   ├── UnknownTopicOrPartitionError  NOT_FOUND (UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC)
     │   ├── UnknownTenantError         UNKNOWN_TENANT
     │   └── GroupNotFoundError         GROUP_NOT_FOUND
     ├── OffsetOutOfRangeError          OUT_OF_RANGE (log_start_offset, high_watermark)
-    ├── InvalidRequestError            INVALID_ARGUMENT
-    │   └── InvalidBatchError          batch validation reasons (CORRUPT_BATCH, ...)
+    ├── InvalidRequestError            INVALID_ARGUMENT (INVALID_NAME, INVALID_PAGE_TOKEN,
+    │   │                              INVALID_PARTITIONS, INVALID_SESSION_TIMEOUT, ...)
+    │   └── InvalidBatchError          batch validation reasons (CORRUPT_BATCH, INVALID_BATCH, ...)
     ├── ProducerStateError             FAILED_PRECONDITION, producer state
     │   ├── ProducerFencedError        INVALID_PRODUCER_EPOCH
     │   ├── OutOfOrderSequenceError    OUT_OF_ORDER_SEQUENCE
@@ -41,11 +45,12 @@ The tree::
     ├── DeliveryTimeoutError           the SDK gave up retrying (``cause``: last error)
     ├── RecordTooLargeError            refused before sending
     ├── ClientClosedError              the producer/consumer is closed
-    ├── AuthenticationError            UNAUTHENTICATED: no API key, or an unknown one
-    ├── AuthorizationError             PERMISSION_DENIED: the key may not do this
-    ├── AlreadyExistsError             ALREADY_EXISTS
+    ├── AuthenticationError            UNAUTHENTICATED: MISSING_API_KEY, INVALID_API_KEY
+    ├── AuthorizationError             PERMISSION_DENIED: OPERATOR_KEY_REQUIRED
+    ├── AlreadyExistsError             ALREADY_EXISTS (TOPIC_EXISTS, TENANT_EXISTS, ...)
     ├── PreconditionFailedError        FAILED_PRECONDITION, any other reason
-    ├── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, ...)
+    │                                  (REPLICATION_FACTOR_TOO_LARGE, TENANT_NOT_EMPTY, ...)
+    ├── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, OFFSETS_LOG_UNREADABLE)
     ├── GroupFullError                 GROUP_MAX_SIZE_REACHED
     └── GroupMembershipError           FAILED_PRECONDITION, group membership
         ├── FencedMemberError          FENCED_MEMBER: drop every partition, join again
@@ -56,8 +61,9 @@ The tree::
 the ``grpc-status-details-bin`` trailer and its ``raftlog.v1.ErrorInfo``
 detail; without one (a proxy, a crashed node, a connection failure) it falls
 back to the status code and details string. The class is chosen by reason
-first, then by code, so an unknown reason still gets the right retry
-behaviour from its code.
+first (``_BY_REASON`` names one for every ``Reason``: tests/test_contract.py
+checks it), then by code, so a reason from a newer server still gets the
+right retry behaviour from its code.
 """
 
 from __future__ import annotations
@@ -70,7 +76,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from raftlog.v1 import errors_pb2
-from raftlog.v1.record_batch import InvalidBatchReason
+from raftlog.v1.headers import STATUS_DETAILS
+from raftlog.v1.reasons import Reason
 
 __all__ = [
     "CALLER_ERRORS",
@@ -113,8 +120,9 @@ __all__ = [
     "from_rpc_error",
 ]
 
-DETAILS_KEY = "grpc-status-details-bin"
-"""The trailer that carries a serialized ``google.rpc.Status``."""
+DETAILS_KEY = STATUS_DETAILS
+"""The trailer that carries a serialized ``google.rpc.Status``
+(``raftlog.v1.headers.STATUS_DETAILS``; this name is kept for callers)."""
 
 
 class RaftlogError(Exception):
@@ -392,34 +400,117 @@ CALLER_ERRORS = (AuthenticationError, AuthorizationError, UnknownTenantError)
 
 # --- mapping ---------------------------------------------------------------------
 
-# The server's batch validation reasons (part of the client API).
-_BATCH_REASONS = frozenset(reason.value for reason in InvalidBatchReason)
+R = Reason
 
 _BY_REASON: dict[str, type[RaftlogError]] = {
-    "NOT_LEADER": NotLeaderError,
-    "OUTCOME_UNKNOWN": OutcomeUnknownError,
-    "BACKPRESSURE": BackpressureError,
-    "QUOTA_EXCEEDED": BackpressureError,
-    "REPLICA_STOPPED": UnavailableError,
-    "UNKNOWN_TOPIC_OR_PARTITION": UnknownTopicOrPartitionError,
-    "OFFSET_OUT_OF_RANGE": OffsetOutOfRangeError,
-    "INVALID_PRODUCER_EPOCH": ProducerFencedError,
-    "OUT_OF_ORDER_SEQUENCE": OutOfOrderSequenceError,
-    "UNKNOWN_PRODUCER_ID": UnknownProducerIdError,
-    "DUPLICATE_SEQUENCE": DuplicateSequenceError,
-    "UNKNOWN_TENANT": UnknownTenantError,
-    "UNKNOWN_TOPIC": UnknownTopicOrPartitionError,
-    "UNKNOWN_NODE": NotFoundError,
-    "UNKNOWN_API_KEY": NotFoundError,
-    "NO_CONTROLLER": UnavailableError,
-    "NOT_COORDINATOR": NotCoordinatorError,
-    "FENCED_MEMBER": FencedMemberError,
-    "UNKNOWN_MEMBER_ID": UnknownMemberIdError,
-    "STALE_MEMBER_EPOCH": StaleMemberEpochError,
-    "GROUP_NOT_FOUND": GroupNotFoundError,
-    "GROUP_MAX_SIZE_REACHED": GroupFullError,
-    **dict.fromkeys(_BATCH_REASONS, InvalidBatchError),
+    # where to send it
+    R.NOT_LEADER: NotLeaderError,
+    R.NOT_COORDINATOR: NotCoordinatorError,
+    R.OUTCOME_UNKNOWN: OutcomeUnknownError,
+    R.BACKPRESSURE: BackpressureError,
+    "QUOTA_EXCEEDED": BackpressureError,  # announced in DESIGN.md, not sent yet
+    R.REPLICA_STOPPED: UnavailableError,
+    R.NO_CONTROLLER: UnavailableError,
+    # who is calling
+    R.MISSING_API_KEY: AuthenticationError,
+    R.INVALID_API_KEY: AuthenticationError,
+    R.OPERATOR_KEY_REQUIRED: AuthorizationError,
+    R.UNKNOWN_TENANT: UnknownTenantError,
+    # what does not exist
+    R.UNKNOWN_TOPIC_OR_PARTITION: UnknownTopicOrPartitionError,
+    R.UNKNOWN_TOPIC: UnknownTopicOrPartitionError,
+    R.UNKNOWN_NODE: NotFoundError,
+    R.UNKNOWN_API_KEY: NotFoundError,
+    R.UNKNOWN_GROUP: NotFoundError,
+    R.GROUP_NOT_FOUND: GroupNotFoundError,
+    R.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
+    # producer state
+    R.INVALID_PRODUCER_EPOCH: ProducerFencedError,
+    R.OUT_OF_ORDER_SEQUENCE: OutOfOrderSequenceError,
+    R.UNKNOWN_PRODUCER_ID: UnknownProducerIdError,
+    R.DUPLICATE_SEQUENCE: DuplicateSequenceError,
+    # the batch itself
+    **dict.fromkeys(
+        (
+            R.INVALID_BATCH,
+            R.BATCH_TOO_SHORT,
+            R.BATCH_TOO_LARGE,
+            R.BAD_LENGTH,
+            R.UNSUPPORTED_VERSION,
+            R.CORRUPT_BATCH,
+            R.UNSUPPORTED_CODEC,
+            R.UNSUPPORTED_ATTRIBUTES,
+            R.BAD_RECORD_COUNT,
+            R.BAD_TIMESTAMPS,
+            R.BAD_PRODUCER_FIELDS,
+            R.MALFORMED_RECORDS,
+        ),
+        InvalidBatchError,
+    ),
+    # a malformed request
+    **dict.fromkeys(
+        (
+            R.INVALID_ARGUMENT,
+            R.INVALID_COMMAND,
+            R.INVALID_NAME,
+            R.INVALID_PAGE_SIZE,
+            R.INVALID_PAGE_TOKEN,
+            R.INVALID_PARTITIONS,
+            R.INVALID_REPLICATION_FACTOR,
+            R.INVALID_RETENTION,
+            R.INVALID_ASSIGNMENT,
+            R.INVALID_NODE,
+            R.INVALID_POSITION,
+            R.INVALID_SUBSCRIPTION,
+            R.INVALID_OFFSET,
+            R.OFFSET_METADATA_TOO_LARGE,
+            R.DUPLICATE_PARTITION,
+            R.INVALID_SESSION_TIMEOUT,
+            R.INVALID_REBALANCE_TIMEOUT,
+        ),
+        InvalidRequestError,
+    ),
+    # exists already
+    **dict.fromkeys(
+        (
+            R.TENANT_EXISTS,
+            R.API_KEY_EXISTS,
+            R.TOPIC_EXISTS,
+            R.ADDRESS_IN_USE,
+            R.ALREADY_REPLICA,
+            R.NODE_ID_IN_USE,
+        ),
+        AlreadyExistsError,
+    ),
+    # the cluster's state does not allow it now
+    **dict.fromkeys(
+        (
+            R.REPLICATION_FACTOR_TOO_LARGE,
+            R.PLACEMENT_FAILED,
+            R.TENANT_NOT_EMPTY,
+            R.NODE_DECOMMISSIONING,
+            R.NODE_NOT_DECOMMISSIONING,
+            R.NODE_HAS_REPLICAS,
+            R.LIVENESS_UNCHANGED,
+            R.NODE_UNAVAILABLE,
+            R.STALE_REVISION,
+            R.NOT_A_LEARNER,
+            R.NOT_A_REPLICA,
+            R.LAST_VOTER,
+            R.CLUSTER_MISMATCH,
+        ),
+        PreconditionFailedError,
+    ),
+    # consumer groups
+    R.FENCED_MEMBER: FencedMemberError,
+    R.UNKNOWN_MEMBER_ID: UnknownMemberIdError,
+    R.STALE_MEMBER_EPOCH: StaleMemberEpochError,
+    R.GROUP_MAX_SIZE_REACHED: GroupFullError,
+    # the server failed
+    R.INTERNAL: ServerError,
+    R.OFFSETS_LOG_UNREADABLE: ServerError,
 }
+"""The class of each reason the server sends (every ``Reason``)."""
 
 # Without a known reason the code decides. CANCELLED and ABORTED come from a
 # server shutting down a call (grace period over) or a proxy: retriable. A

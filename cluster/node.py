@@ -43,6 +43,7 @@ from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.frontend.admin_service import AdminService
 from cluster.frontend.auth import Authenticator
 from cluster.frontend.forwarding import Forwarder
+from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.frontend.log_service import LogService
 from cluster.frontend.metadata_service import MetadataService
@@ -180,7 +181,6 @@ class Node:
         transport_config = TransportConfig(cluster_id=cluster.cluster_id)
         options = dict(server_options(transport_config))
         options.update(GRPC_OPTIONS)
-        server = grpc.aio.server(options=list(options.items()))
         static_peers = {n.id: self._dial.get(n.id, n.address) for n in cluster.nodes if n.id != self.node_id}
         voters = cluster.controller_voters()
         learners = [n.id for n in cluster.nodes if n.id not in voters]
@@ -207,21 +207,30 @@ class Node:
             )
             self.controller = controller
             auth = self._auth = Authenticator(controller)
+            # Every public raftlog.v1 call passes the front door; the
+            # internal services below (transport, join, NodeAdmin) do not.
+            door = FrontDoor(auth.caller, self._address_of)
+            server = grpc.aio.server(options=list(options.items()), interceptors=[door])
             forwarder = Forwarder()
+
+            # Until the cluster-wide leader map exists: what this node's own
+            # replica of the group believes.
+            def leader_of(group: int) -> int:
+                replica = host.replica(group)
+                return replica.leader if replica is not None else 0
+
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
-                LogService(auth, self._locate, host.replica, self._address_of, forwarder), server
+                LogService(self._locate, host.replica, leader_of, self._address_of, forwarder), server
             )
             metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
-                MetadataService(self.node_id, auth, controller, host.replica), server
+                MetadataService(self.node_id, controller, leader_of), server
             )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
-                AdminService(self.node_id, auth, controller, host.replica, forwarder), server
+                AdminService(self.node_id, controller, leader_of, forwarder), server
             )
             groups = GroupService(
-                RaftCoordinatorLogs(controller, host.replica, self._address_of),
-                self._partition_count,
-                self._tenant_of,
+                RaftCoordinatorLogs(controller, host.replica, self._address_of), self._partition_count
             )
             groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(

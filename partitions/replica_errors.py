@@ -16,15 +16,21 @@ safe to retry:
   epoch, sequence gap...). Retrying the same bytes fails the same way.
 - ``ReplicaStopped``: the replica is shutting down or failed (its storage
   writer failed); the node must restart.
+
+Every ``reason`` is a ``raftlog.v1.reasons.Reason`` (``ProduceRejected``
+converts the validator's or the state machine's narrower enum member; both
+enums are subsets of ``Reason``, tests/test_contract.py checks it).
 """
 
 from __future__ import annotations
+
+from raftlog.v1.reasons import Reason
 
 
 class ReplicaError(Exception):
     """Base of the errors in this module."""
 
-    reason = "INTERNAL"
+    reason: Reason = Reason.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -32,7 +38,7 @@ class ReplicaError(Exception):
 
 
 class NotLeaderError(ReplicaError):
-    reason = "NOT_LEADER"
+    reason = Reason.NOT_LEADER
 
     def __init__(self, group: int, leader: int) -> None:
         hint = f"node {leader}" if leader else "unknown (an election is under way)"
@@ -42,7 +48,7 @@ class NotLeaderError(ReplicaError):
 
 
 class OutcomeUnknown(ReplicaError):
-    reason = "OUTCOME_UNKNOWN"
+    reason = Reason.OUTCOME_UNKNOWN
 
     def __init__(self, group: int, leader: int) -> None:
         super().__init__(
@@ -54,7 +60,7 @@ class OutcomeUnknown(ReplicaError):
 
 
 class Backpressure(ReplicaError):
-    reason = "BACKPRESSURE"
+    reason = Reason.BACKPRESSURE
 
 
 class ProduceRejected(ReplicaError):
@@ -63,8 +69,8 @@ class ProduceRejected(ReplicaError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = Reason(reason)
 
 
 class ReplicaStopped(ReplicaError):
-    reason = "REPLICA_STOPPED"
+    reason = Reason.REPLICA_STOPPED

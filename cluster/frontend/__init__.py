@@ -2,11 +2,14 @@
 
 One job per module:
 
+- ``front_door``: the seam every public call passes (authentication,
+  tenant, operator-only methods, the stages quotas and traces will use,
+  and the one mapping of errors to a status with a reason);
 - ``auth``: who is calling (API key) and in which tenant;
-- ``grpc_errors``: ``ServiceError`` and the one mapping of replica errors
-  to a status with a reason;
+- ``grpc_errors``: ``ServiceError`` and the mapping of replica, offset and
+  page errors to a status with a reason;
 - ``forwarding``: re-sending a request to the node that leads its
-  partition (one hop at most);
+  partition (one hop at most), over the node's own channel cache;
 - ``log_service``: produce, fetch (long poll and stream), offsets;
 - ``metadata_service``: nodes, topics, partition leaders;
 - ``admin_service``: tenants, API keys, topics, nodes, cluster status;
@@ -14,5 +17,8 @@ One job per module:
 
 Consumer-group calls are served by ``cluster.groups.service``. The
 node-to-node surfaces (Raft transport, cluster join, NodeAdmin) are not
-here: see ``cluster.transport`` and ``cluster.internal``.
+here and never pass the front door: see ``cluster.transport`` and
+``cluster.internal``. Nothing here imports the SDK (``client``): header
+names and reasons come from the contract modules ``raftlog.v1.headers``
+and ``raftlog.v1.reasons``.
 """

@@ -8,8 +8,11 @@ is no leader.
 
 Invariants:
 
-- Every call is authenticated first; tenants, keys and nodes need an
-  operator key; topics are always the caller's tenant's.
+- Every call reaches a handler through the front door (front_door.py): the
+  caller is authenticated, and the door refuses a tenant key on the
+  operator-only methods (tenants, keys, nodes, cluster status:
+  ``front_door.OPERATOR_METHODS``) before any hop; topics are always the
+  caller's tenant's (``current_caller()``).
 - Whatever needs judgement or randomness (replica placement, key material)
   is chosen here on the leader before proposing; the command is checked
   again when applied, and a ``Rejected`` result becomes a gRPC error with
@@ -32,7 +35,6 @@ from cluster.controller import (
     DecommissionNode,
     DeleteTenant,
     DeleteTopic,
-    PageError,
     PlacementError,
     Rejected,
     RejectReason,
@@ -45,15 +47,14 @@ from cluster.controller import (
 from cluster.controller.commands import Command
 from cluster.controller.model import check_topic_name
 from cluster.controller_replica import ControllerReplica
-from cluster.frontend.auth import Authenticator
 from cluster.frontend.forwarding import Forwarder, may_forward
-from cluster.frontend.grpc_errors import ServiceError, abort
-from cluster.primitives.pagination import InvalidPageSize
-from partitions.replica import Replica
+from cluster.frontend.front_door import current_caller
+from cluster.frontend.grpc_errors import ServiceError
 from partitions.replica_errors import ReplicaError
-from raftlog.v1 import admin_pb2, admin_pb2_grpc
+from raftlog.v1 import admin_pb2, admin_pb2_grpc, headers
+from raftlog.v1.reasons import Reason
 
-METADATA_INDEX_KEY = "raftlog-metadata-index"
+METADATA_INDEX_KEY = headers.METADATA_INDEX
 """Trailing metadata of a metadata change: the controller index it was
 applied at (read-your-writes, see ``AdminService._change``)."""
 READ_YOUR_WRITES_WAIT_S = 5.0
@@ -90,22 +91,19 @@ DEFAULT_REPLICATION_FACTOR = 3
 
 
 def rejected_error(result: Rejected) -> ServiceError:
-    return ServiceError(REJECT_CODES.get(result.reason, C.FAILED_PRECONDITION), result.reason, result.message)
+    # Every RejectReason is a Reason (tests/test_contract.py).
+    code = REJECT_CODES.get(result.reason, C.FAILED_PRECONDITION)
+    return ServiceError(code, Reason(result.reason), result.message)
 
 
-def _page_error(error: PageError) -> ServiceError:
-    reason = "INVALID_PAGE_SIZE" if isinstance(error, InvalidPageSize) else "INVALID_PAGE_TOKEN"
-    return ServiceError(C.INVALID_ARGUMENT, reason, f'{error}; start again from page_token ""')
-
-
-def _bad(reason: str, message: str) -> ServiceError:
+def _bad(reason: Reason, message: str) -> ServiceError:
     return ServiceError(C.INVALID_ARGUMENT, reason, message)
 
 
 def _not_found_topic(name: str) -> ServiceError:
     return ServiceError(
         C.NOT_FOUND,
-        "UNKNOWN_TOPIC",
+        Reason.UNKNOWN_TOPIC,
         f"topic {name!r} does not exist in this tenant; list topics to see what does",
         metadata={"topic": name},
     )
@@ -115,26 +113,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self,
         node_id: int,
-        auth: Authenticator,
         controller: ControllerReplica,
-        replica_of: Callable[[int], Replica | None],
+        leader_of: Callable[[int], int],
         forwarder: Forwarder,
     ) -> None:
         self._node_id = node_id
-        self._auth = auth
         self._controller = controller
-        self._replica_of = replica_of
+        self._leader_of = leader_of
         self._forwarder = forwarder
 
     # --- plumbing --------------------------------------------------------------
-
-    async def _read(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
-        try:
-            return await work
-        except ServiceError as error:
-            await abort(context, error)
-        except PageError as error:
-            await abort(context, _page_error(error))
 
     async def _change(
         self,
@@ -152,33 +140,27 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         only once its own copy has applied that index (or
         ``READ_YOUR_WRITES_WAIT_S`` passed: the change is made either way,
         a lagging node's reads just lag)."""
-        try:
-            await self._auth.caller(context)  # fail fast, before any hop
-            controller = self._controller
-            if controller.is_leader:
-                try:
-                    result = await work()
-                    context.set_trailing_metadata(
-                        ((METADATA_INDEX_KEY, str(controller.state.applied_index)),)
-                    )
-                    return result
-                except ReplicaError as error:  # leadership lost mid-way
-                    raise ServiceError(
-                        C.UNAVAILABLE,
-                        "NO_CONTROLLER",
-                        f"the metadata controller changed leader during the call ({error.reason}); "
-                        "retry: the change may or may not have been made",
-                    ) from None
-            address = controller.leader_address
-            if not address or not may_forward(context):
+        controller = self._controller
+        if controller.is_leader:
+            try:
+                result = await work()
+            except ReplicaError as error:  # leadership lost mid-way
                 raise ServiceError(
                     C.UNAVAILABLE,
-                    "NO_CONTROLLER",
-                    "the metadata controller has no leader right now; retry in a moment",
-                    leader_address=address,
-                )
-        except ServiceError as error:
-            await abort(context, error)
+                    Reason.NO_CONTROLLER,
+                    f"the metadata controller changed leader during the call ({error.reason}); "
+                    "retry: the change may or may not have been made",
+                ) from None
+            context.set_trailing_metadata(((METADATA_INDEX_KEY, str(controller.state.applied_index)),))
+            return result
+        address = controller.leader_address
+        if not address or not may_forward(context):
+            raise ServiceError(
+                C.UNAVAILABLE,
+                Reason.NO_CONTROLLER,
+                "the metadata controller has no leader right now; retry in a moment",
+                leader_address=address,
+            )
         response, trailing = await self._forwarder.forward_with_trailers(
             context, address, lambda ch: getattr(admin_pb2_grpc.AdminServiceStub(ch), name), request
         )
@@ -200,9 +182,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTenantResponse:
         async def work() -> admin_pb2.CreateTenantResponse:
-            await self._auth.operator(context)
             if request.name.startswith("__"):
-                raise _bad("INVALID_NAME", f"tenant names starting with '__' are reserved: {request.name!r}")
+                raise _bad(
+                    Reason.INVALID_NAME, f"tenant names starting with '__' are reserved: {request.name!r}"
+                )
             await self._propose(CreateTenant(request.name))
             issued = issue_api_key(request.name)
             await self._propose(issued.command)
@@ -219,7 +202,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.DeleteTenantRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTenantResponse:
         async def work() -> admin_pb2.DeleteTenantResponse:
-            await self._auth.operator(context)
             await self._propose(DeleteTenant(request.name))
             return admin_pb2.DeleteTenantResponse()
 
@@ -228,15 +210,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListTenants(
         self, request: admin_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListTenantsResponse:
-        async def work() -> admin_pb2.ListTenantsResponse:
-            await self._auth.operator(context)
-            page = self._controller.state.list_tenants(request.page_size, request.page_token)
-            return admin_pb2.ListTenantsResponse(
-                tenants=[admin_pb2.Tenant(name=t.name) for t in page.items],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._read(context, work())
+        page = self._controller.state.list_tenants(request.page_size, request.page_token)
+        return admin_pb2.ListTenantsResponse(
+            tenants=[admin_pb2.Tenant(name=t.name) for t in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     # --- API keys --------------------------------------------------------------
 
@@ -244,9 +222,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateApiKeyResponse:
         async def work() -> admin_pb2.CreateApiKeyResponse:
-            await self._auth.operator(context)
             if request.operator == bool(request.tenant):
-                raise _bad("INVALID_ARGUMENT", "give either a tenant or operator = true, not both or neither")
+                raise _bad(
+                    Reason.INVALID_ARGUMENT, "give either a tenant or operator = true, not both or neither"
+                )
             tenant = None if request.operator else request.tenant
             issued = issue_api_key(tenant)
             await self._propose(issued.command)
@@ -265,7 +244,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RevokeApiKeyResponse:
         async def work() -> admin_pb2.RevokeApiKeyResponse:
-            await self._auth.operator(context)
             await self._propose(RevokeApiKey(request.key_id))
             return admin_pb2.RevokeApiKeyResponse()
 
@@ -274,22 +252,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListApiKeysResponse:
-        async def work() -> admin_pb2.ListApiKeysResponse:
-            caller = await self._auth.caller(context)
-            if caller.is_operator:
-                tenant = None if request.operator else (request.tenant or caller.tenant)
-            else:
-                tenant = caller.tenant
-            page = self._controller.state.list_api_keys(tenant, request.page_size, request.page_token)
-            return admin_pb2.ListApiKeysResponse(
-                api_keys=[
-                    admin_pb2.ApiKey(key_id=k.key_id, tenant=k.tenant or "", operator=k.tenant is None)
-                    for k in page.items
-                ],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._read(context, work())
+        caller = current_caller()
+        if caller.is_operator:
+            tenant = None if request.operator else (request.tenant or caller.tenant)
+        else:
+            tenant = caller.tenant
+        page = self._controller.state.list_api_keys(tenant, request.page_size, request.page_token)
+        return admin_pb2.ListApiKeysResponse(
+            api_keys=[
+                admin_pb2.ApiKey(key_id=k.key_id, tenant=k.tenant or "", operator=k.tenant is None)
+                for k in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
 
     # --- topics ----------------------------------------------------------------
 
@@ -308,12 +283,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             state = self._controller.state
             for partition, group in enumerate(topic.groups):
                 a = state.assignment(group)
-                replica = self._replica_of(group)
                 described.assignments.add(
                     partition=partition,
                     replicas=a.replicas if a else (),
                     learners=a.learners if a else (),
-                    leader=replica.leader if replica else 0,
+                    leader=self._leader_of(group),
                     raft_group=group,
                 )
         return described
@@ -322,30 +296,32 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicResponse:
         async def work() -> admin_pb2.CreateTopicResponse:
-            caller = await self._auth.caller(context)
+            caller = current_caller()
             state = self._controller.state
             problem = check_topic_name(request.name)
             if problem is not None:
-                raise _bad("INVALID_NAME", problem)
+                raise _bad(Reason.INVALID_NAME, problem)
             if request.partitions < 1:
-                raise _bad("INVALID_PARTITIONS", "a topic needs at least 1 partition (--partitions N)")
+                raise _bad(Reason.INVALID_PARTITIONS, "a topic needs at least 1 partition (--partitions N)")
             if state.topic(caller.tenant, request.name) is not None:
                 raise ServiceError(
-                    C.ALREADY_EXISTS, "TOPIC_EXISTS", f"topic {request.name!r} already exists in this tenant"
+                    C.ALREADY_EXISTS,
+                    Reason.TOPIC_EXISTS,
+                    f"topic {request.name!r} already exists in this tenant",
                 )
             live = len(state.live_nodes())
             rf = request.replication_factor or min(DEFAULT_REPLICATION_FACTOR, live)
             if rf > live:
                 raise ServiceError(
                     C.FAILED_PRECONDITION,
-                    "REPLICATION_FACTOR_TOO_LARGE",
+                    Reason.REPLICATION_FACTOR_TOO_LARGE,
                     f"replication factor {rf} is more than the {live} live node(s); lower it or add nodes",
                     metadata={"live_nodes": str(live)},
                 )
             try:
                 assignment = place_partitions(state, request.partitions, rf)
             except PlacementError as exc:
-                raise ServiceError(C.FAILED_PRECONDITION, "PLACEMENT_FAILED", str(exc)) from None
+                raise ServiceError(C.FAILED_PRECONDITION, Reason.PLACEMENT_FAILED, str(exc)) from None
             await self._propose(
                 CreateTopic(
                     caller.tenant,
@@ -367,7 +343,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.DeleteTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicResponse:
         async def work() -> admin_pb2.DeleteTopicResponse:
-            caller = await self._auth.caller(context)
+            caller = current_caller()
             if self._controller.state.topic(caller.tenant, request.name) is None:
                 raise _not_found_topic(request.name)
             await self._propose(DeleteTopic(caller.tenant, request.name))
@@ -378,60 +354,49 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListTopics(
         self, request: admin_pb2.ListTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListTopicsResponse:
-        async def work() -> admin_pb2.ListTopicsResponse:
-            caller = await self._auth.caller(context)
-            page = self._controller.state.list_topics(caller.tenant, request.page_size, request.page_token)
-            return admin_pb2.ListTopicsResponse(
-                topics=[self._describe(t, assignments=False) for t in page.items],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._read(context, work())
+        caller = current_caller()
+        page = self._controller.state.list_topics(caller.tenant, request.page_size, request.page_token)
+        return admin_pb2.ListTopicsResponse(
+            topics=[self._describe(t, assignments=False) for t in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     async def DescribeTopic(
         self, request: admin_pb2.DescribeTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeTopicResponse:
-        async def work() -> admin_pb2.DescribeTopicResponse:
-            caller = await self._auth.caller(context)
-            topic = self._controller.state.topic(caller.tenant, request.name)
-            if topic is None:
-                raise _not_found_topic(request.name)
-            return admin_pb2.DescribeTopicResponse(topic=self._describe(topic, assignments=True))
-
-        return await self._read(context, work())
+        caller = current_caller()
+        topic = self._controller.state.topic(caller.tenant, request.name)
+        if topic is None:
+            raise _not_found_topic(request.name)
+        return admin_pb2.DescribeTopicResponse(topic=self._describe(topic, assignments=True))
 
     # --- nodes and the cluster -------------------------------------------------
 
     async def ListNodes(
         self, request: admin_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListNodesResponse:
-        async def work() -> admin_pb2.ListNodesResponse:
-            await self._auth.operator(context)
-            state = self._controller.state
-            page = state.list_nodes(request.page_size, request.page_token)
-            return admin_pb2.ListNodesResponse(
-                nodes=[
-                    admin_pb2.NodeDescription(
-                        node_id=n.node_id,
-                        address=n.address,
-                        zone=n.zone,
-                        controller_eligible=n.controller_eligible,
-                        alive=n.alive,
-                        decommissioning=n.decommissioning,
-                        replicas=len(state.assignments_for_node(n.node_id)),
-                    )
-                    for n in page.items
-                ],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._read(context, work())
+        state = self._controller.state
+        page = state.list_nodes(request.page_size, request.page_token)
+        return admin_pb2.ListNodesResponse(
+            nodes=[
+                admin_pb2.NodeDescription(
+                    node_id=n.node_id,
+                    address=n.address,
+                    zone=n.zone,
+                    controller_eligible=n.controller_eligible,
+                    alive=n.alive,
+                    decommissioning=n.decommissioning,
+                    replicas=len(state.assignments_for_node(n.node_id)),
+                )
+                for n in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
 
     async def DecommissionNode(
         self, request: admin_pb2.DecommissionNodeRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DecommissionNodeResponse:
         async def work() -> admin_pb2.DecommissionNodeResponse:
-            await self._auth.operator(context)
             await self._propose(DecommissionNode(request.node_id))
             return admin_pb2.DecommissionNodeResponse()
 
@@ -440,19 +405,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetClusterStatus(
         self, request: admin_pb2.GetClusterStatusRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetClusterStatusResponse:
-        async def work() -> admin_pb2.GetClusterStatusResponse:
-            await self._auth.operator(context)
-            state = self._controller.state
-            image = state.image()
-            return admin_pb2.GetClusterStatusResponse(
-                controller_leader=self._controller.leader,
-                metadata_index=state.applied_index,
-                nodes=len(image.nodes),
-                live_nodes=len(state.live_nodes()),
-                tenants=len(image.tenants),
-                topics=len(image.topics),
-                partitions=len(image.assignments),
-                answering_node=self._node_id,
-            )
-
-        return await self._read(context, work())
+        state = self._controller.state
+        image = state.image()
+        return admin_pb2.GetClusterStatusResponse(
+            controller_leader=self._controller.leader,
+            metadata_index=state.applied_index,
+            nodes=len(image.nodes),
+            live_nodes=len(state.live_nodes()),
+            tenants=len(image.tenants),
+            topics=len(image.topics),
+            partitions=len(image.assignments),
+            answering_node=self._node_id,
+        )

@@ -1,7 +1,8 @@
 """Who is calling, and in which tenant: the front end's first step.
 
 Every ``raftlog.v1`` call carries ``authorization: Bearer <api key>``
-(client/auth.py builds it). The key is checked against this node's applied
+(header names: ``raftlog.v1.headers``). The front door (front_door.py) asks
+``Authenticator.caller`` once per call, before any handler runs. The key is checked against this node's applied
 metadata (salted hashes, cluster/controller/api_keys.py). A tenant key acts
 in its own tenant; an operator key acts in the tenant named by the
 ``raftlog-tenant`` header, ``default`` when there is none.
@@ -23,28 +24,20 @@ Invariants:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import grpc
 
-from client.auth import AUTHORIZATION_HEADER, TENANT_HEADER
 from cluster.controller import Principal
 from cluster.controller_duties import DEFAULT_TENANT
 from cluster.controller_replica import ControllerReplica
+from cluster.frontend.front_door import Caller
 from cluster.frontend.grpc_errors import ServiceError
+from raftlog.v1 import headers
+from raftlog.v1.reasons import Reason
+
+__all__ = ["CATCH_UP_S", "Authenticator", "Caller", "unknown_tenant"]
 
 CATCH_UP_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    principal: Principal
-    tenant: str
-    """The tenant the request acts in."""
-
-    @property
-    def is_operator(self) -> bool:
-        return self.principal.is_operator
 
 
 def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -57,7 +50,7 @@ def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
 def unknown_tenant(tenant: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
-        "UNKNOWN_TENANT",
+        Reason.UNKNOWN_TENANT,
         f"tenant {tenant!r} does not exist (or this key cannot act in it); check the tenant name",
         metadata={"tenant": tenant},
     )
@@ -70,7 +63,7 @@ class Authenticator:
     async def caller(self, context: grpc.aio.ServicerContext) -> Caller:
         """The authenticated caller and its tenant, or a ``ServiceError``."""
         principal = await self._principal(context)
-        wanted = _header(context, TENANT_HEADER)
+        wanted = _header(context, headers.TENANT)
         if principal.tenant is not None:
             if wanted and wanted != principal.tenant:
                 raise unknown_tenant(wanted)
@@ -80,30 +73,19 @@ class Authenticator:
             raise unknown_tenant(tenant)
         return Caller(principal, tenant)
 
-    async def operator(self, context: grpc.aio.ServicerContext) -> Caller:
-        """The caller, who must hold an operator key."""
-        caller = await self.caller(context)
-        if not caller.is_operator:
-            raise ServiceError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "OPERATOR_KEY_REQUIRED",
-                "this call needs an operator key; tenant keys manage only their own topics",
-            )
-        return caller
-
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
-        header = _header(context, AUTHORIZATION_HEADER)
+        header = _header(context, headers.AUTHORIZATION)
         if not header:
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "MISSING_API_KEY",
+                Reason.MISSING_API_KEY,
                 "no API key: send 'authorization: Bearer <key>' (the CLI reads RAFTLOG_API_KEY)",
             )
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "INVALID_API_KEY",
+                Reason.INVALID_API_KEY,
                 "the authorization header must be 'Bearer <api key>'",
             )
         key = key.strip()
@@ -116,7 +98,7 @@ class Authenticator:
         if principal is None:
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "INVALID_API_KEY",
+                Reason.INVALID_API_KEY,
                 "the API key is not valid (unknown, revoked or mistyped); ask an operator for a key",
             )
         return principal

@@ -2,7 +2,9 @@
 
 Any node takes any request (DESIGN.md): when the local replica is not the
 leader but knows who is, the front end re-sends the request there and relays
-the answer, status and error details included, unchanged.
+the answer, status and error details included, unchanged, adding one
+trailer: ``raftlog-leader: <address forwarded to>`` (``headers.LEADER``), so
+the client can go to the leader directly next time.
 
 Invariants:
 - A request is forwarded at most once: the forwarded call carries
@@ -17,6 +19,8 @@ Invariants:
 - A produce forwarded and then failing with UNAVAILABLE or DEADLINE_EXCEEDED
   has an unknown outcome, exactly as if the client had sent it itself; the
   client's idempotent retry covers both cases.
+- The node does not use the SDK (DESIGN.md: the SDK knows only the public
+  contract, the node knows only ``raftlog``): ``ChannelCache`` is its own.
 """
 
 from __future__ import annotations
@@ -26,42 +30,77 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from client.auth import AUTHORIZATION_HEADER, TENANT_HEADER
-from client.metadata import ChannelPool
+from raftlog.v1 import headers
 
-NO_FORWARD_KEY = "raftlog-no-forward"
 DEFAULT_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.http2.lookahead_bytes", 8 << 20),
+    # A restarted node (often the new leader: nodes campaign at start-up)
+    # must be reachable again at once, not after gRPC's default backoff.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+"""64 MiB messages, like the node's server: a forwarded fetch may return up
+to ``log_service.MAX_FETCH_BYTES``."""
 
-_PASSED_ON = frozenset({AUTHORIZATION_HEADER, TENANT_HEADER})
+_PASSED_ON = frozenset({headers.AUTHORIZATION, headers.TENANT})
+
+
+class ChannelCache:
+    """One ``grpc.aio`` channel per leader address, opened on first use and
+    kept until ``close`` (a cluster has few nodes). Use from one event loop."""
+
+    def __init__(self, options: tuple[tuple[str, int], ...] = CHANNEL_OPTIONS) -> None:
+        self._options = list(options)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._closed:
+                raise RuntimeError("channel cache is closed")
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+        return channel
+
+    async def close(self) -> None:
+        self._closed = True
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
 
 
 def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
     """The headers a forwarded call carries: the caller's identity (the
     leader authenticates it again) and the no-forward mark."""
     passed = tuple((key, value) for key, value in context.invocation_metadata() or () if key in _PASSED_ON)
-    return (*passed, (NO_FORWARD_KEY, "1"))
+    return (*passed, (headers.NO_FORWARD, "1"))
 
 
 def may_forward(context: grpc.aio.ServicerContext) -> bool:
-    return not any(key == NO_FORWARD_KEY for key, _ in context.invocation_metadata() or ())
+    return not any(key == headers.NO_FORWARD for key, _ in context.invocation_metadata() or ())
 
 
-async def relay_error(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> NoReturn:
-    """End this call with the status the leader answered (details kept)."""
-    trailing = tuple(error.trailing_metadata() or ())
+async def relay_error(
+    context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, address: str
+) -> NoReturn:
+    """End this call with the status the leader at ``address`` answered
+    (details kept), saying who that leader is."""
+    trailing = (*tuple(error.trailing_metadata() or ()), (headers.LEADER, address))
     await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 class Forwarder:
-    """Re-sends requests over the SDK's channel pool (one channel per leader
-    address, opened on first use, with its message limits and reconnect
-    back-off)."""
+    """Re-sends requests to leaders over a ``ChannelCache``."""
 
     def __init__(self) -> None:
-        self._pool = ChannelPool()
+        self._channels = ChannelCache()
 
     async def forward(
         self,
@@ -88,14 +127,15 @@ class Forwarder:
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
-            call = method(self._pool.channel(address))(
+            call = method(self._channels.channel(address))(
                 request, timeout=timeout, metadata=forwarded_metadata(context)
             )
             response = await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
-            await relay_error(context, error)
+            await relay_error(context, error, address)
+        context.set_trailing_metadata(((headers.LEADER, address),))
         return response, tuple((str(k), str(v)) for k, v in trailing or ())
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self._channels.close()

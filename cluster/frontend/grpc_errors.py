@@ -1,23 +1,32 @@
 """Errors at the gRPC boundary: a status code, a reason, and what to do.
 
 Every failed ``raftlog.v1`` call carries a ``google.rpc.Status`` in the
-``grpc-status-details-bin`` trailer (the standard rich-error channel that
-grpcurl and every gRPC library read) whose one detail is a
-``raftlog.v1.ErrorInfo``. ``ServiceError`` is raised anywhere inside a
-handler; ``abort`` turns it into the status. Replica errors map here, in one
-table, so a reason always travels with the same code.
+``grpc-status-details-bin`` trailer (``raftlog.v1.headers.STATUS_DETAILS``:
+the standard rich-error channel that grpcurl and every gRPC library read)
+whose one detail is a ``raftlog.v1.ErrorInfo``. ``ServiceError`` is raised
+anywhere inside a handler; the front door (front_door.py) turns it, and the
+replica and offset errors mapped here, into the status.
+
+Invariants:
+
+- A reason is a ``raftlog.v1.reasons.Reason`` (mypy refuses a free string;
+  tests/test_contract.py checks the few places a narrower enum's member is
+  converted), so every reason the server sends has an SDK exception class.
+- A replica error maps to one status code, in ``from_replica_error`` only,
+  so a reason always travels with the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NoReturn
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
-from client import errors as client_errors
+from cluster.primitives.pagination import InvalidPageSize, PageError
 from partitions.replica_errors import (
     Backpressure,
     NotLeaderError,
@@ -27,16 +36,19 @@ from partitions.replica_errors import (
     ReplicaStopped,
 )
 from partitions.state_machine import OffsetOutOfRange
-from raftlog.v1 import errors_pb2
+from raftlog.v1 import errors_pb2, headers
+from raftlog.v1.reasons import Reason
 
-DETAILS_KEY = client_errors.DETAILS_KEY
+DETAILS_KEY = headers.STATUS_DETAILS
 
 
 class ServiceError(Exception):
+    """A failed call: ``code``, and the ``ErrorInfo`` that says why."""
+
     def __init__(
         self,
         code: grpc.StatusCode,
-        reason: str,
+        reason: Reason,
         message: str,
         *,
         leader_address: str = "",
@@ -66,7 +78,12 @@ async def abort(context: grpc.aio.ServicerContext, error: ServiceError) -> NoRet
 
 
 _PRODUCER_STATE_REASONS = frozenset(
-    {"INVALID_PRODUCER_EPOCH", "OUT_OF_ORDER_SEQUENCE", "UNKNOWN_PRODUCER_ID", "DUPLICATE_SEQUENCE"}
+    {
+        Reason.INVALID_PRODUCER_EPOCH,
+        Reason.OUT_OF_ORDER_SEQUENCE,
+        Reason.UNKNOWN_PRODUCER_ID,
+        Reason.DUPLICATE_SEQUENCE,
+    }
 )
 
 
@@ -98,7 +115,7 @@ def from_replica_error(error: ReplicaError, leader_address: str = "") -> Service
 def from_offset_error(error: OffsetOutOfRange) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.OUT_OF_RANGE,
-        "OFFSET_OUT_OF_RANGE",
+        Reason.OFFSET_OUT_OF_RANGE,
         f"offset {error.offset} is outside the log [{error.log_start_offset}, {error.high_watermark}]; "
         "seek to an offset in that range",
         metadata={
@@ -108,8 +125,31 @@ def from_offset_error(error: OffsetOutOfRange) -> ServiceError:
     )
 
 
+def from_page_error(error: PageError) -> ServiceError:
+    reason = Reason.INVALID_PAGE_SIZE if isinstance(error, InvalidPageSize) else Reason.INVALID_PAGE_TOKEN
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, f'{error}; start again from page_token ""')
+
+
 def error_info(error: grpc.RpcError) -> errors_pb2.ErrorInfo | None:
-    """The ErrorInfo a failed call carried, if any (for tests and tools):
-    the SDK's parser, which the server's trailer is built for."""
+    """The ErrorInfo a failed call carried, if any (for tests, tools and the
+    node's own outgoing calls; the node does not use the SDK's parser)."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    return client_errors.error_info(trailing)
+    return info_in(trailing or ())
+
+
+def info_in(trailing: Iterable[tuple[str, str | bytes]]) -> errors_pb2.ErrorInfo | None:
+    """The ErrorInfo in trailing metadata, or None when there is none or it
+    cannot be decoded."""
+    for key, value in trailing:
+        if key != DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            if detail.Is(errors_pb2.ErrorInfo.DESCRIPTOR):
+                info = errors_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return info
+    return None

@@ -1,21 +1,25 @@
 """``raftlog.v1.LogService`` on one node: produce, fetch (long poll and
 stream), offsets, producer ids.
 
-A request names a topic and partition of the caller's tenant (cluster/frontend/auth.py
-says which); the node serves it when it hosts the partition's leader,
-forwards it to the leader it knows of otherwise (forwarding.py), and answers
-``NOT_LEADER`` with the leader's address when it cannot. ``StreamFetch`` is
-never forwarded (it answers ``NOT_LEADER``): a relayed stream would pin two
-nodes for its whole life and break on every leader move anyway.
+Every call reaches a handler through the front door (front_door.py), which
+authenticated the caller and maps every error raised here to a status with
+a reason. A request names a topic and partition of the caller's tenant
+(``current_caller()``); the handler only locates it: the local replica when
+this node leads it, a forward to the leader it knows of otherwise
+(forwarding.py), ``NOT_LEADER`` with the leader's address when it cannot.
+Where the leader is comes from ``leader_of`` (Raft group -> node id, 0
+unknown) when this node holds no replica of the partition, and from the
+replica's own ``NotLeaderError`` when it does. ``StreamFetch`` is never
+forwarded (it answers ``NOT_LEADER``): a relayed stream would pin two nodes
+for its whole life and break on every leader move anyway.
 
-Invariants: every call is authenticated before anything else, and topics are
-looked up only under the caller's tenant; a handler never holds a
-partition's state across an ``await`` (it asks the replica again after
-waiting); every failure leaves through ``grpc_errors`` with a reason; a
-produce response is sent only for a batch that committed.
+Invariants: topics are looked up only under the caller's tenant; a handler
+never holds a partition's state across an ``await`` (it asks the replica
+again after waiting); a produce response is sent only for a batch that
+committed.
 
-``Fetch`` and ``StreamFetch`` read through one path (``_read``: auth,
-locate, read, wait for commits, look up and read again). A stream adds:
+``Fetch`` and ``StreamFetch`` read through one path (``_read``: locate,
+read, wait for commits, look up and read again). A stream adds:
 
 - each response starts where the previous one ended (the offset after its
   last batch), so a stream never skips or repeats a batch;
@@ -27,7 +31,8 @@ locate, read, wait for commits, look up and read again). A stream adds:
   guard: replicas do not wake waiters when they step down or stop, so the
   guard bounds how long a stream can sit on a replica that no longer leads);
 - the key, tenant, topic and leadership are checked again before every
-  response, so a revoked key, a deleted topic or a leader move ends it.
+  response (``confirm_caller``), so a revoked key, a deleted topic or a
+  leader move ends it.
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ from typing import TypeVar
 import grpc
 
 from cluster.controller import Assignment
-from cluster.frontend.auth import Authenticator
+from cluster.frontend.auth import Caller
 from cluster.frontend.forwarding import Forwarder, may_forward
-from cluster.frontend.grpc_errors import ServiceError, abort, from_offset_error, from_replica_error
+from cluster.frontend.front_door import confirm_caller, current_caller
+from cluster.frontend.grpc_errors import ServiceError
 from partitions.replica import ReadResult, Replica
-from partitions.replica_errors import NotLeaderError, ReplicaError
-from partitions.state_machine import OffsetOutOfRange
+from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import parse_header
 
 T = TypeVar("T")
@@ -62,68 +68,70 @@ PartitionLocator = Callable[[str, str, int], Assignment | None]
 """``(tenant, topic, partition)`` -> the partition's assignment, if it exists."""
 
 
+# The stub method a forwarded call uses (built once, not per call).
+def _produce_on(channel: grpc.aio.Channel) -> Callable[..., Awaitable[log_pb2.ProduceResponse]]:
+    return log_pb2_grpc.LogServiceStub(channel).Produce
+
+
+def _fetch_on(channel: grpc.aio.Channel) -> Callable[..., Awaitable[log_pb2.FetchResponse]]:
+    return log_pb2_grpc.LogServiceStub(channel).Fetch
+
+
+def _list_offsets_on(channel: grpc.aio.Channel) -> Callable[..., Awaitable[log_pb2.ListOffsetsResponse]]:
+    return log_pb2_grpc.LogServiceStub(channel).ListOffsets
+
+
 class LogService(log_pb2_grpc.LogServiceServicer):
     def __init__(
         self,
-        auth: Authenticator,
         locate: PartitionLocator,
         replica_of: Callable[[int], Replica | None],
+        leader_of: Callable[[int], int],
         address_of: Callable[[int], str],
         forwarder: Forwarder | None = None,
     ) -> None:
-        self._auth = auth
         self._locate = locate
         self._replica_of = replica_of
+        self._leader_of = leader_of
         self._address_of = address_of
         self._forwarder = forwarder
 
-    async def _replica(self, context: grpc.aio.ServicerContext, topic: str, partition: int) -> Replica:
-        caller = await self._auth.caller(context)
+    def _replica(self, caller: Caller, topic: str, partition: int) -> Replica:
+        """This node's replica of the partition, or the error that says
+        where to go: ``UNKNOWN_TOPIC_OR_PARTITION``, or ``NotLeaderError``
+        naming the leader as ``leader_of`` knows it."""
         assignment = self._locate(caller.tenant, topic, partition)
-        replica = self._replica_of(assignment.group) if assignment is not None else None
-        if replica is not None:
-            return replica
         if assignment is None:
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
-                "UNKNOWN_TOPIC_OR_PARTITION",
+                Reason.UNKNOWN_TOPIC_OR_PARTITION,
                 f"topic {topic!r} partition {partition} does not exist; list topics to see what does",
                 metadata={"topic": topic, "partition": str(partition)},
             )
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "NOT_LEADER",
-            f"this node holds no replica of {topic}/{partition}; ask another node",
-        )
-
-    def _replica_error(self, error: ReplicaError) -> ServiceError:
-        leader = getattr(error, "leader", 0)
-        return from_replica_error(error, self._address_of(leader) if leader else "")
+        replica = self._replica_of(assignment.group)
+        if replica is None:
+            raise NotLeaderError(assignment.group, self._leader_of(assignment.group))
+        return replica
 
     async def _answer(
         self,
         context: grpc.aio.ServicerContext,
         work: Awaitable[T],
-        forward: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]] | None = None,
-        request: object = None,
+        forward: Callable[[grpc.aio.Channel], Callable[..., Awaitable[T]]],
+        request: object,
     ) -> T:
-        """``work``'s result, or the call aborted with the error's status.
-        ``forward(channel)`` is the stub method that re-sends ``request`` to
-        a known leader when this node is not it (forwarding.py: at most one
-        hop)."""
+        """``work``'s result; when it finds this node is not the leader and
+        the leader is known, the answer of ``forward(channel)``, the stub
+        method that re-sends ``request`` there (forwarding.py: at most one
+        hop). Every other error goes on to the front door."""
         try:
             return await work
-        except ServiceError as error:
-            await abort(context, error)
-        except OffsetOutOfRange as error:
-            await abort(context, from_offset_error(error))
         except NotLeaderError as error:
             address = self._address_of(error.leader) if error.leader else ""
-            if forward is not None and address and self._forwarder is not None and may_forward(context):
-                return await self._forwarder.forward(context, address, forward, request)
-            await abort(context, self._replica_error(error))
-        except ReplicaError as error:
-            await abort(context, self._replica_error(error))
+            forwarder = self._forwarder
+            if not address or forwarder is None or not may_forward(context):
+                raise
+            return await forwarder.forward(context, address, forward, request)
 
     async def Produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
@@ -131,7 +139,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._produce(request, context),
-            lambda ch: log_pb2_grpc.LogServiceStub(ch).Produce,
+            _produce_on,
             request,
         )
 
@@ -141,7 +149,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._fetch(request, context),
-            lambda ch: log_pb2_grpc.LogServiceStub(ch).Fetch,
+            _fetch_on,
             request,
         )
 
@@ -150,7 +158,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> None:
         # No forward: a stream ends with NOT_LEADER and the client reopens
         # it on the leader (module docstring).
-        await self._answer(context, self._stream_fetch(request, context))
+        await self._stream_fetch(request, context)
 
     async def ListOffsets(
         self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
@@ -158,14 +166,14 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         return await self._answer(
             context,
             self._list_offsets(request, context),
-            lambda ch: log_pb2_grpc.LogServiceStub(ch).ListOffsets,
+            _list_offsets_on,
             request,
         )
 
     async def _produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        replica = await self._replica(context, request.topic, request.partition)
+        replica = self._replica(current_caller(), request.topic, request.partition)
         result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
@@ -189,7 +197,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         found again (it may have stopped, or lost leadership meanwhile).
         Raises ``ServiceError``, ``NotLeaderError``, ``OffsetOutOfRange`` or
         another ``ReplicaError``."""
-        replica = await self._replica(context, topic, partition)
+        replica = self._replica(current_caller(), topic, partition)
         result = replica.read(offset, max_bytes)
         if result.batches or wait_s <= 0:
             return result
@@ -197,7 +205,8 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         # `offset` (a new leader's first entry): the read below then says
         # whether this node still leads.
         await replica.wait_for_data(offset, wait_s)
-        replica = await self._replica(context, topic, partition)
+        # The key may have been revoked, the topic deleted while waiting.
+        replica = self._replica(await confirm_caller(context), topic, partition)
         return replica.read(offset, max_bytes)
 
     async def _fetch(
@@ -217,7 +226,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         self, request: log_pb2.StreamFetchRequest, context: grpc.aio.ServicerContext
     ) -> None:
         """Send what commits from ``request.offset`` on until an error ends
-        the stream (raised, for ``_answer``) or the call is cancelled or
+        the stream (raised, for the front door) or the call is cancelled or
         times out (gRPC cancels this coroutine; the replica's waiter goes
         with it). Never returns normally."""
         topic, partition = request.topic, request.partition
@@ -236,6 +245,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             if result.batches:
                 offset = parse_header(result.batches[-1]).last_offset + 1
             while True:
+                await confirm_caller(context)  # the key may be revoked, the tenant gone
                 if heartbeat_s is None:
                     wait_s = LEADERSHIP_CHECK_S
                 else:
@@ -249,7 +259,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     async def _list_offsets(
         self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ListOffsetsResponse:
-        replica = await self._replica(context, request.topic, request.partition)
+        replica = self._replica(current_caller(), request.topic, request.partition)
         if not replica.is_leader:
             raise NotLeaderError(replica.group, replica.leader)
         status = replica.status()
@@ -268,11 +278,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         # A random 62-bit id collides with another live producer's with
         # probability ~n^2 / 2^63 (n live producers); handing out id blocks
         # through the controller would make it zero (not done yet).
-        async def init() -> log_pb2.InitProducerResponse:
-            await self._auth.caller(context)
-            return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)
-
-        return await self._answer(context, init())
+        return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)
 
 
 def _response(result: ReadResult) -> log_pb2.FetchResponse:

@@ -3,10 +3,10 @@ partitions' replicas and leaders, from this node's applied metadata.
 
 Invariants: only the caller's tenant's topics are ever listed (another
 tenant's names are simply absent, as unknown ones are, like Kafka's
-metadata request without auto-creation). A leader is reported only as this
-node currently knows it (0 when it hosts no replica of the partition or an
-election is under way); clients treat it as a hint and follow NOT_LEADER
-answers.
+metadata request without auto-creation). A leader is reported as this node
+currently knows it (``leader_of``: 0 when unknown, e.g. an election is
+under way); clients treat it as a hint and follow NOT_LEADER answers. The
+caller is the one the front door admitted (front_door.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from cluster.controller_replica import ControllerReplica
-from cluster.frontend.auth import Authenticator
-from cluster.frontend.grpc_errors import ServiceError, abort
-from partitions.replica import Replica
+from cluster.frontend.front_door import current_caller
 from raftlog.v1 import metadata_pb2, metadata_pb2_grpc
 
 
@@ -26,22 +24,17 @@ class MetadataService(metadata_pb2_grpc.MetadataServiceServicer):
     def __init__(
         self,
         node_id: int,
-        auth: Authenticator,
         controller: ControllerReplica,
-        replica_of: Callable[[int], Replica | None],
+        leader_of: Callable[[int], int],
     ) -> None:
         self._node_id = node_id
-        self._auth = auth
         self._controller = controller
-        self._replica_of = replica_of
+        self._leader_of = leader_of
 
     async def GetMetadata(
         self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
     ) -> metadata_pb2.GetMetadataResponse:
-        try:
-            caller = await self._auth.caller(context)
-        except ServiceError as error:
-            await abort(context, error)
+        caller = current_caller()
         state = self._controller.state
         response = metadata_pb2.GetMetadataResponse(node_id=self._node_id)
         for node in state.nodes():
@@ -55,10 +48,9 @@ class MetadataService(metadata_pb2_grpc.MetadataServiceServicer):
             info = response.topics.add(name=topic.name, revision=topic.revision)
             for partition, group in enumerate(topic.groups):
                 assignment = state.assignment(group)
-                replica = self._replica_of(group)
                 info.partitions.add(
                     partition=partition,
-                    leader=replica.leader if replica else 0,
+                    leader=self._leader_of(group),
                     replicas=assignment.replicas if assignment else (),
                 )
         return response

@@ -5,8 +5,10 @@ Each group belongs to one *coordinator partition*, chosen by
 ``coordinator_partition`` (a stable hash of tenant and group). The leader of
 that partition's log is the group's coordinator. This module does not know
 how the log is replicated: it sees it through ``CoordinatorLogs`` and
-``OffsetsLog`` (the node wires in the Raft-backed ones, cluster/groups/group_logs.py,
-and authentication). A node that does not lead the partition does not
+``OffsetsLog`` (the node wires in the Raft-backed ones, cluster/groups/group_logs.py).
+Calls reach it through the front door (cluster/frontend/front_door.py),
+which authenticated the caller and turns every error that leaves a handler
+into a status with a reason. A node that does not lead the partition does not
 forward: it answers ``NOT_COORDINATOR`` with the leader's address when it
 knows it, and the client goes there.
 
@@ -27,10 +29,14 @@ Invariants:
 - An append that failed in a way that leaves its outcome unknown discards
   the partition's state (membership included, members rejoin): the table
   must not disagree with the log.
-- Every expected failure leaves as a ``ServiceError`` (``cluster.frontend.grpc_errors``): the
-  core's errors map to status codes in ``_STATUS`` only.
+- Every expected failure leaves a handler as a ``ServiceError``
+  (``cluster.frontend.grpc_errors``) with a ``Reason``: the core's errors
+  map to status codes in ``_STATUS`` only.
 - Handlers take the caller's tenant as a parameter (``join_group(tenant,
-  request)``...); the gRPC methods obtain it with ``tenant_of(context)``.
+  request)``...); the gRPC methods obtain it with ``tenant_of(context)``,
+  by default the tenant of the caller the front door admitted
+  (``front_door.caller_tenant``). A test serving this servicer on its own
+  may pass another.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from cluster.frontend.grpc_errors import ServiceError, abort, from_replica_error
+from cluster.frontend.front_door import caller_tenant
+from cluster.frontend.grpc_errors import ServiceError, from_replica_error
 from cluster.groups import (
     FencedMemberError,
     GroupError,
@@ -64,6 +71,7 @@ from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
 from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
 from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
+from raftlog.v1.reasons import Reason
 
 __all__ = [
     "CoordinatorLogs",
@@ -142,7 +150,7 @@ class CoordinatorLogs(Protocol):
 
 
 TenantOf = Callable[[grpc.aio.ServicerContext], Awaitable[str]]
-"""The caller's tenant (authenticating it), or a ``ServiceError``."""
+"""The caller's tenant, or a ``ServiceError``."""
 
 
 def coordinator_partition(tenant: str, group: str, partitions: int) -> int:
@@ -179,13 +187,15 @@ _STATUS: dict[type[GroupError], grpc.StatusCode] = {
 
 
 def _from_group_error(error: GroupError) -> ServiceError:
-    return ServiceError(_STATUS.get(type(error), grpc.StatusCode.INTERNAL), error.reason, error.message)
+    # Every reason the group core names is a Reason (tests/test_contract.py).
+    code = _STATUS.get(type(error), grpc.StatusCode.INTERNAL)
+    return ServiceError(code, Reason(error.reason), error.message)
 
 
 def _not_coordinator(error: NotCoordinatorError) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
-        "NOT_COORDINATOR",
+        Reason.NOT_COORDINATOR,
         f"{error}; retry on the coordinator",
         leader_address=error.leader_address,
         metadata={"coordinator_partition": str(error.partition)},
@@ -202,19 +212,21 @@ def _as_service_errors() -> Iterator[None]:
     except NotCoordinatorError as error:
         raise _not_coordinator(error) from None
     except InvalidPageSize as error:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_SIZE", str(error)) from None
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_PAGE_SIZE, str(error)) from None
     except InvalidPageToken as error:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", str(error)) from None
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_PAGE_TOKEN, str(error)) from None
     except OffsetRecordError as error:
         # A record of a newer version: serving a table without it would be
         # wrong, so the partition stays unserved until this node is upgraded.
         raise ServiceError(
-            grpc.StatusCode.INTERNAL, "OFFSETS_LOG_UNREADABLE", f"the offsets log cannot be read: {error}"
+            grpc.StatusCode.INTERNAL,
+            Reason.OFFSETS_LOG_UNREADABLE,
+            f"the offsets log cannot be read: {error}",
         ) from None
     except NotLeaderError:
         raise ServiceError(
             grpc.StatusCode.FAILED_PRECONDITION,
-            "NOT_COORDINATOR",
+            Reason.NOT_COORDINATOR,
             "this node lost the leadership of the group's coordinator partition; retry",
         ) from None
     except ReplicaError as error:
@@ -264,7 +276,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         self,
         logs: CoordinatorLogs,
         topic_metadata: TopicMetadata,
-        tenant_of: TenantOf,
+        tenant_of: TenantOf = caller_tenant,
         *,
         config: GroupConfig | None = None,
         monotonic_ms: Callable[[], int] = _monotonic_ms,
@@ -283,7 +295,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         self._loading: dict[int, asyncio.Lock] = {}
         self._appends: set[asyncio.Task[int]] = set()
 
-    # --- gRPC methods: tenant, handler, errors ---------------------------------------
+    # --- gRPC methods: the caller's tenant, then the handler ---------------------------
 
     async def JoinGroup(
         self, request: groups_pb2.JoinGroupRequest, context: grpc.aio.ServicerContext
@@ -326,11 +338,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         handler: Callable[[str, Request], Awaitable[T]],
         request: Request,
     ) -> T:
-        try:
-            tenant = await self._tenant_of(context)
-            return await handler(tenant, request)
-        except ServiceError as error:
-            await abort(context, error)
+        return await handler(await self._tenant_of(context), request)
 
     # --- handlers ------------------------------------------------------------------
 

@@ -10,9 +10,20 @@ from typing import Any, Generic, TypeVar
 import grpc
 import pytest
 
+from cluster.controller import Principal
+from cluster.frontend.auth import Caller
+from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, abort
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import groups_pb2_grpc, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1.reasons import Reason
+
+ANYONE = Caller(Principal("fake-nodes", None), "default")
+
+
+async def _anyone(context: grpc.aio.ServicerContext) -> Caller:
+    """Fake nodes never checked keys: every caller is let in."""
+    return ANYONE
 
 
 async def start_fake_nodes(
@@ -22,11 +33,13 @@ async def start_fake_nodes(
 ) -> tuple[list[grpc.aio.Server], list[str]]:
     """Serve ``make_node(i)`` (a LogService and MetadataService servicer),
     and ``make_groups(i)`` as its GroupService when given, on ``count``
-    loopback ports; returns the servers and their addresses."""
+    loopback ports; returns the servers and their addresses. Like a node,
+    each serves behind the front door (which maps a handler's errors to
+    statuses), but one that lets every caller in."""
     servers: list[grpc.aio.Server] = []
     addresses: list[str] = []
     for index in range(count):
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[FrontDoor(_anyone, lambda node: "")])
         node = make_node(index)
         log_pb2_grpc.add_LogServiceServicer_to_server(node, server)
         metadata_pb2_grpc.add_MetadataServiceServicer_to_server(node, server)
@@ -87,7 +100,7 @@ class FakeNode(log_pb2_grpc.LogServiceServicer, metadata_pb2_grpc.MetadataServic
                 context,
                 ServiceError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    "NOT_LEADER",
+                    Reason.NOT_LEADER,
                     "ask the leader",
                     leader_address=self.fake.addresses[self.fake.leader],
                 ),

@@ -42,11 +42,6 @@ class LeaderAnswering:
         return admin_pb2.CreateTenantResponse(), ((METADATA_INDEX_KEY, str(self.index)),)
 
 
-class Caller:
-    async def caller(self, context: Any) -> None:
-        return None
-
-
 class Context:
     def __init__(self, remaining: float | None) -> None:
         self.remaining = remaining
@@ -61,9 +56,8 @@ class Context:
 def service(controller: LaggingController, forwarder: LeaderAnswering) -> AdminService:
     return AdminService(
         node_id=2,
-        auth=Caller(),  # type: ignore[arg-type]
         controller=controller,  # type: ignore[arg-type]
-        replica_of=lambda group: None,
+        leader_of=lambda group: 0,
         forwarder=forwarder,  # type: ignore[arg-type]
     )
 

@@ -22,14 +22,15 @@ import pytest
 
 from client.auth import call_metadata
 from cluster.controller import Assignment, Principal
-from cluster.frontend.auth import Authenticator, Caller
 from cluster.frontend.forwarding import Forwarder
+from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.frontend.log_service import LogService
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from partitions.state_machine import OffsetOutOfRange
 from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import Record, decode_records, encode_batch
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +105,7 @@ class FakeAuth:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and value == f"Bearer {KEY}":
                 return Caller(Principal("k1", "acme"), "acme")
-        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY", "no such key")
+        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, Reason.INVALID_API_KEY, "no such key")
 
 
 class Stub:
@@ -143,14 +144,15 @@ async def served() -> AsyncIterator[Served]:
     # With a forwarder, as on a node: Produce and Fetch would forward, so a
     # StreamFetch answering NOT_LEADER shows that streams are not forwarded.
     forwarder = Forwarder()
+    address_of = lambda node: f"node-{node}:7000"  # noqa: E731
     service = LogService(
-        cast(Authenticator, FakeAuth()),
         _locate,
         lambda group: cast(Replica, replica) if group == GROUP else None,
-        lambda node: f"node-{node}:7000",
+        lambda group: replica.leader,
+        address_of,
         forwarder,
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[FrontDoor(FakeAuth().caller, address_of)])
     log_pb2_grpc.add_LogServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -1,6 +1,8 @@
 """The GroupService servicer over an in-memory OffsetsLog: the protocol over a
-real gRPC connection, errors as status codes with reasons, coordinator
-failover, append failures, pagination across coordinator partitions."""
+real gRPC connection (behind the front door, as on a node: the caller's
+tenant comes from it, its errors become status codes with reasons),
+coordinator failover, append failures, pagination across coordinator
+partitions."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from cluster.controller import Principal
+from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import CoordinatorStarted, OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, NotCoordinatorError, coordinator_partition
 from partitions.replica_errors import Backpressure, OutcomeUnknown
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
+from raftlog.v1.reasons import Reason
 
 TENANT_KEY = "x-test-tenant"
 CONFIG = GroupConfig(
@@ -80,11 +85,12 @@ class Clock:
         self.ms = 1_000_000
 
 
-async def tenant_from_header(context: grpc.aio.ServicerContext) -> str:
+async def caller_from_header(context: grpc.aio.ServicerContext) -> Caller:
+    """The front door's identification in these tests: the tenant header."""
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_KEY:
-            return str(value)
-    raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, "MISSING_API_KEY", "who are you?")
+            return Caller(Principal("k", str(value)), str(value))
+    raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, Reason.MISSING_API_KEY, "who are you?")
 
 
 @dataclass
@@ -103,7 +109,6 @@ def harness() -> Harness:
     service = GroupService(
         logs,
         lambda tenant, topic: TOPICS.get((tenant, topic), 0),
-        tenant_from_header,
         config=CONFIG,
         monotonic_ms=lambda: clock.ms,
         wall_ms=lambda: 1_700_000_000_000,
@@ -115,7 +120,7 @@ def harness() -> Harness:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Harness, groups_pb2_grpc.GroupServiceStub]]:
     h = harness()
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[FrontDoor(caller_from_header, lambda node: "")])
     groups_pb2_grpc.add_GroupServiceServicer_to_server(h.service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

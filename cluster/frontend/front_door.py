@@ -1,0 +1,348 @@
+"""The front door: the one seam every public ``raftlog.v1`` call passes.
+
+For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
+
+1. authenticates (API key -> principal) and resolves the tenant
+   (``auth.Authenticator.caller``), and refuses a tenant key on a method in
+   ``OPERATOR_METHODS`` (``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``);
+2. makes the caller the handler's ``current_caller()`` (a ``ContextVar``:
+   grpc.aio runs every call in its own task, so it never leaks to another);
+3. runs the ``stages`` around the handler: the place where quota charging,
+   the trace span and the call counter go (none are built yet, so a node
+   runs with none and pays nothing for the seam);
+4. maps whatever the handler raised to a status with a reason, once for
+   every service: ``ServiceError`` as it is, ``ReplicaError`` and
+   ``OffsetOutOfRange`` and ``PageError`` through ``grpc_errors``, anything
+   else to ``INTERNAL`` with an error id, logged once here with its
+   traceback and never sent to the client.
+
+Why an interceptor rather than a step each handler calls: it wraps every
+method of every public service, including ones added later and server
+streams, without the handler doing anything, so "forgot to authenticate" is
+not a bug one handler can have; and the service name decides, so the
+internal surfaces cannot be put behind it by accident.
+
+Invariants:
+
+- Only ``PUBLIC_SERVICES`` pass the door. ``INTERNAL_SERVICES`` (Raft
+  transport, cluster join, NodeAdmin) admit only other nodes by their own
+  rules, and health and reflection stay unauthenticated: the door returns
+  their handlers untouched.
+- A handler runs only after its caller is authenticated, and reads it with
+  ``current_caller()``; a long-lived call (a stream) checks it again with
+  ``confirm_caller()``, so a revoked key ends it.
+- A call the handler ended itself (``context.abort``, e.g. a relayed
+  forwarded error) keeps its status: the door lets ``grpc.aio.AbortError``
+  through.
+- Cheap on the hot path: the wrapped handler of each method is built once
+  and cached; per call the door adds the authentication it replaces, one
+  small admission object and a ``ContextVar`` set/reset.
+- The door must be the server's only interceptor, or its last: it caches
+  handlers by method name and relies on the handler it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from cluster.controller import Principal
+from cluster.frontend.grpc_errors import (
+    ServiceError,
+    abort,
+    from_offset_error,
+    from_page_error,
+    from_replica_error,
+)
+from cluster.primitives.pagination import PageError
+from partitions.replica_errors import ReplicaError
+from partitions.state_machine import OffsetOutOfRange
+from raftlog.internal.v1 import join_pb2, node_admin_pb2, transport_pb2
+from raftlog.v1 import admin_pb2, groups_pb2, log_pb2, metadata_pb2
+from raftlog.v1.reasons import Reason
+
+__all__ = [
+    "INTERNAL_SERVICES",
+    "OPERATOR_METHODS",
+    "PUBLIC_SERVICES",
+    "Caller",
+    "FrontDoor",
+    "Identify",
+    "Stage",
+    "acting_as",
+    "caller_tenant",
+    "confirm_caller",
+    "current_caller",
+]
+
+log = logging.getLogger(__name__)
+
+PUBLIC_SERVICES: frozenset[str] = frozenset(
+    {
+        log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+        metadata_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        groups_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
+    }
+)
+"""The client API: every method of these passes the door."""
+
+INTERNAL_SERVICES: frozenset[str] = frozenset(
+    {
+        transport_pb2.DESCRIPTOR.services_by_name["RaftTransportService"].full_name,
+        join_pb2.DESCRIPTOR.services_by_name["ClusterJoin"].full_name,
+        node_admin_pb2.DESCRIPTOR.services_by_name["NodeAdmin"].full_name,
+    }
+)
+"""Node-to-node surfaces on the same port: never through the public door."""
+
+_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+OPERATOR_METHODS: frozenset[str] = frozenset(
+    f"/{_ADMIN}/{name}"
+    for name in (
+        "CreateTenant",
+        "DeleteTenant",
+        "ListTenants",
+        "CreateApiKey",
+        "RevokeApiKey",
+        "ListNodes",
+        "DecommissionNode",
+        "GetClusterStatus",
+    )
+)
+"""Methods (gRPC paths) that need an operator key; a tenant key is refused
+at the door, before the handler (or a forward to the controller leader)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call comes from (``auth.Authenticator.caller`` finds out)."""
+
+    principal: Principal
+    tenant: str
+    """The tenant the request acts in."""
+
+    @property
+    def is_operator(self) -> bool:
+        return self.principal.is_operator
+
+
+Identify = Callable[[grpc.aio.ServicerContext], Awaitable[Caller]]
+"""Who is calling, from the call's headers, or a ``ServiceError``
+(``Authenticator.caller`` on a node)."""
+
+Stage = Callable[[str, Caller], AbstractAsyncContextManager[object]]
+"""Runs around an admitted call: ``stage(method, caller)`` is entered before
+the handler and exited after it (with the handler's exception, as raised,
+before the door maps it). A stage refuses a call by raising a
+``ServiceError`` on entry (a quota: ``RESOURCE_EXHAUSTED``)."""
+
+AddressOf = Callable[[int], str]
+
+
+class _Admission:
+    """What the door knows about the call in progress."""
+
+    __slots__ = ("caller", "identify")
+
+    def __init__(self, caller: Caller, identify: Identify) -> None:
+        self.caller = caller
+        self.identify = identify
+
+
+_ADMISSION: ContextVar[_Admission] = ContextVar("raftlog_front_door_admission")
+
+
+def current_caller() -> Caller:
+    """The caller of the call being handled, as the door authenticated it."""
+    admission = _ADMISSION.get(None)
+    if admission is None:
+        raise RuntimeError("no caller: this code is not running inside a call admitted by the front door")
+    return admission.caller
+
+
+async def confirm_caller(context: grpc.aio.ServicerContext) -> Caller:
+    """Authenticate the current call again (its key may have been revoked,
+    its tenant deleted, since the door admitted it): for calls that last."""
+    admission = _ADMISSION.get(None)
+    if admission is None:
+        raise RuntimeError("no caller: this code is not running inside a call admitted by the front door")
+    caller = await admission.identify(context)
+    admission.caller = caller
+    return caller
+
+
+async def caller_tenant(context: grpc.aio.ServicerContext) -> str:
+    """The current caller's tenant (``GroupService``'s default ``tenant_of``)."""
+    return current_caller().tenant
+
+
+@contextlib.contextmanager
+def acting_as(caller: Caller, identify: Identify | None = None) -> Iterator[None]:
+    """Run a handler as ``caller`` without a gRPC call through the door (a
+    test, a tool calling a servicer method directly)."""
+
+    async def same(_context: grpc.aio.ServicerContext) -> Caller:
+        return caller
+
+    token = _ADMISSION.set(_Admission(caller, identify or same))
+    try:
+        yield
+    finally:
+        _ADMISSION.reset(token)
+
+
+def operator_required() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        Reason.OPERATOR_KEY_REQUIRED,
+        "this call needs an operator key; tenant keys manage only their own topics",
+    )
+
+
+class FrontDoor(grpc.aio.ServerInterceptor):
+    """The interceptor; see the module docstring."""
+
+    def __init__(self, identify: Identify, address_of: AddressOf, stages: Sequence[Stage] = ()) -> None:
+        """``address_of(node_id)``: the address named in a ``NOT_LEADER``
+        answer; ``stages``: see ``Stage``."""
+        self._identify = identify
+        self._address_of = address_of
+        self._stages = tuple(stages)
+        # method path -> (the handler gRPC found, what the door serves instead)
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        served = self._wrap(method, handler) if is_public(method) else handler
+        self._handlers[method] = (handler, served)
+        return served
+
+    # --- one call ------------------------------------------------------------------
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> _Admission:
+        caller = await self._identify(context)
+        if not caller.is_operator and method in OPERATOR_METHODS:
+            raise operator_required()
+        return _Admission(caller, self._identify)
+
+    def _service_error(self, method: str, error: Exception) -> ServiceError:
+        if isinstance(error, ServiceError):
+            return error
+        if isinstance(error, ReplicaError):
+            leader = getattr(error, "leader", 0)
+            return from_replica_error(error, self._address_of(leader) if leader else "")
+        if isinstance(error, OffsetOutOfRange):
+            return from_offset_error(error)
+        if isinstance(error, PageError):
+            return from_page_error(error)
+        error_id = uuid.uuid4().hex[:12]
+        log.error("%s failed unexpectedly (error id %s)", method, error_id, exc_info=error)
+        return ServiceError(
+            grpc.StatusCode.INTERNAL,
+            Reason.INTERNAL,
+            f"the node failed to answer {method} (error id {error_id}, in its log); "
+            "retry, and report the id if it persists",
+        )
+
+    def _unary(
+        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        """``behaviour`` (a unary answer, or a stream written with
+        ``context.write``) behind the door."""
+        stages = self._stages
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = None
+            try:
+                admission = await self._admit(method, context)
+                token = _ADMISSION.set(admission)
+                if not stages:
+                    return await behaviour(request, context)
+                async with AsyncExitStack() as around:
+                    for stage in stages:
+                        await around.enter_async_context(stage(method, admission.caller))
+                    return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                raise  # the handler ended the call itself, with its status
+            except Exception as error:
+                await abort(context, self._service_error(method, error))
+            finally:
+                if token is not None:
+                    _ADMISSION.reset(token)
+
+        return admitted
+
+    def _generator(
+        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        """A stream handler written as an async generator, behind the door."""
+        stages = self._stages
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = None
+            try:
+                admission = await self._admit(method, context)
+                token = _ADMISSION.set(admission)
+                async with AsyncExitStack() as around:
+                    for stage in stages:
+                        await around.enter_async_context(stage(method, admission.caller))
+                    async for response in behaviour(request, context):
+                        yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await abort(context, self._service_error(method, error))
+            finally:
+                if token is not None:
+                    _ADMISSION.reset(token)
+
+        return admitted
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        decode, encode = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), decode, encode
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary), decode, encode
+            )
+        streaming = handler.unary_stream or handler.stream_stream
+        assert streaming is not None, f"{method}: a method handler with no behaviour"
+        wrapped = (
+            self._generator(method, streaming)
+            if inspect.isasyncgenfunction(streaming)
+            else self._unary(method, streaming)
+        )
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(wrapped, decode, encode)
+
+
+def is_public(method: str) -> bool:
+    """Whether the gRPC path ``/package.Service/Method`` is a public call."""
+    return method[1 : method.rfind("/")] in PUBLIC_SERVICES
