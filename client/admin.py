@@ -26,7 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -36,7 +36,7 @@ from client.errors import RaftlogError, UnavailableError, from_rpc_error
 from client.group_member import GroupRpc
 from client.leader_calls import LeaderCalls, NodeRoute, UnaryCall
 from client.metadata import Backoff, ChannelPool, MetadataCache, parse_bootstrap
-from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, metadata_pb2
+from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, metadata_pb2
 
 __all__ = ["Admin"]
 
@@ -85,8 +85,7 @@ class Admin:
         self, method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., UnaryCall[T]]], request: Any
     ) -> T:
         def invoke(address: str, timeout: float) -> UnaryCall[T]:
-            stub = admin_pb2_grpc.AdminServiceStub(self._pool.channel(address))
-            return method(stub)(request, timeout=timeout)
+            return method(self._pool.admin(address))(request, timeout=timeout)
 
         try:
             return await self._calls.call(
@@ -103,7 +102,7 @@ class Admin:
 
     async def _list(
         self,
-        method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., Awaitable[Any]]],
+        method: Callable[[admin_pb2_grpc.AdminServiceStub], Callable[..., UnaryCall[Any]]],
         request_type: Callable[..., Any],
         items: Callable[[Any], Iterable[T]],
     ) -> list[T]:
@@ -112,7 +111,7 @@ class Admin:
         found: list[T] = []
         token = ""
         while True:
-            response = await self._call(method, request_type(page_size=PAGE_SIZE, page_token=token))
+            response: Any = await self._call(method, request_type(page_size=PAGE_SIZE, page_token=token))
             found.extend(items(response))
             token = response.next_page_token
             if not token:
@@ -219,7 +218,7 @@ class Admin:
         coordinates, so every node is asked and the answers merged."""
         groups: dict[str, groups_pb2.GroupSummary] = {}
         for address in await self._node_addresses():
-            stub = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
+            stub = self._pool.groups(address)
             token = ""
             while True:
                 try:

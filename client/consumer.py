@@ -14,6 +14,7 @@ This module is the façade; the work is done by:
 - client/group_binding.py: consumer groups (``subscribe``, ``commit``,
   ``committed``, what a rebalance does to the partitions); its docstring
   has the commit rules and the group invariant.
+- client/offset_lookup.py: ``ListOffsets`` and timestamp lookups (seeks).
 - client/leader_calls.py: the call path every request takes (leader
   lookup, per-attempt timeout, retries, redirects, silent nodes).
 
@@ -63,6 +64,7 @@ from client.leader_calls import ATTEMPT_TIMEOUT_S, LeaderCalls
 from client.metadata import MetadataCache, TopicPartition, client_transport
 
 __all__ = ["Consumer", "ConsumerRecord", "FetchMode", "OffsetReset", "RebalanceCallback"]
+
 
 class Consumer:
     """Reads records from assigned partitions; see the module docstring.
@@ -304,14 +306,14 @@ class Consumer:
     async def seek_to_beginning(self, *partitions: tuple[str, int]) -> None:
         """Move ``partitions`` (default: all assigned) to their log start."""
         for tp in self._targets(partitions):
-            response = await self._fetcher.list_offsets(tp)
+            response = await self._fetcher.offsets.list_offsets(tp)
             self._fetcher.seek_confirmed(tp, int(response.log_start_offset))
 
     async def seek_to_end(self, *partitions: tuple[str, int]) -> None:
         """Move ``partitions`` (default: all assigned) to their high
         watermark: only records written from now on are read."""
         for tp in self._targets(partitions):
-            response = await self._fetcher.list_offsets(tp)
+            response = await self._fetcher.offsets.list_offsets(tp)
             self._fetcher.seek_confirmed(tp, int(response.high_watermark))
 
     async def seek_to_timestamp(
@@ -323,12 +325,12 @@ class Consumer:
         (the others give the new position)."""
         found: dict[TopicPartition, int | None] = {}
         for tp in self._targets(partitions):
-            response = await self._fetcher.list_offsets(tp, timestamp_ms)
+            response = await self._fetcher.offsets.list_offsets(tp, timestamp_ms)
             if not response.HasField("offset_for_timestamp"):
                 self._fetcher.seek_confirmed(tp, int(response.high_watermark))
                 found[tp] = None
                 continue
-            offset = await self._fetcher.first_at_or_after(
+            offset = await self._fetcher.offsets.first_at_or_after(
                 tp, int(response.offset_for_timestamp), timestamp_ms
             )
             self._fetcher.seek_confirmed(tp, offset)

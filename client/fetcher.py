@@ -54,12 +54,11 @@ import enum
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import grpc
 
 from client.errors import (
-    DeliveryTimeoutError,
     InvalidBatchError,
     OffsetOutOfRangeError,
     RaftlogError,
@@ -69,12 +68,11 @@ from client.errors import (
 )
 from client.leader_calls import Attempts, LeaderCalls, PartitionRoute, UnaryCall, leader_trailer
 from client.metadata import ChannelPool, TopicPartition
+from client.offset_lookup import OffsetLookup
 from raftlog.v1 import log_pb2
-from raftlog.v1.record_batch import InvalidBatch, decode_records, decode_records_as, parse_header
+from raftlog.v1.record_batch import InvalidBatch, decode_records_as, parse_header
 
 __all__ = ["ConsumerRecord", "FetchMode", "Fetcher", "OffsetReset", "PartitionState", "record_bytes"]
-
-T = TypeVar("T")
 
 
 class OffsetReset(enum.StrEnum):
@@ -176,9 +174,9 @@ class PartitionState:
 class Fetcher:
     """The partitions a consumer reads, their buffers and fetcher tasks.
 
-    ``check_open`` raises when the consumer is closed (checked before each
-    ``ListOffsets`` attempt). ``api_timeout_s`` bounds ``list_offsets`` and
-    ``first_at_or_after``; fetches retry until cancelled."""
+    ``offsets`` (client/offset_lookup.py, with ``api_timeout_s`` and
+    ``check_open``) looks offsets up for resets and seeks; fetches retry
+    until cancelled."""
 
     def __init__(
         self,
@@ -202,8 +200,7 @@ class Fetcher:
         self._max_wait_ms = max_wait_ms
         self._stream_heartbeat_ms = stream_heartbeat_ms
         self._reset = reset
-        self._api_timeout_s = api_timeout_s
-        self._check_open = check_open
+        self.offsets = OffsetLookup(pool, calls, api_timeout_s=api_timeout_s, check_open=check_open)
         self.states: dict[TopicPartition, PartitionState] = {}
         self.data = asyncio.Event()  # set when some buffer gained records or an error
         self.dirty = True  # some partition may need a fetcher started
@@ -541,69 +538,7 @@ class Fetcher:
             known = cause.log_start_offset if self._reset is OffsetReset.EARLIEST else cause.high_watermark
             if known is not None:
                 return known
-        response = await self.list_offsets(tp)
+        response = await self.offsets.list_offsets(tp)
         if self._reset is OffsetReset.EARLIEST:
             return int(response.log_start_offset)
         return int(response.high_watermark)
-
-    async def list_offsets(
-        self, tp: TopicPartition, timestamp_ms: int | None = None
-    ) -> log_pb2.ListOffsetsResponse:
-        """``ListOffsets`` on the leader, retried for ``api_timeout_s``."""
-        request = log_pb2.ListOffsetsRequest(topic=tp.topic, partition=tp.partition)
-        if timestamp_ms is not None:
-            request.timestamp_ms = timestamp_ms
-
-        def invoke(address: str, timeout: float) -> UnaryCall[log_pb2.ListOffsetsResponse]:
-            call: UnaryCall[log_pb2.ListOffsetsResponse] = self._pool.log(address).ListOffsets(
-                request, timeout=timeout
-            )
-            return call
-
-        return await self._on_leader(tp, invoke)
-
-    async def first_at_or_after(self, tp: TopicPartition, base_offset: int, timestamp_ms: int) -> int:
-        """The server names the first batch whose newest record is recent
-        enough; the answer is the first record in it that is."""
-        request = log_pb2.FetchRequest(
-            topic=tp.topic, partition=tp.partition, offset=base_offset, max_bytes=1
-        )
-
-        def invoke(address: str, timeout: float) -> UnaryCall[log_pb2.FetchResponse]:
-            call: UnaryCall[log_pb2.FetchResponse] = self._pool.log(address).Fetch(request, timeout=timeout)
-            return call
-
-        response = await self._on_leader(tp, invoke)
-        for batch in response.batches[:1]:
-            try:
-                records = decode_records(batch)
-            except InvalidBatch:
-                return base_offset
-            for record in records:
-                if record.offset >= base_offset and record.timestamp_ms >= timestamp_ms:
-                    return record.offset
-            return parse_header(batch).last_offset + 1
-        return base_offset
-
-    async def _on_leader(self, tp: TopicPartition, invoke: Callable[[str, float], UnaryCall[T]]) -> T:
-        """``invoke`` on the leader through the call path, for at most
-        ``api_timeout_s``."""
-        loop = asyncio.get_running_loop()
-
-        async def prepare() -> None:
-            self._check_open()
-
-        try:
-            return await self._calls.call(
-                PartitionRoute(self._metadata, *tp),
-                invoke,
-                deadline=loop.time() + self._api_timeout_s,
-                prepare=prepare,
-            )
-        except RaftlogError as error:
-            if not error.retriable:
-                raise
-            raise DeliveryTimeoutError(
-                f"{tp.topic}/{tp.partition}: no answer within {self._api_timeout_s:g} s; last error: {error}",
-                cause=error,
-            ) from None

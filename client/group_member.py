@@ -58,7 +58,7 @@ from google.protobuf.message import Message
 from client.errors import GroupMembershipError, RaftlogError, RetriableError
 from client.leader_calls import LeaderCalls, NodeRoute, UnaryCall
 from client.metadata import Backoff, ChannelPool, TopicPartition
-from raftlog.v1 import groups_pb2, groups_pb2_grpc
+from raftlog.v1 import groups_pb2
 
 __all__ = [
     "GroupMember",
@@ -95,7 +95,6 @@ class GroupRpc:
         """Each attempt gets ``calls.attempt_timeout_s``."""
         self._pool = pool
         self._calls = calls
-        self._stubs: dict[str, groups_pb2_grpc.GroupServiceStub] = {}
         # The last node that answered, or a hint; else the candidates in turn.
         self._route = NodeRoute(calls.metadata)
 
@@ -139,17 +138,11 @@ class GroupRpc:
 
     # --- internals ---------------------------------------------------------------
 
-    def _stub(self, address: str) -> groups_pb2_grpc.GroupServiceStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            stub = self._stubs[address] = groups_pb2_grpc.GroupServiceStub(self._pool.channel(address))
-        return stub
-
     async def _call(self, method: str, request: Message, deadline: float | None) -> Any:
         stub_method = method
 
         def invoke(address: str, timeout: float) -> UnaryCall[Any]:
-            call: UnaryCall[Any] = getattr(self._stub(address), stub_method)(request, timeout=timeout)
+            call: UnaryCall[Any] = getattr(self._pool.groups(address), stub_method)(request, timeout=timeout)
             return call
 
         return await self._calls.call(self._route, invoke, deadline=deadline)

@@ -61,7 +61,7 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
-from raftlog.v1 import log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -164,6 +164,8 @@ class ChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._log: dict[str, log_pb2_grpc.LogServiceStub] = {}
         self._metadata: dict[str, metadata_pb2_grpc.MetadataServiceStub] = {}
+        self._admin: dict[str, admin_pb2_grpc.AdminServiceStub] = {}
+        self._groups: dict[str, groups_pb2_grpc.GroupServiceStub] = {}
         self._closed = False
 
     def channel(self, address: str) -> grpc.aio.Channel:
@@ -178,16 +180,31 @@ class ChannelPool:
             )
         return channel
 
+    # The generated stub classes carry no annotations, hence the ignores.
+
     def log(self, address: str) -> log_pb2_grpc.LogServiceStub:
         stub = self._log.get(address)
         if stub is None:
-            stub = self._log[address] = log_pb2_grpc.LogServiceStub(self.channel(address))
+            stub = self._log[address] = log_pb2_grpc.LogServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
         return stub
 
     def metadata(self, address: str) -> metadata_pb2_grpc.MetadataServiceStub:
         stub = self._metadata.get(address)
         if stub is None:
-            stub = self._metadata[address] = metadata_pb2_grpc.MetadataServiceStub(self.channel(address))
+            channel = self.channel(address)
+            stub = self._metadata[address] = metadata_pb2_grpc.MetadataServiceStub(channel)  # type: ignore[no-untyped-call]
+        return stub
+
+    def admin(self, address: str) -> admin_pb2_grpc.AdminServiceStub:
+        stub = self._admin.get(address)
+        if stub is None:
+            stub = self._admin[address] = admin_pb2_grpc.AdminServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
+        return stub
+
+    def groups(self, address: str) -> groups_pb2_grpc.GroupServiceStub:
+        stub = self._groups.get(address)
+        if stub is None:
+            stub = self._groups[address] = groups_pb2_grpc.GroupServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
         return stub
 
     async def close(self) -> None:
@@ -195,8 +212,8 @@ class ChannelPool:
         self._closed = True
         channels = list(self._channels.values())
         self._channels.clear()
-        self._log.clear()
-        self._metadata.clear()
+        for stubs in (self._log, self._metadata, self._admin, self._groups):
+            stubs.clear()
         for channel in channels:
             await channel.close()
 
