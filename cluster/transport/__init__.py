@@ -8,6 +8,7 @@ One job per module:
 - ``peer_link``: one peer's outbound stream (batching, coalesced
   heartbeats, windows, reconnects);
 - ``inbound_stream``: one peer's inbound stream;
-- ``raft_wire``: Raft messages to and from their protobuf form;
+- ``raft_wire``: Raft messages (and the leader announcements that ride
+  the same batches, cluster/routing/) to and from their protobuf form;
 - ``transport_config``: windows, batch sizes, keepalives, gRPC options.
 """

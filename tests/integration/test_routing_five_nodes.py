@@ -8,7 +8,9 @@ partition's real leader, not 0.
 The real leader is what the replicas themselves say (NodeAdmin: the one
 replica whose role is LEADER). Leader balancing is slowed to ten minutes so
 that leadership stays put once elected; each check still gives N a few
-seconds to hear a leader's announcement.
+seconds to hear a leader's announcement. The last test kills a leader and
+restarts nodes: N must learn the new leader (a higher term) and, restarted
+with nothing in memory, every leader again.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ async def _real_leaders(routed: Routed) -> dict[int, int]:
     by_group = {group: p for p, (group, _) in routed.partitions.items()}
     claims: dict[int, list[int]] = {}
     for node, address in cluster.addresses.items():
+        if node not in cluster.processes:  # stopped by the failover test
+            continue
         async with grpc.aio.insecure_channel(address) as channel:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
                 node_admin_pb2.StatsRequest(groups=list(by_group)), timeout=5
@@ -210,3 +214,36 @@ async def test_get_metadata_through_a_node_without_a_replica_reports_the_leaders
     await _ready(routed)
     for outsider in sorted({routed.outsider(p) for p in range(PARTITIONS)}):
         await _reported_leaders(routed, outsider, metadata)
+
+
+async def _metadata_leaders(channel: grpc.aio.Channel) -> dict[int, int]:
+    answer = await metadata_pb2_grpc.MetadataServiceStub(channel).GetMetadata(
+        metadata_pb2.GetMetadataRequest(topics=[TOPIC]), timeout=10
+    )
+    return {p.partition: p.leader for p in answer.topics[0].partitions}
+
+
+async def test_an_outsider_follows_a_failover_and_relearns_everything_after_a_restart(routed: Routed) -> None:
+    leaders = await _ready(routed)
+    cluster = routed.cluster
+    partition = 0
+    old_leader = leaders[partition]
+    outsider = routed.outsider(partition)
+    await asyncio.to_thread(cluster.kill, old_leader)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while (new_leader := (await _real_leaders(routed)).get(partition, old_leader)) == old_leader:
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"partition {partition} elected no new leader"
+            )
+            await asyncio.sleep(0.2)
+        # The dead leader's claim is replaced by the new leader's higher term.
+        await _reported_leaders(routed, outsider, _metadata_leaders)
+    finally:
+        await asyncio.to_thread(cluster.start, old_leader)
+    assert (await _real_leaders(routed)).get(partition) == new_leader
+    # A restarted outsider starts with an empty map: its peers' links repeat
+    # their latest announcements on the new streams.
+    await asyncio.to_thread(cluster.stop, outsider)
+    await asyncio.to_thread(cluster.start, outsider)
+    await _reported_leaders(routed, outsider, _metadata_leaders)
