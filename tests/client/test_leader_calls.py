@@ -1,0 +1,283 @@
+"""The SDK's one call path (client/leader_calls.py) on every path that uses
+it, against in-process fake nodes (tests/client/fake_nodes.py):
+
+- ``retry_after_ms`` on a ``BACKPRESSURE``/``QUOTA_EXCEEDED`` answer is
+  waited for before the retry by the producer, the consumer's fetch, admin
+  calls and group calls alike (backoffs are set far below it, so only the
+  server's figure can explain the wait);
+- a node that timed out is asked last for metadata;
+- a ``raftlog-leader`` trailer on a forwarded answer moves the cached leader;
+- an attempt to a node that never answers is given up after the attempt
+  timeout, not the (much longer) request timeout, and the request moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from client import Consumer, Producer
+from client.admin import Admin
+from client.metadata import ChannelPool, MetadataCache
+from cluster.frontend.grpc_errors import ServiceError, abort
+from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, headers, log_pb2, metadata_pb2
+from tests.client.fake_nodes import start_fake_nodes
+from tests.client.test_consumer import FakeLog
+from tests.client.test_consumer import _FakeNode as LogNode
+from tests.client.test_producer import FakeCluster, Step
+from tests.client.test_producer import _FakeNode as ProduceNode
+
+pytestmark = pytest.mark.timeout(30)
+
+RETRY_AFTER_MS = 300
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def overloaded(reason: str = "BACKPRESSURE") -> ServiceError:
+    return ServiceError(RESOURCE_EXHAUSTED, reason, "slow down", retry_after_ms=RETRY_AFTER_MS)
+
+
+def assert_waited_retry_after(times: list[float]) -> None:
+    assert len(times) >= 2, times
+    assert times[1] - times[0] >= RETRY_AFTER_MS / 1000 - 0.01, f"retried after {times[1] - times[0]:.3f} s"
+
+
+# --- retry_after on every path ---------------------------------------------------------
+
+
+async def test_the_producer_waits_retry_after() -> None:
+    fake = FakeCluster({"t": 1})
+    await fake.start()
+    try:
+        fake.script.append(Step(overloaded("QUOTA_EXCEEDED")))
+        async with Producer(fake.addresses, retry_backoff_ms=1, retry_backoff_max_ms=1) as producer:
+            assert (await (await producer.send("t", b"v", partition=0))).offset == 0
+        assert_waited_retry_after([request[4] for request in fake.requests])
+    finally:
+        await fake.stop()
+
+
+class OverloadedLog(FakeLog):
+    """The consumer tests' log whose first fetch is refused with retry-after."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=1)
+        self.fetch_times: list[float] = []
+
+    def make_node(self, index: int) -> LogNode:
+        return OverloadedNode(self, index)
+
+
+class OverloadedNode(LogNode):
+    async def Fetch(self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext) -> Any:
+        fake = self.fake
+        assert isinstance(fake, OverloadedLog)
+        fake.fetch_times.append(time.monotonic())
+        if len(fake.fetch_times) == 1:
+            await abort(context, overloaded())
+        return await super().Fetch(request, context)
+
+
+async def test_the_consumer_fetch_waits_retry_after() -> None:
+    fake = OverloadedLog()
+    await fake.start()
+    try:
+        fake.append(0, [b"a"])
+        async with Consumer(fake.addresses, retry_backoff_ms=1, retry_backoff_max_ms=1) as consumer:
+            consumer.assign([("t", 0)])
+            consumer.seek("t", 0, 0)
+            records = await consumer.poll(5.0)
+        assert [r.value for r in records] == [b"a"]
+        assert_waited_retry_after(fake.fetch_times)
+    finally:
+        await fake.stop()
+
+
+class OverloadedAdmin(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def GetClusterStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.times.append(time.monotonic())
+        if len(self.times) == 1:
+            await abort(context, overloaded("QUOTA_EXCEEDED"))
+        return admin_pb2.GetClusterStatusResponse()
+
+
+async def test_admin_calls_wait_retry_after() -> None:
+    servicer = OverloadedAdmin()
+    server = grpc.aio.server()
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with Admin(f"127.0.0.1:{port}", timeout_s=5) as admin:
+            await admin.cluster_status()
+        assert_waited_retry_after(servicer.times)
+    finally:
+        await server.stop(grace=None)
+
+
+class OverloadedGroups(groups_pb2_grpc.GroupServiceServicer):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def FetchCommittedOffsets(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.times.append(time.monotonic())
+        if len(self.times) == 1:
+            await abort(context, overloaded())
+        return groups_pb2.FetchCommittedOffsetsResponse()
+
+
+async def test_group_calls_wait_retry_after() -> None:
+    fake = FakeLog(partitions=1)
+    groups = OverloadedGroups()
+    servers, addresses = await start_fake_nodes(fake.make_node, 1, lambda i: groups)
+    fake.addresses.extend(addresses)
+    try:
+        async with Consumer(addresses, group_id="g", retry_backoff_ms=1, retry_backoff_max_ms=1) as consumer:
+            assert await consumer.committed([("t", 0)]) == {("t", 0): None}
+        assert_waited_retry_after(groups.times)
+    finally:
+        for server in servers:
+            await server.stop(grace=None)
+
+
+# --- silent nodes, suspects, trailers --------------------------------------------------
+
+
+class CountingLog(FakeLog):
+    """Records which node answered each ``GetMetadata``."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=1)
+        self.metadata_calls: list[int] = []
+
+    def make_node(self, index: int) -> LogNode:
+        return CountingNode(self, index)
+
+
+class CountingNode(LogNode):
+    async def GetMetadata(
+        self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb2.GetMetadataResponse:
+        fake = self.fake
+        assert isinstance(fake, CountingLog)
+        fake.metadata_calls.append(self.index)
+        return await super().GetMetadata(request, context)
+
+
+@pytest.fixture
+async def counting() -> AsyncIterator[CountingLog]:
+    fake = CountingLog()
+    await fake.start(nodes=3)
+    yield fake
+    await fake.stop()
+
+
+async def test_a_node_that_timed_out_is_asked_last_for_metadata(counting: CountingLog) -> None:
+    pool = ChannelPool()
+    try:
+        cache = MetadataCache(counting.addresses, pool)
+        await cache.refresh(["t"])
+        assert counting.metadata_calls == [0]
+        silent = counting.addresses[0]
+        assert cache.cached_leader("t", 0) == silent  # node 0 leads every partition
+        cache.node_failed(silent)
+        assert cache.cached_leader("t", 0) is None, "its leaderships are forgotten"
+        assert cache.candidates()[-1] == silent
+        await cache.refresh(["t"])
+        assert counting.metadata_calls == [0, 1], "the next round asks another node first"
+    finally:
+        await pool.close()
+
+
+class ForwardingNode(ProduceNode):
+    """Node 0 is not the leader but forwards: it answers the produce itself
+    (appending as the leader would) and names the leader in the trailer."""
+
+    async def Produce(self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext) -> Any:
+        fake = self.fake
+        if self.index == fake.leader:
+            return await super().Produce(request, context)
+        fake.requests.append(
+            (fake.addresses[self.index], request.topic, request.partition, request.batch, time.monotonic())
+        )
+        base, last, duplicate = fake.append(request.topic, request.partition, request.batch)
+        context.set_trailing_metadata(((headers.LEADER, fake.addresses[fake.leader]),))
+        return log_pb2.ProduceResponse(base_offset=base, last_offset=last, duplicate=duplicate)
+
+
+class ForwardingCluster(FakeCluster):
+    def make_node(self, index: int) -> ProduceNode:
+        return ForwardingNode(self, index)
+
+
+async def test_a_leader_trailer_on_a_forwarded_answer_sends_the_next_call_direct() -> None:
+    fake = ForwardingCluster({"t": 1})
+    fake.leader, fake.metadata_leader = 1, 0  # metadata names node 0, which forwards to node 1
+    await fake.start()
+    try:
+        async with Producer(fake.addresses, linger_ms=0) as producer:
+            assert (await (await producer.send("t", b"a", partition=0))).offset == 0
+            assert producer.metadata.cached_leader("t", 0) == fake.addresses[1]
+            assert (await (await producer.send("t", b"b", partition=0))).offset == 1
+        assert [r[0] for r in fake.requests] == [fake.addresses[0], fake.addresses[1]]
+    finally:
+        await fake.stop()
+
+
+class HangingNode(ProduceNode):
+    """A node whose ``Produce`` never answers while it is the fake's
+    ``hanging`` node (a paused process, as far as one call can tell)."""
+
+    async def Produce(self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext) -> Any:
+        fake = self.fake
+        assert isinstance(fake, HangingCluster)
+        if self.index == fake.hanging:
+            fake.requests.append(
+                (
+                    fake.addresses[self.index],
+                    request.topic,
+                    request.partition,
+                    request.batch,
+                    time.monotonic(),
+                )
+            )
+            fake.leader = 1  # meanwhile the cluster elects node 1
+            await asyncio.Event().wait()
+        return await super().Produce(request, context)
+
+
+class HangingCluster(FakeCluster):
+    def __init__(self) -> None:
+        super().__init__({"t": 1})
+        self.hanging = 0
+
+    def make_node(self, index: int) -> ProduceNode:
+        return HangingNode(self, index)
+
+
+async def test_an_attempt_to_a_node_that_never_answers_moves_on_after_the_attempt_timeout() -> None:
+    fake = HangingCluster()
+    await fake.start()
+    try:
+        async with Producer(
+            fake.addresses, linger_ms=0, request_timeout_s=30, delivery_timeout_s=60, retry_backoff_ms=1
+        ) as producer:
+            started = time.monotonic()
+            future = await producer.send("t", b"v", partition=0)
+            async with asyncio.timeout(10):
+                metadata = await future
+            elapsed = time.monotonic() - started
+        assert (metadata.offset, fake.requests[-1][0]) == (0, fake.addresses[1])
+        assert elapsed < 2.5, f"took {elapsed:.2f} s: the attempt waited for more than its own timeout"
+        first, retry = fake.requests[0][3], fake.requests[-1][3]
+        assert first == retry, "the retry resent the same bytes (same producer id, epoch, sequence)"
+    finally:
+        await fake.stop()
