@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
+from cluster.routing.leader_map import LeaderClaim
 from cluster.routing.leader_routing import LeaderRouting, RoutingConfig
 from cluster.transport.raft_transport import InboundMessage, RaftTransport, TransportConfig, server_options
 from cluster.transport.raft_wire import (
@@ -254,6 +255,17 @@ def test_leader_of_combines_the_replica_and_the_announcements() -> None:
     assert routing.leader_of(8) == 0
 
 
+def test_a_repeated_announcement_does_not_bring_back_a_forgotten_group() -> None:
+    routing = LeaderRouting(1, FakeHost(1))
+    routing.receive(2, [(3, 1), (4, 1)])
+    assert routing.forget_deleted(FakeState({4}, next_group_id=5)) == 1
+    routing.receive(2, [(3, 1), (4, 1)])  # the periodic repeat
+    assert routing.leader_of(3) == 0
+    routing.receive(2, [(4, 2)])  # a changed list is merged
+    assert routing.map.claim(4) == LeaderClaim(term=2, leader=2)
+    assert routing.announcements_received == 3
+
+
 async def test_run_announces_changes_at_once_and_everything_periodically() -> None:
     host = FakeHost(1)
     host.host(2, leader=1, term=1)
@@ -294,6 +306,20 @@ async def test_run_forgets_groups_whose_assignment_disappears() -> None:
         await wait_for(lambda: routing.leader_of(3) == 0, what="group 3 forgotten")
         assert routing.leader_of(2) == 2
         assert routing.leader_of(9) == 2  # not allocated yet in this metadata: kept
+    finally:
+        task.cancel()
+        await asyncio.wait((task,))
+
+
+async def test_run_also_forgets_deleted_groups_with_every_periodic_list() -> None:
+    routing = LeaderRouting(1, FakeHost(1), QUICK)
+    task = asyncio.create_task(routing.run(lambda _pairs: None, FakeMetadata(FakeState({2}, 4))))
+    try:
+        await asyncio.sleep(0.05)  # the metadata was looked at once
+        routing.receive(3, [(2, 1), (3, 1)])  # group 3's leader has not retired it yet
+        assert routing.leader_of(3) == 3
+        await wait_for(lambda: routing.leader_of(3) == 0, timeout=1.0, what="group 3 forgotten")
+        assert routing.leader_of(2) == 3
     finally:
         task.cancel()
         await asyncio.wait((task,))

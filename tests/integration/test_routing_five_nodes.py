@@ -39,7 +39,7 @@ PARTITIONS = 5
 NO_FORWARD = (("raftlog-no-forward", "1"),)
 SETTLE_S = 5.0
 """How long N may take to learn a leader it does not host (announcements
-leave every 50 ms on a change, and every second in any case)."""
+leave within 100 ms of a change, and every second in any case)."""
 
 
 @dataclass
