@@ -1,27 +1,33 @@
 """The Python SDK that users import. Async first, with a thin synchronous
 facade; talks to any node over the public ``raftlog.v1`` gRPC API.
 
-Public names:
+Modules by job:
 
-- ``Producer`` (``client.producer``): batched, idempotent, acks=all writes;
-  ``send`` returns a future of ``RecordMetadata``; ``flush``, ``close``;
-  ``ProducerStats``.
-- ``Consumer`` (``client.consumer``): ``assign``, ``seek``,
-  ``seek_to_beginning``/``_end``/``_timestamp``, ``poll``, ``async for``,
-  ``position``, ``close``; yields ``ConsumerRecord``; ``OffsetReset``;
-  ``FetchMode`` (long poll, or one server stream per partition).
-  Consumer groups (``group_id=``): ``subscribe``, ``unsubscribe``,
-  ``commit``, ``committed``; ``RebalanceCallback`` (the membership itself
-  is ``client.group_member``).
-- ``SyncProducer``, ``SyncConsumer`` (``client.sync``): blocking facades.
-- ``TopicPartition``, ``MetadataCache``, ``ChannelPool``
-  (``client.metadata``): routing to partition leaders.
-- ``DefaultPartitioner``, ``RoundRobinPartitioner``, ``Partitioner``,
-  ``murmur2``, ``key_partition`` (``client.partitioner``).
-- Errors (``client.errors``): ``RaftlogError`` and its subclasses (see that
-  module for the tree), ``from_rpc_error``.
-- ``Admin`` (``client.admin``): tenants, API keys, topics, nodes, cluster
-  status, a look at consumer groups (import it from its module).
+- Producing: ``client.producer`` (``Producer``: send, flush, close, the
+  per-partition sender and its retry rules) over ``client.batches``
+  (``RecordMetadata``, ``ProducerStats``, batches, partition queues, the
+  byte budget) and ``client.partitioner`` (``DefaultPartitioner``,
+  ``RoundRobinPartitioner``, ``Partitioner``, ``murmur2``,
+  ``key_partition``).
+- Consuming: ``client.consumer`` (the ``Consumer`` façade: ``assign``,
+  ``seek*``, ``poll``, ``async for``, ``position``, ``commit``,
+  ``committed``, ``subscribe``, ``close``) over ``client.fetcher``
+  (``ConsumerRecord``, ``FetchMode``, ``OffsetReset``; per-partition fetch
+  state, long-poll and stream fetchers), ``client.offset_lookup``
+  (``ListOffsets``, timestamps) and ``client.group_binding``
+  (``RebalanceCallback``; the consumer's side of a group), which drives
+  ``client.group_member`` (the membership protocol, ``GroupRpc``).
+- Administering: ``client.admin`` (``Admin``: tenants, API keys, topics,
+  nodes, cluster status, a look at consumer groups; import it from its
+  module).
+- Blocking use: ``client.sync`` (``SyncProducer``, ``SyncConsumer``).
+- Reaching nodes: ``client.leader_calls`` (the one call path every request
+  takes: locate, call, map the error, wait ``max(backoff, retry_after)``,
+  follow redirects, per-attempt timeouts), ``client.metadata``
+  (``TopicPartition``, ``MetadataCache``, ``ChannelPool`` with keepalive
+  pings, ``Backoff``) and ``client.auth`` (the API key and tenant headers).
+- Errors: ``client.errors`` (``RaftlogError`` and its subclasses, see that
+  module for the tree, ``from_rpc_error``).
 
 May import: the generated protos (``raftlog``), stdlib and third-party
 libraries only. Never ``cluster``, ``partitions``, ``raft`` or any other
