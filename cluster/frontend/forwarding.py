@@ -2,9 +2,13 @@
 
 Any node takes any request (DESIGN.md): when the local replica is not the
 leader but knows who is, the front end re-sends the request there and relays
-the answer, status and error details included, unchanged, adding one
-trailer: ``raftlog-leader: <address forwarded to>`` (``headers.LEADER``), so
-the client can go to the leader directly next time.
+the answer, status and error details included, unchanged. A partition call's
+answer (``forward``) gets one more trailer, success or error:
+``raftlog-leader: <address forwarded to>`` (``headers.LEADER``), so the
+client goes to the leader directly next time. An admin change forwarded to
+the controller leader (``forward_with_trailers``) does not: the node that
+forwarded it answers only once its own metadata has applied the change
+(admin_service.py, read-your-writes), so the client can stay where it is.
 
 Invariants:
 - A request is forwarded at most once: the forwarded call carries
@@ -87,11 +91,11 @@ def may_forward(context: grpc.aio.ServicerContext) -> bool:
 
 
 async def relay_error(
-    context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, address: str
+    context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, leader: tuple[tuple[str, str], ...] = ()
 ) -> NoReturn:
-    """End this call with the status the leader at ``address`` answered
-    (details kept), saying who that leader is."""
-    trailing = (*tuple(error.trailing_metadata() or ()), (headers.LEADER, address))
+    """End this call with the status the leader answered (details kept),
+    adding the ``leader`` trailer when given."""
+    trailing = (*tuple(error.trailing_metadata() or ()), *leader)
     await context.abort(error.code(), error.details() or "", trailing_metadata=trailing)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
@@ -110,8 +114,11 @@ class Forwarder:
         request: Any,
     ) -> T:
         """Call ``method(channel)`` (e.g. ``lambda ch: LogServiceStub(ch).Produce``)
-        on ``address`` with ``request`` and relay its answer."""
-        response, _ = await self.forward_with_trailers(context, address, method, request)
+        on ``address`` with ``request`` and relay its answer, with the
+        ``raftlog-leader`` trailer naming ``address``."""
+        leader = ((headers.LEADER, address),)
+        response, _ = await self._call(context, address, method, request, leader)
+        context.set_trailing_metadata(leader)
         return response
 
     async def forward_with_trailers(
@@ -121,9 +128,20 @@ class Forwarder:
         method: Callable[[grpc.aio.Channel], Callable[..., Any]],
         request: Any,
     ) -> tuple[Any, tuple[tuple[str, str], ...]]:
-        """``forward``, also returning the leader's trailing metadata (what
+        """``forward``, but without the ``raftlog-leader`` trailer (module
+        docstring) and also returning the leader's trailing metadata (what
         the leader says about its answer, e.g. the metadata index a change
         was applied at)."""
+        return await self._call(context, address, method, request, ())
+
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        address: str,
+        method: Callable[[grpc.aio.Channel], Callable[..., Any]],
+        request: Any,
+        leader: tuple[tuple[str, str], ...],
+    ) -> tuple[Any, tuple[tuple[str, str], ...]]:
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
@@ -133,8 +151,7 @@ class Forwarder:
             response = await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
-            await relay_error(context, error, address)
-        context.set_trailing_metadata(((headers.LEADER, address),))
+            await relay_error(context, error, leader)
         return response, tuple((str(k), str(v)) for k, v in trailing or ())
 
     async def close(self) -> None:
