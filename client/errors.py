@@ -435,6 +435,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
             R.INVALID_BATCH,
             R.BATCH_TOO_SHORT,
             R.BATCH_TOO_LARGE,
+            R.DECOMPRESSED_TOO_LARGE,
             R.BAD_LENGTH,
             R.UNSUPPORTED_VERSION,
             R.CORRUPT_BATCH,

@@ -77,6 +77,7 @@ class Reason(enum.StrEnum):
     # --- a batch refused by the codec (raftlog/v1/record_batch.py InvalidBatchReason)
     BATCH_TOO_SHORT = "BATCH_TOO_SHORT"
     BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
+    DECOMPRESSED_TOO_LARGE = "DECOMPRESSED_TOO_LARGE"
     BAD_LENGTH = "BAD_LENGTH"
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
     CORRUPT_BATCH = "CORRUPT_BATCH"
