@@ -22,7 +22,8 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cluster.controller import Assignment, Principal
+from cluster.controller import Assignment, Node, Principal, Topic
+from cluster.frontend.admin_service import AdminService
 from cluster.frontend.forwarding import Forwarder
 from cluster.frontend.front_door import (
     INTERNAL_SERVICES,
@@ -30,10 +31,12 @@ from cluster.frontend.front_door import (
     PUBLIC_SERVICES,
     Caller,
     FrontDoor,
+    acting_as,
     current_caller,
 )
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.frontend.log_service import LogService
+from cluster.frontend.metadata_service import MetadataService
 from partitions.replica_errors import NotLeaderError
 from partitions.state_machine import OffsetOutOfRange
 from raftlog.internal.v1 import join_pb2, node_admin_pb2, transport_pb2
@@ -429,3 +432,43 @@ async def test_a_node_without_a_replica_and_no_known_leader_answers_not_leader()
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert info is not None and (info.reason, info.leader_address) == ("NOT_LEADER", "")
     await forwarder.close()
+
+
+# --- leaders reported by metadata: leader_of, not the local replica ----------------------
+
+
+class _State:
+    """The part of ControllerState the metadata and describe paths read."""
+
+    topic_t = Topic("acme", "t", 2, 3, None, None, 5, (7, 8))
+
+    def nodes(self) -> tuple[Node, ...]:
+        return (Node(1, "n1:7000", "z", True),)
+
+    def topic(self, tenant: str, name: str) -> Topic | None:
+        return self.topic_t if (tenant, name) == ("acme", "t") else None
+
+    def topics_for(self, tenant: str) -> tuple[Topic, ...]:
+        return (self.topic_t,) if tenant == "acme" else ()
+
+    def assignment(self, group: int) -> Assignment:
+        return Assignment(group, "acme", "t", 5, group - 7, (2, 3, 4), (), 5)
+
+
+class _Controller:
+    state = _State()
+
+
+async def test_metadata_and_describe_report_the_leader_leader_of_names() -> None:
+    """This node holds no replica of either partition (as in the routing
+    acceptance test); ``leader_of`` is what it knows: 3 leads group 7, the
+    leader of group 8 is unknown."""
+    leaders = {7: 3}
+    controller: Any = _Controller()
+    metadata = MetadataService(1, controller, lambda group: leaders.get(group, 0))
+    admin = AdminService(1, controller, lambda group: leaders.get(group, 0), Forwarder())
+    with acting_as(TENANT_CALLER):
+        answer = await metadata.GetMetadata(metadata_pb2.GetMetadataRequest(), None)
+        described = await admin.DescribeTopic(admin_pb2.DescribeTopicRequest(name="t"), None)
+    assert [(p.partition, p.leader) for p in answer.topics[0].partitions] == [(0, 3), (1, 0)]
+    assert [(a.partition, a.leader) for a in described.topic.assignments] == [(0, 3), (1, 0)]
