@@ -8,24 +8,51 @@ and a starter topic ``demo`` of 3 partitions, replication 3) and
     RAFTLOG_API_KEY=rlk_...        # the operator key the cluster bootstraps with
 
 so ``. data/cluster.env`` sets up the ``raftlog`` CLI. Later runs reuse both
-and the data. Node logs go to ``data/nodeN.log``. Ctrl-C (or SIGTERM) stops
-every node cleanly; a node that dies on its own stops the others and the
-command exits non-zero.
+and the data. Node logs go to ``data/nodeN.log``.
+
+Stopping (invariants):
+
+- The nodes run in sessions of their own, so a terminal's Ctrl-C reaches
+  this program (and make) but not them; this program then stops each node
+  exactly once: SIGTERM to all together, and SIGKILL (said on stderr) only
+  for a node still running ``STOP_GRACE_S`` later. (Before, the terminal's
+  SIGINT and this program's SIGTERM both reached each node, and the second
+  one could land after the node's event loop had closed, ending it with
+  status -15: the "Error 1" that make printed.)
+- SIGINT, SIGTERM and SIGHUP (the terminal closed) stop the cluster, also
+  while it is starting; a second signal changes nothing but a message.
+- Exit status 0 when every node stopped cleanly (``_stopped_cleanly``:
+  status 0, or killed by a signal the user's stop explains); 1 when a node
+  had to be SIGKILLed, stopped with another status, or died on its own (that
+  stops the others too); 2 for a bad cluster file.
+
+GNU make, itself interrupted by the same Ctrl-C, waits for this program and
+then ends by SIGINT (a shell shows status 130) whatever the recipe returned;
+it prints ``*** ... Error`` only for a non-zero recipe status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from cluster.private_file import write_private
-from cluster.static_config import ConfigError, load_cluster
-from harness.local_cluster import LocalCluster, new_operator_key
+from cluster.static_config import ConfigError, NodeSpec, load_cluster
+from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
 
 ENV_FILE = "cluster.env"
+
+STOP_GRACE_S = 10.0
+"""How long the nodes get to stop before SIGKILL. A node stops in about
+1-2 s (up to 1 s of gRPC grace for calls in flight, then its replicas close)."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DEFAULT_CLUSTER = """\
 # A local 3-node raftlog cluster (see cluster/static_config.py).
@@ -57,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.run_local", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (default ./data)")
     args = parser.parse_args(argv)
+    # First of all: a Ctrl-C while the files below are written is a stop
+    # request like any other, not a KeyboardInterrupt traceback.
+    stop = _StopRequest()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop.handle)
     root: Path = args.data.resolve()
     root.mkdir(parents=True, exist_ok=True)
     config_path = root / "cluster.toml"
@@ -69,25 +101,107 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bootstrap = ",".join(n.address for n in cluster_spec.nodes)
     api_key = _operator_key(root / ENV_FILE, bootstrap)
+    if stop.requested():
+        return 0  # nothing started yet
     cluster = LocalCluster.from_config(
-        root, config_path, {n.id: n.address for n in cluster_spec.nodes}, api_key=api_key
+        root, config_path, {n.id: n.address for n in cluster_spec.nodes}, api_key=api_key, own_sessions=True
     )
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     try:
-        cluster.start_all()
+        cluster.start_all(interrupted=stop.requested)
+    except StartInterrupted:
+        return _stop(cluster, stop, starting=True)
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         cluster.close()
         return 1
-    print(f"raftlog: {len(cluster_spec.nodes)} nodes up, data in {root}")
-    for node in cluster_spec.nodes:
+    _print_banner(root, cluster_spec.nodes)
+    failed = _wait_until_stop_or_death(cluster, stop)
+    return _stop(cluster, stop) or failed
+
+
+def _wait_until_stop_or_death(cluster: LocalCluster, stop: _StopRequest) -> int:
+    """1 if a node died on its own first (said on stderr), else 0."""
+    while not stop.requested():
+        time.sleep(0.2)
+        # A node that exits once the stop is asked for is stopping, not dying.
+        if stop.requested():
+            break
+        dead = cluster.exited()
+        if dead:
+            for node_id, code in dead.items():
+                print(f"node {node_id} exited with status {code}; stopping the cluster", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _stop(cluster: LocalCluster, stop: _StopRequest, *, starting: bool = False) -> int:
+    """Stop every node once (see the module docstring); 0 if all stopped
+    cleanly. ``starting``: the nodes were not all ready yet."""
+    if stop.signal is not None:
+        print(
+            f"raftlog: {signal.Signals(stop.signal).name}: stopping {len(cluster.processes)} nodes"
+            f" (SIGKILL for any still running after {STOP_GRACE_S:g} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def say_kill(node: int) -> None:
+        print(
+            f"node {node} did not stop within {STOP_GRACE_S:g} s; sending SIGKILL",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    codes = cluster.stop_all(STOP_GRACE_S, on_kill=say_kill)
+    print("stopped: " + ", ".join(f"node {n} -> {_status(c)}" for n, c in sorted(codes.items())), flush=True)
+    return 0 if all(_stopped_cleanly(code, stop.signal, starting) for code in codes.values()) else 1
+
+
+class _StopRequest:
+    """The first stop signal this program received; a later one only says
+    that the stop is under way (the handler then writes with ``os.write``:
+    ``print`` is not safe inside a signal handler that may interrupt it)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signal is None:
+            self.signal = signum
+            return
+        os.write(2, f"raftlog: already stopping (SIGKILL after {STOP_GRACE_S:g} s)\n".encode())
+
+
+def _stopped_cleanly(code: int, stop_signal: int | None, starting: bool) -> bool:
+    """Status 0; or killed by SIGINT when a SIGINT stopped us too: the user
+    interrupted everything (``kill -INT`` to each process, or a node that
+    shared our process group and got the signal before its handler was in
+    place), a stop they asked for. While starting, also killed by our
+    SIGTERM: a node installs its handler before it touches its data, so one
+    that SIGTERM kills had not begun (cluster/serve.py); once running, a node
+    never dies of SIGTERM, and one that does is reported."""
+    if code == 0 or (stop_signal == signal.SIGINT and code == -signal.SIGINT):
+        return True
+    return starting and stop_signal is not None and code == -signal.SIGTERM
+
+
+def _status(code: int) -> str:
+    """An exit status as Popen gives it, with the signal's name when one
+    ended the process (``-15 (SIGTERM)``)."""
+    if code >= 0:
+        return str(code)
+    try:
+        return f"{code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return str(code)
+
+
+def _print_banner(root: Path, nodes: Sequence[NodeSpec]) -> None:
+    print(f"raftlog: {len(nodes)} nodes up, data in {root}")
+    for node in nodes:
         print(f"  node {node.id}: {node.address}  (log: {root / f'node{node.id}.log'})")
     print(f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key)")
     print("try, in another terminal:")
@@ -96,18 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     print("  seq 1000 | raftlog produce t")
     print("  raftlog consume t --from-beginning --max-records 1000")
     print("Ctrl-C stops the cluster.", flush=True)
-    failed = 0
-    while not stopping:
-        time.sleep(0.2)
-        dead = cluster.exited()
-        if dead:
-            for node_id, code in dead.items():
-                print(f"node {node_id} exited with status {code}; stopping the cluster", file=sys.stderr)
-            failed = 1
-            break
-    codes = cluster.stop_all()
-    print("stopped: " + ", ".join(f"node {n} -> {c}" for n, c in sorted(codes.items())))
-    return failed or (1 if any(codes.values()) else 0)
 
 
 def _operator_key(env_path: Path, bootstrap: str) -> str:

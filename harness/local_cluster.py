@@ -7,6 +7,13 @@ server must be installed in the same environment as this SDK), waits for
 each node's ready line, and can SIGKILL, SIGSTOP/SIGCONT, stop and restart
 nodes. Node output goes to ``<root>/nodeN.log``. It only runs processes: it
 imports nothing of the server.
+
+Stopping: ``stop_all`` sends every node SIGTERM at once and waits for them
+within one grace period; a node still running after it gets SIGKILL (the
+caller can be told first). With ``own_sessions`` (``from_config``) each node
+runs in a session of its own, so a terminal's Ctrl-C reaches only the
+program that owns the cluster, and that program stops each node exactly once
+(cluster/run_local.py); otherwise the nodes share the caller's process group.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +55,10 @@ def new_operator_key() -> str:
     """A fresh key in the server's format: ``rlk_<16 hex>_<43 base64url>``."""
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     return f"rlk_{secrets.token_hex(8)}_{secret}"
+
+
+class StartInterrupted(Exception):
+    """``start_all`` gave up waiting because its ``interrupted`` check said so."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +127,15 @@ class LocalCluster:
         addresses: dict[int, str],
         node_args: Sequence[str] = (),
         api_key: str | None = None,
+        own_sessions: bool = False,
     ) -> LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
-        to address, as in the file) instead of generating one."""
+        to address, as in the file) instead of generating one.
+        ``own_sessions``: start each node in a new session (see the module
+        docstring)."""
         self = cls.__new__(cls)
         self._setup(root, config_path.resolve(), addresses, node_args, api_key)
+        self.own_sessions = own_sessions
         return self
 
     def _setup(
@@ -143,6 +158,7 @@ class LocalCluster:
         self.addresses = dict(addresses)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.config_path = config_path
+        self.own_sessions = False
 
     def exited(self) -> dict[int, int]:
         """Nodes whose process ended on its own, with their exit status."""
@@ -178,14 +194,23 @@ class LocalCluster:
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,
+            start_new_session=self.own_sessions,
         )
         log.close()
         self.processes[node] = proc
 
-    def _wait_ready(self, node: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    def _wait_ready(
+        self,
+        node: int,
+        proc: subprocess.Popen[bytes],
+        timeout: float,
+        interrupted: Callable[[], bool] | None = None,
+    ) -> None:
         """Read the node's stdout until a line says ``ready on``. Waits on a
         selector with a deadline, so a node that hangs without printing
-        cannot block past ``timeout`` (a plain ``readline`` would)."""
+        cannot block past ``timeout`` (a plain ``readline`` would); with
+        ``interrupted``, asks it every 0.1 s and raises ``StartInterrupted``
+        once it says yes."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + timeout
@@ -193,7 +218,9 @@ class LocalCluster:
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
             while (remaining := deadline - time.monotonic()) > 0:
-                if not selector.select(remaining):
+                if interrupted is not None and interrupted():
+                    raise StartInterrupted(f"interrupted while node {node} was starting")
+                if not selector.select(remaining if interrupted is None else min(remaining, 0.1)):
                     continue
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -207,13 +234,14 @@ class LocalCluster:
                     return
         raise TimeoutError(f"node {node} not ready after {timeout}s:\n{self.log_tail(node)}")
 
-    def start_all(self, timeout: float = 60.0) -> None:
+    def start_all(self, timeout: float = 60.0, interrupted: Callable[[], bool] | None = None) -> None:
         """Start every node, then wait for each (a new cluster's nodes can
-        only become ready together: they elect the controller first)."""
+        only become ready together: they elect the controller first).
+        ``interrupted``: see ``_wait_ready``; the nodes keep running."""
         for node in self.node_ids:
             self._launch(node)
         for node in self.node_ids:
-            self._wait_ready(node, self.processes[node], timeout)
+            self._wait_ready(node, self.processes[node], timeout, interrupted)
 
     def add_node(self, zone: str = "", timeout: float = 60.0) -> int:
         """Add a node to the running cluster the way an operator does: a
@@ -246,20 +274,40 @@ class LocalCluster:
         self.processes[node].send_signal(signal.SIGCONT)
 
     def stop(self, node: int, timeout: float = 20.0) -> int:
-        proc = self.processes.pop(node)
-        proc.send_signal(signal.SIGCONT)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-        return code
+        """SIGTERM ``node`` and wait up to ``timeout``, then SIGKILL it;
+        returns its exit status."""
+        return self._stop_together([node], timeout, None)[node]
 
-    def stop_all(self) -> dict[int, int]:
-        return {node: self.stop(node) for node in list(self.processes)}
+    def stop_all(self, timeout: float = 20.0, on_kill: Callable[[int], None] | None = None) -> dict[int, int]:
+        """Stop every running node together: SIGTERM to each, then wait for
+        all within one ``timeout``; a node still running then is SIGKILLed,
+        after ``on_kill(node)`` (if given). Returns each node's exit status.
+        Together, not one by one: the total stays within ``timeout``, and
+        the last nodes do not spend it electing leaders without the first."""
+        return self._stop_together(list(self.processes), timeout, on_kill)
+
+    def _stop_together(
+        self, nodes: list[int], timeout: float, on_kill: Callable[[int], None] | None
+    ) -> dict[int, int]:
+        procs = {node: self.processes.pop(node) for node in nodes}
+        for proc in procs.values():
+            # Popen.send_signal skips a process already reaped, so a reused
+            # pid is never signalled. SIGCONT first: a paused node cannot stop.
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for node, proc in procs.items():
+            try:
+                codes[node] = proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                if on_kill is not None:
+                    on_kill(node)
+                proc.kill()
+                codes[node] = proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        return codes
 
     def close(self) -> None:
         for node in list(self.processes):
