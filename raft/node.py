@@ -42,6 +42,7 @@ from raft.membership import MembershipLog, decode_conf_change, encode_conf_chang
 from raft.progress import Progress, ProgressState
 from raft.read_only import ReadOnly
 from raft.ready import Ready
+from raft.screening import MISADDRESSED, defect, defect_for
 from raft.storage import Storage
 from raft.tracker import ProgressTracker, VoteResult
 from raft.types import (
@@ -121,6 +122,9 @@ class RaftNode:
         self._prev_hard_state = hard_state
         self._prev_soft_state = SoftState()
         self._pending_ready: Ready | None = None
+        self.dropped_messages: dict[str, int] = {}
+        """Messages ``step`` refused, by reason (raft/screening.py): never
+        acted on, never a reason to raise."""
         self._become_follower(self.term, NO_NODE)
 
     # ------------------------------------------------------------------
@@ -261,8 +265,14 @@ class RaftNode:
         pr.probe_sent = True  # wait for its answer or a heartbeat response
 
     def step(self, m: Message) -> None:
+        """Handle a message from a peer. A message no correct peer could
+        send, or an election message from a non-voter, is dropped and
+        counted in ``dropped_messages`` (raft/screening.py says which and
+        why); a peer's message never makes this raise."""
         self._check_not_in_ready()
-        if m.to != self.id:
+        reason = self._screen(m)
+        if reason is not None:
+            self.dropped_messages[reason] = self.dropped_messages.get(reason, 0) + 1
             return
         if m.term > self.term:
             if m.type in _VOTE_REQUESTS and self._in_lease() and m.context != CAMPAIGN_TRANSFER:
@@ -292,6 +302,25 @@ class RaftNode:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _screen(self, m: Message) -> str | None:
+        if m.to != self.id:
+            return MISADDRESSED
+        return defect(m) or defect_for(
+            m,
+            self_id=self.id,
+            term=self.term,
+            role=self.role,
+            last_index=self.log.last_index(),
+            leader_ticks=self._leader_ticks,
+            voters=self._membership.current.voters,
+            could_grant=self._could_grant,
+        )
+
+    def _could_grant(self, last_index: int, last_term: int) -> bool:
+        """Could a candidate whose log ends at (last_index, last_term) get
+        our vote, as far as logs go? (An empty log never votes.)"""
+        return self.log.last_index() > 0 and self.log.is_up_to_date(last_index, last_term)
 
     # ------------------------------------------------------------------
     # outputs

@@ -47,6 +47,9 @@ READ_SAFETY = "read-safety"
 LIVENESS = "liveness"
 CONTRACT = "contract"  # the core broke its API contract (raft/ready.py, raft/storage.py)
 EXCEPTION = "exception"  # the core raised where it must not
+# The core acted on a message no correct peer could send (a forgery,
+# raft/sim/forgery.py), or dropped as impossible one a correct peer sent.
+SCREENING = "screening"
 
 
 @dataclass(frozen=True, slots=True)

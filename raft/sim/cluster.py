@@ -39,7 +39,7 @@ from raft.config import RaftConfig
 from raft.errors import ProposalDropped
 from raft.node import RaftNode
 from raft.ready import Ready
-from raft.sim.checker import CONTRACT, EXCEPTION, Checker
+from raft.sim.checker import CONTRACT, EXCEPTION, SCREENING, Checker
 from raft.sim.disk import Disk
 from raft.sim.faults import (
     CRASH_AFTER_VOTE,
@@ -47,6 +47,7 @@ from raft.sim.faults import (
     CRASH_BEFORE_PERSISTED_MESSAGES,
     CRASH_BEFORE_SYNC,
 )
+from raft.sim.forgery import deliver_forged, impossible_drops
 from raft.sim.network import LinkFaults, Network
 from raft.sim.statemachine import BadSnapshotData, chain, encode_state, snapshot_state
 from raft.storage import MemoryStorage
@@ -122,6 +123,7 @@ class Stats:
     delivered: int = 0
     readies: int = 0
     applied: int = 0
+    forged: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -145,6 +147,9 @@ class Cluster:
         self.client_rng = random.Random(master.getrandbits(64))
         self.checker = Checker()
         self.stats = Stats()
+        # Hazards break the rules that make some messages impossible; only
+        # runs without them check that genuine messages pass screening.
+        self._screen_genuine = not hazards
         self.now = 0
         self.steps = 0
         self.faults = 0  # node faults and bursts; the network counts its own
@@ -386,6 +391,30 @@ class Cluster:
         if restart_after is not None:
             self._push(self.now + max(1, restart_after), EV_RESTART, sn.id, sn.incarnation)
 
+    def inject(self, nid: int, forge: Callable[[RaftNode], tuple[str, Message]]) -> bool:
+        """Deliver to ``nid`` a forged message built against its state now
+        (an attacker on the network, raft/sim/forgery.py). It must be
+        dropped without a trace; anything else is a violation."""
+        sn = self.nodes[nid]
+        raft = sn.raft
+        if raft is None or sn.paused_until > self.now:
+            return False
+        kind, m = forge(raft)
+        self.faults += 1
+        self.stats.forged += 1
+        self.stats.extra[f"forged.{kind}"] = self.stats.extra.get(f"forged.{kind}", 0) + 1
+        self._log(f"forged ({kind}) to n{nid}: {_describe(m)}")
+        try:
+            problem = deliver_forged(raft, m)
+        except Exception as exc:
+            self._exception(sn, f"step of a forged message ({kind})", exc)
+            return True
+        if problem is not None:
+            self.checker.violation(
+                SCREENING, f"node {nid}: forged message ({kind}) {problem}: {_describe(m)}"
+            )
+        return True
+
     # ------------------------------------------------------------------
     # client operations (called by the workload); a down or paused node
     # does not answer them
@@ -607,7 +636,14 @@ class Cluster:
             return
         assert sn is not None
         self.stats.delivered += 1
+        raft = sn.raft
+        assert raft is not None
+        impossible = impossible_drops(raft) if self._screen_genuine else 0
         self._drive(sn, "step", lambda r: r.step(m))
+        if self._screen_genuine and impossible_drops(raft) != impossible:
+            self.checker.violation(
+                SCREENING, f"node {m.to} dropped a genuine message as impossible: {_describe(m)}"
+            )
         if report:
             self._push(self.now + self.rng.randint(1, 5), EV_SNAPSHOT_STATUS, m.sender, (m.to, True))
 

@@ -16,6 +16,9 @@ Invariants:
   before ``messages_after_persist``; before applying; or after sending a vote
   grant). The first exposes an acknowledgement sent before the data it
   promises was durable, the last a vote forgotten by a restart.
+- Forged messages (``forge``) are impossible ones only (raft/sim/forgery.py):
+  the core must drop each without a trace, so they never change a run's
+  outcome -- only a core that acts on one does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from raft.sim.forgery import Forger, forgeable_peer
 
 if TYPE_CHECKING:
     from raft.sim.cluster import Cluster
@@ -69,11 +74,13 @@ class Nemesis:
             ("delay-burst", 1, self._delay_burst),
             ("pause", 2, self._pause),
             ("heal-network", 1, self._heal_network),
+            ("forge", 2, self._forge),
         ]
         self._names = [name for name, _, _ in actions]
         self._weights = [weight for _, weight, _ in actions]
         self._actions = {name: action for name, _, action in actions}
         self.counts: dict[str, int] = {}
+        self._forger = Forger(rng)
 
     def next_delay(self) -> int:
         return self._rng.randint(self.min_gap, self.max_gap)
@@ -297,6 +304,30 @@ class Nemesis:
 
     def _delay_burst(self, c: Cluster) -> bool:
         return self._burst(c, "spike", 0.1, 0.5)
+
+    # --- forged messages ---
+
+    def _forge(self, c: Cluster) -> bool:
+        """An attacker's burst: a few impossible messages, each built when
+        it arrives against the target's state then (raft/sim/forgery.py).
+        Half the bursts aim at the leader, where acknowledgements and
+        heartbeat echoes can be impossible."""
+        live = c.live_ids()
+        if not live:
+            return False
+        rng = self._rng
+        leader = c.leader_id()
+        target = leader if leader is not None and rng.random() < 0.5 else rng.choice(live)
+        for _ in range(rng.randint(1, 6)):
+
+            def inject() -> None:
+                if not c.faults_enabled:
+                    return
+                peer = forgeable_peer(self._rng, c.node_ids(), target)
+                c.inject(target, lambda raft: self._forger.forge(raft, peer))
+
+            c.call_later(rng.randint(1, 40), inject)
+        return True
 
     def _heal_network(self, c: Cluster) -> bool:
         net = c.net

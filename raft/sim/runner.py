@@ -123,7 +123,9 @@ def run_seed(
         "readies": cluster.stats.readies,
         "time": cluster.now,
         "checks": cluster.checker.checks,
+        "forged": cluster.stats.forged,
     }
+    stats.update(sorted(cluster.stats.extra.items()))
     for name, count in sorted(nemesis.counts.items()):
         stats["nemesis." + name] = count
     return SeedResult(

@@ -64,6 +64,7 @@ def test_safety_profile_injects_every_kind_of_fault() -> None:
         "delay-burst",
         "pause",
         "heal-network",
+        "forge",
     }
 
 
