@@ -71,24 +71,25 @@ class _Headers:
 # grpc.aio files an interceptor object under the first call type it
 # implements only (unary-unary before the rest), so one object that
 # implemented all four would never see a stream: one class per call type.
+# grpc ships no type stubs, so its interceptor bases are Any to mypy.
 
 
-class _UnaryUnary(_Headers, grpc.aio.UnaryUnaryClientInterceptor):
+class _UnaryUnary(_Headers, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_merged(details, self._headers), request)
 
 
-class _UnaryStream(_Headers, grpc.aio.UnaryStreamClientInterceptor):
+class _UnaryStream(_Headers, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_merged(details, self._headers), request)
 
 
-class _StreamUnary(_Headers, grpc.aio.StreamUnaryClientInterceptor):
+class _StreamUnary(_Headers, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(_merged(details, self._headers), request_iterator)
 
 
-class _StreamStream(_Headers, grpc.aio.StreamStreamClientInterceptor):
+class _StreamStream(_Headers, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return await continuation(_merged(details, self._headers), request_iterator)
 
