@@ -53,6 +53,7 @@ from cluster.internal.join import JoinService, join_until_registered
 from cluster.internal.node_admin import NodeAdminService
 from cluster.leader_balance import hand_back_leadership
 from cluster.reconciler import Reconciler, wait_for
+from cluster.routing.leader_routing import LeaderRouting
 from cluster.static_config import ConfigError, StaticCluster
 from cluster.transport.raft_transport import RaftTransport
 from cluster.transport.transport_config import TransportConfig, server_options
@@ -153,10 +154,6 @@ class Node:
         found = self.controller.state.topic(tenant, topic)
         return found.partitions if found is not None else 0
 
-    async def _tenant_of(self, context: grpc.aio.ServicerContext) -> str:
-        assert self._auth is not None
-        return (await self._auth.caller(context)).tenant
-
     def _join_request(self) -> join_pb2.JoinRequest:
         return join_pb2.JoinRequest(
             cluster_id=self.cluster.cluster_id,
@@ -186,11 +183,13 @@ class Node:
         learners = [n.id for n in cluster.nodes if n.id not in voters]
         async with ReplicaHost(self.node_id, self.data_dir, self._send, host_config) as host:
             self.host = host
+            routing = LeaderRouting(self.node_id, host)
             transport = RaftTransport(
                 self.node_id,
                 static_peers,
                 lambda _from, batch: host.deliver((m.group, m.message, m.quiesce) for m in batch),
                 on_peer_state=host.peer_changed,
+                on_leaders=routing.receive,
                 config=transport_config,
             )
             self.transport = transport
@@ -213,12 +212,8 @@ class Node:
             server = grpc.aio.server(options=list(options.items()), interceptors=[door])
             forwarder = Forwarder()
 
-            # Until the cluster-wide leader map exists: what this node's own
-            # replica of the group believes.
-            def leader_of(group: int) -> int:
-                replica = host.replica(group)
-                return replica.leader if replica is not None else 0
-
+            # Every partition's leader, hosted here or not (cluster/routing/).
+            leader_of = routing.leader_of
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
                 LogService(self._locate, host.replica, leader_of, self._address_of, forwarder), server
@@ -261,6 +256,9 @@ class Node:
                 asyncio.create_task(duties.run(), name="raftlog-controller-duties"),
                 asyncio.create_task(reconciler.run(), name="raftlog-reconciler"),
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
+                asyncio.create_task(
+                    routing.run(transport.announce_leaders, controller), name="raftlog-leader-routing"
+                ),
                 asyncio.create_task(self._become_ready(duties, reconciler, health), name="raftlog-ready"),
             ]
             if self.node_id not in voters:

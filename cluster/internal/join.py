@@ -35,6 +35,7 @@ from cluster.controller_replica import ControllerReplica
 from cluster.frontend.grpc_errors import ServiceError, abort, error_info
 from partitions.replica_errors import ReplicaError
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc
+from raftlog.v1.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
         if request.cluster_id != self._cluster_id:
             raise ServiceError(
                 C.FAILED_PRECONDITION,
-                "CLUSTER_MISMATCH",
+                Reason.CLUSTER_MISMATCH,
                 f"this is cluster {self._cluster_id!r}, not {request.cluster_id!r}: "
                 "start the node with this cluster's file",
             )
@@ -71,7 +72,7 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
         if not controller.is_leader:
             raise ServiceError(
                 C.FAILED_PRECONDITION,
-                "NOT_LEADER",
+                Reason.NOT_LEADER,
                 "this node does not lead the metadata controller; ask the leader",
                 leader_address=controller.leader_address,
             )
@@ -81,7 +82,7 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
         if known is not None:
             raise ServiceError(
                 C.ALREADY_EXISTS,
-                "NODE_ID_IN_USE",
+                Reason.NODE_ID_IN_USE,
                 f"node id {request.node_id} is registered at {known.address} (zone {known.zone!r}); "
                 "give the new node an id no node has had",
             )
@@ -90,10 +91,10 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
             result = await controller.submit(encode_command(command))
         except ReplicaError as error:
             raise ServiceError(
-                C.UNAVAILABLE, "NO_CONTROLLER", f"the controller lost its leader ({error.reason}); retry"
+                C.UNAVAILABLE, Reason.NO_CONTROLLER, f"the controller lost its leader ({error.reason}); retry"
             ) from None
         if isinstance(result, Rejected):
-            raise ServiceError(C.INVALID_ARGUMENT, result.reason, result.message)
+            raise ServiceError(C.INVALID_ARGUMENT, Reason(result.reason), result.message)
         log.warning("node %d joined the cluster at %s", request.node_id, request.address)
 
 
