@@ -20,7 +20,9 @@ Stopping (invariants):
   one could land after the node's event loop had closed, ending it with
   status -15: the "Error 1" that make printed.)
 - SIGINT, SIGTERM and SIGHUP (the terminal closed) stop the cluster, also
-  while it is starting; a second signal changes nothing but a message.
+  while it is starting; a second signal changes nothing but a message. Any
+  other way out kills the nodes; only a SIGKILL of this program leaves them
+  running (stop them by their pids, or the next run cannot bind its ports).
 - Exit status 0 when every node stopped cleanly (``_stopped_cleanly``:
   status 0, or killed by a signal the user's stop explains); 1 when a node
   had to be SIGKILLed, stopped with another status, or died on its own (that
@@ -107,16 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         root, config_path, {n.id: n.address for n in cluster_spec.nodes}, api_key=api_key, own_sessions=True
     )
     try:
-        cluster.start_all(interrupted=stop.requested)
-    except StartInterrupted:
-        return _stop(cluster, stop, starting=True)
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        try:
+            cluster.start_all(interrupted=stop.requested)
+        except StartInterrupted:
+            return _stop(cluster, stop, starting=True)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print_banner(root, cluster_spec.nodes)
+        failed = _wait_until_stop_or_death(cluster, stop)
+        return _stop(cluster, stop) or failed
+    finally:
+        # Nodes in sessions of their own outlive us unless stopped: on any
+        # way out that did not stop them (a failed start, a bug), kill them.
         cluster.close()
-        return 1
-    _print_banner(root, cluster_spec.nodes)
-    failed = _wait_until_stop_or_death(cluster, stop)
-    return _stop(cluster, stop) or failed
 
 
 def _wait_until_stop_or_death(cluster: LocalCluster, stop: _StopRequest) -> int:

@@ -4,8 +4,9 @@ Prints ``raftlog node N ready on ADDRESS`` (flushed) once it serves, so
 scripts and tests can wait for it. SIGTERM and SIGINT stop it cleanly; exit
 status 0 after a clean stop, 2 for a bad configuration, 1 for a failure.
 
-Signals (invariants): from before the node's imports to the process's
-exit, neither SIGINT nor SIGTERM kills it or raises ``KeyboardInterrupt``.
+Signals (invariants): from the start of ``main()`` (before the node's own
+imports, which take a good part of a second) to the process's exit,
+neither SIGINT nor SIGTERM kills it or raises ``KeyboardInterrupt``.
 The first one stops the node (one that arrives before the node runs: it
 does not start); later ones are ignored. A terminal's Ctrl-C can reach a
 node together with whatever ``run_local`` or a test sends, and a second
@@ -15,6 +16,7 @@ installed with ``signal.signal`` (``loop.add_signal_handler`` is not used:
 closing the loop puts the default dispositions back), replaced by SIG_IGN
 once the node has stopped (interpreter finalization resets Python handlers
 to the default, but keeps SIG_IGN).
+
 The default asyncio loop runs the node; ``--uvloop`` opts into uvloop.
 Measured here (one 1 KiB batch at a time, 1,000 produces): a single node
 answered at p50 3.1 ms under uvloop against 1.9 ms under the default loop,
