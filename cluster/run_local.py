@@ -47,6 +47,7 @@ from types import FrameType
 from cluster.private_file import write_private
 from cluster.static_config import ConfigError, NodeSpec, load_cluster
 from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
+from partitions.owner_only import make_owner_only_dir, restrict_umask
 
 ENV_FILE = "cluster.env"
 
@@ -91,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = _StopRequest()
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop.handle)
+    # The cluster file, the client settings (the operator key) and the node
+    # logs are for this user only, like the nodes' own data.
+    restrict_umask()
     root: Path = args.data.resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    make_owner_only_dir(root)
     config_path = root / "cluster.toml"
     if not config_path.exists():
         config_path.write_text(DEFAULT_CLUSTER)

@@ -39,6 +39,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from cluster.static_config import ConfigError, load_cluster
+from partitions.owner_only import restrict_umask
 
 if TYPE_CHECKING:  # imported in main(), once the signal handler is in place
     from cluster.node import Node
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signals = StopSignals()
     signals.install()
+    # Every file this node creates is owner-only from here on, whatever
+    # umask it was started with (partitions/owner_only.py).
+    restrict_umask()
     # The node's imports (gRPC, the server) take a good part of a second: a
     # Ctrl-C then must find the handler already installed.
     from cluster.node import Node

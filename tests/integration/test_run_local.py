@@ -29,6 +29,7 @@ def _start(data: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=0o022,  # the usual default: run_local must not rely on a stricter one
     )
     assert proc.stdout is not None
     lines = []
@@ -77,6 +78,14 @@ def test_run_local_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> No
         out = _interrupt(proc)
     assert "stopped: node 1 -> 0, node 2 -> 0, node 3 -> 0" in out
     assert (data / "cluster.toml").exists()
+    # Everything under the data root is this user's only (issue 14), also
+    # when make run is started under the usual umask 022 (as here).
+    loose = [
+        f"{path.relative_to(data)} {path.stat().st_mode & 0o777:o}"
+        for path in [data, *data.rglob("*")]
+        if not path.is_symlink() and path.stat().st_mode & 0o077
+    ]
+    assert not loose, f"readable by group or others: {loose[:10]}"
     proc = _start(data)
     try:
         assert _env(data) == env, "a second run must keep the same key"
