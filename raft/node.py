@@ -21,6 +21,10 @@ Invariants (the Raft paper's, in this code's words):
   (raft/membership.py explains why that is safe).
 - Applied <= committed <= last index; entries are applied only once they are
   persisted locally.
+- A peer's message never makes ``step`` raise or corrupt state: one no
+  correct peer could send, or a non-voter's attempt to raise our term in an
+  election, is dropped and counted in ``dropped_messages``
+  (raft/screening.py).
 """
 
 from __future__ import annotations

@@ -20,38 +20,44 @@ Two kinds of reasons:
   (TIMEOUT_NOW, READ_INDEX_RESPONSE, a granted vote) carrying a later one.
 - *Policy* (``NOT_A_VOTER``): a node that is not a voter in this node's
   latest configuration must not push this node's term up by asking for
-  votes: a vote or pre-vote request from it with a later term is ignored,
-  term included, unless we could grant it as far as logs go (ours is not
-  empty -- an empty log never votes -- and the candidate's is at least as
-  up to date). Vote and pre-vote *responses* from a
-  non-voter are ignored at any term (its vote never counted anyway,
-  ``ProgressTracker.tally``). So a removed node, whose log falls behind the
-  moment it is removed, cannot depose leaders and inflate terms however
-  often it campaigns (Raft thesis §4.2.3; with check-quorum the lease in
-  ``RaftNode._in_lease`` also covers the moments right after a removal).
+  votes. A vote or pre-vote request from a non-voter with a later term is
+  ignored, term included, unless we could grant it as far as logs go (ours
+  is not empty -- an empty log never votes -- and the candidate's is at
+  least as up to date). Vote and pre-vote *responses* from a non-voter are
+  ignored at any term (its vote never counted anyway,
+  ``ProgressTracker.tally``). So a removed node, whose log falls behind as
+  soon as the group commits past its removal, cannot depose leaders and
+  inflate terms however often it campaigns (Raft thesis §4.2.3; with
+  check-quorum the lease in ``RaftNode._in_lease`` also covers the moments
+  right after a removal), and neither can an id the group never had that
+  does not claim a current log.
   Why not ignore non-voters outright: a voter this node does not know yet
-  (added by an entry it lacks) may need its vote -- a lagging voter that
+  (added by an entry it lacks) may need its vote. A lagging voter that
   ignored every unknown candidate left a 4-voter group without a leader in
-  the simulator (seed 140, liveness: the one node with the longest log had
-  just removed itself). Such a candidate holds an entry this node lacks, so
-  its log is at least as up to date whenever this node could grant it, and
-  the exception above lets it through. etcd answers every candidate; we
-  differ only where the answer would be a rejection at a term a non-voter
-  made up.
-  Ignoring is safe (it is losing a message), and costs nothing: we would
-  have rejected, and a non-voter's term is not needed to elect anyone.
+  the simulator (seed 140, liveness: the node with the longest log had just
+  removed itself, and the lagging voter's vote was the one missing). Such a
+  candidate holds an entry this node lacks, so whenever this node could
+  grant it, its log is at least as up to date and the exception lets it
+  through. etcd answers every candidate; we differ only where the answer
+  would be a rejection at a term a non-voter brought, and ignoring is safe
+  (it is losing a message): we would have rejected anyway.
 
 What screening does *not* do: a message that is possible but forged --
-say, an append or a vote request with a huge term and a log it claims to
+say, an append, or a vote request with a huge term and a log it claims to
 have, from a real member or a made-up id -- is indistinguishable here from a
 real one and is obeyed (Raft must accept a higher term from a member, and a
-candidate with a longer log may be a voter this node does not know yet).
+candidate with a current log may be a voter this node does not know yet).
 Leader messages (APPEND, HEARTBEAT, SNAPSHOT) are accepted from any sender,
 member or not: a member just added, or one that missed the change adding the
 current leader, must be able to catch up from a leader it does not know yet.
-Keeping forgers off the wire is the transport's job (authentication of
-node-to-node traffic); the core's job is only never to crash or corrupt its
-state on such input, and never to let a non-member push terms up.
+Values that are merely out of date are not impossible either and stay
+harmless as before: a heartbeat's commit past our log is clamped to it, a
+stale rejection is recognised by ``Progress.maybe_decrease_to``. Messages
+for a group this node does not host never reach the core (the partitions
+layer drops them). Keeping forgers off the wire is the transport's job
+(authentication of node-to-node traffic, built separately); the core's job
+is only never to crash or corrupt its state on any input, and never to let
+a non-voter with a stale or empty log move its term.
 
 Invariant: every function here is pure (no state, no I/O) and returns
 ``None`` for every message a correct peer can send.
