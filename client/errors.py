@@ -35,7 +35,7 @@ unknown)::
     │   └── GroupNotFoundError         GROUP_NOT_FOUND
     ├── OffsetOutOfRangeError          OUT_OF_RANGE (log_start_offset, high_watermark)
     ├── InvalidRequestError            INVALID_ARGUMENT (INVALID_NAME, INVALID_PAGE_TOKEN,
-    │   │                              INVALID_PARTITIONS, INVALID_SESSION_TIMEOUT, ...)
+    │   │                              INVALID_PARTITIONS, MALFORMED_REQUEST, ...)
     │   └── InvalidBatchError          batch validation reasons (CORRUPT_BATCH, INVALID_BATCH, ...)
     ├── ProducerStateError             FAILED_PRECONDITION, producer state
     │   ├── ProducerFencedError        INVALID_PRODUCER_EPOCH
@@ -46,10 +46,11 @@ unknown)::
     ├── RecordTooLargeError            refused before sending
     ├── ClientClosedError              the producer/consumer is closed
     ├── AuthenticationError            UNAUTHENTICATED: MISSING_API_KEY, INVALID_API_KEY
-    ├── AuthorizationError             PERMISSION_DENIED: OPERATOR_KEY_REQUIRED
+    ├── AuthorizationError             PERMISSION_DENIED: OPERATOR_KEY_REQUIRED, INTERNAL_TOPIC
     ├── AlreadyExistsError             ALREADY_EXISTS (TOPIC_EXISTS, TENANT_EXISTS, ...)
     ├── PreconditionFailedError        FAILED_PRECONDITION, any other reason
-    │                                  (REPLICATION_FACTOR_TOO_LARGE, TENANT_NOT_EMPTY, ...)
+    │                                  (REPLICATION_FACTOR_TOO_LARGE, TOO_MANY_PARTITIONS,
+    │                                  TENANT_NOT_EMPTY, ...)
     ├── ServerError                    anything else (INTERNAL, UNIMPLEMENTED, OFFSETS_LOG_UNREADABLE)
     ├── GroupFullError                 GROUP_MAX_SIZE_REACHED
     └── GroupMembershipError           FAILED_PRECONDITION, group membership
@@ -415,6 +416,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     R.MISSING_API_KEY: AuthenticationError,
     R.INVALID_API_KEY: AuthenticationError,
     R.OPERATOR_KEY_REQUIRED: AuthorizationError,
+    R.INTERNAL_TOPIC: AuthorizationError,
     R.UNKNOWN_TENANT: UnknownTenantError,
     # what does not exist
     R.UNKNOWN_TOPIC_OR_PARTITION: UnknownTopicOrPartitionError,
@@ -452,6 +454,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     **dict.fromkeys(
         (
             R.INVALID_ARGUMENT,
+            R.MALFORMED_REQUEST,
             R.INVALID_COMMAND,
             R.INVALID_NAME,
             R.INVALID_PAGE_SIZE,
@@ -487,6 +490,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     **dict.fromkeys(
         (
             R.REPLICATION_FACTOR_TOO_LARGE,
+            R.TOO_MANY_PARTITIONS,
             R.PLACEMENT_FAILED,
             R.TENANT_NOT_EMPTY,
             R.NODE_DECOMMISSIONING,

@@ -36,12 +36,14 @@ import secrets
 from dataclasses import dataclass, field
 
 from cluster.controller.commands import CreateApiKey
+from cluster.controller.model import shown
 
 __all__ = [
     "DIGEST_LENGTH",
     "KEY_ID_LENGTH",
     "SALT_LENGTH",
     "IssuedApiKey",
+    "check_key_id",
     "check_key_shape",
     "issue_api_key",
     "key_command",
@@ -103,10 +105,17 @@ def parse_api_key(text: str) -> tuple[str, bytes] | None:
     return key_id, secret
 
 
+def check_key_id(key_id: str) -> str | None:
+    """What is wrong with a key id, or None."""
+    if not _KEY_ID.fullmatch(key_id):
+        return f"API key id {shown(key_id)}: expected {KEY_ID_LENGTH} lowercase hex digits"
+    return None
+
+
 def check_key_shape(key_id: str, salt: bytes, digest: bytes) -> str | None:
     """What is wrong with a stored key's fields, or None."""
-    if not _KEY_ID.fullmatch(key_id):
-        return f"API key id {key_id!r}: expected {KEY_ID_LENGTH} lowercase hex digits"
+    if problem := check_key_id(key_id):
+        return problem
     if len(salt) != SALT_LENGTH or len(digest) != DIGEST_LENGTH:
         return (
             f"API key {key_id}: salt and digest must be {SALT_LENGTH} and {DIGEST_LENGTH} bytes, "

@@ -12,7 +12,17 @@ problem description, or None when the value is fine):
 - zone labels: ``[A-Za-z0-9._-]{0,63}``, "" meaning "no zone";
 - node addresses: ``host:port``, printable ASCII without spaces, at most 255
   characters, port 1-65535; node ids 1 .. 2**63-1;
-- API key ids: ``api_keys.KEY_ID_LENGTH`` lowercase hex digits.
+- API key ids: ``api_keys.KEY_ID_LENGTH`` lowercase hex digits;
+- partitions: 1 .. ``MAX_PARTITIONS`` per topic, and a new topic must fit
+  the tenant's cap (``MAX_TENANT_PARTITIONS``) and the cluster's
+  (``MAX_CLUSTER_PARTITIONS``): ``check_partitions``, the one rule the admin
+  service applies before it places a topic and the state applies again;
+- replication factor 1 .. ``MAX_REPLICATION_FACTOR``; retention: ``ms`` > 0
+  and ``bytes`` >= 0 when set (``check_replication_factor``,
+  ``check_retention``).
+
+A problem description never quotes more than a short prefix of the value
+it is about (``shown``): a request may carry a megabyte of name.
 
 Invariants of the records themselves:
 
@@ -29,10 +39,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from cluster.controller.results import Rejected, RejectReason
+
 __all__ = [
+    "MAX_CLUSTER_PARTITIONS",
     "MAX_NODE_ID",
     "MAX_PARTITIONS",
     "MAX_REPLICATION_FACTOR",
+    "MAX_TENANT_PARTITIONS",
     "TENANT_NAME_MAX",
     "TOPIC_NAME_MAX",
     "ApiKeyInfo",
@@ -43,9 +57,14 @@ __all__ = [
     "Tenant",
     "Topic",
     "check_address",
+    "check_name",
+    "check_partitions",
+    "check_replication_factor",
+    "check_retention",
     "check_tenant_name",
     "check_topic_name",
     "check_zone",
+    "shown",
 ]
 
 TENANT_NAME_MAX = 63
@@ -54,32 +73,98 @@ ZONE_MAX = 63
 ADDRESS_MAX = 255
 MAX_PARTITIONS = 10_000
 """Per topic: every partition is a Raft group every replica node hosts."""
+MAX_TENANT_PARTITIONS = 1_000
+"""Per tenant, all its topics together: the default partition quota until
+per-tenant quotas exist (a later issue makes it a tenant setting). Enough
+for the density benchmark's 1,000 idle partitions in one tenant."""
+MAX_CLUSTER_PARTITIONS = 10_000
+"""All tenants together (the internal ``__system`` topics included): what a
+small cluster's nodes can host as Raft groups.
+
+Both caps are part of the state machine's rules (``check_partitions`` runs
+at apply too): lowering one makes a node reject a create that an older node
+applied, so a change must come with a versioned rule once clusters are
+upgraded in place."""
 MAX_REPLICATION_FACTOR = 15
 MAX_NODE_ID = 2**63 - 1
+SHOWN_MAX = 64
+"""How much of a client-supplied value a message quotes (``shown``)."""
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _ADDRESS_HOST = re.compile(r"[!-~]+")  # printable ASCII, no space
 
 
-def _check_name(what: str, name: str, limit: int) -> str | None:
+def shown(value: str) -> str:
+    """``value`` as an error message or ``ErrorInfo.metadata`` may quote it:
+    ``repr``-escaped (no control characters or newlines reach a log line),
+    and past ``SHOWN_MAX`` characters only a prefix, an ellipsis and the
+    length, so an error never echoes a huge client-supplied name back."""
+    if len(value) <= SHOWN_MAX:
+        return repr(value)
+    return f"{value[:SHOWN_MAX]!r}... ({len(value)} characters)"
+
+
+def check_name(what: str, name: str, limit: int) -> str | None:
+    """The naming rule of tenants, topics and consumer groups:
+    ``[A-Za-z0-9._-]{1,limit}``, not ``.`` or ``..``."""
     if not 1 <= len(name) <= limit or not _NAME.fullmatch(name):
-        return f"{what} name {name!r}: use 1-{limit} letters, digits, '.', '_' or '-'"
+        return f"{what} name {shown(name)}: use 1-{limit} letters, digits, '.', '_' or '-'"
     if name in (".", ".."):
-        return f"{what} name {name!r} is reserved"
+        return f"{what} name {shown(name)} is reserved"
     return None
 
 
 def check_tenant_name(name: str) -> str | None:
-    return _check_name("tenant", name, TENANT_NAME_MAX)
+    return check_name("tenant", name, TENANT_NAME_MAX)
 
 
 def check_topic_name(name: str) -> str | None:
-    return _check_name("topic", name, TOPIC_NAME_MAX)
+    return check_name("topic", name, TOPIC_NAME_MAX)
+
+
+def check_partitions(partitions: int, tenant_partitions: int, cluster_partitions: int) -> Rejected | None:
+    """Whether a new topic of ``partitions`` may be created by a tenant that
+    has ``tenant_partitions`` already, in a cluster with
+    ``cluster_partitions``: None, or why not (``INVALID_PARTITIONS`` for a
+    count no topic may have, ``TOO_MANY_PARTITIONS`` for one that does not
+    fit a cap). O(1): callers count first (``ControllerState.partition_counts``),
+    and nothing is placed before it passed."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        return Rejected(
+            RejectReason.INVALID_PARTITIONS, f"a topic has 1-{MAX_PARTITIONS} partitions, not {partitions}"
+        )
+    if tenant_partitions + partitions > MAX_TENANT_PARTITIONS:
+        return Rejected(
+            RejectReason.TOO_MANY_PARTITIONS,
+            f"the tenant has {tenant_partitions} of its {MAX_TENANT_PARTITIONS} partitions; "
+            f"{partitions} more do not fit (delete topics first)",
+        )
+    if cluster_partitions + partitions > MAX_CLUSTER_PARTITIONS:
+        return Rejected(
+            RejectReason.TOO_MANY_PARTITIONS,
+            f"the cluster hosts {cluster_partitions} of its {MAX_CLUSTER_PARTITIONS} partitions; "
+            f"{partitions} more do not fit",
+        )
+    return None
+
+
+def check_replication_factor(replication_factor: int) -> str | None:
+    if not 1 <= replication_factor <= MAX_REPLICATION_FACTOR:
+        return f"replication factor must be 1-{MAX_REPLICATION_FACTOR}, got {replication_factor}"
+    return None
+
+
+def check_retention(retention_ms: int | None, retention_bytes: int | None) -> str | None:
+    if retention_ms is not None and retention_ms <= 0:
+        return f"retention_ms must be positive or unset, got {retention_ms}"
+    if retention_bytes is not None and retention_bytes < 0:
+        return f"retention_bytes must be 0 or more, or unset, got {retention_bytes}"
+    return None
 
 
 def check_zone(zone: str) -> str | None:
     if zone and (len(zone) > ZONE_MAX or not _NAME.fullmatch(zone)):
-        return f"zone label {zone!r}: use 0-{ZONE_MAX} letters, digits, '.', '_' or '-'"
+        return f"zone label {shown(zone)}: use 0-{ZONE_MAX} letters, digits, '.', '_' or '-'"
     return None
 
 
@@ -90,7 +175,7 @@ def check_address(address: str) -> str | None:
         or not _ADDRESS_HOST.fullmatch(host)
         or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535)
     ):
-        return f"address {address!r}: expected host:port (printable ASCII, at most {ADDRESS_MAX} characters)"
+        return f"address {shown(address)}: expected host:port (printable ASCII, at most {ADDRESS_MAX} characters)"
     return None
 
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from cluster.controller.commands import AddLearner, PromoteLearner, RemoveReplica, ReplicaChange
-from cluster.controller.model import Assignment, Node
+from cluster.controller.model import MAX_PARTITIONS, MAX_REPLICATION_FACTOR, Assignment, Node
 from cluster.controller.state import ControllerState
 
 __all__ = [
@@ -161,7 +161,9 @@ def place_partitions(
 ) -> tuple[tuple[int, ...], ...]:
     """Replicas for a new topic's partitions (``CreateTopic.assignment``),
     preferred leader first, given the load already in ``state``."""
-    if partitions < 1 or replication_factor < 1:
+    # Bounded before any work: the admin service checks the caps first
+    # (model.check_partitions); this guards any other caller.
+    if not 1 <= partitions <= MAX_PARTITIONS or not 1 <= replication_factor <= MAX_REPLICATION_FACTOR:
         raise PlacementError(f"cannot place {partitions} partition(s) of {replication_factor} replica(s)")
     live = state.live_nodes()
     if replication_factor > len(live):

@@ -36,6 +36,10 @@ class RejectReason(enum.StrEnum):
     TOPIC_EXISTS = "TOPIC_EXISTS"
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
     INVALID_PARTITIONS = "INVALID_PARTITIONS"
+    """Below 1 or above ``MAX_PARTITIONS`` (per topic)."""
+    TOO_MANY_PARTITIONS = "TOO_MANY_PARTITIONS"
+    """The new topic does not fit the tenant's or the cluster's partition
+    cap (``model.check_partitions``)."""
     INVALID_REPLICATION_FACTOR = "INVALID_REPLICATION_FACTOR"
     """Below 1 or above ``MAX_REPLICATION_FACTOR``."""
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"

@@ -67,9 +67,13 @@ from cluster.controller.model import (
     Tenant,
     Topic,
     check_address,
+    check_partitions,
+    check_replication_factor,
+    check_retention,
     check_tenant_name,
     check_topic_name,
     check_zone,
+    shown,
 )
 from cluster.controller.results import (
     Applied,
@@ -248,18 +252,18 @@ class ControllerState:
         if problem := check_tenant_name(c.name):
             return Rejected(R.INVALID_NAME, problem)
         if c.name in self._tenants:
-            return Rejected(R.TENANT_EXISTS, f"tenant {c.name!r} already exists")
+            return Rejected(R.TENANT_EXISTS, f"tenant {shown(c.name)} already exists")
         self._tenants[c.name] = Tenant(c.name, index)
         self._topics[c.name] = {}
         return Applied(index)
 
     def _delete_tenant(self, index: int, c: DeleteTenant) -> ApplyResult:
         if c.name not in self._tenants:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {c.name!r}")
+            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.name)}")
         if topics := self._topics[c.name]:
             return Rejected(
                 R.TENANT_NOT_EMPTY,
-                f"tenant {c.name!r} still has {len(topics)} topic(s) (e.g. {min(topics)!r}): delete them first",
+                f"tenant {shown(c.name)} still has {len(topics)} topic(s) (e.g. {shown(min(topics))}): delete them first",
             )
         del self._tenants[c.name]
         del self._topics[c.name]
@@ -271,7 +275,7 @@ class ControllerState:
         if problem := api_keys.check_key_shape(c.key_id, c.salt, c.digest):
             return Rejected(R.INVALID_API_KEY, problem)
         if c.tenant is not None and c.tenant not in self._tenants:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {c.tenant!r} to create an API key for")
+            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.tenant)} to create an API key for")
         if c.key_id in self._api_keys:
             return Rejected(R.API_KEY_EXISTS, f"API key id {c.key_id} is taken: issue a new key")
         self._api_keys[c.key_id] = ApiKeyRecord(c.key_id, c.tenant, c.salt, c.digest, index)
@@ -279,7 +283,7 @@ class ControllerState:
 
     def _revoke_api_key(self, index: int, c: RevokeApiKey) -> ApplyResult:
         if c.key_id not in self._api_keys:
-            return Rejected(R.UNKNOWN_API_KEY, f"no API key {c.key_id!r}")
+            return Rejected(R.UNKNOWN_API_KEY, f"no API key {shown(c.key_id)}")
         del self._api_keys[c.key_id]
         return Applied(index)
 
@@ -288,34 +292,24 @@ class ControllerState:
     def _create_topic(self, index: int, c: CreateTopic) -> ApplyResult:
         topics = self._topics.get(c.tenant)
         if topics is None:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {c.tenant!r}")
+            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.tenant)}")
         if problem := check_topic_name(c.name):
             return Rejected(R.INVALID_NAME, problem)
         if c.name in topics:
-            return Rejected(R.TOPIC_EXISTS, f"tenant {c.tenant!r} already has a topic {c.name!r}")
-        if not 1 <= c.partitions <= MAX_PARTITIONS:
-            return Rejected(
-                R.INVALID_PARTITIONS, f"partitions must be 1-{MAX_PARTITIONS}, got {c.partitions}"
-            )
-        if not 1 <= c.replication_factor <= MAX_REPLICATION_FACTOR:
-            return Rejected(
-                R.INVALID_REPLICATION_FACTOR,
-                f"replication factor must be 1-{MAX_REPLICATION_FACTOR}, got {c.replication_factor}",
-            )
+            return Rejected(R.TOPIC_EXISTS, f"tenant {shown(c.tenant)} already has a topic {shown(c.name)}")
+        tenant_partitions, cluster_partitions = self.partition_counts(c.tenant)
+        if rejected := check_partitions(c.partitions, tenant_partitions, cluster_partitions):
+            return rejected
+        if problem := check_replication_factor(c.replication_factor):
+            return Rejected(R.INVALID_REPLICATION_FACTOR, problem)
         live = sum(1 for node in self._nodes.values() if node.can_host)
         if c.replication_factor > live:
             return Rejected(
                 R.REPLICATION_FACTOR_TOO_LARGE,
                 f"replication factor {c.replication_factor} is more than the {live} live node(s)",
             )
-        if c.retention_ms is not None and c.retention_ms <= 0:
-            return Rejected(
-                R.INVALID_RETENTION, f"retention_ms must be positive or unset, got {c.retention_ms}"
-            )
-        if c.retention_bytes is not None and c.retention_bytes < 0:
-            return Rejected(
-                R.INVALID_RETENTION, f"retention_bytes must be 0 or more, or unset, got {c.retention_bytes}"
-            )
+        if problem := check_retention(c.retention_ms, c.retention_bytes):
+            return Rejected(R.INVALID_RETENTION, problem)
         if rejected := self._check_assignment(c):
             return rejected
         first = self._next_group_id
@@ -359,10 +353,10 @@ class ControllerState:
     def _delete_topic(self, index: int, c: DeleteTopic) -> ApplyResult:
         topics = self._topics.get(c.tenant)
         if topics is None:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {c.tenant!r}")
+            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.tenant)}")
         topic = topics.pop(c.name, None)
         if topic is None:
-            return Rejected(R.UNKNOWN_TOPIC, f"tenant {c.tenant!r} has no topic {c.name!r}")
+            return Rejected(R.UNKNOWN_TOPIC, f"tenant {shown(c.tenant)} has no topic {shown(c.name)}")
         for group in topic.groups:
             assignment = self._assignments.pop(group)
             self._unindex_members(group, assignment.members)
@@ -520,6 +514,11 @@ class ControllerState:
 
     def topic(self, tenant: str, name: str) -> Topic | None:
         return self._topics.get(tenant, {}).get(name)
+
+    def partition_counts(self, tenant: str) -> tuple[int, int]:
+        """``(tenant's partitions, every tenant's)``: what ``check_partitions``
+        weighs a new topic against."""
+        return sum(t.partitions for t in self._topics.get(tenant, {}).values()), len(self._assignments)
 
     def topics_for(self, tenant: str) -> tuple[Topic, ...]:
         """``tenant``'s topics by name (none for an unknown tenant)."""

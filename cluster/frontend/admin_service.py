@@ -17,6 +17,16 @@ Invariants:
   is chosen here on the leader before proposing; the command is checked
   again when applied, and a ``Rejected`` result becomes a gRPC error with
   the same reason (``REJECT_CODES``), so a failed change changed nothing.
+- Every request is checked before any work is done for it (no placement,
+  no proposal, no forward): names against the model's rules, a new topic's
+  partitions against the per-topic, per-tenant and cluster caps
+  (``model.check_partitions``, the rule the state applies again), the
+  replication factor and retention against their bounds. So a request
+  cannot make the leader do unbounded work, and every value a command
+  carries fits its encoding (an oversized name would otherwise fail there,
+  as ``INTERNAL``).
+- Internal topics are never created or deleted through this service
+  (internal_topics.py), and a tenant name starting with ``__`` is reserved.
 - A clear API key is returned once, in the answer to the call that made it,
   and never logged.
 """
@@ -44,12 +54,21 @@ from cluster.controller import (
     issue_api_key,
     place_partitions,
 )
+from cluster.controller.api_keys import check_key_id
 from cluster.controller.commands import Command
-from cluster.controller.model import check_topic_name
+from cluster.controller.model import (
+    check_partitions,
+    check_replication_factor,
+    check_retention,
+    check_tenant_name,
+    check_topic_name,
+)
 from cluster.controller_replica import ControllerReplica
+from cluster.frontend.auth import unknown_tenant
 from cluster.frontend.forwarding import Forwarder, may_forward
 from cluster.frontend.front_door import current_caller
-from cluster.frontend.grpc_errors import ServiceError
+from cluster.frontend.grpc_errors import ServiceError, shown
+from cluster.frontend.internal_topics import INTERNAL_PREFIX, check_writable
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, headers
 from raftlog.v1.reasons import Reason
@@ -68,6 +87,7 @@ REJECT_CODES: dict[RejectReason, grpc.StatusCode] = {
     R.INVALID_NAME: C.INVALID_ARGUMENT,
     R.INVALID_API_KEY: C.INVALID_ARGUMENT,
     R.INVALID_PARTITIONS: C.INVALID_ARGUMENT,
+    R.TOO_MANY_PARTITIONS: C.FAILED_PRECONDITION,
     R.INVALID_REPLICATION_FACTOR: C.INVALID_ARGUMENT,
     R.INVALID_RETENTION: C.INVALID_ARGUMENT,
     R.INVALID_ASSIGNMENT: C.INVALID_ARGUMENT,
@@ -104,9 +124,16 @@ def _not_found_topic(name: str) -> ServiceError:
     return ServiceError(
         C.NOT_FOUND,
         Reason.UNKNOWN_TOPIC,
-        f"topic {name!r} does not exist in this tenant; list topics to see what does",
-        metadata={"topic": name},
+        f"topic {shown(name)} does not exist in this tenant; list topics to see what does",
+        metadata={"topic": shown(name)},
     )
+
+
+def _check_new_tenant(name: str) -> None:
+    if problem := check_tenant_name(name):
+        raise _bad(Reason.INVALID_NAME, problem)
+    if name.startswith(INTERNAL_PREFIX):
+        raise _bad(Reason.INVALID_NAME, f"tenant names starting with '__' are reserved: {shown(name)}")
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
@@ -181,11 +208,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateTenant(
         self, request: admin_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTenantResponse:
+        _check_new_tenant(request.name)
+
         async def work() -> admin_pb2.CreateTenantResponse:
-            if request.name.startswith("__"):
-                raise _bad(
-                    Reason.INVALID_NAME, f"tenant names starting with '__' are reserved: {request.name!r}"
-                )
             await self._propose(CreateTenant(request.name))
             issued = issue_api_key(request.name)
             await self._propose(issued.command)
@@ -201,6 +226,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def DeleteTenant(
         self, request: admin_pb2.DeleteTenantRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTenantResponse:
+        if check_tenant_name(request.name):  # no such name can exist
+            raise unknown_tenant(request.name)
+
         async def work() -> admin_pb2.DeleteTenantResponse:
             await self._propose(DeleteTenant(request.name))
             return admin_pb2.DeleteTenantResponse()
@@ -221,11 +249,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateApiKeyResponse:
+        if request.operator == bool(request.tenant):
+            raise _bad(
+                Reason.INVALID_ARGUMENT, "give either a tenant or operator = true, not both or neither"
+            )
+        if not request.operator and check_tenant_name(request.tenant):
+            raise unknown_tenant(request.tenant)
+
         async def work() -> admin_pb2.CreateApiKeyResponse:
-            if request.operator == bool(request.tenant):
-                raise _bad(
-                    Reason.INVALID_ARGUMENT, "give either a tenant or operator = true, not both or neither"
-                )
             tenant = None if request.operator else request.tenant
             issued = issue_api_key(tenant)
             await self._propose(issued.command)
@@ -243,6 +274,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeApiKey(
         self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RevokeApiKeyResponse:
+        if problem := check_key_id(request.key_id):
+            raise ServiceError(C.NOT_FOUND, Reason.UNKNOWN_API_KEY, f"no such API key: {problem}")
+
         async def work() -> admin_pb2.RevokeApiKeyResponse:
             await self._propose(RevokeApiKey(request.key_id))
             return admin_pb2.RevokeApiKeyResponse()
@@ -295,20 +329,34 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateTopic(
         self, request: admin_pb2.CreateTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicResponse:
+        retention_ms = request.retention_ms if request.HasField("retention_ms") else None
+        retention_bytes = request.retention_bytes if request.HasField("retention_bytes") else None
+        # The request's own shape, before the call goes anywhere.
+        if problem := check_topic_name(request.name):
+            raise _bad(Reason.INVALID_NAME, problem)
+        check_writable(current_caller().tenant, request.name)
+        if request.partitions < 1:
+            raise _bad(Reason.INVALID_PARTITIONS, "a topic needs at least 1 partition (--partitions N)")
+        if rejected := check_partitions(request.partitions, 0, 0):
+            raise rejected_error(rejected)
+        if request.replication_factor and (problem := check_replication_factor(request.replication_factor)):
+            raise _bad(Reason.INVALID_REPLICATION_FACTOR, problem)
+        if problem := check_retention(retention_ms, retention_bytes):
+            raise _bad(Reason.INVALID_RETENTION, problem)
+
         async def work() -> admin_pb2.CreateTopicResponse:
             caller = current_caller()
             state = self._controller.state
-            problem = check_topic_name(request.name)
-            if problem is not None:
-                raise _bad(Reason.INVALID_NAME, problem)
-            if request.partitions < 1:
-                raise _bad(Reason.INVALID_PARTITIONS, "a topic needs at least 1 partition (--partitions N)")
             if state.topic(caller.tenant, request.name) is not None:
                 raise ServiceError(
                     C.ALREADY_EXISTS,
                     Reason.TOPIC_EXISTS,
-                    f"topic {request.name!r} already exists in this tenant",
+                    f"topic {shown(request.name)} already exists in this tenant",
                 )
+            # The caps before placement: placement's work grows with the
+            # partition count, and the state applies the same rule again.
+            if rejected := check_partitions(request.partitions, *state.partition_counts(caller.tenant)):
+                raise rejected_error(rejected)
             live = len(state.live_nodes())
             rf = request.replication_factor or min(DEFAULT_REPLICATION_FACTOR, live)
             if rf > live:
@@ -328,8 +376,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     request.name,
                     request.partitions,
                     rf,
-                    request.retention_ms if request.HasField("retention_ms") else None,
-                    request.retention_bytes if request.HasField("retention_bytes") else None,
+                    retention_ms,
+                    retention_bytes,
                     assignment,
                 )
             )
@@ -342,6 +390,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def DeleteTopic(
         self, request: admin_pb2.DeleteTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicResponse:
+        if check_topic_name(request.name):  # no such name can exist
+            raise _not_found_topic(request.name)
+        check_writable(current_caller().tenant, request.name)
+
         async def work() -> admin_pb2.DeleteTopicResponse:
             caller = current_caller()
             if self._controller.state.topic(caller.tenant, request.name) is None:

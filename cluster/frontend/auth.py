@@ -31,7 +31,7 @@ from cluster.controller import Principal
 from cluster.controller_duties import DEFAULT_TENANT
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.front_door import Caller
-from cluster.frontend.grpc_errors import ServiceError
+from cluster.frontend.grpc_errors import ServiceError, shown
 from raftlog.v1 import headers
 from raftlog.v1.reasons import Reason
 
@@ -51,8 +51,8 @@ def unknown_tenant(tenant: str) -> ServiceError:
     return ServiceError(
         grpc.StatusCode.NOT_FOUND,
         Reason.UNKNOWN_TENANT,
-        f"tenant {tenant!r} does not exist (or this key cannot act in it); check the tenant name",
-        metadata={"tenant": tenant},
+        f"tenant {shown(tenant)} does not exist (or this key cannot act in it); check the tenant name",
+        metadata={"tenant": shown(tenant)},
     )
 
 

@@ -7,10 +7,17 @@ For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
    ``OPERATOR_METHODS`` (``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``);
 2. makes the caller the handler's ``current_caller()`` (a ``ContextVar``:
    grpc.aio runs every call in its own task, so it never leaks to another);
-3. runs the ``stages`` around the handler: the place where quota charging,
+3. refuses a request whose bytes did not decode (``INVALID_ARGUMENT
+   MALFORMED_REQUEST``) before the handler sees it: gRPC decodes with the
+   method handler's ``request_deserializer`` before any behaviour runs,
+   and a deserializer that raises ends the call ``UNKNOWN``; the door's
+   deserializer returns a marker instead, which the door turns into the
+   refusal (after authentication, so a caller without a key learns
+   nothing about the method);
+4. runs the ``stages`` around the handler: the place where quota charging,
    the trace span and the call counter go (none are built yet, so a node
    runs with none and pays nothing for the seam);
-4. maps whatever the handler raised to a status with a reason, once for
+5. maps whatever the handler raised to a status with a reason, once for
    every service: ``ServiceError`` as it is, ``ReplicaError`` and
    ``OffsetOutOfRange`` and ``PageError`` through ``grpc_errors``, anything
    else to ``INTERNAL`` with an error id, logged once here with its
@@ -31,6 +38,9 @@ Invariants:
 - A handler runs only after its caller is authenticated, and reads it with
   ``current_caller()``; a long-lived call (a stream) checks it again with
   ``confirm_caller()``, so a revoked key ends it.
+- A handler never receives a request that did not decode, unary or a
+  message of a request stream: it gets a ``MALFORMED_REQUEST`` refusal
+  instead, and nothing of the call's work is done.
 - A call the handler ended itself (``context.abort``, e.g. a relayed
   forwarded error) keeps its status: the door lets ``grpc.aio.AbortError``
   through.
@@ -62,6 +72,7 @@ from cluster.frontend.grpc_errors import (
     from_offset_error,
     from_page_error,
     from_replica_error,
+    malformed_request,
 )
 from cluster.primitives.pagination import PageError
 from partitions.replica_errors import ReplicaError
@@ -147,6 +158,38 @@ before the door maps it). A stage refuses a call by raising a
 ``ServiceError`` on entry (a quota: ``RESOURCE_EXHAUSTED``)."""
 
 AddressOf = Callable[[int], str]
+
+
+class _Malformed:
+    """What the door's deserializer returns for bytes that did not decode."""
+
+    __slots__ = ()
+
+
+_MALFORMED = _Malformed()
+
+
+def _tolerant(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``decode``, returning ``_MALFORMED`` where it would raise: gRPC
+    answers a raising deserializer with ``UNKNOWN`` and no reason."""
+    if decode is None:
+        return None
+
+    def decode_or_mark(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception:  # DecodeError, and anything else a parser may raise on bad bytes
+            return _MALFORMED
+
+    return decode_or_mark
+
+
+async def _screened(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    """A request stream that ends the call at its first malformed message."""
+    async for request in requests:
+        if request is _MALFORMED:
+            raise malformed_request(method)
+        yield request
 
 
 class _Admission:
@@ -265,7 +308,10 @@ class FrontDoor(grpc.aio.ServerInterceptor):
         )
 
     def _unary(
-        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+        self,
+        method: str,
+        behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        request_stream: bool,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         """``behaviour`` (a unary answer, or a stream written with
         ``context.write``) behind the door."""
@@ -276,6 +322,7 @@ class FrontDoor(grpc.aio.ServerInterceptor):
             try:
                 admission = await self._admit(method, context)
                 token = _ADMISSION.set(admission)
+                request = self._decoded(method, request, request_stream)
                 if not stages:
                     return await behaviour(request, context)
                 async with AsyncExitStack() as around:
@@ -293,7 +340,10 @@ class FrontDoor(grpc.aio.ServerInterceptor):
         return admitted
 
     def _generator(
-        self, method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+        self,
+        method: str,
+        behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        request_stream: bool,
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         """A stream handler written as an async generator, behind the door."""
         stages = self._stages
@@ -303,6 +353,7 @@ class FrontDoor(grpc.aio.ServerInterceptor):
             try:
                 admission = await self._admit(method, context)
                 token = _ADMISSION.set(admission)
+                request = self._decoded(method, request, request_stream)
                 async with AsyncExitStack() as around:
                     for stage in stages:
                         await around.enter_async_context(stage(method, admission.caller))
@@ -318,22 +369,33 @@ class FrontDoor(grpc.aio.ServerInterceptor):
 
         return admitted
 
+    @staticmethod
+    def _decoded(method: str, request: Any, request_stream: bool) -> Any:
+        """The request as the handler may see it (a stream: screened as it
+        is read), or the ``MALFORMED_REQUEST`` refusal."""
+        if request_stream:
+            return _screened(request, method)
+        if request is _MALFORMED:
+            raise malformed_request(method)
+        return request
+
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        decode, encode = handler.request_deserializer, handler.response_serializer
+        decode, encode = _tolerant(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), decode, encode
+                self._unary(method, handler.unary_unary, False), decode, encode
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary), decode, encode
+                self._unary(method, handler.stream_unary, True), decode, encode
             )
         streaming = handler.unary_stream or handler.stream_stream
         assert streaming is not None, f"{method}: a method handler with no behaviour"
+        request_stream = handler.stream_stream is not None
         wrapped = (
-            self._generator(method, streaming)
+            self._generator(method, streaming, request_stream)
             if inspect.isasyncgenfunction(streaming)
-            else self._unary(method, streaming)
+            else self._unary(method, streaming, request_stream)
         )
         make = (
             grpc.unary_stream_rpc_method_handler

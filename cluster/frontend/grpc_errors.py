@@ -14,6 +14,9 @@ Invariants:
   converted), so every reason the server sends has an SDK exception class.
 - A replica error maps to one status code, in ``from_replica_error`` only,
   so a reason always travels with the same code.
+- A client-supplied name goes into a message or ``ErrorInfo.metadata`` only
+  through ``shown`` (at most a short, escaped prefix and the length): the
+  same helper the controller's own messages use.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
+from cluster.controller.model import shown
 from cluster.primitives.pagination import InvalidPageSize, PageError
 from partitions.replica_errors import (
     Backpressure,
@@ -38,6 +42,19 @@ from partitions.replica_errors import (
 from partitions.state_machine import OffsetOutOfRange
 from raftlog.v1 import errors_pb2, headers
 from raftlog.v1.reasons import Reason
+
+__all__ = [
+    "DETAILS_KEY",
+    "ServiceError",
+    "abort",
+    "error_info",
+    "from_offset_error",
+    "from_page_error",
+    "from_replica_error",
+    "info_in",
+    "malformed_request",
+    "shown",
+]
 
 DETAILS_KEY = headers.STATUS_DETAILS
 
@@ -110,6 +127,16 @@ def from_replica_error(error: ReplicaError, leader_address: str = "") -> Service
     if isinstance(error, ReplicaStopped):
         return ServiceError(grpc.StatusCode.UNAVAILABLE, error.reason, error.message)
     return ServiceError(grpc.StatusCode.INTERNAL, error.reason, error.message)
+
+
+def malformed_request(method: str) -> ServiceError:
+    """The request bytes of a call to ``method`` did not decode."""
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.MALFORMED_REQUEST,
+        f"the request is not a valid {method.rpartition('/')[2]} request message; "
+        "send the protobuf message the method takes",
+    )
 
 
 def from_offset_error(error: OffsetOutOfRange) -> ServiceError:

@@ -13,7 +13,9 @@ replica's own ``NotLeaderError`` when it does. ``StreamFetch`` is never
 forwarded (it answers ``NOT_LEADER``): a relayed stream would pin two nodes
 for its whole life and break on every leader move anyway.
 
-Invariants: topics are looked up only under the caller's tenant; a handler
+Invariants: topics are looked up only under the caller's tenant; no key
+produces to an internal topic (internal_topics.py: the system tenant's
+topics and ``__``-named ones), while an operator may fetch them; a handler
 never holds a partition's state across an ``await`` (it asks the replica
 again after waiting); a produce response is sent only for a batch that
 committed.
@@ -48,7 +50,8 @@ from cluster.controller import Assignment
 from cluster.frontend.auth import Caller
 from cluster.frontend.forwarding import Forwarder, may_forward
 from cluster.frontend.front_door import confirm_caller, current_caller
-from cluster.frontend.grpc_errors import ServiceError
+from cluster.frontend.grpc_errors import ServiceError, shown
+from cluster.frontend.internal_topics import check_writable
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
@@ -105,8 +108,8 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
                 Reason.UNKNOWN_TOPIC_OR_PARTITION,
-                f"topic {topic!r} partition {partition} does not exist; list topics to see what does",
-                metadata={"topic": topic, "partition": str(partition)},
+                f"topic {shown(topic)} partition {partition} does not exist; list topics to see what does",
+                metadata={"topic": shown(topic), "partition": str(partition)},
             )
         replica = self._replica_of(assignment.group)
         if replica is None:
@@ -173,7 +176,9 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     async def _produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
-        replica = self._replica(current_caller(), request.topic, request.partition)
+        caller = current_caller()
+        check_writable(caller.tenant, request.topic)  # whatever the key: internal_topics.py
+        replica = self._replica(caller, request.topic, request.partition)
         result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,

@@ -32,6 +32,11 @@ Invariants:
 - Every expected failure leaves a handler as a ``ServiceError``
   (``cluster.frontend.grpc_errors``) with a ``Reason``: the core's errors
   map to status codes in ``_STATUS`` only.
+- A group name that breaks the naming rule, or a member id longer than
+  ``MEMBER_ID_MAX``, is refused (``INVALID_NAME``) before a coordinator
+  partition is chosen or loaded, and every message quotes a client-supplied
+  name through ``shown``: the core's messages echo what they are given, so
+  they are only given names of bounded length.
 - Handlers take the caller's tenant as a parameter (``join_group(tenant,
   request)``...); the gRPC methods obtain it with ``tenant_of(context)``,
   by default the tenant of the caller the front door admitted
@@ -52,8 +57,9 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from cluster.controller.model import check_name
 from cluster.frontend.front_door import caller_tenant
-from cluster.frontend.grpc_errors import ServiceError, from_replica_error
+from cluster.frontend.grpc_errors import ServiceError, from_replica_error, shown
 from cluster.groups import (
     FencedMemberError,
     GroupError,
@@ -65,7 +71,14 @@ from cluster.groups import (
     UnknownMemberError,
     UnknownPartitionError,
 )
-from cluster.groups.coordinator import GroupCoordinator, GroupSummary, OffsetCommit, TopicMetadata
+from cluster.groups.coordinator import (
+    GROUP_NAME_MAX,
+    MEMBER_ID_MAX,
+    GroupCoordinator,
+    GroupSummary,
+    OffsetCommit,
+    TopicMetadata,
+)
 from cluster.groups.membership import GroupConfig, GroupState, MemberState
 from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
 from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
@@ -200,6 +213,20 @@ def _not_coordinator(error: NotCoordinatorError) -> ServiceError:
         leader_address=error.leader_address,
         metadata={"coordinator_partition": str(error.partition)},
     )
+
+
+def _check_group(group: str) -> None:
+    if problem := check_name("group", group, GROUP_NAME_MAX):
+        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_NAME, problem)
+
+
+def _check_member_id(member_id: str) -> None:
+    if len(member_id) > MEMBER_ID_MAX:
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_NAME,
+            f"member id {shown(member_id)} is longer than {MEMBER_ID_MAX} characters",
+        )
 
 
 @contextlib.contextmanager
@@ -345,6 +372,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def join_group(
         self, tenant: str, request: groups_pb2.JoinGroupRequest
     ) -> groups_pb2.JoinGroupResponse:
+        _check_member_id(request.member_id)
         member_id = request.member_id or self._new_member_id()
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
@@ -382,6 +410,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def heartbeat(
         self, tenant: str, request: groups_pb2.HeartbeatRequest
     ) -> groups_pb2.HeartbeatResponse:
+        _check_member_id(request.member_id)
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
             answer = shard.coordinator.heartbeat(
@@ -402,6 +431,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def leave_group(
         self, tenant: str, request: groups_pb2.LeaveGroupRequest
     ) -> groups_pb2.LeaveGroupResponse:
+        _check_member_id(request.member_id)
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
             shard.coordinator.leave(
@@ -416,6 +446,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def commit_offsets(
         self, tenant: str, request: groups_pb2.CommitOffsetsRequest
     ) -> groups_pb2.CommitOffsetsResponse:
+        _check_member_id(request.member_id)
         commit_timestamp_ms = self._wall_ms()
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
@@ -516,6 +547,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     # --- shards ---------------------------------------------------------------------------
 
     async def _shard(self, tenant: str, group: str) -> _Shard:
+        _check_group(group)  # before any partition is loaded for it
         return await self._load_partition(coordinator_partition(tenant, group, self._logs.partition_count))
 
     async def _load_partition(self, partition: int) -> _Shard:

@@ -27,7 +27,7 @@ from cluster.controller.commands import (
     SetNodeLiveness,
     encode_command,
 )
-from cluster.controller.model import Assignment
+from cluster.controller.model import MAX_TENANT_PARTITIONS, Assignment
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
 from tests.controller.harness import Log, address, cluster, create_topic
@@ -128,6 +128,12 @@ CASES = [
     Case(R.UNKNOWN_TOPIC, "other tenant's", lambda log: DeleteTopic("beta", "events")),
     Case(R.INVALID_PARTITIONS, "zero", lambda log: topic_command(partitions=0, assignment=())),
     Case(R.INVALID_PARTITIONS, "too many", lambda log: topic_command(partitions=10_001)),
+    # acme has 3 partitions already: one more than its cap leaves room for.
+    Case(
+        R.TOO_MANY_PARTITIONS,
+        "tenant cap",
+        lambda log: topic_command(partitions=MAX_TENANT_PARTITIONS - 2),
+    ),
     Case(R.INVALID_REPLICATION_FACTOR, "zero", lambda log: topic_command(replication_factor=0)),
     Case(R.INVALID_REPLICATION_FACTOR, "too many", lambda log: topic_command(replication_factor=16)),
     Case(R.REPLICATION_FACTOR_TOO_LARGE, "4 of 3 live", lambda log: topic_command(replication_factor=4)),

@@ -49,6 +49,11 @@ class Reason(enum.StrEnum):
     """NOT_FOUND: the tenant does not exist, or the key cannot act in it."""
     INTERNAL = "INTERNAL"
     """INTERNAL: an unexpected failure, logged on the node that had it."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """INVALID_ARGUMENT: the request bytes are not the method's request message."""
+    INTERNAL_TOPIC = "INTERNAL_TOPIC"
+    """PERMISSION_DENIED: only the node itself writes an internal topic (one
+    of the ``__system`` tenant, or named ``__...``), whatever the key."""
 
     # --- locating a partition or a coordinator (cluster/frontend/log_service.py, groups)
     UNKNOWN_TOPIC_OR_PARTITION = "UNKNOWN_TOPIC_OR_PARTITION"
@@ -104,6 +109,9 @@ class Reason(enum.StrEnum):
     TOPIC_EXISTS = "TOPIC_EXISTS"
     UNKNOWN_TOPIC = "UNKNOWN_TOPIC"
     INVALID_PARTITIONS = "INVALID_PARTITIONS"
+    TOO_MANY_PARTITIONS = "TOO_MANY_PARTITIONS"
+    """FAILED_PRECONDITION: the new topic does not fit the tenant's or the
+    cluster's partition cap; delete topics first."""
     INVALID_REPLICATION_FACTOR = "INVALID_REPLICATION_FACTOR"
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"
     INVALID_RETENTION = "INVALID_RETENTION"
