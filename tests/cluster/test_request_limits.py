@@ -267,11 +267,12 @@ async def test_an_unknown_huge_topic_is_quoted_briefly_by_the_log_service() -> N
 )
 async def test_group_requests_quote_names_briefly(request_: Any) -> None:
     service = harness().service
-    handler: Callable[[str, Any], Awaitable[object]] = {
+    handlers: dict[str, Callable[[str, Any], Awaitable[object]]] = {
         "DescribeGroupRequest": service.describe_group,
         "HeartbeatRequest": service.heartbeat,
         "JoinGroupRequest": service.join_group,
-    }[type(request_).__name__]
+    }
+    handler = handlers[type(request_).__name__]
     with pytest.raises(ServiceError) as caught:
         await handler("acme", request_)
     assert (caught.value.code, caught.value.info.reason) == (
