@@ -37,6 +37,7 @@ help:
 	@echo "make sim     the Raft simulator over seeds 1-2000, all profiles"
 	@echo "make crash   storage crash test: 50 SIGKILLs of a group-commit writer"
 	@echo "make kill-drill  3 node processes, 200 SIGKILLs of the leader mid-stream"
+	@echo "make fuzz    every public method of one node fuzzed, 5000 random examples per property"
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make proto   generate Python code from proto/**/*.proto"
@@ -98,6 +99,11 @@ crash: venv proto
 # The leader-kill drill, long form (make test runs 20 rounds).
 kill-drill: venv proto
 	RAFTLOG_KILL_ROUNDS=200 $(PY) -m pytest tests/integration/test_leader_kill.py -q -s -p no:cacheprovider -k sigkill
+
+# The public-API fuzz test, long form (make test runs a short derandomized one).
+.PHONY: fuzz
+fuzz: venv proto
+	RAFTLOG_FUZZ_EXAMPLES=5000 $(PY) -m pytest tests/integration/test_fuzz_public_api.py -q -p no:cacheprovider
 
 sim: venv
 	$(PY) -m raft.sim --seeds 1-2000 --profile all
