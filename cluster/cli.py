@@ -15,8 +15,11 @@ still works, with a warning on stderr saying so. Commands:
 
 - ``raftlog serve --config FILE --node-id N``: run one node;
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
-- ``raftlog status``: the controller, and every node's replicas, leaders,
-  CPU and memory;
+- ``raftlog status``: the controller, and every node's replicas and
+  liveness (operator key, the public AdminService); with the cluster secret
+  (``RAFTLOG_CLUSTER_SECRET_FILE``, on a node's host) also each node's
+  leaders, awake replicas, CPU and memory, which only the internal
+  NodeAdmin service tells (cluster/internal/node_auth.py);
 - ``raftlog tenant create NAME`` (prints the tenant's first API key),
   ``tenant list``, ``tenant delete NAME``;
 - ``raftlog topic create NAME --partitions N --replication R``,
@@ -46,6 +49,7 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypedDict
 
 import grpc
@@ -53,8 +57,11 @@ import grpc
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
+from raftlog.internal.node_proof import NODE_ADMIN_STATS, SecretFileError, proof_metadata, read_secret_file
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import groups_pb2
+
+SECRET_FILE_ENV = "RAFTLOG_CLUSTER_SECRET_FILE"
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 
@@ -142,6 +149,7 @@ def _admin(args: argparse.Namespace) -> Admin:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    secret = _cluster_secret()
     async with _admin(args) as admin:
         status = await admin.cluster_status()
         nodes = await admin.list_nodes()
@@ -151,24 +159,48 @@ async def _status(args: argparse.Namespace) -> int:
         f"{status.topics} topics, {status.partitions} partitions"
     )
     print(
-        f"{'node':>4}  {'address':<21} {'replicas':>8} {'leaders':>7} {'awake':>5} {'cpu_s':>8} {'rss_mb':>7}"
+        f"{'node':>4}  {'address':<21} {'replicas':>8} {'live':>4} "
+        f"{'leaders':>7} {'awake':>5} {'cpu_s':>8} {'rss_mb':>7}"
     )
-    unreachable = 0
+    failed = 0
     for node in nodes:
+        row = f"{node.node_id:>4}  {node.address:<21} {node.replicas:>8} {'yes' if node.alive else 'no':>4}"
+        failed += not node.alive
+        if secret is None:
+            print(f"{row} {'-':>7} {'-':>5} {'-':>8} {'-':>7}")
+            continue
         async with grpc.aio.insecure_channel(node.address) as channel:
             try:
                 stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                    node_admin_pb2.StatsRequest(summary_only=True), timeout=5
+                    node_admin_pb2.StatsRequest(summary_only=True),
+                    timeout=5,
+                    metadata=proof_metadata(secret, 0, NODE_ADMIN_STATS),
                 )
             except grpc.aio.AioRpcError as error:
-                unreachable += 1
-                print(f"{node.node_id:>4}  {node.address:<21} unreachable ({error.code().name})")
+                failed += 1
+                print(f"{row} unreachable ({error.code().name})")
                 continue
         print(
-            f"{node.node_id:>4}  {node.address:<21} {stats.replicas:>8} {stats.leaders:>7} "
-            f"{stats.awake_replicas:>5} {stats.cpu_seconds:>8.1f} {stats.rss_bytes / 1e6:>7.1f}"
+            f"{row} {stats.leaders:>7} {stats.awake_replicas:>5} "
+            f"{stats.cpu_seconds:>8.1f} {stats.rss_bytes / 1e6:>7.1f}"
         )
-    return 1 if unreachable else 0
+    if secret is None:
+        print(
+            f"(leaders, CPU and memory per node: set {SECRET_FILE_ENV} to the cluster secret file)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _cluster_secret() -> bytes | None:
+    """The cluster secret, when ``RAFTLOG_CLUSTER_SECRET_FILE`` names it."""
+    named = os.environ.get(SECRET_FILE_ENV, "").strip()
+    if not named:
+        return None
+    try:
+        return read_secret_file(Path(named))
+    except SecretFileError as error:
+        raise CliError(str(error)) from None
 
 
 async def _tenant_create(args: argparse.Namespace) -> int:
@@ -375,7 +407,14 @@ def _serve(args: argparse.Namespace) -> int:
     from cluster import serve
 
     return serve.main(
-        ["--config", args.config, "--node-id", str(args.node_id), *(["--uvloop"] if args.uvloop else [])]
+        [
+            "--config",
+            args.config,
+            "--node-id",
+            str(args.node_id),
+            *(["--uvloop"] if args.uvloop else []),
+            *(["--bootstrap-key-file", args.bootstrap_key_file] if args.bootstrap_key_file else []),
+        ]
     )
 
 
@@ -410,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True)
     serve.add_argument("--node-id", type=int, required=True)
     serve.add_argument("--uvloop", action="store_true")
+    serve.add_argument("--bootstrap-key-file", help="the operator key a new cluster bootstraps with")
     serve.set_defaults(sync=_serve)
 
     cluster = commands.add_parser("cluster", help="local clusters").add_subparsers(
@@ -419,9 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", default="data")
     up.set_defaults(sync=_cluster_up)
 
-    commands.add_parser("status", help="every node's replicas, leaders and resources").set_defaults(
-        run=_status
-    )
+    commands.add_parser(
+        "status", help="every node's replicas, liveness (and with the secret: resources)"
+    ).set_defaults(run=_status)
 
     tenant = commands.add_parser("tenant", help="tenants (operator key)").add_subparsers(
         dest="action", required=True

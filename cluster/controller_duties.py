@@ -28,10 +28,15 @@ groups' internal topic (``__system/__consumer_offsets``). Each step looks
 at the applied state first, so a leader that takes over half-way finishes
 the job and a restarted cluster does nothing.
 
-The operator key is the one in ``RAFTLOG_BOOTSTRAP_API_KEY`` when it is set
-(``make run`` and test clusters choose it so they can hand it to users);
-otherwise the leader issues one and writes it to ``<data dir>/operator.key``
-(mode 0600) *before* proposing it, so a key that commits is never lost.
+The operator key is the one in the file ``raftlog serve --bootstrap-key-file``
+names, read once at start (``read_bootstrap_key_file``; ``make run`` and
+test clusters choose the key so they can hand it to users); otherwise the
+leader issues one and writes it to ``<data dir>/operator.key`` (mode 0600)
+*before* proposing it, so a key that commits is never lost.
+``RAFTLOG_BOOTSTRAP_API_KEY`` (the clear key in the environment) still
+works but is discouraged, and logged as such: a process's environment
+outlives its use (``/proc/<pid>/environ``, child processes, crash reports)
+and the key in it is an operator key for as long as it is not revoked.
 
 Invariants:
 
@@ -48,8 +53,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +88,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 BOOTSTRAP_API_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
+"""Discouraged (see the module docstring): use ``--bootstrap-key-file``."""
 RECHECK_S = 1.0
 CHANGE_TIMEOUT_S = 5.0
 REBALANCE_INTERVAL_S = 5.0
@@ -98,10 +105,35 @@ def operator_key_command(clear_key: str) -> CreateApiKey:
     parsed = parse_api_key(clear_key)
     if parsed is None:
         raise BadBootstrapKey(
-            f"{BOOTSTRAP_API_KEY_ENV} is not an API key (expected rlk_<16 hex>_<43 base64url characters>)"
+            "the bootstrap operator key is not an API key (expected rlk_<16 hex>_<43 base64url characters)"
         )
     key_id, secret = parsed
     return key_command(key_id, None, secret)
+
+
+def read_bootstrap_key_file(path: Path) -> str:
+    """The operator key in ``path`` (one line), checked: ``BadBootstrapKey``
+    for anything else, ``OSError`` when it cannot be read. The message never
+    shows the file's content."""
+    key = path.read_text(encoding="ascii", errors="replace").strip()
+    if parse_api_key(key) is None:
+        raise BadBootstrapKey(
+            f"{path}: not an API key (expected one line rlk_<16 hex>_<43 base64url characters>)"
+        )
+    return key
+
+
+def bootstrap_key_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The discouraged ``RAFTLOG_BOOTSTRAP_API_KEY``, with a warning when set."""
+    key = environ.get(BOOTSTRAP_API_KEY_ENV, "").strip()
+    if not key:
+        return None
+    log.warning(
+        "%s is set: the operator key stays in this process's environment; "
+        "pass it with --bootstrap-key-file instead",
+        BOOTSTRAP_API_KEY_ENV,
+    )
+    return key
 
 
 @dataclass

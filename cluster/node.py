@@ -13,6 +13,11 @@ serves the Raft transport, ``raftlog.v1`` (log, metadata, admin, groups),
 cluster join, NodeAdmin, health and reflection. It runs until ``stop()``
 (SIGTERM/SIGINT in ``cluster.serve``).
 
+Two doors guard that port: the internal door (cluster/internal/internal_door.py)
+admits calls to the internal services (transport, join, NodeAdmin) only
+with a node proof made from the cluster secret, and the front door
+(cluster/frontend/front_door.py) admits public calls by API key.
+
 Invariants:
 
 - ``started()`` resolves once this node has applied a metadata state with
@@ -21,6 +26,9 @@ Invariants:
   consumer offsets topic) and opened the replicas assigned to it in that
   state; gRPC health says SERVING from then on. Before that, calls may be
   refused (unknown key or topic) but are never answered wrongly.
+- A node never runs without the cluster secret (``ConfigError`` at
+  construction), and its outgoing internal calls (transport streams, join)
+  carry its proof.
 - Shutdown order: stop the background loops, stop accepting requests
   (grace period for calls in flight), close the transport, then the
   replicas, the writer and the store. A replica or writer failure stops
@@ -30,7 +38,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +45,7 @@ import grpc
 from grpc_health.v1 import health
 
 from cluster.controller import Assignment, Topic
-from cluster.controller_duties import BOOTSTRAP_API_KEY_ENV, ControllerDuties
+from cluster.controller_duties import ControllerDuties, bootstrap_key_from_env
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.frontend.admin_service import AdminService
 from cluster.frontend.auth import Authenticator
@@ -49,8 +56,11 @@ from cluster.frontend.log_service import LogService
 from cluster.frontend.metadata_service import MetadataService
 from cluster.groups.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
 from cluster.groups.service import GroupService
+from cluster.internal.cluster_secret import load_cluster_secret
+from cluster.internal.internal_door import InternalDoor, proof_rule
 from cluster.internal.join import JoinService, join_until_registered
 from cluster.internal.node_admin import NodeAdminService
+from cluster.internal.node_auth import NodeCredentials
 from cluster.leader_balance import hand_back_leadership
 from cluster.reconciler import Reconciler, wait_for
 from cluster.routing.leader_routing import LeaderRouting
@@ -93,19 +103,27 @@ class Node:
         dial: dict[int, str] | None = None,
         unsafe_ack_before_commit: bool = False,
         bootstrap_key: str | None = None,
+        cluster_secret: bytes | None = None,
     ) -> None:
         """``dial``: peers reached at another address than the configured
         one (failover drills put a fault-injecting proxy there).
         ``unsafe_ack_before_commit``: TEST ONLY, see ReplicaConfig.
         ``bootstrap_key``: the first operator key if this node bootstraps
-        the cluster (default: ``$RAFTLOG_BOOTSTRAP_API_KEY``)."""
+        the cluster (``raftlog serve --bootstrap-key-file``; default: the
+        discouraged ``$RAFTLOG_BOOTSTRAP_API_KEY``).
+        ``cluster_secret``: default: the file the cluster file or
+        ``$RAFTLOG_CLUSTER_SECRET_FILE`` names (cluster/internal/cluster_secret.py);
+        ``ConfigError`` when there is none."""
         cluster.validate()
         unknown = set(dial or {}) - {n.id for n in cluster.nodes}
         if unknown:
             raise ConfigError(f"--dial names nodes {sorted(unknown)} that are not in the cluster file")
         self._dial = dict(dial or {})
         self._unsafe_ack_before_commit = unsafe_ack_before_commit
-        self._bootstrap_key = bootstrap_key or os.environ.get(BOOTSTRAP_API_KEY_ENV) or None
+        self._bootstrap_key = bootstrap_key or bootstrap_key_from_env()
+        self._credentials = NodeCredentials(
+            cluster_secret if cluster_secret is not None else load_cluster_secret(cluster, node_id), node_id
+        )
         self.cluster = cluster
         self.spec = cluster.node(node_id)
         self.node_id = node_id
@@ -191,6 +209,7 @@ class Node:
                 on_peer_state=host.peer_changed,
                 on_leaders=routing.receive,
                 config=transport_config,
+                credentials=self._credentials,
             )
             self.transport = transport
             # Only the voters bootstrap group 0 (with the file's other nodes
@@ -207,9 +226,11 @@ class Node:
             self.controller = controller
             auth = self._auth = Authenticator(controller)
             # Every public raftlog.v1 call passes the front door; the
-            # internal services below (transport, join, NodeAdmin) do not.
+            # internal services below (transport, join, NodeAdmin) pass the
+            # internal door instead (a node proof), which must come first.
             door = FrontDoor(auth.caller, self._address_of)
-            server = grpc.aio.server(options=list(options.items()), interceptors=[door])
+            internal_door = InternalDoor(proof_rule(self._credentials.checker()))
+            server = grpc.aio.server(options=list(options.items()), interceptors=[internal_door, door])
             forwarder = Forwarder()
 
             # Every partition's leader, hosted here or not (cluster/routing/).
@@ -262,7 +283,9 @@ class Node:
                 asyncio.create_task(self._become_ready(duties, reconciler, health), name="raftlog-ready"),
             ]
             if self.node_id not in voters:
-                joining = join_until_registered(controller, self._join_request(), static_peers.values())
+                joining = join_until_registered(
+                    controller, self._join_request(), static_peers.values(), self._credentials
+                )
                 loops.append(asyncio.create_task(joining, name="raftlog-join"))
             stop = asyncio.create_task(self._stop.wait())
             try:

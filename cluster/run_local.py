@@ -7,8 +7,12 @@ and a starter topic ``demo`` of 3 partitions, replication 3) and
     RAFTLOG_BOOTSTRAP=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
     RAFTLOG_API_KEY=rlk_...        # the operator key the cluster bootstraps with
 
-so ``. data/cluster.env`` sets up the ``raftlog`` CLI. Later runs reuse both
-and the data. Node logs go to ``data/nodeN.log``.
+so ``. data/cluster.env`` sets up the ``raftlog`` CLI, and
+``data/cluster.secret`` (mode 0600): the cluster secret every node proves
+itself with on the internal surfaces (cluster/internal/node_auth.py). The
+nodes get the operator key in ``data/bootstrap.key`` (0600,
+``--bootstrap-key-file``), never in their environment. Later runs reuse
+all of them and the data. Node logs go to ``data/nodeN.log``.
 
 Stopping (invariants):
 
@@ -48,6 +52,7 @@ from cluster.private_file import write_private
 from cluster.static_config import ConfigError, NodeSpec, load_cluster
 from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
 from partitions.owner_only import make_owner_only_dir, restrict_umask
+from raftlog.internal.node_proof import ensure_secret_file
 
 ENV_FILE = "cluster.env"
 
@@ -60,6 +65,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULT_CLUSTER = """\
 # A local 3-node raftlog cluster (see cluster/static_config.py).
 cluster_id = "local"
+cluster_secret_file = "cluster.secret"
 
 [[nodes]]
 id = 1
@@ -107,10 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bootstrap = ",".join(n.address for n in cluster_spec.nodes)
     api_key = _operator_key(root / ENV_FILE, bootstrap)
+    # A cluster file from before the secret existed names none: the
+    # default place, handed to the nodes by the harness.
+    secret_file = cluster_spec.cluster_secret_file or root / "cluster.secret"
+    ensure_secret_file(secret_file)
     if stop.requested():
         return 0  # nothing started yet
     cluster = LocalCluster.from_config(
-        root, config_path, {n.id: n.address for n in cluster_spec.nodes}, api_key=api_key, own_sessions=True
+        root,
+        config_path,
+        {n.id: n.address for n in cluster_spec.nodes},
+        api_key=api_key,
+        own_sessions=True,
+        secret_file=secret_file,
     )
     try:
         try:

@@ -1,7 +1,11 @@
 """``python -m cluster.serve --config cluster.toml --node-id N``: run one node.
 
 Prints ``raftlog node N ready on ADDRESS`` (flushed) once it serves, so
-scripts and tests can wait for it. SIGTERM and SIGINT stop it cleanly; exit
+scripts and tests can wait for it. The node needs the cluster secret (the
+cluster file's ``cluster_secret_file`` or ``RAFTLOG_CLUSTER_SECRET_FILE``,
+cluster/internal/cluster_secret.py) and refuses to start without it.
+``--bootstrap-key-file`` names the operator key a new cluster bootstraps
+with; it is read once, at start, and never enters the environment. SIGTERM and SIGINT stop it cleanly; exit
 status 0 after a clean stop, 2 for a bad configuration, 1 for a failure.
 
 Signals (invariants): from the start of ``main()`` (before the node's own
@@ -166,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         help="reach peer NODE at HOST:PORT instead of its configured address (a proxy; repeatable)",
     )
     parser.add_argument(
+        "--bootstrap-key-file",
+        type=Path,
+        metavar="PATH",
+        help="the operator key a new cluster is bootstrapped with (one line; read once at start)",
+    )
+    parser.add_argument(
         "--unsafe-ack-before-commit",
         action="store_true",
         help="TEST ONLY: answer produce before it commits (loses data on failover; drills' negative control)",
@@ -178,16 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     restrict_umask()
     # The node's imports (gRPC, the server) take a good part of a second: a
     # Ctrl-C then must find the handler already installed.
+    from cluster.controller_duties import BadBootstrapKey, read_bootstrap_key_file
     from cluster.node import Node
 
     try:
+        bootstrap_key = None
+        if args.bootstrap_key_file is not None:
+            try:
+                bootstrap_key = read_bootstrap_key_file(args.bootstrap_key_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"--bootstrap-key-file {args.bootstrap_key_file}: {exc.strerror or exc}"
+                ) from None
         node = Node(
             load_cluster(args.config),
             args.node_id,
             dial=parse_dial(args.dial),
             unsafe_ack_before_commit=args.unsafe_ack_before_commit,
+            bootstrap_key=bootstrap_key,
         )
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, BadBootstrapKey, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

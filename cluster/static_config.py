@@ -2,6 +2,8 @@
 starts with, in one TOML file every node is started from (``--node-id``)::
 
     cluster_id = "local"
+    cluster_secret_file = "cluster.secret"  # the secret every node is given
+                                    # (relative to this file; see below)
     controller_nodes = [1, 2, 3]    # optional: metadata controller voters
                                     # (default: the first three nodes)
 
@@ -30,6 +32,12 @@ The file is where a cluster starts, not what it is: the metadata controller
 it first meets them, and from then on its log is the truth (topics made
 with the admin API live only there). Raft group ids come from the
 controller, never from the file.
+
+The cluster secret admits a node to the internal surfaces (Raft transport,
+cluster join, NodeAdmin; cluster/internal/node_auth.py): 64 hex characters
+(``openssl rand -hex 32``) in an owner-only file that every node is given.
+``RAFTLOG_CLUSTER_SECRET_FILE`` (a path) overrides ``cluster_secret_file``;
+a node with neither refuses to start (cluster/internal/cluster_secret.py).
 
 Invariants (``validate``): node ids are positive and unique, addresses
 unique, every replica and controller node names a known node, topic names
@@ -105,6 +113,9 @@ class StaticCluster:
     node_dead_after_ms: int = 10_000
     """How long the controller leader hears nothing from a node before it
     marks it dead and moves its replicas elsewhere."""
+    cluster_secret_file: Path | None = None
+    """The file holding the cluster secret (resolved against the cluster
+    file's folder); None: only ``RAFTLOG_CLUSTER_SECRET_FILE`` can name it."""
     controller_nodes: tuple[int, ...] = ()
     """The voters of the metadata controller (group 0); empty: the first
     three nodes of the file. Every other node follows it as a learner."""
@@ -177,6 +188,14 @@ def _int_or_none(value: Any, what: str) -> int | None:
     return value
 
 
+def _path_or_none(value: Any, base_dir: Path) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"cluster_secret_file must be a non-empty path, got {value!r}")
+    return base_dir / value
+
+
 def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
     """Build and validate a ``StaticCluster`` from a parsed TOML document;
     relative data_dirs are resolved against ``base_dir``."""
@@ -221,6 +240,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
             offsets_partitions=int(doc.get("offsets_partitions", 3)),
+            cluster_secret_file=_path_or_none(doc.get("cluster_secret_file"), base_dir),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

@@ -8,6 +8,16 @@ each node's ready line, and can SIGKILL, SIGSTOP/SIGCONT, stop and restart
 nodes. Node output goes to ``<root>/nodeN.log``. It only runs processes: it
 imports nothing of the server.
 
+Secrets (invariants): the cluster secret is a file (``secret_file``, default
+``<root>/cluster.secret``, created 0600 on first use, never overwritten),
+named to the nodes by ``RAFTLOG_CLUSTER_SECRET_FILE``; the bootstrap
+operator key goes to the nodes in a file (``<root>/bootstrap.key``, 0600,
+``--bootstrap-key-file``). Neither value is ever in a node's environment or
+command line (``RAFTLOG_BOOTSTRAP_API_KEY`` is removed from the environment
+the nodes inherit). Tools reach the internal NodeAdmin service with a fresh
+node proof for every call (``node_admin_metadata``, the format in
+proto/raftlog/internal/node_proof.py).
+
 Stopping: ``stop_all`` sends every node SIGTERM at once and waits for them
 within one grace period; a node still running after it gets SIGKILL (the
 caller can be told first). With ``own_sessions`` (``from_config``) each node
@@ -31,6 +41,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from raftlog.internal.node_proof import (
+    NODE_ADMIN_STATS,
+    ensure_secret_file,
+    proof_metadata,
+    read_secret_file,
+)
+
 
 def free_ports(count: int) -> list[int]:
     """Ports the OS just handed out (bound and released together, so they
@@ -47,8 +64,29 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-BOOTSTRAP_API_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
-"""The operator key a node stores (hashed) when it bootstraps a new cluster."""
+SECRET_FILE_ENV = "RAFTLOG_CLUSTER_SECRET_FILE"
+"""Names the cluster secret file to a node (cluster/internal/cluster_secret.py)."""
+DISCOURAGED_KEY_ENV = "RAFTLOG_BOOTSTRAP_API_KEY"
+"""The old way to hand a node its bootstrap key; never passed on to nodes."""
+TOOL_NODE_ID = 0
+"""The node id in the proofs of tools (they are not nodes)."""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Make ``path`` hold ``text``, mode 0600 from its creation (like the
+    server's cluster/private_file.py, which the harness may not import).
+    Replaced atomically, and only when it differs: a node started a moment
+    ago may be reading it."""
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    scratch = path.with_name(path.name + ".new")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(scratch, path)
 
 
 def new_operator_key() -> str:
@@ -87,6 +125,7 @@ class LocalCluster:
         self._setup(root, root.resolve() / "cluster.toml", addresses, node_args)
         lines = [
             f'cluster_id = "test-{ports[0]}"',
+            f'cluster_secret_file = "{self.secret_file.name}"',
             f"retention_check_ms = {retention_check_ms}",
             f"leader_balance_ms = {leader_balance_ms}",
             f"node_dead_after_ms = {node_dead_after_ms}",
@@ -128,13 +167,15 @@ class LocalCluster:
         node_args: Sequence[str] = (),
         api_key: str | None = None,
         own_sessions: bool = False,
+        secret_file: Path | None = None,
     ) -> LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
         to address, as in the file) instead of generating one.
         ``own_sessions``: start each node in a new session (see the module
-        docstring)."""
+        docstring). ``secret_file``: the cluster secret (default
+        ``<root>/cluster.secret``; created when missing)."""
         self = cls.__new__(cls)
-        self._setup(root, config_path.resolve(), addresses, node_args, api_key)
+        self._setup(root, config_path.resolve(), addresses, node_args, api_key, secret_file)
         self.own_sessions = own_sessions
         return self
 
@@ -145,8 +186,14 @@ class LocalCluster:
         addresses: dict[int, str],
         node_args: Sequence[str],
         api_key: str | None = None,
+        secret_file: Path | None = None,
     ) -> None:
         self.root = root.resolve()  # node processes run with the root as cwd
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.secret_file = (secret_file or self.root / "cluster.secret").resolve()
+        """The cluster secret every node is given (created on first use)."""
+        ensure_secret_file(self.secret_file)
+        self._secret: bytes | None = None
         self.api_key = api_key or new_operator_key()
         """The operator key: given to the nodes, which store its hash when
         they bootstrap the cluster (a later start keeps the stored one)."""
@@ -159,6 +206,17 @@ class LocalCluster:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.config_path = config_path
         self.own_sessions = False
+
+    def internal_metadata(self, method: str) -> tuple[tuple[str, str]]:
+        """Call metadata with a fresh node proof for one call of ``method``
+        (a full gRPC path) on an internal service; make one per call."""
+        if self._secret is None:
+            self._secret = read_secret_file(self.secret_file)
+        return proof_metadata(self._secret, TOOL_NODE_ID, method)
+
+    def node_admin_metadata(self) -> tuple[tuple[str, str]]:
+        """``internal_metadata`` for ``NodeAdmin.Stats``."""
+        return self.internal_metadata(NODE_ADMIN_STATS)
 
     def exited(self) -> dict[int, int]:
         """Nodes whose process ended on its own, with their exit status."""
@@ -176,8 +234,14 @@ class LocalCluster:
 
     def _launch(self, node: int) -> None:
         assert node not in self.processes, f"node {node} is already running"
+        env = {k: v for k, v in os.environ.items() if k != DISCOURAGED_KEY_ENV}
+        env.update({"PYTHONUNBUFFERED": "1", SECRET_FILE_ENV: str(self.secret_file)})
+        key_args: list[str] = []
+        if self.api_key:
+            key_file = self.root / "bootstrap.key"
+            _write_private(key_file, self.api_key + "\n")
+            key_args = ["--bootstrap-key-file", str(key_file)]
         log = open(self.root / f"node{node}.log", "ab")  # noqa: SIM115 (owned by the process)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", BOOTSTRAP_API_KEY_ENV: self.api_key}
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -187,6 +251,7 @@ class LocalCluster:
                 str(self.config_path),
                 "--node-id",
                 str(node),
+                *key_args,
                 *self.node_args,
                 *self.node_extra_args.get(node, ()),
             ],

@@ -7,6 +7,12 @@ Kubernetes probe or a load balancer sees a node only once it can take
 requests. Reflection lets ``grpcurl`` and similar tools discover the API
 without the .proto files. Both stay unauthenticated: the front door
 (front_door.py) lets them through untouched.
+
+Invariant: both name only the public services (and themselves). The
+internal ones (Raft transport, cluster join, NodeAdmin) are for nodes that
+hold the cluster secret (cluster/internal/internal_door.py): neither
+listed by reflection nor reported by health, so an unauthenticated caller
+is not told they are there.
 """
 
 from __future__ import annotations
@@ -16,13 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cluster.frontend.front_door import PUBLIC_SERVICES
-from raftlog.internal.v1 import node_admin_pb2
 
-DISCOVERABLE_SERVICES = (
-    *sorted(PUBLIC_SERVICES),
-    # Internal, but operators' tools read its stats with grpcurl.
-    node_admin_pb2.DESCRIPTOR.services_by_name["NodeAdmin"].full_name,
-)
+DISCOVERABLE_SERVICES = tuple(sorted(PUBLIC_SERVICES))
 
 
 def enable_health_and_reflection(server: grpc.aio.Server) -> health.aio.HealthServicer:

@@ -11,10 +11,20 @@ controller leader has registered it (``RegisterNode``). The leader's duties
 as a learner, so the node learns the whole metadata, and rebalance moves a
 share of the replicas onto it.
 
+Who may ask: only a node that holds the cluster secret. The internal door
+(cluster/internal/internal_door.py) refuses a ``Join`` without a valid node
+proof before this code runs, and the proof must name the node id the
+request asks to register (cluster/internal/node_auth.py says how one-time
+join tokens would replace handing out the secret).
+
 Invariants:
 
-- Only the controller leader proposes a registration, and only when the
-  caller's ``cluster_id`` is the cluster's. A node id already registered at
+- Only the controller leader proposes a registration, and only for a caller
+  whose proof names the requested node id and whose ``cluster_id`` is the
+  cluster's.
+- A refusal names no cluster id and no address of any node (the leader's
+  address in a ``NOT_LEADER`` redirect goes only to a caller that proved it
+  holds the secret); the details go to this node's log. A node id already registered at
   another address or zone is refused (``NODE_ID_IN_USE``): that id may
   still count in its groups' quorums with the data of the node that had it,
   and a new node with an empty disk must never vote in its place.
@@ -33,6 +43,7 @@ import grpc
 from cluster.controller import RegisterNode, Rejected, encode_command
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.grpc_errors import ServiceError, abort, error_info
+from cluster.internal.node_auth import NodeCredentials, claimed_node
 from partitions.replica_errors import ReplicaError
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc
 from raftlog.v1.reasons import Reason
@@ -43,6 +54,7 @@ C = grpc.StatusCode
 RETRY_S = 1.0
 REFUSED_RETRY_S = 30.0
 CALL_TIMEOUT_S = 5.0
+JOIN_METHOD = "/raftlog.internal.v1.ClusterJoin/Join"
 
 
 class JoinService(join_pb2_grpc.ClusterJoinServicer):
@@ -55,6 +67,12 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
         self, request: join_pb2.JoinRequest, context: grpc.aio.ServicerContext
     ) -> join_pb2.JoinResponse:
         try:
+            if claimed_node(context.invocation_metadata()) != request.node_id:
+                raise ServiceError(
+                    C.PERMISSION_DENIED,
+                    Reason.CLUSTER_MISMATCH,
+                    "a node may ask to register only its own node id",
+                )
             await self._register(request)
         except ServiceError as error:
             await abort(context, error)
@@ -62,11 +80,16 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
 
     async def _register(self, request: join_pb2.JoinRequest) -> None:
         if request.cluster_id != self._cluster_id:
+            log.warning(
+                "join: node %d asked with cluster id %r; this is %r",
+                request.node_id,
+                request.cluster_id,
+                self._cluster_id,
+            )
             raise ServiceError(
                 C.FAILED_PRECONDITION,
                 Reason.CLUSTER_MISMATCH,
-                f"this is cluster {self._cluster_id!r}, not {request.cluster_id!r}: "
-                "start the node with this cluster's file",
+                "the node was started with another cluster's file: start it with this cluster's file",
             )
         controller = self._controller
         if not controller.is_leader:
@@ -80,10 +103,17 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
             return
         known = controller.state.node(request.node_id)
         if known is not None:
+            log.warning(
+                "join: node id %d asked for %s but is registered at %s (zone %r)",
+                request.node_id,
+                request.address,
+                known.address,
+                known.zone,
+            )
             raise ServiceError(
                 C.ALREADY_EXISTS,
                 Reason.NODE_ID_IN_USE,
-                f"node id {request.node_id} is registered at {known.address} (zone {known.zone!r}); "
+                f"node id {request.node_id} is registered at another address or zone; "
                 "give the new node an id no node has had",
             )
         command = RegisterNode(request.node_id, request.address, request.zone, controller_eligible=False)
@@ -102,10 +132,12 @@ async def join_until_registered(
     controller: ControllerReplica,
     request: join_pb2.JoinRequest,
     seeds: Iterable[str],
+    credentials: NodeCredentials,
 ) -> None:
     """Ask ``seeds`` (and the leaders they name) to register this node until
-    the metadata it follows lists it as asked. A refusal that retrying
-    cannot fix (wrong cluster, id in use, invalid address) is logged and
+    the metadata it follows lists it as asked; every ask carries a fresh
+    proof from ``credentials``. A refusal that retrying cannot fix (no
+    valid proof, wrong cluster, id in use, invalid address) is logged and
     asked again only every ``REFUSED_RETRY_S``: the operator fixes the
     file and restarts the node."""
     seeds = list(seeds)
@@ -118,7 +150,7 @@ async def join_until_registered(
             if address in asked:
                 continue
             asked.add(address)
-            leader, refusal = await _ask(address, request)
+            leader, refusal = await _ask(address, request, credentials)
             refused |= refusal
             if leader:
                 addresses.insert(0, leader)
@@ -131,12 +163,14 @@ def _registered_as_asked(controller: ControllerReplica, request: join_pb2.JoinRe
     return known is not None and (known.address, known.zone) == (request.address, request.zone)
 
 
-async def _ask(address: str, request: join_pb2.JoinRequest) -> tuple[str, bool]:
+async def _ask(address: str, request: join_pb2.JoinRequest, credentials: NodeCredentials) -> tuple[str, bool]:
     """One ``Join`` call: the leader address a non-leader named, and whether
     the cluster refused the node (logged)."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            await join_pb2_grpc.ClusterJoinStub(channel).Join(request, timeout=CALL_TIMEOUT_S)
+            await join_pb2_grpc.ClusterJoinStub(channel).Join(
+                request, timeout=CALL_TIMEOUT_S, metadata=credentials.metadata(JOIN_METHOD)
+            )
             return "", False
         except grpc.aio.AioRpcError as error:
             info = error_info(error)
@@ -145,5 +179,12 @@ async def _ask(address: str, request: join_pb2.JoinRequest) -> tuple[str, bool]:
             if error.code() in (C.UNAVAILABLE, C.DEADLINE_EXCEEDED):
                 log.info("join: %s did not answer (%s)", address, error.code().name)
                 return "", False
-            log.error("join refused by %s: %s", address, error.details())
+            if error.code() == C.UNAUTHENTICATED:
+                log.error(
+                    "join refused by %s: it does not accept this node's proof "
+                    "(is this node given the cluster's secret file, and is its clock right?)",
+                    address,
+                )
+            else:
+                log.error("join refused by %s: %s", address, error.details())
             return "", True

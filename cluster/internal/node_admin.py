@@ -1,7 +1,13 @@
-"""``raftlog.internal.v1.NodeAdmin``: what a node is doing, for operators,
+"""``raftlog.internal.v1.NodeAdmin``: what a node is doing, for drills,
 tests and benchmarks (CPU, memory, group-commit and transport counters, the
 state of each replica). Read-only; computing it never awaits, so the answer
-is one consistent moment of the event loop."""
+is one consistent moment of the event loop.
+
+Internal: it tells every tenant's partitions, leaders and terms, so only a
+caller with a node proof reaches it (the internal door,
+cluster/internal/internal_door.py; tools make proofs from the cluster secret
+file, ``harness.local_cluster.LocalCluster.node_admin_metadata``), and
+reflection does not advertise it (cluster/frontend/grpc_health.py)."""
 
 from __future__ import annotations
 

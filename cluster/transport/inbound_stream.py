@@ -1,7 +1,10 @@
 """The receiving end of one Raft transport stream, and who may open one.
 
-``admit`` decides from a stream's metadata (transport.proto) whether a
-stream is accepted, before a single batch is read. ``InboundStream`` serves
+Who may open one at all is the internal door's decision
+(cluster/internal/internal_door.py: a valid node proof, checked before this
+code runs). ``admit`` then decides from the stream's metadata
+(transport.proto) whether it is for this node and from a peer, before a
+single batch is read. ``InboundStream`` serves
 an accepted stream inside the gRPC server's handler: it reads batches, hands
 each to the transport, and acknowledges them from an ack-writer task it
 owns.
@@ -18,6 +21,10 @@ Invariants:
   ack is a stream write as costly as a batch: one per batch took 7% of a
   node's CPU under load (py-spy, 16 partitions). The sender's in-flight
   window (16 MiB) and stale-stream timeout (1.5 s) leave room for both.
+- A refusal says nothing about this node or its cluster: no cluster id, no
+  node id, no address (the receiving node logs the details).
+- A stream whose proof names a node (``raftlog-node-proof``) must come from
+  that node: a node speaks only as itself.
 - A revoked stream (superseded by a newer stream from the same node, its
   node removed from the peers, the transport closing) hands over no further
   batch and ends with UNAVAILABLE and the reason.
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 import grpc
 
 from cluster.transport.peer_link import METADATA_CLUSTER, METADATA_FROM, METADATA_TO
+from raftlog.internal.node_proof import PROOF_METADATA_KEY, parse_proof
 from raftlog.internal.v1 import transport_pb2
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,9 @@ class Refusal:
 
     code: grpc.StatusCode
     details: str
+    """What the caller is told: nothing about this node or its cluster."""
+    why: str = ""
+    """What this node logs."""
 
 
 def _node_id(text: str | bytes | None) -> int | None:
@@ -71,25 +82,38 @@ def admit(
         return Refusal(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"a Raft stream needs metadata {METADATA_CLUSTER}, {METADATA_FROM} and {METADATA_TO}",
+            "metadata missing",
         )
     sender, receiver = _node_id(from_text), _node_id(to_text)
     if sender is None or receiver is None:
         return Refusal(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"node ids must be positive integers: {METADATA_FROM}={from_text!r} {METADATA_TO}={to_text!r}",
+            "node ids must be positive integers",
+            f"bad node ids {METADATA_FROM}={from_text!r} {METADATA_TO}={to_text!r}",
         )
     if cluster != cluster_id:
         return Refusal(
             grpc.StatusCode.FAILED_PRECONDITION,
-            f"cluster id mismatch: the stream is for cluster {cluster!r}, "
-            f"node {node_id} belongs to cluster {cluster_id!r}",
+            "not a stream for this cluster",
+            f"the stream is for cluster {cluster!r}, this node belongs to {cluster_id!r}",
         )
     if receiver != node_id:
         return Refusal(
-            grpc.StatusCode.FAILED_PRECONDITION, f"the stream is for node {receiver}, this is node {node_id}"
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "not a stream for this node",
+            f"the stream is for node {receiver}, this is node {node_id}",
+        )
+    proof = parse_proof(metadata.get(PROOF_METADATA_KEY))
+    if proof is not None and proof.node_id != sender:
+        return Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "the stream's proof names another node",
+            f"node {proof.node_id}'s proof on a stream from node {sender}",
         )
     if not is_peer(sender):
-        return Refusal(grpc.StatusCode.PERMISSION_DENIED, f"node {sender} is not a peer of node {node_id}")
+        return Refusal(
+            grpc.StatusCode.PERMISSION_DENIED, "not a peer of this node", f"node {sender} is not a peer"
+        )
     return sender
 
 

@@ -25,9 +25,11 @@ Invariants:
   everything queued by then (up to ``max_batch_bytes`` and
   ``max_batch_messages``). While a write is in progress, new messages
   accumulate into the next batch.
-- Each stream starts with an empty hello batch; queued messages are written
-  only after its ack, so a refused stream (wrong cluster, unknown node)
-  consumes nothing from the queue. When nothing was written for
+- Each stream opens with a fresh node proof in its metadata (``credentials``,
+  cluster/internal/node_auth.py: the receiver's internal door checks it
+  once, when the stream opens) and starts with an empty hello batch; queued
+  messages are written only after its ack, so a refused stream (no valid
+  proof, wrong cluster, unknown node) consumes nothing from the queue. When nothing was written for
   ``ping_interval`` an empty batch (a ping) goes out, and its ack tells the
   transport the peer is alive.
 - A stream ends on any error, on EOF, when its oldest unacked batch is older
@@ -53,6 +55,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
@@ -74,12 +77,19 @@ _BATCH_OVERHEAD = 32
 # Status codes that mean "misconfigured", not "unreachable": worth an error.
 _REFUSALS = frozenset(
     {
+        grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+
+
+class Credentials(Protocol):
+    """What proves this node to the peer (``node_auth.NodeCredentials``)."""
+
+    def metadata(self, method: str) -> tuple[tuple[str, str], ...]: ...
 
 
 class _StreamEnded(Exception):
@@ -125,7 +135,10 @@ class PeerLink:
         heard: Callable[[], None],
         rng: random.Random | None = None,
         lost: Callable[[], None] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: the proof each stream opens with (None: none,
+        for a transport tested without the internal door)."""
         self.peer = peer
         self.address = address
         self._route = f"{node_id}->{peer}"  # in task names
@@ -139,6 +152,7 @@ class PeerLink:
             (METADATA_FROM, str(node_id)),
             (METADATA_TO, str(peer)),
         )
+        self._credentials = credentials
         self._channel_options = channel_options(config)
         self._queue: deque[bytes] = deque()  # serialized GroupMessages
         self._queued_bytes = 0
@@ -358,7 +372,11 @@ class PeerLink:
                 request_serializer=None,  # batches are framed by raft_wire.encode_batch
                 response_deserializer=transport_pb2.TransportAck.FromString,
             )
-            call = open_stream(metadata=self._metadata)
+            metadata: tuple[tuple[str, str], ...] = self._metadata
+            if self._credentials is not None:
+                # Fresh for every stream: a receiver accepts a proof once.
+                metadata += self._credentials.metadata(STREAM_METHOD)
+            call = open_stream(metadata=metadata)
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._write_loop(call), name=f"raft-writer-{self._route}")

@@ -37,9 +37,13 @@ Invariants:
   for ``peer_timeout``; each transition is reported once through
   ``on_peer_state`` (this is what wakes hibernated groups). A peer removed
   by ``set_peers`` while up is reported down.
-- Streams are admitted by their metadata (transport.proto): another cluster
-  id, a stream meant for another node id, or a sender that is not a peer is
-  refused with a gRPC status before any batch is read, and counted.
+- Who may open a stream is decided by the internal door before this code
+  runs (a valid node proof, cluster/internal/internal_door.py); outbound
+  streams carry this node's proof (``credentials``). Streams are then
+  admitted by their metadata (transport.proto): another cluster id, a stream
+  meant for another node id, a proof naming another node, or a sender that
+  is not a peer is refused with a gRPC status that names neither cluster
+  nor node, before any batch is read, and counted.
 - Tasks: the monitor task and one task per link, created by ``start()``
   (and ``set_peers``), all cancelled and awaited by ``close()``; inbound
   streams run in the gRPC server's handler tasks, each with one ack-writer
@@ -57,7 +61,7 @@ from dataclasses import asdict
 import grpc
 
 from cluster.transport.inbound_stream import InboundStream, Refusal, admit
-from cluster.transport.peer_link import PeerLink
+from cluster.transport.peer_link import Credentials, PeerLink
 from cluster.transport.raft_wire import (
     InboundMessage,
     WireError,
@@ -127,7 +131,10 @@ class RaftTransport:
         on_peer_state: PeerStateFn | None = None,
         on_leaders: LeadersFn | None = None,
         config: TransportConfig = TransportConfig(),  # noqa: B008 - frozen, shared safely
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: the node proof outbound streams open with (a node
+        always has them; None only for a transport tested without a door)."""
         if node_id <= 0:
             raise ValueError(f"node id must be positive, not {node_id}")
         config.validate()
@@ -136,6 +143,7 @@ class RaftTransport:
         self._deliver = deliver
         self._on_peer_state = on_peer_state
         self._on_leaders = on_leaders
+        self._credentials = credentials
         self._leaders = b""  # the latest announcement, for peers added later
         self._rng = random.Random()
         self._peers: dict[int, _Peer] = {}
@@ -188,7 +196,7 @@ class RaftTransport:
             peer = self._peers.pop(node)
             self._retired.add(peer.counters)
             if peer.inbound is not None:
-                peer.inbound.revoke(f"node {node} is no longer a peer of node {self.node_id}")
+                peer.inbound.revoke("the sender is no longer a peer")
             if self._started and not self._closed:
                 task = asyncio.create_task(peer.link.close(), name=f"raft-link-close-{self.node_id}->{node}")
                 self._retiring.add(task)
@@ -210,6 +218,7 @@ class RaftTransport:
                 self._ack_heard(node),
                 self._rng,
                 lost=self._stream_lost(node),
+                credentials=self._credentials,
             )
             self._peers[node] = _Peer(node, link, counters)
             if self._leaders:
@@ -291,9 +300,7 @@ class RaftTransport:
 
     async def _serve_stream(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         if self._closed:
-            admitted: int | Refusal = Refusal(
-                grpc.StatusCode.UNAVAILABLE, f"node {self.node_id}: Raft transport closed"
-            )
+            admitted: int | Refusal = Refusal(grpc.StatusCode.UNAVAILABLE, "Raft transport closed", "closed")
         else:
             metadata = dict(context.invocation_metadata() or ())
             admitted = admit(
@@ -304,14 +311,14 @@ class RaftTransport:
             )
         if isinstance(admitted, Refusal):
             self._rejected_streams += 1
-            log.warning("refused a Raft stream from %s: %s", context.peer(), admitted.details)
+            log.warning("refused a Raft stream from %s: %s", context.peer(), admitted.why or admitted.details)
             await context.abort(admitted.code, admitted.details)
             return
         node = admitted
         peer = self._peers[node]
         stream = InboundStream(node, context, route=f"{self.node_id}<-{node}")
         if peer.inbound is not None:
-            peer.inbound.revoke(f"superseded by a newer stream from node {node}")
+            peer.inbound.revoke("superseded by a newer stream from the same node")
         peer.inbound = stream
         self._inbound.add(stream)
 
@@ -385,7 +392,7 @@ class RaftTransport:
             await asyncio.wait(set(self._retiring))
         streams = list(self._inbound)
         for stream in streams:
-            await stream.abort(f"node {self.node_id}: Raft transport closing")
+            await stream.abort("Raft transport closing")
         try:
             async with asyncio.timeout(_INBOUND_CLOSE_WAIT):
                 for stream in streams:
