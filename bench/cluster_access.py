@@ -59,6 +59,7 @@ class NodeAdmin:
 
     def __init__(self, cluster: LocalCluster) -> None:
         self._pool = ChannelPool(**credentials(cluster))
+        self._cluster = cluster  # makes the node proof NodeAdmin needs for each call
         self.addresses = dict(cluster.addresses)
 
     def _stub(self, node: int) -> node_admin_pb2_grpc.NodeAdminStub:
@@ -73,7 +74,12 @@ class NodeAdmin:
         """Stats of ``nodes`` (default: all)."""
         wanted = list(self.addresses) if nodes is None else list(nodes)
         request = node_admin_pb2.StatsRequest(summary_only=summary_only)
-        answers = await asyncio.gather(*(self._stub(n).Stats(request, timeout=10) for n in wanted))
+        answers = await asyncio.gather(
+            *(
+                self._stub(n).Stats(request, timeout=10, metadata=self._cluster.node_admin_metadata())
+                for n in wanted
+            )
+        )
         return dict(zip(wanted, answers, strict=True))
 
     async def election_timeouts(self) -> int:

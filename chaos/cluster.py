@@ -315,7 +315,7 @@ class ChaosCluster:
                 response: node_admin_pb2.NodeStats = await self._admin(node).Stats(
                     node_admin_pb2.StatsRequest(),
                     timeout=timeout_s,
-                    metadata=(("authorization", f"Bearer {self.api_key}"),),
+                    metadata=self.local.node_admin_metadata(),
                 )
                 return response
             except grpc.aio.AioRpcError:

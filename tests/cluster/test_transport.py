@@ -33,6 +33,7 @@ from cluster.transport.raft_transport import (
 from cluster.transport.raft_wire import decode_batch, encode_batch, encode_group_message
 from cluster.transport.transport_config import PeerCounters
 from raft.types import Entry, Message, MessageType
+from raftlog.internal.node_proof import PROOF_METADATA_KEY, make_proof
 from raftlog.internal.v1 import transport_pb2, transport_pb2_grpc
 
 FAST = TransportConfig(
@@ -490,12 +491,22 @@ async def test_nodes_of_different_clusters_refuse_each_other() -> None:
         (
             {METADATA_CLUSTER: "other", METADATA_FROM: "2", METADATA_TO: "1"},
             "FAILED_PRECONDITION",
-            "cluster id mismatch",
+            "not a stream for this cluster",
         ),
         (
             {METADATA_CLUSTER: "test", METADATA_FROM: "2", METADATA_TO: "5"},
             "FAILED_PRECONDITION",
-            "for node 5",
+            "not a stream for this node",
+        ),
+        (
+            {
+                METADATA_CLUSTER: "test",
+                METADATA_FROM: "2",
+                METADATA_TO: "1",
+                PROOF_METADATA_KEY: make_proof(b"s" * 32, 3, STREAM_METHOD),
+            },
+            "PERMISSION_DENIED",
+            "names another node",
         ),
         ({METADATA_CLUSTER: "test", METADATA_FROM: "9", METADATA_TO: "1"}, "PERMISSION_DENIED", "not a peer"),
         (
@@ -516,6 +527,8 @@ async def test_streams_are_refused_with_a_clear_status(
                 await call.read()
     assert error.value.code().name == code
     assert details in (error.value.details() or "")
+    # A refusal tells nothing about the node: not its cluster id, not its node id.
+    assert "test" not in (error.value.details() or "") and "1" not in (error.value.details() or "")
     assert lone_node.t.stats().rejected_streams == 1
 
 

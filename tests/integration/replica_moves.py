@@ -41,7 +41,7 @@ async def raft_members(cluster: LocalCluster) -> dict[int, tuple[tuple[int, ...]
     for node in list(cluster.processes):
         async with grpc.aio.insecure_channel(cluster.addresses[node]) as channel:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(), timeout=5
+                node_admin_pb2.StatsRequest(), timeout=5, metadata=cluster.node_admin_metadata()
             )
         for r in stats.partitions:
             if r.role == "LEADER":

@@ -178,7 +178,7 @@ async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalClu
     for address in cluster.addresses.values():
         async with authorized_channel(address, cluster.api_key) as channel:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(), timeout=5
+                node_admin_pb2.StatsRequest(), timeout=5, metadata=cluster.node_admin_metadata()
             )
         # Topic t (group 1) and the 3 partitions of the groups' offsets topic.
         assert stats.replicas == 4 and sorted(r.group for r in stats.partitions) == [1, 2, 3, 4]

@@ -40,7 +40,7 @@ async def _wait_until_retired(cluster: LocalCluster, node: int, group: int, time
     async with grpc.aio.insecure_channel(cluster.addresses[node]) as channel:
         while True:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(groups=[group]), timeout=5
+                node_admin_pb2.StatsRequest(groups=[group]), timeout=5, metadata=cluster.node_admin_metadata()
             )
             if not stats.partitions:
                 return

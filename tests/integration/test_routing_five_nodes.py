@@ -95,7 +95,9 @@ async def _real_leaders(routed: Routed) -> dict[int, int]:
             continue
         async with grpc.aio.insecure_channel(address) as channel:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(groups=list(by_group)), timeout=5
+                node_admin_pb2.StatsRequest(groups=list(by_group)),
+                timeout=5,
+                metadata=cluster.node_admin_metadata(),
             )
         for replica in stats.partitions:
             if replica.role == "LEADER" and replica.group in by_group:
