@@ -250,7 +250,10 @@ class Node:
             )
             groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
-                NodeAdminService(self.node_id, lambda: self.host, lambda: self.transport), server
+                NodeAdminService(
+                    self.node_id, lambda: self.host, lambda: self.transport, lambda: self.controller
+                ),
+                server,
             )
             join_pb2_grpc.add_ClusterJoinServicer_to_server(
                 JoinService(self.node_id, cluster.cluster_id, controller), server

@@ -207,12 +207,14 @@ class LocalCluster:
         self.config_path = config_path
         self.own_sessions = False
 
-    def internal_metadata(self, method: str) -> tuple[tuple[str, str]]:
+    def internal_metadata(self, method: str, node_id: int = TOOL_NODE_ID) -> tuple[tuple[str, str]]:
         """Call metadata with a fresh node proof for one call of ``method``
-        (a full gRPC path) on an internal service; make one per call."""
+        (a full gRPC path) on an internal service; make one per call.
+        ``node_id``: whom the proof names (a ``Join`` must name the node it
+        registers); tools are node 0."""
         if self._secret is None:
             self._secret = read_secret_file(self.secret_file)
-        return proof_metadata(self._secret, TOOL_NODE_ID, method)
+        return proof_metadata(self._secret, node_id, method)
 
     def node_admin_metadata(self) -> tuple[tuple[str, str]]:
         """``internal_metadata`` for ``NodeAdmin.Stats``."""
@@ -231,6 +233,11 @@ class LocalCluster:
         running or starting)."""
         self._launch(node)
         self._wait_ready(node, self.processes[node], timeout)
+
+    def launch(self, node: int) -> None:
+        """Start ``node`` without waiting for it to serve (a node that may
+        never be ready: one the cluster refuses to register)."""
+        self._launch(node)
 
     def _launch(self, node: int) -> None:
         assert node not in self.processes, f"node {node} is already running"

@@ -7,7 +7,11 @@ Internal: it tells every tenant's partitions, leaders and terms, so only a
 caller with a node proof reaches it (the internal door,
 cluster/internal/internal_door.py; tools make proofs from the cluster secret
 file, ``harness.local_cluster.LocalCluster.node_admin_metadata``), and
-reflection does not advertise it (cluster/frontend/grpc_health.py)."""
+reflection does not advertise it (cluster/frontend/grpc_health.py).
+
+The metadata controller (group 0) is reported only when ``groups`` names it,
+and only with what its replica exposes: role, leader, term, the applied
+index, voters and learners (its other indexes read 0)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from collections.abc import Callable
 
 import grpc
 
+from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.transport.raft_transport import RaftTransport
 from partitions.replica_host import ReplicaHost
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
@@ -37,10 +42,12 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         node_id: int,
         host: Callable[[], ReplicaHost | None],
         transport: Callable[[], RaftTransport | None],
+        controller: Callable[[], ControllerReplica | None] = lambda: None,
     ) -> None:
         self._node_id = node_id
         self._host = host
         self._transport = transport
+        self._controller = controller
 
     async def Stats(
         self, request: node_admin_pb2.StatsRequest, context: grpc.aio.ServicerContext
@@ -68,6 +75,22 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
                     fields = dataclasses.asdict(replica.status())
                     fields["role"] = fields["role"].name
                     stats.partitions.add(**fields)
+        controller = self._controller()
+        if controller is not None and CONTROLLER_GROUP in request.groups:
+            learners = controller.learners
+            role = (
+                "LEADER" if controller.is_leader else "LEARNER" if self._node_id in learners else "FOLLOWER"
+            )
+            stats.partitions.add(
+                group=CONTROLLER_GROUP,
+                role=role,
+                leader=controller.leader,
+                term=controller.term,
+                applied_index=controller.state.applied_index,
+                hibernating=controller.hibernating,
+                voters=sorted(controller.voters),
+                learners=sorted(learners),
+            )
         transport = self._transport()
         if transport is not None:
             t = transport.stats()

@@ -18,6 +18,8 @@ from tests.integration.replica_moves import produce_spread, read_all, wait_for_r
 
 pytestmark = pytest.mark.timeout(240)
 
+JOIN = "/raftlog.internal.v1.ClusterJoin/Join"
+
 PARTITIONS = 6
 
 
@@ -90,35 +92,48 @@ async def test_a_joining_node_gets_its_share_and_old_copies_are_deleted(tmp_path
 
 
 async def test_join_refuses_another_cluster_and_a_taken_node_id(tmp_path: Path) -> None:
+    """Asked with the cluster's proof (the harness holds the secret): the
+    refusals say what is wrong without naming the cluster or any address."""
     cluster = LocalCluster(tmp_path, nodes=3, topics=[])
     cluster.start_all()
     try:
         cluster_id = next(
             line.split('"')[1]
             for line in cluster.config_path.read_text().splitlines()
-            if "cluster_id" in line
+            if line.startswith("cluster_id")
         )
         async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
             leader = (await admin.cluster_status()).controller_leader
         async with grpc.aio.insecure_channel(cluster.addresses[leader]) as channel:
-            join = join_pb2_grpc.ClusterJoinStub(channel).Join
+            stub = join_pb2_grpc.ClusterJoinStub(channel)
+
+            async def join(request: join_pb2.JoinRequest) -> join_pb2.JoinResponse:
+                proof = cluster.internal_metadata(JOIN, node_id=request.node_id)
+                response: join_pb2.JoinResponse = await stub.Join(request, timeout=5, metadata=proof)
+                return response
+
             with pytest.raises(grpc.aio.AioRpcError) as wrong_cluster:
-                await join(
-                    join_pb2.JoinRequest(cluster_id="other", node_id=9, address="127.0.0.1:1"), timeout=5
-                )
+                await join(join_pb2.JoinRequest(cluster_id="other", node_id=9, address="127.0.0.1:1"))
             assert wrong_cluster.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "cluster" in (wrong_cluster.value.details() or "")
+            assert "another cluster" in (wrong_cluster.value.details() or "")
             with pytest.raises(grpc.aio.AioRpcError) as taken:
-                await join(
-                    join_pb2.JoinRequest(cluster_id=cluster_id, node_id=2, address="127.0.0.1:1"), timeout=5
-                )
+                await join(join_pb2.JoinRequest(cluster_id=cluster_id, node_id=2, address="127.0.0.1:1"))
             assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
             assert "node id 2" in (taken.value.details() or "")
+            for refusal in (wrong_cluster.value, taken.value):
+                text = f"{refusal.details()} {refusal.trailing_metadata()}"
+                assert cluster_id not in text
+                assert not any(address in text for address in cluster.addresses.values()), text
+            # A proof must name the node it asks to register.
+            with pytest.raises(grpc.aio.AioRpcError) as not_itself:
+                await stub.Join(
+                    join_pb2.JoinRequest(cluster_id=cluster_id, node_id=9, address="127.0.0.1:1"),
+                    timeout=5,
+                    metadata=cluster.internal_metadata(JOIN, node_id=8),
+                )
+            assert not_itself.value.code() == grpc.StatusCode.PERMISSION_DENIED
             # Asking again for a registration that exists is fine.
-            await join(
-                join_pb2.JoinRequest(cluster_id=cluster_id, node_id=2, address=cluster.addresses[2]),
-                timeout=5,
-            )
+            await join(join_pb2.JoinRequest(cluster_id=cluster_id, node_id=2, address=cluster.addresses[2]))
         async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
             assert sorted(n.node_id for n in await admin.list_nodes()) == [1, 2, 3]
     finally:
