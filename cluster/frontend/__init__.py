@@ -3,11 +3,13 @@
 One job per module:
 
 - ``front_door``: the seam every public call passes (authentication,
-  tenant, operator-only methods, the stages quotas and traces will use,
+  tenant, operator-only methods, malformed request bytes, the stages quotas and traces will use,
   and the one mapping of errors to a status with a reason);
 - ``auth``: who is calling (API key) and in which tenant;
-- ``grpc_errors``: ``ServiceError`` and the mapping of replica, offset and
-  page errors to a status with a reason;
+- ``grpc_errors``: ``ServiceError``, the mapping of replica, offset and
+  page errors to a status with a reason, and ``shown`` (how a message
+  quotes a client-supplied name);
+- ``internal_topics``: which topics only the node itself writes;
 - ``forwarding``: re-sending a request to the node that leads its
   partition (one hop at most), over the node's own channel cache;
 - ``log_service``: produce, fetch (long poll and stream), offsets;
