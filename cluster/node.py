@@ -272,7 +272,14 @@ class Node:
                 dead_after_s=cluster.node_dead_after_ms / 1000,
             )
             reconciler = Reconciler(
-                self.node_id, controller, host, transport, self._replica_config, static_peers, self._dial
+                self.node_id,
+                controller,
+                host,
+                transport,
+                self._replica_config,
+                static_peers,
+                self._dial,
+                prove=self._credentials.metadata,
             )
             await server.start()
             await transport.start()

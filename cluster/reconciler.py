@@ -62,6 +62,7 @@ from partitions.replica_errors import ReplicaError
 from partitions.replica_host import ReplicaHost
 from raft.errors import ProposalDropped
 from raft.types import ConfChange, ConfChangeType
+from raftlog.internal.node_proof import NODE_ADMIN_STATS
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Reconciler:
     """Peers from the cluster file (already with ``--dial`` overrides):
     needed before the controller has registered anyone."""
     dial: Mapping[int, str] = field(default_factory=dict)
+    prove: Callable[[str], tuple[tuple[str, str], ...]] = lambda _method: ()
+    """Call metadata with this node's proof for an internal method (NodeAdmin
+    admits only nodes of the cluster, cluster/internal/internal_door.py)."""
     applied_version: int = -1
     """The controller version the last completed pass acted on (the node
     is ready once it covers the bootstrapped metadata)."""
@@ -177,7 +181,7 @@ class Reconciler:
             known = self.controller.state.node(node)
             if known is None:
                 continue
-            status = await _replica_status(self.dial.get(node, known.address), replica.group)
+            status = await _replica_status(self.dial.get(node, known.address), replica.group, self.prove)
             if status is not None and status.role == "LEADER":
                 # Committed, not merely appended: an appended removal is
                 # undone if the leader dies before it commits.
@@ -245,13 +249,17 @@ def next_membership_step(
     return None
 
 
-async def _replica_status(address: str, group: int) -> node_admin_pb2.ReplicaStats | None:
+async def _replica_status(
+    address: str, group: int, prove: Callable[[str], tuple[tuple[str, str], ...]]
+) -> node_admin_pb2.ReplicaStats | None:
     """``group``'s replica on the node at ``address``, as that node reports
-    it (None: unreachable, or no such replica there)."""
+    it (None: unreachable, refused, or no such replica there)."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                node_admin_pb2.StatsRequest(groups=[group]), timeout=ASK_TIMEOUT_S
+                node_admin_pb2.StatsRequest(groups=[group]),
+                timeout=ASK_TIMEOUT_S,
+                metadata=prove(NODE_ADMIN_STATS),
             )
         except grpc.aio.AioRpcError:
             return None

@@ -107,6 +107,14 @@ async def forged_stream(
             metadata=tuple(metadata)
         )
         try:
+            # A refusal comes at once, before anything is sent (and a write
+            # racing it would fail on our side, hiding the status).
+            try:
+                async with asyncio.timeout(1):
+                    await call.read()
+                raise AssertionError(f"node {receiver} answered a forged stream before any batch")
+            except TimeoutError:
+                pass  # the stream is open: it was accepted; the batch shows what that means
             async with asyncio.timeout(5):
                 await call.write(batch)
                 ack = await call.read()
