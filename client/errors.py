@@ -409,7 +409,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     R.NOT_COORDINATOR: NotCoordinatorError,
     R.OUTCOME_UNKNOWN: OutcomeUnknownError,
     R.BACKPRESSURE: BackpressureError,
-    "QUOTA_EXCEEDED": BackpressureError,  # announced in DESIGN.md, not sent yet
+    "QUOTA_EXCEEDED": BackpressureError,
     R.REPLICA_STOPPED: UnavailableError,
     R.NO_CONTROLLER: UnavailableError,
     # who is calling

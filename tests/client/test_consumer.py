@@ -31,6 +31,7 @@ from client.fetcher import ConsumerRecord, record_bytes
 from cluster.frontend.grpc_errors import ServiceError, abort
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
+from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import Record, encode_batch, parse_header
 from tests.client.fake_nodes import FakeNode, FakeNodes, bootstrap, run_local_cluster
 
@@ -64,7 +65,7 @@ class FakeLog(FakeNodes):
     def out_of_range(self, partition: int, offset: int, high_watermark: int) -> ServiceError:
         return ServiceError(
             grpc.StatusCode.OUT_OF_RANGE,
-            "OFFSET_OUT_OF_RANGE",
+            Reason.OFFSET_OUT_OF_RANGE,
             f"offset {offset} outside the log",
             metadata={
                 "log_start_offset": str(self.log_start[partition]),

@@ -44,6 +44,7 @@ from client.errors import (
 )
 from cluster.frontend.grpc_errors import ServiceError, abort
 from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1.reasons import Reason
 
 Code = grpc.StatusCode
 
@@ -175,7 +176,9 @@ class _Refusing(log_pb2_grpc.LogServiceServicer):
     ) -> log_pb2.ProduceResponse:
         await abort(
             context,
-            ServiceError(Code.FAILED_PRECONDITION, "NOT_LEADER", "not me", leader_address="10.0.0.2:7001"),
+            ServiceError(
+                Code.FAILED_PRECONDITION, Reason.NOT_LEADER, "not me", leader_address="10.0.0.2:7001"
+            ),
         )
 
 

@@ -48,6 +48,7 @@ from cluster.groups.membership import GroupConfig
 from cluster.groups.offsets import OffsetCommitRecord, decode_record
 from cluster.groups.service import GroupService, coordinator_partition
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
+from raftlog.v1.reasons import Reason
 from tests.client.test_consumer import FakeLog
 from tests.groups.test_service import MemoryLog, MemoryLogs
 
@@ -96,7 +97,7 @@ class Redirecting(groups_pb2_grpc.GroupServiceServicer):
         await abort(
             context,
             ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION, "NOT_COORDINATOR", "not here", leader_address=hint
+                grpc.StatusCode.FAILED_PRECONDITION, Reason.NOT_COORDINATOR, "not here", leader_address=hint
             ),
         )
 

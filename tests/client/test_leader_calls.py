@@ -26,6 +26,7 @@ from client.admin import Admin
 from client.metadata import ChannelPool, MetadataCache
 from cluster.frontend.grpc_errors import ServiceError, abort
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, headers, log_pb2, metadata_pb2
+from raftlog.v1.reasons import Reason
 from tests.client.fake_nodes import start_fake_nodes
 from tests.client.test_consumer import FakeLog
 from tests.client.test_consumer import _FakeNode as LogNode
@@ -38,7 +39,7 @@ RETRY_AFTER_MS = 300
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def overloaded(reason: str = "BACKPRESSURE") -> ServiceError:
+def overloaded(reason: Reason = Reason.BACKPRESSURE) -> ServiceError:
     return ServiceError(RESOURCE_EXHAUSTED, reason, "slow down", retry_after_ms=RETRY_AFTER_MS)
 
 
@@ -54,7 +55,7 @@ async def test_the_producer_waits_retry_after() -> None:
     fake = FakeCluster({"t": 1})
     await fake.start()
     try:
-        fake.script.append(Step(overloaded("QUOTA_EXCEEDED")))
+        fake.script.append(Step(overloaded(Reason.QUOTA_EXCEEDED)))
         async with Producer(fake.addresses, retry_backoff_ms=1, retry_backoff_max_ms=1) as producer:
             assert (await (await producer.send("t", b"v", partition=0))).offset == 0
         assert_waited_retry_after([request[4] for request in fake.requests])
@@ -105,7 +106,7 @@ class OverloadedAdmin(admin_pb2_grpc.AdminServiceServicer):
     async def GetClusterStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.times.append(time.monotonic())
         if len(self.times) == 1:
-            await abort(context, overloaded("QUOTA_EXCEEDED"))
+            await abort(context, overloaded(Reason.QUOTA_EXCEEDED))
         return admin_pb2.GetClusterStatusResponse()
 
 

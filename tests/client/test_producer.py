@@ -41,6 +41,7 @@ from client.producer import record_size_bound
 from cluster.frontend.grpc_errors import ServiceError, abort
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import log_pb2
+from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import (
     HEADER_SIZE,
     DecodedRecord,
@@ -102,7 +103,7 @@ class FakeCluster(FakeNodes):
         try:
             h = validate_batch(batch, max_batch_bytes=1 << 20)
         except InvalidBatch as exc:
-            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, str(exc.reason), exc.message) from None
+            raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason(exc.reason), exc.message) from None
         key = (topic, partition, h.producer_id)
         recent = self.recent.get(key, [])
         if h.producer_id >= 0:

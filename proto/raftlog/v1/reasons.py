@@ -68,6 +68,9 @@ class Reason(enum.StrEnum):
     # --- a partition replica (partitions/replica_errors.py)
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
     BACKPRESSURE = "BACKPRESSURE"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    """RESOURCE_EXHAUSTED: the tenant is over a quota; wait ``retry_after_ms``
+    (charged at the front door once quotas land; the SDK already waits)."""
     REPLICA_STOPPED = "REPLICA_STOPPED"
 
     # --- a produce refused by the partition state machine (partitions/results.py)
