@@ -1,17 +1,29 @@
 """The node process.
 
-Here: the node (``node``, started by ``serve`` or ``run_local`` from the
-cluster file, ``static_config``); the metadata controller (``controller/``
-state machine and placement, run as Raft group 0 by ``controller_replica``,
-its leader's ``controller_duties``) and the per-node ``reconciler``; the
-Raft transport (``transport``, ``peer_link``, ``inbound_stream``,
-``transport_config``, ``raft_wire``); the ``raftlog.v1`` services
-(``log_service``, ``metadata_service``, ``admin_service``, ``groups/`` with
-``group_logs``, ``forwarding``, ``auth``, ``grpc_errors``, ``grpc_health``);
-``node_admin``, ``leader_balance``, ``private_file``, the ``raftlog`` CLI
-(``cli``) and ``replica_dump`` (a replica's log read offline, for drills).
+Top level: the node (``node``: one process, its gRPC server, replicas and
+background loops; started by ``serve``, or by ``run_local`` for ``make
+run``), the cluster file (``static_config``), the ``raftlog`` CLI (``cli``),
+the controller's replica and its leader's duties (``controller_replica``,
+``controller_duties``), the per-node ``reconciler`` (opens and retires
+replicas, walks group memberships), ``leader_balance``, ``private_file``
+(owner-only files) and ``replica_dump`` (a replica's log read offline, for
+drills).
 
-May import: everything below it - ``partitions``, ``raft``, ``client`` and the
-generated protos (``raftlog``). Never ``chaos``, ``bench`` or ``tests``
+Subpackages, one job each:
+
+- ``frontend/``: the front door and the public ``raftlog.v1`` services
+  (log, metadata, admin), forwarding, errors, health;
+- ``groups/``: consumer groups (pure coordinator, its Raft-backed logs,
+  the gRPC service);
+- ``controller/``: the metadata state machine (Raft group 0) and placement;
+- ``routing/``: every partition's leader, known on every node;
+- ``transport/``: node-to-node Raft traffic (internal);
+- ``internal/``: cluster join, NodeAdmin, node proofs and the internal door
+  (internal);
+- ``primitives/``: deterministic binary encoding and pagination.
+
+May import: everything below it - ``partitions``, ``raft`` and the
+generated protos (``raftlog``); the CLI (a client) also imports ``client``,
+and ``run_local`` the ``harness``. Never ``chaos``, ``bench`` or ``tests``
 (DESIGN.md, checked by tests/test_layout.py).
 """
