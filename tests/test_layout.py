@@ -200,6 +200,25 @@ def test_imports_follow_the_folder_table(folder: str) -> None:
     assert not violations, "imports against DESIGN.md's folder table:\n" + "\n".join(map(str, violations))
 
 
+# Within cluster/: the node is a server and must not depend on the SDK or the
+# test tools (issue 13, "one contract"): only the CLI (a client) imports
+# ``client``, and only ``make run``'s entry point imports ``harness``.
+CLUSTER_FILES_ALLOWED_EXTRA: dict[str, frozenset[str]] = {
+    "client": frozenset({"cluster/cli.py"}),
+    "harness": frozenset({"cluster/run_local.py"}),
+}
+
+
+def test_the_node_does_not_import_the_sdk_or_the_harness() -> None:
+    base = ALLOWED_PROJECT_IMPORTS["cluster"] - set(CLUSTER_FILES_ALLOWED_EXTRA)
+    violations = []
+    for path in _files_or_skip("cluster"):
+        relative = path.relative_to(REPO).as_posix()
+        allowed = base | {pkg for pkg, files in CLUSTER_FILES_ALLOWED_EXTRA.items() if relative in files}
+        violations += check_import_direction(path, module_name(path, REPO), frozenset(allowed))
+    assert not violations, "the node imports the SDK or the harness:\n" + "\n".join(map(str, violations))
+
+
 def _newly_loaded(code: str) -> set[str]:
     """Modules in ``sys.modules`` after running ``code`` in a fresh interpreter
     that a bare interpreter (same environment) does not have."""
