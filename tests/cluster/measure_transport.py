@@ -112,6 +112,9 @@ async def receive(port: int, peer_port: int, config: TransportConfig) -> None:
     await server.stop(None)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 # --- the sender (this process) ----------------------------------------------------------------------
 
 
@@ -119,11 +122,12 @@ async def send(
     scenario: str, seconds: float, window: int, groups: int, config: TransportConfig
 ) -> dict[str, float]:
     port, peer_port = free_port(), free_port()
-    child = subprocess.Popen(
+    # Started once, before anything is measured: blocking the loop here is harmless.
+    child = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, __file__, "--receiver", str(peer_port), str(port)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO_ROOT,
     )
     assert child.stdout is not None
     loop = asyncio.get_running_loop()
