@@ -1,5 +1,5 @@
-"""``Admin``: tenants, API keys, topics, nodes, cluster status, and a look at
-consumer groups.
+"""``Admin``: tenants, API keys, topics, nodes (and what each is doing),
+cluster status, and a look at consumer groups.
 
 Any node answers (it forwards changes to the metadata controller's leader);
 ``Admin`` sends every call through the SDK's call path
@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -183,6 +184,19 @@ class Admin:
 
     async def cluster_status(self) -> admin_pb2.GetClusterStatusResponse:
         return await self._call(lambda s: s.GetClusterStatus, admin_pb2.GetClusterStatusRequest())
+
+    async def get_node_stats(self, node_ids: Iterable[int] = ()) -> list[admin_pb2.NodeStats]:
+        """What each node is doing (replicas, leaders, CPU, memory, Raft
+        counters), by node id: those named, or every registered node. The
+        node answering asks each node with a short timeout, so a node that
+        is down or paused comes back with ``reachable`` False rather than
+        failing the call (operator key)."""
+        wanted = sorted(set(node_ids))
+        return await self._list(
+            lambda s: s.GetNodeStats,
+            functools.partial(admin_pb2.GetNodeStatsRequest, node_ids=wanted),
+            lambda r: r.nodes,
+        )
 
     # --- consumer groups ---------------------------------------------------------
 

@@ -16,10 +16,13 @@ still works, with a warning on stderr saying so. Commands:
 - ``raftlog serve --config FILE --node-id N``: run one node;
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
 - ``raftlog status``: the controller, and every node's replicas and
-  liveness (operator key, the public AdminService); with the cluster secret
-  (``RAFTLOG_CLUSTER_SECRET_FILE``, on a node's host) also each node's
-  leaders, awake replicas, CPU and memory, which only the internal
-  NodeAdmin service tells (cluster/internal/node_auth.py);
+  liveness, leaders, awake replicas, CPU (seconds, and % of one core since
+  start), memory, elections started because a leader went silent, and
+  peer messages its Raft replicas dropped (only when there were some):
+  all from the public AdminService with an operator key
+  (``GetNodeStats``: the node asked gathers the others' figures itself,
+  so no cluster secret is needed). Exit status 1 when a node is not live
+  or did not answer;
 - ``raftlog tenant create NAME`` (prints the tenant's first API key),
   ``tenant list``, ``tenant delete NAME``;
 - ``raftlog topic create NAME --partitions N --replication R``,
@@ -49,19 +52,12 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TypedDict
-
-import grpc
 
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
-from raftlog.internal.node_proof import NODE_ADMIN_STATS, SecretFileError, proof_metadata, read_secret_file
-from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
-from raftlog.v1 import groups_pb2
-
-SECRET_FILE_ENV = "RAFTLOG_CLUSTER_SECRET_FILE"
+from raftlog.v1 import admin_pb2, groups_pb2
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 
@@ -148,11 +144,28 @@ def _admin(args: argparse.Namespace) -> Admin:
     return Admin(_bootstrap(args), timeout_s=10, **_identity(args))
 
 
+def _node_row(node: admin_pb2.NodeDescription, stats: admin_pb2.NodeStats | None) -> str:
+    """One node's line of ``raftlog status``: what the metadata says about
+    it, then what it says about itself (or why it said nothing)."""
+    row = f"{node.node_id:>4}  {node.address:<21} {node.replicas:>8} {'yes' if node.alive else 'no':>4}"
+    if stats is None or not stats.reachable:
+        why = stats.unreachable_reason if stats is not None else "not asked"
+        return f"{row} unreachable ({why})"
+    row += (
+        f" {stats.leaders:>7} {stats.awake_replicas:>5} {stats.cpu_seconds:>8.1f} "
+        f"{stats.cpu_share * 100:>5.1f} {stats.rss_bytes / 1e6:>7.1f} {stats.election_timeouts:>9}"
+    )
+    if stats.dropped_peer_messages:
+        # Messages no correct peer sends: a buggy, misconfigured or forged peer.
+        row += f"  dropped {stats.dropped_peer_messages} peer messages"
+    return row
+
+
 async def _status(args: argparse.Namespace) -> int:
-    secret = _cluster_secret()
     async with _admin(args) as admin:
         status = await admin.cluster_status()
         nodes = await admin.list_nodes()
+        stats = {s.node_id: s for s in await admin.get_node_stats()}
     print(
         f"controller leader: node {status.controller_leader or '(none)'}, metadata index "
         f"{status.metadata_index}; {status.live_nodes}/{status.nodes} nodes live, {status.tenants} tenants, "
@@ -160,47 +173,14 @@ async def _status(args: argparse.Namespace) -> int:
     )
     print(
         f"{'node':>4}  {'address':<21} {'replicas':>8} {'live':>4} "
-        f"{'leaders':>7} {'awake':>5} {'cpu_s':>8} {'rss_mb':>7}"
+        f"{'leaders':>7} {'awake':>5} {'cpu_s':>8} {'cpu%':>5} {'rss_mb':>7} {'elections':>9}"
     )
     failed = 0
     for node in nodes:
-        row = f"{node.node_id:>4}  {node.address:<21} {node.replicas:>8} {'yes' if node.alive else 'no':>4}"
-        failed += not node.alive
-        if secret is None:
-            print(f"{row} {'-':>7} {'-':>5} {'-':>8} {'-':>7}")
-            continue
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            try:
-                stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
-                    node_admin_pb2.StatsRequest(summary_only=True),
-                    timeout=5,
-                    metadata=proof_metadata(secret, 0, NODE_ADMIN_STATS),
-                )
-            except grpc.aio.AioRpcError as error:
-                failed += 1
-                print(f"{row} unreachable ({error.code().name})")
-                continue
-        print(
-            f"{row} {stats.leaders:>7} {stats.awake_replicas:>5} "
-            f"{stats.cpu_seconds:>8.1f} {stats.rss_bytes / 1e6:>7.1f}"
-        )
-    if secret is None:
-        print(
-            f"(leaders, CPU and memory per node: set {SECRET_FILE_ENV} to the cluster secret file)",
-            file=sys.stderr,
-        )
+        found = stats.get(node.node_id)
+        failed += not node.alive or found is None or not found.reachable
+        print(_node_row(node, found))
     return 1 if failed else 0
-
-
-def _cluster_secret() -> bytes | None:
-    """The cluster secret, when ``RAFTLOG_CLUSTER_SECRET_FILE`` names it."""
-    named = os.environ.get(SECRET_FILE_ENV, "").strip()
-    if not named:
-        return None
-    try:
-        return read_secret_file(Path(named))
-    except SecretFileError as error:
-        raise CliError(str(error)) from None
 
 
 async def _tenant_create(args: argparse.Namespace) -> int:
@@ -460,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(sync=_cluster_up)
 
     commands.add_parser(
-        "status", help="every node's replicas, liveness (and with the secret: resources)"
+        "status", help="every node's replicas, liveness, leaders, CPU and memory (operator key)"
     ).set_defaults(run=_status)
 
     tenant = commands.add_parser("tenant", help="tenants (operator key)").add_subparsers(

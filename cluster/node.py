@@ -54,6 +54,7 @@ from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.frontend.log_service import LogService
 from cluster.frontend.metadata_service import MetadataService
+from cluster.frontend.node_stats import NodeStatsGatherer
 from cluster.groups.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
 from cluster.groups.service import GroupService
 from cluster.internal.cluster_secret import load_cluster_secret
@@ -71,7 +72,7 @@ from partitions.replica import ReplicaConfig
 from partitions.replica_host import HostConfig, ReplicaHost
 from partitions.state_machine import PartitionConfig
 from raft.types import Message
-from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2_grpc
+from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
 
 CLIENT_PING_INTERVAL_MIN_MS = 500
@@ -242,19 +243,25 @@ class Node:
             metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
                 MetadataService(self.node_id, controller, leader_of), server
             )
+            node_admin = NodeAdminService(
+                self.node_id, lambda: self.host, lambda: self.transport, lambda: self.controller
+            )
+            # GetNodeStats asks the nodes' NodeAdmin with this node's proof
+            # (an operator key reaches it; the cluster secret stays here).
+            node_stats = NodeStatsGatherer(
+                self.node_id,
+                lambda: node_admin.snapshot(node_admin_pb2.StatsRequest(summary_only=True)),
+                self._credentials.metadata,
+                self._dial,
+            )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
-                AdminService(self.node_id, controller, leader_of, forwarder), server
+                AdminService(self.node_id, controller, leader_of, forwarder, node_stats), server
             )
             groups = GroupService(
                 RaftCoordinatorLogs(controller, host.replica, self._address_of), self._partition_count
             )
             groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
-            node_admin_pb2_grpc.add_NodeAdminServicer_to_server(
-                NodeAdminService(
-                    self.node_id, lambda: self.host, lambda: self.transport, lambda: self.controller
-                ),
-                server,
-            )
+            node_admin_pb2_grpc.add_NodeAdminServicer_to_server(node_admin, server)
             join_pb2_grpc.add_ClusterJoinServicer_to_server(
                 JoinService(self.node_id, cluster.cluster_id, controller), server
             )
@@ -307,6 +314,7 @@ class Node:
                 await server.stop(grace=1.0)
                 await groups.close()
                 await forwarder.close()
+                await node_stats.close()
                 await transport.close()
 
     async def _become_ready(

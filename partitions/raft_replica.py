@@ -286,6 +286,12 @@ class RaftReplica(Generic[SM]):
         return self._node.election_timeouts
 
     @property
+    def dropped_messages(self) -> dict[str, int]:
+        """Peers' messages the Raft core refused, by reason
+        (raft/screening.py): a copy, so a reader never sees it change."""
+        return dict(self._node.dropped_messages)
+
+    @property
     def serves_its_term(self) -> bool:
         """Whether this replica leads and has applied an entry of its own
         term: everything committed by earlier leaders is applied here (what

@@ -207,6 +207,14 @@ class ReplicaHost:
         leader went silent (a stopped replica's count goes with it)."""
         return sum(member.election_timeouts for member in self._members())
 
+    def dropped_peer_messages(self) -> int:
+        """Peers' messages the open groups' Raft cores here refused
+        (raft/screening.py: impossible ones, and elections from
+        non-voters); a stopped replica's count goes with it. Messages for a
+        group not open here are not counted: they are expected while
+        replicas move or topics are deleted, and would hide the others."""
+        return sum(sum(member.dropped_messages.values()) for member in self._members())
+
     def _members(self) -> list[RaftReplica[Any]]:
         """Every group member open here: partition replicas and the others."""
         return [*self._replicas.values(), *self._others.values()]

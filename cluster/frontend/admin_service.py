@@ -10,7 +10,7 @@ Invariants:
 
 - Every call reaches a handler through the front door (front_door.py): the
   caller is authenticated, and the door refuses a tenant key on the
-  operator-only methods (tenants, keys, nodes, cluster status:
+  operator-only methods (tenants, keys, nodes, node stats, cluster status:
   ``front_door.OPERATOR_METHODS``) before any hop; topics are always the
   caller's tenant's (``current_caller()``).
 - Whatever needs judgement or randomness (replica placement, key material)
@@ -25,6 +25,9 @@ Invariants:
   cannot make the leader do unbounded work, and every value a command
   carries fits its encoding (an oversized name would otherwise fail there,
   as ``INTERNAL``).
+- ``GetNodeStats`` asks every node listed with this node's own proof,
+  concurrently and with a short timeout each, and lists a node that does
+  not answer as unreachable instead of failing (node_stats.py).
 - Internal topics are never created or deleted through this service
   (internal_topics.py), and a tenant name starting with ``__`` is reserved.
 - A clear API key is returned once, in the answer to the call that made it,
@@ -69,6 +72,7 @@ from cluster.frontend.forwarding import Forwarder, may_forward
 from cluster.frontend.front_door import current_caller
 from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import INTERNAL_PREFIX, check_writable
+from cluster.frontend.node_stats import NodeStatsGatherer, nodes_page
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, headers
 from raftlog.v1.reasons import Reason
@@ -143,11 +147,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         controller: ControllerReplica,
         leader_of: Callable[[int], int],
         forwarder: Forwarder,
+        node_stats: NodeStatsGatherer | None = None,
     ) -> None:
+        """``node_stats``: how ``GetNodeStats`` asks the nodes (a node
+        always gives one; without it the call answers ``UNAVAILABLE``)."""
         self._node_id = node_id
         self._controller = controller
         self._leader_of = leader_of
         self._forwarder = forwarder
+        self._node_stats = node_stats
 
     # --- plumbing --------------------------------------------------------------
 
@@ -469,3 +477,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             partitions=len(image.assignments),
             answering_node=self._node_id,
         )
+
+    async def GetNodeStats(
+        self, request: admin_pb2.GetNodeStatsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetNodeStatsResponse:
+        # Answered here, from this node's metadata and the nodes' own
+        # answers (node_stats.py): nothing to forward to the controller.
+        nodes, next_token = nodes_page(self._controller.state, request)
+        if self._node_stats is None:
+            raise ServiceError(
+                C.UNAVAILABLE, Reason.NODE_UNAVAILABLE, "this node cannot ask the nodes; ask another"
+            )
+        stats = await self._node_stats.gather(
+            [(n.node_id, n.address) for n in nodes], context.time_remaining()
+        )
+        return admin_pb2.GetNodeStatsResponse(nodes=stats, next_page_token=next_token)

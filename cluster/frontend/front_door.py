@@ -128,6 +128,7 @@ OPERATOR_METHODS: frozenset[str] = frozenset(
         "ListNodes",
         "DecommissionNode",
         "GetClusterStatus",
+        "GetNodeStats",
     )
 )
 """Methods (gRPC paths) that need an operator key; a tenant key is refused

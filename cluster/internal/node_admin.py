@@ -8,6 +8,13 @@ caller with a node proof reaches it (the internal door,
 cluster/internal/internal_door.py; tools make proofs from the cluster secret
 file, ``harness.local_cluster.LocalCluster.node_admin_metadata``), and
 reflection does not advertise it (cluster/frontend/grpc_health.py).
+Operators get the summary through the public ``AdminService.GetNodeStats``
+(cluster/frontend/node_stats.py), which asks each node here with its own
+proof; the answering node reads its own figures from ``snapshot`` directly.
+
+``uptime_seconds`` counts from the process's start (as ``cpu_seconds``
+does), so ``cpu_seconds / uptime_seconds`` is its average CPU share since
+start.
 
 The metadata controller (group 0) is reported only when ``groups`` names it,
 and only with what its replica exposes: role, leader, term, the applied
@@ -16,6 +23,7 @@ index, voters and learners (its other indexes read 0)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -26,6 +34,24 @@ from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.transport.raft_transport import RaftTransport
 from partitions.replica_host import ReplicaHost
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+
+
+def _process_started_monotonic() -> float:
+    """When this process started, on ``time.monotonic``'s clock: from its
+    start time in ``/proc/self/stat`` (clock ticks since boot), else now
+    (a node loads this module as it starts)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            # Fields after the command name, which is in parentheses and may
+            # hold spaces; the start time is field 22 of the whole line.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age)
+
+
+_STARTED_MONOTONIC = _process_started_monotonic()
 
 
 def _rss_bytes() -> int:
@@ -52,8 +78,16 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
     async def Stats(
         self, request: node_admin_pb2.StatsRequest, context: grpc.aio.ServicerContext
     ) -> node_admin_pb2.NodeStats:
+        return self.snapshot(request)
+
+    def snapshot(self, request: node_admin_pb2.StatsRequest) -> node_admin_pb2.NodeStats:
+        """What ``Stats`` answers, read synchronously (one moment of the
+        event loop)."""
         stats = node_admin_pb2.NodeStats(
-            node_id=self._node_id, cpu_seconds=time.process_time(), rss_bytes=_rss_bytes()
+            node_id=self._node_id,
+            cpu_seconds=time.process_time(),
+            rss_bytes=_rss_bytes(),
+            uptime_seconds=time.monotonic() - _STARTED_MONOTONIC,
         )
         host = self._host()
         if host is not None:
@@ -67,6 +101,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.synced_entries = host.counters.synced_entries
             stats.bytes_written = writer.bytes_written
             stats.election_timeouts = host.election_timeouts()
+            stats.dropped_peer_messages = host.dropped_peer_messages()
             if not request.summary_only:
                 wanted = set(request.groups)
                 for group, replica in replicas.items():

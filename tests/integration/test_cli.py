@@ -55,6 +55,40 @@ def test_status_lists_every_node(cluster: LocalCluster, capsys: pytest.CaptureFi
     assert all(int(r[2]) == 7 for r in rows), out
 
 
+def test_status_shows_each_nodes_resources_with_only_an_operator_key(cluster: LocalCluster) -> None:
+    """Leaders, awake replicas, CPU, memory and elections come from the
+    public GetNodeStats: the operator key and a bootstrap address are all
+    the command needs (no cluster secret, which stays on the nodes)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("RAFTLOG_") or name in ("RAFTLOG_API_KEY", "RAFTLOG_BOOTSTRAP")
+    }
+    env |= {"RAFTLOG_BOOTSTRAP": cluster.addresses[2], "RAFTLOG_API_KEY": cluster.api_key}
+    done = _cli(env, "status")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    header, *rows = (line.split() for line in done.stdout.splitlines()[1:])
+    assert header == [
+        "node",
+        "address",
+        "replicas",
+        "live",
+        "leaders",
+        "awake",
+        "cpu_s",
+        "cpu%",
+        "rss_mb",
+        "elections",
+    ]
+    assert [int(r[0]) for r in rows] == [1, 2, 3], done.stdout
+    for row in rows:
+        assert len(row) == len(header), row  # no dropped peer messages: no note
+        leaders, awake, cpu_s, cpu_share, rss_mb, elections = row[4:]
+        assert 0 <= int(leaders) <= 7 and 0 <= int(awake) <= 7 and int(elections) >= 0
+        assert float(cpu_s) > 0 and float(cpu_share) > 0 and float(rss_mb) > 10
+
+
 def test_topic_list_and_describe(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(cluster, capsys, "topic", "list")
     assert (code, out.splitlines()) == (
