@@ -19,7 +19,7 @@ from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 pytestmark = pytest.mark.timeout(30)
 
-ASK_TIMEOUT_S = 0.5
+ASK_TIMEOUT_S = 0.8
 
 
 class FakeNodeAdmin(node_admin_pb2_grpc.NodeAdminServicer):
@@ -53,10 +53,16 @@ class FakeNodeAdmin(node_admin_pb2_grpc.NodeAdminServicer):
 
 @pytest.fixture
 async def servers() -> AsyncIterator[dict[int, tuple[str, FakeNodeAdmin]]]:
-    """Node 2 answers, node 3 hangs, node 5 answers as node 9; nothing
-    listens at node 4's address."""
-    fakes = {2: FakeNodeAdmin(2), 3: FakeNodeAdmin(3, delay_s=20), 5: FakeNodeAdmin(9)}
-    ports = dict(zip((2, 3, 4, 5), free_ports(4), strict=True))
+    """Node 2 answers, nodes 3, 6 and 7 hang, node 5 answers as node 9;
+    nothing listens at node 4's address."""
+    fakes = {
+        2: FakeNodeAdmin(2),
+        3: FakeNodeAdmin(3, delay_s=20),
+        5: FakeNodeAdmin(9),
+        6: FakeNodeAdmin(6, delay_s=20),
+        7: FakeNodeAdmin(7, delay_s=20),
+    }
+    ports = dict(zip((2, 3, 4, 5, 6, 7), free_ports(6), strict=True))
     started = []
     for node, fake in fakes.items():
         server = grpc.aio.server()
@@ -92,17 +98,19 @@ async def test_every_node_is_asked_at_once_and_silent_ones_are_unreachable(
     finally:
         await gatherer.close()
 
-    # Concurrent: one ask timeout, not one per silent node.
-    assert took < ASK_TIMEOUT_S + 0.5, took
-    assert [s.node_id for s in stats] == [1, 2, 3, 4, 5]
+    # Concurrent: about one ask timeout, not one per silent node (three).
+    assert took < 2 * ASK_TIMEOUT_S, took
+    assert [s.node_id for s in stats] == [1, 2, 3, 4, 5, 6, 7]
     assert [s.address for s in stats] == [address for _, address in nodes]
-    assert [s.reachable for s in stats] == [True, True, False, False, False]
+    assert [s.reachable for s in stats] == [True, True, False, False, False, False, False]
     assert [s.unreachable_reason for s in stats] == [
         "",
         "",
         "DEADLINE_EXCEEDED",
         "UNAVAILABLE",
         "ANSWERED_AS_NODE_9",
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
     ]
     # This node's own figures come in-process (its address is never dialled).
     assert (stats[0].replicas, stats[0].cpu_share) == (1, 0.25)
@@ -122,9 +130,9 @@ async def test_every_node_is_asked_at_once_and_silent_ones_are_unreachable(
     assert stats[4].replicas == 0 and stats[4].rss_bytes == 0
     # Each ask: the summary only, with a fresh proof for NodeAdmin.Stats.
     asked = [fake for _, fake in servers.values() if fake.proofs]
-    assert len(asked) == 3
+    assert len(asked) == 5
     seen = [proof for fake in asked for proof in fake.proofs]
-    assert all(p.startswith(f"{NODE_ADMIN_STATS}#") for p in seen) and len(set(seen)) == 3
+    assert all(p.startswith(f"{NODE_ADMIN_STATS}#") for p in seen) and len(set(seen)) == 5
     assert all(r.summary_only for fake in asked for r in fake.requests)
 
 
