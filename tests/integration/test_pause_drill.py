@@ -224,6 +224,48 @@ async def test_pausing_a_leader_stalls_no_partition_over_2s(cluster: LocalCluste
     assert not slow, f"partitions stalled over {LEADER_MAX_GAP_S} s (longest gaps {slow}):\n{report}"
 
 
+NEW_PRODUCER_FIRST_ACKS_S = 2.0
+"""How soon a producer started while its first bootstrap node is paused must
+have every partition the paused node does not lead acknowledged once."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_producer_started_while_its_first_bootstrap_node_is_paused_writes_within_2s(
+    cluster: LocalCluster,
+) -> None:
+    """A new client's first metadata request goes to the paused node: it must
+    move on to another node within about an attempt timeout, not wait out
+    the request timeout (issue 13: "metadata from a node other than the
+    silent one"). Two things guard it: a first connection to a paused node
+    fails within ~0.1 s (the channels' minimum reconnect backoff is also
+    gRPC's connect deadline: seen 0.13 s here), and if a connection were up
+    (or that deadline long), the SDK's 1 s attempt timeout (seen 1.03 s with
+    a 20 s connect deadline; 20.0 s with both long)."""
+    async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
+        created = await admin.create_topic(TOPIC, PARTITIONS, REPLICATION)
+        replicas = {a.partition: list(a.replicas) for a in created.assignments}
+        leaders = await _settled_leaders(cluster, replicas)
+    victim = max(cluster.node_ids, key=lambda n: sum(leader != n for leader in leaders.values()))
+    written = [p for p in range(PARTITIONS) if leaders[p] != victim]
+    bootstrap = [cluster.addresses[victim]] + [a for n, a in cluster.addresses.items() if n != victim]
+    cluster.pause(victim)
+    try:
+        started = time.monotonic()
+        async with Producer(bootstrap, api_key=cluster.api_key) as producer:
+            futures = [await producer.send(TOPIC, b"first", partition=p) for p in written]
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            took = time.monotonic() - started
+    finally:
+        cluster.resume(victim)
+    print(f"\nfirst acks of a new producer, node {victim} paused and first in its bootstrap: {took:.3f} s")
+    assert sorted(a.partition for a in acks) == written
+    assert took <= NEW_PRODUCER_FIRST_ACKS_S, (
+        f"a producer whose first bootstrap node (node {victim}) is paused took {took:.2f} s "
+        f"to get its first acknowledgements (bound {NEW_PRODUCER_FIRST_ACKS_S} s)"
+    )
+
+
 # --- the checks can fail (no cluster) ---------------------------------------------
 
 
