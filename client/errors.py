@@ -456,6 +456,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
             R.INVALID_ARGUMENT,
             R.MALFORMED_REQUEST,
             R.INVALID_COMMAND,
+            R.KEY_REQUIRED,
             R.INVALID_NAME,
             R.INVALID_PAGE_SIZE,
             R.INVALID_PAGE_TOKEN,

@@ -510,8 +510,9 @@ class Fetcher:
                     reason=str(exc.reason),
                 ) from None
             if header.base_offset < next_offset:
-                # The fetch starts at the batch holding `offset`.
-                decoded = decoded[next_offset - header.base_offset :]
+                # The fetch starts at the batch holding `offset`. By offset,
+                # not position: a compacted batch has gaps.
+                decoded = [record for record in decoded if record.offset >= next_offset]
             buffer.extend(decoded)
             state.buffered_bytes += sum(map(record_bytes, decoded))
             next_offset = header.last_offset + 1

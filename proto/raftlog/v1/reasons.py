@@ -81,6 +81,9 @@ class Reason(enum.StrEnum):
     INVALID_BATCH = "INVALID_BATCH"
     INVALID_COMMAND = "INVALID_COMMAND"
     """Also a controller command that is not well formed."""
+    KEY_REQUIRED = "KEY_REQUIRED"
+    """A record without a key produced to a compacted topic (the leader's
+    check before proposing, partitions/replica.py)."""
 
     # --- a batch refused by the codec (raftlog/v1/record_batch.py InvalidBatchReason)
     BATCH_TOO_SHORT = "BATCH_TOO_SHORT"

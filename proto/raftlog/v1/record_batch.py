@@ -23,9 +23,11 @@ offset size  field             meaning
 12     1     magic u8          format version, 1
 13     4     crc u32           CRC32C of every byte after this field
 17     2     attributes i16    bits 0-2: compression codec (0 none,
-                               1 gzip); bits 3-15 reserved, must be 0
-19     4     last_offset_delta = record_count - 1
-             i32
+                               1 gzip); bit 3: compacted (set only by the
+                               server's key compaction, refused from a
+                               producer); bits 4-15 reserved, must be 0
+19     4     last_offset_delta the batch's offset span - 1: record_count
+             i32               - 1, except in a compacted batch
 23     8     first_timestamp   timestamp (ms) of the first record
              i64
 31     8     max_timestamp i64 largest record timestamp (ms)
@@ -34,7 +36,8 @@ offset size  field             meaning
              i16
 49     4     base_sequence i32 sequence number of the first record; -1 when
                                producer_id is -1
-53     4     record_count i32  >= 1
+53     4     record_count i32  >= 1; in a compacted batch 0 ..
+                               last_offset_delta + 1
 57     ...   records           record_count record frames, compressed as
                                one gzip stream when the codec is not none
 ====== ===== ================= ==========================================
@@ -49,7 +52,9 @@ length varint          bytes of the frame after this field
 attributes u8          reserved, 0
 timestamp_delta        record timestamp - first_timestamp
 zvarint
-offset_delta varint    record offset - base_offset (the record's position)
+offset_delta varint    record offset - base_offset: the record's position
+                       in a batch as produced; strictly increasing and at
+                       most last_offset_delta in a compacted batch
 key_length zvarint     -1: null key
 key bytes
 value_length zvarint   -1: null value (a tombstone)
@@ -63,8 +68,17 @@ The smallest frame is 7 bytes (a length of 6 plus the six one-byte fields of
 a record with null key and value and no headers).
 
 Sequence numbers are per producer and per record: a batch covers
-``base_sequence .. base_sequence + record_count - 1``, wrapping from
-``2**31 - 1`` to 0.
+``base_sequence .. base_sequence + last_offset_delta``, wrapping from
+``2**31 - 1`` to 0 (its span, not its count: compaction removes records
+but never changes what a batch covers).
+
+Compacted batches (partitions/compaction.py): key compaction rewrites a
+stored batch keeping only some records, with the same base offset,
+``last_offset_delta``, timestamps and producer fields, fewer records (maybe
+none: a header-only batch, codec none) and attribute bit 3 set. Producers
+may not send the bit (``validate_batch`` refuses it unless
+``allow_compacted``); stored-batch checks and the decoders accept it, and
+decoders give each record ``base_offset + offset_delta``.
 
 Decompression is bounded: a gzip records section is inflated at most one
 byte past its limit (``zlib``'s ``max_length``), never in full, so a small
@@ -96,6 +110,7 @@ __all__ = [
     "MAGIC",
     "MAX_UNCOMPRESSED_RECORDS_BYTES",
     "BatchHeader",
+    "COMPACTED_ATTRIBUTE",
     "BytesLike",
     "Codec",
     "DecodedRecord",
@@ -106,6 +121,7 @@ __all__ = [
     "decode_records",
     "decode_records_as",
     "encode_batch",
+    "encode_compacted_batch",
     "parse_header",
     "validate_batch",
     "validate_header",
@@ -124,6 +140,8 @@ _LENGTH_FIELD_END = 12  # batch_length counts the bytes after this position
 _CRC_START = 17  # the CRC covers attributes .. end
 
 _CODEC_MASK = 0x07
+COMPACTED_ATTRIBUTE = 0x08
+"""Attribute bit 3: the server's key compaction rewrote this batch."""
 _MIN_FRAME_BODY = 6
 _MIN_FRAME = 1 + _MIN_FRAME_BODY
 _MAX_I32 = 2**31 - 1
@@ -165,9 +183,11 @@ class InvalidBatchReason(enum.StrEnum):
     UNSUPPORTED_CODEC = "UNSUPPORTED_CODEC"
     """Unknown compression codec."""
     UNSUPPORTED_ATTRIBUTES = "UNSUPPORTED_ATTRIBUTES"
-    """Reserved attribute bits are set."""
+    """Reserved attribute bits are set (or, from a producer, the compacted
+    bit, which only the server sets)."""
     BAD_RECORD_COUNT = "BAD_RECORD_COUNT"
-    """record_count < 1 or last_offset_delta != record_count - 1."""
+    """record_count < 1 or last_offset_delta != record_count - 1 (in a
+    compacted batch: record_count outside 0 .. last_offset_delta + 1)."""
     BAD_TIMESTAMPS = "BAD_TIMESTAMPS"
     """A negative timestamp, or max_timestamp < first_timestamp."""
     BAD_PRODUCER_FIELDS = "BAD_PRODUCER_FIELDS"
@@ -241,12 +261,17 @@ class BatchHeader(NamedTuple):
         return self.base_offset + self.last_offset_delta
 
     @property
+    def compacted(self) -> bool:
+        return bool(self.attributes & COMPACTED_ATTRIBUTE)
+
+    @property
     def last_sequence(self) -> int:
-        """Sequence number of the last record (wraps to 0 after 2**31 - 1);
-        -1 for a batch without a producer."""
+        """Sequence number of the last offset the batch spans (wraps to 0
+        after 2**31 - 1); -1 for a batch without a producer. The span, not
+        the record count: a compacted batch keeps its sequences."""
         if self.producer_id < 0:
             return -1
-        return (self.base_sequence + self.record_count - 1) & _MAX_I32
+        return (self.base_sequence + self.last_offset_delta) & _MAX_I32
 
 
 def parse_header(buf: BytesLike) -> BatchHeader:
@@ -260,12 +285,13 @@ def parse_header(buf: BytesLike) -> BatchHeader:
     return BatchHeader._make(_HEADER.unpack_from(buf))
 
 
-def validate_header(buf: BytesLike, *, max_batch_bytes: int) -> BatchHeader:
+def validate_header(buf: BytesLike, *, max_batch_bytes: int, allow_compacted: bool = False) -> BatchHeader:
     """Every check that needs only the fixed header and the size of ``buf``:
     size, length, version, attributes, record count, timestamps and producer
-    fields. No CRC and no record walk (``validate_batch`` does those)."""
+    fields. No CRC and no record walk (``validate_batch`` does those).
+    ``allow_compacted``: a stored batch, which may be compacted."""
     h = _check_framing(buf, max_batch_bytes)
-    _check_fields(h)
+    _check_fields(h, allow_compacted)
     return h
 
 
@@ -292,19 +318,33 @@ def _check_framing(buf: BytesLike, max_batch_bytes: int) -> BatchHeader:
     return h
 
 
-def _check_fields(h: BatchHeader) -> None:
+def _check_fields(h: BatchHeader, allow_compacted: bool) -> None:
     codec = h.attributes & _CODEC_MASK
     if codec not in _CODECS:
         raise InvalidBatch(
             InvalidBatchReason.UNSUPPORTED_CODEC,
             f"compression codec {codec} is unknown (supported: 0 none, 1 gzip)",
         )
-    if h.attributes & ~_CODEC_MASK:
+    compacted = h.attributes & COMPACTED_ATTRIBUTE
+    if compacted and not allow_compacted:
+        raise InvalidBatch(
+            InvalidBatchReason.UNSUPPORTED_ATTRIBUTES,
+            f"attributes {h.attributes:#06x} set bit 3 (compacted), which only the server's "
+            "compaction sets; clear it",
+        )
+    if h.attributes & ~(_CODEC_MASK | COMPACTED_ATTRIBUTE):
         raise InvalidBatch(
             InvalidBatchReason.UNSUPPORTED_ATTRIBUTES,
             f"attributes {h.attributes:#06x} set reserved bits (only bits 0-2 are defined); clear them",
         )
-    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+    if compacted:
+        if h.last_offset_delta < 0 or not 0 <= h.record_count <= h.last_offset_delta + 1:
+            raise InvalidBatch(
+                InvalidBatchReason.BAD_RECORD_COUNT,
+                f"compacted batch with record_count {h.record_count} and last_offset_delta "
+                f"{h.last_offset_delta}: it may hold at most the records its span had",
+            )
+    elif h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
         raise InvalidBatch(
             InvalidBatchReason.BAD_RECORD_COUNT,
             f"record_count {h.record_count} with last_offset_delta {h.last_offset_delta}: a batch needs "
@@ -337,6 +377,7 @@ def validate_batch(
     *,
     max_batch_bytes: int,
     max_uncompressed_bytes: int | None = None,
+    allow_compacted: bool = False,
 ) -> BatchHeader:
     """Check that ``buf`` is exactly one well-formed batch; return its header.
 
@@ -352,14 +393,17 @@ def validate_batch(
     decompressed (``DECOMPRESSED_TOO_LARGE`` past it, after inflating at
     most one byte more). By default it is ``max_batch_bytes - HEADER_SIZE``:
     a compressed batch must fit the limit an uncompressed one must fit.
+
+    ``allow_compacted``: accept a batch the server's compaction rewrote
+    (attribute bit 3); a produce leaves it False.
     """
     if max_uncompressed_bytes is None:
         max_uncompressed_bytes = max(max_batch_bytes - HEADER_SIZE, 0)
-    return _validate(buf, max_batch_bytes, max_uncompressed_bytes)[0]
+    return _validate(buf, max_batch_bytes, max_uncompressed_bytes, allow_compacted)[0]
 
 
 def _validate(
-    buf: BytesLike, max_batch_bytes: int, max_uncompressed_bytes: int
+    buf: BytesLike, max_batch_bytes: int, max_uncompressed_bytes: int, allow_compacted: bool = False
 ) -> tuple[BatchHeader, BytesLike]:
     """``validate_batch``, also returning the records section (inflated when
     compressed) so that a decoder does not inflate it a second time."""
@@ -372,7 +416,7 @@ def _validate(
             f"CRC32C is {actual:#010x} but the header says {h.crc:#010x}: the batch was damaged "
             "in transit or built wrongly; rebuild and resend it",
         )
-    _check_fields(h)
+    _check_fields(h, allow_compacted)
     if h.attributes & _CODEC_MASK == Codec.NONE:
         _walk_frames(buf, HEADER_SIZE, h.record_count)
         return h, view[HEADER_SIZE:]
@@ -598,6 +642,49 @@ def encode_batch(
     return b"".join((header[:13], _CRC.pack(crc), header[_CRC_START:], payload))
 
 
+def encode_compacted_batch(header: BatchHeader, frames: Sequence[tuple[int, Record]]) -> bytes:
+    """The compacted rewrite of a stored batch with header ``header``,
+    keeping ``frames`` (``(offset_delta, record)``, increasing deltas within
+    the span): same base offset, span, timestamps and producer fields, same
+    codec (none when nothing is kept), attribute bit 3 set, CRC recomputed.
+    Deterministic: the same arguments give the same bytes."""
+    parts: list[bytes] = []
+    previous = -1
+    for offset_delta, record in frames:
+        if not previous < offset_delta <= header.last_offset_delta:
+            raise ValueError(f"offset_delta {offset_delta} after {previous} outside the batch's span")
+        previous = offset_delta
+        _add_record(parts, record, offset_delta, header.first_timestamp)
+    payload = b"".join(parts)
+    codec = header.codec if frames else int(Codec.NONE)
+    if codec == Codec.GZIP:
+        # mtime=0 and a fixed level: the same records compress to the same
+        # bytes on every replica (gzip's header would otherwise hold a clock).
+        payload = _gzip_compress(payload)
+    header_bytes = _HEADER.pack(
+        header.base_offset,
+        HEADER_SIZE - _LENGTH_FIELD_END + len(payload),
+        MAGIC,
+        0,
+        codec | COMPACTED_ATTRIBUTE,
+        header.last_offset_delta,
+        header.first_timestamp,
+        header.max_timestamp,
+        header.producer_id,
+        header.producer_epoch,
+        header.base_sequence,
+        len(frames),
+    )
+    crc = crc32c.crc32c(payload, crc32c.crc32c(memoryview(header_bytes)[_CRC_START:]))
+    return b"".join((header_bytes[:13], _CRC.pack(crc), header_bytes[_CRC_START:], payload))
+
+
+def _gzip_compress(payload: bytes) -> bytes:
+    """``payload`` as a gzip stream, the same bytes for the same input
+    (zlib's gzip container writes mtime 0)."""
+    return zlib.compress(payload, 6, wbits=_GZIP_WBITS)
+
+
 # --- decoding (consumer side) ------------------------------------------------------
 #
 # ``validate_batch`` has walked the frame lengths before any record is
@@ -695,7 +782,9 @@ def decode_records_as(
     """Like ``decode_records``, but each record is ``build(offset,
     timestamp_ms, key, value, headers)``: a consumer builds its own record
     type directly instead of converting a ``DecodedRecord``."""
-    h, section = _validate(buf, len(buf), max_uncompressed_bytes)
+    h, section = _validate(buf, len(buf), max_uncompressed_bytes, allow_compacted=True)
+    compacted = h.attributes & COMPACTED_ATTRIBUTE
+    last_delta = h.last_offset_delta
     # The decoders below slice ``data`` into the records' keys and values,
     # which must be bytes: an inflated section already is, and a plain one
     # is copied once here.
@@ -707,6 +796,7 @@ def decode_records_as(
     no_headers: tuple[tuple[str, bytes], ...] = ()
     pos = 0
     i = 0
+    previous_delta = -1
     try:
         for i in range(h.record_count):
             b = data[pos]
@@ -730,8 +820,9 @@ def decode_records_as(
                 pos += 1
             else:
                 offset_delta, pos = _get_uvarint(data, pos)
-            if offset_delta != i:
+            if offset_delta != i and not (compacted and previous_delta < offset_delta <= last_delta):
                 raise ValueError(f"offset_delta is {offset_delta}, expected {i}")
+            previous_delta = offset_delta
             key, pos = _get_field(data, pos, end)
             value, pos = _get_field(data, pos, end)
             if data[pos] == 0:
@@ -743,7 +834,7 @@ def decode_records_as(
                 if pos > end:
                     raise ValueError("its fields run past the end of its frame")
                 raise ValueError(f"{end - pos} bytes left over inside the frame")
-            append(build(base_offset + i, first_timestamp + ts_delta, key, value, headers))
+            append(build(base_offset + offset_delta, first_timestamp + ts_delta, key, value, headers))
     except IndexError:
         raise _malformed(f"record {i}: its fields run past the end of the records section") from None
     except ValueError as exc:
