@@ -38,6 +38,7 @@ from __future__ import annotations
 from cluster.controller.api_keys import IssuedApiKey, issue_api_key
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     Command,
     CreateApiKey,
     CreateTenant,
@@ -57,7 +58,7 @@ from cluster.controller.commands import (
     decode_command,
     encode_command,
 )
-from cluster.controller.model import ApiKeyInfo, Assignment, Node, Principal, Tenant, Topic
+from cluster.controller.model import ApiKeyInfo, Assignment, Node, Principal, Tenant, Topic, TopicConfig
 from cluster.controller.placement import (
     Move,
     PlacementError,
@@ -81,6 +82,7 @@ from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Pag
 
 __all__ = [
     "AddLearner",
+    "AlterTopicConfig",
     "ApiKeyInfo",
     "Applied",
     "ApplyResult",
@@ -118,6 +120,7 @@ __all__ = [
     "SetNodeLiveness",
     "Tenant",
     "Topic",
+    "TopicConfig",
     "TopicCreated",
     "UnsupportedCommand",
     "decode_command",

@@ -15,7 +15,8 @@ decoder can be strict about every byte; the partition log's commands use the
 same ``kind u8 | version u8`` header.
 
 =================== ===== ================================================
-command             kind  fields after ``kind u8 | version u8 (=1)``
+command             kind  fields after ``kind u8 | version u8`` (version 1
+                          unless the row says otherwise)
 =================== ===== ================================================
 CreateTenant        1     name text
 DeleteTenant        2     name text
@@ -26,6 +27,10 @@ CreateTopic         5     tenant text, name text, partitions u32,
                           replication_factor u16, retention_ms opt_i64,
                           retention_bytes opt_i64, assignment: u32 count,
                           then ``ids`` per partition (preferred leader first)
+CreateTopic v2      5     the v1 fields, then ``compaction`` (below); written
+                          only when a compaction setting differs from its
+                          default, so a topic that uses none of them is
+                          still a v1 entry older nodes can apply
 DeleteTopic         6     tenant text, name text
 RegisterNode        7     node_id u64, address text, zone text,
                           controller_eligible flag
@@ -36,14 +41,24 @@ AddLearner          11    group u64, node_id u64, expected_revision u64
 PromoteLearner      12    group u64, node_id u64, expected_revision u64,
                           position u16
 RemoveReplica       13    group u64, node_id u64, expected_revision u64
+AlterTopicConfig    14    tenant text, name text, topic_revision u64,
+                          expected_config_revision u64, retention_ms
+                          opt_i64, retention_bytes opt_i64, ``compaction``
 =================== ===== ================================================
+
+``compaction`` is ``cleanup_policy text, min_compaction_lag_ms i64,
+delete_retention_ms i64, max_compaction_lag_ms opt_i64`` (the snapshot
+writes the same; ``write_compaction``).
 
 Invariants:
 
 - ``decode_command(encode_command(c)) == c`` for every command, and bytes
   that decode re-encode to themselves (canonical form).
 - A kind number is never reused. A change to a kind's fields gets a new
-  version number; a node reads only the versions it knows.
+  version number and the old version's bytes never change; a node reads
+  only the versions it knows (``NEWEST_VERSIONS``). A command is written at
+  the lowest version that can hold it, and a newer version's bytes that an
+  older version could hold are malformed: one encoding per command.
 - ``decode_command`` raises only ``MalformedCommand`` (bytes no version of
   this code writes: the state machine rejects the entry with
   ``INVALID_COMMAND``, the same on every node) or ``UnsupportedCommand`` (a
@@ -60,11 +75,14 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
+from cluster.controller.model import DEFAULT_DELETE_RETENTION_MS, TopicConfig
 from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = [
     "COMMAND_VERSION",
+    "NEWEST_VERSIONS",
     "AddLearner",
+    "AlterTopicConfig",
     "Command",
     "CommandError",
     "CommandKind",
@@ -85,12 +103,14 @@ __all__ = [
     "UnsupportedCommand",
     "decode_command",
     "encode_command",
+    "read_compaction",
     "read_key_tenant",
+    "write_compaction",
     "write_key_tenant",
 ]
 
 COMMAND_VERSION = 1
-"""The version every kind is written at (all kinds are at their first)."""
+"""The first version of every kind (most are still at it)."""
 
 
 class CommandKind(enum.IntEnum):
@@ -107,6 +127,11 @@ class CommandKind(enum.IntEnum):
     ADD_LEARNER = 11
     PROMOTE_LEARNER = 12
     REMOVE_REPLICA = 13
+    ALTER_TOPIC_CONFIG = 14
+
+
+NEWEST_VERSIONS: dict[int, int] = {CommandKind.CREATE_TOPIC: 2}
+"""Kinds past their first version: the newest version this code reads."""
 
 
 class CommandError(ValueError):
@@ -135,6 +160,26 @@ def read_key_tenant(r: Reader, key_id: str) -> str | None:
     if operator and tenant:
         raise WireError(f"{r.what}: API key {key_id!r} is an operator key with a tenant {tenant!r}")
     return None if operator else tenant
+
+
+def write_compaction(w: Writer, config: TopicConfig) -> None:
+    """A topic's compaction settings (the module docstring's ``compaction``)."""
+    w.text(config.cleanup_policy).i64(config.min_compaction_lag_ms).i64(config.delete_retention_ms)
+    w.opt_i64(config.max_compaction_lag_ms)
+
+
+def read_compaction(r: Reader) -> tuple[str, int, int, int | None]:
+    """What ``write_compaction`` wrote: ``(cleanup_policy,
+    min_compaction_lag_ms, delete_retention_ms, max_compaction_lag_ms)``."""
+    return (
+        r.text("cleanup_policy"),
+        r.i64("min_compaction_lag_ms"),
+        r.i64("delete_retention_ms"),
+        r.opt_i64("max_compaction_lag_ms"),
+    )
+
+
+_DEFAULT_COMPACTION: tuple[str, int, int, int | None] = ("delete", 0, DEFAULT_DELETE_RETENTION_MS, None)
 
 
 # --- tenants and API keys --------------------------------------------------------
@@ -210,7 +255,8 @@ class RevokeApiKey:
 class CreateTopic:
     """Create a topic with the replicas the proposer chose
     (``placement.place_partitions``): ``assignment[p]`` are partition
-    ``p``'s replicas, preferred leader first."""
+    ``p``'s replicas, preferred leader first. The compaction settings
+    default to a ``delete`` topic's (version 1 carries none)."""
 
     KIND: ClassVar[CommandKind] = CommandKind.CREATE_TOPIC
     tenant: str
@@ -220,15 +266,46 @@ class CreateTopic:
     retention_ms: int | None
     retention_bytes: int | None
     assignment: tuple[tuple[int, ...], ...]
+    cleanup_policy: str = "delete"
+    min_compaction_lag_ms: int = 0
+    delete_retention_ms: int = DEFAULT_DELETE_RETENTION_MS
+    max_compaction_lag_ms: int | None = None
+
+    @property
+    def config(self) -> TopicConfig:
+        return TopicConfig(
+            self.retention_ms,
+            self.retention_bytes,
+            self.cleanup_policy,
+            self.min_compaction_lag_ms,
+            self.delete_retention_ms,
+            self.max_compaction_lag_ms,
+        )
+
+    def _compaction(self) -> tuple[str, int, int, int | None]:
+        return (
+            self.cleanup_policy,
+            self.min_compaction_lag_ms,
+            self.delete_retention_ms,
+            self.max_compaction_lag_ms,
+        )
+
+    @property
+    def wire_version(self) -> int:
+        """1 while every compaction setting is its default (older nodes
+        apply it), else 2."""
+        return 1 if self._compaction() == _DEFAULT_COMPACTION else 2
 
     def _write(self, w: Writer) -> None:
         w.text(self.tenant).text(self.name).u32(self.partitions).u16(self.replication_factor)
         w.opt_i64(self.retention_ms).opt_i64(self.retention_bytes).u32(len(self.assignment))
         for replicas in self.assignment:
             w.ids(replicas)
+        if self.wire_version == 2:
+            write_compaction(w, self.config)
 
     @classmethod
-    def _read(cls, r: Reader) -> CreateTopic:
+    def _read(cls, r: Reader, version: int = 1) -> CreateTopic:
         tenant, name = r.text("tenant"), r.text("name")
         partitions, rf = r.u32("partitions"), r.u16("replication_factor")
         retention_ms, retention_bytes = r.opt_i64("retention_ms"), r.opt_i64("retention_bytes")
@@ -238,7 +315,12 @@ class CreateTopic:
         if count * 2 > r.remaining:
             raise WireError(f"{r.what}: assignment count {count} runs past the end")
         assignment = tuple(r.ids(f"assignment[{p}]") for p in range(count))
-        return cls(tenant, name, partitions, rf, retention_ms, retention_bytes, assignment)
+        compaction = _DEFAULT_COMPACTION
+        if version == 2:
+            compaction = read_compaction(r)
+            if compaction == _DEFAULT_COMPACTION:
+                raise WireError(f"{r.what}: version 2 with default compaction settings (version 1 holds it)")
+        return cls(tenant, name, partitions, rf, retention_ms, retention_bytes, assignment, *compaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +335,37 @@ class DeleteTopic:
     @classmethod
     def _read(cls, r: Reader) -> DeleteTopic:
         return cls(r.text("tenant"), r.text("name"))
+
+
+@dataclass(frozen=True, slots=True)
+class AlterTopicConfig:
+    """Replace a topic's settings with ``config`` (all of them: the
+    proposer merges the request into the settings it read). Applies only
+    to the topic created at ``topic_revision`` whose ``config_revision`` is
+    still ``expected_config_revision``, so two concurrent changes cannot
+    silently undo each other and a re-created topic is never changed by a
+    request meant for its predecessor."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.ALTER_TOPIC_CONFIG
+    tenant: str
+    name: str
+    topic_revision: int
+    expected_config_revision: int
+    config: TopicConfig
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.tenant).text(self.name).u64(self.topic_revision).u64(self.expected_config_revision)
+        w.opt_i64(self.config.retention_ms).opt_i64(self.config.retention_bytes)
+        write_compaction(w, self.config)
+
+    @classmethod
+    def _read(cls, r: Reader) -> AlterTopicConfig:
+        tenant, name = r.text("tenant"), r.text("name")
+        topic_revision, expected = r.u64("topic_revision"), r.u64("expected_config_revision")
+        retention_ms, retention_bytes = r.opt_i64("retention_ms"), r.opt_i64("retention_bytes")
+        policy, min_lag, delete_retention, max_lag = read_compaction(r)
+        config = TopicConfig(retention_ms, retention_bytes, policy, min_lag, delete_retention, max_lag)
+        return cls(tenant, name, topic_revision, expected, config)
 
 
 # --- nodes -----------------------------------------------------------------------
@@ -397,6 +510,7 @@ Command = (
     | AddLearner
     | PromoteLearner
     | RemoveReplica
+    | AlterTopicConfig
 )
 """Every command."""
 
@@ -409,7 +523,8 @@ _CLASSES: dict[int, type[Command]] = {cls.KIND: cls for cls in get_args(Command)
 def encode_command(command: Command) -> bytes:
     """The entry data for ``command``. Raises ``ValueError`` for a value that
     does not fit its field."""
-    w = Writer().u8(command.KIND).u8(COMMAND_VERSION)
+    version = command.wire_version if isinstance(command, CreateTopic) else COMMAND_VERSION
+    w = Writer().u8(command.KIND).u8(version)
     command._write(w)
     return bytes(w)
 
@@ -428,14 +543,15 @@ def decode_command(data: bytes) -> Command:
         )
     if version == 0:
         raise MalformedCommand(f"{cls.__name__} version 0: no version of raftlog writes it")
-    if version != COMMAND_VERSION:
+    newest = NEWEST_VERSIONS.get(kind, COMMAND_VERSION)
+    if version > newest:
         raise UnsupportedCommand(
-            f"{cls.__name__} version {version} (this code reads version {COMMAND_VERSION}): "
+            f"{cls.__name__} version {version} (this code reads versions 1-{newest}): "
             "written by a newer version of raftlog? Upgrade this node before it applies the metadata log."
         )
     reader = Reader(data, cls.__name__, start=2)
     try:
-        command = cls._read(reader)
+        command = CreateTopic._read(reader, version) if cls is CreateTopic else cls._read(reader)
         reader.finish()
     except WireError as exc:
         raise MalformedCommand(str(exc)) from None

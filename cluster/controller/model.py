@@ -19,7 +19,13 @@ problem description, or None when the value is fine):
   service applies before it places a topic and the state applies again;
 - replication factor 1 .. ``MAX_REPLICATION_FACTOR``; retention: ``ms`` > 0
   and ``bytes`` >= 0 when set (``check_replication_factor``,
-  ``check_retention``).
+  ``check_retention``);
+- a topic's cleanup settings (``TopicConfig``, ``check_topic_config``, the
+  one rule the admin service applies before proposing and the state at
+  apply): ``cleanup_policy`` one of ``CLEANUP_POLICIES``;
+  ``min_compaction_lag_ms`` and ``delete_retention_ms`` 0 ..
+  ``MAX_CONFIG_MS``; ``max_compaction_lag_ms`` unset or 1 ..
+  ``MAX_CONFIG_MS`` and not below ``min_compaction_lag_ms``.
 
 A problem description never quotes more than a short prefix of the value
 it is about (``shown``): a request may carry a megabyte of name.
@@ -31,7 +37,10 @@ Invariants of the records themselves:
   ``learners`` is sorted.
 - ``Topic.groups[p]`` is the Raft group of partition ``p``; groups are never
   reused, so a re-created topic never shares a group (or its storage) with
-  its predecessor; ``Topic.revision`` is the log index of its create command.
+  its predecessor; ``Topic.revision`` is the log index of its create command
+  (it names the topic's incarnation, so a config change never moves it);
+  ``Topic.config_revision`` is the index of its last config change (0:
+  none since it was created).
 """
 
 from __future__ import annotations
@@ -42,7 +51,10 @@ from dataclasses import dataclass, field
 from cluster.controller.results import Rejected, RejectReason
 
 __all__ = [
+    "CLEANUP_POLICIES",
+    "DEFAULT_DELETE_RETENTION_MS",
     "MAX_CLUSTER_PARTITIONS",
+    "MAX_CONFIG_MS",
     "MAX_NODE_ID",
     "MAX_PARTITIONS",
     "MAX_REPLICATION_FACTOR",
@@ -56,12 +68,14 @@ __all__ = [
     "Principal",
     "Tenant",
     "Topic",
+    "TopicConfig",
     "check_address",
     "check_name",
     "check_partitions",
     "check_replication_factor",
     "check_retention",
     "check_tenant_name",
+    "check_topic_config",
     "check_topic_name",
     "check_zone",
     "shown",
@@ -86,6 +100,15 @@ at apply too): lowering one makes a node reject a create that an older node
 applied, so a change must come with a versioned rule once clusters are
 upgraded in place."""
 MAX_REPLICATION_FACTOR = 15
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+"""Kafka's spellings: ``delete`` drops old batches by retention only;
+``compact`` keeps the latest record per key (and drops tombstones after
+``delete_retention_ms``); ``compact,delete`` does both."""
+DEFAULT_DELETE_RETENTION_MS = 86_400_000
+"""How long a tombstone survives compaction by default: 24 hours."""
+MAX_CONFIG_MS = 100 * 365 * 86_400_000
+"""A century: the longest lag or tombstone retention a topic may ask for
+(beyond it a value is a typo, and time arithmetic stays far from i64)."""
 MAX_NODE_ID = 2**63 - 1
 SHOWN_MAX = 64
 """How much of a client-supplied value a message quotes (``shown``)."""
@@ -162,6 +185,53 @@ def check_retention(retention_ms: int | None, retention_bytes: int | None) -> st
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """A topic's settings that may change after it was created (the
+    ``AlterTopicConfig`` command replaces all of them at once)."""
+
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    cleanup_policy: str = "delete"
+    min_compaction_lag_ms: int = 0
+    delete_retention_ms: int = DEFAULT_DELETE_RETENTION_MS
+    max_compaction_lag_ms: int | None = None
+
+    @property
+    def compacted(self) -> bool:
+        return self.cleanup_policy in ("compact", "compact,delete")
+
+
+def check_topic_config(config: TopicConfig) -> Rejected | None:
+    """Whether ``config`` is a valid set of topic settings: None, or why
+    not (``INVALID_RETENTION`` or ``INVALID_TOPIC_CONFIG``, the message
+    naming the setting and what values it takes)."""
+    if problem := check_retention(config.retention_ms, config.retention_bytes):
+        return Rejected(RejectReason.INVALID_RETENTION, problem)
+    if config.cleanup_policy not in CLEANUP_POLICIES:
+        return Rejected(
+            RejectReason.INVALID_TOPIC_CONFIG,
+            f"cleanup_policy {shown(config.cleanup_policy)}: use one of {', '.join(CLEANUP_POLICIES)}",
+        )
+    for setting, value in (
+        ("min_compaction_lag_ms", config.min_compaction_lag_ms),
+        ("delete_retention_ms", config.delete_retention_ms),
+    ):
+        if not 0 <= value <= MAX_CONFIG_MS:
+            return Rejected(
+                RejectReason.INVALID_TOPIC_CONFIG,
+                f"{setting} must be 0-{MAX_CONFIG_MS} (milliseconds), got {value}",
+            )
+    lag = config.max_compaction_lag_ms
+    if lag is not None and not max(1, config.min_compaction_lag_ms) <= lag <= MAX_CONFIG_MS:
+        return Rejected(
+            RejectReason.INVALID_TOPIC_CONFIG,
+            f"max_compaction_lag_ms must be unset or from max(1, min_compaction_lag_ms = "
+            f"{config.min_compaction_lag_ms}) to {MAX_CONFIG_MS} (milliseconds), got {lag}",
+        )
+    return None
+
+
 def check_zone(zone: str) -> str | None:
     if zone and (len(zone) > ZONE_MAX or not _NAME.fullmatch(zone)):
         return f"zone label {shown(zone)}: use 0-{ZONE_MAX} letters, digits, '.', '_' or '-'"
@@ -231,6 +301,24 @@ class Topic:
     retention_bytes: int | None
     revision: int
     groups: tuple[int, ...]
+    cleanup_policy: str = "delete"
+    min_compaction_lag_ms: int = 0
+    delete_retention_ms: int = DEFAULT_DELETE_RETENTION_MS
+    max_compaction_lag_ms: int | None = None
+    config_revision: int = 0
+    """The log index of the last ``AlterTopicConfig`` applied to it; 0:
+    its settings are those it was created with."""
+
+    @property
+    def config(self) -> TopicConfig:
+        return TopicConfig(
+            self.retention_ms,
+            self.retention_bytes,
+            self.cleanup_policy,
+            self.min_compaction_lag_ms,
+            self.delete_retention_ms,
+            self.max_compaction_lag_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,8 @@ class RejectReason(enum.StrEnum):
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"
     """More replicas than live nodes (alive and not decommissioning)."""
     INVALID_RETENTION = "INVALID_RETENTION"
+    INVALID_TOPIC_CONFIG = "INVALID_TOPIC_CONFIG"
+    """A cleanup setting out of its range (``model.check_topic_config``)."""
     INVALID_ASSIGNMENT = "INVALID_ASSIGNMENT"
     """The proposed replicas do not match the topic's shape or name nodes
     that cannot take replicas (unknown, dead or decommissioning)."""

@@ -1,12 +1,13 @@
 """The controller's snapshot: the whole metadata state as bytes.
 
-Layout, version 1 (``wire`` primitives, big-endian):
+Layout, version 2 (``wire`` primitives, big-endian); version 1 is the same
+without each topic's ``compaction`` and ``config_revision``:
 
 ================== ==========================================================
 field              meaning
 ================== ==========================================================
 magic              the 4 bytes ``RLMC`` (not a partition snapshot)
-version u8         1
+version u8         1 or 2
 applied_index u64  the last log index applied
 next_group_id u64  the Raft group the next partition gets
 tenants            u32 count, then name text, created_index u64
@@ -16,13 +17,21 @@ nodes              u32 count, then node_id u64, address text, zone text,
                    controller_eligible flag, alive flag, decommissioning flag
 topics             u32 count, then tenant text, name text, partitions u32,
                    replication_factor u16, retention_ms opt_i64,
-                   retention_bytes opt_i64, revision u64, and per partition:
-                   group u64, replicas ids, learners ids, revision u64
+                   retention_bytes opt_i64, revision u64, (version 2:
+                   ``compaction`` as commands.py writes it, config_revision
+                   u64), and per partition: group u64, replicas ids,
+                   learners ids, revision u64
 crc u32            zlib CRC-32 of every byte before it
 ================== ==========================================================
 
 Invariants:
 
+- A state is written at the lowest version that holds it: version 1 while
+  no topic has a compaction setting other than its default or a changed
+  config (so a node not yet upgraded can still install it), else 2; a
+  version-2 snapshot that version 1 could hold is refused as corrupt (one
+  encoding per state). Version-1 snapshots written before version 2
+  existed restore with every topic at the defaults.
 - Deterministic: every table is written sorted by its key (tenant name, key
   id, node id, (tenant, topic name)), so equal states give equal bytes
   whatever order they were built in and whatever the hash seed.
@@ -43,14 +52,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.controller.commands import read_key_tenant, write_key_tenant
-from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic
+from cluster.controller.commands import read_compaction, read_key_tenant, write_compaction, write_key_tenant
+from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic, TopicConfig
 from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = ["MAGIC", "SNAPSHOT_VERSION", "ControllerImage", "CorruptSnapshot", "decode_image", "encode_image"]
 
 MAGIC = b"RLMC"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""The newest version this code writes and reads (it reads 1 too)."""
+_DEFAULT_COMPACTION = TopicConfig()
 _CRC_SIZE = 4
 
 
@@ -77,7 +88,8 @@ def encode_image(image: ControllerImage) -> bytes:
     are out of order or whose topics and assignments disagree."""
     _check_order(image)
     by_group = {a.group: a for a in image.assignments}
-    w = Writer().raw(MAGIC).u8(SNAPSHOT_VERSION).u64(image.applied_index).u64(image.next_group_id)
+    version = 2 if any(_needs_version_2(t) for t in image.topics) else 1
+    w = Writer().raw(MAGIC).u8(version).u64(image.applied_index).u64(image.next_group_id)
     w.u32(len(image.tenants))
     for tenant in image.tenants:
         w.text(tenant.name).u64(tenant.created_index)
@@ -95,6 +107,9 @@ def encode_image(image: ControllerImage) -> bytes:
     for topic in image.topics:
         w.text(topic.tenant).text(topic.name).u32(topic.partitions).u16(topic.replication_factor)
         w.opt_i64(topic.retention_ms).opt_i64(topic.retention_bytes).u64(topic.revision)
+        if version == 2:
+            write_compaction(w, topic.config)
+            w.u64(topic.config_revision)
         if len(topic.groups) != topic.partitions:
             raise ValueError(f"topic {topic.tenant}/{topic.name}: {len(topic.groups)} groups")
         for partition, group in enumerate(topic.groups):
@@ -114,15 +129,32 @@ def encode_image(image: ControllerImage) -> bytes:
     return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "big")
 
 
+def _needs_version_2(topic: Topic) -> bool:
+    config = topic.config
+    compaction = (
+        config.cleanup_policy,
+        config.min_compaction_lag_ms,
+        config.delete_retention_ms,
+        config.max_compaction_lag_ms,
+    )
+    defaults = _DEFAULT_COMPACTION
+    return topic.config_revision != 0 or compaction != (
+        defaults.cleanup_policy,
+        defaults.min_compaction_lag_ms,
+        defaults.delete_retention_ms,
+        defaults.max_compaction_lag_ms,
+    )
+
+
 def decode_image(data: bytes) -> ControllerImage:
     """The image in ``data`` (see the module docstring for what it checks)."""
     header = len(MAGIC) + 1
     if len(data) < header + _CRC_SIZE or data[: len(MAGIC)] != MAGIC:
         raise CorruptSnapshot("not a controller snapshot (no RLMC magic)")
     version = data[len(MAGIC)]
-    if version != SNAPSHOT_VERSION:
+    if not 1 <= version <= SNAPSHOT_VERSION:
         raise CorruptSnapshot(
-            f"controller snapshot version {version}: this code reads version {SNAPSHOT_VERSION} "
+            f"controller snapshot version {version}: this code reads versions 1-{SNAPSHOT_VERSION} "
             "(written by a newer raftlog?)"
         )
     body = data[:-_CRC_SIZE]
@@ -130,10 +162,14 @@ def decode_image(data: bytes) -> ControllerImage:
         raise CorruptSnapshot("controller snapshot CRC mismatch: the snapshot is damaged")
     r = Reader(body, "controller snapshot", start=header)
     try:
-        image = _read_image(r)
+        image = _read_image(r, version)
         r.finish()
     except WireError as exc:
         raise CorruptSnapshot(str(exc)) from None
+    if version == 2 and not any(_needs_version_2(t) for t in image.topics):
+        raise CorruptSnapshot(
+            "controller snapshot version 2 holds nothing version 1 cannot: no raftlog writes it"
+        )
     try:
         _check_order(image)
         _check_sorted("groups", [a.group for a in image.assignments])
@@ -149,7 +185,7 @@ def _count(r: Reader, field: str) -> int:
     return count
 
 
-def _read_image(r: Reader) -> ControllerImage:
+def _read_image(r: Reader, version: int) -> ControllerImage:
     applied_index, next_group_id = r.u64("applied_index"), r.u64("next_group_id")
     tenants = tuple(Tenant(r.text("tenant"), r.u64("created_index")) for _ in range(_count(r, "tenants")))
     keys = []
@@ -177,6 +213,11 @@ def _read_image(r: Reader) -> ControllerImage:
             r.opt_i64("retention_bytes"),
             r.u64("rev"),
         )
+        compaction: tuple[str, int, int, int | None] = ("delete", 0, TopicConfig().delete_retention_ms, None)
+        config_revision = 0
+        if version == 2:
+            compaction = read_compaction(r)
+            config_revision = r.u64("config_revision")
         if partitions > r.remaining:
             raise WireError(f"{r.what}: topic {tenant}/{name}: {partitions} partitions run past the end")
         groups = []
@@ -187,7 +228,18 @@ def _read_image(r: Reader) -> ControllerImage:
             )
             groups.append(group)
         topics.append(
-            Topic(tenant, name, partitions, rf, retention_ms, retention_bytes, revision, tuple(groups))
+            Topic(
+                tenant,
+                name,
+                partitions,
+                rf,
+                retention_ms,
+                retention_bytes,
+                revision,
+                tuple(groups),
+                *compaction,
+                config_revision,
+            )
         )
     assignments.sort(key=lambda a: a.group)
     return ControllerImage(

@@ -39,6 +39,7 @@ from dataclasses import replace
 from cluster.controller import api_keys
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     Command,
     CreateApiKey,
     CreateTenant,
@@ -69,8 +70,8 @@ from cluster.controller.model import (
     check_address,
     check_partitions,
     check_replication_factor,
-    check_retention,
     check_tenant_name,
+    check_topic_config,
     check_topic_name,
     check_zone,
     shown,
@@ -233,6 +234,8 @@ class ControllerState:
                 return self._revoke_api_key(index, command)
             case CreateTopic():
                 return self._create_topic(index, command)
+            case AlterTopicConfig():
+                return self._alter_topic_config(index, command)
             case DeleteTopic():
                 return self._delete_topic(index, command)
             case RegisterNode():
@@ -308,8 +311,8 @@ class ControllerState:
                 R.REPLICATION_FACTOR_TOO_LARGE,
                 f"replication factor {c.replication_factor} is more than the {live} live node(s)",
             )
-        if problem := check_retention(c.retention_ms, c.retention_bytes):
-            return Rejected(R.INVALID_RETENTION, problem)
+        if rejected := check_topic_config(c.config):
+            return rejected
         if rejected := self._check_assignment(c):
             return rejected
         first = self._next_group_id
@@ -324,6 +327,10 @@ class ControllerState:
             c.retention_bytes,
             index,
             groups,
+            c.cleanup_policy,
+            c.min_compaction_lag_ms,
+            c.delete_retention_ms,
+            c.max_compaction_lag_ms,
         )
         for partition, (group, replicas) in enumerate(zip(groups, c.assignment, strict=True)):
             self._assignments[group] = Assignment(group, c.tenant, c.name, index, partition, replicas, (), 1)
@@ -349,6 +356,34 @@ class ControllerState:
                 if not node.can_host:
                     return Rejected(R.NODE_UNAVAILABLE, f"partition {partition}: {_why_unavailable(node)}")
         return None
+
+    def _alter_topic_config(self, index: int, c: AlterTopicConfig) -> ApplyResult:
+        topics = self._topics.get(c.tenant)
+        if topics is None:
+            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.tenant)}")
+        topic = topics.get(c.name)
+        if topic is None or topic.revision != c.topic_revision:
+            return Rejected(R.UNKNOWN_TOPIC, f"tenant {shown(c.tenant)} has no topic {shown(c.name)}")
+        if topic.config_revision != c.expected_config_revision:
+            return Rejected(
+                R.STALE_REVISION,
+                f"topic {shown(c.name)}'s settings changed at entry {topic.config_revision}: "
+                "read them again and retry",
+            )
+        if rejected := check_topic_config(c.config):
+            return rejected
+        config = c.config
+        topics[c.name] = replace(
+            topic,
+            retention_ms=config.retention_ms,
+            retention_bytes=config.retention_bytes,
+            cleanup_policy=config.cleanup_policy,
+            min_compaction_lag_ms=config.min_compaction_lag_ms,
+            delete_retention_ms=config.delete_retention_ms,
+            max_compaction_lag_ms=config.max_compaction_lag_ms,
+            config_revision=index,
+        )
+        return Applied(index)
 
     def _delete_topic(self, index: int, c: DeleteTopic) -> ApplyResult:
         topics = self._topics.get(c.tenant)
@@ -614,10 +649,10 @@ class ControllerState:
                     )
                 if not 1 <= topic.replication_factor <= MAX_REPLICATION_FACTOR or topic.revision > applied:
                     raise InconsistentState(f"{where}: replication factor or revision")
-                if (topic.retention_ms is not None and topic.retention_ms <= 0) or (
-                    topic.retention_bytes is not None and topic.retention_bytes < 0
+                if check_topic_config(topic.config) or not (
+                    topic.config_revision == 0 or topic.revision < topic.config_revision <= applied
                 ):
-                    raise InconsistentState(f"{where}: retention")
+                    raise InconsistentState(f"{where}: settings or their revision")
                 for partition, group in enumerate(topic.groups):
                     a = self._assignments.get(group)
                     if group in seen_groups or not 1 <= group < self._next_group_id or a is None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     Command,
     CreateApiKey,
     CreateTenant,
@@ -24,6 +25,7 @@ from cluster.controller.commands import (
     SetNodeLiveness,
     encode_command,
 )
+from cluster.controller.model import CLEANUP_POLICIES, TopicConfig
 from cluster.controller.placement import Plan, place_partitions
 from cluster.controller.results import ApplyResult, Rejected
 from cluster.controller.state import ControllerState
@@ -82,10 +84,21 @@ def create_topic(
     replication_factor: int = 1,
     retention_ms: int | None = None,
     retention_bytes: int | None = None,
+    **compaction: object,
 ) -> ApplyResult:
+    """``compaction``: ``cleanup_policy`` and the other compaction settings."""
     assignment = place_partitions(log.state, partitions, replication_factor)
     return log.ok(
-        CreateTopic(tenant, name, partitions, replication_factor, retention_ms, retention_bytes, assignment)
+        CreateTopic(
+            tenant,
+            name,
+            partitions,
+            replication_factor,
+            retention_ms,
+            retention_bytes,
+            assignment,
+            **compaction,  # type: ignore[arg-type]
+        )
     )
 
 
@@ -96,6 +109,9 @@ ids = st.integers(min_value=0, max_value=2**64 - 1)
 small_ids = st.integers(min_value=0, max_value=8)
 opt_i64 = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
 node_lists = st.lists(small_ids, max_size=5).map(tuple)
+policies = st.sampled_from(CLEANUP_POLICIES) | any_text
+i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+topic_configs = st.builds(TopicConfig, opt_i64, opt_i64, policies, i64, i64, opt_i64)
 
 
 def commands() -> st.SearchStrategy[Command]:
@@ -121,7 +137,12 @@ def commands() -> st.SearchStrategy[Command]:
             opt_i64,
             opt_i64,
             st.lists(node_lists, max_size=4).map(tuple),
+            policies,
+            i64,
+            i64,
+            opt_i64,
         ),
+        st.builds(AlterTopicConfig, texts, texts, numbers, numbers, topic_configs),
         st.builds(DeleteTopic, texts, texts),
         st.builds(RegisterNode, numbers, texts, texts, st.booleans()),
         st.builds(SetNodeLiveness, numbers, st.booleans()),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from cluster.controller.commands import (
     COMMAND_VERSION,
     AddLearner,
+    AlterTopicConfig,
     Command,
     CommandKind,
     CreateApiKey,
@@ -29,6 +30,7 @@ from cluster.controller.commands import (
     decode_command,
     encode_command,
 )
+from cluster.controller.model import TopicConfig
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
 from tests.controller.harness import cluster, commands
@@ -71,6 +73,7 @@ def test_kind_numbers_never_change() -> None:
         AddLearner: 11,
         PromoteLearner: 12,
         RemoveReplica: 13,
+        AlterTopicConfig: 14,
     }
     assert {cls: int(cls.KIND) for cls in expected} == expected
     assert len(CommandKind) == len(expected)
@@ -92,6 +95,54 @@ def test_a_known_layout() -> None:
         + (1).to_bytes(2, "big")
         + (3).to_bytes(8, "big")
     )
+
+
+_V1_CREATE_TOPIC = (
+    bytes([5, 1])
+    + b"\x00\x01t\x00\x01n"
+    + (1).to_bytes(4, "big")
+    + (1).to_bytes(2, "big")
+    + b"\x00\x00"
+    + (1).to_bytes(4, "big")
+    + (1).to_bytes(2, "big")
+    + (3).to_bytes(8, "big")
+)
+_COMPACTION = b"\x00\x07compact" + (5).to_bytes(8, "big") + (60_000).to_bytes(8, "big") + b"\x00"
+
+
+def test_compaction_settings_are_a_new_version_and_version_1_still_reads() -> None:
+    """A topic with compaction settings is CreateTopic version 2 (the v1
+    fields, then the settings); one without is still the v1 bytes, which
+    decode to the defaults (an old log replays unchanged)."""
+    plain = CreateTopic("t", "n", 1, 1, None, None, ((3,),))
+    assert encode_command(plain) == _V1_CREATE_TOPIC
+    assert decode_command(_V1_CREATE_TOPIC) == plain
+    assert (plain.cleanup_policy, plain.min_compaction_lag_ms, plain.delete_retention_ms) == (
+        "delete",
+        0,
+        86_400_000,
+    )
+    compacted = CreateTopic("t", "n", 1, 1, None, None, ((3,),), "compact", 5, 60_000)
+    v2 = bytes([5, 2]) + _V1_CREATE_TOPIC[2:] + _COMPACTION
+    assert encode_command(compacted) == v2
+    assert decode_command(v2) == compacted
+    alter = AlterTopicConfig("t", "n", 7, 0, TopicConfig(None, 10, "compact", 5, 60_000, None))
+    assert encode_command(alter) == (
+        bytes([14, 1])
+        + b"\x00\x01t\x00\x01n"
+        + (7).to_bytes(8, "big")
+        + (0).to_bytes(8, "big")
+        + b"\x00\x01"
+        + (10).to_bytes(8, "big")
+        + _COMPACTION
+    )
+
+
+def test_a_version_2_create_that_version_1_could_hold_is_malformed() -> None:
+    """One encoding per command: the default settings are written as v1."""
+    defaults = b"\x00\x06delete" + bytes(8) + (86_400_000).to_bytes(8, "big") + b"\x00"
+    with pytest.raises(MalformedCommand, match="version 1 holds it"):
+        decode_command(bytes([5, 2]) + _V1_CREATE_TOPIC[2:] + defaults)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +174,8 @@ def test_malformed_bytes(data: bytes, match: str) -> None:
         (bytes([200, 1]), "unknown controller command kind 200"),
         (bytes([0, 1]), "unknown controller command kind 0"),
         (bytes([1, COMMAND_VERSION + 1]) + b"\x00\x01a", "CreateTenant version 2"),
+        (bytes([5, 3]) + _V1_CREATE_TOPIC[2:], "CreateTopic version 3"),
+        (bytes([14, 2]), "AlterTopicConfig version 2"),
     ],
 )
 def test_unknown_kinds_and_versions_are_unsupported(data: bytes, match: str) -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     Command,
     CreateApiKey,
     CreateTenant,
@@ -39,6 +40,7 @@ from cluster.controller.commands import (
     decode_command,
     encode_command,
 )
+from cluster.controller.model import TopicConfig
 from cluster.controller.placement import (
     PlacementError,
     place_partitions,
@@ -59,6 +61,7 @@ TENANTS = ["acme", "beta", "gamma", "..", "bad name"]
 TOPICS = ["a", "b", "c", ""]
 KEY_IDS = ["00000000000000aa", "00000000000000bb", "00000000000000cc", "XYZ"]
 ZONES = ["", "a", "b"]
+POLICIES = ["delete", "delete", "compact", "compact,delete", "bogus"]
 
 
 class Chooser:
@@ -94,6 +97,27 @@ def _plan_steps(state: ControllerState, c: Chooser) -> list[Command]:
     return [step for move in plan.moves for step in move.steps]
 
 
+def _alter(state: ControllerState, c: Chooser) -> AlterTopicConfig:
+    """A config change of an existing topic (sometimes stale or invalid),
+    or of one that is not there."""
+    existing = [t for tenant in TENANTS for t in state.topics_for(tenant)]
+    config = TopicConfig(
+        c.pick([None, 5000, 5000, 0]),
+        c.pick([None, 100]),
+        c.pick(POLICIES),
+        c.pick([0, 50]),
+        c.pick([0, 86_400_000, 86_400_000, -1]),
+        c.pick([None, None, 60_000, 0]),
+    )
+    if existing and c.integer(0, 3) > 0:
+        topic = c.pick(existing)
+        stale = c.integer(0, 5) == 0
+        return AlterTopicConfig(
+            topic.tenant, topic.name, topic.revision, topic.config_revision + stale, config
+        )
+    return AlterTopicConfig(c.pick(TENANTS), c.pick(TOPICS), c.integer(0, 9), 0, config)
+
+
 def _command(state: ControllerState, c: Chooser) -> list[Command]:
     node_id = c.integer(0, 6)
     group = c.integer(0, max(1, state.next_group_id))
@@ -116,7 +140,20 @@ def _command(state: ControllerState, c: Chooser) -> list[Command]:
             except PlacementError:
                 assignment = tuple(tuple(c.integer(0, 6) for _ in range(rf)) for _ in range(partitions))
             retention = c.pick([None, 0, 1000])
-            return [CreateTopic(c.pick(TENANTS), c.pick(TOPICS), partitions, rf, retention, None, assignment)]
+            policy, min_lag = c.pick(POLICIES), c.pick([0, 10, -1])
+            return [
+                CreateTopic(
+                    c.pick(TENANTS),
+                    c.pick(TOPICS),
+                    partitions,
+                    rf,
+                    retention,
+                    None,
+                    assignment,
+                    policy,
+                    min_lag,
+                )
+            ]
         case 8:
             existing = [(t.tenant, t.name) for tenant in TENANTS for t in state.topics_for(tenant)]
             if existing and c.coin():
@@ -132,6 +169,8 @@ def _command(state: ControllerState, c: Chooser) -> list[Command]:
             return [c.pick(node_changes)]
         case 13:
             return _plan_steps(state, c)
+        case 15:
+            return [_alter(state, c)]
         case 14:
             replica_changes: list[Command] = [
                 AddLearner(group, node_id, revision),

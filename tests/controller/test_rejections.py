@@ -5,13 +5,14 @@ bytes as the state after a no-op entry at the same index."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from cluster.controller.api_keys import issue_api_key
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     Command,
     CreateApiKey,
     CreateTenant,
@@ -27,7 +28,7 @@ from cluster.controller.commands import (
     SetNodeLiveness,
     encode_command,
 )
-from cluster.controller.model import MAX_TENANT_PARTITIONS, Assignment
+from cluster.controller.model import MAX_CONFIG_MS, MAX_TENANT_PARTITIONS, Assignment
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
 from tests.controller.harness import Log, address, cluster, create_topic
@@ -74,6 +75,18 @@ def topic_command(**changes: object) -> CreateTopic:
     }
     fields.update(changes)
     return CreateTopic(**fields)  # type: ignore[arg-type]
+
+
+def alter(log: Log, topic: str = "events", tenant: str = "acme", **changes: object) -> AlterTopicConfig:
+    """Change acme's ``topic`` from the settings it has now (``stale``:
+    expect a config revision it is not at; ``revision``: another
+    incarnation's)."""
+    found = log.state.topic("acme", "events")
+    assert found is not None
+    stale = bool(changes.pop("stale", False))
+    revision = int(changes.pop("revision", found.revision))  # type: ignore[call-overload]
+    config = replace(found.config, **changes)  # type: ignore[arg-type]
+    return AlterTopicConfig(tenant, topic, revision, found.config_revision + (1 if stale else 0), config)
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,31 @@ CASES = [
     Case(R.REPLICATION_FACTOR_TOO_LARGE, "4 of 3 live", lambda log: topic_command(replication_factor=4)),
     Case(R.INVALID_RETENTION, "zero ms", lambda log: topic_command(retention_ms=0)),
     Case(R.INVALID_RETENTION, "negative bytes", lambda log: topic_command(retention_bytes=-1)),
+    Case(R.INVALID_TOPIC_CONFIG, "policy", lambda log: topic_command(cleanup_policy="compact,delete,")),
+    Case(R.INVALID_TOPIC_CONFIG, "policy case", lambda log: topic_command(cleanup_policy="Compact")),
+    Case(R.INVALID_TOPIC_CONFIG, "negative lag", lambda log: topic_command(min_compaction_lag_ms=-1)),
+    Case(
+        R.INVALID_TOPIC_CONFIG,
+        "tombstones kept a millennium",
+        lambda log: topic_command(cleanup_policy="compact", delete_retention_ms=MAX_CONFIG_MS + 1),
+    ),
+    Case(
+        R.INVALID_TOPIC_CONFIG,
+        "max lag below min lag",
+        lambda log: topic_command(min_compaction_lag_ms=10, max_compaction_lag_ms=9),
+    ),
+    Case(R.INVALID_TOPIC_CONFIG, "max lag zero", lambda log: topic_command(max_compaction_lag_ms=0)),
+    Case(R.INVALID_TOPIC_CONFIG, "alter policy", lambda log: alter(log, cleanup_policy="")),
+    Case(R.INVALID_TOPIC_CONFIG, "alter lag", lambda log: alter(log, delete_retention_ms=-5)),
+    Case(R.INVALID_RETENTION, "alter retention", lambda log: alter(log, retention_ms=0)),
+    Case(R.STALE_REVISION, "alter raced", lambda log: alter(log, cleanup_policy="compact", stale=True)),
+    Case(R.UNKNOWN_TOPIC, "alter missing", lambda log: alter(log, topic="nope", cleanup_policy="compact")),
+    Case(
+        R.UNKNOWN_TOPIC,
+        "alter re-created",
+        lambda log: alter(log, cleanup_policy="compact", revision=log.state.applied_index + 7),
+    ),
+    Case(R.UNKNOWN_TENANT, "alter", lambda log: alter(log, tenant="nobody", cleanup_policy="compact")),
     Case(R.INVALID_ASSIGNMENT, "count", lambda log: topic_command(assignment=((1, 2),))),
     Case(R.INVALID_ASSIGNMENT, "width", lambda log: topic_command(assignment=((1, 2), (3,)))),
     Case(R.INVALID_ASSIGNMENT, "repeat", lambda log: topic_command(assignment=((1, 2), (3, 3)))),

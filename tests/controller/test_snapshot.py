@@ -4,6 +4,7 @@ and damaged or foreign bytes raise ``CorruptSnapshot``."""
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from cluster.controller.api_keys import issue_api_key
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     CreateTenant,
     DecommissionNode,
     RegisterNode,
@@ -30,6 +32,11 @@ def populated() -> Log:
     create_topic(log, "beta", "audit", partitions=2, replication_factor=2, retention_bytes=0)
     log.ok(issue_api_key("acme").command)
     log.ok(issue_api_key(None).command)
+    create_topic(log, "zeta", "latest", partitions=1, cleanup_policy="compact", min_compaction_lag_ms=5)
+    latest = log.state.topic("zeta", "latest")
+    assert latest is not None
+    config = replace(latest.config, cleanup_policy="compact,delete", max_compaction_lag_ms=60_000)
+    log.ok(AlterTopicConfig("zeta", "latest", latest.revision, 0, config))
     log.ok(SetNodeLiveness(4, False))
     log.ok(DecommissionNode(5))
     a = next(a for a in log.state.assignments() if len(a.members) < 3)
@@ -52,6 +59,60 @@ def test_restore_gives_back_the_state() -> None:
     assert ControllerState.restore(data, index=state.applied_index) == state
     with pytest.raises(CorruptSnapshot, match="stored at"):
         ControllerState.restore(data, index=state.applied_index + 1)
+
+
+def test_topic_settings_survive_a_snapshot() -> None:
+    restored = ControllerState.restore(populated().state.snapshot())
+    latest = restored.topic("zeta", "latest")
+    assert latest is not None
+    assert (latest.cleanup_policy, latest.min_compaction_lag_ms, latest.max_compaction_lag_ms) == (
+        "compact,delete",
+        5,
+        60_000,
+    )
+    assert latest.revision < latest.config_revision <= restored.applied_index
+
+
+def _version_1_snapshot() -> bytes:
+    """A snapshot as the code before compacted topics wrote it: one topic
+    (tenant acme, topic t, 1 partition on node 1, retention 1000 ms)."""
+    w = Writer().raw(MAGIC).u8(1).u64(10).u64(2)
+    w.u32(1).text("acme").u64(1)  # tenants
+    w.u32(0)  # api keys
+    w.u32(1).u64(1).text("h:1").text("").flag(True).flag(True).flag(False)  # nodes
+    w.u32(1).text("acme").text("t").u32(1).u16(1).opt_i64(1000).opt_i64(None).u64(3)
+    w.u64(1).ids((1,)).ids(()).u64(1)
+    return _seal(bytes(w))
+
+
+def test_a_version_1_snapshot_still_restores_with_the_defaults() -> None:
+    old = _version_1_snapshot()
+    state = ControllerState.restore(old)
+    topic = state.topic("acme", "t")
+    assert topic is not None
+    assert (topic.retention_ms, topic.cleanup_policy, topic.delete_retention_ms, topic.config_revision) == (
+        1000,
+        "delete",
+        86_400_000,
+        0,
+    )
+    # Nothing a version-1 node could not read: written as version 1 again,
+    # byte for byte (a rolling upgrade can still ship it to an old node).
+    assert state.snapshot() == old
+    assert populated().state.snapshot()[len(MAGIC)] == 2
+
+
+def test_a_version_2_snapshot_that_version_1_could_hold_is_refused() -> None:
+    """One encoding per state: the same table as version 2 with default
+    settings is no snapshot any raftlog writes."""
+    w = Writer().raw(MAGIC).u8(2).u64(10).u64(2)
+    w.u32(1).text("acme").u64(1).u32(0)
+    w.u32(1).u64(1).text("h:1").text("").flag(True).flag(True).flag(False)
+    w.u32(1).text("acme").text("t").u32(1).u16(1).opt_i64(1000).opt_i64(None).u64(3)
+    w.text("delete").i64(0).i64(86_400_000).opt_i64(None).u64(0)
+    w.u64(1).ids((1,)).ids(()).u64(1)
+    with pytest.raises(CorruptSnapshot, match="version 1 cannot"):
+        decode_image(_seal(bytes(w)))
 
 
 def test_an_empty_state_round_trips() -> None:
@@ -98,8 +159,8 @@ def test_foreign_and_future_snapshots_are_refused_clearly() -> None:
     snapshot = ControllerState().snapshot()
     with pytest.raises(CorruptSnapshot, match="RLMC"):
         decode_image(b"\x01" + snapshot[1:])
-    with pytest.raises(CorruptSnapshot, match="version 2"):
-        decode_image(_seal(MAGIC + b"\x02" + snapshot[5:-4]))
+    with pytest.raises(CorruptSnapshot, match="version 3"):
+        decode_image(_seal(MAGIC + b"\x03" + snapshot[5:-4]))
     with pytest.raises(CorruptSnapshot, match="CRC"):
         decode_image(snapshot[:-1] + bytes([snapshot[-1] ^ 1]))
     with pytest.raises(CorruptSnapshot, match="trailing"):

@@ -8,6 +8,7 @@ import pytest
 from cluster.controller.api_keys import issue_api_key
 from cluster.controller.commands import (
     AddLearner,
+    AlterTopicConfig,
     CreateTenant,
     CreateTopic,
     DecommissionNode,
@@ -19,8 +20,8 @@ from cluster.controller.commands import (
     RemoveReplica,
     SetNodeLiveness,
 )
-from cluster.controller.model import Assignment, Node
-from cluster.controller.results import Applied, AssignmentChanged, TopicCreated
+from cluster.controller.model import Assignment, Node, TopicConfig
+from cluster.controller.results import Applied, AssignmentChanged, Rejected, RejectReason, TopicCreated
 from cluster.controller.state import ControllerState, InconsistentState
 from tests.controller.harness import Log, address, cluster, create_topic
 
@@ -234,3 +235,35 @@ def _broken(what: str) -> Log:
 def test_check_invariants_catches(what: str) -> None:
     with pytest.raises(InconsistentState):
         _broken(what).state.check_invariants()
+
+
+@pytest.mark.parametrize("policy", ["delete", "compact", "compact,delete"])
+def test_a_topic_is_created_with_each_cleanup_policy(policy: str) -> None:
+    log = cluster(1, tenants=["acme"])
+    create_topic(log, "acme", "t", partitions=1, cleanup_policy=policy, delete_retention_ms=1000)
+    topic = log.state.topic("acme", "t")
+    assert topic is not None
+    assert (topic.cleanup_policy, topic.delete_retention_ms, topic.config_revision) == (policy, 1000, 0)
+    assert topic.config.compacted == (policy != "delete")
+
+
+def test_altering_a_topic_replaces_its_settings_and_keeps_its_identity() -> None:
+    """The topic's revision (its incarnation: clients compare it) stays;
+    ``config_revision`` moves to the alter's index; a second alter must
+    expect that revision."""
+    log = cluster(1, tenants=["acme"])
+    create_topic(log, "acme", "t", partitions=2, retention_ms=5000)
+    before = log.state.topic("acme", "t")
+    assert before is not None
+    config = TopicConfig(None, 100, "compact", 10, 1000, 60_000)
+    index = log.next_index
+    assert log.ok(AlterTopicConfig("acme", "t", before.revision, 0, config)) == Applied(index)
+    after = log.state.topic("acme", "t")
+    assert after is not None
+    assert after.config == config
+    assert (after.revision, after.groups, after.config_revision) == (before.revision, before.groups, index)
+    stale = log.apply(AlterTopicConfig("acme", "t", before.revision, 0, TopicConfig()))
+    assert isinstance(stale, Rejected) and stale.reason is RejectReason.STALE_REVISION
+    log.ok(AlterTopicConfig("acme", "t", before.revision, index, TopicConfig()))
+    back = log.state.topic("acme", "t")
+    assert back is not None and back.config == TopicConfig()
