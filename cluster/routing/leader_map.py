@@ -21,10 +21,14 @@ A claim is ``(leader node, term)`` for one group. The rules:
    of times, ends with the same map — each group's maximum claim by
    ``(term, leader)``. Lost, repeated and reordered announcements (the
    transport may lose and a reconnect may replay) are therefore harmless.
-3. Nothing is ever removed by an announcement: a leader that dies keeps its
-   entry until a leader of a higher term announces itself. Forwarding to a
-   dead node fails fast and the client retries; the new leader's first
-   announcement repairs the entry.
+3. A claim lasts while its sender makes it: ``withdraw`` drops a sender's
+   claims for the groups its latest announcement no longer names, or all
+   of them once it has gone silent (leader_routing.py decides when). A
+   claim of a higher term from another node is not touched. Without this a
+   single claim of a huge term (a forged announcement from a node holding
+   the cluster secret, or a bug) would outrank every true leader of the
+   group for ever; with it, such a claim ends when its sender stops making
+   it. The caller then merges the other senders' current claims again.
 4. ``retain`` drops the groups the metadata no longer assigns (a deleted
    topic's partitions). Group ids are allocated upwards and never reused
    (cluster/controller/state.py, ``next_group_id``), so an id at or above
@@ -88,6 +92,18 @@ class LeaderMap:
         for group, term in groups_and_terms:
             changed += self.learn(group, sender, term)
         return changed
+
+    def withdraw(self, sender: int, groups: Iterable[int]) -> list[int]:
+        """Drop the claims ``sender`` holds for ``groups`` (module rule 3);
+        returns the groups dropped (a group another node's claim holds is
+        left as it is)."""
+        dropped = []
+        for group in groups:
+            held = self._claims.get(group)
+            if held is not None and held.leader == sender:
+                del self._claims[group]
+                dropped.append(group)
+        return dropped
 
     def claim(self, group: int) -> LeaderClaim | None:
         return self._claims.get(group)

@@ -13,7 +13,15 @@ What it does:
   restarted peer learns everything as soon as it is reconnected). Changes
   are thus coalesced to at most one announcement per check interval.
 - Listens: ``receive(from_node, pairs)`` (the transport's ``on_leaders``)
-  merges what peers announce into the map.
+  merges what peers announce into the map. Each announcement is its
+  sender's whole list, so a group missing from it is one the sender no
+  longer claims: its claim is withdrawn (leader_map rule 3) and the other
+  peers' current claims for the group are merged again.
+- Forgets silent peers: the claims of a peer not heard from for
+  ``silent_after_s`` (a live peer repeats its list every
+  ``full_interval_s``) are withdrawn, checked with every periodic list. So
+  a claim, even one of a huge term from a forging or buggy node holding
+  the cluster secret, outlives its sender's last word by at most that.
 - Forgets: when the applied metadata changes, and with every periodic
   list, groups it no longer assigns (deleted topics) are dropped from the
   map.
@@ -35,6 +43,8 @@ Invariants:
 
 - ``leader_of`` never blocks or raises, and returns a node id or 0.
 - Only this node's leaders are announced, each with the term it leads in.
+- Every claim in the map is in its sender's latest announcement, and that
+  sender was heard within ``silent_after_s`` at the last periodic check.
 - ``run`` is one task owned by the node (cancel it to stop); it holds no
   state that ``leader_of`` or ``receive`` need besides the map.
 """
@@ -42,6 +52,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,12 +106,15 @@ class RoutingConfig:
     # what repairs a peer that lost an announcement (lost batches, a stream
     # broken before the announcement's batch was read).
     full_interval_s: float = 1.0
+    # A peer not heard from for this long has its claims withdrawn: several
+    # periodic lists, so a lost batch or a reconnect does not count.
+    silent_after_s: float = 5.0
 
     def validate(self) -> None:
-        if not 0 < self.check_interval_s <= self.full_interval_s:
+        if not 0 < self.check_interval_s <= self.full_interval_s < self.silent_after_s:
             raise ValueError(
                 f"need 0 < check_interval_s ({self.check_interval_s}) <= full_interval_s "
-                f"({self.full_interval_s})"
+                f"({self.full_interval_s}) < silent_after_s ({self.silent_after_s})"
             )
 
 
@@ -114,15 +128,19 @@ class LeaderRouting:
         node_id: int,
         replicas: Replicas,
         config: RoutingConfig = RoutingConfig(),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         config.validate()
         self.node_id = node_id
         self.config = config
         self._replicas = replicas
+        self._clock = clock
         self.map = LeaderMap()
         self.announcements_sent = 0
         self.announcements_received = 0
         self._heard: dict[int, Sequence[tuple[int, int]]] = {}  # the last announcement per peer
+        self._claims_of: dict[int, dict[int, int]] = {}  # the same, as group -> term
+        self._heard_at: dict[int, float] = {}  # when each peer last announced (clock)
 
     def leader_of(self, group: int) -> int:
         """The node id of ``group``'s leader as this node best knows it, 0
@@ -134,12 +152,41 @@ class LeaderRouting:
     def receive(self, from_node: int, groups_and_terms: Sequence[tuple[int, int]]) -> None:
         """``from_node`` announced that it leads each ``(group, term)``."""
         self.announcements_received += 1
+        self._heard_at[from_node] = self._clock()
         if self._heard.get(from_node) == groups_and_terms:
             # Merging is idempotent, so a repeat changes nothing, except
             # that it would bring back a group forget_deleted dropped.
             return
+        claims = dict(groups_and_terms)
+        before = self._claims_of.get(from_node, {})
         self._heard[from_node] = groups_and_terms
+        self._claims_of[from_node] = claims
         self.map.announce(from_node, groups_and_terms)
+        self._withdraw(from_node, [g for g in before if g not in claims])
+
+    def forget_silent(self) -> int:
+        """Withdraw every claim of the peers not heard from for
+        ``silent_after_s``; how many peers that was."""
+        cutoff = self._clock() - self.config.silent_after_s
+        silent = [node for node, at in self._heard_at.items() if at < cutoff]
+        for node in silent:
+            del self._heard_at[node]
+            self._heard.pop(node, None)
+            groups = self._claims_of.pop(node, {})
+            self._withdraw(node, list(groups))
+        return len(silent)
+
+    def _withdraw(self, sender: int, groups: list[int]) -> None:
+        """``sender`` no longer claims ``groups``: drop its claims and merge
+        the other peers' current ones for those groups (they may have been
+        outranked by the claim just dropped)."""
+        if not groups:
+            return
+        for group in self.map.withdraw(sender, groups):
+            for node, claims in self._claims_of.items():
+                term = claims.get(group)
+                if term is not None and node != sender:
+                    self.map.learn(group, node, term)
 
     def leading(self) -> dict[int, int]:
         """The groups this node's replicas lead now, with their terms."""
@@ -170,4 +217,6 @@ class LeaderRouting:
             if metadata.version != seen_version or periodic:
                 seen_version = metadata.version
                 self.forget_deleted(metadata.state)
+            if periodic:
+                self.forget_silent()
             await asyncio.sleep(config.check_interval_s)

@@ -328,3 +328,61 @@ async def test_run_also_forgets_deleted_groups_with_every_periodic_list() -> Non
 def test_a_check_interval_longer_than_the_full_period_is_refused() -> None:
     with pytest.raises(ValueError):
         LeaderRouting(1, FakeHost(1), RoutingConfig(check_interval_s=2.0, full_interval_s=1.0))
+
+
+def test_a_claim_its_sender_no_longer_makes_is_withdrawn_and_the_others_count_again() -> None:
+    # A proven node claims group 5 with a huge term (a forgery, or a bug):
+    # it wins over the true leader's claim while it is made, and not a
+    # moment longer than its sender keeps making it.
+    routing = LeaderRouting(1, FakeHost(1))
+    routing.receive(2, [(5, 7)])
+    routing.receive(3, [(5, 1 << 62)])
+    assert routing.leader_of(5) == 3
+    routing.receive(2, [(5, 7)])  # the true leader's periodic repeat
+    routing.receive(3, [])  # node 3 no longer claims it
+    assert routing.leader_of(5) == 2
+    routing.receive(2, [])  # nor does node 2: nobody is known to lead it
+    assert routing.leader_of(5) == 0
+
+
+def test_a_withdrawal_leaves_a_claim_another_node_holds() -> None:
+    routing = LeaderRouting(1, FakeHost(1))
+    routing.receive(2, [(5, 1)])
+    routing.receive(3, [(5, 2)])  # node 3 won the next election
+    routing.receive(2, [])  # the old leader stepped down
+    assert routing.leader_of(5) == 3
+
+
+def test_the_claims_of_a_sender_gone_silent_are_withdrawn() -> None:
+    now = [100.0]
+    config = RoutingConfig(check_interval_s=0.1, full_interval_s=1.0, silent_after_s=5.0)
+    routing = LeaderRouting(1, FakeHost(1), config, clock=lambda: now[0])
+    routing.receive(2, [(5, 7)])
+    routing.receive(3, [(5, 1 << 62), (6, 1 << 62)])  # then node 3 says no more
+    now[0] += 4.0
+    routing.receive(2, [(5, 7)])
+    assert routing.forget_silent() == 0
+    assert routing.leader_of(5) == 3
+    now[0] += 1.5  # node 3 silent for 5.5 s, node 2 for 1.5 s
+    assert routing.forget_silent() == 1
+    assert routing.leader_of(5) == 2
+    assert routing.leader_of(6) == 0
+    routing.receive(3, [(6, 2)])  # back: its claims count again
+    assert routing.leader_of(6) == 3
+
+
+def test_silence_must_outlast_the_periodic_list() -> None:
+    with pytest.raises(ValueError):
+        RoutingConfig(full_interval_s=1.0, silent_after_s=1.0).validate()
+
+
+async def test_run_withdraws_the_claims_of_silent_peers() -> None:
+    config = RoutingConfig(check_interval_s=0.01, full_interval_s=0.05, silent_after_s=0.15)
+    routing = LeaderRouting(1, FakeHost(1), config)
+    routing.receive(3, [(5, 1 << 62)])
+    task = asyncio.create_task(routing.run(lambda _pairs: None, FakeMetadata(FakeState({5}, 6))))
+    try:
+        await wait_for(lambda: routing.leader_of(5) == 0, timeout=1.0, what="node 3's claim withdrawn")
+    finally:
+        task.cancel()
+        await asyncio.wait((task,))

@@ -36,6 +36,14 @@ def test_the_same_claim_again_changes_nothing() -> None:
     assert leaders.snapshot() == {5: LeaderClaim(2, 3), 6: LeaderClaim(2, 3)}
 
 
+def test_withdraw_drops_only_the_senders_own_claims() -> None:
+    leaders = LeaderMap()
+    leaders.announce(1, [(5, 3), (6, 3)])
+    leaders.announce(2, [(6, 4)])
+    assert leaders.withdraw(1, [5, 6, 7]) == [5]  # 6 is node 2's now, 7 nobody's
+    assert leaders.snapshot() == {6: LeaderClaim(4, 2)}
+
+
 def test_an_equal_term_keeps_the_higher_node_id_whatever_the_order() -> None:
     first, second = LeaderMap(), LeaderMap()
     first.announce(2, [(9, 5)])
