@@ -11,12 +11,17 @@ Durability split (as in Kafka):
   (``prepare_commit``), appended to the log by the caller, and applied here
   (``apply``) once the log has it. A new leader of the partition builds a
   fresh coordinator and ``replay``s the log before serving.
-- Membership is soft state. After a failover the new coordinator knows no
-  member: heartbeats get ``UNKNOWN_MEMBER_ID`` and members join again.
+- Membership is recorded too (``takeover``): every change a successor must
+  know appends the group's metadata, durable before any answer that
+  depends on it (``unrecorded_change``, ``metadata_records``,
+  ``metadata_recorded``); a new coordinator ``start``s with the recorded
+  groups, so members keep their partitions across a failover and what
+  nobody holds is granted at once.
 
-Failover fence: members of the previous coordinator may still be consuming
-their partitions, unknown to the new one, until their sessions run out. So
-the log records how long a session may be: each coordinator, before
+Failover fence, for logs of older versions only (``takeover``, invariant
+4): members of a previous coordinator that recorded no group may still be
+consuming their partitions, unknown to the new one, until their sessions
+run out. So the log records how long a session may be: each coordinator, before
 serving, appends a ``CoordinatorStarted`` record with the longest session
 the log already allows, and before it admits a member with a longer one
 (``prepare_join``) it appends another with that session. A coordinator
@@ -74,9 +79,12 @@ from cluster.groups.offsets import (
     CommittedOffset,
     CommittedOffsets,
     CoordinatorStarted,
+    GroupMetadataDeleted,
+    GroupMetadataRecord,
     OffsetCommitRecord,
     decode_at,
 )
+from cluster.groups.takeover import TakeoverState
 
 __all__ = [
     "CLIENT_ID_MAX",
@@ -193,6 +201,17 @@ class GroupCoordinator:
         self._epoch_floor = epoch_base
         self._groups: dict[tuple[str, str], Group] = {}
         self._offsets = CommittedOffsets()
+        self._takeover = TakeoverState()
+        self._unrecorded_holders = False
+        """The fence of ``takeover`` invariant 4 is (or was) needed and no
+        record says it passed."""
+        self._noted: dict[tuple[str, str], int] = {}
+        """Group → ``Group.changes`` when last seen (absent: no group)."""
+        self._change_seq = 0
+        self._unrecorded: dict[tuple[str, str], int] = {}
+        """Group → the ``_change_seq`` of its latest change the log may lack."""
+        self._recorded_seq = 0
+        """Every change up to this one is in the log."""
 
     @property
     def offsets(self) -> CommittedOffsets:
@@ -219,13 +238,14 @@ class GroupCoordinator:
         self._config.rebalance_timeout(rebalance_timeout_ms)
         if session <= self._session_bound_ms:
             return None
-        return CoordinatorStarted(self._term, session)
+        return CoordinatorStarted(self._term, session, self._unrecorded_holders)
 
     def record_sessions(self, record: CoordinatorStarted) -> None:
         """``record`` (from ``start`` or ``prepare_join``) is in the log:
         sessions up to its length may be admitted."""
         self._fence_ms = max(self._fence_ms, record.max_session_timeout_ms)
         self._session_bound_ms = max(self._session_bound_ms, record.max_session_timeout_ms)
+        self._unrecorded_holders = record.unrecorded_holders
 
     def join(
         self,
@@ -261,6 +281,7 @@ class GroupCoordinator:
         )
         if created:  # only once the join succeeded: a refused join creates nothing
             self._groups[(tenant, group)] = state
+        self._note(tenant, group)
         return answer
 
     def heartbeat(
@@ -276,7 +297,7 @@ class GroupCoordinator:
     ) -> Assignment:
         subscription = None if topics is None else _check_topics(topics)
         state = self._member_group(tenant, group, member_id, now_ms)
-        return state.heartbeat(
+        answer = state.heartbeat(
             member_id,
             member_epoch,
             owned,
@@ -284,12 +305,15 @@ class GroupCoordinator:
             partition_counts=self._counts(tenant),
             topics=subscription,
         )
+        self._note(tenant, group)
+        return answer
 
     def leave(self, tenant: str, group: str, *, member_id: str, member_epoch: int, now_ms: int) -> None:
         state = self._live_group(tenant, group, now_ms)
         if state is not None:
             state.leave(member_id, member_epoch, partition_counts=self._counts(tenant))
             self._forget_if_empty(tenant, group)
+            self._note(tenant, group)
 
     def expire(self, now_ms: int) -> list[tuple[str, str, str]]:
         """Expire every group's members; returns ``(tenant, group, member)``."""
@@ -298,6 +322,7 @@ class GroupCoordinator:
             state = self._groups[(tenant, group)]
             gone += [(tenant, group, m) for m in state.expire(now_ms, self._counts(tenant))]
             self._forget_if_empty(tenant, group)
+            self._note(tenant, group)
         return gone
 
     def membership(self, tenant: str, group: str) -> Group | None:
@@ -374,7 +399,8 @@ class GroupCoordinator:
         if isinstance(record, OffsetCommitRecord):
             self._offsets.apply(log_offset, record)
         else:
-            self._fence_ms = max(self._fence_ms, record.max_session_timeout_ms)
+            self._takeover.apply(record)
+            self._fence_ms = self._takeover.longest_session_ms
 
     @property
     def failover_fence_ms(self) -> int:
@@ -390,10 +416,59 @@ class GroupCoordinator:
         to wait for this one's members. It allows the sessions the log
         allows already; a join asking for more appends its own record
         (``prepare_join``)."""
-        self._grants_from_ms = now_ms + self.failover_fence_ms
+        unknown = self._takeover.unrecorded_holders
+        self._grants_from_ms = now_ms + (self.failover_fence_ms if unknown else 0)
         self._term = term
         self._session_bound_ms = 0  # nothing is allowed before the record is durable
-        return CoordinatorStarted(term, self._fence_ms)
+        for (tenant, group), snapshot in sorted(self._takeover.groups.items()):
+            self._groups[(tenant, group)] = Group.restore(
+                self._config,
+                snapshot,
+                now_ms=now_ms,
+                sessions_from_ms=now_ms + self._config.failover_margin_ms,
+                epoch_floor=self._epoch_floor,
+                grants_from_ms=self._grants_from_ms,
+            )
+            self._noted[(tenant, group)] = 0  # as the log has it
+        self._takeover = TakeoverState()
+        return CoordinatorStarted(term, self._fence_ms, unknown)
+
+    def holders_known_record(self, now_ms: int) -> CoordinatorStarted | None:
+        """Once the old fence has passed, the record saying so (append it,
+        then ``record_sessions``), so successors take over at once
+        (``takeover``, invariant 4); None when there is nothing to say."""
+        if not self._unrecorded_holders or now_ms < self._grants_from_ms:
+            return None
+        return CoordinatorStarted(self._term, self._session_bound_ms, False)
+
+    # --- group metadata on the log (takeover, invariant 1) ---------------------------
+
+    def unrecorded_change(self, tenant: str, group: str) -> int | None:
+        """The latest change of the group the log may lack (its sequence
+        number), or None: answer only once ``recorded_seq`` reaches it."""
+        return self._unrecorded.get((tenant, group))
+
+    @property
+    def recorded_seq(self) -> int:
+        return self._recorded_seq
+
+    def metadata_records(self) -> tuple[int, list[GroupMetadataRecord | GroupMetadataDeleted]]:
+        """Every group record the log lacks, and the change sequence number
+        they cover; append them in one batch, then ``metadata_recorded``."""
+        records: list[GroupMetadataRecord | GroupMetadataDeleted] = []
+        for tenant, group in sorted(self._unrecorded):
+            state = self._groups.get((tenant, group))
+            if state is None:
+                records.append(GroupMetadataDeleted(tenant, group))
+            else:
+                records.append(GroupMetadataRecord(tenant, group, state.snapshot()))
+        return self._change_seq, records
+
+    def metadata_recorded(self, seq: int) -> None:
+        """The records ``metadata_records`` gave with ``seq`` are durable."""
+        self._recorded_seq = max(self._recorded_seq, seq)
+        for key in [key for key, change in self._unrecorded.items() if change <= seq]:
+            del self._unrecorded[key]
 
     def fetch_offsets(
         self, tenant: str, group: str, partitions: Iterable[TopicPartition] | None = None
@@ -463,7 +538,10 @@ class GroupCoordinator:
         if state is None:
             return None
         state.expire(now_ms, self._counts(tenant))
-        return None if self._forget_if_empty(tenant, group) else state
+        if self._forget_if_empty(tenant, group):
+            return None
+        self._note(tenant, group)
+        return state
 
     def _member_group(self, tenant: str, group: str, member_id: str, now_ms: int) -> Group:
         state = self._live_group(tenant, group, now_ms)
@@ -479,7 +557,24 @@ class GroupCoordinator:
             return state is None
         self._epoch_floor = max(self._epoch_floor, state.epoch)
         del self._groups[(tenant, group)]
+        self._note(tenant, group)
         return True
+
+    def _note(self, tenant: str, group: str) -> None:
+        """Mark the group unrecorded if it changed since last seen."""
+        key = (tenant, group)
+        state = self._groups.get(key)
+        seen = self._noted.get(key)
+        if state is None:
+            if seen is None:
+                return
+            del self._noted[key]
+        elif seen == state.changes:
+            return
+        else:
+            self._noted[key] = state.changes
+        self._change_seq += 1
+        self._unrecorded[key] = self._change_seq
 
     def _check_offsets(self, offsets: Sequence[OffsetCommit]) -> list[TopicPartition]:
         partitions: list[TopicPartition] = []

@@ -41,11 +41,18 @@ random request sequences):
 4. Commits are fenced: ``check_commit`` accepts ``(member, epoch, partitions)``
    only when the member holds every partition and, for each,
    ``epoch it was given at <= epoch <= member's epoch`` (KIP-1251's rule).
-5. Nothing is granted before ``grants_from_ms``: a coordinator that just took
-   over does not know what the previous one handed out, so it waits until
-   every member of the previous one must have dropped its partitions (a
-   member drops everything after ``session_timeout_ms`` without a successful
-   heartbeat).
+5. Nothing is granted before ``grants_from_ms``: a coordinator that took
+   over from one that did not record its groups (``takeover``: a log without
+   group metadata) does not know what the previous one handed out, so it
+   waits until every member of the previous one must have dropped its
+   partitions (a member drops everything after ``session_timeout_ms``
+   without a successful heartbeat).
+6. ``changes`` grows whenever something a successor must know changes
+   (``GroupSnapshot``: members, epochs, subscriptions, fencing, the target,
+   what each member holds); never for a heartbeat that only refreshes a
+   session. ``restore(snapshot())`` gives a group with the same members,
+   epochs, holdings and target; only session and revocation clocks restart
+   (``cluster/groups/takeover.py`` says why that is safe).
 
 Assumptions about members (the client's half of the contract):
 
@@ -92,8 +99,10 @@ __all__ = [
     "Assignment",
     "Group",
     "GroupConfig",
+    "GroupSnapshot",
     "GroupState",
     "Member",
+    "MemberSnapshot",
     "MemberState",
     "PartitionCounts",
 ]
@@ -216,6 +225,36 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberSnapshot:
+    """What a successor must know of one member (no clocks: they restart)."""
+
+    member_id: str
+    client_id: str
+    topics: frozenset[str]
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    join_epoch: int
+    epoch: int
+    previous_epoch: int
+    assigned: Mapping[TopicPartition, int]
+    revoking: Mapping[TopicPartition, int]
+    fenced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    """What a successor must know of one group (invariant 6); members sorted
+    by id, so equal groups give equal snapshots (and equal records)."""
+
+    epoch: int
+    assignment_epoch: int
+    metadata: Mapping[str, int]
+    """Subscribed topic → the partition count the target was computed with."""
+    target: Mapping[str, frozenset[TopicPartition]]
+    members: tuple[MemberSnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
     """A heartbeat's (or join's) answer to one member."""
 
@@ -238,6 +277,73 @@ class Group:
         self._metadata: dict[str, int] = {}
         """Subscribed topic → partition count the target was computed with."""
         self._owner: dict[TopicPartition, str] = {}
+        self._changes = 0
+
+    @classmethod
+    def restore(
+        cls,
+        config: GroupConfig,
+        snapshot: GroupSnapshot,
+        *,
+        now_ms: int,
+        sessions_from_ms: int,
+        epoch_floor: int,
+        grants_from_ms: int = 0,
+    ) -> Group:
+        """The group ``snapshot`` describes, taken over at ``now_ms``: every
+        member keeps what it holds, its session restarts at
+        ``sessions_from_ms`` (not before ``now_ms``) and a pending revocation
+        gets a full ``rebalance_timeout_ms`` again; epochs continue above
+        ``epoch_floor`` and the snapshot's own."""
+        group = cls(config, first_epoch=max(snapshot.epoch, epoch_floor), grants_from_ms=grants_from_ms)
+        group._assignment_epoch = snapshot.assignment_epoch
+        group._metadata = dict(snapshot.metadata)
+        group._target = dict(snapshot.target)
+        for saved in snapshot.members:
+            member = Member(
+                member_id=saved.member_id,
+                client_id=saved.client_id,
+                topics=saved.topics,
+                session_timeout_ms=saved.session_timeout_ms,
+                rebalance_timeout_ms=saved.rebalance_timeout_ms,
+                join_epoch=saved.join_epoch,
+                epoch=saved.epoch,
+                previous_epoch=saved.previous_epoch,
+                last_heartbeat_ms=max(now_ms, sessions_from_ms),
+                assigned=dict(saved.assigned),
+                revoking=dict(saved.revoking),
+                revoke_deadline_ms=now_ms + saved.rebalance_timeout_ms if saved.revoking else None,
+                fenced=saved.fenced,
+            )
+            group._members[member.member_id] = member
+            for tp in (*member.assigned, *member.revoking):
+                group._owner[tp] = member.member_id
+        return group
+
+    def snapshot(self) -> GroupSnapshot:
+        """What a successor needs to take the group over (invariant 6)."""
+        return GroupSnapshot(
+            epoch=self._epoch,
+            assignment_epoch=self._assignment_epoch,
+            metadata=MappingProxyType(dict(self._metadata)),
+            target=MappingProxyType(dict(self._target)),
+            members=tuple(
+                MemberSnapshot(
+                    member_id=m.member_id,
+                    client_id=m.client_id,
+                    topics=m.topics,
+                    session_timeout_ms=m.session_timeout_ms,
+                    rebalance_timeout_ms=m.rebalance_timeout_ms,
+                    join_epoch=m.join_epoch,
+                    epoch=m.epoch,
+                    previous_epoch=m.previous_epoch,
+                    assigned=MappingProxyType(dict(m.assigned)),
+                    revoking=MappingProxyType(dict(m.revoking)),
+                    fenced=m.fenced,
+                )
+                for m in sorted(self._members.values(), key=lambda m: m.member_id)
+            ),
+        )
 
     # --- reads ---------------------------------------------------------------
 
@@ -245,6 +351,11 @@ class Group:
     def epoch(self) -> int:
         """The group epoch: the last value handed out (target or member)."""
         return self._epoch
+
+    @property
+    def changes(self) -> int:
+        """Grows with every change a successor must know (invariant 6)."""
+        return self._changes
 
     @property
     def assignment_epoch(self) -> int:
@@ -355,12 +466,16 @@ class Group:
                 f"member {member_id!r} sent epoch {member_epoch}, but its epoch is {member.epoch}; "
                 "drop every partition and join again"
             )
-        member.last_heartbeat_ms = now_ms
+        # Never earlier than a takeover set it (``restore``).
+        member.last_heartbeat_ms = max(member.last_heartbeat_ms, now_ms)
         if confirms and member.revoking:
             still_owned = set(owned)
-            for tp in [tp for tp in member.revoking if tp not in still_owned]:
+            released = [tp for tp in member.revoking if tp not in still_owned]
+            for tp in released:
                 del member.revoking[tp]
                 del self._owner[tp]
+            if released:
+                self._changes += 1
         if topics is not None and topics != member.topics:
             member.topics = topics
             self._recompute_target(partition_counts)
@@ -397,6 +512,7 @@ class Group:
         ]
         for member in late:
             member.fenced = True
+            self._changes += 1
         gone = sorted(m.member_id for m in self._members.values() if now_ms >= m.session_deadline_ms)
         for member_id in gone:
             self._remove(member_id)
@@ -442,6 +558,7 @@ class Group:
             )
 
     def _remove(self, member_id: str) -> None:
+        self._changes += 1
         member = self._members.pop(member_id)
         for tp in (*member.assigned, *member.revoking):
             del self._owner[tp]
@@ -453,6 +570,7 @@ class Group:
         subscriptions = {m.member_id: m.topics for m in self._members.values() if not m.fenced}
         topics = sorted({topic for subscribed in subscriptions.values() for topic in subscribed})
         self._metadata = {topic: partition_counts(topic) for topic in topics}
+        self._changes += 1
         self._epoch += 1
         self._assignment_epoch = self._epoch
         self._target = assign(subscriptions, self._metadata, self._target)
@@ -463,8 +581,11 @@ class Group:
 
     def _reconcile(self, member: Member, now_ms: int) -> None:
         target = self.target(member.member_id)
-        for tp in [tp for tp in member.assigned if tp not in target]:
+        to_revoke = [tp for tp in member.assigned if tp not in target]
+        for tp in to_revoke:
             member.revoking[tp] = member.assigned.pop(tp)
+        if to_revoke:
+            self._changes += 1
         if member.revoking:
             # Invariant 3: nothing new until it lets go; the clock starts once.
             if member.revoke_deadline_ms is None:
@@ -480,6 +601,7 @@ class Group:
         # after the member saw these partitions, so its `owned` list speaks
         # for them (invariant 2a).
         self._epoch += 1
+        self._changes += 1
         member.previous_epoch, member.epoch = member.epoch, self._epoch
         for tp in free:
             member.assigned[tp] = member.epoch
