@@ -412,6 +412,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     "QUOTA_EXCEEDED": BackpressureError,
     R.REPLICA_STOPPED: UnavailableError,
     R.NO_CONTROLLER: UnavailableError,
+    R.COMPACTION_UNAVAILABLE: UnavailableError,
     # who is calling
     R.MISSING_API_KEY: AuthenticationError,
     R.INVALID_API_KEY: AuthenticationError,
@@ -463,6 +464,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
             R.INVALID_PARTITIONS,
             R.INVALID_REPLICATION_FACTOR,
             R.INVALID_RETENTION,
+            R.INVALID_TOPIC_CONFIG,
             R.INVALID_ASSIGNMENT,
             R.INVALID_NODE,
             R.INVALID_POSITION,
@@ -504,6 +506,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
             R.NOT_A_REPLICA,
             R.LAST_VOTER,
             R.CLUSTER_MISMATCH,
+            R.NOT_COMPACTED,
         ),
         PreconditionFailedError,
     ),

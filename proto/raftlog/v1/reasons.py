@@ -104,6 +104,13 @@ class Reason(enum.StrEnum):
     INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"
     INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
     PLACEMENT_FAILED = "PLACEMENT_FAILED"
+    NOT_COMPACTED = "NOT_COMPACTED"
+    """FAILED_PRECONDITION: CompactTopic on a topic whose cleanup_policy is
+    ``delete``: alter it to ``compact`` first."""
+    COMPACTION_UNAVAILABLE = "COMPACTION_UNAVAILABLE"
+    """UNAVAILABLE: CompactTopic could not start a pass on some partition
+    (no leader known, or it did not answer): retry; a pass is harmless to
+    repeat."""
 
     # --- a refused controller command (cluster/controller/results.py RejectReason)
     INVALID_NAME = "INVALID_NAME"
@@ -121,6 +128,9 @@ class Reason(enum.StrEnum):
     INVALID_REPLICATION_FACTOR = "INVALID_REPLICATION_FACTOR"
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"
     INVALID_RETENTION = "INVALID_RETENTION"
+    INVALID_TOPIC_CONFIG = "INVALID_TOPIC_CONFIG"
+    """INVALID_ARGUMENT: a cleanup setting out of its range (the message
+    names the setting and the values it takes)."""
     INVALID_ASSIGNMENT = "INVALID_ASSIGNMENT"
     INVALID_NODE = "INVALID_NODE"
     ADDRESS_IN_USE = "ADDRESS_IN_USE"
