@@ -11,8 +11,8 @@ front door, cluster/frontend/front_door.py).
 
 Invariants:
 
-- No handler of an internal service runs for a call without a valid proof,
-  whatever the method (an unknown method of an internal service is refused
+- No handler of an internal service runs for a call without exactly one
+  proof, a valid one, whatever the method (an unknown method of an internal service is refused
   the same way, so the refusal does not even say which methods exist).
 - The refusal says nothing about the cluster: the same fixed text for every
   reason (no proof, a bad MAC, stale, replayed), no cluster id, node id,
@@ -55,13 +55,16 @@ Admit = Callable[[str, tuple[tuple[str, Any], ...]], bool]
 
 
 def proof_rule(checker: ProofChecker, clock: Callable[[], float] = time.time) -> Admit:
-    """The no-TLS rule: a valid node proof in the call's metadata."""
+    """The no-TLS rule: exactly one node proof in the call's metadata, and
+    a valid one. Two are refused: the door would check one while a handler
+    reading the node a proof names (the transport's ``admit``, ``claimed_node``)
+    might read the other, unchecked."""
 
     def admit(method: str, metadata: tuple[tuple[str, Any], ...]) -> bool:
-        for key, value in metadata:
-            if key == PROOF_METADATA_KEY:
-                return checker.check(value, method, int(clock() * 1000)) is not None
-        return False
+        proofs = [value for key, value in metadata if key == PROOF_METADATA_KEY]
+        if len(proofs) != 1:
+            return False
+        return checker.check(proofs[0], method, int(clock() * 1000)) is not None
 
     return admit
 

@@ -182,3 +182,14 @@ async def test_other_services_pass_and_unknown_internal_methods_are_refused_alik
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await call(b"", timeout=3, metadata=node1.credentials.metadata(unknown))
         assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_call_with_two_proofs_is_refused() -> None:
+    # The door checks one proof, the transport reads the node a proof names
+    # (inbound_stream.admit): with two, a valid proof by node 2 could carry
+    # an unchecked one naming node 3, and the stream would speak as node 3.
+    admit = proof_rule(NodeCredentials(SECRET, 1).checker())
+    valid = make_proof(SECRET, 2, STREAM_METHOD)
+    unchecked = f"3.{int(time.time() * 1000)}.{'0' * 32}.{'0' * 64}"
+    assert not admit(STREAM_METHOD, (("raftlog-node-proof", valid), ("raftlog-node-proof", unchecked)))
+    assert admit(STREAM_METHOD, (("raftlog-node-proof", make_proof(SECRET, 2, STREAM_METHOD)),))
