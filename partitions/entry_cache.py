@@ -68,6 +68,19 @@ class EntryCache:
         while len(self._entries) > 1 and self._bytes > self.max_bytes:
             self._bytes -= self._entries.popleft().size()
 
+    def replace(self, entries: Sequence[Entry]) -> None:
+        """Entries rewritten in place (same index and term, new data: key
+        compaction): swap the cached copies of those indexes, if any."""
+        cached = self._entries
+        if not cached:
+            return
+        first, last = self.first, self.last
+        for entry in entries:
+            if first <= entry.index <= last:
+                position = entry.index - first
+                self._bytes += entry.size() - cached[position].size()
+                cached[position] = entry
+
     def truncate_after(self, index: int) -> None:
         """Forget entries after ``index`` (the log was cut there)."""
         while self._entries and self._entries[-1].index > index:

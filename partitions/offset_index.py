@@ -19,7 +19,8 @@ columns (48 bytes per batch, no Python object per batch):
   bisection. Recomputed when rows are dropped (retention, rare).
 
 Invariants: the columns have equal lengths; rows are only appended at the
-end and dropped from the front (``drop_through``).
+end and dropped from the front (``drop_through``); a row's size changes
+only when key compaction rewrote its batch (``resize``).
 """
 
 from __future__ import annotations
@@ -123,6 +124,44 @@ class BatchIndex:
         self._max_timestamp.append(max_ts)
         self._ts_prefix.append(max(self._ts_prefix[-1], max_ts) if self._ts_prefix else max_ts)
         self.end_offset = base_offset + record_count
+
+    def end_of_rows(self, rows: int) -> int:
+        """The offset after the first ``rows`` rows."""
+        return self._base_offset[rows] if rows < len(self._base_offset) else self.end_offset
+
+    def append_time_at(self, row: int) -> int:
+        return self._append_time[row]
+
+    def bytes_after(self, offset: int) -> int:
+        """Batch bytes of the rows whose base offset is after ``offset``."""
+        row = bisect_right(self._base_offset, offset)
+        if row >= len(self._cum_end):
+            return 0
+        before = self._cum_end[row - 1] if row else self._cum_start
+        return self._cum_end[-1] - before
+
+    def row_after(self, offset: int) -> int:
+        """The first row whose base offset is after ``offset``."""
+        return bisect_right(self._base_offset, offset)
+
+    def resize(self, sizes: dict[int, int]) -> int:
+        """Set the size of the rows of Raft entries ``sizes`` maps (others
+        are ignored); returns the bytes this removed. One pass over the
+        rows from the first changed one."""
+        if not sizes:
+            return 0
+        raft = self._raft_index
+        first = min(bisect_left(raft, index) for index in sizes)
+        cum_end = self._cum_end
+        before = cum_end[first - 1] if first else self._cum_start
+        old_total = cum_end[-1] if cum_end else self._cum_start
+        running = before
+        for row in range(first, len(cum_end)):
+            size = cum_end[row] - before
+            before = cum_end[row]
+            running += sizes.get(raft[row], size)
+            cum_end[row] = running
+        return old_total - (cum_end[-1] if cum_end else self._cum_start)
 
     def locate(self, offset: int, max_bytes: int) -> list[BatchLocation]:
         """Batches from the one holding ``offset`` (which must be in

@@ -6,12 +6,13 @@ once those entries are gone: the retained batches themselves are not in it
 (the entries after ``I`` are re-applied on top of it), only the counters and
 the producer table.
 
-Layout, version 1, all integers big-endian:
+Layout, version 2, all integers big-endian (version 1, still read, is the
+same without the compaction target):
 
 ==================== ================================================
 field                meaning
 ==================== ================================================
-version u8           1
+version u8           2
 index u64            the Raft index the snapshot is at
 next_offset i64      the next offset to assign
 log_start_offset i64 the first readable offset once the log is compacted
@@ -23,6 +24,10 @@ producers            ``producer_count`` times: producer_id i64, epoch i16,
                      ``batch_count`` times: first_sequence i32,
                      last_sequence i32, base_offset i64, last_offset i64,
                      append_time_ms i64 (oldest batch first)
+has_target u8        0 or 1; then, when 1: clean_up_to_offset i64,
+                     tombstone_horizon_ms i64, tombstone_floor_index
+                     u64, max_map_entries u32 (the key-compaction
+                     target, partitions/compaction.py)
 crc u32              zlib CRC-32 of every byte before it
 ==================== ================================================
 
@@ -44,16 +49,19 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from partitions.compaction import CompactionTarget
 from partitions.producer_state import SEQUENCE_MODULUS, ProducerBatch, ProducerEntry
 
 __all__ = ["SNAPSHOT_VERSION", "CorruptSnapshot", "PartitionImage", "decode_image", "encode_image"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 _HEAD = struct.Struct(">BQqqqI")
 _PRODUCER = struct.Struct(">qhqB")
 _BATCH = struct.Struct(">iiqqq")
 _CRC = struct.Struct(">I")
+_TARGET = struct.Struct(">qqQI")
 _MAX_BATCHES = 255
 
 
@@ -70,6 +78,7 @@ class PartitionImage:
     log_start_offset: int
     clock_ms: int
     producers: tuple[ProducerEntry, ...]
+    compaction: CompactionTarget | None = None
 
 
 def _canonical_key(entry: ProducerEntry) -> tuple[int, int]:
@@ -96,6 +105,19 @@ def encode_image(image: PartitionImage) -> bytes:
             _BATCH.pack(b.first_sequence, b.last_sequence, b.base_offset, b.last_offset, b.append_time_ms)
             for b in entry.batches
         )
+    target = image.compaction
+    if target is None:
+        parts.append(b"\x00")
+    else:
+        parts.append(b"\x01")
+        parts.append(
+            _TARGET.pack(
+                target.clean_up_to_offset,
+                target.tombstone_horizon_ms,
+                target.tombstone_floor_index,
+                target.max_map_entries,
+            )
+        )
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -105,7 +127,7 @@ def decode_image(data: bytes, index: int) -> PartitionImage:
     if len(data) < _HEAD.size + _CRC.size:
         raise CorruptSnapshot(f"partition snapshot at {index}: {len(data)} bytes is shorter than its header")
     version = data[0]
-    if version != SNAPSHOT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise CorruptSnapshot(
             f"partition snapshot at {index}: unknown version {version} (this code reads {SNAPSHOT_VERSION})"
         )
@@ -133,6 +155,20 @@ def decode_image(data: bytes, index: int) -> PartitionImage:
             producers.append(ProducerEntry(pid, epoch, last_append, tuple(batches)))
     except struct.error:
         raise CorruptSnapshot(f"partition snapshot at {index}: producer table runs past the end") from None
+    compaction: CompactionTarget | None = None
+    if version >= 2:
+        if pos >= len(body) or body[pos] not in (0, 1):
+            raise CorruptSnapshot(f"partition snapshot at {index}: no valid compaction flag")
+        pos += 1
+        if body[pos - 1]:
+            try:
+                upto, horizon, floor, entries = _TARGET.unpack_from(body, pos)
+            except struct.error:
+                raise CorruptSnapshot(f"partition snapshot at {index}: compaction target is cut") from None
+            pos += _TARGET.size
+            if not -1 <= upto < next_offset or floor > index or entries < 1:
+                raise CorruptSnapshot(f"partition snapshot at {index}: compaction target out of range")
+            compaction = CompactionTarget(upto, horizon, floor, entries)
     if pos != len(body):
         raise CorruptSnapshot(f"partition snapshot at {index}: {len(body) - pos} unexpected trailing bytes")
     for entry in producers:
@@ -140,7 +176,7 @@ def decode_image(data: bytes, index: int) -> PartitionImage:
     keys = [_canonical_key(e) for e in producers]
     if keys != sorted(keys) or len({e.producer_id for e in producers}) != len(producers):
         raise CorruptSnapshot(f"partition snapshot at {index}: producers are not in canonical order")
-    return PartitionImage(index, next_offset, log_start, clock_ms, tuple(producers))
+    return PartitionImage(index, next_offset, log_start, clock_ms, tuple(producers), compaction)
 
 
 def _check_entry(index: int, entry: ProducerEntry, next_offset: int, clock_ms: int) -> None:

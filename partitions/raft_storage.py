@@ -31,6 +31,9 @@ Invariants:
 - On disk, a group's log is contiguous from ``first_index()`` to
   ``last_index()`` and every write of a group is one atomic batch, so the
   log, the hard state and the indexes never disagree after a crash.
+- ``rewrite`` replaces the data of stored entries in place (key
+  compaction): same index, term and kind, so nothing the cache of terms and
+  indexes says changes; the entry cache swaps its copies once durable.
 - Terms never decrease along the log (a Raft invariant ``prepare`` checks:
   start-up rebuilds the term runs by binary search and relies on it).
 """
@@ -120,6 +123,8 @@ class PreparedWrite:
     result: GroupState
     appended: tuple[Entry, ...] = ()
     """The entries this write stores, for the entry cache once durable."""
+    rewritten: tuple[Entry, ...] = ()
+    """Entries rewritten in place, for the entry cache once durable."""
 
     @property
     def empty(self) -> bool:
@@ -331,6 +336,22 @@ class GroupStorage:
         )
         return self._prepared(ws, sync, base, result, index + 1)
 
+    def rewrite(self, entries: Sequence[Entry], *, sync: bool = False) -> PreparedWrite:
+        """Replace the data of stored entries (key compaction). Each must be
+        inside the log with its stored term and kind NORMAL; the caller
+        rewrites only applied entries. No sync by default: a lost rewrite
+        leaves the older bytes, which are still valid (compaction runs again
+        after a restart)."""
+        base = self._state
+        ws = WriteSet()
+        for entry in entries:
+            if not base.first_index <= entry.index <= base.last_index:
+                raise Unavailable(f"cannot rewrite entry {entry.index}: the log holds {base.first_index}..")
+            if entry.kind != EntryKind.NORMAL or base.terms.term(entry.index) != entry.term:
+                raise ValueError(f"rewrite of entry {entry.index} must keep its term and be NORMAL")
+            ws.put(_LOG, log_key(self.group_id, entry.index), codec.encode_entry(entry))
+        return replace(self._prepared(ws, sync, base, base, 0), rewritten=tuple(entries))
+
     def destroy(self, *, sync: bool = True) -> PreparedWrite:
         """Delete everything the group stored; once applied it reads as a
         fresh, empty group."""
@@ -354,6 +375,8 @@ class GroupStorage:
         cache.drop_through(result.truncated_index)
         if prepared.appended:
             cache.append([e for e in prepared.appended if e.index > result.truncated_index])
+        if prepared.rewritten:
+            cache.replace(prepared.rewritten)
 
     # --- helpers ---
 

@@ -1,6 +1,6 @@
 """``Replica``: one partition replica — a ``RaftReplica`` whose log is the
 partition log (partitions/raft_replica.py drives Raft; this adds what a
-partition means: produce, read, long poll, retention).
+partition means: produce, read, long poll, retention, key compaction).
 
 Invariants (on top of the driver's):
 
@@ -15,28 +15,44 @@ Invariants (on top of the driver's):
   batches and reading them, so it sees one consistent state.
 - Long polls wait on the high watermark; every waiter is removed when it
   returns, whether it timed out or not.
+- Key compaction (partitions/compaction.py has the why): only the leader
+  decides (``compact_now``, or on its own when enough is dirty or
+  ``max_compaction_lag_ms`` is due) by proposing a compact command; every
+  replica then rewrites its own applied entries in bounded housekeeping
+  steps (``LogCleaner``), yielding to the event loop between steps, and
+  asks RocksDB to compact the rewritten key range at the end of a pass so
+  the space goes back to the disk. ``update_config`` changes only what the
+  leader decides and checks (policy, lags, retention, keyless refusal);
+  apply results never depend on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from partitions.commands import decode_command, encode_produce
+from partitions.cleaner import LogCleaner
+from partitions.commands import CompactCommand, decode_produce, encode_compact, encode_produce
+from partitions.compaction import StoredBatch
+from partitions.keys import ColumnFamily, log_key
 from partitions.raft_replica import RaftReplica, ReplicaConfig, ReplicaCounters, SendFn
 from partitions.replica_errors import NotLeaderError, ProduceRejected
 from partitions.state_machine import (
     Appended,
+    BatchLocation,
+    CompactionScheduled,
     Duplicate,
     OffsetOutOfRange,
+    PartitionConfig,
     PartitionStateMachine,
     Rejected,
 )
 from raft.errors import Compacted
-from raft.types import Role
-from raftlog.v1.record_batch import InvalidBatch, validate_batch, with_base_offset
+from raft.types import Entry, Role
+from raftlog.v1.reasons import Reason
+from raftlog.v1.record_batch import InvalidBatch, decode_records_as, validate_batch, with_base_offset
 
 __all__ = [
     "ProduceResult",
@@ -79,10 +95,31 @@ class ReplicaStatus:
     voters: tuple[int, ...]
     learners: tuple[int, ...]
     committed_members: tuple[int, ...]
+    cleaned_offset: int = -1
+    """Offset up to which this replica's own copy is key-compacted."""
+    compacted_bytes: int = 0
+    """Batch bytes key compaction removed from this copy (this process)."""
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _key_of(
+    offset: int,
+    timestamp_ms: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[tuple[str, bytes], ...],
+) -> bytes | None:
+    return key
+
+
+AUTO_COMPACT_MIN_DIRTY_BYTES = 1 << 20
+"""The leader compacts on its own once this many batch bytes are dirty..."""
+AUTO_COMPACT_DIRTY_RATIO = 0.5
+"""...and they are at least this share of the retained bytes (Kafka's
+``min.cleanable.dirty.ratio``)."""
 
 
 class Replica(RaftReplica[PartitionStateMachine]):
@@ -92,6 +129,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
         self._hw_waiters: set[asyncio.Future[None]] = set()
         self._retention_now_ms: int | None = None
         self._unsafe_next_offset = 0  # only with unsafe_ack_before_commit
+        self._cleaner = LogCleaner()
+        self._auto_compaction: asyncio.Future[Any] | None = None
+        self._compacted_at_last_range = 0
         super().__init__(*args, **kwargs)
 
     def _restore(self, index: int, data: bytes) -> PartitionStateMachine:
@@ -117,7 +157,13 @@ class Replica(RaftReplica[PartitionStateMachine]):
             voters=tuple(sorted(self.voters)),
             learners=tuple(sorted(self.learners)),
             committed_members=tuple(sorted(self.committed_members)),
+            cleaned_offset=self._cleaner.cleaned_offset if self._cleaner_current() else -1,
+            compacted_bytes=self._cleaner.compacted_bytes,
         )
+
+    def _cleaner_current(self) -> bool:
+        target = self._sm.compaction_target
+        return target is not None and not self._cleaner.pending(self._sm)
 
     def request_retention(self, now_ms: int | None = None) -> None:
         """Apply the retention policy at the next quiet moment."""
@@ -140,6 +186,8 @@ class Replica(RaftReplica[PartitionStateMachine]):
             raise ProduceRejected(exc.reason, exc.message) from None
         if self._node.role != Role.LEADER:
             raise NotLeaderError(self.group, self._node.leader)
+        if self._config.partition.compacts:
+            self._check_keys(batch)
         rejected = self._sm.check_produce(header)
         if rejected is not None:
             raise ProduceRejected(rejected.reason, rejected.message)
@@ -147,6 +195,65 @@ class Replica(RaftReplica[PartitionStateMachine]):
             return self._unsafe_ack(encode_produce(batch, _now_ms()), header.record_count)
         result: ProduceResult = await self.propose(encode_produce(batch, _now_ms()))
         return result
+
+    def _check_keys(self, batch: bytes) -> None:
+        """A compacted topic refuses records without a key (there would be
+        nothing to compact them by). Decodes the batch: compacted topics
+        only."""
+        try:
+            keys = decode_records_as(batch, _key_of, max_uncompressed_bytes=self._config.max_batch_bytes)
+        except InvalidBatch as exc:
+            raise ProduceRejected(exc.reason, exc.message) from None
+        for position, key in enumerate(keys):
+            if key is None:
+                raise ProduceRejected(
+                    Reason.KEY_REQUIRED,
+                    f"record {position} of the batch has no key, and the topic is compacted "
+                    "(cleanup_policy compact): give every record a key",
+                )
+
+    def update_config(self, config: PartitionConfig) -> None:
+        """Use ``config`` for the leader's decisions from now on (topic
+        alter). The state machine keeps its dedup window and producer
+        expiry: those decide apply results and must not change under a
+        running replica."""
+        config.validate()
+        old = self._config.partition
+        config = replace(config, dedup_window=old.dedup_window, producer_expiry_ms=old.producer_expiry_ms)
+        self._config = replace(self._config, partition=config)
+        self._sm.config = config
+        if config.compacts:
+            self.request_housekeeping()
+
+    def _compact_command(self, now_ms: int) -> CompactCommand:
+        config = self._config.partition
+        node = self._node
+        floor = node.applied_index
+        for peer in node.effective_conf_state.all_nodes():
+            if peer != self.node_id:
+                progress = node.progress(peer)
+                floor = min(floor, progress.match if progress is not None else 0)
+        return CompactCommand(
+            clean_up_to_offset=self._sm.compactable_end(now_ms - config.min_compaction_lag_ms),
+            now_ms=now_ms,
+            delete_retention_ms=config.delete_retention_ms,
+            tombstone_floor_index=floor,
+            max_map_entries=config.compaction_map_entries,
+        )
+
+    async def compact_now(self, now_ms: int | None = None) -> int:
+        """Leader only: propose a compaction of everything older than
+        ``min_compaction_lag_ms``; returns the target offset once the
+        command committed and applied here (every replica then compacts its
+        copy in the background). Raises ``NotLeaderError``,
+        ``OutcomeUnknown``, ``Backpressure`` or ``ReplicaStopped``."""
+        self._check_running()
+        if self._node.role != Role.LEADER:
+            raise NotLeaderError(self.group, self._node.leader)
+        command = self._compact_command(_now_ms() if now_ms is None else now_ms)
+        result = await self.propose(encode_compact(command))
+        assert isinstance(result, CompactionScheduled)
+        return result.clean_up_to_offset
 
     def _unsafe_ack(self, command: bytes, records: int) -> ProduceResult:
         """TEST ONLY: answer at once with the offsets the batch will get if
@@ -158,7 +265,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
         return ProduceResult(base, base + records - 1, _now_ms())
 
     def _settle(self, future: asyncio.Future[Any], result: Any) -> None:
-        if isinstance(result, Appended):
+        if isinstance(result, CompactionScheduled):
+            future.set_result(result)
+        elif isinstance(result, Appended):
             future.set_result(ProduceResult(result.base_offset, result.last_offset, result.append_time_ms))
         elif isinstance(result, Duplicate):
             future.set_result(
@@ -188,7 +297,7 @@ class Replica(RaftReplica[PartitionStateMachine]):
         for entry in entries:
             base = base_by_index.get(entry.index)
             if base is not None:
-                batches.append(with_base_offset(decode_command(entry.data).batch, base))
+                batches.append(with_base_offset(decode_produce(entry.data).batch, base))
         return ReadResult(batches, sm.high_watermark, sm.log_start_offset)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
@@ -212,6 +321,8 @@ class Replica(RaftReplica[PartitionStateMachine]):
         return self._sm.high_watermark > offset
 
     def _on_applied(self) -> None:
+        if self._cleaner.pending(self._sm) or self._auto_compaction_due():
+            self.request_housekeeping()
         if not self._hw_waiters:  # the usual case: no long poll is waiting
             return
         waiters, self._hw_waiters = self._hw_waiters, set()
@@ -220,6 +331,81 @@ class Replica(RaftReplica[PartitionStateMachine]):
                 future.set_result(None)
 
     async def _housekeeping(self) -> None:
+        await self._retention()
+        if self._auto_compaction_due():
+            future = self._submit(encode_compact(self._compact_command(_now_ms())))
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._auto_compaction = future
+        if self._cleaner.pending(self._sm):
+            await self._clean_step()
+            # Yield to the hot path, then continue at the next quiet moment.
+            await asyncio.sleep(0)
+            if self._cleaner.pending(self._sm):
+                self.request_housekeeping()
+
+    def _auto_compaction_due(self) -> bool:
+        """Whether this leader should propose a compaction on its own: enough
+        dirty bytes, or the oldest dirty batch past ``max_compaction_lag_ms``."""
+        config = self._config.partition
+        if not config.compacts or self._node.role != Role.LEADER:
+            return False
+        if self._auto_compaction is not None and not self._auto_compaction.done():
+            return False
+        dirty, oldest_ms = self._sm.dirty_bytes()
+        if oldest_ms is None:
+            return False
+        now = _now_ms()
+        if now - oldest_ms < config.min_compaction_lag_ms:
+            return False
+        if config.max_compaction_lag_ms is not None and now - oldest_ms >= config.max_compaction_lag_ms:
+            return True
+        return (
+            dirty >= AUTO_COMPACT_MIN_DIRTY_BYTES
+            and dirty >= AUTO_COMPACT_DIRTY_RATIO * self._sm.retained_bytes
+        )
+
+    def _read_stored(self, locations: list[BatchLocation]) -> list[StoredBatch]:
+        if not locations:
+            return []
+        base_by_index = {loc.raft_index: loc.base_offset for loc in locations}
+        entries = self._storage.entries(locations[0].raft_index, locations[-1].raft_index + 1)
+        stored = []
+        for entry in entries:
+            base = base_by_index.get(entry.index)
+            if base is not None:
+                command = decode_produce(entry.data)
+                stored.append(StoredBatch(entry.index, base, command.append_time_ms, bytes(command.batch)))
+        return stored
+
+    async def _clean_step(self) -> None:
+        """One bounded step of key compaction of this replica's own copy."""
+        sm = self._sm
+        rewrites, pass_done = self._cleaner.step(sm, self._read_stored)
+        if rewrites:
+            storage = self._storage
+            entries = [
+                Entry(
+                    storage.term(r.raft_index), r.raft_index, data=encode_produce(r.batch, r.append_time_ms)
+                )
+                for r in rewrites
+            ]
+            await self._write(storage.rewrite(entries))
+            self._cleaner.compacted_bytes += sm.resize_batches({r.raft_index: len(r.batch) for r in rewrites})
+        if pass_done and self._cleaner.compacted_bytes > self._compacted_at_last_range:
+            self._compacted_at_last_range = self._cleaner.compacted_bytes
+            # Give the space back: RocksDB keeps overwritten values until a
+            # compaction of their range (off the event loop: it can be long).
+            store = self._storage.store
+            first = self._storage.first_index()
+            end = self._node.applied_index + 1
+            await asyncio.to_thread(
+                store.compact_range,
+                ColumnFamily.RAFT_LOG,
+                log_key(self.group, first),
+                log_key(self.group, end),
+            )
+
+    async def _retention(self) -> None:
         """Drop whole batches the retention policy no longer keeps: a Raft
         snapshot at the cut, then log compaction (the Raft log is the
         partition log). A follower that needs what was dropped gets the

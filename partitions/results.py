@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Appended", "ApplyResult", "Duplicate", "RejectReason", "Rejected"]
+__all__ = ["Appended", "ApplyResult", "CompactionScheduled", "Duplicate", "RejectReason", "Rejected"]
 
 
 class RejectReason(enum.StrEnum):
@@ -66,4 +66,12 @@ class Rejected:
     message: str
 
 
-ApplyResult = Appended | Duplicate | Rejected
+@dataclass(frozen=True, slots=True)
+class CompactionScheduled:
+    """A compact command applied: the partition's cleaning target is now
+    ``clean_up_to_offset`` (the merge of every compact command so far)."""
+
+    clean_up_to_offset: int
+
+
+ApplyResult = Appended | Duplicate | Rejected | CompactionScheduled

@@ -10,7 +10,9 @@ Invariants:
 
 - Applied indexes strictly increase; ``applied_index`` is the last one.
 - Offsets are assigned at apply, in log order: an ``Appended`` batch gets
-  ``next_offset .. next_offset + record_count - 1``. ``Duplicate`` and
+  ``next_offset .. next_offset + last_offset_delta`` (its span: equal to
+  ``record_count`` for a batch as produced, larger for one key compaction
+  rewrote, which a replica re-applies after a restart). ``Duplicate`` and
   ``Rejected`` entries consume no offset and are never read. Since only
   committed entries are applied, ``high_watermark == next_offset``.
 - ``log_start_offset <= high_watermark``; every offset in between belongs to
@@ -29,6 +31,13 @@ Invariants:
   checkpoint (or the current state) before the first batch retention keeps;
   the driver stores it as the Raft snapshot, compacts the Raft log to its
   index and calls ``compacted``. Whole batches only.
+- Key compaction (partitions/compaction.py): applying a compact command
+  merges it into ``compaction_target`` (each field only grows) and is part
+  of the checkpoint; the rewrite itself happens outside, per replica
+  (partitions/cleaner.py), which reports new batch sizes with
+  ``resize_batches``. Neither the apply results nor the offsets depend on
+  whether a batch was rewritten, nor on ``cleanup_policy`` and the other
+  compaction settings (those only steer the leader's decisions).
 """
 
 from __future__ import annotations
@@ -36,18 +45,21 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from partitions.commands import MalformedCommand, decode_command
+from partitions.commands import CompactCommand, MalformedCommand, decode_command
+from partitions.compaction import CompactionTarget
 from partitions.offset_index import BatchIndex, BatchLocation, OffsetOutOfRange
 from partitions.partition_snapshot import CorruptSnapshot, PartitionImage, decode_image, encode_image
 from partitions.producer_state import ProducerEntry, ProducerTable
-from partitions.results import Appended, ApplyResult, Duplicate, Rejected, RejectReason
+from partitions.results import Appended, ApplyResult, CompactionScheduled, Duplicate, Rejected, RejectReason
 from raftlog.v1.record_batch import BatchHeader, InvalidBatch, validate_header
 
 __all__ = [
+    "CLEANUP_POLICIES",
     "Appended",
     "ApplyResult",
     "BatchLocation",
     "Checkpoint",
+    "CompactionScheduled",
     "CorruptSnapshot",
     "Duplicate",
     "OffsetOutOfRange",
@@ -59,6 +71,7 @@ __all__ = [
 ]
 
 _DAY_MS = 24 * 60 * 60 * 1000
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,23 @@ class PartitionConfig:
     retention (a cut can only fall on a checkpoint or on the current state)."""
     dedup_window: int = 5
     """Recent batches remembered per producer (a retry of any is a duplicate)."""
+    cleanup_policy: str = "delete"
+    """``delete`` (retention only), ``compact`` (key compaction; records
+    need a key) or ``compact,delete`` (both)."""
+    min_compaction_lag_ms: int = 0
+    """A record appended less than this long ago is never compacted away."""
+    delete_retention_ms: int = _DAY_MS
+    """How long a tombstone survives compaction."""
+    max_compaction_lag_ms: int | None = None
+    """The leader compacts once the oldest uncompacted batch is this old,
+    however little is dirty; None: only by dirty size (or on request)."""
+    compaction_map_entries: int = 100_000
+    """Keys one compaction pass's offset map holds (about 100 bytes each);
+    more keys take more passes."""
+
+    @property
+    def compacts(self) -> bool:
+        return self.cleanup_policy in ("compact", "compact,delete")
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a setting that makes no sense."""
@@ -93,6 +123,23 @@ class PartitionConfig:
             )
         if not 1 <= self.dedup_window <= 255:
             raise ValueError(f"dedup_window must be in 1..255, got {self.dedup_window}")
+        if self.cleanup_policy not in CLEANUP_POLICIES:
+            raise ValueError(
+                f"cleanup_policy must be one of {', '.join(CLEANUP_POLICIES)}, got {self.cleanup_policy!r}"
+            )
+        if self.min_compaction_lag_ms < 0:
+            raise ValueError(f"min_compaction_lag_ms must be >= 0, got {self.min_compaction_lag_ms}")
+        if self.delete_retention_ms < 0:
+            raise ValueError(f"delete_retention_ms must be >= 0, got {self.delete_retention_ms}")
+        if self.max_compaction_lag_ms is not None and self.max_compaction_lag_ms < self.min_compaction_lag_ms:
+            raise ValueError(
+                f"max_compaction_lag_ms ({self.max_compaction_lag_ms}) must be >= min_compaction_lag_ms "
+                f"({self.min_compaction_lag_ms}) or None"
+            )
+        if not 1 <= self.compaction_map_entries < 2**32:
+            raise ValueError(
+                f"compaction_map_entries must be in 1..2**32-1, got {self.compaction_map_entries}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +159,7 @@ class PartitionStateMachine:
         "_bytes_since_checkpoint",
         "_checkpoints",
         "_clock_ms",
+        "_compaction",
         "_log_start_offset",
         "_producers",
         "config",
@@ -127,6 +175,7 @@ class PartitionStateMachine:
         self._producers = ProducerTable(config.dedup_window, config.producer_expiry_ms)
         self._checkpoints: deque[Checkpoint] = deque()
         self._bytes_since_checkpoint = 0
+        self._compaction: CompactionTarget | None = None
 
     @classmethod
     def restore(cls, config: PartitionConfig, snapshot_index: int, data: bytes) -> PartitionStateMachine:
@@ -142,6 +191,7 @@ class PartitionStateMachine:
         sm._clock_ms = image.clock_ms
         sm._batches = BatchIndex(image.next_offset)
         sm._producers = ProducerTable(config.dedup_window, config.producer_expiry_ms, image.producers)
+        sm._compaction = image.compaction
         return sm
 
     # --- state --------------------------------------------------------------------
@@ -177,6 +227,11 @@ class PartitionStateMachine:
         """The recorded checkpoints after the last compaction, oldest first."""
         return tuple(self._checkpoints)
 
+    @property
+    def compaction_target(self) -> CompactionTarget | None:
+        """Where every replica compacts its copy to (None: never asked)."""
+        return self._compaction
+
     def index_memory_bytes(self) -> int:
         """Bytes the batch index holds (for capacity figures)."""
         return self._batches.memory_bytes()
@@ -209,7 +264,10 @@ class PartitionStateMachine:
             result: ApplyResult = Rejected(RejectReason.INVALID_COMMAND, f"entry {index}: {exc}")
         else:
             self._advance(index)
-            result = self._produce(index, command.batch, command.append_time_ms)
+            if isinstance(command, CompactCommand):
+                result = self._schedule_compaction(index, command)
+            else:
+                result = self._produce(index, command.batch, command.append_time_ms)
         self._bytes_since_checkpoint += len(data)
         if self._bytes_since_checkpoint >= self.config.checkpoint_interval_bytes:
             self._checkpoints.append(self.checkpoint())
@@ -218,7 +276,9 @@ class PartitionStateMachine:
 
     def _produce(self, index: int, batch: memoryview, append_time_ms: int) -> ApplyResult:
         try:
-            header = validate_header(batch, max_batch_bytes=len(batch))
+            # allow_compacted: after a restart a replica re-applies the
+            # batches it rewrote itself (the leader never proposes one).
+            header = validate_header(batch, max_batch_bytes=len(batch), allow_compacted=True)
         except InvalidBatch as exc:
             return Rejected(RejectReason.INVALID_BATCH, f"entry {index}: {exc.reason}: {exc.message}")
         if append_time_ms > self._clock_ms:
@@ -231,11 +291,25 @@ class PartitionStateMachine:
             return verdict
         batches = self._batches
         base = batches.end_offset
-        count = header.record_count
-        batches.append(index, base, count, len(batch), now, header.max_timestamp)
-        last = base + count - 1
+        span = header.last_offset_delta + 1  # not record_count: see the module docstring
+        batches.append(index, base, span, len(batch), now, header.max_timestamp)
+        last = base + span - 1
         producers.record(header, base, last, now)
         return Appended(base, last, now)
+
+    def _schedule_compaction(self, index: int, command: CompactCommand) -> CompactionScheduled:
+        """Merge ``command`` into the target: never past the high watermark,
+        never a tombstone floor past this entry."""
+        target = CompactionTarget(
+            min(command.clean_up_to_offset, self.high_watermark - 1),
+            command.now_ms - command.delete_retention_ms,
+            min(command.tombstone_floor_index, index),
+            command.max_map_entries,
+        )
+        if self._compaction is not None:
+            target = self._compaction.merge(target)
+        self._compaction = target
+        return CompactionScheduled(target.clean_up_to_offset)
 
     def check_produce(self, header: BatchHeader) -> Rejected | None:
         """The leader's pre-check of a validated batch before proposing it:
@@ -276,6 +350,7 @@ class PartitionStateMachine:
             log_start_offset=next_offset,
             clock_ms=self._clock_ms,
             producers=self._producers.entries(),
+            compaction=self._compaction,
         )
         return Checkpoint(self._applied_index, encode_image(image))
 
@@ -288,7 +363,7 @@ class PartitionStateMachine:
         every retained batch may go, the cut is the current state."""
         config = self.config
         batches = self._batches
-        if not len(batches):
+        if not len(batches) or config.cleanup_policy == "compact":  # compact alone: no retention
             return None
         rows = 0
         if config.retention_ms is not None:
@@ -309,6 +384,30 @@ class PartitionStateMachine:
         if cut is None or cut.index < first_index:
             return None
         return cut
+
+    # --- key compaction (the leader's choices and the cleaner's bookkeeping) ------------
+
+    def compactable_end(self, appended_before_ms: int) -> int:
+        """The last offset of the newest batch appended at or before
+        ``appended_before_ms`` (whole batches), or ``log_start - 1``."""
+        batches = self._batches
+        rows = batches.rows_appended_before(appended_before_ms + 1)
+        return batches.end_of_rows(rows) - 1 if rows else self._log_start_offset - 1
+
+    def dirty_bytes(self) -> tuple[int, int | None]:
+        """Batch bytes after the compaction target, and the append time of
+        the first such batch (None when there is none)."""
+        after = -1 if self._compaction is None else self._compaction.clean_up_to_offset
+        batches = self._batches
+        row = batches.row_after(after)
+        if row >= len(batches):
+            return 0, None
+        return batches.bytes_after(after), batches.append_time_at(row)
+
+    def resize_batches(self, sizes: dict[int, int]) -> int:
+        """Key compaction rewrote the batches in these Raft entries to these
+        sizes; returns the bytes removed."""
+        return self._batches.resize(sizes)
 
     def compacted(self, index: int) -> None:
         """The Raft log was compacted through ``index`` (with a snapshot of
