@@ -2,6 +2,10 @@
 ``__consumer_offsets`` (tenant ``__system``), replicated through Raft like
 any partition.
 
+Each entry is stored as a keyed record (``offsets.stored_form``: a group's
+deletion as a tombstone) so that the topic can be compacted, and read back
+as the entry (``offsets.entry_of``).
+
 ``RaftCoordinatorLogs`` is ``cluster.groups.service.CoordinatorLogs`` over
 this node's replicas: coordinator partition ``p`` is the offsets topic's
 partition ``p``, and this node coordinates the groups that hash to ``p``
@@ -24,6 +28,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from cluster.controller_replica import ControllerReplica
+from cluster.groups.offsets import entry_of, stored_form
 from cluster.groups.service import NotCoordinatorError
 from partitions.replica import Replica
 from partitions.replica_errors import NotLeaderError
@@ -51,7 +56,8 @@ class ReplicaOffsetsLog:
         return _not_coordinator(self._partition, self._replica, self._leader_address)
 
     async def append(self, records: Sequence[bytes]) -> int:
-        batch = encode_batch([Record(value=r) for r in records])
+        stored = [stored_form(entry) for entry in records]
+        batch = encode_batch([Record(key=key, value=value) for key, value in stored])
         try:
             result = await self._replica.produce(batch)
         except NotLeaderError:
@@ -77,7 +83,7 @@ class ReplicaOffsetsLog:
             for batch in result.batches:
                 for record in decode_records(batch):
                     if record.offset >= offset:
-                        yield record.offset, record.value or b""
+                        yield record.offset, entry_of(record.key, record.value)
                         offset = record.offset + 1
             if offset >= result.high_watermark:
                 return

@@ -22,6 +22,13 @@ Invariants:
   durable (``GroupCoordinator.prepare_join``). A new term (or a lost leadership)
   discards the in-memory state and the next request replays again. Replays
   of one partition never run concurrently.
+- A join, heartbeat or leave is answered only once the log holds the
+  group's metadata as of the answer (``takeover``, invariant 1): a change
+  appends every unrecorded group of the partition in one batch; a
+  heartbeat that changed nothing appends nothing. Appends of metadata and
+  of coordinator-started records run one at a time per partition, each
+  built when its turn comes, so the log's latest record per key is the
+  latest state.
 - A commit is answered only after the log stored it and the table applied
   it, so a fetch that follows a successful commit sees it. The append is
   never abandoned half-way: it runs as a tracked task that applies its
@@ -80,7 +87,7 @@ from cluster.groups.coordinator import (
     TopicMetadata,
 )
 from cluster.groups.membership import GroupConfig, GroupState, MemberState
-from cluster.groups.offsets import OffsetCommitRecord, OffsetRecordError
+from cluster.groups.offsets import OffsetRecordError
 from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
 from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
@@ -296,6 +303,8 @@ class _Shard:
     term: int
     log: OffsetsLog
     coordinator: GroupCoordinator
+    records_lock: asyncio.Lock
+    """Held while a metadata or coordinator-started record is appended."""
 
 
 class GroupService(groups_pb2_grpc.GroupServiceServicer):
@@ -376,20 +385,21 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         member_id = request.member_id or self._new_member_id()
         with _as_service_errors():
             shard = await self._shard(tenant, request.group)
-            sessions = shard.coordinator.prepare_join(
-                tenant,
-                request.group,
-                member_id=member_id,
-                client_id=request.client_id,
-                topics=list(request.topics),
-                session_timeout_ms=request.session_timeout_ms,
-                rebalance_timeout_ms=request.rebalance_timeout_ms,
-            )
-            if sessions is not None:
-                # A longer session than the log allows: record it first, so
-                # that the next coordinator waits long enough for this member.
-                await shard.log.append([sessions.encode()])
-                shard.coordinator.record_sessions(sessions)
+            async with shard.records_lock:
+                sessions = shard.coordinator.prepare_join(
+                    tenant,
+                    request.group,
+                    member_id=member_id,
+                    client_id=request.client_id,
+                    topics=list(request.topics),
+                    session_timeout_ms=request.session_timeout_ms,
+                    rebalance_timeout_ms=request.rebalance_timeout_ms,
+                )
+                if sessions is not None:
+                    # A longer session than the log allows: record it first, so
+                    # that the next coordinator waits long enough for this member.
+                    await shard.log.append([sessions.encode()])
+                    shard.coordinator.record_sessions(sessions)
             answer = shard.coordinator.join(
                 tenant,
                 request.group,
@@ -400,6 +410,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 rebalance_timeout_ms=request.rebalance_timeout_ms,
                 now_ms=self._monotonic_ms(),
             )
+            await self._record_group(shard, tenant, request.group)
         return groups_pb2.JoinGroupResponse(
             member_id=answer.member_id,
             member_epoch=answer.member_epoch,
@@ -422,6 +433,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 now_ms=self._monotonic_ms(),
                 topics=list(request.subscription.topics) if request.HasField("subscription") else None,
             )
+            await self._record_group(shard, tenant, request.group)
         return groups_pb2.HeartbeatResponse(
             member_epoch=answer.member_epoch,
             assignment=_to_proto(answer.partitions),
@@ -441,6 +453,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 member_epoch=request.member_epoch,
                 now_ms=self._monotonic_ms(),
             )
+            await self._record_group(shard, tenant, request.group)
         return groups_pb2.LeaveGroupResponse()
 
     async def commit_offsets(
@@ -460,7 +473,12 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 commit_timestamp_ms=commit_timestamp_ms,
             )
             if records:
-                await self._append(shard, records)
+
+                def apply(base: int) -> None:
+                    for i, record in enumerate(records):
+                        shard.coordinator.apply(base + i, record)
+
+                await self._append(shard, [record.encode() for record in records], apply)
         return groups_pb2.CommitOffsetsResponse(commit_timestamp_ms=commit_timestamp_ms)
 
     async def fetch_committed_offsets(
@@ -548,7 +566,16 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
 
     async def _shard(self, tenant: str, group: str) -> _Shard:
         _check_group(group)  # before any partition is loaded for it
-        return await self._load_partition(coordinator_partition(tenant, group, self._logs.partition_count))
+        shard = await self._load_partition(coordinator_partition(tenant, group, self._logs.partition_count))
+        if shard.coordinator.holders_known_record(self._monotonic_ms()) is not None:
+            async with shard.records_lock:
+                # The old fence has passed: say so, so that the next
+                # coordinator takes over at once (takeover, invariant 4).
+                record = shard.coordinator.holders_known_record(self._monotonic_ms())
+                if record is not None:
+                    await shard.log.append([record.encode()])
+                    shard.coordinator.record_sessions(record)
+        return shard
 
     async def _load_partition(self, partition: int) -> _Shard:
         """The partition's coordinator, replaying its log first when this node
@@ -576,7 +603,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 # the next coordinator depends on it (coordinator.py).
                 await log.append([started.encode()])
                 coordinator.record_sessions(started)
-                shard = _Shard(partition, term, log, coordinator)
+                shard = _Shard(partition, term, log, coordinator, asyncio.Lock())
                 self._shards[partition] = shard
             return shard
 
@@ -584,9 +611,27 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         if self._shards.get(shard.partition) is shard:
             del self._shards[shard.partition]
 
-    async def _append(self, shard: _Shard, records: list[OffsetCommitRecord]) -> None:
-        """Append and apply ``records``; see the module invariants."""
-        task = asyncio.ensure_future(shard.log.append([record.encode() for record in records]))
+    async def _record_group(self, shard: _Shard, tenant: str, group: str) -> None:
+        """Return once the log holds the group's metadata as it is now
+        (``takeover``, invariant 1). One append at a time per partition,
+        carrying every group the log lacks, built when its turn comes."""
+        needed = shard.coordinator.unrecorded_change(tenant, group)
+        if needed is None:
+            return  # nothing changed that the log lacks: a steady heartbeat
+        async with shard.records_lock:
+            if shard.coordinator.recorded_seq >= needed:
+                return  # an append made while this one waited covered it
+            seq, records = shard.coordinator.metadata_records()
+            await self._append(
+                shard,
+                [record.encode() for record in records],
+                lambda _: shard.coordinator.metadata_recorded(seq),
+            )
+
+    async def _append(self, shard: _Shard, entries: list[bytes], stored: Callable[[int], None]) -> None:
+        """Append ``entries``, then call ``stored(first log offset)``; see the
+        module invariants."""
+        task = asyncio.ensure_future(shard.log.append(entries))
         self._appends.add(task)
 
         def settle(done: asyncio.Task[int]) -> None:
@@ -598,9 +643,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                 return
             error = done.exception()
             if error is None:
-                base = done.result()
-                for i, record in enumerate(records):
-                    shard.coordinator.apply(base + i, record)
+                stored(done.result())
             elif not isinstance(error, Backpressure | ProduceRejected):
                 # Not led any more, or the outcome is unknown.
                 self._discard(shard)

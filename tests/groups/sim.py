@@ -2,6 +2,14 @@
 coordinator, a lossy network, crashes, network cuts, slow revocations,
 coordinator failovers and topic growth.
 
+A coordinator failover replays the offsets log, sometimes compacted (only
+the last record per key, tombstones sometimes gone too), and takes the
+group over from its metadata records (``cluster/groups/takeover.py``):
+members it knows keep their partitions. As the service does, every call
+that changed the group appends the group's records before it is answered;
+now and then the coordinator fails over right after such a change, before
+the append (the answer is never sent), so a successor never learns it.
+
 The clients play the member's half of the contract written at the top of
 ``cluster/groups/membership.py``: take what an answer lists, commit and let go
 of what it no longer lists, drop everything on FENCED_MEMBER or
@@ -48,7 +56,7 @@ from dataclasses import dataclass, field
 from cluster.groups import GroupError, TopicPartition
 from cluster.groups.coordinator import GroupCoordinator, OffsetCommit
 from cluster.groups.membership import Assignment, GroupConfig, GroupState
-from cluster.groups.offsets import CommittedOffsets
+from cluster.groups.offsets import CommittedOffsets, stored_form
 
 TENANT = "acme"
 GROUP = "g"
@@ -61,10 +69,16 @@ CONFIG = GroupConfig(
     failover_margin_ms=0,  # no deposed leader answers here
 )
 REQUEST_TIMEOUT_MS = 1_500
+LEGACY_FENCE_EXPECTED = False
+"""Every log here is written by this version: no takeover needs the fence."""
 
 
 class SimulationFailure(AssertionError):
     pass
+
+
+class _AppendLost(Exception):
+    """The coordinator failed over before the append: no answer goes out."""
 
 
 @dataclass(order=True)
@@ -175,9 +189,11 @@ class Simulation:
 
         def serve() -> None:
             try:
-                result: object = call()
+                result: object = self._durably(call)
             except GroupError as error:
                 result = error
+            except _AppendLost:
+                return  # the client times out
 
             def answer() -> None:
                 if request_id in client.waiting and client.incarnation == incarnation and client.alive:
@@ -194,10 +210,12 @@ class Simulation:
 
         def late_copy() -> None:
             try:
-                call()
+                self._durably(call)
                 self.stats["late duplicates accepted"] += 1
             except GroupError as error:
                 self.stats[f"late duplicate refused {error.reason}"] += 1
+            except _AppendLost:
+                pass
 
         self._send(client, "up", serve)
         self._at(self.now + REQUEST_TIMEOUT_MS, expire)
@@ -212,19 +230,59 @@ class Simulation:
     def _new_coordinator(self) -> GroupCoordinator:
         """What a new leader does: replay, then record that it started."""
         coordinator = GroupCoordinator(self._counts, CONFIG, epoch_base=self.term << 32)
-        coordinator.replay(enumerate(self.log))
+        compact = self.rng.random() < 0.5
+        coordinator.replay(
+            self._compacted(drop_tombstones=self.rng.random() < 0.5) if compact else enumerate(self.log)
+        )
         started = coordinator.start(self.now, self.term)
         self.log.append(started.encode())
         coordinator.record_sessions(started)
         return coordinator
 
+    def _compacted(self, *, drop_tombstones: bool) -> list[tuple[int, bytes]]:
+        """The log as compaction may leave it: the last record of each key."""
+        last: dict[bytes | None, int] = {}
+        for offset, entry in enumerate(self.log):
+            key, value = stored_form(entry)
+            if key is not None and not (value is None and drop_tombstones):
+                last[key] = offset
+            elif key is not None:
+                last.pop(key, None)
+        keep = {offset for offset in last.values()}
+        return [(o, e) for o, e in enumerate(self.log) if o in keep or stored_form(e)[0] is None]
+
     def _failover(self) -> None:
-        """A new coordinator: offsets from the log, no members, a hold on grants."""
+        """A new coordinator: offsets and groups from the log."""
         self.term += 1
         self.coordinator = self._new_coordinator()
-        fence = self.coordinator.failover_fence_ms - CONFIG.failover_margin_ms
-        assert self.longest_session_admitted <= fence <= CONFIG.max_session_timeout_ms, fence
+        assert self.coordinator.failover_fence_ms == 0 or not LEGACY_FENCE_EXPECTED
+        state = self.coordinator.membership(TENANT, GROUP)
         self.stats["failovers"] += 1
+        if state is not None and state.owners():
+            self.stats["takeovers keeping partitions"] += 1
+
+    def _durably(self, call: Callable[[], object]) -> object:
+        """Call the coordinator; before the answer leaves, the log stores
+        the group's metadata if it changed (or the coordinator fails over
+        first, and the answer is lost)."""
+        coordinator = self.coordinator
+        result = call()
+        if coordinator is not self.coordinator:
+            raise _AppendLost  # a coordinator that is gone answers nobody
+        self._record_metadata(lose=self.chaos and self.rng.random() < 0.03)
+        return result
+
+    def _record_metadata(self, *, lose: bool = False) -> None:
+        if self.coordinator.unrecorded_change(TENANT, GROUP) is None:
+            return
+        if lose:
+            self.stats["metadata appends lost"] += 1
+            self._failover()
+            raise _AppendLost
+        seq, records = self.coordinator.metadata_records()
+        self.log.extend(record.encode() for record in records)
+        self.coordinator.metadata_recorded(seq)
+        self.stats["metadata records"] += len(records)
 
     def _commit(self, client: Client, offsets: dict[TopicPartition, int]) -> None:
         records = self.coordinator.prepare_commit(
@@ -255,6 +313,7 @@ class Simulation:
 
     def _tick(self) -> None:
         self.stats["expired"] += len(self.coordinator.expire(self.now))
+        self._record_metadata()
         if self.chaos and self.rng.random() < 0.01:
             self._failover()
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from tests.groups.sim import Simulation, SimulationFailure
 
-SEEDS = range(12)
+SEEDS = range(24)
 
 
 def test_no_double_ownership_no_zombie_commit_no_skipped_record_and_convergence() -> None:
@@ -30,10 +30,16 @@ def test_no_double_ownership_no_zombie_commit_no_skipped_record_and_convergence(
         "session drops",
         "expired",
         "failovers",
+        # A successor knows the members (takeover.py): they keep their
+        # partitions, even when the last change before the move never
+        # reached the log (its answer was never sent). Commits refused
+        # UNKNOWN_MEMBER_ID came from failovers forgetting every member;
+        # they no longer happen here.
+        "takeovers keeping partitions",
+        "metadata appends lost",
         "leaves",
         "heartbeat refused UNKNOWN_MEMBER_ID",
         "heartbeat refused FENCED_MEMBER",
-        "commit refused UNKNOWN_MEMBER_ID",
         "commit refused FENCED_MEMBER",
         "late duplicate refused STALE_MEMBER_EPOCH",
         "late duplicate refused FENCED_MEMBER",
