@@ -49,6 +49,7 @@ from cluster.controller_duties import ControllerDuties, bootstrap_key_from_env
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.frontend.admin_service import AdminService
 from cluster.frontend.auth import Authenticator
+from cluster.frontend.compaction import LeaderAsker
 from cluster.frontend.forwarding import Forwarder
 from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
@@ -149,9 +150,19 @@ class Node:
         )
 
     def _replica_config(self, topic: Topic) -> ReplicaConfig:
+        """A replica of ``topic``: the node's Raft settings and the topic's
+        own (retention and compaction; the reconciler pushes them again
+        after an alter)."""
         return replace(
             self._raft_config(),
-            partition=PartitionConfig(retention_ms=topic.retention_ms, retention_bytes=topic.retention_bytes),
+            partition=PartitionConfig(
+                retention_ms=topic.retention_ms,
+                retention_bytes=topic.retention_bytes,
+                cleanup_policy=topic.cleanup_policy,
+                min_compaction_lag_ms=topic.min_compaction_lag_ms,
+                delete_retention_ms=topic.delete_retention_ms,
+                max_compaction_lag_ms=topic.max_compaction_lag_ms,
+            ),
         )
 
     def _address_of(self, node: int) -> str:
@@ -254,8 +265,13 @@ class Node:
                 self._credentials.metadata,
                 self._dial,
             )
+            # CompactTopic and DescribeTopic's figures reach each
+            # partition's leader the same way (cluster/frontend/compaction.py).
+            leader_asker = LeaderAsker(
+                self.node_id, node_admin, self._credentials.metadata, self._address_of, self._dial
+            )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
-                AdminService(self.node_id, controller, leader_of, forwarder, node_stats), server
+                AdminService(self.node_id, controller, leader_of, forwarder, node_stats, leader_asker), server
             )
             groups = GroupService(
                 RaftCoordinatorLogs(controller, host.replica, self._address_of), self._partition_count
@@ -315,6 +331,7 @@ class Node:
                 await groups.close()
                 await forwarder.close()
                 await node_stats.close()
+                await leader_asker.close()
                 await transport.close()
 
     async def _become_ready(

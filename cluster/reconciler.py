@@ -16,6 +16,10 @@ time it changed, compares the desired state with the local one:
   replica of a group that no longer exists (topic deleted) is deleted at
   once; one whose removal nobody confirms is stopped after
   ``UNASSIGNED_GRACE_S`` with its data kept;
+- settings: a replica opens with its topic's settings (retention,
+  compaction), and when the topic's ``config_revision`` moves (an
+  ``AlterTopicConfig`` applied) every replica of it hosted here is given
+  the new ones (``Replica.update_config``);
 - membership: for every group this node leads, the group's Raft
   configuration is moved toward its assignment, one change at a time
   (``next_membership_step``): missing members join as learners, a learner
@@ -94,6 +98,9 @@ class Reconciler:
     applied_version: int = -1
     """The controller version the last completed pass acted on (the node
     is ready once it covers the bootstrapped metadata)."""
+    _config_revisions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """group -> (topic revision, config revision) its replica's settings
+    came from."""
     _unassigned_since: dict[int, float] = field(default_factory=dict)
     _last_asked: dict[int, float] = field(default_factory=dict)
 
@@ -128,6 +135,7 @@ class Reconciler:
                 await self._retire(replica, state.assignment(group), now)
                 continue
             self._unassigned_since.pop(group, None)
+            self._push_config(replica, target)
             if replica.is_leader:
                 await self._converge(replica, target)
 
@@ -161,12 +169,14 @@ class Reconciler:
             )
             self._unassigned_since.pop(group, None)
             self._last_asked.pop(group, None)
+            self._config_revisions.pop(group, None)
             await self.host.remove_replica(group)
             return
         else:
             return
         self._unassigned_since.pop(group, None)
         self._last_asked.pop(group, None)
+        self._config_revisions.pop(group, None)
         await self.host.remove_replica(group, delete_data=True)
 
     async def _removal_committed(self, replica: Replica, assignment: Assignment, now: float) -> bool:
@@ -187,6 +197,27 @@ class Reconciler:
                 # undone if the leader dies before it commits.
                 return self.node_id not in status.committed_members
         return False
+
+    def _push_config(self, replica: Replica, assignment: Assignment) -> None:
+        """Give ``replica`` its topic's settings if they changed since it
+        got them (an alter applied)."""
+        topic = self.controller.state.topic(assignment.tenant, assignment.topic)
+        if topic is None or topic.revision != assignment.topic_revision:
+            return
+        revisions = (topic.revision, topic.config_revision)
+        if self._config_revisions.get(replica.group) == revisions:
+            return
+        # Also when nothing is remembered (a replica this reconciler did not
+        # open): giving the same settings again changes nothing.
+        log.info(
+            "group %d: topic %s/%s settings at entry %d: updating the replica",
+            replica.group,
+            topic.tenant,
+            topic.name,
+            topic.config_revision,
+        )
+        replica.update_config(self.replica_config(topic).partition)
+        self._config_revisions[replica.group] = revisions
 
     async def _converge(self, replica: Replica, assignment: Assignment) -> None:
         step = next_membership_step(
@@ -211,6 +242,7 @@ class Reconciler:
         if topic is None:  # deleted between the listing and now
             return
         config = self.replica_config(topic)
+        self._config_revisions[assignment.group] = (topic.revision, topic.config_revision)
         if assignment.revision == 1:
             await self.host.add_replica(assignment.group, assignment.replicas, config, assignment.learners)
         else:

@@ -25,6 +25,15 @@ Invariants:
   cannot make the leader do unbounded work, and every value a command
   carries fits its encoding (an oversized name would otherwise fail there,
   as ``INTERNAL``).
+- Topic settings have one rule (``model.check_topic_config``), applied to
+  the request before it goes anywhere and to the command at apply
+  (topic_settings.py). ``AlterTopicConfig`` merges the request into the
+  settings the leader has and proposes them with the ``config_revision``
+  it read; a change that raced it is retried from fresh settings.
+- ``CompactTopic`` and the compaction figures of ``DescribeTopic`` are
+  answered by the node that takes the call, asking each partition's
+  leader's NodeAdmin with its own proof (compaction.py), after checking
+  here that the topic is the caller's and compacted (``NOT_COMPACTED``).
 - ``GetNodeStats`` asks every node listed with this node's own proof,
   concurrently and with a short timeout each, and lists a node that does
   not answer as unreachable instead of failing (node_stats.py).
@@ -42,6 +51,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from cluster.controller import (
+    AlterTopicConfig,
     ApplyResult,
     CreateTenant,
     CreateTopic,
@@ -62,17 +72,23 @@ from cluster.controller.commands import Command
 from cluster.controller.model import (
     check_partitions,
     check_replication_factor,
-    check_retention,
     check_tenant_name,
     check_topic_name,
 )
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.auth import unknown_tenant
+from cluster.frontend.compaction import LeaderAsker
 from cluster.frontend.forwarding import Forwarder, may_forward
 from cluster.frontend.front_door import current_caller
 from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import INTERNAL_PREFIX, check_writable
 from cluster.frontend.node_stats import NodeStatsGatherer, nodes_page
+from cluster.frontend.topic_settings import (
+    altered_config,
+    check_alter_request,
+    config_from_create,
+    describe_settings,
+)
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, headers
 from raftlog.v1.reasons import Reason
@@ -81,6 +97,11 @@ METADATA_INDEX_KEY = headers.METADATA_INDEX
 """Trailing metadata of a metadata change: the controller index it was
 applied at (read-your-writes, see ``AdminService._change``)."""
 READ_YOUR_WRITES_WAIT_S = 5.0
+ALTER_ATTEMPTS = 3
+"""Proposals an alter makes when concurrent changes keep beating it."""
+MAX_COMPACT_WAIT_S = 60.0
+"""CompactTopic with wait and no deadline waits this long at most."""
+DEADLINE_MARGIN_S = 0.5
 
 T = TypeVar("T")
 R = RejectReason
@@ -148,14 +169,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         leader_of: Callable[[int], int],
         forwarder: Forwarder,
         node_stats: NodeStatsGatherer | None = None,
+        leaders: LeaderAsker | None = None,
     ) -> None:
-        """``node_stats``: how ``GetNodeStats`` asks the nodes (a node
-        always gives one; without it the call answers ``UNAVAILABLE``)."""
+        """``node_stats``: how ``GetNodeStats`` asks the nodes; ``leaders``:
+        how ``CompactTopic`` and ``DescribeTopic`` reach partition leaders
+        (a node always gives both; without ``node_stats`` the call answers
+        ``UNAVAILABLE``, without ``leaders`` compaction is unavailable and
+        descriptions carry no compaction figures)."""
         self._node_id = node_id
         self._controller = controller
         self._leader_of = leader_of
         self._forwarder = forwarder
         self._node_stats = node_stats
+        self._leaders = leaders
 
     # --- plumbing --------------------------------------------------------------
 
@@ -317,10 +343,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             replication_factor=topic.replication_factor,
             revision=topic.revision,
         )
-        if topic.retention_ms is not None:
-            described.retention_ms = topic.retention_ms
-        if topic.retention_bytes is not None:
-            described.retention_bytes = topic.retention_bytes
+        describe_settings(described, topic)
         if assignments:
             state = self._controller.state
             for partition, group in enumerate(topic.groups):
@@ -337,8 +360,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def CreateTopic(
         self, request: admin_pb2.CreateTopicRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicResponse:
-        retention_ms = request.retention_ms if request.HasField("retention_ms") else None
-        retention_bytes = request.retention_bytes if request.HasField("retention_bytes") else None
         # The request's own shape, before the call goes anywhere.
         if problem := check_topic_name(request.name):
             raise _bad(Reason.INVALID_NAME, problem)
@@ -349,8 +370,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise rejected_error(rejected)
         if request.replication_factor and (problem := check_replication_factor(request.replication_factor)):
             raise _bad(Reason.INVALID_REPLICATION_FACTOR, problem)
-        if problem := check_retention(retention_ms, retention_bytes):
-            raise _bad(Reason.INVALID_RETENTION, problem)
+        config = config_from_create(request)
 
         async def work() -> admin_pb2.CreateTopicResponse:
             caller = current_caller()
@@ -384,9 +404,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     request.name,
                     request.partitions,
                     rf,
-                    retention_ms,
-                    retention_bytes,
+                    config.retention_ms,
+                    config.retention_bytes,
                     assignment,
+                    config.cleanup_policy,
+                    config.min_compaction_lag_ms,
+                    config.delete_retention_ms,
+                    config.max_compaction_lag_ms,
                 )
             )
             created = self._controller.state.topic(caller.tenant, request.name)
@@ -428,7 +452,95 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         topic = self._controller.state.topic(caller.tenant, request.name)
         if topic is None:
             raise _not_found_topic(request.name)
-        return admin_pb2.DescribeTopicResponse(topic=self._describe(topic, assignments=True))
+        described = self._describe(topic, assignments=True)
+        if topic.config.compacted and self._leaders is not None:
+            leaders = {a.raft_group: a.leader for a in described.assignments}
+            figures = await self._leaders.figures(leaders)
+            for a in described.assignments:
+                reported = figures.get(a.raft_group)
+                if reported is not None and reported.cleaned_offset >= 0:
+                    a.cleaned_offset = reported.cleaned_offset
+                    a.compacted_bytes = reported.compacted_bytes
+        return admin_pb2.DescribeTopicResponse(topic=described)
+
+    async def AlterTopicConfig(
+        self, request: admin_pb2.AlterTopicConfigRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AlterTopicConfigResponse:
+        if check_topic_name(request.name):  # no such name can exist
+            raise _not_found_topic(request.name)
+        check_writable(current_caller().tenant, request.name)
+        check_alter_request(request)
+
+        async def work() -> admin_pb2.AlterTopicConfigResponse:
+            tenant = current_caller().tenant
+            for attempt in range(ALTER_ATTEMPTS):
+                topic = self._controller.state.topic(tenant, request.name)
+                if topic is None:
+                    raise _not_found_topic(request.name)
+                config = altered_config(topic.config, request)
+                command = AlterTopicConfig(tenant, topic.name, topic.revision, topic.config_revision, config)
+                result = await self._controller.submit(encode_command(command))
+                if isinstance(result, Rejected):
+                    # Another change won the race: merge into its settings.
+                    if result.reason is R.STALE_REVISION and attempt + 1 < ALTER_ATTEMPTS:
+                        continue
+                    raise rejected_error(result)
+                break
+            altered = self._controller.state.topic(tenant, request.name)
+            assert altered is not None
+            return admin_pb2.AlterTopicConfigResponse(topic=self._describe(altered, assignments=False))
+
+        return await self._change(context, "AlterTopicConfig", request, work)
+
+    async def CompactTopic(
+        self, request: admin_pb2.CompactTopicRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CompactTopicResponse:
+        # Answered here from this node's metadata and routing: the passes
+        # are the partition leaders' business, not the controller's.
+        topic = self._controller.state.topic(current_caller().tenant, request.name)
+        if topic is None:
+            raise _not_found_topic(request.name)
+        if not topic.config.compacted:
+            raise ServiceError(
+                C.FAILED_PRECONDITION,
+                Reason.NOT_COMPACTED,
+                f"topic {shown(request.name)} has cleanup_policy {topic.cleanup_policy!r}: only a compacted "
+                "topic compacts; alter it to cleanup_policy compact (or compact,delete) first",
+                metadata={"cleanup_policy": topic.cleanup_policy},
+            )
+        if self._leaders is None:
+            raise ServiceError(
+                C.UNAVAILABLE,
+                Reason.COMPACTION_UNAVAILABLE,
+                "this node cannot reach the leaders; ask another",
+            )
+        wait_s = 0.0
+        if request.wait:
+            remaining = context.time_remaining()
+            wait_s = MAX_COMPACT_WAIT_S if remaining is None else min(MAX_COMPACT_WAIT_S, remaining)
+            wait_s = max(0.0, wait_s - DEADLINE_MARGIN_S)
+        answers = await self._leaders.compact({g: self._leader_of(g) for g in topic.groups}, wait_s)
+        failed = [(p, answers[g]) for p, g in enumerate(topic.groups) if answers[g].error]
+        if failed:
+            listed = ", ".join(f"{p} ({a.error})" for p, a in failed[:10])
+            raise ServiceError(
+                C.UNAVAILABLE,
+                Reason.COMPACTION_UNAVAILABLE,
+                f"no compaction pass started on partition(s) {listed} of {shown(request.name)}: "
+                "no leader known or it did not answer; retry (passes that did start run on)",
+                metadata={"partitions": ",".join(str(p) for p, _ in failed)},
+            )
+        response = admin_pb2.CompactTopicResponse()
+        for partition, group in enumerate(topic.groups):
+            a = answers[group]
+            response.partitions.add(
+                partition=partition,
+                leader=a.leader,
+                target_offset=a.target_offset,
+                cleaned_offset=a.cleaned_offset,
+                done=a.cleaned_offset >= a.target_offset,
+            )
+        return response
 
     # --- nodes and the cluster -------------------------------------------------
 

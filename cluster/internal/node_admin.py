@@ -18,10 +18,21 @@ start.
 
 The metadata controller (group 0) is reported only when ``groups`` names it,
 and only with what its replica exposes: role, leader, term, the applied
-index, voters and learners (its other indexes read 0)."""
+index, voters and learners (its other indexes read 0).
+
+``Compact`` is the one call that changes something: it asks the replicas it
+names that lead their partition to run a compaction pass now
+(``Replica.compact_now``: proposed through the group's log, so every
+replica applies the same pass). ``AdminService.CompactTopic`` reaches each
+partition's leader here with its node's proof, after checking the caller
+owns the topic and that it is compacted; a node never starts a pass on a
+replica that does not lead (``NOT_LEADER``, with its leader hint), and with
+``wait`` it polls only its own replicas' status (no network), at most
+``wait_seconds`` (capped by ``MAX_COMPACT_WAIT_S`` and the deadline)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import resource
@@ -32,8 +43,14 @@ import grpc
 
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.transport.raft_transport import RaftTransport
+from partitions.replica_errors import NotLeaderError, ReplicaError
 from partitions.replica_host import ReplicaHost
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+
+NODE_ADMIN_COMPACT = "/raftlog.internal.v1.NodeAdmin/Compact"
+"""The method a node's proof names to ask another node for a pass."""
+MAX_COMPACT_WAIT_S = 60.0
+COMPACT_POLL_S = 0.05
 
 
 def _process_started_monotonic() -> float:
@@ -134,3 +151,53 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.transport_bytes_sent = t.bytes_sent
             stats.transport_dropped = t.dropped_messages
         return stats
+
+    async def Compact(
+        self, request: node_admin_pb2.CompactRequest, context: grpc.aio.ServicerContext
+    ) -> node_admin_pb2.CompactResponse:
+        remaining = context.time_remaining()
+        wait_s = min(request.wait_seconds, MAX_COMPACT_WAIT_S) if request.wait else 0.0
+        if remaining is not None:
+            wait_s = min(wait_s, remaining - 0.1)
+        return await self.compact(list(dict.fromkeys(request.groups)), wait_s)
+
+    async def compact(self, groups: list[int], wait_s: float = 0.0) -> node_admin_pb2.CompactResponse:
+        """Start a pass on each of ``groups`` this node leads (concurrently),
+        then, for ``wait_s`` at most, wait until each started pass is applied
+        here. What ``Compact`` answers; the answering node of
+        ``CompactTopic`` calls it in-process for its own leaders."""
+        answers = await asyncio.gather(*(self._compact_one(group) for group in groups))
+        response = node_admin_pb2.CompactResponse(groups=answers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        started = [a for a in response.groups if not a.error]
+        while True:
+            self._refresh(started)
+            pending = [a for a in started if a.cleaned_offset < a.target_offset]
+            if not pending or loop.time() >= deadline:
+                return response
+            # Polled: the replica's owner task signals no event for its
+            # cleaned offset, and reading its status costs microseconds.
+            await asyncio.sleep(COMPACT_POLL_S)
+
+    async def _compact_one(self, group: int) -> node_admin_pb2.GroupCompaction:
+        host = self._host()
+        replica = host.replica(group) if host is not None else None
+        if replica is None:
+            return node_admin_pb2.GroupCompaction(group=group, error="NO_REPLICA")
+        try:
+            target = await replica.compact_now()
+        except NotLeaderError as error:
+            return node_admin_pb2.GroupCompaction(group=group, error=error.reason, leader=error.leader)
+        except ReplicaError as error:
+            return node_admin_pb2.GroupCompaction(group=group, error=error.reason, leader=replica.leader)
+        return node_admin_pb2.GroupCompaction(group=group, leader=self._node_id, target_offset=target)
+
+    def _refresh(self, answers: list[node_admin_pb2.GroupCompaction]) -> None:
+        host = self._host()
+        for answer in answers:
+            replica = host.replica(answer.group) if host is not None else None
+            if replica is not None:
+                status = replica.status()
+                answer.cleaned_offset = status.cleaned_offset
+                answer.compacted_bytes = status.compacted_bytes
