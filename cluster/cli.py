@@ -25,19 +25,38 @@ still works, with a warning on stderr saying so. Commands:
   or did not answer;
 - ``raftlog tenant create NAME`` (prints the tenant's first API key),
   ``tenant list``, ``tenant delete NAME``;
-- ``raftlog topic create NAME --partitions N --replication R``,
-  ``topic list``, ``topic describe NAME``, ``topic delete NAME``;
+- ``raftlog topic create NAME --partitions N --replication R
+  [--cleanup-policy delete|compact|compact,delete] [--min-compaction-lag-ms
+  MS] [--delete-retention-ms MS] [--max-compaction-lag-ms MS]
+  [--retention-ms MS] [--retention-bytes B]``, ``topic alter NAME`` (the
+  same settings; ``--reset SETTING`` returns one to its default), ``topic
+  list``, ``topic describe NAME`` (settings; per partition, for a
+  compacted topic, the offset its leader's copy is cleaned up to and the
+  bytes compaction removed), ``topic delete NAME``;
+- ``raftlog topic compact NAME [--wait]``: every partition's leader runs a
+  compaction pass now; with ``--wait`` the command returns once each
+  partition leader's own copy is cleaned up to the offset its pass aimed
+  at (followers apply the same pass from the log, on their own time), and
+  exits 1 listing the partitions that were not there within the request
+  timeout;
 - ``raftlog node list``, ``node decommission ID``;
 - ``raftlog group list``, ``group describe NAME``;
-- ``raftlog produce TOPIC [--key-separator SEP] [--partition N]``: one
-  record per stdin line, acknowledged by the cluster (acks=all, idempotent)
-  before the command exits 0;
+- ``raftlog produce TOPIC [--key-separator SEP] [--null-value VALUE]
+  [--partition N]``: one record per stdin line, acknowledged by the
+  cluster (acks=all, idempotent) before the command exits 0; with
+  ``--null-value``, a line whose value (after the key) is exactly VALUE
+  is a tombstone: a record with a null value, which deletes its key from a
+  compacted topic;
 - ``raftlog consume TOPIC [--group G] [--from-beginning] [--max-records N]
   [--timeout S] [--partition N] [--stream]``: record values, one per line;
   stops after N records or after S seconds without a new one. ``--stream``
   reads each partition through one server stream instead of long polls.
   With ``--group`` it joins the group, reads the partitions the group gives
   it from the group's committed offsets, and commits what it printed.
+  ``--print-key`` prints ``key<SEP>value`` (SEP from ``--key-separator``,
+  default a tab; a record without a key prints an empty key); a
+  tombstone's value prints as ``--null-value VALUE`` when given, else as
+  nothing (``key<SEP>`` and the end of the line).
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error (an unusable ``--api-key-file``
@@ -213,12 +232,70 @@ async def _topic_create(args: argparse.Namespace) -> int:
             args.replication,
             retention_ms=args.retention_ms,
             retention_bytes=args.retention_bytes,
+            cleanup_policy=args.cleanup_policy,
+            min_compaction_lag_ms=args.min_compaction_lag_ms,
+            delete_retention_ms=args.delete_retention_ms,
+            max_compaction_lag_ms=args.max_compaction_lag_ms,
         )
     print(
-        f"created topic {topic.name}: {topic.partitions} partitions, replication {topic.replication_factor}",
+        f"created topic {topic.name}: {topic.partitions} partitions, replication {topic.replication_factor}, "
+        f"cleanup.policy {topic.cleanup_policy}",
         file=sys.stderr,
     )
     return 0
+
+
+async def _topic_alter(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        topic = await admin.alter_topic_config(
+            args.name,
+            retention_ms=args.retention_ms,
+            retention_bytes=args.retention_bytes,
+            cleanup_policy=args.cleanup_policy,
+            min_compaction_lag_ms=args.min_compaction_lag_ms,
+            delete_retention_ms=args.delete_retention_ms,
+            max_compaction_lag_ms=args.max_compaction_lag_ms,
+            reset=args.reset or (),
+        )
+    print(f"altered topic {topic.name}: {_settings(topic)}", file=sys.stderr)
+    return 0
+
+
+async def _topic_compact(args: argparse.Namespace) -> int:
+    async with _admin(args) as admin:
+        partitions = await admin.compact_topic(args.name, wait=args.wait)
+    for p in partitions:
+        cleaned = "not reported yet" if p.cleaned_offset < 0 else str(p.cleaned_offset)
+        state = ("done" if p.done else "NOT DONE") if args.wait else "started"
+        print(
+            f"partition {p.partition}: leader {p.leader}, target offset {p.target_offset}, "
+            f"cleaned up to {cleaned}: {state}"
+        )
+    late = [p.partition for p in partitions if not p.done]
+    if args.wait and late:
+        print(
+            f"raftlog: partition(s) {', '.join(map(str, late))} of {args.name} not cleaned up to their "
+            "target in time; the passes run on: describe the topic to follow them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _settings(topic: admin_pb2.TopicDescription) -> str:
+    """A topic's settings, Kafka-style names, as one line."""
+    shown = [f"cleanup.policy {topic.cleanup_policy or 'delete'}"]
+    for what, field in (
+        ("retention.ms", "retention_ms"),
+        ("retention.bytes", "retention_bytes"),
+        ("max.compaction.lag.ms", "max_compaction_lag_ms"),
+    ):
+        if topic.HasField(field):
+            shown.append(f"{what} {getattr(topic, field)}")
+    if topic.cleanup_policy != "delete":
+        shown.append(f"min.compaction.lag.ms {topic.min_compaction_lag_ms}")
+        shown.append(f"delete.retention.ms {topic.delete_retention_ms}")
+    return ", ".join(shown)
 
 
 async def _topic_delete(args: argparse.Namespace) -> int:
@@ -242,21 +319,21 @@ async def _topic_describe(args: argparse.Namespace) -> int:
             nodes = {n.node_id: n.address for n in await admin.list_nodes()}
         except AuthorizationError:  # a tenant key: leaders by node id only
             nodes = {}
-    retention = ", ".join(
-        f"{what} {getattr(topic, field)}"
-        for what, field in (("retention.ms", "retention_ms"), ("retention.bytes", "retention_bytes"))
-        if topic.HasField(field)
-    )
     print(
         f"topic {topic.name} (revision {topic.revision}), {topic.partitions} partitions, "
-        f"replication {topic.replication_factor}" + (f", {retention}" if retention else "")
+        f"replication {topic.replication_factor}, {_settings(topic)}"
     )
     for p in topic.assignments:
         leader = (
             f"{p.leader}" + (f" ({nodes[p.leader]})" if p.leader in nodes else "") if p.leader else "unknown"
         )
         learners = f", learners {list(p.learners)}" if p.learners else ""
-        print(f"  partition {p.partition}: leader {leader}, replicas {list(p.replicas)}{learners}")
+        compaction = ""
+        if p.HasField("cleaned_offset"):
+            compaction = f", cleaned up to offset {p.cleaned_offset}, compacted {p.compacted_bytes} bytes"
+        print(
+            f"  partition {p.partition}: leader {leader}, replicas {list(p.replicas)}{learners}{compaction}"
+        )
     return 0
 
 
@@ -324,6 +401,9 @@ async def _node_decommission(args: argparse.Namespace) -> int:
 
 async def _produce(args: argparse.Namespace) -> int:
     separator = args.key_separator.encode() if args.key_separator else None
+    null_value = args.null_value.encode() if args.null_value is not None else None
+    if null_value is not None and separator is None:
+        raise CliError("--null-value needs --key-separator: a tombstone deletes a key, so it needs one")
     count = 0
     async with Producer(_bootstrap(args), **_identity(args)) as producer:
         futures = []
@@ -332,7 +412,8 @@ async def _produce(args: argparse.Namespace) -> int:
             key = None
             if separator is not None and separator in value:
                 key, value = value.split(separator, 1)
-            futures.append(await producer.send(args.topic, value, key=key, partition=args.partition))
+            sent: bytes | None = None if value == null_value else value
+            futures.append(await producer.send(args.topic, sent, key=key, partition=args.partition))
             count += 1
         await producer.flush()
         for future in futures:
@@ -345,6 +426,9 @@ async def _consume(args: argparse.Namespace) -> int:
     if args.group and args.partition is not None:
         raise CliError("--partition and --group do not mix: a group assigns partitions itself")
     reset = "earliest" if args.from_beginning else "latest"
+    print_key = args.print_key
+    separator = (args.key_separator or "\t").encode()
+    null_value = args.null_value.encode() if args.null_value is not None else b""
     async with Consumer(
         _bootstrap(args),
         group_id=args.group,
@@ -375,7 +459,12 @@ async def _consume(args: argparse.Namespace) -> int:
             left = None if args.max_records is None else args.max_records - seen
             records = await consumer.poll(min(wait, 1.0), max_records=left)
             for record in records:
-                out.write((record.value or b"") + b"\n")
+                value = record.value
+                if value is None:
+                    value = null_value
+                if print_key:
+                    out.write((record.key or b"") + separator)
+                out.write((value or b"") + b"\n")
             out.flush()
             seen += len(records)
             if records and args.timeout:
@@ -461,7 +550,28 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--replication", type=int, default=0, help="replicas per partition (default: 3)")
     create.add_argument("--retention-ms", type=int, help="drop data older than this (default: keep)")
     create.add_argument("--retention-bytes", type=int, help="per partition size limit (default: none)")
+    _add_compaction_arguments(create)
     create.set_defaults(run=_topic_create)
+    alter = topic.add_parser("alter", help="change a topic's settings (the others stay)")
+    alter.add_argument("name")
+    alter.add_argument("--retention-ms", type=int, help="drop data older than this")
+    alter.add_argument("--retention-bytes", type=int, help="per partition size limit")
+    _add_compaction_arguments(alter)
+    alter.add_argument(
+        "--reset",
+        action="append",
+        metavar="SETTING",
+        help="return a setting to its default, e.g. retention_ms (keep forever); repeatable",
+    )
+    alter.set_defaults(run=_topic_alter)
+    compact = topic.add_parser("compact", help="run a compaction pass on every partition now")
+    compact.add_argument("name")
+    compact.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once every partition leader's copy is cleaned up to its pass's target",
+    )
+    compact.set_defaults(run=_topic_compact)
     delete = topic.add_parser("delete", help="delete a topic and its data")
     delete.add_argument("name")
     delete.set_defaults(run=_topic_delete)
@@ -473,6 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="one record per stdin line")
     produce.add_argument("topic")
     produce.add_argument("--key-separator", help="split each line into key and value at the first SEP")
+    produce.add_argument(
+        "--null-value",
+        metavar="VALUE",
+        help="a line whose value is exactly VALUE is a tombstone (null value: deletes the key)",
+    )
     produce.add_argument("--partition", type=int, help="write every record to this partition")
     produce.set_defaults(run=_produce)
 
@@ -497,11 +612,35 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--max-records", type=int, help="stop after N records")
     consume.add_argument("--timeout", type=float, help="stop after S seconds without a new record")
     consume.add_argument("--partition", type=int, help="read only this partition")
+    consume.add_argument("--print-key", action="store_true", help="print key<SEP>value")
+    consume.add_argument("--key-separator", help="SEP for --print-key (default: a tab)")
+    consume.add_argument(
+        "--null-value", metavar="VALUE", help="print a tombstone's (null) value as VALUE (default: empty)"
+    )
     consume.add_argument(
         "--stream", action="store_true", help="one server stream per partition instead of long polls"
     )
     consume.set_defaults(run=_consume)
     return parser
+
+
+def _add_compaction_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cleanup-policy",
+        help="delete (default: retention only), compact (latest record per key) or compact,delete",
+    )
+    parser.add_argument(
+        "--min-compaction-lag-ms", type=int, metavar="MS", help="never compact records younger (default 0)"
+    )
+    parser.add_argument(
+        "--delete-retention-ms", type=int, metavar="MS", help="how long tombstones survive (default 24 h)"
+    )
+    parser.add_argument(
+        "--max-compaction-lag-ms",
+        type=int,
+        metavar="MS",
+        help="compact records older than this (default: none)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
