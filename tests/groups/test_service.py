@@ -18,7 +18,13 @@ from cluster.controller import Principal
 from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.groups.membership import GroupConfig
-from cluster.groups.offsets import CoordinatorStarted, OffsetCommitRecord, decode_record
+from cluster.groups.offsets import (
+    CoordinatorStarted,
+    GroupMetadataDeleted,
+    GroupMetadataRecord,
+    OffsetCommitRecord,
+    decode_record,
+)
 from cluster.groups.service import GroupService, NotCoordinatorError, coordinator_partition
 from partitions.replica_errors import Backpressure, OutcomeUnknown
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
@@ -130,6 +136,15 @@ async def served() -> AsyncIterator[tuple[Harness, groups_pb2_grpc.GroupServiceS
     finally:
         await server.stop(grace=None)
         await h.service.close()
+
+
+def legacy_started(term: int, session_ms: int) -> bytes:
+    """A coordinator-started record as a node of version 1 wrote it."""
+    return b"\x01\x02" + term.to_bytes(8, "big") + session_ms.to_bytes(4, "big")
+
+
+def started_records(log: MemoryLog) -> list[object]:
+    return [r for r in map(decode_record, log.records) if isinstance(r, CoordinatorStarted)]
 
 
 def acme(tenant: str = "acme") -> tuple[tuple[str, str], ...]:
@@ -244,8 +259,15 @@ async def test_two_members_share_a_topic_and_commits_survive(
     assert [(g.group, g.member_count) for g in listed.groups] == [("g", 1)] and not listed.next_page_token
 
     # The log holds the coordinator's start, the session the first join
-    # needed, then exactly the committed records.
-    first, sessions, *commits = [decode_record(r) for r in h.log_of("g").records]
+    # needed, then exactly the committed records, among the group's
+    # metadata (tests/groups/test_takeover.py); the last one is the member left.
+    records = [decode_record(r) for r in h.log_of("g").records]
+    last = records[-1]
+    assert isinstance(last, GroupMetadataRecord)
+    assert [m.member_id for m in last.snapshot.members] == ["server-chosen-0"]
+    first, sessions, *commits = [
+        r for r in records if not isinstance(r, GroupMetadataRecord | GroupMetadataDeleted)
+    ]
     assert first == CoordinatorStarted(term=1, max_session_timeout_ms=0)
     assert sessions == CoordinatorStarted(term=1, max_session_timeout_ms=CONFIG.default_session_timeout_ms)
     assert [
@@ -333,7 +355,7 @@ async def test_tenants_do_not_see_each_other(
 # --- handlers called directly -----------------------------------------------------
 
 
-async def test_a_new_leadership_replays_offsets_and_forgets_members() -> None:
+async def test_a_new_leadership_replays_offsets_and_keeps_members() -> None:
     h = harness()
     service = h.service
     one = await service.join_group("acme", join_request("m1"))
@@ -341,19 +363,24 @@ async def test_a_new_leadership_replays_offsets_and_forgets_members() -> None:
     await service.commit_offsets("acme", commit_request(one.member_epoch, 2, 42))
     h.log_of("g").leader_term = 2  # leadership moved away and back, or another node took over
 
-    with pytest.raises(ServiceError) as caught:
-        await service.heartbeat(
-            "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
-        )
-    assert caught.value.info.reason == "UNKNOWN_MEMBER_ID"
+    kept = await service.heartbeat(
+        "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
+    )
+    assert parts(kept.assignment) == {("a", p) for p in range(4)} and kept.member_epoch == one.member_epoch
     fetched = await service.fetch_committed_offsets(
         "acme", groups_pb2.FetchCommittedOffsetsRequest(group="g")
     )
     assert [(o.partition, o.offset) for o in fetched.offsets] == [(2, 42)]
 
+
+async def test_a_new_leadership_over_an_older_versions_log_holds_grants() -> None:
+    """The fall-back: a log whose coordinator recorded no group (version 1)."""
+    h = harness()
+    h.log_of("g").records.append(legacy_started(1, CONFIG.default_session_timeout_ms))
+    service = h.service
     again = await service.join_group("acme", join_request("m1"))
     assert not again.assignment, "nothing is granted while members of the old coordinator may hold partitions"
-    assert again.member_epoch > 2 << 32
+    assert again.member_epoch > 1 << 32
     request = groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=again.member_epoch)
     h.clock.ms += 2_500
     assert not (await service.heartbeat("acme", request)).assignment
@@ -374,13 +401,15 @@ async def test_a_failover_holds_grants_for_the_sessions_members_use_not_the_long
     request.session_timeout_ms = short
     one = await h.service.join_group("acme", request)
     assert parts(one.assignment) == {("a", p) for p in range(4)}
-    assert [decode_record(r) for r in h.log_of("g").records] == [
+    assert started_records(h.log_of("g")) == [
         CoordinatorStarted(1, 0),
         CoordinatorStarted(1, short),
     ], "the session is recorded before the member is admitted"
     await h.service.join_group("acme", request)  # again: the log allows it already
-    assert len(h.log_of("g").records) == 2
+    assert len(started_records(h.log_of("g"))) == 2
 
+    # The same log as a coordinator of an older version would have left it.
+    h.log_of("g").records = [legacy_started(1, 0), legacy_started(1, short)]
     h.log_of("g").leader_term = 2
     again = await h.service.join_group("acme", request)
     assert not again.assignment, "members of the old coordinator may still hold partitions"
@@ -420,7 +449,7 @@ async def test_a_coordinator_serves_only_once_its_start_is_recorded() -> None:
     )
     log.fail = None
     assert parts((await h.service.join_group("acme", join_request("m1"))).assignment)
-    assert log.reads == 2 and [decode_record(r) for r in log.records] == [
+    assert log.reads == 2 and started_records(log) == [
         CoordinatorStarted(1, 0),
         CoordinatorStarted(1, CONFIG.default_session_timeout_ms),
     ]
@@ -434,11 +463,9 @@ async def test_an_append_of_unknown_outcome_discards_the_partition_state() -> No
         await h.service.commit_offsets("acme", commit_request(one.member_epoch, 0, 1))
     assert (caught.value.code, caught.value.info.reason) == (grpc.StatusCode.UNAVAILABLE, "OUTCOME_UNKNOWN")
     h.log_of("g").fail = None
-    with pytest.raises(ServiceError) as caught:
-        await h.service.heartbeat(
-            "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
-        )
-    assert caught.value.info.reason == "UNKNOWN_MEMBER_ID"
+    await h.service.heartbeat(  # the member is back from the log's metadata
+        "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
+    )
     assert h.log_of("g").reads == 2, "the partition was replayed again"
 
 
@@ -450,11 +477,9 @@ async def test_a_cancelled_append_discards_the_partition_state() -> None:
     with pytest.raises(asyncio.CancelledError):
         await h.service.commit_offsets("acme", commit_request(one.member_epoch, 0, 1))
     h.log_of("g").fail = None
-    with pytest.raises(ServiceError) as caught:
-        await h.service.heartbeat(
-            "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
-        )
-    assert caught.value.info.reason == "UNKNOWN_MEMBER_ID"
+    await h.service.heartbeat(  # the member is back from the log's metadata
+        "acme", groups_pb2.HeartbeatRequest(group="g", member_id="m1", member_epoch=one.member_epoch)
+    )
     assert h.log_of("g").reads == 2, "the partition was replayed again"
 
 
