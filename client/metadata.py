@@ -90,9 +90,14 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # Notice a silent node (SIGSTOP, a cut cable) in about two seconds: a
     # ping every second, closed if not acknowledged within a second; also
     # on idle channels (a producer waiting on linger has no call in
-    # flight), and with no limit on pings between data frames.
+    # flight), and with no limit on pings between data frames. gRPC core
+    # (seen on 1.85) waits for a ping's acknowledgement for
+    # http2.ping_timeout_ms, 60 s by default, whatever keepalive_timeout_ms
+    # says: without it, a call on a paused node waited out its deadline
+    # (tests/client/test_keepalive.py).
     ("grpc.keepalive_time_ms", 1000),
     ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.http2.ping_timeout_ms", 1000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
