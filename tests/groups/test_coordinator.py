@@ -253,10 +253,15 @@ def admit(
     return join(c, member, session_ms=session_ms, now=now)
 
 
-def started(c: GroupCoordinator, log: list[bytes], *, now: int, term: int) -> CoordinatorStarted:
+def started(
+    c: GroupCoordinator, log: list[bytes], *, now: int, term: int, legacy: bool = False
+) -> CoordinatorStarted:
+    """Replay and start; ``legacy``: the record goes to the log as a node of
+    version 1 (which recorded no group) wrote it."""
     c.replay(enumerate(log))
     record = c.start(now_ms=now, term=term)
-    log.append(record.encode())
+    encoded = record.encode()
+    log.append(b"\x01" + encoded[1:-1] if legacy else encoded)
     c.record_sessions(record)
     return record
 
@@ -264,15 +269,18 @@ def started(c: GroupCoordinator, log: list[bytes], *, now: int, term: int) -> Co
 def test_the_failover_fence_comes_from_earlier_coordinators_in_the_log() -> None:
     first = coordinator()
     log: list[bytes] = []
-    assert started(first, log, now=0, term=1) == CoordinatorStarted(1, 0), "nobody was admitted yet"
+    assert started(first, log, now=0, term=1, legacy=True) == CoordinatorStarted(1, 0), (
+        "nobody was admitted yet"
+    )
     assert first.failover_fence_ms == 0, "nobody served before: grant at once"
     assert admit(first, "m1", log).partitions  # no hold
+    log[-1] = b"\x01" + log[-1][1:-1]  # a version-1 node recorded the session, and no group
 
     second = coordinator()
     record = started(second, log, now=100, term=2)
     session = CONFIG.default_session_timeout_ms
     assert second.failover_fence_ms == session + CONFIG.failover_margin_ms
-    assert record == CoordinatorStarted(2, session), "it allows what the log allowed"
+    assert record == CoordinatorStarted(2, session, True), "it allows what the log allowed"
     held = admit(second, "m1", log, now=100)
     fence_ends = 100 + second.failover_fence_ms
     for now in range(1_100, fence_ends, 1_000):

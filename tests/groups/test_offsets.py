@@ -5,20 +5,26 @@ so replaying the log gives the table that live applies built."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.groups import TopicPartition
+from cluster.groups.membership import GroupSnapshot, MemberSnapshot
 from cluster.groups.offsets import (
     RECORD_VERSION,
     CommittedOffset,
     CommittedOffsets,
     CoordinatorStarted,
+    GroupMetadataDeleted,
+    GroupMetadataRecord,
     OffsetCommitRecord,
     OffsetRecordError,
     decode_record,
+    entry_of,
+    stored_form,
 )
 
 names = st.text(st.characters(codec="utf-8"), max_size=30)
@@ -44,7 +50,7 @@ def test_a_record_round_trips(record: OffsetCommitRecord) -> None:
 def test_the_layout_is_the_documented_one() -> None:
     data = OffsetCommitRecord("t", "g", "x", 7, 42, 1000, "m").encode()
     assert data == (
-        b"\x01\x01"
+        b"\x02\x01"
         + b"\x00\x01t"
         + b"\x00\x01g"
         + b"\x00\x01x"
@@ -69,15 +75,20 @@ def test_truncated_or_extended_bytes_are_refused(record: OffsetCommitRecord, dat
 def test_a_coordinator_started_record_round_trips(term: int, session: int) -> None:
     record = CoordinatorStarted(term, session)
     data = record.encode()
-    assert data == b"\x01\x02" + term.to_bytes(8, "big") + session.to_bytes(4, "big")
+    assert data == b"\x02\x02" + term.to_bytes(8, "big") + session.to_bytes(4, "big") + b"\x00"
     assert decode_record(data) == record
+    # Version 1 (older nodes): the same fields, and its coordinator recorded no group.
+    legacy = b"\x01\x02" + term.to_bytes(8, "big") + session.to_bytes(4, "big")
+    assert decode_record(legacy) == CoordinatorStarted(term, session, unrecorded_holders=True)
     with pytest.raises(OffsetRecordError, match="not an offset commit"):
         OffsetCommitRecord.decode(data)
 
 
 def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(OffsetRecordError, match="kind 3"):
-        decode_record(b"\x01\x03")
+        decode_record(b"\x01\x03")  # group metadata is of version 2 only
+    with pytest.raises(OffsetRecordError, match="kind 5"):
+        decode_record(b"\x02\x05")
 
 
 def test_the_table_ignores_coordinator_records() -> None:
@@ -89,7 +100,7 @@ def test_the_table_ignores_coordinator_records() -> None:
     assert list(CommittedOffsets.replay(enumerate(log)).snapshot().values()) == [CommittedOffset(5, "", 0, 1)]
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_another_version_is_refused_not_skipped(version: int) -> None:
     encoded = bytearray(OffsetCommitRecord("t", "g", "x", 0, 1, 0).encode())
     encoded[0] = version
@@ -97,6 +108,67 @@ def test_another_version_is_refused_not_skipped(version: int) -> None:
         OffsetCommitRecord.decode(bytes(encoded))
     with pytest.raises(OffsetRecordError, match="log offset 9"):
         CommittedOffsets.replay([(9, bytes(encoded))])
+
+
+def test_a_version_1_commit_still_reads() -> None:
+    legacy = b"\x01" + OffsetCommitRecord("t", "g", "x", 7, 42, 1000, "m").encode()[1:]
+    assert decode_record(legacy) == OffsetCommitRecord("t", "g", "x", 7, 42, 1000, "m")
+    assert stored_form(legacy) == (None, legacy), "stored as it was: without a key"
+
+
+def test_keys_make_the_last_record_per_key_the_state() -> None:
+    """Compaction keeps the last record per key: a commit's key names its
+    group and partition, a group's metadata key its group, every
+    coordinator-started record shares one key; a deletion is a tombstone."""
+    commit = OffsetCommitRecord("t", "g", "x", 7, 42, 1000)
+    assert stored_form(commit.encode())[0] == stored_form(replace(commit, offset=43).encode())[0]
+    others = [
+        replace(commit, tenant="u"),
+        replace(commit, group="h"),
+        replace(commit, topic="y"),
+        replace(commit, partition=8),
+    ]
+    keys = {stored_form(r.encode())[0] for r in [commit, *others]}
+    assert len(keys) == 5
+    assert (
+        stored_form(CoordinatorStarted(1, 0).encode())[0]
+        == stored_form(CoordinatorStarted(9, 5, True).encode())[0]
+    )
+    snapshot = GroupSnapshot(1, 1, {}, {}, ())
+    metadata = GroupMetadataRecord("t", "g", snapshot).encode()
+    key, value = stored_form(metadata)
+    assert value == metadata and key not in keys
+    assert stored_form(GroupMetadataDeleted("t", "g").encode()) == (key, None), "a tombstone"
+    assert decode_record(entry_of(key, None)) == GroupMetadataDeleted("t", "g")
+    assert stored_form(GroupMetadataRecord("t", "h", snapshot).encode())[0] != key
+
+
+def test_group_metadata_round_trips() -> None:
+    tp = TopicPartition
+    member = MemberSnapshot(
+        "m1", "c", frozenset({"a", "b"}), 6_000, 9_000, 5, 8, 6, {tp("a", 0): 6}, {tp("b", 1): 5}, False
+    )
+    fenced = MemberSnapshot("m2", "", frozenset({"a"}), 7_000, 8_000, 2, 3, -1, {}, {tp("a", 2): 3}, True)
+    snapshot = GroupSnapshot(
+        9, 7, {"a": 3, "b": 2}, {"m1": frozenset({tp("a", 0), tp("a", 1)})}, (member, fenced)
+    )
+    record = GroupMetadataRecord("t", "g", snapshot)
+    decoded = decode_record(record.encode())
+    assert isinstance(decoded, GroupMetadataRecord)
+    assert decoded.encode() == record.encode()
+    got = decoded.snapshot
+    assert (got.epoch, got.assignment_epoch, dict(got.metadata), dict(got.target)) == (
+        9,
+        7,
+        {"a": 3, "b": 2},
+        dict(snapshot.target),
+    )
+    assert [dict(m.assigned) for m in got.members] == [{tp("a", 0): 6}, {}]
+    assert [dict(m.revoking) for m in got.members] == [{tp("b", 1): 5}, {tp("a", 2): 3}]
+    assert [(m.fenced, m.previous_epoch, m.topics) for m in got.members] == [
+        (False, 6, member.topics),
+        (True, -1, fenced.topics),
+    ]
 
 
 def test_fields_too_wide_are_refused_when_encoding() -> None:
