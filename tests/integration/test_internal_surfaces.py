@@ -183,6 +183,12 @@ async def test_node_admin_needs_a_proof_and_no_internal_service_is_advertised(cl
             names |= {s.name for s in reply.list_services_response.service}
         assert "raftlog.v1.LogService" in names
         assert not names & INTERNAL_SERVICES, names
+        # Asked by name, reflection knows only the public schemas.
+        symbols = ["raftlog.v1.LogService", *sorted(INTERNAL_SERVICES), "raftlog.internal.v1.NodeStats"]
+        requests = [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in symbols]
+        replies = [r async for r in reflect.ServerReflectionInfo(iter(requests), timeout=5)]
+        found = {s: r.HasField("file_descriptor_response") for s, r in zip(symbols, replies, strict=True)}
+        assert found == {s: s == "raftlog.v1.LogService" for s in symbols}, found
         health = health_pb2_grpc.HealthStub(channel)
         for service in sorted(INTERNAL_SERVICES):
             with pytest.raises(grpc.aio.AioRpcError) as unknown:
