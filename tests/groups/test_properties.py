@@ -13,6 +13,13 @@ and topics growing. After every step:
 - an accepted commit comes from a member holding every partition of it,
   at an epoch between the partition's grant and the member's epoch.
 
+Every step's changes go to a log of group metadata records (as the service
+appends them before answering), and now and then the coordinator moves: a
+successor replays the log and must know the very same members, epochs,
+fencing, target and holdings (``cluster/groups/takeover.py``), so the
+properties above, checked across the move, say that no partition is owned
+by two members at once across coordinator moves either.
+
 At the end, members that follow the protocol honestly for a while end up
 owning every subscribed partition exactly once, balanced.
 """
@@ -20,6 +27,7 @@ owning every subscribed partition exactly once, balanced.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -53,6 +61,8 @@ class GroupMachine(RuleBasedStateMachine):
         self.counts = {"a": 3, "b": 2}
         self.coordinator = GroupCoordinator(lambda tenant, topic: self.counts.get(topic, 0), CONFIG)
         self.before: dict[TopicPartition, str] = {}
+        self.log: list[bytes] = []
+        self.term = 0
 
     @initialize(grants_from=st.sampled_from([0, 0, 1_500]), a=st.integers(0, 6), b=st.integers(0, 4))
     def setup(self, grants_from: int, a: int, b: int) -> None:
@@ -83,6 +93,18 @@ class GroupMachine(RuleBasedStateMachine):
 
     @rule(member=member_st, topics=topics_st, session=st.sampled_from([1_000, 2_000, 3_000]))
     def join(self, member: str, topics: frozenset[str], session: int) -> None:
+        allow = self.coordinator.prepare_join(
+            TENANT,
+            GROUP,
+            member_id=member,
+            client_id="",
+            topics=topics,
+            session_timeout_ms=session,
+            rebalance_timeout_ms=0,
+        )
+        if allow is not None:  # a started coordinator records longer sessions first
+            self.log.append(allow.encode())
+            self.coordinator.record_sessions(allow)
         self.coordinator.join(
             TENANT,
             GROUP,
@@ -181,11 +203,42 @@ class GroupMachine(RuleBasedStateMachine):
     def expire(self) -> None:
         self.coordinator.expire(self.now)
 
+    @rule()
+    def coordinator_moves(self) -> None:
+        old = self.group()
+        self.term += 1
+        successor = GroupCoordinator(
+            lambda tenant, topic: self.counts.get(topic, 0), CONFIG, epoch_base=self.term << 32
+        )
+        successor.replay(enumerate(self.log))
+        started = successor.start(self.now, self.term)
+        self.log.append(started.encode())
+        successor.record_sessions(started)
+        self.coordinator = successor
+        new = self.group()
+        if old is None:
+            assert new is None
+            return
+        assert new is not None
+        # Epochs go on above the new term's base; all else is as it was.
+        assert new.epoch >= max(old.epoch, self.term << 32)
+        assert replace(new.snapshot(), epoch=0) == replace(old.snapshot(), epoch=0), "the group as it was"
+        assert dict(new.owners()) == dict(old.owners())
+        assert all(m.session_deadline_ms >= self.now + m.session_timeout_ms for m in new.members.values())
+
     @rule(topic=st.sampled_from(TOPICS), more=st.integers(1, 3))
     def topic_grows(self, topic: str, more: int) -> None:
         self.counts[topic] = min(8, self.counts[topic] + more)
 
     # --- properties ------------------------------------------------------------------------
+
+    @invariant()
+    def changes_are_recorded(self) -> None:
+        """As the service does before it answers (takeover, invariant 1)."""
+        seq, records = self.coordinator.metadata_records()
+        self.log += [record.encode() for record in records]
+        self.coordinator.metadata_recorded(seq)
+        assert self.coordinator.unrecorded_change(TENANT, GROUP) is None
 
     @invariant()
     def bookkeeping_is_consistent_and_moves_go_through_nobody(self) -> None:
