@@ -51,8 +51,9 @@ Invariants:
   any metadata value.
 - A nonce is remembered only after the proof was otherwise accepted, so
   forged proofs cannot fill the memory; once ``max_remembered`` nonces of
-  live proofs are held, further proofs are refused until some expire
-  (fail closed: only holders of the secret can get there).
+  live proofs of one method are held, further proofs of that method are
+  refused until some expire (fail closed: only holders of the secret can
+  get there), and other methods are not affected.
 - Pure: time is passed in; no I/O. ``NodeCredentials`` never shows the
   secret in its repr.
 """
@@ -84,10 +85,17 @@ FRESHNESS_MS: Final = 60_000
 agree within it (NTP keeps them within milliseconds); longer leaves a
 captured proof replayable longer."""
 
-MAX_REMEMBERED: Final = 200_000
-"""Nonces held at most: far above what nodes and tools make in two windows
-(a few calls per second); about 45 MB at worst (measured: 200,000
-nonces as str in a set plus the expiry deque)."""
+MAX_REMEMBERED: Final = 50_000
+"""Nonces held at most per method: far above what nodes and tools make in
+two windows (a few calls per second); about 11 MB at worst per method
+(measured: 200,000 nonces as str in a set plus the expiry deque took about
+45 MB)."""
+
+MAX_METHODS: Final = 8
+"""Methods with a nonce memory of their own (the internal surfaces have
+four today); any other shares one more, so at most about 100 MB in all."""
+
+_OTHER_METHODS: Final = ""
 
 
 class NodeCredentials:
@@ -113,10 +121,34 @@ class NodeCredentials:
         return f"NodeCredentials(node_id={self.node_id}, secret=<hidden>)"
 
 
-class ProofChecker:
-    """Accepts each valid, fresh proof once (see the module invariants)."""
+class _NonceMemory:
+    """The nonces of accepted proofs of one method, until they expire."""
 
-    __slots__ = ("_expiries", "_max_remembered", "_secret", "_seen", "_window_ms")
+    __slots__ = ("expiries", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.expiries: deque[tuple[int, str]] = deque()  # (forget at, nonce), in order of acceptance
+
+    def forget_expired(self, now_ms: int) -> None:
+        expiries = self.expiries
+        while expiries and expiries[0][0] <= now_ms:
+            self.seen.discard(expiries.popleft()[1])
+
+
+class ProofChecker:
+    """Accepts each valid, fresh proof once (see the module invariants).
+
+    Nonces are remembered per method, each method with its own budget of
+    ``max_remembered``: a flood of one method's calls (an operator looping
+    ``GetNodeStats``, which makes the answering node call every other
+    node's NodeAdmin) can fill that method's memory, and then only that
+    method is refused until its nonces expire; Raft streams and joins keep
+    theirs. At most ``MAX_METHODS`` methods get a memory of their own; any
+    further method (only holders of the secret can make a valid proof for
+    one) shares one more."""
+
+    __slots__ = ("_max_remembered", "_memories", "_secret", "_window_ms")
 
     def __init__(
         self, secret: bytes, *, window_ms: int = FRESHNESS_MS, max_remembered: int = MAX_REMEMBERED
@@ -126,8 +158,7 @@ class ProofChecker:
         self._secret = secret
         self._window_ms = window_ms
         self._max_remembered = max_remembered
-        self._seen: set[str] = set()
-        self._expiries: deque[tuple[int, str]] = deque()  # (forget at, nonce), in order of acceptance
+        self._memories: dict[str, _NonceMemory] = {}
 
     def check(self, value: str | bytes | None, method: str, now_ms: int) -> int | None:
         """The node id ``value`` (a ``raftlog-node-proof`` metadata value)
@@ -139,23 +170,26 @@ class ProofChecker:
         expected = proof_mac(self._secret, proof.node_id, proof.unix_ms, proof.nonce, method)
         if not hmac.compare_digest(expected, proof.mac):
             return None
-        self._forget_expired(now_ms)
-        if proof.nonce in self._seen or len(self._seen) >= self._max_remembered:
+        memory = self._memory(method)
+        memory.forget_expired(now_ms)
+        if proof.nonce in memory.seen or len(memory.seen) >= self._max_remembered:
             return None
-        self._seen.add(proof.nonce)
+        memory.seen.add(proof.nonce)
         # Until the proof can no longer be fresh for any clock this node
         # will have (the window on both sides of its own clock).
-        self._expiries.append((now_ms + 2 * self._window_ms, proof.nonce))
+        memory.expiries.append((now_ms + 2 * self._window_ms, proof.nonce))
         return proof.node_id
 
     @property
     def remembered(self) -> int:
-        return len(self._seen)
+        return sum(len(memory.seen) for memory in self._memories.values())
 
-    def _forget_expired(self, now_ms: int) -> None:
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now_ms:
-            self._seen.discard(expiries.popleft()[1])
+    def _memory(self, method: str) -> _NonceMemory:
+        memory = self._memories.get(method)
+        if memory is None:
+            key = method if len(self._memories) < MAX_METHODS else _OTHER_METHODS
+            memory = self._memories.setdefault(key, _NonceMemory())
+        return memory
 
 
 def claimed_node(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:

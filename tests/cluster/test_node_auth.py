@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster.internal.cluster_secret import SECRET_FILE_ENV, load_cluster_secret
-from cluster.internal.node_auth import FRESHNESS_MS, NodeCredentials, ProofChecker, claimed_node
+from cluster.internal.node_auth import FRESHNESS_MS, MAX_METHODS, NodeCredentials, ProofChecker, claimed_node
 from cluster.static_config import ConfigError, parse_cluster
 from raftlog.internal.node_proof import (
     MAX_PROOF_CHARS,
@@ -88,6 +88,27 @@ def test_forged_proofs_are_not_remembered_and_a_full_memory_refuses() -> None:
     assert checker.check(proof(nonce="01" * 16), METHOD, NOW) == 2
     assert checker.check(proof(nonce="02" * 16), METHOD, NOW) == 2
     assert checker.check(proof(nonce="03" * 16), METHOD, NOW) is None  # fail closed
+
+
+def test_a_full_memory_of_one_method_leaves_the_others_open() -> None:
+    # An operator looping GetNodeStats fills the NodeAdmin.Stats memory of
+    # the nodes it fans out to; Raft streams must still reconnect.
+    checker = ProofChecker(SECRET, max_remembered=2)
+    stats, stream = "/raftlog.internal.v1.NodeAdmin/Stats", "/raftlog.internal.v1.RaftTransport/Stream"
+    assert checker.check(proof(nonce="01" * 16, method=stats), stats, NOW) == 2
+    assert checker.check(proof(nonce="02" * 16, method=stats), stats, NOW) == 2
+    assert checker.check(proof(nonce="03" * 16, method=stats), stats, NOW) is None
+    assert checker.check(proof(nonce="04" * 16, method=stream), stream, NOW) == 2
+
+
+def test_methods_beyond_the_own_memories_share_one() -> None:
+    checker = ProofChecker(SECRET, max_remembered=1)
+    methods = [f"/x.Y/M{i}" for i in range(MAX_METHODS + 2)]
+    for i, method in enumerate(methods[:MAX_METHODS]):
+        assert checker.check(proof(nonce=f"{i:032x}", method=method), method, NOW) == 2
+    first_extra, second_extra = methods[MAX_METHODS:]
+    assert checker.check(proof(nonce="a" * 32, method=first_extra), first_extra, NOW) == 2
+    assert checker.check(proof(nonce="b" * 32, method=second_extra), second_extra, NOW) is None
 
 
 def test_credentials_make_fresh_proofs_and_hide_the_secret() -> None:
