@@ -7,10 +7,12 @@ The modules, lowest first (each imports only the ones above it):
 - ``membership``: one group's members, epochs, target assignment and the
   revocation handshake (pure: time and metadata are passed in);
 - ``offsets``: the record format of the coordinator partition's log (offset
-  commits, coordinator starts) and the ``CommittedOffsets`` table rebuilt
-  from it;
+  commits, coordinator starts, group metadata; keyed for compaction) and the
+  ``CommittedOffsets`` table rebuilt from it;
+- ``takeover``: why a new coordinator may resume the recorded groups at once
+  (the argument), and the replayed state it resumes from;
 - ``coordinator``: every group of one coordinator partition, commit
-  validation, replay, the failover fence;
+  validation, replay, takeover, the failover fence for older logs;
 - ``service``: the gRPC ``raftlog.v1.GroupService`` over the pure core and an
   abstract durable ``OffsetsLog``.
 
