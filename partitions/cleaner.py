@@ -16,7 +16,9 @@ Invariants:
   batches come out unchanged).
 - A pass is (1) build the offset map over the dirty range, (2) rewrite from
   the log start to what the map covered; ``cleaned_offset`` moves only when
-  a pass ends, to what it covered.
+  a pass ends, to what it covered. Passes run until one reaches the current
+  target whole (a target whose offset did not move but whose tombstone
+  horizon did still takes one pass: the rewrite drops the tombstones).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class _Phase(enum.Enum):
 
 class LogCleaner:
     __slots__ = (
+        "_done",
         "_map",
         "_phase",
         "_position",
@@ -75,14 +78,15 @@ class LogCleaner:
         self._phase = _Phase.MAP
         self._position = 0
         self._target: CompactionTarget | None = None
+        self._done: CompactionTarget | None = None
+        """The target the last complete pass reached (a later target with the
+        same offset but a later tombstone horizon needs another pass)."""
 
     def pending(self, sm: PartitionStateMachine) -> bool:
         target = sm.compaction_target
         if sm is not self._sm:
             return target is not None
-        return target is not None and (
-            self._map is not None or self.cleaned_offset < target.clean_up_to_offset
-        )
+        return target is not None and (self._map is not None or target != self._done)
 
     def step(
         self, sm: PartitionStateMachine, read: ReadBatches, step_bytes: int = DEFAULT_STEP_BYTES
@@ -92,12 +96,13 @@ class LogCleaner:
         if sm is not self._sm:  # a restore or snapshot install: start over
             self._sm = sm
             self._map = None
+            self._done = None
             self.cleaned_offset = -1
         target = sm.compaction_target
         if target is None:
             return [], False
         if self._map is None:
-            if self.cleaned_offset >= target.clean_up_to_offset:
+            if target == self._done:
                 return [], False
             start = max(self.cleaned_offset + 1, sm.log_start_offset)
             self._map = OffsetMap(target.max_map_entries, start)
@@ -132,6 +137,8 @@ class LogCleaner:
         self._position = locations[-1].last_offset + 1 if locations else limit + 1
         if self._position > limit:
             self.cleaned_offset = max(self.cleaned_offset, limit)
+            if limit >= pass_target.clean_up_to_offset:
+                self._done = pass_target
             self._map = None
             self.passes += 1
             return rewrites, True

@@ -151,13 +151,14 @@ class OffsetMap:
     """Key digest → latest offset over a dirty range, at most
     ``max_entries`` keys (pass 1)."""
 
-    __slots__ = ("covered_to", "full", "latest", "max_entries")
+    __slots__ = ("covered_to", "full", "latest", "max_entries", "start_offset")
 
     def __init__(self, max_entries: int, start_offset: int) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self.max_entries = max_entries
         self.latest: dict[bytes, int] = {}
+        self.start_offset = start_offset
         self.covered_to = start_offset - 1
         """Every keyed record at or below this offset (from the start) is
         in the map."""
@@ -174,8 +175,8 @@ class OffsetMap:
         for record in records:
             if record.offset > up_to:
                 break
-            if record.key is None:
-                continue
+            if record.key is None or record.offset < self.start_offset:
+                continue  # keyless, or cleaned by an earlier pass
             digest = key_digest(record.key)
             if digest not in latest and len(latest) >= self.max_entries:
                 self.covered_to = record.offset - 1

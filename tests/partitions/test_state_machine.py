@@ -583,7 +583,7 @@ def test_corrupt_snapshots_raise_corrupt_snapshot() -> None:
     PartitionStateMachine.restore(NO_RETENTION, good.index, good.data)
     flipped = bytearray(good.data)
     flipped[20] ^= 1
-    bad_version = _reseal(b"\x02" + good.data[1:])
+    bad_version = _reseal(b"\x03" + good.data[1:])
     producers_swapped = bytearray(good.data)
     # layout: a 37-byte head, then per producer 19 bytes + 32 per batch
     first_at, second_at = 37, 37 + 19 + 32
