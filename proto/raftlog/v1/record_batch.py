@@ -106,11 +106,11 @@ from typing import NamedTuple, TypeVar
 import crc32c
 
 __all__ = [
+    "COMPACTED_ATTRIBUTE",
     "HEADER_SIZE",
     "MAGIC",
     "MAX_UNCOMPRESSED_RECORDS_BYTES",
     "BatchHeader",
-    "COMPACTED_ATTRIBUTE",
     "BytesLike",
     "Codec",
     "DecodedRecord",
