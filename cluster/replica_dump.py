@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from partitions.commands import decode_command
+from partitions.commands import decode_produce
 from partitions.node_store import NodeStore
 from partitions.raft_storage import GroupStorage
 from partitions.state_machine import Appended, PartitionConfig, PartitionStateMachine
@@ -73,7 +73,7 @@ def _read_group(store: NodeStore, node: int, group: int) -> ReplicaLog:
                 continue
             result = sm.apply(entry.index, entry.data)
             if isinstance(result, Appended):
-                batch = with_base_offset(bytes(decode_command(entry.data).batch), result.base_offset)
+                batch = with_base_offset(bytes(decode_produce(entry.data).batch), result.base_offset)
                 records.extend((r.offset, r.value or b"") for r in decode_records(batch))
     return ReplicaLog(node, commit, start, records)
 
