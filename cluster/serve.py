@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="TEST ONLY: answer produce before it commits (loses data on failover; drills' negative control)",
     )
+    parser.add_argument(
+        "--unsafe-compaction-drops-latest",
+        action="store_true",
+        help="TEST ONLY: compaction drops some keys' latest record (loses data; drills' negative control)",
+    )
     args = parser.parse_args(argv)
     signals = StopSignals()
     signals.install()
@@ -190,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C then must find the handler already installed.
     from cluster.controller_duties import BadBootstrapKey, read_bootstrap_key_file
     from cluster.node import Node
+
+    if args.unsafe_compaction_drops_latest:
+        import partitions.compaction
+
+        partitions.compaction.UNSAFE_DROPS_LATEST = True  # TEST ONLY (see there)
 
     try:
         bootstrap_key = None

@@ -82,6 +82,11 @@ __all__ = ["DIGEST_BYTES", "CompactionTarget", "OffsetMap", "StoredBatch", "key_
 
 DIGEST_BYTES = 16
 
+UNSAFE_DROPS_LATEST = False
+"""TEST ONLY (``cluster.serve --unsafe-compaction-drops-latest``, the failover
+drills' negative control): a pass also drops the latest record of about one
+key in four (digest's first byte divisible by 4). Loses data by design."""
+
 
 def key_digest(key: bytes) -> bytes:
     """What the offset map stores for a key (a collision would merge two
@@ -206,6 +211,8 @@ def rewrite_batch(stored: StoredBatch, offsets: OffsetMap, target: CompactionTar
             newest = latest.get(key_digest(r.key))
             if newest is not None and newest > r.offset:
                 continue
+            if UNSAFE_DROPS_LATEST and newest == r.offset and key_digest(r.key)[0] % 4 == 0:
+                continue  # TEST ONLY: see UNSAFE_DROPS_LATEST
             if r.value is None and drop_tombstones:
                 continue
         kept.append((r.offset - stored.base_offset, Record(r.value, r.key, r.headers, r.timestamp_ms)))
