@@ -303,7 +303,11 @@ class ControllerDuties:
                 )
         state = self.controller.state
         if state.topic(SYSTEM_TENANT, OFFSETS_TOPIC) is None:
-            # The consumer groups' internal topic (cluster/groups/group_logs.py).
+            # The consumer groups' internal topic (cluster/groups/group_logs.py):
+            # compacted, since what it holds is state (the latest commit per
+            # group and partition, the latest metadata per group; every
+            # record is keyed and a deleted group is a tombstone), kept
+            # forever (no time or size retention).
             partitions, rf = self.cluster.offsets_partitions, min(3, len(state.live_nodes()))
             yield ready(
                 CreateTopic(
@@ -314,6 +318,7 @@ class ControllerDuties:
                     None,
                     None,
                     place_partitions(state, partitions, rf),
+                    cleanup_policy="compact",
                 )
             )
 

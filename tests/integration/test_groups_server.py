@@ -12,8 +12,10 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from client.admin import Admin
 from client.auth import authorized_channel
 from cluster.frontend.grpc_errors import error_info
+from cluster.groups.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.v1 import groups_pb2, groups_pb2_grpc
 
@@ -119,3 +121,14 @@ async def test_members_split_partitions_and_commits_survive_a_coordinator_kill(c
         cluster, lambda s: s.FetchCommittedOffsets(fetch, timeout=5), timeout=60
     )
     assert {(o.topic, o.partition): o.offset for o in fetched.offsets} == {(t, p): 100 + p for t, p in mine}
+
+
+async def test_the_offsets_topic_is_compacted(cluster: LocalCluster) -> None:
+    """Committed offsets and group metadata are state: the latest record per
+    key is what counts, so ``__consumer_offsets`` is a compacted topic."""
+    async with Admin(
+        list(cluster.addresses.values()), api_key=cluster.api_key, tenant=SYSTEM_TENANT
+    ) as admin:
+        described = await admin.describe_topic(OFFSETS_TOPIC)
+    assert described.cleanup_policy == "compact"
+    assert not described.HasField("retention_ms"), "kept forever: no time retention"
