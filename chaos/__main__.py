@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--unsafe-ack-before-commit", action="store_true", help="negative control: expect lost writes"
     )
     parser.add_argument(
+        "--unsafe-compaction-drops-latest",
+        action="store_true",
+        help="negative control: compaction drops some keys' latest record; expect compacted_missing",
+    )
+    parser.add_argument(
         "--dir", type=Path, help="where to make the drill's directory (default: the temp dir)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the drill's directory even when it passes")
@@ -84,6 +89,7 @@ def config_from(args: argparse.Namespace) -> DrillConfig:
         consumers=args.consumers,
         idempotent=not args.no_idempotence,
         unsafe_ack_before_commit=args.unsafe_ack_before_commit,
+        unsafe_compaction_drops_latest=args.unsafe_compaction_drops_latest,
         workdir=args.dir,
         keep=args.keep,
         report_path=args.report,

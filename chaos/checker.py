@@ -61,9 +61,16 @@ Consumer groups (``History.groups``, ``.reads``, ``.commits``,
   not counted). With the coordinator's failover fence (session plus a
   margin) this is where a group's unavailability shows.
 
+Compacted topics (``History.compacted_topics``) are checked apart, by
+chaos/compacted_check.py (key → latest value in every view:
+``compacted_missing``, ``compacted_stale``, ``compacted_divergent``; values
+that do not belong there count as unexpected); the checks above, made for
+logs that keep every record, skip them.
+
 ``CheckResult.ok`` is true only when lost, duplicated, unexpected,
-reordered, divergent and the failing consumer counts (mismatches,
-out_of_order, gaps, skipped, undelivered) are all zero.
+reordered, divergent, the failing consumer counts (mismatches,
+out_of_order, gaps, skipped, undelivered) and the failing compacted counts
+(missing, stale, divergent) are all zero.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chaos.compacted_check import CompactedFigures, check_compacted
 from chaos.history import TP, Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
 from chaos.replicas import ReplicaLog
 
@@ -150,6 +158,10 @@ class CheckResult:
     skipped_by_commit: int = 0
     consumer_undelivered: int = 0
     consumer_redelivered: int = 0
+    compacted_missing: int = 0
+    compacted_stale: int = 0
+    compacted_divergent: int = 0
+    compacted: CompactedFigures = field(default_factory=CompactedFigures)
     groups: dict[str, GroupCheck] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -166,6 +178,9 @@ class CheckResult:
             or self.consumer_gaps
             or self.skipped_by_commit
             or self.consumer_undelivered
+            or self.compacted_missing
+            or self.compacted_stale
+            or self.compacted_divergent
         )
 
     def example(self, kind: str, text: str) -> None:
@@ -199,8 +214,23 @@ def check(
             result.failed += 1
         else:
             result.unknown += 1
+    compacted = set(history.compacted_topics)
+    figures = check_compacted(history, logs, by_tp, expected_replicas=expected_replicas)
+    result.compacted = figures
+    result.compacted_missing = figures.missing
+    result.compacted_stale = figures.stale
+    result.compacted_divergent = figures.divergent
+    result.never_sent += figures.never_sent
+    result.misrouted += figures.misrouted
+    result.failed_present += figures.failed_present
+    result.unexpected += figures.never_sent + figures.misrouted + figures.failed_present
+    for kind, texts in figures.examples.items():
+        for text in texts:
+            result.example("unexpected" if kind == "unexpected" else f"compacted_{kind}", text)
     references: dict[TP, dict[int, bytes]] = {}
     for tp in sorted(set(logs) | set(by_tp)):
+        if tp[0] in compacted:
+            continue  # checked above: a compacted log keeps only each key's latest record
         replicas = list(logs.get(tp, ()))
         expected = expected_replicas.get(tp) if expected_replicas is not None else None
         references[tp] = _check_partition(result, tp, replicas, by_tp.get(tp, []), by_value, expected)

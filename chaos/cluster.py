@@ -55,10 +55,24 @@ from client.errors import RaftlogError
 from harness.local_cluster import LocalCluster
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
-__all__ = ["DEFAULT_TENANT", "ChaosCluster", "TopicTarget"]
+__all__ = [
+    "COMPACTED_DELETE_RETENTION_MS",
+    "COMPACTED_LAG_MS",
+    "DEFAULT_TENANT",
+    "ChaosCluster",
+    "TopicTarget",
+]
 
 DEFAULT_TENANT = "default"
 """The tenant the cluster file's topics belong to."""
+
+COMPACTED_LAG_MS = 0
+"""A compacted topic's ``min_compaction_lag_ms`` in a drill: a record may
+be cleaned as soon as a later one of its key is below the cleaning point,
+so compaction really runs during the faults."""
+COMPACTED_DELETE_RETENTION_MS = 3000
+"""...and its ``delete_retention_ms``: tombstones may go a few seconds
+after they were written, so keys also disappear during a drill."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,9 @@ class TopicTarget:
     tenant: str
     topic: str
     partitions: int
+    compacted: bool = False
+    """A compacted topic (cleanup_policy "compact"): the workload writes
+    keyed updates and tombstones to it (chaos/keyed.py)."""
 
 
 class ChaosCluster:
@@ -83,6 +100,7 @@ class ChaosCluster:
         topics: Sequence[TopicTarget],
         seed: int,
         unsafe_ack_before_commit: bool = False,
+        unsafe_compaction_drops_latest: bool = False,
         tick_ms: int = 50,
         election_ticks: int = 6,
         leader_balance_ms: int = 1000,
@@ -92,6 +110,8 @@ class ChaosCluster:
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must be unique across tenants: {names}")
         node_args = ["--unsafe-ack-before-commit"] if unsafe_ack_before_commit else []
+        if unsafe_compaction_drops_latest:  # TEST ONLY: the compacted check's negative control
+            node_args.append("--unsafe-compaction-drops-latest")
         self.local = LocalCluster(
             root,
             nodes,
@@ -243,8 +263,26 @@ class ChaosCluster:
                 self.tenant_keys[tenant] = created.api_key.clear_text
         for t in self.topics:
             async with Admin(self.bootstrap, timeout_s=timeout_s, api_key=self.key_for(t.tenant)) as admin:
-                await admin.create_topic(t.topic, t.partitions, min(3, len(self.node_ids)))
+                if t.compacted:
+                    await admin.create_topic(
+                        t.topic,
+                        t.partitions,
+                        min(3, len(self.node_ids)),
+                        cleanup_policy="compact",
+                        min_compaction_lag_ms=COMPACTED_LAG_MS,
+                        delete_retention_ms=COMPACTED_DELETE_RETENTION_MS,
+                    )
+                else:
+                    await admin.create_topic(t.topic, t.partitions, min(3, len(self.node_ids)))
         await self.refresh_assignments(timeout_s)
+
+    async def compact(self, target: TopicTarget, *, wait: bool = False, timeout_s: float = 5.0) -> int:
+        """Ask every leader of ``target`` (a compacted topic) to compact now;
+        how many partitions answered done (with ``wait``; else how many
+        answered). Raises ``RaftlogError`` (e.g. a leader unreachable)."""
+        async with Admin(self.bootstrap, timeout_s=timeout_s, api_key=self.key_for(target.tenant)) as admin:
+            answers = await admin.compact_topic(target.topic, wait=wait)
+        return sum(1 for a in answers if a.done or not wait)
 
     async def refresh_assignments(self, timeout_s: float = 30.0) -> None:
         """Every partition's Raft group and voters, as the controller says."""

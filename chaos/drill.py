@@ -10,10 +10,16 @@
    restarted.
 4. Heal everything and let the workload run until every partition has
    acknowledged a write sent after the heal (at least ``settle_s``).
+   Throughout steps 2-4 the compacted topics are asked to compact every
+   few seconds (chaos/keyed.py).
 5. Stop the producers (waiting for what they sent), wait until every
-   replica has converged, let the consumer groups read up to each high
-   watermark and commit (at most ``CONSUME_AFTER_S``), ask the controller
-   for the final replica sets, stop the nodes cleanly.
+   replica has converged, ask the compacted topics for one more pass and
+   wait for it (at most ``FINAL_COMPACTION_S``), let the consumer groups
+   read up to each high watermark and commit (at most
+   ``CONSUME_AFTER_S``) while a plain consumer reads every compacted
+   partition from offset 0, wait for convergence again (the pass appended
+   to the logs), ask the controller for the final replica sets, stop the
+   nodes cleanly.
 6. Read every replica's log offline (chaos/replicas.py), check the history
    against them (chaos/checker.py), measure availability
    (chaos/availability.py), write ``report.json`` and ``history.jsonl``
@@ -26,6 +32,7 @@ a failed drill keeps it (node logs, history, report) and says where.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import tempfile
@@ -39,6 +46,7 @@ from chaos.availability import availability
 from chaos.checker import check
 from chaos.cluster import DEFAULT_TENANT, ChaosCluster, TopicTarget
 from chaos.history import FaultRecord, History
+from chaos.keyed import compact_once, compact_periodically, scan
 from chaos.nemesis import NEMESES, NemesisContext
 from chaos.replicas import read_replica_logs
 from chaos.report import build_report, summary_lines, write_report
@@ -50,9 +58,13 @@ __all__ = ["DEFAULT_TOPICS", "DrillConfig", "run_drill"]
 DEFAULT_TOPICS = (
     TopicTarget(DEFAULT_TENANT, "orders", 3),
     TopicTarget("acme", "audit", 2),
+    TopicTarget(DEFAULT_TENANT, "state", 3, compacted=True),
 )
 """Two tenants, ``default`` and ``acme`` (created when the drill starts),
-one topic each."""
+one topic each, and a compacted topic ``state`` in ``default``."""
+
+FINAL_COMPACTION_S = 10.0
+"""How long the last compaction pass, after the heal, may take."""
 
 CONSUME_AFTER_S = 45.0
 """How long the consumer groups get, once the replicas converged, to read
@@ -71,6 +83,7 @@ class DrillConfig:
     consumers: int = 2
     idempotent: bool = True
     unsafe_ack_before_commit: bool = False
+    unsafe_compaction_drops_latest: bool = False
     workdir: Path | None = None
     keep: bool = False
     report_path: Path | None = None
@@ -96,6 +109,8 @@ class DrillConfig:
             parts.append("--no-idempotence")
         if self.unsafe_ack_before_commit:
             parts.append("--unsafe-ack-before-commit")
+        if self.unsafe_compaction_drops_latest:
+            parts.append("--unsafe-compaction-drops-latest")
         return " ".join(parts)
 
 
@@ -120,7 +135,12 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
         topics=config.topics,
         seed=config.seed,
         unsafe_ack_before_commit=config.unsafe_ack_before_commit,
+        unsafe_compaction_drops_latest=config.unsafe_compaction_drops_latest,
     )
+    compacted = [t for t in config.topics if t.compacted]
+    history.compacted_topics.extend(t.topic for t in compacted)
+    stop_compacting = asyncio.Event()
+    compacting: asyncio.Task[None] | None = None
     spec = WorkloadSpec(
         topics=config.topics,
         producers=config.producers,
@@ -142,6 +162,13 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
                 f"only {len(leaders)} of {len(cluster.groups)} partitions have a leader after 30 s"
             )
         workload.start()
+        if compacted:
+            compacting = asyncio.create_task(
+                compact_periodically(
+                    cluster, compacted, history, random.Random(rng.random()), stop_compacting
+                ),
+                name="chaos-compaction",
+            )
         await asyncio.sleep(config.warmup_s)
         ctx = NemesisContext(cluster, history, rng)
         for number, step in enumerate(steps, start=1):
@@ -172,11 +199,21 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
         history.close_pending()
         ends = await cluster.wait_converged(30.0)
         extra["converged"] = ends is not None
+        stop_compacting.set()
+        if compacting is not None:
+            await compacting
+        if compacted:
+            await compact_once(cluster, compacted, history, wait=True, timeout_s=FINAL_COMPACTION_S)
         # Each leader change of a group's coordinator partition holds the
         # group for a session plus a margin (about 11 s), and the last fault
         # may cost two (the failover, then the balancer handing leadership
         # back). A group that is done stops at once.
-        await workload.stop_consuming(ends, CONSUME_AFTER_S)
+        await asyncio.gather(
+            workload.stop_consuming(ends, CONSUME_AFTER_S), scan(cluster, compacted, history, ends)
+        )
+        if compacted and extra["converged"]:
+            # The last pass appended a command to each compacted log.
+            extra["converged"] = await cluster.wait_converged(15.0) is not None
         end = history.clock()
         for node, code in cluster.exited().items():
             unexpected_exits[node] = code
@@ -196,6 +233,9 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
         extra["consumer_errors"] = workload.consumer_errors()
         extra["proxy_links"] = {name: asdict(s) for name, s in cluster.fleet.stats().items()}
         extra["events"] = history.events
+        calls = [m for _, m in history.events if m.startswith("compact ")]
+        answered = sum(1 for m in calls if m.endswith((" asked", " done")))
+        extra["compactions"] = f"{answered}/{len(calls)}"
         config_json = {
             "seed": config.seed,
             "nodes": config.nodes,
@@ -207,6 +247,7 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
             "consumers": config.consumers,
             "idempotent": config.idempotent,
             "unsafe_ack_before_commit": config.unsafe_ack_before_commit,
+            "unsafe_compaction_drops_latest": config.unsafe_compaction_drops_latest,
             "topics": [asdict(t) for t in config.topics],
             "replay": config.replay(),
         }
@@ -227,6 +268,11 @@ async def run_drill(config: DrillConfig, out: Callable[[str], None] = _print) ->
             out(line)
         return report
     finally:
+        stop_compacting.set()
+        if compacting is not None:
+            compacting.cancel()
+            with contextlib.suppress(BaseException):
+                await compacting
         await workload.abort()
         await cluster.close()
         if report is not None and not report["kept"]:

@@ -35,6 +35,13 @@ Invariants:
   members and the partitions it had to read to the end;
   ``History.rebalances`` is every grant, revocation and loss a member was
   told about, in the order they were told.
+- Compacted topics (``History.compacted_topics``): their attempts carry a
+  ``key``; ``version`` numbers one key's attempts from 0 in send order
+  (one producer owns each key, so send order is log order for what it
+  acknowledged); a ``tombstone`` attempt sent a null value (its ``value``
+  is only its unique label). ``History.scans`` is what a plain consumer
+  read of every compacted partition from offset 0 after the heal, and
+  ``History.scan_ends`` the offset each scan reached.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ __all__ = [
     "Outcome",
     "Read",
     "Rebalance",
+    "ScanRecord",
 ]
 
 TP = tuple[str, int]
@@ -87,6 +95,12 @@ class Attempt:
     offset: int | None = None
     done_at: float | None = None
     error: str = ""
+    key: bytes | None = None
+    """Set only for compacted topics."""
+    version: int = 0
+    """The key's attempts from 0, in send order (compacted topics)."""
+    tombstone: bool = False
+    """Sent with a null value; ``value`` is only its unique label."""
 
     @property
     def tp(self) -> TP:
@@ -167,6 +181,18 @@ class Rebalance:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ScanRecord:
+    """A record of a compacted partition as a plain consumer read it after
+    the heal (``value`` None: a tombstone)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 @dataclass(slots=True)
 class FaultRecord:
     """One nemesis run: when it struck, what it hit, when it was healed.
@@ -195,6 +221,9 @@ class History:
     rebalances: list[Rebalance] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
+    compacted_topics: list[str] = field(default_factory=list)
+    scans: list[ScanRecord] = field(default_factory=list)
+    scan_ends: dict[TP, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def clock(self) -> float:
@@ -222,8 +251,13 @@ class History:
                 out.write(json.dumps({"kind": kind, **item}) + "\n")
 
     def _items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for topic in self.compacted_topics:
+            yield "compacted_topic", {"topic": topic}
         for attempt in self.attempts:
-            yield "attempt", {**asdict(attempt), "value": _b64(attempt.value)}
+            yield (
+                "attempt",
+                {**asdict(attempt), "value": _b64(attempt.value), "key": _b64_or_none(attempt.key)},
+            )
         for read in self.reads:
             yield "read", {**asdict(read), "value": _b64(read.value)}
         for commit in self.commits:
@@ -236,6 +270,10 @@ class History:
             yield "fault", asdict(fault)
         for at, message in self.events:
             yield "event", {"at": at, "message": message}
+        for scan in self.scans:
+            yield "scan", {**asdict(scan), "key": _b64_or_none(scan.key), "value": _b64_or_none(scan.value)}
+        for (topic, partition), end in sorted(self.scan_ends.items()):
+            yield "scan_end", {"topic": topic, "partition": partition, "end": end}
 
     @classmethod
     def load(cls, path: Path) -> History:
@@ -244,8 +282,11 @@ class History:
             for line in lines:
                 item = json.loads(line)
                 kind = item.pop("kind")
-                if kind == "attempt":
+                if kind == "compacted_topic":
+                    history.compacted_topics.append(item["topic"])
+                elif kind == "attempt":
                     item["value"] = _unb64(item["value"])
+                    item["key"] = _unb64_or_none(item.get("key"))
                     item["outcome"] = Outcome(item["outcome"])
                     history.attempts.append(Attempt(**item))
                 elif kind == "read":
@@ -267,6 +308,12 @@ class History:
                     history.faults.append(FaultRecord(**item))
                 elif kind == "event":
                     history.events.append((item["at"], item["message"]))
+                elif kind == "scan":
+                    item["key"] = _unb64_or_none(item["key"])
+                    item["value"] = _unb64_or_none(item["value"])
+                    history.scans.append(ScanRecord(**item))
+                elif kind == "scan_end":
+                    history.scan_ends[(item["topic"], item["partition"])] = item["end"]
         return history
 
 
@@ -276,3 +323,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
+
+
+def _b64_or_none(data: bytes | None) -> str | None:
+    return None if data is None else _b64(data)
+
+
+def _unb64_or_none(text: str | None) -> bytes | None:
+    return None if text is None else _unb64(text)

@@ -12,7 +12,10 @@ nemesis are in the JSON (``availability.by_nemesis``) and on the summary's
 The consumer groups have their own JSON section (``groups``: totals and
 ``by_group``) and summary lines (``groups: ...``, one line per group),
 apart from the verdict line so its format stays fixed. ``skipped`` (commits
-that ran ahead of delivery) is also in the JSON verdict.
+that ran ahead of delivery) is also in the JSON verdict. So are the
+compacted topics' failing counts (``compacted_missing``,
+``compacted_stale``, ``compacted_divergent``; chaos/compacted_check.py),
+whose summary line (``compacted: ...``) comes before the verdict too.
 
 The exit status of ``python -m chaos`` is 0 only when the verdict passes
 (``passed``): L, D, U, R and V are 0, the consumer checks found nothing (in
@@ -72,6 +75,9 @@ def build_report(
             "failover_p50_ms": availability.failover_p50_ms,
             "failover_p99_ms": availability.failover_p99_ms,
             "skipped": check.skipped_by_commit,
+            "compacted_missing": check.compacted_missing,
+            "compacted_stale": check.compacted_stale,
+            "compacted_divergent": check.compacted_divergent,
         },
         "check": check.to_json(),
         "groups": _groups(check),
@@ -176,6 +182,16 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             if errors.get(name):
                 found = ", ".join(f"{what} x{n}" for what, n in sorted(errors[name].items()))
                 lines.append(f"  group {name} errors: {found}")
+    compacted = check.get("compacted") or {}
+    if compacted.get("partitions"):
+        lines.append(
+            f"compacted: compacted_missing={check['compacted_missing']} compacted_stale={check['compacted_stale']} "
+            f"compacted_divergent={check['compacted_divergent']} partitions={compacted['partitions']} "
+            f"keys={compacted['keys']} acked={compacted['acked']} (tombstones {compacted['acked_tombstones']}) "
+            f"views={compacted['views']} records={compacted['records']} removed={compacted['removed']} "
+            f"late_unknown={compacted['late_unknown']} unattributed={compacted['unattributed']} "
+            f"compaction_calls_answered={report.get('compactions', 'n/a')}"
+        )
     if report.get("converged") is False:
         lines.append("warning: the replicas had not converged when the nodes were stopped")
     if report.get("unexpected_exits"):

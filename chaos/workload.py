@@ -41,6 +41,12 @@ fault and join again. What the history gets, and why:
   ``span`` for that member and partition (it may start below what the
   member read before: redelivery from the committed offset).
 
+Compacted topics (``TopicTarget.compacted``) are not written with unique
+keyless values nor read by the groups (a compacted log has gaps a group's
+checks would count): each producer also writes keyed updates and
+tombstones to them, at ``keyed_rate`` records/s in all (chaos/keyed.py),
+with the same SDK producer of the topic's tenant.
+
 At the end (``stop_consuming``) the group reads until its successful
 commits reach every partition's end (its high watermark once the replicas
 converged, and at least every acknowledged offset), or until the timeout,
@@ -58,6 +64,7 @@ from typing import Any
 
 from chaos.cluster import ChaosCluster, TopicTarget
 from chaos.history import TP, Attempt, Commit, CommitOutcome, GroupRecord, History, Outcome, Read, Rebalance
+from chaos.keyed import write_keyed
 from client import Consumer, Producer, RebalanceCallback, RecordMetadata, TopicPartition
 from client.errors import (
     GroupMembershipError,
@@ -100,6 +107,8 @@ class WorkloadSpec:
     session_timeout_ms: int = 6000
     """The shortest session the coordinator admits: a member cut off by a
     fault loses its partitions to the others within the drill's faults."""
+    keyed_rate: float = 40.0
+    """Keyed writes per second to each compacted topic, all producers together."""
 
 
 @dataclass
@@ -342,8 +351,9 @@ class Workload:
         self.history = history
         self.rng = rng
         self.partitions: list[tuple[TopicTarget, int]] = [
-            (t, p) for t in spec.topics for p in range(t.partitions)
+            (t, p) for t in spec.topics if not t.compacted for p in range(t.partitions)
         ]
+        self.compacted = [t for t in spec.topics if t.compacted]
         self.tenants = sorted({t.tenant for t in spec.topics})
         self._stop = asyncio.Event()
         self.producers: list[Producer] = []
@@ -384,8 +394,25 @@ class Workload:
             self._producer_tasks.append(
                 asyncio.create_task(self._produce(k, mine), name=f"chaos-producer-{k}")
             )
+            for target in self.compacted:
+                keyed = write_keyed(
+                    mine[target.tenant],
+                    target,
+                    k,
+                    spec.producers,
+                    spec.keyed_rate / spec.producers,
+                    self.history,
+                    random.Random(self.rng.random()),
+                    self._stop,
+                    classify,
+                )
+                self._producer_tasks.append(
+                    asyncio.create_task(keyed, name=f"chaos-producer-{k}-{target.topic}")
+                )
         if spec.consumers:
             for tenant in self.tenants:
+                if all(t.compacted for t in spec.topics if t.tenant == tenant):
+                    continue  # nothing a group reads
                 group = self._group(tenant)
                 self.consumers.append(group)
                 self._consumer_tasks.append(
@@ -398,7 +425,7 @@ class Workload:
         record = GroupRecord(
             name,
             tenant,
-            tuple(sorted({t.topic for t in spec.topics if t.tenant == tenant})),
+            tuple(sorted({t.topic for t in spec.topics if t.tenant == tenant and not t.compacted})),
             tuple((t.topic, p) for t, p in self.partitions if t.tenant == tenant),
             {},
         )
