@@ -16,6 +16,10 @@ prints one JSON object per (node, group): node, group, name (the label given
 with --group), commit_index, log_start_offset and records as
 [offset, base64 value] pairs in log order. A node directory that cannot be
 read gives an object with an "error" instead.
+
+``read_keyed_records`` gives one group's records with their keys, a
+tombstone's value as None (the compaction tests compare key -> latest value
+views of every replica).
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ from partitions.node_store import NodeStore
 from partitions.raft_storage import GroupStorage
 from partitions.state_machine import Appended, PartitionConfig, PartitionStateMachine
 from raft.types import EntryKind
-from raftlog.v1.record_batch import decode_records, with_base_offset
+from raftlog.v1.record_batch import DecodedRecord, decode_records, with_base_offset
 
-__all__ = ["ReplicaLog", "main", "read_replica_log", "read_replica_logs"]
+__all__ = ["ReplicaLog", "main", "read_keyed_records", "read_replica_log", "read_replica_logs"]
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,29 @@ def read_replica_logs(node: int, data_dir: Path, groups: list[int]) -> dict[int,
         store.close()
 
 
+def read_keyed_records(data_dir: Path, group: int) -> list[DecodedRecord]:
+    """One group's committed records on a stopped node, keys and nulls kept
+    (offset, timestamp, key, value: None for a tombstone), in log order."""
+    store = NodeStore(data_dir / "store")
+    try:
+        return _replay(store, group)[2]
+    finally:
+        store.close()
+
+
 def _read_group(store: NodeStore, node: int, group: int) -> ReplicaLog:
+    commit, start, records = _replay(store, group)
+    return ReplicaLog(node, commit, start, [(r.offset, r.value or b"") for r in records])
+
+
+def _replay(store: NodeStore, group: int) -> tuple[int, int, list[DecodedRecord]]:
+    """(persisted commit index, log start offset, records up to the commit)."""
     storage = GroupStorage(store, group)
     snapshot = storage.snapshot()
     commit = storage.initial_state()[0].commit
     sm = PartitionStateMachine.restore(PartitionConfig(), snapshot.metadata.index, snapshot.data)
     start = sm.high_watermark
-    records: list[tuple[int, bytes]] = []
+    records: list[DecodedRecord] = []
     lo = snapshot.metadata.index + 1
     if commit >= lo:
         for entry in storage.entries(lo, commit + 1):
@@ -74,8 +94,8 @@ def _read_group(store: NodeStore, node: int, group: int) -> ReplicaLog:
             result = sm.apply(entry.index, entry.data)
             if isinstance(result, Appended):
                 batch = with_base_offset(bytes(decode_produce(entry.data).batch), result.base_offset)
-                records.extend((r.offset, r.value or b"") for r in decode_records(batch))
-    return ReplicaLog(node, commit, start, records)
+                records.extend(decode_records(batch))
+    return commit, start, records
 
 
 def main(argv: list[str] | None = None) -> int:
