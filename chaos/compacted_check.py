@@ -31,6 +31,10 @@ in the log) and ``L`` the latest record of the key in a view:
   request still on the wire): as L above A's offset it is allowed and
   counted as ``compacted_late_unknown``. When A is a tombstone the key
   may be absent, or its latest record a tombstone;
+- A view is judged on the offsets it holds: a replica with the highest
+  commit index holds the whole partition (up to its last acknowledged
+  offset, even when its last records were cleaned away), a lagging one up
+  to its last record, the consumer up to where its read ended.
 - divergent (``compacted_divergent``): a replica missing or unreadable; a
   view whose offsets are not strictly increasing; two views that hold
   different records at the same offset; or a view whose key → latest map
@@ -226,7 +230,19 @@ def _check_partition(
                 "unexpected", f"{name}: {value!r} failed definitely ({sender.error}) yet is there"
             )
 
+    # A replica as far along as any (same commit index) holds the whole
+    # partition, even when its last records were cleaned away: its end is
+    # the partition's, so an acknowledged write past its last record is
+    # judged there too.
+    partition_end = max(
+        [v.end for v in views]
+        + [a.offset + 1 for a in attempts if a.offset is not None and a.outcome is Outcome.OK],
+        default=0,
+    )
+    top_commit = max((v.commit for v in views), default=-1)
     for view in views:
+        if view.commit >= 0 and view.commit == top_commit:
+            view.end = partition_end
         _build_latest(figures, name, view)
     replica_views = [v for v in views if v.commit >= 0]
     reference = max(replica_views, key=lambda v: (v.commit, v.end), default=None)
