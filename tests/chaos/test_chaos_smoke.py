@@ -9,7 +9,11 @@ offline check (``make chaos-smoke`` runs the same smoke schedule).
   - with the test-only ``--unsafe-ack-before-commit`` switch, produce is
     acknowledged before it commits, and a failover (an isolated leader,
     then a killed one) loses acknowledged writes: the checker must report
-    them lost.
+    them lost;
+  - with the test-only ``--unsafe-compaction-drops-latest`` switch, each
+    compaction pass also drops the latest record of about one key in four
+    of the compacted topic: the checker must report keys whose last
+    acknowledged value is missing (or stale).
 
 ``RAFTLOG_CHAOS_SEED`` replays a seed (each test prints the one it used).
 """
@@ -50,6 +54,12 @@ async def test_the_smoke_drill_passes(tmp_path: Path) -> None:
     assert report["availability"]["unrecovered"] == 0
     assert report["check"]["consumer_reads"] > 0 and report["check"]["consumer_commits"] > 0
     assert report["verdict"]["acked"] > 1000
+    compacted = report["check"]["compacted"]
+    assert compacted["partitions"] == 3 and compacted["acked"] > 100
+    assert any(
+        line.startswith("compacted: compacted_missing=0 compacted_stale=0 compacted_divergent=0 ")
+        for line in lines
+    )
 
 
 async def test_without_idempotence_the_checker_reports_duplicates(tmp_path: Path) -> None:
@@ -85,3 +95,22 @@ async def test_acking_before_commit_loses_writes_on_failover(tmp_path: Path) -> 
     report, lines = await _drill(config)
     assert report["verdict"]["lost"] > 0, "\n".join(lines)
     assert not report["passed"]
+
+
+async def test_compaction_that_drops_latest_values_fails_the_drill(tmp_path: Path) -> None:
+    config = DrillConfig(
+        nemeses=("kill-leader",),
+        duration_s=0,
+        seed=_seed(),
+        unsafe_compaction_drops_latest=True,
+        consumers=0,
+        workdir=tmp_path,
+        schedule=(Step("kill-leader", 1.5, 3.0),),
+    )
+    report, lines = await _drill(config)
+    verdict = report["verdict"]
+    assert verdict["compacted_missing"] + verdict["compacted_stale"] > 0, "\n".join(lines)
+    assert report["check"]["compacted"]["removed"] > 0  # compaction ran
+    assert not report["passed"]
+    # Only the compacted topic was harmed: the other checks still pass.
+    assert (verdict["lost"], verdict["duplicated"], verdict["divergent"]) == (0, 0, 0)
