@@ -41,7 +41,10 @@ in the log) and ``L`` the latest record of the key in a view:
   differs from the reference (the replica reaching furthest). Absent and a
   tombstone count as the same; a lagging replica (lower commit index) or
   one that starts later (installed a snapshot) is compared only on the
-  keys whose reference latest record lies in the range it holds.
+  keys whose reference latest record lies in the range it holds. A
+  value facing absence is not judged when a tombstone of unknown key
+  follows it on its side (one whose write's outcome was unknown, which the
+  consumer did not see: it may be that key's).
 - Values nobody sent, sent to another partition, or whose write failed
   definitely count as ``unexpected`` (as in the other topics).
 
@@ -113,6 +116,11 @@ class _View:
     records: list[tuple[int, bytes | None, _Entry | None]]
     """(offset, raw value or None, entry: None when not attributable)."""
     latest: dict[bytes, _Entry] = field(default_factory=dict)
+
+    def anonymous_after(self, offset: int) -> bool:
+        """Whether a tombstone of unknown key lies past ``offset`` (it may
+        be the latest record of any key whose value is at ``offset``)."""
+        return any(o > offset and item is None and not v for o, v, item in self.records)
 
 
 def _name(tp: TP) -> str:
@@ -317,6 +325,13 @@ def _view_difference(reference: _View, view: _View, full: bool) -> str | None:
             continue  # below what this view holds (a snapshot)
         if not full and (ref is None or ref.offset >= view.end):
             continue  # beyond what a lagging view holds
+        # One side has a value, the other none: an unattributed tombstone
+        # after that value, on its side, may be the key's (cleaned away on
+        # the other side once past delete_retention_ms).
+        if ref_value is None and mine is not None and view.anonymous_after(mine.offset):
+            continue
+        if my_value is None and ref is not None and reference.anonymous_after(ref.offset):
+            continue
         return f"key {key!r} latest {_show(mine)}, {reference.name} has {_show(ref)}"
     return None
 

@@ -272,3 +272,17 @@ def test_the_report_has_the_counts_and_keeps_the_verdict_line() -> None:
     assert lines[-1] == summary_line(report)
     assert lines[-1].split()[0].startswith("faults=") and "compacted" not in lines[-1]
     assert any(line.startswith("compacted: compacted_missing=1 compacted_stale=0 ") for line in lines)
+
+
+def test_an_unattributed_tombstone_cleaned_on_one_replica_only_is_not_divergence() -> None:
+    w, _, compacted = scenario()
+    w.write("c", None, Outcome.UNKNOWN, tombstone=True)  # landed at 6; nobody knows its key there
+    cleaned = [r for r in compacted if r[0] != 3]  # the leader cleaned c's value and the tombstone
+    logs = [ReplicaLog(1, 20, 0, cleaned), *(ReplicaLog(n, 20, 0, [*compacted, (6, b"")]) for n in (2, 3))]
+    result = run(w, logs)
+    assert result.ok, result.examples
+    assert result.compacted.unattributed == 2
+    # Without such a tombstone, the same difference is divergence.
+    w2, _, compacted2 = scenario()
+    logs2 = [ReplicaLog(1, 20, 0, [r for r in compacted2 if r[0] != 3]), *three(compacted2)[1:]]
+    assert run(w2, logs2).compacted_divergent >= 1
