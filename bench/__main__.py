@@ -12,8 +12,10 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
    (``bench.references``), measured first, with no cluster running;
 2. ``raft_core``: the Raft core alone in the simulator (``bench.raft_core``);
 3. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
-4. ``failover``: leader SIGKILLs (``bench.failover``);
-5. ``density``: idle partitions (``bench.density``).
+4. ``compaction``: a compaction pass's rate and the produce latency of
+   another topic while it runs (``bench.compaction``);
+5. ``failover``: leader SIGKILLs (``bench.failover``);
+6. ``density``: idle partitions (``bench.density``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
@@ -39,13 +41,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cluster_figures, density, failover, raft_core, references, report
+from bench import cluster_figures, compaction, density, failover, raft_core, references, report
 from bench.cluster_figures import ClusterParams
+from bench.compaction import CompactionParams
 from bench.density import DensityParams
 from bench.failover import FailoverParams
 
 OUT = Path(__file__).resolve().parent / "out"
-STEPS = ("references", "raft_core", "cluster", "failover", "density")
+STEPS = ("references", "raft_core", "cluster", "compaction", "failover", "density")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Profile:
     reference_s: float
     raft_core_s: float
     cluster: ClusterParams
+    compaction: CompactionParams
     failover: FailoverParams
     density: DensityParams
 
@@ -64,6 +68,7 @@ PROFILES = {
         reference_s=5,
         raft_core_s=5,
         cluster=ClusterParams(warmup_s=3, seconds=15, latency_samples=5000, steady_s=15),
+        compaction=CompactionParams(fill_mb=64, latency_samples=2000),
         failover=FailoverParams(kills=25),
         density=DensityParams(idle_s=30),
     ),
@@ -72,6 +77,7 @@ PROFILES = {
         reference_s=2,
         raft_core_s=2,
         cluster=ClusterParams(warmup_s=2, seconds=5, latency_samples=1000, steady_s=5),
+        compaction=CompactionParams(fill_mb=24, latency_samples=500),
         failover=FailoverParams(kills=5),
         density=DensityParams(idle_s=10),
     ),
@@ -87,6 +93,7 @@ PROFILES = {
             steady_s=0.7,
             consume_timeout_s=20,
         ),
+        compaction=CompactionParams(fill_mb=1, keys=500, latency_samples=30, pass_timeout_s=30),
         failover=FailoverParams(kills=1, round_timeout_s=20),
         density=DensityParams(
             partitions=10,
@@ -148,6 +155,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
         step("references", lambda: references.measure(work, profile.reference_s))
         step("raft_core", lambda: _raft_core(profile.raft_core_s))
         step("cluster", lambda: asyncio.run(cluster_figures.measure(work / "cluster", profile.cluster)))
+        step("compaction", lambda: asyncio.run(compaction.measure(work / "compaction", profile.compaction)))
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))
         step("density", lambda: asyncio.run(density.measure(work / "density", profile.density)))
     finally:

@@ -73,6 +73,17 @@ FIGURES = (
     ("produce_small_client_us_per_record", "CPU of the SDK producer per 100 B record", "µs"),
     ("produce_nodes_cpu_ms_per_mb", "CPU of the 3 nodes per MB produced (1 KiB records)", "ms"),
     ("consume_client_us_per_record", "CPU of the SDK consumer per 1 KiB record", "µs"),
+    ("compaction_mb_s", "compaction pass, bytes of the compacted range per second (1 partition)", "MB/s"),
+    (
+        "produce_p99_without_compaction_ms",
+        "one record at a time to another topic, no pass running, p99",
+        "ms",
+    ),
+    (
+        "produce_p99_during_compaction_ms",
+        "one record at a time to another topic during a compaction pass, p99",
+        "ms",
+    ),
     ("spurious_elections_under_load", "elections started by a silent leader during the load runs", ""),
     (
         "raft_core_proposals_s",

@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench --profile smoke``
-runs every step (references, Raft core, cluster figures, failover,
-density) on tiny settings and must write a report with every promised key
+runs every step (references, Raft core, cluster figures, compaction,
+failover, density) on tiny settings and must write a report with every promised key
 holding a sane number. The figures themselves mean nothing at this size;
 ``make bench`` measures them."""
 
@@ -32,6 +32,9 @@ POSITIVE = (
     "failover_p50_ms",
     "failover_p99_ms",
     "raft_core_proposals_s",
+    "compaction_mb_s",
+    "produce_p99_without_compaction_ms",
+    "produce_p99_during_compaction_ms",
 )
 REFERENCE = ("fsync_per_s", "rocksdb_sync_mb_s", "grpc_echo_rpc_s", "grpc_echo_mb_s")
 
@@ -63,6 +66,10 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     assert {key for key, _, _ in report.FIGURES} <= set(document)
     assert document["produce_p50_ms"] <= document["produce_p99_ms"] <= document["produce_p999_ms"]
     assert document["failover_p50_ms"] <= document["failover_p99_ms"]
+    # The compaction step cleaned the whole filled range on its pass.
+    compaction = document["details"]["compaction"]
+    assert compaction["range_bytes"] >= 1e6 and compaction["compacted_bytes_by_replica"], compaction
+    assert compaction["latency_during_compaction"]["samples"] >= 1
     for key in REFERENCE:
         value = document["reference"][key]
         assert _sane(value) and value > 0, f"reference {key} = {value!r}"
