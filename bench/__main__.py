@@ -68,7 +68,7 @@ PROFILES = {
         reference_s=5,
         raft_core_s=5,
         cluster=ClusterParams(warmup_s=3, seconds=15, latency_samples=5000, steady_s=15),
-        compaction=CompactionParams(fill_mb=64, latency_samples=2000),
+        compaction=CompactionParams(fill_mb=128, latency_samples=2000),
         failover=FailoverParams(kills=25),
         density=DensityParams(idle_s=30),
     ),
