@@ -252,7 +252,11 @@ class FlagStore:
         if change.flag is None:
             return self._apply_env(t, offset, change)
         result = self._apply_flag(t, offset, change)
-        if not isinstance(result, Accepted):
+        # A refusal for a missing environment needs no restate: the latest
+        # env-level record (or none) is the same on every replay.
+        if not isinstance(result, Accepted) and not (
+            isinstance(result, Rejected) and result.reason is RejectReason.UNKNOWN_ENVIRONMENT
+        ):
             t.dirty[key] = position
         return result
 
@@ -384,7 +388,10 @@ class FlagStore:
         out = []
         for key, at in sorted(t.dirty.items()):
             env, _, flag = key.partition("/")
-            if flag:
+            e = t.envs.get(env)
+            # In a missing environment the latest env-level record decides
+            # everything on every replay: nothing to restate.
+            if flag and e is not None and e.exists:
                 out.append((env, flag, at))
         return tuple(out)
 

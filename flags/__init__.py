@@ -1,0 +1,1 @@
+"""The feature-flag service on the log: pure model, change records, store, evaluator; servers as glue."""
