@@ -8,7 +8,9 @@ it, against in-process fake nodes (tests/client/fake_nodes.py):
 - a node that timed out is asked last for metadata;
 - a ``raftlog-leader`` trailer on a forwarded answer moves the cached leader;
 - an attempt to a node that never answers is given up after the attempt
-  timeout, not the (much longer) request timeout, and the request moves on.
+  timeout, not the (much longer) request timeout, and the request moves on;
+- a leader that is slow (1.5 s) but alive is not sent a produce twice with
+  the producer's default attempt timeout.
 """
 
 from __future__ import annotations
@@ -268,8 +270,16 @@ async def test_an_attempt_to_a_node_that_never_answers_moves_on_after_the_attemp
     fake = HangingCluster()
     await fake.start()
     try:
+        # The node still answers pings (in-process): only the attempt
+        # timeout can tell, so the test sets it (the producer's default is
+        # longer: client/producer.py, PRODUCE_ATTEMPT_TIMEOUT_S).
         async with Producer(
-            fake.addresses, linger_ms=0, request_timeout_s=30, delivery_timeout_s=60, retry_backoff_ms=1
+            fake.addresses,
+            linger_ms=0,
+            request_timeout_s=30,
+            attempt_timeout_s=1,
+            delivery_timeout_s=60,
+            retry_backoff_ms=1,
         ) as producer:
             started = time.monotonic()
             future = await producer.send("t", b"v", partition=0)
@@ -280,5 +290,44 @@ async def test_an_attempt_to_a_node_that_never_answers_moves_on_after_the_attemp
         assert elapsed < 2.5, f"took {elapsed:.2f} s: the attempt waited for more than its own timeout"
         first, retry = fake.requests[0][3], fake.requests[-1][3]
         assert first == retry, "the retry resent the same bytes (same producer id, epoch, sequence)"
+    finally:
+        await fake.stop()
+
+
+class SlowCluster(FakeCluster):
+    """Its leader answers the first ``Produce`` after ``delay_s`` (an
+    overloaded leader, alive: its connection answers pings), later ones at
+    once."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__({"t": 1})
+        self.delays = [delay_s]
+
+    def make_node(self, index: int) -> ProduceNode:
+        return SlowNode(self, index)
+
+
+class SlowNode(ProduceNode):
+    async def Produce(self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext) -> Any:
+        fake = self.fake
+        assert isinstance(fake, SlowCluster)
+        if fake.delays:
+            await asyncio.sleep(fake.delays.pop())
+        return await super().Produce(request, context)
+
+
+async def test_a_slow_leader_is_not_sent_the_batch_again_with_the_default_attempt_timeout() -> None:
+    """Produce latency under heavy load reaches 1-1.6 s; a resend would be
+    appended and replicated again before the leader drops it as a
+    duplicate, and would mark the node suspect."""
+    fake = SlowCluster(delay_s=1.5)
+    await fake.start()
+    try:
+        async with Producer(fake.addresses, linger_ms=0) as producer:
+            metadata = await (await producer.send("t", b"v", partition=0))
+            suspects = [a for a in fake.addresses if producer.metadata.is_suspect(a)]
+        assert metadata.offset == 0
+        assert (producer.stats.requests, producer.stats.retries) == (1, 0), producer.stats
+        assert suspects == []
     finally:
         await fake.stop()
