@@ -115,6 +115,10 @@ def _key_of(
     return key
 
 
+CLEANER_MAX_PAUSE_S = 0.05
+"""The longest pause between two compaction steps of a replica (a pause as
+long as the step before it, up to this)."""
+
 AUTO_COMPACT_MIN_DIRTY_BYTES = 1 << 20
 """The leader compacts on its own once this many batch bytes are dirty..."""
 AUTO_COMPACT_DIRTY_RATIO = 0.5
@@ -130,6 +134,7 @@ class Replica(RaftReplica[PartitionStateMachine]):
         self._retention_now_ms: int | None = None
         self._unsafe_next_offset = 0  # only with unsafe_ack_before_commit
         self._cleaner = LogCleaner()
+        self._cleaning = False  # a step is computing or writing its rewrites
         self._auto_compaction: asyncio.Future[Any] | None = None
         self._compacted_at_last_range = 0
         super().__init__(*args, **kwargs)
@@ -162,8 +167,10 @@ class Replica(RaftReplica[PartitionStateMachine]):
         )
 
     def _cleaner_current(self) -> bool:
+        """Whether this replica's copy is compacted to the current target, the
+        rewrites durable (a step's result is reported only once written)."""
         target = self._sm.compaction_target
-        return target is not None and not self._cleaner.pending(self._sm)
+        return target is not None and not self._cleaning and not self._cleaner.pending(self._sm)
 
     def request_retention(self, now_ms: int | None = None) -> None:
         """Apply the retention policy at the next quiet moment."""
@@ -337,11 +344,16 @@ class Replica(RaftReplica[PartitionStateMachine]):
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
             self._auto_compaction = future
         if self._cleaner.pending(self._sm):
+            started = time.monotonic()
             await self._clean_step()
-            # Yield to the hot path, then continue at the next quiet moment.
-            await asyncio.sleep(0)
             if self._cleaner.pending(self._sm):
-                self.request_housekeeping()
+                # Paced: the next step comes after a pause as long as this
+                # one took (at most CLEANER_MAX_PAUSE_S), so the cleaners of
+                # a node use at most about half of its CPU and the hot path
+                # (produce, fetch, Raft traffic) gets the rest; this replica
+                # keeps serving its own inbox meanwhile.
+                pause = min(time.monotonic() - started, CLEANER_MAX_PAUSE_S)
+                asyncio.get_running_loop().call_later(pause, self.request_housekeeping)
 
     def _auto_compaction_due(self) -> bool:
         """Whether this leader should propose a compaction on its own: enough
@@ -378,9 +390,24 @@ class Replica(RaftReplica[PartitionStateMachine]):
         return stored
 
     async def _clean_step(self) -> None:
-        """One bounded step of key compaction of this replica's own copy."""
+        """One bounded step of key compaction of this replica's own copy.
+
+        The step's CPU work (decoding, the offset map, re-encoding) runs in
+        a worker thread: the event loop thread gets the interpreter back at
+        every switch interval (5 ms), instead of waiting out a whole step
+        (tens of ms for a step of large batches). Nothing else changes the
+        state machine or this replica's log meanwhile: this owner task is
+        the only one that applies entries, and it is awaiting the step;
+        reads (fetches) only read."""
+        self._cleaning = True
+        try:
+            await self._clean_step_unreported()
+        finally:
+            self._cleaning = False
+
+    async def _clean_step_unreported(self) -> None:
         sm = self._sm
-        rewrites, pass_done = self._cleaner.step(sm, self._read_stored)
+        rewrites, pass_done = await asyncio.to_thread(self._cleaner.step, sm, self._read_stored)
         if rewrites:
             storage = self._storage
             entries = [
