@@ -39,25 +39,27 @@ its ``retry_after_ms``), with capped exponential backoff and jitter, until
 batch's records. Without idempotence (``idempotent=False``) retries may
 write a batch twice: delivery is at least once.
 
-Silent leaders and the produce attempt timeout
-(``PRODUCE_ATTEMPT_TIMEOUT_S``, 3 s, longer than the call path's 1 s): a
-leader that stops answering is noticed by the channel's keepalive
-(client/metadata.py: a ping a second, given a second), which fails the
-waiting attempt with ``UNAVAILABLE`` in one to two seconds; the attempt
-timeout is only the backstop for a node whose connection still answers
-pings but whose calls do not. It is longer than the other calls' because
-a produce that times out is sent again, and a leader that is slow, not
-gone, then appends the batch a second time before its sequence check at
-apply drops it: the resend is replicated and fsynced in full, adding load
-exactly when the cluster is overloaded, and the timeout also marks the
-node suspect and forgets its leaderships. Measured (3 local nodes, a
-flat-out producer, 2 shared cores): produce calls took up to 1.1-1.6 s
-(p99 0.7-1.3 s); with a 1 s attempt timeout 0.1-1.5 % of them timed out
-(up to 16 in 30 s, each resent and its node marked suspect), with 10 s
-none. With working
-keepalive, the pause drill's paused leader cost 1.2 s (10 s attempt
-timeout) against 1.05 s (1 s). Metadata and ``InitProducer`` calls keep
-the short timeout: any node answers them and a retry costs nothing.
+Silent leaders and the produce attempt timeout (``PRODUCE_ATTEMPT_TIMEOUT_S``,
+1 s like every call's): why not rely on keepalive and wait longer. A
+produce that times out is sent again, and a leader that is slow, not gone,
+appends the copy before its sequence check at apply drops it (the copy is
+replicated and fsynced in full), and the timeout marks the node suspect
+and forgets its leaderships: load added when the cluster is overloaded.
+Measured (3 local nodes, a flat-out producer, 2 shared cores at load 5-13,
+30 s runs): produce calls took up to 1.1-1.8 s (p99 0.7-1.5 s); with 1 s
+0.1-1.5 % of them timed out (up to 16 in 30 s, as many resends and suspect
+marks), with 1.5 s 12 of 1412, with 10 s none; in no run did the resends
+grow, fail records or cut throughput beyond the runs' noise. Keepalive
+(client/metadata.py) cannot take over: its ping goes a second after the
+last byte read, so on a connection carrying answers a paused leader is
+noticed about 2 s after it stopped; the pause drill
+(tests/integration/test_pause_drill.py) then stalled its partition 2.06 s
+(over the drill's 2 s bound; 1.2 s in another run) against 1.05 s with a
+1 s attempt timeout. So the attempt timeout stays the silence detector for
+produces; a cluster known to answer slower than a second under load should
+be given a larger ``attempt_timeout_s``. Metadata and ``InitProducer``
+calls never take longer than 1 s: any node answers them and a retry costs
+nothing.
 """
 
 from __future__ import annotations
@@ -111,10 +113,9 @@ __all__ = [
     "record_size_bound",
 ]
 
-PRODUCE_ATTEMPT_TIMEOUT_S = 3.0
-"""Default deadline of one ``Produce`` attempt: above the produce latency of
-an overloaded but healthy cluster, so a slow leader is not sent its batches
-twice; silent leaders are noticed by keepalive first (module docstring)."""
+PRODUCE_ATTEMPT_TIMEOUT_S = ATTEMPT_TIMEOUT_S
+"""Default deadline of one ``Produce`` attempt: the call path's second (the
+module docstring says why not longer)."""
 
 # Errors after which a produce that reached a node may have committed.
 _UNCERTAIN = (OutcomeUnknownError, UnavailableError, RequestTimeoutError, ServerError)
@@ -140,8 +141,9 @@ class Producer:
     ``delivery_timeout_s``: how long a batch is retried before its records
     fail. ``attempt_timeout_s``: how long one ``Produce`` attempt waits for
     the leader before the batch is sent again (to the leader the cluster
-    names then); a backstop: keepalive notices a silent node sooner (see
-    ``PRODUCE_ATTEMPT_TIMEOUT_S``). ``request_timeout_s``: the most one
+    names then); short, so a paused leader costs about a second, but a
+    leader slower than it is sent the batch again (module docstring).
+    ``request_timeout_s``: the most one
     attempt may take (caps ``attempt_timeout_s``).
     ``metadata_timeout_s``: how long ``send`` waits for a topic's metadata
     while no node answers. ``partitioner``: see ``client.partitioner``.
