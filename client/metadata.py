@@ -28,6 +28,9 @@ Invariants:
   when a leader dies under many partitions).
 - The cache never raises ``UnknownTopicOrPartitionError`` for a topic
   unless a node answered and did not list it.
+- When no node answered, the ``UnavailableError`` raised carries the
+  longest ``retry_after_ms`` a refusing node asked for (``QUOTA_EXCEEDED``,
+  ``BACKPRESSURE``), so the caller's wait honours it.
 - A cached leader address is whichever was written last: a
   ``NOT_LEADER`` hint replaces it at once; a ``GetMetadata`` round, when it
   completes, replaces the leaders of every known topic with the ones it
@@ -409,6 +412,7 @@ class MetadataCache:
         while some partition's leader is still unknown (a node that has just
         restarted, or is cut off, may not know the leader when others do)."""
         last_error: RaftlogError | None = None
+        retry_after_ms = 0  # the longest a refusing node asked for
         answered = False
         leaders: dict[TopicPartition, str] = {}
         request = metadata_pb2.GetMetadataRequest(topics=topics)
@@ -421,6 +425,7 @@ class MetadataCache:
                 last_error = from_rpc_error(exc)
                 if isinstance(last_error, CALLER_ERRORS):
                     raise last_error from None  # every node would say the same
+                retry_after_ms = max(retry_after_ms, last_error.retry_after_ms)
                 if is_silent(last_error):
                     self.node_failed(address)
                 elif self._preferred == address:
@@ -448,6 +453,7 @@ class MetadataCache:
                 f"no node answered GetMetadata (asked {', '.join(self.candidates())}); "
                 f"last error: {last_error}",
                 code=last_error.code if last_error else None,
+                retry_after_ms=retry_after_ms,
             )
         # Known leaders replace what we had; partitions nobody knows a
         # leader for are forgotten (they were most likely the dead node).

@@ -91,14 +91,20 @@ from client.errors import (
     RaftlogError,
     RecordTooLargeError,
     RequestTimeoutError,
-    RetriableError,
     ServerError,
     UnavailableError,
     UnknownProducerIdError,
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
-from client.leader_calls import ATTEMPT_TIMEOUT_S, LeaderCalls, PartitionRoute, UnaryCall, Verdict
+from client.leader_calls import (
+    ATTEMPT_TIMEOUT_S,
+    LeaderCalls,
+    NodeRoute,
+    PartitionRoute,
+    UnaryCall,
+    Verdict,
+)
 from client.metadata import MetadataCache, TopicPartition, client_transport
 from client.partitioner import DefaultPartitioner, Partitioner
 from raftlog.v1 import log_pb2
@@ -315,18 +321,16 @@ class Producer:
 
     async def _partition_count(self, topic: str) -> int:
         """The topic's partition count, retrying while no node answers (a
-        cluster starting up) for at most ``metadata_timeout_s``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._metadata_timeout_s
-        attempt = 0
+        cluster starting up) for at most ``metadata_timeout_s``, with the
+        call path's waits (``max(backoff, retry_after)``)."""
+        deadline = asyncio.get_running_loop().time() + self._metadata_timeout_s
+        # No attempt names an address: the route is never asked or told.
+        attempts = self._calls.attempts(NodeRoute(self._metadata), deadline)
         while True:
             try:
                 return await self._metadata.partition_count(topic)
-            except RetriableError:
-                if loop.time() >= deadline:
-                    raise
-            await asyncio.sleep(self._backoff.delay(attempt))
-            attempt += 1
+            except RaftlogError as error:
+                await attempts.failed(None, error)  # raises when it is final
             self._check_open()
 
     def _check_open(self) -> None:

@@ -3,8 +3,9 @@ it, against in-process fake nodes (tests/client/fake_nodes.py):
 
 - ``retry_after_ms`` on a ``BACKPRESSURE``/``QUOTA_EXCEEDED`` answer is
   waited for before the retry by the producer, the consumer's fetch, admin
-  calls and group calls alike (backoffs are set far below it, so only the
-  server's figure can explain the wait);
+  calls and group calls alike, and by metadata lookups that every node
+  refused (backoffs are set far below it, so only the server's figure can
+  explain the wait);
 - a node that timed out is asked last for metadata;
 - a ``raftlog-leader`` trailer on a forwarded answer moves the cached leader;
 - an attempt to a node that never answers is given up after the attempt
@@ -149,6 +150,46 @@ async def test_group_calls_wait_retry_after() -> None:
     finally:
         for server in servers:
             await server.stop(grace=None)
+
+
+class QuotaMetadataNode(ProduceNode):
+    """``GetMetadata`` refused with ``QUOTA_EXCEEDED`` (and a retry-after)
+    on every node while ``metadata_refusals`` lasts; times recorded."""
+
+    async def GetMetadata(
+        self, request: metadata_pb2.GetMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> metadata_pb2.GetMetadataResponse:
+        fake = self.fake
+        assert isinstance(fake, QuotaMetadataCluster)
+        fake.metadata_times.append(time.monotonic())
+        if fake.metadata_refusals > 0:
+            fake.metadata_refusals -= 1
+            await abort(context, overloaded(Reason.QUOTA_EXCEEDED))
+        return await super().GetMetadata(request, context)
+
+
+class QuotaMetadataCluster(FakeCluster):
+    def __init__(self) -> None:
+        super().__init__({"t": 1})
+        self.metadata_refusals = 2  # one round: both nodes refuse
+        self.metadata_times: list[float] = []
+
+    def make_node(self, index: int) -> ProduceNode:
+        return QuotaMetadataNode(self, index)
+
+
+async def test_metadata_lookups_wait_retry_after_when_every_node_refused() -> None:
+    fake = QuotaMetadataCluster()
+    await fake.start()
+    try:
+        async with Producer(fake.addresses, retry_backoff_ms=1, retry_backoff_max_ms=1) as producer:
+            assert (await (await producer.send("t", b"v", partition=0))).offset == 0
+        times = fake.metadata_times
+        assert len(times) >= 3, times
+        waited = times[2] - times[1]
+        assert waited >= RETRY_AFTER_MS / 1000 - 0.01, f"asked again {waited:.3f} s after the refusals"
+    finally:
+        await fake.stop()
 
 
 # --- silent nodes, suspects, trailers --------------------------------------------------
