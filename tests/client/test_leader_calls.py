@@ -10,6 +10,7 @@ it, against in-process fake nodes (tests/client/fake_nodes.py):
 - a ``raftlog-leader`` trailer on a forwarded answer moves the cached leader;
 - an attempt to a node that never answers is given up after the attempt
   timeout, not the (much longer) request timeout, and the request moves on;
+- hints are followed at once at most ``max_redirects`` times in a row;
 - a leader that is slow (1.5 s) but alive is not sent a produce twice when
   the producer's attempt timeout is longer than that.
 """
@@ -26,7 +27,9 @@ import pytest
 
 from client import Consumer, Producer
 from client.admin import Admin
-from client.metadata import ChannelPool, MetadataCache
+from client.errors import NotLeaderError, RaftlogError
+from client.leader_calls import LeaderCalls
+from client.metadata import Backoff, ChannelPool, MetadataCache
 from cluster.frontend.grpc_errors import ServiceError, abort
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, groups_pb2, groups_pb2_grpc, headers, log_pb2, metadata_pb2
 from raftlog.v1.reasons import Reason
@@ -365,3 +368,50 @@ async def test_a_leader_answering_within_a_longer_attempt_timeout_is_sent_the_ba
         assert suspects == []
     finally:
         await fake.stop()
+
+
+# --- redirects ---------------------------------------------------------------------------
+
+
+class _PingPongRoute:
+    """A route whose two nodes each name the other as the leader."""
+
+    def __init__(self) -> None:
+        self.current = "a:1"
+        self.moves: list[str] = []
+
+    async def address(self) -> str:
+        return self.current
+
+    def moved(self, address: str) -> None:
+        self.moves.append(address)
+        self.current = address
+
+    def failed(self, address: str, error: RaftlogError) -> None:
+        pass
+
+    def answered(self, address: str) -> None:
+        pass
+
+
+async def test_hints_are_followed_at_once_at_most_max_redirects_times_in_a_row() -> None:
+    """Two nodes that name each other must not spin: after ``MAX_REDIRECTS``
+    immediate moves the path waits its backoff before following another."""
+    pool = ChannelPool()
+    try:
+        backoff_s = 0.2
+        calls = LeaderCalls(MetadataCache(["a:1"], pool), Backoff(backoff_s, backoff_s), max_redirects=3)
+        route = _PingPongRoute()
+        attempts = calls.attempts(route, deadline=None)
+        waits: list[float] = []
+        for _ in range(8):
+            here = await route.address()
+            other = "b:1" if here == "a:1" else "a:1"
+            started = time.monotonic()
+            await attempts.failed(here, NotLeaderError("not me", leader_address=other))
+            waits.append(time.monotonic() - started)
+        waited = [w >= backoff_s * 0.5 - 0.01 for w in waits]  # jitter: [0.5, 1] x backoff
+        assert waited == [False, False, False, True] * 2, [round(w, 3) for w in waits]
+        assert len(route.moves) == 8, "every hint is followed, some after a wait"
+    finally:
+        await pool.close()
