@@ -277,10 +277,7 @@ class Consumer:
             )
         wanted = [TopicPartition(t, p) for t, p in partitions]
         states = self._fetcher.states
-        for tp, state in list(states.items()):
-            if tp not in wanted:
-                self._fetcher.retire(state)
-                del states[tp]
+        self._fetcher.detach([tp for tp in states if tp not in wanted])
         for tp in wanted:
             if tp not in states:
                 self._fetcher.add(tp)
