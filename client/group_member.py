@@ -16,7 +16,9 @@ manner of Kafka's KIP-848).
   partition lost. A second loop asks the owner to auto-commit on a timer.
   ``run`` is the body of the one task the consumer owns per membership; the
   consumer cancels it before it commits for the last time and calls
-  ``leave``.
+  ``leave``. A join or heartbeat the call path gave up on (its deadline
+  came first) is tried again after the call path's own wait,
+  ``max(backoff, retry_after)``.
 
 Invariants:
 
@@ -315,7 +317,7 @@ class GroupMember:
                 # A membership refusal of a join is not expected; it cannot
                 # be worse than joining again later.
                 logger.debug("group %s: join failed (%s); retrying", self.group, error)
-                await asyncio.sleep(self._backoff.delay(attempt))
+                await asyncio.sleep(self._retry_delay(attempt, error))
                 attempt += 1
                 continue
             break
@@ -382,7 +384,13 @@ class GroupMember:
             await self._lose_all()
             return
         self._failures += 1
-        self._next_heartbeat = min(now + self._backoff.delay(self._failures), self._session_deadline)
+        self._next_heartbeat = min(now + self._retry_delay(self._failures, error), self._session_deadline)
+
+    def _retry_delay(self, attempt: int, error: RaftlogError) -> float:
+        """The wait before calling again after the call path gave up with
+        ``error`` (its deadline was too near for the wait): the call path's
+        rule, ``max(backoff, retry_after)``."""
+        return max(self._backoff.delay(attempt), error.retry_after_ms / 1000)
 
     def _answered(self, sent_at: float, heartbeat_interval_ms: int) -> None:
         loop = asyncio.get_running_loop()

@@ -155,6 +155,41 @@ async def test_group_calls_wait_retry_after() -> None:
             await server.stop(grace=None)
 
 
+class OverloadedJoin(groups_pb2_grpc.GroupServiceServicer):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def JoinGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.times.append(time.monotonic())
+        if len(self.times) == 1:
+            await abort(context, overloaded(Reason.QUOTA_EXCEEDED))
+        return groups_pb2.JoinGroupResponse(
+            member_id=request.member_id, member_epoch=1, heartbeat_interval_ms=60_000
+        )
+
+
+async def test_a_join_the_call_path_gave_up_on_waits_retry_after_before_the_next() -> None:
+    """The join's deadline (``request_timeout_s``) is shorter than the
+    retry-after: the call path raises at once, and the member's own retry
+    loop must wait the server's figure, not just its backoff."""
+    fake = FakeLog(partitions=1)
+    groups = OverloadedJoin()
+    servers, addresses = await start_fake_nodes(fake.make_node, 1, lambda i: groups)
+    fake.addresses.extend(addresses)
+    try:
+        async with Consumer(
+            addresses, group_id="g", request_timeout_s=0.1, retry_backoff_ms=1, retry_backoff_max_ms=1
+        ) as consumer:
+            consumer.subscribe(["t"])
+            async with asyncio.timeout(5):
+                while len(groups.times) < 2:
+                    await consumer.poll(0.05)
+        assert_waited_retry_after(groups.times)
+    finally:
+        for server in servers:
+            await server.stop(grace=None)
+
+
 class QuotaMetadataNode(ProduceNode):
     """``GetMetadata`` refused with ``QUOTA_EXCEEDED`` (and a retry-after)
     on every node while ``metadata_refusals`` lasts; times recorded."""
