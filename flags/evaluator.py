@@ -240,6 +240,19 @@ def compile_flag(
 class CompiledSet:
     flags: Mapping[str, CompiledFlag]
     metadata: Mapping[str, Any]
+    static: tuple[Mapping[str, dict[str, Any]], ...] = ({},) * 5
+    """Per result type: flag key -> ready result, for flags whose answer ignores the context."""
+
+
+def _static_results(flags: Mapping[str, CompiledFlag]) -> tuple[Mapping[str, dict[str, Any]], ...]:
+    return tuple(
+        {
+            key: outcome
+            for key, flag in flags.items()
+            if flag.targeting is None and type(outcome := flag.immediate[kind]) is dict
+        }
+        for kind in range(5)
+    )
 
 
 def compile_flag_set(configuration: str | Mapping[str, Any], version: FractionalVersion) -> CompiledSet:
@@ -264,7 +277,7 @@ def compile_flag_set(configuration: str | Mapping[str, Any], version: Fractional
         raise ParseError("`metadata` key of configuration must be a dictionary")
     _validate_metadata(set_metadata, "Flag set")
     compiled = {key: compile_flag(key, flag, set_metadata, version) for key, flag in flags.items()}
-    return CompiledSet(compiled, ReadOnlyMetadata(set_metadata))
+    return CompiledSet(compiled, ReadOnlyMetadata(set_metadata), _static_results(compiled))
 
 
 _new_details = object.__new__
@@ -316,6 +329,11 @@ class FlagdEvaluator:
         *,
         now: int | None = None,
     ) -> FlagResolutionDetails[bool]:
+        static = self._set.static[BOOLEAN].get(flag_key)
+        if static is not None:  # the hot path: one lookup, one dict copy
+            details = _new_details(FlagResolutionDetails)
+            details.__dict__ = static.copy()
+            return cast(FlagResolutionDetails[bool], details)
         return self.evaluate(flag_key, BOOLEAN, default_value, ctx, now)
 
     def resolve_string_value(
@@ -326,6 +344,11 @@ class FlagdEvaluator:
         *,
         now: int | None = None,
     ) -> FlagResolutionDetails[str]:
+        static = self._set.static[STRING].get(flag_key)
+        if static is not None:  # the hot path: one lookup, one dict copy
+            details = _new_details(FlagResolutionDetails)
+            details.__dict__ = static.copy()
+            return cast(FlagResolutionDetails[str], details)
         return self.evaluate(flag_key, STRING, default_value, ctx, now)
 
     def resolve_integer_value(
@@ -336,6 +359,11 @@ class FlagdEvaluator:
         *,
         now: int | None = None,
     ) -> FlagResolutionDetails[int]:
+        static = self._set.static[INTEGER].get(flag_key)
+        if static is not None:  # the hot path: one lookup, one dict copy
+            details = _new_details(FlagResolutionDetails)
+            details.__dict__ = static.copy()
+            return cast(FlagResolutionDetails[int], details)
         return self.evaluate(flag_key, INTEGER, default_value, ctx, now)
 
     def resolve_float_value(
@@ -346,6 +374,11 @@ class FlagdEvaluator:
         *,
         now: int | None = None,
     ) -> FlagResolutionDetails[float]:
+        static = self._set.static[FLOAT].get(flag_key)
+        if static is not None:  # the hot path: one lookup, one dict copy
+            details = _new_details(FlagResolutionDetails)
+            details.__dict__ = static.copy()
+            return cast(FlagResolutionDetails[float], details)
         return self.evaluate(flag_key, FLOAT, default_value, ctx, now)
 
     def resolve_object_value(
@@ -356,6 +389,11 @@ class FlagdEvaluator:
         *,
         now: int | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        static = self._set.static[OBJECT].get(flag_key)
+        if static is not None:  # the hot path: one lookup, one dict copy
+            details = _new_details(FlagResolutionDetails)
+            details.__dict__ = static.copy()
+            return cast(FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]], details)
         return self.evaluate(flag_key, OBJECT, default_value, ctx, now)
 
     def evaluate(

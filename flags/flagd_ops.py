@@ -120,8 +120,11 @@ _ENCODERS = _Encoders()
 
 def cbor_hash(value: Any) -> int | None:
     """Unsigned murmur3 of the deterministic CBOR of ``value``; None if it cannot be encoded."""
-    if type(value) is not str:
-        value = _normalize_numbers(value)
+    return cbor_hash_normalized(value if type(value) is str else _normalize_numbers(value))
+
+
+def cbor_hash_normalized(value: Any) -> int | None:
+    """``cbor_hash`` of a value with no integral floats in it (e.g. ``[flag key, targeting key]``)."""
     local = _ENCODERS
     buffer = local.buffer
     buffer.seek(0)
@@ -201,7 +204,8 @@ def fractional(version: FractionalVersion) -> OperationCompiler:
                 if not isinstance(targeting_key, str) or not targeting_key:
                     return None
                 if version is FractionalVersion.V3:
-                    hashed = cbor_hash([flag_key, targeting_key])
+                    pair = [flag_key, targeting_key]
+                    hashed = cbor_hash_normalized(pair) if type(flag_key) is str else cbor_hash(pair)
                 else:
                     hashed = hash_of(flag_key + targeting_key)
                 entries = values
