@@ -48,9 +48,18 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # A leader that went silent (paused, cut off) fails the calls forwarded
+    # to it within about two seconds, as the SDK's channels do
+    # (client/metadata.py: ping_timeout_ms is what bounds the wait).
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.http2.ping_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 )
 """64 MiB messages, like the node's server: a forwarded fetch may return up
-to ``log_service.MAX_FETCH_BYTES``."""
+to ``log_service.MAX_FETCH_BYTES``. Keepalive pings every second: the nodes
+accept them (cluster/node.py, ``CLIENT_PING_INTERVAL_MIN_MS``)."""
 
 _PASSED_ON = frozenset({headers.AUTHORIZATION, headers.TENANT})
 

@@ -151,6 +151,10 @@ def channel_options(config: TransportConfig) -> list[tuple[str, int]]:
         ("grpc.use_local_subchannel_pool", 1),
         ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+        # gRPC (1.85) waits for a ping's reply up to http2.ping_timeout_ms
+        # (60 s by default) whatever keepalive_timeout_ms says: without it
+        # the backstop would take a minute (tests/client/test_keepalive.py).
+        ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.lookahead_bytes", 8 << 20),
     ]
