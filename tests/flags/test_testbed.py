@@ -3,8 +3,11 @@
 Where the suite comes from: the testbed (github.com/open-feature/flagd-testbed,
 tag v3.9.0) is not vendored here and ``openfeature-flagd-api-testkit`` is not
 on PyPI, so the suite is read from a checkout: ``$FLAGD_TESTBED_DIR``, else
-``tests/flags/flagd-testbed`` (a git submodule or a ``git clone --depth 1
---branch v3.9.0``). Without one, every test here is skipped with that reason.
+``tests/flags/flagd-testbed`` (a ``git clone --depth 1 --branch v3.9.0``),
+else ``../shared/flagd-testbed`` beside the repository (where CI, which
+reaches no code host, can have it). Without one, every test here is skipped
+with that reason, and the differential test against openfeature-flagd-core
+(test_evaluator_differential.py, from PyPI) still runs.
 The step definitions below are ours.
 
 Two feature sets run, each once per fractional algorithm (v1, v2, v3):
@@ -40,7 +43,22 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from flags.evaluator import FlagdEvaluator
 
-TESTBED = Path(os.environ.get("FLAGD_TESTBED_DIR", Path(__file__).parent / "flagd-testbed"))
+
+def _testbed_dir() -> Path:
+    """``$FLAGD_TESTBED_DIR``, else a checkout in tests/flags/, else a copy in
+    the steering repo's ``shared/`` beside this checkout (CI has one there;
+    data files fetched from public repositories may live only in shared/)."""
+    named = os.environ.get("FLAGD_TESTBED_DIR")
+    if named:
+        return Path(named)
+    here = Path(__file__).resolve()
+    for candidate in (here.parent / "flagd-testbed", here.parents[3] / "shared" / "flagd-testbed"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "flagd-testbed"
+
+
+TESTBED = _testbed_dir()
 EVALUATOR_FEATURES = TESTBED / "evaluator" / "gherkin"
 PROVIDER_TARGETING = TESTBED / "gherkin" / "targeting.feature"
 PROVIDER_FLAG_FILES = [
