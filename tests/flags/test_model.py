@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -57,7 +59,7 @@ def problems(document: object) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
-def with_flag(flag: dict[str, object], evaluators: dict[str, object] | None = None) -> dict[str, object]:
+def with_flag(flag: Mapping[str, Any], evaluators: Mapping[str, Any] | None = None) -> dict[str, object]:
     doc: dict[str, object] = {"flags": {"f": flag}}
     if evaluators is not None:
         doc["$evaluators"] = evaluators

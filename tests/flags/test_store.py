@@ -161,8 +161,8 @@ def run(steps: list[tuple[int, str, str, str, str, int, int]]) -> tuple[Log, Fla
             kind = Kind.UPDATE if action == "stale" else Kind(action)
             if action == "stale":
                 expected = max(0, expected - 1 - choice)
-            definition = None if kind is Kind.DELETE else flag
-            change = Change(kind, env, key, f"w{writer}", 0, expected, definition, rollback_to=0)
+            new_flag = None if kind is Kind.DELETE else flag
+            change = Change(kind, env, key, f"w{writer}", 0, expected, new_flag, rollback_to=0)
             record_key, value = change.key, encode(change)
         offset = log.append(tenant, record_key, value)
         offsets.append(offset)

@@ -4,6 +4,8 @@ way a replica rewrites its RocksDB entries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from partitions.cleaner import LogCleaner
 from partitions.commands import CompactCommand, decode_produce, encode_compact, encode_produce
 from partitions.compaction import StoredBatch
@@ -25,7 +27,7 @@ class MemoryPartition:
         return self.sm.apply(self.index, data)
 
     def produce(
-        self, records: list[tuple[bytes | None, bytes | None]], now_ms: int, **producer: int
+        self, records: Sequence[tuple[bytes | None, bytes | None]], now_ms: int, **producer: int
     ) -> object:
         batch = encode_batch(
             [Record(value=v, key=k, timestamp_ms=now_ms) for k, v in records],

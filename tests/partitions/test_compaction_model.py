@@ -7,6 +7,7 @@ model, offsets strictly increase, and re-running compaction changes nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,14 +74,14 @@ def test_reads_always_equal_the_model(ops: list[tuple[str, object]], step_bytes:
     x, horizon, floor = -1, -(2**62), 0
     for op, arg in ops:
         if op == "produce":
-            records = [(b"k%d" % k, v) for k, v in arg]  # type: ignore[attr-defined]
+            records: list[tuple[bytes, bytes | None]] = [(b"k%d" % k, v) for k, v in arg]  # type: ignore[attr-defined]
             result = p.produce(records, now)
             base = result.base_offset  # type: ignore[attr-defined]
             model += [_Rec(base + i, k, v, now, p.index) for i, (k, v) in enumerate(records)]
         elif op == "tick":
             now += arg  # type: ignore[operator]
         elif op == "compact":
-            up_to, retention, map_entries = arg  # type: ignore[misc]
+            up_to, retention, map_entries = cast(tuple[int, int, int], arg)
             p.compact(up_to, now, retention, map_entries)
             x = max(x, min(up_to, p.sm.high_watermark - 1))
             horizon = max(horizon, now - retention)
@@ -113,7 +114,7 @@ def test_replaying_compacted_entries_gives_the_same_offsets(ops: list[tuple[str,
         if op == "produce":
             p.produce([(b"k%d" % k, v) for k, v in arg], now)  # type: ignore[attr-defined]
         elif op == "compact":
-            up_to, retention, entries = arg  # type: ignore[misc]
+            up_to, retention, entries = cast(tuple[int, int, int], arg)
             p.compact(up_to, now, retention, entries)
             p.clean()
         elif op == "tick":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import crc32c
 import pytest
@@ -66,7 +67,7 @@ def sample(n: int = 3, **kwargs: object) -> bytes:
     return encode_batch(records, **kwargs)  # type: ignore[arg-type]
 
 
-def reason_of(buf: bytes, **kwargs: int) -> InvalidBatchReason:
+def reason_of(buf: bytes, **kwargs: Any) -> InvalidBatchReason:
     with pytest.raises(InvalidBatch) as info:
         validate_batch(buf, max_batch_bytes=kwargs.pop("max_batch_bytes", MAX), **kwargs)
     assert info.value.message  # says what is wrong
