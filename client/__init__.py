@@ -27,7 +27,8 @@ Modules by job:
   (``TopicPartition``, ``MetadataCache``, ``ChannelPool`` with keepalive
   pings, ``Backoff``) and ``client.auth`` (the API key and tenant headers).
 - Errors: ``client.errors`` (``RaftlogError`` and its subclasses, see that
-  module for the tree, ``from_rpc_error``).
+  module for the tree, ``from_rpc_error``); ``client.rpc_status`` reads a
+  failed call's status and ``ErrorInfo`` for it.
 
 May import: the generated protos (``raftlog``), stdlib and third-party
 libraries only. Never ``cluster``, ``partitions``, ``raft`` or any other

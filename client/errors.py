@@ -73,10 +73,8 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
 
-from raftlog.v1 import errors_pb2
+from client.rpc_status import call_value, error_info
 from raftlog.v1.headers import STATUS_DETAILS
 from raftlog.v1.reasons import Reason
 
@@ -409,7 +407,7 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     R.NOT_COORDINATOR: NotCoordinatorError,
     R.OUTCOME_UNKNOWN: OutcomeUnknownError,
     R.BACKPRESSURE: BackpressureError,
-    "QUOTA_EXCEEDED": BackpressureError,
+    R.QUOTA_EXCEEDED: BackpressureError,
     R.REPLICA_STOPPED: UnavailableError,
     R.NO_CONTROLLER: UnavailableError,
     R.COMPACTION_UNAVAILABLE: UnavailableError,
@@ -540,43 +538,15 @@ _BY_CODE: dict[grpc.StatusCode, type[RaftlogError]] = {
 }
 
 
-def error_info(trailing_metadata: object) -> errors_pb2.ErrorInfo | None:
-    """The ``raftlog.v1.ErrorInfo`` in a call's trailing metadata, or None
-    when there is none or it cannot be decoded (a damaged trailer must not
-    hide the status code behind a parse error)."""
-    if not trailing_metadata:
-        return None
-    try:
-        items = list(trailing_metadata)  # type: ignore[call-overload]
-    except TypeError:
-        return None
-    for item in items:
-        if not (isinstance(item, tuple) and len(item) == 2):
-            continue
-        key, value = item
-        if key != DETAILS_KEY or not isinstance(value, bytes | bytearray):
-            continue
-        try:
-            status = status_pb2.Status.FromString(bytes(value))
-            for detail in status.details:
-                if detail.Is(errors_pb2.ErrorInfo.DESCRIPTOR):
-                    info = errors_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return info
-        except DecodeError:
-            return None
-    return None
-
-
 def from_rpc_error(error: grpc.RpcError) -> RaftlogError:
     """The ``RaftlogError`` for a failed gRPC call (``grpc.aio.AioRpcError``
     or a sync ``grpc.RpcError`` that is also a ``grpc.Call``)."""
-    code = _call_value(error, "code")
+    code = call_value(error, "code")
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    details = _call_value(error, "details")
+    details = call_value(error, "details")
     details_text = details if isinstance(details, str) and details else code.name
-    info = error_info(_call_value(error, "trailing_metadata"))
+    info = error_info(call_value(error, "trailing_metadata"))
     if info is not None and info.reason:
         reason = info.reason
         cls = _BY_REASON.get(reason) or _BY_CODE.get(code, ServerError)
@@ -590,16 +560,6 @@ def from_rpc_error(error: grpc.RpcError) -> RaftlogError:
         )
     cls = _BY_CODE.get(code, ServerError)
     return cls(details_text, reason=code.name, code=code)
-
-
-def _call_value(error: grpc.RpcError, name: str) -> object:
-    method = getattr(error, name, None)
-    if method is None:
-        return None
-    try:
-        return method()
-    except Exception:  # a half-built error object must still map to something
-        return None
 
 
 def _int_or_none(text: str | None) -> int | None:
