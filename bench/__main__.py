@@ -11,17 +11,21 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
 1. ``references``: fsync/s, synced RocksDB MB/s, loopback gRPC echo
    (``bench.references``), measured first, with no cluster running;
 2. ``raft_core``: the Raft core alone in the simulator (``bench.raft_core``);
-3. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
-4. ``compaction``: a compaction pass's rate and the produce latency of
+3. ``flags``: the flag evaluator against ``openfeature-flagd-core``, in
+   this process, same contexts, interleaved (``bench.flag_eval``);
+4. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
+5. ``compaction``: a compaction pass's rate and the produce latency of
    another topic while it runs (``bench.compaction``);
-5. ``failover``: leader SIGKILLs (``bench.failover``);
-6. ``density``: idle partitions (``bench.density``).
+6. ``failover``: leader SIGKILLs (``bench.failover``);
+7. ``density``: idle partitions (``bench.density``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
 runs, under 3 minutes) and ``smoke`` (seconds long, for the harness's own
 test; its figures mean nothing). A failing step leaves its figures null,
 records its error and makes the exit status 1; the other steps still run.
+A step's result may carry a ``reference`` dict: figures of a reference
+measured by that step (flagd-core's), reported under ``reference``.
 ``--only`` runs some of the steps (the others' figures are null).
 """
 
@@ -41,14 +45,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cluster_figures, compaction, density, failover, raft_core, references, report
+from bench import cluster_figures, compaction, density, failover, flag_eval, raft_core, references, report
 from bench.cluster_figures import ClusterParams
 from bench.compaction import CompactionParams
 from bench.density import DensityParams
 from bench.failover import FailoverParams
+from bench.flag_eval import FlagEvalParams
 
 OUT = Path(__file__).resolve().parent / "out"
-STEPS = ("references", "raft_core", "cluster", "compaction", "failover", "density")
+STEPS = ("references", "raft_core", "flags", "cluster", "compaction", "failover", "density")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Profile:
     compaction: CompactionParams
     failover: FailoverParams
     density: DensityParams
+    flags: FlagEvalParams
 
 
 PROFILES = {
@@ -71,6 +77,7 @@ PROFILES = {
         compaction=CompactionParams(fill_mb=128, latency_samples=2000),
         failover=FailoverParams(kills=25),
         density=DensityParams(idle_s=30),
+        flags=FlagEvalParams(contexts=1000, rounds=7, passes=20),
     ),
     "quick": Profile(
         "quick",
@@ -80,6 +87,7 @@ PROFILES = {
         compaction=CompactionParams(fill_mb=24, latency_samples=500),
         failover=FailoverParams(kills=5),
         density=DensityParams(idle_s=10),
+        flags=FlagEvalParams(contexts=1000, rounds=5, passes=5),
     ),
     "smoke": Profile(
         "smoke",
@@ -103,6 +111,7 @@ PROFILES = {
             settle_timeout_s=5,
             leader_balance_ms=1000,
         ),
+        flags=FlagEvalParams(contexts=100, rounds=2, passes=1),
     ),
 }
 
@@ -147,6 +156,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
             # A step that failed part-way keeps what it measured.
             if (error := result.pop("error", None)) is not None:
                 errors[name] = error
+            refs.update(result.pop("reference", None) or {})
             (refs if name == "references" else figures).update(result)
         timings[name] = round(time.monotonic() - t0, 1)
         print(f"bench: {name} done in {timings[name]} s", file=sys.stderr, flush=True)
@@ -154,6 +164,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
     try:
         step("references", lambda: references.measure(work, profile.reference_s))
         step("raft_core", lambda: _raft_core(profile.raft_core_s))
+        step("flags", lambda: flag_eval.measure(profile.flags))
         step("cluster", lambda: asyncio.run(cluster_figures.measure(work / "cluster", profile.cluster)))
         step("compaction", lambda: asyncio.run(compaction.measure(work / "compaction", profile.compaction)))
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))

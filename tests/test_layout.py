@@ -62,8 +62,9 @@ ALLOWED_PROJECT_IMPORTS: dict[str, frozenset[str]] = {
     "harness": frozenset({"harness", "client", "raftlog"}),
     "chaos": frozenset({"chaos", "client", "harness", "raftlog"}),
     # bench/ also drives the Raft simulator: issue 6 asks for the core's own
-    # throughput beside the cluster's, measured in the same run.
-    "bench": frozenset({"bench", "client", "harness", "raftlog", "raft"}),
+    # throughput beside the cluster's, measured in the same run; and the flag
+    # evaluator (issue 16: its figures beside flagd-core's).
+    "bench": frozenset({"bench", "client", "harness", "raftlog", "raft", "flags"}),
 }
 
 

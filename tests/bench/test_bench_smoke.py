@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench --profile smoke``
-runs every step (references, Raft core, cluster figures, compaction,
-failover, density) on tiny settings and must write a report with every promised key
+runs every step (references, Raft core, flag evaluator, cluster figures,
+compaction, failover, density) on tiny settings and must write a report with every promised key
 holding a sane number. The figures themselves mean nothing at this size;
 ``make bench`` measures them."""
 
@@ -35,8 +35,19 @@ POSITIVE = (
     "compaction_mb_s",
     "produce_p99_without_compaction_ms",
     "produce_p99_during_compaction_ms",
+    "flag_eval_static_us",
+    "flag_eval_targeting_us",
+    "flag_eval_fractional_us",
 )
-REFERENCE = ("fsync_per_s", "rocksdb_sync_mb_s", "grpc_echo_rpc_s", "grpc_echo_mb_s")
+REFERENCE = (
+    "fsync_per_s",
+    "rocksdb_sync_mb_s",
+    "grpc_echo_rpc_s",
+    "grpc_echo_mb_s",
+    "flagd_core_static_us",
+    "flagd_core_targeting_us",
+    "flagd_core_fractional_us",
+)
 
 
 def _sane(value: object) -> bool:
@@ -70,6 +81,8 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     compaction = document["details"]["compaction"]
     assert compaction["range_bytes"] >= 1e6 and compaction["compacted_bytes_by_replica"], compaction
     assert compaction["latency_during_compaction"]["samples"] >= 1
+    # The flag figures rest on identical answers from both evaluators.
+    assert document["flags_identical"] is True
     for key in REFERENCE:
         value = document["reference"][key]
         assert _sane(value) and value > 0, f"reference {key} = {value!r}"
