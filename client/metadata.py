@@ -10,7 +10,7 @@
   does not acknowledge one within a second has its connection closed, so
   the calls waiting on it fail with UNAVAILABLE in about two seconds
   instead of at their deadlines (the nodes accept pings down to one per
-  500 ms: ``CLIENT_PING_INTERVAL_MIN_MS`` in cluster/node.py).
+  500 ms: ``raftlog.v1.channel_options``).
 - ``MetadataCache``: nodes, topics and partition leaders, learnt from
   ``MetadataService.GetMetadata`` on any node. Leaders are hints: callers
   report ``NOT_LEADER`` answers and ``raftlog-leader`` trailers
@@ -64,7 +64,14 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     from_rpc_error,
 )
-from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2, metadata_pb2_grpc
+from raftlog.v1 import (
+    admin_pb2_grpc,
+    channel_options,
+    groups_pb2_grpc,
+    log_pb2_grpc,
+    metadata_pb2,
+    metadata_pb2_grpc,
+)
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -81,29 +88,9 @@ __all__ = [
     "parse_bootstrap",
 ]
 
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.http2.lookahead_bytes", 8 << 20),
-    # A restarted node (often the new leader: nodes campaign at start-up)
-    # must be reachable again at once, not after gRPC's default backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Notice a silent node (SIGSTOP, a cut cable) in about two seconds: a
-    # ping every second, closed if not acknowledged within a second; also
-    # on idle channels (a producer waiting on linger has no call in
-    # flight), and with no limit on pings between data frames. gRPC core
-    # (seen on 1.85) waits for a ping's acknowledgement for
-    # http2.ping_timeout_ms, 60 s by default, whatever keepalive_timeout_ms
-    # says: without it, a call on a paused node waited out its deadline
-    # (tests/client/test_keepalive.py).
-    ("grpc.keepalive_time_ms", 1000),
-    ("grpc.keepalive_timeout_ms", 1000),
-    ("grpc.http2.ping_timeout_ms", 1000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
+CHANNEL_OPTIONS = channel_options.CHANNEL_OPTIONS
+"""64 MiB messages, fast reconnects, keepalive pings every second
+(``raftlog.v1.channel_options`` says why each is there)."""
 
 SUSPECT_S = 5.0
 """How long a node that timed out or was unreachable is asked last for

@@ -74,9 +74,7 @@ from partitions.replica_host import HostConfig, ReplicaHost
 from partitions.state_machine import PartitionConfig
 from raft.types import Message
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc, node_admin_pb2, node_admin_pb2_grpc
-from raftlog.v1 import admin_pb2_grpc, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
-
-CLIENT_PING_INTERVAL_MIN_MS = 500
+from raftlog.v1 import admin_pb2_grpc, channel_options, groups_pb2_grpc, log_pb2_grpc, metadata_pb2_grpc
 
 GRPC_OPTIONS = [
     ("grpc.http2.lookahead_bytes", 8 << 20),
@@ -84,14 +82,14 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_INTERVAL_MIN_MS),
+    ("grpc.http2.min_ping_interval_without_data_ms", channel_options.MIN_PING_INTERVAL_MS),
 ]
 """64 MiB messages: a fetch may return up to MAX_FETCH_BYTES. No SO_REUSEPORT,
 so a second node started on a taken port fails instead of sharing it.
 Clients' HTTP/2 keepalive pings are accepted down to one every
-``CLIENT_PING_INTERVAL_MIN_MS``, with or without calls in flight: the SDK
-pings every second to notice a paused or unreachable node within about a
-second (client/metadata.py); gRPC's default (one ping per 5 minutes without
+``raftlog.v1.channel_options.MIN_PING_INTERVAL_MS``, with or without calls
+in flight: the SDK and other nodes' forwarding channels ping every second
+to notice a paused or unreachable node within about two seconds; gRPC's default (one ping per 5 minutes without
 data, two strikes) would answer such a client with GOAWAY."""
 
 

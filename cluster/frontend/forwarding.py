@@ -34,32 +34,16 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from raftlog.v1 import headers
+from raftlog.v1 import channel_options, headers
 
 DEFAULT_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.http2.lookahead_bytes", 8 << 20),
-    # A restarted node (often the new leader: nodes campaign at start-up)
-    # must be reachable again at once, not after gRPC's default backoff.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # A leader that went silent (paused, cut off) fails the calls forwarded
-    # to it within about two seconds, as the SDK's channels do
-    # (client/metadata.py: ping_timeout_ms is what bounds the wait).
-    ("grpc.keepalive_time_ms", 1000),
-    ("grpc.keepalive_timeout_ms", 1000),
-    ("grpc.http2.ping_timeout_ms", 1000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-)
-"""64 MiB messages, like the node's server: a forwarded fetch may return up
-to ``log_service.MAX_FETCH_BYTES``. Keepalive pings every second: the nodes
-accept them (cluster/node.py, ``CLIENT_PING_INTERVAL_MIN_MS``)."""
+CHANNEL_OPTIONS = channel_options.CHANNEL_OPTIONS
+"""The SDK's options (``raftlog.v1.channel_options``): 64 MiB messages (a
+forwarded fetch may return up to ``log_service.MAX_FETCH_BYTES``), fast
+reconnects, and keepalive pings, so a call forwarded to a leader that went
+silent fails in about two seconds."""
 
 _PASSED_ON = frozenset({headers.AUTHORIZATION, headers.TENANT})
 
