@@ -1,0 +1,1 @@
+"""The flag server's APIs (``package raftlog.flags.*``)."""
