@@ -33,6 +33,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
+from client.auth import call_metadata
 from client.errors import RaftlogError, UnavailableError, from_rpc_error
 from client.group_member import GroupRpc
 from client.leader_calls import LeaderCalls, NodeRoute, UnaryCall
@@ -239,6 +240,22 @@ class Admin:
 
     async def cluster_status(self) -> admin_pb2.GetClusterStatusResponse:
         return await self._call(lambda s: s.GetClusterStatus, admin_pb2.GetClusterStatusRequest())
+
+    async def who_am_i(
+        self, *, api_key: str | None = None, tenant: str | None = None
+    ) -> admin_pb2.WhoAmIResponse:
+        """Who a key is: its id, whether it is an operator key, and the
+        tenant its calls act in (an operator key's: ``tenant``, else
+        ``default``). Any key may ask. By default the key this ``Admin`` was
+        made with; ``api_key`` (and ``tenant``) ask about another key for
+        this one call, so a service checking its own callers' keys needs one
+        ``Admin`` for all of them. An unknown or revoked key raises
+        ``AuthenticationError``; a tenant key naming another tenant,
+        ``NotFoundError`` (``UNKNOWN_TENANT``)."""
+        metadata = call_metadata(api_key, tenant) if api_key else None
+        return await self._call(
+            lambda s: functools.partial(s.WhoAmI, metadata=metadata), admin_pb2.WhoAmIRequest()
+        )
 
     async def get_node_stats(self, node_ids: Iterable[int] = ()) -> list[admin_pb2.NodeStats]:
         """What each node is doing (replicas, leaders, CPU, memory, Raft

@@ -89,6 +89,7 @@ from cluster.frontend.topic_settings import (
     config_from_create,
     describe_settings,
 )
+from cluster.frontend.who_am_i import who_am_i
 from partitions.replica_errors import ReplicaError
 from raftlog.v1 import admin_pb2, admin_pb2_grpc, headers
 from raftlog.v1.reasons import Reason
@@ -604,3 +605,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             [(n.node_id, n.address) for n in nodes], context.time_remaining()
         )
         return admin_pb2.GetNodeStatsResponse(nodes=stats, next_page_token=next_token)
+
+    async def WhoAmI(
+        self, request: admin_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.WhoAmIResponse:
+        return who_am_i(current_caller())
