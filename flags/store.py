@@ -260,6 +260,21 @@ class FlagStore:
             t.dirty[key] = position
         return result
 
+    def skip(self, tenant: str, offset: int) -> None:
+        """Advance the tenant's applied position past a record of its topic
+        that is not a flag change (an ``@sdk-key/`` record), so positions here
+        stay the topic's positions. Same order rule as ``apply``."""
+        t = self._tenants.setdefault(tenant, _Tenant())
+        position = offset + 1
+        if position <= t.applied:
+            raise ValueError(f"tenant {tenant!r}: offset {offset} applied after position {t.applied}")
+        t.applied = position
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop everything about ``tenant`` (the tenant was deleted); a later
+        ``apply`` starts it afresh from any offset."""
+        self._tenants.pop(tenant, None)
+
     def _purge(self, t: _Tenant, offset: int, env_name: str, flag: str) -> ApplyResult:
         t.dirty.pop(f"{env_name}/{flag}", None)
         env = t.envs.get(env_name)
@@ -417,6 +432,9 @@ class FlagStore:
     def environments(self, tenant: str) -> tuple[str, ...]:
         t = self._tenants.get(tenant, _Tenant())
         return tuple(name for name in sorted(t.envs) if t.envs[name].exists)
+
+    def has_environment(self, tenant: str, env: str) -> bool:
+        return self._env(tenant, env) is not None
 
     def _env(self, tenant: str, env: str) -> _Env | None:
         t = self._tenants.get(tenant)
