@@ -56,7 +56,9 @@ still works, with a warning on stderr saying so. Commands:
   ``--print-key`` prints ``key<SEP>value`` (SEP from ``--key-separator``,
   default a tab; a record without a key prints an empty key); a
   tombstone's value prints as ``--null-value VALUE`` when given, else as
-  nothing (``key<SEP>`` and the end of the line).
+  nothing (``key<SEP>`` and the end of the line);
+- ``raftlog flags ...``: feature flags on a flag server (``RAFTLOG_FLAGS``,
+  default 127.0.0.1:8013) and ``flags serve`` to run one: flags/cli.py.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error (an unusable ``--api-key-file``
@@ -76,6 +78,7 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
+from flags import cli as flags_cli
 from raftlog.v1 import admin_pb2, groups_pb2
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
@@ -621,6 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream", action="store_true", help="one server stream per partition instead of long polls"
     )
     consume.set_defaults(run=_consume)
+
+    flags_cli.add_commands(
+        commands.add_parser("flags", help="feature flags: the flag server and its admin API")
+    )
     return parser
 
 

@@ -54,8 +54,9 @@ FORBIDDEN_IN_RAFT = frozenset(
 ALLOWED_PROJECT_IMPORTS: dict[str, frozenset[str]] = {
     "raft": frozenset({"raft"}),
     "partitions": frozenset({"partitions", "raft", "raftlog"}),
-    # cluster.run_local (`make run`) starts its nodes through the harness.
-    "cluster": frozenset({"cluster", "partitions", "raft", "client", "harness", "raftlog"}),
+    # cluster.run_local (`make run`) starts its nodes through the harness;
+    # the CLI (`raftlog flags ...`) dispatches to flags/cli.py.
+    "cluster": frozenset({"cluster", "partitions", "raft", "client", "harness", "flags", "raftlog"}),
     "client": frozenset({"client", "raftlog"}),
     "flags": frozenset({"flags", "client", "raftlog"}),
     # Test tools as first-class code: start the server as a process, never import it.
@@ -201,23 +202,34 @@ def test_imports_follow_the_folder_table(folder: str) -> None:
     assert not violations, "imports against DESIGN.md's folder table:\n" + "\n".join(map(str, violations))
 
 
-# Within cluster/: the node is a server and must not depend on the SDK or the
-# test tools (issue 13, "one contract"): only the CLI (a client) imports
-# ``client``, and only ``make run``'s entry point imports ``harness``.
+# Within cluster/: the node is a server and must not depend on the SDK, the
+# test tools or the flag service (issue 13, "one contract"; DESIGN.md: the
+# node importing flags is a design bug): only the CLI (a client) imports
+# ``client`` and ``flags`` (to dispatch ``raftlog flags ...``), and only
+# ``make run``'s entry point imports ``harness``.
 CLUSTER_FILES_ALLOWED_EXTRA: dict[str, frozenset[str]] = {
     "client": frozenset({"cluster/cli.py"}),
+    "flags": frozenset({"cluster/cli.py"}),
     "harness": frozenset({"cluster/run_local.py"}),
 }
 
 
-def test_the_node_does_not_import_the_sdk_or_the_harness() -> None:
+def check_cluster_file(path: Path, relative: str, module: str) -> list[Violation]:
+    """Imports of a cluster/ file (``relative``: its path from the repo
+    root) that only ``CLUSTER_FILES_ALLOWED_EXTRA``'s files may make."""
     base = ALLOWED_PROJECT_IMPORTS["cluster"] - set(CLUSTER_FILES_ALLOWED_EXTRA)
+    allowed = base | {pkg for pkg, files in CLUSTER_FILES_ALLOWED_EXTRA.items() if relative in files}
+    return check_import_direction(path, module, frozenset(allowed))
+
+
+def test_the_node_does_not_import_the_sdk_the_harness_or_flags() -> None:
     violations = []
     for path in _files_or_skip("cluster"):
         relative = path.relative_to(REPO).as_posix()
-        allowed = base | {pkg for pkg, files in CLUSTER_FILES_ALLOWED_EXTRA.items() if relative in files}
-        violations += check_import_direction(path, module_name(path, REPO), frozenset(allowed))
-    assert not violations, "the node imports the SDK or the harness:\n" + "\n".join(map(str, violations))
+        violations += check_cluster_file(path, relative, module_name(path, REPO))
+    assert not violations, "the node imports the SDK, the harness or flags:\n" + "\n".join(
+        map(str, violations)
+    )
 
 
 def _newly_loaded(code: str) -> set[str]:
@@ -337,6 +349,26 @@ def test_direction_check_allows_the_table(tmp_path: Path) -> None:
     for relative, module, source, folder in cases:
         path = _write(tmp_path, relative, source)
         assert check_import_direction(path, module, ALLOWED_PROJECT_IMPORTS[folder]) == []
+
+
+@pytest.mark.parametrize(
+    ("relative", "source", "allowed"),
+    [
+        ("cluster/node.py", "from flags import cli\n", False),
+        ("cluster/frontend/x.py", "import flags.server\n", False),
+        ("cluster/run_local.py", "from flags.live import LiveFlags\n", False),
+        ("cluster/node.py", "from client import Producer\n", False),
+        ("cluster/node.py", "from harness.local_cluster import LocalCluster\n", False),
+        ("cluster/cli.py", "from flags import cli as flags_cli\nfrom client import Admin\n", True),
+        ("cluster/run_local.py", "from harness.flag_server import FlagServerProcess\n", True),
+    ],
+)
+def test_cluster_file_check_catches(tmp_path: Path, relative: str, source: str, allowed: bool) -> None:
+    """Only cluster/cli.py may import flags (and client); only run_local, harness."""
+    path = _write(tmp_path, relative, source)
+    module = relative.removesuffix(".py").replace("/", ".")
+    violations = check_cluster_file(path, relative, module)
+    assert (violations == []) is allowed, violations
 
 
 def test_forbidden_modules_show_up_when_loaded() -> None:

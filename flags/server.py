@@ -1,0 +1,528 @@
+"""``raftlog flags serve`` (``python -m flags.server``): the flag server process.
+
+One stateless process beside the cluster. It tails every tenant's ``__flags``
+topic into memory (``Follower`` -> ``LiveFlags``), writes changes through the
+SDK (``FlagWriter``), and serves:
+
+=============== ====== ===========================================================
+port (default)  kind   what
+=============== ====== ===========================================================
+eval    8013    gRPC   ``flagd.evaluation.v1`` + ``.v2``, ``raftlog.flags.v1``
+                       (admin), ``grpc.health.v1``
+sync    8015    gRPC   ``flagd.sync.v1``, ``grpc.health.v1``
+management 8014 HTTP   ``/healthz`` (200 while the process runs), ``/readyz``
+                       (200 once the follower is ready, else 503 with why)
+=============== ====== ===========================================================
+
+A port of 0 means "any free one"; the ready line says which were taken::
+
+    flag server ready eval=HOST:PORT sync=HOST:PORT management=HOST:PORT
+
+It is printed (flushed, on stdout) once all three ports are bound *and* the
+follower has caught up with every tenant's flags, so a script or test that
+waits for it can use the server at once. Before that, ``flag server
+listening ...`` (same fields) says the ports are bound; health answers
+NOT_SERVING and ``/readyz`` 503 until ready.
+
+The operator key (the flag server's system key on the cluster) comes from
+``--api-key-file PATH`` (first line; refused if its group or others may
+read it), ``RAFTLOG_API_KEY``, or ``--api-key`` (with a warning: other users
+see the command line). It never reaches a record, a log line or an answer.
+
+Signals (invariants): SIGINT and SIGTERM never kill the process or raise
+``KeyboardInterrupt`` from the start of ``main`` to its exit. The first one
+stops it gracefully: health says NOT_SERVING, the gRPC servers stop taking
+calls and end open streams after ``STOP_GRACE_S``, the management site
+closes, then the follower, writer and key cache close; exit status 0. Later
+signals are ignored. Exit status 1 when the server could not start (a port
+taken, the cluster unreachable on first contact) or failed, 2 for a usage
+error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
+
+from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
+
+if TYPE_CHECKING:  # imported by serve(): the signal handler is installed first
+    import grpc
+    from aiohttp import web
+    from grpc_health.v1 import health
+
+    from flags.follower import Follower
+
+DEFAULT_EVAL_PORT = 8013
+DEFAULT_MANAGEMENT_PORT = 8014
+DEFAULT_SYNC_PORT = 8015
+DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
+DEFAULT_AUDIT_WINDOW_DAYS = 90
+DAY_MS = 86_400_000
+
+STOP_GRACE_S = 1.0
+"""How long calls in flight get once a stop is asked for; flagd streams
+never end on their own, so they are cancelled after it (clients reconnect
+to another flag server)."""
+
+READY_LINE_PREFIX = "flag server ready"
+LISTENING_LINE_PREFIX = "flag server listening"
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+API_KEY_ON_COMMAND_LINE_WARNING = (
+    "raftlog flags serve: warning: --api-key puts the operator key on the command line, where other "
+    "users of this machine can read it (ps, /proc/PID/cmdline); set RAFTLOG_API_KEY or use "
+    "--api-key-file PATH (a file only you can read) instead"
+)
+
+
+class UsageError(Exception):
+    """A bad option found after parsing (exit status 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    bootstrap: tuple[str, ...]
+    api_key: str
+    host: str = "127.0.0.1"
+    eval_port: int = DEFAULT_EVAL_PORT
+    sync_port: int = DEFAULT_SYNC_PORT
+    management_port: int = DEFAULT_MANAGEMENT_PORT
+    audit_window_days: float = DEFAULT_AUDIT_WINDOW_DAYS
+    fractional: FractionalVersion = DEFAULT_FRACTIONAL_VERSION
+
+    @property
+    def audit_window_ms(self) -> int:
+        return int(self.audit_window_days * DAY_MS)
+
+
+# --- options ---------------------------------------------------------------------------
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser, *, inherit_connection: bool = False) -> None:
+    """The options of ``raftlog flags serve``. ``inherit_connection``: the
+    parser is a subcommand of ``raftlog``, whose own ``--bootstrap``,
+    ``--api-key`` and ``--api-key-file`` may come before the subcommand;
+    here they then default to "not given" (``SUPPRESS``) so they do not
+    overwrite those."""
+    unset = argparse.SUPPRESS if inherit_connection else None
+    parser.add_argument(
+        "--bootstrap",
+        default=unset,
+        help=f"host:port[,host:port...] of cluster nodes (default: $RAFTLOG_BOOTSTRAP or {DEFAULT_BOOTSTRAP})",
+    )
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key-file",
+        default=unset,
+        metavar="PATH",
+        help="the operator key, in a file only you can read (default: $RAFTLOG_API_KEY)",
+    )
+    key.add_argument(
+        "--api-key",
+        default=unset,
+        metavar="KEY",
+        help="the operator key; visible to other users in ps: prefer $RAFTLOG_API_KEY or --api-key-file",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--eval-port", type=int, default=DEFAULT_EVAL_PORT, help="flagd evaluation + admin gRPC (0: any free)"
+    )
+    parser.add_argument(
+        "--sync-port", type=int, default=DEFAULT_SYNC_PORT, help="flagd sync gRPC (0: any free)"
+    )
+    parser.add_argument(
+        "--management-port",
+        type=int,
+        default=DEFAULT_MANAGEMENT_PORT,
+        help="HTTP /healthz and /readyz (0: any free)",
+    )
+    parser.add_argument(
+        "--audit-window-days",
+        type=float,
+        default=DEFAULT_AUDIT_WINDOW_DAYS,
+        help="every change stays readable this long (min_compaction_lag_ms of new __flags topics)",
+    )
+    parser.add_argument(
+        "--fractional",
+        choices=[v.value for v in FractionalVersion],
+        default=DEFAULT_FRACTIONAL_VERSION.value,
+        help="fractional bucketing algorithm (default: what the in-process flagd provider uses)",
+    )
+
+
+def read_api_key_file(path: str) -> str:
+    """The one key in ``path`` (like ``raftlog``'s own ``--api-key-file``):
+    refused when the file is a regular file others may access, empty, or
+    holds more than one word. The mode is checked on the opened file."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+                raise UsageError(
+                    f"--api-key-file {path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); "
+                    f"run `chmod 600 {path}` (or use RAFTLOG_API_KEY)"
+                )
+            raw = f.read(64 * 1024)
+    except OSError as error:
+        raise UsageError(f"--api-key-file {path}: {error.strerror or error}") from None
+    words = raw.decode("utf-8", errors="replace").split()
+    if len(words) != 1:
+        raise UsageError(f"--api-key-file {path} should hold exactly one API key")
+    return words[0]
+
+
+def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> ServeOptions:
+    """``ServeOptions`` from parsed arguments. ``api_key``: already resolved
+    by the caller (``raftlog`` resolves its own options); else from
+    ``--api-key-file``, ``--api-key`` or ``RAFTLOG_API_KEY``."""
+    if api_key is None:
+        if getattr(args, "api_key_file", None):
+            api_key = read_api_key_file(args.api_key_file)
+        elif getattr(args, "api_key", None):
+            print(API_KEY_ON_COMMAND_LINE_WARNING, file=sys.stderr)
+            api_key = str(args.api_key)
+        else:
+            api_key = os.environ.get("RAFTLOG_API_KEY") or None
+    if not api_key:
+        raise UsageError(
+            "no operator key: set RAFTLOG_API_KEY or use --api-key-file PATH "
+            "(the flag server reads and writes every tenant's __flags topic)"
+        )
+    bootstrap_text = (
+        getattr(args, "bootstrap", None) or os.environ.get("RAFTLOG_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+    )
+    bootstrap = tuple(part.strip() for part in bootstrap_text.split(",") if part.strip())
+    if not bootstrap or any(":" not in part for part in bootstrap):
+        raise UsageError(f"--bootstrap {bootstrap_text!r}: expected host:port[,host:port...]")
+    for name in ("eval_port", "sync_port", "management_port"):
+        port = getattr(args, name)
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--{name.replace('_', '-')} {port}: a port is 0 (any free one) to 65535")
+    if args.audit_window_days < 0:
+        raise UsageError("--audit-window-days must be 0 or more")
+    return ServeOptions(
+        bootstrap=bootstrap,
+        api_key=api_key,
+        host=args.host,
+        eval_port=args.eval_port,
+        sync_port=args.sync_port,
+        management_port=args.management_port,
+        audit_window_days=args.audit_window_days,
+        fractional=FractionalVersion(args.fractional),
+    )
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+# --- management HTTP -------------------------------------------------------------------
+
+
+def management_app(is_ready: Callable[[], bool], not_ready_reason: Callable[[], str]) -> web.Application:
+    """``/healthz``: 200 whenever the process answers (liveness: restarting
+    it cannot help otherwise). ``/readyz``: 200 once ``is_ready()``, else
+    503 with ``not_ready_reason()`` as the body (readiness: send no traffic
+    yet)."""
+    from aiohttp import web
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {not_ready_reason()}\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+# --- the process -----------------------------------------------------------------------
+
+
+class StopSignals:
+    """The process's SIGINT/SIGTERM handler (module docstring): the first
+    signal sets ``stop`` on the running loop; the rest are ignored."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        self._loop, self._stop = loop, stop
+        if self.received is not None:
+            stop.set()
+
+    def detach(self) -> None:
+        self._loop = self._stop = None
+
+    def ignore_from_now(self) -> None:
+        # SIG_IGN survives interpreter finalization; a Python handler does not.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stop.set)
+
+
+@contextlib.contextmanager
+def _wake_on_signal(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """A signal wakes the loop at once (its C handler writes to a socket the
+    loop watches), even when it landed on one of gRPC's threads."""
+    receive, send = socket.socketpair()
+    with receive, send:
+        receive.setblocking(False)
+        send.setblocking(False)
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while receive.recv(4096):
+                    pass
+
+        loop.add_reader(receive.fileno(), drain)
+        previous = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
+            loop.remove_reader(receive.fileno())
+
+
+class StartError(Exception):
+    """The server could not start (exit status 1)."""
+
+
+def _bind_grpc(server: grpc.aio.Server, host: str, port: int, what: str) -> int:
+    """Bind ``server`` and return the port taken."""
+    try:
+        bound = int(server.add_insecure_port(host_port(host, port)))
+    except RuntimeError as error:  # grpc raises on a failed bind (older versions returned 0)
+        raise StartError(f"cannot listen on {host_port(host, port)} ({what}): {error}") from None
+    if bound == 0:
+        raise StartError(f"cannot listen on {host_port(host, port)} ({what}): address in use?")
+    return bound
+
+
+async def _set_health(servicer: health.aio.HealthServicer, services: Sequence[str], serving: bool) -> None:
+    from grpc_health.v1 import health_pb2
+
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", *services):
+        await servicer.set(service, status)
+
+
+async def serve(
+    options: ServeOptions, stop: asyncio.Event, *, out: TextIO | None = None, log: TextIO | None = None
+) -> None:
+    """Run the flag server until ``stop`` is set, then stop it gracefully.
+    Raises ``StartError`` when it cannot start."""
+    import grpc
+    from aiohttp import web
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    from flags.admin_service import register_admin
+    from flags.flagd_evaluation import register_evaluation
+    from flags.flagd_sync import register_sync
+    from flags.follower import Follower
+    from flags.live import LiveFlags
+    from flags.tenant_keys import TenantKeys
+    from flags.writer import FlagWriter
+
+    out = out or sys.stdout
+    log = log or sys.stderr
+    live = LiveFlags(fractional=options.fractional)
+    follower = Follower(live, list(options.bootstrap), options.api_key)
+    writer = FlagWriter(
+        live, follower, list(options.bootstrap), options.api_key, audit_window_ms=options.audit_window_ms
+    )
+    keys = TenantKeys(list(options.bootstrap))
+    is_ready = follower.is_ready
+
+    eval_server = grpc.aio.server()
+    sync_server = grpc.aio.server()
+    health_servicer = health.aio.HealthServicer()
+    register_evaluation(eval_server, live, is_ready=is_ready)
+    register_admin(eval_server, live, writer, follower, keys)
+    register_sync(sync_server, live, is_ready=is_ready)
+    for server in (eval_server, sync_server):
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Health names the overall server ("") and each flag service; they become
+    # SERVING together, once the follower is ready.
+    services = flag_service_names()
+    await _set_health(health_servicer, services, serving=False)
+
+    def not_ready_reason() -> str:
+        return "catching up with the flag changes in the log (or the cluster is unreachable)"
+
+    runner = web.AppRunner(management_app(is_ready, not_ready_reason), access_log=None)
+    follow_task: asyncio.Task[None] | None = None
+    try:
+        eval_port = _bind_grpc(eval_server, options.host, options.eval_port, "evaluation")
+        sync_port = _bind_grpc(sync_server, options.host, options.sync_port, "sync")
+        await runner.setup()
+        site = web.TCPSite(runner, options.host, options.management_port)
+        try:
+            await site.start()
+        except OSError as error:
+            raise StartError(
+                f"cannot listen on {host_port(options.host, options.management_port)} (management): "
+                f"{error.strerror or error}"
+            ) from None
+        management_port = int(runner.addresses[0][1])
+        await eval_server.start()
+        await sync_server.start()
+        ports = (
+            f"eval={host_port(options.host, eval_port)} sync={host_port(options.host, sync_port)} "
+            f"management={host_port(options.host, management_port)}"
+        )
+        print(f"{LISTENING_LINE_PREFIX} {ports}", file=out, flush=True)
+        follow_task = asyncio.create_task(follower.run(), name="flags-follower")
+        stopped = asyncio.create_task(stop.wait(), name="flags-stop")
+        ready = asyncio.create_task(_wait_ready(follower), name="flags-ready")
+        done, _ = await asyncio.wait({follow_task, stopped, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            await _set_health(health_servicer, services, serving=True)
+            print(f"{READY_LINE_PREFIX} {ports}", file=out, flush=True)
+            done, _ = await asyncio.wait({follow_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, ready):
+            task.cancel()
+        if follow_task in done:
+            follow_task.result()  # raises what ended it
+            raise StartError("the follower stopped on its own")
+    finally:
+        await _shutdown(eval_server, sync_server, health_servicer, services, runner, follow_task, log)
+        for closing in (follower.close, writer.close, keys.close):
+            try:
+                await closing()
+            except Exception as error:  # one failure must not keep the others open
+                print(f"raftlog flags serve: closing: {error!r}", file=log)
+
+
+async def _wait_ready(follower: Follower) -> None:
+    """Until the follower is ready, however long (``wait_ready`` takes a
+    finite timeout)."""
+    while not await follower.wait_ready(3600.0):
+        pass
+
+
+def flag_service_names() -> tuple[str, ...]:
+    """The gRPC services the flag server serves, as health names them."""
+    from openfeature.schemas.protobuf.flagd.evaluation.v1 import evaluation_pb2 as evaluation_v1
+    from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2 as evaluation_v2
+    from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2
+
+    from raftlog.flags.v1 import flags_pb2
+
+    modules = (evaluation_v1, evaluation_v2, flags_pb2, sync_pb2)
+    return tuple(sorted(s.full_name for m in modules for s in m.DESCRIPTOR.services_by_name.values()))
+
+
+async def _shutdown(
+    eval_server: grpc.aio.Server,
+    sync_server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    services: Sequence[str],
+    runner: web.AppRunner,
+    follow_task: asyncio.Task[None] | None,
+    log: TextIO,
+) -> None:
+    """Stop taking traffic, end streams, stop following (module docstring)."""
+    with contextlib.suppress(Exception):
+        await health_servicer.enter_graceful_shutdown()
+    await asyncio.gather(
+        eval_server.stop(STOP_GRACE_S),
+        sync_server.stop(STOP_GRACE_S),
+        return_exceptions=True,
+    )
+    try:
+        await runner.cleanup()
+    except Exception as error:
+        print(f"raftlog flags serve: closing the management site: {error!r}", file=log)
+    if follow_task is not None and not follow_task.done():
+        follow_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await follow_task
+
+
+def build_parser(prog: str = "python -m flags.server") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0] if __doc__ else None)
+    add_serve_arguments(parser)
+    return parser
+
+
+def run(options: ServeOptions, signals: StopSignals) -> int:
+    """Serve until a stop signal; the exit status."""
+
+    async def main_task() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        with _wake_on_signal(loop):
+            signals.attach(loop, stop)
+            try:
+                await serve(options, stop)
+            finally:
+                signals.detach()
+
+    try:
+        asyncio.run(main_task())
+    except StartError as error:
+        print(f"raftlog flags serve: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # the follower or a server failed: say what, exit 1
+        print(f"raftlog flags serve: failed: {error!r}", file=sys.stderr)
+        return 1
+    finally:
+        signals.ignore_from_now()
+    if signals.received is not None:
+        print(f"raftlog flags serve: stopped on {signal.Signals(signals.received).name}", file=sys.stderr)
+    return 0
+
+
+def serve_main(args: argparse.Namespace, api_key: str | None = None) -> int:
+    """Entry point for parsed arguments (``raftlog flags serve`` passes its
+    resolved key)."""
+    signals = StopSignals()
+    signals.install()
+    try:
+        options = options_from_args(args, api_key)
+    except UsageError as error:
+        signals.ignore_from_now()
+        print(f"raftlog flags serve: {error}", file=sys.stderr)
+        return 2
+    return run(options, signals)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return serve_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
