@@ -14,6 +14,13 @@ nodes get the operator key in ``data/bootstrap.key`` (0600,
 ``--bootstrap-key-file``), never in their environment. Later runs reuse
 all of them and the data. Node logs go to ``data/nodeN.log``.
 
+Once the nodes are ready, one flag server (``raftlog flags serve``,
+harness/flag_server.py) starts beside them on 127.0.0.1:8013 (evaluation
+and admin gRPC), 8014 (management HTTP) and 8015 (sync gRPC), with the
+operator key in ``data/flags.key`` (0600) and its log in ``data/flags.log``.
+A flag server that cannot start (a port taken) is reported and the cluster
+runs without it; one that dies later stops everything, like a node.
+
 Stopping (invariants):
 
 - The nodes run in sessions of their own, so a terminal's Ctrl-C reaches
@@ -27,7 +34,9 @@ Stopping (invariants):
   while it is starting; a second signal changes nothing but a message. Any
   other way out kills the nodes; only a SIGKILL of this program leaves them
   running (stop them by their pids, or the next run cannot bind its ports).
-- Exit status 0 when every node stopped cleanly (``_stopped_cleanly``:
+- The flag server is a process like a node here: its own session, stopped
+  once, together with the nodes (SIGTERM to it first), under the same grace.
+- Exit status 0 when every node (and the flag server) stopped cleanly (``_stopped_cleanly``:
   status 0, or killed by a signal the user's stop explains); 1 when a node
   had to be SIGKILLed, stopped with another status, or died on its own (that
   stops the others too); 2 for a bad cluster file.
@@ -50,11 +59,17 @@ from types import FrameType
 
 from cluster.private_file import write_private
 from cluster.static_config import ConfigError, NodeSpec, load_cluster
+from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
 from partitions.owner_only import make_owner_only_dir, restrict_umask
 from raftlog.internal.node_proof import ensure_secret_file
 
 ENV_FILE = "cluster.env"
+
+FLAGS_HOST = "127.0.0.1"
+FLAGS_EVAL_PORT = 8013
+FLAGS_MANAGEMENT_PORT = 8014
+FLAGS_SYNC_PORT = 8015
 
 STOP_GRACE_S = 10.0
 """How long the nodes get to stop before SIGKILL. A node stops in about
@@ -127,25 +142,51 @@ def main(argv: list[str] | None = None) -> int:
         own_sessions=True,
         secret_file=secret_file,
     )
+    flags: FlagServerProcess | None = None
     try:
         try:
             cluster.start_all(interrupted=stop.requested)
         except StartInterrupted:
-            return _stop(cluster, stop, starting=True)
+            return _stop(cluster, None, stop, starting=True)
         except (RuntimeError, TimeoutError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        _print_banner(root, cluster_spec.nodes)
-        failed = _wait_until_stop_or_death(cluster, stop)
-        return _stop(cluster, stop) or failed
+        flags = FlagServerProcess(
+            root,
+            bootstrap,
+            api_key,
+            host=FLAGS_HOST,
+            eval_port=FLAGS_EVAL_PORT,
+            sync_port=FLAGS_SYNC_PORT,
+            management_port=FLAGS_MANAGEMENT_PORT,
+            own_session=True,
+        )
+        try:
+            flags.start(interrupted=stop.requested)
+        except StartInterrupted:
+            return _stop(cluster, flags, stop, starting=True)
+        except (RuntimeError, TimeoutError) as exc:
+            print(
+                f"error: the flag server did not start; the cluster runs without it: {exc}", file=sys.stderr
+            )
+            flags.close()
+            flags = None
+        _print_banner(root, cluster_spec.nodes, flags)
+        failed = _wait_until_stop_or_death(cluster, flags, stop)
+        return _stop(cluster, flags, stop) or failed
     finally:
-        # Nodes in sessions of their own outlive us unless stopped: on any
-        # way out that did not stop them (a failed start, a bug), kill them.
+        # Processes in sessions of their own outlive us unless stopped: on
+        # any way out that did not stop them (a failed start, a bug), kill them.
+        if flags is not None:
+            flags.close()
         cluster.close()
 
 
-def _wait_until_stop_or_death(cluster: LocalCluster, stop: _StopRequest) -> int:
-    """1 if a node died on its own first (said on stderr), else 0."""
+def _wait_until_stop_or_death(
+    cluster: LocalCluster, flags: FlagServerProcess | None, stop: _StopRequest
+) -> int:
+    """1 if a node or the flag server died on its own first (said on
+    stderr), else 0."""
     while not stop.requested():
         time.sleep(0.2)
         # A node that exits once the stop is asked for is stopping, not dying.
@@ -156,15 +197,23 @@ def _wait_until_stop_or_death(cluster: LocalCluster, stop: _StopRequest) -> int:
             for node_id, code in dead.items():
                 print(f"node {node_id} exited with status {code}; stopping the cluster", file=sys.stderr)
             return 1
+        flags_code = flags.exit_code() if flags is not None else None
+        if flags_code is not None:
+            print(f"the flag server exited with status {flags_code}; stopping the cluster", file=sys.stderr)
+            return 1
     return 0
 
 
-def _stop(cluster: LocalCluster, stop: _StopRequest, *, starting: bool = False) -> int:
-    """Stop every node once (see the module docstring); 0 if all stopped
-    cleanly. ``starting``: the nodes were not all ready yet."""
+def _stop(
+    cluster: LocalCluster, flags: FlagServerProcess | None, stop: _StopRequest, *, starting: bool = False
+) -> int:
+    """Stop every node and the flag server once, together (see the module
+    docstring); 0 if all stopped cleanly. ``starting``: not all were ready yet."""
+    flags_running = flags is not None and flags.exit_code() is None
     if stop.signal is not None:
+        also = " and the flag server" if flags_running else ""
         print(
-            f"raftlog: {signal.Signals(stop.signal).name}: stopping {len(cluster.processes)} nodes"
+            f"raftlog: {signal.Signals(stop.signal).name}: stopping {len(cluster.processes)} nodes{also}"
             f" (SIGKILL for any still running after {STOP_GRACE_S:g} s)",
             file=sys.stderr,
             flush=True,
@@ -177,9 +226,25 @@ def _stop(cluster: LocalCluster, stop: _StopRequest, *, starting: bool = False) 
             flush=True,
         )
 
+    def say_flags_kill() -> None:
+        print(
+            f"the flag server did not stop within {STOP_GRACE_S:g} s; sending SIGKILL",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # SIGTERM to the flag server first, then to the nodes: all stop together.
+    if flags is not None and flags_running:
+        flags.terminate()
     codes = cluster.stop_all(STOP_GRACE_S, on_kill=say_kill)
-    print("stopped: " + ", ".join(f"node {n} -> {_status(c)}" for n, c in sorted(codes.items())), flush=True)
-    return 0 if all(_stopped_cleanly(code, stop.signal, starting) for code in codes.values()) else 1
+    stopped = [f"node {n} -> {_status(c)}" for n, c in sorted(codes.items())]
+    clean = all(_stopped_cleanly(code, stop.signal, starting) for code in codes.values())
+    if flags is not None and flags_running:
+        flags_code = flags.wait_stopped(STOP_GRACE_S, on_kill=say_flags_kill)
+        stopped.append(f"flag server -> {_status(flags_code)}")
+        clean = clean and _stopped_cleanly(flags_code, stop.signal, starting)
+    print("stopped: " + ", ".join(stopped), flush=True)
+    return 0 if clean else 1
 
 
 class _StopRequest:
@@ -224,16 +289,26 @@ def _status(code: int) -> str:
         return str(code)
 
 
-def _print_banner(root: Path, nodes: Sequence[NodeSpec]) -> None:
+def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProcess | None) -> None:
     print(f"raftlog: {len(nodes)} nodes up, data in {root}")
     for node in nodes:
         print(f"  node {node.id}: {node.address}  (log: {root / f'node{node.id}.log'})")
+    if flags is not None:
+        print(
+            f"  flag server: evaluation+admin {flags.eval_address}, sync {flags.sync_address}, "
+            f"management {flags.management_url}  (log: {flags.log_path})"
+        )
     print(f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key)")
     print("try, in another terminal:")
     print(f"  . {_shown(root / ENV_FILE)}")
     print("  raftlog topic create t --partitions 3 --replication 3")
     print("  seq 1000 | raftlog produce t")
     print("  raftlog consume t --from-beginning --max-records 1000")
+    if flags is not None:
+        print(
+            "  raftlog flags env create production && raftlog flags key create production"
+            "   # flags of the default tenant; an SDK key for OpenFeature providers"
+        )
     print("Ctrl-C stops the cluster.", flush=True)
 
 
