@@ -1,0 +1,91 @@
+"""flagd's sync protocol on grpc.aio: ``flagd.sync.v1.FlagSyncService``.
+
+In-process flagd providers stream ``SyncFlags`` and evaluate locally; each
+message is a complete flags.json document (``Serving.configuration``, never a
+delta), so a provider that missed messages is whole again after the next one.
+
+============== =================================================================
+RPC            answer
+============== =================================================================
+SyncFlags      the environment's document on connect (that makes the provider
+               ready), then one per change of the environment; changes that
+               arrive while a message is being sent coalesce into the next one,
+               and a document equal to the last one sent is not sent again. An
+               environment that does not exist (or was deleted) is the empty
+               set ``{"flags":{}}``: the stream stays open and serves the
+               environment once it exists.
+FetchAllFlags  the document now (same scoping).
+GetMetadata    UNIMPLEMENTED: the provider calls it without any header before
+               every SyncFlags and treats UNIMPLEMENTED (only) as "no metadata".
+============== =================================================================
+
+Authentication and readiness are ``SdkGate``'s (flags/sdk_auth.py); these two
+RPCs also accept the key in the deprecated body field ``selector`` (when the
+``flagd-selector`` header is empty), since older providers send only that.
+
+Invariants: the watcher is registered before the first document is read, so
+every change after it reaches the stream; a stream holds exactly one watcher
+and releases it when it ends for any reason (client gone, deadline, server
+stopping, key revoked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2, sync_pb2_grpc
+
+from flags.live import LiveFlags, Scope
+from flags.sdk_auth import SdkGate
+
+__all__ = ["EMPTY_CONFIGURATION", "FlagSync", "register_sync"]
+
+EMPTY_CONFIGURATION = '{"flags":{}}'
+GET_METADATA_MESSAGE = "GetMetadata is not served: flag sets carry their metadata in flags.json"
+
+
+def configuration(live: LiveFlags, scope: Scope) -> str:
+    """The environment's flags.json now (the empty set when it does not exist)."""
+    serving = live.serving(scope)
+    return EMPTY_CONFIGURATION if serving is None else serving.configuration
+
+
+class FlagSync(sync_pb2_grpc.FlagSyncServiceServicer):
+    def __init__(self, live: LiveFlags, gate: SdkGate) -> None:
+        self.live = live
+        self.gate = gate
+
+    async def SyncFlags(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[sync_pb2.SyncFlagsResponse]:
+        scope, found = await self.gate.admit(context, request.selector)
+        live = self.live
+        with live.watch(scope) as watcher:
+            sent = configuration(live, scope)
+            yield sync_pb2.SyncFlagsResponse(flag_configuration=sent)
+            while True:
+                await watcher.next()
+                await self.gate.recheck(context, found, scope)
+                document = configuration(live, scope)
+                if document != sent:
+                    sent = document
+                    yield sync_pb2.SyncFlagsResponse(flag_configuration=document)
+
+    async def FetchAllFlags(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> sync_pb2.FetchAllFlagsResponse:
+        scope, _found = await self.gate.admit(context, request.selector)
+        return sync_pb2.FetchAllFlagsResponse(flag_configuration=configuration(self.live, scope))
+
+    async def GetMetadata(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> sync_pb2.GetMetadataResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, GET_METADATA_MESSAGE)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def register_sync(server: grpc.aio.Server, live: LiveFlags, *, is_ready: Callable[[], bool]) -> None:
+    """Add ``flagd.sync.v1.FlagSyncService`` to ``server``."""
+    sync_pb2_grpc.add_FlagSyncServiceServicer_to_server(FlagSync(live, SdkGate(live, is_ready)), server)
