@@ -291,3 +291,25 @@ def test_check_change_is_exact_and_resolves_refs() -> None:
     assert isinstance(exists, Rejected) and exists.reason is RejectReason.FLAG_EXISTS
     env = store.check_change("t", Change(Kind.ENV_DELETE, "production", None, "k", 0, 0))
     assert isinstance(env, Conflict)
+
+
+def test_skip_advances_positions_and_forget_tenant_drops_one_tenant() -> None:
+    store = FlagStore()
+    create(store, "t", 0, Change(Kind.ENV_CREATE, "production", None, "k", 0, 0))
+    create(store, "u", 0, Change(Kind.ENV_CREATE, "production", None, "k", 0, 0))
+    store.skip("t", 1)  # an SDK key record at offset 1
+    assert store.applied("t") == 2 and store.has_environment("t", "production")
+    with pytest.raises(ValueError):
+        store.skip("t", 1)
+    with pytest.raises(ValueError):
+        store.apply("t", 1, "production", encode(Change(Kind.ENV_DELETE, "production", None, "k", 0, 1)))
+    # A write made against the skipped position's view is decided as usual.
+    create(store, "t", 2, Change(Kind.CREATE, "production", "a", "k", 0, 1, make_flag("a", "x")))
+    assert store.flag_version("t", "production", "a") == 3
+    store.check_invariants()
+    store.forget_tenant("t")
+    assert store.applied("t") == 0 and not store.has_environment("t", "production")
+    assert store.has_environment("u", "production") and not store.has_environment("u", "staging")
+    create(store, "t", 0, Change(Kind.ENV_CREATE, "staging", None, "k", 0, 0))
+    assert store.environments("t") == ("staging",)
+    store.check_invariants()
