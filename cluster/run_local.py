@@ -237,13 +237,13 @@ def _stop(
     if flags is not None and flags_running:
         flags.terminate()
     codes = cluster.stop_all(STOP_GRACE_S, on_kill=say_kill)
-    stopped = [f"node {n} -> {_status(c)}" for n, c in sorted(codes.items())]
+    print("stopped: " + ", ".join(f"node {n} -> {_status(c)}" for n, c in sorted(codes.items())), flush=True)
     clean = all(_stopped_cleanly(code, stop.signal, starting) for code in codes.values())
     if flags is not None and flags_running:
         flags_code = flags.wait_stopped(STOP_GRACE_S, on_kill=say_flags_kill)
-        stopped.append(f"flag server -> {_status(flags_code)}")
+        # A line of its own: "stopped:" lists the nodes (scripts read it).
+        print(f"flag server stopped -> {_status(flags_code)}", flush=True)
         clean = clean and _stopped_cleanly(flags_code, stop.signal, starting)
-    print("stopped: " + ", ".join(stopped), flush=True)
     return 0 if clean else 1
 
 

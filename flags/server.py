@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -55,6 +56,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
+from raftlog.v1 import channel_options
 
 if TYPE_CHECKING:  # imported by serve(): the signal handler is installed first
     import grpc
@@ -74,6 +76,16 @@ STOP_GRACE_S = 1.0
 """How long calls in flight get once a stop is asked for; flagd streams
 never end on their own, so they are cancelled after it (clients reconnect
 to another flag server)."""
+
+GRPC_SERVER_OPTIONS = (
+    # A second flag server started on a taken port fails instead of sharing
+    # it (SO_REUSEPORT would let the kernel split connections between them).
+    ("grpc.so_reuseport", 0),
+    # Providers keep long-lived streams open and ping them: accept pings down
+    # to the rate raftlog's own clients use, with or without calls in flight.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", channel_options.MIN_PING_INTERVAL_MS),
+)
 
 READY_LINE_PREFIX = "flag server ready"
 LISTENING_LINE_PREFIX = "flag server listening"
@@ -365,8 +377,8 @@ async def serve(
     keys = TenantKeys(list(options.bootstrap))
     is_ready = follower.is_ready
 
-    eval_server = grpc.aio.server()
-    sync_server = grpc.aio.server()
+    eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    sync_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     register_evaluation(eval_server, live, is_ready=is_ready)
     register_admin(eval_server, live, writer, follower, keys)
@@ -379,10 +391,12 @@ async def serve(
     await _set_health(health_servicer, services, serving=False)
 
     def not_ready_reason() -> str:
-        return "catching up with the flag changes in the log (or the cluster is unreachable)"
+        stopped = follower.stopped_tenants()
+        if stopped:
+            return "; ".join(f"tenant {tenant}: {why}" for tenant, why in sorted(stopped.items()))
+        return "catching up with the flag changes in the log (or the cluster is not reachable yet)"
 
     runner = web.AppRunner(management_app(is_ready, not_ready_reason), access_log=None)
-    follow_task: asyncio.Task[None] | None = None
     try:
         eval_port = _bind_grpc(eval_server, options.host, options.eval_port, "evaluation")
         sync_port = _bind_grpc(sync_server, options.host, options.sync_port, "sync")
@@ -403,21 +417,23 @@ async def serve(
             f"management={host_port(options.host, management_port)}"
         )
         print(f"{LISTENING_LINE_PREFIX} {ports}", file=out, flush=True)
-        follow_task = asyncio.create_task(follower.run(), name="flags-follower")
-        stopped = asyncio.create_task(stop.wait(), name="flags-stop")
-        ready = asyncio.create_task(_wait_ready(follower), name="flags-ready")
-        done, _ = await asyncio.wait({follow_task, stopped, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if ready in done:
-            await _set_health(health_servicer, services, serving=True)
+
+        def announce() -> None:
             print(f"{READY_LINE_PREFIX} {ports}", file=out, flush=True)
-            done, _ = await asyncio.wait({follow_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (stopped, ready):
-            task.cancel()
-        if follow_task in done:
-            follow_task.result()  # raises what ended it
-            raise StartError("the follower stopped on its own")
+
+        # A failing child cancels the body (stop.wait) and the group raises.
+        async with asyncio.TaskGroup() as group:
+            following = group.create_task(follower.run(), name="flags-follower")
+            tracking = group.create_task(
+                _track_readiness(follower, health_servicer, services, announce), name="flags-readiness"
+            )
+            await stop.wait()
+            await _stop_serving(eval_server, sync_server, health_servicer, runner, log)
+            tracking.cancel()
+            following.cancel()
     finally:
-        await _shutdown(eval_server, sync_server, health_servicer, services, runner, follow_task, log)
+        # Idempotent: a start that failed half-way closes what it opened.
+        await _stop_serving(eval_server, sync_server, health_servicer, runner, log)
         for closing in (follower.close, writer.close, keys.close):
             try:
                 await closing()
@@ -425,11 +441,34 @@ async def serve(
                 print(f"raftlog flags serve: closing: {error!r}", file=log)
 
 
-async def _wait_ready(follower: Follower) -> None:
-    """Until the follower is ready, however long (``wait_ready`` takes a
-    finite timeout)."""
-    while not await follower.wait_ready(3600.0):
-        pass
+READINESS_CHECK_S = 0.5
+"""How often health is brought in line with the follower's readiness (it
+can also go back: a tenant whose records cannot be applied stops it)."""
+
+
+async def _track_readiness(
+    follower: Follower,
+    health_servicer: health.aio.HealthServicer,
+    services: Sequence[str],
+    announce: Callable[[], None],
+) -> None:
+    """Health says SERVING exactly while the follower is ready (checked
+    every ``READINESS_CHECK_S``, and at once when it becomes ready);
+    ``announce()`` the first time it is."""
+    serving = False
+    announced = False
+    while True:
+        ready = follower.is_ready()
+        if ready != serving:
+            await _set_health(health_servicer, services, serving=ready)
+            serving = ready
+        if ready and not announced:
+            announce()
+            announced = True
+        if announced:
+            await asyncio.sleep(READINESS_CHECK_S)
+        else:
+            await follower.wait_ready(READINESS_CHECK_S)
 
 
 def flag_service_names() -> tuple[str, ...]:
@@ -444,31 +483,25 @@ def flag_service_names() -> tuple[str, ...]:
     return tuple(sorted(s.full_name for m in modules for s in m.DESCRIPTOR.services_by_name.values()))
 
 
-async def _shutdown(
+async def _stop_serving(
     eval_server: grpc.aio.Server,
     sync_server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,
-    services: Sequence[str],
     runner: web.AppRunner,
-    follow_task: asyncio.Task[None] | None,
     log: TextIO,
 ) -> None:
-    """Stop taking traffic, end streams, stop following (module docstring)."""
+    """Stop taking traffic: health says NOT_SERVING, the gRPC servers refuse
+    new calls and cancel open streams after ``STOP_GRACE_S``, the management
+    site closes. Safe to call twice and on servers never started."""
     with contextlib.suppress(Exception):
         await health_servicer.enter_graceful_shutdown()
     await asyncio.gather(
-        eval_server.stop(STOP_GRACE_S),
-        sync_server.stop(STOP_GRACE_S),
-        return_exceptions=True,
+        eval_server.stop(STOP_GRACE_S), sync_server.stop(STOP_GRACE_S), return_exceptions=True
     )
     try:
         await runner.cleanup()
     except Exception as error:
         print(f"raftlog flags serve: closing the management site: {error!r}", file=log)
-    if follow_task is not None and not follow_task.done():
-        follow_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await follow_task
 
 
 def build_parser(prog: str = "python -m flags.server") -> argparse.ArgumentParser:
@@ -508,14 +541,16 @@ def run(options: ServeOptions, signals: StopSignals) -> int:
 def serve_main(args: argparse.Namespace, api_key: str | None = None) -> int:
     """Entry point for parsed arguments (``raftlog flags serve`` passes its
     resolved key)."""
-    signals = StopSignals()
-    signals.install()
     try:
         options = options_from_args(args, api_key)
     except UsageError as error:
-        signals.ignore_from_now()
         print(f"raftlog flags serve: {error}", file=sys.stderr)
         return 2
+    # Before the server's imports (a good part of a second): a stop signal
+    # from then on stops the server cleanly.
+    signals = StopSignals()
+    signals.install()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(options, signals)
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from harness.local_cluster import StartInterrupted, _write_private, free_ports
 
 READY_LINE = b"flag server ready"
+LISTENING_LINE = b"flag server listening"
 
 
 class FlagServerProcess:
@@ -67,6 +68,9 @@ class FlagServerProcess:
         self.name = name
         self.own_session = own_session
         self.process: subprocess.Popen[bytes] | None = None
+        self._stdout_pending = b""
+        """Read from stdout but not yet looked at (a partial line, or lines
+        after the one a wait stopped at)."""
         self.log_path = self.root / f"{name}.log"
         self.key_path = self.root / f"{name}.key"
 
@@ -100,6 +104,7 @@ class FlagServerProcess:
         _write_private(self.key_path, self.api_key + "\n")
         env = {k: v for k, v in os.environ.items() if k != "RAFTLOG_API_KEY"}
         env["PYTHONUNBUFFERED"] = "1"
+        self._stdout_pending = b""
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the process)
         try:
             self.process = subprocess.Popen(
@@ -131,31 +136,47 @@ class FlagServerProcess:
             log.close()
 
     def wait_ready(self, timeout: float = 60.0, interrupted: Callable[[], bool] | None = None) -> None:
-        """Read stdout until the ready line, within ``timeout`` (a selector
-        with a deadline: a server that hangs silently cannot block us)."""
+        """Wait for the ready line (ports bound, the log read)."""
+        self._wait_for_line(READY_LINE, timeout, interrupted)
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        """Wait for the listening line (ports bound; maybe not ready yet)."""
+        self._wait_for_line(LISTENING_LINE, timeout, None)
+
+    def _wait_for_line(self, prefix: bytes, timeout: float, interrupted: Callable[[], bool] | None) -> None:
+        """Read stdout until a line starting with ``prefix``, within
+        ``timeout`` (a selector with a deadline: a server that hangs
+        silently cannot block us). Lines after it stay for the next wait."""
         proc = self.process
         assert proc is not None and proc.stdout is not None
         fd = proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        pending = b""
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
-            while (remaining := deadline - time.monotonic()) > 0:
+            while True:
+                lines = self._stdout_pending.split(b"\n")
+                for index, line in enumerate(lines[:-1]):
+                    if line.startswith(prefix):
+                        self._stdout_pending = b"\n".join(lines[index + 1 :])
+                        return
+                self._stdout_pending = lines[-1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"flag server: no {prefix.decode()!r} after {timeout}s:\n{self.log_tail()}"
+                    )
                 if interrupted is not None and interrupted():
                     raise StartInterrupted("interrupted while the flag server was starting")
                 if not selector.select(remaining if interrupted is None else min(remaining, 0.1)):
                     continue
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
-                    if READY_LINE in pending:
+                    if self._stdout_pending.startswith(prefix):  # a last line without a newline
                         return
                     raise RuntimeError(
-                        f"flag server exited ({proc.wait()}) before it was ready:\n{self.log_tail()}"
+                        f"flag server exited ({proc.wait()}) before {prefix.decode()!r}:\n{self.log_tail()}"
                     )
-                *lines, pending = (pending + chunk).split(b"\n")
-                if any(line.startswith(READY_LINE) for line in lines):
-                    return
-        raise TimeoutError(f"flag server not ready after {timeout}s:\n{self.log_tail()}")
+                self._stdout_pending += chunk
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
