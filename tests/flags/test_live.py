@@ -304,6 +304,25 @@ def test_sdk_keys_create_revoke_unknown_tampered_and_other_tenants(monkeypatch: 
     live.forget_tenant("acme")
     assert live.authenticate(fresh.clear_key) is None and live.sdk_keys("acme") == ()
     assert live.tenants() == ()
+    # A tenant of the same name later has a new topic: none of the old keys count.
+    Feed(live, "acme")("prod", env_create())
+    assert live.authenticate(fresh.clear_key) is None and live.authenticate(issued.clear_key) is None
+
+
+def test_a_key_recorded_in_two_tenants_serves_neither() -> None:
+    # Not something an honest writer produces (the digest of an unknown secret would
+    # have to be copied across topics); serving either tenant would be a guess.
+    live = LiveFlags()
+    acme, globex = Feed(live, "acme"), Feed(live, "globex")
+    acme("prod", env_create())
+    globex("prod", env_create())
+    issued = issue_sdk_key("prod", "web", "key-1", 1)
+    acme(issued.record_key, issued.record_value)
+    assert live.authenticate(issued.clear_key) == ACME
+    globex(issued.record_key, issued.record_value)
+    assert live.authenticate(issued.clear_key) is None
+    live.forget_tenant("globex")
+    assert live.authenticate(issued.clear_key) == ACME
 
 
 def test_a_revoke_alone_survives_compaction_and_malformed_key_records_are_reported() -> None:

@@ -166,4 +166,6 @@ def test_verification_uses_the_salt_and_digest() -> None:
     assert not verify_secret(b"t" * 16, digest, secret)
     assert not verify_secret(salt, digest, b"j" * 32)
     assert not verify_secret(salt, bytes(32), secret)
+    assert not verify_secret(salt, digest[:-1] + bytes([digest[-1] ^ 1]), secret)  # every byte counts
+    assert not verify_secret(salt, digest[:16], secret)
     verify_unknown(secret)  # same work, no answer: it must not raise
