@@ -130,6 +130,8 @@ class Follower:
         """The first complete sweep is done (invariant 4)."""
         self._caught_up = False
         """Every tenant known at start has caught up (stays true once true)."""
+        self._stopped: dict[str, str] = {}
+        """Followed tenants that stopped (invariant 2), with the reason."""
         self._progress = asyncio.Event()
         self._sweep_lock = asyncio.Lock()
         self._last_sweep_start = -math.inf
@@ -185,7 +187,7 @@ class Follower:
                 ):
                     return False
             self._caught_up = True
-        return not any(f.stopped is not None for f in self._followed.values())
+        return not self._stopped  # O(1): request handlers may ask on every call
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait until ``is_ready()`` (True) or ``timeout_s`` passed (False)."""
@@ -209,7 +211,7 @@ class Follower:
     def stopped_tenants(self) -> dict[str, str]:
         """Tenants whose records could not be applied, with the reason
         (invariant 2): for the readiness endpoint's explanation."""
-        return {f.tenant: f.stopped for f in self._followed.values() if f.stopped is not None}
+        return dict(self._stopped)
 
     def following(self) -> tuple[str, ...]:
         """The tenants followed now (stopped ones included)."""
@@ -321,6 +323,7 @@ class Follower:
 
     def _drop(self, tenant: str, why: str) -> None:
         followed = self._followed.pop(tenant, None)
+        self._stopped.pop(tenant, None)
         if followed is not None and followed.task is not None and followed.task is not asyncio.current_task():
             followed.task.cancel()
         log.info("flag follower: no longer following tenant %s: %s", tenant, why)
@@ -395,6 +398,7 @@ class Follower:
 
     def _stop(self, followed: _Followed, record: ConsumerRecord, why: str) -> None:
         followed.stopped = f"stopped at offset {record.offset} (key {record.key!r}): {why}"
+        self._stopped[followed.tenant] = followed.stopped
         log.error(
             "flag follower: tenant %s stopped: records from offset %d on are not applied: %s",
             followed.tenant,

@@ -161,6 +161,9 @@ class FlagWriter:
 
     async def _write(self, tenant: str, key: str, value: bytes, deadline: float) -> int:
         """Produce one record and wait until the live view applied it."""
+        stopped = self._follower.stopped_tenants().get(tenant)
+        if stopped is not None:  # its result would never be known here
+            raise FlagLogError(f"this flag server cannot apply {tenant}/{FLAGS_TOPIC}: {stopped}")
         await self._ensure_topic(tenant, deadline)
         metadata = await self._produce(tenant, key, value, deadline)
         offset = metadata.offset

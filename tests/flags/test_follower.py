@@ -14,6 +14,7 @@ import pytest
 from client import Producer
 from flags.live import Scope
 from flags.store import Accepted, Conflict
+from flags.writer import FlagLogError
 from harness.local_cluster import LocalCluster
 from tests.flags.log_nodes import (
     ENV,
@@ -154,6 +155,9 @@ async def test_a_record_of_a_newer_format_stops_its_tenant_loudly(
         await asyncio.sleep(0.5)
         assert a.live.applied(tenant) == bad_offset  # nothing from the bad record on
         assert any(r.levelno == logging.ERROR and tenant in r.getMessage() for r in caplog.records)
+        # The writer does not write what this server could not apply.
+        with pytest.raises(FlagLogError, match="cannot apply"):
+            await a.writer.append(tenant, env_create("staging", expected=0), timeout_s=1.0)
         # Once the tenant is gone, the server is ready again.
         await delete_tenant(cluster, tenant)
         assert await a.follower.wait_ready(10.0)
