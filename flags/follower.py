@@ -10,7 +10,7 @@ per tenant (``FetchMode.STREAM``, assigned ``(FLAGS_TOPIC, 0)``, read from
 ``LiveFlags.apply`` as they arrive. The SDK rides out partition-leader
 failover and node restarts (it looks the leader up again and reopens the
 stream at the same offset); the follower only steps in for errors the SDK
-hands back (module ``_recover``).
+hands back (``Follower._recover``).
 
 Invariants:
 
