@@ -14,7 +14,6 @@ import grpc
 import pytest
 from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2, sync_pb2_grpc
 
-from flags.flagd_sync import EMPTY_CONFIGURATION
 from flags.live import LiveFlags, Scope
 from tests.flags.flagd_harness import FLAG_SET, FlagLog, Servers, bearer, eventually, flagd_servers, selector
 
@@ -90,8 +89,7 @@ async def test_deleted_environment_is_the_empty_set_and_comes_back(setup: Setup)
     stream = setup.stub.SyncFlags(sync_pb2.SyncFlagsRequest(), metadata=bearer(setup.key))
     await next_document(stream)
     setup.log.delete_env("prod")
-    empty = await asyncio.wait_for(stream.read(), 2.0)
-    assert empty.flag_configuration == EMPTY_CONFIGURATION
+    assert await next_document(stream) == {"flags": {}}  # a valid flags.json the provider loads
     setup.log.import_set("prod", {"flags": {"back": FLAG}})
     assert set((await next_document(stream))["flags"]) == {"back"}
     stream.cancel()
