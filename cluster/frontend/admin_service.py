@@ -364,7 +364,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         # The request's own shape, before the call goes anywhere.
         if problem := check_topic_name(request.name):
             raise _bad(Reason.INVALID_NAME, problem)
-        check_writable(current_caller().tenant, request.name)
+        check_writable(current_caller().tenant, request.name, current_caller().is_operator)
         if request.partitions < 1:
             raise _bad(Reason.INVALID_PARTITIONS, "a topic needs at least 1 partition (--partitions N)")
         if rejected := check_partitions(request.partitions, 0, 0):
@@ -425,7 +425,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DeleteTopicResponse:
         if check_topic_name(request.name):  # no such name can exist
             raise _not_found_topic(request.name)
-        check_writable(current_caller().tenant, request.name)
+        check_writable(current_caller().tenant, request.name, current_caller().is_operator)
 
         async def work() -> admin_pb2.DeleteTopicResponse:
             caller = current_caller()
@@ -469,7 +469,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.AlterTopicConfigResponse:
         if check_topic_name(request.name):  # no such name can exist
             raise _not_found_topic(request.name)
-        check_writable(current_caller().tenant, request.name)
+        check_writable(current_caller().tenant, request.name, current_caller().is_operator)
         check_alter_request(request)
 
         async def work() -> admin_pb2.AlterTopicConfigResponse:

@@ -15,6 +15,13 @@ Invariants:
   topic from under the group coordinators). The node's own writers (the
   group coordinator, cluster/groups/group_logs.py) append through the local
   replica and never pass the front door.
+- Service topics (``SERVICE_TOPICS``: ``__flags``, the flag service's
+  per-tenant change log) are the one exception: in a tenant (never the
+  system tenant) an *operator* key may create, write, alter and delete
+  them, because the flag server (a client with the operator key, acting in
+  each tenant) is their only writer and validates every change before it
+  appends it. A tenant key still cannot write them: a tenant reads its
+  flag history (``consume __flags``) but never bypasses that validation.
 - Reads stay open to whoever may act in the tenant: only an operator key
   can name the system tenant (``raftlog-tenant: __system``), and fetching
   ``__consumer_offsets`` is how an operator debugs the groups. The records
@@ -29,9 +36,11 @@ from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.groups.group_logs import SYSTEM_TENANT
 from raftlog.v1.reasons import Reason
 
-__all__ = ["INTERNAL_PREFIX", "check_writable", "is_internal"]
+__all__ = ["INTERNAL_PREFIX", "SERVICE_TOPICS", "check_writable", "is_internal"]
 
 INTERNAL_PREFIX = "__"
+SERVICE_TOPICS = frozenset({"__flags"})
+"""Internal names an operator key may write in a tenant (module docstring)."""
 
 
 def is_internal(tenant: str, topic: str) -> bool:
@@ -39,12 +48,17 @@ def is_internal(tenant: str, topic: str) -> bool:
     return tenant == SYSTEM_TENANT or topic.startswith(INTERNAL_PREFIX)
 
 
-def check_writable(tenant: str, topic: str) -> None:
-    """Raise ``PERMISSION_DENIED INTERNAL_TOPIC`` for an internal topic."""
-    if is_internal(tenant, topic):
-        raise ServiceError(
-            grpc.StatusCode.PERMISSION_DENIED,
-            Reason.INTERNAL_TOPIC,
-            f"topic {shown(topic)} is internal: only the cluster writes it (no API key may)",
-            metadata={"topic": shown(topic)},
-        )
+def check_writable(tenant: str, topic: str, operator: bool) -> None:
+    """Raise ``PERMISSION_DENIED INTERNAL_TOPIC`` unless the caller (an
+    ``operator`` key or not) may write ``tenant``'s ``topic``."""
+    if not is_internal(tenant, topic):
+        return
+    if topic in SERVICE_TOPICS and tenant != SYSTEM_TENANT:
+        if operator:
+            return
+        message = f"topic {shown(topic)} is written only by the flag server: use `raftlog flags` (reading it is fine)"
+    else:
+        message = f"topic {shown(topic)} is internal: only the cluster writes it (no API key may)"
+    raise ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED, Reason.INTERNAL_TOPIC, message, metadata={"topic": shown(topic)}
+    )

@@ -177,7 +177,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
         caller = current_caller()
-        check_writable(caller.tenant, request.topic)  # whatever the key: internal_topics.py
+        check_writable(caller.tenant, request.topic, caller.is_operator)  # internal_topics.py
         replica = self._replica(caller, request.topic, request.partition)
         result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(

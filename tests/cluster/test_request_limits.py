@@ -54,6 +54,7 @@ pytestmark = pytest.mark.timeout(60)
 
 ACME = Caller(Principal("k-acme", "acme"), "acme")
 OPERATOR_IN_SYSTEM = Caller(Principal("k-op", None), SYSTEM_TENANT)
+OPERATOR_IN_ACME = Caller(Principal("k-op", None), "acme")
 HUGE = "x" * 100_000
 
 
@@ -291,7 +292,15 @@ def _never_located(tenant: str, topic: str, partition: int) -> None:
 
 @pytest.mark.parametrize(
     ("caller", "topic"),
-    [(OPERATOR_IN_SYSTEM, OFFSETS_TOPIC), (OPERATOR_IN_SYSTEM, "other"), (ACME, "__consumer_offsets")],
+    [
+        (OPERATOR_IN_SYSTEM, OFFSETS_TOPIC),
+        (OPERATOR_IN_SYSTEM, "other"),
+        (ACME, "__consumer_offsets"),
+        # The flag service's topic: only operator keys, only in a tenant.
+        (ACME, "__flags"),
+        (OPERATOR_IN_SYSTEM, "__flags"),
+        (OPERATOR_IN_ACME, "__other"),
+    ],
 )
 async def test_no_key_produces_to_an_internal_topic(caller: Caller, topic: str) -> None:
     service = LogService(_never_located, lambda group: None, lambda g: 0, str)
@@ -317,6 +326,27 @@ async def test_no_key_creates_or_deletes_an_internal_topic(no_placement: list[in
         error = await refusal(call, caller)
         assert (error.code, error.info.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.INTERNAL_TOPIC)
     assert log.state.snapshot() == before
+
+
+async def test_only_an_operator_key_writes_a_tenants_flag_topic() -> None:
+    """``__flags`` (internal_topics.SERVICE_TOPICS): the flag server, acting
+    in a tenant with the operator key, creates and writes it; the tenant's
+    own key reads it but cannot create it, write it or delete it."""
+    log = cluster(1, tenants=["acme", SYSTEM_TENANT])
+    admin = admin_over(log)
+    before = log.state.snapshot()
+    request = admin_pb2.CreateTopicRequest(name="__flags", partitions=1)
+    error = await refusal(admin.CreateTopic(request, Context()), ACME)
+    assert (error.code, error.info.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.INTERNAL_TOPIC)
+    assert "raftlog flags" in error.info.message
+    assert log.state.snapshot() == before
+    with acting_as(OPERATOR_IN_ACME):
+        await admin.CreateTopic(request, Context())
+    assert log.state.topic("acme", "__flags") is not None
+    delete = admin_pb2.DeleteTopicRequest(name="__flags")
+    error = await refusal(admin.DeleteTopic(delete, Context()), ACME)
+    assert error.info.reason == Reason.INTERNAL_TOPIC
+    assert log.state.topic("acme", "__flags") is not None
 
 
 # --- malformed request bytes, through the door ------------------------------------------
