@@ -1,15 +1,7 @@
 """Test tools for the flag server's log side on a real cluster: a "flag node"
 (``LiveFlags`` fed by a running ``Follower``, with a ``FlagWriter``), change
-builders and tenant set-up.
-
-``writable_topic``: the cluster refuses every write to a topic named ``__*``
-(cluster/frontend/internal_topics.py: internal, written only by nodes), so
-``FLAGS_TOPIC = "__flags"`` cannot be created or produced to by the flag
-server. Until the plan names a writable topic (or the cluster lets operator
-keys write it), the tests run the follower and the writer on
-``WRITABLE_TOPIC`` instead; the patch is a no-op once ``FLAGS_TOPIC`` is
-writable.
-"""
+builders and tenant set-up. The flag topic is the real ``__flags``
+(cluster/frontend/internal_topics.py lets the operator key write it)."""
 
 from __future__ import annotations
 
@@ -22,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import flags.follower
-import flags.writer
 from client.admin import Admin
 from flags.changes import Change, Kind
 from flags.follower import Follower
-from flags.live import FLAGS_TOPIC, LiveFlags
+from flags.live import LiveFlags
 from flags.model import Flag, validate_flag
 from flags.writer import FlagWriter
 from harness.local_cluster import LocalCluster
@@ -35,13 +25,6 @@ from harness.local_cluster import LocalCluster
 WHO = "0123456789abcdef"
 ENV = "production"
 DISCOVERY_S = 0.3
-WRITABLE_TOPIC = "flags-log" if FLAGS_TOPIC.startswith("__") else FLAGS_TOPIC
-
-
-def writable_topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point the follower and the writer at ``WRITABLE_TOPIC`` (module docstring)."""
-    for module in (flags.follower, flags.writer):
-        monkeypatch.setattr(module, "FLAGS_TOPIC", WRITABLE_TOPIC)
 
 
 @contextlib.contextmanager

@@ -12,13 +12,12 @@ from collections.abc import Iterator
 import pytest
 
 from client import Producer
-from flags.live import Scope
+from flags.live import FLAGS_TOPIC, Scope
 from flags.store import Accepted, Conflict
 from flags.writer import FlagLogError
 from harness.local_cluster import LocalCluster
 from tests.flags.log_nodes import (
     ENV,
-    WRITABLE_TOPIC,
     FlagNode,
     bootstrap,
     caught_up,
@@ -29,15 +28,9 @@ from tests.flags.log_nodes import (
     new_tenant,
     started_cluster,
     update,
-    writable_topic,
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(autouse=True)
-def _topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    writable_topic(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +135,8 @@ async def test_a_record_of_a_newer_format_stops_its_tenant_loudly(
         assert isinstance(first, Accepted)
         assert await a.follower.wait_ready(10.0)
         async with Producer(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant) as producer:
-            newer = await producer.send(WRITABLE_TOPIC, b'{"format":2,"kind":"env-create"}', key=b"staging")
-            later = await producer.send(WRITABLE_TOPIC, b"{}", key=b"staging")
+            newer = await producer.send(FLAGS_TOPIC, b'{"format":2,"kind":"env-create"}', key=b"staging")
+            later = await producer.send(FLAGS_TOPIC, b"{}", key=b"staging")
             bad_offset = (await newer).offset
             await later
         for _ in range(100):

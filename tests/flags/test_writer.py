@@ -14,13 +14,13 @@ import pytest
 
 from client.admin import Admin
 from flags.changes import Change, Kind, decode, encode
+from flags.live import FLAGS_TOPIC
 from flags.store import Accepted, Conflict
 from flags.writer import FlagLogError
 from harness.local_cluster import LocalCluster
 from tests.flags.log_nodes import (
     ENV,
     WHO,
-    WRITABLE_TOPIC,
     bootstrap,
     caught_up,
     create,
@@ -31,17 +31,11 @@ from tests.flags.log_nodes import (
     now_ms,
     started_cluster,
     update,
-    writable_topic,
 )
 
 pytestmark = pytest.mark.timeout(180)
 
 AUDIT_WINDOW_MS = 7 * 86_400_000
-
-
-@pytest.fixture(autouse=True)
-def _topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    writable_topic(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +51,7 @@ async def test_a_write_is_applied_and_visible(cluster: LocalCluster) -> None:
         assert isinstance(env, Accepted) and env.version == env.offset + 1
         # The first write created the topic: compacted, history kept for the audit window.
         async with Admin(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant) as admin:
-            topic = await admin.describe_topic(WRITABLE_TOPIC)
+            topic = await admin.describe_topic(FLAGS_TOPIC)
         assert (topic.partitions, topic.cleanup_policy) == (1, "compact")
         assert topic.min_compaction_lag_ms == AUDIT_WINDOW_MS
         created = await a.writer.append(tenant, create("banner", env.version))
@@ -168,7 +162,7 @@ async def test_killing_the_flag_topic_leader_mid_writes_loses_no_acknowledged_ch
         for flag in flags:
             assert isinstance(await a.writer.append(tenant, create(flag, env.version)), Accepted)
         async with Admin(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant) as admin:
-            leader = (await admin.describe_topic(WRITABLE_TOPIC)).assignments[0].leader
+            leader = (await admin.describe_topic(FLAGS_TOPIC)).assignments[0].leader
         assert leader in cluster.node_ids
         accepted: dict[int, Change] = {}
         failures: list[FlagLogError] = []
@@ -198,7 +192,7 @@ async def test_killing_the_flag_topic_leader_mid_writes_loses_no_acknowledged_ch
         elapsed = time.monotonic() - started
         print(f"{len(accepted)} accepted, {len(failures)} failed, {elapsed:.1f} s; node {leader} killed")
         async with Admin(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant) as admin:
-            assert (await admin.describe_topic(WRITABLE_TOPIC)).assignments[0].leader != leader
+            assert (await admin.describe_topic(FLAGS_TOPIC)).assignments[0].leader != leader
         cluster.start(leader)
         assert len(accepted) >= 50, (len(accepted), failures, elapsed)
         # Writes were acknowledged both before the kill and after the failover.
