@@ -13,11 +13,15 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
 2. ``raft_core``: the Raft core alone in the simulator (``bench.raft_core``);
 3. ``flags``: the flag evaluator against ``openfeature-flagd-core``, in
    this process, same contexts, interleaved (``bench.flag_eval``);
-4. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
-5. ``compaction``: a compaction pass's rate and the produce latency of
+4. ``flag_server``: the flag server as a process on a 3-node cluster:
+   bootstrap from a log of 100 tenants' flags and RSS, ResolveBoolean over
+   gRPC against the echo reference, a change reaching 1,000 streams
+   (``bench.flag_server``);
+5. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
+6. ``compaction``: a compaction pass's rate and the produce latency of
    another topic while it runs (``bench.compaction``);
-6. ``failover``: leader SIGKILLs (``bench.failover``);
-7. ``density``: idle partitions (``bench.density``).
+7. ``failover``: leader SIGKILLs (``bench.failover``);
+8. ``density``: idle partitions (``bench.density``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
@@ -45,15 +49,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cluster_figures, compaction, density, failover, flag_eval, raft_core, references, report
+from bench import (
+    cluster_figures,
+    compaction,
+    density,
+    failover,
+    flag_eval,
+    flag_server,
+    raft_core,
+    references,
+    report,
+)
 from bench.cluster_figures import ClusterParams
 from bench.compaction import CompactionParams
 from bench.density import DensityParams
 from bench.failover import FailoverParams
 from bench.flag_eval import FlagEvalParams
+from bench.flag_server import FlagServerParams
+from bench.flag_streams import PropagationParams
 
 OUT = Path(__file__).resolve().parent / "out"
-STEPS = ("references", "raft_core", "flags", "cluster", "compaction", "failover", "density")
+STEPS = ("references", "raft_core", "flags", "flag_server", "cluster", "compaction", "failover", "density")
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,7 @@ class Profile:
     failover: FailoverParams
     density: DensityParams
     flags: FlagEvalParams
+    flag_server: FlagServerParams
 
 
 PROFILES = {
@@ -78,6 +95,13 @@ PROFILES = {
         failover=FailoverParams(kills=25),
         density=DensityParams(idle_s=30),
         flags=FlagEvalParams(contexts=1000, rounds=7, passes=20),
+        flag_server=FlagServerParams(
+            tenants=100,
+            flags_per_tenant=100,
+            events_per_tenant=1000,
+            rpc_seconds=5,
+            propagation=PropagationParams(streams=1000, writes=20),
+        ),
     ),
     "quick": Profile(
         "quick",
@@ -88,6 +112,14 @@ PROFILES = {
         failover=FailoverParams(kills=5),
         density=DensityParams(idle_s=10),
         flags=FlagEvalParams(contexts=1000, rounds=5, passes=5),
+        # A tenth of the log; the same 1,000 streams, fewer writes.
+        flag_server=FlagServerParams(
+            tenants=10,
+            flags_per_tenant=100,
+            events_per_tenant=1000,
+            rpc_seconds=2,
+            propagation=PropagationParams(streams=1000, writes=8),
+        ),
     ),
     "smoke": Profile(
         "smoke",
@@ -112,6 +144,13 @@ PROFILES = {
             leader_balance_ms=1000,
         ),
         flags=FlagEvalParams(contexts=100, rounds=2, passes=1),
+        flag_server=FlagServerParams(
+            tenants=2,
+            flags_per_tenant=10,
+            events_per_tenant=30,
+            rpc_seconds=0.3,
+            propagation=PropagationParams(streams=20, writes=2, listeners=1, per_channel=10, settle_s=0.05),
+        ),
     ),
 }
 
@@ -165,6 +204,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
         step("references", lambda: references.measure(work, profile.reference_s))
         step("raft_core", lambda: _raft_core(profile.raft_core_s))
         step("flags", lambda: flag_eval.measure(profile.flags))
+        step("flag_server", lambda: flag_server.measure(work / "flag_server", profile.flag_server))
         step("cluster", lambda: asyncio.run(cluster_figures.measure(work / "cluster", profile.cluster)))
         step("compaction", lambda: asyncio.run(compaction.measure(work / "compaction", profile.compaction)))
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))
