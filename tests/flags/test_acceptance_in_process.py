@@ -1,0 +1,135 @@
+"""Acceptance (issue 16): the real ``openfeature-sdk`` + ``openfeature-provider-flagd``
+in IN_PROCESS mode (flagd.sync.v1 SyncFlags; the provider evaluates with
+openfeature-flagd-core) against a flag server process on a real 3-node cluster;
+flags written through the flag server's admin API.
+
+Covered: every flag type with zero values as real variants, targeting, disabled
+flags, flag and flag-set metadata, fractional splits that land every targeting key
+in the same variant whether the server (RPC mode) or the provider evaluates, a
+change arriving as a new sync snapshot, the SDK key as selector or as
+``authorization: Bearer``, and keys the server must refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature.contrib.provider.flagd.config import CacheType, ResolverType
+from openfeature.flag_evaluation import Reason
+
+from tests.flags.acceptance_fixtures import (
+    BAD_KEYS,
+    FLAG_METADATA,
+    SET_METADATA,
+    Providers,
+    Stack,
+    TenantFlags,
+    bad_key,
+    bearer_credentials,
+    bool_flag,
+    check_every_type,
+    check_targeting,
+    fractional_answers,
+    refused,
+    running_stack,
+    string_flag,
+    until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+IN_PROCESS = ResolverType.IN_PROCESS
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(Path(tmp_path_factory.mktemp("acceptance-in-process"))) as running:
+        yield running
+
+
+@pytest.fixture
+def providers() -> Iterator[Providers]:
+    started = Providers()
+    yield started
+    started.close()
+
+
+def test_every_type_zero_values_targeting_disabled_and_metadata(stack: Stack, providers: Providers) -> None:
+    _, key = stack.tenant_with_flags()
+    connected = providers.connect(IN_PROCESS, stack.server.sync_address, selector=key)
+    check_every_type(connected)
+    check_targeting(connected)
+    assert connected.details("boolean", "with-metadata", False).flag_metadata == SET_METADATA | FLAG_METADATA
+    assert connected.details("boolean", "bool-flag", False).flag_metadata == SET_METADATA
+
+
+def test_fractional_lands_each_key_in_the_same_variant_on_the_server_and_in_process(
+    stack: Stack, providers: Providers
+) -> None:
+    _, key = stack.tenant_with_flags()
+    served = providers.connect(
+        ResolverType.RPC, stack.server.eval_address, selector=key, cache=CacheType.DISABLED
+    )
+    local = providers.connect(IN_PROCESS, stack.server.sync_address, selector=key)
+    by_server, in_process = fractional_answers(served), fractional_answers(local)
+    assert by_server == in_process
+    # Every bucket is used, and every answer comes from the split (flagd's reason for it).
+    assert {row[0] for row in by_server} == {"red", "green", "blue"}
+    assert {row[3] for row in by_server} == {"a", "b"}
+    assert {row[1] for row in by_server} == {Reason.TARGETING_MATCH}
+
+
+def test_a_change_arrives_as_a_new_snapshot(stack: Stack, providers: Providers) -> None:
+    tenant, key = stack.tenant_with_flags()
+    connected = providers.connect(IN_PROCESS, stack.server.sync_address, selector=key)
+    assert connected.details("boolean", "bool-flag", False).value is True
+
+    tenant.put_flag("bool-flag", bool_flag("off"))
+    until(lambda: connected.details("boolean", "bool-flag", True).value is False, what="bool-flag off")
+    tenant.put_flag("added-later", string_flag("hello"))
+    until(lambda: connected.details("string", "added-later", "x").value == "hello", what="added-later")
+    tenant.set_enabled("string-flag", False)
+    until(lambda: connected.details("string", "string-flag", "x").reason == Reason.DISABLED, what="disabled")
+    tenant.delete_flag("int-flag")
+    until(lambda: connected.details("integer", "int-flag", 5).value == 5, what="int-flag deleted")
+    assert {"bool-flag", "added-later", "string-flag", "int-flag"} <= set(connected.changed_keys())
+    # Untouched flags kept their answers through every snapshot.
+    assert connected.details("float", "float-zero", 1.5).value == 0.0
+
+
+def test_bearer_key_through_channel_credentials(stack: Stack, providers: Providers) -> None:
+    _, key = stack.tenant_with_flags()
+    connected = providers.connect(
+        IN_PROCESS, stack.server.sync_address, channel_credentials=bearer_credentials(key)
+    )
+    check_every_type(connected)
+
+
+@pytest.fixture(scope="module")
+def two_tenants(stack: Stack) -> tuple[tuple[TenantFlags, str], tuple[TenantFlags, str]]:
+    """Two tenants with the same flags, each with an SDK key (the refusal tests only read)."""
+    return stack.tenant_with_flags("mine"), stack.tenant_with_flags("theirs")
+
+
+@pytest.mark.parametrize("how", BAD_KEYS)
+def test_a_key_the_server_must_refuse(stack: Stack, providers: Providers, two_tenants: Any, how: str) -> None:
+    (tenant, key), (_, other_key) = two_tenants
+    selector = bad_key(how, tenant, key, other_key)
+    refused(providers.connect(IN_PROCESS, stack.server.sync_address, selector=selector, expect_ready=False))
+
+
+def test_another_tenants_key_cannot_select_this_tenant(
+    stack: Stack, providers: Providers, two_tenants: Any
+) -> None:
+    (_, key), (_, other_key) = two_tenants
+    connected = providers.connect(
+        IN_PROCESS,
+        stack.server.sync_address,
+        channel_credentials=bearer_credentials(other_key),
+        selector=key,
+        expect_ready=False,
+    )
+    refused(connected)
