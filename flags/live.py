@@ -32,8 +32,10 @@ Invariants:
   changes coalesce (later type wins), none is lost.
 - ``wait_applied(t, p)`` resolves True as soon as ``applied(t) >= p``.
 - ``result`` remembers at most ``result_window`` results per tenant (the
-  latest); ``history_offsets`` keeps every accepted flag/env record's offset
-  as machine integers (8 bytes each, twice: per environment and per key).
+  latest; ~200 bytes each, mostly the result objects). ``history_offsets``
+  keeps every accepted flag/env record's offset as machine integers: 12
+  bytes a record (offset and flag number), plus a name table per
+  environment (100,000 offsets over 100 x 100 flags: ~2.1 MB in all).
 - An SDK key authenticates iff one stored create matches its id and secret,
   no revoke for that id exists in that tenant, and its environment exists now
   (a key of a deleted environment is inert; it serves again if an environment
@@ -44,6 +46,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
@@ -177,42 +180,63 @@ class _Key:
         )
 
 
-class _History:
-    """Offsets of a tenant's accepted flag/env records: per environment (all
-    keys, ascending), per environment-level key and per flag."""
+class _EnvHistory:
+    """Offsets of an environment's accepted records, ascending, each with the
+    number of its flag (0: an environment-level record): 12 bytes a record,
+    whatever the number of flags (an array per flag would cost ~80 bytes of
+    overhead per flag). A flag's history is a scan: history is an admin read."""
 
-    __slots__ = ("by_env", "by_key")
+    __slots__ = ("flag_numbers", "numbers", "offsets")
 
     def __init__(self) -> None:
-        self.by_env: dict[str, array[int]] = {}
-        self.by_key: dict[tuple[str, str | None], array[int]] = {}
+        self.offsets: array[int] = array("q")
+        self.numbers: array[int] = array("i")
+        self.flag_numbers: dict[str, int] = {}
 
-    def add(self, env: str, flag: str | None, offset: int) -> None:
-        offsets = self.by_env.get(env)
-        if offsets is None:
-            offsets = self.by_env[env] = array("q")
-        offsets.append(offset)
-        offsets = self.by_key.get((env, flag))
-        if offsets is None:
-            offsets = self.by_key[(env, flag)] = array("q")
-        offsets.append(offset)
+    def add(self, flag: str | None, offset: int) -> None:
+        number = 0
+        if flag is not None:
+            number = self.flag_numbers.setdefault(flag, len(self.flag_numbers) + 1)
+        self.offsets.append(offset)
+        self.numbers.append(number)
+
+    def of_flag(self, flag: str) -> list[int]:
+        number = self.flag_numbers.get(flag, -1)
+        return [offset for offset, n in zip(self.offsets, self.numbers, strict=True) if n in (0, number)]
 
 
 class _Results:
-    """The latest ``window`` apply results of a tenant, by offset."""
+    """The latest ``window`` apply results of a tenant, by offset: offsets in a
+    machine-integer array beside the results (found by bisection), trimmed in
+    batches so each append costs O(1) amortised. About 16 bytes per result
+    besides the result object (a dict and a deque would cost ~100)."""
 
-    __slots__ = ("by_offset", "order", "window")
+    __slots__ = ("offsets", "results", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self.by_offset: dict[int, ApplyResult] = {}
-        self.order: deque[int] = deque()
+        self.offsets: array[int] = array("q")
+        self.results: list[ApplyResult] = []
 
     def add(self, offset: int, result: ApplyResult) -> None:
-        self.by_offset[offset] = result
-        self.order.append(offset)
-        if len(self.order) > self.window:
-            del self.by_offset[self.order.popleft()]
+        self.offsets.append(offset)
+        self.results.append(result)
+        excess = len(self.results) - self.window
+        if excess > self.window // 8:
+            del self.offsets[:excess]
+            del self.results[:excess]
+
+    def get(self, offset: int) -> ApplyResult | None:
+        index = bisect.bisect_left(self.offsets, offset)
+        if index == len(self.offsets) or self.offsets[index] != offset:
+            return None
+        # Entries past the window wait for the next batch trim: hide them now.
+        if index < len(self.offsets) - self.window:
+            return None
+        return self.results[index]
+
+    def __len__(self) -> int:
+        return min(len(self.results), self.window)
 
 
 class Watcher:
@@ -301,7 +325,8 @@ class LiveFlags:
         self._serving: dict[tuple[str, str], Serving] = {}
         self._watchers: dict[tuple[str, str], dict[Watcher, None]] = {}
         self._results: dict[str, _Results] = {}
-        self._history: dict[str, _History] = {}
+        self._history: dict[str, dict[str, _EnvHistory]] = {}
+        """tenant -> environment -> offsets of its accepted records."""
         self._waiters: dict[str, list[tuple[int, int, asyncio.Future[bool]]]] = {}
         self._waiter_seq = itertools.count()
         self._keys: dict[str, dict[str, _Key]] = {}
@@ -329,10 +354,10 @@ class LiveFlags:
         if type(result) is Accepted:
             env, _, flag = key.partition("/")
             self._serving.pop((tenant, env), None)
-            history = self._history.get(tenant)
+            history = self._history.setdefault(tenant, {}).get(env)
             if history is None:
-                history = self._history[tenant] = _History()
-            history.add(env, flag or None, offset)
+                history = self._history[tenant][env] = _EnvHistory()
+            history.add(flag or None, offset)
             watchers = self._watchers.get((tenant, env))
             # An environment-level record may change whether it exists even
             # when no flag changes (an empty env-create or env-delete).
@@ -486,20 +511,16 @@ class LiveFlags:
         """What applying the record at ``offset`` decided; None for key records,
         unknown offsets and those older than the window."""
         results = self._results.get(tenant)
-        return None if results is None else results.by_offset.get(offset)
+        return None if results is None else results.get(offset)
 
     def history_offsets(self, tenant: str, env: str, flag: str | None = None) -> Sequence[int]:
         """Offsets (ascending) of accepted records under ``<env>`` and every
         ``<env>/<f>`` (flag None) or ``<env>/<flag>``. Conflicts and refusals
         changed nothing and are left out; the records are read from the log."""
-        history = self._history.get(tenant)
+        history = self._history.get(tenant, {}).get(env)
         if history is None:
             return []
-        if flag is None:
-            return history.by_env.get(env, array("q")).tolist()
-        env_level = history.by_key.get((env, None), ())
-        own = history.by_key.get((env, flag), ())
-        return list(heapq.merge(env_level, own))
+        return history.offsets.tolist() if flag is None else history.of_flag(flag)
 
     def key_problems(self, tenant: str) -> tuple[tuple[int, str], ...]:
         """``(offset, message)`` of the latest malformed SDK key records of the tenant."""

@@ -10,8 +10,8 @@ Keys live in the tenant's flag topic (``__flags``) under the record key
 ``@sdk-key/<key id>`` (environment names are ``[a-z0-9-]``, so ``@`` never
 collides with ``<env>`` or ``<env>/<flag>``). The tenant of a key is the topic it
 is in; one key serves one (tenant, environment). Record values are canonical
-JSON (sorted keys, no whitespace, ASCII escapes as ``json.dumps`` writes them
-with ``ensure_ascii=False``):
+JSON, UTF-8 (sorted keys, no whitespace, non-ASCII characters as themselves,
+the way flags/changes.py writes change records):
 
 - create: ``{"format":1,"kind":"sdk-key-create","id","env","name","salt","digest","who","when"}``
   with ``salt`` 16 random bytes and ``digest = HMAC-SHA256(key=salt, msg=secret)``,

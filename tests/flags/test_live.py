@@ -361,6 +361,7 @@ async def test_wait_applied_before_and_after_the_record() -> None:
     live.apply("acme", 9, "prod/a", flag_write(Kind.CREATE, "prod", "a", 1))  # compaction gap
     assert await asyncio.wait_for(later, 1)
     assert isinstance(live.result("acme", 9), Accepted)
+    assert live.result("acme", 1) is None and live.result("acme", 5) is None  # a key record, a gap
     gone = asyncio.ensure_future(live.wait_applied("acme", 100, 5))
     await asyncio.sleep(0)
     live.forget_tenant("acme")
@@ -375,7 +376,11 @@ def test_results_are_kept_for_a_bounded_window() -> None:
         feed(f"prod/f{i}", flag_write(Kind.CREATE, "prod", f"f{i}", 1))
     assert live.result("acme", 0) is None and live.result("acme", 30) is None
     assert all(isinstance(live.result("acme", offset), Accepted) for offset in range(31, 41))
-    assert len(live._results["acme"].by_offset) == 10
+    assert len(live._results["acme"]) == 10
+    for i in range(40, 100):  # trimming keeps at most 1/8 of the window beyond it
+        feed(f"prod/f{i}", flag_write(Kind.CREATE, "prod", f"f{i}", 1))
+        assert len(live._results["acme"].results) <= 11
+    assert live.result("acme", 90) is None and isinstance(live.result("acme", 91), Accepted)
     assert live.result("globex", 40) is None
 
 
