@@ -11,7 +11,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import FlagNotFoundError
 
 import flags.live
-from flags.changes import Change, Kind, encode
+from flags.changes import Change, Kind, UnsupportedChange, encode
 from flags.evaluator import FlagdEvaluator
 from flags.live import LiveFlags, Scope
 from flags.model import Flag, FlagSet, flagd_json, validate_flag
@@ -426,3 +426,16 @@ def test_out_of_order_records_are_refused() -> None:
         live.apply("acme", 3, "@sdk-key/0123456789abcdef", b"{}")
     with pytest.raises(ValueError):
         live.apply("acme", 2, "prod", env_create())
+
+
+def test_a_newer_format_stops_the_tenant_before_anything_changes() -> None:
+    live = LiveFlags()
+    feed = Feed(live)
+    feed("prod", env_create())
+    newer = b'{"env":"prod","format":2,"id":"0123456789abcdef","kind":"sdk-key-create"}'
+    with pytest.raises(UnsupportedChange):
+        live.apply("acme", 1, "@sdk-key/0123456789abcdef", newer)
+    with pytest.raises(UnsupportedChange):
+        live.apply("acme", 1, "prod", b'{"format":2}')
+    assert live.applied("acme") == 1 and live.key_problems("acme") == ()
+    assert live.history_offsets("acme", "prod") == [0] and live.result("acme", 1) is None
