@@ -223,7 +223,11 @@ async def _propagation(
             )
             await admin.call("PutFlag", request, BENCH_TENANT)
 
-        return await measure_propagation(server.eval_address, server.sync_address, sdk_key, write, params)
+        assert server.process is not None
+        pid = server.process.pid
+        return await measure_propagation(
+            server.eval_address, server.sync_address, sdk_key, write, params, server_cpu_s=lambda: _cpu_s(pid)
+        )
 
 
 def measure(work: Path, params: FlagServerParams) -> dict[str, Any]:

@@ -187,9 +187,15 @@ async def _listen() -> None:
     problem = await _connected(listener, tasks, setup["connect_timeout_s"])
     print("ready" if problem is None else json.dumps({"error": problem}), flush=True)
     if problem is None:
+        cpu_at_ready = time.process_time()
         while (line := await reader.readline()) and line.strip() != b"dump":
             pass
-        result = {"kinds": listener.kinds, "received": listener.received, "problems": listener.problems[:20]}
+        result = {
+            "kinds": listener.kinds,
+            "received": listener.received,
+            "problems": listener.problems[:20],
+            "cpu_s": time.process_time() - cpu_at_ready,
+        }
         print(json.dumps(result), flush=True)
     for task in tasks:
         task.cancel()
@@ -315,13 +321,19 @@ async def measure_propagation(
     sdk_key: str,
     write: Callable[[int], Awaitable[object]],
     params: PropagationParams,
+    *,
+    server_cpu_s: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """``write(k)`` makes write ``k`` (1, 2, ...): sets ``MARKER_FLAG`` to
     ``marker_definition(k)`` and returns once the server answered. The
-    figures (p50/p99 over every stream and write) and their breakdown."""
+    figures (p50/p99 over every stream and write) and their breakdown;
+    ``server_cpu_s()``: the server's CPU seconds so far, for its CPU per
+    write (the pauses between writes included)."""
     children = await _start_listeners(eval_address, sync_address, sdk_key, params)
     started: list[int] = []
     answered_ms: list[float] = []
+    first_write_ns = time.monotonic_ns()
+    cpu_before = None if server_cpu_s is None else server_cpu_s()
     try:
         for k in range(1, params.writes + 1):
             await asyncio.sleep(params.settle_s)
@@ -337,12 +349,18 @@ async def measure_propagation(
                 raise RuntimeError(
                     f"write {k}: not every stream saw it within {params.write_timeout_s:g} s"
                 ) from None
+        server_cpu_ms_per_write = (
+            None
+            if cpu_before is None or server_cpu_s is None
+            else round((server_cpu_s() - cpu_before) / params.writes * 1000, 1)
+        )
         dumps = [await c.dump() for c in children]
     finally:
         for child in children:
             if child.process.returncode is None and child.process.stdin is not None:
                 child.process.stdin.close()
         await asyncio.gather(*(c.close() for c in children))
+    writing_s = (time.monotonic_ns() - first_write_ns) / 1e9
     by_kind = _latencies(dumps, started)
     every = sorted(ms for kind in by_kind.values() for write in kind for ms in write)
     per_write = [sorted(e + s) for e, s in zip(by_kind["event"], by_kind["sync"], strict=True)]
@@ -354,6 +372,11 @@ async def measure_propagation(
             "writes": params.writes,
             "samples": len(every),
             "listener_processes": params.listeners,
+            # The listeners' CPU per write (all of them): their share of the
+            # machine's cores while the server fans a change out.
+            "listeners_cpu_ms_per_write": round(sum(d["cpu_s"] for d in dumps) / params.writes * 1000, 1),
+            "seconds": round(writing_s, 2),
+            "flag_server_cpu_ms_per_write": server_cpu_ms_per_write,
             "streams_per_channel": params.per_channel,
             "max_ms": round(every[-1], 2),
             "event_stream": _p50_p99(x for w in by_kind["event"] for x in w),

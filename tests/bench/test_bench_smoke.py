@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench --profile smoke``
-runs every step (references, Raft core, flag evaluator, cluster figures,
-compaction, failover, density) on tiny settings and must write a report with every promised key
+runs every step (references, Raft core, flag evaluator, flag server,
+cluster figures, compaction, failover, density) on tiny settings and must write a report with every promised key
 holding a sane number. The figures themselves mean nothing at this size;
 ``make bench`` measures them."""
 
@@ -38,6 +38,11 @@ POSITIVE = (
     "flag_eval_static_us",
     "flag_eval_targeting_us",
     "flag_eval_fractional_us",
+    "flag_rpc_evals_s",
+    "flag_propagation_p50_ms",
+    "flag_propagation_p99_ms",
+    "flag_server_bootstrap_s",
+    "flag_server_rss_mb",
 )
 REFERENCE = (
     "fsync_per_s",
@@ -83,6 +88,11 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     assert compaction["latency_during_compaction"]["samples"] >= 1
     # The flag figures rest on identical answers from both evaluators.
     assert document["flags_identical"] is True
+    # The flag server: every stream saw every write; a real process's memory.
+    assert document["flag_propagation_p50_ms"] <= document["flag_propagation_p99_ms"]
+    propagation = document["details"]["flag_server"]["propagation"]
+    assert propagation["samples"] == propagation["streams"] * propagation["writes"] > 0, propagation
+    assert 10 < document["flag_server_rss_mb"] < 2000
     for key in REFERENCE:
         value = document["reference"][key]
         assert _sane(value) and value > 0, f"reference {key} = {value!r}"
