@@ -26,9 +26,12 @@ every client below is this process or its children, never the server's.
    does not decode answers (a sample is decoded and checked before the run),
    so both clients do the same work per call and the ratio compares the
    servers. The target is judged against ``reference.grpc_echo_rpc_s``
-   (the ``references`` step, no cluster running); ``details`` also has an
-   echo run made right before this one, beside the idle cluster and flag
-   server, and each process's CPU during the run.
+   (the ``references`` step, no cluster running). The run is split in
+   ``rpc_rounds`` rounds interleaved with as many flat-out runs against the
+   echo server itself, so ``details`` also has the echo's rate beside the
+   idle cluster and flag server, hit by the same other work on the machine
+   (``ratio_to_echo_interleaved``), and the flag server's and this
+   process's CPU during the flag rounds.
 3. **Propagation** (``flag_propagation_p50_ms`` / ``_p99_ms``):
    ``bench.flag_streams``.
 
@@ -42,7 +45,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +81,8 @@ class FlagServerParams:
     flags_per_tenant: int = 100
     events_per_tenant: int = 1000
     rpc_seconds: float = 5.0
+    """Flat-out seconds against the flag server (and as many against the echo)."""
+    rpc_rounds: int = 5
     rpc_concurrency: int = 16
     """Calls in flight: the echo reference's."""
     propagation: PropagationParams = field(default_factory=PropagationParams)
@@ -157,58 +166,115 @@ def _resolve_requests(count: int) -> list[bytes]:
     return requests
 
 
-async def _evaluations(address: str, sdk_key: str, seconds: float, concurrency: int) -> dict[str, Any]:
+@contextmanager
+def _echo_server() -> Iterator[str]:
+    """The echo reference's server (``python -m bench.grpc_echo``) in a child
+    process; its address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.grpc_echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if not line.startswith("echo ready on "):
+            raise RuntimeError(f"echo server did not start: {line!r}")
+        yield f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+    finally:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()  # the echo server's signal to stop
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+async def _flat_out(
+    call: Any, requests: Sequence[bytes], metadata: Any, concurrency: int, seconds: float
+) -> tuple[int, float]:
+    """Calls completed in ``seconds`` with ``concurrency`` in flight, and the
+    seconds they took (each caller ends with its call in flight)."""
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def caller(start: int) -> None:
+        nonlocal done
+        i = start
+        while time.perf_counter() < stop_at:
+            await call(requests[i % len(requests)], metadata=metadata, timeout=10)
+            done += 1
+            i += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return done, time.perf_counter() - started
+
+
+async def _evaluations(
+    server: FlagServerProcess, sdk_key: str, echo_address: str, params: FlagServerParams
+) -> dict[str, Any]:
+    """``rpc_rounds`` rounds, each a flat-out run against the echo server and
+    one against the flag server (the order alternates), ``rpc_seconds`` in
+    all for each: other work on the machine hits both alike."""
+    assert server.process is not None
+    pid = server.process.pid
     requests = _resolve_requests(1000)
+    echo_requests = [b"x" * 100]  # the echo reference's small call
     metadata = (("authorization", f"Bearer {sdk_key}"),)
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(RESOLVE_BOOLEAN)
+    totals = {"flags": [0, 0.0], "echo": [0, 0.0]}
+    server_cpu = client_cpu = 0.0
+    async with (
+        grpc.aio.insecure_channel(server.eval_address) as flag_channel,
+        grpc.aio.insecure_channel(echo_address) as echo_channel,
+    ):
+        flag_call = flag_channel.unary_unary(RESOLVE_BOOLEAN)
+        echo_call = echo_channel.unary_unary(grpc_echo.METHOD)
         answer = v2_pb2.ResolveBooleanResponse.FromString(
-            await call(requests[0], metadata=metadata, timeout=10)
+            await flag_call(requests[0], metadata=metadata, timeout=10)
         )
         if not (answer.HasField("value") and answer.value is True and answer.reason == "STATIC"):
             raise RuntimeError(f"ResolveBoolean answered {answer}")
-        for request in requests[:200]:  # connect and warm up, as the echo client does
-            await call(request, metadata=metadata, timeout=10)
-        done = 0
-        stop_at = time.perf_counter() + seconds
-
-        async def caller(start: int) -> None:
-            nonlocal done
-            i = start
-            while time.perf_counter() < stop_at:
-                await call(requests[i % len(requests)], metadata=metadata, timeout=10)
-                done += 1
-                i += concurrency
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"calls": done, "seconds": round(elapsed, 2), "rpc_s": round(done / elapsed)}
+        for i in range(200):  # connect and warm up, as the echo reference does
+            await flag_call(requests[i], metadata=metadata, timeout=10)
+            await echo_call(echo_requests[0], timeout=10)
+        for round_ in range(params.rpc_rounds):
+            for side in ("flags", "echo") if round_ % 2 == 0 else ("echo", "flags"):
+                seconds = params.rpc_seconds / params.rpc_rounds
+                if side == "echo":
+                    calls, elapsed = await _flat_out(
+                        echo_call, echo_requests, None, params.rpc_concurrency, seconds
+                    )
+                else:
+                    cpu0, own0 = _cpu_s(pid), time.process_time()
+                    calls, elapsed = await _flat_out(
+                        flag_call, requests, metadata, params.rpc_concurrency, seconds
+                    )
+                    server_cpu += _cpu_s(pid) - cpu0
+                    client_cpu += time.process_time() - own0
+                totals[side][0] += calls
+                totals[side][1] += elapsed
+    flags_calls, flags_s = totals["flags"]
+    echo_calls, echo_s = totals["echo"]
+    return {
+        "flag_rpc_evals_s": round(flags_calls / flags_s),
+        "details": {
+            "calls": int(flags_calls),
+            "seconds": round(flags_s, 2),
+            "rounds": params.rpc_rounds,
+            "concurrency": params.rpc_concurrency,
+            "flag": STATIC_FLAG,
+            "flag_server_cpu_pct": round(server_cpu / flags_s * 100, 1),
+            "client_cpu_pct": round(client_cpu / flags_s * 100, 1),
+            "echo_interleaved_rpc_s": round(echo_calls / echo_s),
+            "ratio_to_echo_interleaved": round(flags_calls / flags_s / (echo_calls / echo_s), 3),
+        },
+    }
 
 
 def _measure_evaluations(server: FlagServerProcess, sdk_key: str, params: FlagServerParams) -> dict[str, Any]:
-    assert server.process is not None
-    pid = server.process.pid
-    # The echo under the same conditions (cluster and flag server idle beside
-    # it); grpc_echo splits its time in three, the flat-out part is a third.
-    echo = grpc_echo.measure(3 * params.rpc_seconds, concurrency=params.rpc_concurrency)
-    server_cpu, client_cpu = _cpu_s(pid), time.process_time()
-    flags = asyncio.run(
-        _evaluations(server.eval_address, sdk_key, params.rpc_seconds, params.rpc_concurrency)
-    )
-    server_cpu, client_cpu = _cpu_s(pid) - server_cpu, time.process_time() - client_cpu
-    return {
-        "flag_rpc_evals_s": flags["rpc_s"],
-        "details": {
-            **flags,
-            "concurrency": params.rpc_concurrency,
-            "flag": STATIC_FLAG,
-            "flag_server_cpu_pct": round(server_cpu / flags["seconds"] * 100, 1),
-            "client_cpu_pct": round(client_cpu / flags["seconds"] * 100, 1),
-            "echo_same_conditions_rpc_s": echo["rpc_s"],
-            "ratio_to_echo_same_conditions": round(flags["rpc_s"] / echo["rpc_s"], 3),
-        },
-    }
+    with _echo_server() as echo_address:
+        return asyncio.run(_evaluations(server, sdk_key, echo_address, params))
 
 
 async def _propagation(
