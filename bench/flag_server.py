@@ -167,9 +167,9 @@ def _resolve_requests(count: int) -> list[bytes]:
 
 
 @contextmanager
-def _echo_server() -> Iterator[str]:
+def _echo_server() -> Iterator[tuple[str, int]]:
     """The echo reference's server (``python -m bench.grpc_echo``) in a child
-    process; its address."""
+    process; its address and process id."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.grpc_echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -178,7 +178,7 @@ def _echo_server() -> Iterator[str]:
         line = process.stdout.readline().decode()
         if not line.startswith("echo ready on "):
             raise RuntimeError(f"echo server did not start: {line!r}")
-        yield f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+        yield f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}", process.pid
     finally:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.close()  # the echo server's signal to stop
@@ -212,7 +212,7 @@ async def _flat_out(
 
 
 async def _evaluations(
-    server: FlagServerProcess, sdk_key: str, echo_address: str, params: FlagServerParams
+    server: FlagServerProcess, sdk_key: str, echo: tuple[str, int], params: FlagServerParams
 ) -> dict[str, Any]:
     """``rpc_rounds`` rounds, each a flat-out run against the echo server and
     one against the flag server (the order alternates), ``rpc_seconds`` in
@@ -223,7 +223,8 @@ async def _evaluations(
     echo_requests = [b"x" * 100]  # the echo reference's small call
     metadata = (("authorization", f"Bearer {sdk_key}"),)
     totals = {"flags": [0, 0.0], "echo": [0, 0.0]}
-    server_cpu = client_cpu = 0.0
+    echo_address, echo_pid = echo
+    server_cpu = client_cpu = echo_cpu = 0.0
     async with (
         grpc.aio.insecure_channel(server.eval_address) as flag_channel,
         grpc.aio.insecure_channel(echo_address) as echo_channel,
@@ -242,9 +243,11 @@ async def _evaluations(
             for side in ("flags", "echo") if round_ % 2 == 0 else ("echo", "flags"):
                 seconds = params.rpc_seconds / params.rpc_rounds
                 if side == "echo":
+                    cpu0 = _cpu_s(echo_pid)
                     calls, elapsed = await _flat_out(
                         echo_call, echo_requests, None, params.rpc_concurrency, seconds
                     )
+                    echo_cpu += _cpu_s(echo_pid) - cpu0
                 else:
                     cpu0, own0 = _cpu_s(pid), time.process_time()
                     calls, elapsed = await _flat_out(
@@ -266,6 +269,9 @@ async def _evaluations(
             "flag": STATIC_FLAG,
             "flag_server_cpu_pct": round(server_cpu / flags_s * 100, 1),
             "client_cpu_pct": round(client_cpu / flags_s * 100, 1),
+            # CPU per call varies less with other work than rates do.
+            "flag_server_cpu_us_per_call": round(server_cpu / flags_calls * 1e6, 1),
+            "echo_server_cpu_us_per_call": round(echo_cpu / echo_calls * 1e6, 1),
             "echo_interleaved_rpc_s": round(echo_calls / echo_s),
             "ratio_to_echo_interleaved": round(flags_calls / flags_s / (echo_calls / echo_s), 3),
         },
@@ -273,8 +279,8 @@ async def _evaluations(
 
 
 def _measure_evaluations(server: FlagServerProcess, sdk_key: str, params: FlagServerParams) -> dict[str, Any]:
-    with _echo_server() as echo_address:
-        return asyncio.run(_evaluations(server, sdk_key, echo_address, params))
+    with _echo_server() as echo:
+        return asyncio.run(_evaluations(server, sdk_key, echo, params))
 
 
 async def _propagation(
