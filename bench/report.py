@@ -68,6 +68,10 @@ TARGETS = (
     Target("flag_eval_static_us", "<=", 3, reference="flagd_core_static_us"),
     Target("flag_eval_targeting_us", "<=", 3, reference="flagd_core_targeting_us"),
     Target("flag_eval_fractional_us", "<=", 3, reference="flagd_core_fractional_us"),
+    # Issue 16: ResolveBoolean over gRPC at least 0.8 of the echo reference
+    # (bound = reference / 1.25), and a change on 1,000 streams within 50 ms.
+    Target("flag_rpc_evals_s", ">=", 1.25, reference="grpc_echo_rpc_s"),
+    Target("flag_propagation_p99_ms", "<=", 50),
 )
 
 # Every figure the report promises, in table order: key, label, unit.
@@ -116,6 +120,11 @@ FIGURES = (
     ("flag_eval_static_us", "flag evaluation, static boolean flag", "µs"),
     ("flag_eval_targeting_us", "flag evaluation, targeting (ends_with on email, >= on a number)", "µs"),
     ("flag_eval_fractional_us", "flag evaluation, 3-way fractional split on the targeting key", "µs"),
+    ("flag_rpc_evals_s", "flag server, ResolveBoolean over gRPC, 16 in flight", "RPC/s"),
+    ("flag_propagation_p50_ms", "flag change → 1,000 streams (EventStream, SyncFlags), p50", "ms"),
+    ("flag_propagation_p99_ms", "flag change → 1,000 streams (EventStream, SyncFlags), p99", "ms"),
+    ("flag_server_bootstrap_s", "flag server start → ready, 10,000 flags, 100,000 events", "s"),
+    ("flag_server_rss_mb", "flag server RSS after that start", "MB"),
 )
 
 REFERENCES = (
