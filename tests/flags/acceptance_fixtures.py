@@ -19,14 +19,11 @@ Invariants:
 - Providers are configured with short deadlines and backoffs
   (``PROVIDER_OPTIONS``) and shut down at the end of the test that made
   them (``Providers``), so no thread of one test talks to the next.
-- ``FLAGS_TOPIC_SHIM``: the cluster refuses every write to a topic named
-  ``__*`` (cluster/frontend/internal_topics.py), so a flag server cannot
-  create its tenants' ``__flags`` topic (``INTERNAL_TOPIC``). The stack
-  finds that out with a real first write; only then it restarts the flag
-  server with a ``sitecustomize`` that renames the topic before the server
-  imports it (the same rename tests/flags/log_nodes.py applies in
-  process). Once the cluster lets the flag server write ``__flags`` the
-  shim is never installed and the tests run on ``__flags`` itself.
+- ``SITE_DIR_ENV``: when set, the flag server runs that directory's
+  ``sitecustomize.py`` before anything else (it is put first on the
+  server's ``PYTHONPATH``, and on nothing else's). That is how each test
+  here was seen failing against a server broken on purpose, without
+  editing the server's files; unset, the server runs as shipped.
 """
 
 from __future__ import annotations
@@ -63,7 +60,7 @@ from harness.local_cluster import LocalCluster
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
 
 ENV = "production"
-SHIM_TOPIC = "flags-log"
+SITE_DIR_ENV = "RAFTLOG_ACCEPTANCE_SERVER_SITE_DIR"
 CALL_TIMEOUT_S = 20.0
 
 PROVIDER_OPTIONS: dict[str, Any] = {
@@ -313,16 +310,10 @@ class TenantFlags:
 
 # --- the stack: a cluster and a flag server process -------------------------------------
 
-_SHIM = f"""# Written by tests/flags/acceptance_fixtures.py (see FLAGS_TOPIC_SHIM there).
-import flags.live
-
-flags.live.FLAGS_TOPIC = {SHIM_TOPIC!r}
-"""
-
 
 @contextlib.contextmanager
 def _environment(**values: str) -> Iterator[None]:
-    """``os.environ`` with ``values`` for the duration (a launch reads it)."""
+    """``os.environ`` with ``values`` for the duration (a launch copies it)."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -340,8 +331,8 @@ class Stack:
     cluster: LocalCluster
     server: FlagServerProcess
     root: Path
-    flags_topic: str = FLAGS_TOPIC
-    """The topic the flag server keeps flags in (``SHIM_TOPIC`` with the shim)."""
+    site_dir: Path | None = None
+    """First on the flag server's ``PYTHONPATH`` (``SITE_DIR_ENV``)."""
     _tenants: itertools.count[int] = field(default_factory=itertools.count)
     _admins: list[TenantFlags] = field(default_factory=list)
 
@@ -350,9 +341,9 @@ class Stack:
         return list(self.cluster.addresses.values())
 
     def _server_environment(self) -> contextlib.AbstractContextManager[None]:
-        if self.flags_topic == FLAGS_TOPIC:
+        if self.site_dir is None:
             return contextlib.nullcontext()
-        return _environment(PYTHONPATH=str(self.root / "shim"))
+        return _environment(PYTHONPATH=str(self.site_dir))
 
     def start_server(self) -> None:
         with self._server_environment():
@@ -389,7 +380,7 @@ class Stack:
 
         async def describe() -> int:
             async with Admin(self.bootstrap, api_key=self.cluster.api_key, tenant=tenant) as admin:
-                topic = await admin.describe_topic(self.flags_topic)
+                topic = await admin.describe_topic(FLAGS_TOPIC)
             return int(topic.assignments[0].leader)
 
         return asyncio.run(describe())
@@ -398,7 +389,7 @@ class Stack:
         """Every record of ``tenant``'s flags topic, straight from the cluster."""
 
         async def read() -> list[ConsumerRecord]:
-            tp = (self.flags_topic, 0)
+            tp = (FLAGS_TOPIC, 0)
             consumer = Consumer(
                 self.bootstrap,
                 api_key=self.cluster.api_key,
@@ -426,33 +417,17 @@ class Stack:
         self.cluster.close()
 
 
-def _flags_topic_is_writable(server: FlagServerProcess, stack: Stack) -> bool:
-    """Whether the flag server can write its tenants' ``__flags`` (a real first write)."""
-    probe = stack.new_tenant("probe")
-    try:
-        probe.create_env()
-    except FlagAdminError as error:
-        if "INTERNAL_TOPIC" in error.details:
-            return False
-        raise
-    return True
-
-
 @contextlib.contextmanager
 def running_stack(root: Path) -> Iterator[Stack]:
     """A 3-node cluster and a flag server on it, ready; closed on the way out."""
+    site_dir = Path(os.environ[SITE_DIR_ENV]) if os.environ.get(SITE_DIR_ENV) else None
     cluster = LocalCluster(root / "cluster", topics=())
     server = FlagServerProcess(root / "flag-server", [], cluster.api_key)
-    stack = Stack(cluster, server, root)
+    stack = Stack(cluster, server, root, site_dir)
     try:
         cluster.start_all()
         server.bootstrap = ",".join(stack.bootstrap)
         stack.start_server()
-        if not _flags_topic_is_writable(server, stack):
-            (root / "shim").mkdir(exist_ok=True)
-            (root / "shim" / "sitecustomize.py").write_text(_SHIM)
-            stack.flags_topic = SHIM_TOPIC
-            stack.restart_server()
         yield stack
     finally:
         stack.close()

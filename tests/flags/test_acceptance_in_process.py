@@ -23,6 +23,7 @@ from openfeature.flag_evaluation import Reason
 from tests.flags.acceptance_fixtures import (
     BAD_KEYS,
     FLAG_METADATA,
+    FLAG_SET,
     SET_METADATA,
     Providers,
     Stack,
@@ -106,6 +107,16 @@ def test_bearer_key_through_channel_credentials(stack: Stack, providers: Provide
         IN_PROCESS, stack.server.sync_address, channel_credentials=bearer_credentials(key)
     )
     check_every_type(connected)
+
+
+def test_each_tenant_gets_its_own_flags_under_the_same_names(stack: Stack, providers: Providers) -> None:
+    _, acme_key = stack.tenant_with_flags("acme")
+    other_set = FLAG_SET | {"flags": FLAG_SET["flags"] | {"bool-flag": bool_flag("off")}}
+    _, globex_key = stack.tenant_with_flags("globex", other_set)
+    acme = providers.connect(IN_PROCESS, stack.server.sync_address, selector=acme_key)
+    globex = providers.connect(IN_PROCESS, stack.server.sync_address, selector=globex_key)
+    assert acme.details("boolean", "bool-flag", False).value is True
+    assert globex.details("boolean", "bool-flag", True).value is False
 
 
 @pytest.fixture(scope="module")
