@@ -3,7 +3,7 @@ a real 3-node cluster with a flag server *process* on it (``Stack``), tenants
 made through the cluster's admin API and driven through the flag server's
 admin API (``TenantFlags``, a synchronous ``raftlog.flags.v1`` client), and
 the real ``openfeature-sdk`` + ``openfeature-provider-flagd`` connected in
-RPC or IN_PROCESS mode (``connect``), with every provider event recorded.
+RPC or IN_PROCESS mode (``Providers.connect``), with every provider event recorded.
 
 Everything here is synchronous, as the provider is (it runs its own
 threads): a test never needs an event loop; the few asyncio SDK calls
@@ -404,8 +404,10 @@ class Stack:
                 end = consumer.position(tp) or 0
                 consumer.seek(*tp, 0)
                 records: list[ConsumerRecord] = []
+                deadline = time.monotonic() + CALL_TIMEOUT_S
                 while (consumer.position(tp) or 0) < end:
-                    records.extend(await consumer.poll(5.0))
+                    assert time.monotonic() < deadline, f"{tenant}: read {len(records)} records, end {end}"
+                    records.extend(await consumer.poll(1.0))
                 return records
 
         return asyncio.run(read())
