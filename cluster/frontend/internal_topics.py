@@ -15,13 +15,15 @@ Invariants:
   topic from under the group coordinators). The node's own writers (the
   group coordinator, cluster/groups/group_logs.py) append through the local
   replica and never pass the front door.
-- Service topics (``SERVICE_TOPICS``: ``__flags``, the flag service's
-  per-tenant change log) are the one exception: in a tenant (never the
+- Service topics (``SERVICE_TOPICS``: the flag service's per-tenant
+  topics — ``__flags``, its change log, and ``__exposures`` and
+  ``__tracking``, what SDKs were served and what users did) are the one exception: in a tenant (never the
   system tenant) an *operator* key may create, write, alter and delete
   them, because the flag server (a client with the operator key, acting in
   each tenant) is their only writer and validates every change before it
   appends it. A tenant key still cannot write them: a tenant reads its
-  flag history (``consume __flags``) but never bypasses that validation.
+  flag history (``consume __flags``) and its exposures, but never bypasses
+  that validation.
 - Reads stay open to whoever may act in the tenant: only an operator key
   can name the system tenant (``raftlog-tenant: __system``), and fetching
   ``__consumer_offsets`` is how an operator debugs the groups. The records
@@ -39,7 +41,7 @@ from raftlog.v1.reasons import Reason
 __all__ = ["INTERNAL_PREFIX", "SERVICE_TOPICS", "check_writable", "is_internal"]
 
 INTERNAL_PREFIX = "__"
-SERVICE_TOPICS = frozenset({"__flags"})
+SERVICE_TOPICS = frozenset({"__flags", "__exposures", "__tracking"})
 """Internal names an operator key may write in a tenant (module docstring)."""
 
 
