@@ -28,8 +28,9 @@ Invariants:
   environment, so a returned one always matches the store (its ``version``
   is ``store.env_version``).
 - Every watcher of an environment is woken by every accepted record that
-  changed a flag in it or changed whether it exists; between two reads the
-  changes coalesce (later type wins), none is lost.
+  changed a flag in it or changed whether it exists, and (no changes) by the
+  revoke of a key of the environment; between two reads the changes coalesce
+  (later type wins), none is lost.
 - ``wait_applied(t, p)`` resolves True as soon as ``applied(t) >= p``.
 - ``result`` remembers at most ``result_window`` results per tenant (the
   latest; ~200 bytes each, mostly the result objects). ``history_offsets``
@@ -41,6 +42,10 @@ Invariants:
   (a key of a deleted environment is inert; it serves again if an environment
   of that name is created again: deleting an environment should also append
   revokes for its keys; see ``sdk_keys``).
+- ``key_epoch`` grows on every record or event that may turn an SDK key's
+  ``authenticate`` answer from a scope into None (any key record, any
+  environment-level record, ``forget_tenant``): a scope cached at epoch *e*
+  is still the answer while ``key_epoch == e``.
 """
 
 from __future__ import annotations
@@ -335,6 +340,8 @@ class LiveFlags:
         """key id -> that id in every tenant that has one (ids are chosen by writers:
         another tenant may reuse one; the digest decides)."""
         self._key_problems: dict[str, deque[tuple[int, str]]] = {}
+        self.key_epoch = 0
+        """Read-only for others (module invariants): lets callers cache ``authenticate``."""
 
     # --- the log ---------------------------------------------------------------------
 
@@ -353,6 +360,8 @@ class LiveFlags:
         results.add(offset, result)
         if type(result) is Accepted:
             env, _, flag = key.partition("/")
+            if not flag:  # whether the environment exists may have changed: so may a key's answer
+                self.key_epoch += 1
             self._serving.pop((tenant, env), None)
             history = self._history.setdefault(tenant, {}).get(env)
             if history is None:
@@ -378,6 +387,7 @@ class LiveFlags:
         # (UnsupportedChange propagates: nothing has changed yet.)
         self.store.skip(tenant, offset)
         self._tenants.add(tenant)
+        self.key_epoch += 1  # a revoke ends a key; a create may clash with another tenant's id
         keys = self._keys.setdefault(tenant, {})
         known = keys.get(record.id)
         if isinstance(record, SdkKeyCreate):
@@ -406,6 +416,10 @@ class LiveFlags:
         if known.revoked_by is None:
             known.revoked_by = record.who
             known.revoked_ms = record.when
+            # Streams holding the key re-check it now (an empty change), not at their next change.
+            watchers = self._watchers.get((tenant, known.env))
+            if watchers:
+                self._wake(tenant, known.env, watchers, {})
 
     def _key_problem(self, tenant: str, offset: int, message: str) -> None:
         _log.warning("tenant %s, %s offset %d: %s", tenant, FLAGS_TOPIC, offset, message)
@@ -436,6 +450,7 @@ class LiveFlags:
         """The tenant was deleted: drop its flags, keys and results; its
         watchers see every flag deleted and ``exists`` False; its
         ``wait_applied`` callers get False."""
+        self.key_epoch += 1
         for (owner, env), watchers in list(self._watchers.items()):
             if owner == tenant:
                 flag_set = self.store.flag_set(tenant, env)

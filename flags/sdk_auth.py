@@ -30,6 +30,13 @@ Invariants:
   read the same) and never echoes a key back in a message.
 - A granted ``Scope`` is exactly the key's (tenant, environment): a selector can
   narrow the request to the key's own environment, never widen or move it.
+- ``SdkGate`` caches keys that authenticated (``KeyCache``): clear key ->
+  (scope, ``LiveFlags.key_epoch`` then). An entry counts only while the epoch
+  is unchanged, so a revoke, a deleted environment or a forgotten tenant
+  refuses the next call at once (and wakes the streams of the environment,
+  which re-check). Only keys that passed the full HMAC check are stored, at
+  most ``max_keys`` of them (oldest dropped first): unknown keys cannot grow
+  it. Keys are never logged; the cache is a plain dict in this process.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ __all__ = [
     "NOT_READY_MESSAGE",
     "SDK_KEY_PREFIX",
     "SELECTOR_HEADER",
+    "KeyCache",
     "Refusal",
     "SdkAuthError",
     "SdkGate",
@@ -61,6 +69,8 @@ AUTHORIZATION_HEADER = "authorization"
 NOT_READY_MESSAGE = "flag server is loading the flag log"
 REVOKED_MESSAGE = "the SDK key was revoked: create a new one with `raftlog flags key create ENV`"
 MISSING_KEY_MESSAGE = "missing SDK key: send authorization: Bearer rlf_… or use the key as the selector"
+MAX_CACHED_KEYS = 10_000
+"""Keys (SDK clients' distinct keys) a gate remembers: ~200 bytes each."""
 
 
 class Refusal(enum.Enum):
@@ -117,7 +127,37 @@ def credentials(metadata: Sequence[tuple[str, str | bytes]] | None, body_selecto
     return Credentials(bearer, selector or body_selector.strip(), other_scheme)
 
 
-def _authenticate_key(live: LiveFlags, key: str, where: str) -> Scope:
+class KeyCache:
+    """``LiveFlags.authenticate`` for keys seen before: one dict lookup and an
+    epoch compare instead of parsing the key and an HMAC (module invariants)."""
+
+    __slots__ = ("_entries", "live", "max_keys")
+
+    def __init__(self, live: LiveFlags, max_keys: int = MAX_CACHED_KEYS) -> None:
+        self.live = live
+        self.max_keys = max_keys
+        self._entries: dict[str, tuple[Scope, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def authenticate(self, clear_key: str) -> Scope | None:
+        entries = self._entries
+        epoch = self.live.key_epoch
+        found = entries.get(clear_key)
+        if found is not None:
+            if found[1] == epoch:
+                return found[0]
+            del entries[clear_key]  # something changed since: check it in full again
+        scope = self.live.authenticate(clear_key)
+        if scope is not None:
+            if len(entries) >= self.max_keys:
+                del entries[next(iter(entries))]  # the oldest entry
+            entries[clear_key] = (scope, epoch)
+        return scope
+
+
+def _authenticate_key(authenticate: Callable[[str], Scope | None], key: str, where: str) -> Scope:
     if key.startswith(CLUSTER_KEY_PREFIX):
         raise SdkAuthError(
             Refusal.UNAUTHENTICATED,
@@ -126,7 +166,7 @@ def _authenticate_key(live: LiveFlags, key: str, where: str) -> Scope:
         )
     if not key.startswith(SDK_KEY_PREFIX):
         raise SdkAuthError(Refusal.UNAUTHENTICATED, MISSING_KEY_MESSAGE)
-    scope = live.authenticate(key)
+    scope = authenticate(key)
     if scope is None:
         raise SdkAuthError(
             Refusal.UNAUTHENTICATED,
@@ -137,15 +177,20 @@ def _authenticate_key(live: LiveFlags, key: str, where: str) -> Scope:
     return scope
 
 
-def sdk_scope(live: LiveFlags, found: Credentials) -> Scope:
-    """The scope the request may read; raises ``SdkAuthError`` (rules: module table)."""
+def sdk_scope(
+    live: LiveFlags, found: Credentials, authenticate: Callable[[str], Scope | None] | None = None
+) -> Scope:
+    """The scope the request may read; raises ``SdkAuthError`` (rules: module table).
+    ``authenticate``: ``live.authenticate`` or a cache of it (``KeyCache``)."""
+    if authenticate is None:
+        authenticate = live.authenticate
     if found.other_scheme:
         raise SdkAuthError(
             Refusal.UNAUTHENTICATED,
             f"authorization header uses scheme {found.other_scheme!r}; send authorization: Bearer rlf_…",
         )
     if found.bearer:
-        scope = _authenticate_key(live, found.bearer, "authorization header")
+        scope = _authenticate_key(authenticate, found.bearer, "authorization header")
         selector = found.selector
         if selector and selector != found.bearer and selector != scope.env:
             shown = "another SDK key" if selector.startswith(SDK_KEY_PREFIX) else repr(selector)
@@ -156,16 +201,19 @@ def sdk_scope(live: LiveFlags, found: Credentials) -> Scope:
             )
         return scope
     if found.selector:
-        return _authenticate_key(live, found.selector, "selector")
+        return _authenticate_key(authenticate, found.selector, "selector")
     raise SdkAuthError(Refusal.UNAUTHENTICATED, MISSING_KEY_MESSAGE)
 
 
 class SdkGate:
     """The check every flagd RPC passes first: ready, then an SDK key (aborts the call otherwise)."""
 
-    def __init__(self, live: LiveFlags, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, live: LiveFlags, is_ready: Callable[[], bool], *, max_cached_keys: int = MAX_CACHED_KEYS
+    ) -> None:
         self.live = live
         self.is_ready = is_ready
+        self.keys = KeyCache(live, max_cached_keys)
 
     async def admit(
         self, context: grpc.aio.ServicerContext, body_selector: str = ""
@@ -174,18 +222,19 @@ class SdkGate:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY_MESSAGE)
         found = credentials(context.invocation_metadata(), body_selector)
         try:
-            return sdk_scope(self.live, found), found
+            return sdk_scope(self.live, found, self.keys.authenticate), found
         except SdkAuthError as error:
             await refuse(context, error)
 
     async def recheck(self, context: grpc.aio.ServicerContext, found: Credentials, scope: Scope) -> None:
         """End a stream whose key no longer grants ``scope`` (revoked, or its tenant deleted).
+        While nothing changed for keys (``key_epoch``) this is a dict lookup.
 
         While the environment does not exist (deleted) the key cannot be told from a
         revoked one (``LiveFlags.authenticate`` refuses both): the stream stays open and
         serves the empty set, and is checked again once the environment exists again."""
         try:
-            if sdk_scope(self.live, found) == scope:
+            if sdk_scope(self.live, found, self.keys.authenticate) == scope:
                 return
         except SdkAuthError:
             pass

@@ -439,3 +439,63 @@ def test_a_newer_format_stops_the_tenant_before_anything_changes() -> None:
         live.apply("acme", 1, "prod", b'{"format":2}')
     assert live.applied("acme") == 1 and live.key_problems("acme") == ()
     assert live.history_offsets("acme", "prod") == [0] and live.result("acme", 1) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_scope_cached_at_the_current_key_epoch_is_still_the_answer(seed: int) -> None:
+    # What SDK key caches rely on: while key_epoch stands still, every key that
+    # authenticated still authenticates to the same scope; flag writes leave it alone.
+    rng = random.Random(seed)
+    live = LiveFlags()
+    feeds = {tenant: Feed(live, tenant) for tenant in ("acme", "globex")}
+    issued: list[tuple[str, str, str]] = []  # (tenant, key id, clear key)
+    cached: dict[str, tuple[Scope, int]] = {}
+    for _ in range(300):
+        tenant, env = rng.choice(("acme", "globex")), rng.choice(("prod", "dev"))
+        feed, roll, epoch = feeds[tenant], rng.random(), live.key_epoch
+        if roll < 0.1:
+            store = live.store
+            exists = store.has_environment(tenant, env)
+            feed(env, env_delete(env, store.set_version(tenant, env)) if exists else env_create(env))
+        elif roll < 0.2:
+            key = issue_sdk_key(env, "k", "key-1", 1)
+            feed(key.record_key, key.record_value)
+            issued.append((tenant, key.key_id, key.clear_key))
+        elif roll < 0.27 and issued:
+            owner, key_id, _ = rng.choice(issued)
+            feeds[owner](*revoke_record(key_id, env, "key-1", 2))
+        elif roll < 0.29:
+            live.forget_tenant(tenant)
+            feeds[tenant] = Feed(live, tenant)
+        else:
+            flag = rng.choice(("a", "b"))
+            kind = Kind.UPDATE if live.store.flag(tenant, env, flag) is not None else Kind.CREATE
+            feed(f"{env}/{flag}", flag_write(kind, env, flag, live.store.flag_version(tenant, env, flag)))
+            assert live.key_epoch == epoch
+        for clear_key, (scope, at) in cached.items():
+            if at == live.key_epoch:
+                assert live.authenticate(clear_key) == scope
+        for _, _, clear_key in issued:
+            now = live.authenticate(clear_key)
+            if now is not None:
+                cached[clear_key] = (now, live.key_epoch)
+            else:
+                cached.pop(clear_key, None)
+    assert len(cached) > 3 and live.key_epoch > 20
+
+
+def test_a_revoke_wakes_the_watchers_of_its_environment_only() -> None:
+    # Streams holding the key re-check it at once instead of at their next change.
+    live = LiveFlags()
+    feed = Feed(live)
+    feed("prod", env_create())
+    feed("dev", env_create("dev"))
+    issued = issue_sdk_key("prod", "web", "key-1", 1)
+    feed(issued.record_key, issued.record_value)
+    with live.watch(ACME) as prod, live.watch(Scope("acme", "dev")) as dev:
+        feed(*revoke_record(issued.key_id, "prod", "key-1", 2))
+        update = prod.poll()
+        assert update is not None and dict(update.changes) == {} and update.exists
+        assert dev.poll() is None
+        feed(*revoke_record(issued.key_id, "prod", "key-1", 3))  # revoked already: nothing new
+        assert prod.poll() is None
