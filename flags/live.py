@@ -42,6 +42,9 @@ Invariants:
   (a key of a deleted environment is inert; it serves again if an environment
   of that name is created again: deleting an environment should also append
   revokes for its keys; see ``sdk_keys``).
+  ``authenticate`` answers server keys only (the flagd protocols);
+  ``authenticate_ofrep`` both kinds, with the kind, for OFREP. A key's kind is
+  its create record's, and its clear prefix must agree (``sdk_keys``).
 - ``key_epoch`` grows on every record or event that may turn an SDK key's
   ``authenticate`` answer from a scope into None (any key record, any
   environment-level record, ``forget_tenant``): a scope cached at epoch *e*
@@ -67,11 +70,12 @@ from flags.evaluator import FlagdEvaluator
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
 from flags.model import flagd_json
 from flags.sdk_keys import (
+    KeyKind,
     MalformedSdkKeyRecord,
     SdkKeyCreate,
     decode_record,
     is_sdk_key_record,
-    parse_sdk_key,
+    parse_clear_key,
     verify_secret,
     verify_unknown,
 )
@@ -140,6 +144,7 @@ class SdkKeyInfo:
     revoked: bool
     revoked_by: str = ""
     revoked_ms: int = 0
+    kind: KeyKind = KeyKind.SERVER
 
 
 class _Key:
@@ -152,6 +157,7 @@ class _Key:
         "digest",
         "env",
         "id",
+        "kind",
         "name",
         "revoked_by",
         "revoked_ms",
@@ -170,6 +176,7 @@ class _Key:
         self.created_ms = 0
         self.revoked_by: str | None = None
         self.revoked_ms = 0
+        self.kind = KeyKind.SERVER
 
     def info(self) -> SdkKeyInfo:
         revoked = self.revoked_by is not None
@@ -182,6 +189,7 @@ class _Key:
             revoked,
             self.revoked_by or "",
             self.revoked_ms,
+            self.kind,
         )
 
 
@@ -404,6 +412,7 @@ class LiveFlags:
             known.digest = record.digest
             known.created_by = record.who
             known.created_ms = record.when
+            known.kind = record.key_kind
             return
         if known is None:
             known = keys[record.id] = _Key(tenant, record.id, record.env)
@@ -544,12 +553,18 @@ class LiveFlags:
     # --- SDK keys ----------------------------------------------------------------------
 
     def authenticate(self, clear_key: str) -> Scope | None:
-        """The scope of an SDK key; None if it is not one, unknown, revoked,
-        or its environment does not exist."""
-        parsed = parse_sdk_key(clear_key)
+        """The scope of a server SDK key; None if it is not one, unknown,
+        revoked, or its environment does not exist."""
+        found = self.authenticate_ofrep(clear_key)
+        return found[0] if found is not None and found[1] is KeyKind.SERVER else None
+
+    def authenticate_ofrep(self, clear_key: str) -> tuple[Scope, KeyKind] | None:
+        """The scope and kind of an SDK key of either kind (OFREP); None as
+        ``authenticate``, and when the clear prefix is not the key's kind."""
+        parsed = parse_clear_key(clear_key)
         if parsed is None:
             return None
-        key_id, secret = parsed
+        kind, key_id, secret = parsed
         candidates = self._keys_by_id.get(key_id)
         if not candidates:
             verify_unknown(secret)
@@ -568,7 +583,9 @@ class LiveFlags:
         key = matches[0]
         if key.revoked_by is not None or not self.store.has_environment(key.scope.tenant, key.env):
             return None
-        return key.scope
+        if key.kind is not kind:  # e.g. a client key's secret spelled as a server key
+            return None
+        return key.scope, kind
 
     def sdk_keys(self, tenant: str, env: str | None = None) -> tuple[SdkKeyInfo, ...]:
         """The tenant's keys (of ``env``, if given), in the order they were first recorded."""

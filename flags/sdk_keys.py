@@ -16,9 +16,18 @@ the way flags/changes.py writes change records):
 - create: ``{"format":1,"kind":"sdk-key-create","id","env","name","salt","digest","who","when"}``
   with ``salt`` 16 random bytes and ``digest = HMAC-SHA256(key=salt, msg=secret)``,
   both lowercase hex. The secret itself is never written anywhere.
+  A client key's create also has ``"keyKind":"client"`` (absent: a server key, so
+  records written before key kinds existed keep their bytes and meaning).
 - revoke: ``{"format":1,"kind":"sdk-key-revoke","id","env","who","when"}``: a record,
   not a tombstone, so who revoked a key stays in the audit trail (and compaction,
   which keeps the latest record per key, keeps the revocation).
+
+Key kinds: a *server* key (``rlf_``, secret) reads its environment through the
+flagd protocols and OFREP; a *client* key (``rlc_``, public by design: it ships
+inside mobile and web apps) only through OFREP (evaluation, change pings,
+tracking). The clear prefix and the record must agree: a client key's secret
+spelled with ``rlf_`` is no key at all, so a client key cannot be promoted to a
+server key by editing its prefix.
 
 Why HMAC-SHA256 and not a slow hash: the secret has 256 random bits, so offline
 guessing is hopeless however fast the hash, while a slow hash would cost
@@ -41,6 +50,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -57,6 +67,7 @@ __all__ = [
     "KEY_ID_LENGTH",
     "RECORD_KEY_PREFIX",
     "IssuedSdkKey",
+    "KeyKind",
     "MalformedSdkKeyRecord",
     "SdkKeyCreate",
     "SdkKeyRecord",
@@ -65,6 +76,7 @@ __all__ = [
     "encode_record",
     "is_sdk_key_record",
     "issue_sdk_key",
+    "parse_clear_key",
     "parse_sdk_key",
     "record_key",
     "revoke_record",
@@ -75,6 +87,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 CLEAR_PREFIX = "rlf_"
+CLIENT_CLEAR_PREFIX = "rlc_"
 RECORD_KEY_PREFIX = "@sdk-key/"
 KIND_CREATE = "sdk-key-create"
 KIND_REVOKE = "sdk-key-revoke"
@@ -100,6 +113,17 @@ _DUMMY_SALT = bytes(SALT_LENGTH)
 _DUMMY_DIGEST = bytes(DIGEST_LENGTH)
 
 
+class KeyKind(enum.Enum):
+    """What a key may read (module docstring)."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+    @property
+    def prefix(self) -> str:
+        return CLIENT_CLEAR_PREFIX if self is KeyKind.CLIENT else CLEAR_PREFIX
+
+
 class MalformedSdkKeyRecord(ValueError):
     """Bytes (or a record key) this format never produces."""
 
@@ -113,6 +137,8 @@ class SdkKeyCreate:
     digest: bytes
     who: str
     when: int
+    key_kind: KeyKind = KeyKind.SERVER
+    """``"keyKind"`` in the record (absent: server)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +175,24 @@ def _encode_secret(secret: bytes) -> str:
 
 
 def parse_sdk_key(text: str) -> tuple[str, bytes] | None:
-    """``(key id, secret)`` of a clear key, or None if ``text`` is not one."""
-    if not isinstance(text, str) or len(text) != CLEAR_KEY_LENGTH or not text.startswith(CLEAR_PREFIX):
+    """``(key id, secret)`` of a clear *server* key, or None if ``text`` is not one."""
+    parsed = parse_clear_key(text)
+    if parsed is None or parsed[0] is not KeyKind.SERVER:
         return None
-    start = len(CLEAR_PREFIX)
+    return parsed[1], parsed[2]
+
+
+def parse_clear_key(text: str) -> tuple[KeyKind, str, bytes] | None:
+    """``(kind, key id, secret)`` of a clear key of either kind, or None."""
+    if not isinstance(text, str) or len(text) != CLEAR_KEY_LENGTH:
+        return None
+    if text.startswith(CLEAR_PREFIX):
+        kind = KeyKind.SERVER
+    elif text.startswith(CLIENT_CLEAR_PREFIX):
+        kind = KeyKind.CLIENT
+    else:
+        return None
+    start = len(CLEAR_PREFIX)  # both prefixes are 4 characters
     key_id = text[start : start + KEY_ID_LENGTH]
     separator = text[start + KEY_ID_LENGTH]
     secret_text = text[start + KEY_ID_LENGTH + 1 :]
@@ -162,7 +202,7 @@ def parse_sdk_key(text: str) -> tuple[str, bytes] | None:
     # The last character carries 2 unused bits: only the canonical spelling counts.
     if _encode_secret(secret) != secret_text:
         return None
-    return key_id, secret
+    return kind, key_id, secret
 
 
 def looks_like_sdk_key(text: str) -> bool:
@@ -207,6 +247,8 @@ def _problem(record: SdkKeyRecord) -> str | None:
             return f"salt must be {SALT_LENGTH} bytes"
         if not isinstance(record.digest, bytes) or len(record.digest) != DIGEST_LENGTH:
             return f"digest must be {DIGEST_LENGTH} bytes"
+        if not isinstance(record.key_kind, KeyKind):
+            return f"key kind must be one of {[k.value for k in KeyKind]}, not {record.key_kind!r}"
     return None
 
 
@@ -220,6 +262,8 @@ def encode_record(record: SdkKeyRecord) -> bytes:
     doc["when"] = record.when
     if isinstance(record, SdkKeyCreate):
         doc.update(kind=KIND_CREATE, name=record.name, salt=record.salt.hex(), digest=record.digest.hex())
+        if record.key_kind is not KeyKind.SERVER:  # absent = server: older records keep their bytes
+            doc["keyKind"] = record.key_kind.value
     else:
         doc["kind"] = KIND_REVOKE
     return _canonical(doc)
@@ -280,7 +324,12 @@ def decode_record(key: str, value: bytes | None) -> SdkKeyRecord:
         salt = _hex_field(doc, "salt", SALT_LENGTH)
         digest = _hex_field(doc, "digest", DIGEST_LENGTH)
         name: Any = doc.get("name")
-        record = SdkKeyCreate(key_id, env, name, salt, digest, who, when)
+        key_kind: Any = doc.get("keyKind", KeyKind.SERVER.value)
+        try:
+            kind_of_key = KeyKind(key_kind)
+        except ValueError:
+            raise MalformedSdkKeyRecord(f"record {key!r}: unknown keyKind {key_kind!r}") from None
+        record = SdkKeyCreate(key_id, env, name, salt, digest, who, when, kind_of_key)
     elif kind == KIND_REVOKE:
         record = SdkKeyRevoke(key_id, env, who, when)
     else:
@@ -310,15 +359,15 @@ class IssuedSdkKey:
     clear_key: str = field(repr=False)
 
 
-def issue_sdk_key(env: str, name: str, who: str, when: int) -> IssuedSdkKey:
-    """A fresh random key for ``env`` of the tenant whose topic the record goes to.
-    Raises ``MalformedSdkKeyRecord`` for a bad env, name, who or when."""
+def issue_sdk_key(env: str, name: str, who: str, when: int, kind: KeyKind = KeyKind.SERVER) -> IssuedSdkKey:
+    """A fresh random key of ``kind`` for ``env`` of the tenant whose topic the
+    record goes to. Raises ``MalformedSdkKeyRecord`` for a bad env, name, who or when."""
     key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
     secret = secrets.token_bytes(SECRET_BYTES)
     salt = secrets.token_bytes(SALT_LENGTH)
-    record = SdkKeyCreate(key_id, env, name, salt, secret_digest(salt, secret), who, when)
+    record = SdkKeyCreate(key_id, env, name, salt, secret_digest(salt, secret), who, when, kind)
     value = encode_record(record)
-    return IssuedSdkKey(key_id, record_key(key_id), value, f"{CLEAR_PREFIX}{key_id}_{_encode_secret(secret)}")
+    return IssuedSdkKey(key_id, record_key(key_id), value, f"{kind.prefix}{key_id}_{_encode_secret(secret)}")
 
 
 def revoke_record(key_id: str, env: str, who: str, when: int) -> tuple[str, bytes]:
