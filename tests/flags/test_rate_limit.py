@@ -72,7 +72,7 @@ def test_memory_is_bounded_and_full_buckets_go_first() -> None:
     for i in range(5):
         slow.take(f"done-{i}", 1.0, -2000.0)  # empty long ago: full by now
     slow.take("new", 1.0, 1.0)
-    assert sorted(slow._buckets) == [*(f"busy-{i}" for i in range(5)), "new"]
+    assert sorted(map(str, slow._buckets)) == [*(f"busy-{i}" for i in range(5)), "new"]
     # When every bucket is busy, the oldest are dropped in a batch.
     limited = TokenBuckets(Rate(1, 1), max_buckets=10)
     for i in range(10):
