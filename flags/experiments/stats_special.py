@@ -87,23 +87,25 @@ def normal_quantile(q: float) -> float:
         raise ValueError(f"normal_quantile needs 0 < q < 1, got {q!r}")
     if q == 0.5:
         return 0.0
+    # Solve in the lower tail (1 - q is exact for q >= 0.5) where normal_cdf keeps
+    # full relative precision, then mirror.
     tail = min(q, 1.0 - q)
     # Abramowitz & Stegun 26.2.23: a rational approximation in t = sqrt(-2 ln tail).
     t = math.sqrt(-2.0 * math.log(tail))
-    z = t - (2.515517 + t * (0.802853 + t * 0.010328)) / (
-        1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308))
+    z = -(
+        t
+        - (2.515517 + t * (0.802853 + t * 0.010328)) / (1.0 + t * (1.432788 + t * (0.189269 + t * 0.001308)))
     )
-    z = z if q > 0.5 else -z
-    # Halley's method on normal_cdf(z) - q converges cubically from there; the
-    # error of the start (< 4.5e-4) is gone after two steps, a third is free insurance.
+    # Halley's method on normal_cdf(z) - tail converges cubically from there; the
+    # error of the start (< 4.5e-4) is gone after two steps, more are free insurance.
     for _ in range(4):
-        error = normal_cdf(z) - q
+        error = normal_cdf(z) - tail
         density = normal_pdf(z)
         if density == 0.0:
             break
         step = error / density
         z -= step / (1.0 + 0.5 * z * step)
-    return z
+    return z if q < 0.5 else -z
 
 
 # Stirling's series for lgamma: lgamma(x) = (x - 1/2) ln x - x + ln(2 pi)/2 + correction(x),
