@@ -58,7 +58,9 @@ still works, with a warning on stderr saying so. Commands:
   tombstone's value prints as ``--null-value VALUE`` when given, else as
   nothing (``key<SEP>`` and the end of the line);
 - ``raftlog flags ...``: feature flags on a flag server (``RAFTLOG_FLAGS``,
-  default 127.0.0.1:8013) and ``flags serve`` to run one: flags/cli.py.
+  default 127.0.0.1:8013) and ``flags serve`` to run one: flags/cli.py;
+- ``raftlog experiment create|start|stop|list|results ...``: A/B
+  experiments on flags, on the same flag server: flags/experiments/cli.py.
 
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error (an unusable ``--api-key-file``
@@ -79,6 +81,7 @@ from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
 from flags import cli as flags_cli
+from flags.experiments import cli as experiment_cli
 from raftlog.v1 import admin_pb2, groups_pb2
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
@@ -627,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     flags_cli.add_commands(
         commands.add_parser("flags", help="feature flags: the flag server and its admin API")
+    )
+    experiment_cli.add_commands(
+        commands.add_parser("experiment", help="A/B experiments on flags (on the flag server)")
     )
     return parser
 
