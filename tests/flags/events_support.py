@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+from client.admin import Admin
 from client.consumer import Consumer, ConsumerRecord, FetchMode, OffsetReset
 from client.errors import NotFoundError, UnknownTopicOrPartitionError
 from flags.sdk_keys import issue_sdk_key, revoke_record
@@ -31,6 +32,11 @@ async def revoke(node: FlagNode, tenant: str, key_id: str, env: str = ENV) -> No
 
 async def end_offset(cluster: LocalCluster, tenant: str, topic: str) -> int:
     """The topic's high watermark; 0 when it does not exist."""
+    async with Admin(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant) as admin:
+        try:
+            await admin.describe_topic(topic)
+        except (NotFoundError, UnknownTopicOrPartitionError):
+            return 0
     consumer = Consumer(bootstrap(cluster), api_key=cluster.api_key, tenant=tenant, fetch_mode=FetchMode.POLL)
     async with consumer:
         consumer.assign([(topic, 0)])

@@ -1,0 +1,211 @@
+"""Tracking and reported exposures over HTTP on a real 3-node cluster: 202
+only once the events are readable from ``__tracking``; bad input gets a 4xx
+with a clear body and writes nothing (a bad last event stops the whole
+batch); keys: server keys, client keys, unknown and revoked ones; a log that
+cannot be written answers 503."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from flags.exposures import EXPOSURES_TOPIC, TRACKING_TOPIC, ExposureSink
+from flags.live import LiveFlags
+from flags.tracking import EXPOSURES_PATH, TRACK_PATH, add_tracking_routes
+from harness.local_cluster import LocalCluster
+from tests.flags.events_support import canonical, end_offset, env_and_key, read_topic, revoke
+from tests.flags.log_nodes import ENV, FlagNode, bootstrap, flag_node, new_tenant, started_cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with started_cluster(tmp_path_factory.mktemp("tracking")) as c:
+        yield c
+
+
+class Served:
+    def __init__(self, node: FlagNode, sink: ExposureSink, http: TestClient[Any, Any]) -> None:
+        self.node, self.sink, self.http = node, sink, http
+
+
+@pytest.fixture
+async def served(cluster: LocalCluster) -> AsyncIterator[Served]:
+    async with flag_node(cluster) as node:
+        sink = ExposureSink(bootstrap(cluster), cluster.api_key, wall_ms=lambda: 1_700_000_000_123)
+        app = web.Application()
+        add_tracking_routes(app, node.live, sink)
+        async with TestClient(TestServer(app)) as http:
+            yield Served(node, sink, http)
+        await sink.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_202_means_the_events_are_readable(cluster: LocalCluster, served: Served) -> None:
+    tenant = await new_tenant(cluster, "track-ok")
+    key, _ = await env_and_key(served.node, tenant)
+    events = [
+        {
+            "name": "purchase",
+            "targetingKey": "user-1",
+            "value": 12.5,
+            "attributes": {"sku": "a", "n": [1, 2]},
+        },
+        {"name": "signup.done", "targetingKey": "ünï"},
+        {"name": "clicks", "targetingKey": "user-1", "value": 3, "attributes": None},
+    ]
+    response = await served.http.post(TRACK_PATH, json={"events": events}, headers=bearer(key))
+    assert response.status == 202, await response.text()
+    assert await response.json() == {"accepted": 3}
+    # Durable before the answer: readable at once, in the documented format.
+    assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 3
+    records = await read_topic(cluster, tenant, TRACKING_TOPIC, 3)
+    base = {"format": 1, "env": ENV, "ts": 1_700_000_000_123}
+    assert [(r.key, r.value) for r in records] == [
+        (
+            b"user-1",
+            canonical(
+                base
+                | {
+                    "name": "purchase",
+                    "targetingKey": "user-1",
+                    "value": 12.5,
+                    "attributes": {"sku": "a", "n": [1, 2]},
+                }
+            ),
+        ),
+        (
+            "ünï".encode(),
+            canonical(base | {"name": "signup.done", "targetingKey": "ünï", "value": None, "attributes": {}}),
+        ),
+        (
+            b"user-1",
+            canonical(base | {"name": "clicks", "targetingKey": "user-1", "value": 3.0, "attributes": {}}),
+        ),
+    ]
+    # X-API-Key works too.
+    response = await served.http.post(TRACK_PATH, json={"events": [events[1]]}, headers={"X-API-Key": key})
+    assert response.status == 202
+
+
+GOOD = {"name": "purchase", "targetingKey": "user-1", "value": 1.0}
+
+BAD_BATCHES: list[tuple[str, Any, str]] = [
+    ("not an object", [GOOD], "events"),
+    ("no events", {"events": []}, "non-empty"),
+    ("extra top-level field", {"events": [GOOD], "x": 1}, "one field"),
+    ("too many", {"events": [GOOD] * 101}, "at most 100"),
+    ("unknown field", {"events": [GOOD | {"vaule": 1}]}, "unknown field"),
+    ("name missing", {"events": [{"targetingKey": "u"}]}, "events[0].name"),
+    ("bad name", {"events": [GOOD | {"name": "has space"}]}, "not an event name"),
+    ("long name", {"events": [GOOD | {"name": "a" * 129}]}, "at most 128"),
+    ("no targeting key", {"events": [{"name": "purchase"}]}, "targetingKey"),
+    ("string value", {"events": [GOOD | {"value": "1"}]}, "finite number"),
+    ("bool value", {"events": [GOOD | {"value": True}]}, "finite number"),
+    ("huge int value", {"events": [GOOD | {"value": 2**60}]}, "too large"),
+    ("attributes a list", {"events": [GOOD | {"attributes": [1]}]}, "attributes must be an object"),
+    ("attributes too big", {"events": [GOOD | {"attributes": {"a": "x" * 5000}}]}, "at most 4096"),
+    ("attributes too deep", {"events": [GOOD | {"attributes": {"a": [[[[[[[[[1]]]]]]]]]}}]}, "deeper"),
+    ("the last event is bad", {"events": [GOOD, GOOD, GOOD | {"value": None, "name": ""}]}, "events[2].name"),
+]
+
+
+async def test_bad_input_is_refused_and_nothing_is_written(cluster: LocalCluster, served: Served) -> None:
+    tenant = await new_tenant(cluster, "track-bad")
+    key, _ = await env_and_key(served.node, tenant)
+    for label, body, words in BAD_BATCHES:
+        response = await served.http.post(TRACK_PATH, json=body, headers=bearer(key))
+        answer = await response.json()
+        assert (response.status, answer["errorCode"]) == (400, "INVALID_EVENT"), label
+        assert words in answer["errorDetails"], (label, answer)
+    raw = [
+        (b"{not json", "application/json", 400, "PARSE_ERROR"),
+        (b'{"events":[{"name":"p","targetingKey":"u","value":NaN}]}', "application/json", 400, "PARSE_ERROR"),
+        (json.dumps({"events": [GOOD]}).encode(), "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b'{"events":"' + b"x" * 300_000 + b'"}', "application/json", 413, "PAYLOAD_TOO_LARGE"),
+    ]
+    for data, content_type, status, code in raw:
+        headers = bearer(key) | {"Content-Type": content_type}
+        response = await served.http.post(TRACK_PATH, data=data, headers=headers)
+        assert (response.status, (await response.json())["errorCode"]) == (status, code), data[:40]
+    # Nothing reached the log: the topic was never even created.
+    assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 0
+    assert served.sink.stats.tracked == 0
+
+
+async def test_keys_unknown_revoked_and_client(cluster: LocalCluster, served: Served) -> None:
+    tenant = await new_tenant(cluster, "track-keys")
+    key, key_id = await env_and_key(served.node, tenant)
+    body = {"events": [GOOD]}
+    for headers in ({}, bearer("rlf_0000000000000000_" + "A" * 43), {"Authorization": f"Basic {key}"}):
+        response = await served.http.post(TRACK_PATH, json=body, headers=headers)
+        answer = await response.json()
+        assert (response.status, answer["errorCode"]) == (401, "UNAUTHENTICATED")
+        assert key not in json.dumps(answer)
+    assert (await served.http.post(TRACK_PATH, json=body, headers=bearer(key))).status == 202
+    await revoke(served.node, tenant, key_id)
+    response = await served.http.post(TRACK_PATH, json=body, headers=bearer(key))
+    assert response.status == 401
+    assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 1
+    if not hasattr(LiveFlags, "authenticate_ofrep"):
+        pytest.skip("client keys are not in LiveFlags yet (authenticate_ofrep)")
+    from flags.sdk_keys import KeyKind
+
+    client_key, _ = await env_and_key(served.node, tenant, kind=KeyKind.CLIENT)
+    assert client_key.startswith("rlc_")
+    assert (await served.http.post(TRACK_PATH, json=body, headers=bearer(client_key))).status == 202
+    exposure = {"exposures": [{"flag": "f", "variant": "on", "reason": "SPLIT", "targetingKey": "u"}]}
+    response = await served.http.post(EXPOSURES_PATH, json=exposure, headers=bearer(client_key))
+    assert (response.status, (await response.json())["errorCode"]) == (403, "PERMISSION_DENIED")
+
+
+async def test_reported_exposures_reach_the_log(cluster: LocalCluster, served: Served) -> None:
+    tenant = await new_tenant(cluster, "track-exposures")
+    key, _ = await env_and_key(served.node, tenant)
+    version = served.node.live.store.env_version(tenant, ENV)
+    body = {
+        "exposures": [
+            {"flag": "banner", "variant": "on", "reason": "TARGETING_MATCH", "targetingKey": "user-1"},
+            {"flag": "banner", "variant": "on", "reason": "TARGETING_MATCH", "targetingKey": "user-1"},
+            {"flag": "banner", "variant": "off", "targetingKey": "user-2"},
+        ]
+    }
+    response = await served.http.post(EXPOSURES_PATH, json=body, headers=bearer(key))
+    assert response.status == 202 and await response.json() == {"recorded": 3}
+    await served.sink.flush(20)
+    records = await read_topic(cluster, tenant, EXPOSURES_TOPIC, 2)
+    docs = [json.loads(r.value or b"") for r in records]
+    assert [(d["targetingKey"], d["variant"], d["reason"], d["source"], d["version"]) for d in docs] == [
+        ("user-1", "on", "TARGETING_MATCH", "hook", version),
+        ("user-2", "off", "UNKNOWN", "hook", version),
+    ]
+    bad = {"exposures": [body["exposures"][0], {"flag": "banner", "targetingKey": "user-3"}]}
+    response = await served.http.post(EXPOSURES_PATH, json=bad, headers=bearer(key))
+    answer = await response.json()
+    assert (response.status, answer["errorCode"]) == (400, "INVALID_EXPOSURE")
+    assert "exposures[1].variant" in answer["errorDetails"]
+    assert served.sink.stats.recorded == 2
+
+
+async def test_an_unwritable_log_answers_503(cluster: LocalCluster) -> None:
+    async with flag_node(cluster) as node:
+        tenant = await new_tenant(cluster, "track-503")
+        key, _ = await env_and_key(node, tenant)
+        sink = ExposureSink(["127.0.0.1:1"], cluster.api_key, admin_timeout_s=0.3)
+        app = web.Application()
+        add_tracking_routes(app, node.live, sink, track_timeout_s=1.0)
+        async with TestClient(TestServer(app)) as http:
+            response = await http.post(TRACK_PATH, json={"events": [GOOD]}, headers=bearer(key))
+            answer = await response.json()
+            assert (response.status, answer["errorCode"]) == (503, "UNAVAILABLE")
+            assert response.headers["Retry-After"] == "1"
+        await sink.close(timeout_s=0.1)
