@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from client.admin import Admin
 from client.consumer import Consumer, FetchMode, OffsetReset
 from client.errors import NotFoundError, RaftlogError, UnknownTopicOrPartitionError
 from flags.experiments.attribution import Attribution, parse_exposure, parse_tracking
@@ -241,17 +242,22 @@ class ExperimentAnalyzer:
         """The end offsets of the tenant's ``__exposures`` and ``__tracking``
         now (0 for a topic not created yet: it will be read from its start).
         Raises the SDK's ``RaftlogError`` when the cluster does not answer."""
-        ends = []
-        async with Consumer(
-            self._bootstrap, api_key=self._api_key, tenant=tenant, api_timeout_s=OFFSETS_TIMEOUT_S
-        ) as consumer:
-            consumer.assign([(EXPOSURES_TOPIC, 0), (TRACKING_TOPIC, 0)])
+        ends: dict[str, int] = {}
+        async with Admin(
+            self._bootstrap, api_key=self._api_key, tenant=tenant, timeout_s=OFFSETS_TIMEOUT_S
+        ) as admin:
             for topic in (EXPOSURES_TOPIC, TRACKING_TOPIC):
-                tp = (topic, 0)
                 try:
-                    await consumer.seek_to_end(tp)
-                except (UnknownTopicOrPartitionError, NotFoundError):
-                    ends.append(0)
-                    continue
-                ends.append(consumer.position(tp) or 0)
-        return Offsets(exposures=ends[0], tracking=ends[1])
+                    await admin.describe_topic(topic)
+                except NotFoundError:  # (a consumer would wait for its leader instead)
+                    ends[topic] = 0
+        missing = [t for t in (EXPOSURES_TOPIC, TRACKING_TOPIC) if t not in ends]
+        if missing:
+            async with Consumer(
+                self._bootstrap, api_key=self._api_key, tenant=tenant, api_timeout_s=OFFSETS_TIMEOUT_S
+            ) as consumer:
+                consumer.assign([(topic, 0) for topic in missing])
+                for topic in missing:
+                    await consumer.seek_to_end((topic, 0))
+                    ends[topic] = consumer.position((topic, 0)) or 0
+        return Offsets(exposures=ends[EXPOSURES_TOPIC], tracking=ends[TRACKING_TOPIC])
