@@ -16,7 +16,8 @@ all of them and the data. Node logs go to ``data/nodeN.log``.
 
 Once the nodes are ready, one flag server (``raftlog flags serve``,
 harness/flag_server.py) starts beside them on 127.0.0.1:8013 (evaluation
-and admin gRPC), 8014 (management HTTP) and 8015 (sync gRPC), with the
+and admin gRPC), 8014 (management HTTP), 8015 (sync gRPC) and 8016 (OFREP
+HTTP for mobile and web apps, tracking), with the
 operator key in ``data/flags.key`` (0600) and its log in ``data/flags.log``.
 A flag server that cannot start (a port taken) is reported and the cluster
 runs without it; one that dies later stops everything, like a node.
@@ -70,6 +71,7 @@ FLAGS_HOST = "127.0.0.1"
 FLAGS_EVAL_PORT = 8013
 FLAGS_MANAGEMENT_PORT = 8014
 FLAGS_SYNC_PORT = 8015
+FLAGS_OFREP_PORT = 8016
 
 STOP_GRACE_S = 10.0
 """How long the nodes get to stop before SIGKILL. A node stops in about
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_port=FLAGS_EVAL_PORT,
             sync_port=FLAGS_SYNC_PORT,
             management_port=FLAGS_MANAGEMENT_PORT,
+            ofrep_port=FLAGS_OFREP_PORT,
             own_session=True,
         )
         try:
@@ -296,7 +299,7 @@ def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProces
     if flags is not None:
         print(
             f"  flag server: evaluation+admin {flags.eval_address}, sync {flags.sync_address}, "
-            f"management {flags.management_url}  (log: {flags.log_path})"
+            f"management {flags.management_url}, OFREP {flags.ofrep_url}  (log: {flags.log_path})"
         )
     print(f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key)")
     print("try, in another terminal:")
@@ -308,6 +311,10 @@ def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProces
         print(
             "  raftlog flags env create production && raftlog flags key create production"
             "   # flags of the default tenant; an SDK key for OpenFeature providers"
+        )
+        print(
+            "  raftlog flags key create production --kind client   # a public key for mobile and web apps: "
+            f"POST {flags.ofrep_url}/ofrep/v1/evaluate/flags with Authorization: Bearer rlc_..."
         )
     print("Ctrl-C stops the cluster.", flush=True)
 

@@ -12,13 +12,18 @@ eval    8013    gRPC   ``flagd.evaluation.v1`` + ``.v2``, ``raftlog.flags.v1``
 sync    8015    gRPC   ``flagd.sync.v1``, ``grpc.health.v1``
 management 8014 HTTP   ``/healthz`` (200 while the process runs), ``/readyz``
                        (200 once the follower is ready, else 503 with why)
+ofrep   8016    HTTP   OFREP evaluation for mobile and web apps, tracking
+                       (flags/ofrep.py, flags/tracking.py); rate-limited per
+                       SDK key and per (key, client address): ``--ofrep-*``
 =============== ====== ===========================================================
 
 A port of 0 means "any free one"; the ready line says which were taken::
 
-    flag server ready eval=HOST:PORT sync=HOST:PORT management=HOST:PORT
+    flag server ready eval=HOST:PORT sync=HOST:PORT management=HOST:PORT ofrep=HOST:PORT
 
-It is printed (flushed, on stdout) once all three ports are bound *and* the
+(fields are only ever added at the end, so parsers of the older line keep working).
+
+It is printed (flushed, on stdout) once every port is bound *and* the
 follower has caught up with every tenant's flags, so a script or test that
 waits for it can use the server at once. Before that, ``flag server
 listening ...`` (same fields) says the ports are bound; health answers
@@ -51,11 +56,12 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
+from flags.ofrep_options import OfrepOptions, add_ofrep_arguments, ofrep_options_from_args
 from raftlog.v1 import channel_options
 
 if TYPE_CHECKING:  # imported by serve(): the signal handler is installed first
@@ -68,6 +74,7 @@ if TYPE_CHECKING:  # imported by serve(): the signal handler is installed first
 DEFAULT_EVAL_PORT = 8013
 DEFAULT_MANAGEMENT_PORT = 8014
 DEFAULT_SYNC_PORT = 8015
+EVENT_LOOPS = ("asyncio", "uvloop")
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 DEFAULT_AUDIT_WINDOW_DAYS = 90
 DAY_MS = 86_400_000
@@ -113,6 +120,8 @@ class ServeOptions:
     management_port: int = DEFAULT_MANAGEMENT_PORT
     audit_window_days: float = DEFAULT_AUDIT_WINDOW_DAYS
     fractional: FractionalVersion = DEFAULT_FRACTIONAL_VERSION
+    ofrep: OfrepOptions = field(default_factory=OfrepOptions)
+    event_loop: str = "asyncio"
 
     @property
     def audit_window_ms(self) -> int:
@@ -159,6 +168,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, inherit_connection: 
         type=int,
         default=DEFAULT_MANAGEMENT_PORT,
         help="HTTP /healthz and /readyz (0: any free)",
+    )
+    add_ofrep_arguments(parser)
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="asyncio's own loop, or uvloop (about 1.6x the OFREP requests per CPU second)",
     )
     parser.add_argument(
         "--audit-window-days",
@@ -222,6 +238,10 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         port = getattr(args, name)
         if not 0 <= port <= 65535:
             raise UsageError(f"--{name.replace('_', '-')} {port}: a port is 0 (any free one) to 65535")
+    try:
+        ofrep = ofrep_options_from_args(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.audit_window_days < 0:
         raise UsageError("--audit-window-days must be 0 or more")
     return ServeOptions(
@@ -233,6 +253,8 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         management_port=args.management_port,
         audit_window_days=args.audit_window_days,
         fractional=FractionalVersion(args.fractional),
+        ofrep=ofrep,
+        event_loop=args.event_loop,
     )
 
 
@@ -360,11 +382,14 @@ async def serve(
     from grpc_health.v1 import health, health_pb2_grpc
 
     from flags.admin_service import register_admin
+    from flags.exposures import ExposureSink
     from flags.flagd_evaluation import register_evaluation
     from flags.flagd_sync import register_sync
     from flags.follower import Follower
     from flags.live import LiveFlags
+    from flags.ofrep import ofrep_app
     from flags.tenant_keys import TenantKeys
+    from flags.tracking import add_tracking_routes
     from flags.writer import FlagWriter
 
     out = out or sys.stdout
@@ -375,6 +400,7 @@ async def serve(
         live, follower, list(options.bootstrap), options.api_key, audit_window_ms=options.audit_window_ms
     )
     keys = TenantKeys(list(options.bootstrap))
+    exposures = ExposureSink(list(options.bootstrap), options.api_key)
     is_ready = follower.is_ready
 
     eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
@@ -397,24 +423,27 @@ async def serve(
         return "catching up with the flag changes in the log (or the cluster is not reachable yet)"
 
     runner = web.AppRunner(management_app(is_ready, not_ready_reason), access_log=None)
+    ofrep = ofrep_app(
+        live,
+        limits=options.ofrep.limits(),
+        is_ready=is_ready,
+        exposures=exposures,
+        public_url=options.ofrep.public_url,
+        # The other services on the OFREP port (its CORS and preflight cover them).
+        extra_routes=[lambda app: add_tracking_routes(app, live, exposures)],
+    )
+    ofrep_runner = web.AppRunner(ofrep, access_log=None)
+    runners = (runner, ofrep_runner)
     try:
         eval_port = _bind_grpc(eval_server, options.host, options.eval_port, "evaluation")
         sync_port = _bind_grpc(sync_server, options.host, options.sync_port, "sync")
-        await runner.setup()
-        site = web.TCPSite(runner, options.host, options.management_port)
-        try:
-            await site.start()
-        except OSError as error:
-            raise StartError(
-                f"cannot listen on {host_port(options.host, options.management_port)} (management): "
-                f"{error.strerror or error}"
-            ) from None
-        management_port = int(runner.addresses[0][1])
+        management_port = await _start_site(runner, options.host, options.management_port, "management")
+        ofrep_port = await _start_site(ofrep_runner, options.host, options.ofrep.port, "OFREP")
         await eval_server.start()
         await sync_server.start()
         ports = (
             f"eval={host_port(options.host, eval_port)} sync={host_port(options.host, sync_port)} "
-            f"management={host_port(options.host, management_port)}"
+            f"management={host_port(options.host, management_port)} ofrep={host_port(options.host, ofrep_port)}"
         )
         print(f"{LISTENING_LINE_PREFIX} {ports}", file=out, flush=True)
 
@@ -428,17 +457,32 @@ async def serve(
                 _track_readiness(follower, health_servicer, services, announce), name="flags-readiness"
             )
             await stop.wait()
-            await _stop_serving(eval_server, sync_server, health_servicer, runner, log)
+            await _stop_serving(eval_server, sync_server, health_servicer, runners, log)
             tracking.cancel()
             following.cancel()
     finally:
         # Idempotent: a start that failed half-way closes what it opened.
-        await _stop_serving(eval_server, sync_server, health_servicer, runner, log)
-        for closing in (follower.close, writer.close, keys.close):
+        await _stop_serving(eval_server, sync_server, health_servicer, runners, log)
+        for closing in (follower.close, writer.close, keys.close, exposures.close):
             try:
                 await closing()
             except Exception as error:  # one failure must not keep the others open
                 print(f"raftlog flags serve: closing: {error!r}", file=log)
+
+
+async def _start_site(runner: web.AppRunner, host: str, port: int, what: str) -> int:
+    """Serve ``runner`` on ``host:port``; the port taken."""
+    from aiohttp import web
+
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as error:
+        raise StartError(
+            f"cannot listen on {host_port(host, port)} ({what}): {error.strerror or error}"
+        ) from None
+    return int(runner.addresses[0][1])
 
 
 READINESS_CHECK_S = 0.5
@@ -487,21 +531,22 @@ async def _stop_serving(
     eval_server: grpc.aio.Server,
     sync_server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,
-    runner: web.AppRunner,
+    runners: Sequence[web.AppRunner],
     log: TextIO,
 ) -> None:
     """Stop taking traffic: health says NOT_SERVING, the gRPC servers refuse
-    new calls and cancel open streams after ``STOP_GRACE_S``, the management
-    site closes. Safe to call twice and on servers never started."""
+    new calls and cancel open streams after ``STOP_GRACE_S``, the HTTP sites
+    (management, OFREP) close. Safe to call twice and on servers never started."""
     with contextlib.suppress(Exception):
         await health_servicer.enter_graceful_shutdown()
     await asyncio.gather(
         eval_server.stop(STOP_GRACE_S), sync_server.stop(STOP_GRACE_S), return_exceptions=True
     )
-    try:
-        await runner.cleanup()
-    except Exception as error:
-        print(f"raftlog flags serve: closing the management site: {error!r}", file=log)
+    for runner in runners:
+        try:
+            await runner.cleanup()
+        except Exception as error:
+            print(f"raftlog flags serve: closing an HTTP site: {error!r}", file=log)
 
 
 def build_parser(prog: str = "python -m flags.server") -> argparse.ArgumentParser:
@@ -523,8 +568,14 @@ def run(options: ServeOptions, signals: StopSignals) -> int:
             finally:
                 signals.detach()
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if options.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        asyncio.run(main_task())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main_task())
     except StartError as error:
         print(f"raftlog flags serve: {error}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@ for tests, benchmarks and ``make run``.
 
 ``FlagServerProcess`` starts the server against a running cluster (its
 bootstrap addresses and operator key), waits for its ready line
-(``flag server ready eval=... sync=... management=...``, flags/server.py),
+(``flag server ready eval=... sync=... management=... ofrep=...``,
+flags/server.py),
 and can SIGKILL, SIGSTOP/SIGCONT, stop (SIGTERM) and restart it. It only
 runs a process: it imports nothing of the server.
 
@@ -51,6 +52,7 @@ class FlagServerProcess:
         eval_port: int | None = None,
         sync_port: int | None = None,
         management_port: int | None = None,
+        ofrep_port: int | None = None,
         extra_args: Sequence[str] = (),
         name: str = "flags",
         own_session: bool = False,
@@ -60,10 +62,11 @@ class FlagServerProcess:
         self.bootstrap = bootstrap if isinstance(bootstrap, str) else ",".join(bootstrap)
         self.api_key = api_key
         self.host = host
-        free = iter(free_ports(3))
+        free = iter(free_ports(4))
         self.eval_port = eval_port if eval_port is not None else next(free)
         self.sync_port = sync_port if sync_port is not None else next(free)
         self.management_port = management_port if management_port is not None else next(free)
+        self.ofrep_port = ofrep_port if ofrep_port is not None else next(free)
         self.extra_args = list(extra_args)
         self.name = name
         self.own_session = own_session
@@ -88,6 +91,11 @@ class FlagServerProcess:
     @property
     def management_url(self) -> str:
         return f"http://{self.host}:{self.management_port}"
+
+    @property
+    def ofrep_url(self) -> str:
+        """The OFREP port's base URL (what an OFREP provider is given)."""
+        return f"http://{self.host}:{self.ofrep_port}"
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -124,6 +132,8 @@ class FlagServerProcess:
                     str(self.sync_port),
                     "--management-port",
                     str(self.management_port),
+                    "--ofrep-port",
+                    str(self.ofrep_port),
                     *self.extra_args,
                 ],
                 cwd=self.root,
