@@ -1,0 +1,216 @@
+"""Change pings (``GET /ofrep/v1/events``) on a real 3-node cluster: an event
+after a flag change with the documented fields, ``Last-Event-ID`` catch-up,
+heartbeats, a revoked key ending the stream, and many clients served from
+one encoded event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from flags.live import Scope
+from flags.ofrep_events import EVENTS_PATH, ChangePings, add_event_routes, event_stream_entry
+from harness.local_cluster import LocalCluster
+from tests.flags.events_support import env_and_key, revoke
+from tests.flags.log_nodes import ENV, FlagNode, create, flag_node, new_tenant, started_cluster, update
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with started_cluster(tmp_path_factory.mktemp("ofrep-events")) as c:
+        yield c
+
+
+class Served:
+    def __init__(
+        self, node: FlagNode, pings: ChangePings, server: TestServer, session: aiohttp.ClientSession
+    ):
+        self.node, self.pings, self.server, self.session = node, pings, server, session
+
+    def url(self, key: str) -> str:
+        return str(self.server.make_url(EVENTS_PATH).with_query({"key": key}))
+
+
+@pytest.fixture
+async def served(cluster: LocalCluster) -> AsyncIterator[Served]:
+    async with flag_node(cluster) as node:
+        app = web.Application()
+        pings = add_event_routes(app, node.live, heartbeat_s=0.2)
+        server = TestServer(app)
+        await server.start_server()
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield Served(node, pings, server, session)
+        await server.close()
+
+
+class Stream:
+    """An SSE client: events as dicts of their fields; comment lines counted."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.comments = 0
+
+    async def next(self, timeout_s: float = 5.0) -> dict[str, Any] | None:
+        """The next event; None at end of stream. Raises TimeoutError."""
+        fields: dict[str, Any] = {}
+        async with asyncio.timeout(timeout_s):
+            while True:
+                raw = await self.response.content.readline()
+                if not raw:
+                    return None
+                line = raw.decode().rstrip("\r\n")
+                if not line:
+                    if fields:
+                        return fields
+                    continue
+                if line.startswith(":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(": ")
+                fields[name] = json.loads(value) if name == "data" else value
+
+
+async def connect(served: Served, key: str, headers: dict[str, str] | None = None) -> Stream:
+    response = await served.session.get(served.url(key), headers=headers or {})
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    return Stream(response)
+
+
+async def nothing_within(stream: Stream, seconds: float) -> None:
+    with pytest.raises(TimeoutError):
+        await stream.next(seconds)
+
+
+async def setup_env(cluster: LocalCluster, served: Served, name: str) -> tuple[str, str, str]:
+    tenant = await new_tenant(cluster, name)
+    key, key_id = await env_and_key(served.node, tenant)
+    return tenant, key, key_id
+
+
+def version(served: Served, tenant: str) -> int:
+    return served.node.live.store.env_version(tenant, ENV)
+
+
+async def test_an_event_follows_a_flag_change(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-change")
+    stream = await connect(served, key)
+    await nothing_within(stream, 0.5)  # no Last-Event-ID: the app has just fetched
+    assert stream.comments >= 1  # heartbeats meanwhile
+    before = time.time()
+    started = time.perf_counter()
+    created = await served.node.writer.append(tenant, create("banner", version(served, tenant)))
+    event = await stream.next()
+    took_ms = (time.perf_counter() - started) * 1e3
+    current = version(served, tenant)
+    assert event is not None and created.offset >= 0
+    assert event == {
+        "id": str(current),
+        "event": "message",
+        "data": {
+            "type": "refetchEvaluation",
+            "etag": f'"{current}"',
+            "lastModified": event["data"]["lastModified"],
+        },
+    }
+    assert int(before) <= event["data"]["lastModified"] <= time.time() + 1
+    await served.node.writer.append(tenant, update("banner", current, "y"))
+    second = await stream.next()
+    assert second is not None and second["id"] == str(version(served, tenant)) != event["id"]
+    print(f"\nwrite -> event: {took_ms:.1f} ms")
+    stream.response.close()
+
+
+async def test_last_event_id_catches_up(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-catch-up")
+    old = version(served, tenant)
+    await served.node.writer.append(tenant, create("banner", old))
+    current = version(served, tenant)
+    behind = await connect(served, key, {"Last-Event-ID": str(old)})
+    event = await behind.next(2.0)
+    assert event is not None and event["id"] == str(current)
+    garbage = await connect(served, key, {"Last-Event-ID": "not-ours"})
+    event = await garbage.next(2.0)
+    assert event is not None and event["id"] == str(current)
+    up_to_date = await connect(served, key, {"Last-Event-ID": str(current)})
+    await nothing_within(up_to_date, 0.5)
+    for stream in (behind, garbage, up_to_date):
+        stream.response.close()
+
+
+async def test_a_revoked_key_ends_the_stream(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, key_id = await setup_env(cluster, served, "sse-revoke")
+    other_key, _ = await env_and_key(served.node, tenant)
+    stream = await connect(served, key)
+    other = await connect(served, other_key)
+    await revoke(served.node, tenant, key_id)
+    assert await stream.next(3.0) is None  # the end of the stream, no event
+    await nothing_within(other, 0.5)  # another key of the environment keeps its stream
+    response = await served.session.get(served.url(key))
+    assert response.status == 401 and (await response.json())["errorCode"] == "UNAUTHENTICATED"
+    assert served.pings.clients(Scope(tenant, ENV)) == 1
+    other.response.close()
+
+
+async def test_keys_in_headers_and_refusals(cluster: LocalCluster, served: Served) -> None:
+    _, key, _ = await setup_env(cluster, served, "sse-keys")
+    for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+        response = await served.session.get(served.server.make_url(EVENTS_PATH), headers=headers)
+        assert response.status == 200
+        response.close()
+    for url in (served.server.make_url(EVENTS_PATH), served.url("rlf_0000000000000000_" + "A" * 43)):
+        response = await served.session.get(url)
+        assert response.status == 401
+        assert key not in await response.text()
+
+
+async def test_many_clients_share_one_encoded_event(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-many")
+    count = 200
+    streams = [await connect(served, key) for _ in range(count)]
+    assert served.pings.clients(Scope(tenant, ENV)) == count
+    encoded = served.pings.events_encoded
+    started = time.perf_counter()
+    await served.node.writer.append(tenant, create("banner", version(served, tenant)))
+
+    async def arrival(stream: Stream) -> float:
+        event = await stream.next(10.0)
+        assert event is not None
+        return (time.perf_counter() - started) * 1e3
+
+    times = sorted(await asyncio.gather(*(arrival(s) for s in streams)))
+    assert served.pings.events_encoded == encoded + 1  # once per change, not per client
+    print(f"\n{count} SSE clients: write -> event p50 {times[count // 2]:.0f} ms, p99 {times[-2]:.0f} ms")
+    for stream in streams:
+        stream.response.close()
+    for _ in range(100):
+        if served.pings.clients(Scope(tenant, ENV)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert served.pings.clients(Scope(tenant, ENV)) == 0  # left clients are noticed (at the next heartbeat)
+
+
+async def test_the_bulk_response_entry_names_the_stream(served: Served) -> None:
+    captured: dict[str, Any] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        captured.update(event_stream_entry(request, "rlc_abc"))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/x", handler)
+    async with TestServer(app) as server:
+        (await served.session.get(server.make_url("/x"))).close()
+    assert captured["type"] == "sse" and captured["inactivityDelaySec"] == 120
+    assert str(captured["url"]).endswith(f"{EVENTS_PATH}?key=rlc_abc")
