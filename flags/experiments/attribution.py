@@ -111,7 +111,8 @@ def parse_exposure(value: bytes | None) -> Exposure | None:
     doc = _json_object(value)
     if doc is None:
         return None
-    env, flag, variant, key, ts = (doc.get(k) for k in ("env", "flag", "variant", "targetingKey", "ts"))
+    get = doc.get  # (a generator here costs ~10% of the apply rate)
+    env, flag, variant, key, ts = get("env"), get("flag"), get("variant"), get("targetingKey"), get("ts")
     if not (
         isinstance(env, str)
         and isinstance(flag, str)
@@ -129,7 +130,8 @@ def parse_tracking(value: bytes | None) -> TrackingEvent | None:
     doc = _json_object(value)
     if doc is None:
         return None
-    env, name, key, amount, ts = (doc.get(k) for k in ("env", "name", "targetingKey", "value", "ts"))
+    get = doc.get
+    env, name, key, amount, ts = get("env"), get("name"), get("targetingKey"), get("value"), get("ts")
     if not (isinstance(env, str) and isinstance(name, str) and isinstance(key, str) and key and _is_int(ts)):
         return None
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
