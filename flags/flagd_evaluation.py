@@ -38,17 +38,28 @@ a ``configuration_change`` names the flag, so the watcher is registered
 *before* ``provider_ready`` is sent: nothing that happens after the client
 could first evaluate is missed.
 
+Encoded once (flags/flagd_wire.py): answers and events go out as bytes
+encoded once and shared. A ``configuration_change`` is encoded once per set of
+changes for every stream that has the same; a Resolve* answer that cannot
+depend on the request's context (reason STATIC or DISABLED: no targeting, or a
+disabled flag) is kept per environment version (``Serving``) and flag, so the
+next call for that flag skips evaluation and encoding. Answers that depend on
+the context are evaluated every time and never kept.
+
 Invariants: a stream holds exactly one watcher and releases it when the stream
 ends for any reason (client gone, server stopping, key revoked); it starts no
 task of its own. A key revoked while a stream is open ends the stream
-(UNAUTHENTICATED) at the next change or keep-alive.
+(UNAUTHENTICATED) at once: the revoke wakes the streams of its environment,
+which re-check their key. A kept answer belongs to one ``Serving`` object and
+is dropped with it, so a change is never answered from before; kept answers
+are bounded by (scopes kept) x (flags of the set) x (10 response types).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing
+import functools
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -63,6 +74,7 @@ from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2_grpc
 
 from flags.evaluator import FlagdEvaluator
 from flags.flagd_values import context_from_struct, struct_from_mapping
+from flags.flagd_wire import BoundedMemo, add_servicer
 from flags.live import EnvUpdate, LiveFlags, Scope, Serving
 from flags.model import FlagState, VariantType
 from flags.sdk_auth import SdkGate
@@ -75,6 +87,13 @@ KEEP_ALIVE_S = 20.0
 PROVIDER_READY = "provider_ready"
 CONFIGURATION_CHANGE = "configuration_change"
 KEEP_ALIVE = "keep_alive"
+
+CONTEXT_FREE_REASONS = frozenset({"STATIC", "DISABLED"})
+"""Reasons whose answer is the same for every request context (the evaluator's contract)."""
+MAX_SCOPES_WITH_ANSWERS = 1024
+MAX_CHANGE_MESSAGES = 256
+"""Encoded configuration_change messages kept: every stream of a change asks within moments."""
+RESOLVE_METHODS = ("ResolveBoolean", "ResolveString", "ResolveFloat", "ResolveInt", "ResolveObject")
 
 _STATUS_OF_ERROR: Mapping[ErrorCode, grpc.StatusCode] = {
     ErrorCode.FLAG_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -165,6 +184,10 @@ def fill_response(response: Any, details: FlagResolutionDetails[Any], is_object:
 # --- the services ----------------------------------------------------------------------
 
 
+# Answers kept for one environment version: (response type, flag key) -> encoded answer.
+_Answers = dict[tuple[type[Message], str], bytes]
+
+
 class _EvaluationCore:
     """What v1 and v2 share (the messages differ only in which fields are optional)."""
 
@@ -172,41 +195,63 @@ class _EvaluationCore:
         self.live = live
         self.gate = gate
         self.keep_alive_s = keep_alive_s
+        self._answers: BoundedMemo[Scope, tuple[Serving, _Answers]] = BoundedMemo(MAX_SCOPES_WITH_ANSWERS)
+        self._changes: BoundedMemo[tuple[Callable[..., Message], tuple[tuple[str, Any], ...]], bytes] = (
+            BoundedMemo(MAX_CHANGE_MESSAGES)
+        )
+        self._fixed_events: dict[tuple[Callable[..., Message], str], bytes] = {}
+
+    def _answers_of(self, scope: Scope, serving: Serving) -> _Answers:
+        kept = self._answers.get(scope)
+        if kept is None or kept[0] is not serving:  # a new version: the old answers go with the old Serving
+            kept = self._answers.put(scope, (serving, {}))
+        return kept[1]
 
     async def resolve(
         self,
         request: _ResolveRequest,
         context: grpc.aio.ServicerContext,
         how: tuple[Resolve, Any],
-        response: M,
+        response_type: type[Message],
         is_object: bool = False,
-    ) -> M:
+    ) -> bytes:
+        """The encoded answer (the method is registered without a response serializer)."""
         scope, _credentials = await self.gate.admit(context)
+        serving = self.live.serving(scope)
+        flag_key = request.flag_key
+        answers = None
+        if serving is not None:
+            answers = self._answers_of(scope, serving)
+            kept = answers.get((response_type, flag_key))
+            if kept is not None:
+                return kept
+        response = response_type()
         try:
             struct = request.context if request.HasField("context") else None
-            details = resolve_details(self.live.serving(scope), scope, request.flag_key, how, struct)
+            details = resolve_details(serving, scope, flag_key, how, struct)
             fill_response(response, details, is_object)
         except _Abort as outcome:
             await _abort(context, outcome)
-        return response
+        encoded = response.SerializeToString()
+        if answers is not None and str(details.reason) in CONTEXT_FREE_REASONS:
+            answers[(response_type, flag_key)] = encoded
+        return encoded
 
-    async def event_stream(
-        self, context: grpc.aio.ServicerContext, event: Callable[..., M]
-    ) -> AsyncGenerator[M, None]:
-        scope, found = await self.gate.admit(context)
-        with self.live.watch(scope) as watcher:
-            yield event(type=PROVIDER_READY)
-            while True:
-                try:
-                    async with asyncio.timeout(self.keep_alive_s):
-                        update = await watcher.next()  # cancel-safe: a timeout loses no change
-                except TimeoutError:
-                    await self.gate.recheck(context, found, scope)
-                    yield event(type=KEEP_ALIVE)
-                    continue
-                await self.gate.recheck(context, found, scope)
-                if update.changes:
-                    yield change_event(event, update)
+    def fixed_event(self, event: Callable[..., Message], event_type: str) -> bytes:
+        """``provider_ready`` or ``keep_alive``, encoded once."""
+        key = (event, event_type)
+        encoded = self._fixed_events.get(key)
+        if encoded is None:
+            encoded = self._fixed_events[key] = event(type=event_type).SerializeToString()
+        return encoded
+
+    def change_message(self, event: Callable[..., Message], update: EnvUpdate) -> bytes:
+        """``change_event`` encoded, once for every stream woken with the same changes."""
+        key = (event, tuple(update.changes.items()))
+        encoded = self._changes.get(key)
+        if encoded is None:
+            encoded = self._changes.put(key, change_event(event, update).SerializeToString())
+        return encoded
 
 
 def change_event(event: Callable[..., M], update: EnvUpdate) -> M:
@@ -218,85 +263,78 @@ def change_event(event: Callable[..., M], update: EnvUpdate) -> M:
     return event(type=CONFIGURATION_CHANGE, data=data)
 
 
+async def event_stream(
+    core: _EvaluationCore, event: Callable[..., Message], request: Any, context: grpc.aio.ServicerContext
+) -> AsyncGenerator[bytes, None]:
+    """EventStream (v1 or v2: ``event`` is the response type), see the module docstring."""
+    gate = core.gate
+    scope, found = await gate.admit(context)
+    with core.live.watch(scope) as watcher:
+        yield core.fixed_event(event, PROVIDER_READY)
+        while True:
+            try:
+                async with asyncio.timeout(core.keep_alive_s):
+                    update = await watcher.next()  # cancel-safe: a timeout loses no change
+            except TimeoutError:
+                await gate.recheck(context, found, scope)
+                yield core.fixed_event(event, KEEP_ALIVE)
+                continue
+            await gate.recheck(context, found, scope)
+            if update.changes:
+                yield core.change_message(event, update)
+
+
 async def _abort(context: grpc.aio.ServicerContext, outcome: _Abort) -> NoReturn:
     await context.abort(outcome.code, outcome.message)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-class EvaluationV2(v2_grpc.ServiceServicer):
+class EvaluationV2:
     """``flagd.evaluation.v2.Service``: optional value and variant (unset: the caller's default)."""
 
     def __init__(self, core: _EvaluationCore) -> None:
         self.core = core
+        # grpc.aio streams from an async generator function (a partial of one counts): no
+        # forwarding generator between gRPC and the stream, one frame less per message.
+        self.EventStream = functools.partial(event_stream, core, v2_pb2.EventStreamResponse)
 
-    async def ResolveBoolean(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v2_pb2.ResolveBooleanResponse:
-        return await self.core.resolve(request, context, _BOOLEAN, v2_pb2.ResolveBooleanResponse())
+    async def ResolveBoolean(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _BOOLEAN, v2_pb2.ResolveBooleanResponse)
 
-    async def ResolveString(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v2_pb2.ResolveStringResponse:
-        return await self.core.resolve(request, context, _STRING, v2_pb2.ResolveStringResponse())
+    async def ResolveString(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _STRING, v2_pb2.ResolveStringResponse)
 
-    async def ResolveFloat(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v2_pb2.ResolveFloatResponse:
-        return await self.core.resolve(request, context, _FLOAT, v2_pb2.ResolveFloatResponse())
+    async def ResolveFloat(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _FLOAT, v2_pb2.ResolveFloatResponse)
 
-    async def ResolveInt(self, request: Any, context: grpc.aio.ServicerContext) -> v2_pb2.ResolveIntResponse:
-        return await self.core.resolve(request, context, _INTEGER, v2_pb2.ResolveIntResponse())
+    async def ResolveInt(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _INTEGER, v2_pb2.ResolveIntResponse)
 
-    async def ResolveObject(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v2_pb2.ResolveObjectResponse:
-        return await self.core.resolve(request, context, _OBJECT, v2_pb2.ResolveObjectResponse(), True)
-
-    async def EventStream(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[v2_pb2.EventStreamResponse]:
-        # grpc.aio streams only from an async generator function: this one forwards.
-        async with aclosing(self.core.event_stream(context, v2_pb2.EventStreamResponse)) as events:
-            async for event in events:
-                yield event
+    async def ResolveObject(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _OBJECT, v2_pb2.ResolveObjectResponse, True)
 
 
-class EvaluationV1(v1_grpc.ServiceServicer):
+class EvaluationV1:
     """``flagd.evaluation.v1.Service``: the same answers with zero values for "unset", plus ResolveAll."""
 
     def __init__(self, core: _EvaluationCore) -> None:
         self.core = core
+        self.EventStream = functools.partial(event_stream, core, v1_pb2.EventStreamResponse)  # as in v2
 
-    async def ResolveBoolean(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v1_pb2.ResolveBooleanResponse:
-        return await self.core.resolve(request, context, _BOOLEAN, v1_pb2.ResolveBooleanResponse())
+    async def ResolveBoolean(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _BOOLEAN, v1_pb2.ResolveBooleanResponse)
 
-    async def ResolveString(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v1_pb2.ResolveStringResponse:
-        return await self.core.resolve(request, context, _STRING, v1_pb2.ResolveStringResponse())
+    async def ResolveString(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _STRING, v1_pb2.ResolveStringResponse)
 
-    async def ResolveFloat(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v1_pb2.ResolveFloatResponse:
-        return await self.core.resolve(request, context, _FLOAT, v1_pb2.ResolveFloatResponse())
+    async def ResolveFloat(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _FLOAT, v1_pb2.ResolveFloatResponse)
 
-    async def ResolveInt(self, request: Any, context: grpc.aio.ServicerContext) -> v1_pb2.ResolveIntResponse:
-        return await self.core.resolve(request, context, _INTEGER, v1_pb2.ResolveIntResponse())
+    async def ResolveInt(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _INTEGER, v1_pb2.ResolveIntResponse)
 
-    async def ResolveObject(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> v1_pb2.ResolveObjectResponse:
-        return await self.core.resolve(request, context, _OBJECT, v1_pb2.ResolveObjectResponse(), True)
-
-    async def EventStream(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[v1_pb2.EventStreamResponse]:
-        # grpc.aio streams only from an async generator function: this one forwards.
-        async with aclosing(self.core.event_stream(context, v1_pb2.EventStreamResponse)) as events:
-            async for event in events:
-                yield event
+    async def ResolveObject(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        return await self.core.resolve(request, context, _OBJECT, v1_pb2.ResolveObjectResponse, True)
 
     async def ResolveAll(self, request: Any, context: grpc.aio.ServicerContext) -> v1_pb2.ResolveAllResponse:
         core = self.core
@@ -358,5 +396,6 @@ def register_evaluation(
 ) -> None:
     """Add ``flagd.evaluation.v1.Service`` and ``flagd.evaluation.v2.Service`` to ``server``."""
     core = _EvaluationCore(live, SdkGate(live, is_ready), keep_alive_s)
-    v1_grpc.add_ServiceServicer_to_server(EvaluationV1(core), server)
-    v2_grpc.add_ServiceServicer_to_server(EvaluationV2(core), server)
+    raw = (*RESOLVE_METHODS, "EventStream")  # encoded by the handlers (module docstring)
+    add_servicer(server, v1_grpc.add_ServiceServicer_to_server, EvaluationV1(core), raw=raw)
+    add_servicer(server, v2_grpc.add_ServiceServicer_to_server, EvaluationV2(core), raw=raw)

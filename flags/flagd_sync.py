@@ -23,10 +23,16 @@ Authentication and readiness are ``SdkGate``'s (flags/sdk_auth.py); these two
 RPCs also accept the key in the deprecated body field ``selector`` (when the
 ``flagd-selector`` header is empty), since older providers send only that.
 
+A version's document is encoded once (``SyncFlagsResponse`` bytes, kept with
+its ``Serving``) and the same bytes go to every stream (flags/flagd_wire.py):
+SyncFlags is registered without a response serializer.
+
 Invariants: the watcher is registered before the first document is read, so
 every change after it reaches the stream; a stream holds exactly one watcher
 and releases it when it ends for any reason (client gone, deadline, server
-stopping, key revoked).
+stopping, key revoked: a revoke wakes the streams of its environment, which
+re-check their key at once). Encoded documents are kept for at most
+``MAX_KEPT_DOCUMENTS`` environments, each for its current ``Serving`` only.
 """
 
 from __future__ import annotations
@@ -37,13 +43,16 @@ from typing import Any
 import grpc
 from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2, sync_pb2_grpc
 
-from flags.live import LiveFlags, Scope
+from flags.flagd_wire import BoundedMemo, add_servicer
+from flags.live import LiveFlags, Scope, Serving
 from flags.sdk_auth import SdkGate
 
 __all__ = ["EMPTY_CONFIGURATION", "FlagSync", "register_sync"]
 
 EMPTY_CONFIGURATION = '{"flags":{}}'
 GET_METADATA_MESSAGE = "GetMetadata is not served: flag sets carry their metadata in flags.json"
+MAX_KEPT_DOCUMENTS = 1024
+_EMPTY_RESPONSE = sync_pb2.SyncFlagsResponse(flag_configuration=EMPTY_CONFIGURATION).SerializeToString()
 
 
 def configuration(live: LiveFlags, scope: Scope) -> str:
@@ -52,26 +61,36 @@ def configuration(live: LiveFlags, scope: Scope) -> str:
     return EMPTY_CONFIGURATION if serving is None else serving.configuration
 
 
-class FlagSync(sync_pb2_grpc.FlagSyncServiceServicer):
+class FlagSync:
     def __init__(self, live: LiveFlags, gate: SdkGate) -> None:
         self.live = live
         self.gate = gate
+        self._encoded: BoundedMemo[Scope, tuple[Serving, bytes]] = BoundedMemo(MAX_KEPT_DOCUMENTS)
 
-    async def SyncFlags(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[sync_pb2.SyncFlagsResponse]:
+    def encoded_document(self, scope: Scope) -> bytes:
+        """The environment's ``SyncFlagsResponse`` now, encoded once per version."""
+        serving = self.live.serving(scope)
+        if serving is None:
+            return _EMPTY_RESPONSE
+        kept = self._encoded.get(scope)
+        if kept is None or kept[0] is not serving:
+            encoded = sync_pb2.SyncFlagsResponse(flag_configuration=serving.configuration).SerializeToString()
+            kept = self._encoded.put(scope, (serving, encoded))
+        return kept[1]
+
+    async def SyncFlags(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         scope, found = await self.gate.admit(context, request.selector)
-        live = self.live
-        with live.watch(scope) as watcher:
-            sent = configuration(live, scope)
-            yield sync_pb2.SyncFlagsResponse(flag_configuration=sent)
+        with self.live.watch(scope) as watcher:
+            sent = self.encoded_document(scope)
+            yield sent
             while True:
                 await watcher.next()
                 await self.gate.recheck(context, found, scope)
-                document = configuration(live, scope)
-                if document != sent:
+                document = self.encoded_document(scope)
+                # Usually the very object sent to the other streams: no compare of the bytes.
+                if document is not sent and document != sent:
                     sent = document
-                    yield sync_pb2.SyncFlagsResponse(flag_configuration=document)
+                    yield document
 
     async def FetchAllFlags(
         self, request: Any, context: grpc.aio.ServicerContext
@@ -88,4 +107,5 @@ class FlagSync(sync_pb2_grpc.FlagSyncServiceServicer):
 
 def register_sync(server: grpc.aio.Server, live: LiveFlags, *, is_ready: Callable[[], bool]) -> None:
     """Add ``flagd.sync.v1.FlagSyncService`` to ``server``."""
-    sync_pb2_grpc.add_FlagSyncServiceServicer_to_server(FlagSync(live, SdkGate(live, is_ready)), server)
+    servicer = FlagSync(live, SdkGate(live, is_ready))
+    add_servicer(server, sync_pb2_grpc.add_FlagSyncServiceServicer_to_server, servicer, raw=("SyncFlags",))

@@ -141,6 +141,13 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def cached(self, clear_key: str) -> Scope | None:
+        """The key's scope if it is cached and nothing changed for keys since; else None."""
+        found = self._entries.get(clear_key)
+        if found is not None and found[1] == self.live.key_epoch:
+            return found[0]
+        return None
+
     def authenticate(self, clear_key: str) -> Scope | None:
         entries = self._entries
         epoch = self.live.key_epoch
@@ -233,6 +240,8 @@ class SdkGate:
         While the environment does not exist (deleted) the key cannot be told from a
         revoked one (``LiveFlags.authenticate`` refuses both): the stream stays open and
         serves the empty set, and is checked again once the environment exists again."""
+        if self.keys.cached(found.bearer or found.selector) is scope:
+            return  # the stream's own check, and nothing changed for keys since: per change, per stream
         try:
             if sdk_scope(self.live, found, self.keys.authenticate) == scope:
                 return

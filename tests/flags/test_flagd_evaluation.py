@@ -399,3 +399,103 @@ async def test_server_stop_releases_watchers() -> None:
         assert live.watcher_count(SCOPE) == 1
     await eventually(lambda: live.watcher_count(SCOPE) == 0)
     await channel.close()
+
+
+# --- what is encoded once and shared ------------------------------------------------------
+
+
+async def test_kept_answers_follow_every_change_and_context_answers_are_never_kept(setup: Setup) -> None:
+    async def boolean(flag: str, ctx: Struct | None = None) -> Any:
+        request = v2_pb2.ResolveBooleanRequest(flag_key=flag)
+        if ctx is not None:
+            request.context.CopyFrom(ctx)
+        return await setup.v2.ResolveBoolean(request, metadata=bearer(setup.key))
+
+    for _ in range(3):  # the second and third come from the kept answer
+        assert ((await boolean("bool-flag")).value, (await boolean("disabled")).reason) == (True, "DISABLED")
+    flip = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+    setup.log.put("prod", "bool-flag", flip)
+    setup.log.put("prod", "disabled", flip)
+    answer = await boolean("bool-flag")
+    assert (answer.value, answer.variant, answer.reason) == (False, "off", "STATIC")
+    assert (await boolean("disabled")).reason == "STATIC"
+    setup.log.delete_flag("prod", "bool-flag")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await boolean("bool-flag")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # The same flag over v1 is its own message (zero values), not v2's bytes.
+    v1 = await setup.v1.ResolveBoolean(
+        v1_pb2.ResolveBooleanRequest(flag_key="bool-zero"), metadata=bearer(setup.key)
+    )
+    v2 = await boolean("bool-zero")
+    assert (v1.value, v1.reason, v2.HasField("value")) == (False, "STATIC", True)
+    # Answers that read the context are evaluated per call.
+    for email, value in [("a@example.com", True), ("a@other.org", False), ("b@example.com", True)]:
+        assert (await boolean("email-domain", context(email=email))).value is value
+
+
+async def test_a_cached_key_is_refused_on_the_first_call_after_its_revoke(setup: Setup) -> None:
+    for metadata in (bearer(setup.key), selector(setup.key)):
+        for _ in range(3):
+            await setup.v2.ResolveBoolean(
+                v2_pb2.ResolveBooleanRequest(flag_key="bool-flag"), metadata=metadata
+            )
+    setup.log.revoke(setup.key, "prod")
+    assert (await refused(setup, bearer(setup.key))).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await refused(setup, selector(setup.key))).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_event_streams_end_as_soon_as_their_key_is_revoked() -> None:
+    live = LiveFlags()
+    log = FlagLog(live)
+    log.import_set("prod", FLAG_SET)
+    revoked, kept = log.issue_key("prod"), log.issue_key("prod")
+    async with (
+        flagd_servers(live, keep_alive_s=60.0) as servers,  # no keep-alive comes to the rescue
+        grpc.aio.insecure_channel(servers.eval_target) as channel,
+    ):
+        v1, v2 = v1_grpc.ServiceStub(channel), v2_grpc.ServiceStub(channel)
+        ending = [v2.EventStream(v2_pb2.EventStreamRequest(), metadata=bearer(revoked)) for _ in range(3)]
+        ending.append(v1.EventStream(v1_pb2.EventStreamRequest(), metadata=selector(revoked)))
+        staying = v2.EventStream(v2_pb2.EventStreamRequest(), metadata=bearer(kept))
+        for stream in (*ending, staying):
+            assert (await next_event(stream)).type == "provider_ready"
+        log.revoke(revoked, "prod")  # and no change to any flag
+        for stream in ending:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await next_event(stream, timeout_s=1.0)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await eventually(lambda: live.watcher_count(SCOPE) == 1)
+        log.put("prod", "after", FLAG_SET["flags"]["bool-flag"])
+        assert changed(await next_event(staying)) == {"after": "write"}
+        staying.cancel()
+
+
+async def test_every_stream_sees_every_change(setup: Setup) -> None:
+    # v1 and v2 streams share encoded messages: each still gets each change, in order.
+    streams = [
+        (setup.v1 if n % 2 else setup.v2).EventStream(
+            (v1_pb2 if n % 2 else v2_pb2).EventStreamRequest(), metadata=bearer(setup.key)
+        )
+        for n in range(24)
+    ]
+    for stream in streams:
+        assert (await next_event(stream)).type == "provider_ready"
+    flag = {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}
+    for n in range(6):
+        setup.log.put("prod", f"f{n}", flag)
+        if n % 2:  # sometimes a second change before anyone reads: coalesced, never lost
+            setup.log.put("prod", f"g{n}", flag)
+        await asyncio.sleep(0)
+    wanted = {f"f{n}" for n in range(6)} | {f"g{n}" for n in range(1, 6, 2)}
+    for stream in streams:
+        seen: set[str] = set()
+        while seen != wanted:
+            event = await next_event(stream)
+            if event.type == "keep_alive":
+                continue
+            assert event.type == "configuration_change" and set(changed(event)) <= wanted
+            assert not seen & set(changed(event))  # nothing twice
+            seen |= set(changed(event))
+    for stream in streams:
+        stream.cancel()

@@ -174,3 +174,41 @@ async def test_many_streams_release_their_watchers(setup: Setup) -> None:
     for stream in streams:
         stream.cancel()
     await eventually(lambda: setup.live.watcher_count(SCOPE) == 0)
+
+
+async def test_revoking_the_key_alone_ends_its_streams_at_once(setup: Setup) -> None:
+    # SyncFlags has no keep-alive: without the revoke waking the streams, they would
+    # stay open until the environment's next change.
+    other = setup.log.issue_key("prod")
+    ending = [
+        setup.stub.SyncFlags(sync_pb2.SyncFlagsRequest(), metadata=bearer(setup.key)),
+        setup.stub.SyncFlags(sync_pb2.SyncFlagsRequest(selector=setup.key)),
+    ]
+    staying = setup.stub.SyncFlags(sync_pb2.SyncFlagsRequest(), metadata=bearer(other))
+    for stream in (*ending, staying):
+        await next_document(stream)
+    setup.log.revoke(setup.key, "prod")
+    for stream in ending:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await next_document(stream, timeout_s=1.0)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    setup.log.put("prod", "after", FLAG)
+    # Re-checked at the revoke with the document unchanged: nothing was sent then.
+    assert "after" in (await next_document(staying))["flags"]
+    assert setup.live.watcher_count(SCOPE) == 1
+    staying.cancel()
+
+
+async def test_one_encoded_document_per_version_for_every_stream(setup: Setup) -> None:
+    streams = [
+        setup.stub.SyncFlags(sync_pb2.SyncFlagsRequest(), metadata=bearer(setup.key)) for _ in range(6)
+    ]
+    for stream in streams:
+        await next_document(stream)
+    for n in range(4):
+        setup.log.put("prod", "counter", FLAG | {"defaultVariant": "on" if n % 2 else "off"})
+        expected = json.loads(setup.live.serving(SCOPE).configuration)  # type: ignore[union-attr]
+        for stream in streams:
+            assert await next_document(stream) == expected  # the latest version, never an older one
+    for stream in streams:
+        stream.cancel()
