@@ -67,6 +67,8 @@ from types import TracebackType
 
 from flags.changes import UnsupportedChange
 from flags.evaluator import FlagdEvaluator
+from flags.experiments.model import is_experiment_record
+from flags.experiments.registry import ExperimentRegistry
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
 from flags.model import flagd_json
 from flags.sdk_keys import (
@@ -331,6 +333,8 @@ class LiveFlags:
         result_window: int = DEFAULT_RESULT_WINDOW,
     ) -> None:
         self.store = FlagStore()
+        self.experiments = ExperimentRegistry()
+        """The tenants' ``@experiment/`` records (flags/experiments/registry.py)."""
         self.fractional = FractionalVersion(fractional)
         self._clock = clock
         self._result_window = result_window
@@ -358,6 +362,16 @@ class LiveFlags:
         tenant, else ``ValueError``). None for SDK key records."""
         if is_sdk_key_record(key):
             self._apply_key(tenant, offset, key, value)
+            self._applied(tenant)
+            return None
+        if is_experiment_record(key):
+            if offset < self.store.applied(tenant):  # the order the store checks, before any change
+                raise ValueError(
+                    f"tenant {tenant!r}: offset {offset} after position {self.store.applied(tenant)}"
+                )
+            self.experiments.apply(tenant, offset, key, value)  # UnsupportedChange: nothing changed
+            self.store.skip(tenant, offset)
+            self._tenants.add(tenant)
             self._applied(tenant)
             return None
         result = self.store.apply(tenant, offset, key, value)
@@ -460,6 +474,7 @@ class LiveFlags:
         watchers see every flag deleted and ``exists`` False; its
         ``wait_applied`` callers get False."""
         self.key_epoch += 1
+        self.experiments.forget_tenant(tenant)
         for (owner, env), watchers in list(self._watchers.items()):
             if owner == tenant:
                 flag_set = self.store.flag_set(tenant, env)

@@ -3,10 +3,7 @@ stop, list, results) on a flag node whose ``LiveFlags`` routes ``@experiment/``
 records to an ``ExperimentRegistry``, exposures and tracking events written
 with ``client.Producer`` in the documented formats, the analyzer reading them
 from the offsets recorded at start, the results JSON's exact fields, a second
-server recomputing the same results from the log, and ``raftlog experiment``.
-
-Until flags/live.py routes ``@experiment/`` records itself, ``RoutedLiveFlags``
-below does it the way the lead's one line will (then it can go)."""
+server recomputing the same results from the log, and ``raftlog experiment``."""
 
 from __future__ import annotations
 
@@ -26,12 +23,10 @@ from flags.admin_errors import reason_of
 from flags.changes import Change, Kind
 from flags.experiments.admin_rpcs import register_experiments
 from flags.experiments.analyzer import EXPOSURES_TOPIC, TRACKING_TOPIC, ExperimentAnalyzer
-from flags.experiments.model import is_experiment_record
-from flags.experiments.registry import ExperimentRegistry
 from flags.follower import Follower
 from flags.live import LiveFlags
 from flags.model import validate_flag
-from flags.store import Accepted, ApplyResult
+from flags.store import Accepted
 from flags.tenant_keys import TenantKeys
 from flags.writer import FlagWriter
 from harness.local_cluster import LocalCluster
@@ -62,26 +57,9 @@ ROW_FIELDS = {
 }
 
 
-class RoutedLiveFlags(LiveFlags):
-    """``LiveFlags`` with the routing line the lead adds to ``LiveFlags.apply``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.experiments = ExperimentRegistry()
-
-    def apply(self, tenant: str, offset: int, key: str, value: bytes | None) -> ApplyResult | None:
-        if is_experiment_record(key):
-            self.experiments.apply(tenant, offset, key, value)
-            self.store.skip(tenant, offset)
-            self._tenants.add(tenant)
-            self._applied(tenant)
-            return None
-        return super().apply(tenant, offset, key, value)
-
-
 @dataclass
 class Node:
-    live: RoutedLiveFlags
+    live: LiveFlags
     writer: FlagWriter
     analyzer: ExperimentAnalyzer
     stub: flags_pb2_grpc.ExperimentServiceStub
@@ -109,7 +87,7 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def node(cluster: LocalCluster, tenant: str) -> AsyncIterator[Node]:
-    live = RoutedLiveFlags()
+    live = LiveFlags()
     follower = Follower(live, bootstrap(cluster), cluster.api_key, discovery_interval_s=0.3)
     writer = FlagWriter(live, follower, bootstrap(cluster), cluster.api_key)
     keys = TenantKeys(bootstrap(cluster))

@@ -13,6 +13,7 @@ from openfeature.exception import FlagNotFoundError
 import flags.live
 from flags.changes import Change, Kind, UnsupportedChange, encode
 from flags.evaluator import FlagdEvaluator
+from flags.experiments.model import Experiment, Metric, MetricType, State, encode_record
 from flags.live import LiveFlags, Scope
 from flags.model import Flag, FlagSet, flagd_json, validate_flag
 from flags.sdk_keys import issue_sdk_key, revoke_record
@@ -499,3 +500,32 @@ def test_a_revoke_wakes_the_watchers_of_its_environment_only() -> None:
         assert dev.poll() is None
         feed(*revoke_record(issued.key_id, "prod", "key-1", 3))  # revoked already: nothing new
         assert prod.poll() is None
+
+
+def test_experiment_records_go_to_the_registry_and_count_as_applied() -> None:
+    """``@experiment/`` records (flags/experiments/model.py) share the tenant's
+    ``__flags`` order: the registry holds them, the store's position moves
+    past them (writers waiting on them are woken), and flag records around
+    them apply as before; a forgotten tenant loses its experiments."""
+    live = LiveFlags()
+    experiment = Experiment(
+        "prod",
+        "welcome",
+        "new-welcome",
+        "off",
+        (Metric("signup", MetricType.CONVERSION),),
+        State.DRAFT,
+        "w",
+        1,
+    )
+    live.apply("acme", 0, "prod", env_create())
+    live.apply("acme", 1, experiment.key, encode_record(experiment))
+    assert live.applied("acme") == 2
+    stored = live.experiments.get("acme", "prod", "welcome")
+    assert stored is not None and stored.experiment == experiment
+    result = live.apply("acme", 2, "prod/new-welcome", flag_write(Kind.CREATE, "prod", "new-welcome", 1))
+    assert type(result) is Accepted and live.store.flag("acme", "prod", "new-welcome") is not None
+    with pytest.raises(ValueError):
+        live.apply("acme", 2, experiment.key, encode_record(experiment))
+    live.forget_tenant("acme")
+    assert live.experiments.get("acme", "prod", "welcome") is None
