@@ -382,6 +382,8 @@ async def serve(
     from grpc_health.v1 import health, health_pb2_grpc
 
     from flags.admin_service import register_admin
+    from flags.experiments.admin_rpcs import register_experiments
+    from flags.experiments.analyzer import ExperimentAnalyzer
     from flags.exposures import ExposureSink
     from flags.flagd_evaluation import register_evaluation
     from flags.flagd_sync import register_sync
@@ -401,6 +403,7 @@ async def serve(
     )
     keys = TenantKeys(list(options.bootstrap))
     exposures = ExposureSink(list(options.bootstrap), options.api_key)
+    analyzer = ExperimentAnalyzer(live.experiments, list(options.bootstrap), options.api_key)
     is_ready = follower.is_ready
 
     eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
@@ -408,6 +411,15 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     register_evaluation(eval_server, live, is_ready=is_ready)
     register_admin(eval_server, live, writer, follower, keys)
+    register_experiments(
+        eval_server,
+        live=live,
+        registry=live.experiments,
+        writer=writer,
+        follower=follower,
+        keys=keys,
+        analyzer=analyzer,
+    )
     register_sync(sync_server, live, is_ready=is_ready)
     for server in (eval_server, sync_server):
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -453,6 +465,13 @@ async def serve(
         # A failing child cancels the body (stop.wait) and the group raises.
         async with asyncio.TaskGroup() as group:
             following = group.create_task(follower.run(), name="flags-follower")
+            # Background work that never decides readiness: restates for
+            # refused writes whose writer died (flags/store.py), and the
+            # experiments' analysis (flags/experiments/analyzer.py).
+            background = [
+                group.create_task(writer.run_sweeps(), name="flags-restate-sweeps"),
+                group.create_task(analyzer.run(), name="experiments-analyzer"),
+            ]
             tracking = group.create_task(
                 _track_readiness(follower, health_servicer, services, announce), name="flags-readiness"
             )
@@ -460,10 +479,12 @@ async def serve(
             await _stop_serving(eval_server, sync_server, health_servicer, runners, log)
             tracking.cancel()
             following.cancel()
+            for task in background:
+                task.cancel()
     finally:
         # Idempotent: a start that failed half-way closes what it opened.
         await _stop_serving(eval_server, sync_server, health_servicer, runners, log)
-        for closing in (follower.close, writer.close, keys.close, exposures.close):
+        for closing in (follower.close, writer.close, keys.close, exposures.close, analyzer.close):
             try:
                 await closing()
             except Exception as error:  # one failure must not keep the others open
