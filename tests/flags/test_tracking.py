@@ -209,3 +209,49 @@ async def test_an_unwritable_log_answers_503(cluster: LocalCluster) -> None:
             assert (response.status, answer["errorCode"]) == (503, "UNAVAILABLE")
             assert response.headers["Retry-After"] == "1"
         await sink.close(timeout_s=0.1)
+
+
+async def test_grpc_track(cluster: LocalCluster) -> None:
+    import grpc
+
+    from flags.events_service import register_events
+    from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
+
+    async with flag_node(cluster) as node:
+        tenant = await new_tenant(cluster, "track-grpc")
+        key, _ = await env_and_key(node, tenant)
+        sink = ExposureSink(bootstrap(cluster), cluster.api_key)
+        server = grpc.aio.server()
+        register_events(server, node.live, sink)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = flags_pb2_grpc.FlagEventsServiceStub(channel)
+                auth = (("authorization", f"Bearer {key}"),)
+                good = flags_pb2.TrackEvent(
+                    name="purchase", targeting_key="user-1", value=2.5, attributes_json='{"a":1}'
+                )
+                bad = flags_pb2.TrackEvent(name="bad name", targeting_key="user-1")
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Track(flags_pb2.TrackRequest(events=[good, bad]), metadata=auth)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "events[1].name" in (refused.value.details() or "")
+                with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                    await stub.Track(flags_pb2.TrackRequest(events=[good]))
+                assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 0
+                answer = await stub.Track(flags_pb2.TrackRequest(events=[good]), metadata=auth)
+                assert answer.accepted == 1
+                assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 1
+                (record,) = await read_topic(cluster, tenant, TRACKING_TOPIC, 1)
+                doc = json.loads(record.value or b"")
+                assert (doc["name"], doc["targetingKey"], doc["value"], doc["attributes"]) == (
+                    "purchase",
+                    "user-1",
+                    2.5,
+                    {"a": 1},
+                )
+        finally:
+            await server.stop(0)
+            await sink.close()
