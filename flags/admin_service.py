@@ -39,6 +39,7 @@ import grpc
 
 from flags.admin_errors import AdminError, abort, shown
 from flags.admin_evaluate import evaluate
+from flags.admin_offline import evaluate_all, key_info_message, requested_kind, snapshot
 from flags.admin_requests import (
     bad_request,
     check_set_size,
@@ -47,7 +48,6 @@ from flags.admin_requests import (
     expected_or,
     flag_key,
     invalid_definition,
-    key_message,
     list_token,
     page_size,
     parse_json,
@@ -70,7 +70,7 @@ from flags.model import (
     validate_flag,
     validate_flag_set,
 )
-from flags.sdk_keys import MalformedSdkKeyRecord, issue_sdk_key, parse_sdk_key, revoke_record
+from flags.sdk_keys import MalformedSdkKeyRecord, issue_sdk_key, parse_clear_key, revoke_record
 from flags.store import Accepted, ApplyResult
 from flags.tenant_keys import Caller, TenantKeys
 from flags.writer import FlagLogError, FlagWriter
@@ -529,13 +529,14 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
         self, request: flags_pb2.CreateSdkKeyRequest, context: grpc.aio.ServicerContext, caller: Caller
     ) -> flags_pb2.CreateSdkKeyResponse:
         env = self._existing_env(caller.tenant, request.environment)
+        kind = requested_kind(request.kind)
         try:
-            issued = issue_sdk_key(env, request.name, caller.key_id, self._now_ms())
+            issued = issue_sdk_key(env, request.name, caller.key_id, self._now_ms(), kind)
         except MalformedSdkKeyRecord as error:
             raise bad_request("INVALID_NAME", f"invalid SDK key name: {error}") from None
         await self._writer.append_record(caller.tenant, issued.record_key, issued.record_value)
         info = self._key_info(caller.tenant, issued.key_id)
-        return flags_pb2.CreateSdkKeyResponse(clear_key=issued.clear_key, key=key_message(info))
+        return flags_pb2.CreateSdkKeyResponse(clear_key=issued.clear_key, key=key_info_message(info))
 
     def _key_info(self, tenant: str, key_id: str) -> SdkKeyInfo:
         for info in self._live.sdk_keys(tenant):
@@ -560,19 +561,21 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
             keys = [k for k in keys if (k.env, k.id) > (after_env, after_id)]
         chosen = keys[:size]
         token = list_token("keys", chosen[-1].env, chosen[-1].id) if len(keys) > size else ""
-        return flags_pb2.ListSdkKeysResponse(keys=[key_message(k) for k in chosen], next_page_token=token)
+        return flags_pb2.ListSdkKeysResponse(
+            keys=[key_info_message(k) for k in chosen], next_page_token=token
+        )
 
     @_handled
     async def RevokeSdkKey(
         self, request: flags_pb2.RevokeSdkKeyRequest, context: grpc.aio.ServicerContext, caller: Caller
     ) -> flags_pb2.RevokeSdkKeyResponse:
-        parsed = parse_sdk_key(request.key_id)
-        info = self._key_info(caller.tenant, parsed[0] if parsed else request.key_id)
+        parsed = parse_clear_key(request.key_id)
+        info = self._key_info(caller.tenant, parsed[1] if parsed else request.key_id)
         if not info.revoked:
             record_key, value = revoke_record(info.id, info.env, caller.key_id, self._now_ms())
             await self._writer.append_record(caller.tenant, record_key, value)
             info = self._key_info(caller.tenant, info.id)
-        return flags_pb2.RevokeSdkKeyResponse(key=key_message(info))
+        return flags_pb2.RevokeSdkKeyResponse(key=key_info_message(info))
 
     # --- evaluation --------------------------------------------------------------------
 
@@ -588,3 +591,18 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
                 "INVALID_CONTEXT", 'context_json is a JSON object, e.g. {"targetingKey": "user-1"}'
             )
         return evaluate(self._live, caller.tenant, env, key, context_doc)
+
+    # --- offline (flags/admin_offline.py) --------------------------------------------
+
+    @_handled
+    async def GetSnapshot(
+        self, request: flags_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext, caller: Caller
+    ) -> flags_pb2.GetSnapshotResponse:
+        return snapshot(self._live, caller.tenant, self._existing_env(caller.tenant, request.environment))
+
+    @_handled
+    async def EvaluateAll(
+        self, request: flags_pb2.EvaluateAllRequest, context: grpc.aio.ServicerContext, caller: Caller
+    ) -> flags_pb2.EvaluateAllResponse:
+        env = self._existing_env(caller.tenant, request.environment)
+        return evaluate_all(self._live, caller.tenant, env, request.context_json)

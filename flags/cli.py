@@ -18,7 +18,13 @@ its parsed arguments: ``resolved_api_key`` (``--api-key-file``,
 - ``flags history ENV [KEY] [--diff] [--limit N]``: newest first;
 - ``flags rollback ENV KEY --to VERSION``;
 - ``flags eval ENV KEY [--context JSON]``: one line of JSON on stdout;
-- ``flags key create ENV [--name N]`` (prints the new SDK key, once),
+- ``flags snapshot ENV``: the environment's flags.json (flagd format) on
+  stdout, for the flagd provider's file mode and app bundles;
+- ``flags evaluate-all ENV [--context JSON]``: the OFREP bulk response for
+  that context on stdout (a bootstrap for apps that start offline);
+- ``flags key create ENV [--name N] [--kind server|client]`` (prints the new
+  SDK key, once: ``rlf_`` server keys for flagd providers and OFREP, ``rlc_``
+  client keys, public, for mobile and web apps on OFREP only),
   ``key list [ENV] [--all]``, ``key revoke ID``.
 
 Where and who: ``RAFTLOG_FLAGS`` (or ``--server``, default
@@ -297,13 +303,7 @@ async def _rollback(conn: FlagsConnection, args: argparse.Namespace) -> int:
 
 
 async def _eval(conn: FlagsConnection, args: argparse.Namespace) -> int:
-    context = args.context or "{}"
-    try:
-        parsed = json.loads(context)
-    except ValueError as error:
-        raise FlagsUsageError(f"--context is not JSON: {error}") from None
-    if not isinstance(parsed, dict):
-        raise FlagsUsageError('--context must be a JSON object, e.g. {"targetingKey": "user-1"}')
+    context = _context_json(args)
     answer = await conn.call(
         "Evaluate", flags_pb2.EvaluateRequest(environment=args.env, flag=args.key, context_json=context)
     )
@@ -324,14 +324,38 @@ async def _eval(conn: FlagsConnection, args: argparse.Namespace) -> int:
     return 0
 
 
+def _context_json(args: argparse.Namespace) -> str:
+    context = args.context or "{}"
+    try:
+        parsed = json.loads(context)
+    except ValueError as error:
+        raise FlagsUsageError(f"--context is not JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise FlagsUsageError('--context must be a JSON object, e.g. {"targetingKey": "user-1"}')
+    return context
+
+
+async def _snapshot(conn: FlagsConnection, args: argparse.Namespace) -> int:
+    answer = await conn.call("GetSnapshot", flags_pb2.GetSnapshotRequest(environment=args.env))
+    print(answer.flags_json)
+    return 0
+
+
+async def _evaluate_all(conn: FlagsConnection, args: argparse.Namespace) -> int:
+    request = flags_pb2.EvaluateAllRequest(environment=args.env, context_json=_context_json(args))
+    answer = await conn.call("EvaluateAll", request)
+    print(answer.body_json)
+    return 0
+
+
 async def _key_create(conn: FlagsConnection, args: argparse.Namespace) -> int:
-    answer = await conn.call(
-        "CreateSdkKey", flags_pb2.CreateSdkKeyRequest(environment=args.env, name=args.name or "")
-    )
-    _say(
-        f"created SDK key {answer.key.key_id} for environment {answer.key.environment}; "
-        "the key (shown once, keep it safe):"
-    )
+    request = flags_pb2.CreateSdkKeyRequest(environment=args.env, name=args.name or "", kind=args.kind)
+    answer = await conn.call("CreateSdkKey", request)
+    if args.kind == "client":
+        what = "client key (public: for mobile and web apps, OFREP only)"
+    else:
+        what = "SDK key (shown once, keep it safe)"
+    _say(f"created SDK key {answer.key.key_id} for environment {answer.key.environment}; the {what}:")
     print(answer.clear_key)
     return 0
 
@@ -342,7 +366,8 @@ async def _key_list(conn: FlagsConnection, args: argparse.Namespace) -> int:
         state = "revoked" if key.revoked else "active"
         print(
             f"{key.key_id}\t{key.environment}\t{key.name or '-'}\t{state}\t"
-            f"created {_when(key.created_ms)} by {key.created_by}"
+            # The kind last: scripts reading the earlier columns keep working.
+            f"created {_when(key.created_ms)} by {key.created_by}\t{key.kind or 'server'}"
         )
     return 0
 
@@ -440,7 +465,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="flags_action", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run a flag server (evaluation 8013, management 8014, sync 8015)"
+        "serve", help="run a flag server (evaluation 8013, management 8014, sync 8015, OFREP 8016)"
     )
     add_serve_arguments(serve, inherit_connection=True)
     serve.set_defaults(sync=_serve)
@@ -495,10 +520,22 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     _env_and_key(evaluate)
     evaluate.add_argument("--context", help='evaluation context, a JSON object (e.g. {"targetingKey": "u1"})')
 
+    snap = command("snapshot", _snapshot, "the environment's flags.json (flagd format) on stdout")
+    snap.add_argument("env")
+    bulk = command("evaluate-all", _evaluate_all, "the OFREP bulk response for a context on stdout")
+    bulk.add_argument("env")
+    bulk.add_argument("--context", help='evaluation context, a JSON object (e.g. {"targetingKey": "u1"})')
+
     key = commands.add_parser("key", help="SDK keys").add_subparsers(dest="key_action", required=True)
     key_create = command("create", _key_create, "create an SDK key for an environment (printed once)", key)
     key_create.add_argument("env")
     key_create.add_argument("--name", help="what it is for, e.g. ios-app")
+    key_create.add_argument(
+        "--kind",
+        choices=("server", "client"),
+        default="server",
+        help="server (rlf_, secret: flagd providers and OFREP) or client (rlc_, public: apps, OFREP only)",
+    )
     key_list = command("list", _key_list, "list SDK keys", key)
     key_list.add_argument("env", nargs="?", help="one environment's keys (default: all)")
     key_list.add_argument("--all", action="store_true", help="revoked keys too")
