@@ -16,7 +16,7 @@
     (in-process evaluation needs one anyway, and client keys are public).
     Exposures are best effort like every other: ``202 {"recorded": n}`` means
     handed to ``ExposureSink.record`` (deduplicated, maybe dropped), with
-    the environment's current version as ``version`` and ``"hook"`` as source.
+    the flag's current version here as ``version`` and ``"hook"`` as source.
 
 Errors are JSON ``{"errorCode": C, "errorDetails": text}`` (OFREP's shape):
 400 ``PARSE_ERROR`` (not JSON, NaN/Infinity, too deep) or ``INVALID_EVENT``
@@ -344,9 +344,9 @@ def add_tracking_routes(
             found = parse_exposures(await read_json(request))
         except InvalidBody as error:
             return error_response(_STATUS.get(error.code, 400), error.code, error.details)
-        serving = live.serving(scope)
-        version = 0 if serving is None else serving.version
+        store = live.store
         for flag, variant, reason, targeting_key in found:
+            version = store.flag_version(scope.tenant, scope.env, flag)  # as this server knows it now
             sink.record(scope, flag, variant, reason, targeting_key, version, "hook")
         return web.json_response({"recorded": len(found)}, status=202)
 

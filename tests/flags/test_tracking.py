@@ -171,7 +171,7 @@ async def test_keys_unknown_revoked_and_client(cluster: LocalCluster, served: Se
 async def test_reported_exposures_reach_the_log(cluster: LocalCluster, served: Served) -> None:
     tenant = await new_tenant(cluster, "track-exposures")
     key, _ = await env_and_key(served.node, tenant)
-    version = served.node.live.store.env_version(tenant, ENV)
+    version = served.node.live.store.flag_version(tenant, ENV, "banner")
     body = {
         "exposures": [
             {"flag": "banner", "variant": "on", "reason": "TARGETING_MATCH", "targetingKey": "user-1"},
