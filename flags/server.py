@@ -382,6 +382,7 @@ async def serve(
     from grpc_health.v1 import health, health_pb2_grpc
 
     from flags.admin_service import register_admin
+    from flags.events_service import register_events
     from flags.experiments.admin_rpcs import register_experiments
     from flags.experiments.analyzer import ExperimentAnalyzer
     from flags.exposures import ExposureSink
@@ -390,6 +391,8 @@ async def serve(
     from flags.follower import Follower
     from flags.live import LiveFlags
     from flags.ofrep import ofrep_app
+    from flags.ofrep_events import add_event_routes
+    from flags.ofrep_events import add_event_routes
     from flags.tenant_keys import TenantKeys
     from flags.tracking import add_tracking_routes
     from flags.writer import FlagWriter
@@ -421,6 +424,7 @@ async def serve(
         analyzer=analyzer,
     )
     register_sync(sync_server, live, is_ready=is_ready)
+    register_events(eval_server, live, exposures, is_ready=is_ready)
     for server in (eval_server, sync_server):
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Health names the overall server ("") and each flag service; they become
@@ -442,7 +446,10 @@ async def serve(
         exposures=exposures,
         public_url=options.ofrep.public_url,
         # The other services on the OFREP port (its CORS and preflight cover them).
-        extra_routes=[lambda app: add_tracking_routes(app, live, exposures)],
+        extra_routes=[
+            lambda app: add_tracking_routes(app, live, exposures),
+            lambda app: add_event_routes(app, live),  # the change pings bulk answers name
+        ],
     )
     ofrep_runner = web.AppRunner(ofrep, access_log=None)
     runners = (runner, ofrep_runner)
