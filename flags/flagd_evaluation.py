@@ -48,7 +48,7 @@ the context are evaluated every time and never kept.
 
 Invariants: a stream holds exactly one watcher and releases it when the stream
 ends for any reason (client gone, server stopping, key revoked); it starts no
-task of its own. A key revoked while a stream is open ends the stream
+task of its own (one keep-alive timer, re-armed as it fires, cancelled at the end). A key revoked while a stream is open ends the stream
 (UNAUTHENTICATED) at once: the revoke wakes the streams of its environment,
 which re-check their key. A kept answer belongs to one ``Serving`` object and
 is dropped with it, so a change is never answered from before; kept answers
@@ -75,7 +75,7 @@ from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2_grpc
 from flags.evaluator import FlagdEvaluator
 from flags.flagd_values import context_from_struct, struct_from_mapping
 from flags.flagd_wire import BoundedMemo, add_servicer
-from flags.live import EnvUpdate, LiveFlags, Scope, Serving
+from flags.live import EnvUpdate, LiveFlags, Scope, Serving, Watcher
 from flags.model import FlagState, VariantType
 from flags.sdk_auth import SdkGate
 
@@ -263,6 +263,46 @@ def change_event(event: Callable[..., M], update: EnvUpdate) -> M:
     return event(type=CONFIGURATION_CHANGE, data=data)
 
 
+class _KeepAlive:
+    """Wakes a stream's watcher once ``period`` seconds passed without a message:
+    one timer per stream, re-armed when it fires, so a change costs a clock read
+    rather than a timer set and cancelled."""
+
+    __slots__ = ("_due", "_handle", "_last_sent", "_loop", "_period", "_watcher")
+
+    def __init__(self, watcher: Watcher, period: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._period = period
+        self._watcher = watcher
+        self._due = False
+        self._last_sent = self._loop.time()
+        self._handle = self._loop.call_at(self._last_sent + period, self._fire)
+
+    def sent(self) -> None:
+        self._last_sent = self._loop.time()
+
+    def _fire(self) -> None:
+        deadline = self._last_sent + self._period
+        if self._loop.time() < deadline:  # a message went out meanwhile: not silent yet
+            self._handle = self._loop.call_at(deadline, self._fire)
+            return
+        self._due = True
+        self._watcher.wake()
+
+    def due(self) -> bool:
+        """Whether a keep-alive is due now (after the watcher woke); re-arms the timer."""
+        if not self._due:
+            return False
+        self._due = False
+        now = self._loop.time()
+        silent = now - self._last_sent >= self._period
+        self._handle = self._loop.call_at((now if silent else self._last_sent) + self._period, self._fire)
+        return silent
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 async def event_stream(
     core: _EvaluationCore, event: Callable[..., Message], request: Any, context: grpc.aio.ServicerContext
 ) -> AsyncGenerator[bytes, None]:
@@ -270,18 +310,22 @@ async def event_stream(
     gate = core.gate
     scope, found = await gate.admit(context)
     with core.live.watch(scope) as watcher:
-        yield core.fixed_event(event, PROVIDER_READY)
-        while True:
-            try:
-                async with asyncio.timeout(core.keep_alive_s):
-                    update = await watcher.next()  # cancel-safe: a timeout loses no change
-            except TimeoutError:
-                await gate.recheck(context, found, scope)
-                yield core.fixed_event(event, KEEP_ALIVE)
-                continue
-            await gate.recheck(context, found, scope)
-            if update.changes:
-                yield core.change_message(event, update)
+        keep_alive = _KeepAlive(watcher, core.keep_alive_s)
+        try:
+            yield core.fixed_event(event, PROVIDER_READY)
+            keep_alive.sent()
+            while True:
+                update = await watcher.next()  # a change, a revoke, or the keep-alive timer
+                if not gate.still_grants(found, scope):
+                    await gate.recheck(context, found, scope)
+                if update.changes:
+                    yield core.change_message(event, update)
+                    keep_alive.sent()
+                if keep_alive.due():
+                    yield core.fixed_event(event, KEEP_ALIVE)
+                    keep_alive.sent()
+        finally:
+            keep_alive.cancel()
 
 
 async def _abort(context: grpc.aio.ServicerContext, outcome: _Abort) -> NoReturn:

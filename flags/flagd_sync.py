@@ -85,7 +85,8 @@ class FlagSync:
             yield sent
             while True:
                 await watcher.next()
-                await self.gate.recheck(context, found, scope)
+                if not self.gate.still_grants(found, scope):
+                    await self.gate.recheck(context, found, scope)
                 document = self.encoded_document(scope)
                 # Usually the very object sent to the other streams: no compare of the bytes.
                 if document is not sent and document != sent:

@@ -300,6 +300,10 @@ class Watcher:
         self._pending = True
         self._event.set()
 
+    def wake(self) -> None:
+        """Wake ``next`` with no new changes (a caller's own timer, e.g. a keep-alive)."""
+        self._push(self._version, {}, self._exists)
+
     def poll(self) -> EnvUpdate | None:
         """The coalesced update now, or None if nothing changed since the last read."""
         if not self._pending:

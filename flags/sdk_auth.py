@@ -233,6 +233,11 @@ class SdkGate:
         except SdkAuthError as error:
             await refuse(context, error)
 
+    def still_grants(self, found: Credentials, scope: Scope) -> bool:
+        """True when the stream's key is cached for ``scope`` and nothing changed for keys
+        since (a dict lookup, no await); False: ``recheck`` decides."""
+        return self.keys.cached(found.bearer or found.selector) is scope
+
     async def recheck(self, context: grpc.aio.ServicerContext, found: Credentials, scope: Scope) -> None:
         """End a stream whose key no longer grants ``scope`` (revoked, or its tenant deleted).
         While nothing changed for keys (``key_epoch``) this is a dict lookup.
@@ -240,8 +245,8 @@ class SdkGate:
         While the environment does not exist (deleted) the key cannot be told from a
         revoked one (``LiveFlags.authenticate`` refuses both): the stream stays open and
         serves the empty set, and is checked again once the environment exists again."""
-        if self.keys.cached(found.bearer or found.selector) is scope:
-            return  # the stream's own check, and nothing changed for keys since: per change, per stream
+        if self.still_grants(found, scope):
+            return
         try:
             if sdk_scope(self.live, found, self.keys.authenticate) == scope:
                 return

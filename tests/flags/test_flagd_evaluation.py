@@ -499,3 +499,25 @@ async def test_every_stream_sees_every_change(setup: Setup) -> None:
             seen |= set(changed(event))
     for stream in streams:
         stream.cancel()
+
+
+async def test_keep_alives_come_after_each_silence_and_changes_postpone_them(setup: Setup) -> None:
+    loop = asyncio.get_running_loop()
+    stream = setup.v2.EventStream(v2_pb2.EventStreamRequest(), metadata=bearer(setup.key))
+    assert (await next_event(stream)).type == "provider_ready"
+    last = loop.time()
+    for _ in range(3):  # the one timer re-arms: one keep-alive per 0.3 s of silence
+        assert (await next_event(stream, timeout_s=1.0)).type == "keep_alive"
+        now = loop.time()
+        assert now - last >= 0.25
+        last = now
+    flag = {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}
+    await asyncio.sleep(0.2)
+    setup.log.put("prod", "postpones", flag)  # 0.2 s into a silence
+    while (await next_event(stream)).type != "configuration_change":
+        pass  # a keep-alive that fell due first (a slow machine)
+    changed_at = loop.time()
+    assert (await next_event(stream, timeout_s=1.0)).type == "keep_alive"
+    assert loop.time() - changed_at >= 0.25  # counted from the change, not from the last keep-alive
+    stream.cancel()
+    await eventually(lambda: setup.live.watcher_count(SCOPE) == 0)

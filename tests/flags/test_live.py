@@ -529,3 +529,19 @@ def test_experiment_records_go_to_the_registry_and_count_as_applied() -> None:
         live.apply("acme", 2, experiment.key, encode_record(experiment))
     live.forget_tenant("acme")
     assert live.experiments.get("acme", "prod", "welcome") is None
+
+
+async def test_wake_returns_no_changes_and_loses_none() -> None:
+    live = LiveFlags()
+    feed = Feed(live)
+    feed("prod", env_create())
+    with live.watch(ACME) as watcher:
+        feed("prod/a", flag_write(Kind.CREATE, "prod", "a", 1))
+        first = await watcher.next()
+        watcher.wake()
+        woken = await asyncio.wait_for(watcher.next(), 1)
+        assert (dict(woken.changes), woken.version, woken.exists) == ({}, first.version, True)
+        feed("prod/b", flag_write(Kind.CREATE, "prod", "b", 1))
+        watcher.wake()  # after a change and before the read: the change stays
+        update = await asyncio.wait_for(watcher.next(), 1)
+        assert dict(update.changes) == {"b": ChangeType.WRITE} and watcher.poll() is None
