@@ -481,11 +481,12 @@ def ofrep_app(
     is_ready: Callable[[], bool] = lambda: True,
     exposures: ExposureRecorder | None = None,
     public_url: str | None = None,
-    extra_routes: Sequence[Callable[[web.Application], None]] = (),
+    extra_routes: Sequence[Callable[[web.Application], object]] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The OFREP application (module docstring). ``extra_routes``: each is
-    called with the app to add its routes (before it is frozen)."""
+    called with the app to add its routes (before it is frozen; what it
+    returns is ignored)."""
     limits = limits or OfrepLimits()
     app = web.Application(middlewares=[_ofrep_middleware], client_max_size=limits.max_body_bytes)
     gate = OfrepGate(live, limits, is_ready, clock)

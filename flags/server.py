@@ -392,7 +392,6 @@ async def serve(
     from flags.live import LiveFlags
     from flags.ofrep import ofrep_app
     from flags.ofrep_events import add_event_routes
-    from flags.ofrep_events import add_event_routes
     from flags.tenant_keys import TenantKeys
     from flags.tracking import add_tracking_routes
     from flags.writer import FlagWriter
