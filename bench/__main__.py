@@ -17,11 +17,16 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
    bootstrap from a log of 100 tenants' flags and RSS, ResolveBoolean over
    gRPC against the echo reference, a change reaching 1,000 streams
    (``bench.flag_server``);
-5. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
-6. ``compaction``: a compaction pass's rate and the produce latency of
+5. ``ofrep``: the flag server's OFREP port on its own 3-node cluster: bulk
+   evaluation of 100 flags and ETag revalidation (304) from load-client
+   processes, a change reaching 1,000 SSE change-ping clients, exposures
+   accepted into the log, experiment results over 1,000,000 exposures
+   (``bench.ofrep_figures``);
+6. ``cluster``: produce, latency, end-to-end, consume (``bench.cluster_figures``);
+7. ``compaction``: a compaction pass's rate and the produce latency of
    another topic while it runs (``bench.compaction``);
-7. ``failover``: leader SIGKILLs (``bench.failover``);
-8. ``density``: idle partitions (``bench.density``).
+8. ``failover``: leader SIGKILLs (``bench.failover``);
+9. ``density``: idle partitions (``bench.density``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
@@ -56,6 +61,7 @@ from bench import (
     failover,
     flag_eval,
     flag_server,
+    ofrep_figures,
     raft_core,
     references,
     report,
@@ -63,13 +69,27 @@ from bench import (
 from bench.cluster_figures import ClusterParams
 from bench.compaction import CompactionParams
 from bench.density import DensityParams
+from bench.experiment_figures import ExperimentParams
+from bench.exposure_figures import ExposureParams
 from bench.failover import FailoverParams
 from bench.flag_eval import FlagEvalParams
 from bench.flag_server import FlagServerParams
 from bench.flag_streams import PropagationParams
+from bench.ofrep_figures import OfrepParams
+from bench.sse_streams import SseParams
 
 OUT = Path(__file__).resolve().parent / "out"
-STEPS = ("references", "raft_core", "flags", "flag_server", "cluster", "compaction", "failover", "density")
+STEPS = (
+    "references",
+    "raft_core",
+    "flags",
+    "flag_server",
+    "ofrep",
+    "cluster",
+    "compaction",
+    "failover",
+    "density",
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class Profile:
     density: DensityParams
     flags: FlagEvalParams
     flag_server: FlagServerParams
+    ofrep: OfrepParams
 
 
 PROFILES = {
@@ -103,6 +124,13 @@ PROFILES = {
             rpc_rounds=5,
             propagation=PropagationParams(streams=1000, writes=20),
         ),
+        ofrep=OfrepParams(
+            bulk_seconds=5,
+            revalidate_seconds=5,
+            sse=SseParams(streams=1000, writes=20),
+            exposures=ExposureParams(batches=600),
+            experiment=ExperimentParams(exposures=1_000_000),
+        ),
     ),
     "quick": Profile(
         "quick",
@@ -121,6 +149,15 @@ PROFILES = {
             rpc_seconds=2,
             rpc_rounds=4,
             propagation=PropagationParams(streams=1000, writes=8),
+        ),
+        # The same 1,000 SSE clients; shorter runs, fewer exposures (the
+        # experiment's figure is then for 200,000: details say so).
+        ofrep=OfrepParams(
+            bulk_seconds=2,
+            revalidate_seconds=2,
+            sse=SseParams(streams=1000, writes=8),
+            exposures=ExposureParams(batches=150),
+            experiment=ExperimentParams(exposures=200_000, calls=10),
         ),
     ),
     "smoke": Profile(
@@ -153,6 +190,16 @@ PROFILES = {
             rpc_seconds=0.3,
             rpc_rounds=2,
             propagation=PropagationParams(streams=20, writes=2, listeners=1, per_channel=10, settle_s=0.05),
+        ),
+        ofrep=OfrepParams(
+            bulk_seconds=0.3,
+            revalidate_seconds=0.3,
+            processes=1,
+            connections=4,
+            users=200,
+            sse=SseParams(streams=20, writes=2, listeners=1, settle_s=0.05),
+            exposures=ExposureParams(batches=4, batch_size=250, processes=1, connections=2, quiet_s=0.3),
+            experiment=ExperimentParams(exposures=2000, calls=3),
         ),
     ),
 }
@@ -208,6 +255,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
         step("raft_core", lambda: _raft_core(profile.raft_core_s))
         step("flags", lambda: flag_eval.measure(profile.flags))
         step("flag_server", lambda: flag_server.measure(work / "flag_server", profile.flag_server))
+        step("ofrep", lambda: ofrep_figures.measure(work / "ofrep", profile.ofrep))
         step("cluster", lambda: asyncio.run(cluster_figures.measure(work / "cluster", profile.cluster)))
         step("compaction", lambda: asyncio.run(compaction.measure(work / "compaction", profile.compaction)))
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))

@@ -72,6 +72,11 @@ TARGETS = (
     # (bound = reference / 1.25), and a change on 1,000 streams within 50 ms.
     Target("flag_rpc_evals_s", ">=", 1.25, reference="grpc_echo_rpc_s"),
     Target("flag_propagation_p99_ms", "<=", 50),
+    # Issue 17: one flag-server process on this machine.
+    Target("ofrep_304_rps", ">=", 10_000),
+    Target("flag_sse_propagation_p99_ms", "<=", 50),
+    Target("exposures_per_s", ">=", 50_000),
+    Target("experiment_results_ms", "<=", 1000),
 )
 
 # Every figure the report promises, in table order: key, label, unit.
@@ -125,6 +130,14 @@ FIGURES = (
     ("flag_propagation_p99_ms", "flag change → 1,000 streams (EventStream, SyncFlags), p99", "ms"),
     ("flag_server_bootstrap_s", "flag server start → ready, 10,000 flags, 100,000 events", "s"),
     ("flag_server_rss_mb", "flag server RSS after that start", "MB"),
+    ("ofrep_bulk_rps", "OFREP bulk evaluation, 100 flags, a new context each request", "requests/s"),
+    ("ofrep_304_rps", "OFREP bulk revalidation, If-None-Match → 304", "requests/s"),
+    ("flag_sse_propagation_p50_ms", "flag change → 1,000 OFREP SSE clients (refetchEvaluation), p50", "ms"),
+    ("flag_sse_propagation_p99_ms", "flag change → 1,000 OFREP SSE clients (refetchEvaluation), p99", "ms"),
+    ("exposures_per_s", "exposures accepted into __exposures (hook batches over HTTP)", "exposures/s"),
+    ("experiment_results_ms", "experiment results, {experiment_exposures} exposures, slowest call", "ms"),
+    ("experiment_results_p50_ms", "experiment results, {experiment_exposures} exposures, p50", "ms"),
+    ("experiment_catchup_s", "experiment analysis: stop → every exposure read", "s"),
 )
 
 REFERENCES = (
@@ -227,7 +240,7 @@ def markdown(report: dict[str, Any]) -> str:
     # What the labels name; "?" when the step that measures it failed.
     names = {
         key: "?" if report.get(key) is None else f"{report[key]:,}"
-        for key in ("produce_partitions", "idle_partitions_per_node")
+        for key in ("produce_partitions", "idle_partitions_per_node", "experiment_exposures")
     }
     for key, label, unit in FIGURES:
         target = targets.get(key)
