@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench --profile smoke``
 runs every step (references, Raft core, flag evaluator, flag server,
-cluster figures, compaction, failover, density) on tiny settings and must write a report with every promised key
+OFREP, cluster figures, compaction, failover, density) on tiny settings and must write a report with every promised key
 holding a sane number. The figures themselves mean nothing at this size;
 ``make bench`` measures them."""
 
@@ -43,6 +43,14 @@ POSITIVE = (
     "flag_propagation_p99_ms",
     "flag_server_bootstrap_s",
     "flag_server_rss_mb",
+    "ofrep_bulk_rps",
+    "ofrep_304_rps",
+    "flag_sse_propagation_p50_ms",
+    "flag_sse_propagation_p99_ms",
+    "exposures_per_s",
+    "experiment_results_ms",
+    "experiment_results_p50_ms",
+    "experiment_catchup_s",
 )
 REFERENCE = (
     "fsync_per_s",
@@ -93,6 +101,13 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     propagation = document["details"]["flag_server"]["propagation"]
     assert propagation["samples"] == propagation["streams"] * propagation["writes"] > 0, propagation
     assert 10 < document["flag_server_rss_mb"] < 2000
+    # The OFREP step: every SSE stream saw every write; every exposure sent
+    # is in the log; the experiment's results counted every record.
+    ofrep = document["details"]["ofrep"]
+    assert ofrep["sse"]["samples"] == ofrep["sse"]["streams"] * ofrep["sse"]["writes"] > 0, ofrep["sse"]
+    assert ofrep["exposures"]["in_log"] == ofrep["exposures"]["sent"] > 0, ofrep["exposures"]
+    assert ofrep["bulk"]["exposures_in_log"] > 0 and ofrep["revalidate"]["requests"] > 0
+    assert document["experiment_results_p50_ms"] <= document["experiment_results_ms"]
     for key in REFERENCE:
         value = document["reference"][key]
         assert _sane(value) and value > 0, f"reference {key} = {value!r}"
