@@ -319,6 +319,12 @@ class FlagdEvaluator:
     def flag_keys(self) -> list[str]:
         return list(self._set.flags)
 
+    def uses_clock(self) -> bool:
+        """Whether any flag's rules read ``$flagd.timestamp``: then an answer may
+        change with time alone, with no change to the flags (callers must not
+        keep answers across calls)."""
+        return any(flag.uses_now for flag in self._set.flags.values())
+
     # --- evaluation ------------------------------------------------------------------
 
     def resolve_boolean_value(

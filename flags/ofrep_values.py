@@ -157,17 +157,6 @@ class PlannedFlag:
     version: int
 
 
-def _uses_clock(evaluator: FlagdEvaluator) -> bool:
-    """Whether any compiled rule may read ``$flagd.timestamp``. Reads the
-    evaluator's compiled set (it records this per flag); True if that is not
-    available, the safe answer (no ETag memo)."""
-    compiled = getattr(evaluator, "_set", None)
-    flags: Mapping[str, Any] | None = getattr(compiled, "flags", None)
-    if flags is None:
-        return True
-    return any(getattr(flag, "uses_now", True) for flag in flags.values())
-
-
 @dataclass(frozen=True, slots=True)
 class BulkPlan:
     """What a bulk evaluation of one environment version does (module docstring)."""
@@ -190,7 +179,7 @@ class BulkPlan:
                 planned.append(PlannedFlag(key, KIND_OF_TYPE[flag_set.flags[key].variant_type], version))
         metadata = dict(flag_set.metadata) if flag_set is not None else {}
         flags = tuple(planned)
-        return BulkPlan(serving, flags, {f.key: f for f in flags}, metadata, _uses_clock(serving.evaluator))
+        return BulkPlan(serving, flags, {f.key: f for f in flags}, metadata, serving.evaluator.uses_clock())
 
     def evaluate_all(
         self,
