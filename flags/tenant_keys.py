@@ -8,8 +8,11 @@ key and ``raftlog-tenant`` header, and remembers the answer for ``cache_s``
 Rules:
 
 - ``authorization: Bearer rlk_...`` is required (``UNAUTHENTICATED
-  MISSING_API_KEY``); a key the cluster does not know, or an SDK key (``rlf_``,
-  which belongs on the flagd ports), is ``UNAUTHENTICATED INVALID_API_KEY``.
+  MISSING_API_KEY``); a key the cluster does not know, a server SDK key
+  (``rlf_``, which belongs on the flagd and OFREP ports) or a client key
+  (``rlc_``, OFREP evaluation and tracking only) is ``UNAUTHENTICATED
+  INVALID_API_KEY``. SDK keys are refused by their prefix, without asking
+  the cluster.
 - A tenant key acts in its own tenant; naming another in ``raftlog-tenant`` is
   ``NOT_FOUND UNKNOWN_TENANT``, the cluster's answer for "exists but not yours"
   and "does not exist" alike, so no tenant learns another's name.
@@ -39,6 +42,8 @@ import grpc
 from client.admin import Admin
 from client.errors import AuthenticationError, NotFoundError, RaftlogError
 from flags.admin_errors import AdminError, shown
+from flags.sdk_keys import CLEAR_PREFIX as SERVER_KEY_PREFIX
+from flags.sdk_keys import CLIENT_CLEAR_PREFIX as CLIENT_KEY_PREFIX
 from raftlog.v1 import admin_pb2
 from raftlog.v1.headers import AUTHORIZATION, TENANT
 
@@ -47,7 +52,14 @@ __all__ = ["MAX_CACHED", "Caller", "TenantKeys"]
 MAX_CACHED = 10_000
 """Cached identities at most (the oldest go first): bounded memory whatever
 keys callers send."""
-SDK_KEY_PREFIX = "rlf_"
+SDK_KEY_REFUSALS = {
+    SERVER_KEY_PREFIX: "that is an SDK key (rlf_...), which only evaluates flags; "
+    "the admin API takes a cluster API key (rlk_...)",
+    CLIENT_KEY_PREFIX: "a client key (rlc_…) is for OFREP evaluation and tracking only; "
+    "the admin API needs a tenant API key (rlk_…)",
+}
+"""Key prefix -> why the admin API refuses such a key (answered here: the
+cluster does not know SDK keys, so asking it would only cost a round trip)."""
 
 WhoAmI = Callable[[str, str | None], Awaitable[admin_pb2.WhoAmIResponse]]
 """(key, tenant header or None) -> the cluster's answer, or a ``RaftlogError``."""
@@ -108,12 +120,9 @@ class TenantKeys:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise _unauthenticated("INVALID_API_KEY", "the authorization header must be 'Bearer <api key>'")
-        if key.startswith(SDK_KEY_PREFIX):
-            raise _unauthenticated(
-                "INVALID_API_KEY",
-                "that is an SDK key (rlf_...), which only evaluates flags; "
-                "the admin API takes a cluster API key (rlk_...)",
-            )
+        for prefix, refusal in SDK_KEY_REFUSALS.items():
+            if key.startswith(prefix):
+                raise _unauthenticated("INVALID_API_KEY", refusal)
         tenant = _header(metadata, TENANT) or None
         digest = hashlib.sha256(f"{key}\0{tenant or ''}".encode()).digest()
         now = self._clock()

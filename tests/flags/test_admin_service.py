@@ -19,7 +19,7 @@ import pytest
 
 from client.errors import AuthenticationError, UnknownTenantError
 from client.fetcher import ConsumerRecord
-from flags.admin_errors import reason_of
+from flags.admin_errors import AdminError, reason_of
 from flags.admin_service import FlagAdmin
 from flags.changes import Change, encode
 from flags.history import apply_json_diff, json_diff
@@ -240,6 +240,29 @@ async def test_tenant_keys_are_cached_by_hash_for_a_few_seconds() -> None:
     await keys.caller(metadata)
     assert asked == ["rlk_acme", "rlk_acme"]
     assert all("rlk_acme" not in repr(k) for k in keys._cache), "the cache holds the key in clear"
+
+
+async def test_sdk_keys_are_refused_without_asking_the_cluster() -> None:
+    asked: list[str] = []
+
+    async def who_am_i(key: str, tenant: str | None) -> admin_pb2.WhoAmIResponse:
+        asked.append(key)
+        return KEYS["rlk_acme"]
+
+    keys = TenantKeys("127.0.0.1:1", who_am_i=who_am_i)
+    secret = "0" * 16 + "_" + "A" * 43
+    expected = {
+        "rlc_": "a client key (rlc_…) is for OFREP evaluation and tracking only; "
+        "the admin API needs a tenant API key (rlk_…)",
+        "rlf_": "SDK key (rlf_...)",
+    }
+    for prefix, words in expected.items():
+        with pytest.raises(AdminError) as caught:
+            await keys.caller([("authorization", f"Bearer {prefix}{secret}"), ("raftlog-tenant", "acme")])
+        assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert caught.value.reason == "INVALID_API_KEY"
+        assert words in caught.value.message and secret not in caught.value.message
+    assert asked == []
 
 
 # --- flags -------------------------------------------------------------------------------
