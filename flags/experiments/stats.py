@@ -67,7 +67,10 @@ carries NaN or Infinity; ``None`` means "not defined", JSON ``null``):
   mean of 0: relative lift ``None``;
 - SRM with no users: ``p_value`` None, no warning; users in a variant that
   has no weight (absent from the weights or weight 0): ``p_value`` 0.0 and a
-  warning (traffic where none was configured is a mismatch by definition);
+  warning (traffic where none was configured is a mismatch by definition;
+  a weight too small next to the others to expect any share of the users in
+  float arithmetic counts as no weight; a chi-square beyond float range is
+  p 0.0 with no statistic);
   only one weighted variant and no stray users: ``p_value`` 1.0.
 
 Invariants: ``ConversionCounts`` has ``0 <= conversions <= users``;
@@ -478,14 +481,21 @@ def sample_ratio_mismatch(users: Mapping[str, int], weights: Mapping[str, float]
     for variant, count in users.items():
         if count < 0:
             raise ValueError(f"users of {variant!r} must be >= 0, got {count!r}")
-    weighted = [(variant, weight) for variant, weight in weights.items() if weight > 0.0]
-    total_weight = math.fsum(weight for _, weight in weighted)
     total_users = sum(users.values())
-    expected = tuple((variant, total_users * weight / total_weight) for variant, weight in weighted)
-    unexpected = tuple(
-        sorted(variant for variant, count in users.items() if count > 0 and weights.get(variant, 0.0) <= 0.0)
+    positive = [(variant, weight) for variant, weight in weights.items() if weight > 0.0]
+    total_weight = math.fsum(weight for _, weight in positive)
+    # A weight so small next to the others that it expects no users (the share
+    # underflows) is treated as no weight: any user there is a mismatch.
+    expected = tuple(
+        (variant, share)
+        for variant, share in ((variant, total_users * weight / total_weight) for variant, weight in positive)
+        if total_users == 0 or share > 0.0
     )
-    degrees_of_freedom = max(0, len(weighted) - 1)
+    expecting = {variant for variant, _ in expected}
+    unexpected = tuple(
+        sorted(variant for variant, count in users.items() if count > 0 and variant not in expecting)
+    )
+    degrees_of_freedom = max(0, len(expected) - 1)
     if total_users == 0:
         return SampleRatioCheck(None, False, None, degrees_of_freedom, expected, unexpected)
     if unexpected:
@@ -494,6 +504,9 @@ def sample_ratio_mismatch(users: Mapping[str, int], weights: Mapping[str, float]
         # One weighted variant holding every user: observed equals expected.
         return SampleRatioCheck(1.0, False, 0.0, 0, expected, unexpected)
     statistic = math.fsum((users.get(variant, 0) - count) ** 2 / count for variant, count in expected)
+    if not math.isfinite(statistic):
+        # A mismatch beyond float range (a tiny expected count that got users): certain.
+        return SampleRatioCheck(0.0, True, None, degrees_of_freedom, expected, unexpected)
     p_value = chi_square_sf(statistic, degrees_of_freedom)
     return SampleRatioCheck(
         p_value, p_value < SRM_WARN_P_VALUE, statistic, degrees_of_freedom, expected, unexpected

@@ -56,6 +56,11 @@ _MAX_ITERATIONS = 100_000
 # (every parameter is then > 1e6, where a Beta is normal to ~1e-3 skewness).
 MAX_EXACT_BETA_TERMS = 1_000_000
 
+# The running term of the Beta sum is rescaled by this factor when it exceeds it.
+_RESCALE_ABOVE = 1e200
+_LOG_RESCALE = math.log(_RESCALE_ABOVE)
+# Below exp(-746) a double underflows to 0.
+_LOG_SMALLEST = -746.0
 # From this many degrees of freedom Student's t uses an expansion around the normal.
 _LARGE_DF = 3e4
 
@@ -146,16 +151,19 @@ def _log_beta(a: float, b: float) -> float:
     # lgamma(large) - lgamma(total) = -(large - 1/2) log1p(small/large) - small ln(total) + small
     #                                 + correction(large) - correction(total)
     large_part = (
-        -(large - 0.5) * math.log1p(small / large)
-        - small * math.log(total)
-        + small
-        + _stirling_correction(large)
-        - _stirling_correction(total)
+        -(large - 0.5) * math.log1p(small / large) + _stirling_correction(large) - _stirling_correction(total)
     )
     if small < _STIRLING_FROM:
-        return math.lgamma(small) + large_part
-    # lgamma(small) by Stirling too: its (small - 1/2) ln small - small joins the terms above.
-    return (small - 0.5) * math.log(small) - small + _HALF_LOG_2PI + _stirling_correction(small) + large_part
+        return math.lgamma(small) - small * math.log(total) + small + large_part
+    # lgamma(small) by Stirling too: (small - 1/2) ln small - small ln total = (small - 1/2) ln(small/total)
+    # - ln(total)/2 keeps the big logarithms from cancelling.
+    return (
+        (small - 0.5) * math.log(small / total)
+        - 0.5 * math.log(total)
+        + _HALF_LOG_2PI
+        + _stirling_correction(small)
+        + large_part
+    )
 
 
 def _beta_continued_fraction(a: float, b: float, x: float, one_minus_x: float) -> float:
@@ -230,9 +238,6 @@ def student_t_two_sided_p(t: float, df: float) -> float:
     # x = df/(df+t^2) and 1-x = t^2/(df+t^2), each computed directly (no 1-x cancellation).
     denominator = df + t_squared
     x = df / denominator
-    if x == 1.0:
-        # t^2 below the resolution of df: the tail mass is 1 to double precision.
-        return 1.0
     half_df = 0.5 * df
     # ln x as -log1p(t^2/df): x is within 1e-16 of 1 for large df, and half_df * ln(x)
     # would multiply x's rounding error by df.
@@ -339,6 +344,10 @@ def regularized_upper_gamma(a: float, x: float) -> float:
                 return max(0.0, 1.0 - math.exp(log_front) * total)
         raise ConvergenceError(f"incomplete gamma series did not converge (a={a}, x={x})")
     # Q(a, x) = x^a e^-x / Gamma(a) * 1/(x+1-a- 1(1-a)/(x+3-a- 2(2-a)/(x+5-a- ...))).
+    if log_front < _LOG_SMALLEST:
+        # The fraction is below 1 here (x >= a+1), so Q underflows; and for x near the
+        # float limit the Lentz recurrences themselves would go subnormal.
+        return 0.0
     b = x + 1.0 - a
     numerator_scale = 1.0 / _TINY
     denominator = 1.0 / b
@@ -373,18 +382,30 @@ def _beta_greater_sum(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> f
 
     The closed form for an integer ``alpha_b`` (integrate the Beta CDF of X_B,
     a finite binomial sum, against X_A's density). Consecutive terms differ by
-    the factor (alpha_a+i)(beta_b+i) / ((alpha_a+beta_a+beta_b+i)(1+i)), so
-    one term costs two logarithms, not four log-gammas.
+    the factor r(i) = (alpha_a+i)(beta_b+i) / ((alpha_a+beta_a+beta_b+i)(1+i)),
+    so the terms are built by multiplication (2 roundings per term; a running
+    sum of logarithms would drift by ~1e-16 * |ln term| per term). r(i) < 1
+    exactly when i > (alpha_a beta_b - alpha_a - beta_a - beta_b) / (beta_a + 1):
+    the terms rise to one peak and then fall for good, so a term that
+    underflows to 0 after the peak is followed only by zeros.
+    Terms are kept as ``mantissa * exp(log_scale)``; the mantissa starts at 1
+    and is rescaled when it grows large.
     """
     # The first term (i = 0): B(1, beta_b) = 1/beta_b cancels the 1/beta_b beside it.
-    log_term = _log_beta(alpha_a, beta_a + beta_b) - _log_beta(alpha_a, beta_a)
+    log_scale = _log_beta(alpha_a, beta_a + beta_b) - _log_beta(alpha_a, beta_a)
+    mantissa = 1.0
     total = 0.0
+    summed = alpha_a + beta_a + beta_b
     for i in range(alpha_b):
-        total += math.exp(log_term)
-        log_term += math.log((alpha_a + i) * (beta_b + i)) - math.log(
-            (alpha_a + beta_a + beta_b + i) * (1.0 + i)
-        )
-    return total
+        total += mantissa
+        mantissa *= (alpha_a + i) * (beta_b + i) / ((summed + i) * (1.0 + i))
+        if mantissa > _RESCALE_ABOVE:
+            mantissa /= _RESCALE_ABOVE
+            total /= _RESCALE_ABOVE
+            log_scale += _LOG_RESCALE
+        elif mantissa == 0.0:
+            break
+    return total * math.exp(log_scale)
 
 
 def beta_probability_greater(alpha_b: int, beta_b: int, alpha_a: int, beta_a: int) -> float:
