@@ -18,15 +18,22 @@ evaluation; the ``bulk`` run's exposures (100 per request) are counted the
 same way and reported beside it (``details.ofrep.bulk.exposures_per_s``).
 
 Counting: the figure is records *in the log*, not requests answered (a
-``202`` only means handed to the sink, which may drop when its buffer is
-full). Before the run the topic's end offset is read (after the sink has
-gone quiet: no records arriving for ``quiet_s``); after it, the end offset
-is polled every ``poll_s`` until it stops moving for ``quiet_s``; then the
-range is read back and the records of this run counted (``source`` ``hook``
-and a targeting key of the run). ``exposures_per_s`` is that count over the
-time from the clients' ``go`` to the first poll that saw the final end
-offset (so at most ``poll_s`` late). Exposures sent but not in the log are
-reported as ``dropped``.
+``202`` only means handed to the sink, which drops when its buffer is full:
+100,000 exposures per tenant). Before a run the topic's end offset is read
+(after the sink has gone quiet: no records arriving for ``quiet_s``); after
+it, the end offset is polled every ``poll_s`` until it stops moving for
+``quiet_s``; then the range is read back and the records of this run
+counted (``source`` ``hook`` and a targeting key of the run). The rate is
+that count over the time from the clients' ``go`` to the first poll that
+saw the final end offset (so at most ``poll_s`` late). Exposures sent but
+not in the log are reported as ``dropped``.
+
+Two runs: ``exposures_per_s`` is the **flat-out** one (the clients send
+``batches`` batches as fast as the server answers: more than the sink can
+write, so it drops; the figure is what a sustained overload still gets
+into the log); ``details.exposures.paced`` then offers ``paced_per_s``
+(the issue's target) for ``paced_seconds`` on fresh pairs: whether that
+rate is carried without drops.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.ofrep_load import LoadSpec, run_load
@@ -51,6 +58,9 @@ class ExposureParams:
     batch_size: int = 1000
     processes: int = 3
     connections: int = 4
+    paced_per_s: float = 50_000.0
+    """A second run offers this many exposures a second (0: none)."""
+    paced_seconds: float = 6.0
     poll_s: float = 0.02
     quiet_s: float = 1.0
     timeout_s: float = 300.0
@@ -113,6 +123,49 @@ def _is_hook_exposure(key: bytes, doc: dict[str, Any]) -> bool:
     return doc.get("source") == "hook" and key.startswith(b"h-") and doc.get("targetingKey") == key.decode()
 
 
+async def _run(
+    host: str,
+    port: int,
+    spec: LoadSpec,
+    log_end: LogEnd,
+    params: ExposureParams,
+    server_cpu_s: Callable[[], float] | None,
+) -> dict[str, Any]:
+    """One run of ``spec``, counted back from the log (module docstring)."""
+    start, _ = await log_end.settled(params.poll_s, params.quiet_s, params.timeout_s)
+    went: list[float] = []
+
+    def on_go() -> None:
+        went.extend((time.monotonic(), server_cpu_s() if server_cpu_s is not None else 0.0))
+
+    load = await run_load(host, port, spec, on_go=on_go, timeout_s=params.timeout_s)
+    # The last record may land after the last answer: wait for the end to settle.
+    end, landed = await log_end.settled(params.poll_s, params.quiet_s, params.timeout_s)
+    # (It includes the quiet wait at the end: the server is idle then.)
+    server_cpu = None if server_cpu_s is None else server_cpu_s() - went[1]
+    counted = await log_end.count(start, end, _is_hook_exposure)
+    sent = spec.batches * spec.batch_size
+    elapsed = landed - went[0]
+    return {
+        "exposures_per_s": round(counted / elapsed),
+        "offered_per_s": round(spec.exposures_per_s) if spec.exposures_per_s else "flat out",
+        "sent": sent,
+        "in_log": counted,
+        "dropped": sent - counted,
+        "other_records_in_range": end - start - counted,
+        "seconds_to_last_record": round(elapsed, 3),
+        "requests_answered_s": load["seconds"],
+        "requests_per_s": round(load["rps"], 1),
+        "client_processes": load["client_processes"],
+        "connections_per_process": load["connections_per_process"],
+        "client_cpu_pct_each": load["client_cpu_pct_each"],
+        "flag_server_cpu_pct": None if server_cpu is None else round(server_cpu / elapsed * 100, 1),
+        "flag_server_cpu_us_per_exposure": (
+            None if server_cpu is None or not counted else round(server_cpu / counted * 1e6, 2)
+        ),
+    }
+
+
 async def measure_exposures(
     host: str,
     port: int,
@@ -125,52 +178,38 @@ async def measure_exposures(
     *,
     server_cpu_s: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """The figure (module docstring) and its details."""
+    """The figure (module docstring) and its details: the flat-out run, then
+    (``paced_per_s``) a run offering that rate, on exposures of its own."""
+    spec = LoadSpec(
+        job="exposures",
+        key=server_key,
+        processes=params.processes,
+        connections=params.connections,
+        batches=params.batches,
+        batch_size=params.batch_size,
+        exposure_flags=tuple(flags),
+    )
     log_end = LogEnd(bootstrap, operator_key, tenant)
     try:
-        start, _ = await log_end.settled(params.poll_s, params.quiet_s, params.timeout_s)
-        spec = LoadSpec(
-            job="exposures",
-            key=server_key,
-            processes=params.processes,
-            connections=params.connections,
-            batches=params.batches,
-            batch_size=params.batch_size,
-            exposure_flags=tuple(flags),
-        )
-        went: list[float] = []
-
-        def on_go() -> None:
-            went.extend((time.monotonic(), server_cpu_s() if server_cpu_s is not None else 0.0))
-
-        load = await run_load(host, port, spec, on_go=on_go, timeout_s=params.timeout_s)
-        # The last record may land after the last answer: wait for the end to settle.
-        end, landed = await log_end.settled(params.poll_s, params.quiet_s, params.timeout_s)
-        # (It includes the quiet wait at the end: the server is idle then.)
-        server_cpu = None if server_cpu_s is None else server_cpu_s() - went[1]
-        counted = await log_end.count(start, end, _is_hook_exposure)
+        flat_out = await _run(host, port, spec, log_end, params, server_cpu_s)
+        paced = None
+        if params.paced_per_s > 0:
+            batches = max(1, round(params.paced_per_s * params.paced_seconds / params.batch_size))
+            paced_spec = replace(
+                spec,
+                batches=batches,
+                exposures_per_s=params.paced_per_s,
+                first_exposure=params.batches * params.batch_size,
+            )
+            paced = await _run(host, port, paced_spec, log_end, params, server_cpu_s)
     finally:
         await log_end.close()
-    sent = params.batches * params.batch_size
-    elapsed = landed - went[0]
     return {
-        "exposures_per_s": round(counted / elapsed),
+        "exposures_per_s": flat_out.pop("exposures_per_s"),
         "details": {
             "path": "POST /raftlog/v1/exposures (the in-process hook's batches), server key",
-            "sent": sent,
-            "in_log": counted,
-            "dropped": sent - counted,
-            "other_records_in_range": end - start - counted,
             "batch_size": params.batch_size,
-            "seconds_to_last_record": round(elapsed, 3),
-            "requests_answered_s": load["seconds"],
-            "requests_per_s": round(load["rps"], 1),
-            "client_processes": load["client_processes"],
-            "connections_per_process": load["connections_per_process"],
-            "client_cpu_pct_each": load["client_cpu_pct_each"],
-            "flag_server_cpu_pct": None if server_cpu is None else round(server_cpu / elapsed * 100, 1),
-            "flag_server_cpu_us_per_exposure": (
-                None if server_cpu is None or not counted else round(server_cpu / counted * 1e6, 2)
-            ),
+            **flat_out,
+            "paced": paced,
         },
     }

@@ -17,7 +17,8 @@ port, and drives them through one of three jobs:
   exposures (what the in-process hook, flags/openfeature_hook.py, posts:
   up to 1,000 a request), each exposure a (targeting key, flag) pair sent
   once in the whole run, so none is deduplicated; the children share
-  ``batches`` batches out and stop when they are sent. Expected 202.
+  ``batches`` batches out and stop when they are sent, flat out or
+  (``exposures_per_s``) each batch when it falls due. Expected 202.
 
 Why a minimal client instead of ``aiohttp``/``httpx``: a general client
 costs 100-200 µs of CPU per request in Python, so on this 2-core machine it
@@ -247,15 +248,31 @@ async def _run_requests(
 
 
 async def _run_batches(
-    connection: _Connection, batches: Iterator[bytes], tally: _Tally, recorded: list[int]
+    connection: _Connection,
+    batches: Iterator[tuple[float, bytes]],
+    tally: _Tally,
+    recorded: list[int],
 ) -> None:
+    """Sends batches as they fall due (``due``: perf_counter time; 0 = now)
+    until the shared iterator is exhausted."""
     perf = time.perf_counter
-    for request in batches:
+    for due, request in batches:
+        if (wait := due - perf()) > 0:
+            await asyncio.sleep(wait)
         started = perf()
         status, _, body = await connection.request(request)
         tally.add(status, started, perf())
         if status == 202:
             recorded[0] += int(json.loads(body).get("recorded", 0))
+
+
+def _schedule(
+    requests: Sequence[bytes], start: float, batch_size: int, per_s: float
+) -> Iterator[tuple[float, bytes]]:
+    """Each batch with the time it is due: ``per_s`` exposures a second from
+    ``start`` (0: flat out, every batch due at once)."""
+    for index, request in enumerate(requests):
+        yield (start + index * batch_size / per_s if per_s > 0 else 0.0), request
 
 
 def _batches(setup: dict[str, Any]) -> Iterator[bytes]:
@@ -292,7 +309,7 @@ async def _child() -> None:
     cpu0, started = time.process_time(), time.perf_counter()
     try:
         if setup["job"] == "exposures":
-            shared = iter(batches)
+            shared = _schedule(batches, started, setup["batch_size"], setup["per_s"])
             await asyncio.gather(*(_run_batches(c, shared, tally, recorded) for c in connections))
         else:
             stop_at = started + setup["seconds"]
@@ -339,6 +356,10 @@ class LoadSpec:
     batches: int = 0
     batch_size: int = 1000
     exposure_flags: tuple[tuple[str, str], ...] = ()
+    first_exposure: int = 0
+    """The run's first exposure number (runs that must not repeat pairs differ here)."""
+    exposures_per_s: float = 0.0
+    """Offered exposures a second, all children together (0: flat out)."""
     first_user: int = 0
 
 
@@ -383,7 +404,8 @@ async def run_load(
                 "flags": spec.flags,
                 "batches": share,
                 "batch_size": spec.batch_size,
-                "first_exposure": first_batch * spec.batch_size,
+                "first_exposure": spec.first_exposure + first_batch * spec.batch_size,
+                "per_s": spec.exposures_per_s / spec.processes,
                 "exposure_flags": [list(pair) for pair in spec.exposure_flags],
             }
             await _send(process, json.dumps(setup))

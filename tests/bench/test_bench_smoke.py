@@ -106,6 +106,7 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     ofrep = document["details"]["ofrep"]
     assert ofrep["sse"]["samples"] == ofrep["sse"]["streams"] * ofrep["sse"]["writes"] > 0, ofrep["sse"]
     assert ofrep["exposures"]["in_log"] == ofrep["exposures"]["sent"] > 0, ofrep["exposures"]
+    assert ofrep["exposures"]["paced"]["in_log"] == ofrep["exposures"]["paced"]["sent"] > 0
     assert ofrep["bulk"]["exposures_in_log"] > 0 and ofrep["revalidate"]["requests"] > 0
     assert document["experiment_results_p50_ms"] <= document["experiment_results_ms"]
     for key in REFERENCE:

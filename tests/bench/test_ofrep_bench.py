@@ -200,3 +200,10 @@ def test_the_written_records_give_exactly_the_results_the_step_checks(exposures:
     assert document["analysis"]["exposures"] == exposures
     with pytest.raises(RuntimeError):
         experiment_figures.check_results(document, exposures + 2)
+
+
+def test_paced_batches_fall_due_at_the_offered_rate_and_flat_out_ones_at_once() -> None:
+    requests = [b"a", b"b", b"c", b"d"]
+    paced = list(ofrep_load._schedule(requests, 100.0, 1000, 4000.0))
+    assert paced == [(100.0, b"a"), (100.25, b"b"), (100.5, b"c"), (100.75, b"d")]
+    assert [due for due, _ in ofrep_load._schedule(requests, 100.0, 1000, 0.0)] == [0.0] * 4
