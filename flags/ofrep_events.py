@@ -2,7 +2,9 @@
 
 ``GET /ofrep/v1/events?key=<key>`` (the key may also come as
 ``Authorization: Bearer`` or ``X-API-Key``; browsers' ``EventSource`` cannot
-send headers, hence the query) streams, per OFREP ADR 0008 (published in
+send headers, hence the query; client and server keys alike, admitted by the
+OFREP app's gate like every route of the port: same key check, rate limits
+and refusals) streams, per OFREP ADR 0008 (published in
 open-feature/protocol ``service/event-streams.yaml``)::
 
     id: <env version>
@@ -50,7 +52,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from flags.live import LiveFlags, Scope, Watcher
-from flags.tracking import UNAUTHENTICATED_DETAILS, HttpKeys, error_response, request_key
+from flags.ofrep import EVENTS_PATH, OfrepGate
+from flags.tracking import answering_refusals, route_gate
 
 __all__ = [
     "DEFAULT_HEARTBEAT_S",
@@ -58,14 +61,11 @@ __all__ = [
     "ChangePings",
     "add_event_routes",
     "encode_event",
-    "event_stream_entry",
     "version_token",
 ]
 
-EVENTS_PATH = "/ofrep/v1/events"
 DEFAULT_HEARTBEAT_S = 15.0
 DEFAULT_SEND_TIMEOUT_S = 30.0
-DEFAULT_INACTIVITY_DELAY_S = 120
 
 
 def version_token(version: int) -> str:
@@ -81,15 +81,6 @@ def encode_event(version: int, modified_s: int) -> bytes:
         separators=(",", ":"),
     )
     return f"id: {version}\nevent: message\ndata: {data}\n\n".encode()
-
-
-def event_stream_entry(
-    request: web.Request, key: str, inactivity_delay_s: int = DEFAULT_INACTIVITY_DELAY_S
-) -> dict[str, object]:
-    """The ``eventStreams`` entry of a bulk response (OFREP ADR 0008) for the
-    caller's key: this server's events URL, as the request reached it."""
-    url = request.url.with_path(EVENTS_PATH).with_query({"key": key})
-    return {"type": "sse", "url": str(url), "inactivityDelaySec": inactivity_delay_s}
 
 
 class _Channel:
@@ -118,14 +109,14 @@ class ChangePings:
     def __init__(
         self,
         live: LiveFlags,
+        gate: OfrepGate,
         *,
-        keys: HttpKeys | None = None,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.live = live
-        self.keys = keys or HttpKeys(live)
+        self.gate = gate
         self.heartbeat_s = heartbeat_s
         self.send_timeout_s = send_timeout_s
         self._clock = clock
@@ -177,11 +168,8 @@ class ChangePings:
     # --- the handler -------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        key = request_key(request, query=True)
-        granted = self.keys.scope(key)
-        if granted is None:
-            return error_response(401, "UNAUTHENTICATED", UNAUTHENTICATED_DETAILS)
-        scope = granted[0]
+        key, scope, kind = self.gate.admit(request, key=request.query.get("key") or None)
+        granted = (scope, kind)
         channel = self._subscribe(scope)
         response = EventSourceResponse(ping_interval=self.heartbeat_s, send_timeout=self.send_timeout_s)
         closed: asyncio.Future[None] | None = None
@@ -204,7 +192,8 @@ class ChangePings:
                     break
                 if self.live.key_epoch != epoch:
                     epoch = self.live.key_epoch
-                    if self.keys.scope(key) != granted:
+                    # Once per client and key event (rare), not per change.
+                    if self.live.authenticate_ofrep(key) != granted:
                         break  # revoked (or its environment is gone): end the stream
         except (ConnectionResetError, TimeoutError, RuntimeError):
             pass  # the client left or stalled: nothing to tell it
@@ -230,14 +219,14 @@ def add_event_routes(
     app: web.Application,
     live: LiveFlags,
     *,
-    keys: HttpKeys | None = None,
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
 ) -> ChangePings:
-    """Add ``GET /ofrep/v1/events`` to ``app``; the returned ``ChangePings``
-    is closed with the app (``on_cleanup``)."""
-    pings = ChangePings(live, keys=keys, heartbeat_s=heartbeat_s, send_timeout_s=send_timeout_s)
-    app.router.add_get(EVENTS_PATH, pings.handle)
+    """Add ``GET /ofrep/v1/events`` to ``app`` (admitted by its OFREP gate,
+    ``tracking.route_gate``); the returned ``ChangePings`` is closed with
+    the app (``on_cleanup``)."""
+    pings = ChangePings(live, route_gate(app, live), heartbeat_s=heartbeat_s, send_timeout_s=send_timeout_s)
+    app.router.add_get(EVENTS_PATH, answering_refusals(pings.handle))
 
     async def cleanup(_: web.Application) -> None:
         await pings.close()

@@ -18,17 +18,23 @@
     handed to ``ExposureSink.record`` (deduplicated, maybe dropped), with
     the flag's current version here as ``version`` and ``"hook"`` as source.
 
-Errors are JSON ``{"errorCode": C, "errorDetails": text}`` (OFREP's shape):
-400 ``PARSE_ERROR`` (not JSON, NaN/Infinity, too deep) or ``INVALID_EVENT``
-/ ``INVALID_EXPOSURE`` (the path of the first bad field and the rule), 401
-``UNAUTHENTICATED`` (no key, unknown or revoked), 403 ``PERMISSION_DENIED``
-(a client key on ``/exposures``), 413 ``PAYLOAD_TOO_LARGE``, 415
-``UNSUPPORTED_MEDIA_TYPE`` (not ``application/json``), 503 ``UNAVAILABLE``.
+Both routes admit requests through the OFREP app's gate (``OFREP_GATE``,
+flags/ofrep.py), like every route of the port: the same key check (cached
+per key epoch), readiness, rate limits per key and per (key, address), and
+the same refusals: 401 (no key, unknown or revoked; ``WWW-Authenticate``),
+403 (a client key on ``/exposures``, a selector naming another
+environment), 429 (``Retry-After``), 503 while the server reads the flag
+log. Errors are OFREP bodies ``{"errorCode": C, "errorDetails": text}``;
+the ones of these routes: 400 ``PARSE_ERROR`` (not JSON, NaN/Infinity, too
+deep) or ``INVALID_EVENT`` / ``INVALID_EXPOSURE`` (the path of the first bad
+field and the rule), 413 ``PAYLOAD_TOO_LARGE``, 415
+``UNSUPPORTED_MEDIA_TYPE`` (not ``application/json``), 503 ``UNAVAILABLE``
+(the log did not take the events).
 
 Invariants:
 
-- A batch is validated in full before anything is written: a 4xx wrote
-  nothing.
+- A batch is validated in full before anything is written: a 4xx (a 429
+  too) wrote nothing.
 - A 202 from ``/track`` means every event of the batch is durable.
 - Keys are never logged nor echoed in a body.
 """
@@ -38,26 +44,26 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from flags.exposures import MAX_FIELD_CHARS, EventLogError, ExposureSink, TrackingEvent
-from flags.live import LiveFlags, Scope
+from flags.live import LiveFlags
+from flags.ofrep import OFREP_GATE, OfrepGate, OfrepHttpError, OfrepLimits
 
 __all__ = [
     "EXPOSURES_PATH",
     "MAX_BODY_BYTES",
     "MAX_EVENTS",
     "TRACK_PATH",
-    "HttpKeys",
     "InvalidBody",
     "add_tracking_routes",
-    "error_response",
+    "answering_refusals",
     "parse_events",
     "parse_exposures",
-    "request_key",
+    "route_gate",
 ]
 
 TRACK_PATH = "/raftlog/v1/track"
@@ -73,11 +79,6 @@ EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 EVENT_NAME_RULE = (
     f"1-{MAX_NAME_CHARS} characters: letters, digits and _ . : / -, starting with a letter or digit"
 )
-CLIENT = "client"
-SERVER = "server"
-
-Authenticator = Callable[[str], "tuple[Scope, str] | None"]
-"""Clear key -> (scope, "client" | "server"), or None (unknown, revoked, environment gone)."""
 
 
 class InvalidBody(ValueError):
@@ -87,83 +88,6 @@ class InvalidBody(ValueError):
         super().__init__(details)
         self.code = code
         self.details = details
-
-
-def error_response(
-    status: int, code: str, details: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"errorCode": code, "errorDetails": details}, status=status, headers=headers)
-
-
-def request_key(request: web.Request, *, query: bool = False) -> str:
-    """The key a request carries: ``Authorization: Bearer``, ``X-API-Key``,
-    or (``query``: for EventSource, which cannot send headers) ``?key=``."""
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    header = request.headers.get("X-API-Key", "").strip()
-    if header:
-        return header
-    return request.query.get("key", "").strip() if query else ""
-
-
-class HttpKeys:
-    """Client and server keys for HTTP, cached per ``LiveFlags.key_epoch``
-    (like flags/sdk_auth.py's ``KeyCache``): a known key costs a dict lookup.
-
-    Uses ``live.authenticate_ofrep`` (both kinds) when LiveFlags has it,
-    else ``live.authenticate`` (server keys only)."""
-
-    def __init__(
-        self, live: LiveFlags, authenticate: Authenticator | None = None, max_keys: int = 10_000
-    ) -> None:
-        self.live = live
-        self._authenticate = authenticate or _live_authenticator(live)
-        self._max_keys = max_keys
-        self._entries: dict[str, tuple[tuple[Scope, str], int]] = {}
-
-    def scope(self, clear_key: str) -> tuple[Scope, str] | None:
-        if not clear_key:
-            return None
-        epoch = self.live.key_epoch
-        found = self._entries.get(clear_key)
-        if found is not None:
-            if found[1] == epoch:
-                return found[0]
-            del self._entries[clear_key]
-        answer = self._authenticate(clear_key)
-        if answer is not None:
-            if len(self._entries) >= self._max_keys:
-                del self._entries[next(iter(self._entries))]
-            self._entries[clear_key] = (answer, epoch)
-        return answer
-
-
-def _live_authenticator(live: LiveFlags) -> Authenticator:
-    both = getattr(live, "authenticate_ofrep", None)
-    if both is not None:
-
-        def authenticate(key: str) -> tuple[Scope, str] | None:
-            answer = both(key)
-            if answer is None:
-                return None
-            scope, kind = answer
-            return scope, str(getattr(kind, "value", kind)).lower()
-
-        return authenticate
-
-    def server_only(key: str) -> tuple[Scope, str] | None:
-        scope = live.authenticate(key)
-        return None if scope is None else (scope, SERVER)
-
-    return server_only
-
-
-UNAUTHENTICATED_DETAILS = (
-    "send a client (rlc_…) or server (rlf_…) key of the environment as Authorization: Bearer <key> "
-    "or X-API-Key; this one is missing, unknown or revoked"
-)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -294,61 +218,76 @@ _STATUS = {
 }
 
 
+def _refusal(error: InvalidBody) -> OfrepHttpError:
+    return OfrepHttpError(_STATUS.get(error.code, 400), error.code, error.details)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def answering_refusals(handler: Handler) -> Handler:
+    """``handler`` with its ``OfrepHttpError`` answered as the OFREP app's
+    middleware answers it: the same body even on an app without that
+    middleware (a test's bare app)."""
+
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except OfrepHttpError as error:
+            return error.response()
+
+    return answered
+
+
+def route_gate(app: web.Application, live: LiveFlags) -> OfrepGate:
+    """The OFREP app's gate (``OFREP_GATE``: keys, readiness, rate limits),
+    which every route of the OFREP port admits requests through. An app not
+    built by ``ofrep_app`` gets one with the default limits, always ready."""
+    gate = app.get(OFREP_GATE)
+    if gate is None:
+        gate = app[OFREP_GATE] = OfrepGate(live, OfrepLimits(), lambda: True)
+    return gate
+
+
 def add_tracking_routes(
     app: web.Application,
     live: LiveFlags,
     sink: ExposureSink,
     *,
-    keys: HttpKeys | None = None,
     track_timeout_s: float = 10.0,
 ) -> None:
     """Add ``POST /raftlog/v1/track`` and ``POST /raftlog/v1/exposures`` (module docstring)."""
-    key_cache = keys or HttpKeys(live)
-
-    def caller(request: web.Request) -> tuple[Scope, str] | web.Response:
-        answer = key_cache.scope(request_key(request))
-        if answer is None:
-            return error_response(401, "UNAUTHENTICATED", UNAUTHENTICATED_DETAILS)
-        return answer
+    gate = route_gate(app, live)
 
     async def track(request: web.Request) -> web.Response:
-        who = caller(request)
-        if isinstance(who, web.Response):
-            return who
-        scope, _ = who
+        scope = gate.admit(request).scope
         try:
             events = parse_events(await read_json(request))
         except InvalidBody as error:
-            return error_response(_STATUS.get(error.code, 400), error.code, error.details)
+            raise _refusal(error) from None
         try:
             await sink.track(scope, events, timeout_s=track_timeout_s)
         except EventLogError as error:
-            return error_response(
+            raise OfrepHttpError(
                 503,
                 "UNAVAILABLE",
                 f"the events could not be made durable; retry: {error}",
-                {"Retry-After": "1"},
-            )
+                headers={"Retry-After": "1"},
+            ) from None
         return web.json_response({"accepted": len(events)}, status=202)
 
     async def exposures(request: web.Request) -> web.Response:
-        who = caller(request)
-        if isinstance(who, web.Response):
-            return who
-        scope, kind = who
-        if kind != SERVER:
-            return error_response(
-                403, "PERMISSION_DENIED", "exposures are reported with a server key (rlf_…), not a client key"
-            )
+        # Server keys only: client keys are public, and in-process evaluation needs a server key anyway.
+        scope = gate.admit(request, allow_client=False).scope
         try:
             found = parse_exposures(await read_json(request))
         except InvalidBody as error:
-            return error_response(_STATUS.get(error.code, 400), error.code, error.details)
+            raise _refusal(error) from None
         store = live.store
         for flag, variant, reason, targeting_key in found:
             version = store.flag_version(scope.tenant, scope.env, flag)  # as this server knows it now
             sink.record(scope, flag, variant, reason, targeting_key, version, "hook")
         return web.json_response({"recorded": len(found)}, status=202)
 
-    app.router.add_post(TRACK_PATH, track)
-    app.router.add_post(EXPOSURES_PATH, exposures)
+    app.router.add_post(TRACK_PATH, answering_refusals(track))
+    app.router.add_post(EXPOSURES_PATH, answering_refusals(exposures))

@@ -1,7 +1,8 @@
-"""Change pings (``GET /ofrep/v1/events``) on a real 3-node cluster: an event
-after a flag change with the documented fields, ``Last-Event-ID`` catch-up,
-heartbeats, a revoked key ending the stream, and many clients served from
-one encoded event."""
+"""Change pings (``GET /ofrep/v1/events``) on a real 3-node cluster, on the
+OFREP app as the flag server serves them: an event after a flag change with
+the documented fields, ``Last-Event-ID`` catch-up, heartbeats, a revoked key
+ending the stream, many clients served from one encoded event, and the OFREP
+gate's refusals (unknown keys, rate limits)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from flags.live import Scope
-from flags.ofrep_events import EVENTS_PATH, ChangePings, add_event_routes, event_stream_entry
+from flags.live import LiveFlags, Scope
+from flags.ofrep import EVENTS_PATH, OfrepLimits, ofrep_app
+from flags.ofrep_events import ChangePings, add_event_routes
+from flags.rate_limit import Rate
 from harness.local_cluster import LocalCluster
 from tests.flags.events_support import env_and_key, revoke
 from tests.flags.log_nodes import ENV, FlagNode, create, flag_node, new_tenant, started_cluster, update
@@ -41,11 +44,24 @@ class Served:
         return str(self.server.make_url(EVENTS_PATH).with_query({"key": key}))
 
 
+NO_LIMITS = OfrepLimits(per_key=Rate.unlimited(), per_address=Rate.unlimited())
+
+
+def events_app(live: LiveFlags, limits: OfrepLimits = NO_LIMITS) -> tuple[web.Application, ChangePings]:
+    """The OFREP app with the change pings, as ``raftlog flags serve`` builds it."""
+    found: list[ChangePings] = []
+    app = ofrep_app(
+        live,
+        limits=limits,
+        extra_routes=[lambda app: found.append(add_event_routes(app, live, heartbeat_s=0.2))],
+    )
+    return app, found[0]
+
+
 @pytest.fixture
 async def served(cluster: LocalCluster) -> AsyncIterator[Served]:
     async with flag_node(cluster) as node:
-        app = web.Application()
-        pings = add_event_routes(app, node.live, heartbeat_s=0.2)
+        app, pings = events_app(node.live)  # no limits: one test opens 200 streams at once
         server = TestServer(app)
         await server.start_server()
         connector = aiohttp.TCPConnector(limit=0)
@@ -158,7 +174,9 @@ async def test_a_revoked_key_ends_the_stream(cluster: LocalCluster, served: Serv
     assert await stream.next(3.0) is None  # the end of the stream, no event
     await nothing_within(other, 0.5)  # another key of the environment keeps its stream
     response = await served.session.get(served.url(key))
-    assert response.status == 401 and (await response.json())["errorCode"] == "UNAUTHENTICATED"
+    assert (
+        response.status == 401 and (await response.json())["errorCode"] == "GENERAL"
+    )  # the OFREP gate's body
     assert served.pings.clients(Scope(tenant, ENV)) == 1
     other.response.close()
 
@@ -171,8 +189,30 @@ async def test_keys_in_headers_and_refusals(cluster: LocalCluster, served: Serve
         response.close()
     for url in (served.server.make_url(EVENTS_PATH), served.url("rlf_0000000000000000_" + "A" * 43)):
         response = await served.session.get(url)
-        assert response.status == 401
+        assert response.status == 401 and (await response.json())["errorCode"] == "GENERAL"
+        assert response.headers["Access-Control-Allow-Origin"] == "*"  # the OFREP app's CORS too
         assert key not in await response.text()
+
+
+async def test_connects_are_rate_limited_per_key(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-flood")
+    _, other_key, _ = await setup_env(cluster, served, "sse-calm")
+    app, pings = events_app(served.node.live, OfrepLimits(per_key=Rate(0.01, 2.0)))
+    async with TestServer(app) as server:
+
+        async def connect_to(key: str) -> aiohttp.ClientResponse:
+            return await served.session.get(server.make_url(EVENTS_PATH).with_query({"key": key}))
+
+        opened = [await connect_to(key) for _ in range(2)]
+        assert [r.status for r in opened] == [200, 200]
+        refused = await connect_to(key)
+        assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert (await refused.json())["errorCode"] == "GENERAL"
+        assert pings.clients(Scope(tenant, ENV)) == 2  # the refused one never subscribed
+        other = await connect_to(other_key)  # another tenant's key keeps its budget
+        assert other.status == 200
+        for response in [*opened, other]:
+            response.close()
 
 
 async def test_many_clients_share_one_encoded_event(cluster: LocalCluster, served: Served) -> None:
@@ -199,18 +239,3 @@ async def test_many_clients_share_one_encoded_event(cluster: LocalCluster, serve
             break
         await asyncio.sleep(0.05)
     assert served.pings.clients(Scope(tenant, ENV)) == 0  # left clients are noticed (at the next heartbeat)
-
-
-async def test_the_bulk_response_entry_names_the_stream(served: Served) -> None:
-    captured: dict[str, Any] = {}
-
-    async def handler(request: web.Request) -> web.Response:
-        captured.update(event_stream_entry(request, "rlc_abc"))
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_get("/x", handler)
-    async with TestServer(app) as server:
-        (await served.session.get(server.make_url("/x"))).close()
-    assert captured["type"] == "sse" and captured["inactivityDelaySec"] == 120
-    assert str(captured["url"]).endswith(f"{EVENTS_PATH}?key=rlc_abc")

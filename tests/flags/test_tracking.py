@@ -1,8 +1,10 @@
-"""Tracking and reported exposures over HTTP on a real 3-node cluster: 202
-only once the events are readable from ``__tracking``; bad input gets a 4xx
-with a clear body and writes nothing (a bad last event stops the whole
-batch); keys: server keys, client keys, unknown and revoked ones; a log that
-cannot be written answers 503."""
+"""Tracking and reported exposures over HTTP on a real 3-node cluster, on the
+OFREP app as the flag server serves them: 202 only once the events are
+readable from ``__tracking``; bad input gets a 4xx with a clear body and
+writes nothing (a bad last event stops the whole batch); keys (through the
+OFREP gate): server keys, client keys, unknown and revoked ones; a flood is
+rate limited (429, nothing written) without touching other tenants; a log
+that cannot be written answers 503."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from flags.exposures import EXPOSURES_TOPIC, TRACKING_TOPIC, ExposureSink
 from flags.live import LiveFlags
+from flags.ofrep import OfrepLimits, ofrep_app
+from flags.rate_limit import Rate
+from flags.sdk_keys import KeyKind
 from flags.tracking import EXPOSURES_PATH, TRACK_PATH, add_tracking_routes
 from harness.local_cluster import LocalCluster
 from tests.flags.events_support import canonical, end_offset, env_and_key, read_topic, revoke
@@ -39,11 +44,15 @@ class Served:
 async def served(cluster: LocalCluster) -> AsyncIterator[Served]:
     async with flag_node(cluster) as node:
         sink = ExposureSink(bootstrap(cluster), cluster.api_key, wall_ms=lambda: 1_700_000_000_123)
-        app = web.Application()
-        add_tracking_routes(app, node.live, sink)
+        app = tracking_app(node.live, sink)
         async with TestClient(TestServer(app)) as http:
             yield Served(node, sink, http)
         await sink.close()
+
+
+def tracking_app(live: LiveFlags, sink: ExposureSink, **options: Any) -> web.Application:
+    """The OFREP app with the tracking routes, as ``raftlog flags serve`` builds it."""
+    return ofrep_app(live, extra_routes=[lambda app: add_tracking_routes(app, live, sink)], **options)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -149,23 +158,55 @@ async def test_keys_unknown_revoked_and_client(cluster: LocalCluster, served: Se
     for headers in ({}, bearer("rlf_0000000000000000_" + "A" * 43), {"Authorization": f"Basic {key}"}):
         response = await served.http.post(TRACK_PATH, json=body, headers=headers)
         answer = await response.json()
-        assert (response.status, answer["errorCode"]) == (401, "UNAUTHENTICATED")
+        assert (response.status, answer["errorCode"]) == (401, "GENERAL")  # the OFREP gate's refusal
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert key not in json.dumps(answer)
     assert (await served.http.post(TRACK_PATH, json=body, headers=bearer(key))).status == 202
     await revoke(served.node, tenant, key_id)
     response = await served.http.post(TRACK_PATH, json=body, headers=bearer(key))
     assert response.status == 401
     assert await end_offset(cluster, tenant, TRACKING_TOPIC) == 1
-    if not hasattr(LiveFlags, "authenticate_ofrep"):
-        pytest.skip("client keys are not in LiveFlags yet (authenticate_ofrep)")
-    from flags.sdk_keys import KeyKind
-
     client_key, _ = await env_and_key(served.node, tenant, kind=KeyKind.CLIENT)
     assert client_key.startswith("rlc_")
     assert (await served.http.post(TRACK_PATH, json=body, headers=bearer(client_key))).status == 202
     exposure = {"exposures": [{"flag": "f", "variant": "on", "reason": "SPLIT", "targetingKey": "u"}]}
     response = await served.http.post(EXPOSURES_PATH, json=exposure, headers=bearer(client_key))
-    assert (response.status, (await response.json())["errorCode"]) == (403, "PERMISSION_DENIED")
+    answer = await response.json()
+    assert (response.status, answer["errorCode"]) == (403, "GENERAL")
+    assert "server key" in answer["errorDetails"]
+    assert served.sink.stats.recorded == 0
+
+
+async def test_a_flood_is_rate_limited_and_writes_nothing(cluster: LocalCluster) -> None:
+    async with flag_node(cluster) as node:
+        flooding = await new_tenant(cluster, "track-flood")
+        calm = await new_tenant(cluster, "track-calm")
+        flood_key, _ = await env_and_key(node, flooding)
+        calm_key, _ = await env_and_key(node, calm)
+        sink = ExposureSink(bootstrap(cluster), cluster.api_key)
+        now = [1000.0]  # the gate's clock stands still: no token comes back during the flood
+        limits = OfrepLimits(per_key=Rate(10.0, 5.0), per_address=Rate(10.0, 5.0))
+        app = tracking_app(node.live, sink, limits=limits, clock=lambda: now[0])
+        async with TestClient(TestServer(app)) as http:
+            statuses = []
+            for _ in range(20):
+                response = await http.post(TRACK_PATH, json={"events": [GOOD]}, headers=bearer(flood_key))
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "1"
+                    assert (await response.json())["errorCode"] == "GENERAL"
+            assert statuses == [202] * 5 + [429] * 15
+            assert await end_offset(cluster, flooding, TRACKING_TOPIC) == 5  # the refused wrote nothing
+            # Another tenant from the same address keeps its whole budget.
+            for _ in range(5):
+                response = await http.post(TRACK_PATH, json={"events": [GOOD]}, headers=bearer(calm_key))
+                assert response.status == 202
+            now[0] += 0.1  # one token back
+            response = await http.post(TRACK_PATH, json={"events": [GOOD]}, headers=bearer(flood_key))
+            assert response.status == 202
+        assert await end_offset(cluster, calm, TRACKING_TOPIC) == 5
+        assert await end_offset(cluster, flooding, TRACKING_TOPIC) == 6
+        await sink.close()
 
 
 async def test_reported_exposures_reach_the_log(cluster: LocalCluster, served: Served) -> None:
