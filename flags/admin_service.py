@@ -6,7 +6,7 @@ sees or touches another's environments, flags or keys (another tenant's
 environment reads exactly like one that does not exist). Reads come from
 ``LiveFlags``; writes go through ``FlagWriter`` (one change = one record of the
 tenant's ``__flags`` topic); history is read back from the log
-(flags/history.py).
+(flags/admin_history.py over flags/history.py).
 
 Invariants:
 
@@ -32,13 +32,14 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from flags.admin_errors import AdminError, abort, shown
 from flags.admin_evaluate import evaluate
+from flags.admin_history import history_page, rollback_change, rollback_definition
 from flags.admin_offline import evaluate_all, key_info_message, requested_kind, snapshot
 from flags.admin_requests import (
     bad_request,
@@ -59,7 +60,6 @@ from flags.admin_requests import (
 )
 from flags.changes import Change, Kind
 from flags.follower import Follower
-from flags.history import InvalidHistoryToken, json_diff, page, read_token, replay, state_at, text_diff
 from flags.live import LiveFlags, SdkKeyInfo
 from flags.model import (
     MAX_SET_BYTES,
@@ -418,54 +418,13 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
             set_version=store.set_version(caller.tenant, env),
         )
 
-    # --- history -----------------------------------------------------------------------
-
-    async def _records(self, tenant: str, offsets: Sequence[int]) -> list[tuple[int, str, bytes | None]]:
-        records = await self._writer.read_records(tenant, offsets)
-        return [(r.offset, (r.key or b"").decode("utf-8", "replace"), r.value) for r in records]
+    # --- history (flags/admin_history.py) ----------------------------------------------
 
     @_handled
     async def GetHistory(
         self, request: flags_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext, caller: Caller
     ) -> flags_pb2.GetHistoryResponse:
-        env = env_name(request.environment)
-        flag = flag_key(request.flag) if request.flag else None
-        size = page_size(request.page_size)
-        offsets = self._live.history_offsets(caller.tenant, env, flag)
-        if not offsets and not self._live.store.has_environment(caller.tenant, env):
-            raise unknown_env(env)
-        if request.page_token:
-            try:
-                below = read_token(env, flag, request.page_token)
-            except InvalidHistoryToken as error:
-                raise bad_request("INVALID_PAGE_TOKEN", f"{error}; start from page 1") from None
-            offsets = [offset for offset in offsets if offset < below]
-        items = replay(await self._records(caller.tenant, offsets), env, flag)
-        chosen, token = page(items, size, env, flag)
-        entries = []
-        for item in chosen:
-            subject = f"{env}/{item.flag or flag}" if (item.flag or flag) else env
-            entries.append(
-                flags_pb2.HistoryEntry(
-                    offset=item.offset,
-                    version=item.version,
-                    kind=item.kind,
-                    flag=item.flag,
-                    who=item.who,
-                    when_ms=item.when_ms,
-                    definition_json=item.definition_json,
-                    expected_version=item.expected,
-                    rollback_to=item.rollback_to,
-                    diff_text=text_diff(
-                        item.before, item.after, f"{subject} before", f"{subject}@{item.version}"
-                    ),
-                    diff_json=json.dumps(
-                        json_diff(item.before, item.after), sort_keys=True, separators=(",", ":")
-                    ),
-                    outcome=item.outcome,
-                )
-            )
-        return flags_pb2.GetHistoryResponse(entries=entries, next_page_token=token)
+        return await history_page(self._live, self._writer, caller.tenant, request)
 
     @_handled
     async def Rollback(
@@ -474,51 +433,10 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
         env = self._existing_env(caller.tenant, request.environment)
         key = flag_key(request.flag)
         to = request.to_version
-        offsets = [o for o in self._live.history_offsets(caller.tenant, env, key) if o < to]
-        records = await self._records(caller.tenant, offsets)
-        if to == 0 or not records or records[-1][0] != to - 1:
-            raise AdminError(
-                C.NOT_FOUND,
-                "UNKNOWN_VERSION",
-                f"version {to} is not in the history of {env}/{key} (or was compacted away); "
-                "see the versions with GetHistory",
-                {"to_version": str(to)},
-            )
-        document = state_at(records, env, key, to)
-        if document is None:
-            raise AdminError(
-                C.NOT_FOUND,
-                "UNKNOWN_VERSION",
-                f"{env}/{key} did not exist at version {to}; to remove it, delete it",
-                {"to_version": str(to)},
-            )
-        store = self._live.store
-        evaluators = (store.flag_set(caller.tenant, env) or FlagSet()).evaluators
-        try:
-            flag = validate_flag(key, document, evaluators)
-        except InvalidDefinition as error:
-            raise bad_request(
-                "INVALID_DEFINITION", f"version {to} no longer fits the environment: {error}"
-            ) from None
+        flag = await rollback_definition(self._live, self._writer, caller.tenant, env, key, to)
         explicit = request.HasField("expected_version")
-
-        def make(now: int) -> Change:
-            expected = expected_or(
-                explicit, request.expected_version, store.flag_version(caller.tenant, env, key)
-            )
-            if store.flag(caller.tenant, env, key) is None:  # deleted since: bring it back
-                return Change(Kind.CREATE, env, key, caller.key_id, now, expected=expected, definition=flag)
-            return Change(
-                Kind.ROLLBACK,
-                env,
-                key,
-                caller.key_id,
-                now,
-                expected=expected,
-                definition=flag,
-                rollback_to=to,
-            )
-
+        expected = request.expected_version if explicit else None
+        make = rollback_change(self._live, caller, env, key, flag, to, expected)
         _, accepted = await self._write(caller, explicit, make)
         return flags_pb2.RollbackResponse(version=accepted.version)
 

@@ -456,6 +456,19 @@ async def test_rollback_restores_an_earlier_definition(api: Api) -> None:
     assert api.writer.written("acme") == written
 
 
+async def test_rollback_brings_a_deleted_flag_back_and_takes_an_expected_version(api: Api) -> None:
+    await api.env()
+    await api.put("f", BOOL_FLAG)  # 2
+    await api.call("DeleteFlag", flags_pb2.DeleteFlagRequest(environment="prod", flag="f"))  # 3
+    request = flags_pb2.RollbackRequest(environment="prod", flag="f", to_version=2, expected_version=3)
+    back = await api.call("Rollback", request)
+    got = await api.call("GetFlag", flags_pb2.GetFlagRequest(environment="prod", flag="f"))
+    assert got.flag.version == back.version == 4
+    assert json.loads(got.flag.definition_json)["targeting"] == BOOL_FLAG["targeting"]
+    history = await api.call("GetHistory", flags_pb2.GetHistoryRequest(environment="prod", flag="f"))
+    assert [e.kind for e in history.entries][:3] == ["create", "delete", "create"]
+
+
 def test_json_diff_turns_before_into_after() -> None:
     cases = [
         ({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": [2]}, "d/e~": None}),
