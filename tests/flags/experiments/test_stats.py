@@ -435,6 +435,15 @@ def test_weighted_variants_nobody_saw_count_as_zero_and_unseen_weightless_ones_a
     assert check.warn
 
 
+def test_srm_with_a_weight_too_small_to_expect_anyone() -> None:
+    # 11 * 1e-300 / 1e300 underflows to 0 expected users: a user there is a certain mismatch.
+    check = sample_ratio_mismatch({"a": 10, "b": 1}, {"a": 1e300, "b": 1e-300})
+    assert (check.p_value, check.warn, check.unexpected_variants) == (0.0, True, ("b",))
+    # Tiny but representable: the chi-square overflows instead; still a certain mismatch, no NaN.
+    huge = sample_ratio_mismatch({"a": 10, "b": 1}, {"a": 1.0, "b": 1e-310})
+    assert (huge.p_value, huge.warn, huge.statistic) == (0.0, True, None)
+
+
 def test_srm_with_no_users_or_a_single_weighted_variant() -> None:
     assert sample_ratio_mismatch({}, {"a": 1.0, "b": 1.0}) == SampleRatioCheck(
         None, False, None, 1, (("a", 0.0), ("b", 0.0)), ()

@@ -85,7 +85,8 @@ def test_the_interval_ends_are_where_the_likelihood_ratio_reaches_one_over_alpha
     assert estimate.ci_high == pytest.approx(high, rel=1e-8, abs=1e-12)
 
 
-@pytest.mark.parametrize("difference", [-0.05, -0.01, 0.0, 0.004, 0.0101, 0.03])
+# The half-width here is ~0.00961: points on both sides of it, close in.
+@pytest.mark.parametrize("difference", [-0.05, -0.0097, -0.0095, 0.0, 0.004, 0.008, 0.0095, 0.0097, 0.03])
 def test_the_p_value_is_below_alpha_exactly_when_the_interval_excludes_zero(difference: float) -> None:
     estimate = mixture_sprt(difference, 1e-5, 1e-4, 0.05)
     assert estimate.ci_low is not None and estimate.ci_high is not None
