@@ -401,13 +401,12 @@ def _compare_values(
         )
 
     standard_error = math.sqrt(squared_error)
-    degrees_of_freedom = (
-        squared_error
-        * squared_error
-        / (
-            squared_error_a * squared_error_a / (control.count - 1)
-            + squared_error_b * squared_error_b / (treatment.count - 1)
-        )
+    # Welch-Satterthwaite, written with each arm's share of se^2 so it cannot underflow
+    # (se^4 of values ~1e-100 would be 0/0).
+    share_a = squared_error_a / squared_error
+    share_b = squared_error_b / squared_error
+    degrees_of_freedom = 1.0 / (
+        share_a * share_a / (control.count - 1) + share_b * share_b / (treatment.count - 1)
     )
     t_critical = student_t_critical(_ALPHA, degrees_of_freedom)
     p_value = student_t_two_sided_p(difference / standard_error, degrees_of_freedom)

@@ -135,15 +135,17 @@ def mixture_sprt(
         raise ValueError(f"tau^2 must be finite and > 0, got {tau_squared!r}")
     if variance == 0.0:
         return SequentialEstimate(p_value=1.0, ci_low=None, ci_high=None)
-    total = variance + tau_squared
+    # Everything in standardised terms (z = difference / sqrt(V), the ratio tau^2 / V), so
+    # the answer does not depend on the scale of the values: products like V (V + tau^2)
+    # underflow for values of ~1e-100.
+    standard_error = math.sqrt(variance)
+    z = difference / standard_error
+    shrink = 1.0 / (1.0 + variance / tau_squared)  # tau^2 / (V + tau^2)
+    log_total_over_variance = math.log(tau_squared) - math.log(variance) + math.log1p(variance / tau_squared)
     # ln Lambda(0), kept in logs: the exponent grows with the sample and would overflow exp().
-    log_likelihood_ratio = 0.5 * math.log(variance / total) + tau_squared * difference * difference / (
-        2.0 * variance * total
-    )
+    log_likelihood_ratio = 0.5 * (z * z * shrink - log_total_over_variance)
     p_value = math.exp(-log_likelihood_ratio) if log_likelihood_ratio > 0.0 else 1.0
-    half_width = math.sqrt(
-        variance * total / tau_squared * (2.0 * math.log(1.0 / alpha) + math.log(total / variance))
-    )
+    half_width = standard_error * math.sqrt((2.0 * math.log(1.0 / alpha) + log_total_over_variance) / shrink)
     return SequentialEstimate(
         p_value=p_value, ci_low=difference - half_width, ci_high=difference + half_width
     )

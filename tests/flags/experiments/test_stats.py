@@ -530,3 +530,38 @@ def test_results_refuse_non_finite_floats() -> None:
         VariantResult(variant="a", users=1, lift=0.1, lift_ci_low=0.0, lift_ci_high=None)
     with pytest.raises(ValueError):
         VariantResult(variant="a", users=1, p_value=1.5)
+
+
+@pytest.mark.parametrize("scale", [1e-120, 1e-30, 1e30, 1e100])
+def test_value_results_do_not_depend_on_the_unit(scale: float) -> None:
+    # Values in other units (cents, micro-units): the same p-values and relative results,
+    # absolute results scaled. Products like se^4 underflow at 1e-120 if written naively.
+    generator = np.random.default_rng(7)
+    control = generator.exponential(3.0, 200)
+    treatment = generator.exponential(3.4, 180)
+
+    def analyse(factor: float) -> VariantResult:
+        summaries = {
+            "control": ValueSummary.of((control * factor).tolist()),
+            "treatment": ValueSummary.of((treatment * factor).tolist()),
+        }
+        return row(analyse_values(summaries, "control"), "treatment")
+
+    base, scaled = analyse(1.0), analyse(scale)
+    for name in (
+        "lift",
+        "lift_ci_low",
+        "lift_ci_high",
+        "p_value",
+        "chance_to_beat_control",
+        "sequential_p_value",
+    ):
+        assert getattr(scaled, name) == pytest.approx(getattr(base, name), rel=1e-9), name
+    for name in (
+        "mean",
+        "absolute_lift",
+        "absolute_lift_ci_low",
+        "absolute_lift_ci_high",
+        "sequential_ci_low",
+    ):
+        assert getattr(scaled, name) == pytest.approx(getattr(base, name) * scale, rel=1e-9), name
