@@ -22,7 +22,9 @@ Parts, in order (each fails alone: the others' figures stay):
    evaluation of the 100 flags for a new context (and 100 exposures handed
    to the sink, as in production);
 2. ``ofrep_304_rps``: job ``revalidate``: ``If-None-Match`` with the ETag of
-   the context's answer, every answer a 304;
+   the context's answer, every answer a 304; then the same clients against
+   a bare aiohttp app (bench.http_floor, same event loop): the framework's
+   floor, ``reference.aiohttp_304_rps`` / ``aiohttp_304_cpu_us``;
 3. ``flag_sse_propagation_p99_ms``: bench.sse_streams, ``PutFlag`` of the
    marker flag to 1,000 SSE clients;
 4. ``exposures_per_s``: bench.exposure_figures;
@@ -55,6 +57,7 @@ from bench.exposure_figures import ExposureParams, LogEnd, measure_exposures
 from bench.flag_load import definition, flag_key
 from bench.flag_server import _cpu_s, _FlagAdmin, _rss_mb
 from bench.flag_streams import MARKER_FLAG, marker_definition
+from bench.http_floor import measure_floor
 from bench.ofrep_load import LoadSpec, run_load
 from bench.sse_streams import SseParams, measure_sse_propagation
 from client.admin import Admin
@@ -197,6 +200,16 @@ async def _bulk_and_revalidate(
         )
         figures["ofrep_304_rps"] = round(revalidate["rps"], 1)
         details["revalidate"] = _load_figures(revalidate)
+        # The same clients against a bare aiohttp app: the framework's floor.
+        floor = await measure_floor(
+            replace(base, job="revalidate", seconds=params.revalidate_seconds, users=min(params.users, 1000)),
+            params.event_loop,
+        )
+        figures["reference"] = {
+            "aiohttp_304_rps": round(floor["rps"], 1),
+            "aiohttp_304_cpu_us": floor["flag_server_cpu_us_per_request"],
+        }
+        details["revalidate_floor"] = _load_figures(floor)
     except Exception as error:
         errors["ofrep_304_rps"] = f"{type(error).__name__}: {error}"
         traceback.print_exc()

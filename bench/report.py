@@ -149,6 +149,8 @@ REFERENCES = (
     ("flagd_core_static_us", "openfeature-flagd-core, static boolean flag", "µs"),
     ("flagd_core_targeting_us", "openfeature-flagd-core, targeting (ends_with, >=)", "µs"),
     ("flagd_core_fractional_us", "openfeature-flagd-core, 3-way fractional split", "µs"),
+    ("aiohttp_304_rps", "bare aiohttp app answering 304, the OFREP load clients", "requests/s"),
+    ("aiohttp_304_cpu_us", "that app's CPU per request", "µs"),
 )
 
 

@@ -60,6 +60,8 @@ REFERENCE = (
     "flagd_core_static_us",
     "flagd_core_targeting_us",
     "flagd_core_fractional_us",
+    "aiohttp_304_rps",
+    "aiohttp_304_cpu_us",
 )
 
 
