@@ -119,6 +119,11 @@ def _handled(
     return handler
 
 
+def _requested(request: Any) -> int | None:
+    """The expected version a write request names, or None (take the current one)."""
+    return int(request.expected_version) if request.HasField("expected_version") else None
+
+
 class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
     def __init__(
         self,
@@ -167,6 +172,28 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _write_one(
+        self,
+        caller: Caller,
+        kind: Kind,
+        env: str,
+        key: str | None,
+        *,
+        requested: int | None,
+        current: Callable[[], int],
+        definition: Flag | FlagSet | None = None,
+    ) -> Accepted:
+        """Append one ``kind`` change expecting ``requested`` (the request's
+        expected version) or, without one, ``current()``, read afresh at each
+        attempt (``_write``)."""
+
+        def make(now: int) -> Change:
+            expected = current() if requested is None else requested
+            return Change(kind, env, key, caller.key_id, now, expected=expected, definition=definition)
+
+        _, accepted = await self._write(caller, requested is not None, make)
+        return accepted
+
     def _environment(self, tenant: str, env: str) -> flags_pb2.Environment:
         store = self._live.store
         flag_set = store.flag_set(tenant, env)
@@ -192,12 +219,13 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
                 f"environment {shown(env)} exists",
                 {"environment": env},
             )
-        _, accepted = await self._write(
+        accepted = await self._write_one(
             caller,
-            False,
-            lambda now: Change(
-                Kind.ENV_CREATE, env, None, caller.key_id, now, expected=store.set_version(caller.tenant, env)
-            ),
+            Kind.ENV_CREATE,
+            env,
+            None,
+            requested=None,
+            current=lambda: store.set_version(caller.tenant, env),
         )
         return flags_pb2.CreateEnvironmentResponse(
             environment=self._environment(caller.tenant, env), version=accepted.version
@@ -209,20 +237,13 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
     ) -> flags_pb2.DeleteEnvironmentResponse:
         env = self._existing_env(caller.tenant, request.name)
         store = self._live.store
-        explicit = request.HasField("expected_version")
-        _, accepted = await self._write(
+        accepted = await self._write_one(
             caller,
-            explicit,
-            lambda now: Change(
-                Kind.ENV_DELETE,
-                env,
-                None,
-                caller.key_id,
-                now,
-                expected=expected_or(
-                    explicit, request.expected_version, store.set_version(caller.tenant, env)
-                ),
-            ),
+            Kind.ENV_DELETE,
+            env,
+            None,
+            requested=_requested(request),
+            current=lambda: store.set_version(caller.tenant, env),
         )
         # Its SDK keys stop working with it (LiveFlags); revoking them keeps them
         # from serving an environment of the same name created later.
@@ -267,21 +288,14 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
             raise invalid_definition(error) from None
         check_set_size(flag_set)
         store = self._live.store
-        explicit = request.HasField("expected_version")
-        _, accepted = await self._write(
+        accepted = await self._write_one(
             caller,
-            explicit,
-            lambda now: Change(
-                Kind.IMPORT,
-                env,
-                None,
-                caller.key_id,
-                now,
-                expected=expected_or(
-                    explicit, request.expected_version, store.set_version(caller.tenant, env)
-                ),
-                definition=flag_set,
-            ),
+            Kind.IMPORT,
+            env,
+            None,
+            requested=_requested(request),
+            current=lambda: store.set_version(caller.tenant, env),
+            definition=flag_set,
         )
         return flags_pb2.ImportFlagsResponse(version=accepted.version, flags=len(flag_set.flags))
 
@@ -343,20 +357,13 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
         env, key = request.environment, request.flag
         self._existing_flag(caller.tenant, env, key)
         store = self._live.store
-        explicit = request.HasField("expected_version")
-        _, accepted = await self._write(
+        accepted = await self._write_one(
             caller,
-            explicit,
-            lambda now: Change(
-                Kind.DELETE,
-                env,
-                key,
-                caller.key_id,
-                now,
-                expected=expected_or(
-                    explicit, request.expected_version, store.flag_version(caller.tenant, env, key)
-                ),
-            ),
+            Kind.DELETE,
+            env,
+            key,
+            requested=_requested(request),
+            current=lambda: store.flag_version(caller.tenant, env, key),
         )
         return flags_pb2.DeleteFlagResponse(version=accepted.version)
 
@@ -434,10 +441,9 @@ class FlagAdmin(flags_pb2_grpc.FlagAdminServiceServicer):
         key = flag_key(request.flag)
         to = request.to_version
         flag = await rollback_definition(self._live, self._writer, caller.tenant, env, key, to)
-        explicit = request.HasField("expected_version")
-        expected = request.expected_version if explicit else None
+        expected = _requested(request)
         make = rollback_change(self._live, caller, env, key, flag, to, expected)
-        _, accepted = await self._write(caller, explicit, make)
+        _, accepted = await self._write(caller, expected is not None, make)
         return flags_pb2.RollbackResponse(version=accepted.version)
 
     # --- SDK keys ----------------------------------------------------------------------

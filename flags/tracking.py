@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -119,7 +119,11 @@ def _depth(value: Any, limit: int) -> int:
     return 0
 
 
-def _batch(body: Any, field: str, limit: int, code: str) -> list[Any]:
+def _batch(
+    body: Any, field: str, limit: int, code: str, allowed: frozenset[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, item)`` of each entry of ``body[field]``: a non-empty list of
+    at most ``limit`` objects with no field outside ``allowed``."""
     if not isinstance(body, dict) or set(body) != {field}:
         raise InvalidBody(code, f'the body must be an object with one field, "{field}": a list')
     items = body[field]
@@ -127,7 +131,16 @@ def _batch(body: Any, field: str, limit: int, code: str) -> list[Any]:
         raise InvalidBody(code, f"{field} must be a non-empty list")
     if len(items) > limit:
         raise InvalidBody(code, f"{field} holds {len(items)} entries; at most {limit} per request")
-    return items
+    for index, item in enumerate(items):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidBody(code, f"{where} must be an object")
+        unknown = set(item) - allowed
+        if unknown:
+            raise InvalidBody(
+                code, f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+            )
+        yield where, item
 
 
 def _text(item: Mapping[str, Any], name: str, where: str, code: str, limit: int) -> str:
@@ -148,15 +161,7 @@ def parse_events(body: Any) -> list[TrackingEvent]:
     """Validate a whole ``/track`` body; ``InvalidBody`` names the first problem."""
     code = "INVALID_EVENT"
     events = []
-    for index, item in enumerate(_batch(body, "events", MAX_EVENTS, code)):
-        where = f"events[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidBody(code, f"{where} must be an object")
-        unknown = set(item) - EVENT_FIELDS
-        if unknown:
-            raise InvalidBody(
-                code, f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(EVENT_FIELDS)}"
-            )
+    for where, item in _batch(body, "events", MAX_EVENTS, code, EVENT_FIELDS):
         name = _text(item, "name", where, code, MAX_NAME_CHARS)
         if not EVENT_NAME.fullmatch(name):
             raise InvalidBody(code, f"{where}.name {name!r} is not an event name: {EVENT_NAME_RULE}")
@@ -194,15 +199,7 @@ def parse_exposures(body: Any) -> list[tuple[str, str, str, str]]:
     """Validate a whole ``/exposures`` body: ``(flag, variant, reason, targeting key)`` each."""
     code = "INVALID_EXPOSURE"
     found = []
-    for index, item in enumerate(_batch(body, "exposures", MAX_EXPOSURES, code)):
-        where = f"exposures[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidBody(code, f"{where} must be an object")
-        unknown = set(item) - EXPOSURE_FIELDS
-        if unknown:
-            raise InvalidBody(
-                code, f"{where} has unknown field(s) {sorted(unknown)}; allowed: {sorted(EXPOSURE_FIELDS)}"
-            )
+    for where, item in _batch(body, "exposures", MAX_EXPOSURES, code, EXPOSURE_FIELDS):
         flag = _text(item, "flag", where, code, MAX_FIELD_CHARS)
         variant = _text(item, "variant", where, code, MAX_FIELD_CHARS)
         reason = item.get("reason", "UNKNOWN")

@@ -58,6 +58,7 @@ from flags.live import FLAGS_TOPIC
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
+from tests.flags.flagd_harness import EDGE_FLAGS, TYPED_FLAGS
 
 ENV = "production"
 SITE_DIR_ENV = "RAFTLOG_ACCEPTANCE_SERVER_SITE_DIR"
@@ -76,32 +77,12 @@ PROVIDER_OPTIONS: dict[str, Any] = {
 
 # Every variant type with its zero value as a real variant, targeting (with
 # $evaluators/$ref and flagd's operators), fractional splits, a disabled
-# flag, a flag without a default variant, flag and flag-set metadata.
+# flag, a flag without a default variant, flag and flag-set metadata (the
+# protocol tests' typed and edge flags, tests/flags/flagd_harness.py, plus these).
 FLAG_SET: dict[str, Any] = {
     "$evaluators": {"is-staff": {"ends_with": [{"var": "email"}, "@acme.example"]}},
-    "flags": {
-        "bool-flag": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
-        "bool-zero": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
-        "string-flag": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "a"},
-        "string-zero": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "none"},
-        "int-flag": {
-            "state": "ENABLED",
-            "variants": {"big": 9007199254740991, "zero": 0},
-            "defaultVariant": "big",
-        },
-        "int-zero": {"state": "ENABLED", "variants": {"neg": -42, "zero": 0}, "defaultVariant": "zero"},
-        "float-flag": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "pi"},
-        "float-zero": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "zero"},
-        "object-flag": {
-            "state": "ENABLED",
-            "variants": {"full": {"n": 1, "nested": {"list": [1, "x", True, None]}}, "empty": {}},
-            "defaultVariant": "full",
-        },
-        "object-zero": {
-            "state": "ENABLED",
-            "variants": {"full": {"n": 1}, "empty": {}},
-            "defaultVariant": "empty",
-        },
+    "flags": TYPED_FLAGS
+    | {
         "staff": {
             "state": "ENABLED",
             "variants": {"yes": True, "no": False},
@@ -126,12 +107,6 @@ FLAG_SET: dict[str, Any] = {
             "defaultVariant": "normal",
             "targeting": {"if": [{"starts_with": [{"var": "targetingKey"}, "vip-"]}, "vip", "normal"]},
         },
-        "split": {
-            "state": "ENABLED",
-            "variants": {"red": "r", "green": "g", "blue": "b"},
-            "defaultVariant": "red",
-            "targeting": {"fractional": [["red", 50], ["green", 30], ["blue", 20]]},
-        },
         "split-by-plan": {
             "state": "ENABLED",
             "variants": {"a": 1, "b": 2},
@@ -140,15 +115,8 @@ FLAG_SET: dict[str, Any] = {
                 "fractional": [{"cat": [{"var": "plan"}, "-", {"var": "targetingKey"}]}, ["a", 1], ["b", 1]]
             },
         },
-        "disabled": {"state": "DISABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
-        "no-default": {"state": "ENABLED", "variants": {"x": "ex"}, "defaultVariant": None},
-        "with-metadata": {
-            "state": "ENABLED",
-            "variants": {"on": True},
-            "defaultVariant": "on",
-            "metadata": {"owner": "team-a", "ticket": 42, "beta": True, "ratio": 0.5},
-        },
-    },
+    }
+    | EDGE_FLAGS,
     "metadata": {"flagSetId": "acceptance", "version": "7"},
 }
 

@@ -19,32 +19,56 @@ from flags.live import LiveFlags
 from flags.model import validate_flag, validate_flag_set
 from flags.sdk_keys import issue_sdk_key, revoke_record
 
+# Every variant type with its zero value as a real variant (by name: "-zero"
+# flags default to it), read the same way by every protocol test.
+TYPED_FLAGS: dict[str, Any] = {
+    "bool-flag": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
+    "bool-zero": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
+    "string-flag": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "a"},
+    "string-zero": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "none"},
+    "int-flag": {
+        "state": "ENABLED",
+        "variants": {"big": 9007199254740991, "neg": -42, "zero": 0},
+        "defaultVariant": "big",
+    },
+    "int-zero": {"state": "ENABLED", "variants": {"neg": -42, "zero": 0}, "defaultVariant": "zero"},
+    "float-flag": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "pi"},
+    "float-zero": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "zero"},
+    "object-flag": {
+        "state": "ENABLED",
+        "variants": {"full": {"n": 1, "nested": {"list": [1, "x", True, None]}}, "empty": {}},
+        "defaultVariant": "full",
+    },
+    "object-zero": {
+        "state": "ENABLED",
+        "variants": {"full": {"n": 1}, "empty": {}},
+        "defaultVariant": "empty",
+    },
+}
+# A fractional split, a disabled flag, a flag without a default variant and
+# one with metadata of its own.
+EDGE_FLAGS: dict[str, Any] = {
+    "split": {
+        "state": "ENABLED",
+        "variants": {"red": "r", "green": "g", "blue": "b"},
+        "defaultVariant": "red",
+        "targeting": {"fractional": [["red", 50], ["green", 30], ["blue", 20]]},
+    },
+    "disabled": {"state": "DISABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
+    "no-default": {"state": "ENABLED", "variants": {"x": "ex"}, "defaultVariant": None},
+    "with-metadata": {
+        "state": "ENABLED",
+        "variants": {"on": True},
+        "defaultVariant": "on",
+        "metadata": {"owner": "team-a", "ticket": 42, "beta": True, "ratio": 0.5},
+    },
+}
+
 # Every variant type, with zero values, targeting, fractional, disabled, no
 # default variant and metadata: one set serves the protocol and provider tests.
 FLAG_SET: dict[str, Any] = {
-    "flags": {
-        "bool-flag": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
-        "bool-zero": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"},
-        "string-flag": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "a"},
-        "string-zero": {"state": "ENABLED", "variants": {"a": "alpha", "none": ""}, "defaultVariant": "none"},
-        "int-flag": {
-            "state": "ENABLED",
-            "variants": {"big": 9007199254740991, "neg": -42, "zero": 0},
-            "defaultVariant": "big",
-        },
-        "int-zero": {"state": "ENABLED", "variants": {"neg": -42, "zero": 0}, "defaultVariant": "zero"},
-        "float-flag": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "pi"},
-        "float-zero": {"state": "ENABLED", "variants": {"pi": 3.25, "zero": 0.0}, "defaultVariant": "zero"},
-        "object-flag": {
-            "state": "ENABLED",
-            "variants": {"full": {"n": 1, "nested": {"list": [1, "x", True, None]}}, "empty": {}},
-            "defaultVariant": "full",
-        },
-        "object-zero": {
-            "state": "ENABLED",
-            "variants": {"full": {"n": 1}, "empty": {}},
-            "defaultVariant": "empty",
-        },
+    "flags": TYPED_FLAGS
+    | {
         "adult": {
             "state": "ENABLED",
             "variants": {"yes": "adult", "no": "minor"},
@@ -64,12 +88,6 @@ FLAG_SET: dict[str, Any] = {
             # The context number names the variant: 2 must read "2", as in-process and in flagd.
             "targeting": {"var": "level"},
         },
-        "split": {
-            "state": "ENABLED",
-            "variants": {"red": "r", "green": "g", "blue": "b"},
-            "defaultVariant": "red",
-            "targeting": {"fractional": [["red", 50], ["green", 30], ["blue", 20]]},
-        },
         "split-by-age": {
             "state": "ENABLED",
             "variants": {"a": 1, "b": 2},
@@ -79,15 +97,8 @@ FLAG_SET: dict[str, Any] = {
                 "fractional": [{"cat": [{"var": "age"}, "-", {"var": "targetingKey"}]}, ["a", 1], ["b", 1]]
             },
         },
-        "disabled": {"state": "DISABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
-        "no-default": {"state": "ENABLED", "variants": {"x": "ex"}, "defaultVariant": None},
-        "with-metadata": {
-            "state": "ENABLED",
-            "variants": {"on": True},
-            "defaultVariant": "on",
-            "metadata": {"owner": "team-a", "ticket": 42, "beta": True, "ratio": 0.5},
-        },
-    },
+    }
+    | EDGE_FLAGS,
     "metadata": {"flagSetId": "test-set", "version": "7"},
 }
 

@@ -18,7 +18,6 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from openfeature.contrib.provider.flagd.config import ResolverType
@@ -32,10 +31,10 @@ from tests.flags.acceptance_fixtures import (
     Stack,
     TenantFlags,
     bool_flag,
-    running_stack,
     string_flag,
     until,
 )
+from tests.flags.stack_fixtures import acceptance_fixtures
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -43,17 +42,7 @@ RPC = ResolverType.RPC
 IN_PROCESS = ResolverType.IN_PROCESS
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(Path(tmp_path_factory.mktemp("acceptance-failover"))) as running:
-        yield running
-
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    started = Providers()
-    yield started
-    started.close()
+stack, providers, _ = acceptance_fixtures("acceptance-failover")
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])

@@ -12,10 +12,6 @@ change arriving as a new sync snapshot, the SDK key as selector or as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 from openfeature.contrib.provider.flagd.config import CacheType, ResolverType
 from openfeature.flag_evaluation import Reason
@@ -23,21 +19,23 @@ from openfeature.flag_evaluation import Reason
 from tests.flags.acceptance_fixtures import (
     BAD_KEYS,
     FLAG_METADATA,
-    FLAG_SET,
     SET_METADATA,
     Providers,
     Stack,
-    TenantFlags,
-    bad_key,
     bearer_credentials,
     bool_flag,
     check_every_type,
     check_targeting,
     fractional_answers,
-    refused,
-    running_stack,
     string_flag,
     until,
+)
+from tests.flags.stack_fixtures import (
+    TwoTenants,
+    acceptance_fixtures,
+    check_a_bad_key_is_refused,
+    check_another_tenants_key_cannot_select,
+    check_each_tenant_reads_its_own_flags,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,17 +43,7 @@ pytestmark = pytest.mark.timeout(120)
 IN_PROCESS = ResolverType.IN_PROCESS
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(Path(tmp_path_factory.mktemp("acceptance-in-process"))) as running:
-        yield running
-
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    started = Providers()
-    yield started
-    started.close()
+stack, providers, two_tenants = acceptance_fixtures("acceptance-in-process")
 
 
 def test_every_type_zero_values_targeting_disabled_and_metadata(stack: Stack, providers: Providers) -> None:
@@ -110,37 +98,17 @@ def test_bearer_key_through_channel_credentials(stack: Stack, providers: Provide
 
 
 def test_each_tenant_gets_its_own_flags_under_the_same_names(stack: Stack, providers: Providers) -> None:
-    _, acme_key = stack.tenant_with_flags("acme")
-    other_set = FLAG_SET | {"flags": FLAG_SET["flags"] | {"bool-flag": bool_flag("off")}}
-    _, globex_key = stack.tenant_with_flags("globex", other_set)
-    acme = providers.connect(IN_PROCESS, stack.server.sync_address, selector=acme_key)
-    globex = providers.connect(IN_PROCESS, stack.server.sync_address, selector=globex_key)
-    assert acme.details("boolean", "bool-flag", False).value is True
-    assert globex.details("boolean", "bool-flag", True).value is False
-
-
-@pytest.fixture(scope="module")
-def two_tenants(stack: Stack) -> tuple[tuple[TenantFlags, str], tuple[TenantFlags, str]]:
-    """Two tenants with the same flags, each with an SDK key (the refusal tests only read)."""
-    return stack.tenant_with_flags("mine"), stack.tenant_with_flags("theirs")
+    check_each_tenant_reads_its_own_flags(stack, providers, IN_PROCESS)
 
 
 @pytest.mark.parametrize("how", BAD_KEYS)
-def test_a_key_the_server_must_refuse(stack: Stack, providers: Providers, two_tenants: Any, how: str) -> None:
-    (tenant, key), (_, other_key) = two_tenants
-    selector = bad_key(how, tenant, key, other_key)
-    refused(providers.connect(IN_PROCESS, stack.server.sync_address, selector=selector, expect_ready=False))
+def test_a_key_the_server_must_refuse(
+    stack: Stack, providers: Providers, two_tenants: TwoTenants, how: str
+) -> None:
+    check_a_bad_key_is_refused(stack, providers, two_tenants, how, IN_PROCESS)
 
 
 def test_another_tenants_key_cannot_select_this_tenant(
-    stack: Stack, providers: Providers, two_tenants: Any
+    stack: Stack, providers: Providers, two_tenants: TwoTenants
 ) -> None:
-    (_, key), (_, other_key) = two_tenants
-    connected = providers.connect(
-        IN_PROCESS,
-        stack.server.sync_address,
-        channel_credentials=bearer_credentials(other_key),
-        selector=key,
-        expect_ready=False,
-    )
-    refused(connected)
+    check_another_tenants_key_cannot_select(stack, providers, two_tenants, IN_PROCESS)

@@ -12,10 +12,6 @@ answering with another tenant's flags.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -27,19 +23,21 @@ from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2, eva
 from tests.flags.acceptance_fixtures import (
     BAD_KEYS,
     FLAG_METADATA,
-    FLAG_SET,
     SET_METADATA,
     Providers,
     Stack,
-    TenantFlags,
-    bad_key,
     bearer_credentials,
     bool_flag,
     check_every_type,
     check_targeting,
-    refused,
-    running_stack,
     until,
+)
+from tests.flags.stack_fixtures import (
+    TwoTenants,
+    acceptance_fixtures,
+    check_a_bad_key_is_refused,
+    check_another_tenants_key_cannot_select,
+    check_each_tenant_reads_its_own_flags,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,17 +45,7 @@ pytestmark = pytest.mark.timeout(120)
 RPC = ResolverType.RPC
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(Path(tmp_path_factory.mktemp("acceptance-rpc"))) as running:
-        yield running
-
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    started = Providers()
-    yield started
-    started.close()
+stack, providers, two_tenants = acceptance_fixtures("acceptance-rpc")
 
 
 def test_every_type_zero_values_targeting_and_disabled(stack: Stack, providers: Providers) -> None:
@@ -125,42 +113,17 @@ def test_bearer_key_through_channel_credentials(stack: Stack, providers: Provide
 
 
 def test_each_tenant_sees_its_own_flags_under_the_same_names(stack: Stack, providers: Providers) -> None:
-    _, acme_key = stack.tenant_with_flags("acme")
-    other_set = FLAG_SET | {"flags": FLAG_SET["flags"] | {"bool-flag": bool_flag("off")}}
-    _, globex_key = stack.tenant_with_flags("globex", other_set)
-    acme = providers.connect(RPC, stack.server.eval_address, selector=acme_key)
-    globex = providers.connect(RPC, stack.server.eval_address, selector=globex_key)
-    assert acme.details("boolean", "bool-flag", False).value is True
-    assert globex.details("boolean", "bool-flag", True).value is False
-
-
-@pytest.fixture(scope="module")
-def two_tenants(stack: Stack) -> tuple[tuple[TenantFlags, str], tuple[TenantFlags, str]]:
-    """Two tenants with the same flags, each with an SDK key (the refusal tests only read)."""
-    return stack.tenant_with_flags("mine"), stack.tenant_with_flags("theirs")
+    check_each_tenant_reads_its_own_flags(stack, providers, RPC)
 
 
 @pytest.mark.parametrize("how", BAD_KEYS)
-def test_a_key_the_server_must_refuse(stack: Stack, providers: Providers, two_tenants: Any, how: str) -> None:
-    (tenant, key), (_, other_key) = two_tenants
-    refused(
-        providers.connect(
-            RPC, stack.server.eval_address, selector=bad_key(how, tenant, key, other_key), expect_ready=False
-        )
-    )
+def test_a_key_the_server_must_refuse(
+    stack: Stack, providers: Providers, two_tenants: TwoTenants, how: str
+) -> None:
+    check_a_bad_key_is_refused(stack, providers, two_tenants, how, RPC)
 
 
 def test_another_tenants_key_cannot_select_this_tenant(
-    stack: Stack, providers: Providers, two_tenants: Any
+    stack: Stack, providers: Providers, two_tenants: TwoTenants
 ) -> None:
-    """A Bearer key of one tenant with the other tenant's key as selector:
-    refused, not answered from either tenant."""
-    (_, key), (_, other_key) = two_tenants
-    connected = providers.connect(
-        RPC,
-        stack.server.eval_address,
-        channel_credentials=bearer_credentials(other_key),
-        selector=key,
-        expect_ready=False,
-    )
-    refused(connected)
+    check_another_tenants_key_cannot_select(stack, providers, two_tenants, RPC)

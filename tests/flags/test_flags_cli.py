@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from cluster.cli import main
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
+from tests.flags.stack_fixtures import cluster_and_flag_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,24 +32,7 @@ WELCOME = {
 }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("flags-cli-cluster"), topics=())
-    c.start_all()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def flag_server(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FlagServerProcess]:
-    server = FlagServerProcess(
-        tmp_path_factory.mktemp("flags-cli-server"), list(cluster.addresses.values()), cluster.api_key
-    )
-    server.start()
-    yield server
-    server.close()
+cluster, flag_server = cluster_and_flag_server("flags-cli")
 
 
 class Cli:

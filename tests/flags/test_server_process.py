@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flags.server import flag_service_names, management_app
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster, free_ports
+from tests.flags.stack_fixtures import cluster_and_flag_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,24 +30,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("flag-server-cluster"), topics=())
-    c.start_all()
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def flag_server(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[FlagServerProcess]:
-    server = FlagServerProcess(
-        tmp_path_factory.mktemp("flag-server"), list(cluster.addresses.values()), cluster.api_key
-    )
-    server.start()
-    yield server
-    server.close()
+cluster, flag_server = cluster_and_flag_server("flag-server")
 
 
 def _http(url: str) -> tuple[int, str]:
