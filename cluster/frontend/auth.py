@@ -16,14 +16,18 @@ Invariants:
   does not exist, gets ``NOT_FOUND UNKNOWN_TENANT`` — the same answer for
   "exists but not yours" and "does not exist". Topics are looked up only
   under the caller's tenant, so another tenant's topic is ``NOT_FOUND`` too.
-- A key this node does not know yet may have been created a moment ago on
-  the controller leader: the check waits up to ``CATCH_UP_S`` for this
-  node's metadata to move before refusing it.
+- A key or a tenant this node does not know yet may have been created a
+  moment ago on the controller leader: the check waits up to
+  ``CATCH_UP_S`` for this node's metadata to move before refusing it (a
+  tenant created and used at once — the flag server does so — must not
+  meet a node that is a few entries behind).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 
@@ -38,6 +42,7 @@ from raftlog.v1.reasons import Reason
 __all__ = ["CATCH_UP_S", "Authenticator", "Caller", "unknown_tenant"]
 
 CATCH_UP_S = 0.5
+T = TypeVar("T")
 
 
 def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -69,9 +74,20 @@ class Authenticator:
                 raise unknown_tenant(wanted)
             return Caller(principal, principal.tenant)
         tenant = wanted or DEFAULT_TENANT
-        if self._controller.state.tenant(tenant) is None:
+        if await self._caught_up(lambda: self._controller.state.tenant(tenant)) is None:
             raise unknown_tenant(tenant)
         return Caller(principal, tenant)
+
+    async def _caught_up(self, lookup: Callable[[], T | None]) -> T | None:
+        """``lookup()``, again each time this node's metadata moves, for up
+        to ``CATCH_UP_S`` while it answers None."""
+        controller = self._controller
+        found = lookup()
+        deadline = time.monotonic() + CATCH_UP_S
+        while found is None and (remaining := deadline - time.monotonic()) > 0:
+            await controller.wait_changed(controller.version, timeout=remaining)
+            found = lookup()
+        return found
 
     async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
         header = _header(context, headers.AUTHORIZATION)
@@ -89,12 +105,7 @@ class Authenticator:
                 "the authorization header must be 'Bearer <api key>'",
             )
         key = key.strip()
-        controller = self._controller
-        principal = controller.state.authenticate(key)
-        deadline = time.monotonic() + CATCH_UP_S
-        while principal is None and (remaining := deadline - time.monotonic()) > 0:
-            await controller.wait_changed(controller.version, timeout=remaining)
-            principal = controller.state.authenticate(key)
+        principal = await self._caught_up(lambda: self._controller.state.authenticate(key))
         if principal is None:
             raise ServiceError(
                 grpc.StatusCode.UNAUTHENTICATED,
