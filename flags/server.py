@@ -49,13 +49,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
@@ -266,11 +267,16 @@ def host_port(host: str, port: int) -> str:
 # --- management HTTP -------------------------------------------------------------------
 
 
-def management_app(is_ready: Callable[[], bool], not_ready_reason: Callable[[], str]) -> web.Application:
+def management_app(
+    is_ready: Callable[[], bool],
+    not_ready_reason: Callable[[], str],
+    stats: Callable[[], Mapping[str, object]] = dict,
+) -> web.Application:
     """``/healthz``: 200 whenever the process answers (liveness: restarting
     it cannot help otherwise). ``/readyz``: 200 once ``is_ready()``, else
     503 with ``not_ready_reason()`` as the body (readiness: send no traffic
-    yet)."""
+    yet). ``/stats``: ``stats()`` as JSON — the exposure writer's counters,
+    where exposures it had to drop (the log slow or away) are reported."""
     from aiohttp import web
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -281,9 +287,13 @@ def management_app(is_ready: Callable[[], bool], not_ready_reason: Callable[[], 
             return web.Response(text="ready\n")
         return web.Response(status=503, text=f"not ready: {not_ready_reason()}\n")
 
+    async def stats_json(_request: web.Request) -> web.Response:
+        return web.json_response(stats())
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/stats", stats_json)
     return app
 
 
@@ -437,7 +447,10 @@ async def serve(
             return "; ".join(f"tenant {tenant}: {why}" for tenant, why in sorted(stopped.items()))
         return "catching up with the flag changes in the log (or the cluster is not reachable yet)"
 
-    runner = web.AppRunner(management_app(is_ready, not_ready_reason), access_log=None)
+    def stats() -> dict[str, object]:
+        return {"exposures": dataclasses.asdict(exposures.stats)}
+
+    runner = web.AppRunner(management_app(is_ready, not_ready_reason, stats), access_log=None)
     ofrep = ofrep_app(
         live,
         limits=options.ofrep.limits(),

@@ -6,6 +6,7 @@ read, a graceful SIGTERM that ends open streams, and start failures."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,11 @@ def test_ready_server_answers_healthz_and_readyz(flag_server: FlagServerProcess)
     assert _http(flag_server.management_url + "/healthz") == (200, "ok\n")
     assert _http(flag_server.management_url + "/readyz") == (200, "ready\n")
     assert _http(flag_server.management_url + "/nothing")[0] == 404
+    status, body = _http(flag_server.management_url + "/stats")
+    assert status == 200
+    counters = json.loads(body)["exposures"]
+    assert {"recorded", "dropped", "deduplicated", "written", "failed"} <= counters.keys()
+    assert all(isinstance(value, int) for value in counters.values())
 
 
 async def test_grpc_health_says_serving_on_both_ports_once_ready(flag_server: FlagServerProcess) -> None:
