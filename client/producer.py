@@ -3,7 +3,10 @@
 How a record travels: ``send`` picks the partition (the one given, else the
 partitioner's), waits for room in the producer's buffer (``buffer_bytes``),
 appends the record to the partition's open batch and returns a future at
-once. Each partition has one sender task that closes the open batch when it
+once. ``send_many`` does the same for many records to one partition with
+one check, one wait and one future per batch they land in (``RecordRun``):
+for callers that produce records by the thousand (the flag server's
+exposures), where the per-record work of ``send`` is most of the cost. Each partition has one sender task that closes the open batch when it
 is full (``max_batch_bytes``) or ``linger_ms`` after its first record (or at
 ``flush``), encodes it, sends it to the leader and resolves every record's
 future with its offset once the batch has committed on a majority.
@@ -12,7 +15,8 @@ Invariants:
 
 - One batch in flight per partition, and batches go out in the order their
   records were sent: records sent by one task to one partition are written
-  in send order, and a retry never overtakes a later batch.
+  in send order (a ``send_many`` call's in the order given, none of another
+  call in between), and a retry never overtakes a later batch.
 - A batch's bytes are fixed when it is first encoded (producer id, epoch,
   base sequence); every retry of it sends exactly those bytes, so the
   partition's dedup window answers a retry of a batch that did commit with
@@ -25,8 +29,8 @@ Invariants:
   sequence state unknown too: the partition then switches to a fresh
   producer id (``InitProducer``) starting at sequence 0, so a later batch can
   never be mistaken for a duplicate of it.
-- Every record's future is resolved exactly once: with ``RecordMetadata``,
-  or with a ``RaftlogError`` (definite refusals, ``DeliveryTimeoutError``
+- Every record's future (a ``RecordRun``'s for its records) is resolved
+  exactly once: with ``RecordMetadata``, or with a ``RaftlogError`` (definite refusals, ``DeliveryTimeoutError``
   after ``delivery_timeout_s``, ``ClientClosedError`` if ``close`` gave up).
 - ``close()`` waits until every record accepted by ``send`` is acknowledged
   or failed, then cancels and awaits the sender tasks and closes channels.
@@ -79,6 +83,10 @@ from client.batches import (
     PartitionQueue,
     ProducerStats,
     RecordMetadata,
+    RecordRun,
+    as_bytes,
+    checked_record,
+    header_value,
     record_size_bound,
 )
 from client.errors import (
@@ -115,7 +123,9 @@ __all__ = [
     "PRODUCE_ATTEMPT_TIMEOUT_S",
     "Producer",
     "ProducerStats",
+    "Record",
     "RecordMetadata",
+    "RecordRun",
     "record_size_bound",
 ]
 
@@ -255,10 +265,10 @@ class Producer:
         """
         self._check_open()
         if value is not None and type(value) is not bytes:
-            value = _as_bytes(value, "value")
+            value = as_bytes(value, "value")
         if key is not None and type(key) is not bytes:
-            key = _as_bytes(key, "key")
-        header_list = tuple((str(name), _header_value(v)) for name, v in headers) if headers else ()
+            key = as_bytes(key, "key")
+        header_list = tuple((str(name), header_value(v)) for name, v in headers) if headers else ()
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
         elif timestamp_ms < 0:
@@ -287,8 +297,64 @@ class Producer:
             self._budget.release(size)
             self._check_open()
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self._append(self._queue(topic, partition), record, size, future)
+        self._queue(topic, partition).add(record, size, future, self._max_batch_bytes)
         return future
+
+    async def send_many(self, topic: str, records: Iterable[Record], *, partition: int) -> list[RecordRun]:
+        """Queue ``records`` to ``partition``, in the order given and with
+        no record of another call in between, as ``send`` would one by one
+        but with one size check, one wait for buffer room and one future
+        per batch they land in: the returned runs, in order (their counts
+        add up to the records'; usually one run, more when the records
+        fill batches). A run's future resolves with its first record's
+        ``RecordMetadata`` (the others at the next offsets) or with its
+        batch's error (none of the run is acknowledged then).
+
+        Each record's ``timestamp_ms`` is used as given (``Record``'s
+        default is 0: set it); ``value`` and ``key`` are bytes or None,
+        header values bytes. Raises here, with nothing queued, for what
+        ``send`` refuses (for any of the records) and for a negative
+        timestamp. Waits for room for all the records at once, so a group
+        larger than ``buffer_bytes`` waits until nothing else is held.
+        """
+        self._check_open()
+        checked = list(records)
+        sizes: list[int] = []
+        for index, record in enumerate(checked):
+            value, key, headers, timestamp_ms = record
+            if (
+                (value is not None and type(value) is not bytes)
+                or (key is not None and type(key) is not bytes)
+                or headers
+                or type(timestamp_ms) is not int
+                or timestamp_ms < 0
+            ):
+                record = checked[index] = checked_record(record)
+            sizes.append(record_size_bound(record))
+        if not checked:
+            return []
+        largest = max(sizes)
+        if HEADER_SIZE + largest > self._max_request_bytes:
+            raise RecordTooLargeError(
+                f"a record of about {largest} bytes cannot fit in a batch of at most "
+                f"{self._max_request_bytes} bytes (the server's limit); send smaller records"
+            )
+        count = self._metadata.fresh_partition_count(topic)
+        if count is None:
+            count = await self._partition_count(topic)
+        if not 0 <= partition < count:
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} has partitions 0..{count - 1}; partition {partition} does not exist",
+                metadata={"topic": topic, "partition": str(partition)},
+            )
+        total = sum(sizes)
+        if not self._budget.try_acquire(total):
+            await self._budget.acquire(total)
+        if self._closing or self._fatal is not None:
+            # close() began while we waited: its flush may not see these records.
+            self._budget.release(total)
+            self._check_open()
+        return self._queue(topic, partition).add_run(checked, sizes, self._max_batch_bytes)
 
     async def flush(self) -> None:
         """Send every queued record now (ignoring linger) and wait until
@@ -296,7 +362,7 @@ class Producer:
         futures; flush itself does not raise them."""
         waits: list[asyncio.Future[None]] = []
         for q in self._queues.values():
-            self._close_open_batch(q)
+            q.close_open()
             if q.last is not None and not q.last.done.done():
                 waits.append(q.last.done)
         if waits:
@@ -348,29 +414,6 @@ class Producer:
                 self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}"
             )
         return q
-
-    def _append(
-        self, q: PartitionQueue, record: Record, size: int, future: asyncio.Future[RecordMetadata]
-    ) -> None:
-        batch = q.open
-        if batch is not None and batch.size + size > self._max_batch_bytes:
-            self._close_open_batch(q)
-            batch = None
-        if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = q.open = q.last = Batch(loop.time(), loop.create_future())
-            q.wakeup.set()  # the sender starts this batch's linger clock
-        batch.records.append(record)
-        batch.futures.append(future)
-        batch.size += size
-        if batch.size >= self._max_batch_bytes:
-            self._close_open_batch(q)
-
-    def _close_open_batch(self, q: PartitionQueue) -> None:
-        if q.open is not None:
-            q.ready.append(q.open)
-            q.open = None
-            q.wakeup.set()
 
     # --- internals: the sender task of a partition ------------------------------
 
@@ -511,11 +554,7 @@ class Producer:
         self.stats.records += len(batch.records)
         if response.duplicate:
             self.stats.duplicates += 1
-        offset = int(response.base_offset)
-        for record, future in zip(batch.records, batch.futures, strict=True):
-            if not future.done():
-                future.set_result(RecordMetadata(topic, partition, offset, record.timestamp_ms))
-            offset += 1
+        batch.resolve(topic, partition, int(response.base_offset))
         self._finish(batch, None)
 
     def _fail(self, q: PartitionQueue, batch: Batch, error: RaftlogError) -> None:
@@ -545,9 +584,7 @@ class Producer:
         if batch.done.done():
             return
         if error is not None:
-            for future in batch.futures:
-                if not future.done():
-                    future.set_exception(error)
+            batch.fail(error)
         batch.done.set_result(None)
         self._budget.release(batch.size - HEADER_SIZE)
 
@@ -565,18 +602,3 @@ class Producer:
         self._budget.close(ClientClosedError("the producer is closed"))
         await self._pool.close()
         self._closed = True
-
-
-def _as_bytes(data: object, what: str) -> bytes | None:
-    if data is None or isinstance(data, bytes):
-        return data
-    if isinstance(data, bytearray | memoryview):
-        return bytes(data)
-    raise TypeError(f"{what} must be bytes or None, not {type(data).__name__}; encode it first")
-
-
-def _header_value(data: object) -> bytes:
-    value = _as_bytes(data, "a header value")
-    if value is None:
-        raise TypeError("a header value must be bytes, not None")
-    return value
