@@ -1,13 +1,16 @@
 """Change pings (``GET /ofrep/v1/events``) on a real 3-node cluster, on the
 OFREP app as the flag server serves them: an event after a flag change with
 the documented fields, ``Last-Event-ID`` catch-up, heartbeats, a revoked key
-ending the stream, many clients served from one encoded event, and the OFREP
-gate's refusals (unknown keys, rate limits)."""
+ending the stream, many clients served from one encoded event, a client that
+does not read dropped (bounded buffers), and the OFREP gate's refusals
+(unknown keys, rate limits)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -47,13 +50,16 @@ class Served:
 NO_LIMITS = OfrepLimits(per_key=Rate.unlimited(), per_address=Rate.unlimited())
 
 
-def events_app(live: LiveFlags, limits: OfrepLimits = NO_LIMITS) -> tuple[web.Application, ChangePings]:
+def events_app(
+    live: LiveFlags, limits: OfrepLimits = NO_LIMITS, *, pings_options: dict[str, Any] | None = None
+) -> tuple[web.Application, ChangePings]:
     """The OFREP app with the change pings, as ``raftlog flags serve`` builds it."""
     found: list[ChangePings] = []
+    options = {"heartbeat_s": 0.2, **(pings_options or {})}
     app = ofrep_app(
         live,
         limits=limits,
-        extra_routes=[lambda app: found.append(add_event_routes(app, live, heartbeat_s=0.2))],
+        extra_routes=[lambda app: found.append(add_event_routes(app, live, **options))],
     )
     return app, found[0]
 
@@ -239,3 +245,128 @@ async def test_many_clients_share_one_encoded_event(cluster: LocalCluster, serve
             break
         await asyncio.sleep(0.05)
     assert served.pings.clients(Scope(tenant, ENV)) == 0  # left clients are noticed (at the next heartbeat)
+
+
+async def eventually(check: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def served_as_in_production(app: web.Application, send_buffer: int | None = None) -> AsyncIterator[int]:
+    """``app`` on an ``AppRunner`` as the flag server runs it (a client that
+    leaves does not cancel its handler, unlike ``TestServer``); its port.
+    ``send_buffer``: the listener's ``SO_SNDBUF``, which accepted
+    connections inherit."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    if send_buffer is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, listener).start()
+        yield listener.getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+async def raw_stream(
+    port: int, key: str, *, version: str = "1.1", receive_buffer: int | None = None
+) -> socket.socket:
+    """A stream opened by hand (no HTTP client reading it); the head read."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    request = f"GET {EVENTS_PATH}?key={key} HTTP/{version}\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    head = b""
+    async with asyncio.timeout(5.0):
+        while b"\r\n\r\n" not in head:
+            head += await loop.sock_recv(sock, 1)  # byte by byte: nothing after the head is taken
+    assert head.startswith(f"HTTP/{version} 200".encode()), head
+    return sock
+
+
+async def test_a_client_that_left_is_noticed_at_a_heartbeat(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-left")
+    scope = Scope(tenant, ENV)
+    app, pings = events_app(served.node.live, pings_options={"heartbeat_s": 0.1})
+    async with served_as_in_production(app) as port:
+        streams = [await raw_stream(port, key) for _ in range(3)]
+        await eventually(lambda: pings.clients(scope) == 3, 5.0, "the streams subscribed")
+        for stream in streams:
+            stream.close()
+        await eventually(lambda: pings.clients(scope) == 0, 3.0, "clients that left are still subscribed")
+        assert pings.slow_clients_dropped == 0
+
+
+async def test_http_1_0_streams_are_not_chunked(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-http10")
+    app, pings = events_app(served.node.live, pings_options={"heartbeat_s": 60.0})
+    loop = asyncio.get_running_loop()
+    async with served_as_in_production(app) as port:
+        http10, http11 = await raw_stream(port, key, version="1.0"), await raw_stream(port, key)
+        await eventually(lambda: pings.clients(Scope(tenant, ENV)) == 2, 5.0, "the streams subscribed")
+        await served.node.writer.append(tenant, create("banner", version(served, tenant)))
+        head = b"id: %d\nevent: message\ndata: {" % version(served, tenant)
+        received = {}
+        for stream in (http10, http11):
+            got = b""
+            async with asyncio.timeout(5.0):
+                while not got.endswith(b"}\n\n\r\n" if stream is http11 else b"}\n\n"):
+                    got += await loop.sock_recv(stream, 1 << 16)
+            stream.close()
+            received[stream] = got
+        assert received[http10].startswith(head)  # the bare event: HTTP/1.0 has no chunks
+        size, _, rest = received[http11].partition(b"\r\n")
+        assert rest.startswith(head) and rest[int(size, 16) :] == b"\r\n"  # one chunk: the event
+        assert rest[: int(size, 16)] == received[http10]  # the same bytes, framed once each
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"max_buffer_bytes": 2048},  # unsent bytes above the bound: cut at that write
+        {"max_buffer_bytes": 1 << 30, "send_timeout_s": 0.3},  # a buffer that never empties: cut in time
+    ],
+    ids=["buffer-bound", "stall-timeout"],
+)
+async def test_a_client_that_does_not_read_is_dropped(
+    cluster: LocalCluster, served: Served, bounds: dict[str, int | float]
+) -> None:
+    tenant, key, _ = await setup_env(cluster, served, f"sse-slow-{len(bounds)}")
+    scope = Scope(tenant, ENV)
+    # Heartbeats every millisecond are the bytes the stalled client leaves unread.
+    app, pings = events_app(served.node.live, pings_options={"heartbeat_s": 0.001, **bounds})
+    loop = asyncio.get_running_loop()
+    # A small send buffer: the kernel holds a few KiB for a peer that does not
+    # read and the rest queues in the server's transport, which the bounds are about.
+    async with served_as_in_production(app, send_buffer=4096) as port:
+        stalled = await raw_stream(port, key, receive_buffer=4096)  # and then it reads nothing
+        try:
+            response = await served.session.get(f"http://127.0.0.1:{port}{EVENTS_PATH}", params={"key": key})
+            reading = Stream(response)
+            assert response.status == 200
+            await eventually(lambda: pings.clients(scope) == 2, 5.0, "both streams subscribed")
+            await eventually(
+                lambda: pings.slow_clients_dropped == 1, 20.0, "the stalled client was not dropped"
+            )
+            assert pings.clients(scope) == 1
+            # Reset: what it did not read is discarded, the kernel's copy too, not left to drain.
+            with pytest.raises(ConnectionResetError):
+                async with asyncio.timeout(10.0):
+                    while await loop.sock_recv(stalled, 1 << 16):
+                        pass
+            # The reading client keeps its stream and sees the next change.
+            await served.node.writer.append(tenant, create("banner", version(served, tenant)))
+            event = await reading.next(5.0)
+            assert event is not None and event["id"] == str(version(served, tenant))
+            assert pings.slow_clients_dropped == 1 and reading.comments > 0
+            response.close()
+        finally:
+            stalled.close()
