@@ -183,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         if flags is not None:
             flags.close()
         cluster.close()
+        # Everything is stopped: a Ctrl-C still arriving must not kill the
+        # interpreter on its way out (finalization puts back the default
+        # handler of every signal that has a Python one, but leaves ignored
+        # ones ignored), so the exit status stays the one decided above.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _wait_until_stop_or_death(
