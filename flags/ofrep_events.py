@@ -75,6 +75,7 @@ from aiohttp.http import HttpVersion11
 
 from flags.live import LiveFlags, Scope, Watcher
 from flags.ofrep import EVENTS_PATH, OfrepGate
+from flags.sdk_keys import KeyKind
 from flags.tracking import answering_refusals, route_gate
 
 __all__ = [
@@ -147,7 +148,9 @@ class _Client:
 
     __slots__ = ("chunked", "ended", "granted", "key", "stalled_since", "transport")
 
-    def __init__(self, transport: asyncio.Transport, chunked: bool, key: str, granted: object) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, chunked: bool, key: str, granted: tuple[Scope, KeyKind]
+    ) -> None:
         self.transport = transport
         self.chunked = chunked
         self.key = key
@@ -168,6 +171,7 @@ class _Channel:
         "frame",
         "heartbeat",
         "scope",
+        "stopped",
         "subscribers",
         "task",
         "version",
@@ -187,6 +191,8 @@ class _Channel:
         """Handlers holding the channel (clients, plus those still sending their head)."""
         self.task: asyncio.Task[None] | None = None
         self.heartbeat: asyncio.TimerHandle | None = None
+        self.stopped = False
+        """No more writes come from this channel (closed, or its task failed)."""
 
 
 class ChangePings:
@@ -247,6 +253,7 @@ class ChangePings:
 
     @staticmethod
     def _stop(channel: _Channel) -> None:
+        channel.stopped = True
         channel.watcher.close()
         if channel.task is not None:
             channel.task.cancel()
@@ -271,6 +278,12 @@ class ChangePings:
         except Exception:
             # Not expected; its clients must not wait for changes that will never come.
             log.exception("change pings of %s stopped", channel.scope)
+            if self._channels.get(channel.scope) is channel:
+                del self._channels[channel.scope]  # the next stream starts a fresh channel
+            channel.stopped = True
+            channel.watcher.close()
+            if channel.heartbeat is not None:
+                channel.heartbeat.cancel()
             self._end_all(channel, _End.CLOSING)
             raise
 
@@ -351,7 +364,11 @@ class ChangePings:
             if transport is None or transport.is_closing():
                 return response
             client = _Client(transport, response.chunked, key, (scope, kind))
-            if self.live.key_epoch != admitted_epoch and self.live.authenticate_ofrep(key) != client.granted:
+            if channel.stopped:
+                why = _End.CLOSING  # while the head went out: nothing would ever be written
+            elif (
+                self.live.key_epoch != admitted_epoch and self.live.authenticate_ofrep(key) != client.granted
+            ):
                 why = _End.REVOKED  # between admission and now
             else:
                 saved_timeout = _set_user_timeout(transport, self.send_timeout_s)

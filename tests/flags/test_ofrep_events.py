@@ -370,3 +370,33 @@ async def test_a_client_that_does_not_read_is_dropped(
             response.close()
         finally:
             stalled.close()
+
+
+async def test_a_failed_channel_ends_its_streams_and_the_next_starts_afresh(
+    cluster: LocalCluster, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-broken")
+    stream = await connect(served, key)
+    await eventually(lambda: served.pings.clients(Scope(tenant, ENV)) == 1, 5.0, "the stream subscribed")
+
+    def broken(version: int) -> tuple[bytes, bytes]:
+        raise ValueError("a bug in encoding")
+
+    monkeypatch.setattr(served.pings, "_encode", broken)
+    await served.node.writer.append(tenant, create("banner", version(served, tenant)))
+    assert await stream.next(5.0) is None  # a clean end: the app reconnects (and re-fetches)
+    monkeypatch.undo()
+    again = await connect(served, key, {"Last-Event-ID": "0"})
+    event = await again.next(5.0)
+    assert event is not None and event["id"] == str(version(served, tenant))
+    again.response.close()
+
+
+async def test_closing_ends_every_stream_cleanly(cluster: LocalCluster, served: Served) -> None:
+    tenant, key, _ = await setup_env(cluster, served, "sse-close")
+    streams = [await connect(served, key) for _ in range(3)]
+    await eventually(lambda: served.pings.clients(Scope(tenant, ENV)) == 3, 5.0, "the streams subscribed")
+    await served.pings.close()  # what the app's shutdown does, before the server waits for handlers
+    for stream in streams:
+        assert await stream.next(3.0) is None  # the end of the chunked body, not a reset
+    await eventually(lambda: served.pings.clients() == 0, 3.0, "handlers still hold channels")
