@@ -193,17 +193,69 @@ def parse_events(body: Any) -> list[TrackingEvent]:
 
 
 EXPOSURE_FIELDS = frozenset({"flag", "variant", "reason", "targetingKey"})
+MAX_REASON_CHARS = 64
 
 
 def parse_exposures(body: Any) -> list[tuple[str, str, str, str]]:
-    """Validate a whole ``/exposures`` body: ``(flag, variant, reason, targeting key)`` each."""
+    """Validate a whole ``/exposures`` body: ``(flag, variant, reason, targeting key)`` each.
+
+    Batches come by the thousand (the hook's), so a flat pass takes what is
+    plainly valid; anything it does not take goes through the field-by-field
+    rules (``_parse_exposures_in_full``), which accept the same bodies and
+    name the first problem."""
+    found = _plainly_valid_exposures(body)
+    return found if found is not None else _parse_exposures_in_full(body)
+
+
+def _plainly_valid_exposures(body: Any) -> list[tuple[str, str, str, str]] | None:
+    """The exposures of ``body`` when every one is plainly valid (exact
+    ``dict``/``str`` types as ``json.loads`` makes them, fields within
+    their limits, text encodable); None when any is not, or may not be."""
+    if type(body) is not dict or len(body) != 1:
+        return None
+    items = body.get("exposures")
+    if type(items) is not list or not 0 < len(items) <= MAX_EXPOSURES:
+        return None
+    allowed = EXPOSURE_FIELDS
+    found = []
+    texts: list[str] = []
+    for item in items:
+        if type(item) is not dict or not item.keys() <= allowed:
+            return None
+        flag = item.get("flag")
+        variant = item.get("variant")
+        reason = item.get("reason", "UNKNOWN")
+        targeting_key = item.get("targetingKey")
+        if (
+            type(flag) is not str
+            or type(variant) is not str
+            or type(reason) is not str
+            or type(targeting_key) is not str
+            or not 0 < len(flag) <= MAX_FIELD_CHARS
+            or not 0 < len(variant) <= MAX_FIELD_CHARS
+            or not 0 < len(reason) <= MAX_REASON_CHARS
+            or not 0 < len(targeting_key) <= MAX_TARGETING_KEY_CHARS
+        ):
+            return None
+        found.append((flag, variant, reason, targeting_key))
+        texts += (flag, variant, reason, targeting_key)
+    try:
+        # UTF-8 refuses every surrogate code point, paired or not, so the
+        # whole is encodable exactly when each piece is.
+        "".join(texts).encode()
+    except UnicodeEncodeError:
+        return None
+    return found
+
+
+def _parse_exposures_in_full(body: Any) -> list[tuple[str, str, str, str]]:
     code = "INVALID_EXPOSURE"
     found = []
     for where, item in _batch(body, "exposures", MAX_EXPOSURES, code, EXPOSURE_FIELDS):
         flag = _text(item, "flag", where, code, MAX_FIELD_CHARS)
         variant = _text(item, "variant", where, code, MAX_FIELD_CHARS)
         reason = item.get("reason", "UNKNOWN")
-        reason = _text({"reason": reason}, "reason", where, code, 64)
+        reason = _text({"reason": reason}, "reason", where, code, MAX_REASON_CHARS)
         targeting_key = _text(item, "targetingKey", where, code, MAX_TARGETING_KEY_CHARS)
         found.append((flag, variant, reason, targeting_key))
     return found
@@ -280,10 +332,14 @@ def add_tracking_routes(
             found = parse_exposures(await read_json(request))
         except InvalidBody as error:
             raise _refusal(error) from None
+        # Each flag's version as this server knows it now (asked once per flag).
         store = live.store
-        for flag, variant, reason, targeting_key in found:
-            version = store.flag_version(scope.tenant, scope.env, flag)  # as this server knows it now
-            sink.record(scope, flag, variant, reason, targeting_key, version, "hook")
+        versions = {flag: store.flag_version(scope.tenant, scope.env, flag) for flag, *_ in found}
+        sink.record_many(
+            scope,
+            [(flag, variant, reason, key, versions[flag]) for flag, variant, reason, key in found],
+            "hook",
+        )
         return web.json_response({"recorded": len(found)}, status=202)
 
     app.router.add_post(TRACK_PATH, answering_refusals(track))

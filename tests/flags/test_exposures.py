@@ -14,7 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 from client.admin import Admin
-from flags.exposures import EXPOSURES_TOPIC, RETENTION_MS, ExposureSink, encode_exposure
+from flags.exposures import (
+    ENCODER_CACHE,
+    EXPOSURES_TOPIC,
+    RETENTION_MS,
+    ExposureEncoder,
+    ExposureSink,
+    encode_exposure,
+)
 from flags.live import Scope
 from harness.local_cluster import LocalCluster
 from tests.flags.events_support import canonical, end_offset, read_topic
@@ -48,10 +55,91 @@ def expected(
 
 
 def test_the_encoding_is_canonical_json() -> None:
+    encoder = ExposureEncoder()
     for text in ["plain", 'quo"te\\', "ünïcødé ✓", "ctrl\x01\n\t", "emoji 🎉", ""]:
         got = encode_exposure(text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234)
         assert got == expected(text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234)
         assert json.loads(got)["env"] == text
+        # The sink's encoder: the same bytes, each field in each place.
+        for fields in [
+            (text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234),
+            ("e", text or "f", "v", "SPLIT", "k", 3, "rpc", 1234),
+            ("e", "f", text or "v", "SPLIT", "k", 3, "rpc", 1234),
+            ("e", "f", "v", text, "k", 3, "rpc", 1234),
+            ("e", "f", "v", "SPLIT", text or "k", 3, "hook", 1234),
+        ]:
+            assert encoder.encode(*fields) == encode_exposure(*fields) == expected(*fields)
+
+
+def test_the_encoder_follows_every_field_and_bounds_its_templates() -> None:
+    encoder = ExposureEncoder()
+    seen = [
+        ("prod", "banner", "on", "SPLIT", "user-1", 7, "rpc", 1_700_000_000_000),
+        ("prod", "banner", "on", "SPLIT", "user-2", 7, "rpc", 1_700_000_000_001),  # another key, time
+        ("prod", "banner", "on", "SPLIT", "user-1", 8, "rpc", 5),  # another version
+        ("prod", "banner", "off", "SPLIT", "user-1", 8, "rpc", 5),  # another variant
+        ("prod", "banner", "off", "DEFAULT", "user-1", 8, "rpc", 5),  # another reason
+        ("prod", "banner", "off", "DEFAULT", "user-1", 8, "hook", 5),  # another source
+        ("dev", "banner", "off", "DEFAULT", "user-1", 8, "hook", 5),  # another environment
+        ("dev", "checkout", "off", "DEFAULT", "user-1", 8, "hook", 5),  # another flag
+    ]
+    for fields in seen * 2:  # the second time from the templates
+        assert encoder.encode(*fields) == expected(*fields)
+    for i in range(ENCODER_CACHE + 10):
+        fields = ("prod", f"flag-{i}", f"v{i}", "SPLIT", "user", i, "rpc", i)
+        assert encoder.encode(*fields) == expected(*fields)
+    assert len(encoder._heads) <= ENCODER_CACHE and len(encoder._tails) <= ENCODER_CACHE
+    for bad in [
+        ("prod", "f\ud800", "v", "R", "k", 1, "rpc", 1),
+        ("prod", "f", "v", "R", "\udfff", 1, "rpc", 1),
+    ]:
+        with pytest.raises(UnicodeEncodeError):
+            encode_exposure(*bad)
+        with pytest.raises(UnicodeEncodeError):
+            encoder.encode(*bad)
+
+
+async def test_record_many_is_record_for_each() -> None:
+    """Counters and buffered order as ``record`` one at a time would give:
+    skipped, rejected, deduplicated (within the call too), dropped beyond
+    the tenant's limit; a bad entry is counted as an error, never raised."""
+    sink = ExposureSink(["127.0.0.1:1"], "rlk_x", max_buffered_per_tenant=4, wall_ms=lambda: 42)
+    scope = Scope("t", "e")
+    try:
+        sink.record(scope, "f", "on", "SPLIT", "user-0", 1, "rpc")
+        sink.record_many(
+            scope,
+            [
+                ("f", "on", "SPLIT", "user-0", 1),  # seen already
+                ("f", "on", "SPLIT", "user-1", 1),
+                ("f", "on", "SPLIT", "user-1", 1),  # seen within this call
+                ("f", None, "SPLIT", "user-2", 1),  # no variant: not an exposure
+                ("f", "on", "SPLIT", "", 1),  # no targeting key
+                ("f", "on", "SPLIT", "u" * 1025, 1),  # too long
+                ("g", "off", "DEFAULT", "user-1", 2),
+                ("h", "on", "SPLIT", "user-3", 3),
+                ("i", "on", "SPLIT", "user-4", 4),  # the tenant's fifth: dropped
+            ],
+            "hook",
+        )
+        assert [p[1:] for p in sink._lanes["t"].pending] == [
+            ("f", "on", "SPLIT", "user-0", 1, "rpc", 42),
+            ("f", "on", "SPLIT", "user-1", 1, "hook", 42),
+            ("g", "off", "DEFAULT", "user-1", 2, "hook", 42),
+            ("h", "on", "SPLIT", "user-3", 3, "hook", 42),
+        ]
+        stats = sink.stats
+        assert (stats.recorded, stats.deduplicated, stats.rejected, stats.dropped, stats.errors) == (
+            4,
+            2,
+            1,
+            1,
+            0,
+        )
+        sink.record_many(scope, [("f", "on", "SPLIT", None, 1), (None, "on", "SPLIT", "user-9", 1)], "hook")  # type: ignore[list-item]
+        assert sink.stats.errors == 1 and sink.stats.recorded == 4
+    finally:
+        await sink.close(timeout_s=0.1)
 
 
 async def test_records_arrive_in_the_documented_format(cluster: LocalCluster) -> None:
@@ -118,6 +206,31 @@ async def test_repeats_within_the_window_are_written_once(cluster: LocalCluster)
         (json.loads(r.value or b"")["env"], r.key, json.loads(r.value or b"")["variant"]) for r in records
     ]
     assert seen.count(("production", b"user-1", "on")) == 2
+
+
+async def test_many_exposures_arrive_in_order_through_chunks(cluster: LocalCluster) -> None:
+    """More than a writer's chunk (DRAIN_CHUNK) at once: every one in the
+    log once, in the order recorded, each with its own key and time."""
+    tenant = await new_tenant(cluster, "exposure-order")
+    clock = [1_700_000_000_000]
+    sink = ExposureSink(bootstrap(cluster), cluster.api_key, wall_ms=lambda: clock[0])
+    scope = Scope(tenant, "production")
+    try:
+        for start in range(0, 5000, 1000):
+            clock[0] += 1
+            sink.record_many(
+                scope, [("f", "on", "SPLIT", f"user-{i}", 3) for i in range(start, start + 1000)], "hook"
+            )
+        await sink.flush(30)
+        assert (sink.stats.written, sink.stats.failed) == (5000, 0)
+    finally:
+        await sink.close()
+    records = await read_topic(cluster, tenant, EXPOSURES_TOPIC, 5000)
+    assert [r.key for r in records] == [f"user-{i}".encode() for i in range(5000)]
+    assert [r.timestamp_ms for r in records] == [1_700_000_000_001 + i // 1000 for i in range(5000)]
+    assert records[4321].value == expected(
+        "production", "f", "on", "SPLIT", "user-4321", 3, "hook", 1_700_000_000_005
+    )
 
 
 async def test_dedup_memory_is_bounded() -> None:

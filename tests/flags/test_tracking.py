@@ -15,16 +15,27 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flags.exposures import EXPOSURES_TOPIC, TRACKING_TOPIC, ExposureSink
 from flags.live import LiveFlags
 from flags.ofrep import OfrepLimits, ofrep_app
 from flags.rate_limit import Rate
 from flags.sdk_keys import KeyKind
-from flags.tracking import EXPOSURES_PATH, TRACK_PATH, add_tracking_routes
+from flags.tracking import (
+    EXPOSURES_PATH,
+    MAX_EXPOSURES,
+    TRACK_PATH,
+    InvalidBody,
+    _parse_exposures_in_full,
+    _plainly_valid_exposures,
+    add_tracking_routes,
+    parse_exposures,
+)
 from harness.local_cluster import LocalCluster
 from tests.flags.events_support import canonical, end_offset, env_and_key, read_topic, revoke
-from tests.flags.log_nodes import ENV, FlagNode, bootstrap, flag_node, new_tenant, started_cluster
+from tests.flags.log_nodes import ENV, FlagNode, bootstrap, create, flag_node, new_tenant, started_cluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -296,3 +307,83 @@ async def test_grpc_track(cluster: LocalCluster) -> None:
         finally:
             await server.stop(0)
             await sink.close()
+
+
+# --- the exposures batch: the flat pass takes exactly what the full rules take ------------
+
+# Text near every limit, and lone surrogates (json.loads makes them from "\\ud800").
+_TEXT = st.one_of(
+    st.sampled_from(
+        ["", "on", "f" * 64, "f" * 65, "k" * 256, "k" * 257, "v" * 1024, "v" * 1025, "\ud800", "ü✓"]
+    ),
+    st.text(max_size=8),
+)
+_VALUE = st.one_of(_TEXT, st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=1))
+_FIELD = st.sampled_from(["flag", "variant", "reason", "targetingKey", "extra"])
+_ITEM = st.one_of(
+    st.fixed_dictionaries(
+        {"flag": _TEXT, "variant": _TEXT, "targetingKey": _TEXT}, optional={"reason": _TEXT}
+    ),
+    st.dictionaries(_FIELD, _VALUE, max_size=5),
+    _VALUE,
+)
+_BODY = st.one_of(
+    st.builds(lambda items: {"exposures": items}, st.lists(_ITEM, max_size=4)),
+    st.dictionaries(st.sampled_from(["exposures", "events"]), st.lists(_ITEM, max_size=2), max_size=2),
+    _VALUE,
+)
+
+
+def _outcome(parse: Any, body: Any) -> Any:
+    try:
+        return parse(body)
+    except InvalidBody as error:
+        return (error.code, error.details)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_BODY)
+def test_the_flat_pass_agrees_with_the_full_rules(body: Any) -> None:
+    full = _outcome(_parse_exposures_in_full, body)
+    assert _outcome(parse_exposures, body) == full
+    flat = _plainly_valid_exposures(body)
+    assert flat is None or flat == full
+
+
+def test_plain_batches_take_the_flat_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [
+        {"flag": f"flag-{i % 10}", "variant": "on", "reason": "SPLIT", "targetingKey": f"user-{i}ü"}
+        for i in range(MAX_EXPOSURES)
+    ]
+    del items[3]["reason"]  # defaults to UNKNOWN
+    body = json.loads(json.dumps({"exposures": items}))
+    flat = _plainly_valid_exposures(body)
+    assert flat is not None and flat == _parse_exposures_in_full(body)
+    assert flat[3] == ("flag-3", "on", "UNKNOWN", "user-3ü")
+    with monkeypatch.context() as patched:  # parse_exposures does not look field by field
+        patched.setattr("flags.tracking._parse_exposures_in_full", None)
+        assert parse_exposures(body) == flat
+    too_many = {"exposures": items + items[:1]}
+    assert _plainly_valid_exposures(too_many) is None
+    assert _outcome(parse_exposures, too_many)[0] == "INVALID_EXPOSURE"
+
+
+async def test_reported_exposures_carry_each_flags_own_version(cluster: LocalCluster, served: Served) -> None:
+    tenant = await new_tenant(cluster, "track-versions")
+    key, _ = await env_and_key(served.node, tenant)
+    store = served.node.live.store
+    await served.node.writer.append(tenant, create("checkout", store.flag_version(tenant, ENV, "checkout")))
+    versions = {flag: store.flag_version(tenant, ENV, flag) for flag in ("banner", "checkout")}
+    assert versions["banner"] != versions["checkout"]
+    flags = ["banner", "checkout", "checkout", "banner"]
+    body = {
+        "exposures": [
+            {"flag": flag, "variant": "on", "targetingKey": f"user-{i}"} for i, flag in enumerate(flags)
+        ]
+    }
+    response = await served.http.post(EXPOSURES_PATH, json=body, headers=bearer(key))
+    assert response.status == 202
+    await served.sink.flush(20)
+    records = await read_topic(cluster, tenant, EXPOSURES_TOPIC, 4)
+    docs = [json.loads(r.value or b"") for r in records]
+    assert [(d["flag"], d["version"]) for d in docs] == [(flag, versions[flag]) for flag in flags]
