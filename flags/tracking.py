@@ -334,7 +334,8 @@ def add_tracking_routes(
             raise _refusal(error) from None
         # Each flag's version as this server knows it now (asked once per flag).
         store = live.store
-        versions = {flag: store.flag_version(scope.tenant, scope.env, flag) for flag, *_ in found}
+        flags = {flag for flag, *_ in found}
+        versions = {flag: store.flag_version(scope.tenant, scope.env, flag) for flag in flags}
         sink.record_many(
             scope,
             [(flag, variant, reason, key, versions[flag]) for flag, variant, reason, key in found],

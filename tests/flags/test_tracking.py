@@ -23,6 +23,7 @@ from flags.live import LiveFlags
 from flags.ofrep import OfrepLimits, ofrep_app
 from flags.rate_limit import Rate
 from flags.sdk_keys import KeyKind
+from flags.store import FlagStore
 from flags.tracking import (
     EXPOSURES_PATH,
     MAX_EXPOSURES,
@@ -368,7 +369,9 @@ def test_plain_batches_take_the_flat_pass(monkeypatch: pytest.MonkeyPatch) -> No
     assert _outcome(parse_exposures, too_many)[0] == "INVALID_EXPOSURE"
 
 
-async def test_reported_exposures_carry_each_flags_own_version(cluster: LocalCluster, served: Served) -> None:
+async def test_reported_exposures_carry_each_flags_own_version(
+    cluster: LocalCluster, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tenant = await new_tenant(cluster, "track-versions")
     key, _ = await env_and_key(served.node, tenant)
     store = served.node.live.store
@@ -381,8 +384,18 @@ async def test_reported_exposures_carry_each_flags_own_version(cluster: LocalClu
             {"flag": flag, "variant": "on", "targetingKey": f"user-{i}"} for i, flag in enumerate(flags)
         ]
     }
-    response = await served.http.post(EXPOSURES_PATH, json=body, headers=bearer(key))
+    asked: list[str] = []
+    flag_version = FlagStore.flag_version
+
+    def counted(self: FlagStore, tenant: str, env: str, flag: str) -> int:
+        asked.append(flag)
+        return flag_version(self, tenant, env, flag)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FlagStore, "flag_version", counted)
+        response = await served.http.post(EXPOSURES_PATH, json=body, headers=bearer(key))
     assert response.status == 202
+    assert sorted(asked) == ["banner", "checkout"], "each flag's version asked once per request"
     await served.sink.flush(20)
     records = await read_topic(cluster, tenant, EXPOSURES_TOPIC, 4)
     docs = [json.loads(r.value or b"") for r in records]
