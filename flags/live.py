@@ -54,12 +54,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import itertools
 import logging
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +68,7 @@ from flags.evaluator import FlagdEvaluator
 from flags.experiments.model import is_experiment_record
 from flags.experiments.registry import ExperimentRegistry
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
+from flags.live_records import EnvHistory, ResultWindow
 from flags.model import flagd_json
 from flags.sdk_keys import (
     KeyKind,
@@ -195,65 +194,6 @@ class _Key:
         )
 
 
-class _EnvHistory:
-    """Offsets of an environment's accepted records, ascending, each with the
-    number of its flag (0: an environment-level record): 12 bytes a record,
-    whatever the number of flags (an array per flag would cost ~80 bytes of
-    overhead per flag). A flag's history is a scan: history is an admin read."""
-
-    __slots__ = ("flag_numbers", "numbers", "offsets")
-
-    def __init__(self) -> None:
-        self.offsets: array[int] = array("q")
-        self.numbers: array[int] = array("i")
-        self.flag_numbers: dict[str, int] = {}
-
-    def add(self, flag: str | None, offset: int) -> None:
-        number = 0
-        if flag is not None:
-            number = self.flag_numbers.setdefault(flag, len(self.flag_numbers) + 1)
-        self.offsets.append(offset)
-        self.numbers.append(number)
-
-    def of_flag(self, flag: str) -> list[int]:
-        number = self.flag_numbers.get(flag, -1)
-        return [offset for offset, n in zip(self.offsets, self.numbers, strict=True) if n in (0, number)]
-
-
-class _Results:
-    """The latest ``window`` apply results of a tenant, by offset: offsets in a
-    machine-integer array beside the results (found by bisection), trimmed in
-    batches so each append costs O(1) amortised. About 16 bytes per result
-    besides the result object (a dict and a deque would cost ~100)."""
-
-    __slots__ = ("offsets", "results", "window")
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self.offsets: array[int] = array("q")
-        self.results: list[ApplyResult] = []
-
-    def add(self, offset: int, result: ApplyResult) -> None:
-        self.offsets.append(offset)
-        self.results.append(result)
-        excess = len(self.results) - self.window
-        if excess > self.window // 8:
-            del self.offsets[:excess]
-            del self.results[:excess]
-
-    def get(self, offset: int) -> ApplyResult | None:
-        index = bisect.bisect_left(self.offsets, offset)
-        if index == len(self.offsets) or self.offsets[index] != offset:
-            return None
-        # Entries past the window wait for the next batch trim: hide them now.
-        if index < len(self.offsets) - self.window:
-            return None
-        return self.results[index]
-
-    def __len__(self) -> int:
-        return min(len(self.results), self.window)
-
-
 class Watcher:
     """Changes to one environment since the last ``next``. Use as a context
     manager (it unregisters on exit)::
@@ -345,8 +285,8 @@ class LiveFlags:
         self._tenants: set[str] = set()
         self._serving: dict[tuple[str, str], Serving] = {}
         self._watchers: dict[tuple[str, str], dict[Watcher, None]] = {}
-        self._results: dict[str, _Results] = {}
-        self._history: dict[str, dict[str, _EnvHistory]] = {}
+        self._results: dict[str, ResultWindow] = {}
+        self._history: dict[str, dict[str, EnvHistory]] = {}
         """tenant -> environment -> offsets of its accepted records."""
         self._waiters: dict[str, list[tuple[int, int, asyncio.Future[bool]]]] = {}
         self._waiter_seq = itertools.count()
@@ -382,7 +322,7 @@ class LiveFlags:
         self._tenants.add(tenant)
         results = self._results.get(tenant)
         if results is None:
-            results = self._results[tenant] = _Results(self._result_window)
+            results = self._results[tenant] = ResultWindow(self._result_window)
         results.add(offset, result)
         if type(result) is Accepted:
             env, _, flag = key.partition("/")
@@ -391,7 +331,7 @@ class LiveFlags:
             self._serving.pop((tenant, env), None)
             history = self._history.setdefault(tenant, {}).get(env)
             if history is None:
-                history = self._history[tenant][env] = _EnvHistory()
+                history = self._history[tenant][env] = EnvHistory()
             history.add(flag or None, offset)
             watchers = self._watchers.get((tenant, env))
             # An environment-level record may change whether it exists even
