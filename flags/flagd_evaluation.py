@@ -73,6 +73,7 @@ from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2 as v
 from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2_grpc as v2_grpc
 
 from flags.evaluator import FlagdEvaluator
+from flags.exposure_api import ExposureRecorder
 from flags.flagd_values import context_from_struct, struct_from_mapping
 from flags.flagd_wire import BoundedMemo, add_servicer
 from flags.live import EnvUpdate, LiveFlags, Scope, Serving, Watcher
@@ -184,17 +185,21 @@ def fill_response(response: Any, details: FlagResolutionDetails[Any], is_object:
 # --- the services ----------------------------------------------------------------------
 
 
-# Answers kept for one environment version: (response type, flag key) -> encoded answer.
-_Answers = dict[tuple[type[Message], str], bytes]
+# Answers kept for one environment version: (response type, flag key) ->
+# (encoded answer, its variant, its reason): the last two for exposures.
+_Answers = dict[tuple[type[Message], str], tuple[bytes, str | None, str]]
 
 
 class _EvaluationCore:
     """What v1 and v2 share (the messages differ only in which fields are optional)."""
 
-    def __init__(self, live: LiveFlags, gate: SdkGate, keep_alive_s: float) -> None:
+    def __init__(
+        self, live: LiveFlags, gate: SdkGate, keep_alive_s: float, exposures: ExposureRecorder | None = None
+    ) -> None:
         self.live = live
         self.gate = gate
         self.keep_alive_s = keep_alive_s
+        self.exposures = exposures
         self._answers: BoundedMemo[Scope, tuple[Serving, _Answers]] = BoundedMemo(MAX_SCOPES_WITH_ANSWERS)
         self._changes: BoundedMemo[tuple[Callable[..., Message], tuple[tuple[str, Any], ...]], bytes] = (
             BoundedMemo(MAX_CHANGE_MESSAGES)
@@ -224,7 +229,8 @@ class _EvaluationCore:
             answers = self._answers_of(scope, serving)
             kept = answers.get((response_type, flag_key))
             if kept is not None:
-                return kept
+                self._exposed(scope, request, flag_key, kept[1], kept[2])
+                return kept[0]
         response = response_type()
         try:
             struct = request.context if request.HasField("context") else None
@@ -233,9 +239,25 @@ class _EvaluationCore:
         except _Abort as outcome:
             await _abort(context, outcome)
         encoded = response.SerializeToString()
-        if answers is not None and str(details.reason) in CONTEXT_FREE_REASONS:
-            answers[(response_type, flag_key)] = encoded
+        reason = str(details.reason)
+        if answers is not None and reason in CONTEXT_FREE_REASONS:
+            answers[(response_type, flag_key)] = (encoded, details.variant, reason)
+        self._exposed(scope, request, flag_key, details.variant, reason)
         return encoded
+
+    def _exposed(
+        self, scope: Scope, request: _ResolveRequest, flag_key: str, variant: str | None, reason: str
+    ) -> None:
+        """An answer with a variant, to a context with a targeting key, is an
+        exposure (flags/exposures.py: off the request path, never blocking)."""
+        exposures = self.exposures
+        if exposures is None or variant is None or not request.HasField("context"):
+            return
+        field = request.context.fields.get("targetingKey")
+        if field is None or field.WhichOneof("kind") != "string_value" or not field.string_value:
+            return
+        version = self.live.store.flag_version(scope.tenant, scope.env, flag_key)
+        exposures.record(scope, flag_key, variant, reason, field.string_value, version, "rpc")
 
     def fixed_event(self, event: Callable[..., Message], event_type: str) -> bytes:
         """``provider_ready`` or ``keep_alive``, encoded once."""
@@ -437,9 +459,12 @@ def register_evaluation(
     *,
     is_ready: Callable[[], bool],
     keep_alive_s: float = KEEP_ALIVE_S,
+    exposures: ExposureRecorder | None = None,
 ) -> None:
-    """Add ``flagd.evaluation.v1.Service`` and ``flagd.evaluation.v2.Service`` to ``server``."""
-    core = _EvaluationCore(live, SdkGate(live, is_ready), keep_alive_s)
+    """Add ``flagd.evaluation.v1.Service`` and ``flagd.evaluation.v2.Service``
+    to ``server``; every answer with a variant to a context with a targeting
+    key is recorded on ``exposures`` (source ``rpc``)."""
+    core = _EvaluationCore(live, SdkGate(live, is_ready), keep_alive_s, exposures)
     raw = (*RESOLVE_METHODS, "EventStream")  # encoded by the handlers (module docstring)
     add_servicer(server, v1_grpc.add_ServiceServicer_to_server, EvaluationV1(core), raw=raw)
     add_servicer(server, v2_grpc.add_ServiceServicer_to_server, EvaluationV2(core), raw=raw)

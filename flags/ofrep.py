@@ -72,11 +72,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from openfeature.evaluation_context import EvaluationContext
 
+from flags.exposure_api import ExposureRecorder
 from flags.live import LiveFlags, Scope
 from flags.ofrep_values import (
     BulkPlan,
@@ -135,21 +136,6 @@ class OfrepLimits:
     max_memo_entries: int = 100_000
     """ETag memo entries (~250 bytes each)."""
     inactivity_delay_s: int = 120
-
-
-class ExposureRecorder(Protocol):
-    """What ``flags/exposures.py``'s ``ExposureSink`` offers (synchronous, never blocks or raises)."""
-
-    def record(
-        self,
-        scope: Scope,
-        flag: str,
-        variant: str,
-        reason: str,
-        targeting_key: str,
-        version: int,
-        source: str,
-    ) -> None: ...
 
 
 class OfrepHttpError(Exception):

@@ -421,7 +421,7 @@ async def serve(
     eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     sync_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     health_servicer = health.aio.HealthServicer()
-    register_evaluation(eval_server, live, is_ready=is_ready)
+    register_evaluation(eval_server, live, is_ready=is_ready, exposures=exposures)
     register_admin(eval_server, live, writer, follower, keys)
     register_experiments(
         eval_server,

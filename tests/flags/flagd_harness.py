@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from flags.changes import Change, Kind, encode
+from flags.exposure_api import ExposureRecorder
 from flags.flagd_evaluation import register_evaluation
 from flags.flagd_sync import register_sync
 from flags.live import LiveFlags
@@ -178,13 +179,17 @@ class Servers:
 
 @contextlib.asynccontextmanager
 async def flagd_servers(
-    live: LiveFlags, *, keep_alive_s: float = 20.0, local_credentials: bool = False
+    live: LiveFlags,
+    *,
+    keep_alive_s: float = 20.0,
+    local_credentials: bool = False,
+    exposures: ExposureRecorder | None = None,
 ) -> AsyncIterator[Servers]:
     """Evaluation and sync services of ``live`` on free 127.0.0.1 ports (separate servers, as deployed)."""
     ready = Ready()
     eval_server = grpc.aio.server()
     sync_server = grpc.aio.server()
-    register_evaluation(eval_server, live, is_ready=ready, keep_alive_s=keep_alive_s)
+    register_evaluation(eval_server, live, is_ready=ready, keep_alive_s=keep_alive_s, exposures=exposures)
     register_sync(sync_server, live, is_ready=ready)
     eval_port = eval_server.add_insecure_port("127.0.0.1:0")
     sync_port = sync_server.add_insecure_port("127.0.0.1:0")

@@ -521,3 +521,60 @@ async def test_keep_alives_come_after_each_silence_and_changes_postpone_them(set
     assert loop.time() - changed_at >= 0.25  # counted from the change, not from the last keep-alive
     stream.cancel()
     await eventually(lambda: setup.live.watcher_count(SCOPE) == 0)
+
+
+class Exposures:
+    """An ``ExposureRecorder`` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str, str, str, str, int, str]] = []
+
+    def record(
+        self,
+        scope: Scope,
+        flag: str,
+        variant: str,
+        reason: str,
+        targeting_key: str,
+        version: int,
+        source: str,
+    ) -> None:
+        self.seen.append((scope.tenant, scope.env, flag, variant, reason, targeting_key, version, source))
+
+
+async def test_answers_with_a_variant_to_a_targeting_key_are_exposures() -> None:
+    """Every Resolve answer that names a variant, to a context with a
+    targeting key, is recorded once (kept STATIC answers too, with the
+    flag's version); no targeting key or no variant (disabled): none."""
+    live = LiveFlags()
+    log = FlagLog(live)
+    log.import_set("prod", FLAG_SET)
+    key = log.issue_key("prod")
+    exposures = Exposures()
+    async with (
+        flagd_servers(live, exposures=exposures) as servers,
+        grpc.aio.insecure_channel(servers.eval_target) as channel,
+    ):
+        stub = v2_grpc.ServiceStub(channel)
+        for _ in range(2):  # the second answer is a kept one
+            request = request_of(v2_pb2, "ResolveBoolean", "bool-flag", context(targetingKey="u1"))
+            await stub.ResolveBoolean(request, metadata=bearer(key))
+        request = request_of(
+            v2_pb2, "ResolveBoolean", "email-domain", context(targetingKey="u2", email="a@example.com")
+        )
+        await stub.ResolveBoolean(request, metadata=bearer(key))
+        await stub.ResolveBoolean(
+            request_of(v2_pb2, "ResolveBoolean", "bool-flag", context()), metadata=bearer(key)
+        )
+        await stub.ResolveBoolean(request_of(v2_pb2, "ResolveBoolean", "bool-flag"), metadata=bearer(key))
+        disabled = request_of(v2_pb2, "ResolveBoolean", "disabled", context(targetingKey="u3"))
+        answer = await stub.ResolveBoolean(disabled, metadata=bearer(key))
+        assert answer.reason == "DISABLED"
+    tenant = live.tenants()[0]
+    version = live.store.flag_version(tenant, "prod", "bool-flag")
+    assert version > 0
+    assert exposures.seen == [
+        (tenant, "prod", "bool-flag", "on", "STATIC", "u1", version, "rpc"),
+        (tenant, "prod", "bool-flag", "on", "STATIC", "u1", version, "rpc"),
+        (tenant, "prod", "email-domain", "staff", "TARGETING_MATCH", "u2", version, "rpc"),
+    ]
