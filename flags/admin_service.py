@@ -29,15 +29,15 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from flags.admin_errors import AdminError, abort, shown
+from flags.admin_calls import admin_call
+from flags.admin_errors import AdminError, shown
 from flags.admin_evaluate import evaluate
 from flags.admin_history import history_page, rollback_change, rollback_definition
 from flags.admin_offline import evaluate_all, key_info_message, requested_kind, snapshot
@@ -79,7 +79,6 @@ from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
 __all__ = ["FlagAdmin", "register_admin"]
 
 C = grpc.StatusCode
-R = TypeVar("R")
 UNSET_ATTEMPTS = 3
 
 
@@ -89,34 +88,9 @@ def register_admin(
     flags_pb2_grpc.add_FlagAdminServiceServicer_to_server(FlagAdmin(live, writer, follower, keys), server)
 
 
-def _handled(
-    method: Callable[[FlagAdmin, Any, grpc.aio.ServicerContext, Caller], Awaitable[R]],
-) -> Callable[[FlagAdmin, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Authenticate, then run ``method``; errors become statuses."""
-
-    @functools.wraps(method)
-    async def handler(self: FlagAdmin, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            if not self._follower.is_ready():
-                raise AdminError(
-                    C.UNAVAILABLE, "NOT_READY", "the flag server is still reading the flag log; retry shortly"
-                )
-            caller = await self._keys.caller(tuple(context.invocation_metadata() or ()))
-            return await method(self, request, context, caller)
-        except AdminError as error:
-            await abort(context, error)
-        except FlagLogError as error:
-            await abort(
-                context,
-                AdminError(
-                    C.UNAVAILABLE,
-                    "LOG_UNAVAILABLE",
-                    f"the flag log could not be written or read in time ({error}); retry: the change "
-                    "may or may not have been made, and its expected version makes a retry safe",
-                ),
-            )
-
-    return handler
+_handled = admin_call(
+    (FlagLogError,), "the change may or may not have been made, and its expected version makes a retry safe"
+)
 
 
 def _requested(request: Any) -> int | None:

@@ -27,16 +27,16 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from client.errors import RaftlogError
-from flags.admin_errors import AdminError, abort, shown
+from flags.admin_calls import admin_call
+from flags.admin_errors import AdminError, shown
 from flags.admin_requests import bad_request, env_name, flag_key, unknown_env, unknown_flag
 from flags.experiments.analyzer import ExperimentAnalyzer
 from flags.experiments.model import (
@@ -62,7 +62,6 @@ from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
 __all__ = ["ExperimentAdmin", "register_experiments"]
 
 C = grpc.StatusCode
-R = TypeVar("R")
 
 
 def register_experiments(
@@ -81,34 +80,9 @@ def register_experiments(
     )
 
 
-def _handled(
-    method: Callable[[ExperimentAdmin, Any, grpc.aio.ServicerContext, Caller], Awaitable[R]],
-) -> Callable[[ExperimentAdmin, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Authenticate, then run ``method``; errors become statuses."""
-
-    @functools.wraps(method)
-    async def handler(self: ExperimentAdmin, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            if not self._follower.is_ready():
-                raise AdminError(
-                    C.UNAVAILABLE, "NOT_READY", "the flag server is still reading the flag log; retry shortly"
-                )
-            caller = await self._keys.caller(tuple(context.invocation_metadata() or ()))
-            return await method(self, request, context, caller)
-        except AdminError as error:
-            await abort(context, error)
-        except (FlagLogError, RaftlogError) as error:
-            await abort(
-                context,
-                AdminError(
-                    C.UNAVAILABLE,
-                    "LOG_UNAVAILABLE",
-                    f"the log could not be written or read in time ({error}); retry (list the "
-                    "experiments first: the change may or may not have been made)",
-                ),
-            )
-
-    return handler
+_handled = admin_call(
+    (FlagLogError, RaftlogError), "list the experiments first: the change may or may not have been made"
+)
 
 
 def unknown_experiment(env: str, name: str) -> AdminError:
