@@ -94,9 +94,8 @@ async def test_refusals_queue_nothing(fake: FakeCluster) -> None:
         with pytest.raises(TypeError):
             await producer.send_many("t", [*good, Record("text", timestamp_ms=1)], partition=0)  # type: ignore[arg-type]
         with pytest.raises(TypeError):
-            await producer.send_many(
-                "t", [Record(b"v", headers=(("h", "text"),), timestamp_ms=1)], partition=0
-            )  # type: ignore[arg-type]
+            bad_header = Record(b"v", headers=(("h", "text"),), timestamp_ms=1)  # type: ignore[arg-type]
+            await producer.send_many("t", [bad_header], partition=0)
         with pytest.raises(ValueError):
             await producer.send_many("t", [*good, Record(b"v", timestamp_ms=-1)], partition=0)
         assert producer._budget.used == 0
