@@ -455,7 +455,7 @@ def _serve(args: argparse.Namespace) -> int:
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Fill ``parser`` (``raftlog flags``) with the flag commands; each sets
     ``sync`` to the function that runs it."""
-    from flags.server import add_serve_arguments
+    from flags.server_options import add_serve_arguments
 
     parser.add_argument(
         "--server",
