@@ -55,18 +55,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from client.admin import Admin
 from client.errors import AlreadyExistsError, ClientClosedError, ProducerFencedError, RaftlogError
 from client.producer import Producer, Record, RecordRun
+from flags.event_records import (
+    EXPOSURES_TOPIC,
+    MAX_FIELD_CHARS,
+    TRACKING_TOPIC,
+    ExposureEncoder,
+    TrackingEvent,
+    encode_exposure,
+    encode_tracking,
+)
 from flags.live import Scope
 
 __all__ = [
@@ -82,12 +88,7 @@ __all__ = [
     "encode_tracking",
 ]
 
-EXPOSURES_TOPIC = "__exposures"
-TRACKING_TOPIC = "__tracking"
 RETENTION_MS = 30 * 86_400_000
-FORMAT_VERSION = 1
-SOURCES = frozenset({"rpc", "ofrep", "hook"})
-MAX_FIELD_CHARS = 1024
 """Longer flag keys, variants, reasons or targeting keys are not recorded (``rejected``)."""
 DEFAULT_DEDUP_WINDOW_S = 600.0
 DEFAULT_DEDUP_MAX_KEYS = 1_000_000
@@ -96,30 +97,15 @@ DEFAULT_MAX_BUFFERED = 200_000
 DEFAULT_MAX_BUFFERED_PER_TENANT = 100_000
 DRAIN_CHUNK = 2048
 """Exposures a tenant's task hands to its producer at once (one ``send_many``)."""
-ENCODER_CACHE = 4096
-"""Templates an ``ExposureEncoder`` keeps of each kind before it starts over."""
 TOPIC_RETRY_S = 1.0
 """After a topic could not be created, wait this long before trying again (dropping meanwhile)."""
 
 log = logging.getLogger(__name__)
 
-_quote: Callable[[str], str] = json.encoder.encode_basestring
-"""JSON string literal exactly as ``json.dumps(..., ensure_ascii=False)`` writes it (C-accelerated)."""
-
 
 class EventLogError(Exception):
     """Tracking events could not be made durable in time (cluster unreachable,
     timeout, topic not creatable); some may still be written."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrackingEvent:
-    """One validated tracking event (flags/tracking.py validates)."""
-
-    name: str
-    targeting_key: str
-    value: float | None = None
-    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,96 +128,6 @@ class SinkStats:
     buffered: int
     tracked: int
     """Tracking events acknowledged."""
-
-
-def encode_exposure(
-    env: str,
-    flag: str,
-    variant: str,
-    reason: str,
-    targeting_key: str,
-    version: int,
-    source: str,
-    ts_ms: int,
-) -> bytes:
-    """The ``__exposures`` record value (module docstring), byte-identical to
-    ``json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-    but built directly: it runs for every exposure. Raises ``UnicodeEncodeError``
-    for strings that are not valid Unicode text (lone surrogates)."""
-    q = _quote
-    return (
-        f'{{"env":{q(env)},"flag":{q(flag)},"format":{FORMAT_VERSION},"reason":{q(reason)},'
-        f'"source":{q(source)},"targetingKey":{q(targeting_key)},"ts":{int(ts_ms)},'
-        f'"variant":{q(variant)},"version":{int(version)}}}'
-    ).encode()
-
-
-class ExposureEncoder:
-    """``encode_exposure``, byte for byte, at about two thirds of its cost:
-    the fields that repeat from one exposure to the next (environment,
-    flag, reason, source; variant, version) are encoded once into a
-    template. Each cache holds at most ``ENCODER_CACHE`` templates and
-    starts over when full (flag keys and variants come from requests)."""
-
-    __slots__ = ("_heads", "_tails")
-
-    def __init__(self) -> None:
-        self._heads: dict[tuple[str, str, str, str], bytes] = {}
-        self._tails: dict[tuple[str, int], bytes] = {}
-
-    def encode(
-        self,
-        env: str,
-        flag: str,
-        variant: str,
-        reason: str,
-        targeting_key: str,
-        version: int,
-        source: str,
-        ts_ms: int,
-    ) -> bytes:
-        """As ``encode_exposure`` (also ``UnicodeEncodeError``)."""
-        heads = self._heads
-        head = heads.get((env, flag, reason, source))
-        if head is None:
-            if len(heads) >= ENCODER_CACHE:
-                heads.clear()
-            q = _quote
-            # The keys sorted: targetingKey, ts, variant, version come last.
-            head = heads[(env, flag, reason, source)] = (
-                f'{{"env":{q(env)},"flag":{q(flag)},"format":{FORMAT_VERSION},"reason":{q(reason)},'
-                f'"source":{q(source)},"targetingKey":'
-            ).encode()
-        tails = self._tails
-        tail = tails.get((variant, version))
-        if tail is None:
-            if len(tails) >= ENCODER_CACHE:
-                tails.clear()
-            tail = tails[(variant, version)] = (
-                f',"variant":{_quote(variant)},"version":{int(version)}}}'.encode()
-            )
-        return b'%s%s,"ts":%d%s' % (head, _quote(targeting_key).encode(), ts_ms, tail)
-
-
-def encode_tracking(env: str, event: TrackingEvent, ts_ms: int) -> bytes:
-    """The ``__tracking`` record value (module docstring). ``value`` must be
-    finite or None (``ValueError`` otherwise)."""
-    value = event.value
-    if value is not None:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError("a tracking value must be a finite number")
-    doc = {
-        "attributes": dict(event.attributes),
-        "env": env,
-        "format": FORMAT_VERSION,
-        "name": event.name,
-        "targetingKey": event.targeting_key,
-        "ts": int(ts_ms),
-        "value": value,
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
 
 
 def _now_ms() -> int:

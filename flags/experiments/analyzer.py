@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from client.admin import Admin
 from client.consumer import Consumer, FetchMode, OffsetReset
 from client.errors import NotFoundError, RaftlogError, UnknownTopicOrPartitionError
+from flags.event_records import EXPOSURES_TOPIC, TRACKING_TOPIC
 from flags.experiments.attribution import Attribution, parse_exposure, parse_tracking
 from flags.experiments.model import Experiment, Offsets
 from flags.experiments.registry import ExperimentRegistry
@@ -44,8 +45,6 @@ __all__ = ["EXPOSURES_TOPIC", "TRACKING_TOPIC", "ExperimentAnalyzer"]
 
 log = logging.getLogger(__name__)
 
-EXPOSURES_TOPIC = "__exposures"
-TRACKING_TOPIC = "__tracking"
 SYNC_INTERVAL_S = 0.2
 """How often the registry is checked for started, stopped or removed experiments."""
 POLL_TIMEOUT_S = 0.5

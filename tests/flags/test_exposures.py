@@ -14,14 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from client.admin import Admin
-from flags.exposures import (
-    ENCODER_CACHE,
-    EXPOSURES_TOPIC,
-    RETENTION_MS,
-    ExposureEncoder,
-    ExposureSink,
-    encode_exposure,
-)
+from flags.event_records import ENCODER_CACHE, EXPOSURES_TOPIC, ExposureEncoder, encode_exposure
+from flags.exposures import RETENTION_MS, ExposureSink
 from flags.live import Scope
 from harness.local_cluster import LocalCluster
 from tests.flags.events_support import canonical, end_offset, read_topic
