@@ -76,7 +76,7 @@ from client.errors import (
 )
 from client.metadata import ChannelPool, MetadataCache, TopicPartition
 from client.partitioner import DefaultPartitioner, Partitioner, RoundRobinPartitioner, key_partition, murmur2
-from client.producer import Producer, ProducerStats, RecordMetadata
+from client.producer import Producer, ProducerStats, Record, RecordMetadata, RecordRun
 from client.sync import SyncConsumer, SyncProducer
 
 __all__ = [
@@ -115,7 +115,9 @@ __all__ = [
     "ProducerStats",
     "RaftlogError",
     "RebalanceCallback",
+    "Record",
     "RecordMetadata",
+    "RecordRun",
     "RecordTooLargeError",
     "RequestTimeoutError",
     "RetriableError",
