@@ -68,10 +68,10 @@ Invariants:
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from flags.canonical_json import ChangeError, UnsupportedChange, canonical, load_record
 from flags.model import (
     Flag,
     FlagSet,
@@ -120,17 +120,8 @@ class Kind(enum.StrEnum):
 _FLAG_DEFINITION_KINDS = frozenset({Kind.CREATE, Kind.UPDATE, Kind.ENABLE, Kind.DISABLE, Kind.ROLLBACK})
 
 
-class ChangeError(ValueError):
-    pass
-
-
 class MalformedChange(ChangeError):
     """Bytes this format never produces."""
-
-
-class UnsupportedChange(ChangeError):
-    """A record from a newer format: the reader must be upgraded; it must not
-    apply the log differently from upgraded readers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +156,6 @@ def parse_record_key(key: str) -> tuple[str, str | None]:
     if problem := check_flag_key(flag):
         raise MalformedChange(f"record key {key!r}: {problem}")
     return env, flag
-
-
-def _canonical(value: Any) -> bytes:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
 
 
 def _check(change: Change) -> None:
@@ -236,37 +222,13 @@ def encode(change: Change) -> bytes:
     """The record value. Raises ``MalformedChange`` for a change the table
     does not allow (a writer bug: it is never written)."""
     _check(change)
-    return _canonical(_fields(change))
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedChange(f"field {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise MalformedChange(f"{name} is not JSON")
+    return canonical(_fields(change))
 
 
 def decode(key: str, value: bytes) -> Change:
     """The change in a record with ``key`` and ``value`` (not a tombstone)."""
     env, flag = parse_record_key(key)
-    try:
-        text = value.decode("utf-8")
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedChange(f"record {key!r} is not UTF-8 JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedChange(f"record {key!r} is not a JSON object")
-    fmt = doc.get("format")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise MalformedChange(f"record {key!r} has no valid format version")
-    if fmt > FORMAT_VERSION:
-        raise UnsupportedChange(f"record {key!r} is format {fmt}; this reader knows up to {FORMAT_VERSION}")
+    doc = load_record(key, value, MalformedChange, FORMAT_VERSION)
     try:
         kind = Kind(str(doc.get("kind")))
     except ValueError:

@@ -53,13 +53,12 @@ import base64
 import enum
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from flags.changes import UnsupportedChange
+from flags.canonical_json import canonical, load_record
 from flags.model import check_environment_name
 
 __all__ = [
@@ -221,11 +220,6 @@ def is_sdk_key_record(key: str) -> bool:
     return key.startswith(RECORD_KEY_PREFIX)
 
 
-def _canonical(value: Any) -> bytes:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
-
-
 def _problem(record: SdkKeyRecord) -> str | None:
     """What breaks the format's rules in ``record``, or None."""
     if not isinstance(record.id, str) or not _KEY_ID.fullmatch(record.id):
@@ -266,20 +260,7 @@ def encode_record(record: SdkKeyRecord) -> bytes:
             doc["keyKind"] = record.key_kind.value
     else:
         doc["kind"] = KIND_REVOKE
-    return _canonical(doc)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedSdkKeyRecord(f"field {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise MalformedSdkKeyRecord(f"{name} is not JSON")
+    return canonical(doc)
 
 
 def _hex_field(doc: dict[str, Any], name: str, length: int) -> bytes:
@@ -299,19 +280,7 @@ def decode_record(key: str, value: bytes | None) -> SdkKeyRecord:
         raise MalformedSdkKeyRecord(f"record key {key!r}: the key id is {KEY_ID_LENGTH} lowercase hex digits")
     if value is None:
         raise MalformedSdkKeyRecord(f"tombstone on {key!r}: keys are revoked with a record, never deleted")
-    try:
-        doc = json.loads(
-            value.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedSdkKeyRecord(f"record {key!r} is not UTF-8 JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedSdkKeyRecord(f"record {key!r} is not a JSON object")
-    fmt = doc.get("format")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise MalformedSdkKeyRecord(f"record {key!r} has no valid format version")
-    if fmt > FORMAT_VERSION:
-        raise UnsupportedChange(f"record {key!r} is format {fmt}; this reader knows up to {FORMAT_VERSION}")
+    doc = load_record(key, value, MalformedSdkKeyRecord, FORMAT_VERSION)
     if doc.get("id") != key_id:
         raise MalformedSdkKeyRecord(f"record {key!r} names key id {doc.get('id')!r}")
     kind = doc.get("kind")

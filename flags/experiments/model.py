@@ -56,12 +56,11 @@ Invariants:
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from flags.changes import UnsupportedChange
+from flags.canonical_json import canonical, load_record
 from flags.model import check_environment_name, check_flag_key
 
 __all__ = [
@@ -316,29 +315,11 @@ def check(experiment: Experiment) -> None:
 # --- the record --------------------------------------------------------------------
 
 
-def _canonical(value: Any) -> bytes:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
-
-
 def encode_record(experiment: Experiment) -> bytes:
     """The record value. Raises ``InvalidExperiment`` for a definition the
     table does not allow (a writer bug: it is never written)."""
     check(experiment)
-    return _canonical(experiment.to_json())
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedExperimentRecord(f"field {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise MalformedExperimentRecord(f"{name} is not JSON")
+    return canonical(experiment.to_json())
 
 
 def _offsets(raw: object) -> Offsets | None:
@@ -352,19 +333,7 @@ def _offsets(raw: object) -> Offsets | None:
 def decode_record(key: str, value: bytes) -> Experiment:
     """The experiment in a record with ``key`` and ``value`` (not a tombstone)."""
     env, name = parse_record_key(key)
-    try:
-        doc = json.loads(
-            value.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise MalformedExperimentRecord(f"record {key!r} is not UTF-8 JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedExperimentRecord(f"record {key!r} is not a JSON object")
-    fmt = doc.get("format")
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise MalformedExperimentRecord(f"record {key!r} has no valid format version")
-    if fmt > FORMAT_VERSION:
-        raise UnsupportedChange(f"record {key!r} is format {fmt}; this reader knows up to {FORMAT_VERSION}")
+    doc = load_record(key, value, MalformedExperimentRecord, FORMAT_VERSION)
     if doc.get("kind") != KIND:
         raise MalformedExperimentRecord(f"record {key!r}: kind {doc.get('kind')!r} is not {KIND!r}")
     if doc.get("env") != env or doc.get("name") != name:
