@@ -423,11 +423,22 @@ def flags_server_address(args: argparse.Namespace) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the admin command ``args.flags_command``; the exit status."""
-    command: Command = args.flags_command
+    return run_connected(args, args.flags_command, FlagsConnection, _hint)
+
+
+def run_connected(
+    args: argparse.Namespace,
+    command: Command,
+    connection: Callable[[str, str | None, str | None], FlagsConnection],
+    hint: Callable[[FlagsCallError], str] = lambda _error: "",
+) -> int:
+    """Run ``command`` over a ``connection`` to the flag server that
+    ``args`` name, as the caller's key and tenant; the exit status (2 for a
+    usage error, 1 for a refused call, its reason and message on stderr)."""
     tenant = getattr(args, "tenant", None) or os.environ.get("RAFTLOG_TENANT") or None
 
     async def run() -> int:
-        conn = FlagsConnection(flags_server_address(args), getattr(args, "resolved_api_key", None), tenant)
+        conn = connection(flags_server_address(args), getattr(args, "resolved_api_key", None), tenant)
         try:
             return await command(conn, args)
         finally:
@@ -439,7 +450,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"raftlog: {error}", file=sys.stderr)
         return 2
     except FlagsCallError as error:
-        print(f"raftlog: {error.reason}: {error.message}{_hint(error)}", file=sys.stderr)
+        print(f"raftlog: {error.reason}: {error.message}{hint(error)}", file=sys.stderr)
         return 1
 
 

@@ -23,9 +23,7 @@ reached (stderr: ``raftlog: REASON: message``), 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,10 +31,9 @@ from typing import Any
 from flags.cli import (
     DEFAULT_FLAGS_SERVER,
     FLAGS_SERVER_ENV,
-    FlagsCallError,
     FlagsConnection,
     FlagsUsageError,
-    flags_server_address,
+    run_connected,
 )
 from flags.experiments.model import InvalidExperiment, parse_metric
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
@@ -179,26 +176,7 @@ async def _results(conn: ExperimentConnection, args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run ``args.experiment_command``; the exit status."""
-    command: Command = args.experiment_command
-    tenant = getattr(args, "tenant", None) or os.environ.get("RAFTLOG_TENANT") or None
-
-    async def run() -> int:
-        conn = ExperimentConnection(
-            flags_server_address(args), getattr(args, "resolved_api_key", None), tenant
-        )
-        try:
-            return await command(conn, args)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(run())
-    except FlagsUsageError as error:
-        print(f"raftlog: {error}", file=sys.stderr)
-        return 2
-    except FlagsCallError as error:
-        print(f"raftlog: {error.reason}: {error.message}", file=sys.stderr)
-        return 1
+    return run_connected(args, args.experiment_command, ExperimentConnection)
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
