@@ -38,11 +38,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +48,18 @@ import grpc
 from openfeature.schemas.protobuf.flagd.evaluation.v2 import evaluation_pb2 as v2_pb2
 from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2
 
+from bench.child_processes import read_setup
+from bench.child_processes import split_evenly as _split
+from bench.listener_processes import (
+    ListenerProcess,
+    answer_driver,
+    delays_ms,
+    listeners_cpu_ms_per_write,
+    p50_p99,
+    run_writes,
+    spread,
+    start_listeners,
+)
 from bench.percentiles import percentile
 
 EVENT_STREAM = "/flagd.evaluation.v2.Service/EventStream"
@@ -169,10 +179,7 @@ async def _connected(
 
 
 async def _listen() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    setup = json.loads(await reader.readline())
+    reader, setup = await read_setup()
     events, syncs, per_channel = setup["event_streams"], setup["sync_streams"], setup["per_channel"]
     listener = _Listener(["event"] * events + ["sync"] * syncs)
     event_channels = _channels(setup["eval"], events, per_channel)
@@ -185,18 +192,11 @@ async def _listen() -> None:
         for i in range(syncs)
     ]
     problem = await _connected(listener, tasks, setup["connect_timeout_s"])
-    print("ready" if problem is None else json.dumps({"error": problem}), flush=True)
-    if problem is None:
-        cpu_at_ready = time.process_time()
-        while (line := await reader.readline()) and line.strip() != b"dump":
-            pass
-        result = {
-            "kinds": listener.kinds,
-            "received": listener.received,
-            "problems": listener.problems[:20],
-            "cpu_s": time.process_time() - cpu_at_ready,
-        }
-        print(json.dumps(result), flush=True)
+    await answer_driver(
+        reader,
+        problem,
+        lambda: {"kinds": listener.kinds, "received": listener.received, "problems": listener.problems[:20]},
+    )
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,77 +223,24 @@ class PropagationParams:
     """How long every stream may take to see one write (else the step fails)."""
 
 
-class _Child:
-    """One listener process and its line protocol."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def line(self) -> str:
-        assert self.process.stdout is not None
-        raw = await self.process.stdout.readline()
-        if not raw:
-            raise RuntimeError(f"a stream listener exited ({await self.process.wait()})")
-        return raw.decode().strip()
-
-    async def expect(self, wanted: str) -> None:
-        got = await self.line()
-        if got != wanted:
-            raise RuntimeError(f"a stream listener said {got[:300]!r}, not {wanted!r}")
-
-    async def dump(self) -> dict[str, Any]:
-        await self.send("dump")
-        while not (line := await self.line()).startswith("{"):
-            pass  # "seen" lines still in the pipe
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-def _split(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
-
-
 async def _start_listeners(
     eval_address: str, sync_address: str, sdk_key: str, params: PropagationParams
-) -> list[_Child]:
-    children: list[_Child] = []
+) -> list[ListenerProcess]:
     events = _split(params.streams // 2, params.listeners)
     syncs = _split(params.streams - params.streams // 2, params.listeners)
-    for index in range(params.listeners):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.flag_streams",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=64 << 20,  # the dump is one long line
-        )
-        children.append(child := _Child(process))
-        setup = {
+    setups = [
+        {
             "eval": eval_address,
             "sync": sync_address,
-            "key": sdk_key,  # on a pipe: never on a command line
+            "key": sdk_key,
             "event_streams": events[index],
             "sync_streams": syncs[index],
             "per_channel": params.per_channel,
             "connect_timeout_s": params.connect_timeout_s,
         }
-        await child.send(json.dumps(setup))
-    await asyncio.gather(*(c.expect("ready") for c in children))
-    return children
+        for index in range(params.listeners)
+    ]
+    return await start_listeners("bench.flag_streams", setups)
 
 
 def _latencies(dumps: Sequence[dict[str, Any]], started_ns: Sequence[int]) -> dict[str, list[list[float]]]:
@@ -306,12 +253,9 @@ def _latencies(dumps: Sequence[dict[str, Any]], started_ns: Sequence[int]) -> di
         if dump["problems"]:
             raise RuntimeError(f"streams saw wrong messages: {dump['problems'][:5]}")
         for kind, received in zip(dump["kinds"], dump["received"], strict=True):
-            if len(received) != len(started_ns):
-                raise RuntimeError(
-                    f"a {kind} stream saw {len(received)} changes for {len(started_ns)} writes"
-                )
-            for write, (t0, t1) in enumerate(zip(started_ns, received, strict=True)):
-                found[kind][write].append((t1 - t0) / 1e6)
+            delays = delays_ms(received, started_ns, stream=f"a {kind} stream", items="changes")
+            for write, delay in enumerate(delays):
+                found[kind][write].append(delay)
     return found
 
 
@@ -330,38 +274,14 @@ async def measure_propagation(
     ``server_cpu_s()``: the server's CPU seconds so far, for its CPU per
     write (the pauses between writes included)."""
     children = await _start_listeners(eval_address, sync_address, sdk_key, params)
-    started: list[int] = []
-    answered_ms: list[float] = []
-    first_write_ns = time.monotonic_ns()
-    cpu_before = None if server_cpu_s is None else server_cpu_s()
-    try:
-        for k in range(1, params.writes + 1):
-            await asyncio.sleep(params.settle_s)
-            t0 = time.monotonic_ns()
-            await write(k)
-            answered_ms.append((time.monotonic_ns() - t0) / 1e6)
-            started.append(t0)
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(c.expect(f"seen {k}") for c in children)), params.write_timeout_s
-                )
-            except TimeoutError:
-                raise RuntimeError(
-                    f"write {k}: not every stream saw it within {params.write_timeout_s:g} s"
-                ) from None
-        server_cpu_ms_per_write = (
-            None
-            if cpu_before is None or server_cpu_s is None
-            else round((server_cpu_s() - cpu_before) / params.writes * 1000, 1)
-        )
-        dumps = [await c.dump() for c in children]
-    finally:
-        for child in children:
-            if child.process.returncode is None and child.process.stdin is not None:
-                child.process.stdin.close()
-        await asyncio.gather(*(c.close() for c in children))
-    writing_s = (time.monotonic_ns() - first_write_ns) / 1e9
-    by_kind = _latencies(dumps, started)
+    run = await run_writes(
+        children,
+        write,
+        params,
+        streams="stream",
+        server_cpu_s=server_cpu_s,
+    )
+    by_kind = _latencies(run.dumps, run.started_ns)
     every = sorted(ms for kind in by_kind.values() for write in kind for ms in write)
     per_write = [sorted(e + s) for e, s in zip(by_kind["event"], by_kind["sync"], strict=True)]
     return {
@@ -372,28 +292,16 @@ async def measure_propagation(
             "writes": params.writes,
             "samples": len(every),
             "listener_processes": params.listeners,
-            # The listeners' CPU per write (all of them): their share of the
-            # machine's cores while the server fans a change out.
-            "listeners_cpu_ms_per_write": round(sum(d["cpu_s"] for d in dumps) / params.writes * 1000, 1),
-            "seconds": round(writing_s, 2),
-            "flag_server_cpu_ms_per_write": server_cpu_ms_per_write,
+            "listeners_cpu_ms_per_write": listeners_cpu_ms_per_write(run.dumps, params.writes),
+            "seconds": round(run.seconds, 2),
+            "flag_server_cpu_ms_per_write": run.server_cpu_ms_per_write,
             "streams_per_channel": params.per_channel,
             "max_ms": round(every[-1], 2),
-            "event_stream": _p50_p99(x for w in by_kind["event"] for x in w),
-            "sync_flags": _p50_p99(x for w in by_kind["sync"] for x in w),
-            # Where the time goes: the write's answer (produced, committed,
-            # applied by the server), the first stream, the last stream.
-            "write_answered_ms": _p50_p99(answered_ms),
-            "first_stream_ms": _p50_p99(w[0] for w in per_write),
-            "last_stream_ms": _p50_p99(w[-1] for w in per_write),
-            "first_to_last_stream_ms": _p50_p99(w[-1] - w[0] for w in per_write),
+            "event_stream": p50_p99(x for w in by_kind["event"] for x in w),
+            "sync_flags": p50_p99(x for w in by_kind["sync"] for x in w),
+            **spread(per_write, run.answered_ms),
         },
     }
-
-
-def _p50_p99(values: Iterable[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": round(percentile(ordered, 50), 2), "p99": round(percentile(ordered, 99), 2)}
 
 
 def main() -> None:

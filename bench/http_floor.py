@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.child_processes import ChildProcess, stdin_reader
 from bench.ofrep_load import BULK_PATH, LoadSpec, run_load
 
 BODY = json.dumps(
@@ -49,9 +50,7 @@ async def _serve() -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     print(runner.addresses[0][1], flush=True)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await stdin_reader()
     await reader.read()  # until the driver closes our stdin
     await runner.cleanup()
 
@@ -60,26 +59,12 @@ async def measure_floor(spec: LoadSpec, event_loop: str) -> dict[str, Any]:
     """``spec`` (a ``revalidate`` job) against the bare app; its rate and CPU."""
     from bench.flag_server import _cpu_s  # (not in the floor server's own process)
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.http_floor",
-        event_loop,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    server = await ChildProcess.start("bench.http_floor", event_loop, name="the floor server")
     try:
-        assert process.stdout is not None
-        port = int(await process.stdout.readline())
-        result = await run_load("127.0.0.1", port, spec, server_cpu_s=lambda: _cpu_s(process.pid))
+        port = int(await server.line())
+        result = await run_load("127.0.0.1", port, spec, server_cpu_s=lambda: _cpu_s(server.process.pid))
     finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await server.stop()
     return result
 
 

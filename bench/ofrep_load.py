@@ -29,7 +29,7 @@ request are written), and a response is framed by its ``Content-Length``
 content is checked outside the timed window (``check`` in the warm-up: one
 bulk body decoded, its flag count compared).
 
-Protocol with the driver (one line each way, like bench.flag_streams): the
+Protocol with the driver (one line each way, bench.child_processes): the
 driver writes the set-up JSON; a child answers ``ready`` (connected, warmed
 up) or ``{"error": ...}``; on ``go`` it runs, then prints its result JSON
 (status counts, requests, its window's seconds, CPU seconds, latency
@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.child_processes import ChildProcess, read_setup, split_evenly
 from bench.percentiles import summary
 
 BULK_PATH = "/ofrep/v1/evaluate/flags"
@@ -286,10 +286,8 @@ def _batches(setup: dict[str, Any]) -> Iterator[bytes]:
 
 
 async def _child() -> None:
+    reader, setup = await read_setup()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    setup = json.loads(await reader.readline())
     connections: list[_Connection] = []
     try:
         for _ in range(setup["connections"]):
@@ -375,63 +373,45 @@ async def run_load(
     """Run ``spec``; totals over the children, the server's CPU per request
     (``server_cpu_s()``: its CPU seconds so far) and each child's CPU.
     ``on_go()`` is called right before the children are told to go."""
-    children = []
+    children: list[ChildProcess] = []
+    shares = split_evenly(spec.batches, spec.processes)
     try:
         for index in range(spec.processes):
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.ofrep_load",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=16 << 20,
-            )
-            children.append(process)
-            share = spec.batches // spec.processes + (1 if index < spec.batches % spec.processes else 0)
-            first_batch = sum(
-                spec.batches // spec.processes + (1 if i < spec.batches % spec.processes else 0)
-                for i in range(index)
-            )
+            child = await ChildProcess.start("bench.ofrep_load", name="a load client", limit=16 << 20)
+            children.append(child)
             setup = {
                 "host": host,
                 "port": port,
                 "host_header": f"{host}:{port}",
-                "key": spec.key,  # on a pipe: never on a command line
+                "key": spec.key,
                 "job": spec.job,
                 "connections": spec.connections,
                 "seconds": spec.seconds,
                 "users": [spec.first_user + index * spec.users, spec.users],
                 "flags": spec.flags,
-                "batches": share,
+                "batches": shares[index],
                 "batch_size": spec.batch_size,
-                "first_exposure": spec.first_exposure + first_batch * spec.batch_size,
+                "first_exposure": spec.first_exposure + sum(shares[:index]) * spec.batch_size,
                 "per_s": spec.exposures_per_s / spec.processes,
                 "exposure_flags": [list(pair) for pair in spec.exposure_flags],
             }
-            await _send(process, json.dumps(setup))
-        for process in children:
-            line = await asyncio.wait_for(_line(process), timeout_s)
+            await child.send(json.dumps(setup))
+        for child in children:
+            line = await asyncio.wait_for(child.line(), timeout_s)
             if line != "ready":
                 raise RuntimeError(f"a load client said {line[:300]!r}")
         if on_go is not None:
             on_go()
         cpu0 = server_cpu_s() if server_cpu_s is not None else None
         started = time.perf_counter()
-        for process in children:
-            await _send(process, "go")
-        results = [json.loads(await asyncio.wait_for(_line(p), timeout_s)) for p in children]
+        for child in children:
+            await child.send("go")
+        results = [json.loads(await asyncio.wait_for(c.line(), timeout_s)) for c in children]
         wall_s = time.perf_counter() - started
         server_cpu = None if cpu0 is None or server_cpu_s is None else server_cpu_s() - cpu0
     finally:
-        for process in children:
-            if process.returncode is None:
-                if process.stdin is not None:
-                    process.stdin.close()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+        for child in children:
+            await child.stop()
     return summarize(spec, results, wall_s, server_cpu)
 
 
@@ -475,20 +455,6 @@ def summarize(
         # A bulk run's contexts repeat only once a connection used up its own.
         "fresh": spec.job != "bulk" or requests <= spec.users * spec.processes,
     }
-
-
-async def _send(process: asyncio.subprocess.Process, line: str) -> None:
-    assert process.stdin is not None
-    process.stdin.write(line.encode() + b"\n")
-    await process.stdin.drain()
-
-
-async def _line(process: asyncio.subprocess.Process) -> str:
-    assert process.stdout is not None
-    raw = await process.stdout.readline()
-    if not raw:
-        raise RuntimeError(f"a load client exited ({await process.wait()})")
-    return raw.decode().strip()
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ one. Then it makes ``writes`` writes, one at a time, through the admin API
 (the caller's ``write(k)``: a ``PutFlag``, the whole path: produce to the
 cluster, the follower applying it, the environment's channel woken).
 
-Timing, as bench.flag_streams does it: the driver reads
+Timing, as bench.flag_streams does it (both drive bench.listener_processes): the driver reads
 ``time.monotonic_ns()`` just before each write; a listener reads it when
 the bytes holding the event arrive (before anything is parsed). Both are
 ``CLOCK_MONOTONIC``: one clock for every process of the machine.
@@ -35,15 +35,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.flag_streams import _Child, _split
+from bench.child_processes import read_setup, split_evenly
+from bench.listener_processes import (
+    ListenerProcess,
+    answer_driver,
+    delays_ms,
+    listeners_cpu_ms_per_write,
+    run_writes,
+    spread,
+    start_listeners,
+)
 from bench.percentiles import percentile
 
 EVENTS_PATH = "/ofrep/v1/events"
@@ -136,10 +143,8 @@ class _Stream(asyncio.Protocol):
 
 
 async def _listen() -> None:
+    reader, setup = await read_setup()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    setup = json.loads(await reader.readline())
     listener = SseListener(setup["streams"])
     request = (
         f"GET {EVENTS_PATH}?key={setup['key']} HTTP/1.1\r\nHost: {setup['host']}:{setup['port']}\r\n"
@@ -161,17 +166,9 @@ async def _listen() -> None:
         problem = f"connecting: {error!r}"
     if problem is None and listener.problems:
         problem = listener.problems[0]
-    print("ready" if problem is None else json.dumps({"error": problem}), flush=True)
-    if problem is None:
-        cpu_at_ready = time.process_time()
-        while (line := await reader.readline()) and line.strip() != b"dump":
-            pass
-        result = {
-            "received": listener.received,
-            "problems": listener.problems[:20],
-            "cpu_s": time.process_time() - cpu_at_ready,
-        }
-        print(json.dumps(result), flush=True)
+    await answer_driver(
+        reader, problem, lambda: {"received": listener.received, "problems": listener.problems[:20]}
+    )
     for opened in transports:
         opened.close()
 
@@ -198,35 +195,24 @@ def latencies_ms(dumps: Sequence[dict[str, Any]], started_ns: Sequence[int]) -> 
         if dump["problems"]:
             raise RuntimeError(f"SSE streams saw wrong events: {dump['problems'][:5]}")
         for received in dump["received"]:
-            if len(received) != len(started_ns):
-                raise RuntimeError(f"an SSE stream saw {len(received)} events for {len(started_ns)} writes")
-            for write, (t0, t1) in enumerate(zip(started_ns, received, strict=True)):
-                found[write].append((t1 - t0) / 1e6)
+            delays = delays_ms(received, started_ns, stream="an SSE stream", items="events")
+            for write, delay in enumerate(delays):
+                found[write].append(delay)
     return found
 
 
-async def _start(host: str, port: int, key: str, params: SseParams) -> list[_Child]:
-    children: list[_Child] = []
-    for count in _split(params.streams, params.listeners):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.sse_streams",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=64 << 20,  # the dump is one long line
-        )
-        children.append(child := _Child(process))
-        setup = {
+async def _start(host: str, port: int, key: str, params: SseParams) -> list[ListenerProcess]:
+    setups = [
+        {
             "host": host,
             "port": port,
-            "key": key,  # on a pipe: never on a command line
+            "key": key,
             "streams": count,
             "connect_timeout_s": params.connect_timeout_s,
         }
-        await child.send(json.dumps(setup))
-    await asyncio.gather(*(c.expect("ready") for c in children))
-    return children
+        for count in split_evenly(params.streams, params.listeners)
+    ]
+    return await start_listeners("bench.sse_streams", setups)
 
 
 async def measure_sse_propagation(
@@ -243,36 +229,14 @@ async def measure_sse_propagation(
     connecting = time.monotonic()
     children = await _start(host, port, key, params)
     connect_s = time.monotonic() - connecting
-    started: list[int] = []
-    answered_ms: list[float] = []
-    cpu_before = None if server_cpu_s is None else server_cpu_s()
-    try:
-        for k in range(1, params.writes + 1):
-            await asyncio.sleep(params.settle_s)
-            t0 = time.monotonic_ns()
-            await write(k)
-            answered_ms.append((time.monotonic_ns() - t0) / 1e6)
-            started.append(t0)
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(c.expect(f"seen {k}") for c in children)), params.write_timeout_s
-                )
-            except TimeoutError:
-                raise RuntimeError(
-                    f"write {k}: not every SSE stream saw it within {params.write_timeout_s:g} s"
-                ) from None
-        server_cpu_ms = (
-            None
-            if cpu_before is None or server_cpu_s is None
-            else round((server_cpu_s() - cpu_before) / params.writes * 1000, 1)
-        )
-        dumps = [await c.dump() for c in children]
-    finally:
-        for child in children:
-            if child.process.returncode is None and child.process.stdin is not None:
-                child.process.stdin.close()
-        await asyncio.gather(*(c.close() for c in children))
-    per_write = [sorted(w) for w in latencies_ms(dumps, started)]
+    run = await run_writes(
+        children,
+        write,
+        params,
+        streams="SSE stream",
+        server_cpu_s=server_cpu_s,
+    )
+    per_write = [sorted(w) for w in latencies_ms(run.dumps, run.started_ns)]
     every = sorted(ms for w in per_write for ms in w)
     return {
         "flag_sse_propagation_p50_ms": round(percentile(every, 50), 2),
@@ -285,22 +249,12 @@ async def measure_sse_propagation(
             # From starting the listener processes to every stream's 200
             # (interpreter start and imports included).
             "connect_all_s": round(connect_s, 2),
-            "listeners_cpu_ms_per_write": round(sum(d["cpu_s"] for d in dumps) / params.writes * 1000, 1),
-            "flag_server_cpu_ms_per_write": server_cpu_ms,
+            "listeners_cpu_ms_per_write": listeners_cpu_ms_per_write(run.dumps, params.writes),
+            "flag_server_cpu_ms_per_write": run.server_cpu_ms_per_write,
             "max_ms": round(every[-1], 2),
-            # Where the time goes: the write's answer (produced, committed,
-            # applied), the first stream, the last stream.
-            "write_answered_ms": _p50_p99(answered_ms),
-            "first_stream_ms": _p50_p99([w[0] for w in per_write]),
-            "last_stream_ms": _p50_p99([w[-1] for w in per_write]),
-            "first_to_last_stream_ms": _p50_p99([w[-1] - w[0] for w in per_write]),
+            **spread(per_write, run.answered_ms),
         },
     }
-
-
-def _p50_p99(values: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": round(percentile(ordered, 50), 2), "p99": round(percentile(ordered, 99), 2)}
 
 
 def main() -> None:
