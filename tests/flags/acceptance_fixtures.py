@@ -58,7 +58,8 @@ from flags.live import FLAGS_TOPIC
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
-from tests.flags.flagd_harness import EDGE_FLAGS, TYPED_FLAGS
+from tests.flags.environment_support import environment
+from tests.flags.flagd_harness import EDGE_FLAGS, STATIC_ANSWERS, TYPED_FLAGS
 
 ENV = "production"
 SITE_DIR_ENV = "RAFTLOG_ACCEPTANCE_SERVER_SITE_DIR"
@@ -119,29 +120,6 @@ FLAG_SET: dict[str, Any] = {
     | EDGE_FLAGS,
     "metadata": {"flagSetId": "acceptance", "version": "7"},
 }
-
-# kind, flag, default, (value, variant, reason): what both modes must answer.
-STATIC_ANSWERS: list[tuple[str, str, Any, Any, str | None, str]] = [
-    ("boolean", "bool-flag", False, True, "on", Reason.STATIC),
-    ("boolean", "bool-zero", True, False, "off", Reason.STATIC),
-    ("string", "string-flag", "dflt", "alpha", "a", Reason.STATIC),
-    ("string", "string-zero", "dflt", "", "none", Reason.STATIC),
-    ("integer", "int-flag", 1, 9007199254740991, "big", Reason.STATIC),
-    ("integer", "int-zero", 1, 0, "zero", Reason.STATIC),
-    ("float", "float-flag", 1.5, 3.25, "pi", Reason.STATIC),
-    ("float", "float-zero", 1.5, 0.0, "zero", Reason.STATIC),
-    (
-        "object",
-        "object-flag",
-        {"d": 1},
-        {"n": 1, "nested": {"list": [1, "x", True, None]}},
-        "full",
-        Reason.STATIC,
-    ),
-    ("object", "object-zero", {"d": 1}, {}, "empty", Reason.STATIC),
-    ("boolean", "disabled", False, False, None, Reason.DISABLED),
-    ("string", "no-default", "dflt", "dflt", None, Reason.DEFAULT),
-]
 
 # kind, flag, default, context, (value, variant, reason)
 TARGETED_ANSWERS: list[tuple[str, str, Any, EvaluationContext, Any, str, str]] = [
@@ -279,21 +257,6 @@ class TenantFlags:
 # --- the stack: a cluster and a flag server process -------------------------------------
 
 
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """``os.environ`` with ``values`` for the duration (a launch copies it)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @dataclass
 class Stack:
     cluster: LocalCluster
@@ -311,7 +274,7 @@ class Stack:
     def _server_environment(self) -> contextlib.AbstractContextManager[None]:
         if self.site_dir is None:
             return contextlib.nullcontext()
-        return _environment(PYTHONPATH=str(self.site_dir))
+        return environment({"PYTHONPATH": str(self.site_dir)})
 
     def start_server(self) -> None:
         with self._server_environment():

@@ -1,5 +1,6 @@
 """Test tools for exposures, tracking and change pings on a real cluster: an
-environment with an SDK key, and reading a tenant's service topic back."""
+environment with an SDK key, reading a tenant's service topic back, and
+the records' documented values (canonical JSON) to compare with."""
 
 from __future__ import annotations
 
@@ -80,3 +81,23 @@ async def read_topic(
 
 def canonical(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def exposure_record(
+    env: str, flag: str, variant: str, reason: str, key: str, version: int, source: str, ts: int
+) -> bytes:
+    """An exposure record's value in the documented format (flags/event_records.py),
+    written out field by field: what the encoders must produce, byte for byte."""
+    return canonical(
+        {
+            "format": 1,
+            "env": env,
+            "flag": flag,
+            "variant": variant,
+            "reason": reason,
+            "targetingKey": key,
+            "ts": ts,
+            "version": version,
+            "source": source,
+        }
+    )

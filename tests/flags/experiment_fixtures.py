@@ -1,15 +1,27 @@
-"""Builders shared by the experiment tests: definitions, and exposure and
-tracking record values in the documented formats (docs/plan of issue 17)."""
+"""Builders shared by the experiment tests: definitions, exposure and
+tracking record values in the documented formats (docs/plan of issue 17),
+and the fields every results row carries."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from flags.experiments.model import Experiment, Metric, MetricType, Offsets, State
+from tests.flags.events_support import canonical, exposure_record
 
 ENV = "production"
 WHO = "0123456789abcdef"
+RESULT_ROW_FIELDS = {
+    "variant",
+    "users",
+    "conversions",
+    "rate",
+    "mean",
+    "lift",
+    "lift_ci_low",
+    "lift_ci_high",
+    "p_value",
+    "chance_to_beat_control",
+}
+"""What every variant row of an experiment's results carries (``VariantResult.to_json``)."""
 
 
 def experiment(
@@ -41,26 +53,10 @@ def experiment(
     )
 
 
-def canonical(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def exposure_value(
     user: str, variant: str, ts: int, *, flag: str = "new-checkout", env: str = ENV, source: str = "rpc"
 ) -> bytes:
-    return canonical(
-        {
-            "format": 1,
-            "env": env,
-            "flag": flag,
-            "variant": variant,
-            "reason": "SPLIT",
-            "targetingKey": user,
-            "ts": ts,
-            "version": 7,
-            "source": source,
-        }
-    )
+    return exposure_record(env, flag, variant, "SPLIT", user, 7, source, ts)
 
 
 def tracking_value(user: str, name: str, ts: int, value: float | None = None, *, env: str = ENV) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from openfeature.flag_evaluation import Reason
 
 from flags.changes import Change, Kind, encode
 from flags.exposure_api import ExposureRecorder
@@ -64,6 +65,33 @@ EDGE_FLAGS: dict[str, Any] = {
         "metadata": {"owner": "team-a", "ticket": 42, "beta": True, "ratio": 0.5},
     },
 }
+
+# What an OpenFeature client answers for TYPED_FLAGS and for EDGE_FLAGS'
+# disabled and no-default flags, in either provider mode (no context needed):
+# (kind, flag, default, value, variant, reason); the default is the
+# application's, so DISABLED and DEFAULT answers give it back with no variant.
+STATIC_ANSWERS: list[tuple[str, str, Any, Any, str | None, str]] = [
+    ("boolean", "bool-flag", False, True, "on", Reason.STATIC),
+    ("boolean", "bool-zero", True, False, "off", Reason.STATIC),
+    ("string", "string-flag", "dflt", "alpha", "a", Reason.STATIC),
+    ("string", "string-zero", "dflt", "", "none", Reason.STATIC),
+    ("integer", "int-flag", 1, 9007199254740991, "big", Reason.STATIC),
+    ("integer", "int-zero", 1, 0, "zero", Reason.STATIC),
+    ("float", "float-flag", 1.5, 3.25, "pi", Reason.STATIC),
+    ("float", "float-zero", 1.5, 0.0, "zero", Reason.STATIC),
+    (
+        "object",
+        "object-flag",
+        {"d": 1},
+        {"n": 1, "nested": {"list": [1, "x", True, None]}},
+        "full",
+        Reason.STATIC,
+    ),
+    ("object", "object-zero", {"d": 1}, {}, "empty", Reason.STATIC),
+    ("boolean", "disabled", False, False, None, Reason.DISABLED),
+    ("string", "no-default", "dflt", "dflt", None, Reason.DEFAULT),
+]
+
 
 # Every variant type, with zero values, targeting, fractional, disabled, no
 # default variant and metadata: one set serves the protocol and provider tests.

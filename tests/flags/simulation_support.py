@@ -46,6 +46,7 @@ from flags.evaluator import FlagdEvaluator
 from flags.tracking import MAX_EVENTS, TRACK_PATH
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
+from tests.flags.environment_support import environment
 
 ENV = "production"
 FLAG = "checkout-flow"
@@ -101,7 +102,7 @@ class SimStack:
         operator acting in ``tenant``; (stdout, stderr); fails unless it exits 0."""
         out, err = io.StringIO(), io.StringIO()
         with (
-            _environment(self._environment(tenant)),
+            environment(self._environment(tenant)),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
         ):
@@ -137,20 +138,6 @@ class SimStack:
         key = out.strip()
         assert key.startswith("rlc_"), out
         return tenant, key
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from flags.tenant_keys import TenantKeys
 from flags.writer import FlagWriter
 from harness.local_cluster import LocalCluster
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
-from tests.flags.experiment_fixtures import exposure_value, tracking_value
+from tests.flags.experiment_fixtures import RESULT_ROW_FIELDS, exposure_value, tracking_value
 from tests.flags.log_nodes import ENV, WHO, bootstrap, env_create, new_tenant, now_ms, started_cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -42,18 +42,6 @@ CHECKOUT = {
     "variants": {"off": False, "on": True},
     "defaultVariant": "off",
     "targeting": {"fractional": [["off", 50], ["on", 50]]},
-}
-ROW_FIELDS = {
-    "variant",
-    "users",
-    "conversions",
-    "rate",
-    "mean",
-    "lift",
-    "lift_ci_low",
-    "lift_ci_high",
-    "p_value",
-    "chance_to_beat_control",
 }
 
 
@@ -303,7 +291,7 @@ async def test_an_experiment_from_create_to_results_on_a_real_cluster(
             assert metric["srm_p_value"] == document["srm_p_value"]
             assert [row["variant"] for row in metric["variants"]] == ["off", "on"]
             for row in metric["variants"]:
-                assert set(row) >= ROW_FIELDS
+                assert set(row) >= RESULT_ROW_FIELDS
         off, on = purchase["variants"]
         assert (off["users"], off["conversions"], off["rate"]) == (
             20,

@@ -12,12 +12,8 @@ from flags.experiments.attribution import Attribution, Exposure, TrackingEvent
 from flags.experiments.model import Metric, MetricType, State
 from flags.experiments.results import configured_weights, results_document
 from flags.model import Flag, validate_flag
-from tests.flags.experiment_fixtures import ENV, experiment
+from tests.flags.experiment_fixtures import ENV, RESULT_ROW_FIELDS, experiment
 
-ROW_FIELDS = {
-    "variant", "users", "conversions", "rate", "mean", "lift", "lift_ci_low", "lift_ci_high", "p_value",
-    "chance_to_beat_control",
-}  # fmt: skip
 METRICS = (Metric("purchase", MetricType.CONVERSION), Metric("revenue", MetricType.VALUE))
 RUNNING = experiment(state=State.RUNNING, metrics=METRICS)
 
@@ -84,7 +80,7 @@ def test_the_document_has_the_documented_shape_and_order() -> None:
     for metric in document["metrics"]:
         # control first, then the flag's variants (blue: no users, still a row)
         assert [row["variant"] for row in metric["variants"]] == ["off", "on", "blue"]
-        assert all(set(row) >= ROW_FIELDS for row in metric["variants"])
+        assert all(set(row) >= RESULT_ROW_FIELDS for row in metric["variants"])
         assert metric["srm_p_value"] == document["srm_p_value"]
     purchase, revenue = document["metrics"]
     off, on, blue = purchase["variants"]

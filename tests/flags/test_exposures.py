@@ -18,7 +18,7 @@ from flags.event_records import ENCODER_CACHE, EXPOSURES_TOPIC, ExposureEncoder,
 from flags.exposures import RETENTION_MS, ExposureSink
 from flags.live import Scope
 from harness.local_cluster import LocalCluster
-from tests.flags.events_support import canonical, end_offset, read_topic
+from tests.flags.events_support import end_offset, exposure_record, read_topic
 from tests.flags.log_nodes import bootstrap, new_tenant, started_cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -30,29 +30,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-def expected(
-    env: str, flag: str, variant: str, reason: str, key: str, version: int, source: str, ts: int
-) -> bytes:
-    return canonical(
-        {
-            "format": 1,
-            "env": env,
-            "flag": flag,
-            "variant": variant,
-            "reason": reason,
-            "targetingKey": key,
-            "ts": ts,
-            "version": version,
-            "source": source,
-        }
-    )
-
-
 def test_the_encoding_is_canonical_json() -> None:
     encoder = ExposureEncoder()
     for text in ["plain", 'quo"te\\', "ünïcødé ✓", "ctrl\x01\n\t", "emoji 🎉", ""]:
         got = encode_exposure(text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234)
-        assert got == expected(text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234)
+        assert got == exposure_record(text, "f", "v", "SPLIT", text or "k", 3, "rpc", 1234)
         assert json.loads(got)["env"] == text
         # The sink's encoder: the same bytes, each field in each place.
         for fields in [
@@ -62,7 +44,7 @@ def test_the_encoding_is_canonical_json() -> None:
             ("e", "f", "v", text, "k", 3, "rpc", 1234),
             ("e", "f", "v", "SPLIT", text or "k", 3, "hook", 1234),
         ]:
-            assert encoder.encode(*fields) == encode_exposure(*fields) == expected(*fields)
+            assert encoder.encode(*fields) == encode_exposure(*fields) == exposure_record(*fields)
 
 
 def test_the_encoder_follows_every_field_and_bounds_its_templates() -> None:
@@ -78,10 +60,10 @@ def test_the_encoder_follows_every_field_and_bounds_its_templates() -> None:
         ("dev", "checkout", "off", "DEFAULT", "user-1", 8, "hook", 5),  # another flag
     ]
     for fields in seen * 2:  # the second time from the templates
-        assert encoder.encode(*fields) == expected(*fields)
+        assert encoder.encode(*fields) == exposure_record(*fields)
     for i in range(ENCODER_CACHE + 10):
         fields = ("prod", f"flag-{i}", f"v{i}", "SPLIT", "user", i, "rpc", i)
-        assert encoder.encode(*fields) == expected(*fields)
+        assert encoder.encode(*fields) == exposure_record(*fields)
     assert len(encoder._heads) <= ENCODER_CACHE and len(encoder._tails) <= ENCODER_CACHE
     for bad in [
         ("prod", "f\ud800", "v", "R", "k", 1, "rpc", 1),
@@ -157,12 +139,14 @@ async def test_records_arrive_in_the_documented_format(cluster: LocalCluster) ->
     assert [(r.key, r.value, r.timestamp_ms) for r in records] == [
         (
             b"user-1",
-            expected("production", "banner", "on", "TARGETING_MATCH", "user-1", 7, "rpc", clock[0] - 5),
+            exposure_record(
+                "production", "banner", "on", "TARGETING_MATCH", "user-1", 7, "rpc", clock[0] - 5
+            ),
             clock[0] - 5,
         ),
         (
             "ünï-2".encode(),
-            expected("dev", "checkout", "new", "SPLIT", "ünï-2", 3, "ofrep", clock[0]),
+            exposure_record("dev", "checkout", "new", "SPLIT", "ünï-2", 3, "ofrep", clock[0]),
             clock[0],
         ),
     ]
@@ -222,7 +206,7 @@ async def test_many_exposures_arrive_in_order_through_chunks(cluster: LocalClust
     records = await read_topic(cluster, tenant, EXPOSURES_TOPIC, 5000)
     assert [r.key for r in records] == [f"user-{i}".encode() for i in range(5000)]
     assert [r.timestamp_ms for r in records] == [1_700_000_000_001 + i // 1000 for i in range(5000)]
-    assert records[4321].value == expected(
+    assert records[4321].value == exposure_record(
         "production", "f", "on", "SPLIT", "user-4321", 3, "hook", 1_700_000_000_005
     )
 

@@ -28,7 +28,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 
 from flags.live import LiveFlags
-from tests.flags.flagd_harness import FLAG_SET, FlagLog, Servers, flagd_servers
+from tests.flags.flagd_harness import FLAG_SET, STATIC_ANSWERS, FlagLog, Servers, flagd_servers
 
 FLAG = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 _domains = itertools.count()
@@ -121,32 +121,8 @@ async def until(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-# (kind, flag, default, value, variant, reason)
-ANSWERS = [
-    ("boolean", "bool-flag", False, True, "on", Reason.STATIC),
-    ("boolean", "bool-zero", True, False, "off", Reason.STATIC),
-    ("string", "string-flag", "dflt", "alpha", "a", Reason.STATIC),
-    ("string", "string-zero", "dflt", "", "none", Reason.STATIC),
-    ("integer", "int-flag", 1, 9007199254740991, "big", Reason.STATIC),
-    ("integer", "int-zero", 1, 0, "zero", Reason.STATIC),
-    ("float", "float-flag", 1.5, 3.25, "pi", Reason.STATIC),
-    ("float", "float-zero", 1.5, 0.0, "zero", Reason.STATIC),
-    (
-        "object",
-        "object-flag",
-        {"d": 1},
-        {"n": 1, "nested": {"list": [1, "x", True, None]}},
-        "full",
-        Reason.STATIC,
-    ),
-    ("object", "object-zero", {"d": 1}, {}, "empty", Reason.STATIC),
-    ("boolean", "disabled", False, False, None, Reason.DISABLED),
-    ("string", "no-default", "dflt", "dflt", None, Reason.DEFAULT),
-]
-
-
 async def check_answers(connected: Connected) -> None:
-    for kind, flag, default, value, variant, reason in ANSWERS:
+    for kind, flag, default, value, variant, reason in STATIC_ANSWERS:
         details = await connected.details(kind, flag, default)
         assert details.error_code is None, (flag, details.error_message)
         assert (details.value, details.variant, details.reason) == (value, variant, reason), flag

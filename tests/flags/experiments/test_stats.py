@@ -35,19 +35,8 @@ from flags.experiments.stats import (
     analyse_values,
     sample_ratio_mismatch,
 )
+from tests.flags.experiment_fixtures import RESULT_ROW_FIELDS
 
-JSON_FIELDS = {
-    "variant",
-    "users",
-    "conversions",
-    "rate",
-    "mean",
-    "lift",
-    "lift_ci_low",
-    "lift_ci_high",
-    "p_value",
-    "chance_to_beat_control",
-}
 COMPARISON_FIELDS = (
     "lift",
     "lift_ci_low",
@@ -160,7 +149,7 @@ def test_the_control_row_has_no_comparison_and_rows_keep_the_mapping_order() -> 
 def test_the_json_rows_carry_the_issue_fields() -> None:
     results = analyse_conversions({"off": ConversionCounts(100, 10), "on": ConversionCounts(100, 14)}, "off")
     for result in results:
-        assert set(result.to_json()) >= JSON_FIELDS
+        assert set(result.to_json()) >= RESULT_ROW_FIELDS
     assert row(results, "on").to_json()["mean"] is None
     values = analyse_values({"off": ValueSummary.of([1.0, 2.0]), "on": ValueSummary.of([2.0, 4.0])}, "off")
     on = row(values, "on").to_json()
