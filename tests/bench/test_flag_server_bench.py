@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from bench import flag_load
-from bench.flag_streams import MARKER_FLAG, _latencies, _Listener, _split
+from bench.child_processes import split_evenly as _split
+from bench.flag_streams import MARKER_FLAG, _latencies, _Listener
 from flags.store import Accepted, FlagStore
 
 
