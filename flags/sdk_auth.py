@@ -81,10 +81,6 @@ class Refusal(enum.Enum):
     def grpc_code(self) -> grpc.StatusCode:
         return grpc.StatusCode[self.value]
 
-    @property
-    def http_status(self) -> int:
-        return 401 if self is Refusal.UNAUTHENTICATED else 403
-
 
 class SdkAuthError(Exception):
     """A request the SDK key rules refuse (see the module table)."""

@@ -204,11 +204,6 @@ def parse_clear_key(text: str) -> tuple[KeyKind, str, bytes] | None:
     return kind, key_id, secret
 
 
-def looks_like_sdk_key(text: str) -> bool:
-    """Whether ``text`` has the prefix of a clear key (a selector that is meant as one)."""
-    return isinstance(text, str) and text.startswith(CLEAR_PREFIX)
-
-
 # --- records -----------------------------------------------------------------------
 
 
