@@ -104,12 +104,14 @@ __all__ = [
     "PreconditionFailedError",
     "ProducerFencedError",
     "ProducerStateError",
+    "QuotaExceededError",
     "RaftlogError",
     "RecordTooLargeError",
     "RequestTimeoutError",
     "RetriableError",
     "ServerError",
     "StaleMemberEpochError",
+    "StorageFullError",
     "UnavailableError",
     "UnknownMemberIdError",
     "UnknownProducerIdError",
@@ -185,6 +187,44 @@ class BackpressureError(RetriableError):
     trying again. Nothing was written."""
 
     default_reason = "BACKPRESSURE"
+
+
+class QuotaExceededError(BackpressureError):
+    """The tenant is over a quota. Over a rate or its storage the server
+    names ``retry_after_ms`` and the SDK waits that long before its retry;
+    over a count (partitions, topics, groups, streams) ``retry_after_ms`` is
+    0 and the error is not retriable: delete something or ask an operator
+    to raise the quota. Nothing was written."""
+
+    default_reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        code: grpc.StatusCode | None = None,
+        retriable: bool | None = None,
+        leader_address: str = "",
+        retry_after_ms: int = 0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            reason=reason,
+            code=code,
+            retriable=retry_after_ms > 0 if retriable is None else retriable,
+            leader_address=leader_address,
+            retry_after_ms=retry_after_ms,
+            metadata=metadata,
+        )
+
+
+class StorageFullError(RetriableError):
+    """The leader's data disk is full: it refuses writes (reads still work)
+    until space returns or leadership moves. Nothing was written."""
+
+    default_reason = "DISK_FULL"
 
 
 class UnavailableError(RetriableError):
@@ -407,7 +447,8 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     R.NOT_COORDINATOR: NotCoordinatorError,
     R.OUTCOME_UNKNOWN: OutcomeUnknownError,
     R.BACKPRESSURE: BackpressureError,
-    R.QUOTA_EXCEEDED: BackpressureError,
+    R.QUOTA_EXCEEDED: QuotaExceededError,
+    R.DISK_FULL: StorageFullError,
     R.REPLICA_STOPPED: UnavailableError,
     R.NO_CONTROLLER: UnavailableError,
     R.COMPACTION_UNAVAILABLE: UnavailableError,
@@ -415,6 +456,8 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
     R.MISSING_API_KEY: AuthenticationError,
     R.INVALID_API_KEY: AuthenticationError,
     R.OPERATOR_KEY_REQUIRED: AuthorizationError,
+    R.KEY_SCOPE: AuthorizationError,
+    R.API_KEY_EXPIRED: AuthenticationError,
     R.INTERNAL_TOPIC: AuthorizationError,
     R.UNKNOWN_TENANT: UnknownTenantError,
     # what does not exist
@@ -463,6 +506,8 @@ _BY_REASON: dict[str, type[RaftlogError]] = {
             R.INVALID_REPLICATION_FACTOR,
             R.INVALID_RETENTION,
             R.INVALID_TOPIC_CONFIG,
+            R.INVALID_QUOTA,
+            R.INVALID_KEY_SCOPE,
             R.INVALID_ASSIGNMENT,
             R.INVALID_NODE,
             R.INVALID_POSITION,

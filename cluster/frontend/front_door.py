@@ -152,10 +152,12 @@ Identify = Callable[[grpc.aio.ServicerContext], Awaitable[Caller]]
 """Who is calling, from the call's headers, or a ``ServiceError``
 (``Authenticator.caller`` on a node)."""
 
-Stage = Callable[[str, Caller], AbstractAsyncContextManager[object]]
-"""Runs around an admitted call: ``stage(method, caller)`` is entered before
-the handler and exited after it (with the handler's exception, as raised,
-before the door maps it). A stage refuses a call by raising a
+Stage = Callable[[str, Caller, Any, grpc.aio.ServicerContext], AbstractAsyncContextManager[object]]
+"""Runs around an admitted call: ``stage(method, caller, request, context)``
+is entered before the handler and exited after it (with the handler's
+exception, as raised, before the door maps it). ``request`` is the decoded
+request message of a unary-request method, None for a request stream (the
+stage must not consume it). A stage refuses a call by raising a
 ``ServiceError`` on entry (a quota: ``RESOURCE_EXHAUSTED``)."""
 
 AddressOf = Callable[[int], str]
@@ -326,9 +328,10 @@ class FrontDoor(grpc.aio.ServerInterceptor):
                 request = self._decoded(method, request, request_stream)
                 if not stages:
                     return await behaviour(request, context)
+                seen = None if request_stream else request
                 async with AsyncExitStack() as around:
                     for stage in stages:
-                        await around.enter_async_context(stage(method, admission.caller))
+                        await around.enter_async_context(stage(method, admission.caller, seen, context))
                     return await behaviour(request, context)
             except grpc.aio.AbortError:
                 raise  # the handler ended the call itself, with its status
@@ -355,9 +358,10 @@ class FrontDoor(grpc.aio.ServerInterceptor):
                 admission = await self._admit(method, context)
                 token = _ADMISSION.set(admission)
                 request = self._decoded(method, request, request_stream)
+                seen = None if request_stream else request
                 async with AsyncExitStack() as around:
                     for stage in stages:
-                        await around.enter_async_context(stage(method, admission.caller))
+                        await around.enter_async_context(stage(method, admission.caller, seen, context))
                     async for response in behaviour(request, context):
                         yield response
             except grpc.aio.AbortError:

@@ -307,7 +307,8 @@ async def test_stages_run_around_the_handler_and_may_refuse_a_call() -> None:
     events: list[tuple[str, str, Caller]] = []
 
     @asynccontextmanager
-    async def counting(method: str, caller: Caller) -> AsyncIterator[None]:
+    async def counting(method: str, caller: Caller, request: Any, context: Any) -> AsyncIterator[None]:
+        assert request is not None and context is not None  # a unary request reaches the stage decoded
         events.append(("enter", method, caller))
         try:
             yield
@@ -315,7 +316,7 @@ async def test_stages_run_around_the_handler_and_may_refuse_a_call() -> None:
             events.append(("exit", method, caller))
 
     @asynccontextmanager
-    async def quota(method: str, caller: Caller) -> AsyncIterator[None]:
+    async def quota(method: str, caller: Caller, request: Any, context: Any) -> AsyncIterator[None]:
         if caller.tenant == "acme":
             raise ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.BACKPRESSURE, "over quota")
         yield

@@ -54,6 +54,12 @@ class Reason(enum.StrEnum):
     INTERNAL_TOPIC = "INTERNAL_TOPIC"
     """PERMISSION_DENIED: only the node itself writes an internal topic (one
     of the ``__system`` tenant, or named ``__...``), whatever the key."""
+    KEY_SCOPE = "KEY_SCOPE"
+    """PERMISSION_DENIED: the key's scope (its role, topic or group
+    prefixes) does not cover this call on a name of its own tenant."""
+    API_KEY_EXPIRED = "API_KEY_EXPIRED"
+    """UNAUTHENTICATED: the key's expiry time has passed (a rotation's
+    grace period ended); use the key that replaced it."""
 
     # --- locating a partition or a coordinator (cluster/frontend/log_service.py, groups)
     UNKNOWN_TOPIC_OR_PARTITION = "UNKNOWN_TOPIC_OR_PARTITION"
@@ -69,8 +75,13 @@ class Reason(enum.StrEnum):
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
     BACKPRESSURE = "BACKPRESSURE"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    """RESOURCE_EXHAUSTED: the tenant is over a quota; wait ``retry_after_ms``
-    (charged at the front door once quotas land; the SDK already waits)."""
+    """RESOURCE_EXHAUSTED: the tenant is over a quota. A rate (bytes/s,
+    requests/s) or storage: wait ``retry_after_ms``. A count (partitions,
+    topics, groups, streams): ``retry_after_ms`` is 0, and retrying does not
+    help until something is deleted or the quota raised."""
+    DISK_FULL = "DISK_FULL"
+    """RESOURCE_EXHAUSTED: the leader's data disk is (nearly) full; it
+    refuses writes and still serves reads until space returns."""
     REPLICA_STOPPED = "REPLICA_STOPPED"
 
     # --- a produce refused by the partition state machine (partitions/results.py)
@@ -129,6 +140,8 @@ class Reason(enum.StrEnum):
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"
     INVALID_RETENTION = "INVALID_RETENTION"
     INVALID_TOPIC_CONFIG = "INVALID_TOPIC_CONFIG"
+    INVALID_QUOTA = "INVALID_QUOTA"
+    INVALID_KEY_SCOPE = "INVALID_KEY_SCOPE"
     """INVALID_ARGUMENT: a cleanup setting out of its range (the message
     names the setting and the values it takes)."""
     INVALID_ASSIGNMENT = "INVALID_ASSIGNMENT"
