@@ -44,6 +44,8 @@ __all__ = ["Admin"]
 
 T = TypeVar("T")
 PAGE_SIZE = 500
+QUOTA_RESET = -1
+"""In a ``SetTenantQuota`` request: this quota goes back to the cluster default."""
 # GetMetadata answers with every node and the topics asked for, all of them
 # when none is named; a name no topic has ("") asks for the nodes only.
 _NODES_ONLY = metadata_pb2.GetMetadataRequest(topics=[""])
@@ -131,14 +133,110 @@ class Admin:
     async def list_tenants(self) -> list[admin_pb2.Tenant]:
         return await self._list(lambda s: s.ListTenants, admin_pb2.ListTenantsRequest, lambda r: r.tenants)
 
-    async def create_api_key(self, tenant: str | None) -> admin_pb2.ApiKey:
-        """A new key for ``tenant`` (None: an operator key), with its clear text."""
-        request = admin_pb2.CreateApiKeyRequest(tenant=tenant or "", operator=tenant is None)
+    async def set_tenant_quota(
+        self,
+        tenant: str,
+        *,
+        produce_bytes_s: int | None = None,
+        fetch_bytes_s: int | None = None,
+        requests_s: int | None = None,
+        storage_bytes: int | None = None,
+        partitions: int | None = None,
+        topics: int | None = None,
+        groups: int | None = None,
+        streams: int | None = None,
+        reset: Iterable[str] = (),
+    ) -> admin_pb2.SetTenantQuotaResponse:
+        """Change ``tenant``'s quotas (operator key): the limits given are
+        set (0 allows nothing), the names in ``reset`` (e.g.
+        ``"storage_bytes"``) go back to the cluster default, the rest stay.
+        Rates are cluster-wide per second. Answers the tenant's resulting
+        ``effective`` quota (unset: no limit) and its ``overrides``. Raises
+        ``InvalidRequestError`` (``INVALID_QUOTA``) for a negative value,
+        ``NotFoundError`` (``UNKNOWN_TENANT``); nothing changes then."""
+        given = {
+            "produce_bytes_s": produce_bytes_s,
+            "fetch_bytes_s": fetch_bytes_s,
+            "requests_s": requests_s,
+            "storage_bytes": storage_bytes,
+            "partitions": partitions,
+            "topics": topics,
+            "groups": groups,
+            "streams": streams,
+        }
+        quota = admin_pb2.QuotaSettings(**{k: v for k, v in given.items() if v is not None})
+        for name in reset:
+            if name not in given:
+                raise ValueError(f"reset: no quota named {name!r}; one of {', '.join(given)}")
+            if given[name] is not None:
+                raise ValueError(f"quota {name} is both set and reset")
+            setattr(quota, name, QUOTA_RESET)
+        request = admin_pb2.SetTenantQuotaRequest(tenant=tenant, quota=quota)
+        response: admin_pb2.SetTenantQuotaResponse = await self._call(lambda s: s.SetTenantQuota, request)
+        return response
+
+    async def describe_tenant(self, tenant: str = "") -> admin_pb2.DescribeTenantResponse:
+        """A tenant's quotas (``effective``, ``overrides``) and ``usage``
+        ("": the caller's tenant). An operator key may ask about any tenant,
+        a tenant admin key about its own."""
+        response: admin_pb2.DescribeTenantResponse = await self._call(
+            lambda s: s.DescribeTenant, admin_pb2.DescribeTenantRequest(tenant=tenant)
+        )
+        return response
+
+    async def create_api_key(
+        self,
+        tenant: str | None,
+        *,
+        role: str = "",
+        produce_prefixes: Iterable[str] = (),
+        consume_prefixes: Iterable[str] = (),
+        group_prefixes: Iterable[str] = (),
+        ttl_seconds: int = 0,
+    ) -> admin_pb2.ApiKey:
+        """A new key for ``tenant`` (None: an operator key; "": the caller's
+        tenant), with its clear text. ``role`` "admin" (the default for a
+        tenant key) manages the tenant; "client" may only produce to the
+        topics starting with one of ``produce_prefixes``, consume those of
+        ``consume_prefixes`` and use the groups of ``group_prefixes`` ("" in
+        a list: every name). ``ttl_seconds``: the key expires that long after
+        it is made (0: never). A tenant admin key may make keys for its own
+        tenant. Raises ``InvalidRequestError`` (``INVALID_KEY_SCOPE``) for a
+        scope that does not fit the role."""
+        request = admin_pb2.CreateApiKeyRequest(
+            tenant=tenant or "",
+            operator=tenant is None,
+            role=role,
+            produce_prefixes=list(produce_prefixes),
+            consume_prefixes=list(consume_prefixes),
+            group_prefixes=list(group_prefixes),
+            ttl_seconds=ttl_seconds,
+        )
         response: admin_pb2.CreateApiKeyResponse = await self._call(lambda s: s.CreateApiKey, request)
         return response.api_key
 
+    async def list_api_keys(self, tenant: str | None = "") -> list[admin_pb2.ApiKey]:
+        """Keys (ids, roles, prefixes, expiry; never the keys): ``tenant``'s
+        ("": the caller's), None: the operator keys (operator key). A tenant
+        key always lists its own tenant's."""
+        return await self._list(
+            lambda s: s.ListApiKeys,
+            functools.partial(admin_pb2.ListApiKeysRequest, tenant=tenant or "", operator=tenant is None),
+            lambda r: r.api_keys,
+        )
+
     async def revoke_api_key(self, key_id: str) -> None:
         await self._call(lambda s: s.RevokeApiKey, admin_pb2.RevokeApiKeyRequest(key_id=key_id))
+
+    async def rotate_api_key(self, key_id: str, grace_seconds: int = 3600) -> admin_pb2.RotateApiKeyResponse:
+        """A new key (``api_key``, with its clear text) with ``key_id``'s
+        tenant and scope; the old key keeps working ``grace_seconds`` more
+        (``old_expires_at_ms``), never longer than it already would."""
+        response: admin_pb2.RotateApiKeyResponse = await self._call(
+            lambda s: s.RotateApiKey,
+            admin_pb2.RotateApiKeyRequest(key_id=key_id, grace_seconds=grace_seconds),
+        )
+        return response
 
     # --- topics ------------------------------------------------------------------
 

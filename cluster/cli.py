@@ -6,12 +6,9 @@ Connection settings come from the environment and flags override them:
 to act in; ``default`` when unset). ``. data/cluster.env`` after ``make
 run`` sets the first two.
 
-API keys stay off the command line, where every user of the machine can
-read them (``ps``, ``/proc/PID/cmdline``) and shell history keeps them: the
-key comes from ``RAFTLOG_API_KEY`` or from ``--api-key-file PATH`` (the
-file's first line; a regular file that its group or other users may access
-is refused, like ssh refuses an unprotected private key). ``--api-key KEY``
-still works, with a warning on stderr saying so. Commands:
+API keys stay off the command line (``ps`` shows it): ``RAFTLOG_API_KEY``
+or ``--api-key-file PATH``; ``--api-key KEY`` warns (cluster/cli_api_key.py).
+Commands:
 
 - ``raftlog serve --config FILE --node-id N``: run one node;
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
@@ -23,8 +20,9 @@ still works, with a warning on stderr saying so. Commands:
   (``GetNodeStats``: the node asked gathers the others' figures itself,
   so no cluster secret is needed). Exit status 1 when a node is not live
   or did not answer;
-- ``raftlog tenant create NAME`` (prints the tenant's first API key),
-  ``tenant list``, ``tenant delete NAME``;
+- ``raftlog tenant create|list|delete|describe``, ``tenant quota set``
+  and ``raftlog key create|list|revoke|rotate``: tenants, their quotas
+  and usage, API keys and their scopes (cluster/cli_tenants.py);
 - ``raftlog topic create NAME --partitions N --replication R
   [--cleanup-policy delete|compact|compact,delete] [--min-compaction-lag-ms
   MS] [--delete-retention-ms MS] [--max-compaction-lag-ms MS]
@@ -72,7 +70,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import stat
 import sys
 from collections.abc import Sequence
 from typing import TypedDict
@@ -80,68 +77,19 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
+from cluster import cli_tenants
+from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
 from flags import cli as flags_cli
 from flags.experiments import cli as experiment_cli
 from raftlog.v1 import admin_pb2, groups_pb2
+
+__all__ = ["API_KEY_ON_COMMAND_LINE_WARNING", "CliError", "UsageError", "build_parser", "main"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 
 
 class CliError(Exception):
     """A failure to report in one line (exit status 1)."""
-
-
-class UsageError(Exception):
-    """A usage error found after parsing, reported in one line (exit status 2)."""
-
-
-API_KEY_ON_COMMAND_LINE_WARNING = (
-    "raftlog: warning: --api-key puts the key on the command line, where other users of this "
-    "machine can read it (ps, /proc/PID/cmdline) and shell history keeps it; set RAFTLOG_API_KEY "
-    "or use --api-key-file PATH (a file only you can read) instead"
-)
-
-
-def read_api_key_file(path: str) -> str:
-    """The API key in ``path``: its content without surrounding whitespace.
-
-    Raises ``UsageError`` when it cannot be read, is empty or holds more than
-    one line, or is a regular file its group or other users may access: the
-    option exists to keep the key private, a warning in a script's stderr is
-    easily missed, and the fix is one ``chmod``. Pipes (``<(pass show ...)``)
-    are not regular files and are read as they are. The mode is checked on
-    the opened file, so it is the file that is read."""
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
-                raise UsageError(
-                    f"--api-key-file {path} is accessible to other users (mode "
-                    f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}` (or use RAFTLOG_API_KEY)"
-                )
-            raw = f.read(64 * 1024)  # keys are ~60 bytes: never slurp a wrong path's whole content
-    except OSError as error:
-        raise UsageError(f"--api-key-file {path}: {error.strerror or error}") from None
-    try:
-        key = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise UsageError(f"--api-key-file {path} is not text; it should hold one API key") from None
-    if not key:
-        raise UsageError(f"--api-key-file {path} is empty; it should hold one API key")
-    if any(c.isspace() for c in key):
-        raise UsageError(f"--api-key-file {path} holds more than one word; it should hold one API key only")
-    return key
-
-
-def resolve_api_key(args: argparse.Namespace) -> str | None:
-    """The key to use: ``--api-key-file``, else ``--api-key`` (with a
-    warning on stderr), else ``$RAFTLOG_API_KEY``, else none."""
-    if args.api_key_file is not None:
-        return read_api_key_file(args.api_key_file)
-    if args.api_key:
-        print(API_KEY_ON_COMMAND_LINE_WARNING, file=sys.stderr)
-        return str(args.api_key)
-    return os.environ.get("RAFTLOG_API_KEY") or None
 
 
 def _bootstrap(args: argparse.Namespace) -> list[str]:
@@ -206,28 +154,6 @@ async def _status(args: argparse.Namespace) -> int:
         failed += not node.alive or found is None or not found.reachable
         print(_node_row(node, found))
     return 1 if failed else 0
-
-
-async def _tenant_create(args: argparse.Namespace) -> int:
-    async with _admin(args) as admin:
-        created = await admin.create_tenant(args.name)
-    print(f"created tenant {created.tenant.name}; its API key (shown once, keep it safe):", file=sys.stderr)
-    print(created.api_key.clear_text)
-    return 0
-
-
-async def _tenant_list(args: argparse.Namespace) -> int:
-    async with _admin(args) as admin:
-        for tenant in await admin.list_tenants():
-            print(tenant.name)
-    return 0
-
-
-async def _tenant_delete(args: argparse.Namespace) -> int:
-    async with _admin(args) as admin:
-        await admin.delete_tenant(args.name)
-    print(f"deleted tenant {args.name}", file=sys.stderr)
-    return 0
 
 
 async def _topic_create(args: argparse.Namespace) -> int:
@@ -538,16 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="every node's replicas, liveness, leaders, CPU and memory (operator key)"
     ).set_defaults(run=_status)
 
-    tenant = commands.add_parser("tenant", help="tenants (operator key)").add_subparsers(
-        dest="action", required=True
-    )
-    tenant_create = tenant.add_parser("create", help="create a tenant; prints its first API key")
-    tenant_create.add_argument("name")
-    tenant_create.set_defaults(run=_tenant_create)
-    tenant.add_parser("list", help="list tenants").set_defaults(run=_tenant_list)
-    tenant_delete = tenant.add_parser("delete", help="delete a tenant that has no topics")
-    tenant_delete.add_argument("name")
-    tenant_delete.set_defaults(run=_tenant_delete)
+    cli_tenants.add_commands(commands, _admin)
 
     topic = commands.add_parser("topic", help="topics").add_subparsers(dest="action", required=True)
     create = topic.add_parser("create", help="create a topic")
