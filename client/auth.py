@@ -5,6 +5,15 @@ in its own tenant; an operator key acts in the tenant named by the
 ``raftlog-tenant`` header (``default`` when absent), so one operator key can
 administer and use every tenant.
 
+TLS: ``channel_credentials(tls_ca)`` is the one place the SDK decides
+between plaintext and TLS. ``tls_ca`` is the path of the cluster's CA
+certificate (PEM); ``None`` (the default everywhere) means
+``$RAFTLOG_TLS_CA`` if set, else plaintext; ``""`` means plaintext even when
+the variable is set. The file is read once, when the client is made; a
+missing or unreadable file is a ``ValueError`` naming it (before anything
+is sent). The server's certificate must then chain to that CA and name the
+host dialled (``raftlog certs init`` puts localhost and 127.0.0.1 in).
+
 ``call_metadata`` is the one place the headers are built;
 ``credentials_interceptors`` add them to every call on a channel (unary
 and streaming), so no stub call site has to remember them.
@@ -18,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,15 +38,53 @@ from raftlog.v1.headers import AUTHORIZATION, BEARER_PREFIX, TENANT
 __all__ = [
     "AUTHORIZATION_HEADER",
     "TENANT_HEADER",
+    "TLS_CA_ENV",
     "authorized_channel",
     "call_metadata",
+    "channel_credentials",
     "credentials_interceptors",
+    "open_channel",
 ]
 
 AUTHORIZATION_HEADER = AUTHORIZATION
 """``raftlog.v1.headers.AUTHORIZATION`` (this name is kept for callers)."""
 TENANT_HEADER = TENANT
 """``raftlog.v1.headers.TENANT`` (this name is kept for callers)."""
+
+
+TLS_CA_ENV = "RAFTLOG_TLS_CA"
+"""The CA file the SDK trusts when no ``tls_ca`` is given."""
+
+
+def channel_credentials(tls_ca: str | os.PathLike[str] | None = None) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting the CA in ``tls_ca`` (see the module
+    docstring for None and ""), or None for plaintext."""
+    path = os.environ.get(TLS_CA_ENV, "") if tls_ca is None else os.fspath(tls_ca)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            ca = f.read()
+    except OSError as exc:
+        raise ValueError(
+            f"tls_ca {path}: cannot read the CA certificate ({exc.strerror or exc}); "
+            f"give the cluster's ca.pem (--tls-ca or ${TLS_CA_ENV})"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in ca:
+        raise ValueError(f"tls_ca {path}: not a PEM certificate; give the cluster's ca.pem")
+    return grpc.ssl_channel_credentials(root_certificates=ca)
+
+
+def open_channel(
+    address: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel: TLS with ``credentials``, plaintext with None."""
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=list(options), interceptors=interceptors)
 
 
 def call_metadata(api_key: str | None, tenant: str | None) -> tuple[tuple[str, str], ...]:
@@ -107,8 +155,10 @@ def authorized_channel(
     api_key: str | None,
     tenant: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> grpc.aio.Channel:
-    """A plain ``grpc.aio`` channel whose every call says who is calling
-    (for tools and scripts that use the generated stubs directly)."""
+    """A ``grpc.aio`` channel whose every call says who is calling (for
+    tools and scripts that use the generated stubs directly); TLS as
+    ``tls_ca`` says (module docstring)."""
     interceptors = credentials_interceptors(call_metadata(api_key, tenant))
-    return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+    return open_channel(address, channel_credentials(tls_ca), options, interceptors)

@@ -84,7 +84,8 @@ class Consumer:
     ``api_timeout_s``: how long ``seek_to_*``, ``commit`` and ``committed``
     keep retrying. ``api_key``, ``tenant``: who is calling
     (``client.auth``). ``address_map``: advertised node address -> address
-    to dial.
+    to dial. ``tls_ca``: the cluster's CA certificate file for TLS (None:
+    ``$RAFTLOG_TLS_CA``, else plaintext; ``client.auth``).
 
     Consumer groups (client/group_binding.py): ``group_id`` names the
     group (needed by ``subscribe``, ``commit`` and ``committed``).
@@ -119,6 +120,7 @@ class Consumer:
         api_key: str | None = None,
         tenant: str | None = None,
         address_map: Mapping[str, str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         group_id: str | None = None,
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5000,
@@ -150,6 +152,7 @@ class Consumer:
             api_key=api_key,
             tenant=tenant,
             address_map=address_map,
+            tls_ca=tls_ca,
         )
         calls = LeaderCalls(self._metadata, self._backoff, attempt_timeout_s=attempt_timeout_s)
         self._max_poll_records = max_poll_records

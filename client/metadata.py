@@ -47,6 +47,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from typing import NamedTuple
 
 import grpc
 
-from client.auth import call_metadata, credentials_interceptors
+from client.auth import call_metadata, channel_credentials, credentials_interceptors, open_channel
 from client.errors import (
     CALLER_ERRORS,
     LeaderNotAvailableError,
@@ -147,14 +148,18 @@ class ChannelPool:
         api_key: str | None = None,
         tenant: str | None = None,
         address_map: Mapping[str, str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         """``api_key`` and ``tenant`` go with every call (client/auth.py);
+        ``tls_ca``: the cluster CA to connect with TLS (None:
+        ``$RAFTLOG_TLS_CA`` or plaintext; client/auth.py ``channel_credentials``);
         ``address_map`` maps a node's advertised address to the one actually
         dialled (a proxy in failover drills, a port-forward); addresses not
         in it are dialled as they are."""
         self._options = list(options)
         headers = call_metadata(api_key, tenant)
         self._interceptors = credentials_interceptors(headers)
+        self._credentials = channel_credentials(tls_ca)
         self._address_map = dict(address_map or {})
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._log: dict[str, log_pb2_grpc.LogServiceStub] = {}
@@ -168,10 +173,8 @@ class ChannelPool:
             raise RuntimeError("channel pool is closed")
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                self._address_map.get(address, address),
-                options=self._options,
-                interceptors=self._interceptors,
+            channel = self._channels[address] = open_channel(
+                self._address_map.get(address, address), self._credentials, self._options, self._interceptors
             )
         return channel
 
@@ -491,13 +494,14 @@ def client_transport(
     api_key: str | None = None,
     tenant: str | None = None,
     address_map: Mapping[str, str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> ClientTransport:
     """A fresh channel pool, a metadata cache over it (``bootstrap`` parsed
     there, once; each ``GetMetadata`` call gets ``request_timeout_s``, which
     callers pass as their per-attempt timeout) and a backoff from
     ``retry_backoff_ms`` up to ``retry_backoff_max_ms`` (never below the
     first)."""
-    pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map)
+    pool = ChannelPool(api_key=api_key, tenant=tenant, address_map=address_map, tls_ca=tls_ca)
     metadata = MetadataCache(bootstrap, pool, request_timeout_s=request_timeout_s)
     backoff = Backoff(retry_backoff_ms / 1000, max(retry_backoff_ms, retry_backoff_max_ms) / 1000)
     return ClientTransport(pool, metadata, backoff)

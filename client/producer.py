@@ -69,6 +69,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -165,6 +166,8 @@ class Producer:
     while no node answers. ``partitioner``: see ``client.partitioner``.
     ``api_key``, ``tenant``: who is calling (``client.auth``).
     ``address_map``: advertised node address -> address to dial.
+    ``tls_ca``: the cluster's CA certificate file for TLS (None:
+    ``$RAFTLOG_TLS_CA``, else plaintext; ``client.auth``).
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class Producer:
         api_key: str | None = None,
         tenant: str | None = None,
         address_map: Mapping[str, str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
     ) -> None:
         if not HEADER_SIZE < max_batch_bytes <= max_request_bytes:
             raise ValueError(
@@ -209,6 +213,7 @@ class Producer:
             api_key=api_key,
             tenant=tenant,
             address_map=address_map,
+            tls_ca=tls_ca,
         )
         self._linger_s = linger_ms / 1000
         self._max_batch_bytes = max_batch_bytes

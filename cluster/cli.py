@@ -77,8 +77,9 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
-from cluster import cli_tenants
+from cluster import cli_audit, cli_tenants
 from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
+from cluster.tls import cli as tls_cli
 from flags import cli as flags_cli
 from flags.experiments import cli as experiment_cli
 from raftlog.v1 import admin_pb2, groups_pb2
@@ -102,6 +103,7 @@ def _bootstrap(args: argparse.Namespace) -> list[str]:
 class Identity(TypedDict):
     api_key: str | None
     tenant: str | None
+    tls_ca: str | None
 
 
 def _identity(args: argparse.Namespace) -> Identity:
@@ -110,6 +112,7 @@ def _identity(args: argparse.Namespace) -> Identity:
     return {
         "api_key": args.resolved_api_key,
         "tenant": args.tenant or os.environ.get("RAFTLOG_TENANT") or None,
+        "tls_ca": args.tls_ca,  # None: the SDK reads $RAFTLOG_TLS_CA (client/auth.py)
     }
 
 
@@ -444,7 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tenant", help="with an operator key: the tenant to act in (default: $RAFTLOG_TENANT or 'default')"
     )
+    parser.add_argument(
+        "--tls-ca", metavar="PATH", help="connect with TLS, trusting this CA file (default: $RAFTLOG_TLS_CA)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    tls_cli.add_commands(commands)  # raftlog certs init
 
     serve = commands.add_parser("serve", help="run one node from a static cluster file")
     serve.add_argument("--config", required=True)
@@ -551,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cli.add_commands(
         commands.add_parser("experiment", help="A/B experiments on flags (on the flag server)")
     )
+    cli_audit.add_command(commands)
     return parser
 
 

@@ -13,6 +13,12 @@ serves the Raft transport, ``raftlog.v1`` (log, metadata, admin, groups),
 cluster join, NodeAdmin, health and reflection. It runs until ``stop()``
 (SIGTERM/SIGINT in ``cluster.serve``).
 
+With ``[tls]`` in the cluster file (cluster/tls/__init__.py) the public
+API is served over TLS on the node's address, and everything node-to-node
+(transport, join, NodeAdmin, forwarded calls) goes to a second, mutual-TLS
+listener of the same server at port + ``internal_port_offset``; every
+outgoing node channel is opened by one ``Dialer`` (cluster/tls/dial.py).
+
 Two doors guard that port: the internal door (cluster/internal/internal_door.py)
 admits calls to the internal services (transport, join, NodeAdmin) only
 with a node proof made from the cluster secret, and the front door
@@ -28,7 +34,10 @@ Invariants:
   refused (unknown key or topic) but are never answered wrongly.
 - A node never runs without the cluster secret (``ConfigError`` at
   construction), and its outgoing internal calls (transport streams, join)
-  carry its proof.
+  carry its proof. With TLS, a node whose certificate files are missing or
+  do not match does not start (``ConfigError``), and internal services
+  answer only calls with a verified cluster certificate (the internal
+  listener) as well as a proof.
 - Shutdown order: stop the background loops, stop accepting requests
   (grace period for calls in flight), close the transport, then the
   replicas, the writer and the store. A replica or writer failure stops
@@ -67,6 +76,9 @@ from cluster.leader_balance import hand_back_leadership
 from cluster.reconciler import Reconciler, wait_for
 from cluster.routing.leader_routing import LeaderRouting
 from cluster.static_config import ConfigError, StaticCluster
+from cluster.tls.dial import PLAIN, Dialer, TlsDialer
+from cluster.tls.material import CertSource, server_credentials
+from cluster.tls.settings import check_ports, internal_address
 from cluster.transport.raft_transport import RaftTransport
 from cluster.transport.transport_config import TransportConfig, server_options
 from partitions.replica import ReplicaConfig
@@ -128,6 +140,12 @@ class Node:
         self.spec = cluster.node(node_id)
         self.node_id = node_id
         self.data_dir = data_dir or self.spec.data_dir
+        self._tls: CertSource | None = None
+        self._dialer: Dialer = PLAIN
+        if cluster.tls is not None:
+            check_ports([n.address for n in cluster.nodes], cluster.tls.internal_port_offset)
+            self._tls = CertSource(cluster.tls.for_node(node_id))
+            self._dialer = TlsDialer(self._tls, cluster.tls.internal_port_offset)
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self.host: ReplicaHost | None = None
@@ -220,6 +238,7 @@ class Node:
                 on_leaders=routing.receive,
                 config=transport_config,
                 credentials=self._credentials,
+                dialer=self._dialer,
             )
             self.transport = transport
             # Only the voters bootstrap group 0 (with the file's other nodes
@@ -239,9 +258,11 @@ class Node:
             # internal services below (transport, join, NodeAdmin) pass the
             # internal door instead (a node proof), which must come first.
             door = FrontDoor(auth.caller, self._address_of)
-            internal_door = InternalDoor(proof_rule(self._credentials.checker()))
+            internal_door = InternalDoor(
+                proof_rule(self._credentials.checker()), require_peer_certificate=self._tls is not None
+            )
             server = grpc.aio.server(options=list(options.items()), interceptors=[internal_door, door])
-            forwarder = Forwarder()
+            forwarder = Forwarder(self._dialer)
 
             # Every partition's leader, hosted here or not (cluster/routing/).
             leader_of = routing.leader_of
@@ -262,11 +283,17 @@ class Node:
                 lambda: node_admin.snapshot(node_admin_pb2.StatsRequest(summary_only=True)),
                 self._credentials.metadata,
                 self._dial,
+                dialer=self._dialer,
             )
             # CompactTopic and DescribeTopic's figures reach each
             # partition's leader the same way (cluster/frontend/compaction.py).
             leader_asker = LeaderAsker(
-                self.node_id, node_admin, self._credentials.metadata, self._address_of, self._dial
+                self.node_id,
+                node_admin,
+                self._credentials.metadata,
+                self._address_of,
+                self._dial,
+                dialer=self._dialer,
             )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
                 AdminService(self.node_id, controller, leader_of, forwarder, node_stats, leader_asker), server
@@ -280,9 +307,7 @@ class Node:
                 JoinService(self.node_id, cluster.cluster_id, controller), server
             )
             health = enable_health_and_reflection(server)
-            self.bound_port = server.add_insecure_port(self.spec.address)
-            if self.bound_port == 0:
-                raise ConfigError(f"node {self.node_id}: cannot listen on {self.spec.address}")
+            self._listen(server)
             duties = ControllerDuties(
                 self.node_id,
                 controller,
@@ -301,6 +326,7 @@ class Node:
                 static_peers,
                 self._dial,
                 prove=self._credentials.metadata,
+                dialer=self._dialer,
             )
             await server.start()
             await transport.start()
@@ -315,7 +341,7 @@ class Node:
             ]
             if self.node_id not in voters:
                 joining = join_until_registered(
-                    controller, self._join_request(), static_peers.values(), self._credentials
+                    controller, self._join_request(), static_peers.values(), self._credentials, self._dialer
                 )
                 loops.append(asyncio.create_task(joining, name="raftlog-join"))
             stop = asyncio.create_task(self._stop.wait())
@@ -331,6 +357,27 @@ class Node:
                 await node_stats.close()
                 await leader_asker.close()
                 await transport.close()
+
+    def _listen(self, server: grpc.aio.Server) -> None:
+        """Without TLS: one plaintext port. With TLS: the public API over
+        TLS on the node's address, and the internal listener (client
+        certificate required) at port + offset (cluster/tls/__init__.py)."""
+        address = self.spec.address
+        if self._tls is None or self.cluster.tls is None:
+            self.bound_port = server.add_insecure_port(address)
+        else:
+            self.bound_port = server.add_secure_port(
+                address, server_credentials(self._tls, require_client_certificate=False)
+            )
+            internal = internal_address(address, self.cluster.tls.internal_port_offset)
+            if not server.add_secure_port(
+                internal, server_credentials(self._tls, require_client_certificate=True)
+            ):
+                raise ConfigError(
+                    f"node {self.node_id}: cannot listen on {internal} (the internal TLS listener)"
+                )
+        if self.bound_port == 0:
+            raise ConfigError(f"node {self.node_id}: cannot listen on {address}")
 
     async def _become_ready(
         self, duties: ControllerDuties, reconciler: Reconciler, health_servicer: health.aio.HealthServicer

@@ -60,6 +60,7 @@ import grpc
 
 from cluster.controller import Assignment, Topic
 from cluster.controller_replica import ControllerReplica
+from cluster.tls.dial import PLAIN, Dialer
 from cluster.transport.raft_transport import RaftTransport
 from partitions.replica import Replica, ReplicaConfig
 from partitions.replica_errors import ReplicaError
@@ -93,6 +94,8 @@ class Reconciler:
     needed before the controller has registered anyone."""
     dial: Mapping[int, str] = field(default_factory=dict)
     prove: Callable[[str], tuple[tuple[str, str], ...]] = lambda _method: ()
+    dialer: Dialer = PLAIN
+    """Opens channels to other nodes (cluster/tls/dial.py)."""
     """Call metadata with this node's proof for an internal method (NodeAdmin
     admits only nodes of the cluster, cluster/internal/internal_door.py)."""
     applied_version: int = -1
@@ -191,7 +194,9 @@ class Reconciler:
             known = self.controller.state.node(node)
             if known is None:
                 continue
-            status = await _replica_status(self.dial.get(node, known.address), replica.group, self.prove)
+            status = await _replica_status(
+                self.dial.get(node, known.address), replica.group, self.prove, self.dialer
+            )
             if status is not None and status.role == "LEADER":
                 # Committed, not merely appended: an appended removal is
                 # undone if the leader dies before it commits.
@@ -282,11 +287,11 @@ def next_membership_step(
 
 
 async def _replica_status(
-    address: str, group: int, prove: Callable[[str], tuple[tuple[str, str], ...]]
+    address: str, group: int, prove: Callable[[str], tuple[tuple[str, str], ...]], dialer: Dialer = PLAIN
 ) -> node_admin_pb2.ReplicaStats | None:
     """``group``'s replica on the node at ``address``, as that node reports
     it (None: unreachable, refused, or no such replica there)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with dialer.dial(address) as channel:
         try:
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
                 node_admin_pb2.StatsRequest(groups=[group]),

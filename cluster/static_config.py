@@ -27,6 +27,11 @@ starts with, in one TOML file every node is started from (``--node-id``)::
     ms = 604800000
     bytes = -1
 
+    [tls]                           # optional: TLS for clients, mTLS between
+    ca_file = "certs/ca.pem"        # nodes (format: cluster/tls/settings.py)
+    cert_file = "certs/node{id}.pem"
+    key_file = "certs/node{id}.key"
+
 The file is where a cluster starts, not what it is: the metadata controller
 (Raft group 0) registers the nodes and creates the topics listed here when
 it first meets them, and from then on its log is the truth (topics made
@@ -50,7 +55,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cluster.tls.settings import TlsConfig
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -119,6 +127,8 @@ class StaticCluster:
     controller_nodes: tuple[int, ...] = ()
     """The voters of the metadata controller (group 0); empty: the first
     three nodes of the file. Every other node follows it as a learner."""
+    tls: TlsConfig | None = None
+    """``[tls]`` (cluster/tls/settings.py); None: plaintext, one port."""
 
     def controller_voters(self) -> tuple[int, ...]:
         return self.controller_nodes or tuple(n.id for n in self.nodes[:3])
@@ -196,6 +206,12 @@ def _path_or_none(value: Any, base_dir: Path) -> Path | None:
     return base_dir / value
 
 
+def _parse_tls(section: Any, base_dir: Path) -> TlsConfig | None:
+    from cluster.tls.settings import parse_tls  # here: it imports ConfigError from this module
+
+    return parse_tls(section, base_dir)
+
+
 def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
     """Build and validate a ``StaticCluster`` from a parsed TOML document;
     relative data_dirs are resolved against ``base_dir``."""
@@ -241,6 +257,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
             offsets_partitions=int(doc.get("offsets_partitions", 3)),
             cluster_secret_file=_path_or_none(doc.get("cluster_secret_file"), base_dir),
+            tls=_parse_tls(doc.get("tls"), base_dir),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

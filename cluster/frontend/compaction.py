@@ -37,6 +37,7 @@ import grpc
 
 from cluster.frontend.forwarding import ChannelCache
 from cluster.internal.node_admin import NODE_ADMIN_COMPACT
+from cluster.tls.dial import PLAIN, Dialer
 from raftlog.internal.node_proof import NODE_ADMIN_STATS
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
@@ -70,6 +71,7 @@ class LeaderAsker:
         address_of: Callable[[int], str],
         dial: Mapping[int, str] | None = None,
         ask_timeout_s: float = ASK_TIMEOUT_S,
+        dialer: Dialer = PLAIN,
     ) -> None:
         self._node_id = node_id
         self._local = local
@@ -77,7 +79,7 @@ class LeaderAsker:
         self._address_of = address_of
         self._dial = dict(dial or {})
         self._ask_timeout_s = ask_timeout_s
-        self._channels = ChannelCache()
+        self._channels = ChannelCache(dialer=dialer)  # cluster/tls/dial.py
 
     def _stub(self, node: int) -> node_admin_pb2_grpc.NodeAdminStub | None:
         target = self._dial.get(node) or self._address_of(node)

@@ -29,11 +29,13 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from cluster.tls.dial import PLAIN, Dialer
 from raftlog.v1 import channel_options, headers
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -49,27 +51,50 @@ _PASSED_ON = frozenset({headers.AUTHORIZATION, headers.TENANT})
 
 
 class ChannelCache:
-    """One ``grpc.aio`` channel per leader address, opened on first use and
-    kept until ``close`` (a cluster has few nodes). Use from one event loop."""
+    """One ``grpc.aio`` channel per node address, opened on first use with
+    ``dialer`` (cluster/tls/dial.py: plaintext, or mTLS to the node's
+    internal listener) and kept until ``close`` (a cluster has few nodes).
+    When the dialer's credentials change (a reloaded certificate) every
+    cached channel is replaced on its next use; the old ones get
+    ``DEFAULT_TIMEOUT_S`` for calls in flight, then close. Use from one
+    event loop."""
 
-    def __init__(self, options: tuple[tuple[str, int], ...] = CHANNEL_OPTIONS) -> None:
+    def __init__(
+        self, options: tuple[tuple[str, int], ...] = CHANNEL_OPTIONS, dialer: Dialer = PLAIN
+    ) -> None:
         self._options = list(options)
+        self._dialer = dialer
+        self._generation = dialer.generation
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def channel(self, address: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise RuntimeError("channel cache is closed")
+        generation = self._dialer.generation
+        if generation != self._generation:
+            self._generation = generation
+            self._retire(list(self._channels.values()))
+            self._channels.clear()
         channel = self._channels.get(address)
         if channel is None:
-            if self._closed:
-                raise RuntimeError("channel cache is closed")
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+            channel = self._channels[address] = self._dialer.dial(address, self._options)
         return channel
+
+    def _retire(self, channels: list[grpc.aio.Channel]) -> None:
+        for channel in channels:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=DEFAULT_TIMEOUT_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         self._closed = True
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close()
+        for task in list(self._retiring):
+            task.cancel()
 
 
 def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
@@ -96,8 +121,8 @@ async def relay_error(
 class Forwarder:
     """Re-sends requests to leaders over a ``ChannelCache``."""
 
-    def __init__(self) -> None:
-        self._channels = ChannelCache()
+    def __init__(self, dialer: Dialer = PLAIN) -> None:
+        self._channels = ChannelCache(dialer=dialer)
 
     async def forward(
         self,

@@ -39,6 +39,7 @@ from cluster.controller import ControllerState, Node
 from cluster.frontend.forwarding import ChannelCache
 from cluster.frontend.grpc_errors import ServiceError
 from cluster.primitives.pagination import DEFAULT_PAGE_SIZE, Listing, int_key, paginate
+from cluster.tls.dial import PLAIN, Dialer
 from raftlog.internal.node_proof import NODE_ADMIN_STATS
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 from raftlog.v1 import admin_pb2
@@ -120,16 +121,18 @@ class NodeStatsGatherer:
         prove: Prove,
         dial: Mapping[int, str] | None = None,
         ask_timeout_s: float = ASK_TIMEOUT_S,
+        dialer: Dialer = PLAIN,
     ) -> None:
         """``local``: this node's own summary; ``prove``: this node's proof
         for a method; ``dial``: nodes reached at another address than the
-        registered one (the reconciler's ``--dial`` overrides)."""
+        registered one (the reconciler's ``--dial`` overrides); ``dialer``:
+        how channels to them are opened (cluster/tls/dial.py)."""
         self._node_id = node_id
         self._local = local
         self._prove = prove
         self._dial = dict(dial or {})
         self._ask_timeout_s = ask_timeout_s
-        self._channels = ChannelCache()
+        self._channels = ChannelCache(dialer=dialer)
 
     async def gather(
         self, nodes: Sequence[tuple[int, str]], time_remaining_s: float | None = None

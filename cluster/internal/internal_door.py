@@ -24,13 +24,18 @@ Invariants:
 - Must come before the front door in the server's interceptor list: the
   front door must be last (it caches the handlers it is given), and this
   door only asks the ones after it for the handler.
-- Adding mTLS later: the door takes the admission rule as an argument
-  (``admit``); a rule that accepts a verified peer certificate (from the
-  call's auth context) slots in beside the proof rule.
+- With TLS on (``require_peer_certificate``, cluster/tls/__init__.py) an
+  internal call also needs a verified client certificate in its auth
+  context, which only the internal (mTLS) listener produces: internal
+  services called on the public TLS listener are refused the same way.
+  The proof is still required. The auth context is only visible to the
+  handler, so this check runs at the start of a wrapper around the handler,
+  before the service's own code (a unary request has been parsed by then).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +45,7 @@ import grpc
 
 from cluster.frontend.front_door import INTERNAL_SERVICES
 from cluster.internal.node_auth import PROOF_METADATA_KEY, ProofChecker
+from cluster.tls.peer import has_verified_peer_certificate
 
 __all__ = ["REFUSAL", "InternalDoor", "proof_rule"]
 
@@ -73,6 +79,40 @@ async def _refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
 
+def _behind_certificate_check(handler: grpc.RpcMethodHandler, refused: Callable[[], None]) -> Any:
+    """``handler`` whose behaviour first checks for a verified peer
+    certificate (refusing without one, like a missing proof)."""
+
+    def checked(behavior: Any) -> Any:
+        if behavior is None:
+            return None
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if not has_verified_peer_certificate(context):
+                    refused()
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+                async for item in behavior(request, context):
+                    yield item
+
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not has_verified_peer_certificate(context):
+                refused()
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+            return await behavior(request, context)
+
+        return call
+
+    return handler._replace(
+        unary_unary=checked(handler.unary_unary),
+        unary_stream=checked(handler.unary_stream),
+        stream_unary=checked(handler.stream_unary),
+        stream_stream=checked(handler.stream_stream),
+    )
+
+
 def _refusal_like(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that refuses at once. No
     deserializer: nothing the caller sent is parsed."""
@@ -88,9 +128,17 @@ def _refusal_like(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandle
 class InternalDoor(grpc.aio.ServerInterceptor):
     """The interceptor; see the module docstring."""
 
-    def __init__(self, admit: Admit, services: frozenset[str] = INTERNAL_SERVICES) -> None:
+    def __init__(
+        self,
+        admit: Admit,
+        services: frozenset[str] = INTERNAL_SERVICES,
+        *,
+        require_peer_certificate: bool = False,
+    ) -> None:
+        """``require_peer_certificate``: TLS is on (module docstring)."""
         self._admit = admit
         self._services = services
+        self._require_peer_certificate = require_peer_certificate
         self.refused_calls = 0
         self._refused_since_log = 0
         self._last_log = -LOG_EVERY_S
@@ -106,7 +154,10 @@ class InternalDoor(grpc.aio.ServerInterceptor):
         if method[1 : method.rfind("/")] not in self._services:
             return await continuation(handler_call_details)
         if self._admit(method, tuple(handler_call_details.invocation_metadata or ())):
-            return await continuation(handler_call_details)
+            handler = await continuation(handler_call_details)
+            if self._require_peer_certificate and handler is not None:
+                return _behind_certificate_check(handler, lambda: self._note_refusal(method))
+            return handler
         self._note_refusal(method)
         return _refusal_like(await continuation(handler_call_details))
 
@@ -116,8 +167,9 @@ class InternalDoor(grpc.aio.ServerInterceptor):
         now = time.monotonic()
         if now - self._last_log >= LOG_EVERY_S:
             log.warning(
-                "refused %d internal call(s) without a valid node proof (latest: %s); "
-                "check that every node has this cluster's secret file and a clock within a minute",
+                "refused %d internal call(s) without a valid node proof or (with TLS) a cluster "
+                "certificate (latest: %s); check that every node has this cluster's secret file, a clock "
+                "within a minute and (with TLS) calls its peers' internal listener",
                 self._refused_since_log,
                 method,
             )

@@ -44,6 +44,7 @@ from cluster.controller import RegisterNode, Rejected, encode_command
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.grpc_errors import ServiceError, abort, error_info
 from cluster.internal.node_auth import NodeCredentials, claimed_node
+from cluster.tls.dial import PLAIN, Dialer
 from partitions.replica_errors import ReplicaError
 from raftlog.internal.v1 import join_pb2, join_pb2_grpc
 from raftlog.v1.reasons import Reason
@@ -133,6 +134,7 @@ async def join_until_registered(
     request: join_pb2.JoinRequest,
     seeds: Iterable[str],
     credentials: NodeCredentials,
+    dialer: Dialer = PLAIN,
 ) -> None:
     """Ask ``seeds`` (and the leaders they name) to register this node until
     the metadata it follows lists it as asked; every ask carries a fresh
@@ -150,7 +152,7 @@ async def join_until_registered(
             if address in asked:
                 continue
             asked.add(address)
-            leader, refusal = await _ask(address, request, credentials)
+            leader, refusal = await _ask(address, request, credentials, dialer)
             refused |= refusal
             if leader:
                 addresses.insert(0, leader)
@@ -163,10 +165,12 @@ def _registered_as_asked(controller: ControllerReplica, request: join_pb2.JoinRe
     return known is not None and (known.address, known.zone) == (request.address, request.zone)
 
 
-async def _ask(address: str, request: join_pb2.JoinRequest, credentials: NodeCredentials) -> tuple[str, bool]:
+async def _ask(
+    address: str, request: join_pb2.JoinRequest, credentials: NodeCredentials, dialer: Dialer = PLAIN
+) -> tuple[str, bool]:
     """One ``Join`` call: the leader address a non-leader named, and whether
     the cluster refused the node (logged)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with dialer.dial(address) as channel:
         try:
             await join_pb2_grpc.ClusterJoinStub(channel).Join(
                 request, timeout=CALL_TIMEOUT_S, metadata=credentials.metadata(JOIN_METHOD)

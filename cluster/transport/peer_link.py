@@ -59,6 +59,7 @@ from typing import Protocol
 
 import grpc
 
+from cluster.tls.dial import PLAIN, Dialer
 from cluster.transport.raft_wire import encode_batch
 from cluster.transport.transport_config import PeerCounters, TransportConfig, channel_options
 from raftlog.internal.v1 import transport_pb2
@@ -136,9 +137,12 @@ class PeerLink:
         rng: random.Random | None = None,
         lost: Callable[[], None] | None = None,
         credentials: Credentials | None = None,
+        dialer: Dialer = PLAIN,
     ) -> None:
         """``credentials``: the proof each stream opens with (None: none,
-        for a transport tested without the internal door)."""
+        for a transport tested without the internal door). ``dialer``: opens
+        each stream's channel (cluster/tls/dial.py; a new channel per stream,
+        so a reloaded certificate is used from the next stream on)."""
         self.peer = peer
         self.address = address
         self._route = f"{node_id}->{peer}"  # in task names
@@ -154,6 +158,7 @@ class PeerLink:
         )
         self._credentials = credentials
         self._channel_options = channel_options(config)
+        self._dialer = dialer
         self._queue: deque[bytes] = deque()  # serialized GroupMessages
         self._queued_bytes = 0
         self._inflight: deque[tuple[int, int, int, float]] = deque()  # (seq, bytes, messages, written at)
@@ -365,7 +370,7 @@ class PeerLink:
 
     async def _stream(self, address: str) -> None:
         """One stream: open it, write and read acks until it fails."""
-        channel = grpc.aio.insecure_channel(address, options=self._channel_options)
+        channel = self._dialer.dial(address, self._channel_options)
         try:
             open_stream = channel.stream_stream(
                 STREAM_METHOD,

@@ -60,6 +60,7 @@ from dataclasses import asdict
 
 import grpc
 
+from cluster.tls.dial import PLAIN, Dialer
 from cluster.transport.inbound_stream import InboundStream, Refusal, admit
 from cluster.transport.peer_link import Credentials, PeerLink
 from cluster.transport.raft_wire import (
@@ -132,9 +133,11 @@ class RaftTransport:
         on_leaders: LeadersFn | None = None,
         config: TransportConfig = TransportConfig(),  # noqa: B008 - frozen, shared safely
         credentials: Credentials | None = None,
+        dialer: Dialer = PLAIN,
     ) -> None:
         """``credentials``: the node proof outbound streams open with (a node
-        always has them; None only for a transport tested without a door)."""
+        always has them; None only for a transport tested without a door).
+        ``dialer``: how streams to peers are opened (cluster/tls/dial.py)."""
         if node_id <= 0:
             raise ValueError(f"node id must be positive, not {node_id}")
         config.validate()
@@ -144,6 +147,7 @@ class RaftTransport:
         self._on_peer_state = on_peer_state
         self._on_leaders = on_leaders
         self._credentials = credentials
+        self._dialer = dialer
         self._leaders = b""  # the latest announcement, for peers added later
         self._rng = random.Random()
         self._peers: dict[int, _Peer] = {}
@@ -219,6 +223,7 @@ class RaftTransport:
                 self._rng,
                 lost=self._stream_lost(node),
                 credentials=self._credentials,
+                dialer=self._dialer,
             )
             self._peers[node] = _Peer(node, link, counters)
             if self._leaders:
