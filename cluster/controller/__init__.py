@@ -10,9 +10,13 @@ One job per module:
 
 - ``commands``: the command dataclasses and their versioned encoding;
 - ``results``: what applying a command returns (``RejectReason``);
-- ``model``: the records of the state and the rules for names and fields;
+- ``model``: the records of the state and the rules for names and fields
+  (key scopes: ``KeyScope``, ``check_key_scope``, ``key_expired``);
+- ``quotas``: ``QuotaLimits``, the built-in defaults, overlaying them;
 - ``state``: ``ControllerState`` — apply, snapshot/restore, queries;
+- ``tenancy``: the tenant, key and quota half of ``ControllerState``;
 - ``snapshot``: the versioned, checksummed snapshot layout;
+- ``field_codecs``: field encodings commands and the snapshot share;
 - ``api_keys``: issuing keys (proposer side, random) and checking them
   (HMAC-SHA256 with a per-key salt, constant-time compare);
 - ``placement``: where replicas go and the moves that repair, drain or
@@ -53,12 +57,28 @@ from cluster.controller.commands import (
     RemoveReplica,
     ReplicaChange,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     UnsupportedCommand,
     decode_command,
     encode_command,
 )
-from cluster.controller.model import ApiKeyInfo, Assignment, Node, Principal, Tenant, Topic, TopicConfig
+from cluster.controller.model import (
+    ADMIN_SCOPE,
+    OPERATOR_SCOPE,
+    ROLES,
+    ApiKeyInfo,
+    Assignment,
+    KeyScope,
+    Node,
+    Principal,
+    Tenant,
+    Topic,
+    TopicConfig,
+    check_key_scope,
+    key_expired,
+)
 from cluster.controller.placement import (
     Move,
     PlacementError,
@@ -68,6 +88,7 @@ from cluster.controller.placement import (
     rebalance_plan,
     replacements_for_dead_node,
 )
+from cluster.controller.quotas import BUILT_IN_DEFAULTS, QUOTA_FIELDS, QuotaLimits, check_quota, overlay
 from cluster.controller.results import (
     Applied,
     ApplyResult,
@@ -81,6 +102,11 @@ from cluster.controller.state import ControllerState, InconsistentState
 from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Page, PageError
 
 __all__ = [
+    "ADMIN_SCOPE",
+    "BUILT_IN_DEFAULTS",
+    "OPERATOR_SCOPE",
+    "QUOTA_FIELDS",
+    "ROLES",
     "AddLearner",
     "AlterTopicConfig",
     "ApiKeyInfo",
@@ -101,6 +127,7 @@ __all__ = [
     "InvalidPageSize",
     "InvalidPageToken",
     "IssuedApiKey",
+    "KeyScope",
     "MalformedCommand",
     "Move",
     "Node",
@@ -110,6 +137,7 @@ __all__ = [
     "Plan",
     "Principal",
     "PromoteLearner",
+    "QuotaLimits",
     "RegisterNode",
     "RejectReason",
     "Rejected",
@@ -117,15 +145,21 @@ __all__ = [
     "RemoveReplica",
     "ReplicaChange",
     "RevokeApiKey",
+    "SetApiKeyExpiry",
     "SetNodeLiveness",
+    "SetQuota",
     "Tenant",
     "Topic",
     "TopicConfig",
     "TopicCreated",
     "UnsupportedCommand",
+    "check_key_scope",
+    "check_quota",
     "decode_command",
     "encode_command",
     "issue_api_key",
+    "key_expired",
+    "overlay",
     "place_partitions",
     "plan_decommission",
     "rebalance_plan",

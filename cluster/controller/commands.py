@@ -22,6 +22,11 @@ CreateTenant        1     name text
 DeleteTenant        2     name text
 CreateApiKey        3     key_id text, is_operator flag, tenant text,
                           salt blob, digest blob
+CreateApiKey v2     3     the v1 fields, then ``key_scope`` (below);
+                          written only for a key that is not its
+                          tenant's default (operator for no tenant, admin
+                          otherwise) or that expires, so v1 bytes never
+                          change
 RevokeApiKey        4     key_id text
 CreateTopic         5     tenant text, name text, partitions u32,
                           replication_factor u16, retention_ms opt_i64,
@@ -44,11 +49,20 @@ RemoveReplica       13    group u64, node_id u64, expected_revision u64
 AlterTopicConfig    14    tenant text, name text, topic_revision u64,
                           expected_config_revision u64, retention_ms
                           opt_i64, retention_bytes opt_i64, ``compaction``
+SetQuota            15    tenant text ("" = the cluster defaults), then
+                          the 8 ``quotas.QUOTA_FIELDS`` as opt_i64 each
+SetApiKeyExpiry     16    key_id text, expires_at_ms i64 (0 = never)
 =================== ===== ================================================
 
 ``compaction`` is ``cleanup_policy text, min_compaction_lag_ms i64,
 delete_retention_ms i64, max_compaction_lag_ms opt_i64`` (the snapshot
 writes the same; ``write_compaction``).
+
+``key_scope`` is ``role text, produce_prefixes, consume_prefixes,
+group_prefixes, expires_at_ms i64`` where each prefix list is ``u32 count``
+then ``text`` each, sorted and distinct (the snapshot writes the same;
+``write_key_scope``). These shared field encodings live in
+field_codecs.py.
 
 Invariants:
 
@@ -75,7 +89,16 @@ import enum
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
-from cluster.controller.model import DEFAULT_DELETE_RETENTION_MS, TopicConfig
+from cluster.controller.field_codecs import (
+    read_compaction,
+    read_key_scope,
+    read_key_tenant,
+    write_compaction,
+    write_key_scope,
+    write_key_tenant,
+)
+from cluster.controller.model import DEFAULT_DELETE_RETENTION_MS, KeyScope, TopicConfig, default_scope
+from cluster.controller.quotas import QuotaLimits, read_quota, write_quota
 from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = [
@@ -99,13 +122,17 @@ __all__ = [
     "RemoveReplica",
     "ReplicaChange",
     "RevokeApiKey",
+    "SetApiKeyExpiry",
     "SetNodeLiveness",
+    "SetQuota",
     "UnsupportedCommand",
     "decode_command",
     "encode_command",
     "read_compaction",
+    "read_key_scope",
     "read_key_tenant",
     "write_compaction",
+    "write_key_scope",
     "write_key_tenant",
 ]
 
@@ -128,9 +155,11 @@ class CommandKind(enum.IntEnum):
     PROMOTE_LEARNER = 12
     REMOVE_REPLICA = 13
     ALTER_TOPIC_CONFIG = 14
+    SET_QUOTA = 15
+    SET_API_KEY_EXPIRY = 16
 
 
-NEWEST_VERSIONS: dict[int, int] = {CommandKind.CREATE_TOPIC: 2}
+NEWEST_VERSIONS: dict[int, int] = {CommandKind.CREATE_TOPIC: 2, CommandKind.CREATE_API_KEY: 2}
 """Kinds past their first version: the newest version this code reads."""
 
 
@@ -144,39 +173,6 @@ class MalformedCommand(CommandError):
 
 class UnsupportedCommand(CommandError):
     """A command kind or version newer than this code: stop, do not skip."""
-
-
-def write_key_tenant(w: Writer, tenant: str | None) -> None:
-    """An API key's tenant as ``is_operator flag, tenant text`` ("" for an
-    operator key): the encoding ``CreateApiKey`` and the snapshot share."""
-    w.flag(tenant is None).text(tenant or "")
-
-
-def read_key_tenant(r: Reader, key_id: str) -> str | None:
-    """What ``write_key_tenant`` wrote (None: an operator key). Raises
-    ``WireError`` for an operator key with a tenant."""
-    operator = r.flag("is_operator")
-    tenant = r.text("tenant")
-    if operator and tenant:
-        raise WireError(f"{r.what}: API key {key_id!r} is an operator key with a tenant {tenant!r}")
-    return None if operator else tenant
-
-
-def write_compaction(w: Writer, config: TopicConfig) -> None:
-    """A topic's compaction settings (the module docstring's ``compaction``)."""
-    w.text(config.cleanup_policy).i64(config.min_compaction_lag_ms).i64(config.delete_retention_ms)
-    w.opt_i64(config.max_compaction_lag_ms)
-
-
-def read_compaction(r: Reader) -> tuple[str, int, int, int | None]:
-    """What ``write_compaction`` wrote: ``(cleanup_policy,
-    min_compaction_lag_ms, delete_retention_ms, max_compaction_lag_ms)``."""
-    return (
-        r.text("cleanup_policy"),
-        r.i64("min_compaction_lag_ms"),
-        r.i64("delete_retention_ms"),
-        r.opt_i64("max_compaction_lag_ms"),
-    )
 
 
 _DEFAULT_COMPACTION: tuple[str, int, int, int | None] = ("delete", 0, DEFAULT_DELETE_RETENTION_MS, None)
@@ -216,23 +212,45 @@ class DeleteTenant:
 @dataclass(frozen=True, slots=True)
 class CreateApiKey:
     """Store an API key's salted hash (``api_keys.issue_api_key`` makes one).
-    ``tenant`` None is an operator key. The clear key is never in the log."""
+    ``tenant`` None is an operator key. The clear key is never in the log.
+    ``scope`` not given: the tenant's default (``model.default_scope``);
+    ``expires_at_ms`` 0: never."""
 
     KIND: ClassVar[CommandKind] = CommandKind.CREATE_API_KEY
     key_id: str
     tenant: str | None
     salt: bytes
     digest: bytes
+    scope: KeyScope = None  # type: ignore[assignment]
+    expires_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scope is None:
+            object.__setattr__(self, "scope", default_scope(self.tenant))
+
+    @property
+    def wire_version(self) -> int:
+        """1 for a default-scope key that never expires (older nodes apply
+        it), else 2."""
+        return 1 if self.scope == default_scope(self.tenant) and self.expires_at_ms == 0 else 2
 
     def _write(self, w: Writer) -> None:
         w.text(self.key_id)
         write_key_tenant(w, self.tenant)
         w.blob(self.salt).blob(self.digest)
+        if self.wire_version == 2:
+            write_key_scope(w, self.scope, self.expires_at_ms)
 
     @classmethod
-    def _read(cls, r: Reader) -> CreateApiKey:
+    def _read(cls, r: Reader, version: int = 1) -> CreateApiKey:
         key_id = r.text("key_id")
-        return cls(key_id, read_key_tenant(r, key_id), r.blob("salt"), r.blob("digest"))
+        tenant, salt, digest = read_key_tenant(r, key_id), r.blob("salt"), r.blob("digest")
+        if version == 1:
+            return cls(key_id, tenant, salt, digest)
+        scope, expires_at_ms = read_key_scope(r)
+        if scope == default_scope(tenant) and expires_at_ms == 0:
+            raise WireError(f"{r.what}: version 2 with the default scope and no expiry (version 1 holds it)")
+        return cls(key_id, tenant, salt, digest, scope, expires_at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +264,43 @@ class RevokeApiKey:
     @classmethod
     def _read(cls, r: Reader) -> RevokeApiKey:
         return cls(r.text("key_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class SetApiKeyExpiry:
+    """Make a key expire at ``expires_at_ms`` (Unix ms; 0: never): a
+    rotation's grace period for the old key, or lifting an expiry."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.SET_API_KEY_EXPIRY
+    key_id: str
+    expires_at_ms: int
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.key_id).i64(self.expires_at_ms)
+
+    @classmethod
+    def _read(cls, r: Reader) -> SetApiKeyExpiry:
+        return cls(r.text("key_id"), r.i64("expires_at_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    """Replace ``tenant``'s whole quota override record with ``limits`` (a
+    field None: the cluster default; all None removes the record).
+    ``tenant`` "" sets the cluster defaults instead (a field None: the
+    built-in default, ``quotas.BUILT_IN_DEFAULTS``)."""
+
+    KIND: ClassVar[CommandKind] = CommandKind.SET_QUOTA
+    tenant: str
+    limits: QuotaLimits
+
+    def _write(self, w: Writer) -> None:
+        w.text(self.tenant)
+        write_quota(w, self.limits)
+
+    @classmethod
+    def _read(cls, r: Reader) -> SetQuota:
+        return cls(r.text("tenant"), read_quota(r))
 
 
 # --- topics ----------------------------------------------------------------------
@@ -511,6 +566,8 @@ Command = (
     | PromoteLearner
     | RemoveReplica
     | AlterTopicConfig
+    | SetQuota
+    | SetApiKeyExpiry
 )
 """Every command."""
 
@@ -523,7 +580,8 @@ _CLASSES: dict[int, type[Command]] = {cls.KIND: cls for cls in get_args(Command)
 def encode_command(command: Command) -> bytes:
     """The entry data for ``command``. Raises ``ValueError`` for a value that
     does not fit its field."""
-    version = command.wire_version if isinstance(command, CreateTopic) else COMMAND_VERSION
+    versioned = command if isinstance(command, CreateTopic | CreateApiKey) else None
+    version = versioned.wire_version if versioned is not None else COMMAND_VERSION
     w = Writer().u8(command.KIND).u8(version)
     command._write(w)
     return bytes(w)
@@ -551,7 +609,10 @@ def decode_command(data: bytes) -> Command:
         )
     reader = Reader(data, cls.__name__, start=2)
     try:
-        command = CreateTopic._read(reader, version) if cls is CreateTopic else cls._read(reader)
+        if cls is CreateTopic or cls is CreateApiKey:
+            command: Command = cls._read(reader, version)
+        else:
+            command = cls._read(reader)
         reader.finish()
     except WireError as exc:
         raise MalformedCommand(str(exc)) from None

@@ -14,9 +14,11 @@ problem description, or None when the value is fine):
   characters, port 1-65535; node ids 1 .. 2**63-1;
 - API key ids: ``api_keys.KEY_ID_LENGTH`` lowercase hex digits;
 - partitions: 1 .. ``MAX_PARTITIONS`` per topic, and a new topic must fit
-  the tenant's cap (``MAX_TENANT_PARTITIONS``) and the cluster's
-  (``MAX_CLUSTER_PARTITIONS``): ``check_partitions``, the one rule the admin
-  service applies before it places a topic and the state applies again;
+  the tenant's partition quota (built-in default ``MAX_TENANT_PARTITIONS``)
+  and the cluster's cap (``MAX_CLUSTER_PARTITIONS``): ``check_partitions``,
+  which ``ControllerState.check_new_topic`` runs with the tenant's
+  effective quota, the one rule the admin service applies before it places
+  a topic and the state applies again;
 - replication factor 1 .. ``MAX_REPLICATION_FACTOR``; retention: ``ms`` > 0
   and ``bytes`` >= 0 when set (``check_replication_factor``,
   ``check_retention``);
@@ -26,6 +28,16 @@ problem description, or None when the value is fine):
   ``min_compaction_lag_ms`` and ``delete_retention_ms`` 0 ..
   ``MAX_CONFIG_MS``; ``max_compaction_lag_ms`` unset or 1 ..
   ``MAX_CONFIG_MS`` and not below ``min_compaction_lag_ms``.
+
+- API key scopes (``KeyScope``, ``check_key_scope``): role ``operator``
+  exactly for a key of no tenant; ``admin`` (the whole tenant) or
+  ``client`` for a tenant key. Only a client key has prefixes, and it has
+  at least one: produce and consume topic-name prefixes and consumer-group
+  prefixes, each "" (everything) or a prefix of a valid name, at most
+  ``MAX_PREFIXES`` per list, kept sorted and distinct (one spelling per
+  scope). A key's expiry ``expires_at_ms`` is 0 (never) or a Unix time in
+  ms; an expired key still authenticates (``key_expired`` tells the door,
+  which refuses it with ``API_KEY_EXPIRED``).
 
 A problem description never quotes more than a short prefix of the value
 it is about (``shown``): a request may carry a megabyte of name.
@@ -51,25 +63,31 @@ from dataclasses import dataclass, field
 from cluster.controller.results import Rejected, RejectReason
 
 __all__ = [
+    "ADMIN_SCOPE",
     "CLEANUP_POLICIES",
     "DEFAULT_DELETE_RETENTION_MS",
     "MAX_CLUSTER_PARTITIONS",
     "MAX_CONFIG_MS",
     "MAX_NODE_ID",
     "MAX_PARTITIONS",
+    "MAX_PREFIXES",
     "MAX_REPLICATION_FACTOR",
     "MAX_TENANT_PARTITIONS",
+    "OPERATOR_SCOPE",
+    "ROLES",
     "TENANT_NAME_MAX",
     "TOPIC_NAME_MAX",
     "ApiKeyInfo",
     "ApiKeyRecord",
     "Assignment",
+    "KeyScope",
     "Node",
     "Principal",
     "Tenant",
     "Topic",
     "TopicConfig",
     "check_address",
+    "check_key_scope",
     "check_name",
     "check_partitions",
     "check_replication_factor",
@@ -78,6 +96,8 @@ __all__ = [
     "check_topic_config",
     "check_topic_name",
     "check_zone",
+    "default_scope",
+    "key_expired",
     "shown",
 ]
 
@@ -88,9 +108,10 @@ ADDRESS_MAX = 255
 MAX_PARTITIONS = 10_000
 """Per topic: every partition is a Raft group every replica node hosts."""
 MAX_TENANT_PARTITIONS = 1_000
-"""Per tenant, all its topics together: the default partition quota until
-per-tenant quotas exist (a later issue makes it a tenant setting). Enough
-for the density benchmark's 1,000 idle partitions in one tenant."""
+"""Per tenant, all its topics together: the built-in default of the
+``partitions`` quota (``quotas.BUILT_IN_DEFAULTS``; the cluster file's
+``[quotas]`` and an operator's per-tenant quota override it). Enough for
+the density benchmark's 1,000 idle partitions in one tenant."""
 MAX_CLUSTER_PARTITIONS = 10_000
 """All tenants together (the internal ``__system`` topics included): what a
 small cluster's nodes can host as Raft groups.
@@ -110,6 +131,10 @@ MAX_CONFIG_MS = 100 * 365 * 86_400_000
 """A century: the longest lag or tombstone retention a topic may ask for
 (beyond it a value is a typo, and time arithmetic stays far from i64)."""
 MAX_NODE_ID = 2**63 - 1
+MAX_PREFIXES = 32
+"""Per prefix list of a client key: a scope is a few name patterns, not an
+access-control list (a key per application)."""
+ROLES = ("operator", "admin", "client")
 SHOWN_MAX = 64
 """How much of a client-supplied value a message quotes (``shown``)."""
 
@@ -145,22 +170,32 @@ def check_topic_name(name: str) -> str | None:
     return check_name("topic", name, TOPIC_NAME_MAX)
 
 
-def check_partitions(partitions: int, tenant_partitions: int, cluster_partitions: int) -> Rejected | None:
-    """Whether a new topic of ``partitions`` may be created by a tenant that
-    has ``tenant_partitions`` already, in a cluster with
+def check_partitions(
+    partitions: int,
+    tenant_partitions: int,
+    cluster_partitions: int,
+    tenant_limit: int | None = MAX_TENANT_PARTITIONS,
+    tenant: str | None = None,
+) -> Rejected | None:
+    """Whether a new topic of ``partitions`` may be created by ``tenant``,
+    which has ``tenant_partitions`` already and may have ``tenant_limit``
+    (its partition quota; None: no limit), in a cluster with
     ``cluster_partitions``: None, or why not (``INVALID_PARTITIONS`` for a
-    count no topic may have, ``TOO_MANY_PARTITIONS`` for one that does not
-    fit a cap). O(1): callers count first (``ControllerState.partition_counts``),
-    and nothing is placed before it passed."""
+    count no topic may have, ``QUOTA_EXCEEDED`` over the tenant's quota,
+    ``TOO_MANY_PARTITIONS`` over the cluster's cap). O(1): callers count
+    first (``ControllerState.check_new_topic`` does it all with the tenant's
+    effective quota), and nothing is placed before it passed."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         return Rejected(
             RejectReason.INVALID_PARTITIONS, f"a topic has 1-{MAX_PARTITIONS} partitions, not {partitions}"
         )
-    if tenant_partitions + partitions > MAX_TENANT_PARTITIONS:
+    if tenant_limit is not None and tenant_partitions + partitions > tenant_limit:
+        who = "the tenant" if tenant is None else f"tenant {shown(tenant)}"
         return Rejected(
-            RejectReason.TOO_MANY_PARTITIONS,
-            f"the tenant has {tenant_partitions} of its {MAX_TENANT_PARTITIONS} partitions; "
-            f"{partitions} more do not fit (delete topics first)",
+            RejectReason.QUOTA_EXCEEDED,
+            f"{who} has {tenant_partitions} of its {tenant_limit} partitions; {partitions} more do not fit "
+            f"(delete topics or ask an operator to raise the quota: "
+            f"raftlog tenant quota set {tenant or 'TENANT'} --partitions N)",
         )
     if cluster_partitions + partitions > MAX_CLUSTER_PARTITIONS:
         return Rejected(
@@ -256,6 +291,87 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyScope:
+    """What an API key may do in its tenant (the module docstring's rules).
+    Prefix lists are stored sorted and distinct whatever order they were
+    given in, so equal scopes are equal values and encode alike."""
+
+    role: str = "admin"
+    """``operator`` (no tenant), ``admin`` (everything in its tenant) or
+    ``client`` (data calls on the topics and groups its prefixes match)."""
+    produce_prefixes: tuple[str, ...] = ()
+    consume_prefixes: tuple[str, ...] = ()
+    group_prefixes: tuple[str, ...] = ()
+    """Consumer groups a client key may use ("" = every group)."""
+
+    def __post_init__(self) -> None:
+        for name in ("produce_prefixes", "consume_prefixes", "group_prefixes"):
+            object.__setattr__(self, name, tuple(sorted(set(getattr(self, name)))))
+
+    @property
+    def is_client(self) -> bool:
+        return self.role == "client"
+
+    def may_produce(self, topic: str) -> bool:
+        """Whether the key may write to ``topic`` of its tenant."""
+        return not self.is_client or _matches(self.produce_prefixes, topic)
+
+    def may_consume(self, topic: str) -> bool:
+        """Whether the key may read ``topic`` of its tenant."""
+        return not self.is_client or _matches(self.consume_prefixes, topic)
+
+    def may_use_group(self, group: str) -> bool:
+        """Whether the key may join or commit for consumer group ``group``."""
+        return not self.is_client or _matches(self.group_prefixes, group)
+
+
+def _matches(prefixes: tuple[str, ...], name: str) -> bool:
+    return any(name.startswith(prefix) for prefix in prefixes)
+
+
+OPERATOR_SCOPE = KeyScope("operator")
+ADMIN_SCOPE = KeyScope("admin")
+
+
+def default_scope(tenant: str | None) -> KeyScope:
+    """A key's scope when none is given: an operator key for no tenant, a
+    tenant admin key otherwise (what every key was before scopes)."""
+    return OPERATOR_SCOPE if tenant is None else ADMIN_SCOPE
+
+
+def check_key_scope(tenant: str | None, scope: KeyScope) -> str | None:
+    """What is wrong with ``scope`` for a key of ``tenant`` (None: an
+    operator key), or None (the module docstring's rules)."""
+    if scope.role not in ROLES:
+        return f"key role {shown(scope.role)}: use one of {', '.join(ROLES)}"
+    if (tenant is None) != (scope.role == "operator"):
+        if tenant is None:
+            return f"a key of no tenant is an operator key: role 'operator', not {shown(scope.role)}"
+        return f"an operator key belongs to no tenant: give tenant {shown(tenant)}'s key role admin or client"
+    lists = (
+        ("produce", scope.produce_prefixes),
+        ("consume", scope.consume_prefixes),
+        ("group", scope.group_prefixes),
+    )
+    if not scope.is_client:
+        if any(prefixes for _, prefixes in lists):
+            return f"only a client key has prefixes (an {scope.role} key may use every topic and group)"
+        return None
+    if not any(prefixes for _, prefixes in lists):
+        return 'a client key needs at least one produce, consume or group prefix ("" matches every name)'
+    for what, prefixes in lists:
+        if len(prefixes) > MAX_PREFIXES:
+            return f"a client key has at most {MAX_PREFIXES} {what} prefixes, not {len(prefixes)}"
+        for prefix in prefixes:
+            if prefix and (len(prefix) > TOPIC_NAME_MAX or not _NAME.fullmatch(prefix)):
+                return (
+                    f'{what} prefix {shown(prefix)}: use "" (every name) or 1-{TOPIC_NAME_MAX} '
+                    "letters, digits, '.', '_' or '-'"
+                )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """A stored API key: its salted hash, never its clear text."""
 
@@ -265,9 +381,17 @@ class ApiKeyRecord:
     salt: bytes = field(repr=False)
     digest: bytes = field(repr=False)
     created_index: int
+    scope: KeyScope = None  # type: ignore[assignment]
+    """None given: ``default_scope(tenant)``."""
+    expires_at_ms: int = 0
+    """Unix time in ms from which the key is refused; 0: never."""
+
+    def __post_init__(self) -> None:
+        if self.scope is None:
+            object.__setattr__(self, "scope", default_scope(self.tenant))
 
     def info(self) -> ApiKeyInfo:
-        return ApiKeyInfo(self.key_id, self.tenant, self.created_index)
+        return ApiKeyInfo(self.key_id, self.tenant, self.created_index, self.scope, self.expires_at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,18 +401,40 @@ class ApiKeyInfo:
     key_id: str
     tenant: str | None
     created_index: int
+    scope: KeyScope = None  # type: ignore[assignment]
+    """None given: ``default_scope(tenant)``."""
+    expires_at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scope is None:
+            object.__setattr__(self, "scope", default_scope(self.tenant))
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who an authenticated request acts as."""
+    """Who an authenticated request acts as, and what it may do."""
 
     key_id: str
     tenant: str | None
+    scope: KeyScope = None  # type: ignore[assignment]
+    """None given: ``default_scope(tenant)``."""
+    expires_at_ms: int = 0
+    """0: never expires (``key_expired``)."""
+
+    def __post_init__(self) -> None:
+        if self.scope is None:
+            object.__setattr__(self, "scope", default_scope(self.tenant))
 
     @property
     def is_operator(self) -> bool:
         return self.tenant is None
+
+
+def key_expired(principal: Principal, now_ms: int) -> bool:
+    """Whether ``principal``'s key has expired at ``now_ms`` (Unix ms): the
+    front door refuses it with ``API_KEY_EXPIRED`` rather than treating it
+    as an unknown key, so its owner learns to rotate it."""
+    return 0 < principal.expires_at_ms <= now_ms
 
 
 @dataclass(frozen=True, slots=True)

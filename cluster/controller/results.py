@@ -38,8 +38,9 @@ class RejectReason(enum.StrEnum):
     INVALID_PARTITIONS = "INVALID_PARTITIONS"
     """Below 1 or above ``MAX_PARTITIONS`` (per topic)."""
     TOO_MANY_PARTITIONS = "TOO_MANY_PARTITIONS"
-    """The new topic does not fit the tenant's or the cluster's partition
-    cap (``model.check_partitions``)."""
+    """The new topic does not fit the cluster's partition cap
+    (``model.check_partitions``; a tenant's own cap is its quota:
+    ``QUOTA_EXCEEDED``)."""
     INVALID_REPLICATION_FACTOR = "INVALID_REPLICATION_FACTOR"
     """Below 1 or above ``MAX_REPLICATION_FACTOR``."""
     REPLICATION_FACTOR_TOO_LARGE = "REPLICATION_FACTOR_TOO_LARGE"
@@ -70,6 +71,14 @@ class RejectReason(enum.StrEnum):
     LAST_VOTER = "LAST_VOTER"
     """Removing the group's only voter would leave it without a quorum."""
     INVALID_POSITION = "INVALID_POSITION"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    """The new topic does not fit the tenant's partition or topic quota
+    (``ControllerState.check_new_topic``); waiting does not help."""
+    INVALID_QUOTA = "INVALID_QUOTA"
+    """A quota below 0 (``quotas.check_quota``)."""
+    INVALID_KEY_SCOPE = "INVALID_KEY_SCOPE"
+    """A key's role or prefixes do not fit its tenant
+    (``model.check_key_scope``), or a negative expiry."""
 
 
 @dataclass(frozen=True, slots=True)

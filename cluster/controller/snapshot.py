@@ -1,18 +1,20 @@
 """The controller's snapshot: the whole metadata state as bytes.
 
-Layout, version 2 (``wire`` primitives, big-endian); version 1 is the same
+Layout, version 3 (``wire`` primitives, big-endian); version 2 is the same
+without the key scopes and the quota tables, version 1 is version 2
 without each topic's ``compaction`` and ``config_revision``:
 
 ================== ==========================================================
 field              meaning
 ================== ==========================================================
 magic              the 4 bytes ``RLMC`` (not a partition snapshot)
-version u8         1 or 2
+version u8         1, 2 or 3
 applied_index u64  the last log index applied
 next_group_id u64  the Raft group the next partition gets
 tenants            u32 count, then name text, created_index u64
 api_keys           u32 count, then key_id text, is_operator flag, tenant
-                   text, salt blob, digest blob, created_index u64
+                   text, salt blob, digest blob, created_index u64,
+                   (version 3: ``key_scope`` as commands.py writes it)
 nodes              u32 count, then node_id u64, address text, zone text,
                    controller_eligible flag, alive flag, decommissioning flag
 topics             u32 count, then tenant text, name text, partitions u32,
@@ -21,17 +23,23 @@ topics             u32 count, then tenant text, name text, partitions u32,
                    ``compaction`` as commands.py writes it, config_revision
                    u64), and per partition: group u64, replicas ids,
                    learners ids, revision u64
+quota_defaults     version 3 only: the applied cluster defaults, the 8
+                   quota fields as opt_i64 (``quotas.write_quota``)
+tenant_quotas      version 3 only: u32 count, then tenant text and the 8
+                   quota fields, by tenant name
 crc u32            zlib CRC-32 of every byte before it
 ================== ==========================================================
 
 Invariants:
 
-- A state is written at the lowest version that holds it: version 1 while
-  no topic has a compaction setting other than its default or a changed
-  config (so a node not yet upgraded can still install it), else 2; a
-  version-2 snapshot that version 1 could hold is refused as corrupt (one
-  encoding per state). Version-1 snapshots written before version 2
-  existed restore with every topic at the defaults.
+- A state is written at the lowest version that holds it: version 3 once
+  a quota is set or a key has a scope other than its tenant's default or
+  an expiry; else version 2 once a topic has a compaction setting other
+  than its default or a changed config; else version 1 (so a node not yet
+  upgraded can still install it). A snapshot that a lower version could
+  hold is refused as corrupt (one encoding per state). Older snapshots
+  restore with every topic at the default settings, every key at its
+  default scope without expiry, and no quotas.
 - Deterministic: every table is written sorted by its key (tenant name, key
   id, node id, (tenant, topic name)), so equal states give equal bytes
   whatever order they were built in and whatever the hash seed.
@@ -52,16 +60,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.controller.commands import read_compaction, read_key_tenant, write_compaction, write_key_tenant
-from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic, TopicConfig
+from cluster.controller.commands import (
+    read_compaction,
+    read_key_scope,
+    read_key_tenant,
+    write_compaction,
+    write_key_scope,
+    write_key_tenant,
+)
+from cluster.controller.model import ApiKeyRecord, Assignment, Node, Tenant, Topic, TopicConfig, default_scope
+from cluster.controller.quotas import QuotaLimits, read_quota, write_quota
 from cluster.primitives.wire import Reader, WireError, Writer
 
 __all__ = ["MAGIC", "SNAPSHOT_VERSION", "ControllerImage", "CorruptSnapshot", "decode_image", "encode_image"]
 
 MAGIC = b"RLMC"
-SNAPSHOT_VERSION = 2
-"""The newest version this code writes and reads (it reads 1 too)."""
+SNAPSHOT_VERSION = 3
+"""The newest version this code writes and reads (it reads 1 and 2 too)."""
 _DEFAULT_COMPACTION = TopicConfig()
+_NO_QUOTA = QuotaLimits()
 _CRC_SIZE = 4
 
 
@@ -81,6 +98,25 @@ class ControllerImage:
     topics: tuple[Topic, ...]
     assignments: tuple[Assignment, ...]
     """Sorted by group."""
+    quota_defaults: QuotaLimits = _NO_QUOTA
+    """The applied cluster defaults (``SetQuota("")``), built-ins not laid under."""
+    tenant_quotas: tuple[tuple[str, QuotaLimits], ...] = ()
+    """Per tenant overrides, sorted by tenant; none all None."""
+
+
+def _version(image: ControllerImage) -> int:
+    """The lowest version that holds ``image``."""
+    if _needs_version_3(image):
+        return 3
+    return 2 if any(_needs_version_2(t) for t in image.topics) else 1
+
+
+def _needs_version_3(image: ControllerImage) -> bool:
+    return (
+        not image.quota_defaults.is_empty
+        or bool(image.tenant_quotas)
+        or any(k.scope != default_scope(k.tenant) or k.expires_at_ms != 0 for k in image.api_keys)
+    )
 
 
 def encode_image(image: ControllerImage) -> bytes:
@@ -88,7 +124,7 @@ def encode_image(image: ControllerImage) -> bytes:
     are out of order or whose topics and assignments disagree."""
     _check_order(image)
     by_group = {a.group: a for a in image.assignments}
-    version = 2 if any(_needs_version_2(t) for t in image.topics) else 1
+    version = _version(image)
     w = Writer().raw(MAGIC).u8(version).u64(image.applied_index).u64(image.next_group_id)
     w.u32(len(image.tenants))
     for tenant in image.tenants:
@@ -98,6 +134,8 @@ def encode_image(image: ControllerImage) -> bytes:
         w.text(key.key_id)
         write_key_tenant(w, key.tenant)
         w.blob(key.salt).blob(key.digest).u64(key.created_index)
+        if version == 3:
+            write_key_scope(w, key.scope, key.expires_at_ms)
     w.u32(len(image.nodes))
     for node in image.nodes:
         w.u64(node.node_id).text(node.address).text(node.zone)
@@ -107,7 +145,7 @@ def encode_image(image: ControllerImage) -> bytes:
     for topic in image.topics:
         w.text(topic.tenant).text(topic.name).u32(topic.partitions).u16(topic.replication_factor)
         w.opt_i64(topic.retention_ms).opt_i64(topic.retention_bytes).u64(topic.revision)
-        if version == 2:
+        if version >= 2:
             write_compaction(w, topic.config)
             w.u64(topic.config_revision)
         if len(topic.groups) != topic.partitions:
@@ -125,6 +163,12 @@ def encode_image(image: ControllerImage) -> bytes:
             written += 1
     if written != len(image.assignments):
         raise ValueError(f"{len(image.assignments) - written} assignments belong to no topic")
+    if version == 3:
+        write_quota(w, image.quota_defaults)
+        w.u32(len(image.tenant_quotas))
+        for quota_tenant, limits in image.tenant_quotas:
+            w.text(quota_tenant)
+            write_quota(w, limits)
     body = bytes(w)
     return body + zlib.crc32(body).to_bytes(_CRC_SIZE, "big")
 
@@ -166,9 +210,10 @@ def decode_image(data: bytes) -> ControllerImage:
         r.finish()
     except WireError as exc:
         raise CorruptSnapshot(str(exc)) from None
-    if version == 2 and not any(_needs_version_2(t) for t in image.topics):
+    if _version(image) != version:
         raise CorruptSnapshot(
-            "controller snapshot version 2 holds nothing version 1 cannot: no raftlog writes it"
+            f"controller snapshot version {version} holds nothing version {version - 1} cannot: "
+            "no raftlog writes it"
         )
     try:
         _check_order(image)
@@ -192,7 +237,9 @@ def _read_image(r: Reader, version: int) -> ControllerImage:
     for _ in range(_count(r, "api keys")):
         key_id = r.text("key_id")
         tenant = read_key_tenant(r, key_id)
-        keys.append(ApiKeyRecord(key_id, tenant, r.blob("salt"), r.blob("digest"), r.u64("created")))
+        salt, digest, created = r.blob("salt"), r.blob("digest"), r.u64("created")
+        scope, expires_at_ms = read_key_scope(r) if version == 3 else (default_scope(tenant), 0)
+        keys.append(ApiKeyRecord(key_id, tenant, salt, digest, created, scope, expires_at_ms))
     nodes = tuple(
         Node(
             r.u64("node_id"),
@@ -215,7 +262,7 @@ def _read_image(r: Reader, version: int) -> ControllerImage:
         )
         compaction: tuple[str, int, int, int | None] = ("delete", 0, TopicConfig().delete_retention_ms, None)
         config_revision = 0
-        if version == 2:
+        if version >= 2:
             compaction = read_compaction(r)
             config_revision = r.u64("config_revision")
         if partitions > r.remaining:
@@ -242,8 +289,25 @@ def _read_image(r: Reader, version: int) -> ControllerImage:
             )
         )
     assignments.sort(key=lambda a: a.group)
+    quota_defaults, tenant_quotas = _NO_QUOTA, []
+    if version == 3:
+        quota_defaults = read_quota(r)
+        for _ in range(_count(r, "tenant quotas")):
+            quota_tenant = r.text("quota tenant")
+            limits = read_quota(r)
+            if limits.is_empty:
+                raise WireError(f"{r.what}: tenant {quota_tenant!r}'s quota overrides are empty")
+            tenant_quotas.append((quota_tenant, limits))
     return ControllerImage(
-        applied_index, next_group_id, tenants, tuple(keys), nodes, tuple(topics), tuple(assignments)
+        applied_index,
+        next_group_id,
+        tenants,
+        tuple(keys),
+        nodes,
+        tuple(topics),
+        tuple(assignments),
+        quota_defaults,
+        tuple(tenant_quotas),
     )
 
 
@@ -253,6 +317,7 @@ def _check_order(image: ControllerImage) -> None:
     _check_sorted("api keys", [k.key_id for k in image.api_keys])
     _check_sorted("nodes", [n.node_id for n in image.nodes])
     _check_sorted("topics", [(t.tenant, t.name) for t in image.topics])
+    _check_sorted("tenant quotas", [tenant for tenant, _ in image.tenant_quotas])
 
 
 def _check_sorted(what: str, keys: Sequence[Any]) -> None:

@@ -17,8 +17,12 @@ command, ``restore`` on every snapshot):
 - Applied indexes strictly increase. A command is validated completely
   before anything changes: a ``Rejected`` command leaves the state exactly
   as a no-op entry would (only ``applied_index`` moves).
-- Every topic's tenant exists; every tenant API key's tenant exists
-  (deleting a tenant requires it to have no topics and revokes its keys).
+- Every topic's tenant exists (deleting a tenant requires it to have no
+  topics). Tenants, API keys and quotas: tenancy.py (``TenancyTables``,
+  which this class is), with their own invariants.
+- A tenant's topics fit its effective ``partitions`` and ``topics`` quota
+  when they are created (``check_new_topic``); lowering a quota later
+  leaves existing topics alone.
 - Every topic has one assignment per partition, in Raft groups allocated
   from ``next_group_id`` (starting at 1: group 0 is the controller) and
   never reused; there are no other assignments.
@@ -36,7 +40,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from cluster.controller import api_keys
 from cluster.controller.commands import (
     AddLearner,
     AlterTopicConfig,
@@ -53,29 +56,27 @@ from cluster.controller.commands import (
     RemoveNode,
     RemoveReplica,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     decode_command,
 )
 from cluster.controller.model import (
     MAX_NODE_ID,
     MAX_PARTITIONS,
     MAX_REPLICATION_FACTOR,
-    ApiKeyInfo,
-    ApiKeyRecord,
     Assignment,
     Node,
-    Principal,
-    Tenant,
     Topic,
     check_address,
     check_partitions,
     check_replication_factor,
-    check_tenant_name,
     check_topic_config,
     check_topic_name,
     check_zone,
     shown,
 )
+from cluster.controller.quotas import check_topic_quota
 from cluster.controller.results import (
     Applied,
     ApplyResult,
@@ -85,6 +86,7 @@ from cluster.controller.results import (
     TopicCreated,
 )
 from cluster.controller.snapshot import ControllerImage, CorruptSnapshot, decode_image, encode_image
+from cluster.controller.tenancy import InconsistentState, TenancyTables
 from cluster.primitives.pagination import Listing, Page, int_key, paginate, text_key
 
 __all__ = ["ControllerState", "InconsistentState"]
@@ -92,33 +94,15 @@ __all__ = ["ControllerState", "InconsistentState"]
 R = RejectReason
 
 
-class InconsistentState(AssertionError):
-    """A broken invariant: a bug, or a snapshot from a buggy writer."""
-
-
-def _operator_scope(tenant: str | None) -> tuple[str, ...]:
-    return ("operator",) if tenant is None else ("tenant", tenant)
-
-
-class ControllerState:
+class ControllerState(TenancyTables):
     """The applied metadata (see the module docstring)."""
 
-    __slots__ = (
-        "_api_keys",
-        "_applied_index",
-        "_assignments",
-        "_groups_on_node",
-        "_next_group_id",
-        "_nodes",
-        "_tenants",
-        "_topics",
-    )
+    __slots__ = ("_applied_index", "_assignments", "_groups_on_node", "_next_group_id", "_nodes", "_topics")
 
     def __init__(self) -> None:
+        super().__init__()
         self._applied_index = 0
         self._next_group_id = 1
-        self._tenants: dict[str, Tenant] = {}
-        self._api_keys: dict[str, ApiKeyRecord] = {}
         self._topics: dict[str, dict[str, Topic]] = {}
         """tenant -> topic name -> topic; every tenant has an entry."""
         self._nodes: dict[int, Node] = {}
@@ -142,6 +126,8 @@ class ControllerState:
                 for name in sorted(self._topics[tenant])
             ),
             assignments=tuple(self._assignments[g] for g in sorted(self._assignments)),
+            quota_defaults=self._quota_defaults,
+            tenant_quotas=self.quota_overrides(),
         )
 
     def snapshot(self) -> bytes:
@@ -164,6 +150,8 @@ class ControllerState:
         state._tenants = {t.name: t for t in image.tenants}
         state._api_keys = {k.key_id: k for k in image.api_keys}
         state._nodes = {n.node_id: n for n in image.nodes}
+        state._quota_defaults = image.quota_defaults
+        state._tenant_quotas = dict(image.tenant_quotas)
         state._topics = {name: {} for name in state._tenants}
         for topic in image.topics:
             state._topics.setdefault(topic.tenant, {})[topic.name] = topic
@@ -232,6 +220,10 @@ class ControllerState:
                 return self._create_api_key(index, command)
             case RevokeApiKey():
                 return self._revoke_api_key(index, command)
+            case SetApiKeyExpiry():
+                return self._set_api_key_expiry(index, command)
+            case SetQuota():
+                return self._set_quota(index, command)
             case CreateTopic():
                 return self._create_topic(index, command)
             case AlterTopicConfig():
@@ -249,47 +241,6 @@ class ControllerState:
             case AddLearner() | PromoteLearner() | RemoveReplica():
                 return self._change_replicas(index, command)
 
-    # --- tenants and keys ---
-
-    def _create_tenant(self, index: int, c: CreateTenant) -> ApplyResult:
-        if problem := check_tenant_name(c.name):
-            return Rejected(R.INVALID_NAME, problem)
-        if c.name in self._tenants:
-            return Rejected(R.TENANT_EXISTS, f"tenant {shown(c.name)} already exists")
-        self._tenants[c.name] = Tenant(c.name, index)
-        self._topics[c.name] = {}
-        return Applied(index)
-
-    def _delete_tenant(self, index: int, c: DeleteTenant) -> ApplyResult:
-        if c.name not in self._tenants:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.name)}")
-        if topics := self._topics[c.name]:
-            return Rejected(
-                R.TENANT_NOT_EMPTY,
-                f"tenant {shown(c.name)} still has {len(topics)} topic(s) (e.g. {shown(min(topics))}): delete them first",
-            )
-        del self._tenants[c.name]
-        del self._topics[c.name]
-        for key_id in [k for k, record in self._api_keys.items() if record.tenant == c.name]:
-            del self._api_keys[key_id]
-        return Applied(index)
-
-    def _create_api_key(self, index: int, c: CreateApiKey) -> ApplyResult:
-        if problem := api_keys.check_key_shape(c.key_id, c.salt, c.digest):
-            return Rejected(R.INVALID_API_KEY, problem)
-        if c.tenant is not None and c.tenant not in self._tenants:
-            return Rejected(R.UNKNOWN_TENANT, f"no tenant {shown(c.tenant)} to create an API key for")
-        if c.key_id in self._api_keys:
-            return Rejected(R.API_KEY_EXISTS, f"API key id {c.key_id} is taken: issue a new key")
-        self._api_keys[c.key_id] = ApiKeyRecord(c.key_id, c.tenant, c.salt, c.digest, index)
-        return Applied(index)
-
-    def _revoke_api_key(self, index: int, c: RevokeApiKey) -> ApplyResult:
-        if c.key_id not in self._api_keys:
-            return Rejected(R.UNKNOWN_API_KEY, f"no API key {shown(c.key_id)}")
-        del self._api_keys[c.key_id]
-        return Applied(index)
-
     # --- topics ---
 
     def _create_topic(self, index: int, c: CreateTopic) -> ApplyResult:
@@ -300,8 +251,7 @@ class ControllerState:
             return Rejected(R.INVALID_NAME, problem)
         if c.name in topics:
             return Rejected(R.TOPIC_EXISTS, f"tenant {shown(c.tenant)} already has a topic {shown(c.name)}")
-        tenant_partitions, cluster_partitions = self.partition_counts(c.tenant)
-        if rejected := check_partitions(c.partitions, tenant_partitions, cluster_partitions):
+        if rejected := self.check_new_topic(c.tenant, c.partitions):
             return rejected
         if problem := check_replication_factor(c.replication_factor):
             return Rejected(R.INVALID_REPLICATION_FACTOR, problem)
@@ -511,42 +461,6 @@ class ControllerState:
             if not groups:
                 del self._groups_on_node[node_id]
 
-    # --- queries: auth ------------------------------------------------------------
-
-    def authenticate(self, api_key: str) -> Principal | None:
-        """Who ``api_key`` (a clear key) belongs to, or None. The secret is
-        compared in constant time (``hmac.compare_digest``), and an unknown
-        key id costs the same hashing as a known one."""
-        parsed = api_keys.parse_api_key(api_key)
-        if parsed is None:
-            return None
-        key_id, secret = parsed
-        record = self._api_keys.get(key_id)
-        if record is None:
-            api_keys.verify_unknown(secret)
-            return None
-        if not api_keys.verify_secret(record.salt, record.digest, secret):
-            return None
-        return Principal(record.key_id, record.tenant)
-
-    def api_key(self, key_id: str) -> ApiKeyInfo | None:
-        record = self._api_keys.get(key_id)
-        return None if record is None else record.info()
-
-    def list_api_keys(self, tenant: str | None, page_size: int = 0, page_token: str = "") -> Page[ApiKeyInfo]:
-        """``tenant``'s keys (None: the operator keys), by key id."""
-        rows = [(text_key(k), r.info()) for k, r in sorted(self._api_keys.items()) if r.tenant == tenant]
-        return paginate(Listing("api_keys", _operator_scope(tenant)), rows, page_size, page_token)
-
-    # --- queries: tenants and topics ----------------------------------------------
-
-    def tenant(self, name: str) -> Tenant | None:
-        return self._tenants.get(name)
-
-    def list_tenants(self, page_size: int = 0, page_token: str = "") -> Page[Tenant]:
-        rows = [(text_key(name), self._tenants[name]) for name in sorted(self._tenants)]
-        return paginate(Listing("tenants"), rows, page_size, page_token)
-
     def topic(self, tenant: str, name: str) -> Topic | None:
         return self._topics.get(tenant, {}).get(name)
 
@@ -554,6 +468,20 @@ class ControllerState:
         """``(tenant's partitions, every tenant's)``: what ``check_partitions``
         weighs a new topic against."""
         return sum(t.partitions for t in self._topics.get(tenant, {}).values()), len(self._assignments)
+
+    def check_new_topic(self, tenant: str, partitions: int) -> Rejected | None:
+        """Whether ``tenant`` may create a topic of ``partitions`` now: the
+        per-topic bounds, its effective ``partitions`` and ``topics`` quota
+        (``QUOTA_EXCEEDED``) and the cluster cap. The one rule the admin
+        service checks before placing a topic and ``CreateTopic`` again at
+        apply."""
+        limits = self.effective_quota(tenant)
+        tenant_partitions, cluster_partitions = self.partition_counts(tenant)
+        if rejected := check_partitions(
+            partitions, tenant_partitions, cluster_partitions, limits.partitions, tenant
+        ):
+            return rejected
+        return check_topic_quota(tenant, limits, self.topic_count(tenant))
 
     def topics_for(self, tenant: str) -> tuple[Topic, ...]:
         """``tenant``'s topics by name (none for an unknown tenant)."""
@@ -622,14 +550,7 @@ class ControllerState:
             raise InconsistentState(f"next group id {self._next_group_id}")
         if sorted(self._topics) != sorted(self._tenants):
             raise InconsistentState("the topic table and the tenant table name different tenants")
-        for name, tenant in self._tenants.items():
-            if tenant.name != name or check_tenant_name(name) or tenant.created_index > applied:
-                raise InconsistentState(f"tenant {name!r}")
-        for key_id, key in self._api_keys.items():
-            if key.key_id != key_id or api_keys.check_key_shape(key_id, key.salt, key.digest):
-                raise InconsistentState(f"API key {key_id!r}")
-            if (key.tenant is not None and key.tenant not in self._tenants) or key.created_index > applied:
-                raise InconsistentState(f"API key {key_id!r} of tenant {key.tenant!r}")
+        self._check_tenancy(applied)
         addresses: set[str] = set()
         for node_id, node in self._nodes.items():
             if node.node_id != node_id or not 1 <= node_id <= MAX_NODE_ID:

@@ -132,14 +132,17 @@ async def test_the_tenant_cap_is_checked_before_placement_and_again_at_apply(
     admin = admin_over(log)
     request = admin_pb2.CreateTopicRequest(name="two", partitions=2)
     error = await refusal(admin.CreateTopic(request, Context()))
-    assert (error.code, error.info.reason) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        Reason.TOO_MANY_PARTITIONS,
+    # The tenant's cap is its partition quota (built-in default
+    # MAX_TENANT_PARTITIONS): a count quota, so no retry-after.
+    assert (error.code, error.info.reason, error.info.retry_after_ms) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.QUOTA_EXCEEDED,
+        0,
     )
     assert no_placement == []
     # The same rule at apply (a command proposed past the check).
     result = log.apply(CreateTopic("acme", "two", 2, 1, None, None, ((1,), (1,))))
-    assert isinstance(result, Rejected) and result.reason == RejectReason.TOO_MANY_PARTITIONS
+    assert isinstance(result, Rejected) and result.reason == RejectReason.QUOTA_EXCEEDED
     # Another tenant is not charged for acme's partitions.
     assert check_partitions(2, *log.state.partition_counts("beta")) is None
 

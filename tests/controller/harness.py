@@ -22,11 +22,14 @@ from cluster.controller.commands import (
     RemoveNode,
     RemoveReplica,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     encode_command,
 )
-from cluster.controller.model import CLEANUP_POLICIES, TopicConfig
+from cluster.controller.model import CLEANUP_POLICIES, ROLES, KeyScope, TopicConfig
 from cluster.controller.placement import Plan, place_partitions
+from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import ApplyResult, Rejected
 from cluster.controller.state import ControllerState
 
@@ -112,6 +115,9 @@ node_lists = st.lists(small_ids, max_size=5).map(tuple)
 policies = st.sampled_from(CLEANUP_POLICIES) | any_text
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 topic_configs = st.builds(TopicConfig, opt_i64, opt_i64, policies, i64, i64, opt_i64)
+prefix_lists = st.lists(st.sampled_from(["", "a", "orders.", "b-"]) | any_text, max_size=3).map(tuple)
+key_scopes = st.builds(KeyScope, st.sampled_from(ROLES) | any_text, prefix_lists, prefix_lists, prefix_lists)
+quota_limits = st.builds(QuotaLimits, *[opt_i64] * 8)
 
 
 def commands() -> st.SearchStrategy[Command]:
@@ -126,7 +132,11 @@ def commands() -> st.SearchStrategy[Command]:
             st.none() | texts,
             st.binary(max_size=20),
             st.binary(max_size=40),
+            st.none() | key_scopes,
+            st.just(0) | i64,
         ),
+        st.builds(SetApiKeyExpiry, texts, i64),
+        st.builds(SetQuota, texts, quota_limits),
         st.builds(RevokeApiKey, texts),
         st.builds(
             CreateTopic,

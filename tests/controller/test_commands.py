@@ -25,12 +25,15 @@ from cluster.controller.commands import (
     RemoveNode,
     RemoveReplica,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     UnsupportedCommand,
     decode_command,
     encode_command,
 )
-from cluster.controller.model import TopicConfig
+from cluster.controller.model import ADMIN_SCOPE, OPERATOR_SCOPE, KeyScope, TopicConfig
+from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
 from tests.controller.harness import cluster, commands
@@ -74,6 +77,8 @@ def test_kind_numbers_never_change() -> None:
         PromoteLearner: 12,
         RemoveReplica: 13,
         AlterTopicConfig: 14,
+        SetQuota: 15,
+        SetApiKeyExpiry: 16,
     }
     assert {cls: int(cls.KIND) for cls in expected} == expected
     assert len(CommandKind) == len(expected)
@@ -145,6 +150,73 @@ def test_a_version_2_create_that_version_1_could_hold_is_malformed() -> None:
         decode_command(bytes([5, 2]) + _V1_CREATE_TOPIC[2:] + defaults)
 
 
+_SALT, _DIGEST = bytes(range(16)), bytes(range(32))
+_V1_KEY = (
+    bytes([3, 1]) + b"\x00\x01k" + b"\x00" + b"\x00\x04acme" + b"\x00\x10" + _SALT + b"\x00\x20" + _DIGEST
+)
+
+
+def _prefixes(*texts: bytes) -> bytes:
+    return len(texts).to_bytes(4, "big") + b"".join(len(t).to_bytes(2, "big") + t for t in texts)
+
+
+def test_a_scoped_or_expiring_key_is_version_2_and_a_default_key_stays_version_1() -> None:
+    """Keys made before scopes existed (an admin key of a tenant, an
+    operator key) are still the v1 bytes, byte for byte; a client key or
+    an expiring key appends ``key_scope``."""
+    plain = CreateApiKey("k", "acme", _SALT, _DIGEST)
+    assert plain.scope == ADMIN_SCOPE and plain == CreateApiKey("k", "acme", _SALT, _DIGEST, ADMIN_SCOPE)
+    assert encode_command(plain) == _V1_KEY
+    assert decode_command(_V1_KEY) == plain
+    operator = CreateApiKey("k", None, _SALT, _DIGEST)
+    assert operator.scope == OPERATOR_SCOPE and encode_command(operator)[1] == 1
+    client = CreateApiKey("k", "acme", _SALT, _DIGEST, KeyScope("client", ("b", "a"), ("",)), 1_700)
+    v2 = (
+        bytes([3, 2])
+        + _V1_KEY[2:]
+        + b"\x00\x06client"
+        + _prefixes(b"a", b"b")
+        + _prefixes(b"")
+        + _prefixes()
+        + (1_700).to_bytes(8, "big")
+    )
+    assert encode_command(client) == v2
+    assert decode_command(v2) == client
+    expiring = CreateApiKey("k", "acme", _SALT, _DIGEST, expires_at_ms=5)
+    assert encode_command(expiring)[1] == 2 and decode_command(encode_command(expiring)) == expiring
+
+
+def test_a_version_2_key_that_version_1_could_hold_is_malformed() -> None:
+    default = bytes([3, 2]) + _V1_KEY[2:] + b"\x00\x05admin" + _prefixes() * 3 + bytes(8)
+    with pytest.raises(MalformedCommand, match="version 1 holds it"):
+        decode_command(default)
+
+
+@pytest.mark.parametrize("prefixes", [_prefixes(b"b", b"a"), _prefixes(b"a", b"a")])
+def test_prefixes_out_of_order_or_repeated_are_malformed(prefixes: bytes) -> None:
+    """One spelling per scope: ``KeyScope`` sorts and deduplicates, so
+    bytes that do not are no command raftlog writes."""
+    data = bytes([3, 2]) + _V1_KEY[2:] + b"\x00\x06client" + prefixes + _prefixes() * 2 + bytes(8)
+    with pytest.raises(MalformedCommand, match="sorted and distinct"):
+        decode_command(data)
+
+
+def test_set_quota_and_set_api_key_expiry_layouts() -> None:
+    limits = QuotaLimits(produce_bytes_s=7, partitions=0)
+    assert encode_command(SetQuota("acme", limits)) == (
+        bytes([15, 1])
+        + b"\x00\x04acme"
+        + b"\x01"
+        + (7).to_bytes(8, "big")
+        + b"\x00" * 3
+        + b"\x01"
+        + bytes(8)
+        + b"\x00" * 3
+    )
+    assert encode_command(SetQuota("", QuotaLimits())) == bytes([15, 1]) + b"\x00\x00" + b"\x00" * 8
+    assert encode_command(SetApiKeyExpiry("k", 9)) == bytes([16, 1]) + b"\x00\x01k" + (9).to_bytes(8, "big")
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [
@@ -176,6 +248,9 @@ def test_malformed_bytes(data: bytes, match: str) -> None:
         (bytes([1, COMMAND_VERSION + 1]) + b"\x00\x01a", "CreateTenant version 2"),
         (bytes([5, 3]) + _V1_CREATE_TOPIC[2:], "CreateTopic version 3"),
         (bytes([14, 2]), "AlterTopicConfig version 2"),
+        (bytes([3, 3]) + _V1_KEY[2:], "CreateApiKey version 3"),
+        (bytes([15, 2]), "SetQuota version 2"),
+        (bytes([17, 1]), "unknown controller command kind 17"),
     ],
 )
 def test_unknown_kinds_and_versions_are_unsupported(data: bytes, match: str) -> None:
@@ -194,6 +269,9 @@ def test_unknown_kinds_and_versions_are_unsupported(data: bytes, match: str) -> 
         CreateTopic("t", "n", 1, 1, 2**63, None, ()),
         PromoteLearner(1, 1, 1, 2**16),
         SetNodeLiveness(1, 1),  # type: ignore[arg-type]
+        SetQuota("t", QuotaLimits(streams=2**63)),
+        SetApiKeyExpiry("k", -(2**63) - 1),
+        CreateApiKey("k", "t", b"", b"", KeyScope("client", ("x" * 70_000,))),
     ],
 )
 def test_values_that_do_not_fit_are_refused_at_encode(command: Command) -> None:

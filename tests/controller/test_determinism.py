@@ -36,11 +36,13 @@ from cluster.controller.commands import (
     RemoveNode,
     RemoveReplica,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     decode_command,
     encode_command,
 )
-from cluster.controller.model import TopicConfig
+from cluster.controller.model import KeyScope, TopicConfig, default_scope
 from cluster.controller.placement import (
     PlacementError,
     place_partitions,
@@ -48,6 +50,7 @@ from cluster.controller.placement import (
     rebalance_plan,
     replacements_for_dead_node,
 )
+from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import ApplyResult, Rejected
 from cluster.controller.state import ControllerState
 
@@ -62,6 +65,7 @@ TOPICS = ["a", "b", "c", ""]
 KEY_IDS = ["00000000000000aa", "00000000000000bb", "00000000000000cc", "XYZ"]
 ZONES = ["", "a", "b"]
 POLICIES = ["delete", "delete", "compact", "compact,delete", "bogus"]
+SCOPES = [None, None, KeyScope("client", ("a",), ("",)), KeyScope("client"), KeyScope("operator")]
 
 
 class Chooser:
@@ -122,7 +126,7 @@ def _command(state: ControllerState, c: Chooser) -> list[Command]:
     node_id = c.integer(0, 6)
     group = c.integer(0, max(1, state.next_group_id))
     revision = c.integer(0, 5)
-    match c.integer(0, 15):
+    match c.integer(0, 17):
         case 0 | 1:
             return [CreateTenant(c.pick(TENANTS))]
         case 2:
@@ -130,7 +134,9 @@ def _command(state: ControllerState, c: Chooser) -> list[Command]:
         case 3:
             tenant = None if c.coin() else c.pick(TENANTS)
             salt, digest = bytes([c.integer(0, 255)]) * 16, bytes([c.integer(0, 255)]) * c.pick([32, 31])
-            return [CreateApiKey(c.pick(KEY_IDS), tenant, salt, digest)]
+            expires = c.pick([0, 0, 1_000, -1])
+            scope = c.pick(SCOPES) or default_scope(tenant)
+            return [CreateApiKey(c.pick(KEY_IDS), tenant, salt, digest, scope, expires)]
         case 4:
             return [RevokeApiKey(c.pick(KEY_IDS))]
         case 5 | 6 | 7:
@@ -171,6 +177,17 @@ def _command(state: ControllerState, c: Chooser) -> list[Command]:
             return _plan_steps(state, c)
         case 15:
             return [_alter(state, c)]
+        case 16:
+            limits = QuotaLimits(
+                requests_s=c.pick([None, 100]), partitions=c.pick([None, 40, 6, -1]), topics=c.pick([None, 3])
+            )
+            # Now and then a tenant that may create nothing; the defaults never
+            # so low that no topic (and so no replica change) is ever made.
+            if c.integer(0, 5) == 0:
+                return [SetQuota(c.pick(TENANTS), QuotaLimits(partitions=0))]
+            return [SetQuota(c.pick(["", *TENANTS]), limits)]
+        case 17:
+            return [SetApiKeyExpiry(c.pick(KEY_IDS), c.pick([0, 5_000, -1]))]
         case 14:
             replica_changes: list[Command] = [
                 AddLearner(group, node_id, revision),
@@ -259,9 +276,9 @@ def test_the_generated_logs_exercise_the_state_machine() -> None:
     """The builder is not just producing rejections: over a few seeded logs
     most command kinds are accepted at least once."""
     accepted: set[str] = set()
-    for seed in range(20):
+    for seed in range(30):
         rng = random.Random(seed)
-        entries = build_log(Chooser(rng.randint), 80)
+        entries = build_log(Chooser(rng.randint), 120)
         state = ControllerState()
         for index, entry in enumerate(entries, start=1):
             result = apply_entry(state, index, entry)
@@ -278,6 +295,8 @@ def test_the_generated_logs_exercise_the_state_machine() -> None:
         "PromoteLearner",
         "RemoveReplica",
         "CreateApiKey",
+        "SetQuota",
+        "SetApiKeyExpiry",
     }, accepted
 
 

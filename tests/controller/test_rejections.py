@@ -25,10 +25,20 @@ from cluster.controller.commands import (
     RemoveNode,
     RemoveReplica,
     RevokeApiKey,
+    SetApiKeyExpiry,
     SetNodeLiveness,
+    SetQuota,
     encode_command,
 )
-from cluster.controller.model import MAX_CONFIG_MS, MAX_TENANT_PARTITIONS, Assignment
+from cluster.controller.model import (
+    MAX_CONFIG_MS,
+    MAX_PREFIXES,
+    MAX_TENANT_PARTITIONS,
+    Assignment,
+    KeyScope,
+    default_scope,
+)
+from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
 from tests.controller.harness import Log, address, cluster, create_topic
@@ -102,6 +112,20 @@ def _promote_dead_learner(log: Log) -> Command:
     return PromoteLearner(1, learner, group(log, 1).revision, 0)
 
 
+def _after(first: Command, then: Command) -> Callable[[Log], Command]:
+    """A case that needs ``first`` applied (accepted) before ``then``."""
+
+    def build(log: Log) -> Command:
+        log.ok(first)
+        return then
+
+    return build
+
+
+def _key(tenant: str | None, scope: KeyScope | None = None, expires_at_ms: int = 0) -> CreateApiKey:
+    return CreateApiKey("0" * 16, tenant, bytes(16), bytes(32), scope or default_scope(tenant), expires_at_ms)
+
+
 def _remove_with_replicas(log: Log) -> Command:
     log.ok(DecommissionNode(1))
     return RemoveNode(1)
@@ -141,12 +165,48 @@ CASES = [
     Case(R.UNKNOWN_TOPIC, "other tenant's", lambda log: DeleteTopic("beta", "events")),
     Case(R.INVALID_PARTITIONS, "zero", lambda log: topic_command(partitions=0, assignment=())),
     Case(R.INVALID_PARTITIONS, "too many", lambda log: topic_command(partitions=10_001)),
-    # acme has 3 partitions already: one more than its cap leaves room for.
+    # acme has 3 partitions (2 topics) already: one more than its quota leaves room for.
     Case(
-        R.TOO_MANY_PARTITIONS,
-        "tenant cap",
+        R.QUOTA_EXCEEDED,
+        "built-in partition quota",
         lambda log: topic_command(partitions=MAX_TENANT_PARTITIONS - 2),
     ),
+    Case(
+        R.QUOTA_EXCEEDED,
+        "tenant's partition quota",
+        _after(SetQuota("acme", QuotaLimits(partitions=4)), topic_command(partitions=2)),
+    ),
+    Case(R.QUOTA_EXCEEDED, "topic quota", _after(SetQuota("acme", QuotaLimits(topics=2)), topic_command())),
+    Case(
+        R.QUOTA_EXCEEDED, "default topic quota", _after(SetQuota("", QuotaLimits(topics=2)), topic_command())
+    ),
+    Case(
+        R.QUOTA_EXCEEDED,
+        "zero topics",
+        _after(SetQuota("beta", QuotaLimits(topics=0)), topic_command(tenant="beta")),
+    ),
+    Case(
+        R.TOO_MANY_PARTITIONS,
+        "cluster cap",
+        _after(SetQuota("acme", QuotaLimits(partitions=20_000)), topic_command(partitions=9_998)),
+    ),
+    Case(R.INVALID_QUOTA, "negative", lambda log: SetQuota("acme", QuotaLimits(storage_bytes=-1))),
+    Case(R.INVALID_QUOTA, "negative default", lambda log: SetQuota("", QuotaLimits(requests_s=-5))),
+    Case(R.UNKNOWN_TENANT, "quota", lambda log: SetQuota("nope", QuotaLimits(topics=1))),
+    Case(R.INVALID_KEY_SCOPE, "client without prefixes", lambda log: _key("acme", KeyScope("client"))),
+    Case(R.INVALID_KEY_SCOPE, "operator with a tenant", lambda log: _key("acme", KeyScope("operator"))),
+    Case(R.INVALID_KEY_SCOPE, "admin of no tenant", lambda log: _key(None, KeyScope("admin"))),
+    Case(R.INVALID_KEY_SCOPE, "unknown role", lambda log: _key("acme", KeyScope("root"))),
+    Case(R.INVALID_KEY_SCOPE, "admin with prefixes", lambda log: _key("acme", KeyScope("admin", ("a",)))),
+    Case(R.INVALID_KEY_SCOPE, "bad prefix", lambda log: _key("acme", KeyScope("client", ("a/b",)))),
+    Case(
+        R.INVALID_KEY_SCOPE,
+        "too many prefixes",
+        lambda log: _key("acme", KeyScope("client", (), tuple(f"p{i}" for i in range(MAX_PREFIXES + 1)))),
+    ),
+    Case(R.INVALID_KEY_SCOPE, "negative expiry", lambda log: _key("acme", expires_at_ms=-1)),
+    Case(R.INVALID_KEY_SCOPE, "set negative expiry", lambda log: SetApiKeyExpiry(KEY.key_id, -1)),
+    Case(R.UNKNOWN_API_KEY, "expiry", lambda log: SetApiKeyExpiry("0" * 16, 5)),
     Case(R.INVALID_REPLICATION_FACTOR, "zero", lambda log: topic_command(replication_factor=0)),
     Case(R.INVALID_REPLICATION_FACTOR, "too many", lambda log: topic_command(replication_factor=16)),
     Case(R.REPLICATION_FACTOR_TOO_LARGE, "4 of 3 live", lambda log: topic_command(replication_factor=4)),

@@ -159,8 +159,8 @@ def test_foreign_and_future_snapshots_are_refused_clearly() -> None:
     snapshot = ControllerState().snapshot()
     with pytest.raises(CorruptSnapshot, match="RLMC"):
         decode_image(b"\x01" + snapshot[1:])
-    with pytest.raises(CorruptSnapshot, match="version 3"):
-        decode_image(_seal(MAGIC + b"\x03" + snapshot[5:-4]))
+    with pytest.raises(CorruptSnapshot, match="version 4"):
+        decode_image(_seal(MAGIC + b"\x04" + snapshot[5:-4]))
     with pytest.raises(CorruptSnapshot, match="CRC"):
         decode_image(snapshot[:-1] + bytes([snapshot[-1] ^ 1]))
     with pytest.raises(CorruptSnapshot, match="trailing"):
