@@ -77,7 +77,7 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
-from cluster import cli_tenants
+from cluster import cli_audit, cli_tenants
 from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
 from cluster.tls import cli as tls_cli
 from flags import cli as flags_cli
@@ -558,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_cli.add_commands(
         commands.add_parser("experiment", help="A/B experiments on flags (on the flag server)")
     )
+    cli_audit.add_command(commands)
     return parser
 
 

@@ -24,7 +24,8 @@ Bootstrap: a new cluster's metadata is made from the cluster file by
 whichever node first leads group 0 — every node of the file registered
 (address, zone, controller eligibility), the ``default`` tenant, the first
 operator key, the file's topics in the default tenant, and the consumer
-groups' internal topic (``__system/__consumer_offsets``). Each step looks
+groups' internal topic (``__system/__consumer_offsets``) and the audit
+topic (``__system/__audit``, cluster/audit/). Each step looks
 at the applied state first, so a leader that takes over half-way finishes
 the job and a restarted cluster does nothing.
 
@@ -59,6 +60,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.audit.events import AUDIT_TOPIC
 from cluster.controller import (
     CreateApiKey,
     CreateTenant,
@@ -320,6 +322,15 @@ class ControllerDuties:
                     place_partitions(state, partitions, rf),
                     cleanup_policy="compact",
                 )
+            )
+        state = self.controller.state
+        if state.topic(SYSTEM_TENANT, AUDIT_TOPIC) is None:
+            # The audit trail (cluster/audit/): one partition (one order for
+            # rare events), kept forever (no retention), after the offsets
+            # topic so that topic's Raft group ids stay what they were.
+            rf = min(3, len(state.live_nodes()))
+            yield ready(
+                CreateTopic(SYSTEM_TENANT, AUDIT_TOPIC, 1, rf, None, None, place_partitions(state, 1, rf))
             )
 
     async def _operator_key(self) -> CreateApiKey:

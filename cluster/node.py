@@ -53,13 +53,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
+from cluster.audit.stage import AuditStage
+from cluster.audit.writer import AuditAppender, AuditWriter
 from cluster.controller import Assignment, Topic
 from cluster.controller_duties import ControllerDuties, bootstrap_key_from_env
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
 from cluster.frontend.admin_service import AdminService
 from cluster.frontend.auth import Authenticator
 from cluster.frontend.compaction import LeaderAsker
-from cluster.frontend.forwarding import Forwarder
+from cluster.frontend.forwarding import ChannelCache, Forwarder
 from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
 from cluster.frontend.log_service import LogService
@@ -257,12 +259,26 @@ class Node:
             # Every public raftlog.v1 call passes the front door; the
             # internal services below (transport, join, NodeAdmin) pass the
             # internal door instead (a node proof), which must come first.
-            door = FrontDoor(auth.caller, self._address_of)
+            # Every admin change, and every refused attempt, leaves an event
+            # on __system/__audit, durable before the call answers (cluster/audit/).
+            audit_appender = AuditAppender(
+                self.node_id,
+                lambda tenant, topic, p: controller.state.partition(tenant, topic, p),
+                host.replica,
+                routing.leader_of,
+                self._address_of,
+                self._credentials.metadata,
+                self._dial,
+                ChannelCache(dialer=self._dialer),
+            )
+            audit_writer = AuditWriter(audit_appender.append)
+            audit = AuditStage(self.node_id, audit_writer, self._credentials.checker())
+            door = FrontDoor(auth.caller, self._address_of, stages=[audit], refused=audit.refused_at_door)
             internal_door = InternalDoor(
                 proof_rule(self._credentials.checker()), require_peer_certificate=self._tls is not None
             )
             server = grpc.aio.server(options=list(options.items()), interceptors=[internal_door, door])
-            forwarder = Forwarder(self._dialer)
+            forwarder = Forwarder(self._dialer, prove=self._credentials.metadata)
 
             # Every partition's leader, hosted here or not (cluster/routing/).
             leader_of = routing.leader_of
@@ -274,7 +290,11 @@ class Node:
                 MetadataService(self.node_id, controller, leader_of), server
             )
             node_admin = NodeAdminService(
-                self.node_id, lambda: self.host, lambda: self.transport, lambda: self.controller
+                self.node_id,
+                lambda: self.host,
+                lambda: self.transport,
+                lambda: self.controller,
+                audit=audit_appender.append_here,
             )
             # GetNodeStats asks the nodes' NodeAdmin with this node's proof
             # (an operator key reaches it; the cluster secret stays here).
@@ -332,6 +352,7 @@ class Node:
             await transport.start()
             loops = [
                 asyncio.create_task(duties.run(), name="raftlog-controller-duties"),
+                asyncio.create_task(audit_writer.run(), name="raftlog-audit-writer"),
                 asyncio.create_task(reconciler.run(), name="raftlog-reconciler"),
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
                 asyncio.create_task(
@@ -354,6 +375,7 @@ class Node:
                 await server.stop(grace=1.0)
                 await groups.close()
                 await forwarder.close()
+                await audit_appender.close()
                 await node_stats.close()
                 await leader_asker.close()
                 await transport.close()

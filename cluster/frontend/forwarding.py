@@ -23,6 +23,10 @@ Invariants:
 - A produce forwarded and then failing with UNAVAILABLE or DEADLINE_EXCEEDED
   has an unknown outcome, exactly as if the client had sent it itself; the
   client's idempotent retry covers both cases.
+- An admin change forwarded to the controller leader carries this node's
+  proof for ``FORWARDED_CHANGE_PROOF`` (when the node gives ``prove``): the
+  leader's audit (cluster/audit/stage.py) then leaves the event to this
+  node, which took the call from the client. A client cannot make one.
 - The node does not use the SDK (DESIGN.md: the SDK knows only the public
   contract, the node knows only ``raftlog``): ``ChannelCache`` is its own.
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 
@@ -46,6 +50,9 @@ CHANNEL_OPTIONS = channel_options.CHANNEL_OPTIONS
 forwarded fetch may return up to ``log_service.MAX_FETCH_BYTES``), fast
 reconnects, and keepalive pings, so a call forwarded to a leader that went
 silent fails in about two seconds."""
+
+FORWARDED_CHANGE_PROOF: Final = "/raftlog.v1.AdminService/(forwarded)"
+"""What the node proof on a forwarded admin change names (module docstring)."""
 
 _PASSED_ON = frozenset({headers.AUTHORIZATION, headers.TENANT})
 
@@ -121,8 +128,12 @@ async def relay_error(
 class Forwarder:
     """Re-sends requests to leaders over a ``ChannelCache``."""
 
-    def __init__(self, dialer: Dialer = PLAIN) -> None:
+    def __init__(
+        self, dialer: Dialer = PLAIN, prove: Callable[[str], tuple[tuple[str, str], ...]] | None = None
+    ) -> None:
+        """``prove(method)``: this node's proof (forwarded admin changes carry one)."""
         self._channels = ChannelCache(dialer=dialer)
+        self._prove = prove
 
     async def forward(
         self,
@@ -150,7 +161,8 @@ class Forwarder:
         docstring) and also returning the leader's trailing metadata (what
         the leader says about its answer, e.g. the metadata index a change
         was applied at)."""
-        return await self._call(context, address, method, request, ())
+        proof = self._prove(FORWARDED_CHANGE_PROOF) if self._prove is not None else ()
+        return await self._call(context, address, method, request, (), proof)
 
     async def _call(
         self,
@@ -159,12 +171,13 @@ class Forwarder:
         method: Callable[[grpc.aio.Channel], Callable[..., Any]],
         request: Any,
         leader: tuple[tuple[str, str], ...],
+        proof: tuple[tuple[str, str], ...] = (),
     ) -> tuple[Any, tuple[tuple[str, str], ...]]:
         remaining = context.time_remaining()
         timeout = DEFAULT_TIMEOUT_S if remaining is None else max(0.0, remaining)
         try:
             call = method(self._channels.channel(address))(
-                request, timeout=timeout, metadata=forwarded_metadata(context)
+                request, timeout=timeout, metadata=(*forwarded_metadata(context), *proof)
             )
             response = await call
             trailing = await call.trailing_metadata()

@@ -162,6 +162,12 @@ stage must not consume it). A stage refuses a call by raising a
 
 AddressOf = Callable[[int], str]
 
+Refused = Callable[[str, Caller, grpc.aio.ServicerContext, ServiceError], Awaitable[None]]
+"""Told of a call the door refused after authenticating its caller (the key
+may not call the method), before the refusal is sent: the audit records
+such attempts (cluster/audit/stage.py). Never told of a call without a
+valid key."""
+
 
 class _Malformed:
     """What the door's deserializer returns for bytes that did not decode."""
@@ -258,9 +264,16 @@ def operator_required() -> ServiceError:
 class FrontDoor(grpc.aio.ServerInterceptor):
     """The interceptor; see the module docstring."""
 
-    def __init__(self, identify: Identify, address_of: AddressOf, stages: Sequence[Stage] = ()) -> None:
+    def __init__(
+        self,
+        identify: Identify,
+        address_of: AddressOf,
+        stages: Sequence[Stage] = (),
+        refused: Refused | None = None,
+    ) -> None:
         """``address_of(node_id)``: the address named in a ``NOT_LEADER``
-        answer; ``stages``: see ``Stage``."""
+        answer; ``stages``: see ``Stage``; ``refused``: see ``Refused``."""
+        self._refused = refused
         self._identify = identify
         self._address_of = address_of
         self._stages = tuple(stages)
@@ -287,8 +300,13 @@ class FrontDoor(grpc.aio.ServerInterceptor):
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> _Admission:
         caller = await self._identify(context)
-        if not caller.is_operator and method in OPERATOR_METHODS:
-            raise operator_required()
+        try:
+            if not caller.is_operator and method in OPERATOR_METHODS:
+                raise operator_required()
+        except ServiceError as refusal:
+            if self._refused is not None:
+                await self._refused(method, caller, context, refusal)
+            raise
         return _Admission(caller, self._identify)
 
     def _service_error(self, method: str, error: Exception) -> ServiceError:

@@ -28,7 +28,11 @@ partition's leader here with its node's proof, after checking the caller
 owns the topic and that it is compacted; a node never starts a pass on a
 replica that does not lead (``NOT_LEADER``, with its leader hint), and with
 ``wait`` it polls only its own replicas' status (no network), at most
-``wait_seconds`` (capped by ``MAX_COMPACT_WAIT_S`` and the deadline)."""
+``wait_seconds`` (capped by ``MAX_COMPACT_WAIT_S`` and the deadline).
+
+``AppendAudit`` appends audit events through this node's replica of
+``__system/__audit`` when it leads it (``audit``: cluster/audit/writer.py's
+``AuditAppender.append_here``; without it the call answers ``NO_TOPIC``)."""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import dataclasses
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
@@ -86,7 +90,9 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         host: Callable[[], ReplicaHost | None],
         transport: Callable[[], RaftTransport | None],
         controller: Callable[[], ControllerReplica | None] = lambda: None,
+        audit: Callable[[Sequence[bytes]], Awaitable[node_admin_pb2.AppendAuditResponse]] | None = None,
     ) -> None:
+        self._audit = audit
         self._node_id = node_id
         self._host = host
         self._transport = transport
@@ -151,6 +157,13 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             stats.transport_bytes_sent = t.bytes_sent
             stats.transport_dropped = t.dropped_messages
         return stats
+
+    async def AppendAudit(
+        self, request: node_admin_pb2.AppendAuditRequest, context: grpc.aio.ServicerContext
+    ) -> node_admin_pb2.AppendAuditResponse:
+        if self._audit is None:
+            return node_admin_pb2.AppendAuditResponse(error="NO_TOPIC", message="this node keeps no audit")
+        return await self._audit(list(request.events))
 
     async def Compact(
         self, request: node_admin_pb2.CompactRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,292 @@
+"""The audit writer: audit events to ``__system/__audit``, durably, from any node.
+
+Why this shape:
+
+- **Where an event is appended.** The audit topic has one partition (one
+  total order, and admin calls are rare), whose leader may be any node. The
+  node that took the admin call appends through its own replica when it
+  leads the partition; otherwise it sends the events to the leader's
+  internal ``NodeAdmin.AppendAudit`` with its node proof (the internal door
+  admits only nodes), and the leader appends them through its replica. A
+  public ``Produce`` is not an option: internal topics are written by no API
+  key (cluster/frontend/internal_topics.py), and a node has no key of its own.
+- **Durable before the answer.** ``record`` returns once the event is
+  committed by the partition's Raft group (acks=all), or after ``wait_s``
+  (admin calls are rare; a short wait costs nothing). The admin change
+  itself is already made by then and is never undone for the audit's sake:
+  when the append fails or is slow, the event stays queued, the failure is
+  logged at ERROR, and the owner task retries it with backoff for
+  ``retry_for_s``. An event that still could not be appended, or that finds
+  the queue full (``max_pending``), is logged at ERROR *with the whole
+  event* (it holds no secret), so the node's log keeps it.
+- **One owner task** (``run``, a node loop like the reconciler) drains the
+  queue: each round appends every pending event as one record batch, so a
+  burst costs one Raft entry. Callers only enqueue and wait on a future.
+
+Invariants:
+
+- An event is appended at least once while the cluster can commit within
+  ``retry_for_s``; a retried append whose first attempt did commit stores
+  it twice, with the same ``id`` (readers drop repeats, events.py).
+- The queue holds at most ``max_pending`` events; ``record`` never blocks
+  longer than ``wait_s``.
+- A node appends to the audit partition only through a replica that leads
+  it (``Replica.produce`` refuses otherwise), and ``append_here`` accepts
+  only bytes that decode as audit events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import grpc
+
+from cluster.audit.events import AUDIT_TOPIC, AuditEvent, BadAuditEvent, decode, encode
+from cluster.controller import Assignment
+from cluster.frontend.forwarding import ChannelCache
+from cluster.groups.group_logs import SYSTEM_TENANT
+from partitions.replica_errors import NotLeaderError, ReplicaError
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+from raftlog.v1.record_batch import Record, encode_batch
+
+__all__ = [
+    "APPEND_AUDIT_METHOD",
+    "AuditAppender",
+    "AuditUnavailable",
+    "AuditWriter",
+]
+
+log = logging.getLogger(__name__)
+
+APPEND_AUDIT_METHOD: Final = "/raftlog.internal.v1.NodeAdmin/AppendAudit"
+"""The method a node's proof names to append audit events on the leader."""
+WAIT_S: Final = 3.0
+RETRY_FOR_S: Final = 120.0
+MAX_PENDING: Final = 10_000
+MAX_BATCH: Final = 256
+ASK_TIMEOUT_S: Final = 2.0
+BACKOFF_S: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class AuditUnavailable(Exception):
+    """The audit partition cannot take events now (no topic yet, no
+    leader known, the leader did not answer); the writer retries."""
+
+
+Append = Callable[[Sequence[bytes]], Awaitable[None]]
+Prove = Callable[[str], tuple[tuple[str, str], ...]]
+
+
+class Producing(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+    @property
+    def leader(self) -> int: ...
+    async def produce(self, batch: bytes) -> object: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: AuditEvent
+    data: bytes
+    queued_at: float
+    done: asyncio.Future[bool]
+
+
+class AuditWriter:
+    """Queues events and appends them (module docstring)."""
+
+    def __init__(
+        self,
+        append: Append,
+        *,
+        wait_s: float = WAIT_S,
+        retry_for_s: float = RETRY_FOR_S,
+        max_pending: int = MAX_PENDING,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._append = append
+        self._wait_s = wait_s
+        self._retry_for_s = retry_for_s
+        self._max_pending = max_pending
+        self._clock = clock
+        self._pending: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self.appended = 0
+        self.lost = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def record(self, event: AuditEvent) -> bool:
+        """Queue ``event``; True once it is durable, False when it is left to
+        the background retry (or lost to a full queue), logged either way."""
+        data = encode(event)
+        if len(self._pending) >= self._max_pending:
+            self.lost += 1
+            log.error(
+                "audit queue full (%d events): event NOT recorded: %s", self._max_pending, data.decode()
+            )
+            return False
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(event, data, self._clock(), done))
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), self._wait_s)
+        except TimeoutError:
+            log.error(
+                "audit event %s (%s) not durable after %.1fs: the admin call answers anyway, the "
+                "event is retried in the background",
+                event.id,
+                event.method,
+                self._wait_s,
+            )
+            return False
+
+    async def run(self) -> None:
+        """The owner task: append what is queued, retrying with backoff."""
+        failures = 0
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            self._drop_expired()
+            batch = [self._pending[i] for i in range(min(MAX_BATCH, len(self._pending)))]
+            if not batch:
+                continue
+            try:
+                await self._append([p.data for p in batch])
+            except (AuditUnavailable, ReplicaError, grpc.aio.AioRpcError, TimeoutError) as error:
+                failures += 1
+                log.error(
+                    "audit append of %d event(s) failed (%s: %s); retrying",
+                    len(batch),
+                    type(error).__name__,
+                    error,
+                )
+                await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+                continue
+            failures = 0
+            for p in batch:
+                self._pending.popleft()
+                self.appended += 1
+                if not p.done.done():
+                    p.done.set_result(True)
+
+    def _drop_expired(self) -> None:
+        now = self._clock()
+        while self._pending and now - self._pending[0].queued_at > self._retry_for_s:
+            lost = self._pending.popleft()
+            self.lost += 1
+            log.error(
+                "audit event could not be appended for %.0fs and is dropped: %s",
+                self._retry_for_s,
+                lost.data.decode(),
+            )
+            if not lost.done.done():
+                lost.done.set_result(False)
+
+
+def audit_batch(events: Sequence[bytes]) -> bytes:
+    """One record batch of ``events`` (checked: each must decode), keyed by
+    event id and stamped with the event's time."""
+    records = []
+    for data in events:
+        try:
+            event = decode(data)
+        except BadAuditEvent as error:
+            raise ValueError(f"not an audit event: {error}") from None
+        records.append(Record(value=data, key=event.id.encode(), timestamp_ms=max(0, event.time_ms)))
+    return encode_batch(records)
+
+
+class AuditAppender:
+    """``append``: to this node's leader replica of the audit partition, or
+    to its leader's NodeAdmin (module docstring)."""
+
+    def __init__(
+        self,
+        node_id: int,
+        partition_of: Callable[[str, str, int], Assignment | None],
+        replica_of: Callable[[int], Producing | None],
+        leader_of: Callable[[int], int],
+        address_of: Callable[[int], str],
+        prove: Prove,
+        dial: dict[int, str] | None = None,
+        channels: ChannelCache | None = None,
+    ) -> None:
+        """``channels``: how to reach other nodes (the node's own dialer:
+        plaintext, or mTLS to their internal listener); owned from here on."""
+        self._node_id = node_id
+        self._partition_of = partition_of
+        self._replica_of = replica_of
+        self._leader_of = leader_of
+        self._address_of = address_of
+        self._prove = prove
+        self._dial = dict(dial or {})
+        self._channels = channels if channels is not None else ChannelCache()
+
+    def _group(self) -> int:
+        assignment = self._partition_of(SYSTEM_TENANT, AUDIT_TOPIC, 0)
+        if assignment is None:
+            raise AuditUnavailable(f"{SYSTEM_TENANT}/{AUDIT_TOPIC} does not exist yet")
+        return assignment.group
+
+    async def append_here(self, events: Sequence[bytes]) -> node_admin_pb2.AppendAuditResponse:
+        """What ``NodeAdmin.AppendAudit`` answers: append through the local
+        replica if it leads the audit partition, else say who does."""
+        try:
+            group = self._group()
+        except AuditUnavailable as error:
+            return node_admin_pb2.AppendAuditResponse(error="NO_TOPIC", message=str(error))
+        replica = self._replica_of(group)
+        if replica is None:
+            return node_admin_pb2.AppendAuditResponse(error="NO_REPLICA", leader=self._leader_of(group))
+        try:
+            batch = audit_batch(events)
+        except ValueError as error:
+            return node_admin_pb2.AppendAuditResponse(error="BAD_EVENT", message=str(error))
+        try:
+            await replica.produce(batch)
+        except NotLeaderError as error:
+            return node_admin_pb2.AppendAuditResponse(error="NOT_LEADER", leader=error.leader)
+        except ReplicaError as error:
+            return node_admin_pb2.AppendAuditResponse(error=error.reason, message=str(error))
+        return node_admin_pb2.AppendAuditResponse()
+
+    async def append(self, events: Sequence[bytes]) -> None:
+        """Append ``events`` durably, or raise ``AuditUnavailable``."""
+        group = self._group()
+        replica = self._replica_of(group)
+        if replica is not None and replica.is_leader:
+            answer = await self.append_here(events)
+            if not answer.error:
+                return
+            leader = answer.leader
+        else:
+            leader = self._leader_of(group) or (replica.leader if replica is not None else 0)
+        if not leader or leader == self._node_id:
+            raise AuditUnavailable(f"no leader known for {SYSTEM_TENANT}/{AUDIT_TOPIC}")
+        target = self._dial.get(leader) or self._address_of(leader)
+        if not target:
+            raise AuditUnavailable(f"no address for node {leader}")
+        stub = node_admin_pb2_grpc.NodeAdminStub(self._channels.channel(target))
+        response: node_admin_pb2.AppendAuditResponse = await stub.AppendAudit(
+            node_admin_pb2.AppendAuditRequest(events=list(events)),
+            timeout=ASK_TIMEOUT_S,
+            metadata=self._prove(APPEND_AUDIT_METHOD),
+        )
+        if response.error:
+            raise AuditUnavailable(
+                f"node {leader} did not append: {response.error} {response.message}".strip()
+            )
+
+    async def close(self) -> None:
+        await self._channels.close()

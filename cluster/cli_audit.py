@@ -1,0 +1,126 @@
+"""``raftlog audit``: read the audit trail (``__system/__audit``, cluster/audit/).
+
+``raftlog audit [--since DURATION] [--follow] [--json]`` prints one line per
+admin action: when, the outcome (``ok``, ``REFUSED`` with status and
+reason, ``unknown``), the method, the key and its tenant, the tenant acted
+in, the client's address and the node that took the call, and the
+request's names and settings. ``--json`` prints each event's stored JSON
+instead (events.py documents the fields), one per line. ``--since 1h``
+starts at the first event of the last hour (``30s``, ``15m``, ``12h``,
+``7d``); without it the whole trail is read. Without ``--follow`` the
+command ends once no new event arrived for ``QUIET_S``; with it, it waits
+for new events until interrupted.
+
+Only an operator key reads it: the audit lives in the system tenant, which
+only an operator key may name (``raftlog-tenant: __system``,
+cluster/frontend/auth.py); a tenant key gets ``UNKNOWN_TENANT``, reported
+here as "needs an operator key". The same event may be stored twice (a
+retried append); it is printed once (by its id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from client import Consumer, UnknownTenantError
+from cluster.audit.events import AUDIT_TOPIC, AuditEvent, BadAuditEvent, decode
+from cluster.groups.group_logs import SYSTEM_TENANT
+
+__all__ = ["add_command", "parse_duration_s", "render"]
+
+QUIET_S = 2.0
+"""Without ``--follow``: the trail is read once no event came for this long."""
+REMEMBERED_IDS = 100_000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+
+
+def parse_duration_s(text: str) -> int:
+    """``45s``, ``15m``, ``12h``, ``7d`` or plain seconds, as seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 30s, 15m, 12h or 7d")
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def render(event: AuditEvent) -> str:
+    """One readable line for ``event``."""
+    when = datetime.datetime.fromtimestamp(event.time_ms / 1000, datetime.UTC)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{event.time_ms % 1000:03d}Z"
+    if event.outcome == "ok":
+        outcome = "ok"
+    elif event.outcome == "refused":
+        outcome = f"REFUSED {event.code} {event.reason}"
+    else:
+        outcome = f"{event.outcome} {event.code}"
+    key_owner = "operator" if event.key_tenant is None else f"tenant {event.key_tenant}"
+    target = json.dumps(event.target, sort_keys=True, separators=(",", ":"))
+    line = (
+        f"{stamp} {outcome} {event.method} tenant={event.tenant} key={event.key_id} ({key_owner}) "
+        f"from={event.peer} node={event.node} {target}"
+    )
+    if event.message:
+        line += f" — {event.message}"
+    return line
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    # Imported here: cluster/cli.py imports this module to register the command.
+    from cluster.cli import CliError, _bootstrap, _identity
+
+    identity = _identity(args)
+    identity["tenant"] = SYSTEM_TENANT  # where the audit lives, whatever --tenant says
+    seen: set[str] = set()
+    order: deque[str] = deque()
+    out = sys.stdout
+    try:
+        async with Consumer(_bootstrap(args), **identity) as consumer:
+            count = await consumer.metadata.partition_count(AUDIT_TOPIC)
+            consumer.assign([(AUDIT_TOPIC, p) for p in range(count)])
+            if args.since is not None:
+                await consumer.seek_to_timestamp(int(time.time() * 1000) - args.since * 1000)
+            else:
+                await consumer.seek_to_beginning()
+            while True:
+                records = await consumer.poll(1.0 if args.follow else QUIET_S)
+                if not records and not args.follow:
+                    return 0
+                for record in records:
+                    _print(record.value or b"", args.json, seen, order, out)
+                out.flush()
+    except UnknownTenantError:
+        raise CliError(
+            "reading the audit trail needs an operator key (it lives in the system tenant); "
+            "set RAFTLOG_API_KEY to one"
+        ) from None
+
+
+def _print(value: bytes, as_json: bool, seen: set[str], order: deque[str], out: Any) -> None:
+    try:
+        event = decode(value)
+    except BadAuditEvent as error:
+        print(f"raftlog: skipping an audit record this CLI cannot read: {error}", file=sys.stderr)
+        return
+    if event.id in seen:
+        return  # a retried append stored it twice
+    seen.add(event.id)
+    order.append(event.id)
+    if len(order) > REMEMBERED_IDS:
+        seen.discard(order.popleft())
+    out.write((value.decode() if as_json else render(event)) + "\n")
+
+
+def add_command(commands: Any) -> None:
+    """Register ``raftlog audit`` on the CLI's subcommands."""
+    audit = commands.add_parser("audit", help="the audit trail of admin actions (operator key)")
+    audit.add_argument("--since", type=parse_duration_s, metavar="DURATION", help="e.g. 1h (default: all)")
+    audit.add_argument("--follow", action="store_true", help="keep printing new events until interrupted")
+    audit.add_argument("--json", action="store_true", help="print each event's stored JSON")
+    audit.set_defaults(run=_audit)
