@@ -36,7 +36,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from cluster.controller.commands import CreateApiKey
-from cluster.controller.model import shown
+from cluster.controller.model import KeyScope, default_scope, shown
 
 __all__ = [
     "DIGEST_LENGTH",
@@ -144,15 +144,20 @@ class IssuedApiKey:
         return self.command.key_id
 
 
-def key_command(key_id: str, tenant: str | None, secret: bytes) -> CreateApiKey:
+def key_command(
+    key_id: str, tenant: str | None, secret: bytes, scope: KeyScope | None = None, expires_at_ms: int = 0
+) -> CreateApiKey:
     """The command that stores ``secret`` under ``key_id``, hashed with a
-    fresh random salt."""
+    fresh random salt; ``scope`` None: the tenant's default."""
     salt = secrets.token_bytes(SALT_LENGTH)
-    return CreateApiKey(key_id, tenant, salt, secret_digest(salt, secret))
+    scope = scope or default_scope(tenant)
+    return CreateApiKey(key_id, tenant, salt, secret_digest(salt, secret), scope, expires_at_ms)
 
 
-def issue_api_key(tenant: str | None) -> IssuedApiKey:
-    """A fresh random key for ``tenant`` (None: an operator key)."""
+def issue_api_key(tenant: str | None, scope: KeyScope | None = None, expires_at_ms: int = 0) -> IssuedApiKey:
+    """A fresh random key for ``tenant`` (None: an operator key) with
+    ``scope`` (None: the tenant's default) and expiry (0: never)."""
     key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
     secret = secrets.token_bytes(SECRET_BYTES)
-    return IssuedApiKey(key_command(key_id, tenant, secret), f"{PREFIX}{key_id}_{_encode_secret(secret)}")
+    command = key_command(key_id, tenant, secret, scope, expires_at_ms)
+    return IssuedApiKey(command, f"{PREFIX}{key_id}_{_encode_secret(secret)}")

@@ -14,16 +14,20 @@ from cluster.controller.api_keys import issue_api_key
 from cluster.controller.commands import (
     AddLearner,
     AlterTopicConfig,
+    Command,
     CreateTenant,
     DecommissionNode,
     RegisterNode,
+    RevokeApiKey,
     SetNodeLiveness,
+    SetQuota,
 )
-from cluster.controller.model import Assignment, Node, Tenant, Topic
+from cluster.controller.model import ADMIN_SCOPE, Assignment, KeyScope, Node, Tenant, Topic
+from cluster.controller.quotas import BUILT_IN_DEFAULTS, QuotaLimits
 from cluster.controller.snapshot import MAGIC, ControllerImage, CorruptSnapshot, decode_image, encode_image
 from cluster.controller.state import ControllerState
 from cluster.primitives.wire import Writer
-from tests.controller.harness import Log, cluster, create_topic
+from tests.controller.harness import Log, cluster, create_topic, quota_limits
 
 
 def populated() -> Log:
@@ -215,3 +219,121 @@ def test_encode_refuses_an_unsorted_image() -> None:
     image = ControllerImage(5, 1, (Tenant("b", 1), Tenant("a", 1)), (), (), (), ())
     with pytest.raises(ValueError, match="out of order"):
         encode_image(image)
+
+
+# --- version 3: quotas, key scopes and expiry -------------------------------------------
+
+
+def with_tenancy() -> Log:
+    """``populated()`` plus what needs version 3: cluster default quotas,
+    a tenant's overrides, a client key and an expiring one."""
+    log = populated()
+    log.ok(SetQuota("", QuotaLimits(produce_bytes_s=5_000_000, topics=50)))
+    log.ok(SetQuota("beta", QuotaLimits(partitions=10, storage_bytes=0)))
+    log.ok(issue_api_key("acme", KeyScope("client", ("orders.", ""), ("x",), ("g",))).command)
+    expiring = issue_api_key(None, expires_at_ms=1_700_000_000_000)
+    log.ok(expiring.command)
+    return log
+
+
+def test_quotas_and_key_scopes_survive_a_snapshot() -> None:
+    state = with_tenancy().state
+    data = state.snapshot()
+    assert data[len(MAGIC)] == 3
+    restored = ControllerState.restore(data)
+    assert restored == state and restored.snapshot() == data
+    assert restored.quota_defaults() == state.quota_defaults()
+    assert restored.effective_quota("beta") == QuotaLimits(
+        produce_bytes_s=5_000_000, storage_bytes=0, partitions=10, topics=50
+    )
+    scopes = sorted(k.scope.role for k in restored.list_api_keys("acme").items)
+    assert scopes == ["admin", "client"]
+    assert [k.expires_at_ms for k in restored.list_api_keys(None).items if k.expires_at_ms] == [
+        1_700_000_000_000
+    ]
+
+
+def test_removing_what_needs_version_3_writes_version_2_again() -> None:
+    log = with_tenancy()
+    log.ok(SetQuota("", QuotaLimits()))
+    log.ok(SetQuota("beta", QuotaLimits()))
+    for key in log.state.list_api_keys("acme").items + log.state.list_api_keys(None).items:
+        if key.scope.is_client or key.expires_at_ms:
+            log.ok(RevokeApiKey(key.key_id))
+    assert log.state.snapshot()[len(MAGIC)] == 2
+
+
+def _version_2_snapshot() -> bytes:
+    """A snapshot as the code before quotas and key scopes wrote it: a
+    tenant key, and a compacted topic (so version 2)."""
+    w = Writer().raw(MAGIC).u8(2).u64(10).u64(2)
+    w.u32(1).text("acme").u64(1)  # tenants
+    w.u32(1).text("00000000000000aa").flag(False).text("acme").blob(bytes(16)).blob(bytes(32)).u64(2)
+    w.u32(1).u64(1).text("h:1").text("").flag(True).flag(True).flag(False)  # nodes
+    w.u32(1).text("acme").text("t").u32(1).u16(1).opt_i64(None).opt_i64(None).u64(3)
+    w.text("compact").i64(0).i64(86_400_000).opt_i64(None).u64(0)
+    w.u64(1).ids((1,)).ids(()).u64(1)
+    return _seal(bytes(w))
+
+
+def test_a_version_2_snapshot_still_restores_with_default_scopes_and_no_quotas() -> None:
+    old = _version_2_snapshot()
+    state = ControllerState.restore(old)
+    key = state.api_key("00000000000000aa")
+    assert key is not None and (key.scope, key.expires_at_ms) == (ADMIN_SCOPE, 0)
+    assert state.quota_defaults() == BUILT_IN_DEFAULTS and state.quota_overrides() == ()
+    assert state.snapshot() == old
+
+
+def _version_3(body_after_topics: bytes, key_scope: bytes = b"") -> bytes:
+    w = Writer().raw(MAGIC).u8(3).u64(10).u64(1)
+    w.u32(1).text("acme").u64(1)
+    w.u32(1).text("00000000000000aa").flag(False).text("acme").blob(bytes(16)).blob(bytes(32)).u64(2)
+    return _seal(bytes(w) + key_scope + bytes(4) + bytes(4) + body_after_topics)
+
+
+_ADMIN_FOREVER = b"\x00\x05admin" + bytes(12) + bytes(8)
+_NO_QUOTA = bytes(8)
+
+
+def test_version_3_that_version_2_could_hold_and_empty_overrides_are_refused() -> None:
+    """One encoding per state: no quotas and default keys are not version
+    3; a tenant's all-None override record is never stored."""
+    ok = _version_3(
+        _NO_QUOTA + (1).to_bytes(4, "big") + b"\x00\x04acme" + b"\x00" * 5 + b"\x01" + bytes(8) + b"\x00" * 2,
+        _ADMIN_FOREVER,
+    )
+    assert ControllerState.restore(ok).effective_quota("acme").topics == 0
+    with pytest.raises(CorruptSnapshot, match="version 3 holds nothing version 2 cannot"):
+        decode_image(_version_3(_NO_QUOTA + bytes(4), _ADMIN_FOREVER))
+    with pytest.raises(CorruptSnapshot, match="overrides are empty"):
+        decode_image(
+            _version_3(_NO_QUOTA + (1).to_bytes(4, "big") + b"\x00\x04acme" + _NO_QUOTA, _ADMIN_FOREVER)
+        )
+
+
+tenancy_steps = st.lists(
+    st.one_of(
+        st.builds(SetQuota, st.sampled_from(["", "acme", "beta"]), quota_limits),
+        st.builds(
+            lambda tenant, scope, expires: issue_api_key(tenant, scope, expires).command,
+            st.sampled_from(["acme", "beta"]),
+            st.sampled_from([None, KeyScope("client", ("a",)), KeyScope("client", (), ("",), ("g",))]),
+            st.sampled_from([0, 1, 2**40]),
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=40)
+@given(tenancy_steps)
+def test_any_quotas_and_keys_round_trip(steps: list[Command]) -> None:
+    log = cluster(1, tenants=["acme", "beta"])
+    for step in steps:
+        log.apply(step)
+    data = log.state.snapshot()
+    restored = ControllerState.restore(data)
+    assert restored == log.state and restored.snapshot() == data
+    for tenant in ("acme", "beta"):
+        assert restored.effective_quota(tenant) == log.state.effective_quota(tenant)
