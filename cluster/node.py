@@ -221,6 +221,7 @@ class Node:
         host_config = HostConfig(
             tick_interval_s=cluster.raft.tick_ms / 1000,
             retention_check_interval_s=cluster.retention_check_ms / 1000,
+            min_free_bytes=cluster.min_free_bytes,
             replica=self._raft_config(),
         )
         transport_config = TransportConfig(cluster_id=cluster.cluster_id)

@@ -6,6 +6,9 @@ starts with, in one TOML file every node is started from (``--node-id``)::
                                     # (relative to this file; see below)
     controller_nodes = [1, 2, 3]    # optional: metadata controller voters
                                     # (default: the first three nodes)
+    min_free_bytes = 268435456      # optional: free disk each node keeps in
+                                    # reserve; below it writes are refused
+                                    # with DISK_FULL (partitions/disk_space.py)
 
     [[nodes]]
     id = 1
@@ -56,6 +59,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from partitions.disk_space import DEFAULT_MIN_FREE_BYTES
 
 if TYPE_CHECKING:
     from cluster.tls.settings import TlsConfig
@@ -129,6 +134,9 @@ class StaticCluster:
     three nodes of the file. Every other node follows it as a learner."""
     tls: TlsConfig | None = None
     """``[tls]`` (cluster/tls/settings.py); None: plaintext, one port."""
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    """Each node's data disk reserve: below it the node refuses new client
+    data with ``DISK_FULL`` (partitions/disk_space.py)."""
 
     def controller_voters(self) -> tuple[int, ...]:
         return self.controller_nodes or tuple(n.id for n in self.nodes[:3])
@@ -174,6 +182,8 @@ class StaticCluster:
             )
         if self.max_batch_bytes < 1024:
             raise ConfigError("max_batch_bytes must be at least 1024")
+        if self.min_free_bytes < 0:
+            raise ConfigError("min_free_bytes must be >= 0 (bytes of free disk a node keeps in reserve)")
 
     def node(self, node_id: int) -> NodeSpec:
         for spec in self.nodes:
@@ -256,6 +266,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
             offsets_partitions=int(doc.get("offsets_partitions", 3)),
+            min_free_bytes=int(doc.get("min_free_bytes", DEFAULT_MIN_FREE_BYTES)),
             cluster_secret_file=_path_or_none(doc.get("cluster_secret_file"), base_dir),
             tls=_parse_tls(doc.get("tls"), base_dir),
         )

@@ -22,6 +22,12 @@ Invariants:
   every queued write fails too, without touching the disk. After a failed
   write or sync, RocksDB's memory may be ahead of the disk; acknowledging
   anything afterwards could acknowledge data that a restart loses.
+- With a ``DiskSpace`` guard (partitions/disk_space.py), a batch that would
+  leave the disk below the guard's floor is refused before RocksDB sees it:
+  every waiter in it gets ``NoSpaceForWrite``, and the writer does *not*
+  fail (nothing was attempted, so RocksDB's memory is not ahead of the
+  disk); later writes are taken as usual. RocksDB's own ENOSPC cannot be
+  undone in place (disk_space.py says why), so the guard keeps it away.
 - ``close()`` writes what is pending, then stops and joins the thread;
   writes submitted after it raise ``WriterClosed``.
 - Cancelling a waiting task does not cancel its write: once submitted, a
@@ -39,7 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from partitions.storage_errors import WriteFailed, WriterClosed
+from partitions.disk_space import DiskSpace, describe_bytes
+from partitions.storage_errors import NoSpaceForWrite, WriteFailed, WriterClosed
 from partitions.write_set import WriteSet
 
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
@@ -132,8 +139,10 @@ class GroupCommitWriter:
         *,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         name: str = "raftlog-group-commit",
+        disk: DiskSpace | None = None,
     ) -> None:
         self._target = target
+        self._disk = disk
         self._max_batch_bytes = max_batch_bytes
         self._cond = threading.Condition()
         self._pending: list[_Waiter] = []
@@ -214,6 +223,13 @@ class GroupCommitWriter:
         size = 0
         started = time.perf_counter()
         if error is None:
+            error = self._check_room(batch)
+            if error is not None:
+                # Refused before writing: the writer stays healthy.
+                self._complete(batch, error)
+                with self._cond:
+                    self._count(batch, sync, 0, 0.0, failed=True)
+                return
             try:
                 size = self._target.write([w.write_set for w in batch], sync=sync)
             except Exception as exc:
@@ -224,11 +240,29 @@ class GroupCommitWriter:
                 )
                 error.__cause__ = exc
         elapsed = time.perf_counter() - started
+        if self._disk is not None and error is None:
+            self._disk.wrote(size)
         with self._cond:
             if error is not None and self._failure is None:
                 self._failure = error
             self._count(batch, sync, size, elapsed, failed=error is not None)
         self._complete(batch, error)
+
+    def _check_room(self, batch: list[_Waiter]) -> NoSpaceForWrite | None:
+        """``NoSpaceForWrite`` when the batch would take the disk below the
+        guard's floor (module docstring)."""
+        disk = self._disk
+        if disk is None:
+            return None
+        nbytes = sum(w.write_set.nbytes for w in batch)
+        if disk.room_for(nbytes):
+            return None
+        disk.refused()
+        return NoSpaceForWrite(
+            f"group commit of {len(batch)} writes ({nbytes} bytes) refused: the data disk has "
+            f"{describe_bytes(disk.free_bytes())} free, and writing would leave less than its floor of "
+            f"{describe_bytes(disk.floor_bytes)}; retried once space returns"
+        )
 
     def _count(self, batch: list[_Waiter], sync: bool, size: int, elapsed: float, *, failed: bool) -> None:
         s = self._stats

@@ -32,6 +32,12 @@ Invariants:
   ticks (reads do not use leases here, ``read_only_lease_based`` stays off),
   only liveness, which the wake rules restore: a follower whose leader's node
   goes down is woken by the transport's peer report and elects a new leader.
+- A full disk (partitions/disk_space.py) loses and half-writes nothing: a
+  write refused for room (``NoSpaceForWrite``) is tried again, the same
+  write set with the Ready in hand, until it fits (disk_wait.py), so nothing
+  that depends on it happens first; a refused commit-index-only write is
+  dropped (Raft never needs it durable). Below the reserve, partition
+  replicas (``drops_appends_when_disk_low``) drop incoming entries unanswered.
 """
 
 from __future__ import annotations
@@ -41,12 +47,15 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
+from partitions.disk_space import DiskSpace
+from partitions.disk_wait import carries_data, write_when_room
 from partitions.group_commit import GroupCommitWriter
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
 from partitions.state_machine import PartitionConfig
+from partitions.storage_errors import NoSpaceForWrite
 from raft.config import RaftConfig
 from raft.errors import ConfChangePending, InvalidConfChange, NotLeader, ProposalDropped, TooManyUncommitted
 from raft.node import RaftNode
@@ -147,6 +156,10 @@ _Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader
 _NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
 
 
+class _StoppedWhileWaiting(Exception):
+    """``close()`` came while a write waited for room: ``run`` ends quietly."""
+
+
 class RaftReplica(Generic[SM]):
     """One member of a Raft group on this node. Create with ``await
     cls.open``, run ``run()`` in a task, stop with ``close()``.
@@ -155,6 +168,10 @@ class RaftReplica(Generic[SM]):
     may override ``_settle`` (turn an apply result into a proposal's
     answer), ``_on_applied`` (after entries were applied) and
     ``_housekeeping`` (periodic work in the owner task)."""
+
+    drops_appends_when_disk_low: ClassVar[bool] = False
+    """Whether, below the disk reserve, incoming entries are dropped
+    (module docstring)."""
 
     def __init__(
         self,
@@ -166,8 +183,12 @@ class RaftReplica(Generic[SM]):
         config: ReplicaConfig,
         awake: set[RaftReplica[Any]] | None = None,
         counters: ReplicaCounters | None = None,
+        disk: DiskSpace | None = None,
     ) -> None:
         self.group = group
+        self._disk = disk
+        self.disk_dropped_messages = 0
+        """Appends and snapshots dropped because the disk was below its reserve."""
         self._counters = counters or ReplicaCounters()
         self.node_id = node_id
         self._storage = storage
@@ -213,6 +234,7 @@ class RaftReplica(Generic[SM]):
         awake: set[RaftReplica[Any]] | None = None,
         counters: ReplicaCounters | None = None,
         bootstrap: bool = True,
+        disk: DiskSpace | None = None,
     ) -> Self:
         """Open the replica, bootstrapping its group with ``voters`` (and
         ``learners``) if this node has never stored anything for it. With
@@ -221,9 +243,9 @@ class RaftReplica(Generic[SM]):
         state = storage.state
         if bootstrap and state.snapshot.index == 0 and state.last_index == 0:
             prepared = storage.prepare(bootstrap_ready(voters, learners or ()))
-            await writer.write(prepared.write_set, sync=prepared.sync)
+            await write_when_room(writer, prepared, lambda: False)
             storage.apply_prepared(prepared)
-        return cls(group, node_id, storage, writer, send, config, awake, counters)
+        return cls(group, node_id, storage, writer, send, config, awake, counters, disk)
 
     # --- what subclasses define --------------------------------------------
 
@@ -314,6 +336,10 @@ class RaftReplica(Generic[SM]):
         self._signal.set()
 
     def deliver(self, message: Message, quiesce: bool = False) -> None:
+        disk = self._disk
+        if self.drops_appends_when_disk_low and disk is not None and carries_data(message) and disk.low:
+            self.disk_dropped_messages += 1
+            return
         wake = self._hibernating and not quiesce and message.type not in _NON_WAKING
         self._enqueue(_Inbound(message, quiesce), wake=wake)
 
@@ -386,6 +412,8 @@ class RaftReplica(Generic[SM]):
                     self._housekeeping_due = False
                     await self._housekeeping()
                 self._update_hibernation()
+        except _StoppedWhileWaiting:
+            pass  # closed while a write waited for disk space: nothing was acknowledged
         finally:
             self._stopped = True
             self._awake.discard(self)
@@ -490,14 +518,18 @@ class RaftReplica(Generic[SM]):
             self._on_leader_changed()
 
     def _background_write_done(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            return
+        if isinstance(future.exception(), NoSpaceForWrite):
+            return  # only a commit index, which Raft never needs durable
+        if future.exception() is not None:
             # The writer is failed for good: stop this replica (run() raises).
             self._background_failure = future.exception()
             self._signal.set()
 
     async def _write(self, prepared: PreparedWrite) -> None:
-        if not prepared.empty:
-            await self._writer.write(prepared.write_set, sync=prepared.sync)
+        if not prepared.empty and not await write_when_room(self._writer, prepared, lambda: self._stopping):
+            raise _StoppedWhileWaiting
         self._storage.apply_prepared(prepared)
 
     def _send_all(self, messages: tuple[Message, ...]) -> None:

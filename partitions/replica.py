@@ -24,6 +24,10 @@ Invariants (on top of the driver's):
   the space goes back to the disk. ``update_config`` changes only what the
   leader decides and checks (policy, lags, retention, keyless refusal);
   apply results never depend on it.
+- A leader whose data disk is below its reserve (partitions/disk_space.py)
+  refuses every produce with ``DiskFull`` before proposing anything; a
+  follower in that state drops incoming entries (``drops_appends_when_disk_low``,
+  partitions/raft_replica.py). Reads go on either way.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from partitions.commands import CompactCommand, decode_produce, encode_compact, 
 from partitions.compaction import StoredBatch
 from partitions.keys import ColumnFamily, log_key
 from partitions.raft_replica import RaftReplica, ReplicaConfig, ReplicaCounters, SendFn
-from partitions.replica_errors import NotLeaderError, ProduceRejected
+from partitions.replica_errors import DiskFull, NotLeaderError, ProduceRejected
 from partitions.state_machine import (
     Appended,
     BatchLocation,
@@ -129,6 +133,8 @@ AUTO_COMPACT_DIRTY_RATIO = 0.5
 class Replica(RaftReplica[PartitionStateMachine]):
     """One partition replica on this node."""
 
+    drops_appends_when_disk_low = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._hw_waiters: set[asyncio.Future[None]] = set()
         self._retention_now_ms: int | None = None
@@ -145,6 +151,11 @@ class Replica(RaftReplica[PartitionStateMachine]):
     @property
     def high_watermark(self) -> int:
         return self._sm.high_watermark
+
+    @property
+    def retained_bytes(self) -> int:
+        """Batch bytes this copy holds (what a tenant's storage quota counts)."""
+        return self._sm.retained_bytes
 
     def status(self) -> ReplicaStatus:
         node = self._node
@@ -181,8 +192,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
         """Append one record batch; returns its offsets once committed.
 
         Raises ``ProduceRejected`` (the batch or its producer state is
-        wrong: nothing was appended), ``NotLeaderError``, ``Backpressure``,
-        ``OutcomeUnknown`` or ``ReplicaStopped``."""
+        wrong: nothing was appended), ``NotLeaderError``, ``DiskFull``
+        (nothing was appended), ``Backpressure``, ``OutcomeUnknown`` or
+        ``ReplicaStopped``."""
         self._check_running()
         try:
             # A gzip batch must also fit max_batch_bytes once decompressed
@@ -193,6 +205,10 @@ class Replica(RaftReplica[PartitionStateMachine]):
             raise ProduceRejected(exc.reason, exc.message) from None
         if self._node.role != Role.LEADER:
             raise NotLeaderError(self.group, self._node.leader)
+        disk = self._disk
+        if disk is not None and disk.low:
+            disk.refused()
+            raise DiskFull(disk.refusal(self.node_id))
         if self._config.partition.compacts:
             self._check_keys(batch)
         rejected = self._sm.check_produce(header)

@@ -12,6 +12,9 @@ safe to retry:
   fresh append, never both.
 - ``Backpressure``: too many bytes are waiting to commit; retry after a
   moment.
+- ``DiskFull``: this node's data disk is below its reserve
+  (partitions/disk_space.py); nothing was appended. Retry later (after
+  ``DISK_FULL_RETRY_AFTER_MS``) or on another leader.
 - ``ProduceRejected``: the batch itself is wrong (bad CRC, stale producer
   epoch, sequence gap...). Retrying the same bytes fails the same way.
 - ``ReplicaStopped``: the replica is shutting down or failed (its storage
@@ -61,6 +64,15 @@ class OutcomeUnknown(ReplicaError):
 
 class Backpressure(ReplicaError):
     reason = Reason.BACKPRESSURE
+
+
+DISK_FULL_RETRY_AFTER_MS = 1000
+"""What a client refused with ``DISK_FULL`` is told to wait: freeing disk
+space takes an operator or a retention pass, not milliseconds."""
+
+
+class DiskFull(ReplicaError):
+    reason = Reason.DISK_FULL
 
 
 class ProduceRejected(ReplicaError):

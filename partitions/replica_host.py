@@ -10,6 +10,9 @@ Invariants:
 
 - Only awake replicas are ticked: the ticker walks the ``awake`` set, which a
   replica leaves when it hibernates. 1,000 idle partitions cost one timer.
+- One ``DiskSpace`` guard (partitions/disk_space.py) per host watches the
+  data directory's filesystem; the writer and every replica share it, so a
+  full disk refuses client data and stalls writes instead of failing them.
 - A replica task that fails (its storage writer failed, a driver bug) fails
   the host: the task group cancels every replica and ``__aexit__`` re-raises.
   A node whose disk failed must restart and recover from the WAL rather than
@@ -29,6 +32,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from partitions.disk_space import (
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_REFRESH_S,
+    DiskSpace,
+    FreeSpaceProbe,
+    statvfs_free_bytes,
+)
 from partitions.group_commit import GroupCommitWriter
 from partitions.node_store import NodeStore, StoreOptions
 from partitions.owner_only import make_owner_only_dir, restrict_umask
@@ -46,6 +56,11 @@ class HostConfig:
     retention_check_interval_s: float = 30.0
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     store: StoreOptions = field(default_factory=StoreOptions)
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    """The data disk's reserve (partitions/disk_space.py)."""
+    disk_probe: FreeSpaceProbe = statvfs_free_bytes
+    """How free space is read (tests pass a fake disk)."""
+    disk_refresh_s: float = DEFAULT_REFRESH_S
 
 
 class ReplicaHost:
@@ -61,6 +76,12 @@ class ReplicaHost:
         self.counters = ReplicaCounters()
         self._store: NodeStore | None = None
         self._writer: GroupCommitWriter | None = None
+        self.disk = DiskSpace(
+            data_dir,
+            self.config.min_free_bytes,
+            probe=self.config.disk_probe,
+            refresh_s=self.config.disk_refresh_s,
+        )
         self._task_group: asyncio.TaskGroup | None = None
         self._closing = False
         self._clocks: list[asyncio.Task[None]] = []
@@ -73,7 +94,7 @@ class ReplicaHost:
         restrict_umask()
         make_owner_only_dir(self.data_dir)
         self._store = await asyncio.to_thread(NodeStore, self.data_dir / "store", self.config.store)
-        self._writer = GroupCommitWriter(self._store, name=f"raftlog-writer-{self.node_id}")
+        self._writer = GroupCommitWriter(self._store, name=f"raftlog-writer-{self.node_id}", disk=self.disk)
         self._task_group = asyncio.TaskGroup()
         await self._task_group.__aenter__()
         self._clocks = [
@@ -198,6 +219,7 @@ class ReplicaHost:
             awake=self.awake,
             counters=self.counters,
             bootstrap=bootstrap,
+            disk=self.disk,
         )
         self._tasks[group] = self._task_group.create_task(replica.run(), name=f"raftlog-replica-{group}")
         return replica

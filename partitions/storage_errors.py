@@ -14,6 +14,10 @@ the ones here are for the replica driver and the node:
   that batch is acknowledged, and the writer stays failed: after a failed
   sync the disk may hold less than RocksDB's memory, so no later write may be
   acknowledged either (the node must restart and recover from the WAL).
+- ``NoSpaceForWrite``: the writer refused a batch before RocksDB saw it,
+  because it would leave the data disk below its floor
+  (partitions/disk_space.py). Nothing was written and the writer stays
+  healthy: the same write may be submitted again once there is room.
 - ``WriterClosed``: a write was submitted after ``close()``.
 - ``StoreClosed``: the node store was used after ``close()``.
 """
@@ -43,6 +47,13 @@ class WriteFailed(StorageFailure):
     def __init__(self, message: str, *, disk_full: bool = False) -> None:
         super().__init__(message)
         self.disk_full = disk_full
+
+
+class NoSpaceForWrite(WriteFailed):
+    """Refused before writing: the disk is below its floor. Retry later."""
+
+    def __init__(self, message: str, *, disk_full: bool = True) -> None:
+        super().__init__(message, disk_full=disk_full)
 
 
 class WriterClosed(WriteFailed):

@@ -32,7 +32,9 @@ from google.rpc import status_pb2
 from cluster.controller.model import shown
 from cluster.primitives.pagination import InvalidPageSize, PageError
 from partitions.replica_errors import (
+    DISK_FULL_RETRY_AFTER_MS,
     Backpressure,
+    DiskFull,
     NotLeaderError,
     OutcomeUnknown,
     ProduceRejected,
@@ -116,6 +118,13 @@ def from_replica_error(error: ReplicaError, leader_address: str = "") -> Service
     if isinstance(error, Backpressure):
         return ServiceError(
             grpc.StatusCode.RESOURCE_EXHAUSTED, error.reason, error.message, retry_after_ms=50
+        )
+    if isinstance(error, DiskFull):  # this node's disk is below its reserve: nothing was written
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            error.reason,
+            error.message,
+            retry_after_ms=DISK_FULL_RETRY_AFTER_MS,
         )
     if isinstance(error, ProduceRejected):
         code = (
