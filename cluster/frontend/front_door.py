@@ -123,8 +123,7 @@ OPERATOR_METHODS: frozenset[str] = frozenset(
         "CreateTenant",
         "DeleteTenant",
         "ListTenants",
-        "CreateApiKey",
-        "RevokeApiKey",
+        "SetTenantQuota",  # API keys: a tenant admin key manages its own (tenant_admin.py)
         "ListNodes",
         "DecommissionNode",
         "GetClusterStatus",
