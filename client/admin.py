@@ -231,14 +231,17 @@ class Admin:
     async def revoke_api_key(self, key_id: str) -> None:
         await self._call(lambda s: s.RevokeApiKey, admin_pb2.RevokeApiKeyRequest(key_id=key_id))
 
-    async def rotate_api_key(self, key_id: str, grace_seconds: int = 3600) -> admin_pb2.RotateApiKeyResponse:
+    async def rotate_api_key(
+        self, key_id: str, grace_seconds: int = 3600, *, ttl_seconds: int = 0
+    ) -> admin_pb2.RotateApiKeyResponse:
         """A new key (``api_key``, with its clear text) with ``key_id``'s
-        tenant and scope; the old key keeps working ``grace_seconds`` more
+        tenant and scope, expiring ``ttl_seconds`` after it is made (0:
+        never); the old key keeps working ``grace_seconds`` more
         (``old_expires_at_ms``), never longer than it already would."""
-        response: admin_pb2.RotateApiKeyResponse = await self._call(
-            lambda s: s.RotateApiKey,
-            admin_pb2.RotateApiKeyRequest(key_id=key_id, grace_seconds=grace_seconds),
+        request = admin_pb2.RotateApiKeyRequest(
+            key_id=key_id, grace_seconds=grace_seconds, ttl_seconds=ttl_seconds
         )
+        response: admin_pb2.RotateApiKeyResponse = await self._call(lambda s: s.RotateApiKey, request)
         return response
 
     # --- topics ------------------------------------------------------------------

@@ -17,8 +17,8 @@ registers these with ``add_commands``).
   [--produce PREFIX]... [--consume PREFIX]... [--group PREFIX]...
   [--ttl 30d]``: prints the new key (once) on stdout; ``key list
   [--tenant T | --operator] [--json]``, ``key revoke ID``, ``key rotate ID
-  [--grace 1h]`` (prints the new key; the old one keeps working for the
-  grace period). A tenant admin key manages its own tenant's keys.
+  [--grace 1h] [--ttl 30d]`` (prints the new key, same tenant and scope;
+  the old one keeps working for the grace period). A tenant admin key manages its own tenant's keys.
 
 Invariants:
 
@@ -295,7 +295,7 @@ class Commands:
 
     async def key_rotate(self, args: argparse.Namespace) -> int:
         async with self._admin(args) as admin:
-            rotated = await admin.rotate_api_key(args.key_id, args.grace)
+            rotated = await admin.rotate_api_key(args.key_id, args.grace, ttl_seconds=args.ttl or 0)
         print(
             f"new key {rotated.api_key.key_id} (shown once, keep it safe); the old key {args.key_id} "
             f"works until {_expiry(rotated.old_expires_at_ms, 0)}",
@@ -387,5 +387,8 @@ def add_commands(commands: Any, admin: AdminFactory) -> None:
         type=duration_seconds,
         default=3600,
         help="how long the old key keeps working, e.g. 1h (default), 0 to stop it now",
+    )
+    rotate.add_argument(
+        "--ttl", type=duration_seconds, help="the new key expires after this long (default: never)"
     )
     rotate.set_defaults(run=run.key_rotate)

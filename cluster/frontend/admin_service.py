@@ -10,17 +10,21 @@ Invariants:
 
 - Every call reaches a handler through the front door (front_door.py): the
   caller is authenticated, and the door refuses a tenant key on the
-  operator-only methods (tenants, keys, nodes, node stats, cluster status:
-  ``front_door.OPERATOR_METHODS``) before any hop; topics are always the
-  caller's tenant's (``current_caller()``).
+  operator-only methods (tenants and their quotas, nodes, node stats,
+  cluster status: ``front_door.OPERATOR_METHODS``) before any hop; topics
+  are always the caller's tenant's (``current_caller()``). API keys and
+  ``DescribeTenant`` are tenant_admin.py's: a tenant admin key manages its
+  own tenant's keys, and it checks who may touch which key.
 - Whatever needs judgement or randomness (replica placement, key material)
   is chosen here on the leader before proposing; the command is checked
   again when applied, and a ``Rejected`` result becomes a gRPC error with
   the same reason (``REJECT_CODES``), so a failed change changed nothing.
 - Every request is checked before any work is done for it (no placement,
   no proposal, no forward): names against the model's rules, a new topic's
-  partitions against the per-topic, per-tenant and cluster caps
-  (``model.check_partitions``, the rule the state applies again), the
+  partitions against the per-topic bounds, then on the leader against the
+  tenant's partition and topic quotas and the cluster cap
+  (``ControllerState.check_new_topic``, the rule the state applies again;
+  ``QUOTA_EXCEEDED`` is ``RESOURCE_EXHAUSTED`` with no retry-after), the
   replication factor and retention against their bounds. So a request
   cannot make the leader do unbounded work, and every value a command
   carries fits its encoding (an oversized name would otherwise fail there,
@@ -61,13 +65,11 @@ from cluster.controller import (
     PlacementError,
     Rejected,
     RejectReason,
-    RevokeApiKey,
     Topic,
     encode_command,
     issue_api_key,
     place_partitions,
 )
-from cluster.controller.api_keys import check_key_id
 from cluster.controller.commands import Command
 from cluster.controller.model import (
     check_partitions,
@@ -83,6 +85,7 @@ from cluster.frontend.front_door import current_caller
 from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import INTERNAL_PREFIX, check_writable
 from cluster.frontend.node_stats import NodeStatsGatherer, nodes_page
+from cluster.frontend.tenant_admin import TenantAdmin, TenantUsageSource
 from cluster.frontend.topic_settings import (
     altered_config,
     check_alter_request,
@@ -129,6 +132,9 @@ REJECT_CODES: dict[RejectReason, grpc.StatusCode] = {
     R.UNKNOWN_TOPIC: C.NOT_FOUND,
     R.UNKNOWN_NODE: C.NOT_FOUND,
     R.UNKNOWN_GROUP: C.NOT_FOUND,
+    R.INVALID_QUOTA: C.INVALID_ARGUMENT,
+    R.INVALID_KEY_SCOPE: C.INVALID_ARGUMENT,
+    R.QUOTA_EXCEEDED: C.RESOURCE_EXHAUSTED,
 }
 """Every other reason is FAILED_PRECONDITION: the request is well formed but
 the cluster's state does not allow it now."""
@@ -171,18 +177,22 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         forwarder: Forwarder,
         node_stats: NodeStatsGatherer | None = None,
         leaders: LeaderAsker | None = None,
+        usage: TenantUsageSource | None = None,
     ) -> None:
         """``node_stats``: how ``GetNodeStats`` asks the nodes; ``leaders``:
         how ``CompactTopic`` and ``DescribeTopic`` reach partition leaders
         (a node always gives both; without ``node_stats`` the call answers
         ``UNAVAILABLE``, without ``leaders`` compaction is unavailable and
-        descriptions carry no compaction figures)."""
+        descriptions carry no compaction figures); ``usage``: what
+        ``DescribeTenant`` reports beyond the metadata's counts (none:
+        counts only)."""
         self._node_id = node_id
         self._controller = controller
         self._leader_of = leader_of
         self._forwarder = forwarder
         self._node_stats = node_stats
         self._leaders = leaders
+        self._tenants = TenantAdmin(controller, self._change, self._propose, usage)
 
     # --- plumbing --------------------------------------------------------------
 
@@ -279,61 +289,37 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    # --- API keys --------------------------------------------------------------
+    # --- quotas and API keys (tenant_admin.py) -----------------------------------
+
+    async def SetTenantQuota(
+        self, request: admin_pb2.SetTenantQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetTenantQuotaResponse:
+        return await self._tenants.set_tenant_quota(request, context)
+
+    async def DescribeTenant(
+        self, request: admin_pb2.DescribeTenantRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeTenantResponse:
+        return await self._tenants.describe_tenant(request, context)
 
     async def CreateApiKey(
         self, request: admin_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateApiKeyResponse:
-        if request.operator == bool(request.tenant):
-            raise _bad(
-                Reason.INVALID_ARGUMENT, "give either a tenant or operator = true, not both or neither"
-            )
-        if not request.operator and check_tenant_name(request.tenant):
-            raise unknown_tenant(request.tenant)
-
-        async def work() -> admin_pb2.CreateApiKeyResponse:
-            tenant = None if request.operator else request.tenant
-            issued = issue_api_key(tenant)
-            await self._propose(issued.command)
-            return admin_pb2.CreateApiKeyResponse(
-                api_key=admin_pb2.ApiKey(
-                    key_id=issued.key_id,
-                    tenant=tenant or "",
-                    operator=tenant is None,
-                    clear_text=issued.clear_text,
-                )
-            )
-
-        return await self._change(context, "CreateApiKey", request, work)
+        return await self._tenants.create_api_key(request, context)
 
     async def RevokeApiKey(
         self, request: admin_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RevokeApiKeyResponse:
-        if problem := check_key_id(request.key_id):
-            raise ServiceError(C.NOT_FOUND, Reason.UNKNOWN_API_KEY, f"no such API key: {problem}")
-
-        async def work() -> admin_pb2.RevokeApiKeyResponse:
-            await self._propose(RevokeApiKey(request.key_id))
-            return admin_pb2.RevokeApiKeyResponse()
-
-        return await self._change(context, "RevokeApiKey", request, work)
+        return await self._tenants.revoke_api_key(request, context)
 
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListApiKeysResponse:
-        caller = current_caller()
-        if caller.is_operator:
-            tenant = None if request.operator else (request.tenant or caller.tenant)
-        else:
-            tenant = caller.tenant
-        page = self._controller.state.list_api_keys(tenant, request.page_size, request.page_token)
-        return admin_pb2.ListApiKeysResponse(
-            api_keys=[
-                admin_pb2.ApiKey(key_id=k.key_id, tenant=k.tenant or "", operator=k.tenant is None)
-                for k in page.items
-            ],
-            next_page_token=page.next_page_token,
-        )
+        return await self._tenants.list_api_keys(request, context)
+
+    async def RotateApiKey(
+        self, request: admin_pb2.RotateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RotateApiKeyResponse:
+        return await self._tenants.rotate_api_key(request, context)
 
     # --- topics ----------------------------------------------------------------
 
@@ -367,7 +353,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         check_writable(current_caller().tenant, request.name, current_caller().is_operator)
         if request.partitions < 1:
             raise _bad(Reason.INVALID_PARTITIONS, "a topic needs at least 1 partition (--partitions N)")
-        if rejected := check_partitions(request.partitions, 0, 0):
+        # The count's own bounds only: the tenant's quota is weighed on the leader.
+        if rejected := check_partitions(request.partitions, 0, 0, tenant_limit=None):
             raise rejected_error(rejected)
         if request.replication_factor and (problem := check_replication_factor(request.replication_factor)):
             raise _bad(Reason.INVALID_REPLICATION_FACTOR, problem)
@@ -382,9 +369,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                     Reason.TOPIC_EXISTS,
                     f"topic {shown(request.name)} already exists in this tenant",
                 )
-            # The caps before placement: placement's work grows with the
-            # partition count, and the state applies the same rule again.
-            if rejected := check_partitions(request.partitions, *state.partition_counts(caller.tenant)):
+            # The tenant's quota and the cluster cap before placement:
+            # placement's work grows with the partition count, and the
+            # state applies the same rule again.
+            if rejected := state.check_new_topic(caller.tenant, request.partitions):
                 raise rejected_error(rejected)
             live = len(state.live_nodes())
             rf = request.replication_factor or min(DEFAULT_REPLICATION_FACTOR, live)

@@ -64,8 +64,10 @@ class FakeAdmin:
             ),
         ]
 
-    async def rotate_api_key(self, key_id: str, grace_seconds: int) -> admin_pb2.RotateApiKeyResponse:
-        self._record("rotate_api_key", key_id, grace_seconds)
+    async def rotate_api_key(
+        self, key_id: str, grace_seconds: int, **kwargs: Any
+    ) -> admin_pb2.RotateApiKeyResponse:
+        self._record("rotate_api_key", key_id, grace_seconds, **kwargs)
         return admin_pb2.RotateApiKeyResponse(
             api_key=admin_pb2.ApiKey(key_id="00cc", clear_text="rlk_NEW"), old_expires_at_ms=86_400_000
         )
@@ -214,13 +216,13 @@ def test_a_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str], ttl
 def test_key_rotate_revoke_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "key", "rotate", "00bb", "--grace", "15m")
     assert code == 0 and out == "rlk_NEW\n" and "1970-01-02T00:00:00Z" in err
-    assert run(capsys, "key", "rotate", "00bb")[0] == 0
+    assert run(capsys, "key", "rotate", "00bb", "--ttl", "2h")[0] == 0
     assert run(capsys, "key", "revoke", "00bb")[0] == 0
     code, out, _ = run(capsys, "key", "list", "--tenant", "acme")
     assert code == 0
     assert FakeAdmin.calls == [
-        ("rotate_api_key", ("00bb", 900), {}),
-        ("rotate_api_key", ("00bb", 3600), {}),
+        ("rotate_api_key", ("00bb", 900), {"ttl_seconds": 0}),
+        ("rotate_api_key", ("00bb", 3600), {"ttl_seconds": 7200}),
         ("revoke_api_key", ("00bb",), {}),
         ("list_api_keys", ("acme",), {}),
     ]
