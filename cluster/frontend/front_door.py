@@ -3,8 +3,11 @@
 For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
 
 1. authenticates (API key -> principal) and resolves the tenant
-   (``auth.Authenticator.caller``), and refuses a tenant key on a method in
-   ``OPERATOR_METHODS`` (``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``);
+   (``auth.Authenticator.caller``: an unknown, revoked or expired key is
+   ``UNAUTHENTICATED``), refuses a tenant key on a method in
+   ``OPERATOR_METHODS`` (``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``), and a
+   client key on a method its role may not call (``key_scope.METHOD_ACCESS``:
+   ``PERMISSION_DENIED KEY_SCOPE``; the handlers check the names it uses);
 2. makes the caller the handler's ``current_caller()`` (a ``ContextVar``:
    grpc.aio runs every call in its own task, so it never leaks to another);
 3. refuses a request whose bytes did not decode (``INVALID_ARGUMENT
@@ -35,9 +38,12 @@ Invariants:
   transport, cluster join, NodeAdmin) admit only other nodes by their own
   rules, and health and reflection stay unauthenticated: the door returns
   their handlers untouched.
-- A handler runs only after its caller is authenticated, and reads it with
-  ``current_caller()``; a long-lived call (a stream) checks it again with
-  ``confirm_caller()``, so a revoked key ends it.
+- A handler runs only after its caller is authenticated and its key's role
+  may call the method, and reads it with ``current_caller()``; a
+  long-lived call (a stream) checks it again with ``confirm_caller()``, so
+  a revoked or expired key ends it (``confirming()`` is true meanwhile:
+  the authenticator then refuses a key it no longer knows at once,
+  instead of waiting for this node to catch up).
 - A handler never receives a request that did not decode, unary or a
   message of a request stream: it gets a ``MALFORMED_REQUEST`` refusal
   instead, and nothing of the call's work is done.
@@ -74,6 +80,7 @@ from cluster.frontend.grpc_errors import (
     from_replica_error,
     malformed_request,
 )
+from cluster.frontend.key_scope import check_method
 from cluster.primitives.pagination import PageError
 from partitions.replica_errors import ReplicaError
 from partitions.state_machine import OffsetOutOfRange
@@ -92,6 +99,7 @@ __all__ = [
     "acting_as",
     "caller_tenant",
     "confirm_caller",
+    "confirming",
     "current_caller",
 ]
 
@@ -211,6 +219,7 @@ class _Admission:
 
 
 _ADMISSION: ContextVar[_Admission] = ContextVar("raftlog_front_door_admission")
+_CONFIRMING: ContextVar[bool] = ContextVar("raftlog_front_door_confirming", default=False)
 
 
 def current_caller() -> Caller:
@@ -227,9 +236,19 @@ async def confirm_caller(context: grpc.aio.ServicerContext) -> Caller:
     admission = _ADMISSION.get(None)
     if admission is None:
         raise RuntimeError("no caller: this code is not running inside a call admitted by the front door")
-    caller = await admission.identify(context)
+    token = _CONFIRMING.set(True)
+    try:
+        caller = await admission.identify(context)
+    finally:
+        _CONFIRMING.reset(token)
     admission.caller = caller
     return caller
+
+
+def confirming() -> bool:
+    """Whether the ``Identify`` running now checks a call already admitted
+    again (``confirm_caller``) rather than admitting a new one."""
+    return _CONFIRMING.get()
 
 
 async def caller_tenant(context: grpc.aio.ServicerContext) -> str:
@@ -302,6 +321,7 @@ class FrontDoor(grpc.aio.ServerInterceptor):
         try:
             if not caller.is_operator and method in OPERATOR_METHODS:
                 raise operator_required()
+            check_method(method, caller.principal)  # a client key: the data path only
         except ServiceError as refusal:
             if self._refused is not None:
                 await self._refused(method, caller, context, refusal)

@@ -13,8 +13,12 @@ replica's own ``NotLeaderError`` when it does. ``StreamFetch`` is never
 forwarded (it answers ``NOT_LEADER``): a relayed stream would pin two nodes
 for its whole life and break on every leader move anyway.
 
-Invariants: topics are looked up only under the caller's tenant; no key
-produces to an internal topic (internal_topics.py: the system tenant's
+Invariants: topics are looked up only under the caller's tenant; a client
+key reaches only the topics its prefixes cover (key_scope.py: produce
+prefixes for ``Produce``, consume prefixes for ``Fetch``, ``StreamFetch``
+and ``ListOffsets``, some produce prefix for ``InitProducer``), checked with
+the lookup, so a topic of another tenant or none is ``NOT_FOUND`` as before;
+no key produces to an internal topic (internal_topics.py: the system tenant's
 topics and ``__``-named ones), while an operator may fetch them; a handler
 never holds a partition's state across an ``await`` (it asks the replica
 again after waiting); a produce response is sent only for a batch that
@@ -28,13 +32,16 @@ read, wait for commits, look up and read again). A stream adds:
 - one response is in hand at a time: the next read happens only once gRPC
   has taken the previous response (``context.write`` returned), so a client
   that stops reading stops the server at gRPC's flow-control window;
-- an idle stream is one waiter on the replica's commits (no loop runs until
-  a commit, a heartbeat the client asked for, or the ``LEADERSHIP_CHECK_S``
-  guard: replicas do not wake waiters when they step down or stop, so the
-  guard bounds how long a stream can sit on a replica that no longer leads);
+- an idle stream is one waiter on the replica's commits, woken by a
+  commit, a heartbeat the client asked for, or every ``CALLER_CHECK_S``;
 - the key, tenant, topic and leadership are checked again before every
-  response (``confirm_caller``), so a revoked key, a deleted topic or a
-  leader move ends it.
+  response and at least every ``CALLER_CHECK_S`` while idle
+  (``confirm_caller``), so a revoked or expired key, a deleted topic or a
+  leader move ends it within that (replicas do not wake waiters when they
+  step down or stop, nor does a revocation: the period bounds both). A
+  long-poll ``Fetch`` waits in the same slices, so a revoked key's poll
+  ends too. The check is one HMAC and a few lookups: cheap at two a second
+  per open stream.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from cluster.frontend.forwarding import Forwarder, may_forward
 from cluster.frontend.front_door import confirm_caller, current_caller
 from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import check_writable
+from cluster.frontend.key_scope import TopicAction, check_may_produce_somewhere, check_topic
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
@@ -63,8 +71,10 @@ T = TypeVar("T")
 DEFAULT_FETCH_BYTES = 1 << 20
 MAX_FETCH_BYTES = 64 << 20
 MAX_WAIT_MS = 30_000
-LEADERSHIP_CHECK_S = MAX_WAIT_MS / 1000
-"""The longest an idle stream waits without looking at its replica again."""
+CALLER_CHECK_S = 0.5
+"""The longest a waiting fetch or an idle stream goes without checking its
+caller (a revoked key), topic and replica (a lost leadership) again: the
+issue asks that a revoked key fail on every node within a second."""
 
 
 PartitionLocator = Callable[[str, str, int], Assignment | None]
@@ -99,11 +109,16 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         self._address_of = address_of
         self._forwarder = forwarder
 
-    def _replica(self, caller: Caller, topic: str, partition: int) -> Replica:
+    def _replica(self, caller: Caller, topic: str, partition: int, action: TopicAction) -> Replica:
         """This node's replica of the partition, or the error that says
-        where to go: ``UNKNOWN_TOPIC_OR_PARTITION``, or ``NotLeaderError``
-        naming the leader as ``leader_of`` knows it."""
+        where to go: ``KEY_SCOPE`` for an existing topic outside a client
+        key's prefixes for ``action``, ``UNKNOWN_TOPIC_OR_PARTITION``, or
+        ``NotLeaderError`` naming the leader as ``leader_of`` knows it."""
         assignment = self._locate(caller.tenant, topic, partition)
+        # Partition 0 exists in every topic: the scope answer depends on the
+        # topic, not on the partition asked for.
+        exists = assignment is not None or self._locate(caller.tenant, topic, 0) is not None
+        check_topic(caller.principal, topic, action, exists=exists)
         if assignment is None:
             raise ServiceError(
                 grpc.StatusCode.NOT_FOUND,
@@ -178,7 +193,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> log_pb2.ProduceResponse:
         caller = current_caller()
         check_writable(caller.tenant, request.topic, caller.is_operator)  # internal_topics.py
-        replica = self._replica(caller, request.topic, request.partition)
+        replica = self._replica(caller, request.topic, request.partition, TopicAction.PRODUCE)
         result = await replica.produce(request.batch)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
@@ -198,21 +213,28 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     ) -> ReadResult:
         """What the leader holds from ``offset`` (at most about ``max_bytes``,
         at least one batch). With nothing there yet and ``wait_s`` > 0, waits
-        up to ``wait_s`` for a commit, then reads again from the replica as
-        found again (it may have stopped, or lost leadership meanwhile).
-        Raises ``ServiceError``, ``NotLeaderError``, ``OffsetOutOfRange`` or
-        another ``ReplicaError``."""
-        replica = self._replica(current_caller(), topic, partition)
+        up to ``wait_s`` for data, in slices of at most ``CALLER_CHECK_S``:
+        after each (or a commit) it checks the caller again and reads from
+        the replica as found again (it may have stopped, or lost leadership
+        meanwhile). Raises ``ServiceError``, ``NotLeaderError``,
+        ``OffsetOutOfRange`` or another ``ReplicaError``."""
+        consume = TopicAction.CONSUME
+        replica = self._replica(current_caller(), topic, partition, consume)
         result = replica.read(offset, max_bytes)
         if result.batches or wait_s <= 0:
             return result
-        # Returns early on any commit, also one that brings nothing at
-        # `offset` (a new leader's first entry): the read below then says
-        # whether this node still leads.
-        await replica.wait_for_data(offset, wait_s)
-        # The key may have been revoked, the topic deleted while waiting.
-        replica = self._replica(await confirm_caller(context), topic, partition)
-        return replica.read(offset, max_bytes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            # Returns early on any commit, also one that brings nothing at
+            # `offset` (a new leader's first entry): the read below then
+            # says whether this node still leads.
+            await replica.wait_for_data(offset, max(0.0, min(CALLER_CHECK_S, deadline - loop.time())))
+            # The key may have been revoked, the topic deleted while waiting.
+            replica = self._replica(await confirm_caller(context), topic, partition, consume)
+            result = replica.read(offset, max_bytes)
+            if result.batches or loop.time() >= deadline:
+                return result
 
     async def _fetch(
         self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
@@ -252,7 +274,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             while True:
                 await confirm_caller(context)  # the key may be revoked, the tenant gone
                 if heartbeat_s is None:
-                    wait_s = LEADERSHIP_CHECK_S
+                    wait_s = MAX_WAIT_MS / 1000  # _read checks the caller every CALLER_CHECK_S
                 else:
                     wait_s = max(0.0, heartbeat_s - (loop.time() - sent_at))
                 result = await self._read(context, topic, partition, offset, max_bytes, wait_s)
@@ -264,7 +286,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     async def _list_offsets(
         self, request: log_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ListOffsetsResponse:
-        replica = self._replica(current_caller(), request.topic, request.partition)
+        replica = self._replica(current_caller(), request.topic, request.partition, TopicAction.CONSUME)
         if not replica.is_leader:
             raise NotLeaderError(replica.group, replica.leader)
         status = replica.status()
@@ -283,6 +305,7 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         # A random 62-bit id collides with another live producer's with
         # probability ~n^2 / 2^63 (n live producers); handing out id blocks
         # through the controller would make it zero (not done yet).
+        check_may_produce_somewhere(current_caller().principal)
         return log_pb2.InitProducerResponse(producer_id=secrets.randbits(62), producer_epoch=0)
 
 

@@ -49,6 +49,15 @@ Invariants:
   by default the tenant of the caller the front door admitted
   (``front_door.caller_tenant``). A test serving this servicer on its own
   may pass another.
+- A client key (cluster/frontend/key_scope.py) is checked in the gRPC
+  methods, before any coordinator partition is loaded: the group must match
+  its group prefixes, and the topics it subscribes to or commits for its
+  consume prefixes (by name: a subscription may name a topic not created
+  yet), else ``PERMISSION_DENIED KEY_SCOPE`` and nothing changes.
+  ``ListGroups`` shows only the groups it may use and
+  ``FetchCommittedOffsets`` of a whole group only the topics it may consume.
+  The key comes from ``principal_of()``, by default the caller the front
+  door admitted.
 """
 
 from __future__ import annotations
@@ -64,9 +73,10 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from cluster.controller.model import check_name
-from cluster.frontend.front_door import caller_tenant
+from cluster.controller.model import Principal, check_name
+from cluster.frontend.front_door import caller_tenant, current_caller
 from cluster.frontend.grpc_errors import ServiceError, from_replica_error, shown
+from cluster.frontend.key_scope import TopicAction, check_group, check_topics_by_name
 from cluster.groups import (
     FencedMemberError,
     GroupError,
@@ -171,6 +181,11 @@ class CoordinatorLogs(Protocol):
 
 TenantOf = Callable[[grpc.aio.ServicerContext], Awaitable[str]]
 """The caller's tenant, or a ``ServiceError``."""
+
+
+def door_principal() -> Principal:
+    """The key of the call being handled, as the front door admitted it."""
+    return current_caller().principal
 
 
 def coordinator_partition(tenant: str, group: str, partitions: int) -> int:
@@ -318,8 +333,10 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         monotonic_ms: Callable[[], int] = _monotonic_ms,
         wall_ms: Callable[[], int] = _wall_ms,
         new_member_id: Callable[[], str] = _new_member_id,
+        principal_of: Callable[[], Principal] = door_principal,
     ) -> None:
         self._logs = logs
+        self._principal_of = principal_of
         self._topic_metadata = topic_metadata
         self._tenant_of = tenant_of
         self._config = config or GroupConfig()
@@ -336,37 +353,61 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
     async def JoinGroup(
         self, request: groups_pb2.JoinGroupRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.JoinGroupResponse:
+        principal = self._in_scope(request.group)
+        check_topics_by_name(principal, request.topics, TopicAction.CONSUME)
         return await self._serve(context, self.join_group, request)
 
     async def Heartbeat(
         self, request: groups_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.HeartbeatResponse:
+        principal = self._in_scope(request.group)
+        if request.HasField("subscription"):
+            check_topics_by_name(principal, request.subscription.topics, TopicAction.CONSUME)
         return await self._serve(context, self.heartbeat, request)
 
     async def LeaveGroup(
         self, request: groups_pb2.LeaveGroupRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.LeaveGroupResponse:
+        self._in_scope(request.group)
         return await self._serve(context, self.leave_group, request)
 
     async def CommitOffsets(
         self, request: groups_pb2.CommitOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.CommitOffsetsResponse:
+        principal = self._in_scope(request.group)
+        check_topics_by_name(principal, (o.topic for o in request.offsets), TopicAction.CONSUME)
         return await self._serve(context, self.commit_offsets, request)
 
     async def FetchCommittedOffsets(
         self, request: groups_pb2.FetchCommittedOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.FetchCommittedOffsetsResponse:
-        return await self._serve(context, self.fetch_committed_offsets, request)
+        principal = self._in_scope(request.group)
+        check_topics_by_name(principal, (p.topic for p in request.partitions), TopicAction.CONSUME)
+        answer = await self._serve(context, self.fetch_committed_offsets, request)
+        if principal.scope.is_client:  # the whole group asked for: only what the key may read
+            kept = [o for o in answer.offsets if principal.scope.may_consume(o.topic)]
+            del answer.offsets[:]
+            answer.offsets.extend(kept)
+        return answer
 
     async def ListGroups(
         self, request: groups_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.ListGroupsResponse:
-        return await self._serve(context, self.list_groups, request)
+        scope = self._principal_of().scope
+        tenant = await self._tenant_of(context)
+        return await self.list_groups(tenant, request, visible=scope.may_use_group)
 
     async def DescribeGroup(
         self, request: groups_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.DescribeGroupResponse:
+        self._in_scope(request.group)
         return await self._serve(context, self.describe_group, request)
+
+    def _in_scope(self, group: str) -> Principal:
+        """The caller's key, once it may use ``group`` (``KEY_SCOPE``)."""
+        principal = self._principal_of()
+        check_group(principal, group)
+        return principal
 
     async def _serve(
         self,
@@ -502,8 +543,12 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         )
 
     async def list_groups(
-        self, tenant: str, request: groups_pb2.ListGroupsRequest
+        self,
+        tenant: str,
+        request: groups_pb2.ListGroupsRequest,
+        visible: Callable[[str], bool] = lambda _group: True,
     ) -> groups_pb2.ListGroupsResponse:
+        """The tenant's groups this node coordinates that ``visible`` keeps."""
         with _as_service_errors():
             summaries: list[GroupSummary] = []
             for partition in sorted(self._logs.led_partitions()):
@@ -511,7 +556,8 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
                     shard = await self._load_partition(partition)
                 except NotCoordinatorError:
                     continue  # lost it since led_partitions answered
-                summaries += shard.coordinator.list_groups(tenant, now_ms=self._monotonic_ms())
+                listed = shard.coordinator.list_groups(tenant, now_ms=self._monotonic_ms())
+                summaries += [s for s in listed if visible(s.group)]
             # Each group hashes to one partition, so names are unique here.
             rows = sorted((text_key(s.group), s) for s in summaries)
             page = paginate(Listing("groups", (tenant,)), rows, request.page_size, request.page_token)
