@@ -35,6 +35,25 @@ starts with, in one TOML file every node is started from (``--node-id``)::
     cert_file = "certs/node{id}.pem"
     key_file = "certs/node{id}.key"
 
+    [quotas]                        # optional: every tenant's default limits
+    produce_mb_s = 10.0             # produce bytes/s (1 MB = 1,000,000 bytes)
+    fetch_mb_s = 50.0               # fetch bytes/s
+    requests_s = 1000               # calls/s
+    storage_gb = 100.0              # stored bytes (1 GB = 10^9 bytes)
+    partitions = 1000               # counts: partitions, topics, consumer
+    topics = 100                    # groups, open streams
+    groups = 100
+    streams = 50
+
+``[quotas]`` is where the cluster's default quotas are set (any key left
+out: no limit, except ``partitions``: 1,000): the controller leader writes
+them to the metadata log whenever the applied defaults differ from its
+file's (cluster/controller/quotas.py, cluster/controller_duties.py), so a
+changed file takes effect when a node with it leads the controller; give
+every node the same file. An operator overrides them per tenant
+(``raftlog tenant quota set``). Rates and sizes may be fractions; counts
+are whole numbers; every value >= 0 (0 allows nothing).
+
 The file is where a cluster starts, not what it is: the metadata controller
 (Raft group 0) registers the nodes and creates the topics listed here when
 it first meets them, and from then on its log is the truth (topics made
@@ -54,12 +73,14 @@ are unique and valid, partitions >= 1.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster.controller.quotas import QuotaLimits
 from partitions.disk_space import DEFAULT_MIN_FREE_BYTES
 
 if TYPE_CHECKING:
@@ -120,6 +141,9 @@ class StaticCluster:
     # How often a leader hands leadership back to its partition's preferred
     # replica once that replica is caught up (0: never).
     leader_balance_ms: int = 10_000
+    quota_defaults: QuotaLimits = field(default_factory=QuotaLimits)
+    """``[quotas]``: the cluster's default quotas (None: no limit from the
+    file; the controller lays ``quotas.BUILT_IN_DEFAULTS`` under them)."""
     offsets_partitions: int = 3
     """Partitions of the consumer groups' internal topic (the group
     coordinators); fixed once the cluster exists."""
@@ -208,6 +232,50 @@ def _int_or_none(value: Any, what: str) -> int | None:
     return value
 
 
+_QUOTA_SCALES = {"produce_mb_s": 1_000_000, "fetch_mb_s": 1_000_000, "storage_gb": 1_000_000_000}
+"""Settings given in MB or GB (decimal, as disks and network links count)."""
+_QUOTA_KEYS = {
+    "produce_mb_s": "produce_bytes_s",
+    "fetch_mb_s": "fetch_bytes_s",
+    "requests_s": "requests_s",
+    "storage_gb": "storage_bytes",
+    "partitions": "partitions",
+    "topics": "topics",
+    "groups": "groups",
+    "streams": "streams",
+}
+"""``[quotas]`` key -> ``QuotaLimits`` field."""
+_MAX_QUOTA = 2**63 - 1
+
+
+def _parse_quotas(section: Any) -> QuotaLimits:
+    """The ``[quotas]`` table as limits; ``ConfigError`` naming the setting
+    for an unknown key or a value that is not a number >= 0."""
+    if section is None:
+        return QuotaLimits()
+    if not isinstance(section, dict):
+        raise ConfigError(f"[quotas] must be a table of limits, got {section!r}")
+    limits: dict[str, int] = {}
+    for key, value in section.items():
+        if key not in _QUOTA_KEYS:
+            raise ConfigError(f"quotas.{key}: unknown setting (known: {', '.join(_QUOTA_KEYS)})")
+        scale = _QUOTA_SCALES.get(key)
+        if scale is None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"quotas.{key} must be a whole number >= 0, got {value!r}")
+            amount = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"quotas.{key} must be a number >= 0, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"quotas.{key} must be >= 0, got {value!r}")
+            amount = round(value * scale)
+        if amount > _MAX_QUOTA:
+            raise ConfigError(f"quotas.{key} = {value!r} is too large")
+        limits[_QUOTA_KEYS[key]] = amount
+    return QuotaLimits(**limits)
+
+
 def _path_or_none(value: Any, base_dir: Path) -> Path | None:
     if value is None:
         return None
@@ -263,6 +331,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             max_batch_bytes=int(doc.get("max_batch_bytes", 1 << 20)),
             retention_check_ms=int(doc.get("retention_check_ms", 30_000)),
             leader_balance_ms=int(doc.get("leader_balance_ms", 10_000)),
+            quota_defaults=_parse_quotas(doc.get("quotas")),
             controller_nodes=tuple(int(n) for n in doc.get("controller_nodes", ())),
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
             offsets_partitions=int(doc.get("offsets_partitions", 3)),

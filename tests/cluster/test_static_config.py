@@ -3,11 +3,15 @@ placement of file topics, and the controller's voters."""
 
 from __future__ import annotations
 
+import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cluster import static_config
+from cluster.controller.quotas import QuotaLimits
 from cluster.static_config import ConfigError, parse_cluster
 
 NODES = [{"id": n, "address": f"127.0.0.1:{7000 + n}"} for n in (1, 2, 3)]
@@ -52,3 +56,67 @@ def test_bad_files_are_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse_cluster(doc(**overrides), tmp_path)
+
+
+# --- [quotas]: the cluster's default quotas ------------------------------------------
+
+
+def test_quotas_convert_mb_and_gb_to_bytes_and_keep_counts(tmp_path: Path) -> None:
+    quotas = {
+        "produce_mb_s": 2.5,
+        "fetch_mb_s": 10,
+        "requests_s": 1000,
+        "storage_gb": 0.5,
+        "partitions": 100,
+        "topics": 0,
+        "groups": 7,
+        "streams": 3,
+    }
+    cluster = parse_cluster(doc(quotas=quotas), tmp_path)
+    assert cluster.quota_defaults == QuotaLimits(
+        produce_bytes_s=2_500_000,
+        fetch_bytes_s=10_000_000,
+        requests_s=1000,
+        storage_bytes=500_000_000,
+        partitions=100,
+        topics=0,
+        groups=7,
+        streams=3,
+    )
+
+
+def test_quotas_left_out_are_no_limit_from_the_file(tmp_path: Path) -> None:
+    assert parse_cluster(doc(), tmp_path).quota_defaults == QuotaLimits()
+    assert parse_cluster(doc(quotas={"topics": 5}), tmp_path).quota_defaults == QuotaLimits(topics=5)
+
+
+def test_the_documented_example_parses(tmp_path: Path) -> None:
+    """The module docstring's [quotas] example is valid TOML with the
+    values it says."""
+    text = static_config.__doc__ or ""
+    start = text.index("    [quotas]")
+    block = textwrap.dedent(text[start : text.index("\n\n", start)])
+    section = tomllib.loads(block)["quotas"]
+    limits = parse_cluster(doc(quotas=section), tmp_path).quota_defaults
+    assert (limits.produce_bytes_s, limits.storage_bytes, limits.partitions) == (10_000_000, 10**11, 1000)
+
+
+@pytest.mark.parametrize(
+    ("quotas", "needle"),
+    [
+        ({"produce_mb_s": -1.0}, "quotas.produce_mb_s must be >= 0"),
+        ({"storage_gb": "10"}, "quotas.storage_gb must be a number"),
+        ({"fetch_mb_s": float("inf")}, "quotas.fetch_mb_s must be a number"),
+        ({"fetch_mb_s": True}, "quotas.fetch_mb_s must be a number"),
+        ({"partitions": 1.5}, "quotas.partitions must be a whole number >= 0"),
+        ({"topics": -1}, "quotas.topics must be a whole number >= 0"),
+        ({"groups": False}, "quotas.groups must be a whole number"),
+        ({"streams": 2**63}, "quotas.streams = .* is too large"),
+        ({"storage_gb": 1e12}, "quotas.storage_gb = .* is too large"),
+        ({"produce_mbs": 1}, "quotas.produce_mbs: unknown setting"),
+        (5, r"\[quotas\] must be a table"),
+    ],
+)
+def test_bad_quotas_are_refused_naming_the_setting(tmp_path: Path, quotas: Any, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_cluster(doc(quotas=quotas), tmp_path)
