@@ -32,7 +32,11 @@ replica that does not lead (``NOT_LEADER``, with its leader hint), and with
 
 ``AppendAudit`` appends audit events through this node's replica of
 ``__system/__audit`` when it leads it (``audit``: cluster/audit/writer.py's
-``AuditAppender.append_here``; without it the call answers ``NO_TOPIC``)."""
+``AuditAppender.append_here``; without it the call answers ``NO_TOPIC``).
+
+``TenantUsage`` answers every tenant's usage on this node (``tenant_usage``:
+cluster/quotas/usage_poller.py); the other nodes ask it about once a second,
+since storage and group quotas count over the whole cluster."""
 
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         host: Callable[[], ReplicaHost | None],
         transport: Callable[[], RaftTransport | None],
         controller: Callable[[], ControllerReplica | None] = lambda: None,
+        tenant_usage: Callable[[], Awaitable[node_admin_pb2.TenantUsageReport]] | None = None,
         audit: Callable[[Sequence[bytes]], Awaitable[node_admin_pb2.AppendAuditResponse]] | None = None,
     ) -> None:
         self._audit = audit
@@ -97,6 +102,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         self._host = host
         self._transport = transport
         self._controller = controller
+        self._tenant_usage = tenant_usage
 
     async def Stats(
         self, request: node_admin_pb2.StatsRequest, context: grpc.aio.ServicerContext
@@ -164,6 +170,14 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         if self._audit is None:
             return node_admin_pb2.AppendAuditResponse(error="NO_TOPIC", message="this node keeps no audit")
         return await self._audit(list(request.events))
+
+    async def TenantUsage(
+        self, request: node_admin_pb2.TenantUsageRequest, context: grpc.aio.ServicerContext
+    ) -> node_admin_pb2.TenantUsageReport:
+        """Every tenant's usage on this node (cluster/quotas/usage_poller.py)."""
+        if self._tenant_usage is None:
+            return node_admin_pb2.TenantUsageReport(node_id=self._node_id)
+        return await self._tenant_usage()
 
     async def Compact(
         self, request: node_admin_pb2.CompactRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,353 @@
+"""``QuotaService``: one node's accounting of every tenant's quotas — the
+token buckets, the node's shares, open streams, storage and group usage —
+and the decisions the front door's stage (quota_stage.py) acts on.
+
+What is charged where (the README's "Quotas" section says it for users):
+
+- requests/s: every admitted public call of the tenant, on the node it
+  reaches;
+- produce bytes/s: a ``Produce``'s batch bytes, before the call, on the node
+  that leads the partition (a node that forwards or answers ``NOT_LEADER``
+  charges nothing: the leader does);
+- fetch bytes/s: the batch bytes a ``Fetch`` answered, or each message of a
+  ``StreamFetch``, after it was read, on the leader: the debt delays or
+  refuses the tenant's next fetch (a stream waits it out before its next
+  read);
+- streams: open ``StreamFetch`` calls of the tenant on this node;
+- storage: the batch bytes of the tenant's partitions, each counted on its
+  leader, summed over nodes (usage_poller.py) about once a second;
+- groups: consumer groups (members or committed offsets) summed over the
+  coordinators, checked when a call would create a group.
+
+Each rate bucket runs at this node's share of the quota (shares.py), sized
+again when the metadata changes and at least every ``RECOMPUTE_S``
+(leadership moves are not versioned). The policy on a rate: the debt the
+tenant already owes decides (token_bucket.py): none or at most
+``MAX_DELAY_S`` of it, the call is delayed that long and charged; more, the
+call is refused ``RESOURCE_EXHAUSTED QUOTA_EXCEEDED`` with ``retry_after_ms``
+= the debt, and charged nothing (a refusal is cheap; charging it would let a
+client that retries early lock itself out).
+
+Invariants:
+
+1. A refused call changes nothing here: no bucket, meter or count moves
+   (``admit`` decides everything before it charges anything).
+2. Operator keys acting in the system tenant (``__system``: the node's own
+   services and tools) are never charged: ``exempt``.
+3. A quota of 0 refuses every call of that kind with retry-after 0 (no
+   amount of waiting helps); an unset quota (None) charges no bucket (the
+   rate is still measured for ``usage``).
+4. ``streams[tenant]`` equals the number of ``stream_opened`` calls not yet
+   matched by ``stream_closed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from cluster.frontend.front_door import Caller
+from cluster.frontend.grpc_errors import ServiceError
+from cluster.quotas.shares import burst_for, byte_share, led_count, request_share
+from cluster.quotas.token_bucket import TokenBucket
+from cluster.quotas.usage import RateMeter, TenantUsage, UsageBoard
+from raftlog.v1.reasons import Reason
+
+__all__ = [
+    "MAX_DELAY_S",
+    "RECOMPUTE_S",
+    "STORAGE_RETRY_MS",
+    "SYSTEM_TENANT",
+    "Limits",
+    "QuotaService",
+    "QuotaView",
+]
+
+MAX_DELAY_S = 0.1
+"""Up to this much debt, a call is delayed (Kafka's throttle); beyond, refused."""
+RECOMPUTE_S = 0.5
+"""Shares follow leadership moves within this (plus the routing's own lag)."""
+STORAGE_RETRY_MS = 5_000
+"""The retry-after of a produce refused for storage: deleting or retention
+frees space in seconds, not milliseconds."""
+SYSTEM_TENANT = "__system"
+
+
+class Limits(Protocol):
+    """What the stage reads of ``cluster.controller.quotas.QuotaLimits``."""
+
+    @property
+    def produce_bytes_s(self) -> int | None: ...
+    @property
+    def fetch_bytes_s(self) -> int | None: ...
+    @property
+    def requests_s(self) -> int | None: ...
+    @property
+    def storage_bytes(self) -> int | None: ...
+    @property
+    def groups(self) -> int | None: ...
+    @property
+    def streams(self) -> int | None: ...
+
+
+class QuotaView(Protocol):
+    """What the service reads of the node (node_view.py over the applied
+    metadata and the replica host; a dict-backed fake in tests)."""
+
+    @property
+    def version(self) -> int:
+        """Grows whenever the applied metadata (quotas, topics) may have changed."""
+        ...
+
+    def quota(self, tenant: str) -> Limits: ...
+    def tenants(self) -> Iterable[str]: ...
+    def tenant_groups(self, tenant: str) -> Sequence[int]:
+        """The partition groups of the tenant's topics."""
+        ...
+
+    def group_of(self, tenant: str, topic: str, partition: int) -> int | None: ...
+    def leads(self, group: int) -> bool:
+        """Whether this node's replica of ``group`` leads it now."""
+        ...
+
+    def stored_bytes(self, group: int) -> int:
+        """Batch bytes this node's replica of ``group`` holds (0: none here)."""
+        ...
+
+    def node_count(self) -> int: ...
+
+
+GroupLookup = Callable[[str, str], Awaitable[bool | None]]
+"""``(tenant, group)`` -> whether the group exists (None: not known here)."""
+GroupCount = Callable[[str], Awaitable[int]]
+"""``tenant`` -> its groups coordinated on this node."""
+
+
+def quota_exceeded(what: str, retry_after_s: float, limit: float) -> ServiceError:
+    """The refusal: ``retry_after_s`` 0 for a count (waiting does not help)."""
+    retry_ms = 0 if math.isinf(retry_after_s) else max(1, math.ceil(retry_after_s * 1000))
+    advice = (
+        f"retry after {retry_ms} ms" if retry_ms else "waiting does not help: free some up or ask for more"
+    )
+    return ServiceError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.QUOTA_EXCEEDED,
+        f"the tenant is over its {what} quota ({limit:g}); {advice}",
+        retry_after_ms=retry_ms,
+        metadata={"quota": what, "limit": f"{limit:g}"},
+    )
+
+
+@dataclass(slots=True)
+class _Tenant:
+    """One tenant's accounting on this node."""
+
+    version: int = -1
+    computed_at: float = -math.inf
+    limits: Limits | None = None
+    produce: TokenBucket | None = None
+    fetch: TokenBucket | None = None
+    requests: TokenBucket | None = None
+    led: int = 0
+    stored_bytes: int = 0
+    """Of the partitions this node leads, as of ``computed_at``."""
+    streams: int = 0
+    produce_meter: RateMeter = field(default_factory=RateMeter)
+    fetch_meter: RateMeter = field(default_factory=RateMeter)
+    request_meter: RateMeter = field(default_factory=RateMeter)
+
+
+def _bucket(held: TokenBucket | None, limit: int | None, rate: float, now: float) -> TokenBucket | None:
+    if limit is None:
+        return None
+    if held is None:
+        return TokenBucket(rate, burst_for(rate), now)
+    if held.rate_per_s != rate:
+        held.reconfigure(rate, burst_for(rate), now)
+    return held
+
+
+class QuotaService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        node_id: int,
+        view: QuotaView,
+        *,
+        group_exists: GroupLookup | None = None,
+        group_count: GroupCount | None = None,
+        board: UsageBoard | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node_id = node_id
+        self._view = view
+        self._group_exists = group_exists
+        self._group_count = group_count
+        self.board = board or UsageBoard(node_id)
+        self._clock = clock
+        self._tenants: dict[str, _Tenant] = {}
+
+    def now(self) -> float:
+        """The service's clock (the usage board is kept on it too)."""
+        return self._clock()
+
+    # --- the tenant's state ----------------------------------------------------------
+
+    @staticmethod
+    def exempt(caller: Caller) -> bool:
+        """Operator keys acting in the system tenant (invariant 2)."""
+        return caller.is_operator and caller.tenant == SYSTEM_TENANT
+
+    def _tenant(self, tenant: str, now: float) -> _Tenant:
+        state = self._tenants.get(tenant)
+        if state is None:
+            state = self._tenants[tenant] = _Tenant()
+        view = self._view
+        if state.version != view.version or now - state.computed_at >= RECOMPUTE_S:
+            self._recompute(tenant, state, now)
+        return state
+
+    def _recompute(self, tenant: str, state: _Tenant, now: float) -> None:
+        view = self._view
+        state.version, state.computed_at = view.version, now
+        limits = state.limits = view.quota(tenant)
+        groups = view.tenant_groups(tenant)
+        led = state.led = led_count(groups, view.leads)
+        state.stored_bytes = sum(view.stored_bytes(g) for g in groups if view.leads(g))
+        partitions = len(groups)
+        produce, fetch, requests = limits.produce_bytes_s, limits.fetch_bytes_s, limits.requests_s
+        state.produce = _bucket(state.produce, produce, byte_share(produce or 0, led, partitions), now)
+        state.fetch = _bucket(state.fetch, fetch, byte_share(fetch or 0, led, partitions), now)
+        nodes = view.node_count()
+        state.requests = _bucket(
+            state.requests, requests, request_share(requests or 0, led, partitions, nodes), now
+        )
+
+    def limits(self, tenant: str) -> Limits:
+        state = self._tenant(tenant, self._clock())
+        assert state.limits is not None
+        return state.limits
+
+    # --- decisions (nothing changes on a refusal) ------------------------------------
+
+    def admit(self, tenant: str, *, produce_group: int | None = None, produce_bytes: int = 0,
+              fetch_group: int | None = None) -> float:  # fmt: skip
+        """Charge one request (and ``produce_bytes`` when this node leads
+        ``produce_group``; check the fetch debt when it leads
+        ``fetch_group``) and return how long the call must wait first, or
+        raise the ``QUOTA_EXCEEDED`` refusal having charged nothing."""
+        now = self._clock()
+        state = self._tenant(tenant, now)
+        limits = state.limits
+        assert limits is not None
+        view = self._view
+        delay = _debt(state.requests, limits.requests_s, "requests/s", now)
+        charge_produce = produce_group is not None and view.leads(produce_group)
+        if produce_group is not None:
+            if limits.storage_bytes is not None:
+                stored = state.stored_bytes + self.board.others(tenant, now).stored_bytes
+                if limits.storage_bytes == 0 or stored >= limits.storage_bytes:
+                    raise quota_exceeded(
+                        "storage bytes",
+                        STORAGE_RETRY_MS / 1000 if limits.storage_bytes else math.inf,
+                        limits.storage_bytes,
+                    )
+            if charge_produce:
+                delay = max(delay, _debt(state.produce, limits.produce_bytes_s, "produce bytes/s", now))
+        if fetch_group is not None and view.leads(fetch_group):
+            delay = max(delay, _debt(state.fetch, limits.fetch_bytes_s, "fetch bytes/s", now))
+        # Admitted: charge.
+        if state.requests is not None:
+            state.requests.charge(1, now)
+        state.request_meter.add(1, now)
+        if charge_produce:
+            if state.produce is not None:
+                state.produce.charge(produce_bytes, now)
+            state.produce_meter.add(produce_bytes, now)
+        return delay
+
+    def fetched(self, tenant: str, nbytes: int) -> float:
+        """Charge ``nbytes`` a fetch answered (debt allowed); the debt's wait,
+        which a stream waits out before its next read."""
+        now = self._clock()
+        state = self._tenant(tenant, now)
+        state.fetch_meter.add(nbytes, now)
+        if state.fetch is None:
+            return 0.0
+        return min(state.fetch.charge(nbytes, now), 60.0)
+
+    def stream_opened(self, tenant: str) -> None:
+        """Count one more open stream, or refuse it over ``streams``."""
+        state = self._tenant(tenant, self._clock())
+        assert state.limits is not None
+        limit = state.limits.streams
+        if limit is not None and state.streams >= limit:
+            raise quota_exceeded("open streams", math.inf, limit)
+        state.streams += 1
+
+    def stream_closed(self, tenant: str) -> None:
+        state = self._tenants.get(tenant)
+        if state is not None and state.streams > 0:
+            state.streams -= 1
+
+    async def check_new_group(self, tenant: str, group: str) -> None:
+        """Refuse a call that would create ``group`` once the tenant has its
+        ``groups`` quota of them (only asked when the group does not exist)."""
+        limit = self.limits(tenant).groups
+        if limit is None or self._group_exists is None:
+            return
+        if await self._group_exists(tenant, group) is not False:
+            return  # exists, or this node does not coordinate it (the call says where to go)
+        count = await self._group_count(tenant) if self._group_count is not None else 0
+        count += self.board.others(tenant, self._clock()).groups
+        if count >= limit:
+            raise quota_exceeded("consumer groups", math.inf, limit)
+
+    # --- usage -------------------------------------------------------------------------
+
+    async def local_usage(self, tenant: str) -> TenantUsage:
+        """``tenant``'s figures on this node."""
+        now = self._clock()
+        state = self._tenant(tenant, now)
+        groups = await self._group_count(tenant) if self._group_count is not None else 0
+        return TenantUsage(
+            stored_bytes=state.stored_bytes,
+            groups=groups,
+            streams=state.streams,
+            produce_bytes_s=state.produce_meter.rate(now),
+            fetch_bytes_s=state.fetch_meter.rate(now),
+            requests_s=state.request_meter.rate(now),
+        )
+
+    async def local_report(self) -> dict[str, TenantUsage]:
+        """Every tenant's figures on this node, leaving out the all-zero ones
+        (what NodeAdmin.TenantUsage answers other nodes)."""
+        report = {}
+        for tenant in self._view.tenants():
+            usage = await self.local_usage(tenant)
+            if usage != TenantUsage():
+                report[tenant] = usage
+        return report
+
+    async def usage(self, tenant: str) -> TenantUsage:
+        """``tenant``'s usage over the cluster: this node's live figures and
+        the other nodes' latest reports (at most about a second old)."""
+        return await self.local_usage(tenant) + self.board.others(tenant, self._clock())
+
+
+def _debt(bucket: TokenBucket | None, limit: int | None, what: str, now: float) -> float:
+    """The delay a call meets on ``bucket``, or the refusal."""
+    if limit is None or bucket is None:
+        return 0.0
+    if limit == 0:
+        raise quota_exceeded(what, math.inf, 0)
+    wait = bucket.wait(now)
+    if wait > MAX_DELAY_S:
+        raise quota_exceeded(what, wait, limit)
+    return wait

@@ -1,0 +1,199 @@
+"""``QuotaStage``: quotas and fairness at the front door (a
+``cluster.frontend.front_door.Stage``), and ``MeteredLogService``, which
+charges what fetches answered.
+
+Per admitted public call of a tenant, before its handler:
+
+1. ``QuotaService.admit`` charges one request; a ``Produce`` is also checked
+   against the storage quota and charged its batch bytes, a ``Fetch`` meets
+   the fetch debt earlier answers left (both only on the partition's
+   leader). Over a quota the call is refused there (``QUOTA_EXCEEDED``,
+   nothing charged); with a debt of at most ``MAX_DELAY_S`` it sleeps that
+   long first.
+2. A ``StreamFetch`` is counted among the tenant's open streams (refused
+   over ``streams``) until it ends.
+3. A ``JoinGroup``, or a ``CommitOffsets`` without a member (Kafka's simple
+   commit, which creates a group too), is refused when it would create a
+   group beyond ``groups``; the existence check runs only for those two
+   methods and only when the tenant has a group quota.
+4. ``Produce`` and ``Fetch`` then take their turn in the node's
+   ``FairScheduler`` (per-tenant queues served round-robin): a produce, or a
+   fetch that does not wait for data, holds a slot for the whole call; a
+   long-poll fetch only takes its turn (holding a slot through a 30 s wait
+   would let idle consumers starve everyone).
+
+Fetch bytes are known only after the read: ``MeteredLogService`` (the
+node's ``LogService`` with ``Fetch`` and ``StreamFetch`` metered) charges
+the batch bytes of each answer this node read as the partition's leader
+(a forwarded answer is charged by the leader that read it). A stream waits
+out the debt its message made before it reads the next one, so a stream is
+paced at the tenant's fetch share rather than refused mid-way.
+
+Invariants:
+
+- Everything that can refuse runs before anything is charged or counted,
+  and before the handler: a refused call did nothing (a refused produce
+  wrote nothing).
+- A stream's count is released exactly once, however the call ends.
+- Exempt callers (operator keys in ``__system``) pass untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, cast
+
+import grpc
+
+from cluster.frontend.front_door import Caller, current_caller
+from cluster.frontend.log_service import LogService
+from cluster.quotas.fair_scheduler import FairScheduler
+from cluster.quotas.quota_service import QuotaService, QuotaView
+from raftlog.v1 import groups_pb2, log_pb2
+
+__all__ = [
+    "COMMIT_OFFSETS",
+    "FETCH",
+    "JOIN_GROUP",
+    "PRODUCE",
+    "STREAM_FETCH",
+    "MeteredLogService",
+    "QuotaStage",
+]
+
+_LOG = log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name
+_GROUPS = groups_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name
+PRODUCE = f"/{_LOG}/Produce"
+FETCH = f"/{_LOG}/Fetch"
+STREAM_FETCH = f"/{_LOG}/StreamFetch"
+JOIN_GROUP = f"/{_GROUPS}/JoinGroup"
+COMMIT_OFFSETS = f"/{_GROUPS}/CommitOffsets"
+
+
+class QuotaStage:
+    """The stage (see the module docstring); pass it in ``FrontDoor(...,
+    stages=[...])``."""
+
+    def __init__(
+        self,
+        service: QuotaService,
+        view: QuotaView,
+        scheduler: FairScheduler | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._service = service
+        self._view = view
+        self._scheduler = scheduler or FairScheduler()
+        self._sleep = sleep
+
+    @property
+    def scheduler(self) -> FairScheduler:
+        return self._scheduler
+
+    def __call__(
+        self, method: str, caller: Caller, request: Any, context: grpc.aio.ServicerContext
+    ) -> AbstractAsyncContextManager[object]:
+        return self._around(method, caller, request)
+
+    @asynccontextmanager
+    async def _around(self, method: str, caller: Caller, request: Any) -> AsyncIterator[object]:
+        service = self._service
+        if service.exempt(caller):
+            yield None
+            return
+        tenant = caller.tenant
+        view = self._view
+        if method == STREAM_FETCH:
+            service.stream_opened(tenant)  # may refuse; released below if admit does
+        try:
+            if method == PRODUCE:
+                group = view.group_of(tenant, request.topic, request.partition)
+                delay = service.admit(tenant, produce_group=group, produce_bytes=len(request.batch))
+            elif method == FETCH:
+                group = view.group_of(tenant, request.topic, request.partition)
+                delay = service.admit(tenant, fetch_group=group)
+            else:
+                if method == JOIN_GROUP or (method == COMMIT_OFFSETS and not request.member_id):
+                    await service.check_new_group(tenant, request.group)
+                delay = service.admit(tenant)
+        except BaseException:
+            if method == STREAM_FETCH:
+                service.stream_closed(tenant)
+            raise
+        if method == STREAM_FETCH:
+            try:
+                if delay > 0:
+                    await self._sleep(delay)
+                yield None
+            finally:
+                service.stream_closed(tenant)
+            return
+        if delay > 0:
+            await self._sleep(delay)
+        if method == PRODUCE or (method == FETCH and not request.max_wait_ms):
+            async with self._scheduler.slot(tenant):
+                yield None
+        elif method == FETCH:
+            await self._scheduler.acquire(tenant)  # a long poll: its turn, not a slot
+            self._scheduler.release()
+            yield None
+        else:
+            yield None
+
+
+class MeteredLogService(LogService):
+    """``LogService`` charging the fetch bytes it answers (module docstring)."""
+
+    def __init__(self, service: QuotaService, view: QuotaView, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quotas = service
+        self._quota_view = view
+
+    def _charged(self, caller: Caller, topic: str, partition: int) -> bool:
+        """Whether this node reads the partition as its leader (a forwarded
+        answer is charged where it was read) and the caller pays."""
+        if self._quotas.exempt(caller):
+            return False
+        group = self._quota_view.group_of(caller.tenant, topic, partition)
+        return group is not None and self._quota_view.leads(group)
+
+    async def Fetch(
+        self, request: log_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> log_pb2.FetchResponse:
+        response = await super().Fetch(request, context)
+        caller = current_caller()
+        if self._charged(caller, request.topic, request.partition):
+            self._quotas.fetched(caller.tenant, sum(len(b) for b in response.batches))
+        return response
+
+    async def StreamFetch(
+        self, request: log_pb2.StreamFetchRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        caller = current_caller()
+        if not self._charged(caller, request.topic, request.partition):
+            await super().StreamFetch(request, context)
+            return
+        paced = cast(grpc.aio.ServicerContext, _PacedContext(context, self._quotas, caller.tenant))
+        await super().StreamFetch(request, paced)
+
+
+class _PacedContext:
+    """A call context whose ``write`` charges each message's batch bytes and
+    then waits out the debt, before the stream reads its next message.
+    Everything else is the call's own context."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, service: QuotaService, tenant: str) -> None:
+        self._context = context
+        self._service = service
+        self._tenant = tenant
+
+    async def write(self, message: log_pb2.FetchResponse) -> None:
+        await self._context.write(message)
+        wait = self._service.fetched(self._tenant, sum(len(b) for b in message.batches))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)

@@ -1,0 +1,128 @@
+"""Tenant usage between nodes: the NodeAdmin ``TenantUsage`` answer, and the
+loop that asks every other node for it about once a second.
+
+Storage and group quotas count over the whole cluster, but each node sees
+only the partitions it leads and the groups it coordinates. So every node
+asks every other node's NodeAdmin (internal: with this node's proof) for
+its per-tenant figures every ``POLL_S`` and keeps the latest answers on the
+``UsageBoard``; the quota service adds its own live figures. A tenant can
+therefore overshoot its storage quota by about one poll's worth of writes
+(and a group quota by the groups created meanwhile on other coordinators).
+
+Invariants:
+
+- One slow or silent node never delays the others' answers: every node is
+  asked at once, each ask with a ``ASK_TIMEOUT_S`` timeout; a failed ask
+  leaves that node's last report, which stops counting after
+  ``usage.STALE_S``.
+- A node that answers as another node id is ignored (its address now
+  belongs to another process).
+- Every ask carries a fresh proof (a receiver accepts each proof once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+import grpc
+
+from cluster.controller_replica import ControllerReplica
+from cluster.frontend.forwarding import ChannelCache
+from cluster.quotas.quota_service import QuotaService
+from cluster.quotas.usage import TenantUsage
+from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
+
+__all__ = ["ASK_TIMEOUT_S", "NODE_ADMIN_TENANT_USAGE", "POLL_S", "UsagePoller", "from_report", "to_report"]
+
+log = logging.getLogger(__name__)
+
+NODE_ADMIN_TENANT_USAGE = "/raftlog.internal.v1.NodeAdmin/TenantUsage"
+POLL_S = 1.0
+ASK_TIMEOUT_S = 1.0
+
+Prove = Callable[[str], tuple[tuple[str, str], ...]]
+
+
+def to_report(node_id: int, usage: Mapping[str, TenantUsage]) -> node_admin_pb2.TenantUsageReport:
+    return node_admin_pb2.TenantUsageReport(
+        node_id=node_id,
+        tenants=[
+            node_admin_pb2.TenantUsageEntry(
+                tenant=tenant,
+                stored_bytes=u.stored_bytes,
+                groups=u.groups,
+                streams=u.streams,
+                produce_bytes_s=u.produce_bytes_s,
+                fetch_bytes_s=u.fetch_bytes_s,
+                requests_s=u.requests_s,
+            )
+            for tenant, u in sorted(usage.items())
+        ],
+    )
+
+
+def from_report(report: node_admin_pb2.TenantUsageReport) -> dict[str, TenantUsage]:
+    return {
+        e.tenant: TenantUsage(
+            stored_bytes=e.stored_bytes,
+            groups=e.groups,
+            streams=e.streams,
+            produce_bytes_s=e.produce_bytes_s,
+            fetch_bytes_s=e.fetch_bytes_s,
+            requests_s=e.requests_s,
+        )
+        for e in report.tenants
+    }
+
+
+class UsagePoller:
+    """Run ``run()`` as one of the node's tasks; ``close()`` after it."""
+
+    def __init__(
+        self,
+        service: QuotaService,
+        controller: ControllerReplica,
+        prove: Prove,
+        dial: Mapping[int, str] | None = None,
+        channels: ChannelCache | None = None,
+    ) -> None:
+        self._service = service
+        self._controller = controller
+        self._prove = prove
+        self._dial = dict(dial or {})
+        self._channels = channels or ChannelCache()
+
+    async def answer(self) -> node_admin_pb2.TenantUsageReport:
+        """This node's report (what NodeAdmin.TenantUsage answers)."""
+        return to_report(self._service.node_id, await self._service.local_report())
+
+    async def run(self) -> None:
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(POLL_S)
+
+    async def poll_once(self) -> None:
+        me = self._service.node_id
+        nodes = [(n.node_id, self._dial.get(n.node_id) or n.address) for n in self._controller.state.nodes()]
+        self._service.board.forget(n for n, _ in nodes)
+        await asyncio.gather(*(self._ask(node, address) for node, address in nodes if node != me and address))
+
+    async def _ask(self, node_id: int, address: str) -> None:
+        stub = node_admin_pb2_grpc.NodeAdminStub(self._channels.channel(address))
+        try:
+            report: node_admin_pb2.TenantUsageReport = await stub.TenantUsage(
+                node_admin_pb2.TenantUsageRequest(),
+                timeout=ASK_TIMEOUT_S,
+                metadata=self._prove(NODE_ADMIN_TENANT_USAGE),
+            )
+        except grpc.aio.AioRpcError as error:
+            log.debug("tenant usage from node %d: %s", node_id, error.code().name)
+            return
+        if report.node_id != node_id:
+            return
+        self._service.board.record(node_id, from_report(report), self._service.now())
+
+    async def close(self) -> None:
+        await self._channels.close()

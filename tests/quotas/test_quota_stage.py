@@ -1,0 +1,324 @@
+"""The quota stage in-process: each quota kind refuses (or delays) with
+``RESOURCE_EXHAUSTED QUOTA_EXCEEDED`` and the right retry-after, and a refused
+call changes nothing. A ``LogService`` with an in-memory replica runs behind a
+real ``FrontDoor`` on a loopback ``grpc.aio`` server, the node's view of
+quotas and leaders is a fake, and the clock is the test's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+import pytest
+
+from client.auth import call_metadata
+from cluster.controller import Assignment, Principal
+from cluster.frontend.front_door import Caller, FrontDoor
+from cluster.frontend.grpc_errors import ServiceError, error_info
+from cluster.quotas.fair_scheduler import FairScheduler
+from cluster.quotas.quota_service import STORAGE_RETRY_MS, QuotaService
+from cluster.quotas.quota_stage import COMMIT_OFFSETS, JOIN_GROUP, MeteredLogService, QuotaStage
+from cluster.quotas.usage import TenantUsage
+from partitions.replica import ProduceResult, ReadResult
+from raftlog.v1 import groups_pb2, log_pb2, log_pb2_grpc
+from raftlog.v1.reasons import Reason
+from raftlog.v1.record_batch import Record, encode_batch
+
+pytestmark = pytest.mark.timeout(60)
+
+GROUP = 7
+TENANT = "acme"
+CALLER = Caller(Principal("k-acme", TENANT), TENANT)
+SYSTEM_OPERATOR = Caller(Principal("k-op", None), "__system")
+AUTH = call_metadata("acme-key", None)
+SYSTEM_AUTH = call_metadata("op-key", "__system")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A stand-in for cluster.controller.quotas.QuotaLimits (the fields the stage reads)."""
+
+    produce_bytes_s: int | None = None
+    fetch_bytes_s: int | None = None
+    requests_s: int | None = None
+    storage_bytes: int | None = None
+    groups: int | None = None
+    streams: int | None = None
+
+
+@dataclass
+class FakeView:
+    limits: Limits = field(default_factory=Limits)
+    version: int = 1
+    leading: set[int] = field(default_factory=lambda: {GROUP})
+    stored: int = 0
+
+    def quota(self, tenant: str) -> Limits:
+        return self.limits
+
+    def tenants(self) -> list[str]:
+        return [TENANT]
+
+    def tenant_groups(self, tenant: str) -> list[int]:
+        return [GROUP] if tenant == TENANT else []
+
+    def group_of(self, tenant: str, topic: str, partition: int) -> int | None:
+        return GROUP if topic == "t" and partition == 0 else None
+
+    def leads(self, group: int) -> bool:
+        return group in self.leading
+
+    def stored_bytes(self, group: int) -> int:
+        return self.stored
+
+    def node_count(self) -> int:
+        return 1
+
+    def set(self, **limits: int | None) -> None:
+        self.limits = replace(self.limits, **limits)
+        self.version += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeReplica:
+    """The partition, led here: produce appends, read returns everything."""
+
+    def __init__(self) -> None:
+        self.batches: list[bytes] = []
+
+    @property
+    def is_leader(self) -> bool:
+        return True
+
+    async def produce(self, batch: bytes) -> ProduceResult:
+        self.batches.append(batch)
+        offset = len(self.batches) - 1
+        return ProduceResult(offset, offset, 0)
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        return ReadResult(list(self.batches[offset:]), len(self.batches), 0)
+
+    async def wait_for_data(self, offset: int, timeout: float) -> bool:
+        await asyncio.sleep(timeout)
+        return False
+
+
+@dataclass
+class Served:
+    stub: log_pb2_grpc.LogServiceStub
+    view: FakeView
+    clock: Clock
+    replica: FakeReplica
+    service: QuotaService
+    sleeps: list[float]
+
+
+async def identify(context: grpc.aio.ServicerContext) -> Caller:
+    metadata = dict(context.invocation_metadata() or ())
+    if metadata.get("authorization") == "Bearer op-key":
+        return SYSTEM_OPERATOR
+    if metadata.get("authorization") == "Bearer acme-key":
+        return CALLER
+    raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, Reason.INVALID_API_KEY, "unknown key")
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    view, clock, replica, sleeps = FakeView(), Clock(), FakeReplica(), []
+    service = QuotaService(1, view, clock=clock)
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    stage = QuotaStage(service, view, FairScheduler(4), sleep=sleep)
+
+    def locate(tenant: str, topic: str, partition: int) -> Assignment | None:
+        if topic != "t" or partition != 0:
+            return None
+        return Assignment(GROUP, tenant, "t", 1, 0, (1,), (), 1)
+
+    server = grpc.aio.server(interceptors=[FrontDoor(identify, lambda _n: "", stages=[stage])])
+    logs = MeteredLogService(
+        service, view, locate, lambda g: replica if g == GROUP else None, lambda _g: 1, str
+    )
+    log_pb2_grpc.add_LogServiceServicer_to_server(logs, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Served(log_pb2_grpc.LogServiceStub(channel), view, clock, replica, service, sleeps)
+    await server.stop(None)
+
+
+def batch(size: int) -> bytes:
+    return encode_batch([Record(value=b"x" * size)])
+
+
+async def produce(s: Served, size: int, auth: Any = AUTH) -> log_pb2.ProduceResponse:
+    return await s.stub.Produce(
+        log_pb2.ProduceRequest(topic="t", partition=0, batch=batch(size)), metadata=auth
+    )
+
+
+async def refused(call: Any) -> tuple[Reason, int, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info = error_info(caught.value)
+    assert info is not None
+    return Reason(info.reason), info.retry_after_ms, info.message
+
+
+async def test_produce_over_its_rate_is_delayed_then_refused_and_the_refused_batch_is_not_written(
+    served: Served,
+) -> None:
+    served.view.set(produce_bytes_s=10_000)  # burst: half a second, 5,000 bytes
+    overhead = len(batch(0))
+    await produce(served, 4_000 - overhead)  # within the burst: 1,000 left
+    await produce(served, 4_000 - overhead)  # no debt yet: admitted at once, 3,000 owed
+    assert served.sleeps == []
+    served.clock.now += 0.28  # 200 owed: 0.02 s, delayed
+    await produce(served, 2_000 - overhead)  # 2,200 owed
+    assert served.sleeps == [pytest.approx(0.02, abs=0.001)]
+    written = list(served.replica.batches)
+    reason, retry_after_ms, message = await refused(produce(served, 100))
+    assert reason == Reason.QUOTA_EXCEEDED and "produce bytes/s" in message
+    assert 215 <= retry_after_ms <= 225  # the debt owed, the refused call not charged
+    assert served.replica.batches == written  # nothing written
+    served.clock.now += retry_after_ms / 1000
+    await produce(served, 100)  # waiting the retry-after is enough
+    assert len(served.replica.batches) == len(written) + 1
+    assert served.sleeps[-1] == 0 or len(served.sleeps) == 1
+
+
+async def test_requests_over_their_rate_are_refused_with_a_retry_after(served: Served) -> None:
+    served.view.set(requests_s=4)  # burst 2 requests
+    request = log_pb2.InitProducerRequest()
+    for _ in range(3):  # 2 from the burst, the third into debt
+        await served.stub.InitProducer(request, metadata=AUTH)
+    reason, retry_after_ms, _ = await refused(
+        served.stub.InitProducer(log_pb2.InitProducerRequest(), metadata=AUTH)
+    )
+    assert reason == Reason.QUOTA_EXCEEDED and 200 <= retry_after_ms <= 250
+
+
+async def test_a_fetch_answer_is_charged_after_and_its_debt_refuses_the_next_fetch(served: Served) -> None:
+    await produce(served, 50_000)
+    served.view.set(fetch_bytes_s=10_000)
+    request = log_pb2.FetchRequest(topic="t", partition=0, offset=0)
+    answer = await served.stub.Fetch(request, metadata=AUTH)  # no debt before it: answered
+    assert answer.batches
+    reason, retry_after_ms, message = await refused(served.stub.Fetch(request, metadata=AUTH))
+    assert reason == Reason.QUOTA_EXCEEDED and "fetch bytes/s" in message
+    assert 4_000 <= retry_after_ms <= 5_000  # ~45 KB owed at 10 KB/s
+
+
+async def test_streams_over_the_count_are_refused_without_retry_after_and_released_on_close(
+    served: Served,
+) -> None:
+    served.view.set(streams=1)
+    request = log_pb2.StreamFetchRequest(topic="t", partition=0, offset=0)
+    first = served.stub.StreamFetch(request, metadata=AUTH)
+    await first.read()  # open
+    reason, retry_after_ms, message = await refused(served.stub.StreamFetch(request, metadata=AUTH).read())
+    assert reason == Reason.QUOTA_EXCEEDED and retry_after_ms == 0 and "open streams" in message
+    first.cancel()
+    for _ in range(100):  # the handler's end runs on the server's loop
+        if (await served.service.local_usage(TENANT)).streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    again = served.stub.StreamFetch(request, metadata=AUTH)
+    await again.read()
+    again.cancel()
+
+
+async def test_a_stream_is_paced_at_the_fetch_rate(served: Served) -> None:
+    await produce(served, 20_000)
+    served.view.set(fetch_bytes_s=1_000_000)
+    served.service.fetched(TENANT, 0)  # the bucket exists
+    stream = served.stub.StreamFetch(
+        log_pb2.StreamFetchRequest(topic="t", partition=0, offset=0), metadata=AUTH
+    )
+    await stream.read()
+    usage = await served.service.local_usage(TENANT)
+    assert usage.fetch_bytes_s > 0
+    stream.cancel()
+
+
+async def test_storage_over_the_quota_refuses_produce_and_writes_nothing(served: Served) -> None:
+    served.view.stored = 600
+    served.view.set(storage_bytes=1_000)
+    await produce(served, 10)  # 600 stored here, none elsewhere yet
+    served.service.board.record(2, {TENANT: TenantUsage(stored_bytes=400)}, served.clock.now)
+    written = list(served.replica.batches)
+    reason, retry_after_ms, message = await refused(produce(served, 10))
+    assert reason == Reason.QUOTA_EXCEEDED and retry_after_ms == STORAGE_RETRY_MS and "storage" in message
+    assert served.replica.batches == written
+    # Reads still work with the storage full.
+    await served.stub.Fetch(log_pb2.FetchRequest(topic="t", partition=0, offset=0), metadata=AUTH)
+
+
+async def test_a_zero_rate_refuses_without_retry_after(served: Served) -> None:
+    served.view.set(produce_bytes_s=0)
+    reason, retry_after_ms, _ = await refused(produce(served, 10))
+    assert reason == Reason.QUOTA_EXCEEDED and retry_after_ms == 0
+    assert served.replica.batches == []
+
+
+async def test_bytes_are_charged_only_where_the_partition_is_led_and_system_operators_not_at_all(
+    served: Served,
+) -> None:
+    await produce(served, 20_000)
+    served.view.set(produce_bytes_s=1_000, fetch_bytes_s=1_000)
+    fetch = log_pb2.FetchRequest(topic="t", partition=0, offset=0)
+    for _ in range(3):
+        await served.stub.Fetch(fetch, metadata=SYSTEM_AUTH)  # exempt: no debt from these
+    await served.stub.Fetch(fetch, metadata=AUTH)  # the tenant's first: no debt yet
+    await refused(served.stub.Fetch(fetch, metadata=AUTH))
+    served.view.leading = set()  # the leader moved: this node forwards, the leader charges
+    served.view.version += 1
+    before = (await served.service.local_usage(TENANT)).produce_bytes_s
+    for _ in range(3):
+        await produce(served, 5_000)  # (the fake replica still takes them): no debt, no refusal
+    assert (await served.service.local_usage(TENANT)).produce_bytes_s == before
+
+
+async def test_a_new_group_beyond_the_quota_is_refused_and_existing_groups_still_join() -> None:
+    view, clock = FakeView(limits=Limits(groups=2)), Clock()
+    existing = {"g1", "g2"}
+
+    async def exists(tenant: str, group: str) -> bool | None:
+        return group in existing
+
+    async def count(tenant: str) -> int:
+        return len(existing)
+
+    service = QuotaService(1, view, group_exists=exists, group_count=count, clock=clock)
+    stage = QuotaStage(service, view)
+    join = groups_pb2.JoinGroupRequest(group="g1")
+    async with stage(JOIN_GROUP, CALLER, join, None):
+        pass
+    with pytest.raises(ServiceError) as caught:
+        async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group="g3"), None):
+            raise AssertionError("the handler ran")
+    assert caught.value.info.reason == Reason.QUOTA_EXCEEDED and caught.value.info.retry_after_ms == 0
+    simple_commit = groups_pb2.CommitOffsetsRequest(group="g3")  # no member: would create g3
+    with pytest.raises(ServiceError):
+        async with stage(COMMIT_OFFSETS, CALLER, simple_commit, None):
+            raise AssertionError("the handler ran")
+    # Groups counted on other nodes count too.
+    existing.discard("g2")
+    service.board.record(2, {TENANT: TenantUsage(groups=1)}, clock.now)
+    with pytest.raises(ServiceError):
+        async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group="g4"), None):
+            pass
+    assert (await service.usage(TENANT)).groups == 2
