@@ -326,8 +326,8 @@ class TenantAdmin:
             if tenant is not None and self._controller.state.tenant(tenant) is None:
                 raise unknown_tenant(tenant)
             expires_at_ms = self._now_ms() + request.ttl_seconds * 1000 if request.ttl_seconds else 0
-            issued = issue_api_key(tenant)
-            await self._propose(replace(issued.command, scope=scope, expires_at_ms=expires_at_ms))
+            issued = issue_api_key(tenant, scope, expires_at_ms)
+            await self._propose(issued.command)
             info = ApiKeyInfo(issued.key_id, tenant, 0, scope, expires_at_ms)
             return admin_pb2.CreateApiKeyResponse(api_key=api_key_message(info, issued.clear_text))
 
@@ -382,9 +382,9 @@ class TenantAdmin:
             if old.expires_at_ms:
                 old_expires = min(old.expires_at_ms, old_expires)  # never lengthen its life
             expires_at_ms = now + request.ttl_seconds * 1000 if request.ttl_seconds else 0
-            issued = issue_api_key(old.tenant)
+            issued = issue_api_key(old.tenant, old.scope, expires_at_ms)
             # The new key first: a failure before the second step leaves two keys, not none.
-            await self._propose(replace(issued.command, scope=old.scope, expires_at_ms=expires_at_ms))
+            await self._propose(issued.command)
             if old_expires != old.expires_at_ms:
                 await self._propose(SetApiKeyExpiry(old.key_id, old_expires))
             new = ApiKeyInfo(issued.key_id, old.tenant, 0, old.scope, expires_at_ms)
