@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import sys
@@ -449,6 +450,8 @@ def serve_main(args: argparse.Namespace, api_key: str | None = None) -> int:
     except UsageError as error:
         print(f"raftlog flags serve: {error}", file=sys.stderr)
         return 2
+    if options.tls_ca:  # every SDK client of this process reads it (flags/server_options.py)
+        os.environ["RAFTLOG_TLS_CA"] = options.tls_ca
     # Before the server's imports (a good part of a second): a stop signal
     # from then on stops the server cleanly.
     signals = StopSignals()

@@ -5,7 +5,10 @@ runs with (flags/server.py).
 Invariants: ``options_from_args`` either returns options that ``serve`` can
 run with or raises ``UsageError`` with what to fix (exit status 2); the
 operator key is read from a file only its owner can read, or from the
-environment, never echoed.
+environment, never echoed. ``--tls-ca`` (default ``$RAFTLOG_TLS_CA``) is
+the cluster's CA for TLS; ``serve_main`` puts it in ``RAFTLOG_TLS_CA`` for
+the process, where every SDK client the server makes reads it
+(client/auth.py), so no client is left in plaintext.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class ServeOptions:
     fractional: FractionalVersion = DEFAULT_FRACTIONAL_VERSION
     ofrep: OfrepOptions = field(default_factory=OfrepOptions)
     event_loop: str = "asyncio"
+    tls_ca: str | None = None
+    """The cluster's CA file: connect to the cluster with TLS (None: plaintext)."""
 
     @property
     def audit_window_ms(self) -> int:
@@ -105,6 +110,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, inherit_connection: 
         default=unset,
         metavar="KEY",
         help="the operator key; visible to other users in ps: prefer $RAFTLOG_API_KEY or --api-key-file",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=unset,
+        metavar="PATH",
+        help="connect to the cluster with TLS, trusting this CA file (default: $RAFTLOG_TLS_CA)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -194,6 +205,9 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         raise UsageError(str(error)) from None
     if args.audit_window_days < 0:
         raise UsageError("--audit-window-days must be 0 or more")
+    tls_ca = getattr(args, "tls_ca", None) or os.environ.get("RAFTLOG_TLS_CA") or None
+    if tls_ca is not None and not os.access(tls_ca, os.R_OK):
+        raise UsageError(f"--tls-ca {tls_ca}: cannot read it; give the cluster's ca.pem")
     return ServeOptions(
         bootstrap=bootstrap,
         api_key=api_key,
@@ -205,6 +219,7 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         fractional=FractionalVersion(args.fractional),
         ofrep=ofrep,
         event_loop=args.event_loop,
+        tls_ca=tls_ca,
     )
 
 

@@ -18,6 +18,13 @@ the nodes inherit). Tools reach the internal NodeAdmin service with a fresh
 node proof for every call (``node_admin_metadata``, the format in
 proto/raftlog/internal/node_proof.py).
 
+TLS (``tls=True``): the cluster file gets a ``[tls]`` section and
+``<root>/certs`` a development CA and node certificates, made by
+``python -m cluster.tls.cli init`` (a process: the harness does not import
+the server). Clients pass ``tls_ca`` (the CA file) to the SDK. Each node's
+internal mTLS listener is its port + ``internal_port_offset``, an offset
+chosen so that every such port is free now (cluster/tls/__init__.py).
+
 Stopping: ``stop_all`` sends every node SIGTERM at once and waits for them
 within one grace period; a node still running after it gets SIGKILL (the
 caller can be told first). With ``own_sessions`` (``from_config``) each node
@@ -40,6 +47,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
 
 from raftlog.internal.node_proof import (
     NODE_ADMIN_STATS,
@@ -95,6 +104,52 @@ def new_operator_key() -> str:
     return f"rlk_{secrets.token_hex(8)}_{secret}"
 
 
+def make_certs(directory: Path, nodes: int) -> Path:
+    """``raftlog certs init directory --nodes N`` (the CA is kept when
+    there is one); returns the CA file."""
+    subprocess.run(
+        [sys.executable, "-m", "cluster.tls.cli", "init", str(directory), "--nodes", str(nodes), "--quiet"],
+        check=True,
+    )
+    return directory / "ca.pem"
+
+
+def tls_section(certs: str, offset: int) -> list[str]:
+    """The cluster file's ``[tls]`` lines for certificates in ``certs``
+    (relative to the cluster file) as ``make_certs`` names them."""
+    return [
+        "[tls]",
+        f'ca_file = "{certs}/ca.pem"',
+        f'cert_file = "{certs}/node{{id}}.pem"',
+        f'key_file = "{certs}/node{{id}}.key"',
+        f"internal_port_offset = {offset}",
+    ]
+
+
+def _free_offset(ports: Sequence[int], tries: int = 50) -> int:
+    """An offset that puts every port + offset on a port free now and
+    below 65536 (loopback ephemeral ports reach ~61000: offsets stay small)."""
+    rng = secrets.SystemRandom()
+    for _ in range(tries):
+        offset = rng.randrange(100, 65536 - max(ports))
+        candidates = [p + offset for p in ports]
+        if set(candidates) & set(ports):
+            continue
+        try:
+            sockets = []
+            for port in candidates:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return offset
+    raise RuntimeError("no free internal ports for a TLS cluster")
+
+
 class StartInterrupted(Exception):
     """``start_all`` gave up waiting because its ``interrupted`` check said so."""
 
@@ -107,6 +162,9 @@ class TopicSpec:
 
 
 class LocalCluster:
+    tls_ca: Path | None
+    """The CA clients trust (``tls=True``); None: plaintext."""
+
     def __init__(
         self,
         root: Path,
@@ -119,7 +177,9 @@ class LocalCluster:
         leader_balance_ms: int = 10_000,
         node_dead_after_ms: int = 10_000,
         node_args: Sequence[str] = (),
+        tls: bool = False,
     ) -> None:
+        """``tls``: TLS for clients and mTLS between nodes (module docstring)."""
         ports = free_ports(nodes)
         addresses = {n: f"127.0.0.1:{port}" for n, port in enumerate(ports, start=1)}
         self._setup(root, root.resolve() / "cluster.toml", addresses, node_args)
@@ -155,6 +215,10 @@ class LocalCluster:
             f"election_ticks = {election_ticks}",
             "heartbeat_ticks = 2",
         ]
+        if tls:
+            self.tls_offset = _free_offset(ports)
+            self.tls_ca = make_certs(self.root / "certs", nodes)
+            lines += ["", *tls_section("certs", self.tls_offset)]
         root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text("\n".join(lines) + "\n")
 
@@ -206,6 +270,26 @@ class LocalCluster:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.config_path = config_path
         self.own_sessions = False
+        self.tls_ca = None
+        self.tls_offset = 0
+        """The internal listeners' port offset (``tls=True``)."""
+
+    def internal_address(self, node: int) -> str:
+        """Where ``node``'s internal services are: its address without TLS,
+        its internal mTLS listener with (``node_credentials`` then)."""
+        host, _, port = self.addresses[node].rpartition(":")
+        return f"{host}:{int(port) + self.tls_offset}" if self.tls_ca else self.addresses[node]
+
+    def node_credentials(self, node: int = 1) -> grpc.ChannelCredentials:
+        """mTLS credentials of ``node``'s certificate (a tool dialling an
+        internal listener presents one: the listener requires it)."""
+        assert self.tls_ca is not None, "a plaintext cluster"
+        certs = self.tls_ca.parent
+        return grpc.ssl_channel_credentials(
+            self.tls_ca.read_bytes(),
+            (certs / f"node{node}.key").read_bytes(),
+            (certs / f"node{node}.pem").read_bytes(),
+        )
 
     def internal_metadata(self, method: str, node_id: int = TOOL_NODE_ID) -> tuple[tuple[str, str]]:
         """Call metadata with a fresh node proof for one call of ``method``
@@ -327,6 +411,8 @@ class LocalCluster:
             entry.append(f'zone = "{zone}"')
         with self.config_path.open("a") as config:  # a [[nodes]] header may come anywhere
             config.write("\n".join(entry) + "\n")
+        if self.tls_ca is not None:  # a certificate for the new node (same CA)
+            make_certs(self.tls_ca.parent, node)
         self.node_ids.append(node)
         self.addresses[node] = address
         self.start(node, timeout)

@@ -34,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -73,7 +74,7 @@ class ChannelCache:
         self._dialer = dialer
         self._generation = dialer.generation
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
         self._closed = False
 
     def channel(self, address: str) -> grpc.aio.Channel:
@@ -92,16 +93,21 @@ class ChannelCache:
     def _retire(self, channels: list[grpc.aio.Channel]) -> None:
         for channel in channels:
             task = asyncio.get_running_loop().create_task(channel.close(grace=DEFAULT_TIMEOUT_S))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retiring[channel] = task
+            task.add_done_callback(functools.partial(self._retired, channel))
+
+    def _retired(self, channel: grpc.aio.Channel, _task: asyncio.Task[None]) -> None:
+        self._retiring.pop(channel, None)
 
     async def close(self) -> None:
+        """Close every channel, the retiring ones too (no more grace)."""
         self._closed = True
         channels, self._channels = self._channels, {}
-        for channel in channels.values():
-            await channel.close()
-        for task in list(self._retiring):
+        retiring, self._retiring = self._retiring, {}
+        for task in retiring.values():
             task.cancel()
+        for channel in (*channels.values(), *retiring):
+            await channel.close()
 
 
 def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
