@@ -29,6 +29,13 @@ topic (``__system/__audit``, cluster/audit/). Each step looks
 at the applied state first, so a leader that takes over half-way finishes
 the job and a restarted cluster does nothing.
 
+Quota defaults: the cluster file's ``[quotas]`` is where the cluster's
+default quotas are set. Whenever the applied defaults
+(``ControllerState.quota_defaults``) differ from the file's laid over the
+built-ins, the leader proposes ``SetQuota("", <the file's>)``, so a changed
+file takes effect once a node started with it leads group 0 (and a key
+removed from the file goes back to its built-in default).
+
 The operator key is the one in the file ``raftlog serve --bootstrap-key-file``
 names, read once at start (``read_bootstrap_key_file``; ``make run`` and
 test clusters choose the key so they can hand it to users); otherwise the
@@ -69,6 +76,7 @@ from cluster.controller import (
     RegisterNode,
     Rejected,
     SetNodeLiveness,
+    SetQuota,
     encode_command,
     issue_api_key,
     place_partitions,
@@ -78,6 +86,7 @@ from cluster.controller import (
 )
 from cluster.controller.api_keys import key_command, parse_api_key
 from cluster.controller.commands import Command
+from cluster.controller.quotas import BUILT_IN_DEFAULTS, overlay
 from cluster.controller_replica import ControllerReplica
 from cluster.groups.group_logs import OFFSETS_TOPIC, SYSTEM_TENANT
 from cluster.private_file import write_private
@@ -157,6 +166,7 @@ class ControllerDuties:
             if self.controller.is_leader:
                 try:
                     await self.bootstrap()
+                    await self.sync_quota_defaults()
                     await self.admit_learners()
                     await self.watch_nodes()
                     await self.repair()
@@ -170,6 +180,14 @@ class ControllerDuties:
             else:
                 self._silent_since.clear()
             version = await self.controller.wait_changed(version, timeout=RECHECK_S)
+
+    async def sync_quota_defaults(self) -> None:
+        """Make the applied cluster default quotas the cluster file's
+        ``[quotas]`` (see the module docstring); nothing when they agree."""
+        wanted = self.cluster.quota_defaults
+        if self.controller.state.quota_defaults() != overlay(BUILT_IN_DEFAULTS, wanted):
+            log.warning("setting the cluster's default quotas from the cluster file: %s", wanted)
+            await self._submit(SetQuota("", wanted))
 
     async def admit_learners(self) -> None:
         """Make every registered node a member of group 0 (a learner unless
