@@ -180,8 +180,8 @@ async def test_node_admin_reports_every_replica_and_one_leader(cluster: LocalClu
             stats = await node_admin_pb2_grpc.NodeAdminStub(channel).Stats(
                 node_admin_pb2.StatsRequest(), timeout=5, metadata=cluster.node_admin_metadata()
             )
-        # Topic t (group 1) and the 3 partitions of the groups' offsets topic.
-        assert stats.replicas == 4 and sorted(r.group for r in stats.partitions) == [1, 2, 3, 4]
+        # Topic t (group 1), the 3 partitions of the groups' offsets topic, the audit topic's one.
+        assert stats.replicas == 5 and sorted(r.group for r in stats.partitions) == [1, 2, 3, 4, 5]
         replica = next(r for r in stats.partitions if r.group == 1)
         assert replica.role in ("LEADER", "FOLLOWER") and sorted(replica.voters) == [1, 2, 3]
         assert replica.commit_index >= replica.applied_index >= 1

@@ -51,8 +51,8 @@ def test_status_lists_every_node(cluster: LocalCluster, capsys: pytest.CaptureFi
     assert out.startswith("controller leader: node ") and "3/3 nodes live" in out, out
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [int(r[0]) for r in rows] == [1, 2, 3]
-    # 3 + 1 partitions of the file topics and 3 of the groups' offsets topic.
-    assert all(int(r[2]) == 7 for r in rows), out
+    # 3 + 1 partitions of the file topics, 3 of the groups' offsets topic, 1 of the audit topic.
+    assert all(int(r[2]) == 8 for r in rows), out
 
 
 def test_status_shows_each_nodes_resources_with_only_an_operator_key(cluster: LocalCluster) -> None:

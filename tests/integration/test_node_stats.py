@@ -63,8 +63,8 @@ async def test_an_operator_key_gets_every_nodes_figures(cluster: LocalCluster) -
         assert [s.address for s in stats] == [cluster.addresses[n] for n in (1, 2, 3)]
         for s in stats:
             assert s.reachable and not s.unreachable_reason, s
-            # 3 partitions of "t" and 3 of the groups' offsets topic, each on every node.
-            assert s.replicas == 6, s
+            # 3 partitions of "t", 3 of the groups' offsets topic and 1 of the audit topic, each on every node.
+            assert s.replicas == 7, s
             # Awake counts the metadata controller's replica too.
             assert s.leaders <= s.replicas and s.awake_replicas <= s.replicas + 1
             assert s.rss_bytes > 10_000_000 and s.cpu_seconds > 0 and s.uptime_seconds > 0
