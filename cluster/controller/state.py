@@ -21,7 +21,7 @@ command, ``restore`` on every snapshot):
   topics). Tenants, API keys and quotas: tenancy.py (``TenancyTables``,
   which this class is), with their own invariants.
 - A tenant's topics fit its effective ``partitions`` and ``topics`` quota
-  when they are created (``check_new_topic``); lowering a quota later
+  when they are created (``check_new_topic``, tenancy.py); lowering a quota later
   leaves existing topics alone.
 - Every topic has one assignment per partition, in Raft groups allocated
   from ``next_group_id`` (starting at 1: group 0 is the controller) and
@@ -69,14 +69,12 @@ from cluster.controller.model import (
     Node,
     Topic,
     check_address,
-    check_partitions,
     check_replication_factor,
     check_topic_config,
     check_topic_name,
     check_zone,
     shown,
 )
-from cluster.controller.quotas import check_topic_quota
 from cluster.controller.results import (
     Applied,
     ApplyResult,
@@ -463,25 +461,6 @@ class ControllerState(TenancyTables):
 
     def topic(self, tenant: str, name: str) -> Topic | None:
         return self._topics.get(tenant, {}).get(name)
-
-    def partition_counts(self, tenant: str) -> tuple[int, int]:
-        """``(tenant's partitions, every tenant's)``: what ``check_partitions``
-        weighs a new topic against."""
-        return sum(t.partitions for t in self._topics.get(tenant, {}).values()), len(self._assignments)
-
-    def check_new_topic(self, tenant: str, partitions: int) -> Rejected | None:
-        """Whether ``tenant`` may create a topic of ``partitions`` now: the
-        per-topic bounds, its effective ``partitions`` and ``topics`` quota
-        (``QUOTA_EXCEEDED``) and the cluster cap. The one rule the admin
-        service checks before placing a topic and ``CreateTopic`` again at
-        apply."""
-        limits = self.effective_quota(tenant)
-        tenant_partitions, cluster_partitions = self.partition_counts(tenant)
-        if rejected := check_partitions(
-            partitions, tenant_partitions, cluster_partitions, limits.partitions, tenant
-        ):
-            return rejected
-        return check_topic_quota(tenant, limits, self.topic_count(tenant))
 
     def topics_for(self, tenant: str) -> tuple[Topic, ...]:
         """``tenant``'s topics by name (none for an unknown tenant)."""

@@ -1,5 +1,7 @@
 """The tenant half of the controller's state: tenants, API keys (scope and
-expiry) and quotas — applying their commands and answering questions.
+expiry) and quotas — applying their commands and answering questions,
+including whether a tenant may create a topic (``check_new_topic``: its
+partition and topic quotas, and the cluster's partition cap).
 
 ``ControllerState`` (state.py) is a ``TenancyTables``; the split is only
 one of files (state.py keeps topics, nodes and assignments, and drives the
@@ -36,15 +38,17 @@ from cluster.controller.commands import (
 from cluster.controller.model import (
     ApiKeyInfo,
     ApiKeyRecord,
+    Assignment,
     Principal,
     Tenant,
     Topic,
     check_key_scope,
+    check_partitions,
     check_tenant_name,
     key_expired,
     shown,
 )
-from cluster.controller.quotas import BUILT_IN_DEFAULTS, QuotaLimits, check_quota, overlay
+from cluster.controller.quotas import BUILT_IN_DEFAULTS, QuotaLimits, check_quota, check_topic_quota, overlay
 from cluster.controller.results import Applied, ApplyResult, Rejected, RejectReason
 from cluster.primitives.pagination import Listing, Page, paginate, text_key
 
@@ -72,6 +76,8 @@ class TenancyTables:
 
     _topics: dict[str, dict[str, Topic]]
     """Owned by ``ControllerState``: every tenant has an entry."""
+    _assignments: dict[int, Assignment]
+    """Owned by ``ControllerState``: every partition's, by group."""
 
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
@@ -219,6 +225,25 @@ class TenancyTables:
     def quota_overrides(self) -> tuple[tuple[str, QuotaLimits], ...]:
         """Every tenant's overrides, by tenant name."""
         return tuple((name, self._tenant_quotas[name]) for name in sorted(self._tenant_quotas))
+
+    def partition_counts(self, tenant: str) -> tuple[int, int]:
+        """``(tenant's partitions, every tenant's)``: what ``check_partitions``
+        weighs a new topic against."""
+        return sum(t.partitions for t in self._topics.get(tenant, {}).values()), len(self._assignments)
+
+    def check_new_topic(self, tenant: str, partitions: int) -> Rejected | None:
+        """Whether ``tenant`` may create a topic of ``partitions`` now: the
+        per-topic bounds, its effective ``partitions`` and ``topics`` quota
+        (``QUOTA_EXCEEDED``) and the cluster cap. The one rule the admin
+        service checks before placing a topic and ``CreateTopic`` again at
+        apply."""
+        limits = self.effective_quota(tenant)
+        tenant_partitions, cluster_partitions = self.partition_counts(tenant)
+        if rejected := check_partitions(
+            partitions, tenant_partitions, cluster_partitions, limits.partitions, tenant
+        ):
+            return rejected
+        return check_topic_quota(tenant, limits, self.topic_count(tenant))
 
     def topic_count(self, tenant: str) -> int:
         """How many topics ``tenant`` has (0 for an unknown tenant)."""
