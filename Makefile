@@ -42,7 +42,7 @@ help:
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make proto   generate Python code from proto/**/*.proto"
 	@echo "make venv    create .venv and install the project with dev extras"
-	@echo "make run     a local 3-node cluster on loopback, data in ./data"
+	@echo "make run     a local 3-node cluster on loopback, data in ./data (TLS=1: with TLS and mTLS)"
 	@echo "make bench   throughput, latency, failover, density and this machine's limits -> bench/out/latest.json (<15 min)"
 	@echo "make bench-quick  the same figures, fewer repetitions (<3 min), same file"
 	@echo "make chaos   failover drills: every nemesis, rounds filling 420 s of scheduled faults (prints a seed to replay)"
@@ -108,8 +108,10 @@ fuzz: venv proto
 sim: venv
 	$(PY) -m raft.sim --seeds 1-2000 --profile all
 
+# TLS=1: TLS for clients and mTLS between the nodes, development
+# certificates in data/certs (cluster/run_local.py); plaintext otherwise.
 run: venv proto
-	$(PY) -m cluster.run_local --data data
+	$(PY) -m cluster.run_local --data data $(if $(filter 1,$(TLS)),--tls)
 
 # Data goes under bench/out (the project's disk, not a tmpfs /tmp); see bench/README.md.
 bench: venv proto

@@ -596,7 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raftlog: {error}", file=sys.stderr)
         return 1
     except RaftlogError as error:
-        hint = "; is the cluster running? Check RAFTLOG_BOOTSTRAP or --bootstrap" if error.retriable else ""
+        hint = (
+            "; is the cluster running? Check RAFTLOG_BOOTSTRAP or --bootstrap"
+            " (and, for a TLS cluster, --tls-ca or RAFTLOG_TLS_CA)"
+            if error.retriable
+            else ""
+        )
         print(f"raftlog: {error.reason}: {error.message}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,6 +14,16 @@ nodes get the operator key in ``data/bootstrap.key`` (0600,
 ``--bootstrap-key-file``), never in their environment. Later runs reuse
 all of them and the data. Node logs go to ``data/nodeN.log``.
 
+``make run TLS=1`` (``--tls``): TLS for clients and mTLS between the nodes
+(cluster/tls/__init__.py). The first such run makes a development CA and
+node certificates in ``data/certs`` (``raftlog certs init``, kept across
+runs), adds a ``[tls]`` section to ``data/cluster.toml`` (node N's internal
+listener on 1700N) and ``RAFTLOG_TLS_CA`` to ``data/cluster.env``; the flag
+server gets ``--tls-ca``. The cluster file decides: once it has ``[tls]``,
+later runs use TLS with or without the flag (remove the section, and the
+env line, to go back to plaintext). Without either, everything stays
+plaintext on loopback.
+
 Once the nodes are ready, one flag server (``raftlog flags serve``,
 harness/flag_server.py) starts beside them on 127.0.0.1:8013 (evaluation
 and admin gRPC), 8014 (management HTTP), 8015 (sync gRPC) and 8016 (OFREP
@@ -59,7 +69,7 @@ from pathlib import Path
 from types import FrameType
 
 from cluster.private_file import write_private
-from cluster.static_config import ConfigError, NodeSpec, load_cluster
+from cluster.static_config import ConfigError, NodeSpec, StaticCluster, load_cluster
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
 from partitions.owner_only import make_owner_only_dir, restrict_umask
@@ -109,6 +119,7 @@ replicas = [1, 2, 3]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.run_local", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data"), help="data directory (default ./data)")
+    parser.add_argument("--tls", action="store_true", help="TLS and mTLS with development certificates")
     args = parser.parse_args(argv)
     # First of all: a Ctrl-C while the files below are written is a stop
     # request like any other, not a KeyboardInterrupt traceback.
@@ -125,11 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         config_path.write_text(DEFAULT_CLUSTER)
     try:
         cluster_spec = load_cluster(config_path)
+        if args.tls and cluster_spec.tls is None:
+            with config_path.open("a") as config:
+                config.write(TLS_SECTION)
+            cluster_spec = load_cluster(config_path)
+        tls_ca = _ensure_certs(root, cluster_spec)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bootstrap = ",".join(n.address for n in cluster_spec.nodes)
     api_key = _operator_key(root / ENV_FILE, bootstrap)
+    if tls_ca is not None:
+        _add_tls_ca(root / ENV_FILE, tls_ca)
     # A cluster file from before the secret existed names none: the
     # default place, handed to the nodes by the harness.
     secret_file = cluster_spec.cluster_secret_file or root / "cluster.secret"
@@ -163,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             management_port=FLAGS_MANAGEMENT_PORT,
             ofrep_port=FLAGS_OFREP_PORT,
             own_session=True,
+            extra_args=["--tls-ca", str(tls_ca)] if tls_ca is not None else [],
         )
         try:
             flags.start(interrupted=stop.requested)
@@ -174,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             flags.close()
             flags = None
-        _print_banner(root, cluster_spec.nodes, flags)
+        _print_banner(root, cluster_spec.nodes, flags, tls_ca)
         failed = _wait_until_stop_or_death(cluster, flags, stop)
         return _stop(cluster, flags, stop) or failed
     finally:
@@ -298,8 +317,11 @@ def _status(code: int) -> str:
         return str(code)
 
 
-def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProcess | None) -> None:
-    print(f"raftlog: {len(nodes)} nodes up, data in {root}")
+def _print_banner(
+    root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProcess | None, tls_ca: Path | None = None
+) -> None:
+    secured = f", TLS (CA {tls_ca}; mTLS between nodes)" if tls_ca is not None else ""
+    print(f"raftlog: {len(nodes)} nodes up{secured}, data in {root}")
     for node in nodes:
         print(f"  node {node.id}: {node.address}  (log: {root / f'node{node.id}.log'})")
     if flags is not None:
@@ -307,7 +329,12 @@ def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProces
             f"  flag server: evaluation+admin {flags.eval_address}, sync {flags.sync_address}, "
             f"management {flags.management_url}, OFREP {flags.ofrep_url}  (log: {flags.log_path})"
         )
-    print(f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key)")
+    tls_setting = ", RAFTLOG_TLS_CA = the CA" if tls_ca is not None else ""
+    print(
+        f"client settings: {root / ENV_FILE} (RAFTLOG_BOOTSTRAP, RAFTLOG_API_KEY = the operator key{tls_setting})"
+    )
+    if tls_ca is not None:
+        print(f"  export RAFTLOG_TLS_CA={tls_ca}   # SDK and CLI: connect with TLS (or --tls-ca / tls_ca=)")
     print("try, in another terminal:")
     print(f"  . {_shown(root / ENV_FILE)}")
     print("  raftlog topic create t --partitions 3 --replication 3")
@@ -323,6 +350,43 @@ def _print_banner(root: Path, nodes: Sequence[NodeSpec], flags: FlagServerProces
             f"POST {flags.ofrep_url}/ofrep/v1/evaluate/flags with Authorization: Bearer rlc_..."
         )
     print("Ctrl-C stops the cluster.", flush=True)
+
+
+TLS_SECTION = """
+# make run TLS=1: TLS for clients, mTLS between nodes (cluster/tls/settings.py).
+[tls]
+ca_file = "certs/ca.pem"
+cert_file = "certs/node{id}.pem"
+key_file = "certs/node{id}.key"
+internal_port_offset = 10000
+"""
+
+
+def _ensure_certs(root: Path, cluster: StaticCluster) -> Path | None:
+    """With ``[tls]``: development certificates for every node where the
+    file expects them (made once; the CA is kept), and the CA file."""
+    if cluster.tls is None:
+        return None
+    from cluster.tls.certs import init_certs
+
+    files = [cluster.tls.for_node(n.id) for n in cluster.nodes]
+    if not all(f.ca_file.exists() and f.cert_file.exists() and f.key_file.exists() for f in files):
+        certs = files[0].cert_file.parent
+        if any(f.cert_file.parent != certs or f.ca_file != certs / "ca.pem" for f in files):
+            raise ConfigError(
+                "[tls]: certificate files are missing and not where `raftlog certs init` writes them; "
+                "make them yourself or point [tls] at one folder (ca.pem, node{id}.pem, node{id}.key)"
+            )
+        init_certs(certs, nodes=max(n.id for n in cluster.nodes))
+        print(f"raftlog: development CA and node certificates written to {certs}", flush=True)
+    return files[0].ca_file
+
+
+def _add_tls_ca(env_path: Path, ca: Path) -> None:
+    """``export RAFTLOG_TLS_CA=...`` in the client settings, once."""
+    text = env_path.read_text()
+    if "RAFTLOG_TLS_CA=" not in text:
+        write_private(env_path, text + f"export RAFTLOG_TLS_CA={ca}\n")
 
 
 def _operator_key(env_path: Path, bootstrap: str) -> str:
