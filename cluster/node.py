@@ -64,7 +64,6 @@ from cluster.frontend.compaction import LeaderAsker
 from cluster.frontend.forwarding import ChannelCache, Forwarder
 from cluster.frontend.front_door import FrontDoor
 from cluster.frontend.grpc_health import enable_health_and_reflection, mark_serving
-from cluster.frontend.log_service import LogService
 from cluster.frontend.metadata_service import MetadataService
 from cluster.frontend.node_stats import NodeStatsGatherer
 from cluster.groups.group_logs import SYSTEM_TENANT, RaftCoordinatorLogs
@@ -75,6 +74,7 @@ from cluster.internal.join import JoinService, join_until_registered
 from cluster.internal.node_admin import NodeAdminService
 from cluster.internal.node_auth import NodeCredentials
 from cluster.leader_balance import hand_back_leadership
+from cluster.quotas import NodeQuotas
 from cluster.reconciler import Reconciler, wait_for
 from cluster.routing.leader_routing import LeaderRouting
 from cluster.static_config import ConfigError, StaticCluster
@@ -274,7 +274,23 @@ class Node:
             )
             audit_writer = AuditWriter(audit_appender.append)
             audit = AuditStage(self.node_id, audit_writer, self._credentials.checker())
-            door = FrontDoor(auth.caller, self._address_of, stages=[audit], refused=audit.refused_at_door)
+            # Quotas and fairness (cluster/quotas/): charged at the door (the
+            # fetch bytes by the metered LogService), usage learned from
+            # every node's NodeAdmin about once a second.
+            quotas = NodeQuotas(
+                self.node_id,
+                controller,
+                host,
+                lambda: groups,
+                self._credentials.metadata,
+                self._dial,
+                ChannelCache(dialer=self._dialer),
+            )
+            # The audit after the quota: a call the rate quota refuses is not
+            # recorded (a flood must not become audit appends, cluster/audit/stage.py).
+            door = FrontDoor(
+                auth.caller, self._address_of, stages=[quotas.stage, audit], refused=audit.refused_at_door
+            )
             internal_door = InternalDoor(
                 proof_rule(self._credentials.checker()), require_peer_certificate=self._tls is not None
             )
@@ -285,7 +301,7 @@ class Node:
             leader_of = routing.leader_of
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
-                LogService(self._locate, host.replica, leader_of, self._address_of, forwarder), server
+                quotas.log_service(self._locate, host.replica, leader_of, self._address_of, forwarder), server
             )
             metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
                 MetadataService(self.node_id, controller, leader_of), server
@@ -296,6 +312,7 @@ class Node:
                 lambda: self.transport,
                 lambda: self.controller,
                 audit=audit_appender.append_here,
+                tenant_usage=quotas.tenant_usage_report,
             )
             # GetNodeStats asks the nodes' NodeAdmin with this node's proof
             # (an operator key reaches it; the cluster secret stays here).
@@ -317,7 +334,10 @@ class Node:
                 dialer=self._dialer,
             )
             admin_pb2_grpc.add_AdminServiceServicer_to_server(
-                AdminService(self.node_id, controller, leader_of, forwarder, node_stats, leader_asker), server
+                AdminService(
+                    self.node_id, controller, leader_of, forwarder, node_stats, leader_asker, usage=quotas
+                ),
+                server,
             )
             groups = GroupService(
                 RaftCoordinatorLogs(controller, host.replica, self._address_of), self._partition_count
@@ -354,6 +374,7 @@ class Node:
             loops = [
                 asyncio.create_task(duties.run(), name="raftlog-controller-duties"),
                 asyncio.create_task(audit_writer.run(), name="raftlog-audit-writer"),
+                asyncio.create_task(quotas.run(), name="raftlog-quota-usage"),
                 asyncio.create_task(reconciler.run(), name="raftlog-reconciler"),
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
                 asyncio.create_task(
@@ -377,6 +398,7 @@ class Node:
                 await groups.close()
                 await forwarder.close()
                 await audit_appender.close()
+                await quotas.close()
                 await node_stats.close()
                 await leader_asker.close()
                 await transport.close()
