@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from partitions.commands import ProduceCommand, decode_command
+from partitions.commands import decode_produce
 from partitions.disk_space import MiB
 from partitions.replica import ProduceResult, Replica, ReplicaConfig
 from partitions.replica_errors import DiskFull, NotLeaderError, OutcomeUnknown
@@ -76,15 +76,19 @@ def values(replica: Replica) -> list[tuple[int, bytes]]:
 
 
 def log_of(replica: Replica) -> list[bytes]:
-    """Every record value a replica applied (leader or not), in log order."""
-    storage = replica._storage  # a test reads the replica's own log
-    entries = storage.entries(storage.first_index(), replica.status().applied_index + 1)
+    """The record values of a replica's partition log (leader or not), in
+    offset order: the batches its state machine gave offsets to (an
+    idempotent retry it deduplicated is a Raft entry, but not in the log)."""
+    sm, storage = replica._sm, replica._storage  # a test reads the replica's own copy
+    locations = sm.locate(0, 64 << 20)
+    if not locations:
+        return []
+    located = {loc.raft_index for loc in locations}
     out = []
-    for entry in entries:
-        if entry.data:
-            command = decode_command(entry.data)
-            if isinstance(command, ProduceCommand):
-                out += [r.value for r in decode_records(bytes(command.batch)) if r.value is not None]
+    for entry in storage.entries(locations[0].raft_index, locations[-1].raft_index + 1):
+        if entry.index in located:
+            batch_bytes = bytes(decode_produce(entry.data).batch)
+            out += [r.value for r in decode_records(batch_bytes) if r.value is not None]
     return out
 
 
