@@ -26,7 +26,10 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
 7. ``compaction``: a compaction pass's rate and the produce latency of
    another topic while it runs (``bench.compaction``);
 8. ``failover``: leader SIGKILLs (``bench.failover``);
-9. ``density``: idle partitions (``bench.density``).
+9. ``density``: idle partitions (``bench.density``);
+10. ``tenancy``: a noisy neighbour over its quota against a quiet tenant's
+    latency, the quota's accuracy, and produce throughput with TLS on
+    against plaintext (``bench.tenancy``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
@@ -65,6 +68,7 @@ from bench import (
     raft_core,
     references,
     report,
+    tenancy,
 )
 from bench.cluster_figures import ClusterParams
 from bench.compaction import CompactionParams
@@ -77,6 +81,7 @@ from bench.flag_server import FlagServerParams
 from bench.flag_streams import PropagationParams
 from bench.ofrep_figures import OfrepParams
 from bench.sse_streams import SseParams
+from bench.tenancy import TenancyParams
 
 OUT = Path(__file__).resolve().parent / "out"
 STEPS = (
@@ -89,6 +94,7 @@ STEPS = (
     "compaction",
     "failover",
     "density",
+    "tenancy",
 )
 
 
@@ -104,6 +110,7 @@ class Profile:
     flags: FlagEvalParams
     flag_server: FlagServerParams
     ofrep: OfrepParams
+    tenancy: TenancyParams
 
 
 PROFILES = {
@@ -131,6 +138,7 @@ PROFILES = {
             exposures=ExposureParams(batches=600),
             experiment=ExperimentParams(exposures=1_000_000),
         ),
+        tenancy=TenancyParams(),
     ),
     "quick": Profile(
         "quick",
@@ -159,6 +167,7 @@ PROFILES = {
             exposures=ExposureParams(batches=150, paced_seconds=3),
             experiment=ExperimentParams(exposures=200_000, calls=10),
         ),
+        tenancy=TenancyParams(samples=500, flood_warmup_s=2, quota_window_s=8, tls_warmup_s=1, tls_seconds=3),
     ),
     "smoke": Profile(
         "smoke",
@@ -208,6 +217,14 @@ PROFILES = {
                 paced_seconds=0.2,
             ),
             experiment=ExperimentParams(exposures=2000, calls=3),
+        ),
+        tenancy=TenancyParams(
+            samples=30,
+            flood_warmup_s=0.5,
+            quota_window_s=0.5,
+            tls_warmup_s=0.3,
+            tls_seconds=0.7,
+            tls_partitions=4,
         ),
     ),
 }
@@ -268,6 +285,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
         step("compaction", lambda: asyncio.run(compaction.measure(work / "compaction", profile.compaction)))
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))
         step("density", lambda: asyncio.run(density.measure(work / "density", profile.density)))
+        step("tenancy", lambda: asyncio.run(tenancy.measure(work / "tenancy", profile.tenancy)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.monotonic() - started, 1)

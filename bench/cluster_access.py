@@ -1,7 +1,8 @@
 """Reaching a ``LocalCluster`` under test from the benchmarks.
 
 - ``credentials(cluster)``: the keyword arguments that say who the benchmark
-  is (``api_key=...``) for ``Producer``, ``Consumer`` and ``ChannelPool``.
+  is (``api_key=...``, and ``tls_ca=...`` on a TLS cluster) for
+  ``Producer``, ``Consumer``, ``Admin`` and ``ChannelPool``.
   It is the ONLY place that decides them: every client the benchmarks make
   presents the cluster's operator key (``LocalCluster.api_key``, the key
   its nodes are bootstrapped with).
@@ -31,8 +32,12 @@ from raftlog.v1 import metadata_pb2
 
 def credentials(cluster: LocalCluster) -> dict[str, Any]:
     """``{"api_key": the cluster's operator key}`` (spread into ``Producer``,
-    ``Consumer`` and ``ChannelPool``)."""
-    return {"api_key": cluster.api_key}
+    ``Consumer`` and ``ChannelPool``), and ``tls_ca`` (the CA file, as a
+    string) when the cluster runs TLS."""
+    found: dict[str, Any] = {"api_key": cluster.api_key}
+    if cluster.tls_ca is not None:
+        found["tls_ca"] = str(cluster.tls_ca)
+    return found
 
 
 def bootstrap(cluster: LocalCluster) -> list[str]:
@@ -61,11 +66,23 @@ class NodeAdmin:
         self._pool = ChannelPool(**credentials(cluster))
         self._cluster = cluster  # makes the node proof NodeAdmin needs for each call
         self.addresses = dict(cluster.addresses)
+        # With TLS a node serves NodeAdmin only on its internal mTLS
+        # listener, to a caller presenting a node certificate.
+        self._internal: dict[int, grpc.aio.Channel] = {}
+        if cluster.tls_ca is not None:
+            credentials_of_node = cluster.node_credentials()
+            self._internal = {
+                n: grpc.aio.secure_channel(cluster.internal_address(n), credentials_of_node)
+                for n in cluster.addresses
+            }
 
     def _stub(self, node: int) -> node_admin_pb2_grpc.NodeAdminStub:
-        return node_admin_pb2_grpc.NodeAdminStub(self._pool.channel(self.addresses[node]))
+        channel = self._internal.get(node) or self._pool.channel(self.addresses[node])
+        return node_admin_pb2_grpc.NodeAdminStub(channel)
 
     async def close(self) -> None:
+        for channel in self._internal.values():
+            await channel.close()
         await self._pool.close()
 
     async def stats(

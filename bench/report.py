@@ -31,6 +31,8 @@ class Target:
     bound: float
     reference: str | None = None
     """When set, the bound is this reference figure (of the same run) divided by ``bound``."""
+    upper: float | None = None
+    """With op ``"between"``: the value must lie in ``[bound, upper]``."""
 
     def limit(self, references: dict[str, Any]) -> float | None:
         """The bound to meet; None when the reference it rests on was not measured."""
@@ -43,9 +45,14 @@ class Target:
         limit = self.limit(references or {})
         if limit is None:
             return None
+        if self.op == "between":
+            assert self.upper is not None
+            return limit <= value <= self.upper
         return value >= limit if self.op == ">=" else value <= limit
 
     def text(self, references: dict[str, Any] | None = None) -> str:
+        if self.op == "between":
+            return f"{self.bound:g}-{self.upper:g}"
         sign = "≥" if self.op == ">=" else "≤"
         if self.reference is None:
             return f"{sign} {self.bound:,g}"
@@ -77,6 +84,10 @@ TARGETS = (
     Target("flag_sse_propagation_p99_ms", "<=", 50),
     Target("exposures_per_s", ">=", 50_000),
     Target("experiment_results_ms", "<=", 1000),
+    # Issue 18: a tenant flooding at 10x its quota moves another's p99 by at
+    # most 20 %, and gets its quota within 10 %.
+    Target("noisy_neighbor_p99_ratio", "<=", 1.2),
+    Target("quota_accuracy", "between", 0.9, upper=1.1),
 )
 
 # Every figure the report promises, in table order: key, label, unit.
@@ -138,6 +149,13 @@ FIGURES = (
     ("experiment_results_ms", "experiment results, {experiment_exposures} exposures, slowest call", "ms"),
     ("experiment_results_p50_ms", "experiment results, {experiment_exposures} exposures, p50", "ms"),
     ("experiment_catchup_s", "experiment analysis: stop → every exposure read", "s"),
+    (
+        "noisy_neighbor_p99_ratio",
+        "tenant B's one-record produce p99 while tenant A floods at 10x its quota / B's p99 alone",
+        "x",
+    ),
+    ("quota_accuracy", "tenant A's acknowledged produce rate / its produce quota", "x"),
+    ("tls_produce_ratio", "produce MB/s with TLS and mTLS on / plaintext, same run", "x"),
 )
 
 REFERENCES = (
