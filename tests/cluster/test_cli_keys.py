@@ -63,7 +63,7 @@ def test_a_key_on_the_command_line_still_works_but_warns(
 ) -> None:
     code, err = _run(capsys, "--api-key", KEY)
     assert code == 0
-    assert fake_admin == [{"timeout_s": 10, "api_key": KEY, "tenant": None}]
+    assert fake_admin == [{"timeout_s": 10, "api_key": KEY, "tenant": None, "tls_ca": None}]
     assert err.strip() == cli.API_KEY_ON_COMMAND_LINE_WARNING
     assert "ps" in err and "RAFTLOG_API_KEY" in err and "--api-key-file" in err
     assert KEY not in err

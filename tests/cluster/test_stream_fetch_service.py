@@ -25,7 +25,7 @@ from cluster.controller import Assignment, Principal
 from cluster.frontend.forwarding import Forwarder
 from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
-from cluster.frontend.log_service import LogService
+from cluster.frontend.log_service import CALLER_CHECK_S, LogService
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from partitions.state_machine import OffsetOutOfRange
@@ -213,8 +213,10 @@ async def test_an_idle_stream_waits_on_commits_and_reads_nothing(served: Served)
     await call.read()
     await until(lambda: len(replica.waiters) == 1)
     reads = replica.reads
-    await asyncio.sleep(0.5)
-    assert replica.reads == reads, "an idle stream kept reading the replica"
+    await asyncio.sleep(1.0)
+    # It wakes only to check its caller and leadership again, once every
+    # CALLER_CHECK_S (one cheap read each time), never in a polling loop.
+    assert replica.reads - reads <= 1.0 / CALLER_CHECK_S + 1, "an idle stream kept reading the replica"
     assert len(replica.waiters) == 1
     call.cancel()
     await until(lambda: not replica.waiters)  # the cancelled handler took its waiter along
