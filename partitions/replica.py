@@ -266,9 +266,11 @@ class Replica(RaftReplica[PartitionStateMachine]):
 
     async def compact_now(self, now_ms: int | None = None) -> int:
         """Leader only: propose a compaction of everything older than
-        ``min_compaction_lag_ms``; returns the target offset once the
-        command committed and applied here (every replica then compacts its
-        copy in the background). Raises ``NotLeaderError``,
+        ``min_compaction_lag_ms``; returns the target offset (the last
+        offset cleaned) once the command committed and applied here (every
+        replica then compacts its copy in the background), -1 when nothing
+        was ever old enough to compact (an empty log, or every record
+        younger than the lag). Raises ``NotLeaderError``,
         ``OutcomeUnknown``, ``Backpressure`` or ``ReplicaStopped``."""
         self._check_running()
         if self._node.role != Role.LEADER:

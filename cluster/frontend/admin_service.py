@@ -527,7 +527,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 leader=a.leader,
                 target_offset=a.target_offset,
                 cleaned_offset=a.cleaned_offset,
-                done=a.cleaned_offset >= a.target_offset,
+                done=a.nothing_to_compact or a.cleaned_offset >= a.target_offset,
+                nothing_to_compact=a.nothing_to_compact,
             )
         return response
 

@@ -28,7 +28,10 @@ partition's leader here with its node's proof, after checking the caller
 owns the topic and that it is compacted; a node never starts a pass on a
 replica that does not lead (``NOT_LEADER``, with its leader hint), and with
 ``wait`` it polls only its own replicas' status (no network), at most
-``wait_seconds`` (capped by ``MAX_COMPACT_WAIT_S`` and the deadline).
+``wait_seconds`` (capped by ``MAX_COMPACT_WAIT_S`` and the deadline). A
+leader with nothing old enough to compact (``compact_now`` answers -1: an
+empty log, or every record younger than ``min_compaction_lag_ms``) answers
+``nothing_to_compact``, a success with nothing to wait for.
 
 ``AppendAudit`` appends audit events through this node's replica of
 ``__system/__audit`` when it leads it (``audit``: cluster/audit/writer.py's
@@ -197,7 +200,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         response = node_admin_pb2.CompactResponse(groups=answers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_s)
-        started = [a for a in response.groups if not a.error]
+        started = [a for a in response.groups if not a.error and not a.nothing_to_compact]
         while True:
             self._refresh(started)
             pending = [a for a in started if a.cleaned_offset < a.target_offset]
@@ -218,6 +221,11 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
             return node_admin_pb2.GroupCompaction(group=group, error=error.reason, leader=error.leader)
         except ReplicaError as error:
             return node_admin_pb2.GroupCompaction(group=group, error=error.reason, leader=replica.leader)
+        if target < 0:
+            # Nothing old enough to compact (an empty log, or every record
+            # younger than min_compaction_lag_ms): a success with nothing
+            # to wait for, not a negative offset in an unsigned field.
+            return node_admin_pb2.GroupCompaction(group=group, leader=self._node_id, nothing_to_compact=True)
         return node_admin_pb2.GroupCompaction(group=group, leader=self._node_id, target_offset=target)
 
     def _refresh(self, answers: list[node_admin_pb2.GroupCompaction]) -> None:
