@@ -44,20 +44,9 @@ Invariants:
   partition is chosen or loaded, and every message quotes a client-supplied
   name through ``shown``: the core's messages echo what they are given, so
   they are only given names of bounded length.
-- Handlers take the caller's tenant as a parameter (``join_group(tenant,
-  request)``...); the gRPC methods obtain it with ``tenant_of(context)``,
-  by default the tenant of the caller the front door admitted
-  (``front_door.caller_tenant``). A test serving this servicer on its own
-  may pass another.
-- A client key (cluster/frontend/key_scope.py) is checked in the gRPC
-  methods, before any coordinator partition is loaded: the group must match
-  its group prefixes, and the topics it subscribes to or commits for its
-  consume prefixes (by name: a subscription may name a topic not created
-  yet), else ``PERMISSION_DENIED KEY_SCOPE`` and nothing changes.
-  ``ListGroups`` shows only the groups it may use and
-  ``FetchCommittedOffsets`` of a whole group only the topics it may consume.
-  The key comes from ``principal_of()``, by default the caller the front
-  door admitted.
+- Handlers take the caller's tenant (``join_group(tenant, request)``...).
+  The gRPC methods, which obtain it and check a client key's scope first,
+  are ``GroupServiceMethods`` (service_scopes.py), ``GroupService``'s base.
 """
 
 from __future__ import annotations
@@ -67,16 +56,15 @@ import contextlib
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import grpc
 
 from cluster.controller.model import Principal, check_name
-from cluster.frontend.front_door import caller_tenant, current_caller
+from cluster.frontend.front_door import caller_tenant
 from cluster.frontend.grpc_errors import ServiceError, from_replica_error, shown
-from cluster.frontend.key_scope import TopicAction, check_group, check_topics_by_name
 from cluster.groups import (
     FencedMemberError,
     GroupError,
@@ -98,9 +86,10 @@ from cluster.groups.coordinator import (
 )
 from cluster.groups.membership import GroupConfig, GroupState, MemberState
 from cluster.groups.offsets import OffsetRecordError
+from cluster.groups.service_scopes import GroupServiceMethods, TenantOf, door_principal
 from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
 from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
-from raftlog.v1 import groups_pb2, groups_pb2_grpc
+from raftlog.v1 import groups_pb2
 from raftlog.v1.reasons import Reason
 
 __all__ = [
@@ -111,9 +100,6 @@ __all__ = [
     "TenantOf",
     "coordinator_partition",
 ]
-
-T = TypeVar("T")
-Request = TypeVar("Request")
 
 
 class NotCoordinatorError(Exception):
@@ -177,15 +163,6 @@ class CoordinatorLogs(Protocol):
     def led_partitions(self) -> Sequence[int]:
         """The coordinator partitions this node leads now."""
         ...
-
-
-TenantOf = Callable[[grpc.aio.ServicerContext], Awaitable[str]]
-"""The caller's tenant, or a ``ServiceError``."""
-
-
-def door_principal() -> Principal:
-    """The key of the call being handled, as the front door admitted it."""
-    return current_caller().principal
 
 
 def coordinator_partition(tenant: str, group: str, partitions: int) -> int:
@@ -322,7 +299,7 @@ class _Shard:
     """Held while a metadata or coordinator-started record is appended."""
 
 
-class GroupService(groups_pb2_grpc.GroupServiceServicer):
+class GroupService(GroupServiceMethods):
     def __init__(
         self,
         logs: CoordinatorLogs,
@@ -335,10 +312,9 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         new_member_id: Callable[[], str] = _new_member_id,
         principal_of: Callable[[], Principal] = door_principal,
     ) -> None:
+        super().__init__(tenant_of, principal_of)
         self._logs = logs
-        self._principal_of = principal_of
         self._topic_metadata = topic_metadata
-        self._tenant_of = tenant_of
         self._config = config or GroupConfig()
         self._config.validate()
         self._monotonic_ms = monotonic_ms
@@ -347,75 +323,6 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         self._shards: dict[int, _Shard] = {}
         self._loading: dict[int, asyncio.Lock] = {}
         self._appends: set[asyncio.Task[int]] = set()
-
-    # --- gRPC methods: the caller's tenant, then the handler ---------------------------
-
-    async def JoinGroup(
-        self, request: groups_pb2.JoinGroupRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.JoinGroupResponse:
-        principal = self._in_scope(request.group)
-        check_topics_by_name(principal, request.topics, TopicAction.CONSUME)
-        return await self._serve(context, self.join_group, request)
-
-    async def Heartbeat(
-        self, request: groups_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.HeartbeatResponse:
-        principal = self._in_scope(request.group)
-        if request.HasField("subscription"):
-            check_topics_by_name(principal, request.subscription.topics, TopicAction.CONSUME)
-        return await self._serve(context, self.heartbeat, request)
-
-    async def LeaveGroup(
-        self, request: groups_pb2.LeaveGroupRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.LeaveGroupResponse:
-        self._in_scope(request.group)
-        return await self._serve(context, self.leave_group, request)
-
-    async def CommitOffsets(
-        self, request: groups_pb2.CommitOffsetsRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.CommitOffsetsResponse:
-        principal = self._in_scope(request.group)
-        check_topics_by_name(principal, (o.topic for o in request.offsets), TopicAction.CONSUME)
-        return await self._serve(context, self.commit_offsets, request)
-
-    async def FetchCommittedOffsets(
-        self, request: groups_pb2.FetchCommittedOffsetsRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.FetchCommittedOffsetsResponse:
-        principal = self._in_scope(request.group)
-        check_topics_by_name(principal, (p.topic for p in request.partitions), TopicAction.CONSUME)
-        answer = await self._serve(context, self.fetch_committed_offsets, request)
-        if principal.scope.is_client:  # the whole group asked for: only what the key may read
-            kept = [o for o in answer.offsets if principal.scope.may_consume(o.topic)]
-            del answer.offsets[:]
-            answer.offsets.extend(kept)
-        return answer
-
-    async def ListGroups(
-        self, request: groups_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.ListGroupsResponse:
-        scope = self._principal_of().scope
-        tenant = await self._tenant_of(context)
-        return await self.list_groups(tenant, request, visible=scope.may_use_group)
-
-    async def DescribeGroup(
-        self, request: groups_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
-    ) -> groups_pb2.DescribeGroupResponse:
-        self._in_scope(request.group)
-        return await self._serve(context, self.describe_group, request)
-
-    def _in_scope(self, group: str) -> Principal:
-        """The caller's key, once it may use ``group`` (``KEY_SCOPE``)."""
-        principal = self._principal_of()
-        check_group(principal, group)
-        return principal
-
-    async def _serve(
-        self,
-        context: grpc.aio.ServicerContext,
-        handler: Callable[[str, Request], Awaitable[T]],
-        request: Request,
-    ) -> T:
-        return await handler(await self._tenant_of(context), request)
 
     # --- handlers ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Client keys on consumer groups (cluster/groups/service.py with
+"""Client keys on consumer groups (cluster/groups/service_scopes.py with
 cluster/frontend/key_scope.py), over real gRPC behind the front door: a
 group outside the key's group prefixes, or a subscription or commit naming
 a topic outside its consume prefixes, is ``PERMISSION_DENIED KEY_SCOPE``
