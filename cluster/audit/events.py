@@ -23,7 +23,10 @@ field        meaning
 ``method``   the AdminService method (``CreateTopic``)
 ``target``   the request's fields, by their proto names, without any field
              that could hold a secret (``SECRET_FIELD_WORDS``) — names,
-             ids and settings only
+             ids and settings only; plus ``created_key_id`` (a name no
+             request field has) when the call issued an API key
+             (``CreateTenant``, ``CreateApiKey``, ``RotateApiKey``): its
+             id, as the handler noted it (call_notes.py)
 ``outcome``  ``ok`` or ``refused``
 ``code``     the gRPC status name (``OK``, ``PERMISSION_DENIED``, ...)
 ``reason``   the refusal's ``Reason`` name, "" when ok
@@ -56,6 +59,7 @@ from raftlog.v1 import admin_pb2
 __all__ = [
     "ADMIN_SERVICE",
     "AUDIT_TOPIC",
+    "CREATED_KEY_ID",
     "FORMAT",
     "READ_ONLY_METHODS",
     "SECRET_FIELD_WORDS",
@@ -90,6 +94,10 @@ READ_ONLY_METHODS: Final = frozenset(
 """AdminService methods that change nothing. Every other AdminService
 method is audited, including ones added later (audited until someone
 decides they change nothing)."""
+
+CREATED_KEY_ID: Final = "created_key_id"
+"""The ``target`` entry naming the API key a call issued (no request has a
+field of this name: tests/audit checks)."""
 
 SECRET_FIELD_WORDS: Final = ("secret", "clear_text", "password", "token", "credential", "private")
 """A request field whose name contains one of these is never recorded

@@ -27,7 +27,8 @@ audit appends — while a count-quota refusal made by the controller
 
 Invariants:
 
-- The event is built from the caller, the request and the outcome only —
+- The event is built from the caller, the request, the outcome and the
+  handler's notes (call_notes.py: the id of a key the call created) —
   never from the response (where a created key's clear text is) — and the
   request passes ``events.target_of`` (no secret-named field).
 - The call answers only once its event is durable or ``AuditWriter.record``
@@ -47,7 +48,16 @@ from typing import Any, Protocol
 
 import grpc
 
-from cluster.audit.events import AuditEvent, is_audited, method_name, new_event_id, refusal_message, target_of
+from cluster.audit.call_notes import CallNotes, taking_notes
+from cluster.audit.events import (
+    CREATED_KEY_ID,
+    AuditEvent,
+    is_audited,
+    method_name,
+    new_event_id,
+    refusal_message,
+    target_of,
+)
 from cluster.frontend.forwarding import FORWARDED_CHANGE_PROOF
 from cluster.frontend.front_door import Caller
 from cluster.frontend.grpc_errors import ServiceError, from_replica_error, info_in
@@ -108,18 +118,20 @@ class AuditStage:
         self, method: str, caller: Caller, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[None]:
         started = self._clock_ms()
-        try:
-            yield
-        except asyncio.CancelledError:
-            event = self._event(method, caller, request, context, started, cancelled=True)
-            await self._writer.record(event)
-            raise
-        except BaseException as error:
-            await self._writer.record(
-                self._event(method, caller, request, context, started, refusal=_refusal(error, context))
-            )
-            raise
-        await self._writer.record(self._event(method, caller, request, context, started))
+        with taking_notes() as notes:
+            try:
+                yield
+            except asyncio.CancelledError:
+                event = self._event(method, caller, request, context, started, notes, cancelled=True)
+                await self._writer.record(event)
+                raise
+            except BaseException as error:
+                refusal = _refusal(error, context)
+                await self._writer.record(
+                    self._event(method, caller, request, context, started, notes, refusal=refusal)
+                )
+                raise
+            await self._writer.record(self._event(method, caller, request, context, started, notes))
 
     def _event(
         self,
@@ -128,6 +140,7 @@ class AuditStage:
         request: Any,
         context: grpc.aio.ServicerContext,
         time_ms: int,
+        notes: CallNotes | None = None,
         *,
         refusal: ServiceError | None = None,
         cancelled: bool = False,
@@ -144,6 +157,10 @@ class AuditStage:
             method=method_name(method),
             target=target_of(request),
         )
+        if notes is not None and notes.created_key_id:
+            # Also on a refusal: a rotation whose second step failed did
+            # create its new key.
+            event = replace(event, target={**event.target, CREATED_KEY_ID: notes.created_key_id})
         if cancelled:
             return replace(event, outcome="unknown", code="CANCELLED", message="the caller went away")
         if refusal is None:

@@ -54,6 +54,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
+from cluster.audit.call_notes import note_created_key
 from cluster.controller import (
     AlterTopicConfig,
     ApplyResult,
@@ -259,6 +260,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self._propose(CreateTenant(request.name))
             issued = issue_api_key(request.name)
             await self._propose(issued.command)
+            note_created_key(issued.key_id)
             return admin_pb2.CreateTenantResponse(
                 tenant=admin_pb2.Tenant(name=request.name),
                 api_key=admin_pb2.ApiKey(
@@ -266,7 +268,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 ),
             )
 
-        return await self._change(context, "CreateTenant", request, work)
+        answer = await self._change(context, "CreateTenant", request, work)
+        note_created_key(answer.api_key.key_id)  # forwarded: the leader's work noted nothing here
+        return answer
 
     async def DeleteTenant(
         self, request: admin_pb2.DeleteTenantRequest, context: grpc.aio.ServicerContext

@@ -42,6 +42,10 @@ Invariants:
   ``TenantUsageSource`` (the quota service, when the node has one), asked
   with a short timeout. A figure nobody measured is left unset, never
   reported as 0.
+- A call that issues a key tells the audit its id (``note_created_key``,
+  cluster/audit/call_notes.py): on the leader as soon as the key is
+  stored, on a node that forwarded the call from the leader's answer. The
+  clear text goes only into the response.
 - Expiry times come from this (the leader's) clock: ``ttl_seconds`` and
   ``grace_seconds`` are durations so that clients' clocks do not matter.
 """
@@ -57,6 +61,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from cluster.audit.call_notes import note_created_key
 from cluster.controller import ApplyResult, RevokeApiKey, issue_api_key
 from cluster.controller.api_keys import check_key_id
 from cluster.controller.commands import Command, SetApiKeyExpiry, SetQuota
@@ -328,10 +333,12 @@ class TenantAdmin:
             expires_at_ms = self._now_ms() + request.ttl_seconds * 1000 if request.ttl_seconds else 0
             issued = issue_api_key(tenant, scope, expires_at_ms)
             await self._propose(issued.command)
+            note_created_key(issued.key_id)
             info = ApiKeyInfo(issued.key_id, tenant, 0, scope, expires_at_ms)
             return admin_pb2.CreateApiKeyResponse(api_key=api_key_message(info, issued.clear_text))
 
         answer: admin_pb2.CreateApiKeyResponse = await self._change(context, "CreateApiKey", request, work)
+        note_created_key(answer.api_key.key_id)  # forwarded: the leader's work noted nothing here
         return answer
 
     async def revoke_api_key(
@@ -385,6 +392,7 @@ class TenantAdmin:
             issued = issue_api_key(old.tenant, old.scope, expires_at_ms)
             # The new key first: a failure before the second step leaves two keys, not none.
             await self._propose(issued.command)
+            note_created_key(issued.key_id)  # audited even if the second step fails
             if old_expires != old.expires_at_ms:
                 await self._propose(SetApiKeyExpiry(old.key_id, old_expires))
             new = ApiKeyInfo(issued.key_id, old.tenant, 0, old.scope, expires_at_ms)
@@ -393,4 +401,5 @@ class TenantAdmin:
             )
 
         answer: admin_pb2.RotateApiKeyResponse = await self._change(context, "RotateApiKey", request, work)
+        note_created_key(answer.api_key.key_id)  # forwarded: the leader's work noted nothing here
         return answer

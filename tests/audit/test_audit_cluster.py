@@ -50,13 +50,15 @@ def _audit_cli(cluster: LocalCluster, key: str, *argv: str) -> subprocess.Comple
     )
 
 
-async def _admin_actions(cluster: LocalCluster) -> list[str]:
+async def _admin_actions(cluster: LocalCluster) -> tuple[list[str], dict[str, str]]:
     """Every kind of admin action, through a node that does not lead the
-    controller; the clear texts of the keys made."""
+    controller; the clear texts of the keys made, and their ids by the
+    method that made them."""
     async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as any_node:
         leader = (await any_node.cluster_status()).controller_leader
     follower = next(n for n in cluster.addresses if n != leader)
     secrets: list[str] = []
+    made: dict[str, str] = {}
     async with Admin([cluster.addresses[follower]], api_key=cluster.api_key) as op:
         created = await op.create_tenant("acme")
         tenant_key = created.api_key.clear_text
@@ -65,6 +67,11 @@ async def _admin_actions(cluster: LocalCluster) -> list[str]:
         secrets.append(extra.clear_text)
         rotated = await op.rotate_api_key(extra.key_id, grace_seconds=60)
         secrets.append(rotated.api_key.clear_text)
+        made = {
+            "CreateTenant": created.api_key.key_id,
+            "CreateApiKey": extra.key_id,
+            "RotateApiKey": rotated.api_key.key_id,
+        }
         await op.revoke_api_key(rotated.api_key.key_id)
         await op.set_tenant_quota("acme", topics=5)
         with pytest.raises(NotFoundError):
@@ -80,12 +87,12 @@ async def _admin_actions(cluster: LocalCluster) -> list[str]:
             await acme.create_tenant("evil")  # a tenant key on an operator method
     async with Admin([cluster.addresses[follower]], api_key=cluster.api_key) as op:
         await op.delete_tenant("acme")
-    return secrets
+    return secrets, made
 
 
 async def test_every_admin_action_leaves_one_event_readable_with_the_cli(cluster: LocalCluster) -> None:
     started_ms = int(time.time() * 1000)
-    secrets = await _admin_actions(cluster)
+    secrets, made = await _admin_actions(cluster)
 
     done = _audit_cli(cluster, cluster.api_key, "--json")
     assert done.returncode == 0, done.stderr
@@ -112,7 +119,17 @@ async def test_every_admin_action_leaves_one_event_readable_with_the_cli(cluster
     assert {m: len(e) for m, e in by_method.items()} == expected, mine
 
     ok, refused = by_method["CreateTenant"]
-    assert (ok["outcome"], ok["key_tenant"], ok["target"]) == ("ok", None, {"name": "acme"})
+    # A call that issued a key names it (its id, from the forwarding node's handler).
+    assert (ok["outcome"], ok["key_tenant"], ok["target"]) == (
+        "ok",
+        None,
+        {"name": "acme", "created_key_id": made["CreateTenant"]},
+    )
+    [create_key] = by_method["CreateApiKey"]
+    assert create_key["target"] == {"tenant": "acme", "created_key_id": made["CreateApiKey"]}
+    [rotate] = by_method["RotateApiKey"]
+    assert rotate["target"]["created_key_id"] == made["RotateApiKey"] != rotate["target"]["key_id"]
+    assert "created_key_id" not in refused["target"]
     assert (refused["outcome"], refused["code"], refused["reason"]) == (
         "refused",
         "PERMISSION_DENIED",

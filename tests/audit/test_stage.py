@@ -14,7 +14,8 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from cluster.audit.events import AuditEvent
+from cluster.audit.call_notes import note_created_key
+from cluster.audit.events import CREATED_KEY_ID, AuditEvent
 from cluster.audit.stage import AuditStage
 from cluster.controller import Principal
 from cluster.frontend.forwarding import FORWARDED_CHANGE_PROOF
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.timeout(30)
 
 SECRET = bytes(range(32))
 CLEAR_KEY = "rlk_0123456789abcdef_THIS-IS-THE-SECRET-PART-OF-THE-KEY-0000000"
+NEW_KEY_ID = "0123456789abcdef"
 CALLERS = {
     "op": Caller(Principal("k-op", None), "acme"),
     "tenant": Caller(Principal("k-tenant", "acme"), "acme"),
@@ -54,9 +56,15 @@ class Recorded:
 
 def behaviours() -> dict[str, Behaviour]:
     async def create_api_key(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        note_created_key(NEW_KEY_ID)  # what the real handler tells the audit
         return admin_pb2.CreateApiKeyResponse(
-            api_key=admin_pb2.ApiKey(key_id="k-new", tenant=request.tenant, clear_text=CLEAR_KEY)
+            api_key=admin_pb2.ApiKey(key_id=NEW_KEY_ID, tenant=request.tenant, clear_text=CLEAR_KEY)
         )
+
+    async def rotate_api_key(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        # The new key stored, then the old key's expiry refused.
+        note_created_key(NEW_KEY_ID)
+        raise ServiceError(grpc.StatusCode.UNAVAILABLE, Reason.NO_CONTROLLER, "the leader changed")
 
     async def delete_topic(request: Any, context: grpc.aio.ServicerContext) -> Any:
         raise ServiceError(grpc.StatusCode.NOT_FOUND, Reason.UNKNOWN_TOPIC, f"no topic {request.name}")
@@ -72,6 +80,7 @@ def behaviours() -> dict[str, Behaviour]:
 
     return {
         "CreateApiKey": create_api_key,
+        "RotateApiKey": rotate_api_key,
         "DeleteTopic": delete_topic,
         "CreateTenant": create_tenant,
         "DecommissionNode": decommission,
@@ -135,8 +144,26 @@ async def test_a_created_key_is_recorded_without_its_clear_text(served: Any) -> 
     answer = await stub.CreateApiKey(admin_pb2.CreateApiKeyRequest(tenant="acme"), metadata=key("op"))
     assert answer.api_key.clear_text == CLEAR_KEY
     [event] = recorded.events
-    assert event.method == "CreateApiKey" and event.target == {"tenant": "acme"}
+    # The id the handler noted, beside the request's fields; never the clear text.
+    assert event.method == "CreateApiKey" and event.target == {"tenant": "acme", CREATED_KEY_ID: NEW_KEY_ID}
     assert "SECRET" not in repr(event)
+
+
+async def test_a_key_created_by_a_refused_call_is_still_named(served: Any) -> None:
+    stub, recorded, _ = served
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.RotateApiKey(admin_pb2.RotateApiKeyRequest(key_id="00000000000000aa"), metadata=key("op"))
+    [event] = recorded.events
+    assert (event.outcome, event.reason) == ("refused", "NO_CONTROLLER")
+    assert event.target == {"key_id": "00000000000000aa", CREATED_KEY_ID: NEW_KEY_ID}
+    # Notes belong to their call: the next one starts without them.
+    await stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id="00000000000000aa"), metadata=key("op"))
+    assert recorded.events[1].target == {"key_id": "00000000000000aa"}
+
+
+def test_no_request_has_a_field_named_like_the_created_key_entry() -> None:
+    for method in ADMIN.methods:
+        assert CREATED_KEY_ID not in method.input_type.fields_by_name, method.name
 
 
 async def test_a_refusal_by_the_handler_is_recorded_with_its_reason(served: Any) -> None:
