@@ -22,16 +22,11 @@ Invariants:
   with what the state machine returned. If this replica loses leadership (or
   stops) first, the proposal fails with ``OutcomeUnknown``: the entry may
   still commit under the next leader.
-- Hibernation (idle groups cost nothing): a leader whose followers all match
-  its last index, with everything committed and applied and nothing in
-  flight, marks its next heartbeats ``quiesce`` and stops ticking. A follower
-  that gets such a heartbeat from its leader with nothing left to commit
-  stops ticking too. Any other input wakes a replica (a proposal, a vote, an
-  append, a plain heartbeat, a peer of the group going down or coming back);
-  heartbeat responses and quiesce heartbeats do not. Safety never depends on
-  ticks (reads do not use leases here, ``read_only_lease_based`` stays off),
-  only liveness, which the wake rules restore: a follower whose leader's node
-  goes down is woken by the transport's peer report and elects a new leader.
+- Hibernation (idle groups cost nothing; partitions/hibernation.py decides
+  when): asleep, a replica does not tick. Any input wakes it but heartbeat
+  responses and quiesce heartbeats (a peer going down or coming back does).
+  Safety never depends on ticks (``read_only_lease_based`` stays off), only
+  liveness, which the wake rules restore.
 - A full disk (partitions/disk_space.py) loses and half-writes nothing: a
   write refused for room (``NoSpaceForWrite``) is tried again, the same
   write set with the Ready in hand, until it fits (disk_wait.py), so nothing
@@ -52,6 +47,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 from partitions.disk_space import DiskSpace
 from partitions.disk_wait import carries_data, write_when_room
 from partitions.group_commit import GroupCommitWriter
+from partitions.hibernation import Hibernation, Verdict
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
 from partitions.state_machine import PartitionConfig
@@ -60,7 +56,7 @@ from raft.config import RaftConfig
 from raft.errors import ConfChangePending, InvalidConfChange, NotLeader, ProposalDropped, TooManyUncommitted
 from raft.node import RaftNode
 from raft.ready import Ready
-from raft.types import NO_NODE, ConfChange, EntryKind, Message, MessageType, Role
+from raft.types import ConfChange, EntryKind, Message, MessageType, Role
 
 SendFn = Callable[[int, int, Message, bool], None]
 """``send(to_node, group, message, quiesce)``: hand a message to the transport
@@ -210,13 +206,10 @@ class RaftReplica(Generic[SM]):
         self._stopping = False
         self._stopped = False
         self._background_failure: BaseException | None = None
-        # Hibernation.
+        self._hibernation = Hibernation(
+            node_id, enabled=config.hibernate, after_ticks=config.hibernate_after_ticks
+        )
         self._awake = awake if awake is not None else set()
-        self._hibernating = False
-        self._quiet_ticks = 0
-        self._quiescing = False
-        self._quiesce_sent = False
-        self._follower_may_sleep = False
         self._awake.add(self)
 
     @classmethod
@@ -278,7 +271,7 @@ class RaftReplica(Generic[SM]):
 
     @property
     def hibernating(self) -> bool:
-        return self._hibernating
+        return self._hibernation.asleep
 
     @property
     def members(self) -> frozenset[int]:
@@ -340,11 +333,11 @@ class RaftReplica(Generic[SM]):
         if self.drops_appends_when_disk_low and disk is not None and carries_data(message) and disk.low:
             self.disk_dropped_messages += 1
             return
-        wake = self._hibernating and not quiesce and message.type not in _NON_WAKING
+        wake = self._hibernation.asleep and not quiesce and message.type not in _NON_WAKING
         self._enqueue(_Inbound(message, quiesce), wake=wake)
 
     def tick(self) -> None:
-        if not self._hibernating:
+        if not self._hibernation.asleep:
             self._ticks += 1
             self._signal.set()
 
@@ -434,7 +427,7 @@ class RaftReplica(Generic[SM]):
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
             node.tick()
-            self._count_quiet_tick()
+            self._hibernation.count_tick(node, self._busy())
         inbox = self._inbox
         while inbox:
             item = inbox.popleft()
@@ -461,7 +454,7 @@ class RaftReplica(Generic[SM]):
             and node.leader == message.sender
             and node.term == message.term
         ):
-            self._follower_may_sleep = True
+            self._hibernation.quiesce_heard()
 
     def _propose(self, item: _Proposal) -> None:
         if item.future.done():  # the caller gave up before it was proposed
@@ -535,11 +528,11 @@ class RaftReplica(Generic[SM]):
     def _send_all(self, messages: tuple[Message, ...]) -> None:
         send = self._send_fn
         group = self.group
-        quiescing = self._quiescing
+        quiescing = self._hibernation.quiescing
         for m in messages:
             quiesce = quiescing and m.type == MessageType.HEARTBEAT
             if quiesce:
-                self._quiesce_sent = True
+                self._hibernation.quiesce_sent()
             elif m.type == MessageType.SNAPSHOT:
                 self._snapshots_sent.append(m.to)
             send(m.to, group, m, quiesce)
@@ -586,71 +579,23 @@ class RaftReplica(Generic[SM]):
 
     # --- hibernation -------------------------------------------------------
 
-    def _is_quiet_leader(self) -> bool:
-        node = self._node
-        if node.role != Role.LEADER or self._pending or self._inbox or node.lead_transferee:
-            return False
-        last = node.last_index
-        if node.commit_index != last or node.applied_index != last:
-            return False
-        for peer in node.effective_conf_state.all_nodes():
-            if peer == self.node_id:
-                continue
-            pr = node.progress(peer)
-            if pr is None or pr.match != last:
-                return False
-        return True
-
-    def _count_quiet_tick(self) -> None:
-        if not self._config.hibernate:
-            return
-        if self._is_quiet_leader():
-            self._quiet_ticks += 1
-            if self._quiet_ticks >= self._config.hibernate_after_ticks:
-                self._quiescing = True
-        else:
-            self._quiet_ticks = 0
-            self._quiescing = False
+    def _busy(self) -> bool:
+        """Proposals in flight or inputs waiting: never quiet."""
+        return bool(self._pending or self._inbox)
 
     def _update_hibernation(self) -> None:
-        node = self._node
-        if self._hibernating:
-            # Still asleep only while nothing changed underneath.
-            quiet = (
-                self._is_quiet_leader()
-                if node.role == Role.LEADER
-                else node.role == Role.FOLLOWER and node.commit_index == node.last_index
-            )
-            if not quiet:
-                self._wake()
-            return
-        if self._quiesce_sent:
-            self._quiesce_sent = False
-            if self._is_quiet_leader():
-                self._sleep()
-            else:
-                self._quiescing = False
-        elif self._follower_may_sleep:
-            self._follower_may_sleep = False
-            if (
-                node.role == Role.FOLLOWER
-                and node.leader != NO_NODE
-                and node.commit_index == node.last_index == node.applied_index
-            ):
-                self._sleep()
+        verdict = self._hibernation.review(self._node, self._busy())
+        if verdict is Verdict.SLEEP:
+            self._sleep()
+        elif verdict is Verdict.WAKE:
+            self._wake()
 
     def _sleep(self) -> None:
-        self._hibernating = True
-        self._quiescing = False
-        self._quiet_ticks = 0
+        self._hibernation.sleep()
         self._ticks = 0
         self._awake.discard(self)
 
     def _wake(self) -> None:
-        if self._hibernating:
-            self._hibernating = False
-            self._quiet_ticks = 0
-            self._quiescing = False
-            self._follower_may_sleep = False
+        self._hibernation.wake()
         if not self._stopped:
             self._awake.add(self)

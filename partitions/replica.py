@@ -169,7 +169,7 @@ class Replica(RaftReplica[PartitionStateMachine]):
             last_index=node.last_index,
             high_watermark=self._sm.high_watermark,
             log_start_offset=self._sm.log_start_offset,
-            hibernating=self._hibernating,
+            hibernating=self.hibernating,
             voters=tuple(sorted(self.voters)),
             learners=tuple(sorted(self.learners)),
             committed_members=tuple(sorted(self.committed_members)),
