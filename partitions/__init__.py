@@ -15,7 +15,8 @@ Modules, one job each:
   cycle for every replica), ``write_set``, ``term_index``, ``storage_errors``,
   ``owner_only`` (data directories 0700 and files 0600 whatever the umask);
 - the driver: ``raft_replica.RaftReplica`` (the Ready loop of any group
-  member: one owner task, hibernation; the controller reuses it),
+  member: one owner task; the controller reuses it), ``hibernation`` (when
+  a member stops ticking),
   ``replica.Replica`` (a partition's replica on it: produce, read, long
   poll, retention), ``replica_host.ReplicaHost`` (every group member of a
   node, the tick clock, the retention timer), ``replica_errors``.
