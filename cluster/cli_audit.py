@@ -7,9 +7,9 @@ in, the client's address and the node that took the call, and the
 request's names and settings. ``--json`` prints each event's stored JSON
 instead (events.py documents the fields), one per line. ``--since 1h``
 starts at the first event of the last hour (``30s``, ``15m``, ``12h``,
-``7d``); without it the whole trail is read. Without ``--follow`` the
-command ends once no new event arrived for ``QUIET_S``; with it, it waits
-for new events until interrupted.
+``7d``: cluster/cli_duration.py); without it the whole trail is read.
+Without ``--follow`` the command ends once no new event arrived for
+``QUIET_S``; with it, it waits for new events until interrupted.
 
 Only an operator key reads it: the audit lives in the system tenant, which
 only an operator key may name (``raftlog-tenant: __system``,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import sys
 import time
 from collections import deque
@@ -31,23 +30,14 @@ from typing import Any
 
 from client import Consumer, UnknownTenantError
 from cluster.audit.events import AUDIT_TOPIC, AuditEvent, BadAuditEvent, decode
+from cluster.cli_duration import duration_seconds
 from cluster.groups.group_logs import SYSTEM_TENANT
 
-__all__ = ["add_command", "parse_duration_s", "render"]
+__all__ = ["add_command", "render"]
 
 QUIET_S = 2.0
 """Without ``--follow``: the trail is read once no event came for this long."""
 REMEMBERED_IDS = 100_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-
-
-def parse_duration_s(text: str) -> int:
-    """``45s``, ``15m``, ``12h``, ``7d`` or plain seconds, as seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 30s, 15m, 12h or 7d")
-    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def render(event: AuditEvent) -> str:
@@ -120,7 +110,7 @@ def _print(value: bytes, as_json: bool, seen: set[str], order: deque[str], out: 
 def add_command(commands: Any) -> None:
     """Register ``raftlog audit`` on the CLI's subcommands."""
     audit = commands.add_parser("audit", help="the audit trail of admin actions (operator key)")
-    audit.add_argument("--since", type=parse_duration_s, metavar="DURATION", help="e.g. 1h (default: all)")
+    audit.add_argument("--since", type=duration_seconds, metavar="DURATION", help="e.g. 1h (default: all)")
     audit.add_argument("--follow", action="store_true", help="keep printing new events until interrupted")
     audit.add_argument("--json", action="store_true", help="print each event's stored JSON")
     audit.set_defaults(run=_audit)

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from client.admin import Admin
+from cluster.cli_duration import duration_seconds
 from raftlog.v1 import admin_pb2
 
 AdminFactory = Callable[[argparse.Namespace], Admin]
@@ -98,22 +98,6 @@ def _limit(unit: int) -> Callable[[str], int | None]:
         return round(value * unit)
 
     return parse
-
-
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DURATION_S = 100 * 365 * 86400
-
-
-def duration_seconds(text: str) -> int:
-    """``30d``, ``12h``, ``15m``, ``45s`` or plain seconds, as seconds."""
-    found = _DURATION.fullmatch(text.strip().lower())
-    if found is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 30d, 12h, 15m or 45s")
-    seconds = int(found.group(1)) * _SECONDS[found.group(2)]
-    if seconds > MAX_DURATION_S:
-        raise argparse.ArgumentTypeError(f"{text!r}: at most 100 years")
-    return seconds
 
 
 # --- showing quotas and keys --------------------------------------------------------
