@@ -9,6 +9,8 @@ gRPC service and the per-node reconciler live elsewhere and drive this).
 One job per module:
 
 - ``commands``: the command dataclasses and their versioned encoding;
+- ``command_header``: the ``kind | version`` header every command starts
+  with, the kind numbers and the versions this code reads;
 - ``results``: what applying a command returns (``RejectReason``);
 - ``model``: the records of the state and the rules for names and fields
   (key scopes: ``KeyScope``, ``check_key_scope``, ``key_expired``);

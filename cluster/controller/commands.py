@@ -12,7 +12,8 @@ Encoding: binary, built from the ``wire`` primitives (big-endian, one
 encoding per value). Binary rather than JSON because canonical bytes come for
 free (no key order, whitespace, float or bool-versus-int questions) and the
 decoder can be strict about every byte; the partition log's commands use the
-same ``kind u8 | version u8`` header.
+same ``kind u8 | version u8`` header. The header, the kind numbers below
+(``CommandKind``) and the versions this code reads are command_header.py's.
 
 =================== ===== ================================================
 command             kind  fields after ``kind u8 | version u8`` (version 1
@@ -68,27 +69,35 @@ Invariants:
 
 - ``decode_command(encode_command(c)) == c`` for every command, and bytes
   that decode re-encode to themselves (canonical form).
-- A kind number is never reused. A change to a kind's fields gets a new
-  version number and the old version's bytes never change; a node reads
-  only the versions it knows (``NEWEST_VERSIONS``). A command is written at
-  the lowest version that can hold it, and a newer version's bytes that an
-  older version could hold are malformed: one encoding per command.
+- A kind number is never reused, and a version's bytes never change
+  (command_header.py). A command is written at the lowest version that can
+  hold it, and a newer version's bytes that an older version could hold
+  are malformed: one encoding per command.
 - ``decode_command`` raises only ``MalformedCommand`` (bytes no version of
   this code writes: the state machine rejects the entry with
   ``INVALID_COMMAND``, the same on every node) or ``UnsupportedCommand`` (a
   kind or version this code does not know, written by a newer node: the
-  controller replica must stop rather than apply the log differently from
-  its upgraded peers).
+  controller replica must stop rather than apply the log differently).
 - Encoding checks only that each value fits its field (``ValueError``);
   whether the command makes sense is decided when it is applied.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import ClassVar, get_args
 
+from cluster.controller.command_header import (
+    COMMAND_VERSION,
+    HEADER_BYTES,
+    NEWEST_VERSIONS,
+    CommandError,
+    CommandKind,
+    MalformedCommand,
+    UnsupportedCommand,
+    read_header,
+    write_header,
+)
 from cluster.controller.field_codecs import (
     read_compaction,
     read_key_scope,
@@ -135,45 +144,6 @@ __all__ = [
     "write_key_scope",
     "write_key_tenant",
 ]
-
-COMMAND_VERSION = 1
-"""The first version of every kind (most are still at it)."""
-
-
-class CommandKind(enum.IntEnum):
-    CREATE_TENANT = 1
-    DELETE_TENANT = 2
-    CREATE_API_KEY = 3
-    REVOKE_API_KEY = 4
-    CREATE_TOPIC = 5
-    DELETE_TOPIC = 6
-    REGISTER_NODE = 7
-    SET_NODE_LIVENESS = 8
-    DECOMMISSION_NODE = 9
-    REMOVE_NODE = 10
-    ADD_LEARNER = 11
-    PROMOTE_LEARNER = 12
-    REMOVE_REPLICA = 13
-    ALTER_TOPIC_CONFIG = 14
-    SET_QUOTA = 15
-    SET_API_KEY_EXPIRY = 16
-
-
-NEWEST_VERSIONS: dict[int, int] = {CommandKind.CREATE_TOPIC: 2, CommandKind.CREATE_API_KEY: 2}
-"""Kinds past their first version: the newest version this code reads."""
-
-
-class CommandError(ValueError):
-    """Entry data that is not a command this code can apply."""
-
-
-class MalformedCommand(CommandError):
-    """Bytes no version of the format produces."""
-
-
-class UnsupportedCommand(CommandError):
-    """A command kind or version newer than this code: stop, do not skip."""
-
 
 _DEFAULT_COMPACTION: tuple[str, int, int, int | None] = ("delete", 0, DEFAULT_DELETE_RETENTION_MS, None)
 
@@ -575,6 +545,7 @@ ReplicaChange = AddLearner | PromoteLearner | RemoveReplica
 """The commands that change one group's replicas by one step."""
 
 _CLASSES: dict[int, type[Command]] = {cls.KIND: cls for cls in get_args(Command)}
+_NAMES: dict[int, str] = {kind: cls.__name__ for kind, cls in _CLASSES.items()}
 
 
 def encode_command(command: Command) -> bytes:
@@ -582,7 +553,7 @@ def encode_command(command: Command) -> bytes:
     does not fit its field."""
     versioned = command if isinstance(command, CreateTopic | CreateApiKey) else None
     version = versioned.wire_version if versioned is not None else COMMAND_VERSION
-    w = Writer().u8(command.KIND).u8(version)
+    w = write_header(command.KIND, version)
     command._write(w)
     return bytes(w)
 
@@ -590,24 +561,9 @@ def encode_command(command: Command) -> bytes:
 def decode_command(data: bytes) -> Command:
     """The command in one entry's data (see the module docstring for what
     it raises)."""
-    if len(data) < 2:
-        raise MalformedCommand(f"{len(data)} bytes of entry data is shorter than a command header")
-    kind, version = data[0], data[1]
-    cls = _CLASSES.get(kind)
-    if cls is None:
-        raise UnsupportedCommand(
-            f"unknown controller command kind {kind}: written by a newer version of raftlog? "
-            "Upgrade this node before it applies the metadata log."
-        )
-    if version == 0:
-        raise MalformedCommand(f"{cls.__name__} version 0: no version of raftlog writes it")
-    newest = NEWEST_VERSIONS.get(kind, COMMAND_VERSION)
-    if version > newest:
-        raise UnsupportedCommand(
-            f"{cls.__name__} version {version} (this code reads versions 1-{newest}): "
-            "written by a newer version of raftlog? Upgrade this node before it applies the metadata log."
-        )
-    reader = Reader(data, cls.__name__, start=2)
+    kind, version = read_header(data, _NAMES)
+    cls = _CLASSES[kind]
+    reader = Reader(data, cls.__name__, start=HEADER_BYTES)
     try:
         if cls is CreateTopic or cls is CreateApiKey:
             command: Command = cls._read(reader, version)

@@ -7,19 +7,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster.controller.commands import (
+from cluster.controller.command_header import (
     COMMAND_VERSION,
+    CommandKind,
+    MalformedCommand,
+    UnsupportedCommand,
+)
+from cluster.controller.commands import (
     AddLearner,
     AlterTopicConfig,
     Command,
-    CommandKind,
     CreateApiKey,
     CreateTenant,
     CreateTopic,
     DecommissionNode,
     DeleteTenant,
     DeleteTopic,
-    MalformedCommand,
     PromoteLearner,
     RegisterNode,
     RemoveNode,
@@ -28,7 +31,6 @@ from cluster.controller.commands import (
     SetApiKeyExpiry,
     SetNodeLiveness,
     SetQuota,
-    UnsupportedCommand,
     decode_command,
     encode_command,
 )
