@@ -63,6 +63,7 @@ Commands:
 Exit status: 0 on success, 1 when the cluster answered with an error or
 could not be reached, 2 for a usage error (an unusable ``--api-key-file``
 included). Errors go to stderr as one line with the reason and what to do.
+The tables and lines describing the cluster are laid out by cluster/cli_format.py.
 """
 
 from __future__ import annotations
@@ -79,10 +80,20 @@ from client.admin import Admin
 from client.metadata import parse_bootstrap
 from cluster import cli_audit, cli_tenants
 from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
+from cluster.cli_format import (
+    NODE_LIST_HEADER,
+    STATUS_HEADER,
+    group_state,
+    node_list_row,
+    node_row,
+    partition_line,
+    status_summary,
+    topic_settings,
+)
 from cluster.tls import cli as tls_cli
 from flags import cli as flags_cli
 from flags.experiments import cli as experiment_cli
-from raftlog.v1 import admin_pb2, groups_pb2
+from raftlog.v1 import groups_pb2
 
 __all__ = ["API_KEY_ON_COMMAND_LINE_WARNING", "CliError", "UsageError", "build_parser", "main"]
 
@@ -120,42 +131,18 @@ def _admin(args: argparse.Namespace) -> Admin:
     return Admin(_bootstrap(args), timeout_s=10, **_identity(args))
 
 
-def _node_row(node: admin_pb2.NodeDescription, stats: admin_pb2.NodeStats | None) -> str:
-    """One node's line of ``raftlog status``: what the metadata says about
-    it, then what it says about itself (or why it said nothing)."""
-    row = f"{node.node_id:>4}  {node.address:<21} {node.replicas:>8} {'yes' if node.alive else 'no':>4}"
-    if stats is None or not stats.reachable:
-        why = stats.unreachable_reason if stats is not None else "not asked"
-        return f"{row} unreachable ({why})"
-    row += (
-        f" {stats.leaders:>7} {stats.awake_replicas:>5} {stats.cpu_seconds:>8.1f} "
-        f"{stats.cpu_share * 100:>5.1f} {stats.rss_bytes / 1e6:>7.1f} {stats.election_timeouts:>9}"
-    )
-    if stats.dropped_peer_messages:
-        # Messages no correct peer sends: a buggy, misconfigured or forged peer.
-        row += f"  dropped {stats.dropped_peer_messages} peer messages"
-    return row
-
-
 async def _status(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         status = await admin.cluster_status()
         nodes = await admin.list_nodes()
         stats = {s.node_id: s for s in await admin.get_node_stats()}
-    print(
-        f"controller leader: node {status.controller_leader or '(none)'}, metadata index "
-        f"{status.metadata_index}; {status.live_nodes}/{status.nodes} nodes live, {status.tenants} tenants, "
-        f"{status.topics} topics, {status.partitions} partitions"
-    )
-    print(
-        f"{'node':>4}  {'address':<21} {'replicas':>8} {'live':>4} "
-        f"{'leaders':>7} {'awake':>5} {'cpu_s':>8} {'cpu%':>5} {'rss_mb':>7} {'elections':>9}"
-    )
+    print(status_summary(status))
+    print(STATUS_HEADER)
     failed = 0
     for node in nodes:
         found = stats.get(node.node_id)
         failed += not node.alive or found is None or not found.reachable
-        print(_node_row(node, found))
+        print(node_row(node, found))
     return 1 if failed else 0
 
 
@@ -192,7 +179,7 @@ async def _topic_alter(args: argparse.Namespace) -> int:
             max_compaction_lag_ms=args.max_compaction_lag_ms,
             reset=args.reset or (),
         )
-    print(f"altered topic {topic.name}: {_settings(topic)}", file=sys.stderr)
+    print(f"altered topic {topic.name}: {topic_settings(topic)}", file=sys.stderr)
     return 0
 
 
@@ -215,22 +202,6 @@ async def _topic_compact(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _settings(topic: admin_pb2.TopicDescription) -> str:
-    """A topic's settings, Kafka-style names, as one line."""
-    shown = [f"cleanup.policy {topic.cleanup_policy or 'delete'}"]
-    for what, field in (
-        ("retention.ms", "retention_ms"),
-        ("retention.bytes", "retention_bytes"),
-        ("max.compaction.lag.ms", "max_compaction_lag_ms"),
-    ):
-        if topic.HasField(field):
-            shown.append(f"{what} {getattr(topic, field)}")
-    if topic.cleanup_policy != "delete":
-        shown.append(f"min.compaction.lag.ms {topic.min_compaction_lag_ms}")
-        shown.append(f"delete.retention.ms {topic.delete_retention_ms}")
-    return ", ".join(shown)
 
 
 async def _topic_delete(args: argparse.Namespace) -> int:
@@ -256,31 +227,17 @@ async def _topic_describe(args: argparse.Namespace) -> int:
             nodes = {}
     print(
         f"topic {topic.name} (revision {topic.revision}), {topic.partitions} partitions, "
-        f"replication {topic.replication_factor}, {_settings(topic)}"
+        f"replication {topic.replication_factor}, {topic_settings(topic)}"
     )
     for p in topic.assignments:
-        leader = (
-            f"{p.leader}" + (f" ({nodes[p.leader]})" if p.leader in nodes else "") if p.leader else "unknown"
-        )
-        learners = f", learners {list(p.learners)}" if p.learners else ""
-        compaction = ""
-        if p.HasField("cleaned_offset"):
-            compaction = f", cleaned up to offset {p.cleaned_offset}, compacted {p.compacted_bytes} bytes"
-        print(
-            f"  partition {p.partition}: leader {leader}, replicas {list(p.replicas)}{learners}{compaction}"
-        )
+        print(partition_line(p, nodes))
     return 0
-
-
-def _group_state(state: int) -> str:
-    """``GROUP_STATE_EMPTY`` -> ``empty``."""
-    return groups_pb2.GroupState.Name(state).removeprefix("GROUP_STATE_").lower()
 
 
 async def _group_list(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         for group in await admin.list_groups():
-            print(f"{group.group}\t{_group_state(group.state)}\t{group.member_count} members")
+            print(f"{group.group}\t{group_state(group.state)}\t{group.member_count} members")
     return 0
 
 
@@ -289,7 +246,7 @@ async def _group_describe(args: argparse.Namespace) -> int:
         group = await admin.describe_group(args.name)
         committed = await _committed(args, group)
     print(
-        f"group {group.group}: {_group_state(group.state)}, epoch {group.group_epoch}, "
+        f"group {group.group}: {group_state(group.state)}, epoch {group.group_epoch}, "
         f"{len(group.members)} members"
     )
     for member in group.members:
@@ -317,13 +274,9 @@ async def _committed(
 async def _node_list(args: argparse.Namespace) -> int:
     async with _admin(args) as admin:
         nodes = await admin.list_nodes()
-    print(f"{'node':>4}  {'address':<21} {'zone':<8} {'alive':<5} {'state':<16} {'replicas':>8}")
+    print(NODE_LIST_HEADER)
     for n in nodes:
-        state = "decommissioning" if n.decommissioning else ("controller" if n.controller_eligible else "-")
-        print(
-            f"{n.node_id:>4}  {n.address:<21} {n.zone or '-':<8} {'yes' if n.alive else 'no':<5} "
-            f"{state:<16} {n.replicas:>8}"
-        )
+        print(node_list_row(n))
     return 0
 
 

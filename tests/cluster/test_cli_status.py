@@ -1,10 +1,10 @@
-"""``raftlog status`` rows (cluster/cli.py ``_node_row``): a node's
+"""``raftlog status`` rows (cluster/cli_format.py ``node_row``): a node's
 figures from GetNodeStats, the dropped peer messages only when there are
 some, and why a node that did not answer said nothing."""
 
 from __future__ import annotations
 
-from cluster.cli import _node_row
+from cluster.cli_format import node_row
 from raftlog.v1 import admin_pb2
 
 NODE = admin_pb2.NodeDescription(node_id=2, address="127.0.0.1:7002", alive=True, replicas=7)
@@ -28,7 +28,7 @@ def _stats(**fields: object) -> admin_pb2.NodeStats:
 
 
 def test_a_reachable_nodes_row() -> None:
-    assert _node_row(NODE, _stats()).split() == [
+    assert node_row(NODE, _stats()).split() == [
         "2",
         "127.0.0.1:7002",
         "7",
@@ -43,11 +43,11 @@ def test_a_reachable_nodes_row() -> None:
 
 
 def test_dropped_peer_messages_show_only_when_there_are_some() -> None:
-    assert "dropped" not in _node_row(NODE, _stats(dropped_peer_messages=0))
-    assert _node_row(NODE, _stats(dropped_peer_messages=5)).endswith("  dropped 5 peer messages")
+    assert "dropped" not in node_row(NODE, _stats(dropped_peer_messages=0))
+    assert node_row(NODE, _stats(dropped_peer_messages=5)).endswith("  dropped 5 peer messages")
 
 
 def test_a_node_that_did_not_answer_says_why() -> None:
     silent = admin_pb2.NodeStats(node_id=2, reachable=False, unreachable_reason="DEADLINE_EXCEEDED")
-    assert _node_row(NODE, silent).endswith(" yes unreachable (DEADLINE_EXCEEDED)")
-    assert _node_row(NODE, None).endswith("unreachable (not asked)")
+    assert node_row(NODE, silent).endswith(" yes unreachable (DEADLINE_EXCEEDED)")
+    assert node_row(NODE, None).endswith("unreachable (not asked)")
