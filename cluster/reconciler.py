@@ -40,7 +40,10 @@ Invariants:
   ``RETRY_S`` (catching up is not a metadata change, so passes also run on
   that timer).
 - A replica's data is deleted only once the group can no longer count it:
-  its removal committed, or the group is gone. (Belt and braces: a member
+  its removal committed, or the group is gone. A deletion the disk has no
+  room for (below its floor, partitions/disk_space.py) stops the replica,
+  keeps the data, and is retried at the start of every pass; it never
+  fails the pass or the node. (Belt and braces: a member
   whose log is empty refuses every vote until a leader has given it a log,
   raft/node.py.)
 - Membership changes never shrink the voters below the assignment's
@@ -65,6 +68,7 @@ from cluster.transport.raft_transport import RaftTransport
 from partitions.replica import Replica, ReplicaConfig
 from partitions.replica_errors import ReplicaError
 from partitions.replica_host import ReplicaHost
+from partitions.storage_errors import NoSpaceForWrite
 from raft.errors import ProposalDropped
 from raft.types import ConfChange, ConfChangeType
 from raftlog.internal.node_proof import NODE_ADMIN_STATS
@@ -127,9 +131,16 @@ class Reconciler:
         self.transport.set_peers(peers)
 
         wanted = {a.group: a for a in state.assignments_for_node(self.node_id)}
+        for group in sorted(self.host.undeleted.difference(wanted)):
+            await self._delete(group)
         for group, assignment in wanted.items():
             if self.host.replica(group) is None:
-                await self._open(assignment)
+                try:
+                    await self._open(assignment)
+                except NoSpaceForWrite as exc:
+                    # Reopening a group whose old copy is not deleted yet
+                    # (or bootstrapping one) on a full disk: next pass.
+                    log.warning("group %d: not opened on node %d, disk full (%s)", group, self.node_id, exc)
 
         now = time.monotonic()
         for group, replica in list(self.host.replicas.items()):
@@ -180,7 +191,27 @@ class Reconciler:
         self._unassigned_since.pop(group, None)
         self._last_asked.pop(group, None)
         self._config_revisions.pop(group, None)
-        await self.host.remove_replica(group, delete_data=True)
+        await self._delete(group)
+
+    async def _delete(self, group: int) -> None:
+        """Stop ``group``'s replica here and delete its data; on a disk
+        below its floor the replica stays stopped and the host keeps the
+        group in ``undeleted``, which every pass retries."""
+        retry = group in self.host.undeleted
+        try:
+            await self.host.remove_replica(group, delete_data=True)
+        except NoSpaceForWrite as exc:
+            if not retry:  # once, not every pass while the disk stays full
+                log.warning(
+                    "group %d: replica on node %d stopped, its data not deleted yet: disk full (%s); "
+                    "retried every pass until space returns",
+                    group,
+                    self.node_id,
+                    exc,
+                )
+            return
+        if retry:
+            log.info("group %d: the data of its old replica on node %d is deleted", group, self.node_id)
 
     async def _removal_committed(self, replica: Replica, assignment: Assignment, now: float) -> bool:
         """Whether the group's leader has committed this node's removal (a

@@ -19,6 +19,10 @@ Invariants:
   acknowledge anything more (see partitions/group_commit.py).
 - The data directory is 0700 and the process umask keeps group and others
   out of everything created in it (partitions/owner_only.py).
+- A group whose replica was removed with its data either has no data left
+  here or is in ``undeleted`` (its deletion was refused below the disk's
+  floor): it is never opened again before that deletion is written, so a
+  copy the group stopped counting never comes back with its old log.
 - ``close`` stops replicas first, then the writer (writing what is pending),
   then the store, so nothing acknowledged is left unwritten.
 """
@@ -72,6 +76,7 @@ class ReplicaHost:
         self._replicas: dict[int, Replica] = {}
         self._others: dict[int, RaftReplica[Any]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._undeleted: set[int] = set()
         self.awake: set[RaftReplica[Any]] = set()
         self.counters = ReplicaCounters()
         self._store: NodeStore | None = None
@@ -140,6 +145,7 @@ class ReplicaHost:
         existing = self._replicas.get(group)
         if existing is not None:
             return existing
+        await self._finish_deletion(group)
         replica = await self._open(Replica, group, voters, learners, config or self.config.replica)
         self._replicas[group] = replica
         return replica
@@ -150,6 +156,7 @@ class ReplicaHost:
         existing = self._replicas.get(group)
         if existing is not None:
             return existing
+        await self._finish_deletion(group)
         replica = await self._open(Replica, group, (), (), config or self.config.replica, bootstrap=False)
         self._replicas[group] = replica
         return replica
@@ -182,19 +189,45 @@ class ReplicaHost:
         Delete only when the group can no longer count this copy (its
         removal from the membership committed, or the group no longer
         exists): a voter that forgets entries it acknowledged leaves them
-        with one copy fewer, and could let a stale leader win."""
+        with one copy fewer, and could let a stale leader win.
+
+        Below the disk's floor the deletion's write is refused
+        (``NoSpaceForWrite``, raised here): the replica stays stopped, its
+        data stays stored and the group stays in ``undeleted`` until a
+        later ``remove_replica(group, delete_data=True)`` gets it written
+        (or opening the group again does)."""
         replica = self._replicas.pop(group, None)
         task = self._tasks.pop(group, None)
-        if replica is None or task is None:
+        if replica is not None and task is not None:
+            replica.close()
+            await asyncio.wait((task,))
+        elif group not in self._undeleted:
             return
-        replica.close()
-        await asyncio.wait((task,))
         if delete_data:
-            assert self._store is not None
-            storage = GroupStorage(self._store, group)
-            prepared = await asyncio.to_thread(storage.destroy)
-            await self.writer.write(prepared.write_set, sync=prepared.sync)
-            storage.apply_prepared(prepared)
+            await self._delete_data(group)
+
+    @property
+    def undeleted(self) -> frozenset[int]:
+        """Groups whose replica was stopped to be deleted but whose data is
+        still stored: the deletion's write was refused for lack of room."""
+        return frozenset(self._undeleted)
+
+    async def _delete_data(self, group: int) -> None:
+        assert self._store is not None, "the host is not started"
+        # Marked before writing: a refused write leaves the mark, so the
+        # deletion is retried and the group never reopens on the old data.
+        self._undeleted.add(group)
+        storage = GroupStorage(self._store, group)
+        prepared = await asyncio.to_thread(storage.destroy)
+        await self.writer.write(prepared.write_set, sync=prepared.sync)
+        storage.apply_prepared(prepared)
+        self._undeleted.discard(group)
+
+    async def _finish_deletion(self, group: int) -> None:
+        """Before opening ``group`` again: the deletion it is owed first
+        (``NoSpaceForWrite`` while the disk has no room)."""
+        if group in self._undeleted:
+            await self._delete_data(group)
 
     async def _open(
         self,
