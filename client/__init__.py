@@ -6,7 +6,8 @@ Modules by job:
 - Producing: ``client.producer`` (``Producer``: send, flush, close, the
   per-partition sender and its retry rules) over ``client.batches``
   (``RecordMetadata``, ``ProducerStats``, batches, partition queues, the
-  byte budget) and ``client.partitioner`` (``DefaultPartitioner``,
+  byte budget), ``client.producer_ids`` (``ProducerIds``: producer ids and
+  sequence numbers) and ``client.partitioner`` (``DefaultPartitioner``,
   ``RoundRobinPartitioner``, ``Partitioner``, ``murmur2``,
   ``key_partition``).
 - Consuming: ``client.consumer`` (the ``Consumer`` façade: ``assign``,

@@ -20,15 +20,9 @@ Invariants:
 - A batch's bytes are fixed when it is first encoded (producer id, epoch,
   base sequence); every retry of it sends exactly those bytes, so the
   partition's dedup window answers a retry of a batch that did commit with
-  the original offsets instead of appending it again.
-- Idempotent producers number records per partition from 0 and advance the
-  sequence only when a batch commits. A batch refused without being written
-  (a validation error, say) gives its sequence numbers to the next batch. A
-  batch whose fate is unknown when the producer gives up on it (delivery
-  timeout after an attempt that may have committed) leaves the partition's
-  sequence state unknown too: the partition then switches to a fresh
-  producer id (``InitProducer``) starting at sequence 0, so a later batch can
-  never be mistaken for a duplicate of it.
+  the original offsets instead of appending it again. How batches are
+  numbered, and when a partition switches to a fresh producer id, is
+  client/producer_ids.py's (``ProducerIds``).
 - Every record's future (a ``RecordRun``'s for its records) is resolved
   exactly once: with ``RecordMetadata``, or with a ``RaftlogError`` (definite refusals, ``DeliveryTimeoutError``
   after ``delivery_timeout_s``, ``ClientClosedError`` if ``close`` gave up).
@@ -74,11 +68,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 
-import grpc
-
 from client.batches import (
     DEFAULT_MAX_REQUEST_BYTES,
-    SEQUENCE_MODULUS,
     Batch,
     ByteBudget,
     PartitionQueue,
@@ -93,9 +84,7 @@ from client.batches import (
 from client.errors import (
     ClientClosedError,
     DeliveryTimeoutError,
-    DuplicateSequenceError,
     OutcomeUnknownError,
-    OutOfOrderSequenceError,
     ProducerFencedError,
     RaftlogError,
     RecordTooLargeError,
@@ -104,7 +93,6 @@ from client.errors import (
     UnavailableError,
     UnknownProducerIdError,
     UnknownTopicOrPartitionError,
-    from_rpc_error,
 )
 from client.leader_calls import (
     ATTEMPT_TIMEOUT_S,
@@ -116,8 +104,9 @@ from client.leader_calls import (
 )
 from client.metadata import MetadataCache, TopicPartition, client_transport
 from client.partitioner import DefaultPartitioner, Partitioner
+from client.producer_ids import ProducerIds
 from raftlog.v1 import log_pb2
-from raftlog.v1.record_batch import HEADER_SIZE, Record, encode_batch
+from raftlog.v1.record_batch import HEADER_SIZE, Record
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
@@ -204,10 +193,10 @@ class Producer:
             raise ValueError("linger_ms must be >= 0; timeouts and buffer_bytes must be > 0")
         attempt_timeout_s = min(attempt_timeout_s, request_timeout_s)
         # GetMetadata and InitProducer: any node answers, a retry costs nothing.
-        self._lookup_timeout_s = min(attempt_timeout_s, ATTEMPT_TIMEOUT_S)
+        lookup_timeout_s = min(attempt_timeout_s, ATTEMPT_TIMEOUT_S)
         self._pool, self._metadata, self._backoff = client_transport(
             bootstrap,
-            request_timeout_s=self._lookup_timeout_s,
+            request_timeout_s=lookup_timeout_s,
             retry_backoff_ms=retry_backoff_ms,
             retry_backoff_max_ms=retry_backoff_max_ms,
             api_key=api_key,
@@ -218,7 +207,7 @@ class Producer:
         self._linger_s = linger_ms / 1000
         self._max_batch_bytes = max_batch_bytes
         self._max_request_bytes = max_request_bytes
-        self._idempotent = idempotent
+        self._ids = ProducerIds(self._pool, self._metadata, idempotent=idempotent, timeout_s=lookup_timeout_s)
         self._delivery_timeout_s = delivery_timeout_s
         self._calls = LeaderCalls(self._metadata, self._backoff, attempt_timeout_s=attempt_timeout_s)
         self._metadata_timeout_s = metadata_timeout_s
@@ -226,9 +215,6 @@ class Producer:
         self._budget = ByteBudget(buffer_bytes)
         # Keyed by plain (topic, partition) tuples (equal to TopicPartition's).
         self._queues: dict[tuple[str, int], PartitionQueue] = {}
-        self._identity: tuple[int, int] | None = None
-        self._identity_lock = asyncio.Lock()
-        self._init_attempt = 0
         self._fatal: RaftlogError | None = None
         self._closing = False
         self._closed = False
@@ -466,7 +452,7 @@ class Producer:
             if self._fatal is not None:
                 raise self._fatal
             if batch.request is None:
-                await self._encode(q, batch)
+                await self._ids.encode(q, batch)
 
         def invoke(address: str, timeout: float) -> UnaryCall[log_pb2.ProduceResponse]:
             nonlocal attempts
@@ -488,8 +474,7 @@ class Producer:
                 # The partition forgot this producer (expiry) and nothing of
                 # this batch was written: renumber it under a fresh id.
                 renumbered = True
-                q.needs_new_identity = True
-                batch.request = None
+                self._ids.renumber(q, batch)
                 return Verdict.RETRY_NOW
             return Verdict.DEFAULT
 
@@ -507,54 +492,9 @@ class Producer:
             return
         self._succeed(q, batch, response)
 
-    async def _encode(self, q: PartitionQueue, batch: Batch) -> None:
-        """Fix the batch's bytes: producer id, epoch and base sequence."""
-        topic, partition = q.tp
-        if not self._idempotent:
-            data = encode_batch(batch.records)
-        else:
-            if q.producer_id < 0 or q.needs_new_identity:
-                if q.needs_new_identity:
-                    pid, epoch = await self._init_producer()
-                else:
-                    pid, epoch = await self._shared_identity()
-                q.producer_id, q.epoch, q.next_sequence = pid, epoch, 0
-                q.needs_new_identity = False
-            batch.base_sequence = q.next_sequence
-            data = encode_batch(
-                batch.records,
-                producer_id=q.producer_id,
-                producer_epoch=q.epoch,
-                base_sequence=batch.base_sequence,
-            )
-        batch.request = log_pb2.ProduceRequest(topic=topic, partition=partition, batch=data)
-
-    async def _shared_identity(self) -> tuple[int, int]:
-        """The producer id and epoch every partition starts with (one
-        ``InitProducer`` per producer)."""
-        async with self._identity_lock:
-            if self._identity is None:
-                self._identity = await self._init_producer()
-            return self._identity
-
-    async def _init_producer(self) -> tuple[int, int]:
-        """A new producer id from any node (one attempt; the caller's retry
-        loop handles failures)."""
-        candidates = self._metadata.candidates()
-        address = candidates[self._init_attempt % len(candidates)]
-        self._init_attempt += 1
-        try:
-            response: log_pb2.InitProducerResponse = await self._pool.log(address).InitProducer(
-                log_pb2.InitProducerRequest(), timeout=self._lookup_timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-        return int(response.producer_id), int(response.producer_epoch)
-
     def _succeed(self, q: PartitionQueue, batch: Batch, response: log_pb2.ProduceResponse) -> None:
         topic, partition = q.tp
-        if self._idempotent:
-            q.next_sequence = (batch.base_sequence + len(batch.records)) % SEQUENCE_MODULUS
+        self._ids.committed(q, batch)
         self.stats.batches += 1
         self.stats.records += len(batch.records)
         if response.duplicate:
@@ -565,11 +505,7 @@ class Producer:
     def _fail(self, q: PartitionQueue, batch: Batch, error: RaftlogError) -> None:
         if isinstance(error, ProducerFencedError):
             self._fatal = error
-        if self._idempotent and (
-            batch.maybe_committed or isinstance(error, OutOfOrderSequenceError | DuplicateSequenceError)
-        ):
-            # This partition's sequence state is unknown from here on.
-            q.needs_new_identity = True
+        self._ids.failed(q, batch, error)
         self._finish(batch, error)
 
     def _timeout_error(self, q: PartitionQueue, batch: Batch, cause: RaftlogError | None) -> RaftlogError:
