@@ -27,9 +27,12 @@ field        meaning
              request field has) when the call issued an API key
              (``CreateTenant``, ``CreateApiKey``, ``RotateApiKey``): its
              id, as the handler noted it (call_notes.py)
-``outcome``  ``ok`` or ``refused``
+``outcome``  ``ok`` (done), ``refused`` (by the door, the handler or the
+             controller) or ``unknown`` (the client went away before the
+             answer: the change may or may not have been made; ``code``
+             ``CANCELLED``)
 ``code``     the gRPC status name (``OK``, ``PERMISSION_DENIED``, ...)
-``reason``   the refusal's ``Reason`` name, "" when ok
+``reason``   the refusal's ``Reason`` name, "" when ok or unknown
 ``message``  the refusal's message (at most ``MAX_MESSAGE_CHARS``), "" when ok
 ============ ============================================================
 

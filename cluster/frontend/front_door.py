@@ -17,9 +17,12 @@ For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
    deserializer returns a marker instead, which the door turns into the
    refusal (after authentication, so a caller without a key learns
    nothing about the method);
-4. runs the ``stages`` around the handler: the place where quota charging,
-   the trace span and the call counter go (none are built yet, so a node
-   runs with none and pays nothing for the seam);
+4. runs the ``stages`` around the handler, in order: on a node the quota
+   stage (cluster/quotas/: charges the call, or refuses it over the
+   tenant's rate) and then the audit stage (cluster/audit/stage.py: one
+   event per admin change, so a call the quota refuses is not recorded);
+   the trace span and the call counter would go here too. Without stages
+   (a test) the door pays nothing for the seam;
 5. maps whatever the handler raised to a status with a reason, once for
    every service: ``ServiceError`` as it is, ``ReplicaError`` and
    ``OffsetOutOfRange`` and ``PageError`` through ``grpc_errors``, anything
