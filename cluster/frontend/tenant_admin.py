@@ -48,6 +48,12 @@ Invariants:
   clear text goes only into the response.
 - Expiry times come from this (the leader's) clock: ``ttl_seconds`` and
   ``grace_seconds`` are durations so that clients' clocks do not matter.
+- A key never outlives the tenant key that made it: a key created or
+  rotated by a tenant key that expires expires at the latest when that key
+  does (``capped_expiry``; a ttl of 0 then means "when the creator does"),
+  so an expiring admin key cannot mint, or rotate itself into, a key that
+  never expires. An operator key's keys are not capped: renewing a tenant's
+  access past its admin key's expiry is an operator's call.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from cluster.audit.call_notes import note_created_key
-from cluster.controller import ApplyResult, RevokeApiKey, issue_api_key
+from cluster.controller import ApplyResult, Principal, RevokeApiKey, issue_api_key
 from cluster.controller.api_keys import check_key_id
 from cluster.controller.commands import Command, SetApiKeyExpiry, SetQuota
 from cluster.controller.model import ROLES, ApiKeyInfo, KeyScope, check_key_scope, check_tenant_name
@@ -74,7 +80,14 @@ from cluster.frontend.grpc_errors import ServiceError, shown
 from raftlog.v1 import admin_pb2
 from raftlog.v1.reasons import Reason
 
-__all__ = ["MAX_DURATION_S", "QUOTA_RESET", "TenantAdmin", "TenantUsageSource", "quota_settings"]
+__all__ = [
+    "MAX_DURATION_S",
+    "QUOTA_RESET",
+    "TenantAdmin",
+    "TenantUsageSource",
+    "capped_expiry",
+    "quota_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +221,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def capped_expiry(expires_at_ms: int, creator: Principal) -> int:
+    """A new key's expiry (Unix ms, 0: never) as stored: ``expires_at_ms``,
+    but no later than ``creator``'s when that is a tenant key that expires
+    (the module docstring's rule)."""
+    limit = creator.expires_at_ms
+    if creator.is_operator or limit == 0:
+        return expires_at_ms
+    return limit if expires_at_ms == 0 else min(expires_at_ms, limit)
+
+
 class TenantAdmin:
     """The handlers (see the module docstring); ``AdminService`` calls them."""
 
@@ -330,7 +353,8 @@ class TenantAdmin:
         async def work() -> admin_pb2.CreateApiKeyResponse:
             if tenant is not None and self._controller.state.tenant(tenant) is None:
                 raise unknown_tenant(tenant)
-            expires_at_ms = self._now_ms() + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+            asked = self._now_ms() + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+            expires_at_ms = capped_expiry(asked, current_caller().principal)
             issued = issue_api_key(tenant, scope, expires_at_ms)
             await self._propose(issued.command)
             note_created_key(issued.key_id)
@@ -388,7 +412,8 @@ class TenantAdmin:
             old_expires = now + request.grace_seconds * 1000
             if old.expires_at_ms:
                 old_expires = min(old.expires_at_ms, old_expires)  # never lengthen its life
-            expires_at_ms = now + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+            asked = now + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+            expires_at_ms = capped_expiry(asked, current_caller().principal)
             issued = issue_api_key(old.tenant, old.scope, expires_at_ms)
             # The new key first: a failure before the second step leaves two keys, not none.
             await self._propose(issued.command)

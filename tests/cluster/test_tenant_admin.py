@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -289,6 +289,30 @@ async def test_who_may_not_make_which_key() -> None:
     assert status(error) == (C.PERMISSION_DENIED, Reason.KEY_SCOPE)
     error = await refused(w, OPERATOR, create, admin_pb2.CreateApiKeyRequest(tenant="nobody"))
     assert status(error) == (C.NOT_FOUND, Reason.UNKNOWN_TENANT)
+
+
+async def test_a_key_never_outlives_the_expiring_tenant_key_that_made_it() -> None:
+    w = world()
+    soon = int(time.time() * 1000) + 600_000  # the admin key expires in 10 minutes
+    expiring = Caller(replace(w.admin.principal, expires_at_ms=soon), "acme")
+    create, rotate = w.service.CreateApiKey, w.service.RotateApiKey
+    for ttl_seconds in (0, 86_400):  # "never", and longer than the creator: its expiry
+        made = await call(expiring, create, admin_pb2.CreateApiKeyRequest(ttl_seconds=ttl_seconds))
+        assert made.api_key.expires_at_ms == soon, ttl_seconds
+        stored = w.log.state.authenticate(made.api_key.clear_text)
+        assert stored is not None and stored.expires_at_ms == soon
+    shorter = await call(expiring, create, admin_pb2.CreateApiKeyRequest(ttl_seconds=60))
+    assert 0 < shorter.api_key.expires_at_ms < soon  # as asked
+    # Rotating (itself or another key) gives a key that expires with it too.
+    for key_id in (expiring.principal.key_id, w.client.principal.key_id):
+        rotated = await call(expiring, rotate, admin_pb2.RotateApiKeyRequest(key_id=key_id, grace_seconds=60))
+        assert rotated.api_key.expires_at_ms == soon, key_id
+    # An admin key that never expires, and an operator key, are not capped.
+    plain = await call(w.admin, create, admin_pb2.CreateApiKeyRequest())
+    assert plain.api_key.expires_at_ms == 0
+    operator = Caller(replace(OPERATOR.principal, expires_at_ms=soon), "default")
+    renewed = await call(operator, create, admin_pb2.CreateApiKeyRequest(tenant="acme"))
+    assert renewed.api_key.expires_at_ms == 0
 
 
 @pytest.mark.parametrize(
