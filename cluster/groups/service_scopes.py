@@ -18,8 +18,11 @@ Invariants:
   must match its group prefixes, and the topics it subscribes to or commits
   for its consume prefixes (by name: a subscription may name a topic not
   created yet), else ``PERMISSION_DENIED KEY_SCOPE`` and nothing changes.
-  ``ListGroups`` shows only the groups it may use and
-  ``FetchCommittedOffsets`` of a whole group only the topics it may consume.
+  ``ListGroups`` shows only the groups it may use,
+  ``FetchCommittedOffsets`` of a whole group only the topics it may consume,
+  and ``DescribeGroup`` only those topics of each member's subscription,
+  assignment, revoking and target lists (other members, keyed otherwise,
+  may consume topics this key may not even name).
   The key comes from ``principal_of()``, by default the caller the front
   door admitted (``door_principal``).
 - Nothing here touches a coordinator: a refused call has changed nothing.
@@ -50,6 +53,19 @@ TenantOf = Callable[[grpc.aio.ServicerContext], Awaitable[str]]
 def door_principal() -> Principal:
     """The key of the call being handled, as the front door admitted it."""
     return current_caller().principal
+
+
+def _keep_topics(member: groups_pb2.MemberDescription, may_consume: Callable[[str], bool]) -> None:
+    """Drop from ``member``'s subscription and partition lists every topic
+    ``may_consume`` refuses (a client key learns nothing of the topics its
+    consume prefixes do not cover, not even their names)."""
+    kept = [t for t in member.topics if may_consume(t)]
+    del member.topics[:]
+    member.topics.extend(kept)
+    for listed in (member.assignment, member.revoking, member.target):
+        visible = [p for p in listed if may_consume(p.topic)]
+        del listed[:]
+        listed.extend(visible)
 
 
 class GroupServiceMethods(groups_pb2_grpc.GroupServiceServicer, metaclass=abc.ABCMeta):
@@ -151,8 +167,12 @@ class GroupServiceMethods(groups_pb2_grpc.GroupServiceServicer, metaclass=abc.AB
     async def DescribeGroup(
         self, request: groups_pb2.DescribeGroupRequest, context: grpc.aio.ServicerContext
     ) -> groups_pb2.DescribeGroupResponse:
-        self._in_scope(request.group)
-        return await self._serve(context, self.describe_group, request)
+        principal = self._in_scope(request.group)
+        answer = await self._serve(context, self.describe_group, request)
+        if principal.scope.is_client:  # other members' topics: only those the key may read
+            for member in answer.members:
+                _keep_topics(member, principal.scope.may_consume)
+        return answer
 
     def _in_scope(self, group: str) -> Principal:
         """The caller's key, once it may use ``group`` (``KEY_SCOPE``)."""

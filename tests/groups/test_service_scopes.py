@@ -145,3 +145,32 @@ async def test_listings_show_a_client_key_only_what_it_may_use(
     assert sorted(o.topic for o in seen.offsets) == ["orders.eu", "payments"]
     seen = await groups.FetchCommittedOffsets(whole, metadata=key("client"))
     assert [(o.topic, o.offset) for o in seen.offsets] == [("orders.eu", 5)]
+
+
+async def test_describe_shows_a_client_key_only_the_topics_it_may_consume(
+    stub: tuple[groups_pb2_grpc.GroupServiceStub, MemoryLogs],
+) -> None:
+    groups, _ = stub
+    # An admin key's member subscribes to a topic the client key may not read.
+    joined = await groups.JoinGroup(
+        groups_pb2.JoinGroupRequest(group="billing-1", topics=["orders.eu", "payments"]),
+        metadata=key("admin"),
+    )
+    await groups.Heartbeat(
+        groups_pb2.HeartbeatRequest(
+            group="billing-1", member_id=joined.member_id, member_epoch=joined.member_epoch
+        ),
+        metadata=key("admin"),
+    )
+
+    def seen(answer: groups_pb2.DescribeGroupResponse) -> list[tuple[str, ...]]:
+        (member,) = answer.members
+        lists = (member.assignment, member.revoking, member.target)
+        return [tuple(member.topics), *(tuple(sorted({p.topic for p in listed})) for listed in lists)]
+
+    request = groups_pb2.DescribeGroupRequest(group="billing-1")
+    everything = seen(await groups.DescribeGroup(request, metadata=key("admin")))
+    assert everything[0] == ("orders.eu", "payments")
+    assert "payments" in everything[1] + everything[3], "the member was never assigned the topic"
+    shown_to_client = seen(await groups.DescribeGroup(request, metadata=key("client")))
+    assert shown_to_client == [tuple(t for t in topics if t != "payments") for topics in everything]
