@@ -22,7 +22,7 @@ from cluster.quotas.fair_scheduler import FairScheduler
 from cluster.quotas.node_view import NodeQuotaView
 from cluster.quotas.quota_service import QuotaService
 from cluster.quotas.quota_stage import MeteredLogService, QuotaStage
-from cluster.quotas.usage import TenantUsage
+from cluster.quotas.usage import DESCRIBED_AS, USAGE_FIELDS, TenantUsage
 from cluster.quotas.usage_poller import Prove, UsagePoller
 from partitions.replica_host import ReplicaHost
 from raftlog.internal.v1 import node_admin_pb2
@@ -35,15 +35,10 @@ _LIST_PAGE = 1000
 
 
 def usage_figures(usage: TenantUsage) -> dict[str, int]:
-    """``usage`` as ``TenantUsageSource`` reports it (``MEASURED_USAGE`` names)."""
-    return {
-        "storage_bytes": usage.stored_bytes,
-        "groups": usage.groups,
-        "streams": usage.streams,
-        "produce_bytes_s": round(usage.produce_bytes_s),
-        "fetch_bytes_s": round(usage.fetch_bytes_s),
-        "requests_s": round(usage.requests_s),
-    }
+    """``usage`` as ``TenantUsageSource`` reports it (``MEASURED_USAGE``
+    names: every ``USAGE_FIELDS`` figure, renamed by ``DESCRIBED_AS``; rates
+    rounded to whole units per second)."""
+    return {DESCRIBED_AS.get(name, name): round(getattr(usage, name)) for name in USAGE_FIELDS}
 
 
 class NodeQuotas:

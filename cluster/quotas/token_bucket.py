@@ -76,14 +76,6 @@ class TokenBucket:
         self._tokens -= amount
         return self.wait(now)
 
-    def refund(self, amount: float, now: float) -> None:
-        """Give back ``amount`` charged for work that was not done (never
-        above the burst)."""
-        if amount < 0:
-            raise ValueError(f"a refund must be >= 0, got {amount}")
-        self._refill(now)
-        self._tokens = min(self._burst, self._tokens + amount)
-
     def reconfigure(self, rate_per_s: float, burst: float, now: float) -> None:
         """A new rate and burst from ``now`` on; what is held (or owed) so
         far is kept, cut down to the new burst."""

@@ -5,6 +5,10 @@ figures nodes learn from each other (pure: time passed in).
   ``WINDOW_S`` complete seconds plus the current one (what ``usage``
   reports; a tenant idle for ``WINDOW_S`` reads 0).
 - ``TenantUsage``: one tenant's figures on one node, or summed over nodes.
+  Its fields are the one list of figures: the NodeAdmin report
+  (usage_poller.py) and the DescribeTenant figures (node_quotas.py) are
+  derived from them (``USAGE_FIELDS``, ``DESCRIBED_AS``), and the report's
+  ``TenantUsageEntry`` fields carry the same names.
 - ``UsageBoard``: the latest ``TenantUsage`` each *other* node reported
   (cluster/quotas/usage_poller.py asks every node about once a second);
   ``others(tenant)`` sums them. A node's report older than ``STALE_S`` is
@@ -27,7 +31,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
-__all__ = ["STALE_S", "WINDOW_S", "RateMeter", "TenantUsage", "UsageBoard"]
+__all__ = ["DESCRIBED_AS", "STALE_S", "USAGE_FIELDS", "WINDOW_S", "RateMeter", "TenantUsage", "UsageBoard"]
 
 WINDOW_S = 5
 """Rates are averaged over this many seconds."""
@@ -93,6 +97,14 @@ class TenantUsage:
         for usage in usages:
             result = result + usage
         return result
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TenantUsage))
+"""The figures, in order: ``TenantUsage``'s fields, and the names of the
+matching ``TenantUsageEntry`` fields on the wire."""
+DESCRIBED_AS: dict[str, str] = {"stored_bytes": "storage_bytes"}
+"""A figure whose DescribeTenant name (``admin.proto`` ``TenantUsage``,
+named like its quota) differs from its field name here."""
 
 
 class UsageBoard:

@@ -31,7 +31,7 @@ import grpc
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.forwarding import ChannelCache
 from cluster.quotas.quota_service import QuotaService
-from cluster.quotas.usage import TenantUsage
+from cluster.quotas.usage import USAGE_FIELDS, TenantUsage
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 __all__ = ["ASK_TIMEOUT_S", "NODE_ADMIN_TENANT_USAGE", "POLL_S", "UsagePoller", "from_report", "to_report"]
@@ -50,13 +50,7 @@ def to_report(node_id: int, usage: Mapping[str, TenantUsage]) -> node_admin_pb2.
         node_id=node_id,
         tenants=[
             node_admin_pb2.TenantUsageEntry(
-                tenant=tenant,
-                stored_bytes=u.stored_bytes,
-                groups=u.groups,
-                streams=u.streams,
-                produce_bytes_s=u.produce_bytes_s,
-                fetch_bytes_s=u.fetch_bytes_s,
-                requests_s=u.requests_s,
+                tenant=tenant, **{name: getattr(u, name) for name in USAGE_FIELDS}
             )
             for tenant, u in sorted(usage.items())
         ],
@@ -65,15 +59,7 @@ def to_report(node_id: int, usage: Mapping[str, TenantUsage]) -> node_admin_pb2.
 
 def from_report(report: node_admin_pb2.TenantUsageReport) -> dict[str, TenantUsage]:
     return {
-        e.tenant: TenantUsage(
-            stored_bytes=e.stored_bytes,
-            groups=e.groups,
-            streams=e.streams,
-            produce_bytes_s=e.produce_bytes_s,
-            fetch_bytes_s=e.fetch_bytes_s,
-            requests_s=e.requests_s,
-        )
-        for e in report.tenants
+        e.tenant: TenantUsage(**{name: getattr(e, name) for name in USAGE_FIELDS}) for e in report.tenants
     }
 
 

@@ -1,5 +1,5 @@
-"""``TokenBucket`` and ``shares``: the pure rules, against their numbered
-invariants (cluster/quotas/token_bucket.py, cluster/quotas/shares.py)."""
+"""``TokenBucket``: the pure rule, against its numbered invariants
+(cluster/quotas/token_bucket.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.quotas.shares import burst_for, byte_share, led_count, request_share
 from cluster.quotas.token_bucket import TokenBucket
-
-# --- the bucket ------------------------------------------------------------------
 
 
 def test_a_full_bucket_admits_its_burst_then_owes() -> None:
@@ -45,11 +42,11 @@ def test_a_zero_rate_never_pays_back() -> None:
     assert math.isinf(bucket.wait(1e9))
 
 
-def test_refund_and_reconfigure_keep_the_burst_cap() -> None:
+def test_reconfigure_keeps_the_debt_and_the_burst_cap() -> None:
     bucket = TokenBucket(10, 10)
     bucket.charge(5, 0.0)
-    bucket.refund(100, 0.0)
-    assert bucket.tokens(0.0) == 10
+    bucket.reconfigure(10, 10, 0.0)
+    assert bucket.tokens(0.0) == 5  # what was held is kept
     bucket.reconfigure(100, 4, 0.0)
     assert bucket.tokens(0.0) == 4
     assert bucket.rate_per_s == 100 and bucket.burst == 4
@@ -88,34 +85,3 @@ def test_a_caller_that_respects_wait_never_beats_rate_plus_burst(
             assert bucket.tokens(now) + rate * wait == pytest.approx(0, abs=1e-6 * max(1, burst))
         owed = max(0.0, -bucket.tokens(now))
         assert charged - owed <= burst + rate * now + 1e-6 * max(1.0, charged)
-
-
-# --- shares ----------------------------------------------------------------------
-
-
-def test_shares_follow_the_partitions_a_node_leads() -> None:
-    assert byte_share(1_000_000, led=3, partitions=6) == 500_000
-    assert byte_share(1_000_000, led=0, partitions=4) == 250_000  # the floor: one partition's share
-    assert byte_share(1_000_000, led=0, partitions=0) == 1_000_000  # no partitions: all of it
-    assert request_share(90, led=0, partitions=9, nodes=3) == 30  # at least an even split
-    assert led_count([1, 2, 3, 4], {2, 4}.__contains__) == 2
-    assert burst_for(0) == 1 and burst_for(1000) == 500
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    quota=st.integers(0, 10**12),
-    nodes=st.integers(1, 9),
-    leaders=st.lists(st.integers(0, 8), min_size=1, max_size=200),
-)
-def test_the_shares_of_the_leading_nodes_add_up_to_the_quota(
-    quota: int, nodes: int, leaders: list[int]
-) -> None:
-    """Invariants 1-3 of shares.py, whichever nodes lead which partitions."""
-    partitions = len(leaders)
-    led = [sum(1 for leader in leaders if leader % nodes == n) for n in range(nodes)]
-    shares = [byte_share(quota, led[n], partitions) for n in range(nodes)]
-    assert sum(s for n, s in enumerate(shares) if led[n]) == pytest.approx(quota)
-    for n in range(nodes):
-        assert quota / partitions - 1e-6 <= shares[n] <= quota + 1e-6
-        assert request_share(quota, led[n], partitions, nodes) >= max(shares[n], quota / nodes) - 1e-6
