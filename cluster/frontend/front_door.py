@@ -4,10 +4,12 @@ For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
 
 1. authenticates (API key -> principal) and resolves the tenant
    (``auth.Authenticator.caller``: an unknown, revoked or expired key is
-   ``UNAUTHENTICATED``), refuses a tenant key on a method in
-   ``OPERATOR_METHODS`` (``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``), and a
-   client key on a method its role may not call (``key_scope.METHOD_ACCESS``:
-   ``PERMISSION_DENIED KEY_SCOPE``; the handlers check the names it uses);
+   ``UNAUTHENTICATED``), then checks the method once against
+   ``key_scope.METHOD_ACCESS`` (``key_scope.check_method``): a tenant key
+   on a method in ``OPERATOR_METHODS`` (the table's operator rows) is
+   ``PERMISSION_DENIED OPERATOR_KEY_REQUIRED``, a client key on a method
+   its role may not call ``PERMISSION_DENIED KEY_SCOPE`` (the handlers
+   check the names it uses);
 2. makes the caller the handler's ``current_caller()`` (a ``ContextVar``:
    grpc.aio runs every call in its own task, so it never leaks to another);
 3. refuses a request whose bytes did not decode (``INVALID_ARGUMENT
@@ -83,7 +85,7 @@ from cluster.frontend.grpc_errors import (
     from_replica_error,
     malformed_request,
 )
-from cluster.frontend.key_scope import check_method
+from cluster.frontend.key_scope import OPERATOR_METHODS, check_method, operator_required
 from cluster.primitives.pagination import PageError
 from partitions.replica_errors import ReplicaError
 from partitions.state_machine import OffsetOutOfRange
@@ -104,6 +106,7 @@ __all__ = [
     "confirm_caller",
     "confirming",
     "current_caller",
+    "operator_required",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,23 +129,6 @@ INTERNAL_SERVICES: frozenset[str] = frozenset(
     }
 )
 """Node-to-node surfaces on the same port: never through the public door."""
-
-_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
-OPERATOR_METHODS: frozenset[str] = frozenset(
-    f"/{_ADMIN}/{name}"
-    for name in (
-        "CreateTenant",
-        "DeleteTenant",
-        "ListTenants",
-        "SetTenantQuota",  # API keys: a tenant admin key manages its own (tenant_admin.py)
-        "ListNodes",
-        "DecommissionNode",
-        "GetClusterStatus",
-        "GetNodeStats",
-    )
-)
-"""Methods (gRPC paths) that need an operator key; a tenant key is refused
-at the door, before the handler (or a forward to the controller leader)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +158,12 @@ stage must not consume it). A stage refuses a call by raising a
 
 AddressOf = Callable[[int], str]
 
-Refused = Callable[[str, Caller, grpc.aio.ServicerContext, ServiceError], Awaitable[None]]
+Refused = Callable[[str, Caller, grpc.aio.ServicerContext, ServiceError], None]
 """Told of a call the door refused after authenticating its caller (the key
 may not call the method), before the refusal is sent: the audit records
 such attempts (cluster/audit/stage.py). Never told of a call without a
-valid key."""
+valid key. Not awaited: a loop of refused calls must answer as fast as it
+is refused, so the hook only takes note (the audit coalesces and queues)."""
 
 
 class _Malformed:
@@ -274,14 +261,6 @@ def acting_as(caller: Caller, identify: Identify | None = None) -> Iterator[None
         _ADMISSION.reset(token)
 
 
-def operator_required() -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.PERMISSION_DENIED,
-        Reason.OPERATOR_KEY_REQUIRED,
-        "this call needs an operator key; tenant keys manage only their own topics",
-    )
-
-
 class FrontDoor(grpc.aio.ServerInterceptor):
     """The interceptor; see the module docstring."""
 
@@ -322,12 +301,10 @@ class FrontDoor(grpc.aio.ServerInterceptor):
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> _Admission:
         caller = await self._identify(context)
         try:
-            if not caller.is_operator and method in OPERATOR_METHODS:
-                raise operator_required()
-            check_method(method, caller.principal)  # a client key: the data path only
+            check_method(method, caller.principal)  # operator methods, and a client key's data path
         except ServiceError as refusal:
             if self._refused is not None:
-                await self._refused(method, caller, context, refusal)
+                self._refused(method, caller, context, refusal)
             raise
         return _Admission(caller, self._identify)
 

@@ -8,14 +8,14 @@ and ``WhoAmI`` — and only on topics and groups its prefixes cover
 (``KeyScope.may_produce`` / ``may_consume`` / ``may_use_group``).
 
 ``METHOD_ACCESS`` names every public method by its gRPC path with the
-least role that may call it. The front door (front_door.py) refuses a
-client key on a method that is not ``Access.CLIENT`` before the handler
-runs, and a tenant key on an ``Access.OPERATOR`` method with
-``OPERATOR_KEY_REQUIRED``. The operator rows mirror
-``front_door.OPERATOR_METHODS`` (the door refuses tenant keys on either,
-so a disagreement errs on the closed side), and a test checks that both
-agree and that every method of every public service has a row, so a new
-method cannot slip through unlisted. A method missing from the table is
+least role that may call it: the one table of who may call what.
+``OPERATOR_METHODS`` is derived from it (its ``Access.OPERATOR`` rows;
+``front_door`` re-exports it). The front door (front_door.py) asks
+``check_method`` once per call, before the handler runs: a tenant key on an
+``Access.OPERATOR`` method is refused ``OPERATOR_KEY_REQUIRED``, a client
+key on any other method that is not ``Access.CLIENT`` ``KEY_SCOPE``. A test
+checks that every method of every public service has a row, so a new
+method cannot slip through unlisted; a method missing from the table is
 closed to client keys.
 
 The handlers then check names (``check_topic``, ``check_group``):
@@ -56,6 +56,7 @@ from raftlog.v1.reasons import Reason
 
 __all__ = [
     "METHOD_ACCESS",
+    "OPERATOR_METHODS",
     "Access",
     "TopicAction",
     "check_group",
@@ -64,6 +65,7 @@ __all__ = [
     "check_topic",
     "check_topics_by_name",
     "may_use_topic",
+    "operator_required",
 ]
 
 
@@ -71,7 +73,7 @@ class Access(enum.Enum):
     """The least role that may call a method."""
 
     OPERATOR = "operator"
-    """Operator keys only (``front_door.OPERATOR_METHODS``)."""
+    """Operator keys only (``OPERATOR_METHODS``)."""
     ADMIN = "admin"
     """Operator and tenant admin keys."""
     CLIENT = "client"
@@ -128,6 +130,10 @@ METHOD_ACCESS: Mapping[str, Access] = {
 }
 """Every public method (gRPC path) -> the least role that may call it."""
 
+OPERATOR_METHODS: frozenset[str] = frozenset(m for m, access in METHOD_ACCESS.items() if access is _O)
+"""Methods (gRPC paths) that need an operator key: a tenant key is refused
+at the door, before the handler (or a forward to the controller leader)."""
+
 
 class TopicAction(enum.Enum):
     PRODUCE = "produce to"
@@ -152,19 +158,25 @@ def _refused(principal: Principal, what: str, prefixes: Iterable[str], **metadat
     )
 
 
+def operator_required() -> ServiceError:
+    """The refusal of a tenant key where only an operator key will do."""
+    return ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        Reason.OPERATOR_KEY_REQUIRED,
+        "this call needs an operator key; tenant keys manage only their own topics",
+    )
+
+
 def check_method(method: str, principal: Principal) -> None:
     """Refuse a tenant key on an operator method (``PERMISSION_DENIED
     OPERATOR_KEY_REQUIRED``) and a client key on any other method that is
-    not ``Access.CLIENT`` (``PERMISSION_DENIED KEY_SCOPE``)."""
+    not ``Access.CLIENT`` (``PERMISSION_DENIED KEY_SCOPE``): the front
+    door's one check of the method."""
     if principal.is_operator:
         return
     access = METHOD_ACCESS.get(method)
     if access is Access.OPERATOR:
-        raise ServiceError(
-            grpc.StatusCode.PERMISSION_DENIED,
-            Reason.OPERATOR_KEY_REQUIRED,
-            "this call needs an operator key; tenant keys manage only their own topics",
-        )
+        raise operator_required()
     if _is_client(principal) and access is not Access.CLIENT:
         name = method.rsplit("/", 1)[-1]
         raise ServiceError(

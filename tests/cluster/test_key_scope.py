@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from cluster.controller import Assignment, Node, Principal, Topic
 from cluster.controller.model import KeyScope
 from cluster.controller_replica import ControllerReplica
+from cluster.frontend import front_door, key_scope
 from cluster.frontend.front_door import OPERATOR_METHODS, PUBLIC_SERVICES, Caller, FrontDoor, acting_as
 from cluster.frontend.grpc_errors import ServiceError
 from cluster.frontend.key_scope import (
@@ -91,6 +92,22 @@ def test_every_public_method_has_a_row_and_every_row_a_method() -> None:
 def test_the_operator_rows_are_the_doors_operator_methods_and_clients_get_only_the_data_path() -> None:
     assert {m for m, a in METHOD_ACCESS.items() if a is Access.OPERATOR} == set(OPERATOR_METHODS)
     assert {m for m, a in METHOD_ACCESS.items() if a is Access.CLIENT} == CLIENT_METHODS
+    # One source of truth: the door's list is the table's, not a copy of it.
+    assert OPERATOR_METHODS is key_scope.OPERATOR_METHODS
+
+
+async def test_the_door_checks_the_method_once_with_check_method(
+    door: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The door's only decision about the method is ``check_method`` (one
+    call per call): with it standing aside, a tenant key reaches even an
+    operator method's handler, so no second list decides behind it."""
+    checked: list[tuple[str, str]] = []
+    monkeypatch.setattr(front_door, "check_method", lambda m, p: checked.append((m, p.key_id)))
+    operator_method = next(m for m in methods(PUBLIC_SERVICES) if path(m) in OPERATOR_METHODS)
+    await door.call(operator_method, metadata=bearer("admin"))
+    assert checked == [(path(operator_method), "k-admin")]
+    assert [p for p, _ in door.probe.seen] == [path(operator_method)]
 
 
 async def identify(context: grpc.aio.ServicerContext) -> Caller:
