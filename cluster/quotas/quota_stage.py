@@ -71,6 +71,9 @@ STREAM_FETCH = f"/{_LOG}/StreamFetch"
 JOIN_GROUP = f"/{_GROUPS}/JoinGroup"
 COMMIT_OFFSETS = f"/{_GROUPS}/CommitOffsets"
 
+Sleep = Callable[[float], Awaitable[None]]
+"""How the stage waits out a delay (``asyncio.sleep``; the test's own in tests)."""
+
 
 class QuotaStage:
     """The stage (see the module docstring); pass it in ``FrontDoor(...,
@@ -81,7 +84,7 @@ class QuotaStage:
         service: QuotaService,
         view: QuotaView,
         scheduler: FairScheduler | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._service = service
         self._view = view
@@ -144,12 +147,21 @@ class QuotaStage:
 
 
 class MeteredLogService(LogService):
-    """``LogService`` charging the fetch bytes it answers (module docstring)."""
+    """``LogService`` charging the fetch bytes it answers (module docstring);
+    ``sleep`` is how a stream waits out its debt (the test's clock in tests)."""
 
-    def __init__(self, service: QuotaService, view: QuotaView, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        service: QuotaService,
+        view: QuotaView,
+        *args: Any,
+        sleep: Sleep = asyncio.sleep,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._quotas = service
         self._quota_view = view
+        self._pace_sleep = sleep
 
     def _charged(self, caller: Caller, topic: str, partition: int) -> bool:
         """Whether this node reads the partition as its leader (a forwarded
@@ -175,7 +187,9 @@ class MeteredLogService(LogService):
         if not self._charged(caller, request.topic, request.partition):
             await super().StreamFetch(request, context)
             return
-        paced = cast(grpc.aio.ServicerContext, _PacedContext(context, self._quotas, caller.tenant))
+        paced = cast(
+            grpc.aio.ServicerContext, _PacedContext(context, self._quotas, caller.tenant, self._pace_sleep)
+        )
         await super().StreamFetch(request, paced)
 
 
@@ -184,16 +198,19 @@ class _PacedContext:
     then waits out the debt, before the stream reads its next message.
     Everything else is the call's own context."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, service: QuotaService, tenant: str) -> None:
+    def __init__(
+        self, context: grpc.aio.ServicerContext, service: QuotaService, tenant: str, sleep: Sleep
+    ) -> None:
         self._context = context
         self._service = service
         self._tenant = tenant
+        self._sleep = sleep
 
     async def write(self, message: log_pb2.FetchResponse) -> None:
         await self._context.write(message)
         wait = self._service.fetched(self._tenant, sum(len(b) for b in message.batches))
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)

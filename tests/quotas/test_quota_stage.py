@@ -149,7 +149,7 @@ async def served() -> AsyncIterator[Served]:
 
     server = grpc.aio.server(interceptors=[FrontDoor(identify, lambda _n: "", stages=[stage])])
     logs = MeteredLogService(
-        service, view, locate, lambda g: replica if g == GROUP else None, lambda _g: 1, str
+        service, view, locate, lambda g: replica if g == GROUP else None, lambda _g: 1, str, sleep=sleep
     )
     log_pb2_grpc.add_LogServiceServicer_to_server(logs, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -242,15 +242,23 @@ async def test_streams_over_the_count_are_refused_without_retry_after_and_releas
 
 
 async def test_a_stream_is_paced_at_the_fetch_rate(served: Served) -> None:
+    """Each message's bytes are charged, and the stream waits out the debt
+    (through the injected sleep) before it reads the next one."""
     await produce(served, 20_000)
-    served.view.set(fetch_bytes_s=1_000_000)
-    served.service.fetched(TENANT, 0)  # the bucket exists
+    served.view.set(fetch_bytes_s=10_000)  # burst: half a second, 5,000 bytes
     stream = served.stub.StreamFetch(
         log_pb2.StreamFetchRequest(topic="t", partition=0, offset=0), metadata=AUTH
     )
-    await stream.read()
-    usage = await served.service.local_usage(TENANT)
-    assert usage.fetch_bytes_s > 0
+    message = await stream.read()
+    sent = sum(len(b) for b in message.batches)
+    assert sent > 20_000
+    for _ in range(100):  # the wait follows the write on the server's loop
+        if served.sleeps:
+            break
+        await asyncio.sleep(0.01)
+    # 5,000 from the burst, the rest owed at 10,000 bytes/s (the clock is still).
+    assert served.sleeps == [pytest.approx((sent - 5_000) / 10_000, abs=0.001)]
+    assert (await served.service.local_usage(TENANT)).fetch_bytes_s > 0
     stream.cancel()
 
 
