@@ -7,11 +7,14 @@ On one 3-node ``LocalCluster`` (RF 3) two tenants share every node:
   (the latency loop of ``bench.cluster_figures``), in this process;
 - ``noisy`` (tenant A) has a produce quota of ``quota_mb_s`` (1 MB/s) and floods a
   3-partition topic at ``flood_factor`` times it from a child process
-  (``bench.tenant_flood``), with the SDK's default batching.
+  (``bench.tenant_flood``).
 
-Phases: B alone; B while A floods; B while A offers exactly its quota
-(the control: nothing refused, so B's loss there is the cost of A's
-admitted bytes, not of the flood); B alone again.
+Phases: B alone; B while A floods with raw 64 KiB produce calls that ignore
+every retry-after (the adversary: the cluster sees all 10x); B while A
+floods through the SDK (a polite client, which waits out each retry-after);
+B while A offers exactly its quota through the SDK (the control: nothing
+refused, so B's loss there is the cost of A's admitted bytes, not of the
+flood); B alone again. The headline figures come from the raw flood.
 ``noisy_neighbor_p99_ratio`` = B's p99 during the flood / B's p99 alone,
 where "alone" is the mean of the p99s before and after the flood, so a
 drift of the machine during the run does not count for or against the
@@ -83,20 +86,23 @@ async def _quiet_loop(cluster: LocalCluster, key: str, samples: int) -> dict[str
     return summary(timings)
 
 
-async def _mark(flood: ChildProcess) -> tuple[int, float]:
+async def _mark(flood: ChildProcess) -> tuple[int, int, float]:
     await flood.send("mark")
     answer = json.loads(await flood.line())
-    return int(answer["acked_bytes"]), float(answer["t"])
+    return int(answer["acked_bytes"]), int(answer["refused"]), float(answer["t"])
 
 
 async def _beside_flood(
-    cluster: LocalCluster, keys: dict[str, str], offered_bytes_s: float, params: TenancyParams
-) -> tuple[dict[str, Any], float]:
+    cluster: LocalCluster, keys: dict[str, str], mode: str, offered_bytes_s: float, params: TenancyParams
+) -> tuple[dict[str, Any], float, int]:
     """B's latency loop while A offers ``offered_bytes_s`` from a child
-    process; and A's acknowledged bytes/s over at least ``quota_window_s``."""
+    process (``mode``: ``raw`` or ``sdk``, bench.tenant_flood); A's
+    acknowledged bytes/s over at least ``quota_window_s``, and how many of
+    its calls were refused in that window."""
     flood = await ChildProcess.start("bench.tenant_flood", name="the noisy tenant's flood")
     try:
         setup = {
+            "mode": mode,
             "bootstrap": bootstrap(cluster),
             "api_key": keys[NOISY],
             "topic": "flood",
@@ -107,14 +113,14 @@ async def _beside_flood(
         await flood.send(json.dumps(setup))
         await flood.expect("ready")
         await asyncio.sleep(params.flood_warmup_s)
-        acked0, t0 = await _mark(flood)
+        acked0, refused0, t0 = await _mark(flood)
         started = time.monotonic()
         during = await _quiet_loop(cluster, keys[QUIET], params.samples)
         await asyncio.sleep(max(0.0, params.quota_window_s - (time.monotonic() - started)))
-        acked1, t1 = await _mark(flood)
+        acked1, refused1, t1 = await _mark(flood)
     finally:
         await flood.stop()
-    return during, (acked1 - acked0) / (t1 - t0)
+    return during, (acked1 - acked0) / (t1 - t0), refused1 - refused0
 
 
 async def noisy_neighbour(root: Path, params: TenancyParams) -> dict[str, Any]:
@@ -134,10 +140,14 @@ async def noisy_neighbour(root: Path, params: TenancyParams) -> dict[str, Any]:
             await node_admin.wait_for_leaders(params.flood_partitions + 1)
             elections0 = await node_admin.election_timeouts()
             before = await _quiet_loop(cluster, keys[QUIET], params.samples)
-            during, achieved = await _beside_flood(cluster, keys, quota_bytes_s * params.flood_factor, params)
+            flood = quota_bytes_s * params.flood_factor
+            during, achieved, refused = await _beside_flood(cluster, keys, "raw", flood, params)
+            # A polite client at the same 10x: the SDK waits out every
+            # retry-after, so less of the flood reaches the cluster.
+            polite, polite_achieved, _ = await _beside_flood(cluster, keys, "sdk", flood, params)
             # The control: A offering exactly its quota, so nothing is
             # refused; what B loses here is the cost of A's admitted bytes.
-            at_quota, _ = await _beside_flood(cluster, keys, quota_bytes_s, params)
+            at_quota, _, _ = await _beside_flood(cluster, keys, "sdk", quota_bytes_s, params)
             after = await _quiet_loop(cluster, keys[QUIET], params.samples)
             elections = await node_admin.election_timeouts() - elections0
         finally:
@@ -149,12 +159,17 @@ async def noisy_neighbour(root: Path, params: TenancyParams) -> dict[str, Any]:
         "details": {
             "quiet_alone_before": before,
             "quiet_during_flood": during,
+            "quiet_during_polite_flood": polite,
             "quiet_beside_a_at_its_quota": at_quota,
             "quiet_alone_after": after,
+            "p99_ratio_during_polite_flood": round(polite["p99_ms"] / alone_p99, 3),
             "p99_ratio_beside_a_at_its_quota": round(at_quota["p99_ms"] / alone_p99, 3),
             "noisy_quota_mb_s": params.quota_mb_s,
-            "noisy_offered_mb_s": round(quota_bytes_s * params.flood_factor / 1e6, 2),
+            "noisy_offered_mb_s": round(flood / 1e6, 2),
             "noisy_achieved_mb_s": round(achieved / 1e6, 3),
+            "noisy_refused_calls": refused,
+            "polite_achieved_mb_s": round(polite_achieved / 1e6, 3),
+            "polite_quota_accuracy": round(polite_achieved / quota_bytes_s, 3),
             "election_timeouts": elections,
         },
     }

@@ -1,6 +1,6 @@
 """Smoke test of the benchmark harness: ``python -m bench --profile smoke``
 runs every step (references, Raft core, flag evaluator, flag server,
-OFREP, cluster figures, compaction, failover, density) on tiny settings and must write a report with every promised key
+OFREP, cluster figures, compaction, failover, density, tenancy) on tiny settings and must write a report with every promised key
 holding a sane number. The figures themselves mean nothing at this size;
 ``make bench`` measures them."""
 
@@ -51,6 +51,9 @@ POSITIVE = (
     "experiment_results_ms",
     "experiment_results_p50_ms",
     "experiment_catchup_s",
+    "noisy_neighbor_p99_ratio",
+    "quota_accuracy",
+    "tls_produce_ratio",
 )
 REFERENCE = (
     "fsync_per_s",
