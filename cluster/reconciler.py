@@ -41,7 +41,7 @@ Invariants:
   that timer).
 - A replica's data is deleted only once the group can no longer count it:
   its removal committed, or the group is gone. A deletion the disk has no
-  room for (below its floor, partitions/disk_space.py) stops the replica,
+  room for (below its freeing floor, partitions/disk_space.py) stops the replica,
   keeps the data, and is retried at the start of every pass; it never
   fails the pass or the node. (Belt and braces: a member
   whose log is empty refuses every vote until a leader has given it a log,
@@ -195,7 +195,7 @@ class Reconciler:
 
     async def _delete(self, group: int) -> None:
         """Stop ``group``'s replica here and delete its data; on a disk
-        below its floor the replica stays stopped and the host keeps the
+        below its freeing floor the replica stays stopped and the host keeps the
         group in ``undeleted``, which every pass retries."""
         retry = group in self.host.undeleted
         try:

@@ -27,7 +27,14 @@ recovering it afterwards:
   than this, before RocksDB sees it (``NoSpaceForWrite``); the writer stays
   healthy and the replica driver retries the same write until it fits
   (partitions/raft_replica.py), so an entry is acknowledged only once it is
-  durable and the node never needs a restart. Only a write racing another
+  durable and the node never needs a restart. Writes that give space back
+  (``WriteSet.frees_space``: only deletes, such as a removed replica's
+  deletion, or marked by their builder because they let go of at least what
+  they add: a retention cut, a compaction's rewrite) go through the floor
+  down to the *freeing floor* (half the floor): otherwise nothing could
+  ever free a disk below the floor. They are small (a range delete is a
+  few dozen bytes), and the other half of the floor stays for the memtable
+  flush and compaction by which RocksDB actually returns the space. Only a write racing another
   process that fills the disk between the check and the write (less than
   one refresh apart, more than the floor in size) still reaches RocksDB's
   ENOSPC; that stops the node as any failed write does (group_commit.py),
@@ -48,7 +55,8 @@ Invariants:
 
 - ``low`` is true exactly when the cached estimate is below the reserve;
   ``room_for(n)`` is true exactly when writing ``n`` more bytes leaves at
-  least the floor. A probe that fails (the directory vanished) reads as 0
+  least the floor; ``room_to_free(n)`` exactly when it leaves at least the
+  freeing floor (half the floor). A probe that fails (the directory vanished) reads as 0
   free bytes: refuse rather than write blind.
 - Thread-safe: the event loop asks ``low``, the writer thread asks
   ``room_for`` and reports ``wrote``; one lock guards the cache.
@@ -104,6 +112,7 @@ class DiskSpace:
         self.path = path
         self.min_free_bytes = min_free_bytes
         self.floor_bytes = min_free_bytes // 4
+        self.freeing_floor_bytes = self.floor_bytes // 2
         self._refresh_bytes = max(min_free_bytes // 8, MiB)
         self._probe = probe
         self._refresh_s = refresh_s
@@ -143,6 +152,11 @@ class DiskSpace:
     def room_for(self, nbytes: int) -> bool:
         """Whether writing ``nbytes`` more leaves at least the floor."""
         return self.free_bytes() - nbytes >= self.floor_bytes
+
+    def room_to_free(self, nbytes: int) -> bool:
+        """Whether a write of ``nbytes`` that frees space (module docstring)
+        leaves at least the freeing floor."""
+        return self.free_bytes() - nbytes >= self.freeing_floor_bytes
 
     def wrote(self, nbytes: int) -> None:
         """The writer wrote ``nbytes``: count them against the cached reading."""

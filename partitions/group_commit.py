@@ -26,7 +26,9 @@ Invariants:
   leave the disk below the guard's floor is refused before RocksDB sees it:
   every waiter in it gets ``NoSpaceForWrite``, and the writer does *not*
   fail (nothing was attempted, so RocksDB's memory is not ahead of the
-  disk); later writes are taken as usual. RocksDB's own ENOSPC cannot be
+  disk); later writes are taken as usual. Writes that free space
+  (``WriteSet.frees_space``) are exempt down to the guard's freeing floor:
+  in a batch without room they are written and only the others refused. RocksDB's own ENOSPC cannot be
   undone in place (disk_space.py says why), so the guard keeps it away.
 - ``close()`` writes what is pending, then stops and joins the thread;
   writes submitted after it raise ``WriterClosed``.
@@ -218,18 +220,15 @@ class GroupCommitWriter:
         return batch
 
     def _commit(self, batch: list[_Waiter]) -> None:
-        sync = any(w.sync for w in batch)
         error = self._failure
+        if error is None:
+            batch = self._refuse_without_room(batch)
+            if not batch:
+                return
+        sync = any(w.sync for w in batch)
         size = 0
         started = time.perf_counter()
         if error is None:
-            error = self._check_room(batch)
-            if error is not None:
-                # Refused before writing: the writer stays healthy.
-                self._complete(batch, error)
-                with self._cond:
-                    self._count(batch, sync, 0, 0.0, failed=True)
-                return
             try:
                 size = self._target.write([w.write_set for w in batch], sync=sync)
             except Exception as exc:
@@ -248,21 +247,42 @@ class GroupCommitWriter:
             self._count(batch, sync, size, elapsed, failed=error is not None)
         self._complete(batch, error)
 
-    def _check_room(self, batch: list[_Waiter]) -> NoSpaceForWrite | None:
-        """``NoSpaceForWrite`` when the batch would take the disk below the
-        guard's floor (module docstring)."""
+    def _refuse_without_room(self, batch: list[_Waiter]) -> list[_Waiter]:
+        """Complete with ``NoSpaceForWrite`` the writes of ``batch`` that
+        have no room (module docstring) and return the others, in order.
+
+        With room for the whole batch, nothing is refused. Otherwise the
+        writes that add space are refused, and those that free it
+        (``WriteSet.frees_space``) still go if they keep the freeing floor:
+        below the floor they are the only way back. Refusing a write while
+        writing a later one breaks no order a caller relies on: nothing of
+        the refused write is anywhere, and a replica awaits each of its
+        writes but a commit index, which Raft never needs durable."""
         disk = self._disk
         if disk is None:
-            return None
-        nbytes = sum(w.write_set.nbytes for w in batch)
-        if disk.room_for(nbytes):
-            return None
-        disk.refused()
-        return NoSpaceForWrite(
-            f"group commit of {len(batch)} writes ({nbytes} bytes) refused: the data disk has "
-            f"{describe_bytes(disk.free_bytes())} free, and writing would leave less than its floor of "
-            f"{describe_bytes(disk.floor_bytes)}; retried once space returns"
-        )
+            return batch
+        if disk.room_for(sum(w.write_set.nbytes for w in batch)):
+            return batch
+        freeing = [w for w in batch if w.write_set.frees_space]
+        freeing_bytes = sum(w.write_set.nbytes for w in freeing)
+        if freeing and disk.room_to_free(freeing_bytes):
+            refused = [w for w in batch if not w.write_set.frees_space]
+            kept = freeing
+        else:
+            refused, kept = batch, []
+        if refused:
+            nbytes = sum(w.write_set.nbytes for w in refused)
+            disk.refused()
+            error = NoSpaceForWrite(
+                f"group commit of {len(refused)} writes ({nbytes} bytes) refused: the data disk has "
+                f"{describe_bytes(disk.free_bytes())} free, and writing would leave less than its floor of "
+                f"{describe_bytes(disk.floor_bytes)}; retried once space returns"
+            )
+            # Refused before writing: the writer stays healthy.
+            self._complete(refused, error)
+            with self._cond:
+                self._count(refused, False, 0, 0.0, failed=True)
+        return kept
 
     def _count(self, batch: list[_Waiter], sync: bool, size: int, elapsed: float, *, failed: bool) -> None:
         s = self._stats

@@ -574,8 +574,16 @@ class RaftReplica(Generic[SM]):
         """Store ``data`` as the state at ``index`` and drop the log up to it
         (a follower that needs what was dropped gets the snapshot)."""
         conf = self._node.conf_state_at(index)
-        await self._write(self._storage.create_snapshot(index, conf, data))
-        await self._write(self._storage.compact(index))
+        # Both writes free space (WriteSet.frees_space), so they pass a disk
+        # below its floor: the snapshot replaces the stored one and holds no
+        # more than it plus the entries it covers, which the compaction
+        # drops (adding one small truncation record).
+        snapshot = self._storage.create_snapshot(index, conf, data)
+        snapshot.write_set.mark_freeing()
+        await self._write(snapshot)
+        compaction = self._storage.compact(index)
+        compaction.write_set.mark_freeing()
+        await self._write(compaction)
 
     # --- hibernation -------------------------------------------------------
 

@@ -434,7 +434,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
                 )
                 for r in rewrites
             ]
-            await self._write(storage.rewrite(entries))
+            rewrite = storage.rewrite(entries)
+            rewrite.write_set.mark_freeing()  # each keeps a subset of the records it replaces
+            await self._write(rewrite)
             self._cleaner.compacted_bytes += sm.resize_batches({r.raft_index: len(r.batch) for r in rewrites})
         if pass_done and self._cleaner.compacted_bytes > self._compacted_at_last_range:
             self._compacted_at_last_range = self._cleaner.compacted_bytes

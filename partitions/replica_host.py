@@ -21,7 +21,7 @@ Invariants:
   out of everything created in it (partitions/owner_only.py).
 - A group whose replica was removed with its data either has no data left
   here or is in ``undeleted`` (its deletion was refused below the disk's
-  floor): it is never opened again before that deletion is written, so a
+  freeing floor): it is never opened again before that deletion is written, so a
   copy the group stopped counting never comes back with its old log.
 - ``close`` stops replicas first, then the writer (writing what is pending),
   then the store, so nothing acknowledged is left unwritten.
@@ -191,7 +191,8 @@ class ReplicaHost:
         exists): a voter that forgets entries it acknowledged leaves them
         with one copy fewer, and could let a stale leader win.
 
-        Below the disk's floor the deletion's write is refused
+        A deletion only deletes, so it passes the disk's floor; below the
+        freeing floor (partitions/disk_space.py) its write is refused
         (``NoSpaceForWrite``, raised here): the replica stays stopped, its
         data stays stored and the group stays in ``undeleted`` until a
         later ``remove_replica(group, delete_data=True)`` gets it written

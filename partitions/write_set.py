@@ -13,6 +13,11 @@ Invariants:
   tests.
 - ``nbytes`` is the sum of the key and value lengths of every operation, a
   cheap measure of what the write costs (for stats and batch limits).
+- ``frees_space`` is true for a write set that only deletes, or whose
+  builder marked it (``mark_freeing``) because it lets go of at least as
+  many stored bytes as it adds (a retention cut, a compaction's rewrite).
+  The group-commit writer lets such writes through the disk's floor
+  (partitions/disk_space.py): they are how a full disk gets space back.
 - Once handed to the writer, a write set must not change.
 """
 
@@ -36,11 +41,24 @@ key, for DELETE it is ``b""``."""
 
 
 class WriteSet:
-    __slots__ = ("nbytes", "ops")
+    __slots__ = ("_marked_freeing", "nbytes", "ops")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.nbytes = 0
+        self._marked_freeing = False
+
+    def mark_freeing(self) -> None:
+        """Declare that this write lets go of at least as many stored bytes
+        as it adds (module docstring); only its builder can know that."""
+        self._marked_freeing = True
+
+    @property
+    def frees_space(self) -> bool:
+        """Marked freeing, or only deletes (at least one operation)."""
+        if self._marked_freeing:
+            return True
+        return bool(self.ops) and all(op[0] != OpKind.PUT for op in self.ops)
 
     def put(self, cf: ColumnFamily, key: bytes, value: bytes) -> None:
         self.ops.append((OpKind.PUT, cf, key, value))
@@ -58,7 +76,9 @@ class WriteSet:
         self.nbytes += len(begin) + len(end)
 
     def extend(self, other: WriteSet) -> None:
-        """Append ``other``'s operations after this set's."""
+        """Append ``other``'s operations after this set's (freeing only if
+        both were)."""
+        self._marked_freeing = (not self.ops or self.frees_space) and (not other.ops or other.frees_space)
         self.ops.extend(other.ops)
         self.nbytes += other.nbytes
 

@@ -121,3 +121,56 @@ async def test_the_writer_refuses_below_the_floor_and_stays_healthy(tmp_path: Pa
     finally:
         writer.close()
         store.close()
+
+
+def deletion(group: int) -> WriteSet:
+    ws = WriteSet()
+    ws.delete_range(ColumnFamily.RAFT_LOG, log_key(group, 0), log_key(group, 1 << 40))
+    return ws
+
+
+async def test_writes_that_free_space_pass_the_floor_down_to_the_freeing_floor(tmp_path: Path) -> None:
+    """Below the floor nothing could free space if deletions were refused
+    too: a deletion (or a write its builder marked freeing) is written while
+    an addition in the same batch is refused; below half the floor, both
+    are refused."""
+    disk = FakeDisk(100 * MiB)
+    space = DiskSpace(tmp_path, 64 * MiB, probe=disk.probe, refresh_s=0.0)
+    assert space.freeing_floor_bytes == 8 * MiB
+    store = NodeStore(tmp_path / "store")
+    writer = GroupCommitWriter(store, disk=space)
+    try:
+        for group in (1, 2, 3):
+            await writer.write(one_entry(group, 1000))
+        disk.free = 12 * MiB  # below the 16 MiB floor, above the 8 MiB freeing floor
+        marked = one_entry(3, 10)  # a smaller rewrite of group 3's entry
+        marked.mark_freeing()
+        results = await asyncio.gather(
+            writer.write(one_entry(4, 1000)),
+            writer.write(deletion(1)),
+            writer.write(marked),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], NoSpaceForWrite) and results[1:] == [None, None], results
+        assert store.get(ColumnFamily.RAFT_LOG, log_key(4, 1)) is None  # the addition: nothing written
+        assert store.get(ColumnFamily.RAFT_LOG, log_key(1, 1)) is None  # the deletion: written
+        assert store.get(ColumnFamily.RAFT_LOG, log_key(3, 1)) == b"x" * 10
+        disk.free = 8 * MiB  # at the freeing floor: even a deletion is refused
+        with pytest.raises(NoSpaceForWrite):
+            await writer.write(deletion(2))
+        assert store.get(ColumnFamily.RAFT_LOG, log_key(2, 1)) == b"x" * 1000
+        assert writer.failure is None
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_only_deletions_or_marked_writes_free_space() -> None:
+    assert deletion(1).frees_space and not one_entry(1, 10).frees_space and not WriteSet().frees_space
+    mixed = deletion(1)
+    mixed.extend(one_entry(2, 10))
+    assert not mixed.frees_space
+    marked = one_entry(1, 10)
+    marked.mark_freeing()
+    marked.extend(deletion(2))
+    assert marked.frees_space

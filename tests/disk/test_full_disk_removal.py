@@ -1,10 +1,13 @@
-"""Removing a replica with its data on a disk below its floor (fake
-free-space probe per node, in-process hosts, real RocksDB).
+"""Removing a replica with its data on a full disk (fake free-space probe
+per node, in-process hosts, real RocksDB).
 
-The deletion is a write, and below the floor the writer refuses every write
-(``NoSpaceForWrite``, partitions/disk_space.py). Rules checked here:
+The deletion is a write that only deletes: the writer lets it through the
+floor, down to the freeing floor (half the floor), and refuses it below
+that (``NoSpaceForWrite``, partitions/disk_space.py). Rules checked here:
 
-- the host stops the replica, keeps the data, and lists the group in
+- below the floor but above the freeing floor, the deletion is written at
+  once (it is how the disk gets space back);
+- below the freeing floor, the host stops the replica, keeps the data, and lists the group in
   ``undeleted``; a later ``remove_replica(group, delete_data=True)`` writes
   the deletion once there is room, and the group is never opened again on
   its old data meanwhile (before: the retry was a no-op and a re-added
@@ -23,6 +26,7 @@ import pytest
 
 from cluster.controller import DeleteTopic
 from cluster.reconciler import Reconciler
+from partitions.disk_space import MiB
 from partitions.replica import ReplicaConfig
 from partitions.replica_host import HostConfig
 from partitions.storage_errors import NoSpaceForWrite
@@ -32,7 +36,8 @@ from tests.partitions.replica_cluster import InProcessCluster, batch
 
 pytestmark = pytest.mark.timeout(60)
 
-BELOW_FLOOR = RESERVE // 8  # the floor is a quarter of the reserve
+BELOW_FLOOR = RESERVE // 8 + MiB  # floor: a quarter of the reserve; freeing floor: an eighth
+NO_ROOM = RESERVE // 16  # below the freeing floor: even a deletion is refused
 
 
 @pytest.fixture
@@ -56,12 +61,25 @@ async def replicas(tmp_path: Path) -> AsyncIterator[tuple[InProcessCluster, Fake
         await c.close()
 
 
-async def test_a_refused_deletion_is_kept_and_done_once_there_is_room(
+async def test_a_deletion_goes_through_the_floor(
     replicas: tuple[InProcessCluster, FakeDisks],
 ) -> None:
     c, disks = replicas
     host = c.hosts[3]
     disks.free[3] = BELOW_FLOOR
+    assert not host.disk.room_for(1)
+    await host.remove_replica(1, delete_data=True)
+    assert host.replica(1) is None and host.undeleted == frozenset()
+    emptied = await host.join_group(1)
+    assert emptied.voters == frozenset() and emptied.high_watermark == 0
+
+
+async def test_a_refused_deletion_is_kept_and_done_once_there_is_room(
+    replicas: tuple[InProcessCluster, FakeDisks],
+) -> None:
+    c, disks = replicas
+    host = c.hosts[3]
+    disks.free[3] = NO_ROOM
     with pytest.raises(NoSpaceForWrite):
         await host.remove_replica(1, delete_data=True)
     assert host.replica(1) is None and host.undeleted == {1}
@@ -85,7 +103,7 @@ async def test_reopening_a_group_owed_a_deletion_deletes_first(
 ) -> None:
     c, disks = replicas
     host = c.hosts[3]
-    disks.free[3] = BELOW_FLOOR
+    disks.free[3] = NO_ROOM
     with pytest.raises(NoSpaceForWrite):
         await host.remove_replica(1, delete_data=True)
     del disks.free[3]
@@ -127,7 +145,7 @@ async def test_the_reconciler_retries_a_deletion_until_space_returns(
         {},
     )
     log.ok(DeleteTopic("acme", "t"))  # the group is gone: its replica is deleted at once
-    disks.free[3] = BELOW_FLOOR
+    disks.free[3] = NO_ROOM
     for _ in range(3):  # neither the first pass nor the retries fail
         await reconciler.reconcile()
         assert host.replica(1) is None and host.undeleted == {1}

@@ -76,11 +76,12 @@ def values(replica: Replica) -> list[tuple[int, bytes]]:
 
 
 def log_of(replica: Replica) -> list[bytes]:
-    """The record values of a replica's partition log (leader or not), in
-    offset order: the batches its state machine gave offsets to (an
-    idempotent retry it deduplicated is a Raft entry, but not in the log)."""
+    """The record values of a replica's partition log (leader or not), from
+    its start offset in offset order: the batches its state machine gave
+    offsets to (an idempotent retry it deduplicated is a Raft entry, but
+    not in the log)."""
     sm, storage = replica._sm, replica._storage  # a test reads the replica's own copy
-    locations = sm.locate(0, 64 << 20)
+    locations = sm.locate(sm.log_start_offset, 64 << 20)
     if not locations:
         return []
     located = {loc.raft_index for loc in locations}
