@@ -59,7 +59,7 @@ class NodeQuotas:
         self._groups = groups
         self.view = NodeQuotaView(controller, host)
         self.service = QuotaService(
-            node_id, self.view, group_exists=self._group_exists, group_count=self._group_count
+            node_id, self.view, group_exists=self._group_exists, group_names=self._group_names
         )
         self.stage = QuotaStage(self.service, self.view, FairScheduler())
         self.poller = UsagePoller(self.service, controller, prove, dial, channels)
@@ -96,19 +96,20 @@ class NodeQuotas:
             return False if error.info.reason == Reason.GROUP_NOT_FOUND else None
         return True
 
-    async def _group_count(self, tenant: str) -> int:
+    async def _group_names(self, tenant: str) -> set[str]:
         groups = self._groups()
         if groups is None:
-            return 0
-        count, token = 0, ""
+            return set()
+        names: set[str] = set()
+        token = ""
         while True:
             try:
                 page = await groups.list_groups(
                     tenant, groups_pb2.ListGroupsRequest(page_size=_LIST_PAGE, page_token=token)
                 )
             except ServiceError:
-                return count  # a coordinator partition changed hands meanwhile: the next poll counts it
-            count += len(page.groups)
+                return names  # a coordinator partition changed hands meanwhile: the next poll counts it
+            names.update(g.group for g in page.groups)
             token = page.next_page_token
             if not token:
-                return count
+                return names

@@ -17,7 +17,14 @@ What is charged where (the README's "Quotas" section says it for users):
 - storage: the batch bytes of the tenant's partitions, each counted on its
   leader, summed over nodes (usage_poller.py) about once a second;
 - groups: consumer groups (members or committed offsets) summed over the
-  coordinators, checked when a call would create a group.
+  coordinators, checked when a call would create a group. A call that may
+  create a group holds a *reservation* of its name from before its first
+  await until it ends (``new_group``), so concurrent calls creating
+  different new groups on this node are counted against each other: each
+  counts the groups existing here, plus the names reserved before its own,
+  plus the other nodes' reports (groups created at the same moment on
+  *other* coordinators are seen only with their next report, about a
+  second later).
 
 Each rate bucket runs at this node's share of the quota (shares.py), sized
 again when the metadata changes and at least every ``RECOMPUTE_S``
@@ -39,13 +46,19 @@ Invariants:
    rate is still measured for ``usage``).
 4. ``streams[tenant]`` equals the number of ``stream_opened`` calls not yet
    matched by ``stream_closed``.
+5. A group name is reserved exactly while some ``new_group`` block for it
+   is open; of two calls for different new groups on this node, the later
+   reservation counts the earlier one (between reserving and deciding
+   nothing else of the count is read from a reservation made later).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -124,8 +137,8 @@ class QuotaView(Protocol):
 
 GroupLookup = Callable[[str, str], Awaitable[bool | None]]
 """``(tenant, group)`` -> whether the group exists (None: not known here)."""
-GroupCount = Callable[[str], Awaitable[int]]
-"""``tenant`` -> its groups coordinated on this node."""
+GroupNames = Callable[[str], Awaitable[Collection[str]]]
+"""``tenant`` -> the names of its groups coordinated on this node."""
 
 
 def quota_exceeded(what: str, retry_after_s: float, limit: float) -> ServiceError:
@@ -181,14 +194,17 @@ class QuotaService:
         view: QuotaView,
         *,
         group_exists: GroupLookup | None = None,
-        group_count: GroupCount | None = None,
+        group_names: GroupNames | None = None,
         board: UsageBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = node_id
         self._view = view
         self._group_exists = group_exists
-        self._group_count = group_count
+        self._group_names = group_names
+        # tenant -> group name -> [reservation number, open blocks] (invariant 5)
+        self._reserved: dict[str, dict[str, list[int]]] = {}
+        self._reservations = itertools.count(1)
         self.board = board or UsageBoard(node_id)
         self._clock = clock
         self._tenants: dict[str, _Tenant] = {}
@@ -296,16 +312,47 @@ class QuotaService:
         if state is not None and state.streams > 0:
             state.streams -= 1
 
-    async def check_new_group(self, tenant: str, group: str) -> None:
-        """Refuse a call that would create ``group`` once the tenant has its
-        ``groups`` quota of them (only asked when the group does not exist)."""
+    @asynccontextmanager
+    async def new_group(self, tenant: str, group: str) -> AsyncIterator[None]:
+        """Around a call that would create ``group`` if it does not exist:
+        refuse it on entry once the tenant has its ``groups`` quota of
+        them, counting the names reserved before this one (module
+        docstring); the name stays reserved until the block ends."""
         limit = self.limits(tenant).groups
         if limit is None or self._group_exists is None:
+            yield
             return
+        number = self._reserve(tenant, group)  # before any await: concurrent calls see it
+        try:
+            await self._check_new_group(tenant, group, number, limit)
+            yield
+        finally:
+            self._unreserve(tenant, group)
+
+    def _reserve(self, tenant: str, group: str) -> int:
+        reserved = self._reserved.setdefault(tenant, {})
+        held = reserved.get(group)
+        if held is None:
+            held = reserved[group] = [next(self._reservations), 0]
+        held[1] += 1  # another call for the same group shares its number
+        return held[0]
+
+    def _unreserve(self, tenant: str, group: str) -> None:
+        reserved = self._reserved[tenant]
+        held = reserved[group]
+        held[1] -= 1
+        if held[1] == 0:
+            del reserved[group]
+            if not reserved:
+                del self._reserved[tenant]
+
+    async def _check_new_group(self, tenant: str, group: str, number: int, limit: int) -> None:
+        assert self._group_exists is not None
         if await self._group_exists(tenant, group) is not False:
             return  # exists, or this node does not coordinate it (the call says where to go)
-        count = await self._group_count(tenant) if self._group_count is not None else 0
-        count += self.board.others(tenant, self._clock()).groups
+        names = set(await self._group_names(tenant)) if self._group_names is not None else set()
+        earlier = {g for g, (n, _) in self._reserved.get(tenant, {}).items() if n < number}
+        count = len(names | earlier) + self.board.others(tenant, self._clock()).groups
         if count >= limit:
             raise quota_exceeded("consumer groups", math.inf, limit)
 
@@ -315,7 +362,7 @@ class QuotaService:
         """``tenant``'s figures on this node."""
         now = self._clock()
         state = self._tenant(tenant, now)
-        groups = await self._group_count(tenant) if self._group_count is not None else 0
+        groups = len(await self._group_names(tenant)) if self._group_names is not None else 0
         return TenantUsage(
             stored_bytes=state.stored_bytes,
             groups=groups,

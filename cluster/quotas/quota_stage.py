@@ -13,9 +13,12 @@ Per admitted public call of a tenant, before its handler:
 2. A ``StreamFetch`` is counted among the tenant's open streams (refused
    over ``streams``) until it ends.
 3. A ``JoinGroup``, or a ``CommitOffsets`` without a member (Kafka's simple
-   commit, which creates a group too), is refused when it would create a
-   group beyond ``groups``; the existence check runs only for those two
-   methods and only when the tenant has a group quota.
+   commit, which creates a group too), is first checked against the key's
+   group prefixes (``PERMISSION_DENIED KEY_SCOPE`` wins over the quota),
+   then refused when it would create a group beyond ``groups``; the
+   existence check runs only for those two methods and only when the
+   tenant has a group quota, and the group's name stays reserved while the
+   call runs (``QuotaService.new_group``).
 4. ``Produce`` and ``Fetch`` then take their turn in the node's
    ``FairScheduler`` (per-tenant queues served round-robin): a produce, or a
    fetch that does not wait for data, holds a slot for the whole call; a
@@ -42,12 +45,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 import grpc
 
 from cluster.frontend.front_door import Caller, current_caller
+from cluster.frontend.key_scope import check_group
 from cluster.frontend.log_service import LogService
 from cluster.quotas.fair_scheduler import FairScheduler
 from cluster.quotas.quota_service import QuotaService, QuotaView
@@ -107,43 +111,37 @@ class QuotaStage:
             yield None
             return
         tenant = caller.tenant
-        view = self._view
-        if method == STREAM_FETCH:
-            service.stream_opened(tenant)  # may refuse; released below if admit does
-        try:
-            if method == PRODUCE:
-                group = view.group_of(tenant, request.topic, request.partition)
-                delay = service.admit(tenant, produce_group=group, produce_bytes=len(request.batch))
-            elif method == FETCH:
-                group = view.group_of(tenant, request.topic, request.partition)
-                delay = service.admit(tenant, fetch_group=group)
-            else:
-                if method == JOIN_GROUP or (method == COMMIT_OFFSETS and not request.member_id):
-                    await service.check_new_group(tenant, request.group)
-                delay = service.admit(tenant)
-        except BaseException:
+        async with AsyncExitStack() as held:  # what is counted or reserved, released however the call ends
             if method == STREAM_FETCH:
-                service.stream_closed(tenant)
-            raise
-        if method == STREAM_FETCH:
-            try:
-                if delay > 0:
-                    await self._sleep(delay)
+                service.stream_opened(tenant)  # may refuse
+                held.callback(service.stream_closed, tenant)
+            if method == JOIN_GROUP or (method == COMMIT_OFFSETS and not request.member_id):
+                # A group outside the key's scope is refused KEY_SCOPE
+                # whatever the group quota says (the handler checks it too).
+                check_group(caller.principal, request.group)
+                await held.enter_async_context(service.new_group(tenant, request.group))
+            delay = self._admit(method, tenant, request)
+            if delay > 0:
+                await self._sleep(delay)
+            if method == PRODUCE or (method == FETCH and not request.max_wait_ms):
+                async with self._scheduler.slot(tenant):
+                    yield None
+            elif method == FETCH:
+                await self._scheduler.acquire(tenant)  # a long poll: its turn, not a slot
+                self._scheduler.release()
                 yield None
-            finally:
-                service.stream_closed(tenant)
-            return
-        if delay > 0:
-            await self._sleep(delay)
-        if method == PRODUCE or (method == FETCH and not request.max_wait_ms):
-            async with self._scheduler.slot(tenant):
+            else:
                 yield None
-        elif method == FETCH:
-            await self._scheduler.acquire(tenant)  # a long poll: its turn, not a slot
-            self._scheduler.release()
-            yield None
-        else:
-            yield None
+
+    def _admit(self, method: str, tenant: str, request: Any) -> float:
+        """``QuotaService.admit`` with the call's partition and bytes."""
+        view, service = self._view, self._service
+        if method == PRODUCE:
+            group = view.group_of(tenant, request.topic, request.partition)
+            return service.admit(tenant, produce_group=group, produce_bytes=len(request.batch))
+        if method == FETCH:
+            return service.admit(tenant, fetch_group=view.group_of(tenant, request.topic, request.partition))
+        return service.admit(tenant)
 
 
 class MeteredLogService(LogService):

@@ -16,6 +16,7 @@ import pytest
 
 from client.auth import call_metadata
 from cluster.controller import Assignment, Principal
+from cluster.controller.model import KeyScope
 from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.quotas.fair_scheduler import FairScheduler
@@ -307,10 +308,10 @@ async def test_a_new_group_beyond_the_quota_is_refused_and_existing_groups_still
     async def exists(tenant: str, group: str) -> bool | None:
         return group in existing
 
-    async def count(tenant: str) -> int:
-        return len(existing)
+    async def names(tenant: str) -> set[str]:
+        return set(existing)
 
-    service = QuotaService(1, view, group_exists=exists, group_count=count, clock=clock)
+    service = QuotaService(1, view, group_exists=exists, group_names=names, clock=clock)
     stage = QuotaStage(service, view)
     join = groups_pb2.JoinGroupRequest(group="g1")
     async with stage(JOIN_GROUP, CALLER, join, None):
@@ -330,3 +331,74 @@ async def test_a_new_group_beyond_the_quota_is_refused_and_existing_groups_still
         async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group="g4"), None):
             pass
     assert (await service.usage(TENANT)).groups == 2
+
+
+async def test_concurrent_calls_creating_new_groups_count_each_other() -> None:
+    """Three joins of three new groups at once, one group left under the
+    quota: the existence checks all await before any join creates its group,
+    yet only the first is admitted (its name is reserved while it runs); a
+    second member joining the *same* new group shares the reservation."""
+    view = FakeView(limits=Limits(groups=3))
+    existing = {"g1", "g2"}
+    checked = asyncio.Event()
+
+    async def exists(tenant: str, group: str) -> bool | None:
+        await checked.wait()  # every call is past its first await before any decides
+        return group in existing
+
+    async def names(tenant: str) -> set[str]:
+        return set(existing)
+
+    service = QuotaService(1, view, group_exists=exists, group_names=names, clock=Clock())
+    stage = QuotaStage(service, view)
+    joined, finish = [], asyncio.Event()
+
+    async def join(group: str) -> str:
+        try:
+            async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group=group), None):
+                joined.append(group)
+                await finish.wait()  # a join in flight: its group is not created yet
+                existing.add(group)
+        except ServiceError as error:
+            assert error.info.reason == Reason.QUOTA_EXCEEDED
+            return "refused"
+        return "joined"
+
+    calls = [asyncio.create_task(join(g)) for g in ("g3", "g4", "g3", "g5")]
+    await asyncio.sleep(0)
+    checked.set()
+    for _ in range(100):
+        if len(joined) == 2 and sum(c.done() for c in calls) == 2:
+            break
+        await asyncio.sleep(0.01)
+    finish.set()
+    assert await asyncio.gather(*calls) == ["joined", "refused", "joined", "refused"]
+    assert existing == {"g1", "g2", "g3"}
+    async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group="g3"), None):
+        pass  # an existing group still joins; nothing stays reserved
+    assert service._reserved == {}
+
+
+async def test_a_group_outside_the_keys_scope_is_refused_for_scope_before_the_quota() -> None:
+    view = FakeView(limits=Limits(groups=0))  # no group may be created
+
+    async def exists(tenant: str, group: str) -> bool | None:
+        return False
+
+    service = QuotaService(1, view, group_exists=exists, clock=Clock())
+    stage = QuotaStage(service, view)
+    scope = KeyScope("client", consume_prefixes=("",), group_prefixes=("app-",))
+    client = Caller(Principal("k-client", TENANT, scope), TENANT)
+    for method, request in (
+        (JOIN_GROUP, groups_pb2.JoinGroupRequest(group="other")),
+        (COMMIT_OFFSETS, groups_pb2.CommitOffsetsRequest(group="other")),
+    ):
+        with pytest.raises(ServiceError) as caught:
+            async with stage(method, client, request, None):
+                raise AssertionError("the handler ran")
+        assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert caught.value.info.reason == Reason.KEY_SCOPE
+    with pytest.raises(ServiceError) as caught:  # in scope: the quota answers
+        async with stage(JOIN_GROUP, client, groups_pb2.JoinGroupRequest(group="app-1"), None):
+            raise AssertionError("the handler ran")
+    assert caught.value.info.reason == Reason.QUOTA_EXCEEDED
