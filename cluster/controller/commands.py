@@ -137,12 +137,6 @@ __all__ = [
     "UnsupportedCommand",
     "decode_command",
     "encode_command",
-    "read_compaction",
-    "read_key_scope",
-    "read_key_tenant",
-    "write_compaction",
-    "write_key_scope",
-    "write_key_tenant",
 ]
 
 _DEFAULT_COMPACTION: tuple[str, int, int, int | None] = ("delete", 0, DEFAULT_DELETE_RETENTION_MS, None)
@@ -183,20 +177,17 @@ class DeleteTenant:
 class CreateApiKey:
     """Store an API key's salted hash (``api_keys.issue_api_key`` makes one).
     ``tenant`` None is an operator key. The clear key is never in the log.
-    ``scope`` not given: the tenant's default (``model.default_scope``);
-    ``expires_at_ms`` 0: never."""
+    A key made before scopes existed has its tenant's default scope
+    (``model.default_scope``, what version 1 means); ``expires_at_ms`` 0:
+    never."""
 
     KIND: ClassVar[CommandKind] = CommandKind.CREATE_API_KEY
     key_id: str
     tenant: str | None
     salt: bytes
     digest: bytes
-    scope: KeyScope = None  # type: ignore[assignment]
+    scope: KeyScope
     expires_at_ms: int = 0
-
-    def __post_init__(self) -> None:
-        if self.scope is None:
-            object.__setattr__(self, "scope", default_scope(self.tenant))
 
     @property
     def wire_version(self) -> int:
@@ -216,7 +207,7 @@ class CreateApiKey:
         key_id = r.text("key_id")
         tenant, salt, digest = read_key_tenant(r, key_id), r.blob("salt"), r.blob("digest")
         if version == 1:
-            return cls(key_id, tenant, salt, digest)
+            return cls(key_id, tenant, salt, digest, default_scope(tenant))
         scope, expires_at_ms = read_key_scope(r)
         if scope == default_scope(tenant) and expires_at_ms == 0:
             raise WireError(f"{r.what}: version 2 with the default scope and no expiry (version 1 holds it)")

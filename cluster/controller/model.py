@@ -381,14 +381,9 @@ class ApiKeyRecord:
     salt: bytes = field(repr=False)
     digest: bytes = field(repr=False)
     created_index: int
-    scope: KeyScope = None  # type: ignore[assignment]
-    """None given: ``default_scope(tenant)``."""
+    scope: KeyScope
     expires_at_ms: int = 0
     """Unix time in ms from which the key is refused; 0: never."""
-
-    def __post_init__(self) -> None:
-        if self.scope is None:
-            object.__setattr__(self, "scope", default_scope(self.tenant))
 
     def info(self) -> ApiKeyInfo:
         return ApiKeyInfo(self.key_id, self.tenant, self.created_index, self.scope, self.expires_at_ms)
@@ -401,29 +396,34 @@ class ApiKeyInfo:
     key_id: str
     tenant: str | None
     created_index: int
-    scope: KeyScope = None  # type: ignore[assignment]
-    """None given: ``default_scope(tenant)``."""
+    scope: KeyScope
     expires_at_ms: int = 0
 
-    def __post_init__(self) -> None:
-        if self.scope is None:
-            object.__setattr__(self, "scope", default_scope(self.tenant))
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Principal:
-    """Who an authenticated request acts as, and what it may do."""
+    """Who an authenticated request acts as, and what it may do.
+
+    The one record whose scope may be left out (a test or tool that names a
+    caller by its tenant alone): the explicit ``__init__`` below fills in
+    ``default_scope(tenant)``, so ``scope`` is always a ``KeyScope``. The
+    stored records (``ApiKeyRecord``, ``ApiKeyInfo``, ``CreateApiKey``) take
+    it as a required field."""
 
     key_id: str
     tenant: str | None
-    scope: KeyScope = None  # type: ignore[assignment]
-    """None given: ``default_scope(tenant)``."""
-    expires_at_ms: int = 0
+    scope: KeyScope
+    expires_at_ms: int
     """0: never expires (``key_expired``)."""
 
-    def __post_init__(self) -> None:
-        if self.scope is None:
-            object.__setattr__(self, "scope", default_scope(self.tenant))
+    def __init__(
+        self, key_id: str, tenant: str | None, scope: KeyScope | None = None, expires_at_ms: int = 0
+    ) -> None:
+        # Frozen: fields are set once, here, the way dataclasses' own __init__ does.
+        object.__setattr__(self, "key_id", key_id)
+        object.__setattr__(self, "tenant", tenant)
+        object.__setattr__(self, "scope", default_scope(tenant) if scope is None else scope)
+        object.__setattr__(self, "expires_at_ms", expires_at_ms)
 
     @property
     def is_operator(self) -> bool:

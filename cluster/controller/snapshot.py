@@ -14,13 +14,13 @@ next_group_id u64  the Raft group the next partition gets
 tenants            u32 count, then name text, created_index u64
 api_keys           u32 count, then key_id text, is_operator flag, tenant
                    text, salt blob, digest blob, created_index u64,
-                   (version 3: ``key_scope`` as commands.py writes it)
+                   (version 3: ``key_scope``, field_codecs.py)
 nodes              u32 count, then node_id u64, address text, zone text,
                    controller_eligible flag, alive flag, decommissioning flag
 topics             u32 count, then tenant text, name text, partitions u32,
                    replication_factor u16, retention_ms opt_i64,
                    retention_bytes opt_i64, revision u64, (version 2:
-                   ``compaction`` as commands.py writes it, config_revision
+                   ``compaction``, field_codecs.py, config_revision
                    u64), and per partition: group u64, replicas ids,
                    learners ids, revision u64
 quota_defaults     version 3 only: the applied cluster defaults, the 8
@@ -60,7 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.controller.commands import (
+from cluster.controller.field_codecs import (
     read_compaction,
     read_key_scope,
     read_key_tenant,

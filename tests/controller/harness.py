@@ -27,7 +27,7 @@ from cluster.controller.commands import (
     SetQuota,
     encode_command,
 )
-from cluster.controller.model import CLEANUP_POLICIES, ROLES, KeyScope, TopicConfig
+from cluster.controller.model import CLEANUP_POLICIES, ROLES, KeyScope, TopicConfig, default_scope
 from cluster.controller.placement import Plan, place_partitions
 from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import ApplyResult, Rejected
@@ -120,6 +120,15 @@ key_scopes = st.builds(KeyScope, st.sampled_from(ROLES) | any_text, prefix_lists
 quota_limits = st.builds(QuotaLimits, *[opt_i64] * 8)
 
 
+def _api_key(
+    key_id: str, tenant: str | None, salt: bytes, digest: bytes, scope: KeyScope | None, expires_at_ms: int
+) -> CreateApiKey:
+    """A key command; ``scope`` None: its tenant's default (a version 1 key)."""
+    return CreateApiKey(
+        key_id, tenant, salt, digest, default_scope(tenant) if scope is None else scope, expires_at_ms
+    )
+
+
 def commands() -> st.SearchStrategy[Command]:
     """Any command with field values that fit their encoding."""
     texts, numbers = any_text, ids
@@ -127,7 +136,7 @@ def commands() -> st.SearchStrategy[Command]:
         st.builds(CreateTenant, texts),
         st.builds(DeleteTenant, texts),
         st.builds(
-            CreateApiKey,
+            _api_key,
             texts,
             st.none() | texts,
             st.binary(max_size=20),

@@ -3,6 +3,8 @@ the state machine treats bytes it cannot apply."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,7 +36,15 @@ from cluster.controller.commands import (
     decode_command,
     encode_command,
 )
-from cluster.controller.model import ADMIN_SCOPE, OPERATOR_SCOPE, KeyScope, TopicConfig
+from cluster.controller.model import (
+    ADMIN_SCOPE,
+    OPERATOR_SCOPE,
+    ApiKeyInfo,
+    ApiKeyRecord,
+    KeyScope,
+    Principal,
+    TopicConfig,
+)
 from cluster.controller.quotas import QuotaLimits
 from cluster.controller.results import Rejected, RejectReason
 from cluster.controller.state import ControllerState
@@ -166,12 +176,11 @@ def test_a_scoped_or_expiring_key_is_version_2_and_a_default_key_stays_version_1
     """Keys made before scopes existed (an admin key of a tenant, an
     operator key) are still the v1 bytes, byte for byte; a client key or
     an expiring key appends ``key_scope``."""
-    plain = CreateApiKey("k", "acme", _SALT, _DIGEST)
-    assert plain.scope == ADMIN_SCOPE and plain == CreateApiKey("k", "acme", _SALT, _DIGEST, ADMIN_SCOPE)
+    plain = CreateApiKey("k", "acme", _SALT, _DIGEST, ADMIN_SCOPE)
     assert encode_command(plain) == _V1_KEY
-    assert decode_command(_V1_KEY) == plain
-    operator = CreateApiKey("k", None, _SALT, _DIGEST)
-    assert operator.scope == OPERATOR_SCOPE and encode_command(operator)[1] == 1
+    assert decode_command(_V1_KEY) == plain  # version 1 means the tenant's default scope
+    operator = CreateApiKey("k", None, _SALT, _DIGEST, OPERATOR_SCOPE)
+    assert encode_command(operator)[1] == 1 and decode_command(encode_command(operator)) == operator
     client = CreateApiKey("k", "acme", _SALT, _DIGEST, KeyScope("client", ("b", "a"), ("",)), 1_700)
     v2 = (
         bytes([3, 2])
@@ -184,8 +193,24 @@ def test_a_scoped_or_expiring_key_is_version_2_and_a_default_key_stays_version_1
     )
     assert encode_command(client) == v2
     assert decode_command(v2) == client
-    expiring = CreateApiKey("k", "acme", _SALT, _DIGEST, expires_at_ms=5)
+    expiring = CreateApiKey("k", "acme", _SALT, _DIGEST, ADMIN_SCOPE, expires_at_ms=5)
     assert encode_command(expiring)[1] == 2 and decode_command(encode_command(expiring)) == expiring
+
+
+def test_a_stored_key_always_names_its_scope_and_only_a_principal_defaults_it() -> None:
+    """``CreateApiKey``, ``ApiKeyRecord`` and ``ApiKeyInfo`` take the scope
+    as a required field (no None standing in for "the default");
+    ``Principal`` fills in its tenant's default when none is given."""
+    with pytest.raises(TypeError, match="scope"):
+        CreateApiKey("k", "acme", _SALT, _DIGEST)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="scope"):
+        ApiKeyRecord("k", "acme", _SALT, _DIGEST, 1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="scope"):
+        ApiKeyInfo("k", "acme", 1)  # type: ignore[call-arg]
+    assert Principal("k", "acme").scope == ADMIN_SCOPE and Principal("k", None).scope == OPERATOR_SCOPE
+    client = KeyScope("client", ("a",))
+    assert Principal("k", "acme", client, 5) == Principal("k", "acme", scope=client, expires_at_ms=5)
+    assert replace(Principal("k", "acme", client), expires_at_ms=9).scope == client
 
 
 def test_a_version_2_key_that_version_1_could_hold_is_malformed() -> None:

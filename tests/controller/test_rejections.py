@@ -122,8 +122,16 @@ def _after(first: Command, then: Command) -> Callable[[Log], Command]:
     return build
 
 
-def _key(tenant: str | None, scope: KeyScope | None = None, expires_at_ms: int = 0) -> CreateApiKey:
-    return CreateApiKey("0" * 16, tenant, bytes(16), bytes(32), scope or default_scope(tenant), expires_at_ms)
+def _key(
+    tenant: str | None,
+    scope: KeyScope | None = None,
+    expires_at_ms: int = 0,
+    *,
+    key_id: str = "0" * 16,
+    salt: bytes = bytes(16),
+    digest: bytes = bytes(32),
+) -> CreateApiKey:
+    return CreateApiKey(key_id, tenant, salt, digest, scope or default_scope(tenant), expires_at_ms)
 
 
 def _remove_with_replicas(log: Log) -> Command:
@@ -155,10 +163,10 @@ CASES = [
     Case(R.UNKNOWN_TENANT, "delete topic", lambda log: DeleteTopic("nope", "events")),
     Case(R.UNKNOWN_TENANT, "key", lambda log: issue_api_key("nope").command),
     Case(R.TENANT_NOT_EMPTY, "has topics", lambda log: DeleteTenant("acme")),
-    Case(R.INVALID_API_KEY, "key id", lambda log: CreateApiKey("NOT-HEX", "acme", bytes(16), bytes(32))),
-    Case(R.INVALID_API_KEY, "salt", lambda log: CreateApiKey("0" * 16, "acme", bytes(15), bytes(32))),
-    Case(R.INVALID_API_KEY, "digest", lambda log: CreateApiKey("0" * 16, None, bytes(16), bytes(31))),
-    Case(R.API_KEY_EXISTS, "same id", lambda log: CreateApiKey(KEY.key_id, "beta", bytes(16), bytes(32))),
+    Case(R.INVALID_API_KEY, "key id", lambda log: _key("acme", key_id="NOT-HEX")),
+    Case(R.INVALID_API_KEY, "salt", lambda log: _key("acme", salt=bytes(15))),
+    Case(R.INVALID_API_KEY, "digest", lambda log: _key(None, digest=bytes(31))),
+    Case(R.API_KEY_EXISTS, "same id", lambda log: _key("beta", key_id=KEY.key_id)),
     Case(R.UNKNOWN_API_KEY, "revoke", lambda log: RevokeApiKey("0" * 16)),
     Case(R.TOPIC_EXISTS, "again", lambda log: topic_command(name="events")),
     Case(R.UNKNOWN_TOPIC, "delete", lambda log: DeleteTopic("acme", "nope")),

@@ -230,7 +230,7 @@ def _broken(what: str) -> Log:
         )
     elif what == "negative expiry":
         state._api_keys[key.key_id] = ApiKeyRecord(
-            record.key_id, "acme", record.salt, record.digest, record.created_index, expires_at_ms=-5
+            record.key_id, "acme", record.salt, record.digest, record.created_index, record.scope, -5
         )
     return log
 
