@@ -11,7 +11,8 @@ the event's ``time_ms`` (so ``seek_to_timestamp`` finds ``--since``).
 ============ ============================================================
 field        meaning
 ============ ============================================================
-``format``   1 (this table); a reader refuses a newer one
+``format``   2 (this table); a reader refuses a newer one, and reads a
+             format 1 event (this table without ``count``) as ``count`` 1
 ``id``       32 lowercase hex characters, random: a retried append may
              store an event twice, readers drop the repeat by id
 ``time_ms``  wall clock (unix ms) when the node took the call
@@ -34,6 +35,11 @@ field        meaning
 ``code``     the gRPC status name (``OK``, ``PERMISSION_DENIED``, ...)
 ``reason``   the refusal's ``Reason`` name, "" when ok or unknown
 ``message``  the refusal's message (at most ``MAX_MESSAGE_CHARS``), "" when ok
+``count``    how many calls the event stands for: 1, but for a refusal at
+             the door (the key may not call the method), where the refusals
+             of one ``key_id``, ``method`` and ``reason`` are coalesced, at
+             most one event a second (door_refusals.py); the event has the
+             first one's ``id``, ``time_ms``, ``peer`` and ``tenant``
 ============ ============================================================
 
 Invariants:
@@ -43,8 +49,9 @@ Invariants:
   contains a word of ``SECRET_FIELD_WORDS`` are dropped at any depth
   (tests/audit check every AdminService request type against the list).
 - ``decode(encode(e)) == e`` for every event, and ``decode`` refuses
-  (``BadAuditEvent``) bytes ``encode`` does not produce: not canonical, a
-  missing or mistyped field, a newer format.
+  (``BadAuditEvent``) bytes ``encode`` does not produce (nor ``encode``
+  before ``count``, format 1): not canonical, a missing or mistyped field,
+  a ``count`` below 1, a newer format.
 """
 
 from __future__ import annotations
@@ -77,7 +84,8 @@ __all__ = [
 
 AUDIT_TOPIC: Final = "__audit"
 """In the system tenant (``cluster.groups.group_logs.SYSTEM_TENANT``)."""
-FORMAT: Final = 1
+FORMAT: Final = 2
+_FORMAT_WITHOUT_COUNT: Final = 1
 MAX_MESSAGE_CHARS: Final = 500
 ADMIN_SERVICE: Final = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
@@ -143,6 +151,7 @@ class AuditEvent:
     # server names does not read this default as one.
     reason: str = field(default_factory=str)
     message: str = ""
+    count: int = 1
 
     @property
     def refused(self) -> bool:
@@ -163,6 +172,7 @@ _FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
     "code": str,
     "reason": str,
     "message": str,
+    "count": int,
 }
 
 
@@ -172,7 +182,14 @@ def _canonical(value: Any) -> bytes:
 
 
 def encode(event: AuditEvent) -> bytes:
-    return _canonical({"format": FORMAT, **asdict(event)})
+    return _encode_as(event, FORMAT)
+
+
+def _encode_as(event: AuditEvent, version: int) -> bytes:
+    fields = asdict(event)
+    if version == _FORMAT_WITHOUT_COUNT:
+        del fields["count"]
+    return _canonical({"format": version, **fields})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -201,14 +218,17 @@ def decode(data: bytes) -> AuditEvent:
         raise BadAuditEvent("an audit event needs an integer format >= 1")
     if version > FORMAT:
         raise BadAuditEvent(f"audit event format {version} is newer than this reader's ({FORMAT}): upgrade")
-    if set(raw) != set(_FIELDS):
-        raise BadAuditEvent(f"audit event fields {sorted(raw)} are not {sorted(_FIELDS)}")
-    for name, kinds in _FIELDS.items():
+    expected = {name: kinds for name, kinds in _FIELDS.items() if version > 1 or name != "count"}
+    if set(raw) != set(expected):
+        raise BadAuditEvent(f"audit event fields {sorted(raw)} are not {sorted(expected)}")
+    for name, kinds in expected.items():
         value = raw[name]
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise BadAuditEvent(f"audit event field {name!r} has the wrong type")
+    if raw.get("count", 1) < 1:
+        raise BadAuditEvent("an audit event stands for at least one call (count >= 1)")
     event = AuditEvent(**raw)
-    if encode(event) != data:
+    if _encode_as(event, version) != data:
         raise BadAuditEvent("audit event bytes are not canonical")
     return event
 

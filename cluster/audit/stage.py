@@ -8,9 +8,13 @@ by the handler or the controller (``refused``, with the status, the
 client cancelled; the change may or may not have been made). A call the
 door refuses before the stages run because the key may not call the method
 (a tenant key on an operator-only method) is recorded too, through
-``refused_at_door``, which the door calls with the authenticated caller; a
-call without a valid key is not (there is nobody to name, and anyone could
-fill the topic with them: the door's log has them).
+``refused_at_door``, which the door calls with the authenticated caller —
+without waiting for the write, and coalesced (one event per key, method and
+reason a second, with a ``count``; writer.py, door_refusals.py): such a
+call costs its caller nothing else, so a loop of them must not cost a
+replicated append each, nor crowd the admin changes out of the queue. A
+call without a valid key is not recorded (there is nobody to name, and
+anyone could fill the topic with them: the door's log has them).
 
 One event per call, written by the node the client called: it knows the
 client's address. An admin change that node forwards to the controller
@@ -31,8 +35,9 @@ Invariants:
   handler's notes (call_notes.py: the id of a key the call created) —
   never from the response (where a created key's clear text is) — and the
   request passes ``events.target_of`` (no secret-named field).
-- The call answers only once its event is durable or ``AuditWriter.record``
-  gave up waiting (logged; retried in the background); the handler's
+- A call the stages ran answers only once its event is durable or
+  ``AuditWriter.record`` gave up waiting (logged; retried in the
+  background); a call refused at the door never waits for the audit. The handler's
   outcome is never changed by the audit: its exception is re-raised as it
   was, and an audit failure raises nothing.
 """
@@ -70,6 +75,7 @@ __all__ = ["AuditStage"]
 
 class Recorder(Protocol):
     async def record(self, event: AuditEvent) -> bool: ...
+    def record_door_refusal(self, event: AuditEvent) -> None: ...
 
 
 class AuditStage:
@@ -96,12 +102,13 @@ class AuditStage:
             return contextlib.nullcontext()
         return self._around(method, caller, request, context)
 
-    async def refused_at_door(
+    def refused_at_door(
         self, method: str, caller: Caller, context: grpc.aio.ServicerContext, refusal: ServiceError
     ) -> None:
-        """Record a call the door refused for its key (before any stage)."""
+        """Record a call the door refused for its key (before any stage),
+        without waiting: the writer coalesces and queues it."""
         if is_audited(method) and not self._forwarded(context):
-            await self._writer.record(
+            self._writer.record_door_refusal(
                 self._event(method, caller, None, context, self._clock_ms(), refusal=refusal)
             )
 

@@ -46,10 +46,12 @@ def test_events_round_trip_and_only_canonical_bytes_decode() -> None:
     for event in (EVENT, refused):
         assert decode(encode(event)) == event
     data = encode(EVENT)
-    assert data.startswith(b'{"code":"OK","format":1,')
+    assert data.startswith(b'{"code":"OK","count":1,"format":2,')
     for bad in (
         data.replace(b",", b", ", 1),  # not canonical
-        data.replace(b'"format":1', b'"format":2'),  # newer
+        data.replace(b'"format":2', b'"format":3'),  # newer
+        data.replace(b'"count":1', b'"count":0'),  # stands for no call
+        data.replace(b'"format":2', b'"format":1'),  # format 1 had no count
         data.replace(b'"node":2', b'"node":"2"'),  # mistyped
         data.replace(b'"tenant":"acme",', b""),  # missing field
         b"[1]",
@@ -57,6 +59,15 @@ def test_events_round_trip_and_only_canonical_bytes_decode() -> None:
     ):
         with pytest.raises(BadAuditEvent):
             decode(bad)
+
+
+def test_a_format_1_event_without_a_count_still_reads_as_one_call() -> None:
+    stored = encode(EVENT).replace(b'"count":1,', b"").replace(b'"format":2', b'"format":1')
+    assert decode(stored) == EVENT and EVENT.count == 1
+    many = replace(EVENT, count=999)
+    assert decode(encode(many)) == many
+    with pytest.raises(BadAuditEvent):
+        decode(encode(many).replace(b'"format":2', b'"format":1'))  # a count format 1 cannot have
 
 
 def test_every_admin_method_is_audited_unless_listed_read_only() -> None:

@@ -53,6 +53,9 @@ class Recorded:
         self.events.append(event)
         return True
 
+    def record_door_refusal(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
 
 def behaviours() -> dict[str, Behaviour]:
     async def create_api_key(request: Any, context: grpc.aio.ServicerContext) -> Any:
