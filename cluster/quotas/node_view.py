@@ -59,5 +59,9 @@ class NodeQuotaView:
         replica = self._host.replica(group)
         return replica.retained_bytes if replica is not None else 0
 
+    def term(self, group: int) -> int:
+        replica = self._host.replica(group)
+        return replica.term if replica is not None else 0
+
     def node_count(self) -> int:
         return len(self._controller.state.nodes())

@@ -14,8 +14,11 @@ What is charged where (the README's "Quotas" section says it for users):
   refuses the tenant's next fetch (a stream waits it out before its next
   read);
 - streams: open ``StreamFetch`` calls of the tenant on this node;
-- storage: the batch bytes of the tenant's partitions, each counted on its
-  leader, summed over nodes (usage_poller.py) about once a second;
+- storage: the batch bytes of the tenant's partitions, each counted once:
+  every node reports the size of each partition it leads with its leader
+  term and when it looked (usage_poller.py, about once a second), and the
+  newest report of each partition counts (usage.stored_total), this node's
+  own look included;
 - groups: consumer groups (members or committed offsets) summed over the
   coordinators, checked when a call would create a group. A call that may
   create a group holds a *reservation* of its name from before its first
@@ -59,7 +62,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import grpc
@@ -68,7 +71,7 @@ from cluster.frontend.front_door import Caller
 from cluster.frontend.grpc_errors import ServiceError
 from cluster.quotas.shares import burst_for, byte_share, led_count, request_share
 from cluster.quotas.token_bucket import TokenBucket
-from cluster.quotas.usage import RateMeter, TenantUsage, UsageBoard
+from cluster.quotas.usage import GroupSize, NodeReport, RateMeter, TenantUsage, UsageBoard, stored_total
 from raftlog.v1.reasons import Reason
 
 __all__ = [
@@ -132,6 +135,10 @@ class QuotaView(Protocol):
         """Batch bytes this node's replica of ``group`` holds (0: none here)."""
         ...
 
+    def term(self, group: int) -> int:
+        """The Raft term this node's replica of ``group`` is in (0: none here)."""
+        ...
+
     def node_count(self) -> int: ...
 
 
@@ -167,8 +174,10 @@ class _Tenant:
     fetch: TokenBucket | None = None
     requests: TokenBucket | None = None
     led: int = 0
-    stored_bytes: int = 0
+    sizes: dict[int, GroupSize] = field(default_factory=dict)
     """Of the partitions this node leads, as of ``computed_at``."""
+    cluster_stored: int = 0
+    """Over the cluster (usage.stored_total), as of ``computed_at``."""
     streams: int = 0
     produce_meter: RateMeter = field(default_factory=RateMeter)
     fetch_meter: RateMeter = field(default_factory=RateMeter)
@@ -197,6 +206,7 @@ class QuotaService:
         group_names: GroupNames | None = None,
         board: UsageBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
         self._view = view
@@ -207,6 +217,7 @@ class QuotaService:
         self._reservations = itertools.count(1)
         self.board = board or UsageBoard(node_id)
         self._clock = clock
+        self._wall_clock = wall_clock
         self._tenants: dict[str, _Tenant] = {}
 
     def now(self) -> float:
@@ -235,7 +246,11 @@ class QuotaService:
         limits = state.limits = view.quota(tenant)
         groups = view.tenant_groups(tenant)
         led = state.led = led_count(groups, view.leads)
-        state.stored_bytes = sum(view.stored_bytes(g) for g in groups if view.leads(g))
+        seen_ms = int(self._wall_clock() * 1000)
+        state.sizes = {
+            g: GroupSize(view.stored_bytes(g), view.term(g), seen_ms) for g in groups if view.leads(g)
+        }
+        state.cluster_stored = stored_total(groups, [state.sizes, *self.board.sizes(tenant, now)])
         partitions = len(groups)
         produce, fetch, requests = limits.produce_bytes_s, limits.fetch_bytes_s, limits.requests_s
         state.produce = _bucket(state.produce, produce, byte_share(produce or 0, led, partitions), now)
@@ -266,14 +281,11 @@ class QuotaService:
         delay = _debt(state.requests, limits.requests_s, "requests/s", now)
         charge_produce = produce_group is not None and view.leads(produce_group)
         if produce_group is not None:
-            if limits.storage_bytes is not None:
-                stored = state.stored_bytes + self.board.others(tenant, now).stored_bytes
-                if limits.storage_bytes == 0 or stored >= limits.storage_bytes:
-                    raise quota_exceeded(
-                        "storage bytes",
-                        STORAGE_RETRY_MS / 1000 if limits.storage_bytes else math.inf,
-                        limits.storage_bytes,
-                    )
+            storage = limits.storage_bytes
+            if storage is not None and (storage == 0 or state.cluster_stored >= storage):
+                raise quota_exceeded(
+                    "storage bytes", STORAGE_RETRY_MS / 1000 if storage else math.inf, storage
+                )
             if charge_produce:
                 delay = max(delay, _debt(state.produce, limits.produce_bytes_s, "produce bytes/s", now))
         if fetch_group is not None and view.leads(fetch_group):
@@ -352,7 +364,7 @@ class QuotaService:
             return  # exists, or this node does not coordinate it (the call says where to go)
         names = set(await self._group_names(tenant)) if self._group_names is not None else set()
         earlier = {g for g, (n, _) in self._reserved.get(tenant, {}).items() if n < number}
-        count = len(names | earlier) + self.board.others(tenant, self._clock()).groups
+        count = len(names | earlier) + sum(u.groups for u in self.board.others(tenant, self._clock()))
         if count >= limit:
             raise quota_exceeded("consumer groups", math.inf, limit)
 
@@ -364,7 +376,7 @@ class QuotaService:
         state = self._tenant(tenant, now)
         groups = len(await self._group_names(tenant)) if self._group_names is not None else 0
         return TenantUsage(
-            stored_bytes=state.stored_bytes,
+            stored_bytes=sum(size.size for size in state.sizes.values()),
             groups=groups,
             streams=state.streams,
             produce_bytes_s=state.produce_meter.rate(now),
@@ -372,20 +384,28 @@ class QuotaService:
             requests_s=state.request_meter.rate(now),
         )
 
-    async def local_report(self) -> dict[str, TenantUsage]:
+    async def local_report(self) -> NodeReport:
         """Every tenant's figures on this node, leaving out the all-zero ones
         (what NodeAdmin.TenantUsage answers other nodes)."""
-        report = {}
+        usage, sizes = {}, {}
         for tenant in self._view.tenants():
-            usage = await self.local_usage(tenant)
-            if usage != TenantUsage():
-                report[tenant] = usage
-        return report
+            figures = await self.local_usage(tenant)
+            if figures != TenantUsage():
+                usage[tenant] = figures
+            state = self._tenants[tenant]
+            if state.sizes:
+                sizes[tenant] = dict(state.sizes)
+        return NodeReport(usage, sizes)
 
     async def usage(self, tenant: str) -> TenantUsage:
         """``tenant``'s usage over the cluster: this node's live figures and
-        the other nodes' latest reports (at most about a second old)."""
-        return await self.local_usage(tenant) + self.board.others(tenant, self._clock())
+        the other nodes' latest reports (at most about a second old),
+        combined (usage.TenantUsage.combined: streams are the most on one
+        node), with each partition's stored bytes counted once."""
+        now = self._clock()
+        local = await self.local_usage(tenant)
+        total = TenantUsage.combined([local, *self.board.others(tenant, now)])
+        return replace(total, stored_bytes=self._tenants[tenant].cluster_stored)
 
 
 def _debt(bucket: TokenBucket | None, limit: int | None, what: str, now: float) -> float:

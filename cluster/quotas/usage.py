@@ -9,11 +9,18 @@ figures nodes learn from each other (pure: time passed in).
   (usage_poller.py) and the DescribeTenant figures (node_quotas.py) are
   derived from them (``USAGE_FIELDS``, ``DESCRIBED_AS``), and the report's
   ``TenantUsageEntry`` fields carry the same names.
-- ``UsageBoard``: the latest ``TenantUsage`` each *other* node reported
-  (cluster/quotas/usage_poller.py asks every node about once a second);
-  ``others(tenant)`` sums them. A node's report older than ``STALE_S`` is
-  left out (a node that stopped answering stops counting: its partitions'
-  new leaders report them).
+- ``GroupSize``: the stored bytes of one partition as its leader saw them,
+  with the leader's Raft term and the moment (wall clock) it looked.
+- ``NodeReport``: what one node reports: per tenant its ``TenantUsage`` and
+  the ``GroupSize`` of each partition it leads.
+- ``UsageBoard``: the latest ``NodeReport`` each *other* node sent
+  (cluster/quotas/usage_poller.py asks every node about once a second).
+  A node's report older than ``STALE_S`` is left out (a node that stopped
+  answering stops counting: its partitions' new leaders report them).
+- ``stored_total``: a tenant's stored bytes over the cluster: per
+  partition, the *newest* size any node reported (highest leader term,
+  then latest look), so a partition whose leadership moved is counted
+  once, whichever of the old and new leader's figures arrive.
 
 Invariants:
 
@@ -22,16 +29,32 @@ Invariants:
    forgotten (memory per meter is bounded by ``WINDOW_S + 1`` buckets).
 2. ``UsageBoard`` never holds this node's own report (``record`` ignores it:
    the live local figures are added by the caller instead).
+3. ``stored_total`` counts each partition group at most once, with the
+   size of its newest view; groups not named in ``groups`` (deleted, or
+   not the tenant's) count nothing.
+4. Summing usage over nodes sums every figure except ``streams``, which is
+   the most on any one node (``combined``): the streams quota is per node.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 
-__all__ = ["DESCRIBED_AS", "STALE_S", "USAGE_FIELDS", "WINDOW_S", "RateMeter", "TenantUsage", "UsageBoard"]
+__all__ = [
+    "DESCRIBED_AS",
+    "STALE_S",
+    "USAGE_FIELDS",
+    "WINDOW_S",
+    "GroupSize",
+    "NodeReport",
+    "RateMeter",
+    "TenantUsage",
+    "UsageBoard",
+    "stored_total",
+]
 
 WINDOW_S = 5
 """Rates are averaged over this many seconds."""
@@ -76,27 +99,32 @@ class RateMeter:
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
-    """One tenant's usage (on one node, or summed over nodes)."""
+    """One tenant's usage on one node, or over the cluster (``combined``)."""
 
     stored_bytes: int = 0
-    """Batch bytes of the tenant's partitions this node leads."""
+    """Batch bytes of the tenant's partitions this node leads (over the
+    cluster: ``stored_total``, each partition once)."""
     groups: int = 0
     """Consumer groups coordinated here (members or committed offsets)."""
     streams: int = 0
-    """Open StreamFetch calls."""
+    """Open StreamFetch calls (over the cluster: the most on any one node,
+    since the streams quota is per node)."""
     produce_bytes_s: float = 0.0
     fetch_bytes_s: float = 0.0
     requests_s: float = 0.0
 
-    def __add__(self, other: TenantUsage) -> TenantUsage:
-        return TenantUsage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
     @staticmethod
-    def total(usages: Iterable[TenantUsage]) -> TenantUsage:
-        result = TenantUsage()
+    def combined(usages: Iterable[TenantUsage]) -> TenantUsage:
+        """Several nodes' figures: summed, but ``streams`` the most on one
+        node (invariant 4)."""
+        totals = dict.fromkeys(USAGE_FIELDS, 0)
+        streams = 0
         for usage in usages:
-            result = result + usage
-        return result
+            for name in USAGE_FIELDS:
+                totals[name] += getattr(usage, name)
+            streams = max(streams, usage.streams)
+        totals["streams"] = streams
+        return TenantUsage(**totals)
 
 
 USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TenantUsage))
@@ -107,6 +135,41 @@ DESCRIBED_AS: dict[str, str] = {"stored_bytes": "storage_bytes"}
 named like its quota) differs from its field name here."""
 
 
+@dataclass(frozen=True, slots=True)
+class GroupSize:
+    """One partition's stored bytes as a leader saw them."""
+
+    size: int
+    term: int
+    """The Raft term of the leader that looked (a later leader: a higher term)."""
+    seen_ms: int
+    """When it looked (wall clock, ms): orders two looks of one term."""
+
+    def newer_than(self, other: GroupSize) -> bool:
+        return (self.term, self.seen_ms) > (other.term, other.seen_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What one node reports about every tenant (module docstring)."""
+
+    usage: Mapping[str, TenantUsage] = field(default_factory=dict)
+    sizes: Mapping[str, Mapping[int, GroupSize]] = field(default_factory=dict)
+    """tenant -> partition group -> size, of the groups the node leads."""
+
+
+def stored_total(groups: Iterable[int], views: Iterable[Mapping[int, GroupSize]]) -> int:
+    """The stored bytes of ``groups``: each one's newest size in ``views``
+    (invariant 3)."""
+    newest: dict[int, GroupSize] = {}
+    for view in views:
+        for group, size in view.items():
+            held = newest.get(group)
+            if held is None or size.newer_than(held):
+                newest[group] = size
+    return sum(newest[g].size for g in set(groups) if g in newest)
+
+
 class UsageBoard:
     """The other nodes' latest reports (module docstring)."""
 
@@ -114,13 +177,13 @@ class UsageBoard:
 
     def __init__(self, node_id: int) -> None:
         self._node_id = node_id
-        # node -> (when it arrived, tenant -> usage)
-        self._reports: dict[int, tuple[float, dict[str, TenantUsage]]] = {}
+        # node -> (when it arrived, its report)
+        self._reports: dict[int, tuple[float, NodeReport]] = {}
 
-    def record(self, node_id: int, tenants: dict[str, TenantUsage], now: float) -> None:
+    def record(self, node_id: int, report: NodeReport, now: float) -> None:
         if node_id == self._node_id or node_id <= 0:
             return
-        self._reports[node_id] = (now, tenants)
+        self._reports[node_id] = (now, report)
 
     def forget(self, keep: Iterable[int]) -> None:
         """Drop the reports of nodes not in ``keep`` (removed nodes)."""
@@ -128,13 +191,17 @@ class UsageBoard:
         for node in [n for n in self._reports if n not in wanted]:
             del self._reports[node]
 
-    def others(self, tenant: str, now: float) -> TenantUsage:
-        """``tenant``'s usage summed over the other nodes' fresh reports."""
-        return TenantUsage.total(
-            report[tenant]
-            for at, report in self._reports.values()
-            if now - at <= STALE_S and tenant in report
-        )
+    def fresh(self, now: float) -> list[NodeReport]:
+        """The other nodes' reports at most ``STALE_S`` old."""
+        return [report for at, report in self._reports.values() if now - at <= STALE_S]
+
+    def others(self, tenant: str, now: float) -> list[TenantUsage]:
+        """``tenant``'s usage in each other node's fresh report."""
+        return [r.usage[tenant] for r in self.fresh(now) if tenant in r.usage]
+
+    def sizes(self, tenant: str, now: float) -> list[Mapping[int, GroupSize]]:
+        """``tenant``'s partition sizes in each other node's fresh report."""
+        return [r.sizes[tenant] for r in self.fresh(now) if tenant in r.sizes]
 
     def nodes(self, now: float) -> list[int]:
         """The nodes with a fresh report."""

@@ -31,7 +31,7 @@ import grpc
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.forwarding import ChannelCache
 from cluster.quotas.quota_service import QuotaService
-from cluster.quotas.usage import USAGE_FIELDS, TenantUsage
+from cluster.quotas.usage import USAGE_FIELDS, GroupSize, NodeReport, TenantUsage
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 __all__ = ["ASK_TIMEOUT_S", "NODE_ADMIN_TENANT_USAGE", "POLL_S", "UsagePoller", "from_report", "to_report"]
@@ -45,22 +45,35 @@ ASK_TIMEOUT_S = 1.0
 Prove = Callable[[str], tuple[tuple[str, str], ...]]
 
 
-def to_report(node_id: int, usage: Mapping[str, TenantUsage]) -> node_admin_pb2.TenantUsageReport:
+def to_report(node_id: int, report: NodeReport) -> node_admin_pb2.TenantUsageReport:
+    tenants = sorted(set(report.usage) | set(report.sizes))
     return node_admin_pb2.TenantUsageReport(
         node_id=node_id,
         tenants=[
             node_admin_pb2.TenantUsageEntry(
-                tenant=tenant, **{name: getattr(u, name) for name in USAGE_FIELDS}
+                tenant=tenant,
+                **{name: getattr(report.usage.get(tenant, TenantUsage()), name) for name in USAGE_FIELDS},
+                stored_groups=[
+                    node_admin_pb2.StoredGroup(group=g, bytes=s.size, term=s.term, seen_ms=s.seen_ms)
+                    for g, s in sorted(report.sizes.get(tenant, {}).items())
+                ],
             )
-            for tenant, u in sorted(usage.items())
+            for tenant in tenants
         ],
     )
 
 
-def from_report(report: node_admin_pb2.TenantUsageReport) -> dict[str, TenantUsage]:
-    return {
-        e.tenant: TenantUsage(**{name: getattr(e, name) for name in USAGE_FIELDS}) for e in report.tenants
-    }
+def from_report(report: node_admin_pb2.TenantUsageReport) -> NodeReport:
+    return NodeReport(
+        usage={
+            e.tenant: TenantUsage(**{name: getattr(e, name) for name in USAGE_FIELDS}) for e in report.tenants
+        },
+        sizes={
+            e.tenant: {g.group: GroupSize(g.bytes, g.term, g.seen_ms) for g in e.stored_groups}
+            for e in report.tenants
+            if e.stored_groups
+        },
+    )
 
 
 class UsagePoller:

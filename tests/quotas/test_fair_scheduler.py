@@ -8,7 +8,15 @@ import asyncio
 import pytest
 
 from cluster.quotas.fair_scheduler import FairScheduler
-from cluster.quotas.usage import WINDOW_S, RateMeter, TenantUsage, UsageBoard
+from cluster.quotas.usage import (
+    WINDOW_S,
+    GroupSize,
+    NodeReport,
+    RateMeter,
+    TenantUsage,
+    UsageBoard,
+    stored_total,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,12 +85,27 @@ def test_a_rate_meter_averages_over_its_window_and_forgets() -> None:
     assert meter.rate(100.0) == 0
 
 
-def test_the_board_sums_other_nodes_fresh_reports_only() -> None:
+def test_the_board_holds_other_nodes_fresh_reports_only() -> None:
     board = UsageBoard(node_id=1)
-    board.record(1, {"a": TenantUsage(stored_bytes=99)}, now=0.0)  # its own: ignored
-    board.record(2, {"a": TenantUsage(stored_bytes=10, groups=1)}, now=0.0)
-    board.record(3, {"a": TenantUsage(stored_bytes=5)}, now=4.0)
-    assert board.others("a", now=4.0) == TenantUsage(stored_bytes=15, groups=1)
-    assert board.others("a", now=8.0) == TenantUsage(stored_bytes=5)  # node 2's report is stale
+    board.record(1, NodeReport({"a": TenantUsage(stored_bytes=99)}), now=0.0)  # its own: ignored
+    board.record(2, NodeReport({"a": TenantUsage(stored_bytes=10, groups=1)}), now=0.0)
+    board.record(3, NodeReport({"a": TenantUsage(stored_bytes=5)}), now=4.0)
+    assert sorted(u.stored_bytes for u in board.others("a", now=4.0)) == [5, 10]
+    assert board.others("a", now=8.0) == [TenantUsage(stored_bytes=5)]  # node 2's report is stale
     board.forget([1, 2])
-    assert board.others("a", now=4.0) == TenantUsage(stored_bytes=10, groups=1)
+    assert board.others("a", now=4.0) == [TenantUsage(stored_bytes=10, groups=1)]
+
+
+def test_combined_usage_sums_but_takes_the_most_streams_on_one_node() -> None:
+    total = TenantUsage.combined([TenantUsage(groups=1, streams=2), TenantUsage(groups=2, streams=3)])
+    assert total == TenantUsage(groups=3, streams=3)
+
+
+def test_each_partition_is_stored_once_at_its_newest_size() -> None:
+    old, new = GroupSize(500, 1, 10), GroupSize(600, 2, 5)  # a later term wins over a later look
+    same_term_later = GroupSize(700, 2, 6)
+    assert stored_total([7], [{7: old}, {7: new}]) == 600
+    assert stored_total([7], [{7: new}, {7: old}]) == 600
+    assert (
+        stored_total([7, 8], [{7: new, 9: old}, {7: same_term_later}]) == 700
+    )  # 8 unknown, 9 not the tenant's

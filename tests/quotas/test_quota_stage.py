@@ -22,7 +22,7 @@ from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.quotas.fair_scheduler import FairScheduler
 from cluster.quotas.quota_service import STORAGE_RETRY_MS, QuotaService
 from cluster.quotas.quota_stage import COMMIT_OFFSETS, JOIN_GROUP, MeteredLogService, QuotaStage
-from cluster.quotas.usage import TenantUsage
+from cluster.quotas.usage import GroupSize, NodeReport, TenantUsage
 from partitions.replica import ProduceResult, ReadResult
 from raftlog.v1 import groups_pb2, log_pb2, log_pb2_grpc
 from raftlog.v1.reasons import Reason
@@ -56,6 +56,8 @@ class FakeView:
     version: int = 1
     leading: set[int] = field(default_factory=lambda: {GROUP})
     stored: int = 0
+    leader_term: int = 1
+    tenant_group_list: list[int] = field(default_factory=lambda: [GROUP])
 
     def quota(self, tenant: str) -> Limits:
         return self.limits
@@ -64,7 +66,7 @@ class FakeView:
         return [TENANT]
 
     def tenant_groups(self, tenant: str) -> list[int]:
-        return [GROUP] if tenant == TENANT else []
+        return list(self.tenant_group_list) if tenant == TENANT else []
 
     def group_of(self, tenant: str, topic: str, partition: int) -> int | None:
         return GROUP if topic == "t" and partition == 0 else None
@@ -74,6 +76,9 @@ class FakeView:
 
     def stored_bytes(self, group: int) -> int:
         return self.stored
+
+    def term(self, group: int) -> int:
+        return self.leader_term
 
     def node_count(self) -> int:
         return 1
@@ -267,13 +272,43 @@ async def test_storage_over_the_quota_refuses_produce_and_writes_nothing(served:
     served.view.stored = 600
     served.view.set(storage_bytes=1_000)
     await produce(served, 10)  # 600 stored here, none elsewhere yet
-    served.service.board.record(2, {TENANT: TenantUsage(stored_bytes=400)}, served.clock.now)
+    other_partition = {GROUP + 1: GroupSize(400, 1, 0)}
+    served.view.tenant_group_list.append(GROUP + 1)  # led by node 2
+    served.service.board.record(2, NodeReport(sizes={TENANT: other_partition}), served.clock.now)
+    served.view.version += 1  # (the board is read when the shares are computed)
     written = list(served.replica.batches)
     reason, retry_after_ms, message = await refused(produce(served, 10))
     assert reason == Reason.QUOTA_EXCEEDED and retry_after_ms == STORAGE_RETRY_MS and "storage" in message
     assert served.replica.batches == written
     # Reads still work with the storage full.
     await served.stub.Fetch(log_pb2.FetchRequest(topic="t", partition=0, offset=0), metadata=AUTH)
+
+
+async def test_a_partition_whose_leader_moved_is_counted_once_with_its_newest_size(served: Served) -> None:
+    """Node 2 led the partition (term 1) and still reports it; this node
+    leads it now (term 2). Summing the two would refuse at 600 + 500."""
+    served.view.stored, served.view.leader_term = 600, 2
+    served.view.set(storage_bytes=1_000)
+    moved_away = {GROUP: GroupSize(500, 1, int(served.clock.now * 1000))}
+    served.service.board.record(2, NodeReport(sizes={TENANT: moved_away}), served.clock.now)
+    await produce(served, 10)  # 600 stored: admitted
+    assert (await served.service.usage(TENANT)).stored_bytes == 600
+    # The other way round: node 2's look is the newer (a later term), this node's is old.
+    served.view.leader_term = 1
+    newer = {GROUP: GroupSize(1_000, 3, 0)}
+    served.service.board.record(2, NodeReport(sizes={TENANT: newer}), served.clock.now)
+    served.view.version += 1
+    reason, _, message = await refused(produce(served, 10))
+    assert reason == Reason.QUOTA_EXCEEDED and "storage" in message
+    assert (await served.service.usage(TENANT)).stored_bytes == 1_000
+
+
+async def test_described_streams_are_the_most_on_one_node(served: Served) -> None:
+    served.view.set(streams=5)
+    served.service.stream_opened(TENANT)
+    served.service.board.record(2, NodeReport(usage={TENANT: TenantUsage(streams=3)}), served.clock.now)
+    served.service.board.record(3, NodeReport(usage={TENANT: TenantUsage(streams=2)}), served.clock.now)
+    assert (await served.service.usage(TENANT)).streams == 3  # the quota is per node: not 6
 
 
 async def test_a_zero_rate_refuses_without_retry_after(served: Served) -> None:
@@ -326,7 +361,7 @@ async def test_a_new_group_beyond_the_quota_is_refused_and_existing_groups_still
             raise AssertionError("the handler ran")
     # Groups counted on other nodes count too.
     existing.discard("g2")
-    service.board.record(2, {TENANT: TenantUsage(groups=1)}, clock.now)
+    service.board.record(2, NodeReport(usage={TENANT: TenantUsage(groups=1)}), clock.now)
     with pytest.raises(ServiceError):
         async with stage(JOIN_GROUP, CALLER, groups_pb2.JoinGroupRequest(group="g4"), None):
             pass

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from cluster.frontend.tenant_admin import MEASURED_USAGE
 from cluster.quotas.node_quotas import usage_figures
-from cluster.quotas.usage import USAGE_FIELDS, TenantUsage
+from cluster.quotas.usage import USAGE_FIELDS, GroupSize, NodeReport, TenantUsage
 from cluster.quotas.usage_poller import from_report, to_report
 from raftlog.internal.v1 import node_admin_pb2
 
@@ -21,9 +21,13 @@ def _every_field_set() -> TenantUsage:
 
 def test_every_figure_crosses_the_wire_and_back() -> None:
     usage = _every_field_set()
-    report = to_report(3, {"acme": usage})
+    sizes = {7: GroupSize(100, 2, 1_700_000_000_000), 9: GroupSize(0, 1, 5)}
+    sent = NodeReport({"acme": usage, "idle": TenantUsage()}, {"acme": sizes, "b": {3: GroupSize(1, 1, 1)}})
+    report = to_report(3, sent)
     assert report.node_id == 3
-    assert from_report(report) == {"acme": usage}
+    received = from_report(report)
+    assert received.sizes == sent.sizes
+    assert received.usage == {**sent.usage, "b": TenantUsage()}
     entry_fields = set(node_admin_pb2.TenantUsageEntry.DESCRIPTOR.fields_by_name)
     assert set(USAGE_FIELDS) <= entry_fields
 
