@@ -32,7 +32,8 @@ Invariants:
   write set with the Ready in hand, until it fits (disk_wait.py), so nothing
   that depends on it happens first; a refused commit-index-only write is
   dropped (Raft never needs it durable). Below the reserve, partition
-  replicas (``drops_appends_when_disk_low``) drop incoming entries unanswered.
+  replicas (``drops_appends_when_disk_low``) drop incoming entries, answering
+  only with a disk-low notice their leader's driver keeps (disk_wait.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from partitions.disk_space import DiskSpace
-from partitions.disk_wait import carries_data, write_when_room
+from partitions.disk_wait import FullPeers, carries_data, disk_low_notice, is_disk_low_notice, write_when_room
 from partitions.group_commit import GroupCommitWriter
 from partitions.hibernation import Hibernation, Verdict
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
@@ -185,6 +186,7 @@ class RaftReplica(Generic[SM]):
         self._disk = disk
         self.disk_dropped_messages = 0
         """Appends and snapshots dropped because the disk was below its reserve."""
+        self._full_peers = FullPeers()  # peers whose disks said they are full (disk_wait.py)
         self._counters = counters or ReplicaCounters()
         self.node_id = node_id
         self._storage = storage
@@ -329,10 +331,16 @@ class RaftReplica(Generic[SM]):
         self._signal.set()
 
     def deliver(self, message: Message, quiesce: bool = False) -> None:
+        if is_disk_low_notice(message):  # for this driver, never the Raft core (disk_wait.py)
+            self._full_peers.heard(message.sender)
+            return
         disk = self._disk
         if self.drops_appends_when_disk_low and disk is not None and carries_data(message) and disk.low:
             self.disk_dropped_messages += 1
+            self._send_fn(message.sender, self.group, disk_low_notice(message), False)
             return
+        if message.type == MessageType.APPEND_RESPONSE:
+            self._full_peers.answered(message, self._node.progress)
         wake = self._hibernation.asleep and not quiesce and message.type not in _NON_WAKING
         self._enqueue(_Inbound(message, quiesce), wake=wake)
 

@@ -27,7 +27,9 @@ Invariants (on top of the driver's):
 - A leader whose data disk is below its reserve (partitions/disk_space.py)
   refuses every produce with ``DiskFull`` before proposing anything; a
   follower in that state drops incoming entries (``drops_appends_when_disk_low``,
-  partitions/raft_replica.py). Reads go on either way.
+  partitions/raft_replica.py) and tells the leader, which refuses produce
+  the same way, naming them, once fewer than a quorum of its voters have
+  room (partitions/disk_wait.py). Reads go on either way.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from partitions.cleaner import LogCleaner
 from partitions.commands import CompactCommand, decode_produce, encode_compact, encode_produce
 from partitions.compaction import StoredBatch
+from partitions.disk_wait import quorum_full_refusal
 from partitions.keys import ColumnFamily, log_key
 from partitions.raft_replica import RaftReplica, ReplicaConfig, ReplicaCounters, SendFn
 from partitions.replica_errors import DiskFull, NotLeaderError, ProduceRejected
@@ -209,6 +212,9 @@ class Replica(RaftReplica[PartitionStateMachine]):
         if disk is not None and disk.low:
             disk.refused()
             raise DiskFull(disk.refusal(self.node_id))
+        full = self._full_peers.blocking_quorum(self.voters, self.node_id)
+        if full:
+            raise DiskFull(quorum_full_refusal(self.group, full, len(self.voters)))
         if self._config.partition.compacts:
             self._check_keys(batch)
         rejected = self._sm.check_produce(header)

@@ -8,6 +8,12 @@ Rules checked here (partitions/disk_space.py has the design):
   again once space returns;
 - a follower below its reserve drops incoming entries, the leader commits
   with the other follower, and the follower catches up once it has room;
+- followers below their reserve tell the leader (a disk-low notice, kept
+  by its driver: partitions/disk_wait.py); once fewer than a quorum of
+  voters have room, the leader refuses produce with ``DiskFull`` naming the
+  full nodes (before: it accepted the produce, which could not commit, and
+  the client timed out); the produce proposed before it knew commits once
+  space returns, and one full follower never blocks produce;
 - a write the writer refuses below the floor stalls its replica instead of
   failing the node: the produce answers only once its entry is durable, and
   every acknowledged record is in every log exactly once, in order.
@@ -23,9 +29,12 @@ import pytest
 
 from partitions.commands import decode_produce
 from partitions.disk_space import MiB
+from partitions.disk_wait import FULL_PEER_TTL_S, FullPeers, disk_low_notice, is_disk_low_notice
 from partitions.replica import ProduceResult, Replica, ReplicaConfig
 from partitions.replica_errors import DiskFull, NotLeaderError, OutcomeUnknown
 from partitions.replica_host import HostConfig
+from raft.progress import Progress
+from raft.types import Message, MessageType
 from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import decode_records
 from tests.partitions.replica_cluster import InProcessCluster, batch
@@ -147,6 +156,65 @@ async def test_a_full_follower_drops_entries_and_catches_up(
         lambda: full.status().applied_index == leader.status().applied_index, what="catch up"
     )
     assert log_of(full) == log_of(leader) == [f"b{i}".encode() for i in range(6)]
+
+
+async def test_a_leader_refuses_produce_once_a_quorum_of_its_followers_is_full(
+    cluster: InProcessCluster, disks: FakeDisks
+) -> None:
+    leader = await cluster.leader()
+    await leader.produce(batch([b"d0"]))
+    await cluster.wait_until(lambda: all(r.high_watermark == 1 for r in cluster.replicas()), what="commit")
+    followers = sorted(r.node_id for r in cluster.replicas() if not r.is_leader)
+    for node in followers:
+        disks.free[node] = RESERVE // 2  # below the reserve, above the floor: only followers
+
+    # Proposed before the leader heard: it cannot commit, and stays pending.
+    unknowing = asyncio.ensure_future(leader.produce(batch([b"d1"])))
+    await cluster.wait_until(lambda: leader._full_peers.full() == set(followers), what="the notices")
+    assert not unknowing.done()
+    last_index = leader.status().last_index
+    with pytest.raises(DiskFull) as refused:
+        await asyncio.wait_for(leader.produce(batch([b"refused"])), 2)  # before: pending, then a timeout
+    assert refused.value.reason == Reason.DISK_FULL
+    assert f"node(s) {followers[0]}, {followers[1]}" in refused.value.message
+    assert "quorum of its 3 replicas" in refused.value.message and "reads still work" in refused.value.message
+    assert leader.status().last_index == last_index  # nothing proposed
+    assert [v for _, v in values(leader)] == [b"d0"]
+
+    del disks.free[followers[0]]  # one follower has room again: a quorum can commit
+    assert (await asyncio.wait_for(unknowing, 10)).base_offset == 1
+    assert (await leader.produce(batch([b"d2"]))).base_offset == 2  # the other is still full
+    assert not leader._full_peers.blocking_quorum(leader.voters, leader.node_id)
+
+    del disks.free[followers[1]]
+    await cluster.wait_until(lambda: all(r.high_watermark == 3 for r in cluster.replicas()), what="catch up")
+    for replica in cluster.replicas():
+        assert log_of(replica) == [b"d0", b"d1", b"d2"]
+
+
+def test_full_peers_count_until_new_entries_or_the_ttl() -> None:
+    now = [0.0]
+    peers = FullPeers(clock=lambda: now[0])
+    append = Message(MessageType.APPEND, to=2, sender=1, term=3, entries=())
+    notice = disk_low_notice(append)
+    assert is_disk_low_notice(notice) and notice.to == 1 and notice.sender == 2
+    assert not is_disk_low_notice(Message(MessageType.HEARTBEAT_RESPONSE, to=1, sender=2, term=3))
+    peers.heard(2)
+    peers.heard(3)
+    assert peers.blocking_quorum({1, 2, 3}, 1) == (2, 3)
+    assert peers.blocking_quorum({1, 2, 3, 4, 5}, 1) == ()  # 1, 4 and 5 still make a quorum
+    match = Progress(11, max_inflight=8)
+    match.match = 10
+    stale = Message(MessageType.APPEND_RESPONSE, to=1, sender=2, term=3, index=10)
+    peers.answered(stale, lambda node: match)  # nothing new stored: still full
+    peers.answered(
+        Message(MessageType.APPEND_RESPONSE, to=1, sender=2, term=3, index=11, reject=True), lambda n: match
+    )
+    assert peers.full() == {2, 3}
+    peers.answered(Message(MessageType.APPEND_RESPONSE, to=1, sender=2, term=3, index=11), lambda node: match)
+    assert peers.full() == {3} and peers.blocking_quorum({1, 2, 3}, 1) == ()
+    now[0] = FULL_PEER_TTL_S + 0.1  # no notice since: forgotten
+    assert peers.full() == frozenset()
 
 
 async def test_a_write_refused_below_the_floor_stalls_and_resumes(
