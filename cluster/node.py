@@ -371,9 +371,10 @@ class Node:
             )
             await server.start()
             await transport.start()
+            audit_owner = asyncio.create_task(audit_writer.run(), name="raftlog-audit-writer")
             loops = [
                 asyncio.create_task(duties.run(), name="raftlog-controller-duties"),
-                asyncio.create_task(audit_writer.run(), name="raftlog-audit-writer"),
+                audit_owner,
                 asyncio.create_task(quotas.run(), name="raftlog-quota-usage"),
                 asyncio.create_task(reconciler.run(), name="raftlog-reconciler"),
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
@@ -391,10 +392,18 @@ class Node:
             try:
                 await _until_stopped(stop, loops)
             finally:
-                for task in (stop, *loops):
+                # The audit writer outlives the server: an admin call that
+                # ends in the grace period queues its event, then the writer
+                # appends what is left (for at most DRAIN_S) and logs whole
+                # every event it could not (cluster/audit/writer.py).
+                others = [task for task in (stop, *loops) if task is not audit_owner]
+                for task in others:
                     task.cancel()
-                await asyncio.wait((stop, *loops))
+                await asyncio.wait(others)
                 await server.stop(grace=1.0)
+                audit_owner.cancel()
+                await asyncio.wait((audit_owner,))
+                await audit_writer.drain()
                 await groups.close()
                 await forwarder.close()
                 await audit_appender.close()

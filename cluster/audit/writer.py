@@ -33,7 +33,10 @@ Why this shape:
 - **One owner task** (``run``, a node loop like the reconciler) drains the
   queue: each round appends the pending events (changes first) as one
   record batch, so a burst costs one Raft entry. Callers only enqueue and
-  wait on a future.
+  wait on a future. At shutdown, once the server has stopped (calls that
+  ended in its grace period have queued their events) and ``run`` is
+  cancelled, ``drain`` appends what is left for at most ``DRAIN_S`` and logs
+  whole, at ERROR, every event it could not append.
 
 Invariants:
 
@@ -93,6 +96,8 @@ DOOR_REFUSAL_SHARE: Final = 10
 MAX_BATCH: Final = 256
 ASK_TIMEOUT_S: Final = 2.0
 BACKOFF_S: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+DRAIN_S: Final = 5.0
+"""How long a stopping node keeps appending what is left (node.py)."""
 REPORT_EVERY_S: Final = 10.0
 
 
@@ -213,6 +218,34 @@ class AuditWriter:
                 continue
             failures += 1
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+
+    async def drain(self, within_s: float = DRAIN_S) -> None:
+        """At shutdown, after ``run`` is cancelled: append what is left
+        (door refusals still being counted included) for at most
+        ``within_s``, then log whole every event that is not appended."""
+        for event in self._door.flush():
+            self._queue_refusal(event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        failures = 0
+        while self.pending and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    if await self._round():
+                        failures = 0
+                        continue
+                    failures += 1
+                    await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+            except TimeoutError:
+                break
+        left = [*self._in_flight, *self._changes, *self._refusals]
+        self._in_flight, self._changes, self._refusals = [], deque(), deque()
+        for p in left:
+            self.lost += 1
+            log.error("audit event not appended before the node stopped: %s", p.data.decode())
+            if p.done is not None and not p.done.done():
+                p.done.set_result(False)
+        self._report_drops(force=True)
 
     # --- the owner's steps -----------------------------------------------------------
 

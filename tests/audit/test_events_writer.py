@@ -186,3 +186,46 @@ async def test_an_event_that_cannot_be_appended_in_time_is_dropped_into_the_log(
         assert writer.pending == 0 and writer.lost == 2
         assert "dropped" in caplog.text and encode(EVENT).decode() in caplog.text
         owner.cancel()
+
+
+async def test_at_shutdown_what_is_left_is_appended_within_the_bound() -> None:
+    """The node's order (cluster/node.py): the server stops while the owner
+    runs, so a call ending in the grace period still queues its event; then
+    the owner is cancelled (here in the middle of an append) and ``drain``
+    appends what is left, the door refusals still being counted included."""
+    log = FlakyLog(0, delay_s=0.3)
+    writer = AuditWriter(log.append, wait_s=0.05)
+    owner = asyncio.create_task(writer.run())
+    first = replace(EVENT, id="1" * 32)
+    assert await writer.record(first) is False  # the append is slow: answered, still queued
+    owner.cancel()  # mid-append
+    await asyncio.gather(owner, return_exceptions=True)
+    late = replace(EVENT, id="2" * 32)
+    assert await writer.record(late) is False  # a call that ended in the grace period
+    refused = replace(EVENT, id="3" * 32, outcome="refused", reason="OPERATOR_KEY_REQUIRED")
+    writer.record_door_refusal(refused)
+    writer.record_door_refusal(refused)  # counted into the window: not an event yet
+    await writer.drain(within_s=5.0)
+    appended = [decode(data) for batch in log.batches for data in batch]
+    assert [(e.id, e.count) for e in appended] == [
+        (first.id, 1),
+        (late.id, 1),
+        (refused.id, 1),
+        (refused.id, 1),
+    ]
+    assert writer.pending == 0 and writer.lost == 0
+
+
+async def test_at_shutdown_an_event_that_cannot_be_appended_is_logged_whole(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = AuditWriter(FlakyLog(10**6, delay_s=0.05).append, wait_s=0.01)
+    events = [replace(EVENT, id=f"{i:032x}") for i in range(3)]
+    assert await asyncio.gather(*(writer.record(e) for e in events)) == [False] * 3
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await writer.drain(within_s=0.5)
+    assert loop.time() - started < 1.5  # the bound holds
+    assert writer.pending == 0 and writer.lost == 3
+    for event in events:
+        assert f"not appended before the node stopped: {encode(event).decode()}" in caplog.text
