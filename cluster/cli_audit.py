@@ -8,8 +8,12 @@ request's names and settings. ``--json`` prints each event's stored JSON
 instead (events.py documents the fields), one per line. ``--since 1h``
 starts at the first event of the last hour (``30s``, ``15m``, ``12h``,
 ``7d``: cluster/cli_duration.py); without it the whole trail is read.
-Without ``--follow`` the command ends once no new event arrived for
-``QUIET_S``; with it, it waits for new events until interrupted.
+Without ``--follow`` the command reads the trail as it was when it
+started: it takes each partition's end offset first (``ListOffsets``),
+reads up to it however slowly the fetches come, prints nothing written
+after, and ends; it gives up with an error (never a silently short
+listing) when no record arrives for ``STALL_S``. With ``--follow`` it goes
+on printing new events until interrupted.
 
 Only an operator key reads it: the audit lives in the system tenant, which
 only an operator key may name (``raftlog-tenant: __system``,
@@ -35,8 +39,10 @@ from cluster.groups.group_logs import SYSTEM_TENANT
 
 __all__ = ["add_command", "render"]
 
-QUIET_S = 2.0
-"""Without ``--follow``: the trail is read once no event came for this long."""
+POLL_S = 1.0
+STALL_S = 30.0
+"""Without ``--follow``: how long the end may stay out of reach without a
+record arriving (a leader election takes a few seconds) before giving up."""
 REMEMBERED_IDS = 100_000
 
 
@@ -73,23 +79,47 @@ async def _audit(args: argparse.Namespace) -> int:
     try:
         async with Consumer(_bootstrap(args), **identity) as consumer:
             count = await consumer.metadata.partition_count(AUDIT_TOPIC)
-            consumer.assign([(AUDIT_TOPIC, p) for p in range(count)])
+            partitions = [(AUDIT_TOPIC, p) for p in range(count)]
+            consumer.assign(partitions)
+            ends: dict[tuple[str, int], int] | None = None
+            if not args.follow:
+                # The trail as it is now: its ends first (ListOffsets), then read up to them.
+                await consumer.seek_to_end()
+                ends = {tp: consumer.position(tp) or 0 for tp in partitions}
             if args.since is not None:
                 await consumer.seek_to_timestamp(int(time.time() * 1000) - args.since * 1000)
             else:
                 await consumer.seek_to_beginning()
-            while True:
-                records = await consumer.poll(1.0 if args.follow else QUIET_S)
-                if not records and not args.follow:
-                    return 0
+            last_record = time.monotonic()
+            while ends is None or not _read_to(consumer, ends):
+                records = await consumer.poll(POLL_S)
+                if records:
+                    last_record = time.monotonic()
+                elif ends is not None and time.monotonic() - last_record > STALL_S:
+                    raise CliError(
+                        f"the audit trail stopped arriving ({_progress(consumer, ends)}) for "
+                        f"{STALL_S:.0f}s: the listing is incomplete; retry"
+                    )
                 for record in records:
-                    _print(record.value or b"", args.json, seen, order, out)
+                    if ends is None or record.offset < ends[(record.topic, record.partition)]:
+                        _print(record.value or b"", args.json, seen, order, out)
                 out.flush()
+            return 0
     except UnknownTenantError:
         raise CliError(
             "reading the audit trail needs an operator key (it lives in the system tenant); "
             "set RAFTLOG_API_KEY to one"
         ) from None
+
+
+def _read_to(consumer: Consumer, ends: dict[tuple[str, int], int]) -> bool:
+    return all((consumer.position(tp) or 0) >= end for tp, end in ends.items())
+
+
+def _progress(consumer: Consumer, ends: dict[tuple[str, int], int]) -> str:
+    return ", ".join(
+        f"partition {p}: offset {consumer.position((t, p))} of {end}" for (t, p), end in ends.items()
+    )
 
 
 def _print(value: bytes, as_json: bool, seen: set[str], order: deque[str], out: Any) -> None:
