@@ -301,7 +301,11 @@ class Node:
             leader_of = routing.leader_of
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
-                quotas.log_service(self._locate, host.replica, leader_of, self._address_of, forwarder), server
+                # metadata=: a revocation wakes waiting fetches and streams at once.
+                quotas.log_service(
+                    self._locate, host.replica, leader_of, self._address_of, forwarder, metadata=controller
+                ),
+                server,
             )
             metadata_pb2_grpc.add_MetadataServiceServicer_to_server(
                 MetadataService(self.node_id, controller, leader_of), server

@@ -13,6 +13,8 @@ One job per module:
 - ``forwarding``: re-sending a request to the node that leads its
   partition (one hop at most), over the node's own channel cache;
 - ``log_service``: produce, fetch (long poll and stream), offsets;
+- ``metadata_watch``: wakes waiting fetches and streams when this node's
+  metadata changes, so a revoked key ends them at once;
 - ``metadata_service``: nodes, topics, partition leaders;
 - ``admin_service``: tenants, API keys, topics, nodes, cluster status;
 - ``grpc_health``: standard gRPC health and server reflection.

@@ -34,8 +34,10 @@ Invariants:
 - Revocation reaches every node as a replicated metadata entry (every node
   applies the controller log), so each node refuses the key as soon as it
   applies the entry: milliseconds after the leader does. Calls in progress
-  learn it at their next ``confirm_caller``: a stream at least every
-  ``log_service.CALLER_CHECK_S``.
+  learn it at their next ``confirm_caller``: a waiting fetch or stream as
+  soon as the entry is applied (metadata_watch.py wakes it), and at least
+  every ``log_service.CALLER_CHECK_S`` (how an expiry, which no entry
+  announces, reaches them).
 """
 
 from __future__ import annotations

@@ -35,13 +35,15 @@ read, wait for commits, look up and read again). A stream adds:
 - an idle stream is one waiter on the replica's commits, woken by a
   commit, a heartbeat the client asked for, or every ``CALLER_CHECK_S``;
 - the key, tenant, topic and leadership are checked again before every
-  response and at least every ``CALLER_CHECK_S`` while idle
-  (``confirm_caller``), so a revoked or expired key, a deleted topic or a
-  leader move ends it within that (replicas do not wake waiters when they
-  step down or stop, nor does a revocation: the period bounds both). A
-  long-poll ``Fetch`` waits in the same slices, so a revoked key's poll
-  ends too. The check is one HMAC and a few lookups: cheap at two a second
-  per open stream.
+  response, whenever this node's metadata changes while it waits
+  (``metadata``: a ``MetadataWatch`` cuts the wait short, so a revoked key
+  or a deleted topic ends it milliseconds after this node applies the
+  entry), and at least every ``CALLER_CHECK_S`` while idle
+  (``confirm_caller``), which bounds what no metadata entry announces: a
+  key's expiry, a replica stepping down or stopping (replicas do not wake
+  waiters then). A long-poll ``Fetch`` waits the same way, so a revoked
+  key's poll ends too. The check is one HMAC and a few lookups: cheap at
+  two a second per open stream, and metadata changes are rare.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from cluster.frontend.front_door import confirm_caller, current_caller
 from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import check_writable
 from cluster.frontend.key_scope import TopicAction, check_may_produce_somewhere, check_topic
+from cluster.frontend.metadata_watch import MetadataWatch, VersionedMetadata
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
@@ -73,8 +76,10 @@ MAX_FETCH_BYTES = 64 << 20
 MAX_WAIT_MS = 30_000
 CALLER_CHECK_S = 0.5
 """The longest a waiting fetch or an idle stream goes without checking its
-caller (a revoked key), topic and replica (a lost leadership) again: the
-issue asks that a revoked key fail on every node within a second."""
+caller (an expired key), topic and replica (a lost leadership) again; a
+metadata change (a revocation) wakes it at once when the service has a
+``metadata`` to watch. The issue asks that a revoked key fail on every node
+within a second."""
 
 
 PartitionLocator = Callable[[str, str, int], Assignment | None]
@@ -102,12 +107,17 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         leader_of: Callable[[int], int],
         address_of: Callable[[int], str],
         forwarder: Forwarder | None = None,
+        metadata: VersionedMetadata | None = None,
     ) -> None:
+        """``metadata``: this node's (the controller replica), whose changes
+        wake waiting fetches and streams to check their caller again; None:
+        only the ``CALLER_CHECK_S`` period does."""
         self._locate = locate
         self._replica_of = replica_of
         self._leader_of = leader_of
         self._address_of = address_of
         self._forwarder = forwarder
+        self._watch = MetadataWatch(metadata) if metadata is not None else None
 
     def _replica(self, caller: Caller, topic: str, partition: int, action: TopicAction) -> Replica:
         """This node's replica of the partition, or the error that says
@@ -229,7 +239,11 @@ class LogService(log_pb2_grpc.LogServiceServicer):
             # Returns early on any commit, also one that brings nothing at
             # `offset` (a new leader's first entry): the read below then
             # says whether this node still leads.
-            await replica.wait_for_data(offset, max(0.0, min(CALLER_CHECK_S, deadline - loop.time())))
+            waiting = replica.wait_for_data(offset, max(0.0, min(CALLER_CHECK_S, deadline - loop.time())))
+            if self._watch is None:
+                await waiting
+            else:  # a metadata change (a revocation, a deleted topic) ends the wait early
+                await self._watch.wait_cut_short(waiting)
             # The key may have been revoked, the topic deleted while waiting.
             replica = self._replica(await confirm_caller(context), topic, partition, consume)
             result = replica.read(offset, max_bytes)
