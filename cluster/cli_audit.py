@@ -2,7 +2,8 @@
 
 ``raftlog audit [--since DURATION] [--follow] [--json]`` prints one line per
 admin action: when, the outcome (``ok``, ``REFUSED`` with status and
-reason, ``unknown``), the method, the key and its tenant, the tenant acted
+reason, ``unknown``; how many calls the event stands for when more than
+one), the method, the key and its tenant, the tenant acted
 in, the client's address and the node that took the call, and the
 request's names and settings. ``--json`` prints each event's stored JSON
 instead (events.py documents the fields), one per line. ``--since 1h``
@@ -56,6 +57,8 @@ def render(event: AuditEvent) -> str:
         outcome = f"REFUSED {event.code} {event.reason}"
     else:
         outcome = f"{event.outcome} {event.code}"
+    if event.count > 1:
+        outcome += f" ({event.count} calls)"  # refusals at the door, coalesced (events.py)
     key_owner = "operator" if event.key_tenant is None else f"tenant {event.key_tenant}"
     target = json.dumps(event.target, sort_keys=True, separators=(",", ":"))
     line = (

@@ -130,3 +130,11 @@ def test_a_trail_that_stops_arriving_is_an_error_not_a_short_listing(
     assert cli.main(["--bootstrap", "127.0.0.1:1", "audit"]) == 1
     err = capsys.readouterr().err
     assert "stopped arriving (partition 0: offset 0 of 5)" in err and "incomplete" in err
+
+
+def test_a_coalesced_event_says_how_many_calls_it_stands_for() -> None:
+    refused = replace(EVENT, outcome="refused", code="PERMISSION_DENIED", reason="OPERATOR_KEY_REQUIRED")
+    assert "REFUSED PERMISSION_DENIED OPERATOR_KEY_REQUIRED (999 calls) CreateTopic" in cli_audit.render(
+        replace(refused, count=999)
+    )
+    assert "calls)" not in cli_audit.render(refused)
