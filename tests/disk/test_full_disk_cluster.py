@@ -6,14 +6,22 @@ covered with a fake probe in test_full_disk_replicas.py).
 The scenario: acknowledged records; the disk filled below the reserve
 (``min_free_bytes``): the SDK producer surfaces ``DISK_FULL`` by its
 delivery timeout and nothing of the refused batch is written, reads go on;
-the disk filled below the writer's floor (writes stall, no node fails);
-space freed: produce works again, and the log holds every acknowledged
-record exactly once, in order, and nothing else.
+the disk filled below the writer's floor: a record sent then stays pending
+(neither acknowledged nor failed: the SDK retries the refusals within its
+delivery timeout), nothing of it is readable, no node fails; space freed:
+that record is acknowledged once, at the next offset, produce works again,
+and the log holds every acknowledged record exactly once, in order, and
+nothing else.
+
+When the test fails, the node logs (on the small filesystem, unmounted at
+the end) are copied to the test's ``tmp_path`` and their tails added to the
+report (tests/disk/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +33,7 @@ from client import Consumer, Producer
 from client.errors import DeliveryTimeoutError, StorageFullError
 from harness.local_cluster import LocalCluster, TopicSpec
 from partitions.disk_space import MiB
+from tests.disk.conftest import FAILURE_NOTES
 from tests.disk.small_fs import Unavailable, fill, small_filesystem
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,13 +51,26 @@ def mount(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"no small filesystem: {exc}")
 
 
+def keep_logs(cluster: LocalCluster, into: Path) -> str:
+    """Copy the node logs off the small filesystem into ``into`` (which
+    outlives it) and return their tails."""
+    into.mkdir(parents=True, exist_ok=True)
+    tails = []
+    for log in sorted(cluster.root.glob("node*.log")):
+        shutil.copy2(log, into / log.name)
+        node = int(log.stem.removeprefix("node"))
+        tails.append(f"--- {log.name} (copied to {into / log.name}), last lines:\n{cluster.log_tail(node)}")
+    return "\n".join(tails) or f"(no node logs under {cluster.root})"
+
+
 @pytest.fixture
-def cluster(mount: Path) -> Iterator[LocalCluster]:
+def cluster(mount: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     c = LocalCluster(mount / "cluster", topics=[TopicSpec("events")])
     text = c.config_path.read_text()
     c.config_path.write_text(f"min_free_bytes = {RESERVE}\n" + text)  # a top-level key: before any table
-    c.start_all()
+    request.node.stash[FAILURE_NOTES] = lambda: keep_logs(c, tmp_path / "node-logs")
     try:
+        c.start_all()
         yield c
     finally:
         c.close()
@@ -98,12 +120,27 @@ async def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(
     assert await read_all(cluster, 30) == list(enumerate(first))  # reads keep working
 
     ballast = fill(mount, 2 * MiB)  # below the floor: every write waits for room
-    await asyncio.sleep(1.0)
-    assert await read_all(cluster, 30) == list(enumerate(first))
-    assert cluster.exited() == {}  # no node failed
+    await asyncio.sleep(0.5)
+    async with Producer(
+        list(cluster.addresses.values()),
+        api_key=cluster.api_key,
+        linger_ms=1,
+        delivery_timeout_s=60,  # longer than the wait: it must not fail meanwhile
+        request_timeout_s=2.0,
+    ) as producer:
+        waiting = await producer.send("events", b"during", partition=0)
+        await asyncio.sleep(3.0)  # longer than a request timeout: retried, still not answered
+        assert not waiting.done(), waiting  # neither acknowledged nor failed
+        assert await read_all(cluster, 30) == list(enumerate(first))  # nothing of it readable
+        assert cluster.exited() == {}  # no node failed
 
-    ballast.unlink()  # space returns
+        ballast.unlink()  # space returns
+        acked = await asyncio.wait_for(waiting, 30)
+        assert acked.offset == 30
+    during = [b"during"]
+    assert await read_all(cluster, 31) == list(enumerate(first + during))  # once, in order
+
     later = [f"after-{i}".encode() for i in range(30)]
-    assert await produce(cluster, later, 30) == list(range(30, 60))
-    assert await read_all(cluster, 60) == list(enumerate(first + later))
+    assert await produce(cluster, later, 30) == list(range(31, 61))
+    assert await read_all(cluster, 61) == list(enumerate(first + during + later))
     assert cluster.exited() == {}
