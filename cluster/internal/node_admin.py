@@ -97,7 +97,10 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         host: Callable[[], ReplicaHost | None],
         transport: Callable[[], RaftTransport | None],
         controller: Callable[[], ControllerReplica | None] = lambda: None,
-        tenant_usage: Callable[[], Awaitable[node_admin_pb2.TenantUsageReport]] | None = None,
+        tenant_usage: Callable[
+            [node_admin_pb2.TenantUsageRequest], Awaitable[node_admin_pb2.TenantUsageReport]
+        ]
+        | None = None,
         audit: Callable[[Sequence[bytes]], Awaitable[node_admin_pb2.AppendAuditResponse]] | None = None,
     ) -> None:
         self._audit = audit
@@ -180,7 +183,7 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         """Every tenant's usage on this node (cluster/quotas/usage_poller.py)."""
         if self._tenant_usage is None:
             return node_admin_pb2.TenantUsageReport(node_id=self._node_id)
-        return await self._tenant_usage()
+        return await self._tenant_usage(request)
 
     async def Compact(
         self, request: node_admin_pb2.CompactRequest, context: grpc.aio.ServicerContext

@@ -3,10 +3,11 @@
 One job per module:
 
 - ``token_bucket``: a rate with a burst and debt, time passed in (pure);
-- ``shares``: a node's share of a tenant's cluster-wide rate, from how many
-  of the tenant's partitions it leads (pure; the reasoning is there);
-- ``usage``: rate meters, a tenant's usage figures, the board of the other
-  nodes' reports (pure);
+- ``shares``: a node's share of a tenant's cluster-wide rate, from the
+  offered load every node reports (pure; the rule, why the shares never
+  add up to more than the quota, and how fast they follow the traffic);
+- ``usage``: rate meters, a tenant's usage figures, per-partition stored
+  sizes, the board of the other nodes' reports (pure);
 - ``fair_scheduler``: per-tenant queues served round-robin over a node's
   produce/fetch slots;
 - ``quota_service``: the per-tenant accounting and the decisions (delay,

@@ -74,9 +74,11 @@ class NodeQuotas:
         to whole units per second)."""
         return usage_figures(await self.service.usage(tenant))
 
-    async def tenant_usage_report(self) -> node_admin_pb2.TenantUsageReport:
-        """What NodeAdmin.TenantUsage answers."""
-        return await self.poller.answer()
+    async def tenant_usage_report(
+        self, request: node_admin_pb2.TenantUsageRequest
+    ) -> node_admin_pb2.TenantUsageReport:
+        """What NodeAdmin.TenantUsage answers ``request``."""
+        return await self.poller.answer(request)
 
     async def run(self) -> None:
         await self.poller.run()

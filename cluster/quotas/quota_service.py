@@ -29,18 +29,25 @@ What is charged where (the README's "Quotas" section says it for users):
   *other* coordinators are seen only with their next report, about a
   second later).
 
-Each rate bucket runs at this node's share of the quota (shares.py), sized
-again when the metadata changes and at least every ``RECOMPUTE_S``
-(leadership moves are not versioned). The policy on a rate: the debt the
+Each rate bucket runs at this node's share of the quota (shares.py: from
+the offered load every node measures and reports, with a small floor per
+node, the fraction of partitions led as the fallback while nobody has
+demand data), sized again when the metadata changes and at least every
+``RECOMPUTE_S``. The offered load is metered in ``admit`` and ``fetched``:
+each call's request and bytes, once more when that rate's bucket was in
+debt (the call is delayed), and a refused call's too (a refused fetch
+counts the tenant's last answered fetch size here). The policy on a rate: the debt the
 tenant already owes decides (token_bucket.py): none or at most
 ``MAX_DELAY_S`` of it, the call is delayed that long and charged; more, the
 call is refused ``RESOURCE_EXHAUSTED QUOTA_EXCEEDED`` with ``retry_after_ms``
-= the debt, and charged nothing (a refusal is cheap; charging it would let a
-client that retries early lock itself out).
+= the debt, at most ``MAX_RETRY_AFTER_S``, and charged nothing (a refusal
+is cheap; charging it would let a client that retries early lock itself
+out).
 
 Invariants:
 
-1. A refused call changes nothing here: no bucket, meter or count moves
+1. A refused call changes nothing here but the offered-load meters (which
+   exist to see refused demand): no bucket, usage meter or count moves
    (``admit`` decides everything before it charges anything).
 2. Operator keys acting in the system tenant (``__system``: the node's own
    services and tools) are never charged: ``exempt``.
@@ -69,13 +76,32 @@ import grpc
 
 from cluster.frontend.front_door import Caller
 from cluster.frontend.grpc_errors import ServiceError
-from cluster.quotas.shares import burst_for, byte_share, led_count, request_share
+from cluster.quotas.shares import (
+    DEMAND_WINDOW_S,
+    DemandLedger,
+    burst_for,
+    demand_share,
+    leader_fraction,
+    led_count,
+)
 from cluster.quotas.token_bucket import TokenBucket
-from cluster.quotas.usage import GroupSize, NodeReport, RateMeter, TenantUsage, UsageBoard, stored_total
+from cluster.quotas.usage import (
+    ASK_TIMEOUT_S,
+    DEMAND_FIELDS,
+    STALE_S,
+    Demand,
+    GroupSize,
+    NodeReport,
+    RateMeter,
+    TenantUsage,
+    UsageBoard,
+    stored_total,
+)
 from raftlog.v1.reasons import Reason
 
 __all__ = [
     "MAX_DELAY_S",
+    "MAX_RETRY_AFTER_S",
     "RECOMPUTE_S",
     "STORAGE_RETRY_MS",
     "SYSTEM_TENANT",
@@ -86,8 +112,14 @@ __all__ = [
 
 MAX_DELAY_S = 0.1
 """Up to this much debt, a call is delayed (Kafka's throttle); beyond, refused."""
+MAX_RETRY_AFTER_S = 0.5
+"""A refusal's retry-after is the debt owed, at most this: the share that
+pays the debt is sized again every second or so (shares.py) and may grow,
+and a client told to wait a minute at a small share would keep waiting
+after it grew (and show no demand meanwhile, so it would not grow)."""
 RECOMPUTE_S = 0.5
-"""Shares follow leadership moves within this (plus the routing's own lag)."""
+"""Shares are sized again at least this often (the demand reports and
+leadership change without a metadata version)."""
 STORAGE_RETRY_MS = 5_000
 """The retry-after of a produce refused for storage: deleting or retention
 frees space in seconds, not milliseconds."""
@@ -182,6 +214,14 @@ class _Tenant:
     produce_meter: RateMeter = field(default_factory=RateMeter)
     fetch_meter: RateMeter = field(default_factory=RateMeter)
     request_meter: RateMeter = field(default_factory=RateMeter)
+    # Offered load (shares.py): admitted, refused, and delayed once more.
+    produce_offered: RateMeter = field(default_factory=lambda: RateMeter(DEMAND_WINDOW_S))
+    fetch_offered: RateMeter = field(default_factory=lambda: RateMeter(DEMAND_WINDOW_S))
+    request_offered: RateMeter = field(default_factory=lambda: RateMeter(DEMAND_WINDOW_S))
+    fetch_size: int = 0
+    """The last fetch answer's bytes: what a refused fetch is taken to have wanted."""
+    shares: Demand = field(default_factory=Demand)
+    """The bucket rates set at the last recompute (for tests and operators)."""
 
 
 def _bucket(held: TokenBucket | None, limit: int | None, rate: float, now: float) -> TokenBucket | None:
@@ -218,6 +258,9 @@ class QuotaService:
         self.board = board or UsageBoard(node_id)
         self._clock = clock
         self._wall_clock = wall_clock
+        # What other nodes may hold of this node's demand; report ids start
+        # from the wall clock so a restarted node never reuses one.
+        self.ledger = DemandLedger(STALE_S + ASK_TIMEOUT_S, first_id=time.time_ns())
         self._tenants: dict[str, _Tenant] = {}
 
     def now(self) -> float:
@@ -251,13 +294,23 @@ class QuotaService:
             g: GroupSize(view.stored_bytes(g), view.term(g), seen_ms) for g in groups if view.leads(g)
         }
         state.cluster_stored = stored_total(groups, [state.sizes, *self.board.sizes(tenant, now)])
-        partitions = len(groups)
-        produce, fetch, requests = limits.produce_bytes_s, limits.fetch_bytes_s, limits.requests_s
-        state.produce = _bucket(state.produce, produce, byte_share(produce or 0, led, partitions), now)
-        state.fetch = _bucket(state.fetch, fetch, byte_share(fetch or 0, led, partitions), now)
-        nodes = view.node_count()
-        state.requests = _bucket(
-            state.requests, requests, request_share(requests or 0, led, partitions, nodes), now
+        partitions, nodes = len(groups), view.node_count()
+        live, others = self._live_demand(state, now), self.board.demands(tenant, now)
+        rates = {}
+        for name in ("produce_bytes_s", "fetch_bytes_s", "requests_s"):
+            quota = getattr(limits, name)
+            own = self.ledger.own((tenant, name), getattr(live, name), now)
+            fallback = 1 / max(1, nodes) if name == "requests_s" else leader_fraction(led, partitions, nodes)
+            rates[name] = demand_share(quota or 0, own, [getattr(d, name) for d in others], nodes, fallback)
+        state.shares = Demand(**rates)
+        state.produce = _bucket(state.produce, limits.produce_bytes_s, rates["produce_bytes_s"], now)
+        state.fetch = _bucket(state.fetch, limits.fetch_bytes_s, rates["fetch_bytes_s"], now)
+        state.requests = _bucket(state.requests, limits.requests_s, rates["requests_s"], now)
+
+    @staticmethod
+    def _live_demand(state: _Tenant, now: float) -> Demand:
+        return Demand(
+            state.produce_offered.rate(now), state.fetch_offered.rate(now), state.request_offered.rate(now)
         )
 
     def limits(self, tenant: str) -> Limits:
@@ -278,37 +331,60 @@ class QuotaService:
         limits = state.limits
         assert limits is not None
         view = self._view
-        delay = _debt(state.requests, limits.requests_s, "requests/s", now)
         charge_produce = produce_group is not None and view.leads(produce_group)
-        if produce_group is not None:
+        check_fetch = fetch_group is not None and view.leads(fetch_group)
+        try:
+            waits = self._decide(state, limits, produce_group is not None, charge_produce, check_fetch, now)
+        except ServiceError:
+            # Refused: offered all the same (shares.py), charged nothing.
+            state.request_offered.add(1, now)
+            if charge_produce:
+                state.produce_offered.add(produce_bytes, now)
+            if check_fetch:
+                state.fetch_offered.add(state.fetch_size, now)
+            raise
+        request_wait, produce_wait, _ = waits
+        # Admitted: charge, and offer once more what met a debt.
+        if state.requests is not None:
+            state.requests.charge(1, now)
+        state.request_meter.add(1, now)
+        state.request_offered.add(2 if request_wait > 0 else 1, now)
+        if charge_produce:
+            if state.produce is not None:
+                state.produce.charge(produce_bytes, now)
+            state.produce_meter.add(produce_bytes, now)
+            state.produce_offered.add(produce_bytes * (2 if produce_wait > 0 else 1), now)
+        return max(waits)
+
+    @staticmethod
+    def _decide(state: _Tenant, limits: Limits, produce: bool, charge_produce: bool, check_fetch: bool,
+                now: float) -> tuple[float, float, float]:  # fmt: skip
+        """The waits on the requests, produce and fetch buckets, or the refusal."""
+        request_wait = _debt(state.requests, limits.requests_s, "requests/s", now)
+        produce_wait = fetch_wait = 0.0
+        if produce:
             storage = limits.storage_bytes
             if storage is not None and (storage == 0 or state.cluster_stored >= storage):
                 raise quota_exceeded(
                     "storage bytes", STORAGE_RETRY_MS / 1000 if storage else math.inf, storage
                 )
             if charge_produce:
-                delay = max(delay, _debt(state.produce, limits.produce_bytes_s, "produce bytes/s", now))
-        if fetch_group is not None and view.leads(fetch_group):
-            delay = max(delay, _debt(state.fetch, limits.fetch_bytes_s, "fetch bytes/s", now))
-        # Admitted: charge.
-        if state.requests is not None:
-            state.requests.charge(1, now)
-        state.request_meter.add(1, now)
-        if charge_produce:
-            if state.produce is not None:
-                state.produce.charge(produce_bytes, now)
-            state.produce_meter.add(produce_bytes, now)
-        return delay
+                produce_wait = _debt(state.produce, limits.produce_bytes_s, "produce bytes/s", now)
+        if check_fetch:
+            fetch_wait = _debt(state.fetch, limits.fetch_bytes_s, "fetch bytes/s", now)
+        return request_wait, produce_wait, fetch_wait
 
     def fetched(self, tenant: str, nbytes: int) -> float:
         """Charge ``nbytes`` a fetch answered (debt allowed); the debt's wait,
-        which a stream waits out before its next read."""
+        which a stream waits out before its next read (and the next fetch
+        meets). Bytes that leave a debt are offered once more."""
         now = self._clock()
         state = self._tenant(tenant, now)
         state.fetch_meter.add(nbytes, now)
-        if state.fetch is None:
-            return 0.0
-        return min(state.fetch.charge(nbytes, now), 60.0)
+        state.fetch_size = nbytes
+        wait = 0.0 if state.fetch is None else min(state.fetch.charge(nbytes, now), 60.0)
+        state.fetch_offered.add(nbytes * (2 if wait > 0 else 1), now)
+        return wait
 
     def stream_opened(self, tenant: str) -> None:
         """Count one more open stream, or refuse it over ``streams``."""
@@ -384,10 +460,12 @@ class QuotaService:
             requests_s=state.request_meter.rate(now),
         )
 
-    async def local_report(self) -> NodeReport:
+    async def local_report(self, asker: int = 0, held: int = 0) -> NodeReport:
         """Every tenant's figures on this node, leaving out the all-zero ones
-        (what NodeAdmin.TenantUsage answers other nodes)."""
-        usage, sizes = {}, {}
+        (what NodeAdmin.TenantUsage answers node ``asker``, which holds our
+        report ``held``: the demand answered is recorded in the ledger)."""
+        usage, sizes, demand = {}, {}, {}
+        now = self._clock()
         for tenant in self._view.tenants():
             figures = await self.local_usage(tenant)
             if figures != TenantUsage():
@@ -395,7 +473,12 @@ class QuotaService:
             state = self._tenants[tenant]
             if state.sizes:
                 sizes[tenant] = dict(state.sizes)
-        return NodeReport(usage, sizes)
+            offered = self._live_demand(state, now)
+            if offered != Demand():
+                demand[tenant] = offered
+        figures_by_key = {(t, name): getattr(d, name) for t, d in demand.items() for name in DEMAND_FIELDS}
+        report_id = self.ledger.publish(asker, held, figures_by_key, now) if asker > 0 else 0
+        return NodeReport(usage, sizes, demand, report_id)
 
     async def usage(self, tenant: str) -> TenantUsage:
         """``tenant``'s usage over the cluster: this node's live figures and
@@ -416,5 +499,5 @@ def _debt(bucket: TokenBucket | None, limit: int | None, what: str, now: float) 
         raise quota_exceeded(what, math.inf, 0)
     wait = bucket.wait(now)
     if wait > MAX_DELAY_S:
-        raise quota_exceeded(what, wait, limit)
+        raise quota_exceeded(what, min(wait, MAX_RETRY_AFTER_S), limit)
     return wait

@@ -8,8 +8,8 @@ quota), and what makes the policy simple: a caller asks ``wait(now)`` (how
 long until the debt is paid) *before* it charges, and decides there whether
 the call goes at once, waits, or is refused (cluster/quotas/quota_stage.py:
 delayed up to 100 ms, refused beyond). Refusing on the debt already owed, not
-on the debt the call would add, means a refused call is admitted once it
-waits the ``retry_after`` it was told: a large call is never refused for ever.
+on the debt the call would add, means a refused call is admitted once the
+debt it met is paid: a large call is never refused for ever.
 
 Invariants:
 

@@ -11,8 +11,9 @@ figures nodes learn from each other (pure: time passed in).
   ``TenantUsageEntry`` fields carry the same names.
 - ``GroupSize``: the stored bytes of one partition as its leader saw them,
   with the leader's Raft term and the moment (wall clock) it looked.
-- ``NodeReport``: what one node reports: per tenant its ``TenantUsage`` and
-  the ``GroupSize`` of each partition it leads.
+- ``NodeReport``: what one node reports: per tenant its ``TenantUsage``,
+  the ``GroupSize`` of each partition it leads and its offered load
+  (``Demand``, which sizes the rate shares: shares.py).
 - ``UsageBoard``: the latest ``NodeReport`` each *other* node sent
   (cluster/quotas/usage_poller.py asks every node about once a second).
   A node's report older than ``STALE_S`` is left out (a node that stopped
@@ -44,10 +45,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
 __all__ = [
+    "ASK_TIMEOUT_S",
+    "DEMAND_FIELDS",
     "DESCRIBED_AS",
+    "POLL_S",
     "STALE_S",
     "USAGE_FIELDS",
     "WINDOW_S",
+    "Demand",
     "GroupSize",
     "NodeReport",
     "RateMeter",
@@ -60,14 +65,19 @@ WINDOW_S = 5
 """Rates are averaged over this many seconds."""
 STALE_S = 5.0
 """A node's report counts for this long after it arrived."""
+POLL_S = 0.5
+"""Every node asks every other node for its report this often."""
+ASK_TIMEOUT_S = 1.0
+"""An ask that takes longer is given up (the answer never counts)."""
 
 
 class RateMeter:
-    """See the module docstring."""
+    """See the module docstring (``window_s``: ``WINDOW_S`` unless given)."""
 
-    __slots__ = ("_buckets",)
+    __slots__ = ("_buckets", "_window")
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: int = WINDOW_S) -> None:
+        self._window = window_s
         self._buckets: deque[list[float]] = deque()  # [second, amount], oldest first
 
     def add(self, amount: float, now: float) -> None:
@@ -85,11 +95,11 @@ class RateMeter:
         second = math.floor(now)
         self._trim(second)
         total = sum(amount for _, amount in self._buckets)
-        span = WINDOW_S + (now - second)
+        span = self._window + (now - second)
         return total / span if span > 0 else 0.0
 
     def _trim(self, second: float) -> None:
-        while self._buckets and self._buckets[0][0] < second - WINDOW_S:
+        while self._buckets and self._buckets[0][0] < second - self._window:
             self._buckets.popleft()
 
     @property
@@ -150,12 +160,29 @@ class GroupSize:
 
 
 @dataclass(frozen=True, slots=True)
+class Demand:
+    """One tenant's offered load on one node, per second over
+    ``shares.DEMAND_WINDOW_S``: admitted, refused, and delayed once more
+    (cluster/quotas/shares.py)."""
+
+    produce_bytes_s: float = 0.0
+    fetch_bytes_s: float = 0.0
+    requests_s: float = 0.0
+
+
+DEMAND_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Demand))
+
+
+@dataclass(frozen=True, slots=True)
 class NodeReport:
     """What one node reports about every tenant (module docstring)."""
 
     usage: Mapping[str, TenantUsage] = field(default_factory=dict)
     sizes: Mapping[str, Mapping[int, GroupSize]] = field(default_factory=dict)
     """tenant -> partition group -> size, of the groups the node leads."""
+    demand: Mapping[str, Demand] = field(default_factory=dict)
+    report_id: int = 0
+    """Names this report when the receiver next asks (shares.DemandLedger)."""
 
 
 def stored_total(groups: Iterable[int], views: Iterable[Mapping[int, GroupSize]]) -> int:
@@ -198,6 +225,16 @@ class UsageBoard:
     def others(self, tenant: str, now: float) -> list[TenantUsage]:
         """``tenant``'s usage in each other node's fresh report."""
         return [r.usage[tenant] for r in self.fresh(now) if tenant in r.usage]
+
+    def demands(self, tenant: str, now: float) -> list[Demand]:
+        """``tenant``'s offered load in each other node's fresh report."""
+        return [r.demand[tenant] for r in self.fresh(now) if tenant in r.demand]
+
+    def report_id(self, node_id: int, now: float) -> int:
+        """The id of ``node_id``'s report counted here (0: none, or stale:
+        then its demand counts as 0 here, and the node must know it)."""
+        held = self._reports.get(node_id)
+        return held[1].report_id if held is not None and now - held[0] <= STALE_S else 0
 
     def sizes(self, tenant: str, now: float) -> list[Mapping[int, GroupSize]]:
         """``tenant``'s partition sizes in each other node's fresh report."""

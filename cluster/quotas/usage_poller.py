@@ -2,7 +2,10 @@
 loop that asks every other node for it about once a second.
 
 Storage and group quotas count over the whole cluster, but each node sees
-only the partitions it leads and the groups it coordinates. So every node
+only the partitions it leads and the groups it coordinates; and the rate
+shares follow the demand every node reports (shares.py: each ask names
+the report the asker holds, so the answering node knows what may be held
+of its demand). So every node
 asks every other node's NodeAdmin (internal: with this node's proof) for
 its per-tenant figures every ``POLL_S`` and keeps the latest answers on the
 ``UsageBoard``; the quota service adds its own live figures. A tenant can
@@ -31,7 +34,16 @@ import grpc
 from cluster.controller_replica import ControllerReplica
 from cluster.frontend.forwarding import ChannelCache
 from cluster.quotas.quota_service import QuotaService
-from cluster.quotas.usage import USAGE_FIELDS, GroupSize, NodeReport, TenantUsage
+from cluster.quotas.usage import (
+    ASK_TIMEOUT_S,
+    DEMAND_FIELDS,
+    POLL_S,
+    USAGE_FIELDS,
+    Demand,
+    GroupSize,
+    NodeReport,
+    TenantUsage,
+)
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 __all__ = ["ASK_TIMEOUT_S", "NODE_ADMIN_TENANT_USAGE", "POLL_S", "UsagePoller", "from_report", "to_report"]
@@ -39,16 +51,15 @@ __all__ = ["ASK_TIMEOUT_S", "NODE_ADMIN_TENANT_USAGE", "POLL_S", "UsagePoller", 
 log = logging.getLogger(__name__)
 
 NODE_ADMIN_TENANT_USAGE = "/raftlog.internal.v1.NodeAdmin/TenantUsage"
-POLL_S = 1.0
-ASK_TIMEOUT_S = 1.0
 
 Prove = Callable[[str], tuple[tuple[str, str], ...]]
 
 
 def to_report(node_id: int, report: NodeReport) -> node_admin_pb2.TenantUsageReport:
-    tenants = sorted(set(report.usage) | set(report.sizes))
+    tenants = sorted(set(report.usage) | set(report.sizes) | set(report.demand))
     return node_admin_pb2.TenantUsageReport(
         node_id=node_id,
+        report_id=report.report_id,
         tenants=[
             node_admin_pb2.TenantUsageEntry(
                 tenant=tenant,
@@ -57,6 +68,9 @@ def to_report(node_id: int, report: NodeReport) -> node_admin_pb2.TenantUsageRep
                     node_admin_pb2.StoredGroup(group=g, bytes=s.size, term=s.term, seen_ms=s.seen_ms)
                     for g, s in sorted(report.sizes.get(tenant, {}).items())
                 ],
+                demand=node_admin_pb2.OfferedLoad(
+                    **{name: getattr(report.demand.get(tenant, Demand()), name) for name in DEMAND_FIELDS}
+                ),
             )
             for tenant in tenants
         ],
@@ -73,6 +87,12 @@ def from_report(report: node_admin_pb2.TenantUsageReport) -> NodeReport:
             for e in report.tenants
             if e.stored_groups
         },
+        demand={
+            e.tenant: Demand(**{name: getattr(e.demand, name) for name in DEMAND_FIELDS})
+            for e in report.tenants
+            if e.HasField("demand")
+        },
+        report_id=report.report_id,
     )
 
 
@@ -93,9 +113,10 @@ class UsagePoller:
         self._dial = dict(dial or {})
         self._channels = channels or ChannelCache()
 
-    async def answer(self) -> node_admin_pb2.TenantUsageReport:
+    async def answer(self, request: node_admin_pb2.TenantUsageRequest) -> node_admin_pb2.TenantUsageReport:
         """This node's report (what NodeAdmin.TenantUsage answers)."""
-        return to_report(self._service.node_id, await self._service.local_report())
+        report = await self._service.local_report(request.asker, request.held_report)
+        return to_report(self._service.node_id, report)
 
     async def run(self) -> None:
         while True:
@@ -112,7 +133,10 @@ class UsagePoller:
         stub = node_admin_pb2_grpc.NodeAdminStub(self._channels.channel(address))
         try:
             report: node_admin_pb2.TenantUsageReport = await stub.TenantUsage(
-                node_admin_pb2.TenantUsageRequest(),
+                node_admin_pb2.TenantUsageRequest(
+                    asker=self._service.node_id,
+                    held_report=self._service.board.report_id(node_id, self._service.now()),
+                ),
                 timeout=ASK_TIMEOUT_S,
                 metadata=self._prove(NODE_ADMIN_TENANT_USAGE),
             )

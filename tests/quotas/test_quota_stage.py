@@ -20,9 +20,10 @@ from cluster.controller.model import KeyScope
 from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.quotas.fair_scheduler import FairScheduler
-from cluster.quotas.quota_service import STORAGE_RETRY_MS, QuotaService
+from cluster.quotas.quota_service import MAX_RETRY_AFTER_S, STORAGE_RETRY_MS, QuotaService
 from cluster.quotas.quota_stage import COMMIT_OFFSETS, JOIN_GROUP, MeteredLogService, QuotaStage
-from cluster.quotas.usage import GroupSize, NodeReport, TenantUsage
+from cluster.quotas.shares import FLOOR_TOTAL
+from cluster.quotas.usage import Demand, GroupSize, NodeReport, TenantUsage
 from partitions.replica import ProduceResult, ReadResult
 from raftlog.v1 import groups_pb2, log_pb2, log_pb2_grpc
 from raftlog.v1.reasons import Reason
@@ -58,6 +59,7 @@ class FakeView:
     stored: int = 0
     leader_term: int = 1
     tenant_group_list: list[int] = field(default_factory=lambda: [GROUP])
+    nodes: int = 1
 
     def quota(self, tenant: str) -> Limits:
         return self.limits
@@ -81,7 +83,7 @@ class FakeView:
         return self.leader_term
 
     def node_count(self) -> int:
-        return 1
+        return self.nodes
 
     def set(self, **limits: int | None) -> None:
         self.limits = replace(self.limits, **limits)
@@ -225,7 +227,11 @@ async def test_a_fetch_answer_is_charged_after_and_its_debt_refuses_the_next_fet
     assert answer.batches
     reason, retry_after_ms, message = await refused(served.stub.Fetch(request, metadata=AUTH))
     assert reason == Reason.QUOTA_EXCEEDED and "fetch bytes/s" in message
-    assert 4_000 <= retry_after_ms <= 5_000  # ~45 KB owed at 10 KB/s
+    # ~45 KB owed at 10 KB/s is ~4.5 s, but a retry-after is at most
+    # MAX_RETRY_AFTER_S: the share paying it off may grow meanwhile.
+    assert retry_after_ms == MAX_RETRY_AFTER_S * 1000
+    served.clock.now += 1.0
+    await refused(served.stub.Fetch(request, metadata=AUTH))  # asked again early: refused again, cheaply
 
 
 async def test_streams_over_the_count_are_refused_without_retry_after_and_released_on_close(
@@ -437,3 +443,42 @@ async def test_a_group_outside_the_keys_scope_is_refused_for_scope_before_the_qu
         async with stage(JOIN_GROUP, client, groups_pb2.JoinGroupRequest(group="app-1"), None):
             raise AssertionError("the handler ran")
     assert caught.value.info.reason == Reason.QUOTA_EXCEEDED
+
+
+async def test_the_produce_share_follows_the_offered_load_every_node_reports(served: Served) -> None:
+    """shares.py through the service: the fallback first, then this node's
+    acknowledged offered load (refused bytes included) against the others'."""
+    view, service, quota = served.view, served.service, 900_000
+    view.nodes, view.leading = 3, {GROUP}
+    view.set(produce_bytes_s=quota)
+    floor = FLOOR_TOTAL / 3
+
+    def share() -> float:
+        view.version += 1  # recompute now
+        service.limits(TENANT)
+        return service._tenants[TENANT].shares.produce_bytes_s
+
+    # Nobody has demand data: it leads all the tenant's partitions.
+    assert share() == pytest.approx(quota * (floor + (1 - 3 * floor)))
+    held = {2: 0, 3: 0}
+    for node in held:  # the other nodes ask, and hold no demand of ours
+        held[node] = (await service.local_report(node, held[node])).report_id
+    await produce(served, 400_000)  # the burst
+    await produce(served, 400_000)  # no debt yet: admitted, into debt
+    await refused(produce(served, 400_000))  # refused, but offered
+    offered = service._live_demand(service._tenants[TENANT], served.clock.now).produce_bytes_s
+    assert offered > (await service.usage(TENANT)).produce_bytes_s * 1.5
+    others = 2 * offered
+    for node in (2, 3):
+        service.board.record(
+            node, NodeReport(demand={TENANT: Demand(produce_bytes_s=others)}), served.clock.now
+        )
+    # Not yet acknowledged by the askers: this node counts none of its own.
+    assert share() == pytest.approx(quota * floor)
+    for _ in range(2):
+        for node in held:
+            held[node] = (await service.local_report(node, held[node])).report_id
+    assert share() == pytest.approx(quota * (floor + (1 - 3 * floor) * offered / (offered + 2 * others)))
+    for node in (2, 3):  # the others' demand went away
+        service.board.record(node, NodeReport(report_id=held[node]), served.clock.now)
+    assert share() == pytest.approx(quota * (1 - 2 * floor))
