@@ -103,14 +103,21 @@ def _limit(unit: int) -> Callable[[str], int | None]:
 # --- showing quotas and keys --------------------------------------------------------
 
 
-def _amount(field: str, value: int) -> str:
+def _amount(field: str, value: int, *, measured: bool = False) -> str:
+    """A limit as set (exact), or a measured usage (three significant
+    digits: 1.31 MB/s, not 1.31024)."""
+    shown = _three_digits if measured else "{:g}".format
     if field in ("produce_bytes_s", "fetch_bytes_s"):
-        return f"{value / MB:g} MB/s"
+        return f"{shown(value / MB)} MB/s"
     if field == "storage_bytes":
-        return f"{value / GB:g} GB"
+        return f"{shown(value / GB)} GB"
     if field == "requests_s":
         return f"{value}/s"
     return str(value)
+
+
+def _three_digits(number: float) -> str:
+    return f"{number:,.0f}" if number >= 100 else f"{number:.3g}"
 
 
 def _optional(message: Any, field: str) -> int | None:
@@ -127,7 +134,7 @@ def _limit_cells(q: _Quota, effective: admin_pb2.QuotaSettings, overrides: admin
 
 def _quota_row(q: _Quota, described: admin_pb2.DescribeTenantResponse) -> str:
     usage = _optional(described.usage, q.field)
-    usage_text = "-" if usage is None else _amount(q.field, usage)
+    usage_text = "-" if usage is None else _amount(q.field, usage, measured=True)
     return f"{_limit_cells(q, described.effective, described.overrides)} {usage_text:>14}"
 
 

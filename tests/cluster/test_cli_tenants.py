@@ -159,6 +159,21 @@ def test_describe_shows_limits_their_source_and_only_measured_usage(
     assert "not measured" in err and "storage_bytes" in err and "partitions" not in err
 
 
+def test_describe_rounds_measured_usage_but_never_a_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    FakeAdmin.described = admin_pb2.DescribeTenantResponse(
+        tenant="acme",
+        effective=QUOTA(produce_bytes_s=1_234_567, storage_bytes=2_500_000_000),
+        overrides=QUOTA(produce_bytes_s=1_234_567),
+        usage=admin_pb2.TenantUsage(produce_bytes_s=1_310_240, storage_bytes=7_169_360, requests_s=16),
+    )
+    code, out, _ = run(capsys, "tenant", "describe", "acme")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["produce_bytes_s"] == ["produce_bytes_s", "1.23457", "MB/s", "tenant", "1.31", "MB/s"]
+    assert rows["storage_bytes"] == ["storage_bytes", "2.5", "GB", "default", "0.00717", "GB"]
+    assert rows["requests_s"][-1] == "16/s"
+
+
 def test_describe_json_has_every_field_with_null_where_unset(capsys: pytest.CaptureFixture[str]) -> None:
     FakeAdmin.described = admin_pb2.DescribeTenantResponse(
         tenant="acme", effective=QUOTA(partitions=1000), usage=admin_pb2.TenantUsage(partitions=2, topics=1)
