@@ -114,17 +114,29 @@ class _Leaders:
             )
         return self._channels[address]
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> bool:
+        """Read the leaders again; whether every partition has one."""
         channel = self._channel(self._setup["bootstrap"][0])
         answer = await metadata_pb2_grpc.MetadataServiceStub(channel).GetMetadata(
             metadata_pb2.GetMetadataRequest(topics=[self._setup["topic"]]), timeout=10
         )
         addresses = {node.node_id: node.address for node in answer.nodes}
+        complete = bool(answer.topics)
         for topic in answer.topics:
             for partition in topic.partitions:
                 if partition.leader in addresses:
                     channel = self._channel(addresses[partition.leader])
                     self.stubs[partition.partition] = log_pb2_grpc.LogServiceStub(channel)
+                else:
+                    complete = False
+        return complete
+
+    async def wait_for_all(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await self.refresh():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not every partition of {self._setup['topic']} has a leader")
+            await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -140,7 +152,7 @@ async def _raw_flood(setup: dict[str, Any], tally: Tally, ready: Callable[[], No
     calls: set[asyncio.Task[None]] = set()
     turn = 0
     try:
-        await leaders.refresh()
+        await leaders.wait_for_all()
         ready()
 
         async def one(partition: int) -> None:

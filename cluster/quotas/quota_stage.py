@@ -19,6 +19,16 @@ Per admitted public call of a tenant, before its handler:
    existence check runs only for those two methods and only when the
    tenant has a group quota, and the group's name stays reserved while the
    call runs (``QuotaService.new_group``).
+   A rate refusal is *held* before it is answered (Kafka's throttle:
+   delay the answer rather than only ask the client to wait): the call
+   sleeps its retry-after (at most ``MAX_RETRY_AFTER_S``) and is admitted
+   once more, served if it fits by then, refused otherwise. A client that
+   ignores retry-after can then make a node refuse no more than about
+   (its calls in flight) / (the retry-after) calls a second, each costing
+   a sleeping coroutine rather than a refusal's work; a polite client just
+   sees a slower answer. At most ``MAX_HELD`` calls and ``MAX_HELD_BYTES``
+   of request bytes per tenant are held on a node (what a hold keeps in
+   memory); beyond that a refusal is answered at once.
 4. ``Produce`` and ``Fetch`` then take their turn in the node's
    ``FairScheduler`` (per-tenant queues served round-robin): a produce, or a
    fetch that does not wait for data, holds a slot for the whole call; a
@@ -39,6 +49,8 @@ Invariants:
   wrote nothing).
 - A stream's count is released exactly once, however the call ends.
 - Exempt callers (operator keys in ``__system``) pass untouched.
+- A held call has done nothing and holds nothing but its request: it is
+  admitted (or refused) after the hold exactly as a new call would be.
 """
 
 from __future__ import annotations
@@ -51,10 +63,11 @@ from typing import Any, cast
 import grpc
 
 from cluster.frontend.front_door import Caller, current_caller
+from cluster.frontend.grpc_errors import ServiceError
 from cluster.frontend.key_scope import check_group
 from cluster.frontend.log_service import LogService
 from cluster.quotas.fair_scheduler import FairScheduler
-from cluster.quotas.quota_service import QuotaService, QuotaView
+from cluster.quotas.quota_service import MAX_RETRY_AFTER_S, QuotaService, QuotaView
 from raftlog.v1 import groups_pb2, log_pb2
 
 __all__ = [
@@ -78,6 +91,11 @@ COMMIT_OFFSETS = f"/{_GROUPS}/CommitOffsets"
 Sleep = Callable[[float], Awaitable[None]]
 """How the stage waits out a delay (``asyncio.sleep``; the test's own in tests)."""
 
+MAX_HELD = 64
+"""Calls of one tenant held at once on a node before refusals go out at once."""
+MAX_HELD_BYTES = 16 << 20
+"""Request bytes of one tenant held at once on a node (produce batches)."""
+
 
 class QuotaStage:
     """The stage (see the module docstring); pass it in ``FrontDoor(...,
@@ -94,6 +112,8 @@ class QuotaStage:
         self._view = view
         self._scheduler = scheduler or FairScheduler()
         self._sleep = sleep
+        # tenant -> (calls, request bytes) held now (module docstring, 1.)
+        self._held: dict[str, tuple[int, int]] = {}
 
     @property
     def scheduler(self) -> FairScheduler:
@@ -120,7 +140,10 @@ class QuotaStage:
                 # whatever the group quota says (the handler checks it too).
                 check_group(caller.principal, request.group)
                 await held.enter_async_context(service.new_group(tenant, request.group))
-            delay = self._admit(method, tenant, request)
+            try:
+                delay = self._admit(method, tenant, request)
+            except ServiceError as refusal:
+                delay = await self._held_then_admitted(method, tenant, request, refusal)
             if delay > 0:
                 await self._sleep(delay)
             if method == PRODUCE or (method == FETCH and not request.max_wait_ms):
@@ -132,6 +155,32 @@ class QuotaStage:
                 yield None
             else:
                 yield None
+
+    async def _held_then_admitted(
+        self, method: str, tenant: str, request: Any, refusal: ServiceError
+    ) -> float:
+        """Hold a rate refusal for its retry-after, then admit the call once
+        more (module docstring, 1.); raises ``refusal`` at once when it is
+        not a rate's or the tenant already has its most held here."""
+        wait_s = refusal.info.retry_after_ms / 1000
+        size = len(request.batch) if method == PRODUCE else 0
+        calls, held_bytes = self._held.get(tenant, (0, 0))
+        if not 0 < wait_s <= MAX_RETRY_AFTER_S or calls >= MAX_HELD or held_bytes + size > MAX_HELD_BYTES:
+            raise refusal
+        self._held[tenant] = (calls + 1, held_bytes + size)
+        try:
+            await self._sleep(wait_s)
+        finally:
+            calls, held_bytes = self._held[tenant]
+            if calls == 1:
+                del self._held[tenant]
+            else:
+                self._held[tenant] = (calls - 1, held_bytes - size)
+        return self._admit(method, tenant, request)
+
+    def held(self, tenant: str) -> int:
+        """Calls of ``tenant`` held on this node now."""
+        return self._held.get(tenant, (0, 0))[0]
 
     def _admit(self, method: str, tenant: str, request: Any) -> float:
         """``QuotaService.admit`` with the call's partition and bytes."""

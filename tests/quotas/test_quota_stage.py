@@ -7,7 +7,7 @@ quotas and leaders is a fake, and the clock is the test's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,13 @@ from cluster.frontend.front_door import Caller, FrontDoor
 from cluster.frontend.grpc_errors import ServiceError, error_info
 from cluster.quotas.fair_scheduler import FairScheduler
 from cluster.quotas.quota_service import MAX_RETRY_AFTER_S, STORAGE_RETRY_MS, QuotaService
-from cluster.quotas.quota_stage import COMMIT_OFFSETS, JOIN_GROUP, MeteredLogService, QuotaStage
+from cluster.quotas.quota_stage import (
+    COMMIT_OFFSETS,
+    JOIN_GROUP,
+    MAX_HELD,
+    MeteredLogService,
+    QuotaStage,
+)
 from cluster.quotas.shares import FLOOR_TOTAL
 from cluster.quotas.usage import Demand, GroupSize, NodeReport, TenantUsage
 from partitions.replica import ProduceResult, ReadResult
@@ -129,6 +135,10 @@ class Served:
     replica: FakeReplica
     service: QuotaService
     sleeps: list[float]
+    stage: QuotaStage
+    on_sleep: Callable[[float], Awaitable[None]] | None = None
+    """What a stage or stream sleep does besides being recorded (nothing:
+    it returns at once and the test's clock stays)."""
 
 
 async def identify(context: grpc.aio.ServicerContext) -> Caller:
@@ -147,6 +157,8 @@ async def served() -> AsyncIterator[Served]:
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
+        if found.on_sleep is not None:
+            await found.on_sleep(seconds)
 
     stage = QuotaStage(service, view, FairScheduler(4), sleep=sleep)
 
@@ -163,7 +175,8 @@ async def served() -> AsyncIterator[Served]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Served(log_pb2_grpc.LogServiceStub(channel), view, clock, replica, service, sleeps)
+        found = Served(log_pb2_grpc.LogServiceStub(channel), view, clock, replica, service, sleeps, stage)
+        yield found
     await server.stop(None)
 
 
@@ -201,11 +214,52 @@ async def test_produce_over_its_rate_is_delayed_then_refused_and_the_refused_bat
     reason, retry_after_ms, message = await refused(produce(served, 100))
     assert reason == Reason.QUOTA_EXCEEDED and "produce bytes/s" in message
     assert 215 <= retry_after_ms <= 225  # the debt owed, the refused call not charged
+    # Held for its retry-after first (this clock did not move meanwhile, so
+    # the second admission refused it too).
+    assert served.sleeps[1:] == [pytest.approx(retry_after_ms / 1000, abs=0.002)]
     assert served.replica.batches == written  # nothing written
     served.clock.now += retry_after_ms / 1000
     await produce(served, 100)  # waiting the retry-after is enough
     assert len(served.replica.batches) == len(written) + 1
-    assert served.sleeps[-1] == 0 or len(served.sleeps) == 1
+    assert len(served.sleeps) == 2  # admitted at once: neither delayed nor held
+
+
+async def test_a_refused_call_is_held_for_its_retry_after_then_served_if_it_fits(served: Served) -> None:
+    served.view.set(produce_bytes_s=10_000)  # burst: 5,000 bytes
+    overhead = len(batch(0))
+    await produce(served, 8_000 - overhead)  # 3,000 owed: 0.3 s
+    served.clock.now += 0.05  # 2,500 owed: 0.25 s, over MAX_DELAY_S
+
+    async def time_passes(seconds: float) -> None:
+        served.clock.now += seconds
+
+    served.on_sleep = time_passes
+    await produce(served, 100)  # held 0.25 s, then admitted: no refusal reaches the client
+    assert served.sleeps == [pytest.approx(0.25, abs=0.002)]
+    assert len(served.replica.batches) == 2
+
+
+async def test_beyond_the_most_held_calls_a_refusal_is_answered_at_once(served: Served) -> None:
+    served.view.set(requests_s=4)  # burst 2 requests
+    request = log_pb2.InitProducerRequest()
+    for _ in range(3):  # 2 from the burst, the third into debt
+        await served.stub.InitProducer(request, metadata=AUTH)
+    release = asyncio.Event()
+
+    async def held_until_released(_seconds: float) -> None:
+        await release.wait()
+
+    served.on_sleep = held_until_released
+    calls = [asyncio.ensure_future(served.stub.InitProducer(request, metadata=AUTH)) for _ in range(MAX_HELD)]
+    while served.stage.held(TENANT) < MAX_HELD:
+        await asyncio.sleep(0.01)
+    reason, retry_after_ms, _ = await refused(served.stub.InitProducer(request, metadata=AUTH))  # not held
+    assert reason == Reason.QUOTA_EXCEEDED and retry_after_ms > 0
+    assert served.stage.held(TENANT) == MAX_HELD and not any(call.done() for call in calls)
+    release.set()  # the clock did not move: each is admitted again after its hold, and refused
+    for call in calls:
+        assert (await refused(call))[0] == Reason.QUOTA_EXCEEDED
+    assert served.stage.held(TENANT) == 0
 
 
 async def test_requests_over_their_rate_are_refused_with_a_retry_after(served: Served) -> None:
