@@ -313,6 +313,24 @@ class QuotaService:
             state.produce_offered.rate(now), state.fetch_offered.rate(now), state.request_offered.rate(now)
         )
 
+    def rates_in_demand(self) -> bool:
+        """Whether some tenant with a rate quota has offered load here or in
+        another node's latest report: then the nodes must swap their
+        figures often (shares follow demand); otherwise they can wait
+        (usage_poller.IDLE_POLL_S)."""
+        now = self._clock()
+        for tenant, state in self._tenants.items():
+            limits = state.limits
+            if limits is None or (
+                limits.produce_bytes_s is None and limits.fetch_bytes_s is None and limits.requests_s is None
+            ):
+                continue
+            if self._live_demand(state, now) != Demand() or any(
+                demand != Demand() for demand in self.board.demands(tenant, now)
+            ):
+                return True
+        return False
+
     def limits(self, tenant: str) -> Limits:
         state = self._tenant(tenant, self._clock())
         assert state.limits is not None

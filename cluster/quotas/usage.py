@@ -48,6 +48,7 @@ __all__ = [
     "ASK_TIMEOUT_S",
     "DEMAND_FIELDS",
     "DESCRIBED_AS",
+    "IDLE_POLL_S",
     "POLL_S",
     "STALE_S",
     "USAGE_FIELDS",
@@ -66,7 +67,13 @@ WINDOW_S = 5
 STALE_S = 5.0
 """A node's report counts for this long after it arrived."""
 POLL_S = 0.5
-"""Every node asks every other node for its report this often."""
+"""Every node asks every other node for its report this often while some
+tenant with a rate quota has demand (the shares follow it)."""
+IDLE_POLL_S = 2.0
+"""... and this often otherwise: the reports then only carry storage,
+groups and usage for DescribeTenant, and an idle node of 1,000 partitions
+should not spend its CPU swapping them (bench density: 10.9 % of a core
+per node polling every 0.5 s, against 5.2 % before quotas)."""
 ASK_TIMEOUT_S = 1.0
 """An ask that takes longer is given up (the answer never counts)."""
 

@@ -7,10 +7,13 @@ shares follow the demand every node reports (shares.py: each ask names
 the report the asker holds, so the answering node knows what may be held
 of its demand). So every node
 asks every other node's NodeAdmin (internal: with this node's proof) for
-its per-tenant figures every ``POLL_S`` and keeps the latest answers on the
-``UsageBoard``; the quota service adds its own live figures. A tenant can
-therefore overshoot its storage quota by about one poll's worth of writes
-(and a group quota by the groups created meanwhile on other coordinators).
+its per-tenant figures every ``POLL_S`` while some tenant with a rate
+quota has demand (here or in the last reports), every ``IDLE_POLL_S``
+otherwise, and keeps the latest answers on the ``UsageBoard``; the quota
+service adds its own live figures. A tenant can therefore overshoot its
+storage quota by about one poll's worth of writes (up to ``IDLE_POLL_S``
+when no rate-limited tenant is busy), and a group quota by the groups
+created meanwhile on other coordinators.
 
 Invariants:
 
@@ -37,6 +40,7 @@ from cluster.quotas.quota_service import QuotaService
 from cluster.quotas.usage import (
     ASK_TIMEOUT_S,
     DEMAND_FIELDS,
+    IDLE_POLL_S,
     POLL_S,
     USAGE_FIELDS,
     Demand,
@@ -121,7 +125,7 @@ class UsagePoller:
     async def run(self) -> None:
         while True:
             await self.poll_once()
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(POLL_S if self._service.rates_in_demand() else IDLE_POLL_S)
 
     async def poll_once(self) -> None:
         me = self._service.node_id

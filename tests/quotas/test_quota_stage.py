@@ -536,3 +536,14 @@ async def test_the_produce_share_follows_the_offered_load_every_node_reports(ser
     for node in (2, 3):  # the others' demand went away
         service.board.record(node, NodeReport(report_id=held[node]), served.clock.now)
     assert share() == pytest.approx(quota * (1 - 2 * floor))
+
+
+async def test_nodes_swap_figures_often_only_while_a_rate_limited_tenant_has_demand(served: Served) -> None:
+    service = served.service
+    await produce(served, 100)  # demand, but no rate quota: nothing to share
+    assert not service.rates_in_demand()
+    served.view.set(produce_bytes_s=1_000_000)
+    await produce(served, 100)
+    assert service.rates_in_demand()  # shares follow this demand: poll every POLL_S
+    served.clock.now += 60  # the demand window is long past
+    assert not service.rates_in_demand()  # idle: IDLE_POLL_S will do
