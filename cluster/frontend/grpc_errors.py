@@ -119,7 +119,9 @@ def from_replica_error(error: ReplicaError, leader_address: str = "") -> Service
         return ServiceError(
             grpc.StatusCode.RESOURCE_EXHAUSTED, error.reason, error.message, retry_after_ms=50
         )
-    if isinstance(error, DiskFull):  # this node's disk is below its reserve: nothing was written
+    # The leader's disk, or a quorum of its followers', is below its
+    # reserve (partitions/disk_space.py): nothing was written.
+    if isinstance(error, DiskFull):
         return ServiceError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             error.reason,
