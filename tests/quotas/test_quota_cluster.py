@@ -133,4 +133,7 @@ async def test_all_traffic_to_one_partition_gets_the_whole_quota(cluster: LocalC
         f"after {CONVERGE_S:.0f} s ({rate / QUOTA:.3f} of the quota; {first / QUOTA:.3f} before)",
         file=sys.stderr,
     )
-    assert 0.9 * QUOTA <= rate <= 1.1 * QUOTA, f"{rate:.0f} B/s against a quota of {QUOTA}"
+    # 0.97-0.99 measured on an idle machine; the lower bound leaves room for
+    # a loaded CI machine and still tells the demand rule (~0.97) from a
+    # share by partitions led (~0.35).
+    assert 0.8 * QUOTA <= rate <= 1.1 * QUOTA, f"{rate:.0f} B/s against a quota of {QUOTA}"
