@@ -70,8 +70,9 @@ from types import FrameType
 
 from cluster.private_file import write_private
 from cluster.static_config import ConfigError, NodeSpec, StaticCluster, load_cluster
+from cluster.tls.settings import DEFAULT_INTERNAL_PORT_OFFSET
 from harness.flag_server import FlagServerProcess
-from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key
+from harness.local_cluster import LocalCluster, StartInterrupted, new_operator_key, tls_section
 from partitions.owner_only import make_owner_only_dir, restrict_umask
 from raftlog.internal.node_proof import ensure_secret_file
 
@@ -352,14 +353,14 @@ def _print_banner(
     print("Ctrl-C stops the cluster.", flush=True)
 
 
-TLS_SECTION = """
-# make run TLS=1: TLS for clients, mTLS between nodes (cluster/tls/settings.py).
-[tls]
-ca_file = "certs/ca.pem"
-cert_file = "certs/node{id}.pem"
-key_file = "certs/node{id}.key"
-internal_port_offset = 10000
-"""
+TLS_SECTION = "\n".join(
+    [
+        "",
+        "# make run TLS=1: TLS for clients, mTLS between nodes (cluster/tls/settings.py).",
+        *tls_section("certs", DEFAULT_INTERNAL_PORT_OFFSET),  # where init_certs writes (_ensure_certs)
+        "",
+    ]
+)
 
 
 def _ensure_certs(root: Path, cluster: StaticCluster) -> Path | None:
