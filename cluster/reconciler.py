@@ -98,10 +98,10 @@ class Reconciler:
     needed before the controller has registered anyone."""
     dial: Mapping[int, str] = field(default_factory=dict)
     prove: Callable[[str], tuple[tuple[str, str], ...]] = lambda _method: ()
-    dialer: Dialer = PLAIN
-    """Opens channels to other nodes (cluster/tls/dial.py)."""
     """Call metadata with this node's proof for an internal method (NodeAdmin
     admits only nodes of the cluster, cluster/internal/internal_door.py)."""
+    dialer: Dialer = PLAIN
+    """Opens channels to other nodes (cluster/tls/dial.py)."""
     applied_version: int = -1
     """The controller version the last completed pass acted on (the node
     is ready once it covers the bootstrapped metadata)."""
