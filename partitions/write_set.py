@@ -75,13 +75,6 @@ class WriteSet:
         self.ops.append((OpKind.DELETE_RANGE, cf, begin, end))
         self.nbytes += len(begin) + len(end)
 
-    def extend(self, other: WriteSet) -> None:
-        """Append ``other``'s operations after this set's (freeing only if
-        both were)."""
-        self._marked_freeing = (not self.ops or self.frees_space) and (not other.ops or other.frees_space)
-        self.ops.extend(other.ops)
-        self.nbytes += other.nbytes
-
     def __len__(self) -> int:
         return len(self.ops)
 

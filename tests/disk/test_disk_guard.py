@@ -168,9 +168,9 @@ async def test_writes_that_free_space_pass_the_floor_down_to_the_freeing_floor(t
 def test_only_deletions_or_marked_writes_free_space() -> None:
     assert deletion(1).frees_space and not one_entry(1, 10).frees_space and not WriteSet().frees_space
     mixed = deletion(1)
-    mixed.extend(one_entry(2, 10))
+    mixed.put(ColumnFamily.RAFT_LOG, log_key(2, 1), b"x" * 10)  # one put: no longer only deletes
     assert not mixed.frees_space
     marked = one_entry(1, 10)
     marked.mark_freeing()
-    marked.extend(deletion(2))
+    marked.delete_range(ColumnFamily.RAFT_LOG, log_key(2, 0), log_key(2, 1 << 40))
     assert marked.frees_space
