@@ -153,10 +153,6 @@ class AuditEvent:
     message: str = ""
     count: int = 1
 
-    @property
-    def refused(self) -> bool:
-        return self.outcome != "ok"
-
 
 _FIELDS: Final[dict[str, type | tuple[type, ...]]] = {
     "id": str,
