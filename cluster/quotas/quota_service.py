@@ -82,7 +82,6 @@ from cluster.quotas.shares import (
     burst_for,
     demand_share,
     leader_fraction,
-    led_count,
 )
 from cluster.quotas.token_bucket import TokenBucket
 from cluster.quotas.usage import (
@@ -205,9 +204,9 @@ class _Tenant:
     produce: TokenBucket | None = None
     fetch: TokenBucket | None = None
     requests: TokenBucket | None = None
-    led: int = 0
     sizes: dict[int, GroupSize] = field(default_factory=dict)
-    """Of the partitions this node leads, as of ``computed_at``."""
+    """Of the partitions this node leads, as of ``computed_at`` (how many it
+    leads: ``len(sizes)``)."""
     cluster_stored: int = 0
     """Over the cluster (usage.stored_total), as of ``computed_at``."""
     streams: int = 0
@@ -288,16 +287,16 @@ class QuotaService:
         state.version, state.computed_at = view.version, now
         limits = state.limits = view.quota(tenant)
         groups = view.tenant_groups(tenant)
-        led = state.led = led_count(groups, view.leads)
         seen_ms = int(self._wall_clock() * 1000)
         state.sizes = {
             g: GroupSize(view.stored_bytes(g), view.term(g), seen_ms) for g in groups if view.leads(g)
         }
+        led = len(state.sizes)
         state.cluster_stored = stored_total(groups, [state.sizes, *self.board.sizes(tenant, now)])
         partitions, nodes = len(groups), view.node_count()
         live, others = self._live_demand(state, now), self.board.demands(tenant, now)
         rates = {}
-        for name in ("produce_bytes_s", "fetch_bytes_s", "requests_s"):
+        for name in DEMAND_FIELDS:
             quota = getattr(limits, name)
             own = self.ledger.own((tenant, name), getattr(live, name), now)
             fallback = 1 / max(1, nodes) if name == "requests_s" else leader_fraction(led, partitions, nodes)
@@ -321,9 +320,7 @@ class QuotaService:
         now = self._clock()
         for tenant, state in self._tenants.items():
             limits = state.limits
-            if limits is None or (
-                limits.produce_bytes_s is None and limits.fetch_bytes_s is None and limits.requests_s is None
-            ):
+            if limits is None or all(getattr(limits, name) is None for name in DEMAND_FIELDS):
                 continue
             if self._live_demand(state, now) != Demand() or any(
                 demand != Demand() for demand in self.board.demands(tenant, now)

@@ -77,7 +77,7 @@ Invariants (tests/quotas/test_shares.py checks them with hypothesis):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -89,7 +89,6 @@ __all__ = [
     "burst_for",
     "demand_share",
     "leader_fraction",
-    "led_count",
 ]
 
 BURST_S = 0.5
@@ -129,11 +128,6 @@ def burst_for(rate_per_s: float) -> float:
     """The burst of a bucket of ``rate_per_s``: ``BURST_S`` of it, at least
     one unit (one request)."""
     return max(1.0, rate_per_s * BURST_S)
-
-
-def led_count(groups: Iterable[int], leads: Callable[[int], bool]) -> int:
-    """How many of ``groups`` (a tenant's partition groups) this node leads."""
-    return sum(1 for group in groups if leads(group))
 
 
 DemandKey = tuple[str, str]
