@@ -115,10 +115,6 @@ class QuotaStage:
         # tenant -> (calls, request bytes) held now (module docstring, 1.)
         self._held: dict[str, tuple[int, int]] = {}
 
-    @property
-    def scheduler(self) -> FairScheduler:
-        return self._scheduler
-
     def __call__(
         self, method: str, caller: Caller, request: Any, context: grpc.aio.ServicerContext
     ) -> AbstractAsyncContextManager[object]:

@@ -109,10 +109,6 @@ class RateMeter:
         while self._buckets and self._buckets[0][0] < second - self._window:
             self._buckets.popleft()
 
-    @property
-    def empty(self) -> bool:
-        return not self._buckets
-
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
@@ -246,7 +242,3 @@ class UsageBoard:
     def sizes(self, tenant: str, now: float) -> list[Mapping[int, GroupSize]]:
         """``tenant``'s partition sizes in each other node's fresh report."""
         return [r.sizes[tenant] for r in self.fresh(now) if tenant in r.sizes]
-
-    def nodes(self, now: float) -> list[int]:
-        """The nodes with a fresh report."""
-        return sorted(n for n, (at, _) in self._reports.items() if now - at <= STALE_S)
