@@ -144,12 +144,14 @@ async def produce_flat_out(
 
 
 async def produce_one_at_a_time(
-    cluster: LocalCluster, topic: str, record_bytes: int, samples: int
+    cluster: LocalCluster, topic: str, record_bytes: int, samples: int, api_key: str | None = None
 ) -> dict[str, Any]:
-    """One record, then wait for its acknowledgement, ``samples`` times."""
+    """One record, then wait for its acknowledgement, ``samples`` times
+    (as ``api_key``'s tenant when given, else with the operator key)."""
     value = b"v" * record_bytes
     timings: list[float] = []
-    async with Producer(bootstrap(cluster), linger_ms=0, **credentials(cluster)) as producer:
+    options = credentials(cluster) | ({"api_key": api_key} if api_key else {})
+    async with Producer(bootstrap(cluster), linger_ms=0, **options) as producer:
         for i in range(samples + min(200, samples)):
             t0 = time.perf_counter_ns()
             await (await producer.send(topic, value, partition=0))

@@ -39,9 +39,7 @@ from typing import Any
 
 from bench.child_processes import ChildProcess
 from bench.cluster_access import NodeAdmin, bootstrap, credentials, running_cluster
-from bench.cluster_figures import produce_flat_out
-from bench.percentiles import summary
-from client import Producer
+from bench.cluster_figures import produce_flat_out, produce_one_at_a_time
 from client.admin import Admin
 from harness.local_cluster import LocalCluster, TopicSpec
 
@@ -73,17 +71,7 @@ class TenancyParams:
 
 async def _quiet_loop(cluster: LocalCluster, key: str, samples: int) -> dict[str, Any]:
     """B's one-record-at-a-time produce latency."""
-    value = b"q" * KiB
-    timings: list[float] = []
-    warm = min(200, samples)
-    options = credentials(cluster) | {"api_key": key}
-    async with Producer(bootstrap(cluster), linger_ms=0, **options) as producer:
-        for i in range(samples + warm):
-            t0 = time.perf_counter_ns()
-            await (await producer.send("lat", value, partition=0))
-            if i >= warm:
-                timings.append((time.perf_counter_ns() - t0) / 1e6)
-    return summary(timings)
+    return await produce_one_at_a_time(cluster, "lat", KiB, samples, api_key=key)
 
 
 async def _mark(flood: ChildProcess) -> tuple[int, int, float]:
