@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Target:
     key: str
-    op: str  # ">=" or "<="
+    op: str  # ">=", "<=" or "between" (with ``upper``)
     bound: float
     reference: str | None = None
     """When set, the bound is this reference figure (of the same run) divided by ``bound``."""
