@@ -30,7 +30,7 @@ CONTRACT := $(shell find proto -name '*.py' ! -name '*_pb2*.py' ! -name '__init_
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto lint fmt test sim crash kill-drill run bench bench-quick chaos chaos-smoke clean
+.PHONY: help venv proto lint fmt test test-tools sim crash kill-drill run bench bench-quick chaos chaos-smoke image clean
 
 help:
 	@echo "make test    venv + proto + lint + the whole test suite (what CI runs)"
@@ -47,6 +47,7 @@ help:
 	@echo "make bench-quick  the same figures, fewer repetitions (<3 min), same file"
 	@echo "make chaos   failover drills: every nemesis, rounds filling 420 s of scheduled faults (prints a seed to replay)"
 	@echo "make chaos-smoke  a short drill (leader kill, pause, partition), 18-40 s of scheduled faults"
+	@echo "make image   the container image (Dockerfile) with buildah; not in CI"
 	@echo "make clean   remove .venv, generated code and caches"
 
 venv: $(STAMP)
@@ -89,7 +90,21 @@ fmt: venv
 	$(VENV)/bin/ruff format $(PY_DIRS) proto
 	$(VENV)/bin/ruff check --fix $(PY_DIRS) proto
 
-test: venv proto lint
+# Debian tools the suite runs (not Python packages): promtool (package
+# prometheus) checks every /metrics page (tests/telemetry/). Installed with
+# apt-get where we are root (CI); elsewhere the tests that need it say so.
+test-tools:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  else \
+	    echo "warning: promtool not found (apt-get install prometheus); its checks will fail" >&2; \
+	  fi; \
+	fi
+
+test: venv proto lint test-tools
 	$(PY) -m pytest -n 2 tests
 
 # The storage crash test, long form (make test runs 3 iterations).
@@ -127,6 +142,15 @@ chaos: venv proto
 
 chaos-smoke: venv proto
 	$(PY) -m chaos --schedule smoke --report $${TMPDIR:-/tmp}/raftlog-chaos-smoke-report.json
+
+# The container image (Dockerfile), built without a daemon: buildah with
+# the vfs driver and chroot isolation works unprivileged in a container.
+# BASE_IMAGE=... builds from a local base. Not part of CI (no registry here).
+IMAGE ?= raftlog:dev
+BASE_IMAGE ?= python:3.11-slim-bookworm
+image:
+	@command -v buildah >/dev/null 2>&1 || { echo "make image needs buildah (apt-get install buildah)" >&2; exit 1; }
+	buildah --storage-driver vfs bud --isolation chroot --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) -f Dockerfile .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

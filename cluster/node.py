@@ -78,6 +78,7 @@ from cluster.quotas import NodeQuotas
 from cluster.reconciler import Reconciler, wait_for
 from cluster.routing.leader_routing import LeaderRouting
 from cluster.static_config import ConfigError, StaticCluster
+from cluster.telemetry.tracing import configure_tracing, server_interceptors
 from cluster.tls.dial import PLAIN, Dialer, TlsDialer
 from cluster.tls.material import CertSource, server_credentials
 from cluster.tls.settings import check_ports, internal_address
@@ -218,6 +219,7 @@ class Node:
 
     async def run(self) -> None:
         cluster = self.cluster
+        configure_tracing("raftlog-node", self.node_id)
         host_config = HostConfig(
             tick_interval_s=cluster.raft.tick_ms / 1000,
             retention_check_interval_s=cluster.retention_check_ms / 1000,
@@ -294,7 +296,11 @@ class Node:
             internal_door = InternalDoor(
                 proof_rule(self._credentials.checker()), require_peer_certificate=self._tls is not None
             )
-            server = grpc.aio.server(options=list(options.items()), interceptors=[internal_door, door])
+            # Tracing first (when OTEL_* configures it): its span covers the
+            # doors' refusals too, and the door stays the last interceptor.
+            server = grpc.aio.server(
+                options=list(options.items()), interceptors=[*server_interceptors(), internal_door, door]
+            )
             forwarder = Forwarder(self._dialer, prove=self._credentials.metadata)
 
             # Every partition's leader, hosted here or not (cluster/routing/).
