@@ -1,0 +1,245 @@
+"""A node's log lines (cluster/telemetry/logs.py): JSON lines that parse, one
+object a line, with the node id and, when the context knows them, the
+tenant (the front door's caller), the Raft group and the current span's
+trace id; text lines as before plus the node id; and no API key in either,
+whichever way it reached the record — with a negative control showing that
+the redaction filter is what keeps it out."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from cluster.controller import Principal
+from cluster.controller.api_keys import issue_api_key
+from cluster.frontend.front_door import Caller, acting_as
+from cluster.telemetry.logs import (
+    REPLICA_TASK_PREFIX,
+    RedactSecrets,
+    configure_logging,
+    group_context,
+    log_group,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("cluster.test_logs")
+
+Configure = Callable[..., io.StringIO]
+
+
+@pytest.fixture
+def logged() -> Iterator[Configure]:
+    """``configure_logging`` into a buffer; the root logger is put back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+
+    def configure(fmt: str, node_id: int = 3) -> io.StringIO:
+        out = io.StringIO()
+        configure_logging(fmt, static_fields={"node_id": node_id}, stream=out)
+        return out
+
+    try:
+        yield configure
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _objects(out: io.StringIO) -> list[dict[str, object]]:
+    lines = out.getvalue().splitlines()
+    assert lines, "nothing was logged"
+    return [json.loads(line) for line in lines]  # one object per line, or this raises
+
+
+def _caller(tenant: str) -> Caller:
+    return Caller(Principal("0123456789abcdef", tenant), tenant)
+
+
+def test_json_lines_parse_with_the_fields(logged: Configure) -> None:
+    out = logged("json")
+    log.info("plain %d", 1)
+    log.warning("with extras", extra={"topic": "orders"})
+    try:
+        raise ValueError("broken\non two lines")
+    except ValueError:
+        log.exception("failed")
+    plain, extras, failed = _objects(out)
+    for obj in (plain, extras, failed):
+        assert list(obj)[:5] == ["ts", "level", "logger", "message", "node_id"]
+        assert obj["logger"] == "cluster.test_logs" and obj["node_id"] == 3
+        ts = str(obj["ts"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ts)
+        assert abs((datetime.now(UTC) - datetime.fromisoformat(ts)).total_seconds()) < 60
+        # No caller, no span, no group here: the fields are absent, not null.
+        assert not {"tenant", "group", "trace_id", "span_id"} & set(obj)
+    assert (plain["level"], plain["message"]) == ("INFO", "plain 1")
+    assert (extras["level"], extras["topic"]) == ("WARNING", "orders")
+    assert failed["level"] == "ERROR" and failed["message"] == "failed"
+    exc = failed["exc_info"]
+    assert isinstance(exc, str) and exc.startswith("Traceback") and "ValueError: broken\non two lines" in exc
+
+
+def test_text_keeps_its_look_plus_the_node_id(logged: Configure) -> None:
+    out = logged("text", node_id=2)
+    log.warning("hello %s", "there")
+    with acting_as(_caller("acme")):
+        log.warning("in a call", extra={"group": 7})
+    first, second = out.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(rf"{stamp} WARNING node_id=2 cluster\.test_logs: hello there", first)
+    assert re.fullmatch(
+        rf"{stamp} WARNING node_id=2 cluster\.test_logs: in a call \[tenant=acme group=7\]", second
+    )
+
+
+def test_tenant_is_the_front_doors_caller(logged: Configure) -> None:
+    out = logged("json")
+    log.info("before")
+    with acting_as(_caller("acme")):
+        log.info("inside")
+        log.info("told", extra={"tenant": "other"})  # extra= wins over the context
+    log.info("after")
+    before, inside, told, after = _objects(out)
+    assert "tenant" not in before and "tenant" not in after
+    assert inside["tenant"] == "acme" and told["tenant"] == "other"
+
+
+def test_trace_id_is_the_current_spans(logged: Configure) -> None:
+    out = logged("json")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("produce") as span:
+        log.info("traced")
+    log.info("untraced")
+    traced, untraced = _objects(out)
+    context = span.get_span_context()
+    assert traced["trace_id"] == f"{context.trace_id:032x}" and traced["span_id"] == f"{context.span_id:016x}"
+    assert "trace_id" not in untraced and "span_id" not in untraced
+
+
+async def test_group_from_extra_context_var_or_replica_task_name(logged: Configure) -> None:
+    out = logged("json")
+
+    async def in_task() -> None:
+        log.info("from a task")
+
+    log.info("given", extra={"group": 5})
+    await asyncio.create_task(in_task(), context=group_context(11))
+    await asyncio.create_task(in_task(), name=f"{REPLICA_TASK_PREFIX}42")
+    await asyncio.create_task(in_task(), name="raftlog-reconciler")
+    token = log_group.set(9)
+    try:
+        log.info("set here")
+    finally:
+        log_group.reset(token)
+    groups = [obj.get("group") for obj in _objects(out)]
+    assert groups == [5, 11, 42, None, 9]
+
+
+def test_replica_owner_tasks_still_carry_the_name_the_filter_reads() -> None:
+    # partitions may not import cluster, so the task name is the seam.
+    source = (REPO / "partitions" / "replica_host.py").read_text()
+    assert f'name=f"{REPLICA_TASK_PREFIX}{{group}}"' in source
+
+
+def _leaky_lines(key: str) -> None:
+    """Every way a key has reached a log call somewhere."""
+    log.warning("inline %s", f"key={key}")
+    log.warning("caller sent authorization: Bearer %s", key)
+    log.warning("metadata %r", (("authorization", f"Bearer {key}"), ("raftlog-tenant", "acme")))
+    log.warning(f"formatted in: {key}")  # the point: a message built before logging
+    log.warning("as an extra", extra={"header": f"bearer {key}"})
+    log.warning({"event": "dict message", "key": key})
+    try:
+        raise PermissionError(f"refused {key}")
+    except PermissionError:
+        log.exception("refused")
+    log.warning("with the stack %s", key, stack_info=True)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_api_key_or_bearer_token_is_ever_written(logged: Configure, fmt: str) -> None:
+    out = logged(fmt)
+    issued = issue_api_key("acme")
+    key = issued.clear_text
+    _leaky_lines(key)
+    with acting_as(_caller("acme")):
+        log.warning("Bearer someopaquetoken123 in a call")
+    text = out.getvalue()
+    secret = key.split("_", 2)[2]
+    assert key not in text and secret not in text
+    assert "someopaquetoken123" not in text
+    # The public key id stays: a line still says which key was involved.
+    assert f"rlk_{issued.key_id}_[redacted]" in text
+    assert text.count("[redacted]") >= 8  # a text line does not show the extra= field
+    if fmt == "json":
+        objects = _objects(out)
+        assert len(objects) == 9 and objects[4]["header"] == "bearer [redacted]"
+
+
+def test_without_the_redaction_filter_the_key_is_written(logged: Configure) -> None:
+    """Negative control: the filter, not luck or the formatter, keeps it out."""
+    out = logged("json")
+    handler = logging.getLogger().handlers[-1]
+    for redaction in [f for f in handler.filters if isinstance(f, RedactSecrets)]:
+        handler.removeFilter(redaction)
+    key = issue_api_key("acme").clear_text
+    _leaky_lines(key)
+    assert out.getvalue().count(key) >= 8
+
+
+def test_a_message_that_does_not_format_leaks_nothing_in_loggings_report(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A handler of its own: pytest's capture handler would raise on the bad record.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactSecrets())
+    key = issue_api_key("acme").clear_text
+    record = logging.LogRecord(
+        "cluster.test_logs", logging.WARNING, __file__, 1, "one %s", (key, "two"), None
+    )
+    handler.handle(record)  # logging reports the failure on stderr, with msg and args
+    report = capsys.readouterr().err
+    assert "--- Logging error ---" in report and "Arguments:" in report
+    assert key not in report and key not in out.getvalue()
+
+
+def test_a_bad_format_names_the_choices_and_changes_nothing(logged: Configure) -> None:
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with pytest.raises(ValueError, match=r"log format 'xml': expected one of text, json"):
+        configure_logging("xml")
+    assert root.handlers == handlers
+
+
+def test_configuring_again_replaces_the_handler(logged: Configure) -> None:
+    first = logged("text")
+    second = logged("json")
+    log.warning("once")
+    assert first.getvalue() == "" and len(_objects(second)) == 1
+
+
+def test_importing_costs_no_third_party_import() -> None:
+    code = (
+        "import sys, cluster.telemetry.logs\n"
+        "heavy = [m for m in ('pythonjsonlogger', 'opentelemetry', 'grpc', 'cluster.frontend') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
