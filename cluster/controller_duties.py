@@ -153,7 +153,7 @@ class ControllerDuties:
     controller: ControllerReplica
     cluster: StaticCluster
     data_dir: Path
-    bootstrap_key: str | None = None
+    bootstrap_key: str | None = field(default=None, repr=False)  # a clear operator key
     peer_alive: Callable[[int], bool] = lambda _node: True
     dead_after_s: float = 10.0
     _silent_since: dict[int, float] = field(default_factory=dict)

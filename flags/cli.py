@@ -90,7 +90,7 @@ class FlagsConnection:
     """One channel to the flag server, with the caller's key and tenant."""
 
     address: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a clear API key: never in a repr or a log line
     tenant: str | None
     channel: grpc.aio.Channel = field(init=False)
     stub: flags_pb2_grpc.FlagAdminServiceStub = field(init=False)

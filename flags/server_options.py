@@ -66,7 +66,7 @@ class UsageError(Exception):
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     bootstrap: tuple[str, ...]
-    api_key: str
+    api_key: str = field(repr=False)  # a clear API key: never in a repr or a log line
     host: str = "127.0.0.1"
     eval_port: int = DEFAULT_EVAL_PORT
     sync_port: int = DEFAULT_SYNC_PORT

@@ -243,3 +243,23 @@ def test_importing_costs_no_third_party_import() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_objects_holding_a_clear_key_leave_it_out_of_their_repr() -> None:
+    # A repr reaches logs through %r, f-strings and error reports.
+    from cluster.controller_duties import ControllerDuties
+    from flags.cli import FlagsConnection
+    from flags.server_options import ServeOptions
+
+    key = issue_api_key(None).clear_text
+    connection = FlagsConnection("127.0.0.1:1", key, "acme")
+    try:
+        holders = [
+            ServeOptions(("127.0.0.1:7001",), key),
+            ControllerDuties(1, None, None, None, bootstrap_key=key),  # type: ignore[arg-type]
+            connection,
+        ]
+        for holder in holders:
+            assert key not in repr(holder), type(holder).__name__
+    finally:
+        await connection.channel.close()
