@@ -34,6 +34,14 @@ Invariants:
   writes submitted after it raise ``WriterClosed``.
 - Cancelling a waiting task does not cancel its write: once submitted, a
   write set is written (it may already be on its way to the disk).
+- Telemetry costs the writer thread three histogram records per synced
+  batch (``sync_seconds``, ``batch_writes``, ``batch_bytes``:
+  partitions/latency_buckets.py), read by the node's metrics at scrape
+  time. A caller that sets ``sync_marks`` to a two-slot list around a
+  write learns when the batch that carried it was written: the thread
+  stores ``time.monotonic_ns()`` before and after ``BatchTarget.write``
+  in it before completing the write (a refused write leaves it as it
+  was). Nothing else reads the marks; they change no write's outcome.
 """
 
 from __future__ import annotations
@@ -44,16 +52,22 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from partitions.disk_space import DiskSpace, describe_bytes
+from partitions.latency_buckets import BATCH_BYTES_BOUNDS, BATCH_WRITES_BOUNDS, LATENCY_BOUNDS_S, Buckets
 from partitions.storage_errors import NoSpaceForWrite, WriteFailed, WriterClosed
 from partitions.write_set import WriteSet
 
 DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
 """A cycle stops taking writes past this many bytes (at least one write is
 always taken), so one burst cannot build an unbounded batch in memory."""
+
+sync_marks: ContextVar[list[int] | None] = ContextVar("sync_marks", default=None)
+"""Set to ``[0, 0]`` around a write to learn when its batch was written
+(module docstring); read by ``submit`` in the caller's context."""
 
 
 class BatchTarget(Protocol):
@@ -95,7 +109,7 @@ class _Waiter:
     """One submitted write set and whoever waits for it: an asyncio future on
     ``loop``, or a ``concurrent.futures.Future`` for blocking callers."""
 
-    __slots__ = ("future", "loop", "sync", "write_set")
+    __slots__ = ("future", "loop", "marks", "sync", "write_set")
 
     def __init__(
         self,
@@ -108,6 +122,7 @@ class _Waiter:
         self.sync = sync
         self.loop = loop
         self.future = future
+        self.marks = sync_marks.get()
 
 
 def _complete_async(futures: list[asyncio.Future[None]], error: WriteFailed | None) -> None:
@@ -151,6 +166,12 @@ class GroupCommitWriter:
         self._closing = False
         self._failure: WriteFailed | None = None
         self._stats = WriterStats()
+        self.sync_seconds = Buckets(LATENCY_BOUNDS_S)
+        """Seconds each synced batch took to write and sync."""
+        self.batch_writes = Buckets(BATCH_WRITES_BOUNDS)
+        """Write sets carried by each synced batch."""
+        self.batch_bytes = Buckets(BATCH_BYTES_BOUNDS)
+        """Bytes of each synced batch."""
         # Daemon: a writer nobody closed must not keep the process alive; its
         # unfinished writes were never acknowledged.
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -227,6 +248,7 @@ class GroupCommitWriter:
                 return
         sync = any(w.sync for w in batch)
         size = 0
+        started_ns = time.monotonic_ns()
         started = time.perf_counter()
         if error is None:
             try:
@@ -239,6 +261,16 @@ class GroupCommitWriter:
                 )
                 error.__cause__ = exc
         elapsed = time.perf_counter() - started
+        if error is None:
+            ended_ns = time.monotonic_ns()
+            for waiter in batch:
+                if waiter.marks is not None:
+                    waiter.marks[0] = started_ns
+                    waiter.marks[1] = ended_ns
+            if sync:
+                self.sync_seconds.observe(elapsed)
+                self.batch_writes.observe(len(batch))
+                self.batch_bytes.observe(size)
         if self._disk is not None and error is None:
             self._disk.wrote(size)
         with self._cond:

@@ -42,6 +42,7 @@ peak throughput (102-105 vs 111-128 MB/s). A Raft node's timers matter more.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,36 @@ class StoreOptions:
     min_blob_bytes: int = 16 * 1024
     max_total_wal_bytes: int = 512 * MiB
     background_jobs: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """RocksDB's own figures, for the node's metrics (read at scrape time)."""
+
+    live_data_bytes: int
+    """SST and blob bytes RocksDB estimates hold live data, every column
+    family (``rocksdb.estimate-live-data-size`` + ``rocksdb.live-blob-file-size``)."""
+    pending_compaction_bytes: int
+    """Bytes compaction must rewrite to bring every level under its target
+    (``rocksdb.estimate-pending-compaction-bytes``, summed)."""
+    write_stalled: bool
+    """Writes are stopped (``rocksdb.is-write-stopped``) or slowed
+    (``rocksdb.actual-delayed-write-rate`` > 0) right now."""
+    stall_seconds: float | None
+    """Time writes spent stalled since the store opened (the "Cumulative
+    stall" of ``rocksdb.dbstats``); None if RocksDB did not say."""
+
+
+_CUMULATIVE_STALL = re.compile(r"Cumulative stall: (\d+):(\d+):(\d+(?:\.\d+)?) H:M:S")
+
+
+def parse_stall_seconds(dbstats: str) -> float | None:
+    """The cumulative stall of a ``rocksdb.dbstats`` text, in seconds."""
+    found = _CUMULATIVE_STALL.search(dbstats)
+    if found is None:
+        return None
+    hours, minutes, seconds = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _base_options(options: StoreOptions) -> rocksdict.Options:
@@ -265,6 +296,25 @@ class NodeStore:
     def property_int(self, cf: ColumnFamily, name: str) -> int | None:
         """A RocksDB integer property of ``cf`` (e.g. ``rocksdb.estimate-num-keys``)."""
         return self._view(cf).property_int_value(name)
+
+    def stats(self) -> StoreStats:
+        """RocksDB's figures now (a few property reads; any thread)."""
+        db = self._database()
+        live = pending = 0
+        for view in self._views.values():
+            live += (view.property_int_value("rocksdb.estimate-live-data-size") or 0) + (
+                view.property_int_value("rocksdb.live-blob-file-size") or 0
+            )
+            pending += view.property_int_value("rocksdb.estimate-pending-compaction-bytes") or 0
+        stopped = db.property_int_value("rocksdb.is-write-stopped") or 0
+        delayed = db.property_int_value("rocksdb.actual-delayed-write-rate") or 0
+        dbstats = db.property_value("rocksdb.dbstats")
+        return StoreStats(
+            live_data_bytes=live,
+            pending_compaction_bytes=pending,
+            write_stalled=bool(stopped or delayed),
+            stall_seconds=parse_stall_seconds(dbstats) if dbstats else None,
+        )
 
     def close(self) -> None:
         """Flush and close; idempotent. No read or write may be in progress."""

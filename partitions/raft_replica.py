@@ -34,12 +34,23 @@ Invariants:
   dropped (Raft never needs it durable). Below the reserve, partition
   replicas (``drops_appends_when_disk_low``) drop incoming entries, answering
   only with a disk-low notice their leader's driver keeps (disk_wait.py).
+- Telemetry changes nothing the replica does or answers. Every proposal
+  costs one ``time.monotonic_ns()`` when submitted and one histogram
+  record (``ReplicaCounters.commit_latency``: propose -> the Ready that
+  says it committed) when it applies; a proposal submitted with
+  ``next_proposal_timing`` set (partitions/proposal_timing.py) also gets
+  its marks filled: index, the group-commit sync that wrote the leader's
+  copy (``group_commit.sync_marks``), committed and applied. Every stored
+  entry's size is recorded (``LogBytes``) so a leader can tell its
+  followers' lag in bytes; the rest (elections by reason, snapshots sent)
+  are counters read at scrape time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +58,11 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from partitions.disk_space import DiskSpace
 from partitions.disk_wait import FullPeers, carries_data, disk_low_notice, is_disk_low_notice, write_when_room
-from partitions.group_commit import GroupCommitWriter
+from partitions.group_commit import GroupCommitWriter, sync_marks
 from partitions.hibernation import Hibernation, Verdict
+from partitions.latency_buckets import LATENCY_BOUNDS_S, Buckets
+from partitions.log_bytes import LogBytes
+from partitions.proposal_timing import ProposalTiming, next_proposal_timing
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
 from partitions.state_machine import PartitionConfig
@@ -118,6 +132,10 @@ class ReplicaCounters:
     synced_entries: int = 0
     """Raft entries in writes that asked for a sync; divided by the writer's
     syncs it gives the record batches one fsync carries."""
+    snapshots_sent: int = 0
+    """Snapshots the replicas here sent to followers, as leaders."""
+    commit_latency: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS_S))
+    """Seconds from a leader's proposal to the Ready saying it committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +148,18 @@ class _Inbound:
 class _Proposal:
     data: bytes | ConfChange  # a ConfChange: a membership change
     future: asyncio.Future[Any]
+    proposed_ns: int
+    timing: ProposalTiming | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A proposal appended to the log, waiting for its entry to apply."""
+
+    term: int
+    future: asyncio.Future[Any]
+    proposed_ns: int
+    timing: ProposalTiming | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +232,9 @@ class RaftReplica(Generic[SM]):
         self._inbox: deque[_Input] = deque()
         self._ticks = 0
         self._signal = asyncio.Event()
-        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._pending: dict[int, _Waiting] = {}
+        self._timed = 0  # waiting proposals with a ProposalTiming (0: skip the marks)
+        self._log_bytes = LogBytes()
         self._housekeeping_due = False
         self._snapshots_sent: list[int] = []
         self._stopping = False
@@ -309,6 +341,37 @@ class RaftReplica(Generic[SM]):
         return dict(self._node.dropped_messages)
 
     @property
+    def elections_started(self) -> dict[str, int]:
+        """Elections this replica started, by why (the node's metrics)."""
+        node = self._node
+        return {
+            "election_timeout": node.election_timeouts,
+            "leader_transfer": node.transfer_campaigns,
+            "campaign": node.requested_campaigns,
+        }
+
+    def follower_lag(self) -> list[tuple[int, int, int]]:
+        """``(peer, entries, bytes)`` each member lacks of this leader's log
+        (empty unless it leads): entries after its acknowledged match, and
+        their bytes as recorded (``LogBytes``; estimated at the average
+        entry size for entries older than the record kept)."""
+        node = self._node
+        if node.role != Role.LEADER:
+            return []
+        last = node.last_index
+        lags: list[tuple[int, int, int]] = []
+        for peer in node.effective_conf_state.all_nodes():
+            if peer == self.node_id:
+                continue
+            progress = node.progress(peer)
+            if progress is None:
+                continue
+            entries = max(0, last - progress.match)
+            size = self._log_bytes.bytes_after(progress.match, last)[0] if entries else 0
+            lags.append((peer, entries, size))
+        return lags
+
+    @property
     def serves_its_term(self) -> bool:
         """Whether this replica leads and has applied an entry of its own
         term: everything committed by earlier leaders is applied here (what
@@ -390,7 +453,11 @@ class RaftReplica(Generic[SM]):
         if self._node.role != Role.LEADER:
             raise NotLeaderError(self.group, self._node.leader)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Proposal(data, future))
+        proposed_ns = time.monotonic_ns()
+        timing = next_proposal_timing.get()  # in the caller's task: its context
+        if timing is not None:
+            timing.proposed_ns = proposed_ns
+        self._enqueue(_Proposal(data, future, proposed_ns, timing))
         return future
 
     # --- the owner task ----------------------------------------------------
@@ -482,15 +549,23 @@ class RaftReplica(Generic[SM]):
         except (NotLeader, ProposalDropped):
             item.future.set_exception(NotLeaderError(self.group, node.leader))
         else:
-            self._pending[index] = (node.term, item.future)
+            timing = item.timing
+            if timing is not None:
+                timing.index = index
+                self._timed += 1
+            self._pending[index] = _Waiting(node.term, item.future, item.proposed_ns, timing)
 
     async def _handle_ready(self, ready: Ready) -> None:
         node = self._node
+        # The moment this replica learned its committed entries committed.
+        committed_ns = time.monotonic_ns() if self._pending and ready.committed_entries else 0
         self._send_all(ready.messages)
         prepared = self._storage.prepare(ready)
         if prepared.sync:
             self._counters.synced_entries += len(ready.entries)
-        if prepared.sync or prepared.empty:
+        if self._timed and ready.entries:
+            await self._write_marked(prepared, ready)
+        elif prepared.sync or prepared.empty:
             await self._write(prepared)
         else:
             # No entries, snapshot, term or vote (those force a sync): only
@@ -504,8 +579,11 @@ class RaftReplica(Generic[SM]):
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             self._sm = self._restore(meta.index, ready.snapshot.data)
+            self._log_bytes.reset()
+        if ready.entries:
+            self._record_sizes(ready)
         self._send_all(ready.messages_after_persist)
-        self._apply(ready)
+        self._apply(ready, committed_ns)
         node.advance(ready)
         for peer in self._snapshots_sent:
             node.report_snapshot(peer, True)
@@ -533,6 +611,35 @@ class RaftReplica(Generic[SM]):
             raise _StoppedWhileWaiting
         self._storage.apply_prepared(prepared)
 
+    async def _write_marked(self, prepared: PreparedWrite, ready: Ready) -> None:
+        """``_write`` of a Ready appending entries of timed proposals: the
+        writer reports when the batch carrying it was written, and each
+        timed proposal among the entries gets those marks."""
+        marks = [0, 0]
+        token = sync_marks.set(marks)
+        try:
+            await self._write(prepared)
+        finally:
+            sync_marks.reset(token)
+        pending = self._pending
+        for entry in ready.entries:
+            waiting = pending.get(entry.index)
+            if waiting is not None and waiting.timing is not None:
+                waiting.timing.sync_started_ns, waiting.timing.sync_ended_ns = marks
+
+    def _record_sizes(self, ready: Ready) -> None:
+        sizes = self._log_bytes
+        sizes.record(ready.entries)
+        if sizes.needs_trim():
+            node = self._node
+            floor = node.last_index
+            if node.role == Role.LEADER:
+                for peer in node.effective_conf_state.all_nodes():
+                    progress = node.progress(peer)
+                    if peer != self.node_id and progress is not None:
+                        floor = min(floor, progress.match)
+            sizes.trim(floor)
+
     def _send_all(self, messages: tuple[Message, ...]) -> None:
         send = self._send_fn
         group = self.group
@@ -543,11 +650,13 @@ class RaftReplica(Generic[SM]):
                 self._hibernation.quiesce_sent()
             elif m.type == MessageType.SNAPSHOT:
                 self._snapshots_sent.append(m.to)
+                self._counters.snapshots_sent += 1
             send(m.to, group, m, quiesce)
 
-    def _apply(self, ready: Ready) -> None:
+    def _apply(self, ready: Ready, committed_ns: int) -> None:
         sm = self._sm
         pending = self._pending
+        latency = self._counters.commit_latency
         for entry in ready.committed_entries:
             if entry.kind == EntryKind.NORMAL and entry.data:
                 result = sm.apply(entry.index, entry.data)
@@ -559,21 +668,38 @@ class RaftReplica(Generic[SM]):
             waiter = pending.pop(entry.index, None) if pending else None
             if waiter is None:
                 continue
-            term, future = waiter
+            future = waiter.future
+            timing = waiter.timing
+            ours = waiter.term == entry.term  # else another leader's entry took the index
+            if ours:
+                latency.observe((committed_ns - waiter.proposed_ns) / 1e9)
+            if timing is not None:
+                self._timed -= 1
+                if ours:
+                    timing.committed_ns = committed_ns
             if future.done():
                 continue
-            if term != entry.term or (result is None and entry.kind == EntryKind.NORMAL):
+            if not ours or (result is None and entry.kind == EntryKind.NORMAL):
                 future.set_exception(OutcomeUnknown(self.group, self._node.leader))
             elif entry.kind != EntryKind.NORMAL:
                 future.set_result(None)  # a membership change took effect
             else:
                 self._settle(future, result)
+            if (
+                timing is not None
+                and ours
+                and future.done()
+                and not future.cancelled()
+                and future.exception() is None
+            ):
+                timing.applied_ns = time.monotonic_ns()
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
-        for _, future in pending.values():
-            if not future.done():
-                future.set_exception(error)
+        self._timed = 0
+        for waiting in pending.values():
+            if not waiting.future.done():
+                waiting.future.set_exception(error)
         for item in self._inbox:
             if isinstance(item, _Proposal) and not item.future.done():
                 item.future.set_exception(error)

@@ -25,6 +25,8 @@ Invariants:
   copy the group stopped counting never comes back with its old log.
 - ``close`` stops replicas first, then the writer (writing what is pending),
   then the store, so nothing acknowledged is left unwritten.
+- Counters the node's metrics read only grow: ``elections_started`` keeps
+  the counts of replicas removed from this host.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from partitions.disk_space import (
     statvfs_free_bytes,
 )
 from partitions.group_commit import GroupCommitWriter
-from partitions.node_store import NodeStore, StoreOptions
+from partitions.node_store import NodeStore, StoreOptions, StoreStats
 from partitions.owner_only import make_owner_only_dir, restrict_umask
 from partitions.raft_replica import RaftReplica
 from partitions.raft_storage import GroupStorage
@@ -79,6 +81,7 @@ class ReplicaHost:
         self._undeleted: set[int] = set()
         self.awake: set[RaftReplica[Any]] = set()
         self.counters = ReplicaCounters()
+        self._retired_elections: dict[str, int] = {}
         self._store: NodeStore | None = None
         self._writer: GroupCommitWriter | None = None
         self.disk = DiskSpace(
@@ -125,6 +128,11 @@ class ReplicaHost:
                 await asyncio.to_thread(self._writer.close)
             if self._store is not None:
                 await asyncio.to_thread(self._store.close)
+
+    @property
+    def started(self) -> bool:
+        """Whether ``__aenter__`` made the store and the writer."""
+        return self._writer is not None
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -199,6 +207,9 @@ class ReplicaHost:
         (or opening the group again does)."""
         replica = self._replicas.pop(group, None)
         task = self._tasks.pop(group, None)
+        if replica is not None:
+            for reason, count in replica.elections_started.items():
+                self._retired_elections[reason] = self._retired_elections.get(reason, 0) + count
         if replica is not None and task is not None:
             replica.close()
             await asyncio.wait((task,))
@@ -270,6 +281,27 @@ class ReplicaHost:
         group not open here are not counted: they are expected while
         replicas move or topics are deleted, and would hide the others."""
         return sum(sum(member.dropped_messages.values()) for member in self._members())
+
+    def elections_started(self) -> dict[str, int]:
+        """Elections the group members here started, by reason
+        (``RaftReplica.elections_started``), removed replicas' included."""
+        totals = dict(self._retired_elections)
+        for member in self._members():
+            for reason, count in member.elections_started.items():
+                totals[reason] = totals.get(reason, 0) + count
+        return totals
+
+    def members(self) -> list[RaftReplica[Any]]:
+        """Every group member open here: partition replicas, then the others
+        (the metadata controller)."""
+        return self._members()
+
+    def store_stats(self) -> StoreStats | None:
+        """RocksDB's figures (None before the host started or after it closed)."""
+        store = self._store
+        if store is None or store.closed:
+            return None
+        return store.stats()
 
     def _members(self) -> list[RaftReplica[Any]]:
         """Every group member open here: partition replicas and the others."""

@@ -101,6 +101,11 @@ class RaftNode:
         self.election_timeouts = 0
         """Elections this node started because its leader went silent (not
         transfers): with every node up, each one is a spurious election."""
+        self.transfer_campaigns = 0
+        """Elections this node started because the leader handed it
+        leadership (a ``TIMEOUT_NOW``)."""
+        self.requested_campaigns = 0
+        """Elections started by a ``campaign()`` call that was not ignored."""
         # Lease reads: ticks this node has led for, and whether this term's
         # lease was given away by a TIMEOUT_NOW (the transferee's campaign
         # overrides followers' leases, so it may win at any moment).
@@ -212,7 +217,8 @@ class RaftNode:
         self._check_not_in_ready()
         if self.config.read_only_lease_based and self.role != Role.LEADER and self._in_lease():
             return
-        self._hup(transfer=False)
+        if self._hup(transfer=False):
+            self.requested_campaigns += 1
 
     def propose(self, data: bytes) -> int:
         """Append ``data`` as a new entry; returns its index. Raises a
@@ -479,13 +485,15 @@ class RaftNode:
             self.election_timeouts += 1
             self._hup(transfer=False)
 
-    def _hup(self, transfer: bool) -> None:
+    def _hup(self, transfer: bool) -> bool:
+        """Start an election if this node may; whether it did."""
         if self.role == Role.LEADER or not self._promotable():
-            return
+            return False
         if self.config.pre_vote and not transfer:
             self._campaign(pre=True, transfer=False)
         else:
             self._campaign(pre=False, transfer=transfer)
+        return True
 
     def _campaign(self, pre: bool, transfer: bool) -> None:
         if pre:
@@ -573,7 +581,8 @@ class RaftNode:
             else:
                 self._handle_snapshot(m)
         elif m.type == MT.TIMEOUT_NOW:
-            self._hup(transfer=True)
+            if self._hup(transfer=True):
+                self.transfer_campaigns += 1
         elif m.type == MT.READ_INDEX_RESPONSE:
             self._read_states.append(ReadState(m.index, m.context))
         elif m.type == MT.TRANSFER_LEADER and self.leader != NO_NODE:

@@ -508,6 +508,21 @@ class GroupService(GroupServiceMethods):
             ],
         )
 
+    def committed_offsets(self) -> Iterator[tuple[str, str, TopicPartition, int]]:
+        """``(tenant, group, partition, committed offset)`` of every group
+        this node coordinates now, as loaded (a coordinator partition is
+        loaded by the first request after it is led here; until then its
+        groups are not listed). Read-only, never awaits: for the node's
+        metrics (cluster/telemetry/node_collector.py)."""
+        for partition, shard in list(self._shards.items()):
+            try:
+                if self._logs.log(partition).leader_term != shard.term:
+                    continue  # led again since: replayed by the next request
+            except NotCoordinatorError:
+                continue
+            for (tenant, group, tp), entry in shard.coordinator.offsets.snapshot().items():
+                yield tenant, group, tp, entry.offset
+
     # --- upkeep --------------------------------------------------------------------------
 
     async def close(self) -> None:
