@@ -317,3 +317,49 @@ def test_helm_test_hook_produces_and_consumes_through_the_client_service() -> No
     assert env["RAFTLOG_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "operator-key"
     script = container["args"][0]
     assert "raftlog produce" in script and "raftlog consume" in script
+
+
+# Every node metric of the plan19.md contract (histograms by base name).
+ALL_CONTRACT_METRICS = {
+    "raftlog_rpc_server_handled_total",
+    "raftlog_rpc_server_handling_seconds",
+    "raftlog_tenant_produce_bytes_total",
+    "raftlog_tenant_fetch_bytes_total",
+    "raftlog_tenant_throttle_seconds_total",
+    "raftlog_tenant_throttled_requests_total",
+    "raftlog_raft_replicas",
+    "raftlog_raft_leaders",
+    "raftlog_raft_hibernating_replicas",
+    "raftlog_raft_leaderless_groups",
+    "raftlog_raft_elections_started_total",
+    "raftlog_raft_commit_latency_seconds",
+    "raftlog_raft_follower_lag_entries",
+    "raftlog_raft_follower_lag_bytes",
+    "raftlog_raft_snapshots_sent_total",
+    "raftlog_group_commit_syncs_total",
+    "raftlog_group_commit_sync_seconds",
+    "raftlog_group_commit_batch_writes",
+    "raftlog_group_commit_batch_bytes",
+    "raftlog_rocksdb_live_data_bytes",
+    "raftlog_rocksdb_pending_compaction_bytes",
+    "raftlog_rocksdb_write_stalled",
+    "raftlog_disk_free_bytes",
+    "raftlog_consumer_group_lag_records",
+    "raftlog_transport_sent_bytes_total",
+    "raftlog_transport_dropped_messages_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+}
+
+
+def test_dashboard_uses_contract_metric_names() -> None:
+    import json
+
+    dashboard = json.loads((CI_DIR.parent / "dashboards" / "raftlog.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {
+        re.sub(r"_(bucket|sum|count)$", "", n)
+        for e in exprs
+        for n in re.findall(r"\b((?:raftlog|process)_[a-z0-9_]+)\{", e)
+    }
+    assert len(names) >= 10 and names <= ALL_CONTRACT_METRICS, names - ALL_CONTRACT_METRICS
