@@ -75,9 +75,12 @@ from cluster.internal.node_admin import NodeAdminService
 from cluster.internal.node_auth import NodeCredentials
 from cluster.leader_balance import hand_back_leadership
 from cluster.quotas import NodeQuotas
+from cluster.quotas.tenant_metrics import TenantMetrics
 from cluster.reconciler import Reconciler, wait_for
 from cluster.routing.leader_routing import LeaderRouting
 from cluster.static_config import ConfigError, StaticCluster
+from cluster.telemetry.node_collector import NodeCollector
+from cluster.telemetry.node_metrics import NodeMetrics, metrics_host
 from cluster.telemetry.tracing import configure_tracing, server_interceptors
 from cluster.tls.dial import PLAIN, Dialer, TlsDialer
 from cluster.tls.material import CertSource, server_credentials
@@ -155,7 +158,24 @@ class Node:
         self.transport: RaftTransport | None = None
         self.controller: ControllerReplica | None = None
         self._auth: Authenticator | None = None
+        self._groups: GroupService | None = None
         self.bound_port = 0
+        # Prometheus (cluster/telemetry/): only with a metrics_port; without
+        # one nothing is built and no call pays for metrics.
+        self.metrics: NodeMetrics | None = None
+        self._tenant_metrics: TenantMetrics | None = None
+        if self.spec.metrics_port:
+            self.metrics = NodeMetrics(node_id, metrics_host(self.spec.address), self.spec.metrics_port)
+            self._tenant_metrics = TenantMetrics(self.metrics.registry)
+            self.metrics.register(
+                NodeCollector(
+                    node_id,
+                    lambda: self.host,
+                    lambda: self.transport,
+                    lambda: self.controller,
+                    lambda: self._groups,
+                )
+            )
 
     # --- wiring ---
 
@@ -287,11 +307,17 @@ class Node:
                 self._credentials.metadata,
                 self._dial,
                 ChannelCache(dialer=self._dialer),
+                metrics=self._tenant_metrics,
             )
             # The audit after the quota: a call the rate quota refuses is not
             # recorded (a flood must not become audit appends, cluster/audit/stage.py).
+            metrics = self.metrics
             door = FrontDoor(
-                auth.caller, self._address_of, stages=[quotas.stage, audit], refused=audit.refused_at_door
+                auth.caller,
+                self._address_of,
+                stages=[quotas.stage, audit],
+                refused=audit.refused_at_door,
+                calls=metrics.call_recorder if metrics is not None else None,
             )
             internal_door = InternalDoor(
                 proof_rule(self._credentials.checker()), require_peer_certificate=self._tls is not None
@@ -352,6 +378,7 @@ class Node:
             groups = GroupService(
                 RaftCoordinatorLogs(controller, host.replica, self._address_of), self._partition_count
             )
+            self._groups = groups
             groups_pb2_grpc.add_GroupServiceServicer_to_server(groups, server)
             node_admin_pb2_grpc.add_NodeAdminServicer_to_server(node_admin, server)
             join_pb2_grpc.add_ClusterJoinServicer_to_server(
@@ -379,6 +406,8 @@ class Node:
                 prove=self._credentials.metadata,
                 dialer=self._dialer,
             )
+            if metrics is not None:
+                await metrics.serve()  # a taken port stops the start here (ConfigError)
             await server.start()
             await transport.start()
             audit_owner = asyncio.create_task(audit_writer.run(), name="raftlog-audit-writer")
@@ -421,6 +450,8 @@ class Node:
                 await node_stats.close()
                 await leader_asker.close()
                 await transport.close()
+                if metrics is not None:
+                    await metrics.close()
 
     def _listen(self, server: grpc.aio.Server) -> None:
         """Without TLS: one plaintext port. With TLS: the public API over

@@ -1,7 +1,8 @@
 """``make run``: a local 3-node cluster on loopback with data under ``./data``.
 
-The first run writes ``data/cluster.toml`` (three nodes on 127.0.0.1:7001-7003
-and a starter topic ``demo`` of 3 partitions, replication 3) and
+The first run writes ``data/cluster.toml`` (three nodes on 127.0.0.1:7001-7003,
+their Prometheus ``/metrics`` on http://127.0.0.1:9101-9103/metrics, and a
+starter topic ``demo`` of 3 partitions, replication 3) and
 ``data/cluster.env`` (mode 0600)::
 
     RAFTLOG_BOOTSTRAP=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
@@ -12,7 +13,9 @@ so ``. data/cluster.env`` sets up the ``raftlog`` CLI, and
 itself with on the internal surfaces (cluster/internal/node_auth.py). The
 nodes get the operator key in ``data/bootstrap.key`` (0600,
 ``--bootstrap-key-file``), never in their environment. Later runs reuse
-all of them and the data. Node logs go to ``data/nodeN.log``.
+all of them and the data. Node logs go to ``data/nodeN.log``. A cluster
+file from before metrics names no ``metrics_port``: its nodes serve no
+``/metrics`` (the banner says what to add).
 
 ``make run TLS=1`` (``--tls``): TLS for clients and mTLS between the nodes
 (cluster/tls/__init__.py). The first such run makes a development CA and
@@ -99,16 +102,19 @@ cluster_secret_file = "cluster.secret"
 id = 1
 address = "127.0.0.1:7001"
 data_dir = "node1"
+metrics_port = 9101
 
 [[nodes]]
 id = 2
 address = "127.0.0.1:7002"
 data_dir = "node2"
+metrics_port = 9102
 
 [[nodes]]
 id = 3
 address = "127.0.0.1:7003"
 data_dir = "node3"
+metrics_port = 9103
 
 [[topics]]
 name = "demo"
@@ -162,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=api_key,
         own_sessions=True,
         secret_file=secret_file,
+        metrics_ports={n.id: n.metrics_port for n in cluster_spec.nodes},
     )
     flags: FlagServerProcess | None = None
     try:
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             sync_port=FLAGS_SYNC_PORT,
             management_port=FLAGS_MANAGEMENT_PORT,
             ofrep_port=FLAGS_OFREP_PORT,
+            metrics_port=9104,  # Prometheus GET /metrics (the nodes': 9101-9103)
             own_session=True,
             extra_args=["--tls-ca", str(tls_ca)] if tls_ca is not None else [],
         )
@@ -324,7 +332,13 @@ def _print_banner(
     secured = f", TLS (CA {tls_ca}; mTLS between nodes)" if tls_ca is not None else ""
     print(f"raftlog: {len(nodes)} nodes up{secured}, data in {root}")
     for node in nodes:
-        print(f"  node {node.id}: {node.address}  (log: {root / f'node{node.id}.log'})")
+        host = node.address.rpartition(":")[0]
+        metrics = f"  metrics http://{host}:{node.metrics_port}/metrics" if node.metrics_port else ""
+        print(f"  node {node.id}: {node.address}{metrics}  (log: {root / f'node{node.id}.log'})")
+    if not any(node.metrics_port for node in nodes):
+        print(
+            f"  (no /metrics: add metrics_port = 9101, 9102, ... to each [[nodes]] of {root / 'cluster.toml'})"
+        )
     if flags is not None:
         print(
             f"  flag server: evaluation+admin {flags.eval_address}, sync {flags.sync_address}, "

@@ -9,12 +9,16 @@ starts with, in one TOML file every node is started from (``--node-id``)::
     min_free_bytes = 268435456      # optional: free disk each node keeps in
                                     # reserve; below it writes are refused
                                     # with DISK_FULL (partitions/disk_space.py)
+    metrics_port = 9090             # optional: the Prometheus /metrics port of
+                                    # every node without one of its own
+                                    # (0 or absent: no /metrics)
 
     [[nodes]]
     id = 1
     address = "127.0.0.1:7001"      # gRPC: clients and peers
     data_dir = "data/node1"
     zone = "a"                      # optional rack/zone label
+    metrics_port = 9101             # optional: this node's /metrics port
 
     [[topics]]                      # optional: created at bootstrap in the
     name = "events"                 # "default" tenant
@@ -60,6 +64,12 @@ it first meets them, and from then on its log is the truth (topics made
 with the admin API live only there). Raft group ids come from the
 controller, never from the file.
 
+``metrics_port`` (cluster/telemetry/node_metrics.py): a node with a
+non-zero one serves ``GET http://HOST:PORT/metrics`` (Prometheus text
+format) over HTTP, on the host its gRPC address binds; 0 (the default)
+serves nothing and costs the calls nothing. A whole number 0..65535; two
+nodes on the same host, or a node's own gRPC port, cannot share it.
+
 The cluster secret admits a node to the internal surfaces (Raft transport,
 cluster join, NodeAdmin; cluster/internal/node_auth.py): 64 hex characters
 (``openssl rand -hex 32``) in an owner-only file that every node is given.
@@ -68,7 +78,8 @@ a node with neither refuses to start (cluster/internal/cluster_secret.py).
 
 Invariants (``validate``): node ids are positive and unique, addresses
 unique, every replica and controller node names a known node, topic names
-are unique and valid, partitions >= 1.
+are unique and valid, partitions >= 1, every ``metrics_port`` is 0..65535
+and no non-zero one is taken twice on a host.
 """
 
 from __future__ import annotations
@@ -100,6 +111,8 @@ class NodeSpec:
     data_dir: Path
     zone: str = ""
     """Rack or zone label; placement spreads replicas across zones."""
+    metrics_port: int = 0
+    """The node's Prometheus ``/metrics`` HTTP port; 0: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +174,9 @@ class StaticCluster:
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
     """Each node's data disk reserve: below it the node refuses new client
     data with ``DISK_FULL`` (partitions/disk_space.py)."""
+    metrics_port: int = 0
+    """The top-level ``metrics_port``: what nodes without their own got
+    (already copied into each ``NodeSpec`` by ``parse_cluster``)."""
 
     def controller_voters(self) -> tuple[int, ...]:
         return self.controller_nodes or tuple(n.id for n in self.nodes[:3])
@@ -208,6 +224,29 @@ class StaticCluster:
             raise ConfigError("max_batch_bytes must be at least 1024")
         if self.min_free_bytes < 0:
             raise ConfigError("min_free_bytes must be >= 0 (bytes of free disk a node keeps in reserve)")
+        self._validate_metrics_ports()
+
+    def _validate_metrics_ports(self) -> None:
+        """Each in 0..65535; a non-zero one is neither another node's on the
+        same host nor the port of a gRPC address there (it could not bind)."""
+        _check_port(self.metrics_port, "metrics_port")
+        taken: dict[tuple[str, int], str] = {}
+        for node in self.nodes:
+            host, _, port = node.address.rpartition(":")
+            if port.isdigit():
+                taken[(host, int(port))] = f"node {node.id}'s gRPC address"
+        for node in self.nodes:
+            what = f"nodes[id={node.id}].metrics_port"
+            _check_port(node.metrics_port, what)
+            if node.metrics_port == 0:
+                continue
+            host = node.address.rpartition(":")[0]
+            other = taken.get((host, node.metrics_port))
+            if other is not None:
+                raise ConfigError(
+                    f"{what} = {node.metrics_port} is already {other} on {host}: give each node its own port"
+                )
+            taken[(host, node.metrics_port)] = f"node {node.id}'s metrics_port"
 
     def node(self, node_id: int) -> NodeSpec:
         for spec in self.nodes:
@@ -222,6 +261,17 @@ class StaticCluster:
         replicas = topic.replicas
         n = len(replicas)
         return tuple(replicas[p % n :] + replicas[: p % n] for p in range(topic.partitions))
+
+
+def _check_port(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{what} must be a whole number 0..65535 (0: no /metrics), got {value!r}")
+
+
+def _port(value: Any, what: str) -> int:
+    """A port setting as written (no string or float turned into one)."""
+    _check_port(value, what)
+    return int(value)
 
 
 def _int_or_none(value: Any, what: str) -> int | None:
@@ -294,12 +344,14 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
     """Build and validate a ``StaticCluster`` from a parsed TOML document;
     relative data_dirs are resolved against ``base_dir``."""
     try:
+        metrics_port = _port(doc.get("metrics_port", 0), "metrics_port")
         nodes = tuple(
             NodeSpec(
                 int(n["id"]),
                 str(n["address"]),
                 base_dir / str(n.get("data_dir", f"data/node{n['id']}")),
                 str(n.get("zone", "")),
+                _port(n.get("metrics_port", metrics_port), f"nodes[id={n['id']}].metrics_port"),
             )
             for n in doc.get("nodes", [])
         )
@@ -336,6 +388,7 @@ def parse_cluster(doc: dict[str, Any], base_dir: Path) -> StaticCluster:
             node_dead_after_ms=int(doc.get("node_dead_after_ms", 10_000)),
             offsets_partitions=int(doc.get("offsets_partitions", 3)),
             min_free_bytes=int(doc.get("min_free_bytes", DEFAULT_MIN_FREE_BYTES)),
+            metrics_port=metrics_port,
             cluster_secret_file=_path_or_none(doc.get("cluster_secret_file"), base_dir),
             tls=_parse_tls(doc.get("tls"), base_dir),
         )

@@ -25,6 +25,12 @@ the server). Clients pass ``tls_ca`` (the CA file) to the SDK. Each node's
 internal mTLS listener is its port + ``internal_port_offset``, an offset
 chosen so that every such port is free now (cluster/tls/__init__.py).
 
+Metrics (``metrics=True``, the default): every node gets a free port as
+its ``metrics_port`` and serves Prometheus ``/metrics`` there over HTTP
+(cluster/telemetry/node_metrics.py); ``metrics_address(node)`` says where.
+``metrics=False`` leaves the setting out: no endpoint, and no per-call
+metric work in the nodes.
+
 Stopping: ``stop_all`` sends every node SIGTERM at once and waits for them
 within one grace period; a node still running after it gets SIGKILL (the
 caller can be told first). With ``own_sessions`` (``from_config``) each node
@@ -164,6 +170,8 @@ class TopicSpec:
 class LocalCluster:
     tls_ca: Path | None
     """The CA clients trust (``tls=True``); None: plaintext."""
+    metrics_ports: dict[int, int]
+    """Node id -> its ``metrics_port`` (nodes serving none left out)."""
 
     def __init__(
         self,
@@ -178,11 +186,15 @@ class LocalCluster:
         node_dead_after_ms: int = 10_000,
         node_args: Sequence[str] = (),
         tls: bool = False,
+        metrics: bool = True,
     ) -> None:
-        """``tls``: TLS for clients and mTLS between nodes (module docstring)."""
-        ports = free_ports(nodes)
+        """``tls``: TLS for clients and mTLS between nodes; ``metrics``: a
+        ``/metrics`` port per node (module docstring)."""
+        ports = free_ports(nodes * (2 if metrics else 1))  # all at once: distinct
+        ports, metrics_ports = ports[:nodes], ports[nodes:]
         addresses = {n: f"127.0.0.1:{port}" for n, port in enumerate(ports, start=1)}
         self._setup(root, root.resolve() / "cluster.toml", addresses, node_args)
+        self.metrics_ports = dict(enumerate(metrics_ports, start=1))
         lines = [
             f'cluster_id = "test-{ports[0]}"',
             f'cluster_secret_file = "{self.secret_file.name}"',
@@ -197,6 +209,7 @@ class LocalCluster:
                 f"id = {n}",
                 f'address = "{self.addresses[n]}"',
                 f'data_dir = "node{n}"',
+                *([f"metrics_port = {self.metrics_ports[n]}"] if metrics else []),
                 "",
             ]
         for t in topics:
@@ -232,15 +245,19 @@ class LocalCluster:
         api_key: str | None = None,
         own_sessions: bool = False,
         secret_file: Path | None = None,
+        metrics_ports: dict[int, int] | None = None,
     ) -> LocalCluster:
         """Run the nodes of an existing cluster file (``addresses``: node id
         to address, as in the file) instead of generating one.
         ``own_sessions``: start each node in a new session (see the module
         docstring). ``secret_file``: the cluster secret (default
-        ``<root>/cluster.secret``; created when missing)."""
+        ``<root>/cluster.secret``; created when missing).
+        ``metrics_ports``: node id to its ``metrics_port`` in the file
+        (nodes left out serve none)."""
         self = cls.__new__(cls)
         self._setup(root, config_path.resolve(), addresses, node_args, api_key, secret_file)
         self.own_sessions = own_sessions
+        self.metrics_ports = {n: p for n, p in (metrics_ports or {}).items() if p}
         return self
 
     def _setup(
@@ -273,6 +290,13 @@ class LocalCluster:
         self.tls_ca = None
         self.tls_offset = 0
         """The internal listeners' port offset (``tls=True``)."""
+        self.metrics_ports = {}
+
+    def metrics_address(self, node: int) -> str:
+        """``HOST:PORT`` of ``node``'s ``/metrics`` (on its address's host);
+        ``KeyError`` for a node serving none (``metrics=False``)."""
+        host = self.addresses[node].rpartition(":")[0]
+        return f"{host}:{self.metrics_ports[node]}"
 
     def internal_address(self, node: int) -> str:
         """Where ``node``'s internal services are: its address without TLS,
@@ -405,8 +429,12 @@ class LocalCluster:
         it (it asks the running nodes to register it, cluster/internal/join.py).
         Returns its id."""
         node = max(self.node_ids) + 1
-        address = f"127.0.0.1:{free_ports(1)[0]}"
+        port, metrics_port = free_ports(2)
+        address = f"127.0.0.1:{port}"
         entry = ["", "[[nodes]]", f"id = {node}", f'address = "{address}"', f'data_dir = "node{node}"']
+        if self.metrics_ports:  # the cluster serves metrics: so does the new node
+            entry.append(f"metrics_port = {metrics_port}")
+            self.metrics_ports[node] = metrics_port
         if zone:
             entry.append(f'zone = "{zone}"')
         with self.config_path.open("a") as config:  # a [[nodes]] header may come anywhere

@@ -22,14 +22,22 @@ For each call to a service in ``PUBLIC_SERVICES`` the door, in this order:
 4. runs the ``stages`` around the handler, in order: on a node the quota
    stage (cluster/quotas/: charges the call, or refuses it over the
    tenant's rate) and then the audit stage (cluster/audit/stage.py: one
-   event per admin change, so a call the quota refuses is not recorded);
-   the trace span and the call counter would go here too. Without stages
-   (a test) the door pays nothing for the seam;
+   event per admin change, so a call the quota refuses is not recorded).
+   Without stages (a test) the door pays nothing for the seam;
 5. maps whatever the handler raised to a status with a reason, once for
    every service: ``ServiceError`` as it is, ``ReplicaError`` and
    ``OffsetOutOfRange`` and ``PageError`` through ``grpc_errors``, anything
    else to ``INTERNAL`` with an error id, logged once here with its
-   traceback and never sent to the client.
+   traceback and never sent to the client;
+6. with ``calls`` (a node with a ``metrics_port``,
+   cluster/telemetry/node_metrics.py), records the call's final status code
+   and seconds, outside everything above: what the client receives, the
+   door's own refusals (``UNAUTHENTICATED``, ``PERMISSION_DENIED``,
+   ``MALFORMED_REQUEST``) and the handler's ``context.abort`` included; a
+   call cancelled by its client or deadline as ``CANCELLED`` /
+   ``DEADLINE_EXCEEDED``; a stream when it ends. Calls that never reach the
+   door's handler (an unknown method: gRPC answers ``UNIMPLEMENTED``) are
+   not counted.
 
 Why an interceptor rather than a step each handler calls: it wraps every
 method of every public service, including ones added later and server
@@ -57,16 +65,20 @@ Invariants:
   through.
 - Cheap on the hot path: the wrapped handler of each method is built once
   and cached; per call the door adds the authentication it replaces, one
-  small admission object and a ``ContextVar`` set/reset.
+  small admission object and a ``ContextVar`` set/reset. Without ``calls``
+  it does no metric work at all (not even reading a clock): whether to
+  count is decided once per method, when its handler is built.
 - The door must be the server's only interceptor, or its last: it caches
   handlers by method name and relies on the handler it is given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -97,6 +109,8 @@ __all__ = [
     "INTERNAL_SERVICES",
     "OPERATOR_METHODS",
     "PUBLIC_SERVICES",
+    "CallRecord",
+    "CallRecorders",
     "Caller",
     "FrontDoor",
     "Identify",
@@ -164,6 +178,16 @@ may not call the method), before the refusal is sent: the audit records
 such attempts (cluster/audit/stage.py). Never told of a call without a
 valid key. Not awaited: a loop of refused calls must answer as fast as it
 is refused, so the hook only takes note (the audit coalesces and queues)."""
+
+
+CallRecord = Callable[[grpc.StatusCode, float], None]
+"""Records one call of a method: its final status code and its seconds."""
+CallRecorders = Callable[[str], CallRecord]
+"""``calls(method_path)``: the recorder of one method, asked once per method
+(``NodeMetrics.call_recorder``: its labels resolved then)."""
+
+_clock = time.perf_counter
+"""The clock calls are timed with (read only when calls are counted)."""
 
 
 class _Malformed:
@@ -270,10 +294,13 @@ class FrontDoor(grpc.aio.ServerInterceptor):
         address_of: AddressOf,
         stages: Sequence[Stage] = (),
         refused: Refused | None = None,
+        calls: CallRecorders | None = None,
     ) -> None:
         """``address_of(node_id)``: the address named in a ``NOT_LEADER``
-        answer; ``stages``: see ``Stage``; ``refused``: see ``Refused``."""
+        answer; ``stages``: see ``Stage``; ``refused``: see ``Refused``;
+        ``calls``: see ``CallRecorders`` (None: calls are not counted)."""
         self._refused = refused
+        self._calls = calls
         self._identify = identify
         self._address_of = address_of
         self._stages = tuple(stages)
@@ -403,21 +430,22 @@ class FrontDoor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode, encode = _tolerant(handler.request_deserializer), handler.response_serializer
+        record = self._calls(method) if self._calls is not None else None
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary, False), decode, encode
+                _counted(self._unary(method, handler.unary_unary, False), record), decode, encode
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary, True), decode, encode
+                _counted(self._unary(method, handler.stream_unary, True), record), decode, encode
             )
         streaming = handler.unary_stream or handler.stream_stream
         assert streaming is not None, f"{method}: a method handler with no behaviour"
         request_stream = handler.stream_stream is not None
         wrapped = (
-            self._generator(method, streaming, request_stream)
+            _counted_stream(self._generator(method, streaming, request_stream), record)
             if inspect.isasyncgenfunction(streaming)
-            else self._unary(method, streaming, request_stream)
+            else _counted(self._unary(method, streaming, request_stream), record)
         )
         make = (
             grpc.unary_stream_rpc_method_handler
@@ -430,3 +458,69 @@ class FrontDoor(grpc.aio.ServerInterceptor):
 def is_public(method: str) -> bool:
     """Whether the gRPC path ``/package.Service/Method`` is a public call."""
     return method[1 : method.rfind("/")] in PUBLIC_SERVICES
+
+
+# --- counting calls (step 6) -------------------------------------------------------------
+
+
+def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the client receives: the one the call ended with (the
+    door's ``abort`` sets it), else what ended the call without one."""
+    code = context.code()
+    if code is not None:
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _counted(
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], record: CallRecord | None
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    """``behaviour`` with its status and seconds recorded; itself when
+    calls are not counted (nothing added per call)."""
+    if record is None:
+        return behaviour
+
+    async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = _clock()
+        try:
+            answer = await behaviour(request, context)
+        except BaseException as error:
+            record(_final_code(context, error), _clock() - start)
+            raise
+        record(_final_code(context, None), _clock() - start)
+        return answer
+
+    return counted
+
+
+def _counted_stream(
+    behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], record: CallRecord | None
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    """``_counted`` for a stream written as an async generator: recorded
+    when the stream ends, however it ends."""
+    if record is None:
+        return behaviour
+
+    async def counted(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        start = _clock()
+        responses = behaviour(request, context)
+        try:
+            async for response in responses:
+                yield response
+        except BaseException as error:
+            record(_final_code(context, error), _clock() - start)
+            raise
+        finally:
+            # Closed here, in the call's own context (the door's generator
+            # resets its ContextVar in its finally), not by the collector.
+            await responses.aclose()  # type: ignore[attr-defined]
+        record(_final_code(context, None), _clock() - start)
+
+    return counted

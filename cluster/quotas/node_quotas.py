@@ -22,6 +22,7 @@ from cluster.quotas.fair_scheduler import FairScheduler
 from cluster.quotas.node_view import NodeQuotaView
 from cluster.quotas.quota_service import QuotaService
 from cluster.quotas.quota_stage import MeteredLogService, QuotaStage
+from cluster.quotas.tenant_metrics import TenantMetrics
 from cluster.quotas.usage import DESCRIBED_AS, USAGE_FIELDS, TenantUsage
 from cluster.quotas.usage_poller import Prove, UsagePoller
 from partitions.replica_host import ReplicaHost
@@ -44,7 +45,8 @@ def usage_figures(usage: TenantUsage) -> dict[str, int]:
 class NodeQuotas:
     """Build before the servers; ``groups`` is read when first needed (the
     node builds its GroupService after the front door); ``channels``: how
-    to reach other nodes' NodeAdmin (the node's dialer)."""
+    to reach other nodes' NodeAdmin (the node's dialer); ``metrics``: the
+    node's tenant figures (None: no ``metrics_port``)."""
 
     def __init__(
         self,
@@ -55,11 +57,16 @@ class NodeQuotas:
         prove: Prove,
         dial: Mapping[int, str] | None = None,
         channels: ChannelCache | None = None,
+        metrics: TenantMetrics | None = None,
     ) -> None:
         self._groups = groups
         self.view = NodeQuotaView(controller, host)
         self.service = QuotaService(
-            node_id, self.view, group_exists=self._group_exists, group_names=self._group_names
+            node_id,
+            self.view,
+            group_exists=self._group_exists,
+            group_names=self._group_names,
+            metrics=metrics,
         )
         self.stage = QuotaStage(self.service, self.view, FairScheduler())
         self.poller = UsagePoller(self.service, controller, prove, dial, channels)

@@ -83,6 +83,7 @@ from cluster.quotas.shares import (
     demand_share,
     leader_fraction,
 )
+from cluster.quotas.tenant_metrics import TenantMetrics
 from cluster.quotas.token_bucket import TokenBucket
 from cluster.quotas.usage import (
     ASK_TIMEOUT_S,
@@ -246,8 +247,12 @@ class QuotaService:
         board: UsageBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        metrics: TenantMetrics | None = None,
     ) -> None:
+        """``metrics``: where the charged produce and fetch bytes are
+        counted for Prometheus (None: a node without ``metrics_port``)."""
         self.node_id = node_id
+        self.metrics = metrics
         self._view = view
         self._group_exists = group_exists
         self._group_names = group_names
@@ -369,6 +374,8 @@ class QuotaService:
                 state.produce.charge(produce_bytes, now)
             state.produce_meter.add(produce_bytes, now)
             state.produce_offered.add(produce_bytes * (2 if produce_wait > 0 else 1), now)
+            if self.metrics is not None:
+                self.metrics.produced(tenant, produce_bytes)
         return max(waits)
 
     @staticmethod
@@ -399,6 +406,8 @@ class QuotaService:
         state.fetch_size = nbytes
         wait = 0.0 if state.fetch is None else min(state.fetch.charge(nbytes, now), 60.0)
         state.fetch_offered.add(nbytes * (2 if wait > 0 else 1), now)
+        if self.metrics is not None:
+            self.metrics.fetched(tenant, nbytes)
         return wait
 
     def stream_opened(self, tenant: str) -> None:

@@ -42,6 +42,11 @@ the batch bytes of each answer this node read as the partition's leader
 out the debt its message made before it reads the next one, so a stream is
 paced at the tenant's fetch share rather than refused mid-way.
 
+With the node's ``TenantMetrics`` (cluster/quotas/tenant_metrics.py) the
+stage counts each call the quotas delayed, held or refused, with the time
+it cost the client; the service counts the produce and fetch bytes it
+charges.
+
 Invariants:
 
 - Everything that can refuse runs before anything is charged or counted,
@@ -136,12 +141,15 @@ class QuotaStage:
                 # whatever the group quota says (the handler checks it too).
                 check_group(caller.principal, request.group)
                 await held.enter_async_context(service.new_group(tenant, request.group))
+            held_s = 0.0
             try:
                 delay = self._admit(method, tenant, request)
             except ServiceError as refusal:
-                delay = await self._held_then_admitted(method, tenant, request, refusal)
+                delay, held_s = await self._held_then_admitted(method, tenant, request, refusal)
             if delay > 0:
                 await self._sleep(delay)
+            if delay > 0 or held_s > 0:
+                self._throttled(tenant, held_s + delay)
             if method == PRODUCE or (method == FETCH and not request.max_wait_ms):
                 async with self._scheduler.slot(tenant):
                     yield None
@@ -154,14 +162,17 @@ class QuotaStage:
 
     async def _held_then_admitted(
         self, method: str, tenant: str, request: Any, refusal: ServiceError
-    ) -> float:
+    ) -> tuple[float, float]:
         """Hold a rate refusal for its retry-after, then admit the call once
-        more (module docstring, 1.); raises ``refusal`` at once when it is
-        not a rate's or the tenant already has its most held here."""
+        more (module docstring, 1.): the delay it then meets and the time it
+        was held. Raises ``refusal`` at once when it is not a rate's or the
+        tenant already has its most held here. A refusal it raises is
+        counted throttled (held time and retry-after)."""
         wait_s = refusal.info.retry_after_ms / 1000
         size = len(request.batch) if method == PRODUCE else 0
         calls, held_bytes = self._held.get(tenant, (0, 0))
         if not 0 < wait_s <= MAX_RETRY_AFTER_S or calls >= MAX_HELD or held_bytes + size > MAX_HELD_BYTES:
+            self._throttled(tenant, wait_s)
             raise refusal
         self._held[tenant] = (calls + 1, held_bytes + size)
         try:
@@ -172,7 +183,16 @@ class QuotaStage:
                 del self._held[tenant]
             else:
                 self._held[tenant] = (calls - 1, held_bytes - size)
-        return self._admit(method, tenant, request)
+        try:
+            return self._admit(method, tenant, request), wait_s
+        except ServiceError as again:
+            self._throttled(tenant, wait_s + again.info.retry_after_ms / 1000)
+            raise
+
+    def _throttled(self, tenant: str, seconds: float) -> None:
+        metrics = self._service.metrics
+        if metrics is not None:
+            metrics.throttled(tenant, seconds)
 
     def held(self, tenant: str) -> int:
         """Calls of ``tenant`` held on this node now."""
