@@ -10,7 +10,13 @@ API keys stay off the command line (``ps`` shows it): ``RAFTLOG_API_KEY``
 or ``--api-key-file PATH``; ``--api-key KEY`` warns (cluster/cli_api_key.py).
 Commands:
 
-- ``raftlog serve --config FILE --node-id N``: run one node;
+- ``raftlog serve --config FILE (--node-id N | --node-id-from-pod-name)
+  [--listen HOST:PORT] [--zone Z] [--log-format text|json]``: run one node
+  (cluster/serve.py);
+- ``raftlog health --address HOST:PORT``: exit 0 iff the node's gRPC
+  health says SERVING (cluster/cli_health.py);
+- ``raftlog node hand-off --config FILE (--node-id N | --node-id-from-pod-name)``:
+  move a node's leaderships away before it stops (cluster/cli_node_ops.py);
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
 - ``raftlog status``: the controller, and every node's replicas and
   liveness, leaders, awake replicas, CPU (seconds, and % of one core since
@@ -78,7 +84,8 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
-from cluster import cli_audit, cli_tenants
+from cluster import cli_audit, cli_health, cli_node_ops, cli_tenants
+from cluster import serve as serve_flags
 from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
 from cluster.cli_format import (
     NODE_LIST_HEADER,
@@ -367,8 +374,11 @@ def _serve(args: argparse.Namespace) -> int:
         [
             "--config",
             args.config,
-            "--node-id",
-            str(args.node_id),
+            *(["--node-id", str(args.node_id)] if args.node_id is not None else []),
+            *(["--node-id-from-pod-name"] if args.node_id_from_pod_name else []),
+            *(["--listen", args.listen] if args.listen else []),
+            *(["--zone", args.zone] if args.zone is not None else []),
+            *(["--log-format", args.log_format] if args.log_format else []),
             *(["--uvloop"] if args.uvloop else []),
             *(["--bootstrap-key-file", args.bootstrap_key_file] if args.bootstrap_key_file else []),
         ]
@@ -408,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run one node from a static cluster file")
     serve.add_argument("--config", required=True)
-    serve.add_argument("--node-id", type=int, required=True)
+    serve_flags.add_node_flags(serve)  # --node-id | --node-id-from-pod-name, --listen, --zone, --log-format
     serve.add_argument("--uvloop", action="store_true")
     serve.add_argument("--bootstrap-key-file", help="the operator key a new cluster bootstraps with")
     serve.set_defaults(sync=_serve)
@@ -487,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     decommission = node.add_parser("decommission", help="move every replica off a node")
     decommission.add_argument("node_id", type=int)
     decommission.set_defaults(run=_node_decommission)
+    cli_node_ops.add_commands(node)  # node hand-off (a pod's preStop)
+    cli_health.add_command(commands)  # health (a container's HEALTHCHECK)
 
     consume = commands.add_parser("consume", help="print record values, one per line")
     consume.add_argument("topic")

@@ -22,7 +22,8 @@ that came back after its replicas were moved away, gets its share.
 
 Bootstrap: a new cluster's metadata is made from the cluster file by
 whichever node first leads group 0 — every node of the file registered
-(address, zone, controller eligibility), the ``default`` tenant, the first
+(address, controller eligibility, and the file's zone until the node
+registers its own), the ``default`` tenant, the first
 operator key, the file's topics in the default tenant, and the consumer
 groups' internal topic (``__system/__consumer_offsets``) and the audit
 topic (``__system/__audit``, cluster/audit/). Each step looks
@@ -300,9 +301,14 @@ class ControllerDuties:
         voters = set(self.cluster.controller_voters())
         for spec in self.cluster.nodes:
             known = self.controller.state.node(spec.id)
-            wanted = (spec.address, spec.zone, spec.id in voters)
-            if known is None or (known.address, known.zone, known.controller_eligible) != wanted:
-                yield ready(RegisterNode(spec.id, *wanted))
+            # The file's zone only for a node not registered yet: a node
+            # learns its own zone when it starts (a pod's, raftlog serve
+            # --zone) and keeps its registration's zone in step itself
+            # (cluster/internal/join.py), so the leader never undoes it.
+            wanted = (spec.address, spec.id in voters)
+            if known is None or (known.address, known.controller_eligible) != wanted:
+                zone = spec.zone if known is None else known.zone
+                yield ready(RegisterNode(spec.id, spec.address, zone, spec.id in voters))
         for tenant in (DEFAULT_TENANT, SYSTEM_TENANT):
             if self.controller.state.tenant(tenant) is None:
                 yield ready(CreateTenant(tenant))

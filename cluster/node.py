@@ -122,6 +122,7 @@ class Node:
         unsafe_ack_before_commit: bool = False,
         bootstrap_key: str | None = None,
         cluster_secret: bytes | None = None,
+        listen: str | None = None,
     ) -> None:
         """``dial``: peers reached at another address than the configured
         one (failover drills put a fault-injecting proxy there).
@@ -131,7 +132,10 @@ class Node:
         discouraged ``$RAFTLOG_BOOTSTRAP_API_KEY``).
         ``cluster_secret``: default: the file the cluster file or
         ``$RAFTLOG_CLUSTER_SECRET_FILE`` names (cluster/internal/cluster_secret.py);
-        ``ConfigError`` when there is none."""
+        ``ConfigError`` when there is none.
+        ``listen``: bind here instead of the node's address, which stays
+        the one it advertises (``raftlog serve --listen``, a pod's 0.0.0.0)."""
+        self._listen_address = listen
         cluster.validate()
         unknown = set(dial or {}) - {n.id for n in cluster.nodes}
         if unknown:
@@ -422,11 +426,16 @@ class Node:
                 ),
                 asyncio.create_task(self._become_ready(duties, reconciler, health), name="raftlog-ready"),
             ]
-            if self.node_id not in voters:
-                joining = join_until_registered(
-                    controller, self._join_request(), static_peers.values(), self._credentials, self._dialer
-                )
-                loops.append(asyncio.create_task(joining, name="raftlog-join"))
+            # Voters too: they keep their registration's zone in step (join.py).
+            joining = join_until_registered(
+                controller,
+                self._join_request(),
+                static_peers.values(),
+                self._credentials,
+                self._dialer,
+                registered_first=self.node_id in voters,
+            )
+            loops.append(asyncio.create_task(joining, name="raftlog-join"))
             stop = asyncio.create_task(self._stop.wait())
             try:
                 await _until_stopped(stop, loops)
@@ -457,7 +466,7 @@ class Node:
         """Without TLS: one plaintext port. With TLS: the public API over
         TLS on the node's address, and the internal listener (client
         certificate required) at port + offset (cluster/tls/__init__.py)."""
-        address = self.spec.address
+        address = self._listen_address or self.spec.address
         if self._tls is None or self.cluster.tls is None:
             self.bound_port = server.add_insecure_port(address)
         else:

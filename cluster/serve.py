@@ -1,5 +1,20 @@
 """``python -m cluster.serve --config cluster.toml --node-id N``: run one node.
 
+Where it runs (``raftlog serve`` takes the same flags): ``--node-id-from-pod-name``
+instead of ``--node-id`` takes the id from ``$POD_NAME``, a StatefulSet pod's
+name ending in its ordinal (``raftlog-3`` is node 4: ordinals count from 0,
+node ids from 1). ``--listen HOST:PORT`` binds the gRPC port there instead
+of the node's address in the file, which stays the address the node
+advertises (a pod binds ``0.0.0.0:7001`` and is reached by its DNS name);
+with TLS the internal listener binds the same host at port + offset.
+``--zone`` (else ``$RAFTLOG_ZONE``, else the file's) is the node's zone
+label; a node registered with another zone asks to be registered with
+this one (cluster/internal/join.py). ``--log-format text|json`` (else
+``$RAFTLOG_LOG_FORMAT``, else text) sets the log lines' format
+(cluster/telemetry/logs.py), every line naming the node id. A bad value of
+any of them (no ordinal in the pod name, both or neither of the id flags,
+a zone label of the wrong shape) exits 2 before anything starts.
+
 Prints ``raftlog node N ready on ADDRESS`` (flushed) once it serves, so
 scripts and tests can wait for it. The node needs the cluster secret (the
 cluster file's ``cluster_secret_file`` or ``RAFTLOG_CLUSTER_SECRET_FILE``,
@@ -34,15 +49,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import logging
+import os
+import re
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cluster.static_config import ConfigError, load_cluster
+from cluster.static_config import ConfigError, StaticCluster, load_cluster
 from partitions.owner_only import restrict_umask
 
 if TYPE_CHECKING:  # imported in main(), once the signal handler is in place
@@ -58,6 +77,89 @@ def parse_dial(items: list[str]) -> dict[int, str]:
             raise ConfigError(f"--dial {item!r}: expected NODE=HOST:PORT, e.g. 2=127.0.0.1:9002")
         dial[int(node)] = address.strip()
     return dial
+
+
+POD_NAME_ENV = "POD_NAME"
+ZONE_ENV = "RAFTLOG_ZONE"
+LOG_FORMAT_ENV = "RAFTLOG_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def node_id_from_pod_name(environ: Mapping[str, str]) -> int:
+    """A StatefulSet pod's node id: its name's trailing ordinal + 1
+    (``raftlog-0`` is node 1)."""
+    name = environ.get(POD_NAME_ENV, "").strip()
+    if not name:
+        raise ConfigError(
+            f"--node-id-from-pod-name: ${POD_NAME_ENV} is not set (give the container "
+            "env POD_NAME from fieldRef metadata.name, or use --node-id N)"
+        )
+    found = _ORDINAL.search(name)
+    if found is None:
+        raise ConfigError(
+            f"--node-id-from-pod-name: ${POD_NAME_ENV}={name!r} does not end in -<ordinal> "
+            "(a StatefulSet pod is named <set>-<ordinal>); use --node-id N"
+        )
+    return int(found.group(1)) + 1
+
+
+def chosen_node_id(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``--node-id`` or ``--node-id-from-pod-name`` (exactly one)."""
+    if args.node_id_from_pod_name:
+        return node_id_from_pod_name(environ)
+    if args.node_id is None:
+        raise ConfigError("give --node-id N or --node-id-from-pod-name")
+    return int(args.node_id)
+
+
+def check_listen(listen: str | None) -> str | None:
+    """``--listen HOST:PORT`` (a port 1-65535; the host may be 0.0.0.0 or [::])."""
+    if listen is None:
+        return None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--listen {listen!r}: expected HOST:PORT, e.g. 0.0.0.0:7001")
+    return listen
+
+
+def with_zone(cluster: StaticCluster, node_id: int, zone: str | None) -> StaticCluster:
+    """``cluster`` with ``node_id``'s zone label replaced (None: as in the
+    file). Checked like the controller checks a registration."""
+    if zone is None:
+        return cluster
+    from cluster.controller.model import check_zone
+
+    if problem := check_zone(zone):
+        raise ConfigError(f"--zone / ${ZONE_ENV}: {problem}")
+    cluster.node(node_id)  # ConfigError for a node not in the file
+    nodes = tuple(dataclasses.replace(n, zone=zone) if n.id == node_id else n for n in cluster.nodes)
+    return dataclasses.replace(cluster, nodes=nodes)
+
+
+def add_node_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say which node this process is and where it runs
+    (also on ``raftlog serve``, cluster/cli.py)."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--node-id", type=int, help="this node's id in the cluster file")
+    which.add_argument(
+        "--node-id-from-pod-name",
+        action="store_true",
+        help=f"node id = the trailing ordinal of ${POD_NAME_ENV} + 1 (a StatefulSet pod)",
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="bind the gRPC port here instead of the node's address (which stays the advertised one)",
+    )
+    parser.add_argument(
+        "--zone", help=f"this node's zone label (default: ${ZONE_ENV}, else the cluster file's)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=f"log lines as text or JSON (default: ${LOG_FORMAT_ENV}, else text)",
+    )
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -160,7 +262,7 @@ def _wake_on_signal(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="static cluster file (TOML)")
-    parser.add_argument("--node-id", type=int, required=True, help="this node's id in the cluster file")
+    add_node_flags(parser)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (slower with grpc.aio here)")
     parser.add_argument(
         "--dial",
@@ -186,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         help="TEST ONLY: compaction drops some keys' latest record (loses data; drills' negative control)",
     )
     args = parser.parse_args(argv)
+    log_format = args.log_format or os.environ.get(LOG_FORMAT_ENV, "").strip() or "text"
+    if log_format not in LOG_FORMATS:
+        parser.error(f"${LOG_FORMAT_ENV}={log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
     signals = StopSignals()
     signals.install()
     # Every file this node creates is owner-only from here on, whatever
@@ -195,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C then must find the handler already installed.
     from cluster.controller_duties import BadBootstrapKey, read_bootstrap_key_file
     from cluster.node import Node
+    from cluster.telemetry.logs import configure_logging
 
     if args.unsafe_compaction_drops_latest:
         import partitions.compaction
@@ -202,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         partitions.compaction.UNSAFE_DROPS_LATEST = True  # TEST ONLY (see there)
 
     try:
+        node_id = chosen_node_id(args, os.environ)
+        # An empty $RAFTLOG_ZONE is no override: a fieldRef to a pod label
+        # the node does not carry (no zone, Kubernetes < 1.33) gives "".
+        zone = args.zone if args.zone is not None else (os.environ.get(ZONE_ENV, "").strip() or None)
+        cluster = with_zone(load_cluster(args.config), node_id, zone)
+        listen = check_listen(args.listen)
+        configure_logging(log_format, static_fields={"node_id": node_id})
         bootstrap_key = None
         if args.bootstrap_key_file is not None:
             try:
@@ -211,15 +324,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"--bootstrap-key-file {args.bootstrap_key_file}: {exc.strerror or exc}"
                 ) from None
         node = Node(
-            load_cluster(args.config),
-            args.node_id,
+            cluster,
+            node_id,
             dial=parse_dial(args.dial),
+            listen=listen,
             unsafe_ack_before_commit=args.unsafe_ack_before_commit,
             bootstrap_key=bootstrap_key,
         )
     except (ConfigError, BadBootstrapKey, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger(__name__).info(
+        "node %d starting: advertised as %s, listening on %s, zone %r",
+        node_id,
+        node.spec.address,
+        listen or node.spec.address,
+        node.spec.zone,
+    )
     try:
         if args.uvloop:
             try:

@@ -25,10 +25,18 @@ Invariants:
 - A refusal names no cluster id and no address of any node (the leader's
   address in a ``NOT_LEADER`` redirect goes only to a caller that proved it
   holds the secret); the details go to this node's log. A node id already registered at
-  another address or zone is refused (``NODE_ID_IN_USE``): that id may
+  another address is refused (``NODE_ID_IN_USE``): that id may
   still count in its groups' quorums with the data of the node that had it,
   and a new node with an empty disk must never vote in its place.
-- A joined node is never controller-eligible.
+- A registered node may change only its own zone label (``Join`` with its
+  registered address and another zone, by a caller whose proof names that
+  node id; its controller eligibility stays): a node learns its zone when
+  it starts (a Kubernetes pod's topology label, ``raftlog serve --zone``),
+  while the bootstrap registered the cluster file's. Every node, voters
+  included, keeps asking until its registration carries the zone it runs
+  with; voters wait until the bootstrap registered them first, so they are
+  never registered by a ``Join`` (which would make them ineligible).
+- A node registered by ``Join`` is never controller-eligible.
 - Joining is idempotent: a node registered as asked is answered OK, so a
   retry after a lost answer, or a restart, is harmless.
 """
@@ -103,21 +111,23 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
         if _registered_as_asked(controller, request):
             return
         known = controller.state.node(request.node_id)
-        if known is not None:
+        if known is not None and known.address != request.address:
             log.warning(
-                "join: node id %d asked for %s but is registered at %s (zone %r)",
+                "join: node id %d asked for %s but is registered at %s",
                 request.node_id,
                 request.address,
                 known.address,
-                known.zone,
             )
             raise ServiceError(
                 C.ALREADY_EXISTS,
                 Reason.NODE_ID_IN_USE,
-                f"node id {request.node_id} is registered at another address or zone; "
+                f"node id {request.node_id} is registered at another address; "
                 "give the new node an id no node has had",
             )
-        command = RegisterNode(request.node_id, request.address, request.zone, controller_eligible=False)
+        # Registered at this address: only its zone changes (the caller
+        # proved it is that node), its eligibility stays.
+        eligible = known is not None and known.controller_eligible
+        command = RegisterNode(request.node_id, request.address, request.zone, controller_eligible=eligible)
         try:
             result = await controller.submit(encode_command(command))
         except ReplicaError as error:
@@ -126,7 +136,12 @@ class JoinService(join_pb2_grpc.ClusterJoinServicer):
             ) from None
         if isinstance(result, Rejected):
             raise ServiceError(C.INVALID_ARGUMENT, Reason(result.reason), result.message)
-        log.warning("node %d joined the cluster at %s", request.node_id, request.address)
+        if known is None:
+            log.warning("node %d joined the cluster at %s", request.node_id, request.address)
+        else:
+            log.warning(
+                "node %d now registered in zone %r (was %r)", request.node_id, request.zone, known.zone
+            )
 
 
 async def join_until_registered(
@@ -135,14 +150,21 @@ async def join_until_registered(
     seeds: Iterable[str],
     credentials: NodeCredentials,
     dialer: Dialer = PLAIN,
+    *,
+    registered_first: bool = False,
 ) -> None:
-    """Ask ``seeds`` (and the leaders they name) to register this node until
-    the metadata it follows lists it as asked; every ask carries a fresh
-    proof from ``credentials``. A refusal that retrying cannot fix (no
-    valid proof, wrong cluster, id in use, invalid address) is logged and
-    asked again only every ``REFUSED_RETRY_S``: the operator fixes the
-    file and restarts the node."""
-    seeds = list(seeds)
+    """Ask ``seeds`` (and the leaders they name; this node's own address
+    last: it may lead the controller) to register this node until the
+    metadata it follows lists it as asked; every ask carries a fresh proof
+    from ``credentials``. ``registered_first`` (a controller voter): wait
+    until the bootstrap has registered this node, then only bring its zone
+    in step. A refusal that retrying cannot fix (no valid proof, wrong
+    cluster, id in use, invalid address) is logged and asked again only
+    every ``REFUSED_RETRY_S``: the operator fixes the file and restarts the
+    node."""
+    seeds = [*seeds, request.address]
+    while registered_first and controller.state.node(request.node_id) is None:
+        await controller.wait_changed(controller.version, timeout=RETRY_S)
     while not _registered_as_asked(controller, request):
         addresses = list(seeds)
         asked: set[str] = set()

@@ -39,7 +39,14 @@ empty log, or every record younger than ``min_compaction_lag_ms``) answers
 
 ``TenantUsage`` answers every tenant's usage on this node (``tenant_usage``:
 cluster/quotas/usage_poller.py); the other nodes ask it about once a second,
-since storage and group quotas count over the whole cluster."""
+since storage and group quotas count over the whole cluster.
+
+``HandOffLeadership`` moves the leadership of every group this node leads,
+the metadata controller's included, to other live voters and answers once
+none is led here or after ``wait_seconds`` (capped by ``MAX_HAND_OFF_WAIT_S``
+and the deadline): cluster/leader_balance.py ``hand_off_leadership``.
+``raftlog node hand-off`` (cluster/cli_node_ops.py) calls it on its own
+node with a node proof, as a Kubernetes pod's preStop."""
 
 from __future__ import annotations
 
@@ -53,6 +60,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
+from cluster.leader_balance import GroupMember, hand_off_leadership
 from cluster.transport.raft_transport import RaftTransport
 from partitions.replica_errors import NotLeaderError, ReplicaError
 from partitions.replica_host import ReplicaHost
@@ -60,7 +68,10 @@ from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 
 NODE_ADMIN_COMPACT = "/raftlog.internal.v1.NodeAdmin/Compact"
 """The method a node's proof names to ask another node for a pass."""
+NODE_ADMIN_HAND_OFF = "/raftlog.internal.v1.NodeAdmin/HandOffLeadership"
+"""The method ``raftlog node hand-off``'s proof names."""
 MAX_COMPACT_WAIT_S = 60.0
+MAX_HAND_OFF_WAIT_S = 60.0
 COMPACT_POLL_S = 0.05
 
 
@@ -184,6 +195,30 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         if self._tenant_usage is None:
             return node_admin_pb2.TenantUsageReport(node_id=self._node_id)
         return await self._tenant_usage(request)
+
+    async def HandOffLeadership(
+        self, request: node_admin_pb2.HandOffRequest, context: grpc.aio.ServicerContext
+    ) -> node_admin_pb2.HandOffResponse:
+        wait_s = min(max(0.0, request.wait_seconds), MAX_HAND_OFF_WAIT_S)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, remaining - 0.1)  # answer before the caller gives up
+        transport = self._transport()
+        if transport is None:  # not running yet: nothing is led here
+            return node_admin_pb2.HandOffResponse()
+        result = await hand_off_leadership(self._node_id, self._members, transport.peer_alive, wait_s)
+        return node_admin_pb2.HandOffResponse(
+            moved=result.moved, left=list(result.left), left_reasons=list(result.left.values())
+        )
+
+    def _members(self) -> dict[int, GroupMember]:
+        """Every group member open here: the partitions' and the controller's."""
+        host = self._host()
+        members: dict[int, GroupMember] = dict(host.replicas) if host is not None else {}
+        controller = self._controller()
+        if controller is not None:
+            members[CONTROLLER_GROUP] = controller
+        return members
 
     async def Compact(
         self, request: node_admin_pb2.CompactRequest, context: grpc.aio.ServicerContext
