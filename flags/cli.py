@@ -6,7 +6,8 @@ its parsed arguments: ``resolved_api_key`` (``--api-key-file``,
 ``--api-key`` or ``RAFTLOG_API_KEY``, resolved there once) and ``tenant``
 (``--tenant``) come from it. Commands:
 
-- ``flags serve [options]``: run a flag server (flags/server.py);
+- ``flags serve [options]``: run a flag server (flags/server.py; ``--metrics-port``,
+  ``--log-format``: flags/telemetry.py);
 - ``flags env create ENV``, ``env list``, ``env delete ENV``;
 - ``flags import ENV FILE``: replace the environment's flag set with a
   flagd flags.json (``-``: stdin), as one change;
@@ -476,7 +477,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="flags_action", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run a flag server (evaluation 8013, management 8014, sync 8015, OFREP 8016)"
+        "serve",
+        help="run a flag server (evaluation 8013, management 8014, sync 8015, OFREP 8016; "
+        "Prometheus /metrics with --metrics-port)",
     )
     add_serve_arguments(serve, inherit_connection=True)
     serve.set_defaults(sync=_serve)

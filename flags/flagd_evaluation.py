@@ -205,6 +205,8 @@ class _EvaluationCore:
             BoundedMemo(MAX_CHANGE_MESSAGES)
         )
         self._fixed_events: dict[tuple[Callable[..., Message], str], bytes] = {}
+        self.open_streams = 0
+        """EventStreams (v1 and v2) admitted and not yet ended (the streams gauge)."""
 
     def _answers_of(self, scope: Scope, serving: Serving) -> _Answers:
         kept = self._answers.get(scope)
@@ -333,6 +335,7 @@ async def event_stream(
     scope, found = await gate.admit(context)
     with core.live.watch(scope) as watcher:
         keep_alive = _KeepAlive(watcher, core.keep_alive_s)
+        core.open_streams += 1
         try:
             yield core.fixed_event(event, PROVIDER_READY)
             keep_alive.sent()
@@ -347,6 +350,7 @@ async def event_stream(
                     yield core.fixed_event(event, KEEP_ALIVE)
                     keep_alive.sent()
         finally:
+            core.open_streams -= 1
             keep_alive.cancel()
 
 
@@ -460,11 +464,13 @@ def register_evaluation(
     is_ready: Callable[[], bool],
     keep_alive_s: float = KEEP_ALIVE_S,
     exposures: ExposureRecorder | None = None,
-) -> None:
+) -> Callable[[], int]:
     """Add ``flagd.evaluation.v1.Service`` and ``flagd.evaluation.v2.Service``
     to ``server``; every answer with a variant to a context with a targeting
-    key is recorded on ``exposures`` (source ``rpc``)."""
+    key is recorded on ``exposures`` (source ``rpc``). Returns how many
+    EventStreams are open now (for the streams gauge, flags/telemetry.py)."""
     core = _EvaluationCore(live, SdkGate(live, is_ready), keep_alive_s, exposures)
     raw = (*RESOLVE_METHODS, "EventStream")  # encoded by the handlers (module docstring)
     add_servicer(server, v1_grpc.add_ServiceServicer_to_server, EvaluationV1(core), raw=raw)
     add_servicer(server, v2_grpc.add_ServiceServicer_to_server, EvaluationV2(core), raw=raw)
+    return lambda: core.open_streams

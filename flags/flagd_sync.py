@@ -66,6 +66,8 @@ class FlagSync:
         self.live = live
         self.gate = gate
         self._encoded: BoundedMemo[Scope, tuple[Serving, bytes]] = BoundedMemo(MAX_KEPT_DOCUMENTS)
+        self.open_streams = 0
+        """SyncFlags streams admitted and not yet ended (the streams gauge)."""
 
     def encoded_document(self, scope: Scope) -> bytes:
         """The environment's ``SyncFlagsResponse`` now, encoded once per version."""
@@ -81,17 +83,21 @@ class FlagSync:
     async def SyncFlags(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         scope, found = await self.gate.admit(context, request.selector)
         with self.live.watch(scope) as watcher:
-            sent = self.encoded_document(scope)
-            yield sent
-            while True:
-                await watcher.next()
-                if not self.gate.still_grants(found, scope):
-                    await self.gate.recheck(context, found, scope)
-                document = self.encoded_document(scope)
-                # Usually the very object sent to the other streams: no compare of the bytes.
-                if document is not sent and document != sent:
-                    sent = document
-                    yield document
+            self.open_streams += 1
+            try:
+                sent = self.encoded_document(scope)
+                yield sent
+                while True:
+                    await watcher.next()
+                    if not self.gate.still_grants(found, scope):
+                        await self.gate.recheck(context, found, scope)
+                    document = self.encoded_document(scope)
+                    # Usually the very object sent to the other streams: no compare of the bytes.
+                    if document is not sent and document != sent:
+                        sent = document
+                        yield document
+            finally:
+                self.open_streams -= 1
 
     async def FetchAllFlags(
         self, request: Any, context: grpc.aio.ServicerContext
@@ -106,7 +112,11 @@ class FlagSync:
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def register_sync(server: grpc.aio.Server, live: LiveFlags, *, is_ready: Callable[[], bool]) -> None:
-    """Add ``flagd.sync.v1.FlagSyncService`` to ``server``."""
+def register_sync(
+    server: grpc.aio.Server, live: LiveFlags, *, is_ready: Callable[[], bool]
+) -> Callable[[], int]:
+    """Add ``flagd.sync.v1.FlagSyncService`` to ``server``; returns how many
+    SyncFlags streams are open now (for the streams gauge, flags/telemetry.py)."""
     servicer = FlagSync(live, SdkGate(live, is_ready))
     add_servicer(server, sync_pb2_grpc.add_FlagSyncServiceServicer_to_server, servicer, raw=("SyncFlags",))
+    return lambda: servicer.open_streams

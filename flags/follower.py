@@ -386,7 +386,7 @@ class Follower:
         # as a malformed key and is refused there, in the same way everywhere.
         key = "" if record.key is None else record.key.decode("utf-8", "replace")
         try:
-            self._live.apply(tenant, record.offset, key, record.value)
+            self._live.apply(tenant, record.offset, key, record.value, record.timestamp_ms)
         except UnsupportedChange as exc:
             self._stop(followed, record, f"the record is in a newer format ({exc}); upgrade this flag server")
             return False

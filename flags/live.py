@@ -45,6 +45,9 @@ Invariants:
   ``authenticate`` answers server keys only (the flagd protocols);
   ``authenticate_ofrep`` both kinds, with the kind, for OFREP. A key's kind is
   its create record's, and its clear prefix must agree (``sdk_keys``).
+- ``on_change`` (when set: the metrics, flags/telemetry.py) is called once
+  per accepted record that changed a flag, after its watchers were woken,
+  with the record's log timestamp and whether any watcher was woken.
 - ``key_epoch`` grows on every record or event that may turn an SDK key's
   ``authenticate`` answer from a scope into None (any key record, any
   environment-level record, ``forget_tenant``): a scope cached at epoch *e*
@@ -298,12 +301,17 @@ class LiveFlags:
         self._key_problems: dict[str, deque[tuple[int, str]]] = {}
         self.key_epoch = 0
         """Read-only for others (module invariants): lets callers cache ``authenticate``."""
+        self.on_change: Callable[[int | None, bool], None] | None = None
+        """Told of each accepted flag change: ``(log timestamp ms or None, streams woken)``."""
 
     # --- the log ---------------------------------------------------------------------
 
-    def apply(self, tenant: str, offset: int, key: str, value: bytes | None) -> ApplyResult | None:
+    def apply(
+        self, tenant: str, offset: int, key: str, value: bytes | None, timestamp_ms: int | None = None
+    ) -> ApplyResult | None:
         """Apply the tenant's record at ``offset`` (offsets strictly increase per
-        tenant, else ``ValueError``). None for SDK key records."""
+        tenant, else ``ValueError``). None for SDK key records. ``timestamp_ms``:
+        the record's log timestamp (only ``on_change`` reads it)."""
         if is_sdk_key_record(key):
             self._apply_key(tenant, offset, key, value)
             self._applied(tenant)
@@ -336,8 +344,12 @@ class LiveFlags:
             watchers = self._watchers.get((tenant, env))
             # An environment-level record may change whether it exists even
             # when no flag changes (an empty env-create or env-delete).
+            woken = False
             if watchers and (result.changes or not flag):
                 self._wake(tenant, env, watchers, {c.flag: c.type for c in result.changes if c.env == env})
+                woken = True
+            if result.changes and self.on_change is not None:
+                self.on_change(timestamp_ms, woken)
         self._applied(tenant)
         return result
 

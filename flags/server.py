@@ -15,13 +15,21 @@ management 8014 HTTP   ``/healthz`` (200 while the process runs), ``/readyz``
 ofrep   8016    HTTP   OFREP evaluation for mobile and web apps, tracking
                        (flags/ofrep.py, flags/tracking.py); rate-limited per
                        SDK key and per (key, client address): ``--ofrep-*``
+metrics (off)   HTTP   Prometheus ``GET /metrics`` with ``--metrics-port P``
+                       (flags/telemetry.py; ``make run``: 9104)
 =============== ====== ===========================================================
 
 A port of 0 means "any free one"; the ready line says which were taken::
 
-    flag server ready eval=HOST:PORT sync=HOST:PORT management=HOST:PORT ofrep=HOST:PORT
+    flag server ready eval=HOST:PORT sync=HOST:PORT management=HOST:PORT ofrep=HOST:PORT [metrics=HOST:PORT]
 
 (fields are only ever added at the end, so parsers of the older line keep working).
+
+Telemetry (flags/telemetry.py): with ``--metrics-port`` the gRPC servers get a
+counting interceptor and the OFREP app a counting middleware; without it,
+neither. gRPC server spans when ``OTEL_*`` configures OTLP tracing (no
+interceptor otherwise). ``--log-format json`` (``RAFTLOG_LOG_FORMAT``):
+JSON log lines (flags/telemetry_logs.py), keys redacted in both formats.
 
 It is printed (flushed, on stdout) once every port is bound *and* the
 follower has caught up with every tenant's flags, so a script or test that
@@ -50,7 +58,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
 import signal
 import socket
@@ -71,6 +78,7 @@ from flags.server_options import (
     host_port,
     options_from_args,
 )
+from flags.telemetry_logs import configure_logging
 
 if TYPE_CHECKING:  # imported by serve(): the signal handler is installed first
     import grpc
@@ -214,7 +222,8 @@ async def serve(
     from flags.follower import Follower
     from flags.live import LiveFlags
     from flags.ofrep import ofrep_app
-    from flags.ofrep_events import add_event_routes
+    from flags.ofrep_events import ChangePings, add_event_routes
+    from flags.telemetry import FlagMetrics, metrics_app, server_interceptors
     from flags.tenant_keys import TenantKeys
     from flags.tracking import add_tracking_routes
     from flags.writer import FlagWriter
@@ -222,6 +231,11 @@ async def serve(
     out = out or sys.stdout
     log = log or sys.stderr
     live = LiveFlags(fractional=options.fractional)
+    metrics = FlagMetrics() if options.metrics_port else None
+    interceptors = server_interceptors()
+    if metrics is not None:
+        live.on_change = metrics.on_change
+        interceptors.append(metrics.rpc_interceptor())
     follower = Follower(live, list(options.bootstrap), options.api_key)
     writer = FlagWriter(
         live, follower, list(options.bootstrap), options.api_key, audit_window_ms=options.audit_window_ms
@@ -231,10 +245,11 @@ async def serve(
     analyzer = ExperimentAnalyzer(live.experiments, list(options.bootstrap), options.api_key)
     is_ready = follower.is_ready
 
-    eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    sync_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+    # No interceptor at all unless telemetry asks for one (each costs every call).
+    eval_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors or None)
+    sync_server = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors or None)
     health_servicer = health.aio.HealthServicer()
-    register_evaluation(eval_server, live, is_ready=is_ready, exposures=exposures)
+    evaluation_streams = register_evaluation(eval_server, live, is_ready=is_ready, exposures=exposures)
     register_admin(eval_server, live, writer, follower, keys)
     register_experiments(
         eval_server,
@@ -245,7 +260,7 @@ async def serve(
         keys=keys,
         analyzer=analyzer,
     )
-    register_sync(sync_server, live, is_ready=is_ready)
+    sync_streams = register_sync(sync_server, live, is_ready=is_ready)
     register_events(eval_server, live, exposures, is_ready=is_ready)
     for server in (eval_server, sync_server):
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -264,6 +279,7 @@ async def serve(
         return {"exposures": dataclasses.asdict(exposures.stats)}
 
     runner = web.AppRunner(management_app(is_ready, not_ready_reason, stats), access_log=None)
+    change_pings: list[ChangePings] = []
     ofrep = ofrep_app(
         live,
         limits=options.ofrep.limits(),
@@ -273,11 +289,15 @@ async def serve(
         # The other services on the OFREP port (its CORS and preflight cover them).
         extra_routes=[
             lambda app: add_tracking_routes(app, live, exposures),
-            lambda app: add_event_routes(app, live),  # the change pings bulk answers name
+            lambda app: change_pings.append(add_event_routes(app, live)),  # the pings bulk answers name
         ],
     )
     ofrep_runner = web.AppRunner(ofrep, access_log=None)
-    runners = (runner, ofrep_runner)
+    runners: tuple[web.AppRunner, ...] = (runner, ofrep_runner)
+    if metrics is not None:
+        metrics.instrument_app(ofrep)
+        metrics.count_streams(evaluation_streams, sync_streams, *(pings.clients for pings in change_pings))
+        runners = (*runners, web.AppRunner(metrics_app(metrics), access_log=None))
     try:
         eval_port = _bind_grpc(eval_server, options.host, options.eval_port, "evaluation")
         sync_port = _bind_grpc(sync_server, options.host, options.sync_port, "sync")
@@ -289,6 +309,9 @@ async def serve(
             f"eval={host_port(options.host, eval_port)} sync={host_port(options.host, sync_port)} "
             f"management={host_port(options.host, management_port)} ofrep={host_port(options.host, ofrep_port)}"
         )
+        if metrics is not None:
+            metrics_port = await _start_site(runners[2], options.host, options.metrics_port, "metrics")
+            ports += f" metrics={host_port(options.host, metrics_port)}"
         print(f"{LISTENING_LINE_PREFIX} {ports}", file=out, flush=True)
 
         def announce() -> None:
@@ -456,8 +479,14 @@ def serve_main(args: argparse.Namespace, api_key: str | None = None) -> int:
     # from then on stops the server cleanly.
     signals = StopSignals()
     signals.install()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(options, signals)
+    configure_logging(options.log_format)
+    from flags.telemetry import configure_tracing, shutdown_tracing
+
+    configure_tracing()
+    try:
+        return run(options, signals)
+    finally:
+        shutdown_tracing()  # the spans still batched go out before the exit
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from flags.flagd_ops import DEFAULT_FRACTIONAL_VERSION, FractionalVersion
 from flags.ofrep_options import OfrepOptions, add_ofrep_arguments, ofrep_options_from_args
+from flags.telemetry_logs import LOG_FORMATS
 from raftlog.v1 import channel_options
 
 DEFAULT_EVAL_PORT = 8013
@@ -31,6 +32,7 @@ EVENT_LOOPS = ("asyncio", "uvloop")
 DEFAULT_BOOTSTRAP = "127.0.0.1:7001"
 DEFAULT_AUDIT_WINDOW_DAYS = 90
 DAY_MS = 86_400_000
+LOG_FORMAT_ENV = "RAFTLOG_LOG_FORMAT"
 
 STOP_GRACE_S = 1.0
 """How long calls in flight get once a stop is asked for; flagd streams
@@ -77,6 +79,10 @@ class ServeOptions:
     event_loop: str = "asyncio"
     tls_ca: str | None = None
     """The cluster's CA file: connect to the cluster with TLS (None: plaintext)."""
+    metrics_port: int = 0
+    """Prometheus ``/metrics`` (flags/telemetry.py); 0: off (no metric work at all)."""
+    log_format: str = "text"
+    """``text`` or ``json`` (flags/telemetry_logs.py)."""
 
     @property
     def audit_window_ms(self) -> int:
@@ -131,6 +137,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, inherit_connection: 
         help="HTTP /healthz and /readyz (0: any free)",
     )
     add_ofrep_arguments(parser)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="Prometheus GET /metrics on this port (default 0: off; make run uses 9104)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help=f"log lines as text or JSON (default: ${LOG_FORMAT_ENV} or text)",
+    )
     parser.add_argument(
         "--event-loop",
         choices=EVENT_LOOPS,
@@ -199,6 +217,12 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         port = getattr(args, name)
         if not 0 <= port <= 65535:
             raise UsageError(f"--{name.replace('_', '-')} {port}: a port is 0 (any free one) to 65535")
+    metrics_port = getattr(args, "metrics_port", 0)
+    if not 0 <= metrics_port <= 65535:
+        raise UsageError(f"--metrics-port {metrics_port}: a port is 1 to 65535, or 0 for no metrics")
+    log_format = getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV) or "text"
+    if log_format not in LOG_FORMATS:
+        raise UsageError(f"{LOG_FORMAT_ENV}={log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
     try:
         ofrep = ofrep_options_from_args(args)
     except ValueError as error:
@@ -220,6 +244,8 @@ def options_from_args(args: argparse.Namespace, api_key: str | None = None) -> S
         ofrep=ofrep,
         event_loop=args.event_loop,
         tls_ca=tls_ca,
+        metrics_port=metrics_port,
+        log_format=log_format,
     )
 
 

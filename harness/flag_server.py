@@ -12,7 +12,9 @@ Invariants:
 
 - Ports are chosen once, at construction (free ones unless given), and a
   restart reuses them: clients reconnect to the same address, as they would
-  to a restarted pod behind its service.
+  to a restarted pod behind its service. The metrics port is the exception:
+  ``metrics_port`` None (the default) serves no ``/metrics``; 0 picks a free
+  one; any other is used as given.
 - The operator key reaches the server in a file (``<root>/<name>.key``,
   0600, ``--api-key-file``), never in its environment or command line
   (``RAFTLOG_API_KEY`` is removed from the environment it inherits).
@@ -53,6 +55,7 @@ class FlagServerProcess:
         sync_port: int | None = None,
         management_port: int | None = None,
         ofrep_port: int | None = None,
+        metrics_port: int | None = None,
         extra_args: Sequence[str] = (),
         name: str = "flags",
         own_session: bool = False,
@@ -62,11 +65,12 @@ class FlagServerProcess:
         self.bootstrap = bootstrap if isinstance(bootstrap, str) else ",".join(bootstrap)
         self.api_key = api_key
         self.host = host
-        free = iter(free_ports(4))
+        free = iter(free_ports(5))
         self.eval_port = eval_port if eval_port is not None else next(free)
         self.sync_port = sync_port if sync_port is not None else next(free)
         self.management_port = management_port if management_port is not None else next(free)
         self.ofrep_port = ofrep_port if ofrep_port is not None else next(free)
+        self.metrics_port: int | None = next(free) if metrics_port == 0 else metrics_port
         self.extra_args = list(extra_args)
         self.name = name
         self.own_session = own_session
@@ -96,6 +100,12 @@ class FlagServerProcess:
     def ofrep_url(self) -> str:
         """The OFREP port's base URL (what an OFREP provider is given)."""
         return f"http://{self.host}:{self.ofrep_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``GET {metrics_url}/metrics`` (only with a ``metrics_port``)."""
+        assert self.metrics_port is not None, "the flag server was made without a metrics port"
+        return f"http://{self.host}:{self.metrics_port}"
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -134,6 +144,7 @@ class FlagServerProcess:
                     str(self.management_port),
                     "--ofrep-port",
                     str(self.ofrep_port),
+                    *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
                     *self.extra_args,
                 ],
                 cwd=self.root,
