@@ -174,7 +174,6 @@ class FlagMetrics:
                 child = codes[code] = self.rpc_handled.labels(service, method, code)
             return child
 
-        handled("OK")  # the usual answer's child exists before the first call, at 0
         kind = _handler_kind(handler)
         behaviour = getattr(handler, kind)
         wrapped = handler._replace(**{kind: _counted(behaviour, seconds, handled)})
@@ -256,7 +255,7 @@ def _handler_kind(handler: grpc.RpcMethodHandler) -> str:
 def _code_name(error: BaseException | None, context: grpc.aio.ServicerContext) -> str:
     """The status a call ended with: what the handler set or aborted with;
     CANCELLED when the client left; UNKNOWN for an unexpected exception."""
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # a stream closed under it
         return "CANCELLED"
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -271,34 +270,39 @@ def _code_name(error: BaseException | None, context: grpc.aio.ServicerContext) -
 def _counted(behaviour: _Behaviour, seconds: Any, handled: Callable[[str], Any]) -> _Behaviour:
     """``behaviour`` (any of gRPC's four kinds, coroutine or async generator)
     that observes its time and status when it ends."""
+    answered = handled("OK")  # the usual end, resolved once
+
+    def ended(error: BaseException | None, context: grpc.aio.ServicerContext, start: float) -> None:
+        code = None if error is not None else context.code()
+        if error is None and (code is None or code is grpc.StatusCode.OK):
+            answered.inc()
+        else:
+            handled(_code_name(error, context)).inc()
+        seconds.observe(time.perf_counter() - start)
+
     if inspect.isasyncgenfunction(behaviour):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
-            error: BaseException | None = None
             try:
                 async for message in behaviour(request, context):
                     yield message
-            except BaseException as raised:
-                error = raised
+            except BaseException as error:
+                ended(error, context, start)
                 raise
-            finally:
-                handled(_code_name(error, context)).inc()
-                seconds.observe(time.perf_counter() - start)
+            ended(None, context, start)
 
         return stream
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         start = time.perf_counter()
-        error: BaseException | None = None
         try:
-            return await behaviour(request, context)
-        except BaseException as raised:
-            error = raised
+            response = await behaviour(request, context)
+        except BaseException as error:
+            ended(error, context, start)
             raise
-        finally:
-            handled(_code_name(error, context)).inc()
-            seconds.observe(time.perf_counter() - start)
+        ended(None, context, start)
+        return response
 
     return call
 
