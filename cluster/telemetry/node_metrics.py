@@ -30,6 +30,10 @@ Invariants:
   child per code once, on the first call ending with that code.
 - A node whose ``metrics_port`` is 0 builds none of this (cluster/node.py),
   and its door then does no metric work at all (front_door.py).
+- No ``*_created`` series: prometheus-client's are switched off for the
+  process when this module is imported (they double every counter's and
+  histogram's series for a timestamp Prometheus does not use with the text
+  format, and cost a sixth of the scrape).
 - ``/metrics`` runs the collectors on the node's event loop (the only place
   the node's state may be read from), in the text format 0.0.4, or
   OpenMetrics when the scraper's ``Accept`` asks for it; ``GET /`` names
@@ -49,7 +53,13 @@ from collections.abc import Callable
 
 import grpc
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -58,6 +68,8 @@ from cluster.static_config import ConfigError
 __all__ = ["RPC_SECONDS_BUCKETS", "CallRecord", "NodeMetrics", "metrics_host", "metrics_page"]
 
 log = logging.getLogger(__name__)
+
+disable_created_metrics()  # process-wide (module docstring)
 
 RPC_SECONDS_BUCKETS = (
     0.0005,
@@ -85,9 +97,10 @@ CallRecord = Callable[[grpc.StatusCode, float], None]
 class NodeMetrics:
     """The node's registry and its ``/metrics`` server (module docstring).
     ``host``/``port``: where ``serve`` listens (port 0: any free port, for
-    tests; ``bound_port`` says which)."""
+    tests; ``bound_port`` says which). ``process``: include ``process_*``
+    (off only where the call figures alone are measured, bench/metrics_choice.py)."""
 
-    def __init__(self, node_id: int, host: str, port: int) -> None:
+    def __init__(self, node_id: int, host: str, port: int, *, process: bool = True) -> None:
         self.node_id = node_id
         self.host = host
         self.port = port
@@ -95,7 +108,8 @@ class NodeMetrics:
         # auto_describe off: registering a scrape-time collector must not
         # collect it (the node it reads is not built yet).
         self.registry = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self.registry)
+        if process:
+            ProcessCollector(registry=self.registry)
         self._handled = Counter(
             "raftlog_rpc_server_handled_total",
             "Public gRPC calls answered, by service, method and final status code.",
