@@ -169,7 +169,9 @@ class Node:
         self.metrics: NodeMetrics | None = None
         self._tenant_metrics: TenantMetrics | None = None
         if self.spec.metrics_port:
-            self.metrics = NodeMetrics(node_id, metrics_host(self.spec.address), self.spec.metrics_port)
+            self.metrics = NodeMetrics(
+                node_id, metrics_host(self._listen_address or self.spec.address), self.spec.metrics_port
+            )
             self._tenant_metrics = TenantMetrics(self.metrics.registry)
             self.metrics.register(
                 NodeCollector(
