@@ -116,3 +116,33 @@ async def test_a_node_hands_off_every_leadership_and_produce_goes_on(tmp_path: P
                 await future
     finally:
         cluster.close()
+
+
+async def test_with_tls_it_hands_off_over_the_internal_listener(tmp_path: Path) -> None:
+    """With ``[tls]`` the command dials the node's mTLS listener with the
+    node's certificate (and a proof); health checks the public TLS port."""
+    cluster = LocalCluster(
+        tmp_path, topics=[TopicSpec("t", partitions=2)], leader_balance_ms=600_000, tls=True
+    )
+    cluster.start_all()
+    try:
+        assert cluster.tls_ca is not None
+        async with Admin(
+            list(cluster.addresses.values()), api_key=cluster.api_key, tls_ca=cluster.tls_ca
+        ) as admin:
+            node = (await admin.cluster_status()).controller_leader
+        health = [sys.executable, "-m", "cluster.cli", "health", "--address", cluster.addresses[node]]
+        plain = await asyncio.to_thread(subprocess.run, health, capture_output=True, text=True, timeout=30)
+        assert plain.returncode == 1, plain  # a plaintext check of a TLS port fails
+        secure = [*health, "--tls-ca", str(cluster.tls_ca)]
+        served = await asyncio.to_thread(subprocess.run, secure, capture_output=True, text=True, timeout=30)
+        assert served.returncode == 0, served
+        done = await asyncio.to_thread(_hand_off, cluster, node, cluster.secret_file)
+        assert done.returncode == 0, done
+        assert 0 in _moved(done.stdout) and "still leads" not in done.stderr, done
+        async with Admin(
+            list(cluster.addresses.values()), api_key=cluster.api_key, tls_ca=cluster.tls_ca
+        ) as admin:
+            assert (await admin.cluster_status()).controller_leader not in (0, node)
+    finally:
+        cluster.close()
