@@ -152,14 +152,10 @@ class _Proposal:
     timing: ProposalTiming | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    """A proposal appended to the log, waiting for its entry to apply."""
-
-    term: int
-    future: asyncio.Future[Any]
-    proposed_ns: int
-    timing: ProposalTiming | None
+_Waiting = tuple[int, asyncio.Future[Any], int, ProposalTiming | None]
+"""A proposal appended to the log, waiting for its entry to apply: its
+term, its caller's future, when it was proposed and its marks, if timed
+(a tuple: one is made per proposal, and a dataclass costs 20 times more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,7 +549,7 @@ class RaftReplica(Generic[SM]):
             if timing is not None:
                 timing.index = index
                 self._timed += 1
-            self._pending[index] = _Waiting(node.term, item.future, item.proposed_ns, timing)
+            self._pending[index] = (node.term, item.future, item.proposed_ns, timing)
 
     async def _handle_ready(self, ready: Ready) -> None:
         node = self._node
@@ -624,8 +620,9 @@ class RaftReplica(Generic[SM]):
         pending = self._pending
         for entry in ready.entries:
             waiting = pending.get(entry.index)
-            if waiting is not None and waiting.timing is not None:
-                waiting.timing.sync_started_ns, waiting.timing.sync_ended_ns = marks
+            timing = waiting[3] if waiting is not None else None
+            if timing is not None:
+                timing.sync_started_ns, timing.sync_ended_ns = marks
 
     def _record_sizes(self, ready: Ready) -> None:
         sizes = self._log_bytes
@@ -668,11 +665,10 @@ class RaftReplica(Generic[SM]):
             waiter = pending.pop(entry.index, None) if pending else None
             if waiter is None:
                 continue
-            future = waiter.future
-            timing = waiter.timing
-            ours = waiter.term == entry.term  # else another leader's entry took the index
+            term, future, proposed_ns, timing = waiter
+            ours = term == entry.term  # else another leader's entry took the index
             if ours:
-                latency.observe((committed_ns - waiter.proposed_ns) / 1e9)
+                latency.observe((committed_ns - proposed_ns) / 1e9)
             if timing is not None:
                 self._timed -= 1
                 if ours:
@@ -697,9 +693,9 @@ class RaftReplica(Generic[SM]):
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
         self._timed = 0
-        for waiting in pending.values():
-            if not waiting.future.done():
-                waiting.future.set_exception(error)
+        for _, future, _, _ in pending.values():
+            if not future.done():
+                future.set_exception(error)
         for item in self._inbox:
             if isinstance(item, _Proposal) and not item.future.done():
                 item.future.set_exception(error)
