@@ -146,11 +146,15 @@ chaos-smoke: venv proto
 # The container image (Dockerfile), built without a daemon: buildah with
 # the vfs driver and chroot isolation works unprivileged in a container.
 # BASE_IMAGE=... builds from a local base. Not part of CI (no registry here).
+# --format docker: the OCI image format has no HEALTHCHECK field (buildah
+# drops it with a warning); the Docker format keeps it.
 IMAGE ?= raftlog:dev
 BASE_IMAGE ?= python:3.11-slim-bookworm
 image:
 	@command -v buildah >/dev/null 2>&1 || { echo "make image needs buildah (apt-get install buildah)" >&2; exit 1; }
-	buildah --storage-driver vfs bud --isolation chroot --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) -f Dockerfile .
+	buildah --storage-driver vfs bud --isolation chroot --format docker \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  -t $(IMAGE) -f Dockerfile .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
