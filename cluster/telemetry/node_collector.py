@@ -59,6 +59,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from partitions.latency_buckets import Buckets
+from raft.types import NO_NODE
 
 if TYPE_CHECKING:
     from cluster.controller_replica import ControllerReplica
@@ -148,7 +149,7 @@ class NodeCollector(Collector):
                         sums = by_peer.setdefault(peer, [0, 0])
                         sums[0] += entries
                         sums[1] += size
-                elif member.leader == 0:
+                elif member.leader == NO_NODE:
                     without_leader += 1
             replicas.add_metric([], len(members))
             leaders.add_metric([], led)
