@@ -16,7 +16,9 @@ host dialled (``raftlog certs init`` puts localhost and 127.0.0.1 in).
 
 ``call_metadata`` is the one place the headers are built;
 ``credentials_interceptors`` add them to every call on a channel (unary
-and streaming), so no stub call site has to remember them.
+and streaming), so no stub call site has to remember them, together with
+the caller's OpenTelemetry trace context when a span is current
+(client/trace_context.py).
 
 Invariants:
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from client.trace_context import trace_headers
 from raftlog.v1.headers import AUTHORIZATION, BEARER_PREFIX, TENANT
 
 __all__ = [
@@ -102,7 +105,10 @@ def _merged(
 ) -> grpc.aio.ClientCallDetails:
     existing = list(details.metadata or ())
     present = {str(key) for key, _ in existing}
-    metadata = grpc.aio.Metadata(*existing, *((k, v) for k, v in extra if k not in present))
+    # The trace context is read here, in the call's own task (a copy of the
+    # caller's context), so it is the span current where the call was made.
+    added = (*extra, *trace_headers())
+    metadata = grpc.aio.Metadata(*existing, *((k, v) for k, v in added if k not in present))
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )

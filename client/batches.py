@@ -147,6 +147,7 @@ class Batch:
         "records",
         "request",
         "size",
+        "trace_context",
         "waiters",
     )
 
@@ -161,6 +162,9 @@ class Batch:
         # True once an attempt ended in a way that may have committed it.
         self.maybe_committed = False
         self.done = done  # resolved (None) when every future is
+        # The OpenTelemetry context of its first record sent inside a span
+        # (client/trace_context.py): its calls carry it. None: no span.
+        self.trace_context: object | None = None
 
     def resolve(self, topic: str, partition: int, base_offset: int) -> None:
         """The batch committed at ``base_offset``: each pending waiter gets
@@ -213,23 +217,37 @@ class PartitionQueue:
         self.needs_new_identity = False
 
     def add(
-        self, record: Record, size: int, future: asyncio.Future[RecordMetadata], max_batch_bytes: int
+        self,
+        record: Record,
+        size: int,
+        future: asyncio.Future[RecordMetadata],
+        max_batch_bytes: int,
+        trace_context: object | None = None,
     ) -> None:
         """Append one record (``size``: its ``record_size_bound``) to the
-        open batch, opening one (and closing a full one) as needed."""
+        open batch, opening one (and closing a full one) as needed;
+        ``trace_context``: the batch's, unless it has one already."""
         batch = self.open
         if batch is not None and batch.size + size > max_batch_bytes:
             self.close_open()
             batch = None
         if batch is None:
             batch = self._open_batch()
+        if trace_context is not None and batch.trace_context is None:
+            batch.trace_context = trace_context
         batch.records.append(record)
         batch.waiters.append((future, 1))
         batch.size += size
         if batch.size >= max_batch_bytes:
             self.close_open()
 
-    def add_run(self, records: list[Record], sizes: list[int], max_batch_bytes: int) -> list[RecordRun]:
+    def add_run(
+        self,
+        records: list[Record],
+        sizes: list[int],
+        max_batch_bytes: int,
+        trace_context: object | None = None,
+    ) -> list[RecordRun]:
         """Append ``records`` (``sizes``: their ``record_size_bound``), in
         order, as ``add`` would one by one, but with one future per batch
         they land in: the runs, in order."""
@@ -244,6 +262,8 @@ class PartitionQueue:
                 batch = None
             if batch is None:
                 batch = self._open_batch()
+            if trace_context is not None and batch.trace_context is None:
+                batch.trace_context = trace_context
             # The first record always goes in (one larger than a batch travels alone).
             start = i
             size = batch.size + sizes[i]

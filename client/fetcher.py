@@ -69,6 +69,7 @@ from client.errors import (
 from client.leader_calls import Attempts, LeaderCalls, PartitionRoute, UnaryCall, leader_trailer
 from client.metadata import ChannelPool, TopicPartition
 from client.offset_lookup import OffsetLookup
+from client.trace_context import untraced
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import InvalidBatch, decode_records_as, parse_header
 
@@ -270,6 +271,7 @@ class Fetcher:
                 state.task = asyncio.create_task(
                     self._fetch_loop(state, state.generation),
                     name=f"raftlog-fetch-{state.tp.topic}-{state.tp.partition}",
+                    context=untraced(),  # outlives the caller's span: client/trace_context.py
                 )
 
     def take(self, limit: int) -> list[ConsumerRecord]:

@@ -42,6 +42,7 @@ from client.errors import DeliveryTimeoutError, GroupMembershipError, RaftlogErr
 from client.fetcher import PartitionState
 from client.group_member import GroupMember, GroupRpc, MemberIdentity, to_topic_partitions
 from client.metadata import Backoff, TopicPartition
+from client.trace_context import untraced
 from raftlog.v1 import groups_pb2
 
 __all__ = ["ConsumerPartitions", "GroupBinding", "RebalanceCallback"]
@@ -160,7 +161,10 @@ class GroupBinding:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._member_task = loop.create_task(self.member.run(), name=f"raftlog-group-{self.group_id}")
+        # Outlives the caller's span (client/trace_context.py).
+        self._member_task = loop.create_task(
+            self.member.run(), name=f"raftlog-group-{self.group_id}", context=untraced()
+        )
 
     def raise_error(self) -> None:
         """Raise a rebalance callback's exception (once) or the error that

@@ -105,6 +105,7 @@ from client.leader_calls import (
 from client.metadata import MetadataCache, TopicPartition, client_transport
 from client.partitioner import DefaultPartitioner, Partitioner
 from client.producer_ids import ProducerIds
+from client.trace_context import call_in, current_trace_context, untraced
 from raftlog.v1 import log_pb2
 from raftlog.v1.record_batch import HEADER_SIZE, Record
 
@@ -288,7 +289,9 @@ class Producer:
             self._budget.release(size)
             self._check_open()
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self._queue(topic, partition).add(record, size, future, self._max_batch_bytes)
+        self._queue(topic, partition).add(
+            record, size, future, self._max_batch_bytes, current_trace_context()
+        )
         return future
 
     async def send_many(self, topic: str, records: Iterable[Record], *, partition: int) -> list[RecordRun]:
@@ -345,7 +348,9 @@ class Producer:
             # close() began while we waited: its flush may not see these records.
             self._budget.release(total)
             self._check_open()
-        return self._queue(topic, partition).add_run(checked, sizes, self._max_batch_bytes)
+        return self._queue(topic, partition).add_run(
+            checked, sizes, self._max_batch_bytes, current_trace_context()
+        )
 
     async def flush(self) -> None:
         """Send every queued record now (ignoring linger) and wait until
@@ -401,8 +406,8 @@ class Producer:
         if q is None:
             tp = TopicPartition(topic, partition)
             q = self._queues[tp] = PartitionQueue(tp)
-            q.task = asyncio.create_task(
-                self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}"
+            q.task = asyncio.create_task(  # outlives the caller's span: client/trace_context.py
+                self._run_partition(q), name=f"raftlog-producer-{tp.topic}-{tp.partition}", context=untraced()
             )
         return q
 
@@ -460,9 +465,12 @@ class Producer:
                 self.stats.retries += 1
             attempts += 1
             self.stats.requests += 1
-            call: UnaryCall[log_pb2.ProduceResponse] = self._pool.log(address).Produce(
-                batch.request, timeout=timeout
-            )
+            stub = self._pool.log(address)
+            call: UnaryCall[log_pb2.ProduceResponse]
+            if batch.trace_context is None:
+                call = stub.Produce(batch.request, timeout=timeout)
+            else:  # in the context of the batch's first traced send (client/trace_context.py)
+                call = call_in(batch.trace_context, lambda: stub.Produce(batch.request, timeout=timeout))
             return call
 
         def on_error(error: RaftlogError, sent: bool) -> Verdict:

@@ -27,6 +27,10 @@ Invariants:
   proof for ``FORWARDED_CHANGE_PROOF`` (when the node gives ``prove``): the
   leader's audit (cluster/audit/stage.py) then leaves the event to this
   node, which took the call from the client. A client cannot make one.
+- A forwarded call carries the trace context of the call it serves
+  (W3C ``traceparent``, cluster/telemetry/tracing.py ``trace_headers``)
+  when tracing is on, so the leader's span joins the same trace; nothing
+  while it is off.
 - The node does not use the SDK (DESIGN.md: the SDK knows only the public
   contract, the node knows only ``raftlog``): ``ChannelCache`` is its own.
 """
@@ -40,6 +44,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 
+from cluster.telemetry.tracing import trace_headers
 from cluster.tls.dial import PLAIN, Dialer
 from raftlog.v1 import channel_options, headers
 
@@ -112,9 +117,10 @@ class ChannelCache:
 
 def forwarded_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
     """The headers a forwarded call carries: the caller's identity (the
-    leader authenticates it again) and the no-forward mark."""
+    leader authenticates it again), the no-forward mark and, when tracing
+    is on, the current trace context (this node's server span)."""
     passed = tuple((key, value) for key, value in context.invocation_metadata() or () if key in _PASSED_ON)
-    return (*passed, (headers.NO_FORWARD, "1"))
+    return (*passed, (headers.NO_FORWARD, "1"), *trace_headers())
 
 
 def may_forward(context: grpc.aio.ServicerContext) -> bool:

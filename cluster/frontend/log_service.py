@@ -24,6 +24,12 @@ never holds a partition's state across an ``await`` (it asks the replica
 again after waiting); a produce response is sent only for a batch that
 committed.
 
+Tracing (cluster/telemetry/tracing.py): a sampled ``Produce`` served by the
+leader gets child spans for the proposal's steps (``raft.propose`` ->
+``raft.commit``, ``raft.apply``, ``group_commit.sync``) from the marks the
+replica fills in a ``ProposalTiming`` (partitions/proposal_timing.py); an
+unsampled one asks for no marks.
+
 ``Fetch`` and ``StreamFetch`` read through one path (``_read``: locate,
 read, wait for commits, look up and read again). A stream adds:
 
@@ -63,6 +69,8 @@ from cluster.frontend.grpc_errors import ServiceError, shown
 from cluster.frontend.internal_topics import check_writable
 from cluster.frontend.key_scope import TopicAction, check_may_produce_somewhere, check_topic
 from cluster.frontend.metadata_watch import MetadataWatch, VersionedMetadata
+from cluster.telemetry.tracing import proposal_timing, record_proposal_spans
+from partitions.proposal_timing import next_proposal_timing
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
@@ -204,7 +212,22 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         caller = current_caller()
         check_writable(caller.tenant, request.topic, caller.is_operator)  # internal_topics.py
         replica = self._replica(caller, request.topic, request.partition, TopicAction.PRODUCE)
-        result = await replica.produce(request.batch)
+        timing = proposal_timing()  # None unless this call's span is sampled
+        if timing is None:
+            result = await replica.produce(request.batch)
+        else:
+            # The replica fills the marks; the spans are made from them after
+            # the fact (cluster/telemetry/tracing.py), failed or not.
+            token = next_proposal_timing.set(timing)
+            failure: BaseException | None = None
+            try:
+                result = await replica.produce(request.batch)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                next_proposal_timing.reset(token)
+                record_proposal_spans(timing, replica.group, failure)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
             last_offset=result.last_offset,
