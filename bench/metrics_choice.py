@@ -9,9 +9,12 @@ histogram observation (``raftlog_rpc_server_handling_seconds{service,method}``,
 the node's buckets), with the labels resolved as the door resolves them —
 once per method, not per call:
 
-- prometheus-client: ``NodeMetrics.call_recorder`` itself (the counter child
-  per code found in a dict, the histogram child bound), so the figure is the
-  node's real cost;
+- prometheus-client: what ``NodeMetrics.call_recorder``
+  (cluster/telemetry/node_metrics.py) does, written again here because
+  bench/ may not import cluster/ (tests/test_layout.py): the counter child
+  per code found in a dict, the histogram child bound, the node's buckets
+  (``RPC_SECONDS_BUCKETS``; tests/telemetry/test_metrics_choice.py checks
+  they are the node's);
 - OpenTelemetry: a ``MeterProvider`` with a ``PrometheusMetricReader`` (the
   exporter a node would scrape), the attribute dicts built once per method
   and code, per call ``counter.add(1, attributes)`` and
@@ -39,13 +42,13 @@ from importlib.metadata import version
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, generate_latest
-
-from cluster.telemetry.node_metrics import RPC_SECONDS_BUCKETS, NodeMetrics
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 
 __all__ = ["measure"]
 
 PRODUCE = "/raftlog.v1.LogService/Produce"
+RPC_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""The node's call histogram buckets (cluster/telemetry/node_metrics.py)."""
 SCRAPE_METHODS = 20
 """Methods with figures on the scraped page (the public API has about 50)."""
 
@@ -74,16 +77,44 @@ def _methods() -> list[str]:
     return [PRODUCE] + [f"/raftlog.v1.AdminService/Method{i}" for i in range(SCRAPE_METHODS - 1)]
 
 
+Record = Callable[[grpc.StatusCode, float], None]
+
+
 def _prometheus_client(calls: int, repeats: int) -> dict[str, Any]:
-    metrics = NodeMetrics(0, "127.0.0.1", 0, process=False)  # the call figures alone, like the OTel page
-    record = metrics.call_recorder(PRODUCE)
+    disable_created_metrics()  # as the node does (process-wide, like there)
+    page = CollectorRegistry(auto_describe=False)
+    handled = Counter(
+        "raftlog_rpc_server_handled_total", "calls", ["service", "method", "code"], registry=page
+    )
+    seconds = Histogram(
+        "raftlog_rpc_server_handling_seconds",
+        "seconds",
+        ["service", "method"],
+        buckets=RPC_SECONDS_BUCKETS,
+        registry=page,
+    )
+
+    def recorder(method_path: str) -> Record:
+        service, _, method = method_path[1:].rpartition("/")
+        observe = seconds.labels(service, method).observe
+        by_code: dict[grpc.StatusCode, Callable[[], None]] = {}
+
+        def record(code: grpc.StatusCode, elapsed: float) -> None:
+            inc = by_code.get(code)
+            if inc is None:
+                inc = by_code[code] = handled.labels(service, method, code.name).inc
+            inc()
+            observe(elapsed)
+
+        return record
+
+    record = recorder(PRODUCE)
     ok = grpc.StatusCode.OK
     per_call = _best_per_call_us(lambda: record(ok, 0.003), calls, repeats)
     for method in _methods():
-        recorder = metrics.call_recorder(method)
-        recorder(ok, 0.002)
-        recorder(grpc.StatusCode.UNAVAILABLE, 0.02)
-    page = metrics.registry
+        each = recorder(method)
+        each(ok, 0.002)
+        each(grpc.StatusCode.UNAVAILABLE, 0.02)
     scrape = _best_ms(lambda: generate_latest(page), 50, repeats)
     return {
         "version": version("prometheus-client"),
@@ -114,7 +145,7 @@ def _opentelemetry(calls: int, repeats: int) -> dict[str, Any]:
         handled = meter.create_counter("raftlog_rpc_server_handled", description="calls")
         seconds = meter.create_histogram("raftlog_rpc_server_handling", unit="s", description="seconds")
 
-        def recorder(method_path: str) -> Callable[[grpc.StatusCode, float], None]:
+        def recorder(method_path: str) -> Record:
             service, _, method = method_path[1:].rpartition("/")
             timed = {"service": service, "method": method}
             by_code: dict[grpc.StatusCode, dict[str, str]] = {}

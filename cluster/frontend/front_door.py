@@ -463,6 +463,12 @@ def is_public(method: str) -> bool:
 # --- counting calls (step 6) -------------------------------------------------------------
 
 
+_DEADLINE_SLACK_S = 0.05
+"""A call cancelled this close to its deadline ended by the deadline: the
+server's copy of it (the client's timeout, counted from when the headers
+arrived) ends a moment after the client's, whose cancel may arrive first."""
+
+
 def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status the client receives: the one the call ended with (the
     door's ``abort`` sets it), else what ended the call without one."""
@@ -473,7 +479,7 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
         return grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= _DEADLINE_SLACK_S:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN

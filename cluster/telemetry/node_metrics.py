@@ -97,10 +97,9 @@ CallRecord = Callable[[grpc.StatusCode, float], None]
 class NodeMetrics:
     """The node's registry and its ``/metrics`` server (module docstring).
     ``host``/``port``: where ``serve`` listens (port 0: any free port, for
-    tests; ``bound_port`` says which). ``process``: include ``process_*``
-    (off only where the call figures alone are measured, bench/metrics_choice.py)."""
+    tests; ``bound_port`` says which)."""
 
-    def __init__(self, node_id: int, host: str, port: int, *, process: bool = True) -> None:
+    def __init__(self, node_id: int, host: str, port: int) -> None:
         self.node_id = node_id
         self.host = host
         self.port = port
@@ -108,8 +107,7 @@ class NodeMetrics:
         # auto_describe off: registering a scrape-time collector must not
         # collect it (the node it reads is not built yet).
         self.registry = CollectorRegistry(auto_describe=False)
-        if process:
-            ProcessCollector(registry=self.registry)
+        ProcessCollector(registry=self.registry)
         self._handled = Counter(
             "raftlog_rpc_server_handled_total",
             "Public gRPC calls answered, by service, method and final status code.",
