@@ -33,7 +33,7 @@ Invariants:
 - No ``*_created`` series: prometheus-client's are switched off for the
   process when this module is imported (they double every counter's and
   histogram's series for a timestamp Prometheus does not use with the text
-  format, and cost a sixth of the scrape).
+  format, and an eighth of the scrape's time).
 - ``/metrics`` runs the collectors on the node's event loop (the only place
   the node's state may be read from), in the text format 0.0.4, or
   OpenMetrics when the scraper's ``Accept`` asks for it; ``GET /`` names
