@@ -46,6 +46,7 @@ from harness.otlp_receiver import OtlpReceiver, ReceivedSpan
 from partitions.proposal_timing import ProposalTiming
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.record_batch import Record
+from tests.client.test_producer import FakeCluster, _FakeNode
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = 2  # opentelemetry.proto.trace.v1.Span.SpanKind
@@ -373,6 +374,41 @@ async def test_a_batch_keeps_the_span_of_its_first_traced_record_and_tasks_start
     made_in = call_in(q.last.trace_context, trace.get_current_span)
     assert made_in.get_span_context().span_id == first.get_span_context().span_id
     assert trace.get_current_span() is trace.INVALID_SPAN  # detached again
+
+
+class TraceRecordingCluster(FakeCluster):
+    """The producer tests' scripted nodes, noting each Produce's ``traceparent``."""
+
+    def __init__(self) -> None:
+        super().__init__({"t": 1})
+        self.traceparents: list[str] = []
+
+    def make_node(self, index: int) -> _FakeNode:
+        return _TraceRecordingNode(self, index)
+
+
+class _TraceRecordingNode(_FakeNode):
+    async def Produce(self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext) -> Any:
+        cluster = self.fake
+        assert isinstance(cluster, TraceRecordingCluster)
+        cluster.traceparents.append(dict(context.invocation_metadata() or ()).get("traceparent", ""))
+        return await super().Produce(request, context)
+
+
+async def test_a_batch_carries_its_senders_span_and_a_later_untraced_batch_none() -> None:
+    fake = TraceRecordingCluster()
+    await fake.start()
+    tracer = TracerProvider().get_tracer("app")
+    try:
+        async with Producer(fake.addresses, api_key="rlk_x_y", linger_ms=0) as producer:
+            with tracer.start_as_current_span("first") as span:
+                await (await producer.send("t", b"a", partition=0))  # starts the partition's sender task
+            await (await producer.send("t", b"b", partition=0))
+    finally:
+        await fake.stop()
+    first, second = fake.traceparents
+    assert first.split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+    assert second == ""  # the sender task did not keep the span it was started in
 
 
 # --- real processes ----------------------------------------------------------------------------
