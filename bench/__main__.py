@@ -29,7 +29,9 @@ Steps, in order (each fresh cluster lives under ``--dir``, on the disk the
 9. ``density``: idle partitions (``bench.density``);
 10. ``tenancy``: a noisy neighbour over its quota against a quiet tenant's
     latency, the quota's accuracy, and produce throughput with TLS on
-    against plaintext (``bench.tenancy``).
+    against plaintext (``bench.tenancy``);
+11. ``telemetry``: produce throughput with metrics on and with tracing at
+    1 % sampling, each against everything off (``bench.telemetry``).
 
 Profiles: ``full`` (``make bench``, under 15 minutes), ``quick``
 (``make bench-quick``: the same figures with fewer repetitions and shorter
@@ -68,6 +70,7 @@ from bench import (
     raft_core,
     references,
     report,
+    telemetry,
     tenancy,
 )
 from bench.cluster_figures import ClusterParams
@@ -81,6 +84,7 @@ from bench.flag_server import FlagServerParams
 from bench.flag_streams import PropagationParams
 from bench.ofrep_figures import OfrepParams
 from bench.sse_streams import SseParams
+from bench.telemetry import TelemetryParams
 from bench.tenancy import TenancyParams
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -95,6 +99,7 @@ STEPS = (
     "failover",
     "density",
     "tenancy",
+    "telemetry",
 )
 
 
@@ -111,6 +116,7 @@ class Profile:
     flag_server: FlagServerParams
     ofrep: OfrepParams
     tenancy: TenancyParams
+    telemetry: TelemetryParams
 
 
 PROFILES = {
@@ -139,6 +145,7 @@ PROFILES = {
             experiment=ExperimentParams(exposures=1_000_000),
         ),
         tenancy=TenancyParams(),
+        telemetry=TelemetryParams(),
     ),
     "quick": Profile(
         "quick",
@@ -168,6 +175,7 @@ PROFILES = {
             experiment=ExperimentParams(exposures=200_000, calls=10),
         ),
         tenancy=TenancyParams(samples=500, flood_warmup_s=2, quota_window_s=8, tls_warmup_s=1, tls_seconds=3),
+        telemetry=TelemetryParams(rounds=1, warmup_s=1, seconds=3),
     ),
     "smoke": Profile(
         "smoke",
@@ -226,6 +234,7 @@ PROFILES = {
             tls_seconds=0.7,
             tls_partitions=4,
         ),
+        telemetry=TelemetryParams(rounds=1, partitions=4, warmup_s=0.3, seconds=0.7, scrape_interval_s=0.2),
     ),
 }
 
@@ -286,6 +295,7 @@ def run(profile: Profile, data_dir: Path, steps: Sequence[str] = STEPS) -> dict[
         step("failover", lambda: asyncio.run(failover.measure(work / "failover", profile.failover)))
         step("density", lambda: asyncio.run(density.measure(work / "density", profile.density)))
         step("tenancy", lambda: asyncio.run(tenancy.measure(work / "tenancy", profile.tenancy)))
+        step("telemetry", lambda: asyncio.run(telemetry.measure(work / "telemetry", profile.telemetry)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     meta["wall_s"] = round(time.monotonic() - started, 1)

@@ -50,7 +50,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,14 +187,18 @@ class LocalCluster:
         node_args: Sequence[str] = (),
         tls: bool = False,
         metrics: bool = True,
+        node_env: Mapping[str, str] | None = None,
     ) -> None:
         """``tls``: TLS for clients and mTLS between nodes; ``metrics``: a
-        ``/metrics`` port per node (module docstring)."""
+        ``/metrics`` port per node (module docstring); ``node_env``: more
+        environment for every node process (e.g. ``OTEL_*``), over this
+        process's own."""
         ports = free_ports(nodes * (2 if metrics else 1))  # all at once: distinct
         ports, metrics_ports = ports[:nodes], ports[nodes:]
         addresses = {n: f"127.0.0.1:{port}" for n, port in enumerate(ports, start=1)}
         self._setup(root, root.resolve() / "cluster.toml", addresses, node_args)
         self.metrics_ports = dict(enumerate(metrics_ports, start=1))
+        self.node_env.update(node_env or {})
         lines = [
             f'cluster_id = "test-{ports[0]}"',
             f'cluster_secret_file = "{self.secret_file.name}"',
@@ -279,6 +283,8 @@ class LocalCluster:
         """The operator key: given to the nodes, which store its hash when
         they bootstrap the cluster (a later start keeps the stored one)."""
         self.node_args = list(node_args)
+        self.node_env: dict[str, str] = {}
+        """More environment for every node process (``__init__``'s ``node_env``)."""
         self.node_extra_args: dict[int, list[str]] = {}
         """Arguments for one node only, after ``node_args`` (failover drills
         give each node its own ``--dial`` proxies)."""
@@ -350,6 +356,7 @@ class LocalCluster:
     def _launch(self, node: int) -> None:
         assert node not in self.processes, f"node {node} is already running"
         env = {k: v for k, v in os.environ.items() if k != DISCOURAGED_KEY_ENV}
+        env.update(self.node_env)
         env.update({"PYTHONUNBUFFERED": "1", SECRET_FILE_ENV: str(self.secret_file)})
         key_args: list[str] = []
         if self.api_key:

@@ -54,6 +54,8 @@ POSITIVE = (
     "noisy_neighbor_p99_ratio",
     "quota_accuracy",
     "tls_produce_ratio",
+    "metrics_produce_ratio",
+    "tracing_produce_ratio",
 )
 REFERENCE = (
     "fsync_per_s",
