@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
-import yaml  # type: ignore[import-untyped]  # PyYAML (kubernetes-validate depends on it); no stubs installed
+import yaml  # PyYAML (types-PyYAML in the dev extras)
 
 __all__ = [
     "CHART_DIR",

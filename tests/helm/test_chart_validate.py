@@ -23,7 +23,7 @@ import helm_python
 import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from tests.helm.chart_render import CHART_DIR, ci_values_files, find_all, merge_values, render
 
