@@ -91,17 +91,22 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix $(PY_DIRS) proto
 
 # Debian tools the suite runs (not Python packages): promtool (package
-# prometheus) checks every /metrics page (tests/telemetry/). Installed with
-# apt-get where we are root (CI); elsewhere the tests that need it say so.
+# prometheus) checks every /metrics page (tests/telemetry/) and the chart's
+# rules (tests/helm/). Installed with apt-get where we are root (CI);
+# elsewhere this target fails with what to do: the tests that need promtool
+# fail without it (tests/tools.py), and make test should stop here instead.
 test-tools:
 	@if ! command -v promtool >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing promtool (Debian package prometheus)"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus || exit 1; \
 	  else \
-	    echo "warning: promtool not found (apt-get install prometheus); its checks will fail" >&2; \
+	    echo "error: promtool not found and cannot install it here (needs root and apt-get):" \
+	      "install Debian package prometheus (sudo apt-get install prometheus) or put promtool on PATH" >&2; \
+	    exit 1; \
 	  fi; \
+	  command -v promtool >/dev/null 2>&1 || { echo "error: promtool still not on PATH after installing prometheus" >&2; exit 1; }; \
 	fi
 
 test: venv proto lint test-tools

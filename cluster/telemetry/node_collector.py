@@ -36,18 +36,30 @@ the README's "Observability" use):
   no copy here is left out (knowing its high watermark takes a call to its
   leader, which a scrape must not make).
 
+- ``raftlog_metrics_collect_errors_total{section}``: scrapes in which
+  reading one section (``raft``, ``group_commit``, ``rocksdb``, ``disk``,
+  ``consumer_groups``, ``transport``) raised; that section's families were
+  served without samples. Every section is exposed, 0 until it fails.
+
 Invariants:
 
 - ``describe()`` is empty, so registering the collector never collects.
 - Every getter may answer None (the node is starting or stopping): the
   families are still yielded, without the samples that source gives.
+- One failing source never fails the scrape: each section is read whole
+  into a list under its own guard (so nothing of a half-read section is
+  yielded), and when it raises, its families are yielded empty instead, the
+  error counted, and logged with its traceback at most once a minute per
+  section (a scrape every few seconds must not flood the log).
 - Counters only grow: they read counters that do (removed replicas'
   elections are kept by the host, partitions/replica_host.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import (
@@ -67,10 +79,18 @@ if TYPE_CHECKING:
     from cluster.transport.raft_transport import RaftTransport
     from partitions.replica_host import ReplicaHost
 
-__all__ = ["ELECTION_REASONS", "NodeCollector", "histogram_family"]
+__all__ = ["ELECTION_REASONS", "ERROR_LOG_INTERVAL_S", "SECTIONS", "NodeCollector", "histogram_family"]
+
+log = logging.getLogger(__name__)
 
 ELECTION_REASONS = ("election_timeout", "leader_transfer", "campaign")
 """Every reason is exposed (0 until it happens), so a rate() sees its start."""
+
+SECTIONS = ("raft", "group_commit", "rocksdb", "disk", "consumer_groups", "transport")
+"""The parts of a scrape read (and failing) independently, in page order."""
+
+ERROR_LOG_INTERVAL_S = 60.0
+"""A section's failure is logged at most once per this many seconds."""
 
 
 def histogram_family(name: str, documentation: str, buckets: Buckets) -> HistogramMetricFamily:
@@ -89,23 +109,71 @@ class NodeCollector(Collector):
         transport: Callable[[], RaftTransport | None],
         controller: Callable[[], ControllerReplica | None],
         groups: Callable[[], GroupService | None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = node_id
         self._host = host
         self._transport = transport
         self._controller = controller
         self._groups = groups
+        self._clock = clock
+        self.errors = dict.fromkeys(SECTIONS, 0)
+        """Scrapes in which each section raised (the errors counter)."""
+        self._logged_at: dict[str, float] = {}
+        self._unlogged = dict.fromkeys(SECTIONS, 0)
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        host = self._host()
-        yield from self._raft(host)
-        yield from self._group_commit(host)
-        yield from self._storage(host)
-        yield from self._consumer_lag(host)
-        yield from self._transport_figures()
+        host = self._host
+        readers: dict[str, tuple[Callable[[], Iterable[Metric]], Callable[[], Iterable[Metric]]]] = {
+            # section: (read it, its families without samples)
+            "raft": (lambda: self._raft(host()), lambda: self._raft(None)),
+            "group_commit": (lambda: self._group_commit(host()), lambda: self._group_commit(None)),
+            "rocksdb": (lambda: self._rocksdb(host()), lambda: self._rocksdb(None)),
+            "disk": (lambda: self._disk(host()), lambda: self._disk(None)),
+            "consumer_groups": (lambda: self._consumer_lag(host()), lambda: self._consumer_lag(None)),
+            "transport": (
+                lambda: self._transport_figures(self._transport()),
+                lambda: self._transport_figures(None),
+            ),
+        }
+        for section in SECTIONS:
+            read, empty = readers[section]
+            try:
+                families = list(read())  # whole, or nothing of it
+            except Exception:  # any source: the rest of the page still goes out
+                self._failed(section)
+                families = list(empty())
+            yield from families
+        errors = CounterMetricFamily(
+            "raftlog_metrics_collect_errors",
+            "Scrapes in which reading a section of the node's figures failed (served without its samples).",
+            labels=["section"],
+        )
+        for section in SECTIONS:
+            errors.add_metric([section], self.errors[section])
+        yield errors
+
+    def _failed(self, section: str) -> None:
+        """Count the failure; log it with its traceback unless this section
+        was logged less than ``ERROR_LOG_INTERVAL_S`` ago (called in an
+        ``except`` block)."""
+        self.errors[section] += 1
+        now = self._clock()
+        last = self._logged_at.get(section)
+        if last is not None and now - last < ERROR_LOG_INTERVAL_S:
+            self._unlogged[section] += 1
+            return
+        suppressed, self._unlogged[section] = self._unlogged[section], 0
+        self._logged_at[section] = now
+        log.exception(
+            "node %d: reading the %s metrics failed; served without them (%d more failures not logged since)",
+            self.node_id,
+            section,
+            suppressed,
+        )
 
     # --- Raft ---------------------------------------------------------------------------
 
@@ -199,7 +267,7 @@ class NodeCollector(Collector):
 
     # --- storage ------------------------------------------------------------------------
 
-    def _storage(self, host: ReplicaHost | None) -> Iterator[Metric]:
+    def _rocksdb(self, host: ReplicaHost | None) -> Iterator[Metric]:
         live = GaugeMetricFamily("raftlog_rocksdb_live_data_bytes", "Bytes of live data in RocksDB's files.")
         pending = GaugeMetricFamily(
             "raftlog_rocksdb_pending_compaction_bytes", "Bytes RocksDB estimates compaction has to rewrite."
@@ -210,17 +278,20 @@ class NodeCollector(Collector):
         stall_seconds = CounterMetricFamily(
             "raftlog_rocksdb_stall_seconds", "Seconds RocksDB held writes back since the node started."
         )
+        stats = host.store_stats() if host is not None else None
+        if stats is not None:
+            live.add_metric([], stats.live_data_bytes)
+            pending.add_metric([], stats.pending_compaction_bytes)
+            stalled.add_metric([], 1 if stats.write_stalled else 0)
+            if stats.stall_seconds is not None:
+                stall_seconds.add_metric([], stats.stall_seconds)
+        yield from (live, pending, stalled, stall_seconds)
+
+    def _disk(self, host: ReplicaHost | None) -> Iterator[Metric]:
         free = GaugeMetricFamily("raftlog_disk_free_bytes", "Free bytes on the data directory's filesystem.")
         if host is not None:
-            stats = host.store_stats()
-            if stats is not None:
-                live.add_metric([], stats.live_data_bytes)
-                pending.add_metric([], stats.pending_compaction_bytes)
-                stalled.add_metric([], 1 if stats.write_stalled else 0)
-                if stats.stall_seconds is not None:
-                    stall_seconds.add_metric([], stats.stall_seconds)
             free.add_metric([], host.disk.free_bytes())
-        yield from (live, pending, stalled, stall_seconds, free)
+        yield free
 
     # --- consumer groups ----------------------------------------------------------------
 
@@ -231,8 +302,8 @@ class NodeCollector(Collector):
             "(on the group's coordinator; partitions with a copy on it).",
             labels=["tenant", "group", "topic", "partition"],
         )
-        groups = self._groups()
-        controller = self._controller()
+        groups = self._groups() if host is not None else None
+        controller = self._controller() if host is not None else None
         if host is not None and groups is not None and controller is not None:
             state = controller.state
             for tenant, group, tp, committed in groups.committed_offsets():
@@ -247,7 +318,7 @@ class NodeCollector(Collector):
 
     # --- transport ----------------------------------------------------------------------
 
-    def _transport_figures(self) -> Iterator[Metric]:
+    def _transport_figures(self, transport: RaftTransport | None) -> Iterator[Metric]:
         sent = CounterMetricFamily(
             "raftlog_transport_sent_bytes", "Bytes of Raft messages this node sent to its peers."
         )
@@ -255,7 +326,6 @@ class NodeCollector(Collector):
             "raftlog_transport_dropped_messages",
             "Raft messages this node dropped instead of sending (queue full, unknown or unreachable peer).",
         )
-        transport = self._transport()
         if transport is not None:
             stats = transport.stats()
             sent.add_metric([], stats.bytes_sent)

@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import logging
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -39,10 +38,10 @@ from flags.telemetry_logs import configure_logging, redact
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
 from tests.flags.acceptance_fixtures import Stack, until
+from tests.tools import promtool
 
 pytestmark = pytest.mark.timeout(180)
 
-PROMTOOL = "/usr/bin/promtool"
 SDK_KEY = "rlf_0123456789abcdef_" + "S" * 43
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -161,9 +160,7 @@ def test_metrics_move_with_calls_streams_and_a_pushed_change(stack: Stack) -> No
     tenant.set_enabled("bool-flag", True)
     until(lambda: _value(_samples(_scrape(server)[0]), "raftlog_flags_streams") == 0, what="no streams")
 
-    if shutil.which(PROMTOOL) is None:
-        pytest.skip(f"{PROMTOOL} is not installed (make test-tools)")
-    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
+    checked = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked.stdout + checked.stderr
 

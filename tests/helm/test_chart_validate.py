@@ -13,7 +13,6 @@ validators; a kind neither knows fails the test instead of slipping by.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from tests.helm.chart_render import CHART_DIR, ci_values_files, find_all, merge_values, render
+from tests.tools import promtool
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -113,13 +113,6 @@ def test_monitoring_objects_rendered_only_when_switched_on() -> None:
             assert len(find_all(objects, kind)) == int(wanted), f"{path.name}: {kind}"
 
 
-def _promtool() -> str:
-    tool = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
-    if tool is None:
-        pytest.fail("promtool not found: `make test-tools` installs it (Debian package prometheus)")
-    return tool
-
-
 @pytest.mark.parametrize(
     "values_file",
     [p for p in SCENARIOS if find_all(_rendered(p), "PrometheusRule")],
@@ -130,7 +123,7 @@ def test_prometheus_rules_pass_promtool(values_file: Path, tmp_path: Path) -> No
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
     done = subprocess.run(
-        [_promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, f"promtool check rules:\n{done.stdout}\n{done.stderr}"
 
@@ -141,6 +134,6 @@ def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
     broken = {"groups": [{"name": "x", "rules": [{"alert": "X", "expr": "sum(rate(raftlog_x_total[5m])"}]}]}
     rules_file.write_text(yaml.safe_dump(broken), encoding="utf-8")
     done = subprocess.run(
-        [_promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0

@@ -8,7 +8,6 @@ metrics`` finds nothing to say about any page."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from client.admin import Admin
 from client.auth import authorized_channel
 from harness.local_cluster import LocalCluster
 from raftlog.v1 import log_pb2, log_pb2_grpc
+from tests.tools import promtool
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -114,11 +114,9 @@ async def test_every_node_serves_the_call_tenant_and_process_figures(cluster: Lo
 def promtool_finds_nothing(pages: dict[int, str]) -> None:
     """``promtool check metrics`` on each page: exit 0 and not a word (it
     names every lint problem: a counter without _total, a missing unit...)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian's prometheus package; `make test-tools` installs it)")
+    tool = promtool()
     for node, text in pages.items():
         checked = subprocess.run(
-            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+            [tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
         )
         assert (checked.returncode, checked.stdout + checked.stderr) == (0, ""), f"node {node}"

@@ -5,7 +5,6 @@ collector, its text checked by ``promtool check metrics``."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from cluster.groups import TopicPartition
 from cluster.telemetry.node_collector import NodeCollector
 from partitions.replica_host import ReplicaHost
 from tests.partitions.replica_cluster import InProcessCluster, batch
+from tests.tools import promtool
 
 pytestmark = pytest.mark.timeout(60)
 
-PROMTOOL = "/usr/bin/promtool"
 GROUPS = (1, 2, 3)
 
 
@@ -96,10 +95,8 @@ def _value(text: bytes, name: str, **labels: str) -> float:
 
 
 def _promtool_check(text: bytes) -> None:
-    if shutil.which(PROMTOOL) is None:
-        pytest.skip("promtool is not installed (make test-tools)")
     checked = subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False
+        [promtool(), "check", "metrics"], input=text, capture_output=True, timeout=30, check=False
     )
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
 
@@ -120,7 +117,8 @@ async def test_no_node_yet_still_valid_text() -> None:
     text = _scrape(_collector(None))
     _promtool_check(text)
     assert b"# TYPE raftlog_raft_leaders gauge" in text
-    assert _samples(text) == {}  # families without samples until the node is built
+    # families without samples until the node is built; the error counts at 0
+    assert {name for name, _ in _samples(text)} == {"raftlog_metrics_collect_errors_total"}
 
 
 async def test_replica_counts_and_leaders_match_the_hosts(cluster: InProcessCluster) -> None:
@@ -252,3 +250,73 @@ async def test_transport_counters(cluster: InProcessCluster) -> None:
     _promtool_check(text)
     assert _value(text, "raftlog_transport_sent_bytes_total") == 1234
     assert _value(text, "raftlog_transport_dropped_messages_total") == 5
+
+
+def _raise(error: Exception) -> Any:
+    def fail(*_args: object) -> Any:
+        raise error
+
+    return fail
+
+
+async def test_a_failing_section_leaves_the_rest_of_the_page(
+    cluster: InProcessCluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk, RocksDB, the coordinator's offsets and the transport all raise:
+    the page still renders (their families without samples, the Raft and
+    group-commit figures whole), each failure is counted by section and
+    logged once a minute per section, and promtool finds nothing to say."""
+    await cluster.leader(1)
+    host = cluster.hosts[1]
+    monkeypatch.setattr(host, "disk", SimpleNamespace(free_bytes=_raise(OSError(5, "Input/output error"))))
+    monkeypatch.setattr(host, "store_stats", _raise(RuntimeError("rocksdb property read failed")))
+    groups = SimpleNamespace(committed_offsets=_raise(KeyError("gone")))
+    transport = SimpleNamespace(stats=_raise(ValueError("closed")))
+    now = [1000.0]
+    collector = NodeCollector(
+        1,
+        lambda: host,
+        lambda: cast(Any, transport),
+        lambda: cast(Any, SimpleNamespace(state=_State({}))),
+        lambda: cast(Any, groups),
+        clock=lambda: now[0],
+    )
+    failing = ("rocksdb", "disk", "consumer_groups", "transport")
+
+    with caplog.at_level("ERROR", logger="cluster.telemetry.node_collector"):
+        first = _scrape(collector)
+        now[0] += 5
+        second = _scrape(collector)
+    _promtool_check(second)
+    assert _value(second, "raftlog_raft_replicas") == len(GROUPS)
+    assert _value(second, "raftlog_group_commit_syncs_total") >= 0
+    for family in (
+        "raftlog_disk_free_bytes",
+        "raftlog_rocksdb_live_data_bytes",
+        "raftlog_transport_sent_bytes",
+    ):
+        assert f"# TYPE {family}".encode() in second  # the family, without samples
+    names = {name for name, _ in _samples(second)}
+    assert "raftlog_disk_free_bytes" not in names and "raftlog_transport_sent_bytes_total" not in names
+    for section in failing:
+        assert _value(first, "raftlog_metrics_collect_errors_total", section=section) == 1
+        assert _value(second, "raftlog_metrics_collect_errors_total", section=section) == 2
+    for section in ("raft", "group_commit"):
+        assert _value(second, "raftlog_metrics_collect_errors_total", section=section) == 0
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == len(failing), logged  # the second scrape, 5 s later, logs nothing
+    assert all(record.exc_info is not None for record in caplog.records)
+    assert any("the disk metrics" in message for message in logged)
+
+    caplog.clear()
+    now[0] += 61
+    with caplog.at_level("ERROR", logger="cluster.telemetry.node_collector"):
+        _scrape(collector)
+    assert len(caplog.records) == len(failing)
+    assert all("1 more failures not logged" in record.getMessage() for record in caplog.records)
+
+
+def test_promtool_helper_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match="run make test-tools"):
+        promtool()
