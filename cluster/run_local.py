@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         secret_file=secret_file,
         metrics_ports={n.id: n.metrics_port for n in cluster_spec.nodes},
     )
+    # The harness never passes on OTEL_* by itself: make run's nodes trace
+    # when the developer's shell asks for it, so hand them over explicitly.
+    cluster.node_env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_")})
     flags: FlagServerProcess | None = None
     try:
         try:

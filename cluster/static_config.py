@@ -79,7 +79,8 @@ a node with neither refuses to start (cluster/internal/cluster_secret.py).
 Invariants (``validate``): node ids are positive and unique, addresses
 unique, every replica and controller node names a known node, topic names
 are unique and valid, partitions >= 1, every ``metrics_port`` is 0..65535
-and no non-zero one is taken twice on a host.
+and no non-zero one is taken twice on a host, nor is a gRPC port or (with
+``[tls]``) an internal mTLS port there.
 """
 
 from __future__ import annotations
@@ -228,13 +229,24 @@ class StaticCluster:
 
     def _validate_metrics_ports(self) -> None:
         """Each in 0..65535; a non-zero one is neither another node's on the
-        same host nor the port of a gRPC address there (it could not bind)."""
+        same host nor the port of a gRPC address there, nor (with ``[tls]``)
+        a node's internal mTLS port there, its port + ``internal_port_offset``
+        (either listener could not bind)."""
         _check_port(self.metrics_port, "metrics_port")
         taken: dict[tuple[str, int], str] = {}
         for node in self.nodes:
             host, _, port = node.address.rpartition(":")
             if port.isdigit():
                 taken[(host, int(port))] = f"node {node.id}'s gRPC address"
+        if self.tls is not None:
+            offset = self.tls.internal_port_offset
+            for node in self.nodes:
+                host, _, port = node.address.rpartition(":")
+                if port.isdigit():
+                    taken.setdefault(
+                        (host, int(port) + offset),
+                        f"node {node.id}'s internal mTLS port (its port + [tls] internal_port_offset {offset})",
+                    )
         for node in self.nodes:
             what = f"nodes[id={node.id}].metrics_port"
             _check_port(node.metrics_port, what)

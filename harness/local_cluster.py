@@ -50,7 +50,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +132,17 @@ def tls_section(certs: str, offset: int) -> list[str]:
     ]
 
 
-def _free_offset(ports: Sequence[int], tries: int = 50) -> int:
+def _free_offset(ports: Sequence[int], avoid: Iterable[int] = (), tries: int = 50) -> int:
     """An offset that puts every port + offset on a port free now and
-    below 65536 (loopback ephemeral ports reach ~61000: offsets stay small)."""
+    below 65536 (loopback ephemeral ports reach ~61000: offsets stay small),
+    none of them one of ``ports`` or ``avoid`` (ports chosen for other
+    listeners, e.g. the metrics ports: free now, taken once the nodes start)."""
     rng = secrets.SystemRandom()
+    taken = {*ports, *avoid}
     for _ in range(tries):
         offset = rng.randrange(100, 65536 - max(ports))
         candidates = [p + offset for p in ports]
-        if set(candidates) & set(ports):
+        if taken.intersection(candidates):
             continue
         try:
             sockets = []
@@ -168,6 +171,15 @@ class TopicSpec:
 
 
 class LocalCluster:
+    """The node processes of one cluster file (module docstring).
+
+    A node's environment is this process's, minus the bootstrap key
+    (``RAFTLOG_BOOTSTRAP_API_KEY``) and minus every ``OTEL_*`` variable,
+    then ``node_env`` over it: a node exports traces only when the caller
+    asks for it through ``node_env``, never because the shell that ran the
+    tests or the benchmark had ``OTEL_*`` set (a benchmark's "telemetry
+    off" run must be off). ``node_env`` may set any ``OTEL_*`` it wants."""
+
     tls_ca: Path | None
     """The CA clients trust (``tls=True``); None: plaintext."""
     metrics_ports: dict[int, int]
@@ -192,7 +204,7 @@ class LocalCluster:
         """``tls``: TLS for clients and mTLS between nodes; ``metrics``: a
         ``/metrics`` port per node (module docstring); ``node_env``: more
         environment for every node process (e.g. ``OTEL_*``), over this
-        process's own."""
+        process's own (whose ``OTEL_*`` the nodes never see: class docstring)."""
         ports = free_ports(nodes * (2 if metrics else 1))  # all at once: distinct
         ports, metrics_ports = ports[:nodes], ports[nodes:]
         addresses = {n: f"127.0.0.1:{port}" for n, port in enumerate(ports, start=1)}
@@ -233,7 +245,7 @@ class LocalCluster:
             "heartbeat_ticks = 2",
         ]
         if tls:
-            self.tls_offset = _free_offset(ports)
+            self.tls_offset = _free_offset(ports, avoid=metrics_ports)
             self.tls_ca = make_certs(self.root / "certs", nodes)
             lines += ["", *tls_section("certs", self.tls_offset)]
         root.mkdir(parents=True, exist_ok=True)
@@ -338,6 +350,13 @@ class LocalCluster:
         """Nodes whose process ended on its own, with their exit status."""
         return {node: code for node, proc in self.processes.items() if (code := proc.poll()) is not None}
 
+    def node_environment(self) -> dict[str, str]:
+        """The environment a node process starts with (class docstring)."""
+        env = {k: v for k, v in os.environ.items() if k != DISCOURAGED_KEY_ENV and not k.startswith("OTEL_")}
+        env.update(self.node_env)
+        env.update({"PYTHONUNBUFFERED": "1", SECRET_FILE_ENV: str(self.secret_file)})
+        return env
+
     def data_dir(self, node: int) -> Path:
         return self.root / f"node{node}"
 
@@ -355,9 +374,7 @@ class LocalCluster:
 
     def _launch(self, node: int) -> None:
         assert node not in self.processes, f"node {node} is already running"
-        env = {k: v for k, v in os.environ.items() if k != DISCOURAGED_KEY_ENV}
-        env.update(self.node_env)
-        env.update({"PYTHONUNBUFFERED": "1", SECRET_FILE_ENV: str(self.secret_file)})
+        env = self.node_environment()
         key_args: list[str] = []
         if self.api_key:
             key_file = self.root / "bootstrap.key"

@@ -15,6 +15,7 @@ import pytest
 from cluster.node import Node
 from cluster.static_config import ConfigError, parse_cluster
 from cluster.telemetry.node_metrics import NodeMetrics, metrics_host
+from harness.local_cluster import _free_offset
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,6 +59,32 @@ def test_a_bad_metrics_port_is_a_config_error_naming_the_setting(doc: dict[str, 
     with pytest.raises(ConfigError) as caught:
         parse_cluster(doc, Path("."))
     assert str(caught.value).startswith(setting), caught.value
+
+
+def test_with_tls_a_metrics_port_on_a_nodes_internal_port_is_a_config_error() -> None:
+    """Node 1's internal mTLS listener is 7001 + 500 on 127.0.0.1: node 3
+    (same host) cannot serve /metrics there; on another host it can."""
+    tls = {"ca_file": "ca.pem", "cert_file": "n.pem", "key_file": "n.key", "internal_port_offset": 500}
+    doc = {**cluster_doc(n3=7501), "tls": tls}
+    with pytest.raises(ConfigError) as caught:
+        parse_cluster(doc, Path("."))
+    message = str(caught.value)
+    assert message.startswith("nodes[id=3].metrics_port = 7501"), message
+    assert "node 1's internal mTLS port" in message and "internal_port_offset 500" in message
+    parse_cluster(cluster_doc(n3=7501), Path("."))  # no [tls]: no internal listener, no clash
+    doc["nodes"][0]["address"] = "10.0.0.1:7001"
+    parse_cluster(doc, Path("."))  # node 1 on another host: 127.0.0.1:7501 is free
+
+
+def test_the_harness_offset_avoids_the_metrics_ports() -> None:
+    """``_free_offset`` never puts an internal port on a port to avoid (the
+    metrics ports, free now but taken once the nodes start): with every
+    candidate avoided it gives up instead of answering a clash."""
+    ports = [60000]
+    with pytest.raises(RuntimeError, match="no free internal ports"):
+        _free_offset(ports, avoid=range(60100, 65536))
+    offset = _free_offset(ports, avoid=[60000 + k for k in range(100, 5000)], tries=2000)
+    assert 5000 <= offset < 5536
 
 
 def test_metrics_listen_on_the_grpc_listeners_host() -> None:

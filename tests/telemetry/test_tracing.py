@@ -430,21 +430,14 @@ async def leader_of(producer: Producer, topic: str, partition: int, timeout: flo
 
 
 @pytest.mark.timeout(90)
-async def test_a_produce_through_a_non_leader_is_one_trace_across_two_nodes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_produce_through_a_non_leader_is_one_trace_across_two_nodes(tmp_path: Path) -> None:
     with OtlpReceiver() as receiver:
-        # The nodes inherit this environment (harness/local_cluster.py).
-        for key in [k for k in os.environ if k.startswith("OTEL_")]:
-            monkeypatch.delenv(key)
-        for key, value in {
-            **receiver.env(),
-            "OTEL_TRACES_SAMPLER": "always_on",
-            "OTEL_BSP_SCHEDULE_DELAY": "50",
-        }.items():
-            monkeypatch.setenv(key, value)
+        # The nodes take OTEL_* from node_env only (never inherited: harness/local_cluster.py).
+        otel = {**receiver.env(), "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "50"}
         # No leader balancing during the test: the leader found below stays it.
-        cluster = LocalCluster(tmp_path, topics=[TopicSpec("t", partitions=1)], leader_balance_ms=600_000)
+        cluster = LocalCluster(
+            tmp_path, topics=[TopicSpec("t", partitions=1)], leader_balance_ms=600_000, node_env=otel
+        )
         # The test's own spans go to the same receiver, through its own provider.
         provider = TracerProvider(resource=Resource.create({"service.name": "tracing-test"}))
         provider.add_span_processor(
