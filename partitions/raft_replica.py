@@ -34,16 +34,9 @@ Invariants:
   dropped (Raft never needs it durable). Below the reserve, partition
   replicas (``drops_appends_when_disk_low``) drop incoming entries, answering
   only with a disk-low notice their leader's driver keeps (disk_wait.py).
-- Telemetry changes nothing the replica does or answers. Every proposal
-  costs one ``time.monotonic_ns()`` when submitted and one histogram
-  record (``ReplicaCounters.commit_latency``: propose -> the Ready that
-  says it committed) when it applies; a proposal submitted with
-  ``next_proposal_timing`` set (partitions/proposal_timing.py) also gets
-  its marks filled: index, the group-commit sync that wrote the leader's
-  copy (``group_commit.sync_marks``), committed and applied. Every stored
-  entry's size is recorded (``LogBytes``) so a leader can tell its
-  followers' lag in bytes; the rest (elections by reason, snapshots sent)
-  are counters read at scrape time.
+- Telemetry changes nothing the replica does or answers; what it records
+  and what that costs per proposal is ``ReplicaTelemetry``'s
+  (partitions/replica_telemetry.py), reached through ``_telemetry``.
 """
 
 from __future__ import annotations
@@ -58,13 +51,12 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from partitions.disk_space import DiskSpace
 from partitions.disk_wait import FullPeers, carries_data, disk_low_notice, is_disk_low_notice, write_when_room
-from partitions.group_commit import GroupCommitWriter, sync_marks
+from partitions.group_commit import GroupCommitWriter
 from partitions.hibernation import Hibernation, Verdict
-from partitions.latency_buckets import LATENCY_BOUNDS_S, Buckets
-from partitions.log_bytes import LogBytes
 from partitions.proposal_timing import ProposalTiming, next_proposal_timing
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
+from partitions.replica_telemetry import ReplicaCounters, ReplicaTelemetry
 from partitions.state_machine import PartitionConfig
 from partitions.storage_errors import NoSpaceForWrite
 from raft.config import RaftConfig
@@ -123,19 +115,6 @@ class ReplicaConfig:
             max_committed_size_per_ready=self.max_committed_bytes_per_ready,
             read_only_lease_based=False,
         )
-
-
-@dataclass(slots=True)
-class ReplicaCounters:
-    """Counters shared by the replicas of one host (mutable, event loop only)."""
-
-    synced_entries: int = 0
-    """Raft entries in writes that asked for a sync; divided by the writer's
-    syncs it gives the record batches one fsync carries."""
-    snapshots_sent: int = 0
-    """Snapshots the replicas here sent to followers, as leaders."""
-    commit_latency: Buckets = field(default_factory=lambda: Buckets(LATENCY_BOUNDS_S))
-    """Seconds from a leader's proposal to the Ready saying it committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +192,6 @@ class RaftReplica(Generic[SM]):
         self.disk_dropped_messages = 0
         """Appends and snapshots dropped because the disk was below its reserve."""
         self._full_peers = FullPeers()  # peers whose disks said they are full (disk_wait.py)
-        self._counters = counters or ReplicaCounters()
         self.node_id = node_id
         self._storage = storage
         self._writer = writer
@@ -224,13 +202,12 @@ class RaftReplica(Generic[SM]):
         self._node = RaftNode(
             config.raft_config(node_id), storage, random.Random(), applied=snapshot.metadata.index
         )
+        self._telemetry = ReplicaTelemetry(self._node, node_id, counters or ReplicaCounters())
         self._seen_leadership = (self._node.role, self._node.leader)
         self._inbox: deque[_Input] = deque()
         self._ticks = 0
         self._signal = asyncio.Event()
         self._pending: dict[int, _Waiting] = {}
-        self._timed = 0  # waiting proposals with a ProposalTiming (0: skip the marks)
-        self._log_bytes = LogBytes()
         self._housekeeping_due = False
         self._snapshots_sent: list[int] = []
         self._stopping = False
@@ -334,38 +311,19 @@ class RaftReplica(Generic[SM]):
     def dropped_messages(self) -> dict[str, int]:
         """Peers' messages the Raft core refused, by reason
         (raft/screening.py): a copy, so a reader never sees it change."""
-        return dict(self._node.dropped_messages)
+        return self._telemetry.dropped_messages()
 
     @property
     def elections_started(self) -> dict[str, int]:
         """Elections this replica started, by why (the node's metrics)."""
-        node = self._node
-        return {
-            "election_timeout": node.election_timeouts,
-            "leader_transfer": node.transfer_campaigns,
-            "campaign": node.requested_campaigns,
-        }
+        return self._telemetry.elections_started()
 
     def follower_lag(self) -> list[tuple[int, int, int]]:
         """``(peer, entries, bytes)`` each member lacks of this leader's log
         (empty unless it leads): entries after its acknowledged match, and
         their bytes as recorded (``LogBytes``; estimated at the average
         entry size for entries older than the record kept)."""
-        node = self._node
-        if node.role != Role.LEADER:
-            return []
-        last = node.last_index
-        lags: list[tuple[int, int, int]] = []
-        for peer in node.effective_conf_state.all_nodes():
-            if peer == self.node_id:
-                continue
-            progress = node.progress(peer)
-            if progress is None:
-                continue
-            entries = max(0, last - progress.match)
-            size = self._log_bytes.bytes_after(progress.match, last)[0] if entries else 0
-            lags.append((peer, entries, size))
-        return lags
+        return self._telemetry.follower_lag()
 
     @property
     def serves_its_term(self) -> bool:
@@ -548,19 +506,20 @@ class RaftReplica(Generic[SM]):
             timing = item.timing
             if timing is not None:
                 timing.index = index
-                self._timed += 1
+                self._telemetry.timed += 1
             self._pending[index] = (node.term, item.future, item.proposed_ns, timing)
 
     async def _handle_ready(self, ready: Ready) -> None:
         node = self._node
+        telemetry = self._telemetry
         # The moment this replica learned its committed entries committed.
         committed_ns = time.monotonic_ns() if self._pending and ready.committed_entries else 0
         self._send_all(ready.messages)
         prepared = self._storage.prepare(ready)
         if prepared.sync:
-            self._counters.synced_entries += len(ready.entries)
-        if self._timed and ready.entries:
-            await self._write_marked(prepared, ready)
+            telemetry.counters.synced_entries += len(ready.entries)
+        if telemetry.timed and ready.entries:
+            await telemetry.write_marked(self._write, prepared, ready.entries, self._pending)
         elif prepared.sync or prepared.empty:
             await self._write(prepared)
         else:
@@ -575,9 +534,9 @@ class RaftReplica(Generic[SM]):
         if ready.snapshot is not None:
             meta = ready.snapshot.metadata
             self._sm = self._restore(meta.index, ready.snapshot.data)
-            self._log_bytes.reset()
+            telemetry.snapshot_installed()
         if ready.entries:
-            self._record_sizes(ready)
+            telemetry.record_sizes(ready.entries)
         self._send_all(ready.messages_after_persist)
         self._apply(ready, committed_ns)
         node.advance(ready)
@@ -607,36 +566,6 @@ class RaftReplica(Generic[SM]):
             raise _StoppedWhileWaiting
         self._storage.apply_prepared(prepared)
 
-    async def _write_marked(self, prepared: PreparedWrite, ready: Ready) -> None:
-        """``_write`` of a Ready appending entries of timed proposals: the
-        writer reports when the batch carrying it was written, and each
-        timed proposal among the entries gets those marks."""
-        marks = [0, 0]
-        token = sync_marks.set(marks)
-        try:
-            await self._write(prepared)
-        finally:
-            sync_marks.reset(token)
-        pending = self._pending
-        for entry in ready.entries:
-            waiting = pending.get(entry.index)
-            timing = waiting[3] if waiting is not None else None
-            if timing is not None:
-                timing.sync_started_ns, timing.sync_ended_ns = marks
-
-    def _record_sizes(self, ready: Ready) -> None:
-        sizes = self._log_bytes
-        sizes.record(ready.entries)
-        if sizes.needs_trim():
-            node = self._node
-            floor = node.last_index
-            if node.role == Role.LEADER:
-                for peer in node.effective_conf_state.all_nodes():
-                    progress = node.progress(peer)
-                    if peer != self.node_id and progress is not None:
-                        floor = min(floor, progress.match)
-            sizes.trim(floor)
-
     def _send_all(self, messages: tuple[Message, ...]) -> None:
         send = self._send_fn
         group = self.group
@@ -647,13 +576,14 @@ class RaftReplica(Generic[SM]):
                 self._hibernation.quiesce_sent()
             elif m.type == MessageType.SNAPSHOT:
                 self._snapshots_sent.append(m.to)
-                self._counters.snapshots_sent += 1
+                self._telemetry.snapshot_sent()
             send(m.to, group, m, quiesce)
 
     def _apply(self, ready: Ready, committed_ns: int) -> None:
         sm = self._sm
         pending = self._pending
-        latency = self._counters.commit_latency
+        telemetry = self._telemetry
+        latency = telemetry.counters.commit_latency
         for entry in ready.committed_entries:
             if entry.kind == EntryKind.NORMAL and entry.data:
                 result = sm.apply(entry.index, entry.data)
@@ -670,7 +600,7 @@ class RaftReplica(Generic[SM]):
             if ours:
                 latency.observe((committed_ns - proposed_ns) / 1e9)
             if timing is not None:
-                self._timed -= 1
+                telemetry.timed -= 1
                 if ours:
                     timing.committed_ns = committed_ns
             if future.done():
@@ -681,18 +611,12 @@ class RaftReplica(Generic[SM]):
                 future.set_result(None)  # a membership change took effect
             else:
                 self._settle(future, result)
-            if (
-                timing is not None
-                and ours
-                and future.done()
-                and not future.cancelled()
-                and future.exception() is None
-            ):
-                timing.applied_ns = time.monotonic_ns()
+            if timing is not None and ours:
+                telemetry.mark_applied(timing, future)
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}
-        self._timed = 0
+        self._telemetry.timed = 0
         for _, future, _, _ in pending.values():
             if not future.done():
                 future.set_exception(error)

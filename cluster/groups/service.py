@@ -38,7 +38,7 @@ Invariants:
   must not disagree with the log.
 - Every expected failure leaves a handler as a ``ServiceError``
   (``cluster.frontend.grpc_errors``) with a ``Reason``: the core's errors
-  map to status codes in ``_STATUS`` only.
+  map to status codes in ``STATUS`` only (cluster/groups/service_errors.py).
 - A group name that breaks the naming rule, or a member id longer than
   ``MEMBER_ID_MAX``, is refused (``INVALID_NAME``) before a coordinator
   partition is chosen or loaded, and every message quotes a client-supplied
@@ -52,7 +52,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 import zlib
@@ -60,37 +59,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from dataclasses import dataclass
 from typing import Protocol
 
-import grpc
-
-from cluster.controller.model import Principal, check_name
+from cluster.controller.model import Principal
 from cluster.frontend.front_door import caller_tenant
-from cluster.frontend.grpc_errors import ServiceError, from_replica_error, shown
-from cluster.groups import (
-    FencedMemberError,
-    GroupError,
-    GroupFullError,
-    GroupNotFoundError,
-    InvalidGroupRequest,
-    StaleMemberEpochError,
-    TopicPartition,
-    UnknownMemberError,
-    UnknownPartitionError,
-)
-from cluster.groups.coordinator import (
-    GROUP_NAME_MAX,
-    MEMBER_ID_MAX,
-    GroupCoordinator,
-    GroupSummary,
-    OffsetCommit,
-    TopicMetadata,
-)
+from cluster.groups import TopicPartition
+from cluster.groups.coordinator import GroupCoordinator, GroupSummary, OffsetCommit, TopicMetadata
 from cluster.groups.membership import GroupConfig, GroupState, MemberState
-from cluster.groups.offsets import OffsetRecordError
+from cluster.groups.service_errors import NotCoordinatorError, as_service_errors, check_group, check_member_id
 from cluster.groups.service_scopes import GroupServiceMethods, TenantOf, door_principal
-from cluster.primitives.pagination import InvalidPageSize, InvalidPageToken, Listing, paginate, text_key
-from partitions.replica_errors import Backpressure, NotLeaderError, ProduceRejected, ReplicaError
+from cluster.primitives.pagination import Listing, paginate, text_key
+from partitions.replica_errors import Backpressure, ProduceRejected
 from raftlog.v1 import groups_pb2
-from raftlog.v1.reasons import Reason
 
 __all__ = [
     "CoordinatorLogs",
@@ -100,17 +78,6 @@ __all__ = [
     "TenantOf",
     "coordinator_partition",
 ]
-
-
-class NotCoordinatorError(Exception):
-    """This node does not lead the coordinator partition (nothing was
-    appended). ``leader_address`` is "host:port" of the leader, "" if unknown."""
-
-    def __init__(self, partition: int, leader_address: str = "") -> None:
-        where = f"its leader is at {leader_address}" if leader_address else "its leader is unknown"
-        super().__init__(f"this node does not lead coordinator partition {partition}; {where}")
-        self.partition = partition
-        self.leader_address = leader_address
 
 
 class OffsetsLog(Protocol):
@@ -185,80 +152,6 @@ def _new_member_id() -> str:
     return str(uuid.uuid4())
 
 
-# --- errors ------------------------------------------------------------------------
-
-_STATUS: dict[type[GroupError], grpc.StatusCode] = {
-    InvalidGroupRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    UnknownMemberError: grpc.StatusCode.FAILED_PRECONDITION,
-    FencedMemberError: grpc.StatusCode.FAILED_PRECONDITION,
-    StaleMemberEpochError: grpc.StatusCode.FAILED_PRECONDITION,
-    GroupFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    GroupNotFoundError: grpc.StatusCode.NOT_FOUND,
-    UnknownPartitionError: grpc.StatusCode.NOT_FOUND,
-}
-
-
-def _from_group_error(error: GroupError) -> ServiceError:
-    # Every reason the group core names is a Reason (tests/test_contract.py).
-    code = _STATUS.get(type(error), grpc.StatusCode.INTERNAL)
-    return ServiceError(code, Reason(error.reason), error.message)
-
-
-def _not_coordinator(error: NotCoordinatorError) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        Reason.NOT_COORDINATOR,
-        f"{error}; retry on the coordinator",
-        leader_address=error.leader_address,
-        metadata={"coordinator_partition": str(error.partition)},
-    )
-
-
-def _check_group(group: str) -> None:
-    if problem := check_name("group", group, GROUP_NAME_MAX):
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_NAME, problem)
-
-
-def _check_member_id(member_id: str) -> None:
-    if len(member_id) > MEMBER_ID_MAX:
-        raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            Reason.INVALID_NAME,
-            f"member id {shown(member_id)} is longer than {MEMBER_ID_MAX} characters",
-        )
-
-
-@contextlib.contextmanager
-def _as_service_errors() -> Iterator[None]:
-    """Turn every error a handler expects into the ``ServiceError`` it becomes."""
-    try:
-        yield
-    except GroupError as error:
-        raise _from_group_error(error) from None
-    except NotCoordinatorError as error:
-        raise _not_coordinator(error) from None
-    except InvalidPageSize as error:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_PAGE_SIZE, str(error)) from None
-    except InvalidPageToken as error:
-        raise ServiceError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_PAGE_TOKEN, str(error)) from None
-    except OffsetRecordError as error:
-        # A record of a newer version: serving a table without it would be
-        # wrong, so the partition stays unserved until this node is upgraded.
-        raise ServiceError(
-            grpc.StatusCode.INTERNAL,
-            Reason.OFFSETS_LOG_UNREADABLE,
-            f"the offsets log cannot be read: {error}",
-        ) from None
-    except NotLeaderError:
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            Reason.NOT_COORDINATOR,
-            "this node lost the leadership of the group's coordinator partition; retry",
-        ) from None
-    except ReplicaError as error:
-        raise from_replica_error(error) from None
-
-
 # --- proto conversions -------------------------------------------------------------
 
 _GROUP_STATE = {
@@ -329,9 +222,9 @@ class GroupService(GroupServiceMethods):
     async def join_group(
         self, tenant: str, request: groups_pb2.JoinGroupRequest
     ) -> groups_pb2.JoinGroupResponse:
-        _check_member_id(request.member_id)
+        check_member_id(request.member_id)
         member_id = request.member_id or self._new_member_id()
-        with _as_service_errors():
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             async with shard.records_lock:
                 sessions = shard.coordinator.prepare_join(
@@ -369,8 +262,8 @@ class GroupService(GroupServiceMethods):
     async def heartbeat(
         self, tenant: str, request: groups_pb2.HeartbeatRequest
     ) -> groups_pb2.HeartbeatResponse:
-        _check_member_id(request.member_id)
-        with _as_service_errors():
+        check_member_id(request.member_id)
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             answer = shard.coordinator.heartbeat(
                 tenant,
@@ -391,8 +284,8 @@ class GroupService(GroupServiceMethods):
     async def leave_group(
         self, tenant: str, request: groups_pb2.LeaveGroupRequest
     ) -> groups_pb2.LeaveGroupResponse:
-        _check_member_id(request.member_id)
-        with _as_service_errors():
+        check_member_id(request.member_id)
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             shard.coordinator.leave(
                 tenant,
@@ -407,9 +300,9 @@ class GroupService(GroupServiceMethods):
     async def commit_offsets(
         self, tenant: str, request: groups_pb2.CommitOffsetsRequest
     ) -> groups_pb2.CommitOffsetsResponse:
-        _check_member_id(request.member_id)
+        check_member_id(request.member_id)
         commit_timestamp_ms = self._wall_ms()
-        with _as_service_errors():
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             records = shard.coordinator.prepare_commit(
                 tenant,
@@ -432,7 +325,7 @@ class GroupService(GroupServiceMethods):
     async def fetch_committed_offsets(
         self, tenant: str, request: groups_pb2.FetchCommittedOffsetsRequest
     ) -> groups_pb2.FetchCommittedOffsetsResponse:
-        with _as_service_errors():
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             wanted = _from_proto(request.partitions) if request.partitions else None
             offsets = shard.coordinator.fetch_offsets(tenant, request.group, wanted)
@@ -456,7 +349,7 @@ class GroupService(GroupServiceMethods):
         visible: Callable[[str], bool] = lambda _group: True,
     ) -> groups_pb2.ListGroupsResponse:
         """The tenant's groups this node coordinates that ``visible`` keeps."""
-        with _as_service_errors():
+        with as_service_errors():
             summaries: list[GroupSummary] = []
             for partition in sorted(self._logs.led_partitions()):
                 try:
@@ -481,7 +374,7 @@ class GroupService(GroupServiceMethods):
     async def describe_group(
         self, tenant: str, request: groups_pb2.DescribeGroupRequest
     ) -> groups_pb2.DescribeGroupResponse:
-        with _as_service_errors():
+        with as_service_errors():
             shard = await self._shard(tenant, request.group)
             description = shard.coordinator.describe(tenant, request.group, now_ms=self._monotonic_ms())
         return groups_pb2.DescribeGroupResponse(
@@ -533,7 +426,7 @@ class GroupService(GroupServiceMethods):
     # --- shards ---------------------------------------------------------------------------
 
     async def _shard(self, tenant: str, group: str) -> _Shard:
-        _check_group(group)  # before any partition is loaded for it
+        check_group(group)  # before any partition is loaded for it
         shard = await self._load_partition(coordinator_partition(tenant, group, self._logs.partition_count))
         if shard.coordinator.holders_known_record(self._monotonic_ms()) is not None:
             async with shard.records_lock:
