@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 ADDRESSES = {1: "127.0.0.1:7001", 2: "127.0.0.1:7002", 3: "127.0.0.1:7003"}
 
 
-def _start(data: Path) -> subprocess.Popen[str]:
+def _start(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """run_local started and up; its output until the banner."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster.run_local", "--data", str(data)],
         stdout=subprocess.PIPE,
@@ -36,7 +38,7 @@ def _start(data: Path) -> subprocess.Popen[str]:
     for line in proc.stdout:
         lines.append(line)
         if "Ctrl-C stops" in line:
-            return proc
+            return proc, "".join(lines)
     raise AssertionError("run_local never came up:\n" + "".join(lines) + f"\nexit {proc.wait()}")
 
 
@@ -66,14 +68,40 @@ async def _produce_and_read(data: Path, values: list[bytes]) -> list[bytes]:
         await client.close()
 
 
+def _metrics_page(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        page: str = response.read().decode()
+        return page
+
+
+def _assert_make_run_serves_metrics(banner: str) -> None:
+    """The nodes' /metrics on 9101-9103 (the produce just made shows as
+    answered calls on one of them) and the flag server's on 9104."""
+    pages = {port: _metrics_page(port) for port in (9101, 9102, 9103)}
+    for port, page in pages.items():
+        assert "\nprocess_cpu_seconds_total " in page, f"{port}: no process_* figures"
+    assert any(
+        line.startswith("raftlog_rpc_server_handled_total{") and 'method="Produce"' in line
+        for page in pages.values()
+        for line in page.splitlines()
+    ), "no node counted the produce calls"
+    if "the flag server did not start" in banner:  # port 8013/9104 taken on this machine: said, not fatal
+        return
+    flags_page = _metrics_page(9104)
+    assert "\nprocess_cpu_seconds_total " in flags_page
+    assert "# TYPE raftlog_rpc_server_handled_total counter" in flags_page
+
+
 def test_run_local_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    proc = _start(data)
+    proc, banner = _start(data)
     try:
         env = _env(data)
         assert env["RAFTLOG_BOOTSTRAP"] == ",".join(ADDRESSES.values())
         assert (data / "cluster.env").stat().st_mode & 0o077 == 0, "the operator key is readable by others"
         assert asyncio.run(_produce_and_read(data, [b"one", b"two"])) == [b"one", b"two"]
+        _assert_make_run_serves_metrics(banner)
     finally:
         out = _interrupt(proc)
     assert "stopped: node 1 -> 0, node 2 -> 0, node 3 -> 0" in out
@@ -86,7 +114,7 @@ def test_run_local_serves_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> No
         if not path.is_symlink() and path.stat().st_mode & 0o077
     ]
     assert not loose, f"readable by group or others: {loose[:10]}"
-    proc = _start(data)
+    proc, _ = _start(data)
     try:
         assert _env(data) == env, "a second run must keep the same key"
         assert asyncio.run(_produce_and_read(data, [b"three"])) == [b"one", b"two", b"three"]
