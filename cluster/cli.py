@@ -84,7 +84,7 @@ from typing import TypedDict
 from client import AuthorizationError, Consumer, Producer, RaftlogError
 from client.admin import Admin
 from client.metadata import parse_bootstrap
-from cluster import cli_audit, cli_health, cli_node_ops, cli_tenants
+from cluster import cli_audit, cli_health, cli_node_ops, cli_tenants, cli_zone
 from cluster import serve as serve_flags
 from cluster.cli_api_key import API_KEY_ON_COMMAND_LINE_WARNING, UsageError, resolve_api_key
 from cluster.cli_format import (
@@ -499,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     decommission.set_defaults(run=_node_decommission)
     cli_node_ops.add_commands(node)  # node hand-off (a pod's preStop)
     cli_health.add_command(commands)  # health (a container's HEALTHCHECK)
+    cli_zone.add_command(commands)  # zone-from-node (the chart's init container)
 
     consume = commands.add_parser("consume", help="print record values, one per line")
     consume.add_argument("topic")
