@@ -12,6 +12,9 @@
 # - The generated protobuf code (gitignored) is generated here, by the same
 #   grpc_tools.protoc invocation as `make proto`, before the wheel is built,
 #   and the build fails unless the installed venv imports it.
+# - HEALTHCHECK (and the chart's TLS probes) run `python -P -m
+#   cluster.cli_health`, the chart's init container `python -P -m
+#   cluster.cli_zone`: the build proves both modules start.
 #
 # Build: `make image` (buildah), or `docker build --build-arg BASE_IMAGE=... .`
 
@@ -76,7 +79,9 @@ RUN /opt/raftlog/bin/pip wheel --no-deps --wheel-dir /tmp/dist . \
 WORKDIR /
 RUN /opt/raftlog/bin/python -c "import raftlog.v1.log_pb2_grpc, raftlog.internal.v1.raft_pb2, \
 cluster.cli, cluster.node, flags.cli, opentelemetry.instrumentation.grpc, prometheus_client" \
- && /opt/raftlog/bin/raftlog --help > /dev/null
+ && /opt/raftlog/bin/raftlog --help > /dev/null \
+ && /opt/raftlog/bin/python -P -m cluster.cli_health --help > /dev/null \
+ && /opt/raftlog/bin/python -P -m cluster.cli_zone --help > /dev/null
 
 # ---------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -120,8 +125,11 @@ EXPOSE 7001 9090
 # Standard gRPC health on the node's port: exit 0 iff SERVING. Kubernetes
 # ignores this (the chart has native gRPC probes); docker/podman use it.
 # start-period: RocksDB recovery of a large data dir may take a while.
+# The health module alone (`raftlog health` without the rest of the CLI:
+# about 0.19 s a check against 0.57 s); -P keeps the working directory (the
+# data dir) off the module path.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["raftlog", "health", "--address", "127.0.0.1:7001"]
+    CMD ["python", "-P", "-m", "cluster.cli_health", "--address", "127.0.0.1:7001"]
 
 ENTRYPOINT ["raftlog"]
 CMD ["--help"]

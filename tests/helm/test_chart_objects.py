@@ -45,7 +45,12 @@ CONTRACT_METRICS = {
 COMBINATIONS: list[dict[str, Any]] = [
     {"tls.enabled": True, "tls.existingSecret": "certs", "flags.autoscaling.enabled": True},
     {"replicas": 7, "controllers": 5, "scheduling.antiAffinity": "none", "serviceAccount.create": False},
-    {"networkPolicy.enabled": True, "flags.enabled": False, "zoneFromPodLabel": False},
+    {
+        "networkPolicy.enabled": True,
+        "flags.enabled": False,
+        "zone.fromPodLabel": False,
+        "zone.fromNode.enabled": False,
+    },
 ]
 
 
@@ -164,7 +169,8 @@ def test_probes_ask_grpc_health_on_the_grpc_port(values_file: Path) -> None:
         probe = node[kind]
         if tls:  # kubelet's gRPC probe has no TLS: the image's health command with the CA
             command = probe["exec"]["command"]
-            assert command[:2] == ["raftlog", "health"]
+            # The health module alone (not the whole CLI): a probe runs every few seconds.
+            assert command[:4] == ["python", "-P", "-m", "cluster.cli_health"]
             assert command[command.index("--address") + 1] == f"localhost:{GRPC_PORT}"
             assert "--tls-ca" in command
         else:
@@ -257,6 +263,20 @@ def test_five_nodes_three_zones_scenario() -> None:
         == "metadata.labels['topology.kubernetes.io/zone']"
     )
     assert len(_cluster_toml(objects)["nodes"]) == 5
+
+
+def test_otel_env_from_secrets_reaches_every_raftlog_container() -> None:
+    """otel.envFrom (OTLP auth headers out of the pod spec) on the nodes and
+    the flag server, exactly as given; nothing when the list is empty."""
+    path = CI_DIR / "metrics-values.yaml"
+    wanted = merge_values([path])["otel"]["envFrom"]
+    assert any("secretRef" in item for item in wanted)
+    specs = [(w, s) for w, s in _pod_specs(_objects(path)) if not w.startswith("Pod/")]
+    assert {w.split("/")[0] for w, _ in specs} == {"StatefulSet", "Deployment"}
+    for where, spec in specs:
+        assert spec["containers"][0]["envFrom"] == wanted, where
+    for where, spec in _pod_specs(_objects(CI_DIR / "minimal-values.yaml")):
+        assert all("envFrom" not in c for c in spec["containers"]), where
 
 
 def test_otel_env_passthrough() -> None:
@@ -363,3 +383,67 @@ def test_dashboard_uses_contract_metric_names() -> None:
         for n in re.findall(r"\b((?:raftlog|process)_[a-z0-9_]+)\{", e)
     }
     assert len(names) >= 10 and names <= ALL_CONTRACT_METRICS, names - ALL_CONTRACT_METRICS
+
+
+def _init_containers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    spec = find(objects, "StatefulSet")["spec"]["template"]["spec"]
+    containers: list[dict[str, Any]] = spec.get("initContainers", [])
+    return containers
+
+
+def test_zone_from_node_init_container_and_its_rbac() -> None:
+    """The fallback route to the zone (cluster/cli_zone.py): the init
+    container asks the API for its Node with a token no other container
+    gets, writes where the node reads ($RAFTLOG_ZONE_FILE), and the RBAC
+    grants exactly `get nodes` to the pods' service account."""
+    objects = _objects(CI_DIR / "minimal-values.yaml")
+    statefulset = find(objects, "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    (init,) = _init_containers(objects)
+    assert init["command"] == ["python", "-P", "-m", "cluster.cli_zone"]
+    args = init["args"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    token_dir = args[args.index("--service-account-dir") + 1]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    projected = volumes[mounts[token_dir]]["projected"]["sources"]
+    assert {"serviceAccountToken", "configMap"} <= {k for source in projected for k in source}
+    # The pod automounts no token: only the init container holds one.
+    assert pod["automountServiceAccountToken"] is False
+    node = _node_container(objects)
+    assert mounts[token_dir] not in {m["name"] for m in node["volumeMounts"]}
+    # The file it writes is the one the node reads, on a volume both mount.
+    out = args[args.index("--out") + 1]
+    node_env = {e["name"]: e for e in node["env"]}
+    assert node_env["RAFTLOG_ZONE_FILE"]["value"] == out
+    zone_volume = mounts[str(Path(out).parent)]
+    assert "emptyDir" in volumes[zone_volume]
+    assert {m["name"]: m.get("readOnly") for m in node["volumeMounts"]}[zone_volume] is True
+    # RBAC: get on nodes, nothing more, for the pods' service account.
+    role = find(objects, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    binding = find(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "raftlog"}
+    ]
+    # Cluster-scoped names carry the namespace: two releases never share them.
+    assert "raftlog" in role["metadata"]["name"] and "namespace" not in role["metadata"]
+
+
+def test_zone_routes_can_be_switched_off() -> None:
+    minimal = [CI_DIR / "minimal-values.yaml"]
+    off = render(minimal, {"zone.fromNode.enabled": False})
+    assert not _init_containers(off)
+    assert not find_all(off, "ClusterRole") and not find_all(off, "ClusterRoleBinding")
+    volumes = {v["name"] for v in find(off, "StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    assert not {"zone", "kube-api-access"} & volumes
+    env = {e["name"] for e in _node_container(off)["env"]}
+    assert "RAFTLOG_ZONE_FILE" not in env and "RAFTLOG_ZONE" in env
+    no_label = {e["name"] for e in _node_container(render(minimal, {"zone.fromPodLabel": False}))["env"]}
+    assert "RAFTLOG_ZONE" not in no_label and "RAFTLOG_ZONE_FILE" in no_label

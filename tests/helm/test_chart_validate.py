@@ -27,7 +27,7 @@ import yaml
 from tests.helm.chart_render import CHART_DIR, ci_values_files, find_all, merge_values, render
 from tests.tools import promtool
 
-KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
+KUBERNETES_VERSIONS = ("1.30.0", "1.33.0", "1.35.0")
 SCHEMAS = Path(__file__).parent / "schemas"
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",

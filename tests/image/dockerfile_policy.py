@@ -12,7 +12,9 @@ hadolint checks generic best practice; these are the rules of *our* image
    and never back.
 4. ``ENTRYPOINT`` is exactly ``["raftlog"]`` (exec form, so signals reach
    the node), ``CMD`` is exec form.
-5. ``HEALTHCHECK`` runs ``raftlog health`` (standard gRPC health).
+5. ``HEALTHCHECK`` runs ``raftlog health`` (standard gRPC health) as its
+   module alone, ``python -P -m cluster.cli_health --address ...`` (it runs
+   every few seconds: not the whole CLI; ``-P``: not from the data dir).
 6. The gRPC and metrics ports of the chart (7001, 9090) are exposed.
 
 ``problems(text)`` returns every broken rule as a sentence (empty = clean),
@@ -33,6 +35,8 @@ from dataclasses import dataclass, field
 BUILD_TOOLS = re.compile(
     r"(?<![\w.-])(gcc|g\+\+|cc|clang|build-essential|make|cmake|cargo|rustc|libc6-dev)(?![\w.-])"
 )
+# The health check: cluster/cli_health.py alone, never from the working directory.
+HEALTH_COMMAND = ["python", "-P", "-m", "cluster.cli_health"]
 INSTALLERS = (re.compile(r"\bpip3?\s+install\b"), re.compile(r"\bapt(-get)?\s+install\b"))
 
 
@@ -170,8 +174,10 @@ def problems(text: str) -> list[str]:
     else:
         _, _, command = health[-1].args.partition("CMD ")
         argv = exec_form(command.strip())
-        if argv is None or argv[:2] != ["raftlog", "health"] or "--address" not in argv:
-            found.append(f"line {health[-1].line}: HEALTHCHECK does not run `raftlog health --address ...`")
+        if argv is None or argv[:4] != HEALTH_COMMAND or "--address" not in argv:
+            found.append(
+                f"line {health[-1].line}: HEALTHCHECK does not run `{' '.join(HEALTH_COMMAND)} --address ...`"
+            )
 
     # 6. The chart's ports.
     exposed = {p.split("/")[0] for i in final.instructions if i.keyword == "EXPOSE" for p in i.args.split()}

@@ -123,6 +123,31 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+A container's envFrom: otel.envFrom (Secrets/ConfigMaps, e.g. OTLP auth
+headers kept out of the pod spec). Renders nothing when the list is empty.
+*/}}
+{{- define "raftlog.otelEnvFrom" -}}
+{{- with .Values.otel.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Where the zone-from-node init container leaves the zone for the node. */}}
+{{- define "raftlog.zoneDir" -}}
+/etc/raftlog/zone
+{{- end }}
+
+{{/*
+The ClusterRole (and its binding) that lets the init container get Nodes:
+cluster-scoped, so the name carries the namespace (two releases of the same
+name in two namespaces must not share it).
+*/}}
+{{- define "raftlog.nodeReaderName" -}}
+{{- printf "%s-%s-node-reader" .Release.Namespace (include "raftlog.fullname" .) }}
+{{- end }}
+
 {{/* OTEL_* passthrough, sorted by name so the pod spec is stable. */}}
 {{- define "raftlog.otelEnv" -}}
 {{- range $name := keys .Values.otel.env | sortAlpha }}
