@@ -37,6 +37,12 @@ Invariants:
   with; voters wait until the bootstrap registered them first, so they are
   never registered by a ``Join`` (which would make them ineligible).
 - A node registered by ``Join`` is never controller-eligible.
+- Accepted: any holder of the cluster secret can relabel a registered
+  node's zone (a proof for that node id is all ``Join`` asks), and so move
+  where placement puts replicas. The secret already grants node identity
+  (it can join as any unregistered id, or speak Raft as any node), so this
+  gives it nothing it did not have; only per-node credentials would narrow
+  it.
 - Joining is idempotent: a node registered as asked is answered OK, so a
   retry after a lost answer, or a restart, is harmless.
 """
