@@ -88,7 +88,10 @@ RPC_SECONDS_BUCKETS = (
     10.0,
 )
 """0.5 ms .. 10 s: a local call is a few ms, a forwarded or quorum-written
-produce tens of ms, a long-poll fetch up to its wait (seconds)."""
+produce tens of ms, a long-poll fetch up to its wait (seconds).
+bench/metrics_choice.py keeps a copy (bench/ may not import cluster/, and no
+package both may import is the place for it: tests/test_layout.py);
+tests/telemetry/test_metrics_choice.py keeps the two equal."""
 
 CallRecord = Callable[[grpc.StatusCode, float], None]
 """Records one call of a method: its final status and its seconds."""
