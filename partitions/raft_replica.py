@@ -56,7 +56,8 @@ from partitions.hibernation import Hibernation, Verdict
 from partitions.proposal_timing import ProposalTiming, next_proposal_timing
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
-from partitions.replica_telemetry import ReplicaCounters, ReplicaTelemetry
+from partitions.replica_telemetry import ReplicaCounters as ReplicaCounters  # re-exported: replica.py
+from partitions.replica_telemetry import ReplicaTelemetry
 from partitions.state_machine import PartitionConfig
 from partitions.storage_errors import NoSpaceForWrite
 from raft.config import RaftConfig
