@@ -31,22 +31,49 @@ and the servers get no interceptor or middleware; with them on, a call costs
 a dictionary lookup, a clock read and one counter and one histogram update
 on label children resolved once per method/route (and code).
 
-Tracing (``configure_tracing``): on only when ``OTEL_TRACES_EXPORTER=otlp``
-or an OTLP (traces) endpoint is set, and not ``OTEL_SDK_DISABLED=true``;
-then a ``TracerProvider`` of the server's own (not the process-global one)
-with a ``BatchSpanProcessor(OTLPSpanExporter())`` (everything else, sampler
+Status codes: what the handler set or aborted with; a call ended under its
+handler (``CancelledError``, a stream's ``GeneratorExit``) is
+``DEADLINE_EXCEEDED`` when it ended within ``DEADLINE_SLACK_S`` of its
+deadline (gRPC cancels the handler when the deadline passes; the client sees
+DEADLINE_EXCEEDED) and ``CANCELLED`` otherwise; ``UNKNOWN`` for an
+unexpected exception. The node's front door (``_final_code``) counts the
+same way, so one dashboard reads both.
+
+Tracing (``configure_tracing``): on only when ``raftlog.v1.otel_env.otlp_wanted``
+says so (the node's decision too: ``OTEL_TRACES_EXPORTER=otlp`` or an OTLP
+(traces) endpoint, not ``OTEL_SDK_DISABLED=true``; a protocol other than
+gRPC leaves tracing off with an error in the log); then a ``TracerProvider``
+of the server's own (not the process-global one) with a
+``BatchSpanProcessor(OTLPSpanExporter())`` (everything else, sampler
 included, from the standard variables) and ``server_interceptors()``
-returns OpenTelemetry's grpc.aio server interceptor on it. Off, it returns
-no interceptor at all. ``shutdown_tracing`` flushes the batch at exit.
+returns OpenTelemetry's grpc.aio server interceptor on it, behind
+``_SamplingGate``. Off, it returns no interceptor at all.
+``shutdown_tracing`` flushes the batch at exit.
+
+The gate (the interceptor's filter) decides before any span work, as the
+node's does: health and reflection calls get no span; for any other call it
+asks the provider's sampler, with a trace id of its own drawing for a call
+without ``traceparent`` (handed to the tracer by ``_DecidedTraceIds``, so
+the span, if made, has that id and the same decision) or with the
+extracted parent. An unsampled call then costs one sampler decision, not
+the instrumentation's context extraction, span object and wrapped context.
+Why a second gate and not the node's: the node's lives in
+cluster/telemetry/tracing.py, which the flag server may not import
+(layout), and it needs OpenTelemetry, which the stdlib-only contract
+modules under proto/ may not; the two differ only in which methods they
+trace (the node: public ``raftlog.v1`` calls; here: all but health and
+reflection), and tests/flags/test_flag_telemetry.py pins this one's behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -56,8 +83,10 @@ from prometheus_client.exposition import choose_encoder
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 from flags.telemetry_logs import SERVICE_NAME
+from raftlog.v1.otel_env import otlp_wanted, sdk_disabled_warning, service_name_from_env
 
 __all__ = [
     "SERVICE_NAME",
@@ -66,8 +95,9 @@ __all__ = [
     "metrics_app",
     "server_interceptors",
     "shutdown_tracing",
-    "tracing_requested",
 ]
+
+log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 
@@ -75,6 +105,13 @@ METRICS_PATH = "/metrics"
 RPC_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 HTTP_BUCKETS_S = RPC_BUCKETS_S
 PROPAGATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+DEADLINE_SLACK_S = 0.05
+"""A call ended under its handler this close to its deadline (or past it)
+counts as DEADLINE_EXCEEDED: cluster/frontend/front_door.py's rule."""
+UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Methods the sampling gate never traces (probes every few seconds, tooling)."""
+TRACEPARENT = "traceparent"
 
 PREFLIGHT_ROUTE = "preflight"
 UNMATCHED_ROUTE = "unmatched"
@@ -253,11 +290,13 @@ def _handler_kind(handler: grpc.RpcMethodHandler) -> str:
 
 
 def _code_name(error: BaseException | None, context: grpc.aio.ServicerContext) -> str:
-    """The status a call ended with: what the handler set or aborted with;
-    CANCELLED when the client left; UNKNOWN for an unexpected exception."""
-    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # a stream closed under it
-        return "CANCELLED"
+    """The status a call ended with (module docstring: status codes)."""
     code = context.code()
+    if code is None and isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # ended under it
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
+            return "DEADLINE_EXCEEDED"
+        return "CANCELLED"
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     if isinstance(code, int):  # some versions hand out the raw number
@@ -330,55 +369,114 @@ def metrics_app(metrics: FlagMetrics) -> web.Application:
 
 _provider: Any = None
 """The ``TracerProvider`` ``configure_tracing`` installed (None: tracing off)."""
+_decided_trace_id: ContextVar[int] = ContextVar("raftlog_flags_decided_trace_id", default=0)
+"""The trace id the gate sampled a root call with, for the tracer to use
+(the interceptor's filter and its span start run in the call's one task)."""
 
 
-def tracing_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the standard variables ask for OTLP traces (module docstring)."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter:
-        return "otlp" in (part.strip() for part in exporter.split(","))
-    return bool(
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
+def _method(details: Any) -> str:
+    method = details.method
+    if isinstance(method, bytes):
+        method = method.decode("ascii", "replace")
+    return method if isinstance(method, str) else ""
 
 
-def configure_tracing(environ: Mapping[str, str] = os.environ, exporter: SpanExporter | None = None) -> bool:
+class _SamplingGate:
+    """The server interceptor's filter: True lets the instrumentation make
+    the call's span; False leaves the call untouched (module docstring)."""
+
+    __slots__ = ("_extract", "_kind", "_new_trace_id", "_parent_trace_id", "_sampler")
+
+    def __init__(self, sampler: Any, new_trace_id: Callable[[], int]) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self._sampler = sampler
+        self._new_trace_id = new_trace_id
+        self._extract = TraceContextTextMapPropagator().extract
+        self._kind = trace.SpanKind.SERVER
+        self._parent_trace_id = lambda context: trace.get_current_span(context).get_span_context().trace_id
+
+    def __call__(self, details: Any) -> bool:
+        method = _method(details)
+        if method.startswith(UNTRACED_PREFIXES):
+            return False
+        traceparent = None
+        for item in details.invocation_metadata or ():
+            if item[0] == TRACEPARENT:
+                traceparent = item[1]
+                break
+        if traceparent is None:  # a root: decide with a trace id the tracer will then use
+            trace_id = self._new_trace_id()
+            if not self._sampler.should_sample(None, trace_id, method, self._kind).decision.is_sampled():
+                return False
+            _decided_trace_id.set(trace_id)
+            return True
+        parent = self._extract({TRACEPARENT: traceparent})
+        parent_id = self._parent_trace_id(parent) or self._new_trace_id()
+        return bool(self._sampler.should_sample(parent, parent_id, method, self._kind).decision.is_sampled())
+
+
+def configure_tracing(
+    environ: Mapping[str, str] = os.environ,
+    exporter: SpanExporter | None = None,
+    sampler: Sampler | None = None,
+) -> bool:
     """Make the tracer provider the server's interceptor uses, when
-    ``tracing_requested``; True if tracing is on. ``exporter``: instead of
-    ``OTLPSpanExporter()`` (tests). The provider is the server's own, not the
-    process-global one: only the server spans use it, and nothing else in
-    the process is changed by turning tracing on."""
+    ``otlp_wanted(environ)``; True if tracing is on. ``exporter``: instead of
+    ``OTLPSpanExporter()``, ``sampler``: instead of the one ``OTEL_TRACES_SAMPLER``
+    names (tests). The provider is the server's own, not the process-global
+    one: only the server spans use it, and nothing else in the process is
+    changed by turning tracing on."""
     global _provider
     if _provider is not None:
         return True
-    if not tracing_requested(environ):
+    warning = sdk_disabled_warning(environ)
+    if warning is not None:
+        log.warning("%s", warning)
+    try:
+        if not otlp_wanted(environ):
+            return False
+    except ValueError as exc:
+        log.error("tracing stays off: %s", exc)
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class _DecidedTraceIds(RandomIdGenerator):
+        """A root span's trace id: the one the gate sampled the call with."""
+
+        def generate_trace_id(self) -> int:
+            decided = _decided_trace_id.get()
+            if decided:
+                _decided_trace_id.set(0)
+                return decided
+            return super().generate_trace_id()
 
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter()  # endpoint, headers, TLS: the OTEL_EXPORTER_OTLP_* variables
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over our default name.
-    named = "OTEL_SERVICE_NAME" in environ or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
-    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
+    resource = Resource.create({} if service_name_from_env(environ) else {"service.name": SERVICE_NAME})
+    # sampler None: OTEL_TRACES_SAMPLER(_ARG)
+    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=_DecidedTraceIds())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     return True
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """OpenTelemetry's server-span interceptor while tracing is on; else none."""
+    """OpenTelemetry's server-span interceptor, gated, while tracing is on; else none."""
     if _provider is None:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    return [aio_server_interceptor(tracer_provider=_provider)]
+    gate = _SamplingGate(_provider.sampler, RandomIdGenerator().generate_trace_id)
+    return [aio_server_interceptor(tracer_provider=_provider, filter_=gate)]
 
 
 def shutdown_tracing() -> None:

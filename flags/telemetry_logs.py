@@ -7,42 +7,35 @@ text when there is one. ``text``: the server's classic
 ``time level logger: message`` lines.
 
 Invariant: no key reaches a log line in either format. The flag server
-handles three kinds of secret: operator/API keys (``rlk_<id>_<secret>``) and
-SDK keys (``rlf_``/``rlc_<id>_<secret>``), and ``Bearer`` tokens. Every
-formatted line (exception text included) passes ``redact``, which keeps a
-key's prefix and id (they name the key in listings and audits) and replaces
-its secret, and replaces any Bearer token whole.
+handles three kinds of secret: cluster API keys (``rlk_<id>_<secret>``), SDK
+server and client keys (``rlf_``/``rlc_<id>_<secret>``), and ``Bearer``
+tokens. A handler filter (``_RedactSecrets``) applies
+``raftlog.v1.secret_redaction`` to every record before it is formatted: the
+node's logs use the same module, so both hide the same shapes (a key keeps
+its prefix and public id, its secret goes; a Bearer token goes whole), in
+the formatted message, the arguments, ``extra=`` fields of any shape
+(strings, dicts, lists, tuples) and the exception and stack text. Records
+are redacted, not formatted lines: a line-level pass could cut a JSON
+string's escape (``\\"``) and break the line.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["LOG_FORMATS", "SERVICE_NAME", "configure_logging", "redact"]
+from raftlog.v1.secret_redaction import REDACTED, redact, redact_record
+
+__all__ = ["LOG_FORMATS", "REDACTED", "SERVICE_NAME", "configure_logging", "redact"]
 
 SERVICE_NAME = "raftlog-flags"
 """``service`` of the JSON lines and ``service.name`` of the spans (flags/telemetry.py)."""
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-REDACTED = "<redacted>"
-
-# A key: prefix, 16 hex id, "_", then the secret (43 base64url characters;
-# any length is redacted, so a truncated or altered key does not slip by).
-_KEY = re.compile(r"\b(rl[kfc]_[0-9a-f]{16}_)[A-Za-z0-9_-]+")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
-
-
-def redact(text: str) -> str:
-    """``text`` with every key's secret and every Bearer token replaced."""
-    if "rl" not in text and "earer" not in text:  # the usual line: no regex work
-        return text
-    return _BEARER.sub(rf"\g<1>{REDACTED}", _KEY.sub(rf"\g<1>{REDACTED}", text))
 
 
 class _TraceContext(logging.Filter):
@@ -58,14 +51,19 @@ class _TraceContext(logging.Filter):
         return True
 
 
+class _RedactSecrets(logging.Filter):
+    """``redact_record`` on each record the handler is given (module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
 class _RedactingJson(JsonFormatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
-class _RedactingText(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+    def formatException(self, ei: Any) -> str:  # logging's name
+        # python-json-logger formats exc_info itself rather than using the
+        # filter's redacted exc_text: redact what it makes.
+        return redact(str(super().formatException(ei)))
 
 
 def json_formatter() -> logging.Formatter:
@@ -82,9 +80,10 @@ def configure_logging(fmt: str, level: int = logging.WARNING, stream: TextIO | N
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    formatter: Any = json_formatter() if fmt == "json" else _RedactingText(TEXT_FORMAT)
+    formatter = json_formatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     handler.addFilter(_TraceContext())
+    handler.addFilter(_RedactSecrets())  # after the context: what it adds is redacted too
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

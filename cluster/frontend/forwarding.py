@@ -38,6 +38,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, NoReturn, TypeVar
@@ -97,7 +98,11 @@ class ChannelCache:
 
     def _retire(self, channels: list[grpc.aio.Channel]) -> None:
         for channel in channels:
-            task = asyncio.get_running_loop().create_task(channel.close(grace=DEFAULT_TIMEOUT_S))
+            # Not the forwarding call's task: a clean context, so the close
+            # (up to its grace) carries no caller, span or tenant of it.
+            task = asyncio.get_running_loop().create_task(
+                channel.close(grace=DEFAULT_TIMEOUT_S), context=contextvars.Context()
+            )
             self._retiring[channel] = task
             task.add_done_callback(functools.partial(self._retired, channel))
 

@@ -24,12 +24,17 @@ Invariants:
 - ``wake`` callbacks run in the watcher's task and must not raise or await.
 - No task outlives the waits by more than ``IDLE_S``: the watcher ends once
   nobody has waited for that long.
+- The watcher starts in an empty ``contextvars.Context``: it is started by
+  whichever call first waits (a ``StreamFetch`` handler) but serves every
+  later waiter, so it must not carry that call's caller (tenant), span or
+  log group; whatever it logs is the node's, not one call's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
@@ -64,7 +69,12 @@ class MetadataWatch:
         """Call ``wake`` on every metadata change while the block runs."""
         self._wakers.add(wake)
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._metadata.version))
+            # A clean context: not the starting call's (module invariants).
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(self._metadata.version),
+                name="raftlog-metadata-watch",
+                context=contextvars.Context(),
+            )
         try:
             yield
         finally:

@@ -31,14 +31,16 @@ Where the context fields come from, first found wins:
 
 Invariants:
 
-- No API key reaches the output: ``RedactSecrets`` (a handler filter, so it
-  sees records of every logger, ours, gRPC's and asyncio's) replaces the
-  secret of anything shaped like a key (``rlk_<key id>_<secret>``,
-  cluster/controller/api_keys.py; the public key id is kept, so a line
-  still says which key) and the token after ``Bearer``, in the formatted
-  message (whatever argument carried it, ``%s`` or ``%r`` of an object),
-  in string ``extra=`` fields, in the traceback text (an exception message
-  may quote a header) and in ``stack_info``.
+- No key reaches the output: ``RedactSecrets`` (a handler filter, so it
+  sees records of every logger, ours, gRPC's and asyncio's) applies
+  ``raftlog.v1.secret_redaction`` (the one redaction the flag server's logs
+  use too): the secret of anything shaped like a cluster API key or an SDK
+  server or client key (``rlk_``/``rlf_``/``rlc_<key id>_<secret>``; the
+  public key id is kept, so a line still says which key) and the token
+  after ``Bearer`` go, in the formatted message (whatever argument carried
+  it, ``%s`` or ``%r`` of an object), in ``extra=`` fields of any shape
+  (strings, dicts, lists, tuples, walked), in the traceback text (an
+  exception message may quote a header) and in ``stack_info``.
 - The filters never raise and never drop a record: a missing caller, no
   running loop, no tracing, a message whose arguments do not match its
   format, all log the record without the field (or, for the last, with
@@ -57,11 +59,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
+
+from raftlog.v1.secret_redaction import REDACTED, redact, redact_record
 
 __all__ = [
     "LOG_FORMATS",
@@ -78,8 +81,6 @@ __all__ = [
 LOG_FORMATS = ("text", "json")
 """The choices of ``--log-format`` / ``RAFTLOG_LOG_FORMAT``."""
 
-REDACTED = "[redacted]"
-
 REPLICA_TASK_PREFIX = "raftlog-replica-"
 """How partitions/replica_host.py names a replica's owner task (+ group id)."""
 
@@ -88,18 +89,9 @@ log_group: contextvars.ContextVar[int | None] = contextvars.ContextVar("raftlog_
 
 CONTEXT_FIELDS = ("tenant", "group", "trace_id", "span_id")
 
-# A key's secret goes, its public id stays. Bearer first: its token may be a
-# key, and nothing of it is kept. RFC 6750 tokens never contain a quote, so
-# stopping there keeps the repr of a header tuple readable.
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s'\"]+")
-_API_KEY = re.compile(r"rlk_(?:([0-9a-f]{16})_)?[A-Za-z0-9_-]+")
 _HANDLER_MARK = "_raftlog_log_handler"
-_REDACTED_MARK = "_raftlog_redacted"
 _FRONT_DOOR = "cluster.frontend.front_door"
 _OTEL_TRACE = "opentelemetry.trace"
-# What a record has before any extra= field: those are not extras to redact.
-_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_TRACEBACKS = logging.Formatter()
 
 
 def group_context(group: int) -> contextvars.Context:
@@ -110,63 +102,13 @@ def group_context(group: int) -> contextvars.Context:
     return context
 
 
-def _key_replacement(match: re.Match[str]) -> str:
-    key_id = match.group(1)
-    return f"rlk_{key_id}_{REDACTED}" if key_id else f"rlk_{REDACTED}"
-
-
-def redact(text: str) -> str:
-    """``text`` with every Bearer token and every API key secret replaced."""
-    return _API_KEY.sub(_key_replacement, _BEARER.sub(rf"\1 {REDACTED}", text))
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
-
-
 class RedactSecrets(logging.Filter):
-    """Replaces API keys and Bearer tokens in a record (see the module's
+    """Replaces keys and Bearer tokens in a record (see the module's
     invariants); a record is redacted once however many handlers see it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, _REDACTED_MARK, False):
-            return True
-        if isinstance(record.msg, Mapping) and not record.args:
-            record.msg = _redact_value(record.msg)  # python-json-logger's dict message
-        else:
-            try:
-                message = record.getMessage()
-            except Exception:
-                # The handler will fail to format it and logging prints msg
-                # and args to stderr: those must be clean too.
-                record.msg = redact(str(record.msg))
-                if record.args:
-                    record.args = tuple(redact(repr(arg)) for arg in _as_tuple(record.args))
-            else:
-                # Formatted here, once: a secret in any argument, whatever
-                # its type's str or repr, is in this text.
-                record.msg, record.args = redact(message), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        for name, value in record.__dict__.items():
-            if name not in _RECORD_ATTRS and isinstance(value, str):
-                record.__dict__[name] = redact(value)
-        setattr(record, _REDACTED_MARK, True)
+        redact_record(record)
         return True
-
-
-def _as_tuple(args: Any) -> tuple[Any, ...]:
-    return tuple(args.values()) if isinstance(args, Mapping) else tuple(args)
 
 
 def _current_tenant() -> str | None:

@@ -4,17 +4,20 @@ through the leader's replica (propose -> commit -> apply, and the
 group-commit sync that made the leader's copy durable).
 
 Configured by the standard ``OTEL_*`` environment variables and off unless
-they ask for an OTLP exporter (``otlp_wanted``): ``OTEL_TRACES_EXPORTER``
-naming ``otlp``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` while ``OTEL_TRACES_EXPORTER`` is
-unset; never with ``OTEL_SDK_DISABLED=true``. The OpenTelemetry SDK reads
+they ask for an OTLP exporter: ``otlp_wanted`` of
+``raftlog.v1.otel_env``, the decision the flag server makes too
+(``OTEL_TRACES_EXPORTER`` naming ``otlp``, or an
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+while ``OTEL_TRACES_EXPORTER`` is unset; never with
+``OTEL_SDK_DISABLED=true``). The OpenTelemetry SDK reads
 the rest itself: the sampler (``OTEL_TRACES_SAMPLER``/``_ARG``, default
 ``parentbased_always_on``), the exporter's endpoint, headers, TLS and
 timeout (``OTEL_EXPORTER_OTLP_*``), the batch processor's delays
 (``OTEL_BSP_*``), extra resource attributes (``OTEL_RESOURCE_ATTRIBUTES``)
 and the propagators (``OTEL_PROPAGATORS``, default W3C tracecontext and
 baggage). Only OTLP over gRPC is shipped: another ``OTEL_EXPORTER_OTLP_*
-PROTOCOL`` leaves tracing off with an error in the log.
+PROTOCOL`` leaves tracing off with an error in the log (the same
+refusal, from the same module, as the flag server's).
 
 Spans (names are the contract the README lists):
 
@@ -72,6 +75,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from partitions.proposal_timing import ProposalTiming
+from raftlog.v1.otel_env import otlp_wanted, sdk_disabled_warning, service_name_from_env
 
 __all__ = [
     "NODE_ID_ATTRIBUTE",
@@ -103,8 +107,6 @@ _decided_trace_id: ContextVar[int] = ContextVar("raftlog_decided_trace_id", defa
 (set and read in the call's own task: the interceptors and the handler
 run in one)."""
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-
 
 class _Tracing:
     """What ``configure_tracing`` installed (one per process)."""
@@ -118,34 +120,6 @@ class _Tracing:
 
 
 _installed: _Tracing | None = None
-
-
-def otlp_wanted(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` asks for OTLP trace export (module docstring); raises
-    ``ValueError`` naming the variable when it asks for a protocol other
-    than gRPC."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
-        return False
-    exporters = env.get("OTEL_TRACES_EXPORTER")
-    if exporters is not None and exporters.strip():
-        wanted = "otlp" in {name.strip().lower() for name in exporters.split(",")}
-    else:
-        wanted = bool(
-            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        )
-    if not wanted:
-        return False
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-        protocol = env.get(name, "").strip().lower()
-        if protocol:
-            if protocol != "grpc":
-                raise ValueError(
-                    f"{name}={protocol!r}: raftlog ships the OTLP exporter over gRPC only; "
-                    f"set {name}=grpc (or unset it) and point the endpoint at a gRPC OTLP receiver"
-                )
-            break  # the traces-specific one wins over the general one
-    return True
 
 
 def _method(details: Any) -> str:
@@ -201,6 +175,9 @@ def configure_tracing(service_name: str, node_id: int | None) -> bool:
     global _installed
     if _installed is not None:
         return True
+    warning = sdk_disabled_warning(os.environ)
+    if warning is not None:
+        log.warning("%s", warning)
     try:
         if not otlp_wanted(os.environ):
             return False
@@ -213,7 +190,7 @@ def configure_tracing(service_name: str, node_id: int | None) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     attributes: dict[str, str | int] = {}
-    if not os.environ.get("OTEL_SERVICE_NAME", "").strip():
+    if not service_name_from_env(os.environ):  # the environment's name wins
         attributes[SERVICE_NAME] = service_name
     if node_id is not None:
         attributes[NODE_ID_ATTRIBUTE] = node_id

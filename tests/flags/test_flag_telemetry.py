@@ -29,20 +29,28 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openfeature.schemas.protobuf.flagd.evaluation.v1 import evaluation_pb2, evaluation_pb2_grpc
 from openfeature.schemas.protobuf.flagd.sync.v1 import sync_pb2, sync_pb2_grpc
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from flags import telemetry
 from flags.server_options import UsageError, add_serve_arguments, options_from_args
-from flags.telemetry import FlagMetrics, tracing_requested
+from flags.telemetry import FlagMetrics
 from flags.telemetry_logs import configure_logging, redact
 from harness.flag_server import FlagServerProcess
 from harness.local_cluster import LocalCluster
+from raftlog.v1 import otel_env
 from tests.flags.acceptance_fixtures import Stack, until
 from tests.tools import promtool
 
 pytestmark = pytest.mark.timeout(180)
 
 SDK_KEY = "rlf_0123456789abcdef_" + "S" * 43
+
+
+class _NullExporter(SpanExporter):
+    def export(self, spans: object) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -292,26 +300,51 @@ async def test_tracing_gives_server_spans_and_json_logs_carry_their_trace_id() -
     assert line["trace_id"] in ok_traces
     assert {"ts", "level", "logger", "message", "service"} <= line.keys()
     assert (line["level"], line["logger"], line["service"]) == ("WARNING", "flags.test", "raftlog-flags")
-    assert SDK_KEY not in lines.getvalue() and "rlf_0123456789abcdef_<redacted>" in line["message"]
+    assert SDK_KEY not in lines.getvalue() and "rlf_0123456789abcdef_[redacted]" in line["message"]
 
 
-def test_tracing_is_requested_only_by_the_otel_variables() -> None:
-    assert not tracing_requested({})
-    assert tracing_requested({"OTEL_TRACES_EXPORTER": "otlp"})
-    assert tracing_requested({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
-    assert tracing_requested({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"})
-    assert not tracing_requested(
-        {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}
-    )
-    assert not tracing_requested({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"})
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"OTEL_TRACES_EXPORTER": "otlp"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"},
+        {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"},
+        {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
+        {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"},
+        {"OTEL_SDK_DISABLED": " TRUE ", "OTEL_TRACES_EXPORTER": "otlp"},
+        {"OTEL_SDK_DISABLED": "1", "OTEL_TRACES_EXPORTER": "otlp"},  # not a true value in OTel
+        {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+        {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+    ],
+)
+def test_tracing_is_on_exactly_when_the_nodes_rule_says(env: dict[str, str]) -> None:
+    """The flag server turns tracing on for the same environments as a node
+    (the one decision, raftlog.v1.otel_env), and a refused protocol leaves it off."""
+    try:
+        wanted = otel_env.otlp_wanted(env)
+    except ValueError:
+        wanted = False
+    try:
+        assert telemetry.configure_tracing(env, exporter=_NullExporter()) is wanted
+        assert bool(telemetry.server_interceptors()) is wanted
+    finally:
+        telemetry.shutdown_tracing()
+
+
+def test_a_refused_otlp_protocol_is_logged_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+    with caplog.at_level(logging.ERROR, logger="flags.telemetry"):
+        assert not telemetry.configure_tracing(env, exporter=_NullExporter())
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in caplog.text
 
 
 def test_text_logs_redact_keys_and_bearer_tokens() -> None:
     api_key = "rlk_fedcba9876543210_" + "a" * 43
     assert redact(f"key {api_key} and {SDK_KEY}") == (
-        "key rlk_fedcba9876543210_<redacted> and rlf_0123456789abcdef_<redacted>"
+        "key rlk_fedcba9876543210_[redacted] and rlf_0123456789abcdef_[redacted]"
     )
-    assert redact("authorization: Bearer abc.def-ghi") == "authorization: Bearer <redacted>"
+    assert redact("authorization: Bearer abc.def-ghi") == "authorization: Bearer [redacted]"
     lines = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -324,7 +357,7 @@ def test_text_logs_redact_keys_and_bearer_tokens() -> None:
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
     assert api_key not in lines.getvalue() and SDK_KEY not in lines.getvalue()
-    assert "RuntimeError: refused rlk_fedcba9876543210_<redacted>" in lines.getvalue()
+    assert "RuntimeError: refused rlk_fedcba9876543210_[redacted]" in lines.getvalue()
 
 
 async def test_the_http_route_label_is_the_pattern_in_process() -> None:

@@ -263,3 +263,151 @@ async def test_objects_holding_a_clear_key_leave_it_out_of_their_repr() -> None:
             assert key not in repr(holder), type(holder).__name__
     finally:
         await connection.channel.close()
+
+
+# --- one redaction for every process and every key kind ----------------------------------
+
+
+def _every_key_kind() -> dict[str, str]:
+    """A clear key of every kind the project's own generators make."""
+    from flags.sdk_keys import KeyKind, issue_sdk_key
+    from harness.local_cluster import new_operator_key
+
+    return {
+        "tenant api key": issue_api_key("acme").clear_text,
+        "operator api key": issue_api_key(None).clear_text,
+        "harness operator key": new_operator_key(),
+        "sdk server key": issue_sdk_key("prod", "web", "ops", 1, KeyKind.SERVER).clear_key,
+        "sdk client key": issue_sdk_key("prod", "app", "ops", 1, KeyKind.CLIENT).clear_key,
+    }
+
+
+def _configure_process(process: str, fmt: str) -> io.StringIO:
+    """The node's or the flag server's own ``configure_logging`` into a buffer."""
+    out = io.StringIO()
+    if process == "node":
+        configure_logging(fmt, static_fields={"node_id": 1}, stream=out)
+    else:
+        from flags.telemetry_logs import configure_logging as configure_flag_server_logging
+
+        configure_flag_server_logging(fmt, level=logging.INFO, stream=out)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("process", ["node", "flag-server"])
+def test_every_key_kind_is_redacted_in_every_process_and_every_place(
+    logged: Configure, process: str, fmt: str
+) -> None:
+    keys = _every_key_kind()
+    assert {key[:4] for key in keys.values()} == {"rlk_", "rlf_", "rlc_"}
+    out = _configure_process(process, fmt)
+    for kind, key in keys.items():
+        log.warning(f"in the message: {kind} {key}")
+        log.warning("in the args: %s %r", kind, {"key": key})
+        log.warning(
+            "in extras",
+            extra={"auth": {"kind": kind, "nested": {"key": key}}, "tried": ["first", key, ("Bearer", key)]},
+        )
+    text = out.getvalue()
+    for kind, key in keys.items():
+        secret = key.split("_", 2)[2]
+        assert key not in text and secret not in text, (process, fmt, kind)
+        assert f"{key[: 4 + 16 + 1]}[redacted]" in text, (process, fmt, kind)  # prefix and public id stay
+    if fmt == "json":
+        extras = [line for line in _objects(out) if line["message"] == "in extras"]
+        assert len(extras) == len(keys)
+        for line, key in zip(extras, keys.values(), strict=True):
+            kept = f"{key[: 4 + 16 + 1]}[redacted]"
+            # Redacted in place: the extra keeps its shape.
+            assert line["auth"]["nested"] == {"key": kept}  # type: ignore[index]
+            assert line["tried"] == ["first", kept, ["Bearer", kept]]
+
+
+@pytest.mark.parametrize("process", ["node", "flag-server"])
+def test_a_bearer_token_inside_a_json_string_leaves_the_line_whole(logged: Configure, process: str) -> None:
+    # A header quoted in a message: JSON escapes its quotes; redacting the
+    # formatted line instead of the record would cut the escape.
+    out = _configure_process(process, "json")
+    log.warning('sent Authorization: "Bearer opaque.token-123"')
+    (line,) = [o for o in _objects(out) if "Authorization" in str(o["message"])]
+    assert line["message"] == 'sent Authorization: "Bearer [redacted]"'
+
+
+def test_both_log_modules_use_the_one_contract_redaction() -> None:
+    from cluster.telemetry import logs
+    from flags import telemetry_logs
+    from raftlog.v1 import secret_redaction
+
+    assert logs.redact is telemetry_logs.redact is secret_redaction.redact
+    assert logs.REDACTED == telemetry_logs.REDACTED == secret_redaction.REDACTED
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("rlf_0123456789abcdef_SECRET", "rlf_0123456789abcdef_[redacted]"),
+        ("rlc_0123456789abcdef_SECRET", "rlc_0123456789abcdef_[redacted]"),
+        ("rlk_0123456789abcdef_SECRET", "rlk_0123456789abcdef_[redacted]"),
+        ("rlk_noid", "rlk_[redacted]"),
+        ("bEaReR%20tok", "bEaReR [redacted]"),
+        ("no key: rlk_…", "no key: rlk_…"),
+        (("Bearer x", 7, None), ("Bearer [redacted]", 7, None)),
+        (
+            {"rlf_0123456789abcdef_K": [b"rlc_0123456789abcdef_K"]},
+            {"rlf_0123456789abcdef_[redacted]": ["b'rlc_0123456789abcdef_[redacted]'"]},
+        ),
+        (b"plain bytes", b"plain bytes"),
+    ],
+)
+def test_redact_value_walks_every_shape(value: object, expected: object) -> None:
+    from raftlog.v1.secret_redaction import redact_value
+
+    assert redact_value(value) == expected
+    assert redact_value(redact_value(value)) == redact_value(value)  # idempotent
+
+
+def test_the_contract_modules_are_stdlib_only() -> None:
+    import ast
+
+    for name in ("secret_redaction.py", "otel_env.py"):
+        tree = ast.parse((REPO / "proto" / "raftlog" / "v1" / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                tops = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            assert all(top in sys.stdlib_module_names for top in tops), (name, tops)
+
+
+async def test_the_metadata_watcher_logs_without_the_starting_calls_context(logged: Configure) -> None:
+    """The watcher task a StreamFetch starts outlives the call and serves
+    every later waiter: its lines must not carry that call's tenant,
+    group or trace id (cluster/frontend/metadata_watch.py)."""
+    from cluster.frontend.metadata_watch import MetadataWatch
+    from tests.cluster.test_key_expiry_revocation import Keys
+
+    out = logged("json")
+    keys = Keys()
+    watch = MetadataWatch(keys)
+    woken = asyncio.Event()
+
+    def wake() -> None:  # runs in the watcher's task
+        log.warning("woken")
+        woken.set()
+
+    tracer = TracerProvider().get_tracer("test")
+    token = log_group.set(7)
+    try:
+        with acting_as(_caller("acme")), tracer.start_as_current_span("StreamFetch"):
+            log.warning("in the call")
+            with watch.waking(wake):  # the first waiter starts the watcher, here
+                keys.add("another", keys.keys["rlk_live"])  # any applied change
+                await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        log_group.reset(token)
+    in_call, in_watcher = _objects(out)
+    assert {"tenant", "group", "trace_id"} <= in_call.keys()  # the context was there to inherit
+    assert not {"tenant", "group", "trace_id", "span_id"} & in_watcher.keys(), in_watcher

@@ -44,7 +44,7 @@ from cluster.telemetry import tracing
 from harness.local_cluster import LocalCluster, TopicSpec
 from harness.otlp_receiver import OtlpReceiver, ReceivedSpan
 from partitions.proposal_timing import ProposalTiming
-from raftlog.v1 import log_pb2, log_pb2_grpc
+from raftlog.v1 import log_pb2, log_pb2_grpc, otel_env
 from raftlog.v1.record_batch import Record
 from tests.client.test_producer import FakeCluster, _FakeNode
 
@@ -72,10 +72,41 @@ def sampled(traceparent: str) -> bool:
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4317", "OTEL_SDK_DISABLED": "true"}, False),
         ({"OTEL_TRACES_SAMPLER": "always_on"}, False),  # a sampler alone exports nowhere
         ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, True),
+        # OTel's boolean: only "true" (any case) disables; "1" is false, as the SDK reads it.
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": " True "}, False),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "1"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"}, True),
     ],
 )
 def test_only_an_otlp_exporter_or_endpoint_turns_tracing_on(env: dict[str, str], wanted: bool) -> None:
     assert tracing.otlp_wanted(env) is wanted
+
+
+def test_an_unusual_sdk_disabled_spelling_is_named() -> None:
+    assert otel_env.sdk_disabled_warning({"OTEL_SDK_DISABLED": "yes"}) is not None
+    assert "'yes'" in (otel_env.sdk_disabled_warning({"OTEL_SDK_DISABLED": "yes"}) or "")
+    for fine in ({}, {"OTEL_SDK_DISABLED": "TRUE"}, {"OTEL_SDK_DISABLED": "false"}):
+        assert otel_env.sdk_disabled_warning(fine) is None
+
+
+def test_the_node_and_the_flag_server_share_the_decision() -> None:
+    from flags import telemetry as flag_telemetry
+
+    assert tracing.otlp_wanted is otel_env.otlp_wanted is flag_telemetry.otlp_wanted
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "edge"}, True),
+        ({"OTEL_SERVICE_NAME": "  "}, False),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=a, service.name=edge"}, True),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.namespace=x"}, False),
+    ],
+)
+def test_the_environment_names_the_service(env: dict[str, str], named: bool) -> None:
+    assert otel_env.service_name_from_env(env) is named
 
 
 def test_a_protocol_other_than_grpc_is_refused_with_what_to_set() -> None:
@@ -466,8 +497,11 @@ async def test_a_produce_through_a_non_leader_is_one_trace_across_two_nodes(tmp_
                 produces = [
                     s for s in spans if s.trace_id == trace_id and s.name == "/raftlog.v1.LogService/Produce"
                 ]
-                return {node_of(s) for s in produces} >= {entry, leader} and any(
-                    s.name == "app.produce" for s in spans
+                names = {s.name for s in spans if s.trace_id == trace_id}
+                return (
+                    {node_of(s) for s in produces} >= {entry, leader}
+                    and "app.produce" in names
+                    and names >= set(tracing.PROPOSAL_SPANS)
                 )
 
             spans = [s for s in receiver.wait_for(complete, timeout=15) if s.trace_id == trace_id]
@@ -492,19 +526,20 @@ async def test_a_produce_through_a_non_leader_is_one_trace_across_two_nodes(tmp_
         s.name == "app.produce" or s.name.startswith("/raftlog.v1.") or s.name in tracing.PROPOSAL_SPANS
         for s in spans
     )
-    # The partition spans: under the leader's span when the replica filled marks, absent otherwise.
+    # always_on: the leader's replica filled every mark, so every partition
+    # span is there, once, on the leader, under its Produce span.
     partition = {s.name: s for s in spans if s.name in tracing.PROPOSAL_SPANS}
+    assert sorted(partition) == sorted(tracing.PROPOSAL_SPANS)
+    assert sum(s.name in tracing.PROPOSAL_SPANS for s in spans) == len(tracing.PROPOSAL_SPANS)
     assert all(node_of(s) == leader for s in partition.values())
-    propose = partition.get("raft.propose")
-    if propose is None:
-        assert partition == {}  # no marks: no child spans at all
-    else:
-        assert propose.parent_span_id == leader_span.span_id
-        assert leader_span.start_ns <= propose.start_ns <= propose.end_ns <= leader_span.end_ns
-        for name in ("raft.commit", "raft.apply", "group_commit.sync"):
-            if name in partition:
-                child = partition[name]
-                assert by_id[child.parent_span_id] is propose
-                assert propose.start_ns <= child.start_ns <= child.end_ns <= propose.end_ns
-        if "raft.apply" in partition:
-            assert partition["raft.commit"].end_ns == partition["raft.apply"].start_ns
+    propose, commit, apply, sync = (partition[name] for name in tracing.PROPOSAL_SPANS)
+    assert propose.parent_span_id == leader_span.span_id
+    assert leader_span.start_ns <= propose.start_ns <= propose.end_ns <= leader_span.end_ns
+    for child in (commit, apply, sync):
+        assert by_id[child.parent_span_id] is propose
+        assert propose.start_ns <= child.start_ns <= child.end_ns <= propose.end_ns
+    # The order of the way: proposed -> committed -> applied, and the sync
+    # of the leader's copy after the proposal.
+    assert commit.start_ns == propose.start_ns
+    assert commit.end_ns == apply.start_ns <= apply.end_ns
+    assert propose.start_ns <= sync.start_ns <= sync.end_ns
