@@ -3,7 +3,10 @@
 every group it leads to other live voters, and wait until it leads nothing
 that can move, or ``--timeout`` (default 20 s) passed. A StatefulSet pod's
 preStop runs it, so the node's groups have new leaders before SIGTERM
-instead of an election timeout after it.
+instead of an election timeout after it. The node stays draining until it
+stops (cluster/leader_balance.py): other nodes' preferred-leader balancing
+cannot hand leaderships back, and whatever it still wins it hands off
+again; running the command again is harmless.
 
 It speaks to the node's internal surface (``NodeAdmin.HandOffLeadership``,
 cluster/internal/node_admin.py) as the node itself would: a node proof made
@@ -39,20 +42,14 @@ its answer (what moved, what stayed) arrives before the caller gives up."""
 
 def add_commands(node: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``raftlog node hand-off`` (cluster/cli.py's ``node`` commands)."""
-    from cluster.serve import POD_NAME_ENV
+    from cluster.serve import add_node_flags
 
     hand_off = node.add_parser(
         "hand-off",
         help="move every leadership off a node before it stops (a pod's preStop; cluster secret)",
     )
     hand_off.add_argument("--config", required=True, type=Path, help="the static cluster file (TOML)")
-    which = hand_off.add_mutually_exclusive_group(required=True)
-    which.add_argument("--node-id", type=int, help="the node to hand off")
-    which.add_argument(
-        "--node-id-from-pod-name",
-        action="store_true",
-        help=f"node id = the trailing ordinal of ${POD_NAME_ENV} + 1",
-    )
+    add_node_flags(hand_off, id_only=True)  # --node-id N | --node-id-from-pod-name
     hand_off.add_argument(
         "--timeout", type=float, default=HAND_OFF_TIMEOUT_S, metavar="S", help="wait at most S seconds"
     )
@@ -100,6 +97,8 @@ async def hand_off_command(args: argparse.Namespace) -> int:
         )
         return 1
     took = time.monotonic() - started
+    if answer.draining:
+        print(f"node {node_id}: draining: it takes no leadership by transfer until it stops")
     print(
         f"node {node_id}: handed off the leadership of {len(answer.moved)} group(s) in {took:.1f}s"
         + (f": {', '.join(map(str, answer.moved))}" if answer.moved else "")

@@ -20,6 +20,22 @@ hand-off. A transfer still not done after ``RETRANSFER_S`` (Raft abandons
 one after an election timeout) is started again, possibly towards another
 voter; the hand-off ends when nothing is led here or its time is up.
 
+Draining (``Drain``): a hand-off also puts the node in a draining state for
+the rest of its life, or the other nodes' preferred-leader balancing would
+hand leaderships straight back to it (it is alive and caught up) while the
+preStop waits and between its end and SIGTERM. A draining node
+
+- refuses leadership by transfer (partitions/replica_host.py drops inbound
+  ``TIMEOUT_NOW``; a peer's transfer times out there and its leader stays),
+  yet still campaigns on a real election timeout, so a dead leader is
+  still replaced;
+- runs no preferred-leader balancing of its own (cluster/node.py);
+- keeps handing off whatever it still leads (an election it won):
+  ``keep_handing_off``, one task the node owns, every ``DRAIN_RETRY_S``
+  until the node stops; a round is skipped while a ``HandOffLeadership``
+  call is handing off, so two hand-offs never pick targets for the same
+  group at once.
+
 Invariant: only a leader acts, only towards a live voter, through Raft's
 leader transfer, so the worst case is one extra election; nothing here
 affects safety.
@@ -29,7 +45,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +57,9 @@ RETRANSFER_S = 1.0
 """A transfer not done by then is started again (Raft's transfer times out
 after an election timeout: 0.3-1 s with the usual settings)."""
 HAND_OFF_POLL_S = 0.05
+DRAIN_RETRY_S = 1.0
+"""How often a draining node hands off what it leads again (as
+``RETRANSFER_S``: a transfer still under way is not restarted sooner)."""
 NO_LIVE_VOTER = "NO_LIVE_VOTER"
 TIMED_OUT = "TIMED_OUT"
 
@@ -145,3 +165,62 @@ async def hand_off_leadership(
         # Polled: a replica signals no event when it loses leadership, and
         # reading is_leader costs nothing.
         await asyncio.sleep(HAND_OFF_POLL_S)
+
+
+class Drain:
+    """A node's draining state (see the module docstring): off until the
+    first ``start``, then on until the node stops."""
+
+    def __init__(self, on_start: Callable[[], None] = lambda: None) -> None:
+        self._on_start = on_start
+        self._started = asyncio.Event()
+        self._hand_offs = 0
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    def start(self) -> bool:
+        """Start draining (``on_start`` runs then, once); True the first time."""
+        if self._started.is_set():
+            return False
+        self._on_start()
+        self._started.set()
+        return True
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    @property
+    def handing_off(self) -> bool:
+        """Whether a ``HandOffLeadership`` call is handing off now."""
+        return self._hand_offs > 0
+
+    @contextmanager
+    def hand_off(self) -> Iterator[None]:
+        """Around a call's hand-off: ``keep_handing_off`` waits meanwhile."""
+        self._hand_offs += 1
+        try:
+            yield
+        finally:
+            self._hand_offs -= 1
+
+
+async def keep_handing_off(
+    node_id: int,
+    members: Callable[[], Mapping[int, GroupMember]],
+    peer_alive: Callable[[int], bool],
+    drain: Drain,
+    retry_s: float = DRAIN_RETRY_S,
+) -> None:
+    """Once ``drain`` started, every ``retry_s`` start a transfer for each
+    group still led here (none while a call's hand-off runs), until
+    cancelled: the node's own task, cancelled when it stops."""
+    await drain.wait_started()
+    while True:
+        await asyncio.sleep(retry_s)
+        if not drain.handing_off:
+            # wait_s=0: start the transfers and return; the next round
+            # starts again whatever is still led (a transfer not done in
+            # DRAIN_RETRY_S, Raft's own transfer timeout, has failed).
+            await hand_off_leadership(node_id, members, peer_alive, wait_s=0.0)

@@ -38,6 +38,11 @@ Invariants:
   do not match does not start (``ConfigError``), and internal services
   answer only calls with a verified cluster certificate (the internal
   listener) as well as a proof.
+- Once draining (NodeAdmin's ``HandOffLeadership``, a pod's preStop;
+  cluster/leader_balance.py ``Drain``) the node stays draining until it
+  stops: its replicas refuse leadership by transfer, its preferred-leader
+  balancing stops, and one owned loop (``keep_handing_off``) hands off
+  whatever it still leads every second.
 - Shutdown order: stop the background loops, stop accepting requests
   (grace period for calls in flight), close the transport, then the
   replicas, the writer and the store. A replica or writer failure stops
@@ -73,7 +78,7 @@ from cluster.internal.internal_door import InternalDoor, proof_rule
 from cluster.internal.join import JoinService, join_until_registered
 from cluster.internal.node_admin import NodeAdminService
 from cluster.internal.node_auth import NodeCredentials
-from cluster.leader_balance import hand_back_leadership
+from cluster.leader_balance import Drain, hand_back_leadership, keep_handing_off
 from cluster.quotas import NodeQuotas
 from cluster.quotas.tenant_metrics import TenantMetrics
 from cluster.reconciler import Reconciler, wait_for
@@ -161,6 +166,7 @@ class Node:
         self.host: ReplicaHost | None = None
         self.transport: RaftTransport | None = None
         self.controller: ControllerReplica | None = None
+        self._drain: Drain | None = None
         self._auth: Authenticator | None = None
         self._groups: GroupService | None = None
         self.bound_port = 0
@@ -260,6 +266,7 @@ class Node:
         learners = [n.id for n in cluster.nodes if n.id not in voters]
         async with ReplicaHost(self.node_id, self.data_dir, self._send, host_config) as host:
             self.host = host
+            drain = self._drain = Drain(on_start=host.start_draining)
             routing = LeaderRouting(self.node_id, host)
             transport = RaftTransport(
                 self.node_id,
@@ -355,6 +362,7 @@ class Node:
                 lambda: self.controller,
                 audit=audit_appender.append_here,
                 tenant_usage=quotas.tenant_usage_report,
+                drain=drain,
             )
             # GetNodeStats asks the nodes' NodeAdmin with this node's proof
             # (an operator key reaches it; the cluster secret stays here).
@@ -423,6 +431,10 @@ class Node:
                 asyncio.create_task(quotas.run(), name="raftlog-quota-usage"),
                 asyncio.create_task(reconciler.run(), name="raftlog-reconciler"),
                 asyncio.create_task(self._balance_leaders(), name="raftlog-leader-balance"),
+                asyncio.create_task(
+                    keep_handing_off(self.node_id, node_admin.members, transport.peer_alive, drain),
+                    name="raftlog-drain",
+                ),
                 asyncio.create_task(
                     routing.run(transport.announce_leaders, controller), name="raftlog-leader-routing"
                 ),
@@ -502,6 +514,9 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             assert self.host is not None and self.transport is not None and self.controller is not None
+            assert self._drain is not None
+            if self._drain.started:
+                return  # a draining node hands leaderships off, never takes them
             # Not the consumer-offsets partitions: their leader is a group
             # coordinator, and a new coordinator holds its groups for a
             # session (cluster/groups/) — a costlier move than the CPU an

@@ -137,16 +137,20 @@ def with_zone(cluster: StaticCluster, node_id: int, zone: str | None) -> StaticC
     return dataclasses.replace(cluster, nodes=nodes)
 
 
-def add_node_flags(parser: argparse.ArgumentParser) -> None:
+def add_node_flags(parser: argparse.ArgumentParser, *, id_only: bool = False) -> None:
     """The flags that say which node this process is and where it runs
-    (also on ``raftlog serve``, cluster/cli.py)."""
+    (also on ``raftlog serve``, cluster/cli.py). ``id_only``: only which
+    node, ``--node-id`` or ``--node-id-from-pod-name`` (``raftlog node
+    hand-off``, cluster/cli_node_ops.py); ``chosen_node_id`` reads them."""
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--node-id", type=int, help="this node's id in the cluster file")
+    which.add_argument("--node-id", type=int, help="the node's id in the cluster file")
     which.add_argument(
         "--node-id-from-pod-name",
         action="store_true",
         help=f"node id = the trailing ordinal of ${POD_NAME_ENV} + 1 (a StatefulSet pod)",
     )
+    if id_only:
+        return
     parser.add_argument(
         "--listen",
         metavar="HOST:PORT",

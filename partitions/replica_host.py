@@ -27,6 +27,14 @@ Invariants:
   then the store, so nothing acknowledged is left unwritten.
 - Counters the node's metrics read only grow: ``elections_started`` keeps
   the counts of replicas removed from this host.
+- Once ``start_draining`` was called (the node is stopping: NodeAdmin's
+  ``HandOffLeadership``), no replica here takes leadership by transfer, for
+  the rest of the host's life: every inbound ``TIMEOUT_NOW`` (Raft's
+  leader-transfer trigger) is dropped and counted in ``refused_transfers``,
+  so the peer's transfer times out there after an election timeout and its
+  leader stays. Nothing else changes: a replica still votes, and still
+  campaigns when its election timeout fires, so a dead leader is replaced
+  even when only draining nodes are left.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from partitions.owner_only import make_owner_only_dir, restrict_umask
 from partitions.raft_replica import RaftReplica
 from partitions.raft_storage import GroupStorage
 from partitions.replica import Replica, ReplicaConfig, ReplicaCounters, SendFn
-from raft.types import Message
+from raft.types import Message, MessageType
 
 R = TypeVar("R", bound=RaftReplica[Any])
 
@@ -93,6 +101,10 @@ class ReplicaHost:
         self._task_group: asyncio.TaskGroup | None = None
         self._closing = False
         self._clocks: list[asyncio.Task[None]] = []
+        self._draining = False
+        self.refused_transfers = 0
+        """Leader transfers to a replica here refused while draining
+        (``TIMEOUT_NOW`` messages dropped)."""
 
     # --- lifecycle ---
 
@@ -314,15 +326,32 @@ class ReplicaHost:
     def replicas(self) -> dict[int, Replica]:
         return self._replicas
 
+    # --- draining ---
+
+    def start_draining(self) -> None:
+        """From now on, refuse every leader transfer to a replica here (see
+        the module docstring). Idempotent; there is no way back: a draining
+        node is about to stop."""
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     # --- inputs from the transport ---
 
     def deliver(self, messages: Iterable[tuple[int, Message, bool]]) -> None:
         """Hand ``(group, message, quiesce)`` triples to their replicas;
         messages for groups this node does not host are dropped (the sender
-        retries, as for any lost message)."""
+        retries, as for any lost message), and so is a ``TIMEOUT_NOW``
+        while draining (the transfer times out at the leader)."""
         replicas = self._replicas
         others = self._others
+        draining = self._draining
         for group, message, quiesce in messages:
+            if draining and message.type == MessageType.TIMEOUT_NOW:
+                self.refused_transfers += 1
+                continue
             replica = replicas.get(group) or others.get(group)
             if replica is not None:
                 replica.deliver(message, quiesce)

@@ -45,6 +45,12 @@ since storage and group quotas count over the whole cluster.
 the metadata controller's included, to other live voters and answers once
 none is led here or after ``wait_seconds`` (capped by ``MAX_HAND_OFF_WAIT_S``
 and the deadline): cluster/leader_balance.py ``hand_off_leadership``.
+It first puts the node in its draining state (``Drain``, same module) for
+the rest of its life: no leadership by transfer, no preferred-leader
+balancing, and what it still leads handed off again every second, so other
+nodes' balancing cannot hand leaderships back before it stops. Asking again
+is harmless (another hand-off; draining stays on); the answer says
+``draining`` and how many transfers to this node were refused so far.
 ``raftlog node hand-off`` (cluster/cli_node_ops.py) calls it on its own
 node with a node proof, as a Kubernetes pod's preStop."""
 
@@ -60,7 +66,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from cluster.controller_replica import CONTROLLER_GROUP, ControllerReplica
-from cluster.leader_balance import GroupMember, hand_off_leadership
+from cluster.leader_balance import Drain, GroupMember, hand_off_leadership
 from cluster.transport.raft_transport import RaftTransport
 from partitions.replica_errors import NotLeaderError, ReplicaError
 from partitions.replica_host import ReplicaHost
@@ -113,8 +119,12 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         ]
         | None = None,
         audit: Callable[[Sequence[bytes]], Awaitable[node_admin_pb2.AppendAuditResponse]] | None = None,
+        drain: Drain | None = None,
     ) -> None:
+        """``drain``: the node's draining state, which ``HandOffLeadership``
+        starts (default: one of its own, for tests)."""
         self._audit = audit
+        self._drain = drain if drain is not None else Drain()
         self._node_id = node_id
         self._host = host
         self._transport = transport
@@ -203,15 +213,24 @@ class NodeAdminService(node_admin_pb2_grpc.NodeAdminServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             wait_s = min(wait_s, remaining - 0.1)  # answer before the caller gives up
+        # Draining first: from here on no transfer can bring a leadership
+        # back while this hand-off waits or after it answered.
+        self._drain.start()
         transport = self._transport()
         if transport is None:  # not running yet: nothing is led here
-            return node_admin_pb2.HandOffResponse()
-        result = await hand_off_leadership(self._node_id, self._members, transport.peer_alive, wait_s)
+            return node_admin_pb2.HandOffResponse(draining=True)
+        with self._drain.hand_off():
+            result = await hand_off_leadership(self._node_id, self.members, transport.peer_alive, wait_s)
+        host = self._host()
         return node_admin_pb2.HandOffResponse(
-            moved=result.moved, left=list(result.left), left_reasons=list(result.left.values())
+            moved=result.moved,
+            left=list(result.left),
+            left_reasons=list(result.left.values()),
+            draining=True,
+            refused_transfers=host.refused_transfers if host is not None else 0,
         )
 
-    def _members(self) -> dict[int, GroupMember]:
+    def members(self) -> dict[int, GroupMember]:
         """Every group member open here: the partitions' and the controller's."""
         host = self._host()
         members: dict[int, GroupMember] = dict(host.replicas) if host is not None else {}

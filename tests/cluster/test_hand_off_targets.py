@@ -1,5 +1,6 @@
 """cluster/leader_balance.py's hand-off: whom each group's leadership goes
-to, and when a hand-off ends (fake group members, no network)."""
+to, when a hand-off ends, and a draining node's loop that keeps handing off
+what it wins back (fake group members, no network)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from cluster.leader_balance import (
     NO_LIVE_VOTER,
     TIMED_OUT,
+    Drain,
     GroupMember,
     hand_off_leadership,
+    keep_handing_off,
     pick_target,
 )
 
@@ -79,3 +82,38 @@ async def test_a_transfer_that_does_not_finish_is_retried_then_reported() -> Non
     result = await hand_off_leadership(ME, lambda: {4: stuck}, alive_but(), wait_s=1.3)
     assert result.moved == [] and result.left == {4: TIMED_OUT}
     assert len(stuck.asked) == 2  # once at the start, again after RETRANSFER_S
+
+
+async def test_a_draining_node_keeps_handing_off_what_it_leads_again() -> None:
+    member = FakeMember(frozenset({1, 2, 3}), is_leader=False)
+    members: dict[int, GroupMember] = {4: member}
+    on_start: list[bool] = []
+    drain = Drain(on_start=lambda: on_start.append(True))
+    loop = asyncio.create_task(keep_handing_off(ME, lambda: members, alive_but(), drain, retry_s=0.02))
+    try:
+        member.is_leader = True
+        await asyncio.sleep(0.1)
+        assert member.asked == [] and not drain.started  # not draining: nothing moves
+
+        assert drain.start() and not drain.start()  # idempotent; on_start runs once
+        assert on_start == [True]
+        await asyncio.sleep(0.1)
+        assert member.asked and not member.is_leader
+
+        # It wins an election later: handed off again at the next round.
+        member.is_leader = True
+        asked = len(member.asked)
+        await asyncio.sleep(0.1)
+        assert len(member.asked) == asked + 1 and not member.is_leader
+
+        # While a call's hand-off runs, the loop leaves the groups to it.
+        with drain.hand_off():
+            member.is_leader = True
+            await asyncio.sleep(0.1)
+            assert len(member.asked) == asked + 1 and member.is_leader
+        await asyncio.sleep(0.1)
+        assert not member.is_leader
+    finally:
+        loop.cancel()
+        await asyncio.wait((loop,))
+    assert loop.cancelled()

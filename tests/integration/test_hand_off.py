@@ -1,7 +1,8 @@
 """``raftlog node hand-off`` (a pod's preStop): the node moves the leadership
 of every group it leads, the metadata controller's included, to other live
-voters; the cluster keeps serving; only a caller with the cluster secret may
-ask."""
+voters, and stays draining until it stops, so the other nodes'
+preferred-leader balancing does not hand leaderships back; the cluster keeps
+serving; only a caller with the cluster secret may ask."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from client import Producer
 from client.admin import Admin
+from cluster.internal.node_admin import NODE_ADMIN_HAND_OFF
 from harness.local_cluster import LocalCluster, TopicSpec
 from raftlog.internal.node_proof import ensure_secret_file
 from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
@@ -23,6 +25,10 @@ from raftlog.internal.v1 import node_admin_pb2, node_admin_pb2_grpc
 pytestmark = pytest.mark.timeout(120)
 
 PARTITIONS = 6
+BALANCE_MS = 1000
+"""Preferred-leader balancing every second (the default is 10 s): a peer
+tries to hand the node's preferred partitions back within a second of the
+hand-off, so the race the draining state closes is certain."""
 
 
 async def _led(cluster: LocalCluster, node: int) -> set[int]:
@@ -39,16 +45,21 @@ async def _led(cluster: LocalCluster, node: int) -> set[int]:
 
 
 async def _busiest(cluster: LocalCluster, timeout: float = 20.0) -> tuple[int, set[int]]:
-    """Once every group has a leader: the node that leads the most (the
-    controller's leader on a tie), and what it leads."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    """Once every group has a leader and the balancers stopped moving them
+    (the same leaders for two balance intervals): the node that leads the
+    most (the controller's leader on a tie), and what it leads."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     groups = PARTITIONS + 3 + 1 + 1  # t, the consumer offsets, the audit, the controller
+    stable_since, last = loop.time(), dict[int, set[int]]()
     while True:
         led = {node: await _led(cluster, node) for node in cluster.node_ids}
-        if sum(map(len, led.values())) >= groups:
+        if led != last:
+            stable_since, last = loop.time(), led
+        elif sum(map(len, led.values())) >= groups and loop.time() - stable_since > 2 * BALANCE_MS / 1000:
             node = max(led, key=lambda n: (len(led[n]), 0 in led[n]))
             return node, led[node]
-        assert asyncio.get_running_loop().time() < deadline, f"groups without a leader: {led}"
+        assert loop.time() < deadline, f"groups without a leader, or leaders still moving: {led}"
         await asyncio.sleep(0.2)
 
 
@@ -70,11 +81,18 @@ def _hand_off(cluster: LocalCluster, node: int, secret_file: Path) -> subprocess
     )
 
 
+async def _hand_off_again(cluster: LocalCluster, node: int) -> node_admin_pb2.HandOffResponse:
+    async with grpc.aio.insecure_channel(cluster.addresses[node]) as channel:
+        return await node_admin_pb2_grpc.NodeAdminStub(channel).HandOffLeadership(
+            node_admin_pb2.HandOffRequest(wait_seconds=1),
+            timeout=5,
+            metadata=cluster.internal_metadata(NODE_ADMIN_HAND_OFF),
+        )
+
+
 async def test_a_node_hands_off_every_leadership_and_produce_goes_on(tmp_path: Path) -> None:
-    # No preferred-leader balancing during the test: it would hand some
-    # partitions straight back to the node once it is caught up.
     cluster = LocalCluster(
-        tmp_path, topics=[TopicSpec("t", partitions=PARTITIONS)], leader_balance_ms=600_000
+        tmp_path, topics=[TopicSpec("t", partitions=PARTITIONS)], leader_balance_ms=BALANCE_MS
     )
     cluster.start_all()
     try:
@@ -100,7 +118,16 @@ async def test_a_node_hands_off_every_leadership_and_produce_goes_on(tmp_path: P
         assert f"node {node}: handed off the leadership of {len(before)} group(s)" in done.stdout, done
         assert _moved(done.stdout) == before
         assert "still leads" not in done.stderr, done.stderr
+        assert f"node {node}: draining" in done.stdout, done
         assert await _led(cluster, node) == set()
+
+        # Its peers' balancers try to hand its preferred partitions back
+        # (it is alive and caught up); it refuses, and leads nothing still.
+        await asyncio.sleep(3.5 * BALANCE_MS / 1000)
+        assert await _led(cluster, node) == set()
+        repeat = await _hand_off_again(cluster, node)  # idempotent: nothing more to move
+        assert repeat.draining and list(repeat.moved) == [] and list(repeat.left) == [], repeat
+        assert repeat.refused_transfers > 0, repeat
 
         async with Admin(list(cluster.addresses.values()), api_key=cluster.api_key) as admin:
             controller = (await admin.cluster_status()).controller_leader
@@ -121,9 +148,7 @@ async def test_a_node_hands_off_every_leadership_and_produce_goes_on(tmp_path: P
 async def test_with_tls_it_hands_off_over_the_internal_listener(tmp_path: Path) -> None:
     """With ``[tls]`` the command dials the node's mTLS listener with the
     node's certificate (and a proof); health checks the public TLS port."""
-    cluster = LocalCluster(
-        tmp_path, topics=[TopicSpec("t", partitions=2)], leader_balance_ms=600_000, tls=True
-    )
+    cluster = LocalCluster(tmp_path, topics=[TopicSpec("t", partitions=2)], tls=True)
     cluster.start_all()
     try:
         assert cluster.tls_ca is not None
