@@ -46,7 +46,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from partitions.disk_space import DiskSpace
@@ -55,12 +55,11 @@ from partitions.group_commit import GroupCommitWriter
 from partitions.hibernation import Hibernation, Verdict
 from partitions.proposal_timing import ProposalTiming, next_proposal_timing
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
+from partitions.replica_config import ReplicaConfig as ReplicaConfig  # re-exported: replica.py
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
 from partitions.replica_telemetry import ReplicaCounters as ReplicaCounters  # re-exported: replica.py
 from partitions.replica_telemetry import ReplicaTelemetry
-from partitions.state_machine import PartitionConfig
 from partitions.storage_errors import NoSpaceForWrite
-from raft.config import RaftConfig
 from raft.errors import ConfChangePending, InvalidConfChange, NotLeader, ProposalDropped, TooManyUncommitted
 from raft.node import RaftNode
 from raft.ready import Ready
@@ -80,42 +79,6 @@ class StateMachine(Protocol):
 
 
 SM = TypeVar("SM", bound=StateMachine)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaConfig:
-    """How a replica drives its Raft group; the defaults suit a laptop."""
-
-    election_tick: int = 10
-    heartbeat_tick: int = 2
-    # Quiet ticks (everything replicated, committed, applied) before a leader
-    # hibernates: two heartbeat rounds, so followers have learnt the commit.
-    hibernate_after_ticks: int = 5
-    max_batch_bytes: int = 1 << 20
-    max_inflight_msgs: int = 256
-    max_size_per_msg: int = 1 << 20
-    max_uncommitted_bytes: int = 64 << 20
-    max_committed_bytes_per_ready: int = 8 << 20
-    hibernate: bool = True
-    partition: PartitionConfig = field(default_factory=PartitionConfig)
-    unsafe_ack_before_commit: bool = False
-    """TEST ONLY (failover drills' negative control): a produce is answered
-    as soon as the leader accepts it, before it commits, so a leader kill
-    loses acknowledged writes. Never set in production."""
-
-    def raft_config(self, node_id: int) -> RaftConfig:
-        return RaftConfig(
-            id=node_id,
-            election_tick=self.election_tick,
-            heartbeat_tick=self.heartbeat_tick,
-            check_quorum=True,
-            pre_vote=True,
-            max_inflight_msgs=self.max_inflight_msgs,
-            max_size_per_msg=self.max_size_per_msg,
-            max_uncommitted_size=self.max_uncommitted_bytes,
-            max_committed_size_per_ready=self.max_committed_bytes_per_ready,
-            read_only_lease_based=False,
-        )
 
 
 @dataclass(frozen=True, slots=True)
