@@ -62,6 +62,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from cluster.static_config import ConfigError, StaticCluster, load_cluster
+from cluster.zone_source import environment_zone
 from partitions.owner_only import restrict_umask
 
 if TYPE_CHECKING:  # imported in main(), once the signal handler is in place
@@ -313,9 +314,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         node_id = chosen_node_id(args, os.environ)
-        # An empty $RAFTLOG_ZONE is no override: a fieldRef to a pod label
-        # the node does not carry (no zone, Kubernetes < 1.33) gives "".
-        zone = args.zone if args.zone is not None else (os.environ.get(ZONE_ENV, "").strip() or None)
+        # $RAFTLOG_ZONE (empty: no override), else $RAFTLOG_ZONE_FILE: cluster/zone_source.py.
+        zone = args.zone if args.zone is not None else environment_zone(os.environ)
         cluster = with_zone(load_cluster(args.config), node_id, zone)
         listen = check_listen(args.listen)
         configure_logging(log_format, static_fields={"node_id": node_id})

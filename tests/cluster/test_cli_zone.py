@@ -180,3 +180,40 @@ def test_the_init_container_module_needs_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
     top = set(done.stdout.split())
     assert "cluster" in top and not top & {"grpc", "client", "flags", "google", "partitions", "raft"}, top
+
+
+@pytest.mark.parametrize(
+    ("zone_file", "says"),
+    [("eu west", "zone label 'eu west'"), (None, "$RAFTLOG_ZONE_FILE=")],
+    ids=["a bad zone in the file", "no file"],
+)
+def test_serve_takes_the_zone_file_and_refuses_a_bad_one(
+    tmp_path: Path, zone_file: str | None, says: str
+) -> None:
+    """``raftlog serve`` reads $RAFTLOG_ZONE_FILE through zone_source and
+    checks what it holds like any zone: exit 2, nothing started."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "cluster.toml"
+    (tmp_path / "cluster.secret").write_text("ab" * 32)
+    (tmp_path / "cluster.secret").chmod(0o600)
+    config.write_text(
+        'cluster_id = "zone"\ncluster_secret_file = "cluster.secret"\n\n'
+        '[[nodes]]\nid = 1\naddress = "127.0.0.1:1"\ndata_dir = "node1"\n'
+    )
+    path = tmp_path / "zone"
+    if zone_file is not None:
+        path.write_text(zone_file)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTLOG_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cluster.serve", "--config", str(config), "--node-id", "1"],
+        env={**env, "RAFTLOG_ZONE": "", "RAFTLOG_ZONE_FILE": str(path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and says in done.stderr, done
+    assert not (tmp_path / "node1").exists()
