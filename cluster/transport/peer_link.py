@@ -6,20 +6,70 @@ Raft messages for that peer into it, batched; acks come back on the same
 stream. The inbound half (streams the peer opened to us) is in
 cluster/transport/inbound_stream.py; cluster/transport/raft_transport.py ties both together.
 
+Two lanes (issue 20): a follower that hears nothing from its leader for an
+election timeout (300-550 ms) starts an election, and at 40 MB/s a heartbeat
+queued behind tens of megabytes of appends waits seconds. So messages go
+into one of two queues:
+
+- the *bulk* lane: ``APPEND`` (with entries or without) and ``SNAPSHOT``;
+- the *control* lane: everything else (heartbeats and their responses,
+  votes and pre-votes and their responses, append responses, TimeoutNow,
+  read-index requests and responses, transfer requests). Small, and what
+  keeps leaders leaders.
+
+Why reordering the lanes against each other is safe. Raft's safety never
+rests on delivery order (the simulator, raft/sim, reorders every message by
+independent latencies, and drops and duplicates them): each message carries
+its term and is judged against the receiver's state when it arrives. Within
+a lane, and so within a group's appends, order is kept. What remains is
+liveness, type by type, for a control message overtaking bulk sent earlier:
+
+- HEARTBEAT: its commit is ``min(match, committed)`` (raft/node.py
+  ``_broadcast_heartbeat``): only what the follower already acknowledged,
+  so a heartbeat that overtakes appends never commits past the follower's
+  log. A quiesce heartbeat is sent only when every follower matches the
+  leader's last index (partitions/hibernation.py), so no entry is behind
+  it; a later append wakes the follower anyway.
+- APPEND_RESPONSE, HEARTBEAT_RESPONSE (and the disk-low notice riding on
+  one), READ_INDEX, TRANSFER_LEADER, PRE_VOTE/VOTE and their responses: a
+  node sends bulk for a group only while it leads it, and these are sent by
+  a node that does not (or, for a vote, no longer) lead it; bulk it sent
+  under an older term arrives later and is refused as stale.
+- READ_INDEX_RESPONSE: becomes a ``ReadState`` whose read may be served
+  only once the follower applied up to its index (the contract of read
+  states), which waits for the appends anyway.
+- TIMEOUT_NOW: sent once the target's match is the leader's last index,
+  i.e. after the target acknowledged every entry; nothing of the group is
+  behind it that the target needs to win.
+
+Empty appends stay in the bulk lane: they carry ``index``/``log_term`` of
+entries sent just before them, and one that overtook those entries would be
+rejected and push the leader back to probing (a resend of everything in
+flight).
+
 Invariants:
 
 - ``enqueue`` never blocks and never raises: a message that does not fit is
-  dropped and counted (Raft tolerates loss). Queued bytes never exceed
+  dropped and counted (Raft tolerates loss). Queued bulk bytes never exceed
   ``max_queued_bytes`` (``max_queued_bytes_while_down`` while not
-  connected); written-but-unacked bytes never exceed ``max_inflight_bytes``
-  plus one batch, nor unacked messages ``max_inflight_messages`` plus one
-  batch (the receiver's work is per message: a window of tiny heartbeats
-  bounded by bytes alone could take it seconds to decode).
-- Connected (a stream whose first ack arrived): overflow drops the NEW
-  message, so the peer still receives everything sent before the first drop
-  (a follower can use that prefix; appends after a gap are rejected and
-  re-sent by the leader). Not connected: overflow drops the OLDEST, and the
-  queue is trimmed to the while-down limits when a stream is lost.
+  connected), queued control bytes ``max_control_queued_bytes``;
+  written-but-unacked bulk bytes never exceed ``max_inflight_bytes`` plus
+  one batch, nor unacked messages (both lanes) ``max_inflight_messages``
+  plus one batch (the receiver's work is per message: a window of tiny
+  heartbeats bounded by bytes alone could take it seconds to decode).
+- The control lane is never held back by the bulk lane: every batch starts
+  with every queued control message (up to the batch limits), a full bulk
+  in-flight window stops only bulk, and a full bulk queue drops only bulk.
+  Behind a control message there is at most the bulk written before it: one
+  bulk window plus one batch.
+- Bulk, connected (a stream whose first ack arrived): overflow drops the
+  NEW message, so the peer still receives everything sent before the first
+  drop (a follower can use that prefix; appends after a gap are rejected and
+  re-sent by the leader). Bulk not connected, and control always: overflow
+  drops the OLDEST (the freshest heartbeats and votes are the ones that
+  matter, Raft re-sends the rest), and the bulk queue is trimmed to the
+  while-down limits when a stream is lost.
+- Within a lane, messages leave in the order they were queued.
 - Messages queued during one event-loop iteration leave as one batch: the
   first enqueue wakes the writer, which runs on the next iteration and takes
   everything queued by then (up to ``max_batch_bytes`` and
@@ -159,10 +209,13 @@ class PeerLink:
         self._credentials = credentials
         self._channel_options = channel_options(config)
         self._dialer = dialer
-        self._queue: deque[bytes] = deque()  # serialized GroupMessages
+        self._queue: deque[bytes] = deque()  # the bulk lane: serialized GroupMessages
         self._queued_bytes = 0
-        self._inflight: deque[tuple[int, int, int, float]] = deque()  # (seq, bytes, messages, written at)
-        self._inflight_bytes = 0
+        self._control: deque[bytes] = deque()  # the control lane (module docstring)
+        self._control_bytes = 0
+        # (seq, bulk bytes, messages, written at), one per unacked batch
+        self._inflight: deque[tuple[int, int, int, float]] = deque()
+        self._inflight_bytes = 0  # bulk message bytes only: control never waits for them
         self._inflight_messages = 0
         self._seq = 0
         self._last_write = 0.0
@@ -187,20 +240,26 @@ class PeerLink:
 
     @property
     def queued_messages(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._control)
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued_bytes
+        return self._queued_bytes + self._control_bytes
+
+    @property
+    def queued_control_messages(self) -> int:
+        return len(self._control)
 
     @property
     def inflight_bytes(self) -> int:
+        """Bulk bytes written and not yet acknowledged."""
         return self._inflight_bytes
 
     # --- called by the transport (synchronous, never blocks) -----------------------------------
 
-    def enqueue(self, body: bytes) -> None:
-        """Queue one serialized ``GroupMessage``, or drop it (see module)."""
+    def enqueue(self, body: bytes, *, control: bool = False) -> None:
+        """Queue one serialized ``GroupMessage`` in the bulk lane (the
+        control lane with ``control``), or drop it (see module)."""
         config = self._config
         size = len(body)
         queue = self._queue
@@ -212,6 +271,9 @@ class PeerLink:
                 config.max_message_bytes,
             )
             self._drop(1, size)
+            return
+        if control:
+            self._enqueue_control(body, size)
             return
         if self._connected:
             if (
@@ -240,6 +302,25 @@ class PeerLink:
         queue.append(body)
         self._queued_bytes += size
         self._trim_while_down()
+
+    def _enqueue_control(self, body: bytes, size: int) -> None:
+        config = self._config
+        control = self._control
+        if size > config.max_control_queued_bytes:
+            self._drop(1, size)
+            return
+        control.append(body)
+        self._control_bytes += size
+        # The oldest go first: a newer heartbeat or vote supersedes them.
+        while (
+            self._control_bytes > config.max_control_queued_bytes
+            or len(control) > config.max_control_queued_messages
+        ):
+            oldest = control.popleft()
+            self._control_bytes -= len(oldest)
+            self._drop(1, len(oldest))
+        if self._connected:
+            self._wakeup.set()
 
     def announce(self, leaders: bytes) -> None:
         """Send ``leaders`` (a serialized ``LeaderAnnouncement``) with the
@@ -402,14 +483,13 @@ class PeerLink:
         ping_interval = config.ping_interval
         while True:
             self._wakeup.clear()
+            bulk = bool(self._queue) and self._inflight_bytes < config.max_inflight_bytes
             if (
-                (self._queue or self._announcement)
-                and self._inflight_bytes < config.max_inflight_bytes
-                and self._inflight_messages < config.max_inflight_messages
-            ):
-                bodies = self._take_batch() if self._queue else []
+                bulk or self._control or self._announcement
+            ) and self._inflight_messages < config.max_inflight_messages:
+                bodies, bulk_bytes = self._take_batch(bulk)
                 leaders, self._announcement = self._announcement, b""
-                await self._write(call, bodies, loop, leaders)
+                await self._write(call, bodies, loop, leaders, bulk_bytes)
                 continue
             idle_for = loop.time() - self._last_write
             if idle_for >= ping_interval:
@@ -421,20 +501,33 @@ class PeerLink:
             except TimeoutError:
                 pass
 
-    def _take_batch(self) -> list[bytes]:
-        queue = self._queue
+    def _take_batch(self, bulk: bool) -> tuple[list[bytes], int]:
+        """The next batch: queued control messages first, then (when
+        ``bulk``) bulk ones, up to the batch limits (a single larger message
+        still goes, alone). Returns the bodies and their bulk bytes."""
         limit = self._config.max_batch_bytes
         most = self._config.max_batch_messages
-        first = queue.popleft()
-        bodies = [first]
-        size = len(first)
-        while queue and size + len(queue[0]) <= limit and len(bodies) < most:
+        bodies: list[bytes] = []
+        size = 0
+        control = self._control
+        while control and (not bodies or size + len(control[0]) <= limit) and len(bodies) < most:
+            body = control.popleft()
+            bodies.append(body)
+            size += len(body)
+        self._control_bytes -= size
+        if not bulk:
+            return bodies, 0
+        queue = self._queue
+        control_size = size
+        while queue and (not bodies or size + len(queue[0]) <= limit) and len(bodies) < most:
             body = queue.popleft()
             bodies.append(body)
             size += len(body)
-        self._queued_bytes -= size
-        self._overflowing = False
-        return bodies
+        bulk_bytes = size - control_size
+        self._queued_bytes -= bulk_bytes
+        if bulk_bytes:
+            self._overflowing = False
+        return bodies, bulk_bytes
 
     async def _write(
         self,
@@ -442,14 +535,15 @@ class PeerLink:
         bodies: list[bytes],
         loop: asyncio.AbstractEventLoop,
         leaders: bytes = b"",
+        bulk_bytes: int = 0,
     ) -> None:
         self._seq += 1
         data = encode_batch(self._seq, bodies, leaders)
         now = loop.time()
         # Recorded before the write: an ack may be processed before the
         # write's completion is.
-        self._inflight.append((self._seq, len(data), len(bodies), now))
-        self._inflight_bytes += len(data)
+        self._inflight.append((self._seq, bulk_bytes, len(bodies), now))
+        self._inflight_bytes += bulk_bytes
         self._inflight_messages += len(bodies)
         self._last_write = now
         counters = self._counters

@@ -13,8 +13,11 @@ Invariants:
   unknown: the message is queued or dropped and counted. It raises only for
   a message that cannot be encoded (``WireError``, a caller bug) or one
   addressed to this node itself (``ValueError``).
-- Per peer, messages arrive in the order they were sent, except that any of
-  them may be lost (queue limits, a stream failing with batches in flight).
+- Per peer and lane (peer_link.py: bulk is ``BULK_TYPES``, appends and
+  snapshots; control is every other type), messages arrive in the order
+  they were sent, except that any of them may be lost (queue limits, a
+  stream failing with batches in flight). A control message may overtake
+  bulk sent before it, never the other way round.
   A stream that reconnects supersedes the older one on the receiver, so
   batches of an old stream are not delivered after the new stream's.
 - ``deliver(from_node, messages)`` is called on the event loop once per
@@ -78,7 +81,7 @@ from cluster.transport.transport_config import (
     channel_options,
     server_options,
 )
-from raft.types import Message
+from raft.types import Message, MessageType
 from raftlog.internal.v1 import transport_pb2
 
 __all__ = [
@@ -100,6 +103,9 @@ DeliverFn = Callable[[int, Sequence[InboundMessage]], None]
 PeerStateFn = Callable[[int, bool], None]
 LeadersFn = Callable[[int, Sequence[tuple[int, int]]], None]
 """``(from_node, [(group, term), ...])``: ``from_node`` leads those groups."""
+
+BULK_TYPES = frozenset({MessageType.APPEND, MessageType.SNAPSHOT})
+"""What goes in a link's bulk lane; everything else is control."""
 
 # How long close() waits for inbound handlers to finish after aborting them.
 _INBOUND_CLOSE_WAIT = 2.0
@@ -173,7 +179,9 @@ class RaftTransport:
             self._unknown_drops += 1
             log.debug("dropping %s for group %d: node %d is not a peer", message.type.name, group, to_node)
             return
-        peer.link.enqueue(encode_group_message(group, message, quiesce=quiesce))
+        peer.link.enqueue(
+            encode_group_message(group, message, quiesce=quiesce), control=message.type not in BULK_TYPES
+        )
 
     def announce_leaders(self, groups_and_terms: Sequence[tuple[int, int]]) -> None:
         """Tell every peer that this node leads each ``(group, term)``: the

@@ -23,9 +23,12 @@ _FRAMING_SLACK = 1 * KiB
 class TransportConfig:
     """How the transport batches, buffers, pings and reconnects.
 
-    Memory bound per peer: ``max_queued_bytes`` queued plus
-    ``max_inflight_bytes`` (and at most one more batch) written but not yet
-    acknowledged. Python objects per peer: ``max_queued_messages`` queued.
+    Memory bound per peer: ``max_queued_bytes`` (bulk) plus
+    ``max_control_queued_bytes`` queued, plus ``max_inflight_bytes`` (and at
+    most one more batch) written but not yet acknowledged. Python objects
+    per peer: ``max_queued_messages`` plus ``max_control_queued_messages``
+    queued. The two lanes (bulk: appends and snapshots; control: the rest)
+    are described in cluster/transport/peer_link.py.
     """
 
     # Travels with every stream; a node refuses streams of another cluster,
@@ -57,10 +60,14 @@ class TransportConfig:
     # snapshot) and the gRPC message limit of both ends (plus framing). A
     # larger message is dropped at send() and counted: it could never cross.
     max_message_bytes: int = 64 * MiB
-    # Written but not yet acknowledged, per peer. The receiver acks once a
-    # batch is handed to its node, so this also bounds the receiver's
-    # backlog. 16 MiB keeps a LAN link busy (several batches in flight).
-    max_inflight_bytes: int = 16 * MiB
+    # Bulk (appends, snapshots) written but not yet acknowledged, per peer.
+    # The receiver acks once a batch is handed to its node, so this also
+    # bounds the receiver's backlog, and it is what a heartbeat written now
+    # may wait behind (bytes in one stream leave in order): at the 40 MB/s
+    # a node takes on this machine, 16 MiB was 400 ms, an election timeout.
+    # 4 MiB is about 100 ms at that rate and still a few batches in flight
+    # (loopback's and a LAN's bandwidth-delay product is far smaller).
+    max_inflight_bytes: int = 4 * MiB
     # The same window counted in messages, for small ones: 8192 heartbeats
     # are a few tens of milliseconds of the receiver's work, so a busy
     # receiver still acks well within peer_timeout.
@@ -71,6 +78,13 @@ class TransportConfig:
     # can use that; appends after a gap are rejected and re-sent anyway).
     max_queued_bytes: int = 64 * MiB
     max_queued_messages: int = 65_536
+    # The control lane's own queue (heartbeats, votes, acknowledgements: a
+    # few dozen bytes each): never shared with bulk, so a full bulk queue
+    # never drops one. Beyond either limit the OLDEST is dropped (a newer
+    # heartbeat supersedes it). 16,384 is a heartbeat round of 16,384
+    # groups led by this node with a follower on the peer.
+    max_control_queued_bytes: int = 4 * MiB
+    max_control_queued_messages: int = 16_384
     # Queued while the peer is not connected (dialing, backing off). Beyond
     # either limit the OLDEST message is dropped: after a reconnect the
     # freshest heartbeats and votes matter, and a leader re-sends what a
@@ -109,6 +123,8 @@ class TransportConfig:
             "max_inflight_messages",
             "max_queued_bytes",
             "max_queued_messages",
+            "max_control_queued_bytes",
+            "max_control_queued_messages",
             "max_queued_bytes_while_down",
             "max_queued_messages_while_down",
         ):

@@ -328,8 +328,8 @@ async def test_a_down_peer_queue_is_bounded_and_keeps_the_newest() -> None:
     await a.start()
     b: TestNode | None = None
     try:
-        for i in range(25):
-            a.t.send(2, 1, heartbeat(2, 1, i))
+        for i in range(25):  # appends: the bulk lane's while-down limits
+            a.t.send(2, 1, Message(MessageType.APPEND, to=2, sender=1, term=1, commit=i))
         stats = a.t.stats()
         assert (stats.queued_messages, stats.dropped_messages) == (10, 15)
         b = TestNode(2, config, port=port)
