@@ -17,6 +17,9 @@ Commands:
   health says SERVING (cluster/cli_health.py);
 - ``raftlog node hand-off --config FILE (--node-id N | --node-id-from-pod-name)``:
   move a node's leaderships away before it stops (cluster/cli_node_ops.py);
+- ``raftlog zone-from-node --out PATH``: write the pod's Kubernetes node's
+  ``topology.kubernetes.io/zone`` label to PATH (the chart's init
+  container; cluster/cli_zone.py);
 - ``raftlog cluster up [--data DIR]``: a local 3-node cluster (``make run``);
 - ``raftlog status``: the controller, and every node's replicas and
   liveness, leaders, awake replicas, CPU (seconds, and % of one core since
