@@ -20,7 +20,8 @@ Invariants:
   unacknowledged, or ``ACK_DELAY`` after the oldest unacknowledged one. An
   ack is a stream write as costly as a batch: one per batch took 7% of a
   node's CPU under load (py-spy, 16 partitions). The sender's in-flight
-  window (16 MiB) and stale-stream timeout (1.5 s) leave room for both.
+  bulk window (2 MiB: two ``ACK_EVERY_BYTES``) and stale-stream timeout
+  (1.5 s) leave room for both.
 - A refusal says nothing about this node or its cluster: no cluster id, no
   node id, no address (the receiving node logs the details).
 - A stream whose proof names a node (``raftlog-node-proof``) must come from

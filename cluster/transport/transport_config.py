@@ -48,10 +48,11 @@ class TransportConfig:
     # whose oldest unacknowledged batch is older (a half-open connection).
     peer_timeout: float = 1.5
     # A batch stops growing at this size (a single larger message still goes,
-    # alone). 4 MiB amortizes the per-batch cost (a gRPC write, an ack) over
-    # dozens of 64 KiB entries while decoding one batch still takes only a
-    # few milliseconds of the receiver's event loop.
-    max_batch_bytes: int = 4 * MiB
+    # alone). 1 MiB (one append of Raft's max_size_per_msg, or dozens of
+    # smaller ones) amortizes the per-batch cost (a gRPC write, an ack) while
+    # keeping what a control message written after it waits for short (see
+    # max_inflight_bytes): a batch is part of the bulk ahead of it.
+    max_batch_bytes: int = 1 * MiB
     # ... or at this many messages: decoding costs the receiver several
     # microseconds per message (a Message dataclass each), so 1024 tiny
     # heartbeats keep its event loop busy for well under 10 ms.
@@ -63,11 +64,15 @@ class TransportConfig:
     # Bulk (appends, snapshots) written but not yet acknowledged, per peer.
     # The receiver acks once a batch is handed to its node, so this also
     # bounds the receiver's backlog, and it is what a heartbeat written now
-    # may wait behind (bytes in one stream leave in order): at the 40 MB/s
-    # a node takes on this machine, 16 MiB was 400 ms, an election timeout.
-    # 4 MiB is about 100 ms at that rate and still a few batches in flight
-    # (loopback's and a LAN's bandwidth-delay product is far smaller).
-    max_inflight_bytes: int = 4 * MiB
+    # may wait behind (bytes in one stream leave in order): at the ~40 MB/s
+    # a node takes in on a 2-core machine, 16 MiB was 400 ms, an election
+    # timeout. 2 MiB (plus one 1 MiB batch) is about 50-75 ms at that rate
+    # and still two batches in flight: loopback's and a LAN's
+    # bandwidth-delay product is far smaller. Measured with
+    # tests/cluster/measure_transport.py mixed (a receiver spending 25 ms per
+    # MiB): heartbeat p50 ~870 ms with 16 MiB (and the shared queue), ~195 ms
+    # with 4 MiB batches and window, ~55 ms with 1 MiB / 2 MiB.
+    max_inflight_bytes: int = 2 * MiB
     # The same window counted in messages, for small ones: 8192 heartbeats
     # are a few tens of milliseconds of the receiver's work, so a busy
     # receiver still acks well within peer_timeout.

@@ -16,6 +16,12 @@ Scenarios:
 - ``heartbeats``: HEARTBEAT messages (no payload) for ``--groups`` groups,
   one message per group per burst, bursts as fast as the queue allows.
   Reports messages/s and messages per batch at the receiver.
+- ``mixed``: the ``appends`` load against a receiver that spends
+  ``--cpu-ms-per-mib`` of CPU per MiB of payload delivered (a node's work
+  on what it receives: about 25 ms per MiB caps it near the 40 MB/s a node
+  took in the bench), plus one HEARTBEAT every 50 ms stamped with its send
+  time. Reports the heartbeats' one-way latency (p50, p99, max): what a
+  follower's election timer sees of a healthy leader under load (issue 20).
 
 The receiver measures from its first to its last delivered message, so
 connection set-up is not counted; the sender reports its drop count (0 is
@@ -41,6 +47,7 @@ from raft.types import Entry, Message, MessageType
 
 MiB = 1024 * 1024
 END = b"measure:end"
+STAMP = b"measure:sent:"  # + time.monotonic() at send (one clock for both processes on Linux)
 ENTRY = bytes(64 * 1024)
 
 
@@ -72,25 +79,35 @@ async def serve(
 # --- the receiver (child process) ------------------------------------------------------------------
 
 
-async def receive(port: int, peer_port: int, config: TransportConfig) -> None:
+async def receive(port: int, peer_port: int, config: TransportConfig, cpu_ms_per_mib: float) -> None:
     done = asyncio.Event()
     counts = {"messages": 0, "payload": 0, "batches": 0}
     first = last = 0.0
+    latencies: list[float] = []
 
     def deliver(_from: int, batch: Sequence[InboundMessage]) -> None:
         nonlocal first, last
         now = time.perf_counter()
         if not first:
             first = now
+        payload = 0
         for m in batch:
             if m.message.context == END:
                 done.set()
                 continue
+            if m.message.context.startswith(STAMP):
+                latencies.append(time.monotonic() - float(m.message.context[len(STAMP) :]))
             last = now
             counts["messages"] += 1
             for entry in m.message.entries:
-                counts["payload"] += len(entry.data)
+                payload += len(entry.data)
+        counts["payload"] += payload
         counts["batches"] += 1
+        if cpu_ms_per_mib:
+            # The node's work on what arrived, holding the event loop.
+            busy_until = time.perf_counter() + payload / MiB * cpu_ms_per_mib / 1000
+            while time.perf_counter() < busy_until:
+                pass
 
     server, transport = await serve(2, port, 1, peer_port, deliver, config)
     print("ready", flush=True)
@@ -104,6 +121,7 @@ async def receive(port: int, peer_port: int, config: TransportConfig) -> None:
                 "seconds": elapsed,
                 "decode_errors": stats.decode_errors,
                 "bytes_received": stats.bytes_received,
+                "latencies": sorted(latencies),
             }
         ),
         flush=True,
@@ -119,12 +137,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def send(
-    scenario: str, seconds: float, window: int, groups: int, config: TransportConfig
+    scenario: str, seconds: float, window: int, groups: int, config: TransportConfig, cpu_ms_per_mib: float
 ) -> dict[str, float]:
     port, peer_port = free_port(), free_port()
     # Started once, before anything is measured: blocking the loop here is harmless.
     child = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, "--receiver", str(peer_port), str(port)],
+        [
+            sys.executable,
+            __file__,
+            "--receiver",
+            str(peer_port),
+            str(port),
+            "--cpu-ms-per-mib",
+            str(cpu_ms_per_mib),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,
@@ -141,12 +167,17 @@ async def send(
         sent = 0
         index = 0
         deadline = time.perf_counter() + seconds
+        next_stamp = 0.0
         while time.perf_counter() < deadline:
+            if scenario == "mixed" and time.monotonic() >= next_stamp:
+                next_stamp = time.monotonic() + 0.05
+                stamp = STAMP + repr(time.monotonic()).encode()
+                transport.send(2, 2, Message(MessageType.HEARTBEAT, to=2, sender=1, term=1, context=stamp))
             queued = transport.stats().peers[2]
             if queued.queued_bytes >= limit or queued.queued_messages >= config.max_queued_messages // 2:
                 await asyncio.sleep(0.0005)
                 continue
-            if scenario == "appends":
+            if scenario in ("appends", "mixed"):
                 for _ in range(16):
                     index += 1
                     entries = (Entry(1, index, data=ENTRY),)
@@ -180,8 +211,15 @@ def report(scenario: str, r: dict[str, float]) -> None:
     rate = r["messages"] / r["seconds"]
     per_batch = r["messages"] / max(r["batches"], 1)
     line = f"{scenario:10s} {r['messages']:>9.0f} msgs in {r['seconds']:5.2f}s  {rate:>10,.0f} msgs/s  {per_batch:7.1f} msgs/batch"
-    if scenario == "appends":
+    if scenario in ("appends", "mixed"):
         line += f"  {r['payload'] / r['seconds'] / 1e6:8.1f} MB/s payload"
+    latencies = r.get("latencies")
+    if isinstance(latencies, list) and latencies:
+        n = len(latencies)
+        line += (
+            f"  heartbeat latency ms p50 {latencies[n // 2] * 1e3:.1f}"
+            f" p99 {latencies[min(n - 1, n * 99 // 100)] * 1e3:.1f} max {latencies[-1] * 1e3:.1f} ({n})"
+        )
     line += f"  (sent {r['sent']:.0f}, dropped {r['dropped']:.0f}, decode errors {r['decode_errors']:.0f})"
     print(line, flush=True)
 
@@ -190,11 +228,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("scenario", nargs="?", choices=["appends", "heartbeats", "all"], default="all")
+    parser.add_argument(
+        "scenario", nargs="?", choices=["appends", "heartbeats", "mixed", "all"], default="all"
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=16, help="MiB the sender keeps queued at most")
     parser.add_argument("--groups", type=int, default=1000, help="groups per heartbeat burst")
     parser.add_argument("--uvloop", action="store_true", help="run both processes on uvloop")
+    parser.add_argument(
+        "--cpu-ms-per-mib", type=float, default=25.0, help="the receiver's work per MiB (mixed only)"
+    )
     parser.add_argument(
         "--receiver", nargs=2, type=int, metavar=("PORT", "PEER_PORT"), help=argparse.SUPPRESS
     )
@@ -205,14 +248,15 @@ def main() -> None:
 
         uvloop.install()
     if args.receiver:
-        asyncio.run(receive(args.receiver[0], args.receiver[1], config))
+        asyncio.run(receive(args.receiver[0], args.receiver[1], config, args.cpu_ms_per_mib))
         return
-    scenarios = ["appends", "heartbeats"] if args.scenario == "all" else [args.scenario]
+    scenarios = ["appends", "heartbeats", "mixed"] if args.scenario == "all" else [args.scenario]
     print(
         f"loop: {'uvloop' if args.uvloop else 'asyncio'}; {args.seconds:g}s per scenario; default TransportConfig"
     )
     for scenario in scenarios:
-        report(scenario, asyncio.run(send(scenario, args.seconds, args.window, args.groups, config)))
+        cpu = args.cpu_ms_per_mib if scenario == "mixed" else 0.0
+        report(scenario, asyncio.run(send(scenario, args.seconds, args.window, args.groups, config, cpu)))
 
 
 if __name__ == "__main__":
