@@ -43,6 +43,14 @@ class RaftConfig:
     # ticks. Safe only when every node's ticks run at nearly the same rate;
     # a node restarted with this on stays out of elections for one timeout.
     read_only_lease_based: bool = False
+    # Ticks a follower may go without a message from its leader in this
+    # group and still not campaign, as long as the host keeps hearing from
+    # the leader's node (``RaftNode.heard_from_node``: any traffic, of any
+    # group). A host under load may delay one group's heartbeats behind its
+    # own disk writes while the node is plainly alive; a leader replica that
+    # is wedged on a live node is still replaced once this runs out.
+    # 0: node traffic is ignored (the classic timer).
+    leader_node_grace_ticks: int = 0
 
     # --- test-only hazards: each breaks one rule so the simulator can prove
     # its checker catches the violation. Never enable them elsewhere. ---
@@ -67,5 +75,7 @@ class RaftConfig:
             raise InvalidConfig("max_uncommitted_size must be positive (or None for no limit)")
         if self.max_committed_size_per_ready is not None and self.max_committed_size_per_ready <= 0:
             raise InvalidConfig("max_committed_size_per_ready must be positive (or None for no limit)")
+        if self.leader_node_grace_ticks < 0:
+            raise InvalidConfig("leader_node_grace_ticks must not be negative (0 turns it off)")
         if self.read_only_lease_based and not self.check_quorum:
             raise InvalidConfig("read_only_lease_based requires check_quorum")

@@ -96,6 +96,7 @@ class RaftNode:
         self.role = Role.FOLLOWER
         self.leader = NO_NODE
         self._election_elapsed = 0
+        self._leader_silent = 0  # ticks since this group's leader last spoke (heard_from_node)
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_tick
         self.election_timeouts = 0
@@ -264,6 +265,28 @@ class RaftNode:
         if pr is not None and pr.state == ProgressState.REPLICATE:
             pr.become_probe()
 
+    def heard_from_node(self, node: int) -> None:
+        """The host heard from the node of member ``node`` (a batch, a ping,
+        an acknowledgement: any traffic, of any group). Liveness only, and
+        only with ``leader_node_grace_ticks``:
+
+        - a follower whose leader is ``node`` restarts its election timer,
+          as long as the leader itself spoke in this group within
+          ``leader_node_grace_ticks`` ticks (so it also keeps refusing
+          votes, ``_in_lease``: no less safe than a heartbeat would be);
+        - a leader (with check-quorum) counts ``node`` as recently active.
+        """
+        grace = self.config.leader_node_grace_ticks
+        if not grace or node == self.id:
+            return
+        if self.role == Role.FOLLOWER:
+            if node == self.leader and self._leader_silent < grace:
+                self._election_elapsed = 0
+        elif self.role == Role.LEADER:
+            pr = self.tracker.progress.get(node)
+            if pr is not None:
+                pr.recent_active = True
+
     def report_snapshot(self, peer: int, ok: bool) -> None:
         """The transport finished (or failed) sending a snapshot to ``peer``."""
         pr = self.progress(peer)
@@ -414,6 +437,7 @@ class RaftNode:
             self.vote = NO_NODE
         self.leader = NO_NODE
         self._election_elapsed = 0
+        self._leader_silent = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = self._rng.randrange(
             self.config.election_tick, 2 * self.config.election_tick
@@ -478,6 +502,7 @@ class RaftNode:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
+        self._leader_silent += 1
         if self._election_elapsed >= self.config.election_tick:
             self._boot_quiet = False
         if self._promotable() and self._election_elapsed >= self._randomized_timeout:
@@ -573,6 +598,7 @@ class RaftNode:
     def _step_follower(self, m: Message) -> None:
         if m.type in _FROM_LEADER:
             self._election_elapsed = 0
+            self._leader_silent = 0
             self.leader = m.sender
             if m.type == MT.APPEND:
                 self._handle_append(m)

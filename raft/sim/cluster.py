@@ -184,6 +184,11 @@ class Cluster:
                 # Lease reads assume ticks run at the same rate everywhere:
                 # these seeds get no pauses (raft/sim/faults.py).
                 self.config = dataclasses.replace(self.config, read_only_lease_based=True)
+            # Node traffic may hold elections (every delivery is traffic of
+            # its sender's node: _deliver); safety must not notice.
+            self.config = dataclasses.replace(
+                self.config, leader_node_grace_ticks=rng.choice((0, 0, 3 * ELECTION_TICK))
+            )
         self.initial = list(range(1, nodes + 1))
         self.spare = list(range(nodes + 1, 2 * nodes + 3))  # nodes + 2 ids, never reused
         self.min_voters = min(3, nodes)
@@ -639,6 +644,7 @@ class Cluster:
         raft = sn.raft
         assert raft is not None
         impossible = impossible_drops(raft) if self._screen_genuine else 0
+        raft.heard_from_node(m.sender)  # the transport heard the sender's node
         self._drive(sn, "step", lambda r: r.step(m))
         if self._screen_genuine and impossible_drops(raft) != impossible:
             self.checker.violation(
