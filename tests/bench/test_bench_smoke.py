@@ -128,8 +128,9 @@ def test_smoke_run_writes_every_key_with_a_sane_number(tmp_path: Path) -> None:
     table = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| figure |" in table and "this machine's reference" in table
     # The harness itself stays small: seconds of setup around tiny runs (the
-    # bound is loose: other tests share the machine's cores).
-    assert elapsed < 90, f"the smoke run took {elapsed:.0f} s"
+    # bound is loose: other tests share the machine's cores; the telemetry
+    # step starts three more small clusters).
+    assert elapsed < 120, f"the smoke run took {elapsed:.0f} s"
 
 
 def test_the_report_says_missed_and_lists_the_miss() -> None:
