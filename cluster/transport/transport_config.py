@@ -236,6 +236,8 @@ class PeerStats:
     ``stream_failures`` counts outbound streams that ended or could not be
     opened. Messages in flight when a stream fails are neither acknowledged
     nor counted as dropped: they may or may not have arrived.
+    ``queued_messages`` and ``queued_bytes`` count both lanes;
+    ``inflight_bytes`` counts bulk only (what the window limits).
     """
 
     node: int
