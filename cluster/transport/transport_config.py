@@ -86,10 +86,12 @@ class TransportConfig:
     # The control lane's own queue (heartbeats, votes, acknowledgements: a
     # few dozen bytes each): never shared with bulk, so a full bulk queue
     # never drops one. Beyond either limit the OLDEST is dropped (a newer
-    # heartbeat supersedes it). 16,384 is a heartbeat round of 16,384
-    # groups led by this node with a follower on the peer.
-    max_control_queued_bytes: int = 4 * MiB
-    max_control_queued_messages: int = 16_384
+    # heartbeat supersedes it). As many messages as the bulk queue: a
+    # thousand-group node sends a peer tens of thousands of heartbeats and
+    # responses a second, and 16,384 overflowed in
+    # tests/cluster/measure_transport.py heartbeats (1,000 groups a burst).
+    max_control_queued_bytes: int = 8 * MiB
+    max_control_queued_messages: int = 65_536
     # Queued while the peer is not connected (dialing, backing off). Beyond
     # either limit the OLDEST message is dropped: after a reconnect the
     # freshest heartbeats and votes matter, and a leader re-sends what a
