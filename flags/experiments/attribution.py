@@ -225,7 +225,8 @@ class Attribution:
         self.exposures = 0
         self.tracking = 0
         self.next_exposure = self.start.exposures
-        """Position after the last exposure offset fed (the analyzer resumes here)."""
+        """Position after the last exposure offset fed (the analyzer resumes here);
+        once stopped, never past the stop (records past it are not fed)."""
         self.next_tracking = self.start.tracking
 
     # --- the window --------------------------------------------------------------------
@@ -251,13 +252,14 @@ class Attribution:
         """The ``__exposures`` record at ``offset`` (None: not an exposure)."""
         if offset < self.next_exposure:
             return  # fed already (a re-read after a seek)
+        if self.stop is not None and offset >= self.stop.exposures:
+            # Past the window: not "read". How far past the stop a reader got
+            # depends on its batches; the position stays at the stop, so every
+            # server answers the same ``exposures_read_to``.
+            self.next_exposure = max(self.next_exposure, self.stop.exposures)
+            return
         self.next_exposure = offset + 1
-        if (
-            exposure is None
-            or (self.stop is not None and offset >= self.stop.exposures)
-            or exposure.env != self.env
-            or exposure.flag != self.flag
-        ):
+        if exposure is None or exposure.env != self.env or exposure.flag != self.flag:
             return
         self.exposures += 1
         key = exposure.targeting_key
@@ -300,8 +302,11 @@ class Attribution:
         """The ``__tracking`` record at ``offset`` (None: not a tracking event)."""
         if offset < self.next_tracking:
             return
+        if self.stop is not None and offset >= self.stop.tracking:
+            self.next_tracking = max(self.next_tracking, self.stop.tracking)  # as in add_exposure
+            return
         self.next_tracking = offset + 1
-        if event is None or (self.stop is not None and offset >= self.stop.tracking) or event.env != self.env:
+        if event is None or event.env != self.env:
             return
         metrics = self._event_metrics.get(event.name)
         if metrics is None:

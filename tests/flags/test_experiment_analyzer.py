@@ -23,6 +23,9 @@ from flags.admin_errors import reason_of
 from flags.changes import Change, Kind
 from flags.experiments.admin_rpcs import register_experiments
 from flags.experiments.analyzer import EXPOSURES_TOPIC, TRACKING_TOPIC, ExperimentAnalyzer
+from flags.experiments.attribution import Attribution, parse_exposure, parse_tracking
+from flags.experiments.model import Offsets, State
+from flags.experiments.results import results_document
 from flags.follower import Follower
 from flags.live import LiveFlags
 from flags.model import validate_flag
@@ -31,7 +34,7 @@ from flags.tenant_keys import TenantKeys
 from flags.writer import FlagWriter
 from harness.local_cluster import LocalCluster
 from raftlog.flags.v1 import flags_pb2, flags_pb2_grpc
-from tests.flags.experiment_fixtures import RESULT_ROW_FIELDS, exposure_value, tracking_value
+from tests.flags.experiment_fixtures import RESULT_ROW_FIELDS, experiment, exposure_value, tracking_value
 from tests.flags.log_nodes import ENV, WHO, bootstrap, env_create, new_tenant, now_ms, started_cluster
 
 pytestmark = pytest.mark.timeout(240)
@@ -142,6 +145,28 @@ async def settled(n: Node, exposures_end: int, tracking_end: int, timeout_s: flo
         if loop.time() > deadline:
             pytest.fail(f"analysis did not reach {exposures_end}/{tracking_end}: {analysis}")
         await asyncio.sleep(0.1)
+
+
+def test_how_far_past_the_stop_a_reader_got_does_not_show_in_the_results() -> None:
+    """A reader's last batch may or may not reach past a stopped experiment's
+    window (server A read its window before a late exposure was written,
+    server B read it with the late one in the same batch): both answer the
+    same document, ``*_read_to`` included."""
+    stopped = experiment(state=State.STOPPED, start=Offsets(1, 0), stop=Offsets(3, 2))
+    exposures = [parse_exposure(exposure_value(f"u{i}", "on", 1_000)) for i in range(6)]
+    events = [parse_tracking(tracking_value(f"u{i}", "purchase", 2_000)) for i in range(5)]
+    documents = []
+    for read_exposures, read_events in ((3, 2), (6, 5), (4, 3)):
+        attribution = Attribution(stopped)
+        for offset in range(read_exposures):
+            attribution.add_exposure(offset, exposures[offset])
+        for offset in range(read_events):
+            attribution.add_tracking(offset, events[offset])
+        assert attribution.complete()
+        documents.append(results_document(stopped, attribution, None))
+    assert documents[0]["analysis"]["exposures_read_to"] == 3
+    assert documents[0]["analysis"]["tracking_read_to"] == 2
+    assert documents[1] == documents[0] == documents[2]
 
 
 def metric_request(event: str, kind: str) -> flags_pb2.ExperimentMetric:
