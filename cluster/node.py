@@ -274,6 +274,8 @@ class Node:
                 lambda _from, batch: host.deliver((m.group, m.message, m.quiesce) for m in batch),
                 on_peer_state=host.peer_changed,
                 on_leaders=routing.receive,
+                on_heard=host.node_heard,
+                heard_interval=host_config.tick_interval_s,
                 config=transport_config,
                 credentials=self._credentials,
                 dialer=self._dialer,

@@ -27,6 +27,14 @@ Invariants:
   responses and quiesce heartbeats (a peer going down or coming back does).
   Safety never depends on ticks (``read_only_lease_based`` stays off), only
   liveness, which the wake rules restore.
+- Ticks reach the node in the order they arrived relative to the inbox's
+  messages (a tick is an inbox item): a follower whose owner task was busy
+  steps the leader messages that were already waiting before the ticks that
+  came after them, so a backlog never adds up to a spurious election.
+- ``node_heard`` (the transport heard from a node: any traffic, of any
+  group) reaches the node through the inbox too, and only for a follower of
+  that node or a leader (``RaftNode.heard_from_node``; its grace is bounded
+  by ``leader_node_grace_ticks``); anyone else drops it in O(1).
 - A full disk (partitions/disk_space.py) loses and half-writes nothing: a
   write refused for room (``NoSpaceForWrite``) is tried again, the same
   write set with the Ready in hand, until it fits (disk_wait.py), so nothing
@@ -117,7 +125,23 @@ class _TransferLeader:
     to: int
 
 
-_Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    pass
+
+
+_TICK = _Tick()  # one instance: a tick carries nothing
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeHeard:
+    node: int
+
+
+_Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader | _Tick | _NodeHeard
+_SIGNALS = (_Tick, _NodeHeard)
+"""Inbox items that are clock or liveness signals, not work: they never
+make a replica busy (hibernation) nor wake one."""
 
 _NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
 
@@ -169,7 +193,7 @@ class RaftReplica(Generic[SM]):
         self._telemetry = ReplicaTelemetry(self._node, node_id, counters or ReplicaCounters())
         self._seen_leadership = (self._node.role, self._node.leader)
         self._inbox: deque[_Input] = deque()
-        self._ticks = 0
+        self._signals = 0  # _Tick and _NodeHeard items in the inbox (never "busy")
         self._signal = asyncio.Event()
         self._pending: dict[int, _Waiting] = {}
         self._housekeeping_due = False
@@ -327,8 +351,25 @@ class RaftReplica(Generic[SM]):
 
     def tick(self) -> None:
         if not self._hibernation.asleep:
-            self._ticks += 1
+            # Queued, not counted: the node sees it after the messages that
+            # arrived before it (module docstring).
+            self._inbox.append(_TICK)
+            self._signals += 1
             self._signal.set()
+
+    def node_heard(self, node: int) -> None:
+        """The transport heard from ``node`` (any traffic). Kept only by a
+        follower whose leader is ``node`` and by a leader (its check-quorum):
+        anyone else, or a hibernating replica, drops it here."""
+        raft = self._node
+        role = raft.role
+        if self._hibernation.asleep or not (
+            (role == Role.FOLLOWER and raft.leader == node) or role == Role.LEADER
+        ):
+            return
+        self._inbox.append(_NodeHeard(node))
+        self._signals += 1
+        self._signal.set()
 
     def peer_changed(self, node: int, alive: bool) -> None:
         """The transport saw ``node`` go down or come back."""
@@ -387,7 +428,7 @@ class RaftReplica(Generic[SM]):
                     raise ReplicaStopped(
                         f"group {self.group}: a storage write failed"
                     ) from self._background_failure
-                if not self._inbox and not self._ticks and not self._housekeeping_due:
+                if not self._inbox and not self._housekeeping_due:
                     self._signal.clear()
                     await self._signal.wait()
                     continue
@@ -417,15 +458,18 @@ class RaftReplica(Generic[SM]):
 
     def _consume_inputs(self) -> None:
         node = self._node
-        ticks, self._ticks = self._ticks, 0
-        for _ in range(ticks):
-            node.tick()
-            self._hibernation.count_tick(node, self._busy())
         inbox = self._inbox
         while inbox:
             item = inbox.popleft()
             if isinstance(item, _Inbound):
                 self._step(item)
+            elif isinstance(item, _Tick):
+                self._signals -= 1
+                node.tick()
+                self._hibernation.count_tick(node, self._busy())
+            elif isinstance(item, _NodeHeard):
+                self._signals -= 1
+                node.heard_from_node(item.node)
             elif isinstance(item, _Proposal):
                 self._propose(item)
             elif isinstance(item, _Campaign):
@@ -607,7 +651,7 @@ class RaftReplica(Generic[SM]):
 
     def _busy(self) -> bool:
         """Proposals in flight or inputs waiting: never quiet."""
-        return bool(self._pending or self._inbox)
+        return bool(self._pending) or len(self._inbox) > self._signals
 
     def _update_hibernation(self) -> None:
         verdict = self._hibernation.review(self._node, self._busy())
@@ -618,7 +662,9 @@ class RaftReplica(Generic[SM]):
 
     def _sleep(self) -> None:
         self._hibernation.sleep()
-        self._ticks = 0
+        # Not busy: the inbox holds only signals, which a sleeper drops.
+        self._inbox = deque(item for item in self._inbox if not isinstance(item, _SIGNALS))
+        self._signals = 0
         self._awake.discard(self)
 
     def _wake(self) -> None:

@@ -4,7 +4,10 @@ into the pure core's ``RaftConfig`` per node.
 
 Invariants: frozen (a replica's settings change only by replacing the
 config, as the reconciler does after a topic alter); every replica runs
-with check-quorum and pre-vote on and lease-based reads off.
+with check-quorum and pre-vote on and lease-based reads off; the leader's
+node grace (``RaftConfig.leader_node_grace_ticks``) is bounded, three
+election timeouts by default, so a leader replica wedged on a live node is
+still replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class ReplicaConfig:
     max_uncommitted_bytes: int = 64 << 20
     max_committed_bytes_per_ready: int = 8 << 20
     hibernate: bool = True
+    leader_node_grace_ticks: int | None = None
+    """Ticks a follower keeps its silent leader while the transport still
+    hears from the leader's node (``RaftNode.heard_from_node``): None is
+    three election timeouts, 0 turns it off."""
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     unsafe_ack_before_commit: bool = False
     """TEST ONLY (failover drills' negative control): a produce is answered
@@ -50,4 +57,12 @@ class ReplicaConfig:
             max_uncommitted_size=self.max_uncommitted_bytes,
             max_committed_size_per_ready=self.max_committed_bytes_per_ready,
             read_only_lease_based=False,
+            leader_node_grace_ticks=self.node_grace_ticks,
         )
+
+    @property
+    def node_grace_ticks(self) -> int:
+        """``leader_node_grace_ticks`` with its default applied."""
+        if self.leader_node_grace_ticks is None:
+            return 3 * self.election_tick
+        return self.leader_node_grace_ticks

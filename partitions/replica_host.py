@@ -10,6 +10,8 @@ Invariants:
 
 - Only awake replicas are ticked: the ticker walks the ``awake`` set, which a
   replica leaves when it hibernates. 1,000 idle partitions cost one timer.
+  ``node_heard`` walks the same set (a hibernating follower needs no
+  liveness: it does not tick).
 - One ``DiskSpace`` guard (partitions/disk_space.py) per host watches the
   data directory's filesystem; the writer and every replica share it, so a
   full disk refuses client data and stalls writes instead of failing them.
@@ -359,6 +361,13 @@ class ReplicaHost:
     def peer_changed(self, node: int, alive: bool) -> None:
         for member in self._members():
             member.peer_changed(node, alive)
+
+    def node_heard(self, node: int) -> None:
+        """The transport heard from ``node`` (any traffic; it reports each
+        peer about once a tick): every awake member is told, and keeps it
+        only if it follows ``node`` or leads (``RaftReplica.node_heard``)."""
+        for replica in self.awake:
+            replica.node_heard(node)
 
     # --- clocks ---
 

@@ -40,6 +40,10 @@ Invariants:
   for ``peer_timeout``; each transition is reported once through
   ``on_peer_state`` (this is what wakes hibernated groups). A peer removed
   by ``set_peers`` while up is reported down.
+- ``on_heard(node)`` is called on the event loop when anything arrives from
+  ``node``, at most once per ``heard_interval`` seconds per peer (the
+  replicas' tick: more would only cost the fan-out), never from a removed
+  peer; an exception from it is logged.
 - Who may open a stream is decided by the internal door before this code
   runs (a valid node proof, cluster/internal/internal_door.py); outbound
   streams carry this node's proof (``credentials``). Streams are then
@@ -101,6 +105,7 @@ SERVICE_NAME = "raftlog.internal.v1.RaftTransportService"
 
 DeliverFn = Callable[[int, Sequence[InboundMessage]], None]
 PeerStateFn = Callable[[int, bool], None]
+HeardFn = Callable[[int], None]
 LeadersFn = Callable[[int, Sequence[tuple[int, int]]], None]
 """``(from_node, [(group, term), ...])``: ``from_node`` leads those groups."""
 
@@ -114,7 +119,7 @@ _INBOUND_CLOSE_WAIT = 2.0
 class _Peer:
     """Everything the transport knows about one peer node."""
 
-    __slots__ = ("alive", "counters", "inbound", "last_heard", "link", "node")
+    __slots__ = ("alive", "counters", "heard_reported", "inbound", "last_heard", "link", "node")
 
     def __init__(self, node: int, link: PeerLink, counters: PeerCounters) -> None:
         self.node = node
@@ -122,6 +127,7 @@ class _Peer:
         self.counters = counters
         self.alive = False
         self.last_heard = 0.0
+        self.heard_reported = float("-inf")  # when on_heard last ran for this peer
         self.inbound: InboundStream | None = None
 
 
@@ -137,13 +143,16 @@ class RaftTransport:
         *,
         on_peer_state: PeerStateFn | None = None,
         on_leaders: LeadersFn | None = None,
+        on_heard: HeardFn | None = None,
+        heard_interval: float = 0.05,
         config: TransportConfig = TransportConfig(),  # noqa: B008 - frozen, shared safely
         credentials: Credentials | None = None,
         dialer: Dialer = PLAIN,
     ) -> None:
         """``credentials``: the node proof outbound streams open with (a node
         always has them; None only for a transport tested without a door).
-        ``dialer``: how streams to peers are opened (cluster/tls/dial.py)."""
+        ``dialer``: how streams to peers are opened (cluster/tls/dial.py).
+        ``on_heard``/``heard_interval``: see the module docstring."""
         if node_id <= 0:
             raise ValueError(f"node id must be positive, not {node_id}")
         config.validate()
@@ -152,6 +161,8 @@ class RaftTransport:
         self._deliver = deliver
         self._on_peer_state = on_peer_state
         self._on_leaders = on_leaders
+        self._on_heard = on_heard
+        self._heard_interval = heard_interval
         self._credentials = credentials
         self._dialer = dialer
         self._leaders = b""  # the latest announcement, for peers added later
@@ -266,6 +277,12 @@ class RaftTransport:
         peer.last_heard = now
         if not peer.alive:
             self._set_alive(peer, True)
+        if self._on_heard is not None and now - peer.heard_reported >= self._heard_interval:
+            peer.heard_reported = now
+            try:
+                self._on_heard(peer.node)
+            except Exception:
+                log.exception("on_heard(%d) failed", peer.node)
 
     def _set_alive(self, peer: _Peer, alive: bool) -> None:
         peer.alive = alive

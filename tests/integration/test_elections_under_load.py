@@ -8,7 +8,11 @@ No node fails, so every election timeout any node counts during the run
 its leader for an election timeout) is spurious: a heartbeat, a vote or an
 acknowledgement that waited too long somewhere, typically behind megabytes
 of appends in the Raft transport (cluster/transport/peer_link.py's control
-lane is what keeps it from waiting).
+lane is what keeps it from waiting), or a leader replica busy with its own
+synced write while its node is plainly alive (the transport's ``on_heard``
+feeds ``RaftNode.heard_from_node`` through the replica host for that), or
+ticks stepped before leader messages that arrived first (the replica
+driver queues ticks in its inbox).
 """
 
 from __future__ import annotations
