@@ -5,6 +5,7 @@ run stays off whatever the shell exported; ``node_env`` still sets them."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,14 @@ def test_a_started_node_process_has_no_inherited_otel(
     cluster = LocalCluster(tmp_path, nodes=1, metrics=False, node_env={"OTEL_SERVICE_NAME": "bench"})
     cluster.launch(1)
     try:
-        raw = Path(f"/proc/{cluster.processes[1].pid}/environ").read_bytes()
+        proc = Path(f"/proc/{cluster.processes[1].pid}")
+        # Between fork and exec the child's /proc files show the parent (or
+        # nothing, mid-exec): read the environment once it runs the node.
+        deadline = time.monotonic() + 20
+        while b"cluster.serve" not in (proc / "cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the node process never started"
+            time.sleep(0.01)
+        raw = (proc / "environ").read_bytes()
     finally:
         cluster.kill(1)
     env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
