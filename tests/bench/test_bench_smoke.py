@@ -56,6 +56,7 @@ POSITIVE = (
     "tls_produce_ratio",
     "metrics_produce_ratio",
     "tracing_produce_ratio",
+    "produce_vs_disk_ratio",
 )
 REFERENCE = (
     "fsync_per_s",
