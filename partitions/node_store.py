@@ -38,6 +38,32 @@ Measured with 16 groups writing 64 KiB entries (``measure_storage.py
 writer``, two runs): event loop lag p50 0.2-0.5 ms / p99 10-16 ms this way,
 against 3.2-3.7 ms / 35-39 ms with ``WriteOptions.sync``, for 10-20% less
 peak throughput (102-105 vs 111-128 MB/s). A Raft node's timers matter more.
+
+How flushes are kept from stalling that sync (issue 20; measured with three
+stores writing 200 KB synced batches at 20 MB/s each, and with the cluster
+at half its maximum produce rate): the RocksDB inside rocksdict is built
+without ``sync_file_range`` (strace shows no call), so ``bytes_per_sync``
+does nothing, a memtable flush leaves its whole output dirty in the page
+cache, and the flush's closing ``fsync`` writes all of it at once: every
+WAL ``fdatasync`` on the disk waits behind it, 40-100 ms (2 ms otherwise).
+Three nodes on one disk fill their memtables together, so at half load
+produce p99 went from ~20 ms to 150-780 ms every few seconds. So:
+
+- flush and compaction write with ``O_DIRECT`` where the data directory's
+  filesystem takes it (partitions/direct_io.py): their data goes to the
+  disk as it is written, in 1 MiB writes, and nothing is left for the
+  closing sync (store probe: sync max 41 -> 11 ms);
+- an auto-tuned rate limiter (``flush_rate_limit_bytes``) spreads those
+  writes out instead of letting one flush take the disk's full bandwidth,
+  and adapts upwards when writes come faster (a fixed 40 MB/s limit stalled
+  writes and cut flat-out produce from 44 to 33 MB/s);
+- memtables of 16 MiB, not 64, so each flush is a quarter of the burst.
+
+Together, at half load (20,000 records/s of 1 KiB, 3 nodes, 2 cores):
+produce p99 158-180 ms -> 59-80 ms, flat-out produce unchanged (43-44 MB/s).
+The cost: data a flush wrote is not in the page cache, so a read of it
+(a consumer far behind, a follower catching up past the Raft entry cache)
+goes to the disk once.
 """
 
 from __future__ import annotations
@@ -50,6 +76,7 @@ from typing import cast
 
 import rocksdict
 
+from partitions.direct_io import supports_direct_io
 from partitions.keys import FORMAT_VERSION, FORMAT_VERSION_KEY, ColumnFamily
 from partitions.owner_only import make_owner_only_dir, restrict_umask, tighten_tree
 from partitions.storage_errors import StoreClosed, StoreCorrupted
@@ -62,13 +89,19 @@ MiB = 1024 * 1024
 class StoreOptions:
     """RocksDB tuning, defaults for a node serving a log-shaped workload.
 
-    - ``log_write_buffer_bytes``: memtable size of ``raft_log``. Entries are
-      usually read back soon after they are written (followers catching up,
-      consumers tailing), so a larger memtable serves more reads from memory
-      and makes fewer, larger L0 files.
+    - ``log_write_buffer_bytes``: memtable size of ``raft_log``. Small
+      enough that one flush is a short burst for the disk (module
+      docstring: 16 MiB, a flush every ~0.4 s at 40 MB/s); a larger one
+      would serve more reads from memory and make fewer L0 files.
     - ``max_write_buffers``: memtables of ``raft_log`` that may exist while
-      older ones flush; 4 rather than RocksDB's 2 so a burst of 64 KiB
-      entries does not stall writes behind a flush.
+      older ones flush; 6 rather than RocksDB's 2 so a burst of entries
+      does not stall writes behind a rate-limited flush (96 MiB in all,
+      less than the 4 x 64 MiB before).
+    - ``direct_flush_io``: flush and compaction write with ``O_DIRECT``
+      when the store's directory takes it (module docstring).
+    - ``flush_rate_limit_bytes``: the most flush and compaction may write
+      per second; RocksDB's auto-tuned limiter stays between a twentieth of
+      it and it, by how often writes had to wait. 0: no limiter.
     - ``blob_files`` / ``min_blob_bytes``: values of at least that size go to
       blob files at flush, so LSM compaction rewrites only keys and pointers,
       not record batches. On by default, measured (``measure_storage.py
@@ -85,8 +118,10 @@ class StoreOptions:
     - ``background_jobs``: flushes and compactions in parallel.
     """
 
-    log_write_buffer_bytes: int = 64 * MiB
-    max_write_buffers: int = 4
+    log_write_buffer_bytes: int = 16 * MiB
+    max_write_buffers: int = 6
+    direct_flush_io: bool = True
+    flush_rate_limit_bytes: int = 128 * MiB
     blob_files: bool = True
     min_blob_bytes: int = 16 * 1024
     max_total_wal_bytes: int = 512 * MiB
@@ -123,7 +158,13 @@ def parse_stall_seconds(dbstats: str) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def _base_options(options: StoreOptions) -> rocksdict.Options:
+_RATE_LIMIT_REFILL_US = 20_000
+"""The limiter hands out bytes every 20 ms (RocksDB's default is 100 ms):
+at 128 MiB/s that is 2.6 MiB a turn, a few milliseconds of the disk."""
+_RATE_LIMIT_FAIRNESS = 10  # RocksDB's default: flushes ahead of compactions
+
+
+def _base_options(options: StoreOptions, direct_io: bool) -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
@@ -133,15 +174,21 @@ def _base_options(options: StoreOptions) -> rocksdict.Options:
     opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
     opts.set_max_total_wal_size(options.max_total_wal_bytes)
     opts.set_max_background_jobs(options.background_jobs)
-    # Smooth SST writeback (flush, compaction) instead of one big burst that
-    # would delay the WAL's fdatasync behind it.
+    # Would smooth writeback through the page cache, but this build has no
+    # sync_file_range (module docstring); kept for a build that has one.
     opts.set_bytes_per_sync(1 * MiB)
     opts.set_keep_log_file_num(5)
+    if direct_io:
+        opts.set_use_direct_io_for_flush_and_compaction(True)
+    if options.flush_rate_limit_bytes:
+        opts.set_auto_tuned_ratelimiter(
+            options.flush_rate_limit_bytes, _RATE_LIMIT_REFILL_US, _RATE_LIMIT_FAIRNESS
+        )
     return opts
 
 
-def _log_options(options: StoreOptions) -> rocksdict.Options:
-    opts = _base_options(options)
+def _log_options(options: StoreOptions, direct_io: bool) -> rocksdict.Options:
+    opts = _base_options(options, direct_io)
     opts.set_write_buffer_size(options.log_write_buffer_bytes)
     opts.set_max_write_buffer_number(options.max_write_buffers)
     # Record batches are often compressed by the producer already; LZ4 is
@@ -161,10 +208,14 @@ class NodeStore:
         restrict_umask()
         make_owner_only_dir(self.path)
         tighten_tree(self.path)
-        cf_options = {cf.value: _base_options(self.options) for cf in ColumnFamily}
-        cf_options[ColumnFamily.RAFT_LOG.value] = _log_options(self.options)
+        self.direct_io = self.options.direct_flush_io and supports_direct_io(self.path)
+        """Flush and compaction write with ``O_DIRECT`` (the option, and the
+        directory's filesystem takes it)."""
+        direct = self.direct_io
+        cf_options = {cf.value: _base_options(self.options, direct) for cf in ColumnFamily}
+        cf_options[ColumnFamily.RAFT_LOG.value] = _log_options(self.options, direct)
         self._db: rocksdict.Rdict | None = rocksdict.Rdict(
-            str(self.path), _base_options(self.options), column_families=cf_options
+            str(self.path), _base_options(self.options, direct), column_families=cf_options
         )
         self._views = {cf: self._db.get_column_family(cf.value) for cf in ColumnFamily}
         self._handles = {cf: self._db.get_column_family_handle(cf.value) for cf in ColumnFamily}
