@@ -348,9 +348,16 @@ class Node:
             leader_of = routing.leader_of
             transport.add_to_server(server)
             log_pb2_grpc.add_LogServiceServicer_to_server(
-                # metadata=: a revocation wakes waiting fetches and streams at once.
+                # metadata=: a revocation wakes waiting fetches and streams at once;
+                # metrics=: the produce stages are observed (None: metrics off).
                 quotas.log_service(
-                    self._locate, host.replica, leader_of, self._address_of, forwarder, metadata=controller
+                    self._locate,
+                    host.replica,
+                    leader_of,
+                    self._address_of,
+                    forwarder,
+                    metadata=controller,
+                    metrics=metrics,
                 ),
                 server,
             )

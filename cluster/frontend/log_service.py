@@ -27,8 +27,15 @@ committed.
 Tracing (cluster/telemetry/tracing.py): a sampled ``Produce`` served by the
 leader gets child spans for the proposal's steps (``raft.propose`` ->
 ``raft.commit``, ``raft.apply``, ``group_commit.sync``) from the marks the
-replica fills in a ``ProposalTiming`` (partitions/proposal_timing.py); an
-unsampled one asks for no marks.
+replica fills in a ``ProposalTiming`` (partitions/proposal_timing.py).
+
+Stages (``metrics``: the node's, cluster/telemetry/node_metrics.py): every
+successful ``Produce`` this node's replica served has its time split into
+stages (``raftlog_produce_stage_seconds{stage}``) from the same marks, plus
+two of the handler's own: ``received_ns`` (the handler began) and the
+moment it resumed after the replica answered. One ``ProposalTiming`` serves
+both: made when the span is sampled or metrics are on; with neither, the
+call asks for no marks and reads no clock.
 
 ``Fetch`` and ``StreamFetch`` read through one path (``_read``: locate,
 read, wait for commits, look up and read again). A stream adds:
@@ -56,8 +63,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
@@ -70,12 +78,15 @@ from cluster.frontend.internal_topics import check_writable
 from cluster.frontend.key_scope import TopicAction, check_may_produce_somewhere, check_topic
 from cluster.frontend.metadata_watch import MetadataWatch, VersionedMetadata
 from cluster.telemetry.tracing import proposal_timing, record_proposal_spans
-from partitions.proposal_timing import next_proposal_timing
+from partitions.proposal_timing import ProposalTiming, next_proposal_timing, observe_stages
 from partitions.replica import ReadResult, Replica
 from partitions.replica_errors import NotLeaderError
 from raftlog.v1 import log_pb2, log_pb2_grpc
 from raftlog.v1.reasons import Reason
 from raftlog.v1.record_batch import parse_header
+
+if TYPE_CHECKING:  # only its type: a LogService without metrics needs no Prometheus
+    from cluster.telemetry.node_metrics import NodeMetrics
 
 T = TypeVar("T")
 
@@ -116,16 +127,20 @@ class LogService(log_pb2_grpc.LogServiceServicer):
         address_of: Callable[[int], str],
         forwarder: Forwarder | None = None,
         metadata: VersionedMetadata | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """``metadata``: this node's (the controller replica), whose changes
         wake waiting fetches and streams to check their caller again; None:
-        only the ``CALLER_CHECK_S`` period does."""
+        only the ``CALLER_CHECK_S`` period does. ``metrics``: the node's,
+        where produce stages are observed; None: metrics are off."""
         self._locate = locate
         self._replica_of = replica_of
         self._leader_of = leader_of
         self._address_of = address_of
         self._forwarder = forwarder
         self._watch = MetadataWatch(metadata) if metadata is not None else None
+        # The stage observers, resolved once (not a labels() lookup per call).
+        self._stages = metrics.produce_stages if metrics is not None else None
 
     def _replica(self, caller: Caller, topic: str, partition: int, action: TopicAction) -> Replica:
         """This node's replica of the partition, or the error that says
@@ -209,25 +224,36 @@ class LogService(log_pb2_grpc.LogServiceServicer):
     async def _produce(
         self, request: log_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> log_pb2.ProduceResponse:
+        stages = self._stages
+        received_ns = time.monotonic_ns() if stages is not None else 0
         caller = current_caller()
         check_writable(caller.tenant, request.topic, caller.is_operator)  # internal_topics.py
         replica = self._replica(caller, request.topic, request.partition, TopicAction.PRODUCE)
         timing = proposal_timing()  # None unless this call's span is sampled
+        traced = timing is not None
+        if timing is None and stages is not None:
+            timing = ProposalTiming()
         if timing is None:
             result = await replica.produce(request.batch)
         else:
-            # The replica fills the marks; the spans are made from them after
-            # the fact (cluster/telemetry/tracing.py), failed or not.
+            # The replica fills the marks; the spans and the stages are made
+            # from them after the fact (cluster/telemetry/tracing.py: spans
+            # failed or not; stages only for an answer).
+            timing.received_ns = received_ns
             token = next_proposal_timing.set(timing)
             failure: BaseException | None = None
             try:
                 result = await replica.produce(request.batch)
+                resumed_ns = time.monotonic_ns()  # first thing: the reply stage ends here
             except BaseException as exc:
                 failure = exc
                 raise
             finally:
                 next_proposal_timing.reset(token)
-                record_proposal_spans(timing, replica.group, failure)
+                if traced:
+                    record_proposal_spans(timing, replica.group, failure)
+            if stages is not None:
+                observe_stages(timing, resumed_ns, stages)
         return log_pb2.ProduceResponse(
             base_offset=result.base_offset,
             last_offset=result.last_offset,

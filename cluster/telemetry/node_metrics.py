@@ -12,6 +12,14 @@ What it holds:
   took, from the door's first step to its status (a stream: how long it
   stayed open); buckets from 0.5 ms to 10 s, the range of this cluster's
   calls (a local produce is 2-10 ms, a long-poll fetch up to its wait);
+- ``raftlog_produce_stage_seconds{stage}``: where the time of each
+  successful produce call this node's replica led went, one observation
+  per stage (``propose``, ``append``, ``sync``, ``replicate``, ``apply``,
+  ``reply``, ``total``; partitions/proposal_timing.py says what each
+  covers), recorded by the LogService (cluster/frontend/log_service.py)
+  through ``produce_stages``;
+- ``raftlog_event_loop_lag_seconds``: how late the node's event loop ran
+  a timer (loop_lag.py), sampled while the endpoint is served;
 - the tenant figures (cluster/quotas/tenant_metrics.py), registered here by
   the node;
 - ``process_*`` (prometheus_client's ``ProcessCollector``: CPU seconds,
@@ -28,12 +36,16 @@ Invariants:
   histogram observation: the labels of each method are resolved once, when
   the door builds its handler (``call_recorder``), and a method's counter
   child per code once, on the first call ending with that code.
+- A produce call's stages cost one observation each and nothing else: the
+  seven ``stage`` children are resolved once, here (``produce_stages``).
 - A node whose ``metrics_port`` is 0 builds none of this (cluster/node.py),
-  and its door then does no metric work at all (front_door.py).
+  and its door then does no metric work at all (front_door.py), nor does
+  its LogService (no marks, no stages), and no lag sampler runs.
 - No ``*_created`` series: prometheus-client's are switched off for the
   process when this module is imported (they double every counter's and
   histogram's series for a timestamp Prometheus does not use with the text
   format, and an eighth of the scrape's time).
+- The lag sampler runs from ``serve`` to ``close``, on the node's loop.
 - ``/metrics`` runs the collectors on the node's event loop (the only place
   the node's state may be read from), in the text format 0.0.4, or
   OpenMetrics when the scraper's ``Accept`` asks for it; ``GET /`` names
@@ -48,6 +60,7 @@ bench/metrics_choice.py; the figures and the decision are in the README's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -64,8 +77,18 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from cluster.static_config import ConfigError
+from cluster.telemetry.loop_lag import sample_loop_lag
+from partitions.latency_buckets import LATENCY_BOUNDS_S
+from partitions.proposal_timing import STAGES
 
-__all__ = ["RPC_SECONDS_BUCKETS", "CallRecord", "NodeMetrics", "metrics_host", "metrics_page"]
+__all__ = [
+    "RPC_SECONDS_BUCKETS",
+    "STAGE_SECONDS_BUCKETS",
+    "CallRecord",
+    "NodeMetrics",
+    "metrics_host",
+    "metrics_page",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +115,13 @@ produce tens of ms, a long-poll fetch up to its wait (seconds).
 bench/metrics_choice.py keeps a copy (bench/ may not import cluster/, and no
 package both may import is the place for it: tests/test_layout.py);
 tests/telemetry/test_metrics_choice.py keeps the two equal."""
+
+STAGE_SECONDS_BUCKETS = LATENCY_BOUNDS_S
+"""100 us .. 10 s (partitions/latency_buckets.py), for the produce stages
+and the loop lag: finer at the bottom than ``RPC_SECONDS_BUCKETS``, since a
+stage is often well under a millisecond (an apply, a reply on an idle
+loop), and still tells 0.5 ms from 2 ms from 20 ms from 200 ms (buckets
+0.5 / 2.5 / 25 / 250 ms)."""
 
 CallRecord = Callable[[grpc.StatusCode, float], None]
 """Records one call of a method: its final status and its seconds."""
@@ -124,7 +154,26 @@ class NodeMetrics:
             buckets=RPC_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        stage_seconds = Histogram(
+            "raftlog_produce_stage_seconds",
+            "Seconds of each stage of a successful produce call this node's replica led, by stage.",
+            ["stage"],
+            buckets=STAGE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.produce_stages: tuple[Callable[[float], None], ...] = tuple(
+            stage_seconds.labels(stage).observe for stage in STAGES
+        )
+        """One observer per stage, in ``STAGES`` order (what
+        ``partitions.proposal_timing.observe_stages`` takes)."""
+        self._loop_lag = Histogram(
+            "raftlog_event_loop_lag_seconds",
+            "How much later than asked the node's event loop ran a periodic timer.",
+            buckets=STAGE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
         self._runner: web.AppRunner | None = None
+        self._lag_sampler: asyncio.Task[None] | None = None
 
     def register(self, collector: Collector) -> None:
         """Add a scrape-time collector (the node's state, read when scraped)."""
@@ -166,11 +215,18 @@ class NodeMetrics:
                 f"({error.strerror or error}); choose another metrics_port"
             ) from error
         self._runner = runner
+        self._lag_sampler = asyncio.create_task(
+            sample_loop_lag(self._loop_lag.observe), name=f"raftlog-loop-lag-{self.node_id}"
+        )
         addresses = runner.addresses  # port 0 asked the OS for one: which
         self.bound_port = int(addresses[0][1]) if addresses else self.port
         log.info("node %d serves /metrics on %s:%d", self.node_id, self.host, self.bound_port)
 
     async def close(self) -> None:
+        if self._lag_sampler is not None:
+            sampler, self._lag_sampler = self._lag_sampler, None
+            sampler.cancel()
+            await asyncio.wait((sampler,))
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
