@@ -50,6 +50,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -87,6 +88,9 @@ class StateMachine(Protocol):
 
 
 SM = TypeVar("SM", bound=StateMachine)
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +469,17 @@ class RaftReplica(Generic[SM]):
                 self._step(item)
             elif isinstance(item, _Tick):
                 self._signals -= 1
+                timeouts, leader = node.election_timeouts, node.leader
                 node.tick()
+                if node.election_timeouts != timeouts:
+                    # Rare and telling (a leader gone, or one that could not
+                    # be heard in time under load): say which group and whom.
+                    log.info(
+                        "group %d: election timeout, leader %d was silent (term %d)",
+                        self.group,
+                        leader,
+                        node.term,
+                    )
                 self._hibernation.count_tick(node, self._busy())
             elif isinstance(item, _NodeHeard):
                 self._signals -= 1

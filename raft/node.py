@@ -100,8 +100,10 @@ class RaftNode:
         self._heartbeat_elapsed = 0
         self._randomized_timeout = config.election_tick
         self.election_timeouts = 0
-        """Elections this node started because its leader went silent (not
-        transfers): with every node up, each one is a spurious election."""
+        """Elections this node started because the leader it followed went
+        silent (not transfers, not a group's first election, not retries of
+        an election that found no leader): with every node up, each one is
+        a spurious election."""
         self.transfer_campaigns = 0
         """Elections this node started because the leader handed it
         leadership (a ``TIMEOUT_NOW``)."""
@@ -507,7 +509,11 @@ class RaftNode:
             self._boot_quiet = False
         if self._promotable() and self._election_elapsed >= self._randomized_timeout:
             self._election_elapsed = 0
-            self.election_timeouts += 1
+            if self.leader != NO_NODE:
+                # A leader this node followed went silent. Not counted: a
+                # group's first election, or a retry after an election
+                # that found no leader (no leader was lost then).
+                self.election_timeouts += 1
             self._hup(transfer=False)
 
     def _hup(self, transfer: bool) -> bool:

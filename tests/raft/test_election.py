@@ -239,3 +239,22 @@ def test_only_a_silent_leader_counts_as_an_election_timeout() -> None:
     net.isolate(2)
     net.tick(3, 2 * net.node(3).config.election_tick)
     assert net.node(3).election_timeouts == before[3] + 1
+
+
+def test_a_groups_first_election_is_not_a_silent_leader() -> None:
+    """A new group has never had a leader: the timeouts that elect its
+    first one are not counted (``election_timeouts`` counts leaders lost),
+    nor is a retry after an election that found no leader."""
+    net = Network([1, 2, 3], seed=5)
+    net.tick_until(lambda: net.leader() is not None)
+    assert {n: net.node(n).election_timeouts for n in (1, 2, 3)} == {1: 0, 2: 0, 3: 0}
+    leader = net.leader()
+    assert leader is not None
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    net.isolate(leader)
+    net.tick(follower, 2 * net.node(follower).config.election_tick)
+    # It had a leader and heard nothing: counted once. Cut off from everyone,
+    # its pre-votes fail and its later timeouts find no leader: not counted.
+    net.isolate(follower)
+    net.tick(follower, 6 * net.node(follower).config.election_tick)
+    assert net.node(follower).election_timeouts == 1
