@@ -206,6 +206,7 @@ class Node:
         after an alter)."""
         return replace(
             self._raft_config(),
+            broadcast_commit=False,  # partitions/replica_config.py: why
             partition=PartitionConfig(
                 retention_ms=topic.retention_ms,
                 retention_bytes=topic.retention_bytes,

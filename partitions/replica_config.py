@@ -39,6 +39,12 @@ class ReplicaConfig:
     """Ticks a follower keeps its silent leader while the transport still
     hears from the leader's node (``RaftNode.heard_from_node``): None is
     three election timeouts, 0 turns it off."""
+    broadcast_commit: bool = True
+    """``RaftConfig.broadcast_commit``: tell followers of a new commit index
+    at once. Partition replicas run with it off (cluster/node.py): half the
+    Raft messages per produced batch, and a follower's apply matters to no
+    client (produces and fetches are answered by the leader). The
+    controller keeps it on: every node's metadata follows its commits."""
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     unsafe_ack_before_commit: bool = False
     """TEST ONLY (failover drills' negative control): a produce is answered
@@ -58,6 +64,7 @@ class ReplicaConfig:
             max_committed_size_per_ready=self.max_committed_bytes_per_ready,
             read_only_lease_based=False,
             leader_node_grace_ticks=self.node_grace_ticks,
+            broadcast_commit=self.broadcast_commit,
         )
 
     @property

@@ -421,7 +421,7 @@ class RaftNode:
                 # The leader's own copy counts only once it is durable (§10.2.1).
                 me = self.tracker.progress.get(self.id)
                 if me is not None and me.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
-                    self._broadcast_pending = True
+                    self._broadcast_pending = self._broadcast_pending or self.config.broadcast_commit
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
             self._membership.compact(self.log.first_index())
@@ -755,7 +755,8 @@ class RaftNode:
         if self._maybe_commit():
             if self.role != Role.LEADER:
                 return  # we committed our own removal and stepped down
-            self._broadcast_pending = True  # tell everyone, once per Ready
+            if self.config.broadcast_commit:
+                self._broadcast_pending = True  # tell everyone, once per Ready
         elif was_paused:
             self._send_append(m.sender)
         while self._send_append(m.sender, send_if_empty=False):

@@ -189,6 +189,9 @@ class Cluster:
             self.config = dataclasses.replace(
                 self.config, leader_node_grace_ticks=rng.choice((0, 0, 3 * ELECTION_TICK))
             )
+            # Followers may learn commits only from later appends and
+            # heartbeats (what partition replicas run with).
+            self.config = dataclasses.replace(self.config, broadcast_commit=rng.random() < 0.5)
         self.initial = list(range(1, nodes + 1))
         self.spare = list(range(nodes + 1, 2 * nodes + 3))  # nodes + 2 ids, never reused
         self.min_voters = min(3, nodes)

@@ -215,3 +215,47 @@ def test_uncommitted_bytes_limit_applies_backpressure() -> None:
     net.propose(1, b"y")
     net.deliver()
     assert net.applied_data(2) == [b"12345678", b"x" * 50, b"y"]
+
+
+def test_without_commit_broadcast_followers_learn_the_commit_from_later_messages() -> None:
+    """``broadcast_commit=False``: committing sends nothing by itself; the
+    followers learn the commit index from the next append (carried with new
+    entries) or, with no new entries, from the next heartbeat."""
+    net = Network([1, 2, 3], broadcast_commit=False)
+    leader = net.elect(1)
+    net.deliver()
+    sent_before = len(net.sent)
+    first = leader.propose(b"a")
+    net.deliver()
+    assert leader.commit_index == first
+    # One append with the entry per follower and no empty append after the
+    # commit: the followers still hold their old commit index.
+    appends = [m for m in net.sent[sent_before:] if m.type == MT.APPEND]
+    assert len(appends) == 2 and all(m.entries for m in appends)
+    assert all(net.node(n).commit_index < first for n in (2, 3))
+    assert b"a" not in net.applied_data(2)
+
+    second = leader.propose(b"b")
+    net.deliver()
+    # The append of "b" told them "a" is committed.
+    assert all(net.node(n).commit_index >= first for n in (2, 3))
+    assert net.applied_data(2) == [b"a"]
+
+    net.tick_all(leader.config.heartbeat_tick)
+    net.deliver()
+    assert all(net.node(n).commit_index == second for n in (2, 3))
+    assert net.applied_data(3) == [b"a", b"b"]
+
+
+def test_with_commit_broadcast_followers_hear_of_the_commit_at_once() -> None:
+    """The default: an empty append carries each new commit index."""
+    net = Network([1, 2, 3])
+    leader = net.elect(1)
+    net.deliver()
+    sent_before = len(net.sent)
+    index = leader.propose(b"a")
+    net.deliver()
+    assert all(net.node(n).commit_index == index for n in (2, 3))
+    appends = [m for m in net.sent[sent_before:] if m.type == MT.APPEND]
+    assert len(appends) == 4 and sum(1 for m in appends if not m.entries) == 2
+    assert net.applied_data(2) == [b"a"]
