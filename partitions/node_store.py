@@ -53,14 +53,20 @@ produce p99 went from ~20 ms to 150-780 ms every few seconds. So:
   filesystem takes it (partitions/direct_io.py): their data goes to the
   disk as it is written, in 1 MiB writes, and nothing is left for the
   closing sync (store probe: sync max 41 -> 11 ms);
-- an auto-tuned rate limiter (``flush_rate_limit_bytes``) spreads those
-  writes out instead of letting one flush take the disk's full bandwidth,
-  and adapts upwards when writes come faster (a fixed 40 MB/s limit stalled
-  writes and cut flat-out produce from 44 to 33 MB/s);
 - memtables of 16 MiB, not 64, so each flush is a quarter of the burst.
 
+No rate limiter by default (``flush_rate_limit_bytes`` = 0). Measured:
+RocksDB's auto-tuned limiter drops to a twentieth of its rate while writes
+are few and climbs back by about 5% a tuning period, so after a quiet
+minute a load stalled writes for 2-7 s (memtables waiting for a throttled
+flush); a fixed 40 MB/s limit stalled flat-out produce (33 MB/s, 37
+elections); a fixed 64 MB/s one measured the same as none at half load
+(p99 60-68 against 61-88 ms, two runs each) while capping what a node can
+take in. Direct writes already leave at most one 1 MiB write per flush
+queued ahead of a WAL sync.
+
 Together, at half load (20,000 records/s of 1 KiB, 3 nodes, 2 cores):
-produce p99 158-180 ms -> 59-80 ms, flat-out produce unchanged (43-44 MB/s).
+produce p99 158-180 ms -> 61-88 ms, flat-out produce unchanged (43-45 MB/s).
 The cost: data a flush wrote is not in the page cache, so a read of it
 (a consumer far behind, a follower catching up past the Raft entry cache)
 goes to the disk once.
@@ -100,8 +106,9 @@ class StoreOptions:
     - ``direct_flush_io``: flush and compaction write with ``O_DIRECT``
       when the store's directory takes it (module docstring).
     - ``flush_rate_limit_bytes``: the most flush and compaction may write
-      per second; RocksDB's auto-tuned limiter stays between a twentieth of
-      it and it, by how often writes had to wait. 0: no limiter.
+      per second (RocksDB's fixed-rate limiter, flushes first); 0, the
+      default: no limit (module docstring: why). Past the limit, ingest
+      stalls: never set it below what the node must take in.
     - ``blob_files`` / ``min_blob_bytes``: values of at least that size go to
       blob files at flush, so LSM compaction rewrites only keys and pointers,
       not record batches. On by default, measured (``measure_storage.py
@@ -121,7 +128,7 @@ class StoreOptions:
     log_write_buffer_bytes: int = 16 * MiB
     max_write_buffers: int = 6
     direct_flush_io: bool = True
-    flush_rate_limit_bytes: int = 128 * MiB
+    flush_rate_limit_bytes: int = 0
     blob_files: bool = True
     min_blob_bytes: int = 16 * 1024
     max_total_wal_bytes: int = 512 * MiB
@@ -159,8 +166,8 @@ def parse_stall_seconds(dbstats: str) -> float | None:
 
 
 _RATE_LIMIT_REFILL_US = 20_000
-"""The limiter hands out bytes every 20 ms (RocksDB's default is 100 ms):
-at 128 MiB/s that is 2.6 MiB a turn, a few milliseconds of the disk."""
+"""A limiter (when set) hands out bytes every 20 ms, not RocksDB's 100:
+smaller bursts for the disk between two WAL syncs."""
 _RATE_LIMIT_FAIRNESS = 10  # RocksDB's default: flushes ahead of compactions
 
 
@@ -181,9 +188,7 @@ def _base_options(options: StoreOptions, direct_io: bool) -> rocksdict.Options:
     if direct_io:
         opts.set_use_direct_io_for_flush_and_compaction(True)
     if options.flush_rate_limit_bytes:
-        opts.set_auto_tuned_ratelimiter(
-            options.flush_rate_limit_bytes, _RATE_LIMIT_REFILL_US, _RATE_LIMIT_FAIRNESS
-        )
+        opts.set_ratelimiter(options.flush_rate_limit_bytes, _RATE_LIMIT_REFILL_US, _RATE_LIMIT_FAIRNESS)
     return opts
 
 
