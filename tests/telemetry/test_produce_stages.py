@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import grpc
 import pytest
 from prometheus_client import generate_latest
@@ -35,12 +34,11 @@ from partitions.proposal_timing import (
 )
 from partitions.replica import ProduceResult, Replica
 from raftlog.v1 import log_pb2
+from tests.telemetry.test_metrics_cluster import samples, scrape, total  # one way to read a page
 
 pytestmark = pytest.mark.timeout(90)
 
 MS = 1_000_000  # ns
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def full_timing() -> ProposalTiming:
@@ -60,7 +58,7 @@ def full_timing() -> ProposalTiming:
 # --- the computation -----------------------------------------------------------------
 
 
-def test_every_stage_in_path_order_and_they_add_up_to_the_total() -> None:
+def test_every_stage_in_path_order_and_they_add_up_to_thetotal() -> None:
     got = stage_seconds(full_timing(), 121 * MS)
     assert [stage for stage, _ in got] == list(STAGES)
     assert dict(got) == pytest.approx(
@@ -191,22 +189,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c.close()
 
 
-async def _scrape(address: str) -> Samples:
-    async with aiohttp.ClientSession() as http, http.get(f"http://{address}/metrics") as answer:
-        assert answer.status == 200
-        page = await answer.text()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(page)
-        for s in family.samples
-    }
-
-
-def _total(pages: list[Samples], name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for page in pages for (n, ls), v in page.items() if n == name and want <= ls)
-
-
 async def test_the_leader_counts_each_produce_call_once_with_every_stage(cluster: LocalCluster) -> None:
     bootstrap = [cluster.addresses[n] for n in cluster.node_ids]
     options: dict[str, Any] = {"api_key": cluster.api_key}
@@ -214,17 +196,20 @@ async def test_the_leader_counts_each_produce_call_once_with_every_stage(cluster
         for i in range(CALLS):  # one record, acknowledged, at a time: one Produce call each
             await (await producer.send("t", b"v%d" % i, partition=0))
         retries = producer.stats.retries
-    pages = await asyncio.gather(*(_scrape(cluster.metrics_address(n)) for n in cluster.node_ids))
-    counted = _total(pages, "raftlog_produce_stage_seconds_count", stage="total")
+    pages = [
+        samples(page)
+        for page in await asyncio.gather(*(scrape(cluster.metrics_address(n)) for n in cluster.node_ids))
+    ]
+    counted = total(pages, "raftlog_produce_stage_seconds_count", stage="total")
     # A retried call whose first try the leader answered is counted twice.
     assert CALLS <= counted <= CALLS + retries
     for stage in STAGES:
-        assert _total(pages, "raftlog_produce_stage_seconds_count", stage=stage) >= CALLS, stage
+        assert total(pages, "raftlog_produce_stage_seconds_count", stage=stage) >= CALLS, stage
         if stage != "replicate":  # may be 0 every time (module docstring of proposal_timing)
-            assert _total(pages, "raftlog_produce_stage_seconds_sum", stage=stage) > 0, stage
+            assert total(pages, "raftlog_produce_stage_seconds_sum", stage=stage) > 0, stage
     # The stages are consecutive: together about the total (clamping aside).
-    parts = sum(_total(pages, "raftlog_produce_stage_seconds_sum", stage=s) for s in STAGES[:-1])
-    whole = _total(pages, "raftlog_produce_stage_seconds_sum", stage="total")
+    parts = sum(total(pages, "raftlog_produce_stage_seconds_sum", stage=s) for s in STAGES[:-1])
+    whole = total(pages, "raftlog_produce_stage_seconds_sum", stage="total")
     assert parts == pytest.approx(whole, rel=0.05)
     for page in pages:
-        assert _total([page], "raftlog_event_loop_lag_seconds_count") > 0
+        assert total([page], "raftlog_event_loop_lag_seconds_count") > 0
