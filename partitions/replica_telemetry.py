@@ -143,6 +143,7 @@ class ReplicaTelemetry:
             "election_timeout": node.election_timeouts,
             "leader_transfer": node.transfer_campaigns,
             "campaign": node.requested_campaigns,
+            "no_leader": node.leaderless_timeouts,
         }
 
     def dropped_messages(self) -> dict[str, int]:

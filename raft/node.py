@@ -109,6 +109,10 @@ class RaftNode:
         leadership (a ``TIMEOUT_NOW``)."""
         self.requested_campaigns = 0
         """Elections started by a ``campaign()`` call that was not ignored."""
+        self.leaderless_timeouts = 0
+        """Elections this node started when its timer ran out while it knew
+        no leader: a group's first election, or a retry after one that
+        found no leader (not counted in ``election_timeouts``)."""
         # Lease reads: ticks this node has led for, and whether this term's
         # lease was given away by a TIMEOUT_NOW (the transferee's campaign
         # overrides followers' leases, so it may win at any moment).
@@ -510,10 +514,12 @@ class RaftNode:
         if self._promotable() and self._election_elapsed >= self._randomized_timeout:
             self._election_elapsed = 0
             if self.leader != NO_NODE:
-                # A leader this node followed went silent. Not counted: a
-                # group's first election, or a retry after an election
-                # that found no leader (no leader was lost then).
+                # A leader this node followed went silent.
                 self.election_timeouts += 1
+            else:
+                # No leader was lost: a group's first election, or a retry
+                # after an election that found none.
+                self.leaderless_timeouts += 1
             self._hup(transfer=False)
 
     def _hup(self, transfer: bool) -> bool:

@@ -19,7 +19,9 @@ the README's "Observability" use):
   count, or alert on any node's value staying above 0).
 - ``raftlog_raft_elections_started_total{reason}``: ``election_timeout``
   (the leader went silent), ``leader_transfer`` (handed leadership),
-  ``campaign`` (asked to stand, e.g. start-up of a single-voter group).
+  ``campaign`` (asked to stand, e.g. start-up of a single-voter group),
+  ``no_leader`` (the timer ran out with no leader known: a group's first
+  election, or a retry after one that found none).
 - ``raftlog_raft_commit_latency_seconds``: a leader's propose -> the Ready
   that said the entry committed, every proposal.
 - ``raftlog_raft_follower_lag_entries{peer}`` / ``_bytes{peer}``: summed
@@ -83,7 +85,7 @@ __all__ = ["ELECTION_REASONS", "ERROR_LOG_INTERVAL_S", "SECTIONS", "NodeCollecto
 
 log = logging.getLogger(__name__)
 
-ELECTION_REASONS = ("election_timeout", "leader_transfer", "campaign")
+ELECTION_REASONS = ("election_timeout", "leader_transfer", "campaign", "no_leader")
 """Every reason is exposed (0 until it happens), so a rate() sees its start."""
 
 SECTIONS = ("raft", "group_commit", "rocksdb", "disk", "consumer_groups", "transport")

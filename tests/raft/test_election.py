@@ -248,6 +248,7 @@ def test_a_groups_first_election_is_not_a_silent_leader() -> None:
     net = Network([1, 2, 3], seed=5)
     net.tick_until(lambda: net.leader() is not None)
     assert {n: net.node(n).election_timeouts for n in (1, 2, 3)} == {1: 0, 2: 0, 3: 0}
+    assert sum(net.node(n).leaderless_timeouts for n in (1, 2, 3)) >= 1  # counted apart
     leader = net.leader()
     assert leader is not None
     follower = next(n for n in (1, 2, 3) if n != leader)
@@ -256,5 +257,7 @@ def test_a_groups_first_election_is_not_a_silent_leader() -> None:
     # It had a leader and heard nothing: counted once. Cut off from everyone,
     # its pre-votes fail and its later timeouts find no leader: not counted.
     net.isolate(follower)
+    lone_before = net.node(follower).leaderless_timeouts
     net.tick(follower, 6 * net.node(follower).config.election_tick)
     assert net.node(follower).election_timeouts == 1
+    assert net.node(follower).leaderless_timeouts > lone_before

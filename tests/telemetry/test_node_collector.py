@@ -136,7 +136,7 @@ async def test_replica_counts_and_leaders_match_the_hosts(cluster: InProcessClus
         total_leaders += led
         started = sum(
             _value(text, "raftlog_raft_elections_started_total", reason=reason)
-            for reason in ("election_timeout", "leader_transfer", "campaign")
+            for reason in ("election_timeout", "leader_transfer", "campaign", "no_leader")
         )
         assert started >= led  # every leader here stood in an election
         assert _value(text, "raftlog_disk_free_bytes") > 0
