@@ -44,15 +44,12 @@ def supports_direct_io(directory: Path) -> bool:
         block.close()
         return False
     try:
-        return os.write(fd, block) == _BLOCK and _synced(fd)
+        written = os.write(fd, block)
+        os.fdatasync(fd)
+        return written == _BLOCK
     except OSError:
         return False
     finally:
         os.close(fd)
         block.close()
         path.unlink(missing_ok=True)
-
-
-def _synced(fd: int) -> bool:
-    os.fdatasync(fd)
-    return True
