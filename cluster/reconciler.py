@@ -45,7 +45,7 @@ Invariants:
   keeps the data, and is retried at the start of every pass; it never
   fails the pass or the node. (Belt and braces: a member
   whose log is empty refuses every vote until a leader has given it a log,
-  raft/node.py.)
+  raft/election.py.)
 - Membership changes never shrink the voters below the assignment's
   replicas that are already voters plus one: a dead voter is removed only
   after its replacement was promoted, so the group keeps its quorum.

@@ -15,7 +15,7 @@ and records the peer in ``FullPeers``. A peer counts as full until it
 stores new entries (an accepted append response beyond its known match)
 or ``FULL_PEER_TTL_S`` passes without a new notice. While a follower is
 full and lagging, the leader resends it entries on every heartbeat
-response (raft/node.py), so notices keep coming about every heartbeat
+response (raft/leader.py), so notices keep coming about every heartbeat
 interval. A leader refuses produce (``DiskFull``, naming the full nodes)
 when its voters with room are fewer than a quorum. The produce(s) proposed
 before the first notice arrived stay pending and commit once space

@@ -24,7 +24,7 @@ its term and is judged against the receiver's state when it arrives. Within
 a lane, and so within a group's appends, order is kept. What remains is
 liveness, type by type, for a control message overtaking bulk sent earlier:
 
-- HEARTBEAT: its commit is ``min(match, committed)`` (raft/node.py
+- HEARTBEAT: its commit is ``min(match, committed)`` (raft/leader.py
   ``_broadcast_heartbeat``): only what the follower already acknowledged,
   so a heartbeat that overtakes appends never commits past the follower's
   log. A quiesce heartbeat is sent only when every follower matches the
