@@ -52,17 +52,6 @@ EV_START = 5
 EV_STOP = 6
 EV_UNREACHABLE = 7
 EV_SNAPSHOT_STATUS = 8
-_EVENT_NAMES = (
-    "tick",
-    "deliver",
-    "deliver",
-    "call",
-    "restart",
-    "start",
-    "stop",
-    "unreachable",
-    "snap-status",
-)
 
 
 _Payload = Message | int | tuple[int, bool] | Callable[[], None] | None
