@@ -39,12 +39,12 @@ import asyncio
 import json
 import resource
 import struct
-import subprocess
-import sys
 import time
 from typing import Any
 
 import grpc
+
+from bench.child_processes import ChildProcess, stdin_reader
 
 METHOD = "/bench.Transport/Stream"
 ACK_EVERY = 8
@@ -142,9 +142,9 @@ async def serve(kind: str) -> None:
     received = _Received()
     server, port = await (_serve_grpc(received) if kind == "grpc" else _serve_frames(received))
     print(f"ready {port}", flush=True)
-    loop = asyncio.get_running_loop()
-    while (line := await loop.run_in_executor(None, sys.stdin.readline)) != "":
-        if line.strip() == "stats":
+    commands = await stdin_reader()
+    while line := await commands.readline():
+        if line.strip() == b"stats":
             print(
                 json.dumps({"cpu_s": _cpu_s(), "messages": received.messages, "bytes": received.bytes}),
                 flush=True,
@@ -190,48 +190,29 @@ async def _send_frames(port: int, payload: bytes, messages: int) -> None:
     writer.close()
 
 
-def _stats(child: subprocess.Popen[bytes]) -> dict[str, Any]:
-    assert child.stdin is not None and child.stdout is not None
-    child.stdin.write(b"stats\n")
-    child.stdin.flush()
-    parsed: dict[str, Any] = json.loads(child.stdout.readline())
+async def _stats(child: ChildProcess) -> dict[str, Any]:
+    await child.send("stats")
+    parsed: dict[str, Any] = json.loads(await child.line())
     return parsed
 
 
-def measure_one(kind: str, size: int, messages: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Send ``messages`` messages of ``size`` bytes over ``kind`` to a fresh
-    receiver process; the per-message CPU of both ends and wall time."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.transport_cost", "--serve", kind],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+async def _measure_one(kind: str, size: int, messages: int) -> dict[str, Any]:
+    child = await ChildProcess.start("bench.transport_cost", "--serve", kind, name=f"the {kind} receiver")
     try:
-        assert child.stdout is not None
-        line = child.stdout.readline().decode()
-        if not line.startswith("ready "):
-            raise RuntimeError(f"{kind} receiver did not start: {line!r}")
-        port = int(line.split()[1])
+        ready = await child.line()
+        if not ready.startswith("ready "):
+            raise RuntimeError(f"{child.name} did not start: {ready!r}")
+        port = int(ready.split()[1])
         send = _send_grpc if kind == "grpc" else _send_frames
         payload = b"r" * size
-        asyncio.run(asyncio.wait_for(send(port, payload, min(messages, 50)), timeout_s))  # connect, warm up
-        before = _stats(child)
+        await send(port, payload, min(messages, 50))  # connect, warm up
+        before = await _stats(child)
         cpu0, wall0 = _cpu_s(), time.perf_counter()
-        asyncio.run(asyncio.wait_for(send(port, payload, messages), timeout_s))
+        await send(port, payload, messages)
         cpu1, wall1 = _cpu_s(), time.perf_counter()
-        after = _stats(child)
+        after = await _stats(child)
     finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        await child.stop()
     got = after["bytes"] - before["bytes"]
     if got != size * messages:
         raise RuntimeError(f"{kind}: the receiver read {got} bytes of {size * messages} sent")
@@ -243,6 +224,14 @@ def measure_one(kind: str, size: int, messages: int, timeout_s: float = 120.0) -
         "receive_cpu_ms": round((after["cpu_s"] - before["cpu_s"]) * 1000 / messages, 4),
         "wall_ms": round((wall1 - wall0) * 1000 / messages, 4),
     }
+
+
+def measure_one(kind: str, size: int, messages: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Send ``messages`` messages of ``size`` bytes over ``kind`` to a fresh
+    receiver process; the per-message CPU of both ends and wall time."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return asyncio.run(asyncio.wait_for(_measure_one(kind, size, messages), timeout_s))
 
 
 def measure(sizes: tuple[int, ...] = (1000, 256 * 1024, 1 << 20), messages: int = 2000) -> dict[str, Any]:
