@@ -1,4 +1,8 @@
-"""cluster/transport/raft_transport.py and cluster/transport/peer_link.py against real gRPC servers.
+"""cluster/transport/raft_transport.py and cluster/transport/peer_link.py against real gRPC servers:
+ordering, coalescing and payloads; liveness and reconnects; membership
+changes and shutdown. Backpressure is in test_transport_backpressure.py,
+stream admission and handling in test_transport_streams.py, the control
+lane in test_transport_lanes.py; shared helpers in transport_nodes.py.
 
 Every test runs grpc.aio servers on 127.0.0.1 (port 0, then the bound port)
 inside the test's event loop, with short ping and timeout settings so that
@@ -11,108 +15,14 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 
-from cluster.transport.peer_link import (
-    METADATA_CLUSTER,
-    METADATA_FROM,
-    METADATA_TO,
-    STREAM_METHOD,
-    PeerLink,
-    backoff_delay,
-)
-from cluster.transport.raft_transport import (
-    InboundMessage,
-    RaftTransport,
-    TransportConfig,
-    server_options,
-)
-from cluster.transport.raft_wire import decode_batch, encode_batch, encode_group_message
-from cluster.transport.transport_config import PeerCounters
+from cluster.transport.peer_link import backoff_delay
+from cluster.transport.raft_transport import RaftTransport, TransportConfig
 from raft.types import Entry, Message, MessageType
-from raftlog.internal.node_proof import PROOF_METADATA_KEY, make_proof
-from raftlog.internal.v1 import transport_pb2, transport_pb2_grpc
-
-FAST = TransportConfig(
-    cluster_id="test",
-    ping_interval=0.05,
-    peer_timeout=0.3,
-    reconnect_backoff_initial=0.02,
-    reconnect_backoff_max=0.2,
-)
-
-
-def heartbeat(to: int, sender: int, commit: int) -> Message:
-    return Message(MessageType.HEARTBEAT, to=to, sender=sender, term=1, commit=commit)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-class TestNode:
-    """One node: a gRPC server on loopback and a transport served by it."""
-
-    __test__ = False  # not a test class
-
-    def __init__(self, node_id: int, config: TransportConfig = FAST, port: int = 0) -> None:
-        self.node_id = node_id
-        self.config = config
-        self.server = grpc.aio.server(options=server_options(config))
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
-        assert self.port, f"cannot bind 127.0.0.1:{port}"
-        self.address = f"127.0.0.1:{self.port}"
-        self.deliveries: list[tuple[int, list[InboundMessage]]] = []
-        self.states: list[tuple[int, bool]] = []
-        self.transport: RaftTransport | None = None
-        self._stopped = False
-
-    def attach(self, peers: dict[int, str]) -> RaftTransport:
-        self.transport = RaftTransport(
-            self.node_id,
-            peers,
-            lambda from_node, batch: self.deliveries.append((from_node, list(batch))),
-            on_peer_state=lambda node, alive: self.states.append((node, alive)),
-            config=self.config,
-        )
-        self.transport.add_to_server(self.server)
-        return self.transport
-
-    @property
-    def t(self) -> RaftTransport:
-        assert self.transport is not None
-        return self.transport
-
-    def received(self) -> list[InboundMessage]:
-        return [m for _, batch in self.deliveries for m in batch]
-
-    async def start(self) -> None:
-        await self.server.start()
-        await self.t.start()
-
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        if self.transport is not None:
-            await self.transport.close()
-        await self.server.stop(None)
-
-
-async def cluster(*ids: int, config: TransportConfig = FAST) -> dict[int, TestNode]:
-    nodes = {i: TestNode(i, config) for i in ids}
-    for node in nodes.values():
-        node.attach({i: n.address for i, n in nodes.items() if i != node.node_id})
-    for node in nodes.values():
-        await node.start()
-    return nodes
+from tests.cluster.transport_nodes import FAST, TestNode, cluster, connected, heartbeat, tasks_of, wait_for
 
 
 @pytest.fixture
@@ -121,29 +31,6 @@ async def pair() -> AsyncIterator[dict[int, TestNode]]:
     yield nodes
     for node in nodes.values():
         await node.stop()
-
-
-@pytest.fixture
-async def lone_node() -> AsyncIterator[TestNode]:
-    """Node 1 with a peer 2 that never answers: tests play node 2 by hand
-    through raw streams."""
-    node = TestNode(1)
-    node.attach({2: "127.0.0.1:1"})
-    await node.start()
-    yield node
-    await node.stop()
-
-
-AS_NODE_2 = ((METADATA_CLUSTER, "test"), (METADATA_FROM, "2"), (METADATA_TO, "1"))
-
-
-def raw_stream(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallable:
-    """Opens transport streams carrying hand-made batches."""
-    return channel.stream_stream(STREAM_METHOD, None, transport_pb2.TransportAck.FromString)
-
-
-async def connected(a: TestNode, b: TestNode) -> None:
-    await wait_for(lambda: a.t.stats().peers[b.node_id].connected, what=f"{a.node_id}->{b.node_id} connected")
 
 
 def free_port() -> int:
@@ -354,278 +241,6 @@ def test_backoff_starts_fast_grows_and_is_capped_with_jitter() -> None:
     assert max(late) <= 1.0 and min(late) >= 0.4
 
 
-# --- backpressure ----------------------------------------------------------------------------------
-
-
-async def test_a_peer_that_stops_reading_causes_counted_drops_not_growth() -> None:
-    config = TransportConfig(
-        cluster_id="test",
-        ping_interval=1.0,
-        peer_timeout=10.0,  # the stalled stream must not be reset during the test
-        max_batch_bytes=128 * 1024,
-        max_inflight_bytes=256 * 1024,
-        max_queued_bytes=1024 * 1024,
-        max_queued_bytes_while_down=256 * 1024,
-    )
-    release = asyncio.Event()
-    indexes: list[int] = []
-
-    async def stall(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        """Acks the hello (so the sender is connected), then reads nothing
-        until released; then reads and acks like a real receiver."""
-        await anext(requests)
-        await context.write(transport_pb2.TransportAck(seq=1))
-        await release.wait()
-        async for data in requests:
-            batch = decode_batch(data)
-            indexes.extend(e.index for m in batch.messages for e in m.message.entries)
-            await context.write(transport_pb2.TransportAck(seq=batch.seq))
-
-    server = grpc.aio.server(options=server_options(config))
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "raftlog.internal.v1.RaftTransportService",
-                {
-                    "Stream": grpc.stream_stream_rpc_method_handler(
-                        stall, response_serializer=transport_pb2.TransportAck.SerializeToString
-                    )
-                },
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    a = TestNode(1, config)
-    a.attach({2: f"127.0.0.1:{port}"})
-    await a.start()
-    entry = bytes(64 * 1024)
-
-    def burst(first: int, count: int) -> None:
-        started = time.monotonic()
-        for index in range(first, first + count):
-            a.t.send(
-                2, 1, Message(MessageType.APPEND, to=2, sender=1, entries=(Entry(1, index, data=entry),))
-            )
-        assert time.monotonic() - started < 0.5  # send() never blocks
-
-    try:
-        await wait_for(lambda: a.t.stats().peers[2].connected, what="connected to the stalling server")
-        # One synchronous burst: the queue takes what fits, the rest is dropped.
-        burst(1, 200)
-        peer = a.t.stats().peers[2]
-        fits = peer.queued_messages
-        assert 4 < fits < 200
-        assert peer.queued_bytes <= config.max_queued_bytes < peer.queued_bytes + len(entry)
-        assert peer.dropped_messages == 200 - fits
-        # The writer fills the in-flight window, then stops: nothing is acked.
-        await wait_for(
-            lambda: a.t.stats().peers[2].inflight_bytes >= config.max_inflight_bytes, what="full window"
-        )
-        await asyncio.sleep(0.05)
-        peer = a.t.stats().peers[2]
-        window = peer.messages_sent
-        assert 1 <= window < fits
-        assert peer.inflight_bytes <= config.max_inflight_bytes + config.max_batch_bytes
-        assert peer.queued_messages == fits - window
-        # A second burst refills the queue to its limit; the rest is dropped.
-        burst(1001, 100)
-        peer = a.t.stats().peers[2]
-        assert peer.queued_messages == fits
-        assert peer.dropped_messages == 200 - fits + 100 - window
-        assert peer.messages_sent == window
-        # Released, the peer gets the head of each burst: the NEW messages were dropped.
-        release.set()
-        expected = list(range(1, fits + 1)) + list(range(1001, 1001 + window))
-        await wait_for(
-            lambda: len(indexes) == len(expected), what=f"{len(expected)} appends after the release"
-        )
-        assert indexes == expected
-    finally:
-        await a.stop()
-        await server.stop(None)
-
-
-async def test_a_message_to_an_idle_peer_leaves_at_once() -> None:
-    config = TransportConfig(cluster_id="test", ping_interval=1.0, peer_timeout=3.0)
-    nodes = await cluster(1, 2, config=config)
-    try:
-        a, b = nodes[1], nodes[2]
-        await connected(a, b)
-        await asyncio.sleep(0.05)  # the writer is idle, waiting for the next ping time
-        started = time.monotonic()
-        a.t.send(2, 1, heartbeat(2, 1, 1))
-        await wait_for(lambda: len(b.received()) == 1, what="the message")
-        assert time.monotonic() - started < 0.2  # not held until the next ping
-    finally:
-        for node in nodes.values():
-            await node.stop()
-
-
-# --- admission ---------------------------------------------------------------------------------
-
-
-async def test_nodes_of_different_clusters_refuse_each_other() -> None:
-    a = TestNode(1, TransportConfig(cluster_id="alpha", ping_interval=0.05, peer_timeout=0.3))
-    b = TestNode(2, TransportConfig(cluster_id="beta", ping_interval=0.05, peer_timeout=0.3))
-    a.attach({2: b.address})
-    b.attach({1: a.address})
-    await a.start()
-    await b.start()
-    try:
-        a.t.send(2, 1, heartbeat(2, 1, 1))
-        await wait_for(lambda: a.t.stats().rejected_streams >= 1 and b.t.stats().rejected_streams >= 1)
-        await asyncio.sleep(0.2)
-        assert not a.t.peer_alive(2) and not b.t.peer_alive(1)
-        assert a.states == [] and b.states == []
-        assert b.deliveries == [] and a.deliveries == []
-        assert a.t.stats().peers[2].queued_messages == 1  # the refused stream consumed nothing
-    finally:
-        await a.stop()
-        await b.stop()
-
-
-@pytest.mark.parametrize(
-    ("metadata", "code", "details"),
-    [
-        (
-            {METADATA_CLUSTER: "other", METADATA_FROM: "2", METADATA_TO: "1"},
-            "FAILED_PRECONDITION",
-            "not a stream for this cluster",
-        ),
-        (
-            {METADATA_CLUSTER: "test", METADATA_FROM: "2", METADATA_TO: "5"},
-            "FAILED_PRECONDITION",
-            "not a stream for this node",
-        ),
-        (
-            {
-                METADATA_CLUSTER: "test",
-                METADATA_FROM: "2",
-                METADATA_TO: "1",
-                PROOF_METADATA_KEY: make_proof(b"s" * 32, 3, STREAM_METHOD),
-            },
-            "PERMISSION_DENIED",
-            "names another node",
-        ),
-        ({METADATA_CLUSTER: "test", METADATA_FROM: "9", METADATA_TO: "1"}, "PERMISSION_DENIED", "not a peer"),
-        (
-            {METADATA_CLUSTER: "test", METADATA_FROM: "x", METADATA_TO: "1"},
-            "INVALID_ARGUMENT",
-            "positive integers",
-        ),
-        ({METADATA_CLUSTER: "test", METADATA_TO: "1"}, "INVALID_ARGUMENT", "needs metadata"),
-    ],
-)
-async def test_streams_are_refused_with_a_clear_status(
-    lone_node: TestNode, metadata: dict[str, str], code: str, details: str
-) -> None:
-    async with grpc.aio.insecure_channel(lone_node.address) as channel:
-        call = transport_pb2_grpc.RaftTransportServiceStub(channel).Stream(metadata=tuple(metadata.items()))
-        with pytest.raises(grpc.aio.AioRpcError) as error:
-            async with asyncio.timeout(3):
-                await call.read()
-    assert error.value.code().name == code
-    assert details in (error.value.details() or "")
-    # A refusal tells nothing about the node: not its cluster id, not its node id.
-    assert "test" not in (error.value.details() or "") and "1" not in (error.value.details() or "")
-    assert lone_node.t.stats().rejected_streams == 1
-
-
-async def test_undecodable_messages_are_counted_and_the_stream_goes_on(lone_node: TestNode) -> None:
-
-    async with grpc.aio.insecure_channel(lone_node.address) as channel:
-        call = raw_stream(channel)(metadata=AS_NODE_2)
-        good = encode_group_message(4, heartbeat(1, 2, 10))
-        bad = encode_group_message(4, heartbeat(1, 2, 11)).replace(b"\x08\x07", b"\x08\x63", 1)  # type 99
-        await call.write(encode_batch(1, [good, bad, good]))
-        assert (await call.read()).seq == 1
-        await call.write(b"\x0a\xff\xff\xff\xff\x0f")  # not a RaftBatch at all: dropped, not acked
-        await call.write(encode_batch(3, [good]))
-        assert (await call.read()).seq == 3
-        call.cancel()
-    assert [m.message.commit for m in lone_node.received()] == [10, 10, 10]
-    assert [len(batch) for _, batch in lone_node.deliveries] == [2, 1]
-    assert lone_node.t.stats().decode_errors == 2
-    assert lone_node.t.peer_alive(2)
-
-
-async def test_a_newer_stream_from_the_same_node_supersedes_the_older(lone_node: TestNode) -> None:
-
-    async with grpc.aio.insecure_channel(lone_node.address) as channel:
-        open_stream = raw_stream(channel)
-        old = open_stream(metadata=AS_NODE_2)
-        await old.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 1))]))
-        assert (await old.read()).seq == 1
-        new = open_stream(metadata=AS_NODE_2)
-        await new.write(encode_batch(1, [encode_group_message(1, heartbeat(1, 2, 2))]))
-        assert (await new.read()).seq == 1
-        # The old stream's next batch is not delivered; the stream ends.
-        await old.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 3))]))
-        with pytest.raises(grpc.aio.AioRpcError) as error:
-            async with asyncio.timeout(3):
-                await old.read()
-        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "superseded" in (error.value.details() or "")
-        await new.write(encode_batch(2, [encode_group_message(1, heartbeat(1, 2, 4))]))
-        assert (await new.read()).seq == 2
-        new.cancel()
-    assert [m.message.commit for m in lone_node.received()] == [1, 2, 4]
-
-
-async def test_a_stream_without_acks_is_abandoned_and_redialed() -> None:
-    """A peer that accepts the stream but never answers (a half-open
-    connection looks the same) is given up after peer_timeout."""
-    opened = 0
-
-    async def black_hole(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        nonlocal opened
-        opened += 1
-        async for _ in requests:
-            pass
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "raftlog.internal.v1.RaftTransportService",
-                {"Stream": grpc.stream_stream_rpc_method_handler(black_hole)},
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    a = TestNode(1)
-    a.attach({2: f"127.0.0.1:{port}"})
-    await a.start()
-    try:
-        await wait_for(lambda: opened >= 1, what="the first stream")
-        assert a.t.stats().peers[2].stream_failures == 0
-        await wait_for(lambda: opened >= 3, timeout=3 * FAST.peer_timeout + 1, what="two redials")
-        peer = a.t.stats().peers[2]
-        assert peer.stream_failures >= 2
-        assert not peer.connected and not peer.alive
-    finally:
-        await a.stop()
-        await server.stop(None)
-
-
-async def test_a_link_closes_its_stream_and_channel_before_returning() -> None:
-    node = TestNode(2)
-    node.attach({3: "127.0.0.1:1"})
-    await node.start()
-    link = PeerLink(3, 2, node.address, FAST, PeerCounters(), heard=lambda: None)
-    try:
-        link.start()
-        await wait_for(lambda: link.connected, what="the link connected")
-        assert tasks_of(3) == ["raft-acks-3->2", "raft-link-3->2", "raft-stream-3->2", "raft-writer-3->2"]
-        await link.close()
-        assert tasks_of(3) == []
-        await link.close()  # idempotent
-    finally:
-        await node.stop()
-
-
 # --- membership and shutdown -------------------------------------------------------------------------
 
 
@@ -643,12 +258,6 @@ async def test_removing_a_peer_reports_it_down_and_drops_its_traffic(pair: dict[
     await wait_for(lambda: a.t.peer_alive(2), what="node 2 back")
     a.t.send(2, 1, heartbeat(2, 1, 2))
     await wait_for(lambda: len(b.received()) == 1, what="traffic after re-adding")
-
-
-def tasks_of(node_id: int) -> list[str]:
-    """Names of the live tasks node ``node_id``'s transport created."""
-    marks = (f"-{node_id}->", f"-{node_id}<-", f"raft-monitor-{node_id}")
-    return sorted(t.get_name() for t in asyncio.all_tasks() if any(m in t.get_name() for m in marks))
 
 
 async def test_close_leaves_no_tasks_behind() -> None:
