@@ -4,7 +4,8 @@ its state machine.
 One task (``run``) owns the replica's ``RaftNode``, the writes of its
 ``GroupStorage`` and its state machine. Everyone else reaches it through
 its inbox (``deliver``, ``tick``, ``peer_changed``, ``campaign``,
-``transfer_leadership``, proposals) or reads applied state synchronously.
+``transfer_leadership``, proposals: the ``ReplicaInbox`` mixin,
+partitions/replica_inbox.py) or reads applied state synchronously.
 Subclasses say what the log means: the partition replica
 (partitions/replica.py) and the metadata controller (cluster/controller_replica.py).
 
@@ -55,17 +56,33 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from partitions.disk_space import DiskSpace
-from partitions.disk_wait import FullPeers, carries_data, disk_low_notice, is_disk_low_notice, write_when_room
+from partitions.disk_wait import FullPeers, write_when_room
 from partitions.group_commit import GroupCommitWriter
 from partitions.hibernation import Hibernation, Verdict
-from partitions.proposal_timing import ProposalTiming, next_proposal_timing
+from partitions.proposal_timing import ProposalTiming
 from partitions.raft_storage import GroupStorage, PreparedWrite, bootstrap_ready
 from partitions.replica_config import ReplicaConfig as ReplicaConfig  # re-exported: replica.py
 from partitions.replica_errors import Backpressure, NotLeaderError, OutcomeUnknown, ReplicaStopped
+
+# The inbox moved to replica_inbox.py; every name it took from here can
+# still be imported from here (the unused ones are the ``X as X`` imports).
+from partitions.replica_inbox import _NON_WAKING as _NON_WAKING
+from partitions.replica_inbox import (
+    _SIGNALS,
+    ReplicaInbox,
+    _Campaign,
+    _Inbound,
+    _Input,
+    _NodeHeard,
+    _Proposal,
+    _Tick,
+    _TransferLeader,
+)
+from partitions.replica_inbox import _TICK as _TICK
+from partitions.replica_inbox import _PeerChange as _PeerChange
 from partitions.replica_telemetry import ReplicaCounters as ReplicaCounters  # re-exported: replica.py
 from partitions.replica_telemetry import ReplicaTelemetry
 from partitions.storage_errors import NoSpaceForWrite
@@ -93,68 +110,17 @@ SM = TypeVar("SM", bound=StateMachine)
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Inbound:
-    message: Message
-    quiesce: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Proposal:
-    data: bytes | ConfChange  # a ConfChange: a membership change
-    future: asyncio.Future[Any]
-    proposed_ns: int
-    timing: ProposalTiming | None
-
-
 _Waiting = tuple[int, asyncio.Future[Any], int, ProposalTiming | None]
 """A proposal appended to the log, waiting for its entry to apply: its
 term, its caller's future, when it was proposed and its marks, if timed
 (a tuple: one is made per proposal, and a dataclass costs 20 times more)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _PeerChange:
-    node: int
-    alive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Campaign:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _TransferLeader:
-    to: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Tick:
-    pass
-
-
-_TICK = _Tick()  # one instance: a tick carries nothing
-
-
-@dataclass(frozen=True, slots=True)
-class _NodeHeard:
-    node: int
-
-
-_Input = _Inbound | _Proposal | _PeerChange | _Campaign | _TransferLeader | _Tick | _NodeHeard
-_SIGNALS = (_Tick, _NodeHeard)
-"""Inbox items that are clock or liveness signals, not work: they never
-make a replica busy (hibernation) nor wake one."""
-
-_NON_WAKING = frozenset({MessageType.HEARTBEAT_RESPONSE})
-
-
 class _StoppedWhileWaiting(Exception):
     """``close()`` came while a write waited for room: ``run`` ends quietly."""
 
 
-class RaftReplica(Generic[SM]):
+class RaftReplica(ReplicaInbox, Generic[SM]):
     """One member of a Raft group on this node. Create with ``await
     cls.open``, run ``run()`` in a task, stop with ``close()``.
 
@@ -329,99 +295,10 @@ class RaftReplica(Generic[SM]):
             and node.applied_index >= node.commit_index
         )
 
-    # --- inputs (any task on the event loop) -------------------------------
-
-    def _enqueue(self, item: _Input, *, wake: bool = True) -> None:
-        """Queue ``item`` for the owner task, waking a hibernating replica
-        first unless ``wake`` is False."""
-        if wake:
-            self._wake()
-        self._inbox.append(item)
-        self._signal.set()
-
-    def deliver(self, message: Message, quiesce: bool = False) -> None:
-        if is_disk_low_notice(message):  # for this driver, never the Raft core (disk_wait.py)
-            self._full_peers.heard(message.sender)
-            return
-        disk = self._disk
-        if self.drops_appends_when_disk_low and disk is not None and carries_data(message) and disk.low:
-            self.disk_dropped_messages += 1
-            self._send_fn(message.sender, self.group, disk_low_notice(message), False)
-            return
-        if message.type == MessageType.APPEND_RESPONSE:
-            self._full_peers.answered(message, self._node.progress)
-        wake = self._hibernation.asleep and not quiesce and message.type not in _NON_WAKING
-        self._enqueue(_Inbound(message, quiesce), wake=wake)
-
-    def tick(self) -> None:
-        if not self._hibernation.asleep:
-            # Queued, not counted: the node sees it after the messages that
-            # arrived before it (module docstring).
-            self._inbox.append(_TICK)
-            self._signals += 1
-            self._signal.set()
-
-    def node_heard(self, node: int) -> None:
-        """The transport heard from ``node`` (any traffic). Kept only by a
-        follower whose leader is ``node`` and by a leader (its check-quorum):
-        anyone else, or a hibernating replica, drops it here."""
-        raft = self._node
-        role = raft.role
-        if self._hibernation.asleep or not (
-            (role == Role.FOLLOWER and raft.leader == node) or role == Role.LEADER
-        ):
-            return
-        self._inbox.append(_NodeHeard(node))
-        self._signals += 1
-        self._signal.set()
-
-    def peer_changed(self, node: int, alive: bool) -> None:
-        """The transport saw ``node`` go down or come back."""
-        if node in self.members:
-            self._enqueue(_PeerChange(node, alive))
-
-    def request_housekeeping(self) -> None:
-        """Run ``_housekeeping`` at the next quiet moment."""
-        self._housekeeping_due = True
-        self._signal.set()
-
-    def campaign(self) -> None:
-        """Ask this replica to stand for election now (tests, leader moves)."""
-        self._enqueue(_Campaign())
-
-    def transfer_leadership(self, to: int) -> None:
-        """Hand leadership to ``to`` if this replica leads (Raft leader
-        transfer: ``to`` is brought up to date, then told to campaign)."""
-        self._enqueue(_TransferLeader(to))
-
     def caught_up(self, peer: int) -> bool:
         """Whether this leader knows ``peer`` holds its whole log."""
         progress = self._node.progress(peer)
         return progress is not None and progress.match == self._node.last_index
-
-    async def propose(self, data: bytes) -> Any:
-        """Append ``data`` to the log; returns what applying it gave once it
-        committed (through ``_settle``). Raises ``NotLeaderError``,
-        ``Backpressure``, ``OutcomeUnknown`` or ``ReplicaStopped``."""
-        return await self._submit(data)
-
-    async def change_membership(self, change: ConfChange) -> None:
-        """Propose a membership change; returns once it applied here (one
-        change at a time: Raft refuses a second while one is pending)."""
-        await self._submit(change)
-
-    def _submit(self, data: bytes | ConfChange) -> asyncio.Future[Any]:
-        """Queue a proposal for the owner task; the future answers it."""
-        self._check_running()
-        if self._node.role != Role.LEADER:
-            raise NotLeaderError(self.group, self._node.leader)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        proposed_ns = time.monotonic_ns()
-        timing = next_proposal_timing.get()  # in the caller's task: its context
-        if timing is not None:
-            timing.proposed_ns = proposed_ns
-        self._enqueue(_Proposal(data, future, proposed_ns, timing))
-        return future
 
     # --- the owner task ----------------------------------------------------
 
