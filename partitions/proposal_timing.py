@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["STAGES", "ProposalTiming", "next_proposal_timing", "observe_stages", "stage_seconds"]
+__all__ = ["STAGES", "ProposalTiming", "next_proposal_timing", "observe_stages"]
 
 STAGES: tuple[str, ...] = ("propose", "append", "sync", "replicate", "apply", "reply", "total")
 """The stages of a produce call, in path order (module docstring)."""
@@ -105,16 +105,3 @@ def observe_stages(
         reply(max(0, resumed_ns - applied) / 1e9)
     if received and resumed_ns:
         total(max(0, resumed_ns - received) / 1e9)
-
-
-def stage_seconds(timing: ProposalTiming, resumed_ns: int) -> list[tuple[str, float]]:
-    """``(stage, seconds)`` for each stage ``observe_stages`` observes, in
-    ``STAGES`` order (for tests and reports; the produce path calls
-    ``observe_stages`` with its histograms' observers)."""
-    found: list[tuple[str, float]] = []
-
-    def keep(stage: str) -> Callable[[float], None]:
-        return lambda seconds: found.append((stage, seconds))
-
-    observe_stages(timing, resumed_ns, [keep(stage) for stage in STAGES])
-    return found

@@ -1,4 +1,4 @@
-"""The produce stages: ``stage_seconds`` / ``observe_stages``
+"""The produce stages: ``observe_stages``
 (partitions/proposal_timing.py) on hand-made marks (order, clamping,
 missing marks); the LogService (cluster/frontend/log_service.py) with a
 fake replica, observing them only when the node's metrics are on and
@@ -9,7 +9,7 @@ every stage, and whose ``raftlog_event_loop_lag_seconds`` is sampled."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +30,6 @@ from partitions.proposal_timing import (
     ProposalTiming,
     next_proposal_timing,
     observe_stages,
-    stage_seconds,
 )
 from partitions.replica import ProduceResult, Replica
 from raftlog.v1 import log_pb2
@@ -56,6 +55,18 @@ def full_timing() -> ProposalTiming:
 
 
 # --- the computation -----------------------------------------------------------------
+
+
+def stage_seconds(timing: ProposalTiming, resumed_ns: int) -> list[tuple[str, float]]:
+    """``(stage, seconds)`` for each stage ``observe_stages`` observes, in
+    ``STAGES`` order."""
+    found: list[tuple[str, float]] = []
+
+    def keep(stage: str) -> Callable[[float], None]:
+        return lambda seconds: found.append((stage, seconds))
+
+    observe_stages(timing, resumed_ns, [keep(stage) for stage in STAGES])
+    return found
 
 
 def test_every_stage_in_path_order_and_they_add_up_to_thetotal() -> None:
