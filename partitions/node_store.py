@@ -55,7 +55,7 @@ produce p99 went from ~20 ms to 150-780 ms every few seconds. So:
   closing sync (store probe: sync max 41 -> 11 ms);
 - memtables of 16 MiB, not 64, so each flush is a quarter of the burst.
 
-No rate limiter by default (``flush_rate_limit_bytes`` = 0). Measured:
+No rate limiter for flushes and compactions. Measured:
 RocksDB's auto-tuned limiter drops to a twentieth of its rate while writes
 are few and climbs back by about 5% a tuning period, so after a quiet
 minute a load stalled writes for 2-7 s (memtables waiting for a throttled
@@ -101,14 +101,10 @@ class StoreOptions:
       would serve more reads from memory and make fewer L0 files.
     - ``max_write_buffers``: memtables of ``raft_log`` that may exist while
       older ones flush; 6 rather than RocksDB's 2 so a burst of entries
-      does not stall writes behind a rate-limited flush (96 MiB in all,
-      less than the 4 x 64 MiB before).
+      does not stall writes behind a flush (96 MiB in all, less than the
+      4 x 64 MiB before).
     - ``direct_flush_io``: flush and compaction write with ``O_DIRECT``
       when the store's directory takes it (module docstring).
-    - ``flush_rate_limit_bytes``: the most flush and compaction may write
-      per second (RocksDB's fixed-rate limiter, flushes first); 0, the
-      default: no limit (module docstring: why). Past the limit, ingest
-      stalls: never set it below what the node must take in.
     - ``blob_files`` / ``min_blob_bytes``: values of at least that size go to
       blob files at flush, so LSM compaction rewrites only keys and pointers,
       not record batches. On by default, measured (``measure_storage.py
@@ -140,7 +136,6 @@ class StoreOptions:
     log_write_buffer_bytes: int = 16 * MiB
     max_write_buffers: int = 6
     direct_flush_io: bool = True
-    flush_rate_limit_bytes: int = 0
     blob_files: bool = True
     min_blob_bytes: int = 16 * 1024
     max_total_wal_bytes: int = 512 * MiB
@@ -177,12 +172,6 @@ def parse_stall_seconds(dbstats: str) -> float | None:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-_RATE_LIMIT_REFILL_US = 20_000
-"""A limiter (when set) hands out bytes every 20 ms, not RocksDB's 100:
-smaller bursts for the disk between two WAL syncs."""
-_RATE_LIMIT_FAIRNESS = 10  # RocksDB's default: flushes ahead of compactions
-
-
 def _base_options(options: StoreOptions, direct_io: bool) -> rocksdict.Options:
     opts = rocksdict.Options(raw_mode=True)
     opts.create_if_missing(True)
@@ -199,8 +188,6 @@ def _base_options(options: StoreOptions, direct_io: bool) -> rocksdict.Options:
     opts.set_keep_log_file_num(5)
     if direct_io:
         opts.set_use_direct_io_for_flush_and_compaction(True)
-    if options.flush_rate_limit_bytes:
-        opts.set_ratelimiter(options.flush_rate_limit_bytes, _RATE_LIMIT_REFILL_US, _RATE_LIMIT_FAIRNESS)
     return opts
 
 

@@ -101,7 +101,7 @@ def test_store_without_direct_io_writes_through_the_page_cache(
 
 def test_direct_io_can_be_turned_off(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    with NodeStore(path, StoreOptions(direct_flush_io=False, flush_rate_limit_bytes=0)) as store:
+    with NodeStore(path, StoreOptions(direct_flush_io=False)) as store:
         assert not store.direct_io
     assert "use_direct_io_for_flush_and_compaction=false" in _options_file_text(path)
 
