@@ -415,8 +415,13 @@ class RaftNode(LeaderMixin, ElectionMixin, FollowerMixin):
             if self.role == Role.LEADER:
                 # The leader's own copy counts only once it is durable (§10.2.1).
                 me = self.tracker.progress.get(self.id)
-                if me is not None and me.maybe_update(self.log.stable_last_index()) and self._maybe_commit():
-                    self._broadcast_pending = self._broadcast_pending or self.config.broadcast_commit
+                if (
+                    me is not None
+                    and me.maybe_update(self.log.stable_last_index())
+                    and self._maybe_commit()
+                    and self.config.broadcast_commit
+                ):
+                    self._broadcast_pending = True  # tell everyone, once per Ready
         if ready.committed_entries:
             self.log.applied_to(ready.committed_entries[-1].index)
             self._membership.compact(self.log.first_index())
