@@ -6,16 +6,13 @@ and answers with them (cluster/routing/leader_routing.py)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
 
 from cluster.routing.leader_map import LeaderClaim
 from cluster.routing.leader_routing import LeaderRouting, RoutingConfig
-from cluster.transport.raft_transport import InboundMessage, RaftTransport, TransportConfig, server_options
 from cluster.transport.raft_wire import (
     WireError,
     decode_batch,
@@ -23,35 +20,14 @@ from cluster.transport.raft_wire import (
     encode_group_message,
     encode_leaders,
 )
-from raft.types import Message, MessageType
 from raftlog.internal.v1 import raft_pb2
-
-FAST = TransportConfig(
-    cluster_id="test",
-    ping_interval=0.05,
-    peer_timeout=0.3,
-    reconnect_backoff_initial=0.02,
-    reconnect_backoff_max=0.2,
-)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-def heartbeat(to: int, sender: int) -> Message:
-    return Message(MessageType.HEARTBEAT, to=to, sender=sender, term=1, commit=1)
-
+from tests.cluster.transport_nodes import TestNode, heartbeat, wait_for
 
 # --- wire -----------------------------------------------------------------------------------------
 
 
 def test_a_batch_with_an_announcement_is_what_protobuf_serializes() -> None:
-    body = encode_group_message(4, heartbeat(2, 1))
+    body = encode_group_message(4, heartbeat(2, 1, 1))
     framed = encode_batch(9, [body], encode_leaders([(4, 2), (300, 70000)]))
     expected = raft_pb2.RaftBatch(
         messages=[raft_pb2.GroupMessage.FromString(body)],
@@ -72,7 +48,7 @@ def test_a_batch_without_an_announcement_decodes_none_and_an_empty_one_an_empty_
 
 
 def test_a_malformed_announcement_is_dropped_and_the_messages_kept() -> None:
-    body = encode_group_message(4, heartbeat(2, 1))
+    body = encode_group_message(4, heartbeat(2, 1, 1))
     uneven = raft_pb2.LeaderAnnouncement(groups=[1, 2], terms=[3]).SerializeToString()
     decoded = decode_batch(encode_batch(2, [body], uneven))
     assert decoded.leaders is None
@@ -90,51 +66,9 @@ def test_an_announcement_peers_would_refuse_is_not_encoded() -> None:
 # --- transport ------------------------------------------------------------------------------------
 
 
-class AnnouncingNode:
-    """A gRPC server on loopback serving one transport that records what it
-    is delivered and announced."""
-
-    def __init__(self, node_id: int, port: int = 0) -> None:
-        self.node_id = node_id
-        self.server = grpc.aio.server(options=server_options(FAST))
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
-        self.address = f"127.0.0.1:{self.port}"
-        self.delivered: list[InboundMessage] = []
-        self.announced: list[tuple[int, list[tuple[int, int]]]] = []
-        self.transport: RaftTransport | None = None
-
-    def attach(self, peers: dict[int, str]) -> RaftTransport:
-        self.transport = RaftTransport(
-            self.node_id,
-            peers,
-            lambda _from, batch: self.delivered.extend(batch),
-            on_leaders=lambda sender, pairs: self.announced.append((sender, list(pairs))),
-            config=FAST,
-        )
-        self.transport.add_to_server(self.server)
-        return self.transport
-
-    @property
-    def t(self) -> RaftTransport:
-        assert self.transport is not None
-        return self.transport
-
-    def latest_from(self, sender: int) -> list[tuple[int, int]] | None:
-        found = [pairs for s, pairs in self.announced if s == sender]
-        return found[-1] if found else None
-
-    async def start(self) -> None:
-        await self.server.start()
-        await self.t.start()
-
-    async def stop(self) -> None:
-        await self.t.close()
-        await self.server.stop(None)
-
-
 @pytest.fixture
-async def pair() -> AsyncIterator[dict[int, AnnouncingNode]]:
-    nodes = {1: AnnouncingNode(1), 2: AnnouncingNode(2)}
+async def pair() -> AsyncIterator[dict[int, TestNode]]:
+    nodes = {1: TestNode(1), 2: TestNode(2)}
     nodes[1].attach({2: nodes[2].address})
     nodes[2].attach({1: nodes[1].address})
     for node in nodes.values():
@@ -145,20 +79,20 @@ async def pair() -> AsyncIterator[dict[int, AnnouncingNode]]:
 
 
 async def test_an_announcement_reaches_the_peer_alone_and_with_messages(
-    pair: dict[int, AnnouncingNode],
+    pair: dict[int, TestNode],
 ) -> None:
     a, b = pair[1], pair[2]
     await wait_for(lambda: a.t.peer_alive(2) and b.t.peer_alive(1), what="both up")
     a.t.announce_leaders([(5, 2), (6, 3)])
     await wait_for(lambda: b.latest_from(1) == [(5, 2), (6, 3)], what="the announcement alone")
-    a.t.send(2, 5, heartbeat(2, 1))
+    a.t.send(2, 5, heartbeat(2, 1, 1))
     a.t.announce_leaders([(5, 2)])
-    await wait_for(lambda: b.latest_from(1) == [(5, 2)] and len(b.delivered) == 1, what="both in one go")
+    await wait_for(lambda: b.latest_from(1) == [(5, 2)] and len(b.received()) == 1, what="both in one go")
     assert a.t.stats().peers[2].dropped_messages == 0
 
 
 async def test_only_the_latest_announcement_waiting_in_a_link_is_sent(
-    pair: dict[int, AnnouncingNode],
+    pair: dict[int, TestNode],
 ) -> None:
     a, b = pair[1], pair[2]
     await wait_for(lambda: a.t.peer_alive(2), what="node 2 up")
@@ -170,7 +104,7 @@ async def test_only_the_latest_announcement_waiting_in_a_link_is_sent(
 
 
 async def test_a_restarted_peer_gets_the_latest_announcement_without_a_new_one(
-    pair: dict[int, AnnouncingNode],
+    pair: dict[int, TestNode],
 ) -> None:
     a, b = pair[1], pair[2]
     a.t.announce_leaders([(3, 7)])
@@ -178,17 +112,17 @@ async def test_a_restarted_peer_gets_the_latest_announcement_without_a_new_one(
     port = b.port
     await b.stop()
     await wait_for(lambda: not a.t.peer_alive(2), what="node 2 down")
-    restarted = AnnouncingNode(2, port=port)
+    restarted = TestNode(2, port=port)
     restarted.attach({1: a.address})
     pair[2] = restarted  # the fixture stops it
     await restarted.start()
     await wait_for(lambda: restarted.latest_from(1) == [(3, 7)], what="the announcement again")
 
 
-async def test_a_peer_added_later_gets_the_latest_announcement(pair: dict[int, AnnouncingNode]) -> None:
+async def test_a_peer_added_later_gets_the_latest_announcement(pair: dict[int, TestNode]) -> None:
     a = pair[1]
     a.t.announce_leaders([(11, 4)])
-    late = AnnouncingNode(3)
+    late = TestNode(3)
     late.attach({1: a.address})
     pair[3] = late
     await late.start()

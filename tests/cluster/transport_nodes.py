@@ -1,6 +1,8 @@
-"""Helpers shared by the transport tests (test_transport*.py): ``TestNode``, one
-node's gRPC server on loopback with a ``RaftTransport`` recording what it
-delivers and every peer up/down report, and small waits on that state.
+"""Helpers shared by the transport tests (test_transport*.py,
+test_leader_announcements.py): ``TestNode``, one node's gRPC server on
+loopback with a ``RaftTransport`` recording what it delivers, the leader
+announcements it receives and every peer up/down report, and small waits
+on that state.
 
 - ``TestNode`` binds 127.0.0.1 (port 0 unless told, then the bound port) and
   ``stop()`` is idempotent, so a test may stop a node its fixture stops too.
@@ -56,6 +58,7 @@ class TestNode:
         self.address = f"127.0.0.1:{self.port}"
         self.deliveries: list[tuple[int, list[InboundMessage]]] = []
         self.states: list[tuple[int, bool]] = []
+        self.announced: list[tuple[int, list[tuple[int, int]]]] = []
         self.transport: RaftTransport | None = None
         self._stopped = False
 
@@ -65,6 +68,7 @@ class TestNode:
             peers,
             lambda from_node, batch: self.deliveries.append((from_node, list(batch))),
             on_peer_state=lambda node, alive: self.states.append((node, alive)),
+            on_leaders=lambda sender, pairs: self.announced.append((sender, list(pairs))),
             config=self.config,
         )
         self.transport.add_to_server(self.server)
@@ -77,6 +81,11 @@ class TestNode:
 
     def received(self) -> list[InboundMessage]:
         return [m for _, batch in self.deliveries for m in batch]
+
+    def latest_from(self, sender: int) -> list[tuple[int, int]] | None:
+        """The last leader announcement received from ``sender``, if any."""
+        found = [pairs for s, pairs in self.announced if s == sender]
+        return found[-1] if found else None
 
     async def start(self) -> None:
         await self.server.start()
