@@ -18,9 +18,9 @@ threads count too), and wall time (``wall_ms``). Run:
 
     python -m bench.transport_cost [--sizes 1000,262144,1048576] [--messages 2000]
 
-What it showed on the 2-core machine (bench/README.md, "Issue 20"): a
-small message costs gRPC about 0.1 ms of CPU on the two ends together
-against 0.014 ms as a frame; 256 KiB about 0.5 against 0.14 ms; 1 MiB
+What it showed on the 2-core machine (bench/README.md, "Where it stops on
+this machine"): a small message costs gRPC about 0.1 ms of CPU on the two
+ends together against 0.014 ms as a frame; 256 KiB about 0.5 against 0.14 ms; 1 MiB
 about 1.5 against 0.6 ms (the receiver reads each frame straight into a
 buffer of its size, ``asyncio.BufferedProtocol``). It is not wired into
 ``make bench``: it decides a design question, not a figure users read.

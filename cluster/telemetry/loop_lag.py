@@ -13,9 +13,11 @@ shorter than the interval may fall between two samples only in part: the
 sampler sees what a request arriving at its wake-up time would have
 waited).
 
-Cost: one timer and one histogram observation per interval (50 a second
-at the default 20 ms: a few microseconds each, ~0.01 % of a core), and
-no work at all on the request path.
+Cost: one timer wake-up and one histogram observation per interval (50 a
+second at the default 20 ms), and no work at all on the request path.
+Measured on an idle 3-node cluster (one partition, 15 s, 2 runs each):
+4.0-5.0 % of a core per node with it, 3.9-4.3 % without, a difference
+inside the runs' spread.
 
 Invariants:
 
